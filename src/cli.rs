@@ -1,0 +1,351 @@
+//! The `saepipe` command line: a thin layer over the library.
+
+use crate::exec::plan::{self, Selection, VerifyPolicy};
+use crate::exec::scheduler::{self, RunOptions};
+use crate::pipeline::{self, LoadOptions, Pipeline, dag};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use saepipe_cache::{Cache, VerifyMode};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Exit codes (documented in docs/cli.md).
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// One or more stages failed.
+    pub const STAGE_FAILED: i32 = 1;
+    /// The pipeline file or command line is invalid.
+    pub const INVALID: i32 = 2;
+    /// Cache or I/O problem (unreadable cache, corrupt artifact found by `cache verify`).
+    pub const CACHE: i32 = 3;
+}
+
+#[derive(Parser)]
+#[command(name = "saepipe", version, about = "Pipelines for sparse-autoencoder and transcoder research", propagate_version = true)]
+pub struct Cli {
+    /// Show error backtraces and debug details.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct PipelineArgs {
+    /// Pipeline file (YAML).
+    pub file: PathBuf,
+    /// Override a variable: NAME=VALUE (VALUE is parsed as YAML, e.g. `steps=[1,2]`).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub sets: Vec<String>,
+    /// YAML file of variable overrides.
+    #[arg(long, value_name = "FILE")]
+    pub params: Option<PathBuf>,
+    /// Cache directory (default: $SAEPIPE_CACHE, the pipeline's `cache_dir`, or ./cache).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+pub struct SelectArgs {
+    /// Build only these stages or instances (`train`, `train[step1]`) and what they need.
+    pub stages: Vec<String>,
+    /// Build up to and including this stage.
+    #[arg(long, value_name = "STAGE")]
+    pub until: Option<String>,
+    /// Recompute this stage (and everything downstream) even if cached.
+    #[arg(long, value_name = "STAGE")]
+    pub force: Vec<String>,
+    /// How cached artifacts are checked before use.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub verify: VerifyArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum VerifyArg {
+    /// Re-hash artifacts up to 64 MiB, check sizes of larger ones.
+    Auto,
+    Quick,
+    Full,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a pipeline (everything, or the given stages and what they need).
+    Run {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        #[command(flatten)]
+        select: SelectArgs,
+        /// Stage instances to run at once (default: number of CPU cores).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        /// Keep running independent stages after a failure.
+        #[arg(long)]
+        keep_going: bool,
+        /// No progress output.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Run each stage in its own process (as a cluster executor does).
+        #[arg(long)]
+        isolate: bool,
+    },
+    /// Show what `run` would do for each stage instance, and why.
+    Plan {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        #[command(flatten)]
+        select: SelectArgs,
+    },
+    /// Print the stage DAG as Graphviz dot and/or Mermaid.
+    Dag {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        #[arg(long, value_enum, default_value = "both")]
+        format: DagFormat,
+    },
+    /// Check a pipeline file and report every problem in it.
+    Validate {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// List ops, or show one op's parameters.
+    Ops { name: Option<String> },
+    /// Inspect and maintain the cache.
+    Cache {
+        #[arg(long, value_name = "DIR", global = true)]
+        cache_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Run one serialized stage instance (used by `run --isolate` and cluster executors).
+    #[command(hide = true)]
+    ExecStage {
+        #[arg(long)]
+        cache_dir: PathBuf,
+        #[arg(long)]
+        job: PathBuf,
+        #[arg(long)]
+        result: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DagFormat {
+    Dot,
+    Mermaid,
+    Both,
+}
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// List artifacts.
+    Ls,
+    /// Show an artifact's manifest (KEY may be a unique prefix).
+    Show { key: String },
+    /// Re-hash artifacts and report corruption (all artifacts if no KEY).
+    Verify { key: Option<String> },
+    /// Remove an artifact.
+    Rm { key: String },
+    /// Remove everything the given pipelines do not reach, and stale partial work.
+    Gc {
+        /// Pipelines whose artifacts to keep.
+        pipelines: Vec<PathBuf>,
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        sets: Vec<String>,
+        /// Actually delete (otherwise only report).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct Exit(pub i32, pub String);
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+impl std::error::Error for Exit {}
+
+fn load(args: &PipelineArgs) -> Result<Pipeline> {
+    let opts = LoadOptions { sets: args.sets.clone(), params_file: args.params.clone() };
+    pipeline::load(&args.file, &opts).map_err(|e| anyhow::Error::new(Exit(exit::INVALID, e.to_string())))
+}
+
+fn cache_root(explicit: Option<&Path>, p: Option<&Pipeline>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("SAEPIPE_CACHE").map(PathBuf::from))
+        .or_else(|| p.and_then(|p| p.cache_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from("cache"))
+}
+
+fn open_cache(root: &Path) -> Result<Cache> {
+    Cache::open(root).map_err(|e| anyhow::Error::new(Exit(exit::CACHE, format!("cannot open cache {}: {e}", root.display()))))
+}
+
+fn selection(p: &Pipeline, s: &SelectArgs) -> Selection {
+    let _ = p;
+    let mut targets = s.stages.clone();
+    targets.extend(s.until.clone());
+    Selection { targets, force: s.force.clone() }
+}
+
+fn policy(v: VerifyArg) -> VerifyPolicy {
+    match v {
+        VerifyArg::Auto => VerifyPolicy::Auto,
+        VerifyArg::Quick => VerifyPolicy::Quick,
+        VerifyArg::Full => VerifyPolicy::Full,
+    }
+}
+
+pub fn main(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Run { pipeline, select, jobs, keep_going, quiet, isolate } => {
+            let p = load(&pipeline)?;
+            let cache = open_cache(&cache_root(pipeline.cache_dir.as_deref(), Some(&p)))?;
+            let plan = plan::make_plan(&p, &cache, &selection(&p, &select), policy(select.verify))?;
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let quiet = quiet || std::env::var_os("SAEPIPE_QUIET").is_some();
+            let report = scheduler::run(&p, &cache, &plan, &RunOptions { jobs, keep_going, quiet, isolate })?;
+            if !quiet {
+                print!("{}", report.table());
+                println!("run record: {}", report.record_dir.join("run.json").display());
+            }
+            for s in report.stages.iter().filter(|s| s.error.is_some() && s.status == "failed") {
+                eprintln!("error: stage `{}` failed: {}", s.instance, s.error.as_deref().unwrap_or(""));
+                if let Some(log) = &s.log {
+                    eprintln!("  log: {log}");
+                }
+            }
+            Ok(if report.failed > 0 { exit::STAGE_FAILED } else { exit::OK })
+        }
+        Command::Plan { pipeline, select } => {
+            let p = load(&pipeline)?;
+            let cache = open_cache(&cache_root(pipeline.cache_dir.as_deref(), Some(&p)))?;
+            let plan = plan::make_plan(&p, &cache, &selection(&p, &select), policy(select.verify))?;
+            let w = plan.items.iter().map(|i| p.instances[i.idx].id.len()).max().unwrap_or(5).max(5);
+            println!("{:<w$}  {:<12}  {:<16}  {:<7}  why", "stage", "op", "key", "action");
+            for item in &plan.items {
+                let inst = &p.instances[item.idx];
+                println!("{:<w$}  {:<12}  {:<16}  {:<7}  {}", inst.id, inst.op.name(), &item.key.to_string()[..16], item.action.label(), item.why.join("; "));
+            }
+            Ok(exit::OK)
+        }
+        Command::Dag { pipeline, format } => {
+            let p = load(&pipeline)?;
+            if matches!(format, DagFormat::Dot | DagFormat::Both) {
+                print!("{}", dag::to_dot(&p));
+            }
+            if matches!(format, DagFormat::Both) {
+                println!();
+            }
+            if matches!(format, DagFormat::Mermaid | DagFormat::Both) {
+                print!("{}", dag::to_mermaid(&p));
+            }
+            Ok(exit::OK)
+        }
+        Command::Validate { pipeline } => {
+            let p = load(&pipeline)?;
+            println!("{}: ok ({} stages, {} stage instances)", p.file.display(), p.stages.len(), p.instances.len());
+            Ok(exit::OK)
+        }
+        Command::Ops { name } => {
+            match name {
+                None => {
+                    for op in crate::ops::registry().iter().filter(|o| !o.hidden()) {
+                        println!("{:<20} {}", op.name(), op.summary());
+                    }
+                }
+                Some(n) => {
+                    let op = crate::ops::find(&n).with_context(|| format!("unknown op `{n}`"))?;
+                    println!("{} (version {}): {}\n", op.name(), op.version(), op.summary());
+                    for s in op.params() {
+                        let req = if s.required { "required".to_string() } else { s.default.as_ref().map(|d| format!("default {d}")).unwrap_or_else(|| "optional".into()) };
+                        println!("  {:<24} {:<28} {req}{}\n      {}", s.name, s.ty.describe(), if s.in_key { "" } else { ", not in cache key" }, s.doc);
+                    }
+                    if !op.outputs().is_empty() {
+                        println!("\n  named outputs: {}", op.outputs().join(", "));
+                    }
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Cache { cache_dir, command } => cache_command(&open_cache(&cache_root(cache_dir.as_deref(), None))?, command),
+        Command::ExecStage { cache_dir, job, result } => {
+            scheduler::exec_stage(&open_cache(&cache_dir)?, &job, result.as_deref())?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn cache_command(cache: &Cache, command: CacheCommand) -> Result<i32> {
+    match command {
+        CacheCommand::Ls => {
+            let mut list = cache.list()?;
+            list.sort_by(|a, b| a.created_unix.total_cmp(&b.created_unix));
+            println!("{:<16}  {:<20}  {:<32}  {:>10}", "key", "op", "stage", "size");
+            let mut total = 0;
+            for a in &list {
+                total += a.bytes;
+                println!("{:<16}  {:<20}  {:<32}  {:>10}", &a.key.to_string()[..16], a.op, a.stage, plan::human_bytes(a.bytes));
+            }
+            println!("{} artifacts, {}", list.len(), plan::human_bytes(total));
+            Ok(exit::OK)
+        }
+        CacheCommand::Show { key } => {
+            let key = cache.resolve_prefix(&key)?;
+            let m = cache.lookup(&key)?.with_context(|| format!("artifact {key} is not in the cache"))?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+            println!("path: {}", cache.artifact_dir(&key).display());
+            Ok(exit::OK)
+        }
+        CacheCommand::Verify { key } => {
+            let keys = match key {
+                Some(k) => vec![cache.resolve_prefix(&k)?],
+                None => cache.list()?.into_iter().map(|a| a.key).collect(),
+            };
+            let mut bad = 0;
+            for k in &keys {
+                let r = cache.verify(k, VerifyMode::Full)?;
+                if r.ok {
+                    println!("ok       {}", k);
+                } else {
+                    bad += 1;
+                    println!("CORRUPT  {}", k);
+                    for p in &r.problems {
+                        println!("           {p}");
+                    }
+                }
+            }
+            println!("{} verified, {} corrupt", keys.len(), bad);
+            Ok(if bad > 0 { exit::CACHE } else { exit::OK })
+        }
+        CacheCommand::Rm { key } => {
+            let key = cache.resolve_prefix(&key)?;
+            cache.remove(&key)?;
+            println!("removed {key}");
+            Ok(exit::OK)
+        }
+        CacheCommand::Gc { pipelines, sets, yes } => {
+            if pipelines.is_empty() {
+                bail!(Exit(exit::INVALID, "`cache gc` needs the pipeline files whose artifacts to keep (everything else is removed)".into()));
+            }
+            let mut keep = HashSet::new();
+            for f in &pipelines {
+                let p = pipeline::load(f, &LoadOptions { sets: sets.clone(), params_file: None }).map_err(|e| anyhow::Error::new(Exit(exit::INVALID, e.to_string())))?;
+                for (_, k) in crate::exec::keys::materials(&p, cache)? {
+                    keep.insert(k);
+                }
+            }
+            let report = cache.gc(&keep, !yes)?;
+            let total: u64 = report.removed.iter().map(|(_, b)| b).sum();
+            for (what, bytes) in &report.removed {
+                println!("{} {what} ({})", if yes { "removed" } else { "would remove" }, plan::human_bytes(*bytes));
+            }
+            println!("{} {} items, {}; kept {} artifacts{}", if yes { "removed" } else { "would remove" }, report.removed.len(), plan::human_bytes(total), report.kept, if yes { "" } else { " (dry run: pass --yes to delete)" });
+            Ok(exit::OK)
+        }
+    }
+}

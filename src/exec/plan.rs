@@ -1,0 +1,171 @@
+//! What a run will do for every stage instance, and why.
+
+use super::index;
+use super::keys::{self, KeyMaterial};
+use crate::pipeline::Pipeline;
+use anyhow::{Result, bail};
+use saepipe_cache::{Cache, Key, VerifyMode};
+use std::collections::BTreeSet;
+
+/// Artifacts up to this size are re-hashed on every use; larger ones are checked
+/// by size and file list (`--verify full` re-hashes everything).
+pub const FULL_VERIFY_MAX_BYTES: u64 = 64 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Hit,
+    Resume,
+    Run,
+    /// The cached artifact is damaged: it is discarded and recomputed.
+    Rebuild,
+}
+
+impl Action {
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::Hit => "hit",
+            Action::Resume => "resume",
+            Action::Run => "run",
+            Action::Rebuild => "rebuild",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VerifyPolicy {
+    /// Full re-hash for small artifacts, size check for large ones.
+    #[default]
+    Auto,
+    Quick,
+    Full,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Stage names or instance ids to build (with everything they need); empty = all.
+    pub targets: Vec<String>,
+    /// Recompute these (and everything downstream of them).
+    pub force: Vec<String>,
+}
+
+pub struct PlanItem {
+    pub idx: usize,
+    pub key: Key,
+    pub material: KeyMaterial,
+    pub action: Action,
+    pub why: Vec<String>,
+    pub forced: bool,
+}
+
+pub struct Plan {
+    /// Selected instances in dependency order.
+    pub items: Vec<PlanItem>,
+}
+
+fn resolve_names(p: &Pipeline, names: &[String], what: &str) -> Result<BTreeSet<usize>> {
+    let mut out = BTreeSet::new();
+    for n in names {
+        match p.select(n) {
+            Some(v) => out.extend(v),
+            None => {
+                let mut cands: Vec<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
+                cands.extend(p.instances.iter().map(|i| i.id.as_str()));
+                let hint = crate::pipeline::diag::did_you_mean(n, cands).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                bail!("{what} `{n}` is not a stage or stage instance of {}{hint}", p.file.display());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `roots` plus everything they depend on.
+pub fn with_ancestors(p: &Pipeline, roots: &BTreeSet<usize>) -> BTreeSet<usize> {
+    let mut seen = roots.clone();
+    let mut stack: Vec<usize> = roots.iter().copied().collect();
+    while let Some(i) = stack.pop() {
+        for d in p.deps(i) {
+            if seen.insert(d) {
+                stack.push(d);
+            }
+        }
+    }
+    seen
+}
+
+fn with_descendants(p: &Pipeline, roots: &BTreeSet<usize>) -> BTreeSet<usize> {
+    let mut seen = roots.clone();
+    let order = crate::pipeline::dag::topo_order(p);
+    for i in order {
+        if p.deps(i).iter().any(|d| seen.contains(d)) {
+            seen.insert(i);
+        }
+    }
+    seen
+}
+
+pub fn make_plan(p: &Pipeline, cache: &Cache, sel: &Selection, verify: VerifyPolicy) -> Result<Plan> {
+    let selected = if sel.targets.is_empty() {
+        (0..p.instances.len()).collect()
+    } else {
+        with_ancestors(p, &resolve_names(p, &sel.targets, "target")?)
+    };
+    let forced = with_descendants(p, &resolve_names(p, &sel.force, "--force")?);
+    let materials = keys::materials(p, cache)?;
+    let mut items = Vec::new();
+    for i in crate::pipeline::dag::topo_order(p) {
+        if !selected.contains(&i) {
+            continue;
+        }
+        let (material, key) = materials[i].clone();
+        let inst = &p.instances[i];
+        let is_forced = forced.contains(&i);
+        let (action, why) = if is_forced {
+            (Action::Run, vec!["forced (--force)".to_string()])
+        } else {
+            decide(p, cache, &inst.id, &key, &material, verify)?
+        };
+        items.push(PlanItem { idx: i, key, material, action, why, forced: is_forced });
+    }
+    Ok(Plan { items })
+}
+
+fn decide(p: &Pipeline, cache: &Cache, id: &str, key: &Key, material: &KeyMaterial, verify: VerifyPolicy) -> Result<(Action, Vec<String>)> {
+    if let Some(m) = cache.lookup(key)? {
+        let mode = match verify {
+            VerifyPolicy::Full => VerifyMode::Full,
+            VerifyPolicy::Quick => VerifyMode::Quick,
+            VerifyPolicy::Auto if m.total_bytes <= FULL_VERIFY_MAX_BYTES => VerifyMode::Full,
+            VerifyPolicy::Auto => VerifyMode::Quick,
+        };
+        let report = cache.verify(key, mode)?;
+        return Ok(if report.ok {
+            (Action::Hit, vec![format!("cached {}", human_bytes(m.total_bytes))])
+        } else {
+            (Action::Rebuild, report.problems.iter().map(|p| format!("cached artifact damaged: {p}")).collect())
+        });
+    }
+    let partial = cache.root().join("partial").join(key.to_string());
+    if std::fs::read_dir(&partial).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        return Ok((Action::Resume, vec!["saved progress from an interrupted run".into()]));
+    }
+    let why = match index::previous(cache, &p.name, id) {
+        None => vec!["not run before".into()],
+        Some(prev) if prev.key == *key => vec!["same recipe as last time, but the artifact is no longer in the cache".into()],
+        Some(prev) => {
+            let d = material.diff(&prev.material);
+            if d.is_empty() { vec!["recipe changed".into()] } else { d }
+        }
+    };
+    Ok((Action::Run, why))
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}

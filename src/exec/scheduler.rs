@@ -1,0 +1,289 @@
+//! Runs a plan: ready stage instances in parallel up to `-j`, at most one GPU
+//! stage per device at a time, failures stopping (or with `--keep-going`, only
+//! skipping) what depends on them. Writes a JSON run record and per-stage logs.
+
+use super::plan::{Action, Plan, human_bytes};
+use super::progress::Reporter;
+use super::stage::{self, Outcome, StageJob, StageResult};
+use crate::ops::Resource;
+use crate::pipeline::Pipeline;
+use anyhow::{Context, Result, anyhow};
+use saepipe_cache::Cache;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub jobs: usize,
+    pub keep_going: bool,
+    pub quiet: bool,
+    /// Run every stage in its own `saepipe exec-stage` process.
+    pub isolate: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InstanceReport {
+    pub instance: String,
+    pub op: String,
+    pub key: String,
+    pub status: String,
+    pub seconds: f64,
+    pub bytes: u64,
+    pub error: Option<String>,
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub pipeline: String,
+    pub file: String,
+    pub started_unix: f64,
+    pub seconds: f64,
+    pub stages: Vec<InstanceReport>,
+    pub failed: usize,
+    #[serde(skip)]
+    pub record_dir: PathBuf,
+}
+
+impl RunReport {
+    pub fn table(&self) -> String {
+        let w = self.stages.iter().map(|s| s.instance.len()).max().unwrap_or(5).max(5);
+        let mut out = format!("{:<w$}  {:<13}  {:>9}  {:>10}\n", "stage", "status", "time", "output");
+        for s in &self.stages {
+            let size = if s.bytes > 0 { human_bytes(s.bytes) } else { "-".into() };
+            out.push_str(&format!("{:<w$}  {:<13}  {:>8.2}s  {:>10}\n", s.instance, s.status, s.seconds, size));
+        }
+        out
+    }
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+pub fn job_for(p: &Pipeline, plan: &Plan, pos: usize) -> StageJob {
+    let item = &plan.items[pos];
+    let inst = &p.instances[item.idx];
+    let key_of: HashMap<usize, saepipe_cache::Key> = plan.items.iter().map(|it| (it.idx, it.key)).collect();
+    let inputs = inst
+        .inputs
+        .iter()
+        .map(|r| (r.label.clone(), r.targets.iter().map(|t| (key_of[&t.instance], t.output.clone())).collect()))
+        .collect();
+    StageJob {
+        pipeline: p.name.clone(),
+        instance: inst.id.clone(),
+        op: inst.op.name().to_string(),
+        key: item.key,
+        material: item.material.clone(),
+        params: inst.params.clone(),
+        inputs,
+        base_dir: p.base_dir.clone(),
+        force: item.forced || item.action == Action::Rebuild,
+        threads: rayon_threads(),
+    }
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn safe_name(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_=.,".contains(c) { c } else { '_' }).collect()
+}
+
+pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
+    let started = Instant::now();
+    let started_unix = now_unix();
+    let record_dir = cache.run_dir().join(format!("{}-{}", started_unix as u64, std::process::id()));
+    let log_dir = record_dir.join("logs");
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let reporter = Reporter::new(opts.quiet);
+
+    let n = plan.items.len();
+    let pos_of: HashMap<usize, usize> = plan.items.iter().enumerate().map(|(pos, it)| (it.idx, pos)).collect();
+    // Dependencies within the plan, by plan position.
+    let deps: Vec<Vec<usize>> = plan.items.iter().map(|it| p.deps(it.idx).into_iter().filter_map(|d| pos_of.get(&d).copied()).collect()).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
+        }
+    }
+    let mut remaining: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut reports: Vec<Option<InstanceReport>> = vec![None; n];
+    let mut ready: Vec<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut running = 0usize;
+    let mut busy: HashSet<Resource> = HashSet::new();
+    let mut stop = false;
+    let jobs = opts.jobs.max(1);
+
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = mpsc::channel::<(usize, Resource, Result<StageResult, String>, PathBuf)>();
+        loop {
+            // Launch what can start, in plan (dependency) order.
+            ready.sort_unstable();
+            let mut i = 0;
+            while !stop && running < jobs && i < ready.len() {
+                let pos = ready[i];
+                let item = &plan.items[pos];
+                let inst = &p.instances[item.idx];
+                let resource = inst.op.resource(&inst.params);
+                if resource != Resource::Cpu && busy.contains(&resource) {
+                    i += 1;
+                    continue;
+                }
+                ready.remove(i);
+                if resource != Resource::Cpu {
+                    busy.insert(resource.clone());
+                }
+                running += 1;
+                let job = job_for(p, plan, pos);
+                let log_path = log_dir.join(format!("{}.log", safe_name(&inst.id)));
+                let tx = tx.clone();
+                let reporter = reporter.clone();
+                let record_dir = record_dir.clone();
+                let action = item.action;
+                let isolate = opts.isolate;
+                scope.spawn(move || {
+                    if action != Action::Hit {
+                        reporter.println(&format!("{} {} ({})", match action { Action::Resume => "resuming", Action::Rebuild => "rebuilding", _ => "running" }, job.instance, job.op));
+                    }
+                    let progress = reporter.stage(&job.instance);
+                    let result = if isolate {
+                        run_isolated(cache, &job, &record_dir, &log_path)
+                    } else {
+                        run_in_process(cache, &job, &progress, &log_path)
+                    };
+                    progress.finish();
+                    let _ = tx.send((pos, resource, result.map_err(|e| format!("{e:#}")), log_path));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let (pos, resource, result, log_path) = rx.recv().map_err(|_| anyhow!("a stage worker vanished"))?;
+            running -= 1;
+            busy.remove(&resource);
+            let item = &plan.items[pos];
+            let inst = &p.instances[item.idx];
+            let log = std::fs::metadata(&log_path).ok().filter(|m| m.len() > 0).map(|_| log_path.display().to_string());
+            match result {
+                Ok(r) => {
+                    if r.outcome != Outcome::Hit {
+                        reporter.println(&format!("done {} in {:.1}s ({})", inst.id, r.seconds, r.outcome.label()));
+                    }
+                    reports[pos] = Some(InstanceReport { instance: inst.id.clone(), op: inst.op.name().into(), key: item.key.to_string(), status: r.outcome.label().into(), seconds: r.seconds, bytes: r.bytes, error: None, log });
+                    for &d in &dependents[pos] {
+                        remaining[d] -= 1;
+                        if remaining[d] == 0 && reports[d].is_none() {
+                            ready.push(d);
+                        }
+                    }
+                }
+                Err(e) => {
+                    reporter.println(&format!("FAILED {}: {e}", inst.id));
+                    reports[pos] = Some(InstanceReport { instance: inst.id.clone(), op: inst.op.name().into(), key: item.key.to_string(), status: "failed".into(), seconds: 0.0, bytes: 0, error: Some(e), log });
+                    skip_downstream(pos, &dependents, plan, p, &mut reports);
+                    if !opts.keep_going {
+                        stop = true;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+
+    let stages: Vec<InstanceReport> = reports
+        .into_iter()
+        .enumerate()
+        .map(|(pos, r)| {
+            r.unwrap_or_else(|| {
+                let inst = &p.instances[plan.items[pos].idx];
+                InstanceReport { instance: inst.id.clone(), op: inst.op.name().into(), key: plan.items[pos].key.to_string(), status: "not run".into(), seconds: 0.0, bytes: 0, error: None, log: None }
+            })
+        })
+        .collect();
+    let failed = stages.iter().filter(|s| s.status == "failed").count();
+    let report = RunReport { pipeline: p.name.clone(), file: p.file.display().to_string(), started_unix, seconds: started.elapsed().as_secs_f64(), stages, failed, record_dir: record_dir.clone() };
+    let tmp = record_dir.join("run.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&report)?)?;
+    std::fs::rename(&tmp, record_dir.join("run.json"))?;
+    Ok(report)
+}
+
+fn skip_downstream(pos: usize, dependents: &[Vec<usize>], plan: &Plan, p: &Pipeline, reports: &mut [Option<InstanceReport>]) {
+    let mut stack = dependents[pos].clone();
+    while let Some(d) = stack.pop() {
+        if reports[d].is_none() {
+            let inst = &p.instances[plan.items[d].idx];
+            reports[d] = Some(InstanceReport { instance: inst.id.clone(), op: inst.op.name().into(), key: plan.items[d].key.to_string(), status: "skipped".into(), seconds: 0.0, bytes: 0, error: Some(format!("needs {} which failed", p.instances[plan.items[pos].idx].id)), log: None });
+            stack.extend(dependents[d].iter().copied());
+        }
+    }
+}
+
+fn run_in_process(cache: &Cache, job: &StageJob, progress: &super::progress::StageProgress, log_path: &Path) -> Result<StageResult> {
+    let mut log = std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let r = stage::execute(cache, job, progress, &mut log);
+    if let Err(e) = &r {
+        use std::io::Write;
+        let _ = writeln!(log, "error: {e:#}");
+    }
+    r
+}
+
+/// Runs the job as `saepipe exec-stage` in a child process, as a cluster node would.
+fn run_isolated(cache: &Cache, job: &StageJob, record_dir: &Path, log_path: &Path) -> Result<StageResult> {
+    let jobs_dir = record_dir.join("jobs");
+    std::fs::create_dir_all(&jobs_dir)?;
+    let job_file = jobs_dir.join(format!("{}.json", safe_name(&job.instance)));
+    let result_file = job_file.with_extension("result.json");
+    std::fs::write(&job_file, serde_json::to_vec_pretty(job)?)?;
+    let log = std::fs::File::create(log_path)?;
+    let exe = std::env::current_exe().context("locating the saepipe executable")?;
+    let status = std::process::Command::new(exe)
+        .arg("exec-stage")
+        .arg("--cache-dir")
+        .arg(cache.root())
+        .arg("--job")
+        .arg(&job_file)
+        .arg("--result")
+        .arg(&result_file)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()
+        .context("starting saepipe exec-stage")?;
+    if !status.success() {
+        let tail = std::fs::read_to_string(log_path).unwrap_or_default();
+        let last: Vec<&str> = tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(anyhow!("exec-stage exited with {status}: {}", last.join(" | ")));
+    }
+    let r: ExecResult = serde_json::from_slice(&std::fs::read(&result_file)?)?;
+    Ok(StageResult { outcome: r.outcome, bytes: r.bytes, seconds: r.seconds })
+}
+
+#[derive(Serialize, serde::Deserialize)]
+pub struct ExecResult {
+    pub outcome: Outcome,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// Body of the hidden `exec-stage` subcommand.
+pub fn exec_stage(cache: &Cache, job_file: &Path, result_file: Option<&Path>) -> Result<()> {
+    let job: StageJob = serde_json::from_slice(&std::fs::read(job_file).with_context(|| format!("reading {}", job_file.display()))?)
+        .with_context(|| format!("{} is not a stage job description", job_file.display()))?;
+    let reporter = Reporter::Plain;
+    let progress = reporter.stage(&job.instance);
+    let mut out = std::io::stderr();
+    let r = stage::execute(cache, &job, &progress, &mut out)?;
+    if let Some(rf) = result_file {
+        std::fs::write(rf, serde_json::to_vec(&ExecResult { outcome: r.outcome, bytes: r.bytes, seconds: r.seconds })?)?;
+    }
+    Ok(())
+}
+

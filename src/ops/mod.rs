@@ -1,0 +1,148 @@
+//! Stage kinds. Each op declares a typed parameter schema and a `run` that reads
+//! its inputs and writes its output directory; ops know nothing about caching,
+//! locking or scheduling (the engine in `exec` does all of that).
+
+pub mod command;
+pub mod debug_shards;
+
+use crate::pipeline::schema::ParamSpec;
+use anyhow::{Context, Result, anyhow};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What a stage needs exclusively while it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    Cpu,
+    /// One GPU stage at a time per device.
+    Gpu(usize),
+}
+
+pub trait Op: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Bumped whenever the op's output for the same inputs changes; part of the cache key.
+    fn version(&self) -> u32;
+    fn summary(&self) -> &'static str;
+    fn params(&self) -> Vec<ParamSpec>;
+    /// Named outputs (sub-paths of the artifact directory) that references like
+    /// `stage.name` may point at.
+    fn outputs(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Files or directories outside the cache that the result depends on, beyond
+    /// `Path` parameters (e.g. a model resolved from a hub id). Hashed by content.
+    fn external_inputs(&self, _params: &Params, _base_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+        Ok(Vec::new())
+    }
+    /// Extra strings that go into the key (e.g. the content of scripts a command runs).
+    fn resource(&self, _params: &Params) -> Resource {
+        Resource::Cpu
+    }
+    /// Hidden ops (engine self-tests) are left out of `saepipe ops`.
+    fn hidden(&self) -> bool {
+        false
+    }
+    fn run(&self, ctx: &mut StageCtx) -> Result<Value>;
+}
+
+pub fn registry() -> &'static [&'static dyn Op] {
+    static OPS: &[&dyn Op] = &[&command::CommandOp, &debug_shards::DebugShardsOp];
+    OPS
+}
+
+pub fn find(name: &str) -> Option<&'static dyn Op> {
+    registry().iter().copied().find(|op| op.name() == name)
+}
+
+/// An op's validated parameters (defaults filled in, paths made absolute).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Params(pub BTreeMap<String, Value>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+    fn need(&self, name: &str) -> Result<&Value> {
+        self.get(name).ok_or_else(|| anyhow!("parameter `{name}` is missing"))
+    }
+    pub fn str(&self, name: &str) -> Result<&str> {
+        self.need(name)?.as_str().ok_or_else(|| anyhow!("parameter `{name}` must be a string"))
+    }
+    pub fn opt_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(Value::as_str)
+    }
+    pub fn i64(&self, name: &str) -> Result<i64> {
+        self.need(name)?.as_i64().ok_or_else(|| anyhow!("parameter `{name}` must be an integer"))
+    }
+    pub fn usize(&self, name: &str) -> Result<usize> {
+        let v = self.i64(name)?;
+        usize::try_from(v).map_err(|_| anyhow!("parameter `{name}` must not be negative (got {v})"))
+    }
+    pub fn f64(&self, name: &str) -> Result<f64> {
+        self.need(name)?.as_f64().ok_or_else(|| anyhow!("parameter `{name}` must be a number"))
+    }
+    pub fn bool(&self, name: &str) -> Result<bool> {
+        self.need(name)?.as_bool().ok_or_else(|| anyhow!("parameter `{name}` must be a boolean"))
+    }
+    pub fn str_list(&self, name: &str) -> Result<Vec<String>> {
+        match self.get(name) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| anyhow!("parameter `{name}` must be a list of strings")))
+                .collect(),
+            Some(_) => Err(anyhow!("parameter `{name}` must be a list of strings")),
+        }
+    }
+}
+
+/// Progress reporting handed to a running op.
+pub trait ProgressSink: Send + Sync {
+    fn set_total(&self, total: u64, unit: &str);
+    fn set_position(&self, pos: u64);
+    fn message(&self, msg: &str);
+}
+
+/// Everything an op may touch while it runs.
+pub struct StageCtx<'a> {
+    pub instance: String,
+    pub params: Params,
+    /// Resolved input artifacts by parameter label (`tokens`, `saes`, `inputs.data`), in order.
+    pub inputs: BTreeMap<String, Vec<PathBuf>>,
+    /// Where the op writes its output; published atomically when `run` returns Ok.
+    pub out_dir: PathBuf,
+    /// Survives crashes: shards or checkpoints written here let a rerun resume.
+    pub partial_dir: PathBuf,
+    /// The pipeline file's directory (relative paths in user parameters resolve here).
+    pub base_dir: PathBuf,
+    pub threads: usize,
+    pub progress: &'a dyn ProgressSink,
+    pub log: &'a mut dyn std::io::Write,
+}
+
+impl StageCtx<'_> {
+    pub fn input(&self, label: &str) -> Result<&Path> {
+        match self.inputs.get(label).map(Vec::as_slice) {
+            Some([one]) => Ok(one),
+            Some(many) => Err(anyhow!("input `{label}` has {} artifacts where one was expected", many.len())),
+            None => Err(anyhow!("input `{label}` was not provided")),
+        }
+    }
+    pub fn input_list(&self, label: &str) -> &[PathBuf] {
+        self.inputs.get(label).map(Vec::as_slice).unwrap_or(&[])
+    }
+    pub fn logln(&mut self, msg: impl AsRef<str>) {
+        let _ = writeln!(self.log, "{}", msg.as_ref());
+    }
+    /// Writes `bytes` to `out_dir/rel` (creating parent directories).
+    pub fn write_output(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.out_dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+use std::io::Write as _;

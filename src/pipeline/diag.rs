@@ -1,0 +1,104 @@
+//! Validation diagnostics: every problem of a pipeline file, each with the file,
+//! line, column, stage and parameter it concerns.
+
+use super::yaml::Pos;
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub pos: Pos,
+    pub stage: Option<String>,
+    pub param: Option<String>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: error:", self.file, self.pos.line, self.pos.col)?;
+        if let Some(stage) = &self.stage {
+            write!(f, " stage `{stage}`")?;
+            if let Some(param) = &self.param {
+                write!(f, ", parameter `{param}`")?;
+            }
+            write!(f, ":")?;
+        } else if let Some(param) = &self.param {
+            write!(f, " `{param}`:")?;
+        }
+        write!(f, " {}", self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// All diagnostics of one file, reported together.
+#[derive(Debug, Default, Clone)]
+pub struct Diagnostics {
+    pub file: String,
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn new(file: impl Into<String>) -> Self {
+        Diagnostics { file: file.into(), items: Vec::new() }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    pub fn error(&mut self, pos: Pos, stage: Option<&str>, param: Option<&str>, message: impl Into<String>) -> &mut Diagnostic {
+        self.items.push(Diagnostic {
+            file: self.file.clone(),
+            pos,
+            stage: stage.map(str::to_string),
+            param: param.map(str::to_string),
+            message: message.into(),
+            help: None,
+        });
+        self.items.last_mut().unwrap()
+    }
+    /// An "unknown X" error with a did-you-mean suggestion from `candidates`.
+    pub fn unknown<'a>(
+        &mut self,
+        pos: Pos,
+        stage: Option<&str>,
+        param: Option<&str>,
+        what: &str,
+        name: &str,
+        candidates: impl IntoIterator<Item = &'a str>,
+    ) {
+        let candidates: Vec<&str> = candidates.into_iter().collect();
+        let help = did_you_mean(name, candidates.iter().copied()).map(|s| format!("did you mean `{s}`?")).or_else(|| {
+            (!candidates.is_empty() && candidates.len() <= 12).then(|| format!("expected one of: {}", candidates.join(", ")))
+        });
+        self.error(pos, stage, param, format!("unknown {what} `{name}`")).help = help;
+    }
+    pub fn sort(&mut self) {
+        self.items.sort_by(|a, b| a.pos.cmp(&b.pos));
+        self.items.dedup();
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.items {
+            writeln!(f, "{d}")?;
+        }
+        let n = self.items.len();
+        write!(f, "{n} error{} in {}", if n == 1 { "" } else { "s" }, self.file)
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// Closest candidate by edit distance, if it is close enough to be a plausible typo.
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(name, c), c))
+        .filter(|(d, c)| *d <= (name.len().max(c.len()) / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}

@@ -1,0 +1,356 @@
+//! A small YAML document tree that keeps the source position of every node and
+//! mapping key, so validation errors can point at `file:line:column`.
+//!
+//! Built on the event stream of `saphyr-parser` rather than a serde deserializer
+//! because serde-based loaders drop positions and silently merge duplicate keys.
+
+use saphyr_parser::{Event, Parser, ScalarStyle};
+use std::collections::HashMap;
+
+/// 1-based line and column in the source file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl std::fmt::Display for Pos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Yaml {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<Entry>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub key_pos: Pos,
+    pub value: Node,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub value: Yaml,
+    pub pos: Pos,
+}
+
+impl Node {
+    pub fn new(value: Yaml, pos: Pos) -> Node {
+        Node { value, pos }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Yaml::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_map(&self) -> Option<&[Entry]> {
+        match &self.value {
+            Yaml::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.as_map()?.iter().find(|e| e.key == key)
+    }
+    /// Short description of the node's type for error messages.
+    pub fn kind(&self) -> &'static str {
+        self.value.kind()
+    }
+    /// Plain-data view (used for hashing and for ops' parameters).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as V;
+        match &self.value {
+            Yaml::Null => V::Null,
+            Yaml::Bool(b) => V::Bool(*b),
+            Yaml::Int(i) => V::from(*i),
+            Yaml::Float(f) => serde_json::Number::from_f64(*f).map(V::Number).unwrap_or(V::Null),
+            Yaml::Str(s) => V::String(s.clone()),
+            Yaml::Seq(items) => V::Array(items.iter().map(Node::to_json).collect()),
+            Yaml::Map(entries) => {
+                V::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect())
+            }
+        }
+    }
+    /// Inverse of [`Node::to_json`], every node placed at `pos`.
+    pub fn from_json(v: &serde_json::Value, pos: Pos) -> Node {
+        use serde_json::Value as V;
+        let value = match v {
+            V::Null => Yaml::Null,
+            V::Bool(b) => Yaml::Bool(*b),
+            V::Number(n) => match n.as_i64() {
+                Some(i) => Yaml::Int(i),
+                None => Yaml::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            V::String(s) => Yaml::Str(s.clone()),
+            V::Array(a) => Yaml::Seq(a.iter().map(|x| Node::from_json(x, pos)).collect()),
+            V::Object(o) => Yaml::Map(
+                o.iter()
+                    .map(|(k, x)| Entry { key: k.clone(), key_pos: pos, value: Node::from_json(x, pos) })
+                    .collect(),
+            ),
+        };
+        Node { value, pos }
+    }
+    /// Scalar rendered as text, for string interpolation and instance keys.
+    pub fn scalar_text(&self) -> Option<String> {
+        match &self.value {
+            Yaml::Null => Some("null".into()),
+            Yaml::Bool(b) => Some(b.to_string()),
+            Yaml::Int(i) => Some(i.to_string()),
+            Yaml::Float(f) => Some(format_float(*f)),
+            Yaml::Str(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Yaml {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Yaml::Null => "null",
+            Yaml::Bool(_) => "a boolean",
+            Yaml::Int(_) => "an integer",
+            Yaml::Float(_) => "a float",
+            Yaml::Str(_) => "a string",
+            Yaml::Seq(_) => "a list",
+            Yaml::Map(_) => "a mapping",
+        }
+    }
+}
+
+/// Shortest text that parses back to the same f64 (so `1e-3` and `0.001` agree).
+pub fn format_float(f: f64) -> String {
+    if f.is_finite() && f == f.trunc() && f.abs() < 1e15 {
+        format!("{f:.1}")
+    } else {
+        format!("{f}")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct YamlError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// Parses one YAML document. Duplicate mapping keys, non-scalar keys, tags and
+/// multiple documents are errors.
+pub fn parse(text: &str) -> Result<Node, YamlError> {
+    let mut builder = Builder::default();
+    for item in Parser::new_from_str(text) {
+        let (event, span) = item.map_err(|e| YamlError {
+            pos: Pos { line: e.marker().line(), col: e.marker().col() + 1 },
+            message: format!("invalid YAML: {}", e.info()),
+        })?;
+        let pos = Pos { line: span.start.line(), col: span.start.col() + 1 };
+        builder.event(event, pos)?;
+    }
+    match builder.docs.len() {
+        0 => Err(YamlError { pos: Pos { line: 1, col: 1 }, message: "the file is empty".into() }),
+        1 => Ok(builder.docs.pop().unwrap()),
+        _ => Err(YamlError {
+            pos: builder.second_doc_pos,
+            message: "expected a single YAML document, found several (remove the `---` separator)".into(),
+        }),
+    }
+}
+
+enum Frame {
+    Seq(Vec<Node>, Pos, usize),
+    Map(Vec<Entry>, Pos, usize, Option<(String, Pos)>),
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    docs: Vec<Node>,
+    anchors: HashMap<usize, Node>,
+    second_doc_pos: Pos,
+}
+
+impl Builder {
+    fn event(&mut self, event: Event<'_>, pos: Pos) -> Result<(), YamlError> {
+        match event {
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => Ok(()),
+            Event::DocumentStart(_) => {
+                if self.docs.len() == 1 {
+                    self.second_doc_pos = pos;
+                }
+                Ok(())
+            }
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().ok_or(YamlError {
+                    pos,
+                    message: "alias refers to an unknown anchor".into(),
+                })?;
+                self.push(Node { value: node.value, pos }, 0)
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                if let Some(tag) = tag {
+                    return Err(YamlError { pos, message: format!("YAML tags are not supported (found `{}{}`)", tag.handle, tag.suffix) });
+                }
+                let value = if style == ScalarStyle::Plain { resolve_plain(&text) } else { Yaml::Str(text.into_owned()) };
+                self.push(Node { value, pos }, anchor)
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.stack.push(Frame::Seq(Vec::new(), pos, anchor));
+                Ok(())
+            }
+            Event::MappingStart(anchor, _) => {
+                self.stack.push(Frame::Map(Vec::new(), pos, anchor, None));
+                Ok(())
+            }
+            Event::SequenceEnd => match self.stack.pop() {
+                Some(Frame::Seq(items, p, anchor)) => self.push(Node { value: Yaml::Seq(items), pos: p }, anchor),
+                _ => Err(YamlError { pos, message: "unbalanced sequence".into() }),
+            },
+            Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Map(entries, p, anchor, _)) => self.push(Node { value: Yaml::Map(entries), pos: p }, anchor),
+                _ => Err(YamlError { pos, message: "unbalanced mapping".into() }),
+            },
+        }
+    }
+
+    fn push(&mut self, node: Node, anchor: usize) -> Result<(), YamlError> {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => {
+                self.docs.push(node);
+                Ok(())
+            }
+            Some(Frame::Seq(items, _, _)) => {
+                items.push(node);
+                Ok(())
+            }
+            Some(Frame::Map(entries, _, _, pending)) => match pending.take() {
+                None => {
+                    let key = match &node.value {
+                        Yaml::Str(s) => s.clone(),
+                        Yaml::Int(_) | Yaml::Float(_) | Yaml::Bool(_) | Yaml::Null => node.scalar_text().unwrap(),
+                        _ => return Err(YamlError { pos: node.pos, message: "mapping keys must be plain strings".into() }),
+                    };
+                    if let Some(prev) = entries.iter().find(|e| e.key == key) {
+                        return Err(YamlError {
+                            pos: node.pos,
+                            message: format!("duplicate key `{key}` (first defined at line {})", prev.key_pos.line),
+                        });
+                    }
+                    *pending = Some((key, node.pos));
+                    Ok(())
+                }
+                Some((key, key_pos)) => {
+                    entries.push(Entry { key, key_pos, value: node });
+                    Ok(())
+                }
+            },
+        }
+    }
+}
+
+/// YAML 1.2 core schema resolution of plain scalars.
+fn resolve_plain(s: &str) -> Yaml {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Yaml::Null,
+        "true" | "True" | "TRUE" => return Yaml::Bool(true),
+        "false" | "False" | "FALSE" => return Yaml::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Yaml::Float(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Yaml::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Yaml::Float(f64::NAN),
+        _ => {}
+    }
+    if let Some(hex) = s.strip_prefix("0x") {
+        if let Ok(i) = i64::from_str_radix(hex, 16) {
+            return Yaml::Int(i);
+        }
+    }
+    if let Some(oct) = s.strip_prefix("0o") {
+        if let Ok(i) = i64::from_str_radix(oct, 8) {
+            return Yaml::Int(i);
+        }
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = s.parse::<i64>() {
+            return Yaml::Int(i);
+        }
+    }
+    if is_core_float(digits) {
+        if let Ok(f) = s.parse::<f64>() {
+            return Yaml::Float(f);
+        }
+    }
+    Yaml::Str(s.to_string())
+}
+
+/// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?` without the sign.
+fn is_core_float(s: &str) -> bool {
+    let (mantissa, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((a, b)) => {
+            a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit()) && !(a.is_empty() && b.is_empty())
+        }
+        None => !mantissa.is_empty() && mantissa.bytes().all(|c| c.is_ascii_digit()),
+    };
+    let exp_ok = match exp {
+        None => true,
+        Some(e) => {
+            let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+            !e.is_empty() && e.bytes().all(|c| c.is_ascii_digit())
+        }
+    };
+    mantissa_ok && exp_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_and_types() {
+        let n = parse("a: 1\nb:\n  - 1e-3\n  - '2'\n  - x\nc: null\n").unwrap();
+        let m = n.as_map().unwrap();
+        assert_eq!(m[0].key_pos, Pos { line: 1, col: 1 });
+        assert_eq!(m[0].value.value, Yaml::Int(1));
+        let Yaml::Seq(items) = &m[1].value.value else { panic!() };
+        assert_eq!(items[0].value, Yaml::Float(0.001));
+        assert_eq!(items[0].pos, Pos { line: 3, col: 5 });
+        assert_eq!(items[1].value, Yaml::Str("2".into()));
+        assert_eq!(m[2].value.value, Yaml::Null);
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(e.pos.line, 3);
+        assert!(e.message.contains("duplicate key `a`"), "{}", e.message);
+    }
+
+    #[test]
+    fn anchors_and_aliases() {
+        let n = parse("x: &v [1, 2]\ny: *v\n").unwrap();
+        assert_eq!(n.get("x").unwrap().value.value, n.get("y").unwrap().value.value);
+    }
+
+    #[test]
+    fn float_text_is_canonical() {
+        assert_eq!(format_float(1.0), "1.0");
+        assert_eq!(format_float(0.001), "0.001");
+        assert_eq!(format_float(1e-3), format_float(0.001));
+    }
+}

@@ -1,0 +1,125 @@
+//! Table-driven validation tests: each malformed pipeline must produce the listed
+//! messages (with file:line:column, stage and parameter), and all errors of a
+//! file are reported together.
+
+use saepipe::pipeline::spec::{LoadError, LoadOptions, load_str};
+use std::path::Path;
+
+struct Case {
+    name: &'static str,
+    yaml: &'static str,
+    sets: &'static [&'static str],
+    expect: &'static [&'static str],
+}
+
+const CASES: &[Case] = &[
+    Case { name: "yaml syntax", yaml: "version: 1\nstages: [a, b\n", sets: &[], expect: &["p.yaml:3:1: error: invalid YAML"] },
+    Case { name: "not a mapping", yaml: "- a\n- b\n", sets: &[], expect: &["p.yaml:1:1: error: a pipeline file must be a mapping"] },
+    Case { name: "missing version", yaml: "stages:\n  a: {op: command, run: 'true'}\n", sets: &[], expect: &["p.yaml:1:1: error: missing `version`"] },
+    Case { name: "bad version", yaml: "version: 2\nstages:\n  a: {op: command, run: 'true'}\n", sets: &[], expect: &["p.yaml:1:10: error: `version`: unsupported pipeline version 2"] },
+    Case { name: "unknown top-level key", yaml: "version: 1\nstagse:\n  a: {op: command, run: 'true'}\n", sets: &[], expect: &["p.yaml:2:1: error: unknown top-level key `stagse`", "did you mean `stages`?", "missing `stages`"] },
+    Case { name: "empty stages", yaml: "version: 1\nstages: {}\n", sets: &[], expect: &["p.yaml:2:9: error: `stages`: the pipeline has no stages"] },
+    Case { name: "stage not a mapping", yaml: "version: 1\nstages:\n  a: command\n", sets: &[], expect: &["p.yaml:3:6: error: stage `a`: a stage must be a mapping with an `op`, found a string"] },
+    Case { name: "missing op", yaml: "version: 1\nstages:\n  a:\n    run: 'true'\n", sets: &[], expect: &["p.yaml:3:3: error: stage `a`: missing `op`"] },
+    Case { name: "unknown op", yaml: "version: 1\nstages:\n  a:\n    op: comand\n", sets: &[], expect: &["p.yaml:4:9: error: stage `a`: unknown op `comand`", "did you mean `command`?"] },
+    Case { name: "unknown parameter", yaml: "version: 1\nstages:\n  a:\n    op: command\n    rn: 'true'\n", sets: &[], expect: &["p.yaml:5:5: error: stage `a`: unknown parameter of op `command` `rn`", "did you mean `run`?", "p.yaml:3:3: error: stage `a`, parameter `run`: missing required parameter"] },
+    Case { name: "wrong type", yaml: "version: 1\nstages:\n  a:\n    op: command\n    run: [1, 2]\n", sets: &[], expect: &["p.yaml:5:10: error: stage `a`, parameter `run`: expected a string, found a list"] },
+    Case { name: "integer expected", yaml: "version: 1\nstages:\n  a:\n    op: debug_shards\n    shards: many\n", sets: &[], expect: &["p.yaml:5:13: error: stage `a`, parameter `shards`: expected an integer, found the string `many`"] },
+    Case { name: "undefined variable", yaml: "version: 1\nvars:\n  count: 3\nstages:\n  a:\n    op: debug_shards\n    shards: ${cuont}\n", sets: &[], expect: &["p.yaml:7:13: error: stage `a`, parameter `shards`: undefined variable `cuont` (did you mean `count`?)"] },
+    Case { name: "item outside foreach", yaml: "version: 1\nstages:\n  a:\n    op: debug_shards\n    seed: ${item}\n", sets: &[], expect: &["parameter `seed`: `${item}` is only defined inside a stage with `foreach`"] },
+    Case { name: "unknown stage reference", yaml: "version: 1\nstages:\n  tokens:\n    op: debug_shards\n  b:\n    op: debug_shards\n    inputs: [tokns]\n", sets: &[], expect: &["p.yaml:7:14: error: stage `b`, parameter `inputs`: unknown stage `tokns`", "did you mean `tokens`?"] },
+    Case { name: "unknown instance key", yaml: "version: 1\nstages:\n  a:\n    op: debug_shards\n    foreach: [x1, x2]\n    seed: 1\n  b:\n    op: debug_shards\n    inputs: ['a[x3]']\n", sets: &[], expect: &["p.yaml:9:14: error: stage `b`, parameter `inputs`: unknown instance of stage `a` `x3`", "did you mean `x1`?"] },
+    Case { name: "ambiguous implicit reference", yaml: "version: 1\nstages:\n  a:\n    op: debug_shards\n    foreach: [x1, x2]\n  b:\n    op: debug_shards\n    inputs: a\n", sets: &[], expect: &["p.yaml:8:13: error: stage `b`, parameter `inputs`: stage `a` has 2 instances; say which: `a[KEY]`, or `a[*]` for all of them", "instances: x1, x2"] },
+    Case { name: "key on a single stage", yaml: "version: 1\nstages:\n  a:\n    op: debug_shards\n  b:\n    op: debug_shards\n    inputs: ['a[x]']\n", sets: &[], expect: &["stage `a` has no `foreach`/`matrix`, so it has no instance `[x]`"] },
+    Case { name: "unknown output", yaml: "version: 1\nstages:\n  a:\n    op: debug_shards\n  b:\n    op: debug_shards\n    inputs: [a.data.bn]\n", sets: &[], expect: &["unknown output of op `debug_shards` `data.bn`", "did you mean `data.bin`?"] },
+    Case { name: "no named outputs", yaml: "version: 1\nstages:\n  a:\n    op: command\n    run: 'true'\n  b:\n    op: command\n    run: 'true'\n    inputs: {x: a.out}\n", sets: &[], expect: &["op `command` of stage `a` has no named outputs"] },
+    Case { name: "cycle", yaml: "version: 1\nstages:\n  a:\n    op: debug_shards\n    inputs: [b]\n  b:\n    op: debug_shards\n    inputs: [a]\n", sets: &[], expect: &["p.yaml:3:3: error: stage `a`: dependency cycle: a -> b -> a"] },
+    Case { name: "self reference", yaml: "version: 1\nstages:\n  a:\n    op: debug_shards\n    inputs: [a]\n", sets: &[], expect: &["stage `a`, parameter `inputs`: a stage cannot use its own output"] },
+    Case { name: "duplicate key", yaml: "version: 1\nstages:\n  a:\n    op: debug_shards\n  a:\n    op: debug_shards\n", sets: &[], expect: &["p.yaml:5:3: error: duplicate key `a` (first defined at line 3)"] },
+    Case { name: "foreach not a list", yaml: "version: 1\nstages:\n  a:\n    op: debug_shards\n    foreach: 3\n", sets: &[], expect: &["p.yaml:5:14: error: stage `a`, parameter `foreach`: expected a list to iterate over, found an integer"] },
+    Case { name: "foreach and matrix", yaml: "version: 1\nstages:\n  a:\n    op: debug_shards\n    foreach: [1]\n    matrix: {k: [1]}\n", sets: &[], expect: &["stage `a`, parameter `matrix`: a stage takes `foreach` or `matrix`, not both"] },
+    Case { name: "duplicate instance keys", yaml: "version: 1\nstages:\n  a:\n    op: debug_shards\n    foreach: [1, 1]\n", sets: &[], expect: &["two instances would both be named `a[1]`"] },
+    Case { name: "invalid stage name", yaml: "version: 1\nstages:\n  my stage:\n    op: debug_shards\n", sets: &[], expect: &["p.yaml:3:3: error: stage `my stage`: stage names may contain only letters, digits"] },
+    Case { name: "set unknown variable", yaml: "version: 1\nvars:\n  steps: 3\nstages:\n  a:\n    op: debug_shards\n    shards: ${steps}\n", sets: &["stpes=4"], expect: &["--set #1:1:1: error: unknown variable `stpes`", "did you mean `steps`?"] },
+    Case { name: "set malformed", yaml: "version: 1\nvars:\n  steps: 3\nstages:\n  a:\n    op: debug_shards\n", sets: &["steps"], expect: &["`steps` is not of the form NAME=VALUE"] },
+    Case { name: "unknown default", yaml: "version: 1\ndefaults:\n  shardz: 3\nstages:\n  a:\n    op: debug_shards\n", sets: &[], expect: &["p.yaml:3:3: error: `defaults`: unknown default (not a parameter of any op in this pipeline, nor an op name) `shardz`", "did you mean `shards`?"] },
+    Case { name: "unknown per-op default", yaml: "version: 1\ndefaults:\n  debug_shards: {sed: 3}\nstages:\n  a:\n    op: debug_shards\n", sets: &[], expect: &["`defaults.debug_shards`: unknown parameter of op `debug_shards` `sed`", "did you mean `seed`?"] },
+    Case { name: "list element type", yaml: "version: 1\nstages:\n  a:\n    op: command\n    run: x\n    scripts: [1, {a: 2}]\n", sets: &[], expect: &["p.yaml:6:19: error: stage `a`, parameter `scripts`: expected a path to a file or directory, found a mapping"] },
+    Case { name: "string interpolation of a list", yaml: "version: 1\nvars:\n  xs: [1, 2]\nstages:\n  a:\n    op: command\n    run: echo ${xs}\n", sets: &[], expect: &["`${xs}` is a list and cannot be inserted into the string `echo ${xs}`"] },
+    Case {
+        name: "all errors of a file at once",
+        yaml: "version: 1\nstages:\n  a:\n    op: comand\n  b:\n    op: debug_shards\n    shards: x\n  c:\n    op: debug_shards\n    inputs: [zz]\n",
+        sets: &[],
+        expect: &["unknown op `comand`", "expected an integer", "unknown stage `zz`", "3 errors in p.yaml"],
+    },
+];
+
+#[test]
+fn malformed_pipelines_report_precise_errors() {
+    assert!(CASES.len() >= 20);
+    let mut failures = Vec::new();
+    for case in CASES {
+        let opts = LoadOptions { sets: case.sets.iter().map(|s| s.to_string()).collect(), params_file: None };
+        match load_str(Path::new("p.yaml"), case.yaml, &opts, None) {
+            Ok(_) => failures.push(format!("[{}] loaded without error", case.name)),
+            Err(LoadError::Io(..)) => failures.push(format!("[{}] unexpected I/O error", case.name)),
+            Err(e @ LoadError::Invalid(_)) => {
+                let text = e.to_string();
+                for want in case.expect {
+                    if !text.contains(want) {
+                        failures.push(format!("[{}] missing `{want}` in:\n{text}\n", case.name));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn valid_pipeline_expands_foreach_matrix_and_fan_in() {
+    let yaml = r#"
+version: 1
+name: demo
+vars:
+  steps: [s1, s2, s3]
+  base_seed: 7
+defaults:
+  shard_bytes: 64
+stages:
+  tokens:
+    op: debug_shards
+    seed: ${base_seed}
+  acts:
+    op: debug_shards
+    foreach: ${steps}
+    seed: 1
+    inputs: [tokens]
+  train:
+    op: debug_shards
+    foreach: ${steps}
+    inputs: [acts]          # same key as this instance
+  sweep:
+    op: debug_shards
+    matrix: {k: [16, 32], lr: [0.001]}
+    seed: ${matrix.k}
+  match:
+    op: debug_shards
+    inputs: ['train[s3]', 'train[*].data.bin']
+"#;
+    let p = load_str(Path::new("p.yaml"), yaml, &LoadOptions::default(), None).unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<&str> = p.instances.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["tokens", "acts[s1]", "acts[s2]", "acts[s3]", "train[s1]", "train[s2]", "train[s3]", "sweep[k=16,lr=0.001]", "sweep[k=32,lr=0.001]", "match"]);
+    let idx = p.instance_index();
+    let train_s2 = &p.instances[idx["train[s2]"]];
+    assert_eq!(train_s2.inputs[0].targets[0].instance, idx["acts[s2]"]);
+    assert_eq!(train_s2.params.0["shard_bytes"], 64);
+    assert_eq!(p.instances[idx["sweep[k=32,lr=0.001]"]].params.0["seed"], 32);
+    let m = &p.instances[idx["match"]];
+    assert_eq!(m.inputs[0].targets.len(), 4);
+    assert_eq!(m.inputs[0].targets[3].output.as_deref(), Some("data.bin"));
+    // --set overrides typed values.
+    let opts = LoadOptions { sets: vec!["steps=[a, b]".into()], params_file: None };
+    let p = load_str(Path::new("p.yaml"), yaml, &opts, None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(p.instances.iter().any(|i| i.id == "train[b]"));
+}
