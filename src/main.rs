@@ -7,9 +7,17 @@ fn main() {
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            let code = e.downcast_ref::<Exit>().map(|x| x.0).unwrap_or(exit::STAGE_FAILED);
-            if verbose { eprintln!("error: {e:?}") } else { eprintln!("error: {e:#}") }
-            code
+            match e.downcast_ref::<Exit>() {
+                // Validation errors are already formatted, one `file:line:col: error:` per line.
+                Some(Exit(code, msg)) if *code == exit::INVALID => {
+                    eprintln!("{msg}");
+                    *code
+                }
+                other => {
+                    if verbose { eprintln!("error: {e:?}") } else { eprintln!("error: {e:#}") }
+                    other.map(|x| x.0).unwrap_or(exit::STAGE_FAILED)
+                }
+            }
         }
     };
     std::process::exit(code);

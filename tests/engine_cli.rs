@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_saepipe"));
-    c.env_remove("SAEPIPE_CACHE").env("NO_COLOR", "1");
+    c.env_remove("SAEPIPE_CACHE").env_remove("RUST_BACKTRACE").env("NO_COLOR", "1");
     c
 }
 
@@ -297,7 +297,7 @@ fn dag_validate_ops_and_invalid_exit_code() {
     write(t.path(), "bad.yaml", "version: 1\nstages:\n  a: {op: nope}\n");
     let o = run_out(&["run", "bad.yaml"], t.path());
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.yaml:3:13: error: stage `a`: unknown op `nope`"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.yaml:3:11: error: stage `a`: unknown op `nope`"), "{}", String::from_utf8_lossy(&o.stderr));
     let o = run_out(&["run", "missing.yaml"], t.path());
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read pipeline file missing.yaml"));

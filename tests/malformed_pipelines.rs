@@ -44,7 +44,7 @@ const CASES: &[Case] = &[
     Case { name: "set malformed", yaml: "version: 1\nvars:\n  steps: 3\nstages:\n  a:\n    op: debug_shards\n", sets: &["steps"], expect: &["`steps` is not of the form NAME=VALUE"] },
     Case { name: "unknown default", yaml: "version: 1\ndefaults:\n  shardz: 3\nstages:\n  a:\n    op: debug_shards\n", sets: &[], expect: &["p.yaml:3:3: error: `defaults`: unknown default (not a parameter of any op in this pipeline, nor an op name) `shardz`", "did you mean `shards`?"] },
     Case { name: "unknown per-op default", yaml: "version: 1\ndefaults:\n  debug_shards: {sed: 3}\nstages:\n  a:\n    op: debug_shards\n", sets: &[], expect: &["`defaults.debug_shards`: unknown parameter of op `debug_shards` `sed`", "did you mean `seed`?"] },
-    Case { name: "list element type", yaml: "version: 1\nstages:\n  a:\n    op: command\n    run: x\n    scripts: [1, {a: 2}]\n", sets: &[], expect: &["p.yaml:6:19: error: stage `a`, parameter `scripts`: expected a path to a file or directory, found a mapping"] },
+    Case { name: "list element type", yaml: "version: 1\nstages:\n  a:\n    op: command\n    run: x\n    scripts: [ok.sh, {a: 2}]\n", sets: &[], expect: &["p.yaml:6:22: error: stage `a`, parameter `scripts`: expected a path to a file or directory, found a mapping"] },
     Case { name: "string interpolation of a list", yaml: "version: 1\nvars:\n  xs: [1, 2]\nstages:\n  a:\n    op: command\n    run: echo ${xs}\n", sets: &[], expect: &["`${xs}` is a list and cannot be inserted into the string `echo ${xs}`"] },
     Case {
         name: "all errors of a file at once",
@@ -119,7 +119,7 @@ stages:
     assert_eq!(m.inputs[0].targets.len(), 4);
     assert_eq!(m.inputs[0].targets[3].output.as_deref(), Some("data.bin"));
     // --set overrides typed values.
-    let opts = LoadOptions { sets: vec!["steps=[a, b]".into()], params_file: None };
+    let opts = LoadOptions { sets: vec!["steps=[a, s3]".into()], params_file: None };
     let p = load_str(Path::new("p.yaml"), yaml, &opts, None).unwrap_or_else(|e| panic!("{e}"));
-    assert!(p.instances.iter().any(|i| i.id == "train[b]"));
+    assert!(p.instances.iter().any(|i| i.id == "train[a]"));
 }

@@ -3,7 +3,6 @@
 //! artifacts and content fingerprints of external files. Keys never depend on
 //! outputs, so every key of a pipeline is known before anything runs.
 
-use crate::ops::Params;
 use crate::pipeline::schema::ParamType;
 use crate::pipeline::spec::{Instance, Pipeline};
 use anyhow::{Context, Result, bail};

@@ -145,4 +145,3 @@ impl StageCtx<'_> {
     }
 }
 
-use std::io::Write as _;
