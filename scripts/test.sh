@@ -1,6 +1,22 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (all crates). Needs only the Rust toolchain; tests
-# build their own tiny models and data and never touch the network.
+# Runs the whole test suite. Needs the Rust toolchain and python3 with pip: the
+# script installs the NVRTC library from PyPI (no GPU or CUDA toolkit needed) so
+# every CUDA kernel is compiled for sm_80 and sm_90. Tests build their own tiny
+# models and data and never touch the network otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+nvrtc_dir=target/nvrtc
+if [ -z "${SAEPIPE_NVRTC_LIB:-}" ]; then
+  lib=$(ls "$nvrtc_dir"/nvidia/cuda_nvrtc/lib/libnvrtc.so.* 2>/dev/null | grep -v builtins | grep -v alt | head -n 1 || true)
+  if [ -z "$lib" ]; then
+    echo "installing the NVRTC library from PyPI into $nvrtc_dir (for kernel compile tests)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --target "$nvrtc_dir" "nvidia-cuda-nvrtc-cu12>=12.4,<13" >&2
+    lib=$(ls "$nvrtc_dir"/nvidia/cuda_nvrtc/lib/libnvrtc.so.* | grep -v builtins | grep -v alt | head -n 1)
+  fi
+  export SAEPIPE_NVRTC_LIB="$PWD/$lib"
+fi
+
 cargo test --workspace --locked "$@"
+# GPU kernel tests skip without a GPU; show that they did.
+cargo test --locked -p saepipe-cuda --test gpu_kernels -- --nocapture 2>&1 | grep -E "SKIPPED|test result" || true

@@ -1,0 +1,131 @@
+// Language-model forward kernels for the CUDA backend: layer norm (with the
+// TransformerLens hook_scale output), GELU variants, bias/residual adds,
+// GPT-NeoX rotary embeddings and causal softmax attention. Dense projections
+// go through cuBLAS.
+
+// out = (x - mean) / sqrt(var + eps) [* w + b]; scale_out[r] = sqrt(var + eps)
+// (TransformerLens's lnX.hook_scale). w/b may be null (folded layer norm).
+// One block per row.
+extern "C" __global__ void layer_norm(const float* __restrict__ X, int rows, int d, float eps,
+                                      const float* __restrict__ w, const float* __restrict__ b,
+                                      float* __restrict__ out, float* __restrict__ scale_out) {
+    __shared__ float scratch[33];
+    int r = blockIdx.x;
+    if (r >= rows) return;
+    const float* x = X + (size_t)r * d;
+    float s = 0.0f;
+    for (int c = threadIdx.x; c < d; c += blockDim.x) s += x[c];
+    float mean = block_sum(s, scratch) / d;
+    float v = 0.0f;
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        float t = x[c] - mean;
+        v += t * t;
+    }
+    float scale = sqrtf(block_sum(v, scratch) / d + eps);
+    float inv = 1.0f / scale;
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        float y = (x[c] - mean) * inv;
+        if (w) y *= w[c];
+        if (b) y += b[c];
+        out[(size_t)r * d + c] = y;
+    }
+    if (scale_out && threadIdx.x == 0) scale_out[r] = scale;
+}
+
+// GPT-2's gelu_new (tanh approximation), in place.
+extern "C" __global__ void gelu_tanh(float* X, unsigned long long n) {
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float x = X[i];
+    X[i] = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+// Exact GELU (GPT-NeoX / Pythia), in place.
+extern "C" __global__ void gelu_erf(float* X, unsigned long long n) {
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float x = X[i];
+    X[i] = 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+}
+
+// X[r, c] += bias[c].
+extern "C" __global__ void add_bias_rows(float* X, int rows, int d, const float* __restrict__ bias) {
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < (unsigned long long)rows * d) X[i] += bias[i % d];
+}
+
+// X += Y.
+extern "C" __global__ void add_inplace(float* X, const float* __restrict__ Y, unsigned long long n) {
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) X[i] += Y[i];
+}
+
+// Rotary embedding, GPT-NeoX half-split style, on the first rot_dims of every
+// head of Q [batch, ctx, heads, d_head] in place: pairs (i, i + rot_dims/2),
+// angle = pos * base^(-2i / rot_dims).
+extern "C" __global__ void rotary_neox(float* Q, int batch, int ctx, int heads, int d_head, int rot_dims, float base) {
+    int half = rot_dims / 2;
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    unsigned long long total = (unsigned long long)batch * ctx * heads * half;
+    if (i >= total) return;
+    int p = (int)(i % half);
+    unsigned long long rest = i / half;                 // (b, t, h)
+    int t = (int)((rest / heads) % ctx);
+    float* q = Q + rest * d_head;
+    float inv_freq = powf(base, -2.0f * p / rot_dims);
+    float angle = t * inv_freq;
+    float cs = cosf(angle), sn = sinf(angle);
+    float x1 = q[p], x2 = q[p + half];
+    q[p] = x1 * cs - x2 * sn;
+    q[p + half] = x2 * cs + x1 * sn;
+}
+
+// Causal softmax attention for one (query position, head, batch) per block.
+// Q, K, V: [batch, ctx, heads, d_head]; Z (out): same layout. Optional outputs:
+// scores [batch, heads, ctx, ctx] (masked positions = -inf, as TransformerLens's
+// attn.hook_attn_scores) and pattern [batch, heads, ctx, ctx] (softmax, zeros above
+// the diagonal). Dynamic shared memory: ctx floats.
+extern "C" __global__ void causal_attention(const float* __restrict__ Q, const float* __restrict__ K,
+                                            const float* __restrict__ V, int ctx, int heads, int d_head, float scale,
+                                            float* __restrict__ Z, float* __restrict__ scores_out,
+                                            float* __restrict__ pattern_out) {
+    extern __shared__ float p[];
+    __shared__ float scratch[33];
+    int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    size_t row_stride = (size_t)heads * d_head;
+    const float* q = Q + ((size_t)b * ctx + t) * row_stride + (size_t)h * d_head;
+    float local_max = -3.402823466e38f;
+    for (int s = threadIdx.x; s <= t; s += blockDim.x) {
+        const float* k = K + ((size_t)b * ctx + s) * row_stride + (size_t)h * d_head;
+        float acc = 0.0f;
+        for (int i = 0; i < d_head; ++i) acc += q[i] * k[i];
+        acc *= scale;
+        p[s] = acc;
+        local_max = fmaxf(local_max, acc);
+    }
+    float mx = block_max(local_max, scratch);
+    float local_sum = 0.0f;
+    size_t sc_base = (((size_t)b * heads + h) * ctx + t) * ctx;
+    for (int s = threadIdx.x; s < ctx; s += blockDim.x) {
+        if (s <= t) {
+            if (scores_out) scores_out[sc_base + s] = p[s];
+            float e = expf(p[s] - mx);
+            p[s] = e;
+            local_sum += e;
+        } else if (scores_out) {
+            scores_out[sc_base + s] = -__int_as_float(0x7f800000);
+        }
+    }
+    float inv = 1.0f / block_sum(local_sum, scratch);
+    for (int s = threadIdx.x; s < ctx; s += blockDim.x) {
+        if (s <= t) p[s] *= inv;
+        if (pattern_out) pattern_out[sc_base + s] = s <= t ? p[s] : 0.0f;
+    }
+    __syncthreads();
+    float* z = Z + ((size_t)b * ctx + t) * row_stride + (size_t)h * d_head;
+    for (int i = threadIdx.x; i < d_head; i += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s <= t; ++s) acc += p[s] * V[((size_t)b * ctx + s) * row_stride + (size_t)h * d_head + i];
+        z[i] = acc;
+    }
+}
