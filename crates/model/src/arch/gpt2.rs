@@ -1,0 +1,49 @@
+//! GPT-2 checkpoints (HF `GPT2LMHeadModel`). HF stores Conv1D weights as [in, out],
+//! which is already TransformerLens's x·W layout.
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::params::{LayerParams, Params, transpose};
+use crate::weights::TensorFiles;
+
+fn columns(m: &[f32], rows: usize, cols: usize, start: usize, width: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * width);
+    for r in 0..rows {
+        out.extend_from_slice(&m[r * cols + start..r * cols + start + width]);
+    }
+    out
+}
+
+pub fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
+    let (d, v, f) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
+    // Some checkpoints (the original `gpt2` repo) omit the `transformer.` prefix.
+    let p = if t.contains("transformer.wte.weight") { "transformer." } else { "" };
+    let g = |name: &str, shape: &[usize]| t.get(&format!("{p}{name}"), shape);
+    let w_e = g("wte.weight", &[v, d])?;
+    let w_pos = Some(g("wpe.weight", &[cfg.n_ctx, d])?);
+    let mut layers = Vec::new();
+    for l in 0..cfg.n_layers {
+        let h = |s: &str| format!("h.{l}.{s}");
+        let c_attn = g(&h("attn.c_attn.weight"), &[d, 3 * d])?;
+        let c_attn_b = g(&h("attn.c_attn.bias"), &[3 * d])?;
+        layers.push(LayerParams {
+            ln1: Some((g(&h("ln_1.weight"), &[d])?, g(&h("ln_1.bias"), &[d])?)),
+            w_q: columns(&c_attn, d, 3 * d, 0, d),
+            w_k: columns(&c_attn, d, 3 * d, d, d),
+            w_v: columns(&c_attn, d, 3 * d, 2 * d, d),
+            b_q: c_attn_b[..d].to_vec(),
+            b_k: c_attn_b[d..2 * d].to_vec(),
+            b_v: c_attn_b[2 * d..].to_vec(),
+            w_o: g(&h("attn.c_proj.weight"), &[d, d])?,
+            b_o: g(&h("attn.c_proj.bias"), &[d])?,
+            ln2: Some((g(&h("ln_2.weight"), &[d])?, g(&h("ln_2.bias"), &[d])?)),
+            w_in: g(&h("mlp.c_fc.weight"), &[d, f])?,
+            b_in: g(&h("mlp.c_fc.bias"), &[f])?,
+            w_out: g(&h("mlp.c_proj.weight"), &[f, d])?,
+            b_out: g(&h("mlp.c_proj.bias"), &[d])?,
+        });
+    }
+    let ln_final = Some((g("ln_f.weight", &[d])?, g("ln_f.bias", &[d])?));
+    let w_u = if !cfg.tie_word_embeddings && t.contains("lm_head.weight") { transpose(&t.get("lm_head.weight", &[v, d])?, v, d) } else { transpose(&w_e, v, d) };
+    Ok(Params { w_e, w_pos, layers, ln_final, w_u, b_u: vec![0.0; v] })
+}

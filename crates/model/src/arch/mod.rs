@@ -1,0 +1,5 @@
+//! One file per architecture: each maps its checkpoint's tensors into
+//! TransformerLens-layout [`Params`](crate::params::Params).
+
+pub mod gpt2;
+pub mod neox;

@@ -1,0 +1,58 @@
+//! GPT-NeoX / Pythia checkpoints (HF `GPTNeoXForCausalLM`). The fused QKV weight
+//! is [3·d, d] with rows ordered (head, q/k/v, d_head); PyTorch Linear weights
+//! are [out, in] and are transposed into TransformerLens's x·W layout.
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::params::{LayerParams, Params, transpose};
+use crate::weights::TensorFiles;
+
+pub fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
+    let (d, v, f, nh, dh) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp, cfg.n_heads, cfg.d_head);
+    let g = |name: &str, shape: &[usize]| t.get(&format!("gpt_neox.{name}"), shape);
+    let w_e = g("embed_in.weight", &[v, d])?;
+    let mut layers = Vec::new();
+    for l in 0..cfg.n_layers {
+        let h = |s: &str| format!("layers.{l}.{s}");
+        let qkv = g(&h("attention.query_key_value.weight"), &[3 * d, d])?;
+        let qkv_b = g(&h("attention.query_key_value.bias"), &[3 * d])?;
+        // Split one of q/k/v out of the interleaved rows into [d_in, heads*d_head].
+        let part = |which: usize| {
+            let mut w = vec![0f32; d * nh * dh];
+            let mut b = vec![0f32; nh * dh];
+            for head in 0..nh {
+                for i in 0..dh {
+                    let row = head * 3 * dh + which * dh + i;
+                    for m in 0..d {
+                        w[m * nh * dh + head * dh + i] = qkv[row * d + m];
+                    }
+                    b[head * dh + i] = qkv_b[row];
+                }
+            }
+            (w, b)
+        };
+        let (w_q, b_q) = part(0);
+        let (w_k, b_k) = part(1);
+        let (w_v, b_v) = part(2);
+        layers.push(LayerParams {
+            ln1: Some((g(&h("input_layernorm.weight"), &[d])?, g(&h("input_layernorm.bias"), &[d])?)),
+            w_q,
+            b_q,
+            w_k,
+            b_k,
+            w_v,
+            b_v,
+            w_o: transpose(&g(&h("attention.dense.weight"), &[d, d])?, d, d),
+            b_o: g(&h("attention.dense.bias"), &[d])?,
+            ln2: Some((g(&h("post_attention_layernorm.weight"), &[d])?, g(&h("post_attention_layernorm.bias"), &[d])?)),
+            w_in: transpose(&g(&h("mlp.dense_h_to_4h.weight"), &[f, d])?, f, d),
+            b_in: g(&h("mlp.dense_h_to_4h.bias"), &[f])?,
+            w_out: transpose(&g(&h("mlp.dense_4h_to_h.weight"), &[d, f])?, d, f),
+            b_out: g(&h("mlp.dense_4h_to_h.bias"), &[d])?,
+        });
+    }
+    let ln_final = Some((g("final_layer_norm.weight", &[d])?, g("final_layer_norm.bias", &[d])?));
+    // The hub's Pythia files call the unembedding `embed_out`; transformers >= 5.14 `lm_head`.
+    let w_u = transpose(&t.get_any(&["embed_out.weight", "lm_head.weight"], &[v, d])?, v, d);
+    Ok(Params { w_e, w_pos: None, layers, ln_final, w_u, b_u: vec![0.0; v] })
+}

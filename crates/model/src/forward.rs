@@ -1,0 +1,330 @@
+//! The CPU forward pass with TransformerLens hook points.
+//!
+//! Every hook point of the architecture is visited in TransformerLens order with
+//! a tensor of TransformerLens's shape; a request can capture any of them, replace
+//! any of them (SAE/transcoder splicing, ablation), stop before a layer, and ask
+//! for logits and per-token cross-entropy.
+
+use crate::config::{Activation, Arch, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::linalg::{gelu_erf, gelu_new, layer_norm, matmul_bias};
+use crate::params::Params;
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+
+/// Replaces a hook's value in place; gets the tensor and its shape.
+pub type HookFn<'a> = Box<dyn FnMut(&mut [f32], &[usize]) + Send + 'a>;
+
+#[derive(Default)]
+pub struct RunRequest<'a> {
+    pub capture: HashSet<String>,
+    pub replace: HashMap<String, HookFn<'a>>,
+    /// TransformerLens semantics: run blocks 0..L and stop (no final LN, no logits).
+    pub stop_at_layer: Option<usize>,
+    pub want_logits: bool,
+    pub want_loss: bool,
+}
+
+#[derive(Default, Debug)]
+pub struct RunOutput {
+    /// hook name → (shape, values), row-major.
+    pub captured: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// [batch, ctx, d_vocab]
+    pub logits: Option<Vec<f32>>,
+    /// [batch, ctx - 1]: −log p(token[t+1] | tokens[..=t]).
+    pub loss_per_token: Option<Vec<f32>>,
+}
+
+/// Whether hook semantics for `lnX.hook_normalized` follow TransformerLens 3.x
+/// (before the LayerNorm affine) or 2.x (after it). Equal once LN is folded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum LnHook {
+    #[default]
+    PreAffine,
+    PostAffine,
+}
+
+pub(crate) struct Hooks<'r, 'a> {
+    req: &'r mut RunRequest<'a>,
+    out: RunOutput,
+}
+
+impl Hooks<'_, '_> {
+    fn visit(&mut self, name: &str, t: &mut [f32], shape: &[usize]) {
+        if let Some(f) = self.req.replace.get_mut(name) {
+            f(t, shape);
+        }
+        if self.req.capture.contains(name) {
+            self.out.captured.insert(name.to_string(), (shape.to_vec(), t.to_vec()));
+        }
+    }
+    fn wants(&self, name: &str) -> bool {
+        self.req.capture.contains(name) || self.req.replace.contains_key(name)
+    }
+}
+
+pub fn hook_names(cfg: &ModelConfig) -> Vec<String> {
+    let mut names = vec!["hook_embed".to_string()];
+    if cfg.arch == Arch::Gpt2 {
+        names.push("hook_pos_embed".into());
+    }
+    for l in 0..cfg.n_layers {
+        let mut per = vec!["hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v"];
+        if cfg.rotary_dim > 0 {
+            per.extend(["attn.hook_rot_q", "attn.hook_rot_k"]);
+        }
+        per.extend(["attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "hook_attn_out"]);
+        if !cfg.parallel {
+            per.push("hook_resid_mid");
+        }
+        per.extend(["ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"]);
+        names.extend(per.into_iter().map(|h| format!("blocks.{l}.{h}")));
+    }
+    names.extend(["ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_in", "unembed.hook_out"].map(String::from));
+    names
+}
+
+/// Shape of a hook's tensor for a batch.
+pub fn hook_shape(cfg: &ModelConfig, name: &str, batch: usize, ctx: usize) -> Vec<usize> {
+    let leaf = name.rsplit('.').next().unwrap_or(name);
+    match leaf {
+        "hook_scale" => vec![batch, ctx, 1],
+        "hook_q" | "hook_k" | "hook_v" | "hook_z" | "hook_rot_q" | "hook_rot_k" => vec![batch, ctx, cfg.n_heads, cfg.d_head],
+        "hook_attn_scores" | "hook_pattern" => vec![batch, cfg.n_heads, ctx, ctx],
+        "hook_pre" | "hook_post" => vec![batch, ctx, cfg.d_mlp],
+        "hook_out" => vec![batch, ctx, cfg.d_vocab],
+        _ => vec![batch, ctx, cfg.d_model],
+    }
+}
+
+/// Raw pointer that rayon tasks may share when they write disjoint regions.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+pub(crate) struct Forward<'m> {
+    pub cfg: &'m ModelConfig,
+    pub p: &'m Params,
+    pub ln_hook: LnHook,
+}
+
+impl Forward<'_> {
+    fn ln(&self, x: &[f32], affine: Option<&(Vec<f32>, Vec<f32>)>, prefix: &str, hooks: &mut Hooks, batch: usize, ctx: usize) -> Vec<f32> {
+        let d = self.cfg.d_model;
+        let n = x.len() / d;
+        let mut normalized = vec![0f32; x.len()];
+        let mut scale = vec![0f32; n];
+        layer_norm(x, d, self.cfg.eps, &mut normalized, &mut scale);
+        hooks.visit(&format!("{prefix}.hook_scale"), &mut scale, &[batch, ctx, 1]);
+        let apply_affine = |v: &mut Vec<f32>| {
+            if let Some((w, b)) = affine {
+                v.par_chunks_mut(d).for_each(|row| {
+                    for i in 0..d {
+                        row[i] = row[i] * w[i] + b[i];
+                    }
+                });
+            }
+        };
+        let name = format!("{prefix}.hook_normalized");
+        match self.ln_hook {
+            LnHook::PreAffine => {
+                hooks.visit(&name, &mut normalized, &[batch, ctx, d]);
+                apply_affine(&mut normalized);
+            }
+            LnHook::PostAffine => {
+                apply_affine(&mut normalized);
+                hooks.visit(&name, &mut normalized, &[batch, ctx, d]);
+            }
+        }
+        normalized
+    }
+
+    /// Runs blocks `start..` on `resid` ([batch·ctx, d_model], the value of
+    /// `blocks.{start}.hook_resid_pre` before its hook), then the head.
+    pub fn run_blocks(&self, mut resid: Vec<f32>, start: usize, tokens: Option<&[u32]>, batch: usize, ctx: usize, hooks: &mut Hooks) -> Result<()> {
+        let cfg = self.cfg;
+        let (d, nh, dh, f) = (cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp);
+        let hd = nh * dh;
+        let n = batch * ctx;
+        let stop = hooks.req.stop_at_layer.unwrap_or(cfg.n_layers).min(cfg.n_layers);
+        for l in start..stop {
+            let lp = &self.p.layers[l];
+            let pre = |h: &str| format!("blocks.{l}.{h}");
+            hooks.visit(&pre("hook_resid_pre"), &mut resid, &[batch, ctx, d]);
+            let x1 = self.ln(&resid, lp.ln1.as_ref(), &pre("ln1"), hooks, batch, ctx);
+            let qkv_shape = [batch, ctx, nh, dh];
+            let mut q = vec![0f32; n * hd];
+            let mut k = vec![0f32; n * hd];
+            let mut v = vec![0f32; n * hd];
+            matmul_bias(&x1, &lp.w_q, Some(&lp.b_q), &mut q, n, d, hd);
+            matmul_bias(&x1, &lp.w_k, Some(&lp.b_k), &mut k, n, d, hd);
+            matmul_bias(&x1, &lp.w_v, Some(&lp.b_v), &mut v, n, d, hd);
+            hooks.visit(&pre("attn.hook_q"), &mut q, &qkv_shape);
+            hooks.visit(&pre("attn.hook_k"), &mut k, &qkv_shape);
+            hooks.visit(&pre("attn.hook_v"), &mut v, &qkv_shape);
+            if cfg.rotary_dim > 0 {
+                rotary(&mut q, batch, ctx, nh, dh, cfg.rotary_dim, cfg.rotary_base);
+                rotary(&mut k, batch, ctx, nh, dh, cfg.rotary_dim, cfg.rotary_base);
+                hooks.visit(&pre("attn.hook_rot_q"), &mut q, &qkv_shape);
+                hooks.visit(&pre("attn.hook_rot_k"), &mut k, &qkv_shape);
+            }
+            let mut scale = (dh as f32).sqrt();
+            if cfg.scale_attn_by_inverse_layer_idx {
+                scale *= (l + 1) as f32;
+            }
+            let keep_scores = hooks.wants(&pre("attn.hook_attn_scores"));
+            let mut pattern = vec![0f32; batch * nh * ctx * ctx];
+            attention_scores(&q, &k, batch, ctx, nh, dh, 1.0 / scale, &mut pattern);
+            if keep_scores {
+                let mut scores = pattern.clone();
+                hooks.visit(&pre("attn.hook_attn_scores"), &mut scores, &[batch, nh, ctx, ctx]);
+                pattern = scores;
+            }
+            softmax_causal(&mut pattern, ctx);
+            hooks.visit(&pre("attn.hook_pattern"), &mut pattern, &[batch, nh, ctx, ctx]);
+            let mut z = vec![0f32; n * hd];
+            attention_values(&pattern, &v, batch, ctx, nh, dh, &mut z);
+            hooks.visit(&pre("attn.hook_z"), &mut z, &qkv_shape);
+            let mut attn_out = vec![0f32; n * d];
+            matmul_bias(&z, &lp.w_o, Some(&lp.b_o), &mut attn_out, n, hd, d);
+            hooks.visit(&pre("hook_attn_out"), &mut attn_out, &[batch, ctx, d]);
+            // GPT-2: the MLP reads resid_mid. GPT-NeoX (parallel): it reads resid_pre.
+            let mlp_in_resid = if cfg.parallel {
+                None
+            } else {
+                let mut mid: Vec<f32> = resid.iter().zip(&attn_out).map(|(a, b)| a + b).collect();
+                hooks.visit(&pre("hook_resid_mid"), &mut mid, &[batch, ctx, d]);
+                Some(mid)
+            };
+            let x2 = self.ln(mlp_in_resid.as_ref().unwrap_or(&resid), lp.ln2.as_ref(), &pre("ln2"), hooks, batch, ctx);
+            let mut hidden = vec![0f32; n * f];
+            matmul_bias(&x2, &lp.w_in, Some(&lp.b_in), &mut hidden, n, d, f);
+            hooks.visit(&pre("mlp.hook_pre"), &mut hidden, &[batch, ctx, f]);
+            let act = cfg.act;
+            hidden.par_chunks_mut(4096).for_each(|c| {
+                for x in c {
+                    *x = match act {
+                        Activation::GeluNew => gelu_new(*x),
+                        Activation::Gelu => gelu_erf(*x),
+                        Activation::Relu => x.max(0.0),
+                    }
+                }
+            });
+            hooks.visit(&pre("mlp.hook_post"), &mut hidden, &[batch, ctx, f]);
+            let mut mlp_out = vec![0f32; n * d];
+            matmul_bias(&hidden, &lp.w_out, Some(&lp.b_out), &mut mlp_out, n, f, d);
+            hooks.visit(&pre("hook_mlp_out"), &mut mlp_out, &[batch, ctx, d]);
+            resid = match mlp_in_resid {
+                Some(mid) => mid.iter().zip(&mlp_out).map(|(a, b)| a + b).collect(),
+                None => resid.iter().zip(&attn_out).zip(&mlp_out).map(|((r, a), m)| r + a + m).collect(),
+            };
+            hooks.visit(&pre("hook_resid_post"), &mut resid, &[batch, ctx, d]);
+        }
+        if stop < cfg.n_layers || !(hooks.req.want_logits || hooks.req.want_loss || hooks.wants("ln_final.hook_normalized") || hooks.wants("ln_final.hook_scale") || hooks.wants("unembed.hook_in") || hooks.wants("unembed.hook_out")) {
+            return Ok(());
+        }
+        let mut xf = self.ln(&resid, self.p.ln_final.as_ref(), "ln_final", hooks, batch, ctx);
+        hooks.visit("unembed.hook_in", &mut xf, &[batch, ctx, d]);
+        let vocab = cfg.d_vocab;
+        let mut logits = vec![0f32; n * vocab];
+        matmul_bias(&xf, &self.p.w_u, Some(&self.p.b_u), &mut logits, n, d, vocab);
+        hooks.visit("unembed.hook_out", &mut logits, &[batch, ctx, vocab]);
+        if hooks.req.want_loss {
+            let tokens = tokens.ok_or_else(|| ModelError::Input("the loss needs the input tokens".into()))?;
+            let mut loss = vec![0f32; batch * (ctx - 1)];
+            loss.par_chunks_mut(ctx.saturating_sub(1).max(1)).enumerate().for_each(|(b, out)| {
+                for t in 0..ctx - 1 {
+                    let row = &logits[(b * ctx + t) * vocab..(b * ctx + t + 1) * vocab];
+                    let mx = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let lse = mx + row.iter().map(|&x| ((x - mx) as f64).exp()).sum::<f64>().ln() as f32;
+                    out[t] = lse - row[tokens[b * ctx + t + 1] as usize];
+                }
+            });
+            hooks.out.loss_per_token = Some(loss);
+        }
+        if hooks.req.want_logits {
+            hooks.out.logits = Some(logits);
+        }
+        Ok(())
+    }
+}
+
+/// NeoX half-split rotary on the first `rot` dims of every head, in place.
+fn rotary(x: &mut [f32], _batch: usize, ctx: usize, nh: usize, dh: usize, rot: usize, base: f32) {
+    let half = rot / 2;
+    let inv_freq: Vec<f64> = (0..half).map(|i| (base as f64).powf(-((2 * i) as f64) / rot as f64)).collect();
+    x.par_chunks_mut(nh * dh).enumerate().for_each(|(bt, row)| {
+        let t = (bt % ctx) as f64;
+        for h in 0..nh {
+            let head = &mut row[h * dh..(h + 1) * dh];
+            for i in 0..half {
+                let (s, c) = (t * inv_freq[i]).sin_cos();
+                let (x1, x2) = (head[i], head[i + half]);
+                head[i] = x1 * c as f32 - x2 * s as f32;
+                head[i + half] = x2 * c as f32 + x1 * s as f32;
+            }
+        }
+    });
+}
+
+/// scores[b,h,t,s] = q[b,t,h]·k[b,s,h] · scale for s ≤ t, −inf above the diagonal.
+#[allow(clippy::too_many_arguments)]
+fn attention_scores(q: &[f32], k: &[f32], _batch: usize, ctx: usize, nh: usize, dh: usize, scale: f32, out: &mut [f32]) {
+    let row = (nh * dh) as isize;
+    out.par_chunks_mut(ctx * ctx).enumerate().for_each(|(bh, sc)| {
+        let (b, h) = (bh / nh, bh % nh);
+        let off = b * ctx * nh * dh + h * dh;
+        // SAFETY: q/k head slices are strided views inside the buffers (row stride nh·dh).
+        unsafe {
+            matrixmultiply::sgemm(ctx, dh, ctx, scale, q.as_ptr().add(off), row, 1, k.as_ptr().add(off), 1, row, 0.0, sc.as_mut_ptr(), ctx as isize, 1);
+        }
+        for t in 0..ctx {
+            for s in t + 1..ctx {
+                sc[t * ctx + s] = f32::NEG_INFINITY;
+            }
+        }
+    });
+}
+
+fn softmax_causal(p: &mut [f32], ctx: usize) {
+    p.par_chunks_mut(ctx).enumerate().for_each(|(i, row)| {
+        let t = i % ctx;
+        let mx = row[..=t].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let mut sum = 0f32;
+        for x in &mut row[..=t] {
+            *x = (*x - mx).exp();
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        row[..=t].iter_mut().for_each(|x| *x *= inv);
+        row[t + 1..].iter_mut().for_each(|x| *x = 0.0);
+    });
+}
+
+/// z[b,t,h] = Σ_s pattern[b,h,t,s] · v[b,s,h].
+fn attention_values(p: &[f32], v: &[f32], batch: usize, ctx: usize, nh: usize, dh: usize, z: &mut [f32]) {
+    let row = (nh * dh) as isize;
+    let zp = SharedMut(z.as_mut_ptr());
+    (0..batch * nh).into_par_iter().for_each(|bh| {
+        let zp = zp;
+        let (b, h) = (bh / nh, bh % nh);
+        let off = b * ctx * nh * dh + h * dh;
+        // SAFETY: each (b, h) writes only its own strided head slice of z.
+        unsafe {
+            matrixmultiply::sgemm(ctx, ctx, dh, 1.0, p.as_ptr().add(bh * ctx * ctx), ctx as isize, 1, v.as_ptr().add(off), row, 1, 0.0, zp.0.add(off), row, 1);
+        }
+    });
+}
+
+impl<'r, 'a> Hooks<'r, 'a> {
+    pub(crate) fn new(req: &'r mut RunRequest<'a>) -> Self {
+        Hooks { req, out: RunOutput::default() }
+    }
+    pub(crate) fn finish(self) -> RunOutput {
+        self.out
+    }
+    pub(crate) fn visit_embed(&mut self, name: &str, t: &mut [f32], shape: &[usize]) {
+        self.visit(name, t, shape)
+    }
+}

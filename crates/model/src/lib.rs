@@ -1,0 +1,110 @@
+//! saepipe's language-model runtime: HF `config.json` + safetensors checkpoints
+//! of GPT-2 and GPT-NeoX (Pythia) models, TransformerLens weight processing, and
+//! a CPU forward pass exposing every TransformerLens hook point by name.
+
+pub mod arch;
+pub mod config;
+mod error;
+pub mod forward;
+pub mod linalg;
+pub mod params;
+pub mod processing;
+pub mod weights;
+
+pub use config::{Activation, Arch, ModelConfig};
+pub use error::{ModelError, Result};
+pub use forward::{HookFn, LnHook, RunOutput, RunRequest, hook_names, hook_shape};
+pub use processing::Processing;
+
+use forward::{Forward, Hooks};
+use params::Params;
+use rayon::prelude::*;
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    pub processing: Option<Processing>,
+    pub ln_hook: LnHook,
+}
+
+pub struct Model {
+    pub cfg: ModelConfig,
+    pub params: Params,
+    pub processing: Processing,
+    pub ln_hook: LnHook,
+}
+
+impl Model {
+    /// Loads `config.json` and the safetensors weights of an HF model directory.
+    /// Without explicit processing, none is applied (like `from_pretrained_no_processing`).
+    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model> {
+        let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+        let files = weights::TensorFiles::open(dir)?;
+        let mut params = match cfg.arch {
+            Arch::Gpt2 => arch::gpt2::load(&cfg, &files)?,
+            Arch::NeoX => arch::neox::load(&cfg, &files)?,
+        };
+        let processing = opts.processing.unwrap_or(Processing::NONE);
+        processing::apply(&cfg, &mut params, processing);
+        Ok(Model { cfg, params, processing, ln_hook: opts.ln_hook })
+    }
+
+    pub fn hook_names(&self) -> Vec<String> {
+        hook_names(&self.cfg)
+    }
+
+    /// Checks a hook name, suggesting the closest valid one when it is unknown.
+    pub fn check_hook(&self, name: &str) -> Result<()> {
+        let names = self.hook_names();
+        if names.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        let best = names.iter().map(|n| (strsim::levenshtein(name, n), n)).min_by_key(|(d, _)| *d);
+        let hint = match best {
+            Some((d, n)) if d <= name.len() / 3 + 2 => format!(" (did you mean `{n}`?)"),
+            _ => String::new(),
+        };
+        Err(ModelError::UnknownHook { name: name.to_string(), hint })
+    }
+
+    /// Runs a batch of `batch` sequences of `ctx` tokens.
+    pub fn run(&self, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput> {
+        if tokens.len() != batch * ctx || ctx == 0 {
+            return Err(ModelError::Input(format!("{} tokens is not batch {batch} × ctx {ctx}", tokens.len())));
+        }
+        if ctx > self.cfg.n_ctx && self.cfg.arch == Arch::Gpt2 {
+            return Err(ModelError::Input(format!("context {ctx} exceeds the model's {} positions", self.cfg.n_ctx)));
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.cfg.d_vocab) {
+            return Err(ModelError::Input(format!("token id {t} is outside the vocabulary ({})", self.cfg.d_vocab)));
+        }
+        for name in req.capture.iter().chain(req.replace.keys()) {
+            self.check_hook(name)?;
+        }
+        let d = self.cfg.d_model;
+        let mut hooks = Hooks::new(req);
+        let mut resid = vec![0f32; tokens.len() * d];
+        resid.par_chunks_mut(d).zip(tokens.par_iter()).for_each(|(row, &t)| row.copy_from_slice(&self.params.w_e[t as usize * d..(t as usize + 1) * d]));
+        hooks.visit_embed("hook_embed", &mut resid, &[batch, ctx, d]);
+        if let Some(w_pos) = &self.params.w_pos {
+            let mut pos = vec![0f32; tokens.len() * d];
+            pos.par_chunks_mut(d).enumerate().for_each(|(i, row)| row.copy_from_slice(&w_pos[(i % ctx) * d..(i % ctx + 1) * d]));
+            hooks.visit_embed("hook_pos_embed", &mut pos, &[batch, ctx, d]);
+            resid.iter_mut().zip(&pos).for_each(|(r, p)| *r += p);
+        }
+        Forward { cfg: &self.cfg, p: &self.params, ln_hook: self.ln_hook }.run_blocks(resid, 0, Some(tokens), batch, ctx, &mut hooks)?;
+        Ok(hooks.finish())
+    }
+
+    /// Continues from the residual stream entering block `layer` (the value of
+    /// `blocks.{layer}.hook_resid_pre`), so an evaluator can share the clean run of
+    /// the layers below a hook across many spliced coders.
+    pub fn run_from(&self, resid: Vec<f32>, layer: usize, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput> {
+        if resid.len() != batch * ctx * self.cfg.d_model {
+            return Err(ModelError::Input(format!("residual has {} values, expected {batch}×{ctx}×{}", resid.len(), self.cfg.d_model)));
+        }
+        let mut hooks = Hooks::new(req);
+        Forward { cfg: &self.cfg, p: &self.params, ln_hook: self.ln_hook }.run_blocks(resid, layer, Some(tokens), batch, ctx, &mut hooks)?;
+        Ok(hooks.finish())
+    }
+}

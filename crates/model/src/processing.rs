@@ -1,0 +1,110 @@
+//! TransformerLens weight processing (what `HookedTransformer.from_pretrained`
+//! does by default, and `from_pretrained_no_processing` skips). Each step leaves
+//! log-probabilities unchanged but changes what some hook points contain.
+
+use crate::config::ModelConfig;
+use crate::params::Params;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Processing {
+    /// Fold each LayerNorm's affine into the weights that read it.
+    pub fold_ln: bool,
+    /// Make every write to the residual stream mean-zero over d_model.
+    pub center_writing_weights: bool,
+    /// Subtract the mean over the vocabulary from the unembedding.
+    pub center_unembed: bool,
+    /// Fold the value biases into the attention output bias.
+    pub fold_value_biases: bool,
+}
+
+impl Processing {
+    /// `HookedTransformer.from_pretrained` defaults.
+    pub const FULL: Processing = Processing { fold_ln: true, center_writing_weights: true, center_unembed: true, fold_value_biases: true };
+    /// `from_pretrained_no_processing`.
+    pub const NONE: Processing = Processing { fold_ln: false, center_writing_weights: false, center_unembed: false, fold_value_biases: false };
+}
+
+/// b += ln_b · W;  W = diag(ln_w) · W, then each column centered over the input dim.
+fn fold_into(ln: &(Vec<f32>, Vec<f32>), w: &mut [f32], b: &mut [f32], d_in: usize, d_out: usize) {
+    let (lw, lb) = ln;
+    for j in 0..d_out {
+        let mut acc = 0f64;
+        for i in 0..d_in {
+            acc += lb[i] as f64 * w[i * d_out + j] as f64;
+        }
+        b[j] += acc as f32;
+    }
+    for i in 0..d_in {
+        for j in 0..d_out {
+            w[i * d_out + j] *= lw[i];
+        }
+    }
+    center_columns(w, d_in, d_out);
+}
+
+/// Subtracts from every column its mean over rows (the d_model input axis): a
+/// normalized input has zero mean, so this does not change outputs.
+fn center_columns(w: &mut [f32], rows: usize, cols: usize) {
+    for j in 0..cols {
+        let mean = (0..rows).map(|i| w[i * cols + j] as f64).sum::<f64>() / rows as f64;
+        for i in 0..rows {
+            w[i * cols + j] -= mean as f32;
+        }
+    }
+}
+
+/// Subtracts from every row its mean (over the last axis).
+fn center_rows(w: &mut [f32], cols: usize) {
+    for row in w.chunks_mut(cols) {
+        let mean = row.iter().map(|&x| x as f64).sum::<f64>() / cols as f64;
+        row.iter_mut().for_each(|x| *x -= mean as f32);
+    }
+}
+
+pub fn apply(cfg: &ModelConfig, p: &mut Params, opts: Processing) {
+    let (d, hd, f, v) = (cfg.d_model, cfg.n_heads * cfg.d_head, cfg.d_mlp, cfg.d_vocab);
+    if opts.fold_ln {
+        for l in &mut p.layers {
+            if let Some(ln) = l.ln1.take() {
+                fold_into(&ln, &mut l.w_q, &mut l.b_q, d, hd);
+                fold_into(&ln, &mut l.w_k, &mut l.b_k, d, hd);
+                fold_into(&ln, &mut l.w_v, &mut l.b_v, d, hd);
+            }
+            if let Some(ln) = l.ln2.take() {
+                fold_into(&ln, &mut l.w_in, &mut l.b_in, d, f);
+            }
+        }
+        if let Some(ln) = p.ln_final.take() {
+            fold_into(&ln, &mut p.w_u, &mut p.b_u, d, v);
+        }
+    }
+    if opts.center_writing_weights {
+        center_rows(&mut p.w_e, d);
+        if let Some(w) = &mut p.w_pos {
+            center_rows(w, d);
+        }
+        for l in &mut p.layers {
+            center_rows(&mut l.w_o, d);
+            center_rows(&mut l.b_o, d);
+            center_rows(&mut l.w_out, d);
+            center_rows(&mut l.b_out, d);
+        }
+    }
+    if opts.center_unembed {
+        center_rows(&mut p.w_u, v);
+        center_rows(&mut p.b_u, v);
+    }
+    if opts.fold_value_biases {
+        for l in &mut p.layers {
+            // b_O += Σ_h b_V[h] · W_O[h]; b_V = 0.
+            for j in 0..d {
+                let mut acc = 0f64;
+                for i in 0..hd {
+                    acc += l.b_v[i] as f64 * l.w_o[i * d + j] as f64;
+                }
+                l.b_o[j] += acc as f32;
+            }
+            l.b_v.iter_mut().for_each(|x| *x = 0.0);
+        }
+    }
+}
