@@ -2,8 +2,12 @@
 //! its inputs and writes its output directory; ops know nothing about caching,
 //! locking or scheduling (the engine in `exec` does all of that).
 
+pub mod collect_activations;
 pub mod command;
 pub mod debug_shards;
+pub mod model_ref;
+pub mod table;
+pub mod tokenize;
 
 use crate::pipeline::schema::ParamSpec;
 use anyhow::{Context, Result, anyhow};
@@ -47,7 +51,7 @@ pub trait Op: Send + Sync {
 }
 
 pub fn registry() -> &'static [&'static dyn Op] {
-    static OPS: &[&dyn Op] = &[&command::CommandOp, &debug_shards::DebugShardsOp];
+    static OPS: &[&dyn Op] = &[&tokenize::TokenizeOp, &collect_activations::CollectActivationsOp, &command::CommandOp, &debug_shards::DebugShardsOp];
     OPS
 }
 

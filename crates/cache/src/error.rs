@@ -1,3 +1,5 @@
+//! Errors of the cache; each names the file or key involved.
+
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -10,10 +12,17 @@ pub enum CacheError {
     NoSuchKey(String),
     #[error("key prefix `{0}` is ambiguous ({1} artifacts match); give more characters")]
     AmbiguousKey(String, usize),
-    #[error("`{0}` is not a cache key (expected 64 hexadecimal characters)")]
+    #[error("`{0}` is not a cache key (expected 64 lowercase hexadecimal characters)")]
     BadKey(String),
+    #[error("`{0}` is not a key prefix (expected 1 to 64 hexadecimal characters)")]
+    BadKeyPrefix(String),
     #[error("manifest {path}: {message}")]
     Manifest { path: PathBuf, message: String },
+    /// A staged artifact holds something that cannot be published.
+    #[error("artifact payload {path}: {message}")]
+    Payload { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Fingerprint { path: PathBuf, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, CacheError>;

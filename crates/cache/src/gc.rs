@@ -1,82 +1,129 @@
-//! Garbage collection: keep what the given keys reach, remove everything else.
+//! Garbage collection: keep the artifacts the caller still reaches, remove the
+//! rest and whatever crashed or finished writers left behind.
 
 use crate::error::{IoContext, Result};
 use crate::key::Key;
 use crate::lock;
-use crate::store::dir_size;
+use crate::store::{remove_tree, tree_size};
 use std::collections::HashSet;
+use std::path::Path;
 
 #[derive(Clone, Debug, Default)]
 pub struct GcReport {
     /// What was (or, in a dry run, would be) removed, with its size in bytes.
     pub removed: Vec<(String, u64)>,
+    /// Published artifacts kept (reached, or locked by a live writer).
     pub kept: usize,
     pub dry_run: bool,
 }
 
+impl GcReport {
+    /// Total bytes removed (or that would be).
+    pub fn bytes(&self) -> u64 {
+        self.removed.iter().map(|(_, b)| b).sum()
+    }
+}
+
+fn entries(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).ctx("listing", dir)? {
+        let e = e.ctx("listing", dir)?;
+        out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
 impl crate::Cache {
+    /// Removes (or with `dry_run`, only reports):
+    /// - published artifacts not in `keep` and not locked by a live writer;
+    /// - directories in `artifacts/` that are not valid artifacts;
+    /// - staging directories in `tmp/` whose writer is gone (a dead pid on this
+    ///   host; for other hosts, no live lock on the key and untouched for
+    ///   `stale_after`), and leftovers of removals;
+    /// - `partial/` progress whose key is not in `keep` and not locked by a live writer;
+    /// - stale lock files and stray temporaries of locks and fingerprint memos.
     pub fn gc(&self, keep: &HashSet<Key>, dry_run: bool) -> Result<GcReport> {
         let mut report = GcReport { dry_run, ..Default::default() };
-        let remove = |what: String, path: &std::path::Path, report: &mut GcReport| -> Result<()> {
-            let bytes = if path.is_dir() { dir_size(path) } else { std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) };
+        let timing = self.lock_timing();
+        let old = |path: &Path| lock::file_age(path).is_some_and(|a| a > timing.stale_after);
+        let remove = |what: String, path: &Path, report: &mut GcReport| -> Result<()> {
+            let bytes = tree_size(path);
             if !dry_run {
-                let r = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
-                match r {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e).ctx("removing", path),
-                }
+                remove_tree(path)?;
             }
             report.removed.push((what, bytes));
             Ok(())
         };
-        let held = |key: &str| {
-            lock::read_info(&self.root().join("locks").join(format!("{key}.lock"))).is_some_and(|i| !i.is_stale())
-        };
 
-        let artifacts = self.root().join("artifacts");
-        for e in std::fs::read_dir(&artifacts).ctx("listing", &artifacts)? {
-            let e = e.ctx("listing", &artifacts)?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            match name.parse::<Key>() {
-                Ok(k) if keep.contains(&k) && self.lookup(&k)?.is_some() => report.kept += 1,
-                Ok(k) if self.lookup(&k)?.is_some() => {
-                    let stage = self.lookup(&k)?.map(|m| m.stage).unwrap_or_default();
-                    if !held(&name) {
-                        remove(format!("artifact {} ({stage})", k.short()), &e.path(), &mut report)?;
+        for (name, path) in entries(&self.root().join("artifacts"))? {
+            let manifest = match name.parse::<Key>() {
+                Ok(k) => self.lookup(&k)?.map(|m| (k, m)),
+                Err(_) => None,
+            };
+            match manifest {
+                Some((k, _)) if keep.contains(&k) || self.lock_is_live(&name) => report.kept += 1,
+                Some((k, m)) => {
+                    let what = format!("artifact {} ({} {})", k.short(), m.op, m.stage);
+                    if dry_run {
+                        report.removed.push((what, tree_size(&path)));
+                    } else {
+                        // Same atomic path as `remove`: readers never see half an artifact.
+                        let bytes = tree_size(&path);
+                        self.remove(&k)?;
+                        report.removed.push((what, bytes));
                     }
                 }
-                _ => remove(format!("incomplete artifact directory {name}"), &e.path(), &mut report)?,
+                None => remove(format!("damaged artifact directory {name} (no valid manifest)"), &path, &mut report)?,
             }
         }
-        let tmp = self.root().join("tmp");
-        for e in std::fs::read_dir(&tmp).ctx("listing", &tmp)? {
-            let e = e.ctx("listing", &tmp)?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            // Staging dirs are `<key>.<pid>.<nonce>`: stale once their writer is gone.
-            let owner_alive = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok()).is_some_and(lock::pid_alive);
-            if !owner_alive {
-                remove(format!("stale temporary {name}"), &e.path(), &mut report)?;
-            }
-        }
-        let partial = self.root().join("partial");
-        for e in std::fs::read_dir(&partial).ctx("listing", &partial)? {
-            let e = e.ctx("listing", &partial)?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let wanted = name.parse::<Key>().is_ok_and(|k| keep.contains(&k));
-            if !wanted && !held(&name) {
-                remove(format!("partial work {}", name.get(..12).unwrap_or(&name)), &e.path(), &mut report)?;
-            }
-        }
-        let locks = self.root().join("locks");
-        for e in std::fs::read_dir(&locks).ctx("listing", &locks)? {
-            let e = e.ctx("listing", &locks)?;
-            let stale = match lock::read_info(&e.path()) {
-                Some(i) => i.is_stale(),
-                None => std::fs::metadata(e.path()).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|a| a > lock::STALE_AFTER),
+
+        for (name, path) in entries(&self.root().join("tmp"))? {
+            // Staging dirs are `<key>.<pid>.<host tag>-<nonce>`; removals in flight are `<key>.removing.<nonce>`.
+            let parts: Vec<&str> = name.splitn(3, '.').collect();
+            let stale = match parts.as_slice() {
+                [_, "removing", _] => true,
+                [key, pid, nonce] if pid.parse::<u32>().is_ok() => {
+                    let local = match nonce.split_once('-') {
+                        Some((tag, _)) => tag == lock::host_tag(),
+                        None => true,
+                    };
+                    if local { !lock::pid_alive(pid.parse().unwrap()) } else { !self.lock_is_live(key) && old(&path) }
+                }
+                _ => old(&path),
             };
             if stale {
-                remove(format!("stale lock {}", e.file_name().to_string_lossy()), &e.path(), &mut report)?;
+                remove(format!("stale temporary {name}"), &path, &mut report)?;
+            }
+        }
+
+        for (name, path) in entries(&self.root().join("partial"))? {
+            let wanted = name.parse::<Key>().is_ok_and(|k| keep.contains(&k));
+            if !wanted && !self.lock_is_live(&name) {
+                remove(format!("partial progress {}", name.get(..12).unwrap_or(&name)), &path, &mut report)?;
+            }
+        }
+
+        for (name, path) in entries(&self.root().join("locks"))? {
+            let stale = lock::holder(&path).is_stale(timing);
+            if !stale {
+                continue;
+            }
+            let what = format!("stale lock {name}");
+            if name.ends_with(".lock") && !dry_run {
+                // Break it the way waiters do, so a lock taken meanwhile survives.
+                let bytes = tree_size(&path);
+                if lock::break_if_stale(&path, timing)? {
+                    report.removed.push((what, bytes));
+                }
+            } else {
+                remove(what, &path, &mut report)?;
+            }
+        }
+
+        for (name, path) in entries(&self.root().join("fingerprints"))? {
+            if name.contains(".tmp.") && old(&path) {
+                remove(format!("stray fingerprint temporary {name}"), &path, &mut report)?;
             }
         }
         Ok(report)

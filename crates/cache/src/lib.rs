@@ -1,9 +1,23 @@
 //! saepipe's content-addressed, crash-safe artifact cache.
 //!
-//! Artifacts are directories named by a blake3 key, published atomically
-//! (staging directory → fsync → manifest → rename). Per-key locks with heartbeats
-//! make several processes (or hosts on a shared filesystem) compute each key once.
-//! Stages keep resumable progress in a partial area keyed the same way.
+//! Layout under the cache root:
+//!
+//! ```text
+//! artifacts/<key>/              published artifact: payload files + manifest.json
+//! tmp/<key>.<pid>.<host>-<nonce>/  staging directories (never visible as artifacts)
+//! partial/<key>/                resumable progress of a stage (shards, checkpoints)
+//! locks/<key>.lock              per-key lock (json: pid, host, started, heartbeat)
+//! fingerprints/<hash>.json      memo of external file fingerprints
+//! runs/                         run records, written by the engine
+//! CACHEDIR.TAG, saepipe-cache.json ({"format_version": 1})
+//! ```
+//!
+//! Artifacts are published atomically: payload files are written into a staging
+//! directory, hashed and fsynced, `manifest.json` is written last, and the
+//! directory is renamed into `artifacts/`. A directory there without a valid
+//! manifest is treated as absent. Per-key locks with heartbeats let several
+//! processes (or hosts on a shared filesystem) agree that each key is computed
+//! once; locks of dead holders are detected and broken safely.
 
 mod error;
 mod fingerprint;
@@ -14,9 +28,9 @@ mod manifest;
 mod store;
 
 pub use error::{CacheError, Result};
-pub use fingerprint::hash_file;
+pub use fingerprint::{FingerprintStats, hash_file};
 pub use gc::GcReport;
-pub use key::Key;
-pub use lock::{HEARTBEAT_EVERY, LockGuard, LockInfo, STALE_AFTER, hostname, pid_alive};
+pub use key::{KEY_HEX_LEN, Key};
+pub use lock::{HEARTBEAT_EVERY, HOSTNAME_ENV, LockGuard, LockInfo, LockTiming, STALE_AFTER, hostname, pid_alive};
 pub use manifest::{FileEntry, MANIFEST_FILE, MANIFEST_FORMAT_VERSION, Manifest, ManifestDraft};
-pub use store::{ArtifactSummary, CACHE_FORMAT_VERSION, Cache, FingerprintStats, Staging, VerifyMode, VerifyReport};
+pub use store::{ArtifactSummary, CACHE_FORMAT_VERSION, CACHE_MARKER_FILE, Cache, Staging, VerifyMode, VerifyReport};

@@ -1,168 +1,389 @@
 //! Per-key locks shared by processes (and hosts, on a shared filesystem).
 //!
-//! A lock is a file created exclusively. Its holder rewrites a heartbeat into it
-//! every [`HEARTBEAT_EVERY`]; a lock is stale when its holder is a dead process on
-//! this host or its heartbeat is older than [`STALE_AFTER`].
+//! A lock is a JSON file (`locks/<key>.lock`) created exclusively (`O_EXCL`). Its
+//! holder rewrites the heartbeat in it every [`LockTiming::heartbeat`]. A lock is
+//! stale when its holder is a dead process on this host, or when its heartbeat is
+//! older than [`LockTiming::stale_after`] (holders on other hosts; this assumes the
+//! hosts' clocks agree to well within that time).
+//!
+//! Breaking a stale lock is serialized through a short-lived breaker file
+//! (`<key>.lock.break`): the breaker re-reads the lock under it and removes it only
+//! if it is still the very holder it judged stale. Without that, a waiter that
+//! judged an old holder stale could delete the lock a faster waiter had just
+//! taken, and two processes would compute the same key.
 
 use crate::error::{IoContext, Result};
+use crate::key::Key;
 use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
+/// How often a holder refreshes its heartbeat by default.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// How old a heartbeat must be before the lock counts as abandoned by default.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
 
+/// Heartbeat period and staleness threshold of a cache's locks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockTiming {
+    pub heartbeat: Duration,
+    pub stale_after: Duration,
+}
+
+impl Default for LockTiming {
+    fn default() -> Self {
+        LockTiming { heartbeat: HEARTBEAT_EVERY, stale_after: STALE_AFTER }
+    }
+}
+
+/// Who holds a lock; this is the content of the lock file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct LockInfo {
     pub pid: u32,
     pub host: String,
     pub started_unix: f64,
     pub heartbeat_unix: f64,
-    /// Distinguishes two holders with the same pid (threads of one process).
+    /// Distinguishes holders with the same pid (threads of one process, reused pids).
+    #[serde(default)]
     pub token: String,
+}
+
+impl LockInfo {
+    fn new_for_us() -> LockInfo {
+        let now = now_unix();
+        LockInfo { pid: std::process::id(), host: hostname(), started_unix: now, heartbeat_unix: now, token: unique_token() }
+    }
+
+    /// Stale under the default timing.
+    pub fn is_stale(&self) -> bool {
+        self.is_stale_after(STALE_AFTER)
+    }
+
+    pub fn is_stale_after(&self, stale_after: Duration) -> bool {
+        if self.host == hostname() && !pid_alive(self.pid) {
+            return true;
+        }
+        self.heartbeat_age_secs() > stale_after.as_secs_f64()
+    }
+
+    /// Seconds since the holder last refreshed the lock (negative if clocks disagree).
+    pub fn heartbeat_age_secs(&self) -> f64 {
+        now_unix() - self.heartbeat_unix
+    }
+
+    fn same_holder(&self, other: &LockInfo) -> bool {
+        self.token == other.token && self.pid == other.pid && self.host == other.host && self.started_unix == other.started_unix
+    }
 }
 
 pub(crate) fn now_unix() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
+/// Environment variable that overrides the host name recorded in locks (for
+/// hosts that share a name, e.g. containers, on one filesystem).
+pub const HOSTNAME_ENV: &str = "SAEPIPE_CACHE_HOSTNAME";
+
+/// This machine's host name as recorded in lock files (`SAEPIPE_CACHE_HOSTNAME` if set).
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown-host".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        if let Some(name) = std::env::var(HOSTNAME_ENV).ok().filter(|n| !n.is_empty()) {
+            return name;
+        }
+        let mut buf = [0u8; 256];
+        // SAFETY: buf is valid for its length; gethostname NUL-terminates on success.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if rc != 0 {
+            return "unknown-host".into();
+        }
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    })
+    .clone()
 }
 
+/// 8 hex characters identifying this host in staging directory names.
+pub(crate) fn host_tag() -> String {
+    blake3::hash(hostname().as_bytes()).to_hex()[..8].to_string()
+}
+
+/// Whether a process with this pid exists on this host.
 pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
     // SAFETY: signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// 16 hex characters, unique across threads, processes and hosts.
 pub(crate) fn unique_token() -> String {
-    use std::sync::atomic::AtomicU64;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = blake3::Hasher::new();
+    h.update(hostname().as_bytes());
     h.update(&std::process::id().to_le_bytes());
-    h.update(&now_unix().to_le_bytes());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    h.update(&nanos.to_le_bytes());
     h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
     h.update(format!("{:?}", std::thread::current().id()).as_bytes());
+    let mut entropy = [0u8; 16];
+    if getrandom::fill(&mut entropy).is_ok() {
+        h.update(&entropy);
+    }
     h.finalize().to_hex()[..16].to_string()
+}
+
+/// `path` with `.suffix` appended (`x.lock` -> `x.lock.break`).
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s: OsString = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(suffix);
+    PathBuf::from(s)
 }
 
 pub(crate) fn read_info(path: &Path) -> Option<LockInfo> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-impl LockInfo {
-    pub fn is_stale(&self) -> bool {
-        if self.host == hostname() && !pid_alive(self.pid) {
-            return true;
+/// What a lock path holds right now.
+#[derive(Debug)]
+pub(crate) enum Holder {
+    Absent,
+    /// Unparsable: being written this instant, or torn by a crash.
+    Unreadable { age: Option<Duration> },
+    Held(LockInfo),
+}
+
+pub(crate) fn holder(path: &Path) -> Holder {
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Holder::Absent,
+        Ok(bytes) => match serde_json::from_slice::<LockInfo>(&bytes) {
+            Ok(info) => Holder::Held(info),
+            Err(_) => Holder::Unreadable { age: file_age(path) },
+        },
+        Err(_) => Holder::Unreadable { age: file_age(path) },
+    }
+}
+
+pub(crate) fn file_age(path: &Path) -> Option<Duration> {
+    std::fs::symlink_metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok())
+}
+
+impl Holder {
+    pub(crate) fn is_stale(&self, timing: LockTiming) -> bool {
+        match self {
+            Holder::Absent => false,
+            Holder::Unreadable { age } => age.is_some_and(|a| a > timing.stale_after),
+            Holder::Held(info) => info.is_stale_after(timing.stale_after),
         }
-        now_unix() - self.heartbeat_unix > STALE_AFTER.as_secs_f64()
+    }
+
+    fn same_as(&self, other: &Holder) -> bool {
+        match (self, other) {
+            (Holder::Held(a), Holder::Held(b)) => a.same_holder(b),
+            (Holder::Unreadable { .. }, Holder::Unreadable { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Creates `path` exclusively with `info` in it; `Ok(false)` if it already exists.
+fn create_exclusive(path: &Path, info: &LockInfo) -> Result<bool> {
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(mut f) => {
+            let written = f.write_all(&serde_json::to_vec(info).unwrap()).and_then(|()| f.sync_all());
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(path);
+                return Err(e).ctx("writing lock", path);
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).ctx("creating lock", path),
+    }
+}
+
+fn remove_if_ours(path: &Path, token: &str) {
+    if read_info(path).is_some_and(|cur| cur.token == token) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The breaker file of a lock, held for the milliseconds a break takes.
+struct Breaker {
+    path: PathBuf,
+    token: String,
+}
+
+impl Breaker {
+    fn acquire(path: PathBuf, timing: LockTiming) -> Result<Option<Breaker>> {
+        let info = LockInfo::new_for_us();
+        if create_exclusive(&path, &info)? {
+            return Ok(Some(Breaker { path, token: info.token }));
+        }
+        // A breaker that died mid-break leaves its file behind. Move it aside under a
+        // unique name; if what we moved turns out to be a live breaker, put it back
+        // (hard_link never overwrites).
+        let judged = holder(&path);
+        if !judged.is_stale(timing) {
+            return Ok(None);
+        }
+        let grave = sibling(&path, &format!("stale.{}", unique_token()));
+        if std::fs::rename(&path, &grave).is_ok() {
+            if !judged.same_as(&holder(&grave)) {
+                let _ = std::fs::hard_link(&grave, &path);
+            }
+            let _ = std::fs::remove_file(&grave);
+        }
+        if create_exclusive(&path, &info)? {
+            return Ok(Some(Breaker { path, token: info.token }));
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for Breaker {
+    fn drop(&mut self) {
+        remove_if_ours(&self.path, &self.token);
+    }
+}
+
+/// Removes the lock at `path` if it is stale; true if it is gone now.
+pub(crate) fn break_if_stale(path: &Path, timing: LockTiming) -> Result<bool> {
+    let judged = holder(path);
+    if !judged.is_stale(timing) {
+        return Ok(matches!(judged, Holder::Absent));
+    }
+    let Some(_breaker) = Breaker::acquire(sibling(path, "break"), timing)? else {
+        return Ok(false);
+    };
+    // Under the breaker nobody else removes the lock, so if it is still the holder
+    // we judged, it is still stale and no one else's fresh lock.
+    let now = holder(path);
+    if !judged.same_as(&now) || !now.is_stale(timing) {
+        return Ok(matches!(now, Holder::Absent));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e).ctx("breaking stale lock", path),
     }
 }
 
 /// Holds a lock until dropped; a background thread keeps its heartbeat fresh.
 pub struct LockGuard {
     path: PathBuf,
-    token: String,
-    stop: Arc<AtomicBool>,
+    info: LockInfo,
+    stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    info: Arc<Mutex<LockInfo>>,
 }
 
 impl LockGuard {
+    fn start(path: &Path, info: LockInfo, timing: LockTiming) -> LockGuard {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = {
+            let (path, mut info) = (path.to_path_buf(), info.clone());
+            std::thread::Builder::new()
+                .name("saepipe-lock-heartbeat".into())
+                .spawn(move || {
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(timing.heartbeat) {
+                        // Only refresh while the file is still ours; the temp file +
+                        // rename means readers never see a torn lock.
+                        if read_info(&path).is_some_and(|cur| cur.token == info.token) {
+                            info.heartbeat_unix = now_unix();
+                            let tmp = sibling(&path, &format!("hb.{}", info.token));
+                            if std::fs::write(&tmp, serde_json::to_vec(&info).unwrap()).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+                                let _ = std::fs::remove_file(&tmp);
+                            }
+                        }
+                    }
+                })
+                .ok()
+        };
+        LockGuard { path: path.to_path_buf(), info, stop: Some(stop), thread }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
 
-fn write_info(path: &Path, info: &LockInfo) -> std::io::Result<()> {
-    // Rewrite via a temp file so a reader never sees a torn lock file.
-    let tmp = path.with_extension(format!("hb.{}", info.token));
-    std::fs::write(&tmp, serde_json::to_vec(info).unwrap())?;
-    std::fs::rename(&tmp, path)
-}
-
-pub(crate) fn try_acquire(path: &Path) -> Result<Option<LockGuard>> {
-    let now = now_unix();
-    let info = LockInfo { pid: std::process::id(), host: hostname(), started_unix: now, heartbeat_unix: now, token: unique_token() };
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
-        Ok(mut f) => {
-            use std::io::Write;
-            f.write_all(&serde_json::to_vec(&info).unwrap()).ctx("writing lock", path)?;
-            f.sync_all().ctx("syncing lock", path)?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // Break it if stale; the rename makes exactly one breaker win.
-            match read_info(path) {
-                Some(holder) if holder.is_stale() => {
-                    let grave = path.with_extension(format!("stale.{}", unique_token()));
-                    if std::fs::rename(path, &grave).is_ok() {
-                        // Re-check what we moved: if it was refreshed meanwhile, put it back.
-                        let moved = read_info(&grave);
-                        if moved.as_ref().is_some_and(|m| !m.is_stale()) {
-                            let _ = std::fs::rename(&grave, path);
-                        } else {
-                            let _ = std::fs::remove_file(&grave);
-                        }
-                    }
-                    return Ok(None);
-                }
-                None => {
-                    // Unreadable: either being written right now or left torn by a crash.
-                    let age = std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
-                    if age.is_some_and(|a| a > STALE_AFTER) {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    return Ok(None);
-                }
-                Some(_) => return Ok(None),
-            }
-        }
-        Err(e) => return Err(e).ctx("creating lock", path),
+    /// The lock as taken (pid, host, start time, token).
+    pub fn info(&self) -> &LockInfo {
+        &self.info
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(Mutex::new(info.clone()));
-    let thread = {
-        let (stop, shared, path) = (stop.clone(), shared.clone(), path.to_path_buf());
-        std::thread::spawn(move || {
-            let step = Duration::from_millis(100);
-            let mut waited = Duration::ZERO;
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(step);
-                waited += step;
-                if waited >= HEARTBEAT_EVERY {
-                    waited = Duration::ZERO;
-                    let mut i = shared.lock().unwrap();
-                    // Only refresh while the file is still ours.
-                    if read_info(&path).is_some_and(|cur| cur.token == i.token) {
-                        i.heartbeat_unix = now_unix();
-                        let _ = write_info(&path, &i);
-                    }
-                }
-            }
-        })
-    };
-    Ok(Some(LockGuard { path: path.to_path_buf(), token: info.token.clone(), stop, thread: Some(thread), info: shared }))
+
+    /// False once the lock file is no longer ours, which happens only if another
+    /// process judged this holder stale (e.g. it was suspended past `stale_after`).
+    pub fn still_held(&self) -> bool {
+        read_info(&self.path).is_some_and(|cur| cur.token == self.info.token)
+    }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take()); // wakes the heartbeat thread at once
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = &self.info;
-        if read_info(&self.path).is_some_and(|cur| cur.token == self.token) {
-            let _ = std::fs::remove_file(&self.path);
+        remove_if_ours(&self.path, &self.info.token);
+    }
+}
+
+pub(crate) fn try_acquire(path: &Path, timing: LockTiming) -> Result<Option<LockGuard>> {
+    let info = LockInfo::new_for_us();
+    if create_exclusive(path, &info)? {
+        return Ok(Some(LockGuard::start(path, info, timing)));
+    }
+    if break_if_stale(path, timing)? && create_exclusive(path, &info)? {
+        return Ok(Some(LockGuard::start(path, info, timing)));
+    }
+    Ok(None)
+}
+
+impl crate::Cache {
+    pub(crate) fn lock_path(&self, key: &Key) -> PathBuf {
+        self.root().join("locks").join(format!("{key}.lock"))
+    }
+
+    /// Takes the lock of `key` if it is free (or stale); never waits.
+    pub fn try_lock(&self, key: &Key) -> Result<Option<LockGuard>> {
+        try_acquire(&self.lock_path(key), self.lock_timing())
+    }
+
+    /// Blocks until the lock of `key` is ours. `on_wait` is called once, with the
+    /// current holder, when waiting starts. Polls with a backoff of 50 ms to 500 ms.
+    pub fn lock(&self, key: &Key, on_wait: &mut dyn FnMut(&LockInfo)) -> Result<LockGuard> {
+        let path = self.lock_path(key);
+        let mut backoff = Duration::from_millis(50);
+        let mut told = false;
+        loop {
+            if let Some(g) = try_acquire(&path, self.lock_timing())? {
+                return Ok(g);
+            }
+            if !told {
+                told = read_info(&path).map(|info| on_wait(&info)).is_some();
+            }
+            // Jitter keeps several waiters from polling in lockstep.
+            let jitter = 0.8 + 0.4 * (u64::from_str_radix(&unique_token()[..4], 16).unwrap_or(0) as f64 / 65535.0);
+            std::thread::sleep(backoff.mul_f64(jitter));
+            backoff = (backoff * 3 / 2).min(Duration::from_millis(500));
         }
+    }
+
+    /// The current holder of `key`'s lock, if it is held and readable (stale or not).
+    pub fn lock_holder(&self, key: &Key) -> Option<LockInfo> {
+        read_info(&self.lock_path(key))
+    }
+
+    /// Whether `key`'s lock (given as the key's hex) is held by a live holder.
+    pub(crate) fn lock_is_live(&self, key_hex: &str) -> bool {
+        let h = holder(&self.root().join("locks").join(format!("{key_hex}.lock")));
+        !matches!(h, Holder::Absent) && !h.is_stale(self.lock_timing())
     }
 }

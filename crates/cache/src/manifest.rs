@@ -1,6 +1,11 @@
+//! `manifest.json`: what an artifact is (op, parameters, inputs) and what it holds
+//! (every payload file with its size and blake3).
+
+use crate::error::{CacheError, IoContext, Result};
 use crate::key::Key;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -10,21 +15,27 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub struct ManifestDraft {
     pub op: String,
     pub op_version: u32,
+    /// Name of the stage instance that produced it.
     pub stage: String,
+    /// Canonical parameters that went into the key.
     pub params: serde_json::Value,
+    /// Input artifacts by label.
     pub inputs: BTreeMap<String, Key>,
+    /// Fingerprints of external inputs (dataset files, weights) by label.
     pub external: BTreeMap<String, String>,
     pub metrics: serde_json::Value,
     pub started_unix: f64,
     pub seconds: f64,
+    /// Whether the stage continued from saved partial progress.
     pub resumed: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileEntry {
     /// Relative to the artifact directory, `/`-separated.
     pub path: String,
     pub size: u64,
+    /// blake3 of the content, 64 lowercase hex characters.
     pub blake3: String,
 }
 
@@ -43,7 +54,64 @@ pub struct Manifest {
     pub started_unix: f64,
     pub seconds: f64,
     pub resumed: bool,
+    /// Sorted by path.
     pub files: Vec<FileEntry>,
     pub total_bytes: u64,
     pub created_unix: f64,
+}
+
+impl Manifest {
+    pub(crate) fn from_draft(key: Key, draft: ManifestDraft, files: Vec<FileEntry>, created_unix: f64) -> Manifest {
+        Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            saepipe_version: env!("CARGO_PKG_VERSION").to_string(),
+            key,
+            op: draft.op,
+            op_version: draft.op_version,
+            stage: draft.stage,
+            params: draft.params,
+            inputs: draft.inputs,
+            external: draft.external,
+            metrics: draft.metrics,
+            started_unix: draft.started_unix,
+            seconds: draft.seconds,
+            resumed: draft.resumed,
+            total_bytes: files.iter().map(|f| f.size).sum(),
+            files,
+            created_unix,
+        }
+    }
+
+    /// The entry of a payload file, by its relative path.
+    pub fn file(&self, path: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.path == path)
+    }
+
+    /// Reads and checks a manifest file: `Ok(None)` if it does not exist,
+    /// `CacheError::Manifest` if it is unparsable, of another format version, or
+    /// lists a path that escapes the artifact directory.
+    pub fn read(path: &Path) -> Result<Option<Manifest>> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).ctx("reading", path),
+        };
+        let bad = |message: String| CacheError::Manifest { path: path.to_path_buf(), message };
+        // Check the version first so a future format is reported as such, not as a parse error.
+        let version = serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| bad(e.to_string()))?.get("format_version").and_then(|v| v.as_u64());
+        if version != Some(MANIFEST_FORMAT_VERSION as u64) {
+            let v = version.map(|v| v.to_string()).unwrap_or_else(|| "missing".into());
+            return Err(bad(format!("manifest format version {v} is not supported (this saepipe reads version {MANIFEST_FORMAT_VERSION})")));
+        }
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if let Some(f) = m.files.iter().find(|f| !is_safe_relative(&f.path)) {
+            return Err(bad(format!("file path `{}` is not a plain relative path", f.path)));
+        }
+        Ok(Some(m))
+    }
+}
+
+/// A relative path without `..`, empty or absolute parts.
+fn is_safe_relative(p: &str) -> bool {
+    !p.is_empty() && !p.starts_with('/') && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }

@@ -16,6 +16,10 @@ pub enum ModelError {
     BadDtype { file: String, name: String, dtype: String },
     #[error("{file}: not a readable safetensors file: {message}")]
     Safetensors { file: String, message: String },
+    #[error("{file}: {message}")]
+    Pickle { file: String, message: String },
+    #[error("pickle in {file} asks for forbidden global {global}")]
+    ForbiddenGlobal { file: String, global: String },
     #[error("unknown hook point `{name}`{hint}")]
     UnknownHook { name: String, hint: String },
     #[error("{0}")]

@@ -7,7 +7,7 @@
 
 use crate::config::{Activation, Arch, ModelConfig};
 use crate::error::{ModelError, Result};
-use crate::linalg::{gelu_erf, gelu_new, layer_norm, matmul_bias};
+use crate::linalg::{fast_exp, gelu_inplace, layer_norm, log_sum_exp, matmul_bias};
 use crate::params::Params;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -97,11 +97,7 @@ pub fn hook_shape(cfg: &ModelConfig, name: &str, batch: usize, ctx: usize) -> Ve
     }
 }
 
-/// Raw pointer that rayon tasks may share when they write disjoint regions.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
+use crate::linalg::SharedMut;
 
 pub(crate) struct Forward<'m> {
     pub cfg: &'m ModelConfig,
@@ -109,15 +105,53 @@ pub(crate) struct Forward<'m> {
     pub ln_hook: LnHook,
 }
 
+/// Per-run buffers, allocated once and reused by every block (large
+/// allocations would otherwise be fresh mmaps, page-faulted each layer).
+struct Work {
+    x: Vec<f32>,
+    scale: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    z: Vec<f32>,
+    pattern: Vec<f32>,
+    attn_out: Vec<f32>,
+    hidden: Vec<f32>,
+    mlp_out: Vec<f32>,
+}
+
+/// How far a run must go: blocks after the last requested hook are skipped
+/// unless the head (final LN, logits, loss) is needed.
+struct Needs {
+    head: bool,
+    /// Last block with a requested hook, and whether its only one is hook_resid_pre.
+    last: Option<(usize, bool)>,
+}
+
+fn needs(req: &RunRequest, stop: usize, n_layers: usize) -> Needs {
+    let names = || req.capture.iter().chain(req.replace.keys());
+    let head = stop == n_layers && (req.want_logits || req.want_loss || names().any(|n| n.starts_with("ln_final.") || n.starts_with("unembed.")));
+    let mut last: Option<(usize, bool)> = None;
+    for n in names() {
+        let Some(l) = n.strip_prefix("blocks.").and_then(|r| r.split('.').next()).and_then(|l| l.parse::<usize>().ok()) else { continue };
+        let only_pre = n.ends_with(".hook_resid_pre");
+        last = match last {
+            Some((cur, o)) if cur == l => Some((l, o && only_pre)),
+            Some((cur, o)) if cur > l => Some((cur, o)),
+            _ => Some((l, only_pre)),
+        };
+    }
+    Needs { head, last }
+}
+
 impl Forward<'_> {
-    fn ln(&self, x: &[f32], affine: Option<&(Vec<f32>, Vec<f32>)>, prefix: &str, hooks: &mut Hooks, batch: usize, ctx: usize) -> Vec<f32> {
+    /// LayerNorm of `x` into `out` with the hook semantics of `self.ln_hook`.
+    #[allow(clippy::too_many_arguments)]
+    fn ln(&self, x: &[f32], affine: Option<&(Vec<f32>, Vec<f32>)>, prefix: &str, hooks: &mut Hooks, out: &mut [f32], scale: &mut [f32], batch: usize, ctx: usize) {
         let d = self.cfg.d_model;
-        let n = x.len() / d;
-        let mut normalized = vec![0f32; x.len()];
-        let mut scale = vec![0f32; n];
-        layer_norm(x, d, self.cfg.eps, &mut normalized, &mut scale);
-        hooks.visit(&format!("{prefix}.hook_scale"), &mut scale, &[batch, ctx, 1]);
-        let apply_affine = |v: &mut Vec<f32>| {
+        layer_norm(x, d, self.cfg.eps, out, scale);
+        hooks.visit(&format!("{prefix}.hook_scale"), scale, &[batch, ctx, 1]);
+        let apply_affine = |v: &mut [f32]| {
             if let Some((w, b)) = affine {
                 v.par_chunks_mut(d).for_each(|row| {
                     for i in 0..d {
@@ -129,15 +163,14 @@ impl Forward<'_> {
         let name = format!("{prefix}.hook_normalized");
         match self.ln_hook {
             LnHook::PreAffine => {
-                hooks.visit(&name, &mut normalized, &[batch, ctx, d]);
-                apply_affine(&mut normalized);
+                hooks.visit(&name, out, &[batch, ctx, d]);
+                apply_affine(out);
             }
             LnHook::PostAffine => {
-                apply_affine(&mut normalized);
-                hooks.visit(&name, &mut normalized, &[batch, ctx, d]);
+                apply_affine(out);
+                hooks.visit(&name, out, &[batch, ctx, d]);
             }
         }
-        normalized
     }
 
     /// Runs blocks `start..` on `resid` ([batch·ctx, d_model], the value of
@@ -148,106 +181,141 @@ impl Forward<'_> {
         let hd = nh * dh;
         let n = batch * ctx;
         let stop = hooks.req.stop_at_layer.unwrap_or(cfg.n_layers).min(cfg.n_layers);
+        let need = needs(hooks.req, stop, cfg.n_layers);
+        let mut w = Work {
+            x: vec![0f32; n * d],
+            scale: vec![0f32; n],
+            q: vec![0f32; n * hd],
+            k: vec![0f32; n * hd],
+            v: vec![0f32; n * hd],
+            z: vec![0f32; n * hd],
+            pattern: vec![0f32; batch * nh * ctx * ctx],
+            attn_out: vec![0f32; n * d],
+            hidden: Vec::new(),
+            mlp_out: vec![0f32; n * d],
+        };
         for l in start..stop {
+            if !need.head && need.last.is_none_or(|(last, _)| l > last) {
+                return Ok(());
+            }
             let lp = &self.p.layers[l];
             let pre = |h: &str| format!("blocks.{l}.{h}");
             hooks.visit(&pre("hook_resid_pre"), &mut resid, &[batch, ctx, d]);
-            let x1 = self.ln(&resid, lp.ln1.as_ref(), &pre("ln1"), hooks, batch, ctx);
-            let qkv_shape = [batch, ctx, nh, dh];
-            let mut q = vec![0f32; n * hd];
-            let mut k = vec![0f32; n * hd];
-            let mut v = vec![0f32; n * hd];
-            matmul_bias(&x1, &lp.w_q, Some(&lp.b_q), &mut q, n, d, hd);
-            matmul_bias(&x1, &lp.w_k, Some(&lp.b_k), &mut k, n, d, hd);
-            matmul_bias(&x1, &lp.w_v, Some(&lp.b_v), &mut v, n, d, hd);
-            hooks.visit(&pre("attn.hook_q"), &mut q, &qkv_shape);
-            hooks.visit(&pre("attn.hook_k"), &mut k, &qkv_shape);
-            hooks.visit(&pre("attn.hook_v"), &mut v, &qkv_shape);
-            if cfg.rotary_dim > 0 {
-                rotary(&mut q, batch, ctx, nh, dh, cfg.rotary_dim, cfg.rotary_base);
-                rotary(&mut k, batch, ctx, nh, dh, cfg.rotary_dim, cfg.rotary_base);
-                hooks.visit(&pre("attn.hook_rot_q"), &mut q, &qkv_shape);
-                hooks.visit(&pre("attn.hook_rot_k"), &mut k, &qkv_shape);
+            if !need.head && need.last == Some((l, true)) {
+                return Ok(());
             }
-            let mut scale = (dh as f32).sqrt();
+            self.ln(&resid, lp.ln1.as_ref(), &pre("ln1"), hooks, &mut w.x, &mut w.scale, batch, ctx);
+            let qkv_shape = [batch, ctx, nh, dh];
+            matmul_bias(&w.x, &lp.w_q, Some(&lp.b_q), &mut w.q, n, d, hd);
+            matmul_bias(&w.x, &lp.w_k, Some(&lp.b_k), &mut w.k, n, d, hd);
+            matmul_bias(&w.x, &lp.w_v, Some(&lp.b_v), &mut w.v, n, d, hd);
+            hooks.visit(&pre("attn.hook_q"), &mut w.q, &qkv_shape);
+            hooks.visit(&pre("attn.hook_k"), &mut w.k, &qkv_shape);
+            hooks.visit(&pre("attn.hook_v"), &mut w.v, &qkv_shape);
+            if cfg.rotary_dim > 0 {
+                rotary(&mut w.q, batch, ctx, nh, dh, cfg.rotary_dim, cfg.rotary_base);
+                rotary(&mut w.k, batch, ctx, nh, dh, cfg.rotary_dim, cfg.rotary_base);
+                hooks.visit(&pre("attn.hook_rot_q"), &mut w.q, &qkv_shape);
+                hooks.visit(&pre("attn.hook_rot_k"), &mut w.k, &qkv_shape);
+            }
+            let mut scale = if cfg.scale_attn_weights { (dh as f32).sqrt() } else { 1.0 };
             if cfg.scale_attn_by_inverse_layer_idx {
                 scale *= (l + 1) as f32;
             }
-            let keep_scores = hooks.wants(&pre("attn.hook_attn_scores"));
-            let mut pattern = vec![0f32; batch * nh * ctx * ctx];
-            attention_scores(&q, &k, batch, ctx, nh, dh, 1.0 / scale, &mut pattern);
-            if keep_scores {
-                let mut scores = pattern.clone();
-                hooks.visit(&pre("attn.hook_attn_scores"), &mut scores, &[batch, nh, ctx, ctx]);
-                pattern = scores;
+            attention_scores(&w.q, &w.k, batch, ctx, nh, dh, 1.0 / scale, &mut w.pattern);
+            hooks.visit(&pre("attn.hook_attn_scores"), &mut w.pattern, &[batch, nh, ctx, ctx]);
+            softmax_causal(&mut w.pattern, ctx);
+            hooks.visit(&pre("attn.hook_pattern"), &mut w.pattern, &[batch, nh, ctx, ctx]);
+            attention_values(&w.pattern, &w.v, batch, ctx, nh, dh, &mut w.z);
+            hooks.visit(&pre("attn.hook_z"), &mut w.z, &qkv_shape);
+            matmul_bias(&w.z, &lp.w_o, Some(&lp.b_o), &mut w.attn_out, n, hd, d);
+            hooks.visit(&pre("hook_attn_out"), &mut w.attn_out, &[batch, ctx, d]);
+            // GPT-2: the MLP reads resid_mid = resid_pre + attn_out. GPT-NeoX
+            // (parallel): it reads resid_pre, and both outputs are added after.
+            if !cfg.parallel {
+                add_assign(&mut resid, &w.attn_out);
+                hooks.visit(&pre("hook_resid_mid"), &mut resid, &[batch, ctx, d]);
             }
-            softmax_causal(&mut pattern, ctx);
-            hooks.visit(&pre("attn.hook_pattern"), &mut pattern, &[batch, nh, ctx, ctx]);
-            let mut z = vec![0f32; n * hd];
-            attention_values(&pattern, &v, batch, ctx, nh, dh, &mut z);
-            hooks.visit(&pre("attn.hook_z"), &mut z, &qkv_shape);
-            let mut attn_out = vec![0f32; n * d];
-            matmul_bias(&z, &lp.w_o, Some(&lp.b_o), &mut attn_out, n, hd, d);
-            hooks.visit(&pre("hook_attn_out"), &mut attn_out, &[batch, ctx, d]);
-            // GPT-2: the MLP reads resid_mid. GPT-NeoX (parallel): it reads resid_pre.
-            let mlp_in_resid = if cfg.parallel {
-                None
-            } else {
-                let mut mid: Vec<f32> = resid.iter().zip(&attn_out).map(|(a, b)| a + b).collect();
-                hooks.visit(&pre("hook_resid_mid"), &mut mid, &[batch, ctx, d]);
-                Some(mid)
-            };
-            let x2 = self.ln(mlp_in_resid.as_ref().unwrap_or(&resid), lp.ln2.as_ref(), &pre("ln2"), hooks, batch, ctx);
-            let mut hidden = vec![0f32; n * f];
-            matmul_bias(&x2, &lp.w_in, Some(&lp.b_in), &mut hidden, n, d, f);
-            hooks.visit(&pre("mlp.hook_pre"), &mut hidden, &[batch, ctx, f]);
-            let act = cfg.act;
-            hidden.par_chunks_mut(4096).for_each(|c| {
-                for x in c {
-                    *x = match act {
-                        Activation::GeluNew => gelu_new(*x),
-                        Activation::Gelu => gelu_erf(*x),
-                        Activation::Relu => x.max(0.0),
-                    }
-                }
-            });
-            hooks.visit(&pre("mlp.hook_post"), &mut hidden, &[batch, ctx, f]);
-            let mut mlp_out = vec![0f32; n * d];
-            matmul_bias(&hidden, &lp.w_out, Some(&lp.b_out), &mut mlp_out, n, f, d);
-            hooks.visit(&pre("hook_mlp_out"), &mut mlp_out, &[batch, ctx, d]);
-            resid = match mlp_in_resid {
-                Some(mid) => mid.iter().zip(&mlp_out).map(|(a, b)| a + b).collect(),
-                None => resid.iter().zip(&attn_out).zip(&mlp_out).map(|((r, a), m)| r + a + m).collect(),
-            };
+            self.ln(&resid, lp.ln2.as_ref(), &pre("ln2"), hooks, &mut w.x, &mut w.scale, batch, ctx);
+            if w.hidden.is_empty() {
+                w.hidden = vec![0f32; n * f];
+            }
+            matmul_bias(&w.x, &lp.w_in, Some(&lp.b_in), &mut w.hidden, n, d, f);
+            hooks.visit(&pre("mlp.hook_pre"), &mut w.hidden, &[batch, ctx, f]);
+            match cfg.act {
+                Activation::GeluNew => gelu_inplace(&mut w.hidden, false),
+                Activation::Gelu => gelu_inplace(&mut w.hidden, true),
+                Activation::Relu => w.hidden.par_chunks_mut(8192).for_each(|c| c.iter_mut().for_each(|x| *x = x.max(0.0))),
+            }
+            hooks.visit(&pre("mlp.hook_post"), &mut w.hidden, &[batch, ctx, f]);
+            matmul_bias(&w.hidden, &lp.w_out, Some(&lp.b_out), &mut w.mlp_out, n, f, d);
+            hooks.visit(&pre("hook_mlp_out"), &mut w.mlp_out, &[batch, ctx, d]);
+            if cfg.parallel {
+                add_assign(&mut resid, &w.attn_out);
+            }
+            add_assign(&mut resid, &w.mlp_out);
             hooks.visit(&pre("hook_resid_post"), &mut resid, &[batch, ctx, d]);
         }
-        if stop < cfg.n_layers || !(hooks.req.want_logits || hooks.req.want_loss || hooks.wants("ln_final.hook_normalized") || hooks.wants("ln_final.hook_scale") || hooks.wants("unembed.hook_in") || hooks.wants("unembed.hook_out")) {
+        if !need.head {
             return Ok(());
         }
-        let mut xf = self.ln(&resid, self.p.ln_final.as_ref(), "ln_final", hooks, batch, ctx);
+        drop(w);
+        let mut xf = vec![0f32; n * d];
+        let mut scale = vec![0f32; n];
+        self.ln(&resid, self.p.ln_final.as_ref(), "ln_final", hooks, &mut xf, &mut scale, batch, ctx);
         hooks.visit("unembed.hook_in", &mut xf, &[batch, ctx, d]);
         let vocab = cfg.d_vocab;
-        let mut logits = vec![0f32; n * vocab];
-        matmul_bias(&xf, &self.p.w_u, Some(&self.p.b_u), &mut logits, n, d, vocab);
-        hooks.visit("unembed.hook_out", &mut logits, &[batch, ctx, vocab]);
-        if hooks.req.want_loss {
-            let tokens = tokens.ok_or_else(|| ModelError::Input("the loss needs the input tokens".into()))?;
-            let mut loss = vec![0f32; batch * (ctx - 1)];
-            loss.par_chunks_mut(ctx.saturating_sub(1).max(1)).enumerate().for_each(|(b, out)| {
-                for t in 0..ctx - 1 {
-                    let row = &logits[(b * ctx + t) * vocab..(b * ctx + t + 1) * vocab];
-                    let mx = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    let lse = mx + row.iter().map(|&x| ((x - mx) as f64).exp()).sum::<f64>().ln() as f32;
-                    out[t] = lse - row[tokens[b * ctx + t + 1] as usize];
-                }
-            });
-            hooks.out.loss_per_token = Some(loss);
+        if hooks.req.want_loss && ctx < 2 {
+            hooks.out.loss_per_token = Some(Vec::new());
         }
-        if hooks.req.want_logits {
-            hooks.out.logits = Some(logits);
+        if hooks.req.want_logits || hooks.wants("unembed.hook_out") {
+            let mut logits = vec![0f32; n * vocab];
+            matmul_bias(&xf, &self.p.w_u, Some(&self.p.b_u), &mut logits, n, d, vocab);
+            hooks.visit("unembed.hook_out", &mut logits, &[batch, ctx, vocab]);
+            if hooks.req.want_loss && ctx >= 2 {
+                let tokens = tokens.ok_or_else(|| ModelError::Input("the loss needs the input tokens".into()))?;
+                let mut loss = vec![0f32; batch * (ctx - 1)];
+                loss.par_chunks_mut(ctx - 1).enumerate().for_each(|(b, out)| {
+                    for t in 0..ctx - 1 {
+                        let row = &logits[(b * ctx + t) * vocab..(b * ctx + t + 1) * vocab];
+                        out[t] = log_sum_exp(row) - row[tokens[b * ctx + t + 1] as usize];
+                    }
+                });
+                hooks.out.loss_per_token = Some(loss);
+            }
+            if hooks.req.want_logits {
+                hooks.out.logits = Some(logits);
+            }
+        } else if hooks.req.want_loss && ctx >= 2 {
+            // Loss only: logits are made and consumed a block of rows at a time,
+            // never materializing [batch·ctx, vocab].
+            let tokens = tokens.ok_or_else(|| ModelError::Input("the loss needs the input tokens".into()))?;
+            let mut per_row = vec![0f32; n];
+            // Row blocks large enough that each pass over W_U feeds many rows.
+            let rows = 1024.min(n);
+            let mut logits = vec![0f32; rows * vocab];
+            for (c, x) in xf.chunks(rows * d).enumerate() {
+                let m = x.len() / d;
+                let logits = &mut logits[..m * vocab];
+                matmul_bias(x, &self.p.w_u, Some(&self.p.b_u), logits, m, d, vocab);
+                let logits = &*logits;
+                per_row[c * rows..c * rows + m].par_iter_mut().enumerate().for_each(|(i, o)| {
+                    let g = c * rows + i;
+                    if g % ctx != ctx - 1 {
+                        let row = &logits[i * vocab..(i + 1) * vocab];
+                        *o = log_sum_exp(row) - row[tokens[g + 1] as usize];
+                    }
+                });
+            }
+            let loss = (0..batch).flat_map(|b| per_row[b * ctx..b * ctx + ctx - 1].to_vec()).collect();
+            hooks.out.loss_per_token = Some(loss);
         }
         Ok(())
     }
+}
+
+fn add_assign(acc: &mut [f32], x: &[f32]) {
+    acc.par_chunks_mut(8192).zip(x.par_chunks(8192)).for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, x)| *a += x));
 }
 
 /// NeoX half-split rotary on the first `rot` dims of every head, in place.
@@ -293,7 +361,7 @@ fn softmax_causal(p: &mut [f32], ctx: usize) {
         let mx = row[..=t].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         let mut sum = 0f32;
         for x in &mut row[..=t] {
-            *x = (*x - mx).exp();
+            *x = fast_exp(*x - mx);
             sum += *x;
         }
         let inv = 1.0 / sum;
@@ -307,12 +375,11 @@ fn attention_values(p: &[f32], v: &[f32], batch: usize, ctx: usize, nh: usize, d
     let row = (nh * dh) as isize;
     let zp = SharedMut(z.as_mut_ptr());
     (0..batch * nh).into_par_iter().for_each(|bh| {
-        let zp = zp;
         let (b, h) = (bh / nh, bh % nh);
         let off = b * ctx * nh * dh + h * dh;
         // SAFETY: each (b, h) writes only its own strided head slice of z.
         unsafe {
-            matrixmultiply::sgemm(ctx, ctx, dh, 1.0, p.as_ptr().add(bh * ctx * ctx), ctx as isize, 1, v.as_ptr().add(off), row, 1, 0.0, zp.0.add(off), row, 1);
+            matrixmultiply::sgemm(ctx, ctx, dh, 1.0, p.as_ptr().add(bh * ctx * ctx), ctx as isize, 1, v.as_ptr().add(off), row, 1, 0.0, zp.ptr().add(off), row, 1);
         }
     });
 }

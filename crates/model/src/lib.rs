@@ -1,14 +1,19 @@
-//! saepipe's language-model runtime: HF `config.json` + safetensors checkpoints
-//! of GPT-2 and GPT-NeoX (Pythia) models, TransformerLens weight processing, and
-//! a CPU forward pass exposing every TransformerLens hook point by name.
+//! saepipe's language-model runtime: HF `config.json` + checkpoints (safetensors,
+//! sharded or not, and `pytorch_model*.bin` through a restricted unpickler) of
+//! GPT-2 and GPT-NeoX (Pythia) models, the HF cache layout, TransformerLens
+//! weight processing, and a CPU forward pass exposing every TransformerLens hook
+//! point by name.
 
 pub mod arch;
 pub mod config;
 mod error;
 pub mod forward;
+pub mod hub;
 pub mod linalg;
 pub mod params;
+pub mod pickle;
 pub mod processing;
+pub mod synth;
 pub mod weights;
 
 pub use config::{Activation, Arch, ModelConfig};
@@ -25,6 +30,13 @@ use std::path::Path;
 pub struct LoadOptions {
     pub processing: Option<Processing>,
     pub ln_hook: LnHook,
+}
+
+/// A valid hook point; `layer` is the block index for `blocks.{L}.…` hooks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookPoint {
+    pub name: String,
+    pub layer: Option<usize>,
 }
 
 pub struct Model {
@@ -54,10 +66,11 @@ impl Model {
     }
 
     /// Checks a hook name, suggesting the closest valid one when it is unknown.
-    pub fn check_hook(&self, name: &str) -> Result<()> {
+    pub fn check_hook(&self, name: &str) -> Result<HookPoint> {
         let names = self.hook_names();
         if names.iter().any(|n| n == name) {
-            return Ok(());
+            let layer = name.strip_prefix("blocks.").and_then(|r| r.split('.').next()).and_then(|l| l.parse().ok());
+            return Ok(HookPoint { name: name.to_string(), layer });
         }
         let best = names.iter().map(|n| (strsim::levenshtein(name, n), n)).min_by_key(|(d, _)| *d);
         let hint = match best {
@@ -67,8 +80,13 @@ impl Model {
         Err(ModelError::UnknownHook { name: name.to_string(), hint })
     }
 
-    /// Runs a batch of `batch` sequences of `ctx` tokens.
-    pub fn run(&self, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput> {
+    /// TransformerLens shape of a hook's tensor for `batch` × `ctx` tokens.
+    pub fn hook_shape(&self, name: &str, batch: usize, ctx: usize) -> Result<Vec<usize>> {
+        self.check_hook(name)?;
+        Ok(hook_shape(&self.cfg, name, batch, ctx))
+    }
+
+    fn check_inputs(&self, tokens: &[u32], batch: usize, ctx: usize, req: &RunRequest) -> Result<()> {
         if tokens.len() != batch * ctx || ctx == 0 {
             return Err(ModelError::Input(format!("{} tokens is not batch {batch} × ctx {ctx}", tokens.len())));
         }
@@ -81,6 +99,15 @@ impl Model {
         for name in req.capture.iter().chain(req.replace.keys()) {
             self.check_hook(name)?;
         }
+        if let Some(l) = req.stop_at_layer.filter(|&l| l > self.cfg.n_layers) {
+            return Err(ModelError::Input(format!("stop_at_layer {l} exceeds the model's {} layers", self.cfg.n_layers)));
+        }
+        Ok(())
+    }
+
+    /// Runs a batch of `batch` sequences of `ctx` tokens (row-major [batch, ctx]).
+    pub fn run(&self, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput> {
+        self.check_inputs(tokens, batch, ctx, req)?;
         let d = self.cfg.d_model;
         let mut hooks = Hooks::new(req);
         let mut resid = vec![0f32; tokens.len() * d];
@@ -100,8 +127,12 @@ impl Model {
     /// `blocks.{layer}.hook_resid_pre`), so an evaluator can share the clean run of
     /// the layers below a hook across many spliced coders.
     pub fn run_from(&self, resid: Vec<f32>, layer: usize, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput> {
+        self.check_inputs(tokens, batch, ctx, req)?;
         if resid.len() != batch * ctx * self.cfg.d_model {
             return Err(ModelError::Input(format!("residual has {} values, expected {batch}×{ctx}×{}", resid.len(), self.cfg.d_model)));
+        }
+        if layer > self.cfg.n_layers {
+            return Err(ModelError::Input(format!("run_from layer {layer} exceeds the model's {} layers", self.cfg.n_layers)));
         }
         let mut hooks = Hooks::new(req);
         Forward { cfg: &self.cfg, p: &self.params, ln_hook: self.ln_hook }.run_blocks(resid, layer, Some(tokens), batch, ctx, &mut hooks)?;

@@ -3,11 +3,47 @@
 
 use rayon::prelude::*;
 
+/// Raw pointer that rayon tasks may share when they write disjoint regions.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(pub *mut f32);
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// By method, so closures capture the whole (Send) wrapper, not the raw field.
+    pub(crate) fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// out[m, n] = a[m, k] · b[k, n] (+ bias[n]); all row-major.
 pub fn matmul_bias(a: &[f32], b: &[f32], bias: Option<&[f32]>, out: &mut [f32], m: usize, k: usize, n: usize) {
     debug_assert_eq!(a.len(), m * k);
     debug_assert_eq!(b.len(), k * n);
     debug_assert_eq!(out.len(), m * n);
+    // Wide outputs (the unembedding): split columns, so each task packs only its
+    // slice of B instead of all of it.
+    if n >= 8 * k && n >= 8192 {
+        let cols = 2048;
+        let op = SharedMut(out.as_mut_ptr());
+        (0..n.div_ceil(cols)).into_par_iter().for_each(|j| {
+            let (c0, w) = (j * cols, cols.min(n - j * cols));
+            let beta = if let Some(bias) = bias {
+                for r in 0..m {
+                    // SAFETY: task j writes only columns c0..c0+w of every row.
+                    unsafe { std::slice::from_raw_parts_mut(op.ptr().add(r * n + c0), w) }.copy_from_slice(&bias[c0..c0 + w]);
+                }
+                1.0
+            } else {
+                0.0
+            };
+            // SAFETY: strided views of row-major buffers; disjoint column blocks.
+            unsafe {
+                matrixmultiply::sgemm(m, k, w, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr().add(c0), n as isize, 1, beta, op.ptr().add(c0), n as isize, 1);
+            }
+        });
+        return;
+    }
     // Rows per task: large enough to amortize packing B, small enough to balance.
     let rows = (m / (rayon::current_num_threads() * 4)).clamp(16, 256).min(m.max(1));
     out.par_chunks_mut(rows * n).zip(a.par_chunks(rows * k)).for_each(|(o, a)| {
@@ -43,6 +79,106 @@ pub fn layer_norm(x: &[f32], d: usize, eps: f32, normalized: &mut [f32], scale: 
     });
 }
 
+/// exp for f32 by range reduction to [-ln2/2, ln2/2] and a degree-6
+/// polynomial (relative error ≈ 2e-7 over the normal range); vectorizes,
+/// unlike libm's expf. Inputs are clamped to [−87, 88] (no infinities, no denormals).
+#[inline(always)]
+pub fn fast_exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    // Cody–Waite: ln2 split in a high part exact in f32 and a low correction.
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+}
+
+/// erf for f32 as x·P(x²)/Q(x²) on |x| ≤ 4 (beyond, erf = ±1 in f32); error
+/// within a few f32 ulps, no exp, vectorizes.
+#[inline(always)]
+pub fn fast_erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_6e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_474e-2;
+    x * p / q
+}
+
+#[inline(always)]
+fn act_slice(x: &mut [f32], exact_gelu: bool) {
+    if exact_gelu {
+        for v in x {
+            *v = 0.5 * *v * (1.0 + fast_erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    } else {
+        for v in x {
+            *v = gelu_new(*v);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn act_slice_avx2(x: &mut [f32], exact_gelu: bool) {
+    act_slice(x, exact_gelu)
+}
+
+/// GELU in place (exact erf form, or GPT-2's tanh form), over the rayon pool.
+pub fn gelu_inplace(x: &mut [f32], exact: bool) {
+    x.par_chunks_mut(8192).for_each(|c| {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the enabled features (checked above).
+            return unsafe { act_slice_avx2(c, exact) };
+        }
+        act_slice(c, exact)
+    });
+}
+
+/// Σ exp(x − mx) over a row, in f32 lanes summed in f64 at the end.
+#[inline(always)]
+fn sum_exp_generic(row: &[f32], mx: f32) -> f64 {
+    let mut acc = [0f32; 16];
+    let mut chunks = row.chunks_exact(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            acc[i] += fast_exp(c[i] - mx);
+        }
+    }
+    let mut total: f64 = acc.iter().map(|&a| a as f64).sum();
+    for &x in chunks.remainder() {
+        total += fast_exp(x - mx) as f64;
+    }
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_exp_avx2(row: &[f32], mx: f32) -> f64 {
+    sum_exp_generic(row, mx)
+}
+
+/// log Σ exp(row): the normalizer of a softmax over the vocabulary.
+pub fn log_sum_exp(row: &[f32]) -> f32 {
+    let mx = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the enabled features (checked above).
+        return mx + unsafe { sum_exp_avx2(row, mx) }.ln() as f32;
+    }
+    mx + sum_exp_generic(row, mx).ln() as f32
+}
+
+#[inline(always)]
 pub fn gelu_new(x: f32) -> f32 {
     0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044715 * x * x * x)).tanh())
 }
@@ -92,6 +228,40 @@ mod tests {
             assert!((erf(x) - want).abs() < 1e-13, "erf({x}) = {} != {want}", erf(x));
         }
     }
+    #[test]
+    fn fast_erf_and_exp_are_accurate() {
+        let mut worst_erf = 0f64;
+        let mut worst_exp = 0f64;
+        for i in -60000..=60000 {
+            let x = i as f32 * 1e-4;
+            worst_erf = worst_erf.max((fast_erf(x) as f64 - erf(x as f64)).abs());
+            let y = i as f32 * 1.4e-3;
+            worst_exp = worst_exp.max(((fast_exp(y) as f64 - (y as f64).exp()) / (y as f64).exp()).abs());
+        }
+        assert!(worst_erf < 5e-7, "erf abs error {worst_erf:e}");
+        assert!(worst_exp < 5e-7, "exp rel error {worst_exp:e}");
+        assert!(fast_exp(-200.0) < 1e-37 && fast_exp(-200.0) >= 0.0);
+        let row: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin() * 20.0).collect();
+        let want = row.iter().map(|&x| (x as f64).exp()).sum::<f64>().ln();
+        assert!((log_sum_exp(&row) as f64 - want).abs() < 1e-5);
+    }
+
+    #[test]
+    fn wide_matmul_matches_naive() {
+        let (m, k, n) = (5, 3, 8192 + 7);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
+        let bias: Vec<f32> = (0..n).map(|i| (i % 17) as f32).collect();
+        let mut out = vec![0f32; m * n];
+        matmul_bias(&a, &b, Some(&bias), &mut out, m, k, n);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum::<f32>() + bias[j];
+                assert_eq!(out[i * n + j], want);
+            }
+        }
+    }
+
     #[test]
     fn matmul_matches_naive() {
         let (m, k, n) = (37, 19, 23);

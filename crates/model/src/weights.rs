@@ -1,15 +1,40 @@
-//! Reading checkpoint tensors: `model.safetensors` or sharded safetensors
-//! (`model.safetensors.index.json`), memory-mapped, converted to f32.
+//! Reading checkpoint tensors, converted to f32: `model.safetensors`, sharded
+//! safetensors (`model.safetensors.index.json`), and PyTorch's
+//! `pytorch_model.bin` / sharded `pytorch_model.bin.index.json` through the
+//! restricted unpickler in [`crate::pickle`]. Files are memory-mapped; a tensor
+//! is only converted when an architecture asks for it.
 
 use crate::error::{ModelError, Result};
+use crate::pickle::{TensorRef, TorchArchive, Value};
 use memmap2::Mmap;
+use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+enum Source {
+    Safetensors { path: PathBuf, mmap: Mmap, header_len: usize, meta: Metadata },
+    Torch { archive: TorchArchive, tensors: HashMap<String, TensorRef> },
+}
+
+impl Source {
+    fn path(&self) -> &Path {
+        match self {
+            Source::Safetensors { path, .. } => path,
+            Source::Torch { archive, .. } => archive.path(),
+        }
+    }
+    fn names(&self) -> Vec<String> {
+        match self {
+            Source::Safetensors { meta, .. } => meta.tensors().into_keys().collect(),
+            Source::Torch { tensors, .. } => tensors.keys().cloned().collect(),
+        }
+    }
+}
+
 pub struct TensorFiles {
-    files: Vec<(PathBuf, Mmap)>,
-    /// tensor name → index into `files`.
+    sources: Vec<Source>,
+    /// tensor name → index into `sources`.
     index: HashMap<String, usize>,
 }
 
@@ -19,43 +44,84 @@ fn map(path: &Path) -> Result<Mmap> {
     unsafe { Mmap::map(&f) }.map_err(|source| ModelError::Io { path: path.into(), source })
 }
 
+/// The distinct shard files named by an HF `*.index.json`.
+fn shards(index_path: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index_path).map_err(|source| ModelError::Io { path: index_path.into(), source })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config { path: index_path.into(), message: format!("invalid JSON: {e}") })?;
+    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Config { path: index_path.into(), message: "missing `weight_map`".into() })?;
+    let mut files: Vec<String> = map.values().filter_map(|s| s.as_str().map(str::to_string)).collect();
+    files.sort();
+    files.dedup();
+    let dir = index_path.parent().unwrap_or(Path::new("."));
+    for f in &files {
+        if f.contains('/') || f.contains('\\') || f.starts_with("..") {
+            return Err(ModelError::Config { path: index_path.into(), message: format!("shard name `{f}` must be a plain file name") });
+        }
+    }
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+fn open_safetensors(path: PathBuf) -> Result<Source> {
+    let mmap = map(&path)?;
+    let bad = |e: safetensors::SafeTensorError| ModelError::Safetensors { file: path.display().to_string(), message: e.to_string() };
+    // Full validation once (offsets inside the file), then keep only the header.
+    SafeTensors::deserialize(&mmap).map_err(bad)?;
+    let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(bad)?;
+    Ok(Source::Safetensors { path, mmap, header_len, meta })
+}
+
+fn open_torch(path: PathBuf) -> Result<Source> {
+    let archive = TorchArchive::open(&path)?;
+    let fail = |message: String| ModelError::Pickle { file: path.display().to_string(), message };
+    let items = archive.root.as_dict().ok_or_else(|| fail("top-level object is not a state dict".into()))?;
+    let mut tensors = HashMap::new();
+    for (k, v) in items {
+        match (k, v) {
+            (Value::Str(name), Value::Tensor(t)) => {
+                tensors.insert(name.clone(), t.clone());
+            }
+            (Value::Str(name), _) => return Err(fail(format!("state dict entry `{name}` is not a tensor"))),
+            _ => return Err(fail("state dict has a non-string key".into())),
+        }
+    }
+    Ok(Source::Torch { archive, tensors })
+}
+
 impl TensorFiles {
+    /// Opens the weights of an HF model directory, preferring safetensors.
     pub fn open(dir: &Path) -> Result<TensorFiles> {
-        let single = dir.join("model.safetensors");
-        let index_path = dir.join("model.safetensors.index.json");
-        let paths: Vec<PathBuf> = if single.exists() {
-            vec![single]
-        } else if index_path.exists() {
-            let text = std::fs::read_to_string(&index_path).map_err(|source| ModelError::Io { path: index_path.clone(), source })?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config { path: index_path.clone(), message: e.to_string() })?;
-            let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Config { path: index_path.clone(), message: "missing `weight_map`".into() })?;
-            let mut shards: Vec<String> = map.values().filter_map(|s| s.as_str().map(str::to_string)).collect();
-            shards.sort();
-            shards.dedup();
-            shards.into_iter().map(|s| dir.join(s)).collect()
-        } else if dir.join("pytorch_model.bin").exists() || dir.join("pytorch_model.bin.index.json").exists() {
+        type Opener = fn(PathBuf) -> Result<Source>;
+        let candidates: [(&str, Opener, bool); 4] = [
+            ("model.safetensors", open_safetensors, false),
+            ("model.safetensors.index.json", open_safetensors, true),
+            ("pytorch_model.bin", open_torch, false),
+            ("pytorch_model.bin.index.json", open_torch, true),
+        ];
+        let Some((name, open, sharded)) = candidates.into_iter().find(|(n, ..)| dir.join(n).is_file()) else {
             return Err(ModelError::Input(format!(
-                "{}: only pytorch_model*.bin weights found; saepipe reads safetensors checkpoints (convert with `safetensors` or use a revision that ships model.safetensors)",
+                "{}: no weights found (looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)",
                 dir.display()
             )));
-        } else {
-            return Err(ModelError::Input(format!("{}: no model.safetensors or model.safetensors.index.json", dir.display())));
         };
-        let mut files = Vec::new();
+        let paths = if sharded { shards(&dir.join(name))? } else { vec![dir.join(name)] };
+        let mut sources = Vec::new();
         let mut index = HashMap::new();
         for p in paths {
-            let m = map(&p)?;
-            let st = SafeTensors::deserialize(&m).map_err(|e| ModelError::Safetensors { file: p.display().to_string(), message: e.to_string() })?;
-            for name in st.names() {
-                index.insert(name.to_string(), files.len());
+            let s = open(p)?;
+            for n in s.names() {
+                index.insert(n, sources.len());
             }
-            files.push((p, m));
+            sources.push(s);
         }
-        Ok(TensorFiles { files, index })
+        Ok(TensorFiles { sources, index })
     }
 
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
     }
 
     /// The first of `names` that exists, as f32, checked against `shape`.
@@ -65,24 +131,46 @@ impl TensorFiles {
     }
 
     fn describe(&self) -> String {
-        self.files.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        self.sources.iter().map(|s| s.path().display().to_string()).collect::<Vec<_>>().join(", ")
     }
 
+    /// Shape of a tensor, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        match &self.sources[*self.index.get(name)?] {
+            Source::Safetensors { meta, .. } => meta.info(name).map(|i| i.shape.clone()),
+            Source::Torch { tensors, .. } => tensors.get(name).map(|t| t.shape.clone()),
+        }
+    }
+
+    /// A tensor as f32, checked against `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let &i = self.index.get(name).ok_or_else(|| ModelError::MissingTensor { file: self.describe(), name: name.into() })?;
-        let (path, mmap) = &self.files[i];
-        let file = path.display().to_string();
-        let st = SafeTensors::deserialize(mmap).map_err(|e| ModelError::Safetensors { file: file.clone(), message: e.to_string() })?;
-        let t = st.tensor(name).map_err(|e| ModelError::Safetensors { file: file.clone(), message: e.to_string() })?;
-        if t.shape() != shape {
-            return Err(ModelError::BadShape { file, name: name.into(), expected: shape.to_vec(), found: t.shape().to_vec() });
+        let src = &self.sources[i];
+        let file = src.path().display().to_string();
+        let found = self.shape(name).unwrap_or_default();
+        if found != shape {
+            return Err(ModelError::BadShape { file, name: name.into(), expected: shape.to_vec(), found });
         }
-        let data = t.data();
-        Ok(match t.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            other => return Err(ModelError::BadDtype { file, name: name.into(), dtype: format!("{other:?}") }),
-        })
+        match src {
+            Source::Safetensors { mmap, header_len, meta, .. } => {
+                let info = meta.info(name).expect("indexed tensor");
+                let (a, b) = info.data_offsets;
+                let data = &mmap[8 + header_len + a..8 + header_len + b];
+                Ok(match info.dtype {
+                    Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                    Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                    Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                    other => return Err(ModelError::BadDtype { file, name: name.into(), dtype: format!("{other:?}") }),
+                })
+            }
+            Source::Torch { archive, tensors } => {
+                let t = &tensors[name];
+                use crate::pickle::StorageDtype as D;
+                if !matches!(t.dtype, D::F32 | D::F16 | D::BF16 | D::F64) {
+                    return Err(ModelError::BadDtype { file, name: name.into(), dtype: format!("{:?}", t.dtype) });
+                }
+                archive.tensor_f32(t, name)
+            }
+        }
     }
 }

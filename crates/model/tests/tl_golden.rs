@@ -2,7 +2,7 @@
 //! (fixtures from scripts/fixtures/model_tl.py) within 1e-4 relative, for GPT-2 and
 //! GPT-NeoX, without and with weight processing.
 
-use saepipe_model::{LoadOptions, Model, Processing, RunRequest};
+use saepipe_model::{LnHook, LoadOptions, Model, Processing, RunRequest};
 use safetensors::SafeTensors;
 use std::path::PathBuf;
 
@@ -30,8 +30,13 @@ fn rel_err(got: &[f32], want: &[f32]) -> f32 {
 }
 
 fn check(arch: &str, mode: &str, processing: Processing) {
+    check_dir(&fixture(arch), arch, mode, processing);
+}
+
+/// Loads the weights in `model_dir` and compares every hook with the goldens of `arch`.
+fn check_dir(model_dir: &std::path::Path, arch: &str, mode: &str, processing: Processing) {
     let dir = fixture(arch);
-    let model = Model::load(&dir, &LoadOptions { processing: Some(processing), ..Default::default() }).unwrap();
+    let model = Model::load(model_dir, &LoadOptions { processing: Some(processing), ..Default::default() }).unwrap();
     let tokens: Vec<Vec<u32>> = serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).unwrap()).unwrap();
     let (batch, ctx) = (tokens.len(), tokens[0].len());
     let flat: Vec<u32> = tokens.concat();
@@ -60,6 +65,12 @@ fn check(arch: &str, mode: &str, processing: Processing) {
     assert!(e < 1e-4, "{arch}/{mode}: logits differ by {e:e}");
     let e = rel_err(out.loss_per_token.as_ref().unwrap(), &to_f32(golden.tensor("loss_per_token").unwrap().data()));
     assert!(e < 1e-4, "{arch}/{mode}: loss differs by {e:e}");
+    // Loss alone takes another path (logits made and consumed in row blocks).
+    let mut loss_only = RunRequest { want_loss: true, ..Default::default() };
+    let out = model.run(&flat, batch, ctx, &mut loss_only).unwrap();
+    assert!(out.logits.is_none() && out.captured.is_empty());
+    let e = rel_err(out.loss_per_token.as_ref().unwrap(), &to_f32(golden.tensor("loss_per_token").unwrap().data()));
+    assert!(e < 1e-4, "{arch}/{mode}: loss-only run differs by {e:e}");
     eprintln!("{arch}/{mode}: {} hooks match; worst {} at {:e}", hooks.len(), worst.1, worst.0);
 }
 
@@ -78,6 +89,46 @@ fn neox_without_processing() {
 #[test]
 fn neox_with_full_processing() {
     check("neox", "full", Processing::FULL);
+}
+
+#[test]
+fn gpt2_from_pytorch_model_bin() {
+    // Same weights as the gpt2 fixture, saved by torch.save (zip + pickle); the
+    // tied lm_head shares wte's storage.
+    let dir = fixture("gpt2_bin");
+    assert!(dir.join("pytorch_model.bin").exists() && !dir.join("model.safetensors").exists());
+    check_dir(&dir, "gpt2", "none", Processing::NONE);
+    check_dir(&dir, "gpt2", "full", Processing::FULL);
+}
+
+/// TransformerLens 2.x semantics: `lnX.hook_normalized` after the LayerNorm affine.
+/// Every other hook is unchanged.
+#[test]
+fn post_affine_ln_hooks_match_transformer_lens_2_semantics() {
+    for arch in ["gpt2", "neox"] {
+        let dir = fixture(arch);
+        let model = Model::load(&dir, &LoadOptions { processing: Some(Processing::NONE), ln_hook: LnHook::PostAffine }).unwrap();
+        let tokens: Vec<Vec<u32>> = serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).unwrap()).unwrap();
+        let (batch, ctx) = (tokens.len(), tokens[0].len());
+        let post_bytes = std::fs::read(dir.join("hooks_none_postaffine.safetensors")).unwrap();
+        let post = SafeTensors::deserialize(&post_bytes).unwrap();
+        let pre_bytes = std::fs::read(dir.join("hooks_none.safetensors")).unwrap();
+        let pre = SafeTensors::deserialize(&pre_bytes).unwrap();
+        let mut req = RunRequest { capture: model.hook_names().into_iter().collect(), want_loss: true, ..Default::default() };
+        let out = model.run(&tokens.concat(), batch, ctx, &mut req).unwrap();
+        let ln_hooks: Vec<String> = post.names().into_iter().map(String::from).collect();
+        assert_eq!(ln_hooks.len(), 2 * 2 + 1);
+        for name in model.hook_names() {
+            let want = if ln_hooks.contains(&name) { post.tensor(&name).unwrap() } else { pre.tensor(&name).unwrap() };
+            let e = rel_err(&out.captured[&name].1, &to_f32(want.data()));
+            assert!(e < 1e-4, "{arch}/post-affine: {name} differs by {e:e}");
+        }
+        // The pre-affine value differs from the post-affine one (non-trivial LN weights).
+        let name = "blocks.0.ln2.hook_normalized";
+        assert!(rel_err(&out.captured[name].1, &to_f32(pre.tensor(name).unwrap().data())) > 1e-2);
+        let e = rel_err(out.loss_per_token.as_ref().unwrap(), &to_f32(pre.tensor("loss_per_token").unwrap().data()));
+        assert!(e < 1e-4, "{arch}: hook semantics must not change the loss ({e:e})");
+    }
 }
 
 #[test]

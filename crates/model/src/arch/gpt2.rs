@@ -47,3 +47,33 @@ pub fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
     let w_u = if !cfg.tie_word_embeddings && t.contains("lm_head.weight") { transpose(&t.get("lm_head.weight", &[v, d])?, v, d) } else { transpose(&w_e, v, d) };
     Ok(Params { w_e, w_pos, layers, ln_final, w_u, b_u: vec![0.0; v] })
 }
+
+/// HF tensor names and shapes (`transformers` naming, untied lm_head omitted when tied).
+pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, v, f) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
+    let mut t = vec![("transformer.wte.weight".to_string(), vec![v, d]), ("transformer.wpe.weight".to_string(), vec![cfg.n_ctx, d])];
+    for l in 0..cfg.n_layers {
+        for (n, s) in [
+            ("ln_1.weight", vec![d]),
+            ("ln_1.bias", vec![d]),
+            ("attn.c_attn.weight", vec![d, 3 * d]),
+            ("attn.c_attn.bias", vec![3 * d]),
+            ("attn.c_proj.weight", vec![d, d]),
+            ("attn.c_proj.bias", vec![d]),
+            ("ln_2.weight", vec![d]),
+            ("ln_2.bias", vec![d]),
+            ("mlp.c_fc.weight", vec![d, f]),
+            ("mlp.c_fc.bias", vec![f]),
+            ("mlp.c_proj.weight", vec![f, d]),
+            ("mlp.c_proj.bias", vec![d]),
+        ] {
+            t.push((format!("transformer.h.{l}.{n}"), s));
+        }
+    }
+    t.push(("transformer.ln_f.weight".into(), vec![d]));
+    t.push(("transformer.ln_f.bias".into(), vec![d]));
+    if !cfg.tie_word_embeddings {
+        t.push(("lm_head.weight".into(), vec![v, d]));
+    }
+    t
+}

@@ -15,7 +15,9 @@ pub fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
     for l in 0..cfg.n_layers {
         let h = |s: &str| format!("layers.{l}.{s}");
         let qkv = g(&h("attention.query_key_value.weight"), &[3 * d, d])?;
-        let qkv_b = g(&h("attention.query_key_value.bias"), &[3 * d])?;
+        // transformers >= 5 may drop the attention biases (`attention_bias: false`).
+        let bias = |name: &str, n: usize| if cfg.attention_bias { g(name, &[n]) } else { Ok(vec![0f32; n]) };
+        let qkv_b = bias(&h("attention.query_key_value.bias"), 3 * d)?;
         // Split one of q/k/v out of the interleaved rows into [d_in, heads*d_head].
         let part = |which: usize| {
             let mut w = vec![0f32; d * nh * dh];
@@ -43,7 +45,7 @@ pub fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
             w_v,
             b_v,
             w_o: transpose(&g(&h("attention.dense.weight"), &[d, d])?, d, d),
-            b_o: g(&h("attention.dense.bias"), &[d])?,
+            b_o: bias(&h("attention.dense.bias"), d)?,
             ln2: Some((g(&h("post_attention_layernorm.weight"), &[d])?, g(&h("post_attention_layernorm.bias"), &[d])?)),
             w_in: transpose(&g(&h("mlp.dense_h_to_4h.weight"), &[f, d])?, f, d),
             b_in: g(&h("mlp.dense_h_to_4h.bias"), &[f])?,
@@ -55,4 +57,33 @@ pub fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
     // The hub's Pythia files call the unembedding `embed_out`; transformers >= 5.14 `lm_head`.
     let w_u = transpose(&t.get_any(&["embed_out.weight", "lm_head.weight"], &[v, d])?, v, d);
     Ok(Params { w_e, w_pos: None, layers, ln_final, w_u, b_u: vec![0.0; v] })
+}
+
+/// HF tensor names and shapes (the hub's Pythia naming: `embed_out`).
+pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, v, f) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
+    let mut t = vec![("gpt_neox.embed_in.weight".to_string(), vec![v, d])];
+    for l in 0..cfg.n_layers {
+        let mut per = vec![
+            ("input_layernorm.weight", vec![d]),
+            ("input_layernorm.bias", vec![d]),
+            ("post_attention_layernorm.weight", vec![d]),
+            ("post_attention_layernorm.bias", vec![d]),
+            ("attention.query_key_value.weight", vec![3 * d, d]),
+            ("attention.dense.weight", vec![d, d]),
+            ("mlp.dense_h_to_4h.weight", vec![f, d]),
+            ("mlp.dense_h_to_4h.bias", vec![f]),
+            ("mlp.dense_4h_to_h.weight", vec![d, f]),
+            ("mlp.dense_4h_to_h.bias", vec![d]),
+        ];
+        if cfg.attention_bias {
+            per.push(("attention.query_key_value.bias", vec![3 * d]));
+            per.push(("attention.dense.bias", vec![d]));
+        }
+        t.extend(per.into_iter().map(|(n, s)| (format!("gpt_neox.layers.{l}.{n}"), s)));
+    }
+    t.push(("gpt_neox.final_layer_norm.weight".into(), vec![d]));
+    t.push(("gpt_neox.final_layer_norm.bias".into(), vec![d]));
+    t.push(("embed_out.weight".into(), vec![v, d]));
+    t
 }

@@ -1,0 +1,565 @@
+//! The activation store: Parquet shards, one row per token (`seq` u64, `pos` u32,
+//! `token` u32, then one FixedSizeList<Float32|Float16>[d] column per hook, named
+//! after the hook), plus `store.json` at the store root.
+//!
+//! Resumable per shard: a shard is written under a temporary name, fsynced and
+//! renamed `shard-NNNNN.parquet`, so the shards present in the partial directory are
+//! complete. [`ShardedWriter::open`] finds them; a killed run redoes at most one
+//! shard. Every shard holds exactly `rows_per_shard` rows (the last one may hold
+//! fewer) and row groups are cut at fixed row counts, so the bytes of a shard depend
+//! only on its rows and the metadata: rewriting after a resume gives identical files.
+
+use crate::error::{DataError, Result, format, io, pq};
+use crate::tokens::kv_list;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
+use parquet::basic::{Encoding, ZstdLevel};
+use parquet::data_type::{FixedLenByteArray, FixedLenByteArrayType, FloatType, Int32Type, Int64Type};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::{SchemaDescriptor, TypePtr};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const ACTIVATIONS_FORMAT_VERSION: u32 = 1;
+pub const STORE_JSON: &str = "store.json";
+const WRITER_JSON: &str = "writer.json";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    F32,
+    F16,
+}
+
+impl Dtype {
+    pub fn parse(s: &str) -> Option<Dtype> {
+        match s {
+            "f32" | "float32" => Some(Dtype::F32),
+            "f16" | "float16" => Some(Dtype::F16),
+            _ => None,
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+        }
+    }
+
+    fn arrow(self) -> DataType {
+        match self {
+            Dtype::F32 => DataType::Float32,
+            Dtype::F16 => DataType::Float16,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HookSpec {
+    pub name: String,
+    pub d: usize,
+}
+
+/// What a store records about how it was made.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoreMeta {
+    pub model: String,
+    pub revision: Option<String>,
+    pub weight_fingerprint: String,
+    pub hooks: Vec<HookSpec>,
+    pub dtype: Dtype,
+    /// Weight processing applied (fold_ln, center_writing_weights, ...).
+    pub processing: serde_json::Value,
+    /// Cache key of the token table the activations were computed on.
+    pub token_artifact: String,
+    pub context_size: usize,
+    /// Engine fields, free-form.
+    #[serde(default)]
+    pub extra: serde_json::Value,
+}
+
+/// Shard compression. Measured by `examples/bench_store.rs` (see docs/formats.md):
+/// activations barely compress, so the default is none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    None,
+    Lz4,
+    Zstd(i32),
+    /// Parquet BYTE_STREAM_SPLIT encoding of the float columns, then zstd.
+    SplitZstd(i32),
+}
+
+impl Compression {
+    pub fn parse(s: &str) -> Option<Compression> {
+        let level = |p: &str| s.strip_prefix(p).and_then(|l| l.parse().ok());
+        match s {
+            "none" | "uncompressed" => Some(Compression::None),
+            "lz4" => Some(Compression::Lz4),
+            "zstd" => Some(Compression::Zstd(1)),
+            _ => level("zstd-").map(Compression::Zstd).or_else(|| level("bss-zstd-").map(Compression::SplitZstd)),
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Compression::None => "none".into(),
+            Compression::Lz4 => "lz4".into(),
+            Compression::Zstd(l) => format!("zstd-{l}"),
+            Compression::SplitZstd(l) => format!("bss-zstd-{l}"),
+        }
+    }
+}
+
+impl serde::Serialize for Compression {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Compression {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Compression::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown compression `{s}` (none, lz4, zstd-N, bss-zstd-N)")))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WriterOptions {
+    pub rows_per_shard: usize,
+    pub row_group_rows: usize,
+    pub compression: Compression,
+}
+
+impl WriterOptions {
+    /// Shards of about 256 MiB in row groups of about 32 MiB.
+    pub fn for_meta(meta: &StoreMeta) -> WriterOptions {
+        let row_bytes = (meta.hooks.iter().map(|h| h.d).sum::<usize>() * meta.dtype.bytes() + 16).max(1);
+        let row_group_rows = ((32 << 20) / row_bytes).clamp(256, 1 << 20);
+        WriterOptions { rows_per_shard: row_group_rows * 8, row_group_rows, compression: Compression::None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ShardInfo {
+    pub file: String,
+    pub first_row: u64,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// The content of `store.json`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoreInfo {
+    pub format: String,
+    pub format_version: u32,
+    pub meta: StoreMeta,
+    pub total_tokens: u64,
+    pub rows_per_shard: usize,
+    pub compression: Compression,
+    pub shards: Vec<ShardInfo>,
+}
+
+impl StoreInfo {
+    /// Reads and checks `store.json` of a store directory.
+    pub fn load(store_dir: &Path) -> Result<StoreInfo> {
+        let path = store_dir.join(STORE_JSON);
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format(&path, format!("invalid JSON: {e}")))?;
+        if v.get("format").and_then(|f| f.as_str()) != Some("saepipe-activations") {
+            return Err(format(&path, "not a saepipe activation store (`format` is not \"saepipe-activations\")"));
+        }
+        match v.get("format_version").and_then(|f| f.as_u64()) {
+            Some(x) if x == ACTIVATIONS_FORMAT_VERSION as u64 => {}
+            other => {
+                return Err(DataError::UnsupportedVersion {
+                    path,
+                    kind: "activations",
+                    found: other.map(|x| x.to_string()).unwrap_or_else(|| "(missing)".into()),
+                    supported: ACTIVATIONS_FORMAT_VERSION,
+                });
+            }
+        }
+        serde_json::from_value(v).map_err(|e| format(&path, e.to_string()))
+    }
+}
+
+/// Rows handed to the writer: `hooks[i]` holds rows × d values of `meta.hooks[i]`.
+pub struct Rows<'a> {
+    pub seq: &'a [u64],
+    pub pos: &'a [u32],
+    pub token: &'a [u32],
+    pub hooks: &'a [&'a [f32]],
+}
+
+pub fn shard_name(i: usize) -> String {
+    format!("shard-{i:05}.parquet")
+}
+
+enum HookBuf {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+struct OpenShard {
+    index: usize,
+    tmp: PathBuf,
+    writer: SerializedFileWriter<std::fs::File>,
+    rows: usize,
+}
+
+/// Writes a store's shards into a partial directory, resumable per shard.
+pub struct ShardedWriter {
+    dir: PathBuf,
+    meta: StoreMeta,
+    opts: WriterOptions,
+    parquet_schema: TypePtr,
+    props: Arc<WriterProperties>,
+    shards: Vec<ShardInfo>,
+    resume_row: u64,
+    current: Option<OpenShard>,
+    seq: Vec<u64>,
+    pos: Vec<u32>,
+    token: Vec<u32>,
+    hooks: Vec<HookBuf>,
+    rows_done: u64,
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    // Makes the rename durable; directories cannot be opened for sync everywhere.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn schema_for(meta: &StoreMeta) -> SchemaRef {
+    let mut fields = vec![Field::new("seq", DataType::UInt64, false), Field::new("pos", DataType::UInt32, false), Field::new("token", DataType::UInt32, false)];
+    for h in &meta.hooks {
+        let item = Arc::new(Field::new("item", meta.dtype.arrow(), false));
+        fields.push(Field::new(&h.name, DataType::FixedSizeList(item, h.d as i32), false));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+fn properties(schema: &Schema, meta: &StoreMeta, opts: &WriterOptions) -> Result<WriterProperties> {
+    use parquet::basic::Compression as C;
+    let codec = match opts.compression {
+        Compression::None => C::UNCOMPRESSED,
+        Compression::Lz4 => C::LZ4_RAW,
+        Compression::Zstd(l) | Compression::SplitZstd(l) => C::ZSTD(ZstdLevel::try_new(l).map_err(|e| DataError::Config { what: "compression", message: e.to_string() })?),
+    };
+    let mut kv = BTreeMap::new();
+    kv.insert("saepipe.format".to_string(), "activations".to_string());
+    kv.insert("saepipe.format_version".to_string(), ACTIVATIONS_FORMAT_VERSION.to_string());
+    kv.insert("saepipe.store_meta".to_string(), serde_json::to_string(meta).expect("serializable"));
+    kv.insert("saepipe.rows_per_shard".to_string(), opts.rows_per_shard.to_string());
+    kv.insert("ARROW:schema".to_string(), encoded_arrow_schema(schema)?);
+    let mut b = WriterProperties::builder()
+        .set_compression(codec)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_created_by("saepipe".into())
+        .set_max_row_group_size(opts.row_group_rows)
+        .set_key_value_metadata(Some(kv_list(&kv)));
+    if let Compression::SplitZstd(_) = opts.compression {
+        let descr = ArrowSchemaConverter::new().convert(schema).map_err(|e| DataError::Config { what: "schema", message: e.to_string() })?;
+        for col in descr.columns() {
+            if meta.hooks.iter().any(|h| col.path().parts()[0] == h.name) {
+                b = b.set_column_encoding(col.path().clone(), Encoding::BYTE_STREAM_SPLIT);
+            }
+        }
+    }
+    Ok(b.build())
+}
+
+/// The `ARROW:schema` value Arrow writers embed (so readers see FixedSizeList columns
+/// and uint types), taken from an empty file written by the Arrow writer.
+fn encoded_arrow_schema(schema: &Schema) -> Result<String> {
+    let err = |e: parquet::errors::ParquetError| DataError::Config { what: "schema", message: e.to_string() };
+    let mut w = ArrowWriter::try_new(Vec::new(), Arc::new(schema.clone()), None).map_err(err)?;
+    let md = w.finish().map_err(err)?;
+    md.file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == "ARROW:schema"))
+        .and_then(|k| k.value.clone())
+        .ok_or_else(|| DataError::Config { what: "schema", message: "the Arrow writer embedded no schema".into() })
+}
+
+fn shard_rows(path: &Path) -> Result<u64> {
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let r = SerializedFileReader::new(file).map_err(pq(path))?;
+    Ok(r.metadata().file_metadata().num_rows() as u64)
+}
+
+impl ShardedWriter {
+    /// Opens (or creates) the partial directory `dir` of a store. Complete shards
+    /// from an earlier run with the same metadata and options are kept; temporary
+    /// files and shards that cannot be read are removed (they are rewritten).
+    pub fn open(dir: &Path, meta: StoreMeta, opts: WriterOptions) -> Result<ShardedWriter> {
+        if opts.rows_per_shard == 0 || opts.row_group_rows == 0 {
+            return Err(DataError::Config { what: "writer options", message: "rows_per_shard and row_group_rows must be at least 1".into() });
+        }
+        if meta.hooks.is_empty() {
+            return Err(DataError::Config { what: "store metadata", message: "no hooks".into() });
+        }
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let wj = dir.join(WRITER_JSON);
+        let identity = serde_json::json!({ "meta": meta, "options": opts, "format_version": ACTIVATIONS_FORMAT_VERSION });
+        if wj.is_file() {
+            let text = std::fs::read_to_string(&wj).map_err(io(&wj))?;
+            let old: serde_json::Value = serde_json::from_str(&text).map_err(|e| format(&wj, format!("invalid JSON: {e}")))?;
+            if old != identity {
+                return Err(format(&wj, "this partial store was started with different metadata or options; remove the directory to start over"));
+            }
+        } else {
+            let tmp = dir.join("writer.json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&identity).expect("serializable")).map_err(io(&tmp))?;
+            std::fs::rename(&tmp, &wj).map_err(io(&wj))?;
+        }
+        for e in std::fs::read_dir(dir).map_err(io(dir))? {
+            let p = e.map_err(io(dir))?.path();
+            if p.extension().is_some_and(|x| x == "tmp") {
+                std::fs::remove_file(&p).map_err(io(&p))?;
+            }
+        }
+        let mut shards = Vec::new();
+        let mut i = 0;
+        loop {
+            let p = dir.join(shard_name(i));
+            if !p.is_file() {
+                break;
+            }
+            match shard_rows(&p) {
+                Ok(rows) if rows == opts.rows_per_shard as u64 => {
+                    let bytes = std::fs::metadata(&p).map_err(io(&p))?.len();
+                    shards.push(ShardInfo { file: shard_name(i), first_row: i as u64 * opts.rows_per_shard as u64, rows, bytes });
+                    i += 1;
+                }
+                _ => break,
+            }
+        }
+        // Anything after the first missing/unreadable shard is redone.
+        for e in std::fs::read_dir(dir).map_err(io(dir))? {
+            let p = e.map_err(io(dir))?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(k) = name.strip_prefix("shard-").and_then(|n| n.strip_suffix(".parquet")).and_then(|n| n.parse::<usize>().ok())
+                && k >= i {
+                    std::fs::remove_file(&p).map_err(io(&p))?;
+                }
+        }
+        let schema = schema_for(&meta);
+        let props = Arc::new(properties(&schema, &meta, &opts)?);
+        let descr: SchemaDescriptor = ArrowSchemaConverter::new().convert(&schema).map_err(|e| DataError::Config { what: "schema", message: e.to_string() })?;
+        let parquet_schema = descr.root_schema_ptr();
+        let hooks = meta.hooks.iter().map(|_| if meta.dtype == Dtype::F32 { HookBuf::F32(Vec::new()) } else { HookBuf::F16(Vec::new()) }).collect();
+        let resume_row = i as u64 * opts.rows_per_shard as u64;
+        Ok(ShardedWriter { dir: dir.into(), meta, opts, parquet_schema, props, shards, resume_row, current: None, seq: Vec::new(), pos: Vec::new(), token: Vec::new(), hooks, rows_done: resume_row })
+    }
+
+    /// Index of the first shard this writer will write (complete shards before it were kept).
+    pub fn next_shard_index(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// First row (token index in store order) not on disk when the writer was opened:
+    /// the caller restarts computing there (or earlier: [`push`](Self::push) skips rows it has).
+    pub fn resume_row(&self) -> u64 {
+        self.resume_row
+    }
+
+    /// Rows accepted so far (on disk or buffered), counted from the store's first row.
+    pub fn rows_done(&self) -> u64 {
+        self.rows_done
+    }
+
+    pub fn meta(&self) -> &StoreMeta {
+        &self.meta
+    }
+
+    /// Appends rows whose first row has store index `first_row`. Rows the store
+    /// already has are skipped; a gap is an error.
+    pub fn push(&mut self, first_row: u64, rows: &Rows) -> Result<()> {
+        let n = rows.seq.len();
+        if rows.pos.len() != n || rows.token.len() != n {
+            return Err(format(&self.dir, format!("push: {n} seq values but {} pos and {} token values", rows.pos.len(), rows.token.len())));
+        }
+        if rows.hooks.len() != self.meta.hooks.len() {
+            return Err(format(&self.dir, format!("push: {} hook arrays for {} hooks", rows.hooks.len(), self.meta.hooks.len())));
+        }
+        for (h, v) in self.meta.hooks.iter().zip(rows.hooks) {
+            if v.len() != n * h.d {
+                return Err(DataError::Shape { path: self.dir.clone(), hook: h.name.clone(), expected: h.d, found: v.len().checked_div(n).unwrap_or(0) });
+            }
+        }
+        if first_row > self.rows_done {
+            return Err(format(&self.dir, format!("push: rows start at {first_row} but the store has rows up to {} only", self.rows_done)));
+        }
+        let mut start = ((self.rows_done - first_row) as usize).min(n);
+        while start < n {
+            if self.seq.is_empty() {
+                // Exact capacity: no regrowth copies while the row group fills.
+                let room = self.group_room();
+                self.seq.reserve_exact(room);
+                self.pos.reserve_exact(room);
+                self.token.reserve_exact(room);
+                for (h, buf) in self.meta.hooks.iter().zip(self.hooks.iter_mut()) {
+                    match buf {
+                        HookBuf::F32(b) => b.reserve_exact(room * h.d),
+                        HookBuf::F16(b) => b.reserve_exact(room * h.d),
+                    }
+                }
+            }
+            let room = self.group_room() - self.seq.len();
+            let end = (start + room).min(n);
+            self.seq.extend_from_slice(&rows.seq[start..end]);
+            self.pos.extend_from_slice(&rows.pos[start..end]);
+            self.token.extend_from_slice(&rows.token[start..end]);
+            for ((h, buf), v) in self.meta.hooks.iter().zip(self.hooks.iter_mut()).zip(rows.hooks) {
+                let vals = &v[start * h.d..end * h.d];
+                match buf {
+                    HookBuf::F32(b) => b.extend_from_slice(vals),
+                    HookBuf::F16(b) => b.extend(vals.iter().map(|&x| half::f16::from_f32(x))),
+                }
+            }
+            self.rows_done += (end - start) as u64;
+            start = end;
+            if self.seq.len() == self.group_room() {
+                self.write_group()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows the buffered row group may hold: a full row group, cut at the shard end.
+    fn group_room(&self) -> usize {
+        let in_shard = self.current.as_ref().map_or(0, |s| s.rows);
+        self.opts.row_group_rows.min(self.opts.rows_per_shard - in_shard)
+    }
+
+    fn write_group(&mut self) -> Result<()> {
+        let n = self.seq.len();
+        if n == 0 {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            let index = self.shards.len();
+            let tmp = self.dir.join(format!("{}.tmp", shard_name(index)));
+            let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            let writer = SerializedFileWriter::new(file, self.parquet_schema.clone(), self.props.clone()).map_err(pq(&tmp))?;
+            self.current = Some(OpenShard { index, tmp, writer, rows: 0 });
+        }
+        let shard = self.current.as_mut().expect("opened above");
+        let tmp = shard.tmp.clone();
+        let e = pq(&tmp);
+        // Columns are written through the typed column writers with levels computed
+        // once for the whole row group: the generic Arrow path spends most of its time
+        // deriving per-value levels and gathering values for list columns.
+        let mut rg = shard.writer.next_row_group().map_err(&e)?;
+        let seq: Vec<i64> = self.seq.drain(..).map(|x| x as i64).collect();
+        let pos: Vec<i32> = self.pos.drain(..).map(|x| x as i32).collect();
+        let token: Vec<i32> = self.token.drain(..).map(|x| x as i32).collect();
+        let mut levels: Option<(Vec<i16>, Vec<i16>)> = None;
+        let mut col_index = 0usize;
+        while let Some(mut col) = rg.next_column().map_err(&e)? {
+            match col_index {
+                0 => {
+                    col.typed::<Int64Type>().write_batch(&seq, None, None).map_err(&e)?;
+                }
+                1 | 2 => {
+                    col.typed::<Int32Type>().write_batch(if col_index == 1 { &pos } else { &token }, None, None).map_err(&e)?;
+                }
+                k => {
+                    let h = &self.meta.hooks[k - 3];
+                    let (def, rep) = levels.get_or_insert_with(|| (Vec::new(), Vec::new()));
+                    // Non-null list of non-null items: every value has definition level 1;
+                    // repetition level 0 starts a row, 1 continues it.
+                    if def.len() != n * h.d {
+                        def.clear();
+                        def.resize(n * h.d, 1);
+                        rep.clear();
+                        rep.reserve(n * h.d);
+                        for _ in 0..n {
+                            rep.push(0);
+                            rep.extend(std::iter::repeat_n(1i16, h.d - 1));
+                        }
+                    }
+                    match &mut self.hooks[k - 3] {
+                        HookBuf::F32(b) => {
+                            col.typed::<FloatType>().write_batch(b, Some(def), Some(rep)).map_err(&e)?;
+                            b.clear();
+                        }
+                        HookBuf::F16(b) => {
+                            let bytes = bytes::Bytes::from(b.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+                            let vals: Vec<FixedLenByteArray> = (0..b.len()).map(|i| FixedLenByteArray::from(parquet::data_type::ByteArray::from(bytes.slice(2 * i..2 * i + 2)))).collect();
+                            col.typed::<FixedLenByteArrayType>().write_batch(&vals, Some(def), Some(rep)).map_err(&e)?;
+                            b.clear();
+                        }
+                    }
+                }
+            }
+            col.close().map_err(&e)?;
+            col_index += 1;
+        }
+        rg.close().map_err(&e)?;
+        shard.rows += n;
+        let full = shard.rows == self.opts.rows_per_shard;
+        if full {
+            self.close_shard()?;
+        }
+        Ok(())
+    }
+
+    fn close_shard(&mut self) -> Result<()> {
+        let Some(shard) = self.current.take() else { return Ok(()) };
+        let file = shard.writer.into_inner().map_err(pq(&shard.tmp))?;
+        file.sync_all().map_err(io(&shard.tmp))?;
+        drop(file);
+        let name = shard_name(shard.index);
+        let dest = self.dir.join(&name);
+        std::fs::rename(&shard.tmp, &dest).map_err(io(&dest))?;
+        sync_dir(&self.dir)?;
+        let bytes = std::fs::metadata(&dest).map_err(io(&dest))?.len();
+        self.shards.push(ShardInfo { file: name, first_row: shard.index as u64 * self.opts.rows_per_shard as u64, rows: shard.rows as u64, bytes });
+        Ok(())
+    }
+
+    /// Writes the last (short) shard, moves the shards into `dest_dir` (created; on
+    /// the same filesystem, by rename) and writes `store.json` there last.
+    pub fn finish(mut self, dest_dir: &Path) -> Result<StoreInfo> {
+        self.write_group()?;
+        self.close_shard()?;
+        std::fs::create_dir_all(dest_dir).map_err(io(dest_dir))?;
+        for s in &self.shards {
+            let (from, to) = (self.dir.join(&s.file), dest_dir.join(&s.file));
+            if std::fs::rename(&from, &to).is_err() {
+                // Another filesystem: copy, then drop the partial copy.
+                std::fs::copy(&from, &to).map_err(io(&to))?;
+                std::fs::File::open(&to).and_then(|f| f.sync_all()).map_err(io(&to))?;
+                std::fs::remove_file(&from).map_err(io(&from))?;
+            }
+        }
+        let info = StoreInfo {
+            format: "saepipe-activations".into(),
+            format_version: ACTIVATIONS_FORMAT_VERSION,
+            meta: self.meta.clone(),
+            total_tokens: self.rows_done,
+            rows_per_shard: self.opts.rows_per_shard,
+            compression: self.opts.compression,
+            shards: self.shards.clone(),
+        };
+        let sj = dest_dir.join(STORE_JSON);
+        let tmp = dest_dir.join("store.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&info).expect("serializable")).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &sj).map_err(io(&sj))?;
+        sync_dir(dest_dir)?;
+        let wj = self.dir.join(WRITER_JSON);
+        std::fs::remove_file(&wj).map_err(io(&wj))?;
+        let _ = std::fs::remove_dir(&self.dir);
+        Ok(info)
+    }
+}

@@ -1,0 +1,17 @@
+//! saepipe's data layer: corpus tokenization, the Parquet token table and the
+//! sharded, resumable Parquet activation store (formats: docs/formats.md).
+
+pub mod activations;
+pub mod corpus;
+mod error;
+pub mod reader;
+pub mod rng;
+pub mod tokenize;
+pub mod tokens;
+
+pub use activations::{Compression, Dtype, HookSpec, Rows, ShardedWriter, StoreInfo, StoreMeta, WriterOptions, ACTIVATIONS_FORMAT_VERSION};
+pub use corpus::{Corpus, FileFormat, FormatChoice};
+pub use error::{DataError, Result};
+pub use reader::{ActivationReader, Batch};
+pub use tokenize::{Mode, SaeLensOptions, Special, SpecialTokens, TlOptions, TokenizeOptions, TokenizeSummary, Tokenizer, for_each_context, tokenize_to_table};
+pub use tokens::{TOKENS_FORMAT_VERSION, TokenTableMeta, TokenTableReader, TokenTableWriter};

@@ -1,0 +1,216 @@
+//! Training loss curves of several SAE/transcoder runs.
+
+use crate::axis::Axis;
+use crate::data::PlotData;
+use crate::error::{Result, invalid};
+use crate::figures::matching::PanelGrid;
+use crate::render::{
+    Figure, FigureOptions, LegendEntry, LineKind, LinePanel, LineSpec, decimate, no_data_figure,
+    render, resolve,
+};
+use crate::style::{self, Marker};
+
+/// The training log of one run, column by column. A metric that the run did not log is
+/// an empty vector; otherwise every column has one value per logged step.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TrainingCurve {
+    pub run: String,
+    /// Name of the sparsity term in `sparsity_loss`, e.g. `"L1"` or `"AuxK"`.
+    pub sparsity_loss_name: String,
+    pub step: Vec<u64>,
+    pub mse: Vec<f64>,
+    pub sparsity_loss: Vec<f64>,
+    pub l0: Vec<f64>,
+    /// Fraction of features counted as dead at that step, in [0, 1].
+    pub dead_fraction: Vec<f64>,
+}
+
+const NAME: &str = "training_curves";
+
+/// Colours repeat after ten runs; later runs are dashed so they stay distinguishable.
+fn line_kind(i: usize) -> LineKind {
+    if i < style::N_CATEGORICAL {
+        LineKind::Solid
+    } else {
+        LineKind::Dashed
+    }
+}
+/// Points per drawn line; the plot data keeps every logged step.
+const MAX_DRAWN_POINTS: usize = 1500;
+
+/// Figure 6: MSE, sparsity loss (L1/AuxK), L0 and dead fraction vs. training step, one
+/// line per run, as a 2 × 2 grid with a shared legend.
+pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<Figure> {
+    let (name, title) = resolve(opts, NAME, "SAE training curves")?;
+    for r in runs {
+        let n = r.step.len();
+        for (col, len) in [
+            ("mse", r.mse.len()),
+            ("sparsity_loss", r.sparsity_loss.len()),
+            ("l0", r.l0.len()),
+            ("dead_fraction", r.dead_fraction.len()),
+        ] {
+            if len != 0 && len != n {
+                return Err(invalid(
+                    &name,
+                    col,
+                    format!("run `{}`: {len} values for {n} steps", r.run),
+                ));
+            }
+        }
+        if let Some((j, v)) = r
+            .dead_fraction
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.is_finite() && !(0.0..=1.0).contains(*v))
+        {
+            return Err(invalid(
+                &name,
+                "dead_fraction",
+                format!("run `{}`, row {j}: {v} is outside [0, 1]", r.run),
+            ));
+        }
+    }
+    let col = |v: &Vec<f64>, n: usize| {
+        if v.is_empty() {
+            vec![f64::NAN; n]
+        } else {
+            v.clone()
+        }
+    };
+    let mut data = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for r in runs {
+        let n = r.step.len();
+        data.0.extend(std::iter::repeat_n(r.run.clone(), n));
+        data.1.extend(r.step.iter().map(|&s| s as i64));
+        data.2.extend(col(&r.mse, n));
+        data.3.extend(col(&r.sparsity_loss, n));
+        data.4.extend(col(&r.l0, n));
+        data.5.extend(col(&r.dead_fraction, n));
+    }
+    let any_finite = [&data.2, &data.3, &data.4, &data.5]
+        .iter()
+        .any(|c| c.iter().any(|v| v.is_finite()));
+    let table = PlotData::default()
+        .with_str("run", data.0)
+        .with_i64("step", data.1)
+        .with_f64("mse", data.2)
+        .with_f64("sparsity_loss", data.3)
+        .with_f64("l0", data.4)
+        .with_f64("dead_fraction", data.5);
+    if !any_finite {
+        let reason = if runs.iter().all(|r| r.step.is_empty()) {
+            "no training steps were logged"
+        } else {
+            "no finite loss values were logged"
+        };
+        return no_data_figure(name, title, opts, reason, table);
+    }
+
+    let x = Axis::linear(
+        runs.iter()
+            .flat_map(|r| r.step.iter())
+            .map(|&s| s as f64)
+            .fold(f64::INFINITY, f64::min),
+        runs.iter()
+            .flat_map(|r| r.step.iter())
+            .map(|&s| s as f64)
+            .fold(f64::NEG_INFINITY, f64::max),
+        5,
+    );
+    let mut sparsity_names: Vec<&str> = Vec::new();
+    for r in runs.iter().filter(|r| !r.sparsity_loss.is_empty()) {
+        let n = if r.sparsity_loss_name.is_empty() {
+            "sparsity"
+        } else {
+            r.sparsity_loss_name.as_str()
+        };
+        if !sparsity_names.contains(&n) {
+            sparsity_names.push(n);
+        }
+    }
+    let sparsity_title = if sparsity_names.is_empty() {
+        "Sparsity loss".to_string()
+    } else {
+        format!("{} loss", sparsity_names.join(" / "))
+    };
+
+    type Get = fn(&TrainingCurve) -> &Vec<f64>;
+    let panel = |caption: String, y_desc: &str, get: Get, log_ratio: f64, fixed_unit: bool| {
+        let vals = runs.iter().flat_map(|r| get(r).iter().copied());
+        let y = if fixed_unit {
+            let max = vals.filter(|v| v.is_finite()).fold(0.0f64, f64::max);
+            Axis::linear(0.0, max.max(0.01), 5)
+        } else {
+            Axis::auto(vals, log_ratio)
+        };
+        let lines = runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let pts: Vec<(f64, f64)> = r
+                    .step
+                    .iter()
+                    .zip(get(r))
+                    .map(|(&s, &v)| (x.fwd(s as f64), y.fwd(v)))
+                    .collect();
+                LineSpec {
+                    color: style::categorical(i),
+                    marker: Marker::None,
+                    line: line_kind(i),
+                    points: decimate(&pts, MAX_DRAWN_POINTS),
+                }
+            })
+            .collect();
+        LinePanel {
+            caption: Some(caption),
+            x: x.clone(),
+            x_desc: "training step".into(),
+            y_desc: format!("{y_desc}{}", y.description_suffix()),
+            y,
+            lines,
+        }
+    };
+    let panels = vec![
+        panel("Reconstruction MSE".into(), "loss", |r| &r.mse, 10.0, false),
+        panel(sparsity_title, "loss", |r| &r.sparsity_loss, 10.0, false),
+        panel("L0".into(), "features/token", |r| &r.l0, 10.0, false),
+        panel(
+            "Dead features".into(),
+            "fraction",
+            |r| &r.dead_fraction,
+            0.0,
+            true,
+        ),
+    ];
+    let legend = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| LegendEntry {
+            label: r.run.clone(),
+            color: style::categorical(i),
+            line: line_kind(i),
+            marker: Marker::None,
+        })
+        .collect();
+    render(
+        name,
+        title.clone(),
+        opts,
+        &PanelGrid {
+            title: &title,
+            legend,
+            panels,
+            cols: 2,
+        },
+        table,
+        None,
+    )
+}

@@ -1,0 +1,184 @@
+//! Deterministic synthetic inputs shaped like real runs (Pythia-style checkpoint steps,
+//! published L0/CE numbers, log-normal feature densities), for demos and tests.
+
+use crate::figures::coders::CoderPoint;
+use crate::figures::density::FeatureDensity;
+use crate::figures::matching::{CheckpointLosses, CheckpointSimilarities};
+use crate::figures::training::TrainingCurve;
+
+/// Small deterministic PRNG (SplitMix64) with a normal sampler.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// A Pythia-like checkpoint schedule: 0, 1, 2, 4, …, 512, then 1000 … 143000.
+pub fn pythia_steps() -> Vec<u64> {
+    let mut s = vec![0];
+    s.extend((0..10).map(|i| 1u64 << i));
+    s.extend([1000, 2000, 4000, 8000, 16000, 32000, 64000, 100000, 143000]);
+    s
+}
+
+fn progress(step: u64) -> f64 {
+    let t = (step as f64).ln_1p() / std::f64::consts::LN_10;
+    1.0 / (1.0 + (-(t - 3.3) * 2.2).exp())
+}
+
+/// Matched similarities of `d_sae` reference features per checkpoint; the last
+/// checkpoint is the reference itself (all similarities 1). Early checkpoints have a few
+/// dead features (NaN).
+pub fn checkpoint_similarities(d_sae: usize, seed: u64) -> Vec<CheckpointSimilarities> {
+    let mut rng = Rng::new(seed);
+    let steps = pythia_steps();
+    let last = *steps.last().unwrap();
+    steps
+        .into_iter()
+        .map(|step| {
+            let p = progress(step);
+            let similarities = (0..d_sae)
+                .map(|_| {
+                    if step == last {
+                        return 1.0;
+                    }
+                    if rng.uniform() < 0.04 * (1.0 - p) {
+                        return f64::NAN;
+                    }
+                    let mean = 0.12 + 0.8 * p;
+                    (mean + (0.08 + 0.1 * p * (1.0 - p)) * rng.normal()).clamp(0.0, 1.0)
+                })
+                .collect();
+            CheckpointSimilarities { step, similarities }
+        })
+        .collect()
+}
+
+/// SAE losses per checkpoint: MSE falls, L0 rises then settles, EV improves.
+pub fn checkpoint_losses(seed: u64) -> Vec<CheckpointLosses> {
+    let mut rng = Rng::new(seed);
+    pythia_steps()
+        .into_iter()
+        .map(|step| {
+            let p = progress(step);
+            CheckpointLosses {
+                step,
+                mse: 0.004 + 0.05 * (1.0 - p) * (1.0 + 0.05 * rng.normal()),
+                l0: 12.0 + 60.0 * p + 3.0 * rng.normal(),
+                explained_variance: 0.55 + 0.35 * p + 0.01 * rng.normal(),
+            }
+        })
+        .collect()
+}
+
+/// The Pythia-410m layer-15 sweep (DESIGN.md §1), with the clean CE loss.
+pub fn coder_sweep() -> (Vec<CoderPoint>, f64) {
+    let mut v = Vec::new();
+    for (l0, ce) in [(505.0, 3.337), (110.0, 3.351), (55.0, 3.360), (31.0, 3.368)] {
+        v.push(CoderPoint {
+            family: "SAE".into(),
+            label: format!("sae_l0_{l0}"),
+            l0,
+            ce_loss: ce,
+        });
+    }
+    for (l0, ce) in [
+        (204.0, 3.341),
+        (148.0, 3.344),
+        (83.0, 3.349),
+        (44.0, 3.355),
+        (27.0, 3.368),
+    ] {
+        v.push(CoderPoint {
+            family: "transcoder".into(),
+            label: format!("tc_l0_{l0}"),
+            l0,
+            ce_loss: ce,
+        });
+    }
+    (v, 3.3215)
+}
+
+/// Log-normal firing frequencies with a share of dead features per SAE.
+pub fn feature_densities(d_sae: usize, seed: u64) -> Vec<FeatureDensity> {
+    let mut rng = Rng::new(seed);
+    [
+        ("L1 λ=5", -2.6, 0.7, 0.02),
+        ("L1 λ=10", -3.2, 0.9, 0.09),
+        ("TopK k=32", -2.3, 0.5, 0.004),
+    ]
+    .into_iter()
+    .map(|(name, mu, sd, dead)| FeatureDensity {
+        name: name.to_string(),
+        firing_fraction: (0..d_sae)
+            .map(|_| {
+                if rng.uniform() < dead {
+                    0.0
+                } else {
+                    10f64.powf((mu + sd * rng.normal()).min(-0.05))
+                }
+            })
+            .collect(),
+    })
+    .collect()
+}
+
+/// Three training runs logged every `every` steps up to `steps`: two L1 SAEs and a TopK
+/// SAE with an AuxK loss.
+pub fn training_runs(steps: u64, every: u64, seed: u64) -> Vec<TrainingCurve> {
+    let mut rng = Rng::new(seed);
+    let mut runs = Vec::new();
+    for (run, kind, final_mse, final_l0, dead_final) in [
+        ("l1_5", "L1", 0.06, 60.0, 0.02),
+        ("l1_10", "L1", 0.09, 28.0, 0.08),
+        ("topk_32", "AuxK", 0.05, 32.0, 0.01),
+    ] {
+        let mut c = TrainingCurve {
+            run: run.into(),
+            sparsity_loss_name: kind.into(),
+            ..Default::default()
+        };
+        let mut s = 0;
+        while s <= steps {
+            let t = s as f64 / steps as f64;
+            let decay = (-(s as f64) / (0.08 * steps as f64)).exp();
+            let noise = 1.0 + 0.04 * rng.normal();
+            c.step.push(s);
+            c.mse.push((final_mse + 0.9 * decay) * noise);
+            if kind == "AuxK" {
+                c.sparsity_loss.push((0.02 + 0.3 * decay) * noise);
+                c.l0.push(final_l0);
+            } else {
+                c.sparsity_loss
+                    .push((0.15 + 1.2 * (1.0 - decay) * (-(t * 3.0)).exp() + 0.1 * decay) * noise);
+                c.l0.push((final_l0 + 1500.0 * decay) * noise);
+            }
+            c.dead_fraction.push(dead_final * (1.0 - (-3.0 * t).exp()));
+            s += every;
+        }
+        runs.push(c);
+    }
+    runs
+}

@@ -1,0 +1,35 @@
+//! saepipe-sae: sparse coders (SAEs, transcoders, skip transcoders) for
+//! saepipe — inference, the SAELens and sparsify file formats, and the
+//! training core.
+//!
+//! Layout conventions follow SAELens v6: `W_enc [d_in, d_sae]`,
+//! `W_dec [d_sae, d_out]`, `b_enc [d_sae]`, `b_dec [d_out]`,
+//! `W_skip [d_out, d_in]`, all row-major f32.
+//!
+//! - Inference: [`load_coder`] (format detected from the files present) gives
+//!   a [`SparseCoder`]; [`SparseCoder::encode`] returns per-row sparse
+//!   activations ([`SparseActs`], CSR), [`SparseCoder::decode`] gathers the
+//!   active decoder rows. All entry points check shapes and return
+//!   [`SaeError`]s naming the dimension, file or tensor involved.
+//! - Formats: SAELens v6 and pre-6.0 directories (read and write), EleutherAI
+//!   sparsify directories (read).
+//! - Training: [`Trainer`] (ReLU+L1, TopK+AuxK, BatchTopK; SAEs, transcoders,
+//!   skip transcoders), checkpointed with [`TrainerState`]; see [`train`].
+
+pub mod arch;
+pub mod coder;
+pub mod error;
+pub mod format;
+pub mod linalg;
+pub mod meta;
+pub mod st;
+pub mod train;
+
+pub use arch::{Activation, Normalization};
+pub use coder::{SparseActs, SparseCoder};
+pub use error::{Result, SaeError};
+pub use format::{Format, detect_format, load_coder, read_saelens, read_sparsify, write_saelens};
+pub use meta::Metadata;
+pub use train::{
+    BDecInit, LossParts, LrDecay, Params, StepStats, TrainArch, TrainConfig, Trainer, TrainerState,
+};

@@ -1,0 +1,1808 @@
+//! Training core: hand-written forward/backward for ReLU+L1, TopK (+AuxK) and
+//! BatchTopK sparse autoencoders and transcoders, with Adam.
+//!
+//! Loss (per batch of n rows, SAELens conventions):
+//! `mse = mean_t Σ_d (ŷ_td − y_td)²`, plus for `standard`
+//! `λ · mean_t Σ_j f_tj ‖W_dec_j‖` (L1 weighted by decoder row norms, λ warmed
+//! up linearly), plus for TopK/BatchTopK the AuxK loss
+//! `c · min(n_dead/k_aux, 1) · mean_t ‖Σ_{j ∈ top-k_aux dead} pre_tj W_dec_j − (y_t − ŷ_t)‖²`
+//! with the residual treated as a constant.
+//!
+//! The decoder is sparse: with k active latents per row the decoder and all
+//! encoder gradients cost O(k·d) per row; only the encoder GEMM is dense.
+//!
+//! Determinism: initialisation is seeded (ChaCha8), no randomness is used
+//! after it, and every reduction has a fixed order independent of the thread
+//! count. A trainer restored from [`TrainerState`] and fed the same batches in
+//! the same order continues bit-identically.
+
+use std::path::Path;
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::arch::{Activation, Normalization};
+use crate::coder::{SparseCoder, topk_indices};
+use crate::error::{Result, SaeError};
+use crate::linalg::{self, MatRef, ROW_BLOCK};
+use crate::meta::Metadata;
+use crate::st::{self, Out, StFile};
+
+/// What is trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TrainArch {
+    /// ReLU encoder with an L1 penalty weighted by decoder row norms.
+    Standard {
+        l1_coefficient: f32,
+        #[serde(default)]
+        l1_warmup_steps: u64,
+    },
+    /// k largest pre-activations per row, unit-norm decoder rows, AuxK.
+    TopK { k: usize },
+    /// k·n largest activations over the whole batch; saved as JumpReLU with
+    /// one global threshold (EMA of the smallest kept activation).
+    BatchTopK {
+        k: usize,
+        #[serde(default = "default_threshold_lr")]
+        threshold_lr: f64,
+    },
+}
+
+fn default_threshold_lr() -> f64 {
+    0.01
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrDecay {
+    Constant,
+    Cosine,
+    Linear,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BDecInit {
+    Zeros,
+    Mean,
+    GeometricMedian,
+}
+
+/// Training hyper-parameters. Serialisable; unknown-free defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub arch: TrainArch,
+    pub d_sae: usize,
+    /// Output hook differs from the input hook (always true when d_out != d_in).
+    pub transcoder: bool,
+    /// Adds a dense skip connection `W_skip [d_out, d_in]` (transcoders).
+    pub skip_connection: bool,
+    /// Subtract b_dec from the input before encoding (SAEs only).
+    pub apply_b_dec_to_input: bool,
+    pub lr: f32,
+    pub adam_beta1: f32,
+    pub adam_beta2: f32,
+    pub adam_eps: f32,
+    pub lr_warmup_steps: u64,
+    pub lr_decay: LrDecay,
+    /// Decay over the last `lr_decay_steps` steps of `total_steps`; `None`:
+    /// from the end of warm-up to `total_steps`.
+    pub lr_decay_steps: Option<u64>,
+    pub total_steps: u64,
+    /// Final learning rate as a fraction of `lr` (decay schedules).
+    pub lr_end_factor: f32,
+    /// Global gradient-norm clip; `None` disables.
+    pub max_grad_norm: Option<f32>,
+    /// AuxK latents per row; default d_out / 2.
+    pub aux_k: Option<usize>,
+    /// AuxK coefficient (1/32 in the OpenAI paper, 1.0 in SAELens); 0 disables.
+    pub aux_k_coefficient: f32,
+    /// A latent is dead after this many training tokens without firing.
+    pub dead_after_tokens: u64,
+    /// Initial decoder row norm; default 0.1 for `standard`, 1 for TopK.
+    pub decoder_init_norm: Option<f32>,
+    pub b_dec_init: BDecInit,
+    /// Scale inputs (and targets) by a constant so that E‖x‖ = √d; folded into
+    /// the weights by [`Trainer::to_coder`] (SAELens `expected_average_only_in`).
+    pub normalize_activations: bool,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            arch: TrainArch::TopK { k: 32 },
+            d_sae: 0,
+            transcoder: false,
+            skip_connection: false,
+            apply_b_dec_to_input: true,
+            lr: 2e-4,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            lr_warmup_steps: 0,
+            lr_decay: LrDecay::Constant,
+            lr_decay_steps: None,
+            total_steps: 0,
+            lr_end_factor: 0.0,
+            max_grad_norm: Some(1.0),
+            aux_k: None,
+            aux_k_coefficient: 1.0 / 32.0,
+            dead_after_tokens: 10_000_000,
+            decoder_init_norm: None,
+            b_dec_init: BDecInit::Mean,
+            normalize_activations: false,
+            seed: 0,
+        }
+    }
+}
+
+/// Statistics of one optimisation step (computed before the update).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepStats {
+    pub step: u64,
+    pub loss: f64,
+    pub mse: f64,
+    /// Weighted L1 term (standard only), already multiplied by its coefficient.
+    pub l1: Option<f64>,
+    pub l1_coefficient: Option<f32>,
+    /// AuxK term (TopK/BatchTopK), already multiplied by its coefficient.
+    pub auxk: Option<f64>,
+    pub l0: f64,
+    pub dead_fraction: f64,
+    pub explained_variance: f64,
+    pub lr: f32,
+    pub grad_norm: f64,
+}
+
+/// Trainable tensors. The encoder is kept as `[d_sae, d_in]` (one contiguous
+/// row per latent) so sparse encoder gradients touch whole rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    pub enc: Vec<f32>,
+    pub b_enc: Vec<f32>,
+    pub dec: Vec<f32>,
+    pub b_dec: Vec<f32>,
+    pub skip: Option<Vec<f32>>,
+}
+
+impl Params {
+    fn zeros_like(&self) -> Params {
+        Params {
+            enc: vec![0.0; self.enc.len()],
+            b_enc: vec![0.0; self.b_enc.len()],
+            dec: vec![0.0; self.dec.len()],
+            b_dec: vec![0.0; self.b_dec.len()],
+            skip: self.skip.as_ref().map(|s| vec![0.0; s.len()]),
+        }
+    }
+    fn tensors(&self) -> Vec<(&'static str, &Vec<f32>)> {
+        let mut v = vec![
+            ("enc", &self.enc),
+            ("b_enc", &self.b_enc),
+            ("dec", &self.dec),
+            ("b_dec", &self.b_dec),
+        ];
+        if let Some(s) = &self.skip {
+            v.push(("skip", s));
+        }
+        v
+    }
+}
+
+/// Loss terms of a batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossParts {
+    pub mse: f64,
+    pub l1: f64,
+    pub auxk: f64,
+    pub l0: f64,
+    pub explained_variance: f64,
+}
+
+impl LossParts {
+    pub fn total(&self) -> f64 {
+        self.mse + self.l1 + self.auxk
+    }
+}
+
+/// Everything needed to continue training exactly where it stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainerState {
+    pub cfg: TrainConfig,
+    pub d_in: usize,
+    pub d_out: usize,
+    pub step: u64,
+    pub tokens_seen: u64,
+    pub params: Params,
+    pub adam_m: Params,
+    pub adam_v: Params,
+    pub tokens_since_fired: Vec<u64>,
+    pub fire_counts: Vec<u64>,
+    pub batch_threshold: f64,
+    pub scale_in: f32,
+    pub scale_out: f32,
+}
+
+/// Version of the trainer-state file written by [`TrainerState::save`].
+pub const STATE_VERSION: &str = "1";
+
+pub struct Trainer {
+    cfg: TrainConfig,
+    d_in: usize,
+    d_out: usize,
+    d_sae: usize,
+    /// Exposed for inspection and tests; change only between steps.
+    pub params: Params,
+    adam_m: Params,
+    adam_v: Params,
+    step: u64,
+    tokens_seen: u64,
+    tokens_since_fired: Vec<u64>,
+    fire_counts: Vec<u64>,
+    batch_threshold: f64,
+    scale_in: f32,
+    scale_out: f32,
+    grads: Params,
+}
+
+/// Per-row sparse selection of a batch (CSR).
+#[derive(Default)]
+struct Csr {
+    ptr: Vec<usize>,
+    idx: Vec<u32>,
+    val: Vec<f32>,
+}
+
+impl Csr {
+    fn new() -> Self {
+        Csr {
+            ptr: vec![0],
+            idx: Vec::new(),
+            val: Vec::new(),
+        }
+    }
+    fn push_row(&mut self) {
+        self.ptr.push(self.idx.len());
+    }
+    fn row(&self, r: usize) -> std::ops::Range<usize> {
+        self.ptr[r]..self.ptr[r + 1]
+    }
+    fn append(&mut self, o: Csr) {
+        let base = self.idx.len();
+        self.ptr.extend(o.ptr[1..].iter().map(|p| p + base));
+        self.idx.extend(o.idx);
+        self.val.extend(o.val);
+    }
+}
+
+struct Normal(ChaCha8Rng);
+
+impl Normal {
+    fn next(&mut self) -> f32 {
+        // Box–Muller on (0, 1] uniforms.
+        let u1 = ((self.0.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u2 = (self.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+}
+
+fn random_rows(rng: &mut Normal, rows: usize, cols: usize, norm: f32) -> Vec<f32> {
+    let mut w: Vec<f32> = (0..rows * cols).map(|_| rng.next()).collect();
+    for r in w.chunks_exact_mut(cols) {
+        let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        r.iter_mut().for_each(|v| *v *= norm / n);
+    }
+    w
+}
+
+fn check_len(what: &'static str, data: &[f32], n: usize, d: usize) -> Result<()> {
+    if data.len() != n * d {
+        return Err(SaeError::InputShape {
+            what,
+            expected: d,
+            found: data.len(),
+            n,
+        });
+    }
+    Ok(())
+}
+
+fn mean_norm(x: &[f32], d: usize) -> f64 {
+    let rows = x.len() / d;
+    if rows == 0 {
+        return 0.0;
+    }
+    x.chunks_exact(d)
+        .map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt())
+        .sum::<f64>()
+        / rows as f64
+}
+
+fn geometric_median(y: &[f32], d: usize) -> Vec<f32> {
+    let rows: Vec<&[f32]> = y.chunks_exact(d).collect();
+    let mut m: Vec<f64> = vec![0.0; d];
+    for r in &rows {
+        m.iter_mut()
+            .zip(*r)
+            .for_each(|(a, b)| *a += *b as f64 / rows.len() as f64);
+    }
+    // Weiszfeld iterations from the mean.
+    for _ in 0..100 {
+        let mut num = vec![0f64; d];
+        let mut den = 0f64;
+        for r in &rows {
+            let dist = r
+                .iter()
+                .zip(&m)
+                .map(|(a, b)| (*a as f64 - b).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-8);
+            den += 1.0 / dist;
+            num.iter_mut()
+                .zip(*r)
+                .for_each(|(a, b)| *a += *b as f64 / dist);
+        }
+        let next: Vec<f64> = num.iter().map(|v| v / den).collect();
+        let shift = next
+            .iter()
+            .zip(&m)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        m = next;
+        if shift < 1e-7 {
+            break;
+        }
+    }
+    m.into_iter().map(|v| v as f32).collect()
+}
+
+impl Trainer {
+    /// Creates a trainer. `init_x` (`[m, d_in]`) and, for transcoders,
+    /// `init_y` (`[m, d_out]`) are sample activations used to initialise
+    /// `b_dec` (mean or geometric median of the targets) and the
+    /// normalisation constants.
+    pub fn new(
+        cfg: TrainConfig,
+        d_in: usize,
+        d_out: usize,
+        init_x: &[f32],
+        init_y: Option<&[f32]>,
+    ) -> Result<Trainer> {
+        let mut cfg = cfg;
+        if d_in != d_out {
+            cfg.transcoder = true;
+        }
+        if cfg.d_sae == 0 || d_in == 0 || d_out == 0 {
+            return Err(SaeError::Invalid(format!(
+                "train config: d_sae ({}), d_in ({d_in}) and d_out ({d_out}) must be positive",
+                cfg.d_sae
+            )));
+        }
+        match cfg.arch {
+            TrainArch::TopK { k } | TrainArch::BatchTopK { k, .. } if k == 0 || k > cfg.d_sae => {
+                return Err(SaeError::Invalid(format!(
+                    "train config: k = {k} must be in 1..={}",
+                    cfg.d_sae
+                )));
+            }
+            _ => {}
+        }
+        if cfg.transcoder && cfg.apply_b_dec_to_input {
+            // b_dec lives in output space for transcoders.
+            cfg.apply_b_dec_to_input = false;
+        }
+        if init_x.is_empty() || init_x.len() % d_in != 0 {
+            return Err(SaeError::InputShape {
+                what: "d_in",
+                expected: d_in,
+                found: init_x.len(),
+                n: init_x.len() / d_in,
+            });
+        }
+        let m = init_x.len() / d_in;
+        let init_y = match (cfg.transcoder, init_y) {
+            (true, Some(y)) => {
+                check_len("d_out", y, m, d_out)?;
+                y
+            }
+            (true, None) => {
+                return Err(SaeError::Invalid(
+                    "transcoder training needs init_y samples of the output hook".into(),
+                ));
+            }
+            (false, _) => init_x,
+        };
+        let (scale_in, scale_out) = if cfg.normalize_activations {
+            let si = ((d_in as f64).sqrt() / mean_norm(init_x, d_in).max(1e-12)) as f32;
+            let so = if cfg.transcoder {
+                ((d_out as f64).sqrt() / mean_norm(init_y, d_out).max(1e-12)) as f32
+            } else {
+                si
+            };
+            (si, so)
+        } else {
+            (1.0, 1.0)
+        };
+        let d_sae = cfg.d_sae;
+        let mut rng = Normal(ChaCha8Rng::seed_from_u64(cfg.seed));
+        let dec_norm = cfg.decoder_init_norm.unwrap_or(match cfg.arch {
+            TrainArch::Standard { .. } => 0.1,
+            _ => 1.0,
+        });
+        let dec = random_rows(&mut rng, d_sae, d_out, dec_norm);
+        // Encoder = decoder transpose where the spaces agree.
+        let enc = if d_in == d_out {
+            dec.clone()
+        } else {
+            random_rows(&mut rng, d_sae, d_in, dec_norm)
+        };
+        let scaled_y: Vec<f32> = init_y.iter().map(|v| v * scale_out).collect();
+        let b_dec = match cfg.b_dec_init {
+            BDecInit::Zeros => vec![0.0; d_out],
+            BDecInit::Mean => {
+                let mut s = vec![0f64; d_out];
+                for r in scaled_y.chunks_exact(d_out) {
+                    s.iter_mut().zip(r).for_each(|(a, b)| *a += *b as f64);
+                }
+                s.into_iter().map(|v| (v / m as f64) as f32).collect()
+            }
+            BDecInit::GeometricMedian => geometric_median(&scaled_y, d_out),
+        };
+        let skip = if cfg.skip_connection {
+            Some(vec![0.0; d_out * d_in])
+        } else {
+            None
+        };
+        let params = Params {
+            enc,
+            b_enc: vec![0.0; d_sae],
+            dec,
+            b_dec,
+            skip,
+        };
+        Ok(Trainer {
+            d_in,
+            d_out,
+            d_sae,
+            adam_m: params.zeros_like(),
+            adam_v: params.zeros_like(),
+            grads: params.zeros_like(),
+            params,
+            step: 0,
+            tokens_seen: 0,
+            tokens_since_fired: vec![0; d_sae],
+            fire_counts: vec![0; d_sae],
+            batch_threshold: 0.0,
+            scale_in,
+            scale_out,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+    pub fn tokens_seen(&self) -> u64 {
+        self.tokens_seen
+    }
+
+    fn unit_decoder(&self) -> bool {
+        !matches!(self.cfg.arch, TrainArch::Standard { .. })
+    }
+
+    /// Learning rate used at step `step`.
+    pub fn lr_at(&self, step: u64) -> f32 {
+        let c = &self.cfg;
+        let warm = if c.lr_warmup_steps > 0 && step < c.lr_warmup_steps {
+            (step + 1) as f32 / c.lr_warmup_steps as f32
+        } else {
+            1.0
+        };
+        let decay = match c.lr_decay {
+            LrDecay::Constant => 1.0,
+            d => {
+                let len = c
+                    .lr_decay_steps
+                    .unwrap_or(c.total_steps.saturating_sub(c.lr_warmup_steps));
+                let start = c.total_steps.saturating_sub(len);
+                if len == 0 || step < start {
+                    1.0
+                } else {
+                    let p = ((step - start) as f32 / len as f32).min(1.0);
+                    let shape = match d {
+                        LrDecay::Linear => 1.0 - p,
+                        _ => 0.5 * (1.0 + (std::f32::consts::PI * p).cos()),
+                    };
+                    c.lr_end_factor + (1.0 - c.lr_end_factor) * shape
+                }
+            }
+        };
+        c.lr * warm * decay
+    }
+
+    fn l1_coefficient_at(&self, step: u64) -> f32 {
+        match self.cfg.arch {
+            TrainArch::Standard {
+                l1_coefficient,
+                l1_warmup_steps,
+            } => {
+                if l1_warmup_steps > 0 && step < l1_warmup_steps {
+                    l1_coefficient * (step + 1) as f32 / l1_warmup_steps as f32
+                } else {
+                    l1_coefficient
+                }
+            }
+            _ => 0.0,
+        }
+    }
+
+    fn dead_mask(&self) -> Vec<bool> {
+        self.tokens_since_fired
+            .iter()
+            .map(|&t| t >= self.cfg.dead_after_tokens)
+            .collect()
+    }
+
+    fn scaled(&self, v: &[f32], s: f32) -> Vec<f32> {
+        v.iter().map(|a| a * s).collect()
+    }
+
+    /// Loss and exact gradients for a batch, without updating anything.
+    /// `y` is required for transcoders and ignored (= x) for SAEs.
+    pub fn loss_and_grads(
+        &mut self,
+        x: &[f32],
+        y: Option<&[f32]>,
+        n: usize,
+    ) -> Result<(LossParts, Params)> {
+        let (xs, ys) = self.prepare_batch(x, y, n)?;
+        let l1c = self.l1_coefficient_at(self.step);
+        let dead = self.dead_mask();
+        let mut grads = self.params.zeros_like();
+        let (parts, ..) = self.forward_backward(
+            &xs,
+            ys.as_deref().unwrap_or(&xs),
+            n,
+            l1c,
+            &dead,
+            &mut grads,
+            None,
+        );
+        Ok((parts, grads))
+    }
+
+    fn prepare_batch(
+        &self,
+        x: &[f32],
+        y: Option<&[f32]>,
+        n: usize,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        check_len("d_in", x, n, self.d_in)?;
+        let ys = if self.cfg.transcoder {
+            let y = y.ok_or_else(|| {
+                SaeError::Invalid("transcoder training step needs targets y".into())
+            })?;
+            check_len("d_out", y, n, self.d_out)?;
+            Some(self.scaled(y, self.scale_out))
+        } else {
+            if let Some(y) = y {
+                check_len("d_out", y, n, self.d_out)?;
+            }
+            None
+        };
+        Ok((self.scaled(x, self.scale_in), ys))
+    }
+
+    /// One optimisation step on a batch of `n` rows.
+    pub fn step(&mut self, x: &[f32], y: Option<&[f32]>, n: usize) -> Result<StepStats> {
+        if n == 0 {
+            return Err(SaeError::Invalid("training step on an empty batch".into()));
+        }
+        let (xs, ys) = self.prepare_batch(x, y, n)?;
+        let l1c = self.l1_coefficient_at(self.step);
+        let dead = self.dead_mask();
+        let n_dead = dead.iter().filter(|&&d| d).count();
+        let mut grads = std::mem::replace(
+            &mut self.grads,
+            Params {
+                enc: vec![],
+                b_enc: vec![],
+                dec: vec![],
+                b_dec: vec![],
+                skip: None,
+            },
+        );
+        let (parts, sel, ..) = self.forward_backward(
+            &xs,
+            ys.as_deref().unwrap_or(&xs),
+            n,
+            l1c,
+            &dead,
+            &mut grads,
+            None,
+        );
+        let loss = parts.total();
+        if !loss.is_finite() {
+            self.grads = grads;
+            return Err(SaeError::NonFinite {
+                step: self.step,
+                what: "loss",
+                value: loss,
+            });
+        }
+        if self.unit_decoder() {
+            // Only the tangential part of a unit-norm row's gradient matters.
+            let d_out = self.d_out;
+            grads
+                .dec
+                .par_chunks_mut(d_out)
+                .zip(self.params.dec.par_chunks(d_out))
+                .for_each(|(g, w)| {
+                    let p = linalg::dot(g, w);
+                    linalg::axpy(-p, w, g);
+                });
+        }
+        let grad_norm = grad_norm(&grads);
+        if !grad_norm.is_finite() {
+            self.grads = grads;
+            return Err(SaeError::NonFinite {
+                step: self.step,
+                what: "gradient norm",
+                value: grad_norm,
+            });
+        }
+        let clip = match self.cfg.max_grad_norm {
+            Some(m) if grad_norm > m as f64 => (m as f64 / grad_norm) as f32,
+            _ => 1.0,
+        };
+        let lr = self.lr_at(self.step);
+        self.adam(&grads, clip, lr);
+        self.grads = grads;
+        if self.unit_decoder() {
+            let d_out = self.d_out;
+            self.params.dec.par_chunks_mut(d_out).for_each(|w| {
+                let nrm = w.iter().map(|v| v * v).sum::<f32>().sqrt();
+                if nrm > 0.0 {
+                    w.iter_mut().for_each(|v| *v /= nrm);
+                }
+            });
+        }
+        // Firing statistics and the BatchTopK threshold.
+        let mut fired = vec![false; self.d_sae];
+        let mut min_pos = f32::INFINITY;
+        for (&j, &v) in sel.idx.iter().zip(&sel.val) {
+            fired[j as usize] = true;
+            self.fire_counts[j as usize] += 1;
+            if v > 0.0 {
+                min_pos = min_pos.min(v);
+            }
+        }
+        for (t, f) in self.tokens_since_fired.iter_mut().zip(&fired) {
+            *t = if *f { 0 } else { t.saturating_add(n as u64) };
+        }
+        if let TrainArch::BatchTopK { threshold_lr, .. } = self.cfg.arch {
+            if min_pos.is_finite() {
+                self.batch_threshold =
+                    (1.0 - threshold_lr) * self.batch_threshold + threshold_lr * min_pos as f64;
+            }
+        }
+        let stats = StepStats {
+            step: self.step,
+            loss,
+            mse: parts.mse,
+            l1: matches!(self.cfg.arch, TrainArch::Standard { .. }).then_some(parts.l1),
+            l1_coefficient: matches!(self.cfg.arch, TrainArch::Standard { .. }).then_some(l1c),
+            auxk: (!matches!(self.cfg.arch, TrainArch::Standard { .. })).then_some(parts.auxk),
+            l0: parts.l0,
+            dead_fraction: n_dead as f64 / self.d_sae as f64,
+            explained_variance: parts.explained_variance,
+            lr,
+            grad_norm,
+        };
+        self.step += 1;
+        self.tokens_seen += n as u64;
+        Ok(stats)
+    }
+
+    fn adam(&mut self, g: &Params, clip: f32, lr: f32) {
+        let (b1, b2, eps) = (self.cfg.adam_beta1, self.cfg.adam_beta2, self.cfg.adam_eps);
+        let t = (self.step + 1) as i32;
+        let bc1 = 1.0 - b1.powi(t);
+        let bc2 = 1.0 - b2.powi(t);
+        let upd = |p: &mut Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, g: &Vec<f32>| {
+            const CH: usize = 4096;
+            p.par_chunks_mut(CH)
+                .zip(m.par_chunks_mut(CH))
+                .zip(v.par_chunks_mut(CH))
+                .zip(g.par_chunks(CH))
+                .for_each(|(((p, m), v), g)| {
+                    for i in 0..p.len() {
+                        let gi = g[i] * clip;
+                        m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                        p[i] -= lr * (m[i] / bc1) / ((v[i] / bc2).sqrt() + eps);
+                    }
+                });
+        };
+        let (p, m, v) = (&mut self.params, &mut self.adam_m, &mut self.adam_v);
+        upd(&mut p.enc, &mut m.enc, &mut v.enc, &g.enc);
+        upd(&mut p.b_enc, &mut m.b_enc, &mut v.b_enc, &g.b_enc);
+        upd(&mut p.dec, &mut m.dec, &mut v.dec, &g.dec);
+        upd(&mut p.b_dec, &mut m.b_dec, &mut v.b_dec, &g.b_dec);
+        if let (Some(p), Some(m), Some(v), Some(g)) =
+            (&mut p.skip, &mut m.skip, &mut v.skip, &g.skip)
+        {
+            upd(p, m, v, g);
+        }
+    }
+
+    /// Encoder input rows: x − b_dec for SAEs with apply_b_dec_to_input.
+    fn encoder_input(&self, x: &[f32]) -> Vec<f32> {
+        let mut xin = x.to_vec();
+        if self.cfg.apply_b_dec_to_input && !self.cfg.transcoder {
+            let b = &self.params.b_dec;
+            xin.par_chunks_mut(self.d_in)
+                .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v -= b));
+        }
+        xin
+    }
+
+    /// Pre-activations of a block of rows `[rows, d_sae]`.
+    fn pre_block(&self, xin: &[f32], rows: usize, pre: &mut Vec<f32>) {
+        let (d_in, d_sae) = (self.d_in, self.d_sae);
+        pre.resize(rows * d_sae, 0.0);
+        linalg::gemm_serial(
+            MatRef::row_major(xin, rows, d_in),
+            MatRef::row_major(&self.params.enc, d_sae, d_in).t(),
+            pre,
+            0.0,
+        );
+        for r in pre.chunks_exact_mut(d_sae) {
+            r.iter_mut()
+                .zip(&self.params.b_enc)
+                .for_each(|(v, b)| *v += b);
+        }
+    }
+
+    /// Selects active latents (and AuxK latents) for every row.
+    /// Returns (active: values f, aux: values pre).
+    fn select(&self, xin: &[f32], n: usize, dead: &[bool], k_aux: usize) -> (Csr, Csr) {
+        let (d_in, d_sae) = (self.d_in, self.d_sae);
+        let arch = self.cfg.arch.clone();
+        // BatchTopK keeps up to `cand` candidates per row in the first pass.
+        let cand = match arch {
+            TrainArch::BatchTopK { k, .. } => (4 * k).min(d_sae),
+            _ => 0,
+        };
+        let dead_ids: Vec<u32> = (0..d_sae as u32).filter(|&j| dead[j as usize]).collect();
+        let blocks: Vec<(Csr, Csr)> = xin
+            .par_chunks(linalg::rows_per_task(n, d_sae) * d_in)
+            .map_init(
+                || (Vec::new(), Vec::new(), Vec::new()),
+                |(pre, sel, vals), xb| {
+                    let rows = xb.len() / d_in;
+                    self.pre_block(xb, rows, pre);
+                    let mut act = Csr::new();
+                    let mut aux = Csr::new();
+                    for r in 0..rows {
+                        let p = &pre[r * d_sae..(r + 1) * d_sae];
+                        match arch {
+                            TrainArch::Standard { .. } => {
+                                for (j, &v) in p.iter().enumerate() {
+                                    if v > 0.0 {
+                                        act.idx.push(j as u32);
+                                        act.val.push(v);
+                                    }
+                                }
+                            }
+                            TrainArch::TopK { k } => push_top(p, k, sel, &mut act),
+                            TrainArch::BatchTopK { .. } => push_top(p, cand, sel, &mut act),
+                        }
+                        act.push_row();
+                        if k_aux > 0 {
+                            push_top_aux(p, k_aux, &dead_ids, vals, sel, &mut aux);
+                        }
+                        aux.push_row();
+                    }
+                    (act, aux)
+                },
+            )
+            .collect();
+        let mut act = Csr::new();
+        let mut aux = Csr::new();
+        for (a, x) in blocks {
+            act.append(a);
+            aux.append(x);
+        }
+        if let TrainArch::BatchTopK { k, .. } = arch {
+            act = self.batch_select(xin, n, k, cand, act);
+        }
+        (act, aux)
+    }
+
+    /// Global top k·n of the batch from per-row candidate lists (each row's
+    /// `cand` largest positive values). A row whose whole candidate list is
+    /// above the provisional threshold may hold more: it is recomputed in
+    /// full, and the threshold taken again over the completed lists (it can
+    /// only rise, so the other lists stay complete).
+    fn batch_select(&self, xin: &[f32], n: usize, k: usize, cand: usize, rowcand: Csr) -> Csr {
+        let d_sae = self.d_sae;
+        let total = k * n;
+        let kth = |vals: &[f32]| -> f32 {
+            if vals.len() <= total {
+                return 0.0;
+            }
+            let mut all = vals.to_vec();
+            let (_, t, _) = all.select_nth_unstable_by(total - 1, |a, b| b.total_cmp(a));
+            *t
+        };
+        let tau0 = kth(&rowcand.val);
+        let incomplete: Vec<usize> = (0..n)
+            .filter(|&r| {
+                let rg = rowcand.row(r);
+                rg.len() == cand && cand < d_sae && rowcand.val[rg].iter().all(|&v| v >= tau0)
+            })
+            .collect();
+        let lists = if incomplete.is_empty() {
+            rowcand
+        } else {
+            let full: Vec<(Vec<u32>, Vec<f32>)> = incomplete
+                .par_iter()
+                .map(|&r| {
+                    let mut pre = Vec::new();
+                    self.pre_block(&xin[r * self.d_in..(r + 1) * self.d_in], 1, &mut pre);
+                    let idx: Vec<u32> = (0..d_sae as u32)
+                        .filter(|&j| pre[j as usize] > 0.0 && pre[j as usize] >= tau0)
+                        .collect();
+                    let val = idx.iter().map(|&j| pre[j as usize]).collect();
+                    (idx, val)
+                })
+                .collect();
+            let mut out = Csr::new();
+            let mut fi = 0;
+            for r in 0..n {
+                if fi < incomplete.len() && incomplete[fi] == r {
+                    out.idx.extend_from_slice(&full[fi].0);
+                    out.val.extend_from_slice(&full[fi].1);
+                    fi += 1;
+                } else {
+                    let rg = rowcand.row(r);
+                    out.idx.extend_from_slice(&rowcand.idx[rg.clone()]);
+                    out.val.extend_from_slice(&rowcand.val[rg]);
+                }
+                out.push_row();
+            }
+            out
+        };
+        let tau = kth(&lists.val);
+        let mut out = Csr::new();
+        for r in 0..n {
+            for i in lists.row(r) {
+                if lists.val[i] > 0.0 && lists.val[i] >= tau {
+                    out.idx.push(lists.idx[i]);
+                    out.val.push(lists.val[i]);
+                }
+            }
+            out.push_row();
+        }
+        out
+    }
+
+    /// Forward and backward over a (scaled) batch. Fills `grads` and returns
+    /// the loss terms, the active selection, the AuxK latents and the
+    /// residual gradient `g = 2e/n`. `fixed_resid` replaces the residual seen
+    /// by the AuxK term (gradient checks of its stop-gradient).
+    #[allow(clippy::too_many_arguments)]
+    fn forward_backward(
+        &self,
+        x: &[f32],
+        y: &[f32],
+        n: usize,
+        l1c: f32,
+        dead: &[bool],
+        grads: &mut Params,
+        fixed_resid: Option<&[f32]>,
+    ) -> (LossParts, Csr, Vec<u32>, Vec<f32>) {
+        let (d_in, d_out, d_sae) = (self.d_in, self.d_out, self.d_sae);
+        let p = &self.params;
+        let n_dead = dead.iter().filter(|&&d| d).count();
+        let standard = matches!(self.cfg.arch, TrainArch::Standard { .. });
+        let k_aux_cfg = self.cfg.aux_k.unwrap_or(d_out / 2).max(1);
+        let use_aux = !standard && self.cfg.aux_k_coefficient > 0.0 && n_dead > 0;
+        let k_aux = if use_aux { k_aux_cfg.min(n_dead) } else { 0 };
+        let aux_scale = if use_aux {
+            (n_dead as f32 / k_aux_cfg as f32).min(1.0) * self.cfg.aux_k_coefficient
+        } else {
+            0.0
+        };
+
+        let xin = self.encoder_input(x);
+        let (act, aux) = self.select(&xin, n, dead, k_aux);
+        let dec_norms: Vec<f32> = p
+            .dec
+            .chunks_exact(d_out)
+            .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+            .collect();
+
+        let mut skip_out = vec![0f32; if p.skip.is_some() { n * d_out } else { 0 }];
+        if let Some(ws) = &p.skip {
+            linalg::gemm(
+                MatRef::row_major(x, n, d_in),
+                MatRef::row_major(ws, d_out, d_in).t(),
+                &mut skip_out,
+                0.0,
+            );
+        }
+        // Mean target for explained variance.
+        let mut ybar = vec![0f64; d_out];
+        for r in y.chunks_exact(d_out) {
+            ybar.iter_mut().zip(r).for_each(|(a, b)| *a += *b as f64);
+        }
+        ybar.iter_mut().for_each(|v| *v /= n as f64);
+
+        // Per row: residual gradient g = 2e/n, AuxK gradient h, dL/dpre.
+        let inv_n = 1.0 / n as f32;
+        struct RowOut {
+            g: Vec<f32>,
+            h: Vec<f32>,
+            dpre_act: Vec<f32>,
+            dpre_aux: Vec<f32>,
+            mse: f64,
+            l1: f64,
+            aux: f64,
+            var: f64,
+        }
+        let rows_out: Vec<RowOut> = (0..n.div_ceil(ROW_BLOCK))
+            .into_par_iter()
+            .map(|bi| {
+                let r0 = bi * ROW_BLOCK;
+                let r1 = (r0 + ROW_BLOCK).min(n);
+                let mut o = RowOut {
+                    g: vec![0.0; (r1 - r0) * d_out],
+                    h: vec![0.0; if use_aux { (r1 - r0) * d_out } else { 0 }],
+                    dpre_act: Vec::with_capacity(act.ptr[r1] - act.ptr[r0]),
+                    dpre_aux: Vec::with_capacity(aux.ptr[r1] - aux.ptr[r0]),
+                    mse: 0.0,
+                    l1: 0.0,
+                    aux: 0.0,
+                    var: 0.0,
+                };
+                let mut yhat = vec![0f32; d_out];
+                let mut a = vec![0f32; d_out];
+                for r in r0..r1 {
+                    yhat.copy_from_slice(&p.b_dec);
+                    for i in act.row(r) {
+                        let j = act.idx[i] as usize;
+                        linalg::axpy(act.val[i], &p.dec[j * d_out..(j + 1) * d_out], &mut yhat);
+                        if standard {
+                            o.l1 += (act.val[i] * dec_norms[j]) as f64;
+                        }
+                    }
+                    if !skip_out.is_empty() {
+                        linalg::axpy(1.0, &skip_out[r * d_out..(r + 1) * d_out], &mut yhat);
+                    }
+                    let yr = &y[r * d_out..(r + 1) * d_out];
+                    let g = &mut o.g[(r - r0) * d_out..(r - r0 + 1) * d_out];
+                    let mut se = 0f64;
+                    for d in 0..d_out {
+                        let e = yhat[d] - yr[d];
+                        se += (e as f64) * (e as f64);
+                        g[d] = 2.0 * e * inv_n;
+                        o.var += (yr[d] as f64 - ybar[d]).powi(2);
+                    }
+                    o.mse += se;
+                    for i in act.row(r) {
+                        let j = act.idx[i] as usize;
+                        let mut dp = linalg::dot(&p.dec[j * d_out..(j + 1) * d_out], g);
+                        if standard {
+                            dp += l1c * dec_norms[j] * inv_n;
+                        }
+                        o.dpre_act.push(dp);
+                    }
+                    if use_aux {
+                        a.iter_mut().for_each(|v| *v = 0.0);
+                        for i in aux.row(r) {
+                            let j = aux.idx[i] as usize;
+                            linalg::axpy(aux.val[i], &p.dec[j * d_out..(j + 1) * d_out], &mut a);
+                        }
+                        // a − (y − ŷ) = a + e, with e treated as a constant.
+                        let h = &mut o.h[(r - r0) * d_out..(r - r0 + 1) * d_out];
+                        let mut ae = 0f64;
+                        for d in 0..d_out {
+                            let e = match fixed_resid {
+                                Some(fr) => fr[r * d_out + d],
+                                None => yhat[d] - yr[d],
+                            };
+                            let v = a[d] + e;
+                            ae += (v as f64) * (v as f64);
+                            h[d] = 2.0 * aux_scale * v * inv_n;
+                        }
+                        o.aux += ae;
+                        for i in aux.row(r) {
+                            let j = aux.idx[i] as usize;
+                            o.dpre_aux
+                                .push(linalg::dot(&p.dec[j * d_out..(j + 1) * d_out], h));
+                        }
+                    }
+                }
+                o
+            })
+            .collect();
+
+        let mut g = Vec::with_capacity(n * d_out);
+        let mut h = Vec::with_capacity(if use_aux { n * d_out } else { 0 });
+        let mut dpre_act = Vec::with_capacity(act.idx.len());
+        let mut dpre_aux = Vec::with_capacity(aux.idx.len());
+        let (mut mse, mut l1, mut auxl, mut var) = (0f64, 0f64, 0f64, 0f64);
+        for o in rows_out {
+            g.extend(o.g);
+            h.extend(o.h);
+            dpre_act.extend(o.dpre_act);
+            dpre_aux.extend(o.dpre_aux);
+            mse += o.mse;
+            l1 += o.l1;
+            auxl += o.aux;
+            var += o.var;
+        }
+
+        // Transpose the (row, latent) entries to per-latent lists (counting
+        // sort, stable in row order) so each latent's gradient rows are
+        // accumulated by one task in a fixed order.
+        #[derive(Clone, Copy, Default)]
+        struct Entry {
+            row: u32,
+            aux: bool,
+            coef: f32,
+            dpre: f32,
+        }
+        let mut counts = vec![0usize; d_sae + 1];
+        for &j in act.idx.iter().chain(&aux.idx) {
+            counts[j as usize + 1] += 1;
+        }
+        for j in 0..d_sae {
+            counts[j + 1] += counts[j];
+        }
+        let mut fill = counts.clone();
+        let mut entries = vec![Entry::default(); act.idx.len() + aux.idx.len()];
+        for r in 0..n {
+            for i in act.row(r) {
+                let j = act.idx[i] as usize;
+                entries[fill[j]] = Entry {
+                    row: r as u32,
+                    aux: false,
+                    coef: act.val[i],
+                    dpre: dpre_act[i],
+                };
+                fill[j] += 1;
+            }
+            for i in aux.row(r) {
+                let j = aux.idx[i] as usize;
+                entries[fill[j]] = Entry {
+                    row: r as u32,
+                    aux: true,
+                    coef: aux.val[i],
+                    dpre: dpre_aux[i],
+                };
+                fill[j] += 1;
+            }
+        }
+        grads
+            .enc
+            .par_chunks_mut(d_in)
+            .zip(grads.dec.par_chunks_mut(d_out))
+            .zip(grads.b_enc.par_iter_mut())
+            .enumerate()
+            .for_each(|(j, ((ge, gd), gb))| {
+                ge.iter_mut().for_each(|v| *v = 0.0);
+                gd.iter_mut().for_each(|v| *v = 0.0);
+                *gb = 0.0;
+                let mut sum_f = 0f32;
+                for e in &entries[counts[j]..counts[j + 1]] {
+                    let r = e.row as usize;
+                    let src = if e.aux {
+                        &h[r * d_out..(r + 1) * d_out]
+                    } else {
+                        &g[r * d_out..(r + 1) * d_out]
+                    };
+                    linalg::axpy(e.coef, src, gd);
+                    linalg::axpy(e.dpre, &xin[r * d_in..(r + 1) * d_in], ge);
+                    *gb += e.dpre;
+                    if !e.aux {
+                        sum_f += e.coef;
+                    }
+                }
+                if standard && sum_f != 0.0 && dec_norms[j] > 0.0 {
+                    let w = &p.dec[j * d_out..(j + 1) * d_out];
+                    linalg::axpy(l1c * inv_n * sum_f / dec_norms[j], w, gd);
+                }
+            });
+        // b_dec: output side Σ_t g_t; input side −Σ_j (Σ_t dpre_tj) enc_j.
+        grads.b_dec.iter_mut().for_each(|v| *v = 0.0);
+        for r in g.chunks_exact(d_out) {
+            linalg::axpy(1.0, r, &mut grads.b_dec);
+        }
+        if self.cfg.apply_b_dec_to_input && !self.cfg.transcoder {
+            for j in 0..d_sae {
+                let gb = grads.b_enc[j];
+                if gb != 0.0 {
+                    linalg::axpy(-gb, &p.enc[j * d_in..(j + 1) * d_in], &mut grads.b_dec);
+                }
+            }
+        }
+        if let Some(gs) = &mut grads.skip {
+            // dL/dW_skip = gᵀ · x  ([d_out, n] · [n, d_in])
+            linalg::gemm(
+                MatRef::row_major(&g, n, d_out).t(),
+                MatRef::row_major(x, n, d_in),
+                gs,
+                0.0,
+            );
+        }
+        let nf = n as f64;
+        let parts = LossParts {
+            mse: mse / nf,
+            l1: l1c as f64 * l1 / nf,
+            auxk: aux_scale as f64 * auxl / nf,
+            l0: act.idx.len() as f64 / nf,
+            explained_variance: if var > 0.0 { 1.0 - mse / var } else { 0.0 },
+        };
+        (parts, act, aux.idx, g)
+    }
+
+    /// The trained coder in inference form (SAELens conventions), with the
+    /// activation scaling folded into the weights. Metadata is left for the
+    /// caller to fill (hooks, model, dataset); `log_sparsity` comes from the
+    /// firing counts seen in training.
+    pub fn to_coder(&self) -> SparseCoder {
+        let (d_in, d_sae, d_out) = (self.d_in, self.d_sae, self.d_out);
+        let p = &self.params;
+        let (si, so) = (self.scale_in, self.scale_out);
+        let mut w_enc = vec![0f32; d_in * d_sae];
+        for j in 0..d_sae {
+            for i in 0..d_in {
+                w_enc[i * d_sae + j] = p.enc[j * d_in + i] * si;
+            }
+        }
+        // Unscaled input x: pre = (x·si − b_dec)·E + b_enc = (x − b_dec/si)·(si E) + b_enc
+        // and ŷ/so = (f·D + b_dec)/so; so W_dec and b_dec are divided by so.
+        let w_dec: Vec<f32> = p.dec.iter().map(|v| v / so).collect();
+        let b_dec: Vec<f32> = p.b_dec.iter().map(|v| v / so).collect();
+        let w_skip = p
+            .skip
+            .as_ref()
+            .map(|s| s.iter().map(|v| v * si / so).collect());
+        let activation = match self.cfg.arch {
+            TrainArch::Standard { .. } => Activation::Relu,
+            TrainArch::TopK { k } => Activation::TopK { k },
+            TrainArch::BatchTopK { .. } => Activation::JumpRelu {
+                threshold: vec![self.batch_threshold as f32; d_sae],
+            },
+        };
+        let log_sparsity = (self.tokens_seen > 0).then(|| {
+            let f: Vec<f64> = self
+                .fire_counts
+                .iter()
+                .map(|&c| c as f64 / self.tokens_seen as f64)
+                .collect();
+            crate::format::saelens::log_sparsity_from_freq(&f)
+        });
+        let mut metadata = Metadata::default();
+        metadata.extra.insert(
+            "training_architecture".into(),
+            serde_json::to_value(&self.cfg.arch).unwrap_or_default(),
+        );
+        metadata
+            .extra
+            .insert("training_tokens".into(), self.tokens_seen.into());
+        if self.cfg.normalize_activations {
+            // Folded like SAELens's expected_average_only_in: the saved coder
+            // takes raw activations, so its config says "none".
+            metadata.extra.insert(
+                "activation_scaling_factor".into(),
+                serde_json::json!(self.scale_in),
+            );
+        }
+        SparseCoder {
+            activation,
+            d_in,
+            d_sae,
+            d_out,
+            w_enc,
+            b_enc: p.b_enc.clone(),
+            w_dec,
+            b_dec,
+            w_skip,
+            apply_b_dec_to_input: self.cfg.apply_b_dec_to_input && !self.cfg.transcoder,
+            normalize: Normalization::None,
+            transcoder: self.cfg.transcoder,
+            metadata,
+            log_sparsity,
+        }
+    }
+
+    /// Fraction of latents currently counted as dead.
+    pub fn dead_fraction(&self) -> f64 {
+        self.dead_mask().iter().filter(|&&d| d).count() as f64 / self.d_sae as f64
+    }
+
+    pub fn state(&self) -> TrainerState {
+        TrainerState {
+            cfg: self.cfg.clone(),
+            d_in: self.d_in,
+            d_out: self.d_out,
+            step: self.step,
+            tokens_seen: self.tokens_seen,
+            params: self.params.clone(),
+            adam_m: self.adam_m.clone(),
+            adam_v: self.adam_v.clone(),
+            tokens_since_fired: self.tokens_since_fired.clone(),
+            fire_counts: self.fire_counts.clone(),
+            batch_threshold: self.batch_threshold,
+            scale_in: self.scale_in,
+            scale_out: self.scale_out,
+        }
+    }
+
+    pub fn restore(s: TrainerState) -> Result<Trainer> {
+        let d_sae = s.cfg.d_sae;
+        let (d_in, d_out) = (s.d_in, s.d_out);
+        let shapes_ok = |p: &Params| {
+            p.enc.len() == d_sae * d_in
+                && p.b_enc.len() == d_sae
+                && p.dec.len() == d_sae * d_out
+                && p.b_dec.len() == d_out
+                && p.skip.as_ref().map(Vec::len) == s.cfg.skip_connection.then_some(d_out * d_in)
+        };
+        if !(shapes_ok(&s.params) && shapes_ok(&s.adam_m) && shapes_ok(&s.adam_v))
+            || s.tokens_since_fired.len() != d_sae
+            || s.fire_counts.len() != d_sae
+        {
+            return Err(SaeError::Invalid(format!(
+                "trainer state does not match its config (d_in {d_in}, d_sae {d_sae}, d_out {d_out})"
+            )));
+        }
+        Ok(Trainer {
+            d_in,
+            d_out,
+            d_sae,
+            grads: s.params.zeros_like(),
+            params: s.params,
+            adam_m: s.adam_m,
+            adam_v: s.adam_v,
+            step: s.step,
+            tokens_seen: s.tokens_seen,
+            tokens_since_fired: s.tokens_since_fired,
+            fire_counts: s.fire_counts,
+            batch_threshold: s.batch_threshold,
+            scale_in: s.scale_in,
+            scale_out: s.scale_out,
+            cfg: s.cfg,
+        })
+    }
+}
+
+fn grad_norm(g: &Params) -> f64 {
+    let part = |v: &[f32]| -> f64 {
+        let chunks: Vec<f64> = v
+            .par_chunks(4096)
+            .map(|c| c.iter().map(|x| (*x as f64) * (*x as f64)).sum())
+            .collect();
+        chunks.iter().sum()
+    };
+    g.tensors().iter().map(|(_, v)| part(v)).sum::<f64>().sqrt()
+}
+
+/// Pushes the top `k` positive values of `p` (ascending index order).
+fn push_top(p: &[f32], k: usize, sel: &mut Vec<u32>, out: &mut Csr) {
+    topk_indices(p, k, sel);
+    let start = out.idx.len();
+    out.idx
+        .extend(sel.iter().copied().filter(|&j| p[j as usize] > 0.0));
+    out.idx[start..].sort_unstable();
+    for i in start..out.idx.len() {
+        out.val.push(p[out.idx[i] as usize]);
+    }
+}
+
+/// Pushes the `k` largest pre-activations among the dead latents `dead_ids`
+/// (values may be negative). `vals` and `sel` are scratch.
+fn push_top_aux(
+    p: &[f32],
+    k: usize,
+    dead_ids: &[u32],
+    vals: &mut Vec<f32>,
+    sel: &mut Vec<u32>,
+    out: &mut Csr,
+) {
+    vals.clear();
+    vals.extend(dead_ids.iter().map(|&j| p[j as usize]));
+    topk_indices(vals, k, sel);
+    let start = out.idx.len();
+    out.idx.extend(sel.iter().map(|&i| dead_ids[i as usize]));
+    out.idx[start..].sort_unstable();
+    for i in start..out.idx.len() {
+        out.val.push(p[out.idx[i] as usize]);
+    }
+}
+
+impl TrainerState {
+    /// Writes the state as one safetensors file (tensors + config JSON in the
+    /// header metadata, with a format version).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut t: Vec<(String, Out)> = Vec::new();
+        let (d_in, d_out, d_sae) = (self.d_in, self.d_out, self.cfg.d_sae);
+        for (prefix, p) in [
+            ("param", &self.params),
+            ("adam_m", &self.adam_m),
+            ("adam_v", &self.adam_v),
+        ] {
+            for (name, v) in p.tensors() {
+                let shape = match name {
+                    "enc" => vec![d_sae, d_in],
+                    "dec" => vec![d_sae, d_out],
+                    "skip" => vec![d_out, d_in],
+                    _ => vec![v.len()],
+                };
+                t.push((format!("{prefix}.{name}"), Out::F32(shape, v.clone())));
+            }
+        }
+        t.push((
+            "tokens_since_fired".into(),
+            Out::U64(vec![d_sae], self.tokens_since_fired.clone()),
+        ));
+        t.push((
+            "fire_counts".into(),
+            Out::U64(vec![d_sae], self.fire_counts.clone()),
+        ));
+        t.push((
+            "batch_threshold".into(),
+            Out::F64(vec![1], vec![self.batch_threshold]),
+        ));
+        t.push((
+            "counters".into(),
+            Out::U64(vec![2], vec![self.step, self.tokens_seen]),
+        ));
+        t.push((
+            "scales".into(),
+            Out::F32(vec![2], vec![self.scale_in, self.scale_out]),
+        ));
+        let mut meta = std::collections::HashMap::new();
+        meta.insert("format".into(), "saepipe-trainer-state".into());
+        meta.insert("version".into(), STATE_VERSION.into());
+        meta.insert(
+            "config".into(),
+            serde_json::to_string(&self.cfg).expect("config serialises"),
+        );
+        meta.insert("d_in".into(), d_in.to_string());
+        meta.insert("d_out".into(), d_out.to_string());
+        st::write(path, t, Some(meta))
+    }
+
+    pub fn load(path: &Path) -> Result<TrainerState> {
+        let f = StFile::open(path)?;
+        let meta = f.metadata().unwrap_or_default();
+        let field = |k: &str| {
+            meta.get(k).cloned().ok_or_else(|| {
+                SaeError::config(path, k, "missing from the safetensors header metadata")
+            })
+        };
+        if field("format")? != "saepipe-trainer-state" {
+            return Err(SaeError::config(
+                path,
+                "format",
+                "not a saepipe trainer state",
+            ));
+        }
+        let v = field("version")?;
+        if v != STATE_VERSION {
+            return Err(SaeError::config(
+                path,
+                "version",
+                format!("version {v} is not supported (expected {STATE_VERSION})"),
+            ));
+        }
+        let cfg: TrainConfig =
+            serde_json::from_str(&field("config")?).map_err(|e| SaeError::Json {
+                path: path.into(),
+                source: e,
+            })?;
+        let parse = |k: &str| -> Result<usize> {
+            field(k)?
+                .parse()
+                .map_err(|_| SaeError::config(path, k, "not an integer"))
+        };
+        let (d_in, d_out, d_sae) = (parse("d_in")?, parse("d_out")?, cfg.d_sae);
+        let params = |prefix: &str| -> Result<Params> {
+            Ok(Params {
+                enc: f.f32(&format!("{prefix}.enc"), Some(&[d_sae, d_in]))?,
+                b_enc: f.f32(&format!("{prefix}.b_enc"), Some(&[d_sae]))?,
+                dec: f.f32(&format!("{prefix}.dec"), Some(&[d_sae, d_out]))?,
+                b_dec: f.f32(&format!("{prefix}.b_dec"), Some(&[d_out]))?,
+                skip: if cfg.skip_connection {
+                    Some(f.f32(&format!("{prefix}.skip"), Some(&[d_out, d_in]))?)
+                } else {
+                    None
+                },
+            })
+        };
+        let counters = f.u64("counters")?;
+        let scales = f.f32("scales", Some(&[2]))?;
+        if counters.len() != 2 {
+            return Err(SaeError::config(path, "counters", "expected 2 values"));
+        }
+        Ok(TrainerState {
+            d_in,
+            d_out,
+            step: counters[0],
+            tokens_seen: counters[1],
+            params: params("param")?,
+            adam_m: params("adam_m")?,
+            adam_v: params("adam_v")?,
+            tokens_since_fired: f.u64("tokens_since_fired")?,
+            fire_counts: f.u64("fire_counts")?,
+            batch_threshold: f.f64("batch_threshold")?.first().copied().unwrap_or(0.0),
+            scale_in: scales[0],
+            scale_out: scales[1],
+            cfg,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn randomize(t: &mut Trainer, seed: u64) {
+        let mut s = seed;
+        for v in t.params.enc.iter_mut().chain(t.params.dec.iter_mut()) {
+            *v = lcg(&mut s) * 0.6;
+        }
+        for v in t.params.b_enc.iter_mut().chain(t.params.b_dec.iter_mut()) {
+            *v = lcg(&mut s) * 0.3;
+        }
+        if let Some(sk) = &mut t.params.skip {
+            sk.iter_mut().for_each(|v| *v = lcg(&mut s) * 0.3);
+        }
+    }
+
+    /// Loss, gradients, selected (row, latent) sets and the residual e.
+    /// With `fixed` the AuxK term uses that residual (its stop-gradient).
+    fn eval(
+        t: &mut Trainer,
+        x: &[f32],
+        y: Option<&[f32]>,
+        n: usize,
+        fixed: Option<&[f32]>,
+    ) -> (LossParts, Params, Vec<usize>, Vec<u32>, Vec<f32>) {
+        let (xs, ys) = t.prepare_batch(x, y, n).unwrap();
+        let dead = t.dead_mask();
+        let l1c = t.l1_coefficient_at(t.step);
+        let mut grads = t.params.zeros_like();
+        let (parts, act, aux, g) = t.forward_backward(
+            &xs,
+            ys.as_deref().unwrap_or(&xs),
+            n,
+            l1c,
+            &dead,
+            &mut grads,
+            fixed,
+        );
+        let mut sel: Vec<u32> = act.idx.clone();
+        sel.extend(aux);
+        let e: Vec<f32> = g.iter().map(|v| v * n as f32 / 2.0).collect();
+        (parts, grads, act.ptr, sel, e)
+    }
+
+    /// Central finite differences of the loss against the analytic gradient,
+    /// for every parameter element. Elements whose perturbation changes the
+    /// selected latents (a kink of ReLU/TopK) are skipped, and must be rare.
+    fn check_grads(cfg: TrainConfig, d_in: usize, d_out: usize, dead: &[usize]) {
+        let n = 7;
+        let mut s = 99u64;
+        let x: Vec<f32> = (0..n * d_in).map(|_| lcg(&mut s) * 1.5).collect();
+        let y: Vec<f32> = (0..n * d_out).map(|_| lcg(&mut s) * 1.5).collect();
+        let yo = cfg.transcoder.then_some(y.as_slice());
+        let mut t = Trainer::new(cfg, d_in, d_out, &x, yo).unwrap();
+        randomize(&mut t, 7);
+        t.cfg.dead_after_tokens = 100;
+        for &j in dead {
+            t.tokens_since_fired[j] = 1000;
+        }
+        let (parts, g, ptr0, sel0, e0) = eval(&mut t, &x, yo, n, None);
+        let (parts_api, g_api) = t.loss_and_grads(&x, yo, n).unwrap();
+        assert_eq!((parts_api, &g_api), (parts, &g));
+        assert!(parts.total() > 0.0);
+        if !dead.is_empty() && t.cfg.aux_k_coefficient > 0.0 {
+            assert!(parts.auxk > 0.0, "AuxK term should be active");
+        }
+        let eps = 3e-3f32;
+        let names = ["enc", "b_enc", "dec", "b_dec", "skip"];
+        let mut checked = 0;
+        let mut bad = 0;
+        let mut skipped = 0;
+        for name in names {
+            let len = match name {
+                "enc" => t.params.enc.len(),
+                "b_enc" => t.params.b_enc.len(),
+                "dec" => t.params.dec.len(),
+                "b_dec" => t.params.b_dec.len(),
+                _ => t.params.skip.as_ref().map_or(0, Vec::len),
+            };
+            for i in 0..len {
+                let get = |t: &mut Trainer| -> *mut f32 {
+                    match name {
+                        "enc" => &mut t.params.enc[i],
+                        "b_enc" => &mut t.params.b_enc[i],
+                        "dec" => &mut t.params.dec[i],
+                        "b_dec" => &mut t.params.b_dec[i],
+                        _ => &mut t.params.skip.as_mut().unwrap()[i],
+                    }
+                };
+                let orig = unsafe { *get(&mut t) };
+                unsafe { *get(&mut t) = orig + eps };
+                let (pp, _, ptrp, selp, _) = eval(&mut t, &x, yo, n, Some(&e0));
+                unsafe { *get(&mut t) = orig - eps };
+                let (pm, _, ptrm, selm, _) = eval(&mut t, &x, yo, n, Some(&e0));
+                unsafe { *get(&mut t) = orig };
+                if (&ptrp, &selp) != (&ptr0, &sel0) || (&ptrm, &selm) != (&ptr0, &sel0) {
+                    skipped += 1;
+                    continue;
+                }
+                let (lp, lm) = (pp.total(), pm.total());
+                let fd = (lp - lm) / (2.0 * eps as f64);
+                let an = match name {
+                    "enc" => g.enc[i],
+                    "b_enc" => g.b_enc[i],
+                    "dec" => g.dec[i],
+                    "b_dec" => g.b_dec[i],
+                    _ => g.skip.as_ref().unwrap()[i],
+                } as f64;
+                if (fd - an).abs() > 2e-3 + 1e-2 * an.abs() {
+                    eprintln!(
+                        "{:?}: d loss / d {name}[{i}]: finite difference {fd}, analytic {an}",
+                        t.cfg.arch
+                    );
+                    bad += 1;
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(bad, 0, "{bad} of {checked} gradient elements disagree");
+        assert!(
+            checked > 100 && skipped * 10 < checked,
+            "{checked} checked, {skipped} skipped at kinks"
+        );
+    }
+
+    #[test]
+    fn gradients_standard_l1() {
+        let cfg = TrainConfig {
+            arch: TrainArch::Standard {
+                l1_coefficient: 0.3,
+                l1_warmup_steps: 0,
+            },
+            d_sae: 10,
+            ..Default::default()
+        };
+        check_grads(cfg, 6, 6, &[]);
+    }
+
+    #[test]
+    fn gradients_standard_without_b_dec_on_input() {
+        let cfg = TrainConfig {
+            arch: TrainArch::Standard {
+                l1_coefficient: 0.1,
+                l1_warmup_steps: 0,
+            },
+            apply_b_dec_to_input: false,
+            d_sae: 10,
+            ..Default::default()
+        };
+        check_grads(cfg, 6, 6, &[]);
+    }
+
+    #[test]
+    fn gradients_topk_with_auxk() {
+        let cfg = TrainConfig {
+            arch: TrainArch::TopK { k: 3 },
+            d_sae: 12,
+            aux_k: Some(3),
+            aux_k_coefficient: 0.5,
+            ..Default::default()
+        };
+        check_grads(cfg, 6, 6, &[1, 4, 5, 8, 11]);
+    }
+
+    #[test]
+    fn gradients_batchtopk_with_auxk() {
+        let cfg = TrainConfig {
+            arch: TrainArch::BatchTopK {
+                k: 2,
+                threshold_lr: 0.01,
+            },
+            d_sae: 12,
+            aux_k_coefficient: 1.0,
+            ..Default::default()
+        };
+        check_grads(cfg, 6, 6, &[0, 2, 3]);
+    }
+
+    #[test]
+    fn gradients_skip_transcoder() {
+        let cfg = TrainConfig {
+            arch: TrainArch::TopK { k: 3 },
+            d_sae: 10,
+            transcoder: true,
+            skip_connection: true,
+            aux_k_coefficient: 0.3,
+            ..Default::default()
+        };
+        check_grads(cfg, 6, 5, &[2, 7]);
+    }
+
+    #[test]
+    fn gradients_relu_transcoder() {
+        let cfg = TrainConfig {
+            arch: TrainArch::Standard {
+                l1_coefficient: 0.2,
+                l1_warmup_steps: 0,
+            },
+            d_sae: 9,
+            transcoder: true,
+            ..Default::default()
+        };
+        check_grads(cfg, 5, 7, &[]);
+    }
+
+    #[test]
+    fn batch_topk_selection_is_exact_when_rows_are_unbalanced() {
+        let (d, d_sae, n, k) = (8, 20, 10, 1);
+        let mut s = 5u64;
+        // The last row is scaled up so it holds far more than its candidate
+        // share (4k = 4) of the batch's top k·n.
+        let mut x: Vec<f32> = (0..n * d).map(|_| lcg(&mut s)).collect();
+        x[(n - 1) * d..].iter_mut().for_each(|v| *v *= 100.0);
+        let cfg = TrainConfig {
+            arch: TrainArch::BatchTopK {
+                k,
+                threshold_lr: 0.01,
+            },
+            d_sae,
+            b_dec_init: BDecInit::Zeros,
+            ..Default::default()
+        };
+        let mut t = Trainer::new(cfg, d, d, &x, None).unwrap();
+        randomize(&mut t, 3);
+        let xin = t.encoder_input(&x);
+        let (act, _) = t.select(&xin, n, &vec![false; d_sae], 0);
+        let mut pre = Vec::new();
+        t.pre_block(&xin, n, &mut pre);
+        let mut all: Vec<(f32, usize)> = pre
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, v)| *v > 0.0)
+            .map(|(i, v)| (v, i))
+            .collect();
+        all.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut want: Vec<usize> = all[..k * n].iter().map(|p| p.1).collect();
+        want.sort();
+        let mut got: Vec<usize> = (0..n)
+            .flat_map(|r| act.row(r).map(move |i| (r, i)))
+            .map(|(r, i)| r * d_sae + act.idx[i] as usize)
+            .collect();
+        got.sort();
+        assert_eq!(got, want);
+        let top_row_count = act.row(n - 1).len();
+        assert!(
+            top_row_count > 4,
+            "the test must exercise the recomputation path ({top_row_count})"
+        );
+    }
+
+    #[test]
+    fn geometric_median_resists_outliers() {
+        // Nine points around (1, 1) and one far outlier.
+        let mut y = Vec::new();
+        for i in 0..9 {
+            y.extend([1.0 + 0.01 * i as f32, 1.0 - 0.01 * i as f32]);
+        }
+        y.extend([100.0, -100.0]);
+        let m = geometric_median(&y, 2);
+        assert!(
+            (m[0] - 1.04).abs() < 0.1 && (m[1] - 0.96).abs() < 0.1,
+            "{m:?}"
+        );
+        let cfg = TrainConfig {
+            arch: TrainArch::TopK { k: 1 },
+            d_sae: 4,
+            b_dec_init: BDecInit::GeometricMedian,
+            ..Default::default()
+        };
+        let t = Trainer::new(cfg.clone(), 2, 2, &y, None).unwrap();
+        assert_eq!(t.params.b_dec, m);
+        let t = Trainer::new(
+            TrainConfig {
+                b_dec_init: BDecInit::Mean,
+                ..cfg
+            },
+            2,
+            2,
+            &y,
+            None,
+        )
+        .unwrap();
+        assert!(t.params.b_dec[0] > 10.0);
+    }
+
+    #[test]
+    fn l1_coefficient_warms_up_linearly() {
+        let cfg = TrainConfig {
+            arch: TrainArch::Standard {
+                l1_coefficient: 2.0,
+                l1_warmup_steps: 4,
+            },
+            d_sae: 4,
+            ..Default::default()
+        };
+        let t = Trainer::new(cfg, 2, 2, &[1.0, 2.0], None).unwrap();
+        assert_eq!(t.l1_coefficient_at(0), 0.5);
+        assert_eq!(t.l1_coefficient_at(3), 2.0);
+        assert_eq!(t.l1_coefficient_at(100), 2.0);
+    }
+
+    #[test]
+    fn lr_schedule_warmup_and_decay() {
+        let mut x = vec![0.5f32; 8];
+        x[0] = 1.0;
+        let cfg = TrainConfig {
+            arch: TrainArch::TopK { k: 2 },
+            d_sae: 4,
+            lr: 1.0,
+            lr_warmup_steps: 4,
+            lr_decay: LrDecay::Linear,
+            lr_decay_steps: Some(10),
+            total_steps: 20,
+            lr_end_factor: 0.1,
+            ..Default::default()
+        };
+        let t = Trainer::new(cfg.clone(), 4, 4, &x, None).unwrap();
+        assert_eq!(t.lr_at(0), 0.25);
+        assert_eq!(t.lr_at(3), 1.0);
+        assert_eq!(t.lr_at(9), 1.0);
+        assert!((t.lr_at(15) - 0.55).abs() < 1e-6);
+        assert!((t.lr_at(25) - 0.1).abs() < 1e-6);
+        let t = Trainer::new(
+            TrainConfig {
+                lr_decay: LrDecay::Cosine,
+                lr_decay_steps: None,
+                ..cfg
+            },
+            4,
+            4,
+            &x,
+            None,
+        )
+        .unwrap();
+        // Cosine from the end of warm-up (step 4) to step 20: halfway at 12.
+        assert!((t.lr_at(12) - 0.55).abs() < 1e-6);
+        assert!(t.lr_at(5) > t.lr_at(12) && t.lr_at(12) > t.lr_at(19));
+    }
+}
