@@ -16,6 +16,9 @@
 //! - Training: [`Trainer`] (ReLU+L1, TopK+AuxK, BatchTopK; SAEs, transcoders,
 //!   skip transcoders), checkpointed with [`TrainerState`]; see [`train`].
 
+// Let-chains and `is_multiple_of` are newer than the workspace's rust-version.
+#![allow(clippy::collapsible_if, clippy::manual_is_multiple_of)]
+
 pub mod arch;
 pub mod coder;
 pub mod error;

@@ -248,6 +248,8 @@ pub struct Trainer {
     scale_in: f32,
     scale_out: f32,
     grads: Params,
+    /// Forces the row-chunk size of forward/backward (tests).
+    chunk_rows_override: Option<usize>,
 }
 
 /// Per-row sparse selection of a batch (CSR).
@@ -272,12 +274,52 @@ impl Csr {
     fn row(&self, r: usize) -> std::ops::Range<usize> {
         self.ptr[r]..self.ptr[r + 1]
     }
+    fn slice(&self, r0: usize, r1: usize) -> Csr {
+        let (a, b) = (self.ptr[r0], self.ptr[r1]);
+        Csr {
+            ptr: self.ptr[r0..=r1].iter().map(|p| p - a).collect(),
+            idx: self.idx[a..b].to_vec(),
+            val: self.val[a..b].to_vec(),
+        }
+    }
     fn append(&mut self, o: Csr) {
         let base = self.idx.len();
         self.ptr.extend(o.ptr[1..].iter().map(|p| p + base));
         self.idx.extend(o.idx);
         self.val.extend(o.val);
     }
+}
+
+/// Result of [`Trainer::forward_backward`].
+struct FbOut {
+    parts: LossParts,
+    /// Rows on which each latent was active.
+    fire_count: Vec<u64>,
+    /// Smallest active value (BatchTopK threshold update).
+    min_pos: f32,
+    /// Row pointers and latents (active then AuxK per row), when requested.
+    selection: Option<(Vec<usize>, Vec<u32>)>,
+    /// Residual gradient `g = 2e/n`, `[n, d_out]`.
+    g: Vec<f32>,
+}
+
+struct RowOut {
+    g: Vec<f32>,
+    h: Vec<f32>,
+    dpre_act: Vec<f32>,
+    dpre_aux: Vec<f32>,
+    mse: f64,
+    l1: f64,
+    aux: f64,
+    var: f64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Entry {
+    row: u32,
+    aux: bool,
+    coef: f32,
+    dpre: f32,
 }
 
 struct Normal(ChaCha8Rng);
@@ -474,6 +516,7 @@ impl Trainer {
             adam_m: params.zeros_like(),
             adam_v: params.zeros_like(),
             grads: params.zeros_like(),
+            chunk_rows_override: None,
             params,
             step: 0,
             tokens_seen: 0,
@@ -569,7 +612,7 @@ impl Trainer {
         let l1c = self.l1_coefficient_at(self.step);
         let dead = self.dead_mask();
         let mut grads = self.params.zeros_like();
-        let (parts, ..) = self.forward_backward(
+        let out = self.forward_backward(
             &xs,
             ys.as_deref().unwrap_or(&xs),
             n,
@@ -577,8 +620,9 @@ impl Trainer {
             &dead,
             &mut grads,
             None,
+            false,
         );
-        Ok((parts, grads))
+        Ok((out.parts, grads))
     }
 
     fn prepare_batch(
@@ -622,7 +666,7 @@ impl Trainer {
                 skip: None,
             },
         );
-        let (parts, sel, ..) = self.forward_backward(
+        let fb = self.forward_backward(
             &xs,
             ys.as_deref().unwrap_or(&xs),
             n,
@@ -630,7 +674,9 @@ impl Trainer {
             &dead,
             &mut grads,
             None,
+            false,
         );
+        let parts = fb.parts;
         let loss = parts.total();
         if !loss.is_finite() {
             self.grads = grads;
@@ -678,17 +724,15 @@ impl Trainer {
             });
         }
         // Firing statistics and the BatchTopK threshold.
-        let mut fired = vec![false; self.d_sae];
-        let mut min_pos = f32::INFINITY;
-        for (&j, &v) in sel.idx.iter().zip(&sel.val) {
-            fired[j as usize] = true;
-            self.fire_counts[j as usize] += 1;
-            if v > 0.0 {
-                min_pos = min_pos.min(v);
-            }
-        }
-        for (t, f) in self.tokens_since_fired.iter_mut().zip(&fired) {
-            *t = if *f { 0 } else { t.saturating_add(n as u64) };
+        let min_pos = fb.min_pos;
+        for ((t, total), &c) in self
+            .tokens_since_fired
+            .iter_mut()
+            .zip(&mut self.fire_counts)
+            .zip(&fb.fire_count)
+        {
+            *total += c;
+            *t = if c > 0 { 0 } else { t.saturating_add(n as u64) };
         }
         if let TrainArch::BatchTopK { threshold_lr, .. } = self.cfg.arch {
             if min_pos.is_finite() {
@@ -898,10 +942,26 @@ impl Trainer {
         out
     }
 
-    /// Forward and backward over a (scaled) batch. Fills `grads` and returns
-    /// the loss terms, the active selection, the AuxK latents and the
-    /// residual gradient `g = 2e/n`. `fixed_resid` replaces the residual seen
-    /// by the AuxK term (gradient checks of its stop-gradient).
+    /// Rows processed together in [`Self::forward_backward`]. TopK keeps
+    /// k entries per row, so the whole batch is one chunk; ReLU selections
+    /// can hold half of all latents per row early in training, so they are
+    /// processed in chunks that bound the scratch memory.
+    fn chunk_rows(&self, n: usize) -> usize {
+        if let Some(c) = self.chunk_rows_override {
+            return c.max(1);
+        }
+        match self.cfg.arch {
+            TrainArch::Standard { .. } => ((1usize << 24) / self.d_sae.max(1))
+                .max(4 * ROW_BLOCK)
+                .min(n),
+            _ => n,
+        }
+    }
+
+    /// Forward and backward over a (scaled) batch. Fills `grads`.
+    /// `fixed_resid` replaces the residual seen by the AuxK term (gradient
+    /// checks of its stop-gradient); `keep_selection` returns the selected
+    /// (row, latent) sets.
     #[allow(clippy::too_many_arguments)]
     fn forward_backward(
         &self,
@@ -912,11 +972,13 @@ impl Trainer {
         dead: &[bool],
         grads: &mut Params,
         fixed_resid: Option<&[f32]>,
-    ) -> (LossParts, Csr, Vec<u32>, Vec<f32>) {
+        keep_selection: bool,
+    ) -> FbOut {
         let (d_in, d_out, d_sae) = (self.d_in, self.d_out, self.d_sae);
         let p = &self.params;
         let n_dead = dead.iter().filter(|&&d| d).count();
         let standard = matches!(self.cfg.arch, TrainArch::Standard { .. });
+        let batch_topk = matches!(self.cfg.arch, TrainArch::BatchTopK { .. });
         let k_aux_cfg = self.cfg.aux_k.unwrap_or(d_out / 2).max(1);
         let use_aux = !standard && self.cfg.aux_k_coefficient > 0.0 && n_dead > 0;
         let k_aux = if use_aux { k_aux_cfg.min(n_dead) } else { 0 };
@@ -927,13 +989,11 @@ impl Trainer {
         };
 
         let xin = self.encoder_input(x);
-        let (act, aux) = self.select(&xin, n, dead, k_aux);
         let dec_norms: Vec<f32> = p
             .dec
             .chunks_exact(d_out)
             .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
             .collect();
-
         let mut skip_out = vec![0f32; if p.skip.is_some() { n * d_out } else { 0 }];
         if let Some(ws) = &p.skip {
             linalg::gemm(
@@ -950,187 +1010,234 @@ impl Trainer {
         }
         ybar.iter_mut().for_each(|v| *v /= n as f64);
 
-        // Per row: residual gradient g = 2e/n, AuxK gradient h, dL/dpre.
-        let inv_n = 1.0 / n as f32;
-        struct RowOut {
-            g: Vec<f32>,
-            h: Vec<f32>,
-            dpre_act: Vec<f32>,
-            dpre_aux: Vec<f32>,
-            mse: f64,
-            l1: f64,
-            aux: f64,
-            var: f64,
-        }
-        let rows_out: Vec<RowOut> = (0..n.div_ceil(ROW_BLOCK))
-            .into_par_iter()
-            .map(|bi| {
-                let r0 = bi * ROW_BLOCK;
-                let r1 = (r0 + ROW_BLOCK).min(n);
-                let mut o = RowOut {
-                    g: vec![0.0; (r1 - r0) * d_out],
-                    h: vec![0.0; if use_aux { (r1 - r0) * d_out } else { 0 }],
-                    dpre_act: Vec::with_capacity(act.ptr[r1] - act.ptr[r0]),
-                    dpre_aux: Vec::with_capacity(aux.ptr[r1] - aux.ptr[r0]),
-                    mse: 0.0,
-                    l1: 0.0,
-                    aux: 0.0,
-                    var: 0.0,
-                };
-                let mut yhat = vec![0f32; d_out];
-                let mut a = vec![0f32; d_out];
-                for r in r0..r1 {
-                    yhat.copy_from_slice(&p.b_dec);
-                    for i in act.row(r) {
-                        let j = act.idx[i] as usize;
-                        linalg::axpy(act.val[i], &p.dec[j * d_out..(j + 1) * d_out], &mut yhat);
-                        if standard {
-                            o.l1 += (act.val[i] * dec_norms[j]) as f64;
-                        }
-                    }
-                    if !skip_out.is_empty() {
-                        linalg::axpy(1.0, &skip_out[r * d_out..(r + 1) * d_out], &mut yhat);
-                    }
-                    let yr = &y[r * d_out..(r + 1) * d_out];
-                    let g = &mut o.g[(r - r0) * d_out..(r - r0 + 1) * d_out];
-                    let mut se = 0f64;
-                    for d in 0..d_out {
-                        let e = yhat[d] - yr[d];
-                        se += (e as f64) * (e as f64);
-                        g[d] = 2.0 * e * inv_n;
-                        o.var += (yr[d] as f64 - ybar[d]).powi(2);
-                    }
-                    o.mse += se;
-                    for i in act.row(r) {
-                        let j = act.idx[i] as usize;
-                        let mut dp = linalg::dot(&p.dec[j * d_out..(j + 1) * d_out], g);
-                        if standard {
-                            dp += l1c * dec_norms[j] * inv_n;
-                        }
-                        o.dpre_act.push(dp);
-                    }
-                    if use_aux {
-                        a.iter_mut().for_each(|v| *v = 0.0);
-                        for i in aux.row(r) {
-                            let j = aux.idx[i] as usize;
-                            linalg::axpy(aux.val[i], &p.dec[j * d_out..(j + 1) * d_out], &mut a);
-                        }
-                        // a − (y − ŷ) = a + e, with e treated as a constant.
-                        let h = &mut o.h[(r - r0) * d_out..(r - r0 + 1) * d_out];
-                        let mut ae = 0f64;
-                        for d in 0..d_out {
-                            let e = match fixed_resid {
-                                Some(fr) => fr[r * d_out + d],
-                                None => yhat[d] - yr[d],
-                            };
-                            let v = a[d] + e;
-                            ae += (v as f64) * (v as f64);
-                            h[d] = 2.0 * aux_scale * v * inv_n;
-                        }
-                        o.aux += ae;
-                        for i in aux.row(r) {
-                            let j = aux.idx[i] as usize;
-                            o.dpre_aux
-                                .push(linalg::dot(&p.dec[j * d_out..(j + 1) * d_out], h));
-                        }
-                    }
-                }
-                o
-            })
-            .collect();
-
-        let mut g = Vec::with_capacity(n * d_out);
-        let mut h = Vec::with_capacity(if use_aux { n * d_out } else { 0 });
-        let mut dpre_act = Vec::with_capacity(act.idx.len());
-        let mut dpre_aux = Vec::with_capacity(aux.idx.len());
-        let (mut mse, mut l1, mut auxl, mut var) = (0f64, 0f64, 0f64, 0f64);
-        for o in rows_out {
-            g.extend(o.g);
-            h.extend(o.h);
-            dpre_act.extend(o.dpre_act);
-            dpre_aux.extend(o.dpre_aux);
-            mse += o.mse;
-            l1 += o.l1;
-            auxl += o.aux;
-            var += o.var;
-        }
-
-        // Transpose the (row, latent) entries to per-latent lists (counting
-        // sort, stable in row order) so each latent's gradient rows are
-        // accumulated by one task in a fixed order.
-        #[derive(Clone, Copy, Default)]
-        struct Entry {
-            row: u32,
-            aux: bool,
-            coef: f32,
-            dpre: f32,
-        }
-        let mut counts = vec![0usize; d_sae + 1];
-        for &j in act.idx.iter().chain(&aux.idx) {
-            counts[j as usize + 1] += 1;
-        }
-        for j in 0..d_sae {
-            counts[j + 1] += counts[j];
-        }
-        let mut fill = counts.clone();
-        let mut entries = vec![Entry::default(); act.idx.len() + aux.idx.len()];
-        for r in 0..n {
-            for i in act.row(r) {
-                let j = act.idx[i] as usize;
-                entries[fill[j]] = Entry {
-                    row: r as u32,
-                    aux: false,
-                    coef: act.val[i],
-                    dpre: dpre_act[i],
-                };
-                fill[j] += 1;
-            }
-            for i in aux.row(r) {
-                let j = aux.idx[i] as usize;
-                entries[fill[j]] = Entry {
-                    row: r as u32,
-                    aux: true,
-                    coef: aux.val[i],
-                    dpre: dpre_aux[i],
-                };
-                fill[j] += 1;
-            }
-        }
-        grads
-            .enc
-            .par_chunks_mut(d_in)
-            .zip(grads.dec.par_chunks_mut(d_out))
-            .zip(grads.b_enc.par_iter_mut())
-            .enumerate()
-            .for_each(|(j, ((ge, gd), gb))| {
-                ge.iter_mut().for_each(|v| *v = 0.0);
-                gd.iter_mut().for_each(|v| *v = 0.0);
-                *gb = 0.0;
-                let mut sum_f = 0f32;
-                for e in &entries[counts[j]..counts[j + 1]] {
-                    let r = e.row as usize;
-                    let src = if e.aux {
-                        &h[r * d_out..(r + 1) * d_out]
-                    } else {
-                        &g[r * d_out..(r + 1) * d_out]
-                    };
-                    linalg::axpy(e.coef, src, gd);
-                    linalg::axpy(e.dpre, &xin[r * d_in..(r + 1) * d_in], ge);
-                    *gb += e.dpre;
-                    if !e.aux {
-                        sum_f += e.coef;
-                    }
-                }
-                if standard && sum_f != 0.0 && dec_norms[j] > 0.0 {
-                    let w = &p.dec[j * d_out..(j + 1) * d_out];
-                    linalg::axpy(l1c * inv_n * sum_f / dec_norms[j], w, gd);
-                }
-            });
-        // b_dec: output side Σ_t g_t; input side −Σ_j (Σ_t dpre_tj) enc_j.
+        grads.enc.par_iter_mut().for_each(|v| *v = 0.0);
+        grads.dec.par_iter_mut().for_each(|v| *v = 0.0);
+        grads.b_enc.iter_mut().for_each(|v| *v = 0.0);
         grads.b_dec.iter_mut().for_each(|v| *v = 0.0);
-        for r in g.chunks_exact(d_out) {
-            linalg::axpy(1.0, r, &mut grads.b_dec);
+        if let Some(gs) = &mut grads.skip {
+            gs.iter_mut().for_each(|v| *v = 0.0);
         }
+
+        // BatchTopK selects over the whole batch at once.
+        let global = batch_topk.then(|| self.select(&xin, n, dead, k_aux));
+        let chunk = if batch_topk { n } else { self.chunk_rows(n) };
+        let inv_n = 1.0 / n as f32;
+        let mut out = FbOut {
+            parts: LossParts {
+                mse: 0.0,
+                l1: 0.0,
+                auxk: 0.0,
+                l0: 0.0,
+                explained_variance: 0.0,
+            },
+            fire_count: vec![0; d_sae],
+            min_pos: f32::INFINITY,
+            selection: keep_selection.then(|| (vec![0], Vec::new())),
+            g: Vec::with_capacity(n * d_out),
+        };
+        let (mut mse, mut l1, mut auxl, mut var, mut nnz) = (0f64, 0f64, 0f64, 0f64, 0usize);
+        let mut c0 = 0;
+        while c0 < n {
+            let c1 = (c0 + chunk).min(n);
+            let m = c1 - c0;
+            let (act, aux) = match &global {
+                Some((a, x)) => (a.slice(c0, c1), x.slice(c0, c1)),
+                None => self.select(&xin[c0 * d_in..c1 * d_in], m, dead, k_aux),
+            };
+            nnz += act.idx.len();
+            for (&j, &v) in act.idx.iter().zip(&act.val) {
+                out.fire_count[j as usize] += 1;
+                out.min_pos = out.min_pos.min(v);
+            }
+            if let Some((ptr, idx)) = &mut out.selection {
+                for r in 0..m {
+                    idx.extend(act.idx[act.row(r)].iter());
+                    idx.extend(aux.idx[aux.row(r)].iter());
+                    ptr.push(idx.len());
+                }
+            }
+
+            // Per row: residual gradient g = 2e/n, AuxK gradient h, dL/dpre.
+            let rows_out: Vec<RowOut> = (0..m.div_ceil(ROW_BLOCK))
+                .into_par_iter()
+                .map(|bi| {
+                    let r0 = bi * ROW_BLOCK;
+                    let r1 = (r0 + ROW_BLOCK).min(m);
+                    let mut o = RowOut {
+                        g: vec![0.0; (r1 - r0) * d_out],
+                        h: vec![0.0; if use_aux { (r1 - r0) * d_out } else { 0 }],
+                        dpre_act: Vec::with_capacity(act.ptr[r1] - act.ptr[r0]),
+                        dpre_aux: Vec::with_capacity(aux.ptr[r1] - aux.ptr[r0]),
+                        mse: 0.0,
+                        l1: 0.0,
+                        aux: 0.0,
+                        var: 0.0,
+                    };
+                    let mut yhat = vec![0f32; d_out];
+                    let mut a = vec![0f32; d_out];
+                    for r in r0..r1 {
+                        let gr = c0 + r;
+                        yhat.copy_from_slice(&p.b_dec);
+                        for i in act.row(r) {
+                            let j = act.idx[i] as usize;
+                            linalg::axpy(act.val[i], &p.dec[j * d_out..(j + 1) * d_out], &mut yhat);
+                            if standard {
+                                o.l1 += (act.val[i] * dec_norms[j]) as f64;
+                            }
+                        }
+                        if !skip_out.is_empty() {
+                            linalg::axpy(1.0, &skip_out[gr * d_out..(gr + 1) * d_out], &mut yhat);
+                        }
+                        let yr = &y[gr * d_out..(gr + 1) * d_out];
+                        let g = &mut o.g[(r - r0) * d_out..(r - r0 + 1) * d_out];
+                        let mut se = 0f64;
+                        for d in 0..d_out {
+                            let e = yhat[d] - yr[d];
+                            se += (e as f64) * (e as f64);
+                            g[d] = 2.0 * e * inv_n;
+                            o.var += (yr[d] as f64 - ybar[d]).powi(2);
+                        }
+                        o.mse += se;
+                        for i in act.row(r) {
+                            let j = act.idx[i] as usize;
+                            let mut dp = linalg::dot(&p.dec[j * d_out..(j + 1) * d_out], g);
+                            if standard {
+                                dp += l1c * dec_norms[j] * inv_n;
+                            }
+                            o.dpre_act.push(dp);
+                        }
+                        if use_aux {
+                            a.iter_mut().for_each(|v| *v = 0.0);
+                            for i in aux.row(r) {
+                                let j = aux.idx[i] as usize;
+                                linalg::axpy(
+                                    aux.val[i],
+                                    &p.dec[j * d_out..(j + 1) * d_out],
+                                    &mut a,
+                                );
+                            }
+                            // a − (y − ŷ) = a + e, with e treated as a constant.
+                            let h = &mut o.h[(r - r0) * d_out..(r - r0 + 1) * d_out];
+                            let mut ae = 0f64;
+                            for d in 0..d_out {
+                                let e = match fixed_resid {
+                                    Some(fr) => fr[gr * d_out + d],
+                                    None => yhat[d] - yr[d],
+                                };
+                                let v = a[d] + e;
+                                ae += (v as f64) * (v as f64);
+                                h[d] = 2.0 * aux_scale * v * inv_n;
+                            }
+                            o.aux += ae;
+                            for i in aux.row(r) {
+                                let j = aux.idx[i] as usize;
+                                o.dpre_aux
+                                    .push(linalg::dot(&p.dec[j * d_out..(j + 1) * d_out], h));
+                            }
+                        }
+                    }
+                    o
+                })
+                .collect();
+
+            let g0 = out.g.len();
+            let mut h = Vec::with_capacity(if use_aux { m * d_out } else { 0 });
+            let mut dpre_act = Vec::with_capacity(act.idx.len());
+            let mut dpre_aux = Vec::with_capacity(aux.idx.len());
+            for o in rows_out {
+                out.g.extend(o.g);
+                h.extend(o.h);
+                dpre_act.extend(o.dpre_act);
+                dpre_aux.extend(o.dpre_aux);
+                mse += o.mse;
+                l1 += o.l1;
+                auxl += o.aux;
+                var += o.var;
+            }
+            let g = &out.g[g0..];
+            let xc = &xin[c0 * d_in..c1 * d_in];
+
+            // Transpose the (row, latent) entries to per-latent lists
+            // (counting sort, stable in row order) so each latent's gradient
+            // rows are accumulated by one task in a fixed order.
+            let mut counts = vec![0usize; d_sae + 1];
+            for &j in act.idx.iter().chain(&aux.idx) {
+                counts[j as usize + 1] += 1;
+            }
+            for j in 0..d_sae {
+                counts[j + 1] += counts[j];
+            }
+            let mut fill = counts.clone();
+            let mut entries = vec![Entry::default(); act.idx.len() + aux.idx.len()];
+            for r in 0..m {
+                for i in act.row(r) {
+                    let j = act.idx[i] as usize;
+                    entries[fill[j]] = Entry {
+                        row: r as u32,
+                        aux: false,
+                        coef: act.val[i],
+                        dpre: dpre_act[i],
+                    };
+                    fill[j] += 1;
+                }
+                for i in aux.row(r) {
+                    let j = aux.idx[i] as usize;
+                    entries[fill[j]] = Entry {
+                        row: r as u32,
+                        aux: true,
+                        coef: aux.val[i],
+                        dpre: dpre_aux[i],
+                    };
+                    fill[j] += 1;
+                }
+            }
+            grads
+                .enc
+                .par_chunks_mut(d_in)
+                .zip(grads.dec.par_chunks_mut(d_out))
+                .zip(grads.b_enc.par_iter_mut())
+                .enumerate()
+                .for_each(|(j, ((ge, gd), gb))| {
+                    let ents = &entries[counts[j]..counts[j + 1]];
+                    if ents.is_empty() {
+                        return;
+                    }
+                    let mut sum_f = 0f32;
+                    for e in ents {
+                        let r = e.row as usize;
+                        let src = if e.aux {
+                            &h[r * d_out..(r + 1) * d_out]
+                        } else {
+                            &g[r * d_out..(r + 1) * d_out]
+                        };
+                        linalg::axpy(e.coef, src, gd);
+                        linalg::axpy(e.dpre, &xc[r * d_in..(r + 1) * d_in], ge);
+                        *gb += e.dpre;
+                        if !e.aux {
+                            sum_f += e.coef;
+                        }
+                    }
+                    if standard && sum_f != 0.0 && dec_norms[j] > 0.0 {
+                        let w = &p.dec[j * d_out..(j + 1) * d_out];
+                        linalg::axpy(l1c * inv_n * sum_f / dec_norms[j], w, gd);
+                    }
+                });
+            // Output side of b_dec: Σ_t g_t.
+            for r in g.chunks_exact(d_out) {
+                linalg::axpy(1.0, r, &mut grads.b_dec);
+            }
+            if let Some(gs) = &mut grads.skip {
+                // dL/dW_skip += gᵀ · x  ([d_out, m] · [m, d_in])
+                linalg::gemm(
+                    MatRef::row_major(g, m, d_out).t(),
+                    MatRef::row_major(&x[c0 * d_in..c1 * d_in], m, d_in),
+                    gs,
+                    1.0,
+                );
+            }
+            c0 = c1;
+        }
+        // Input side of b_dec: −Σ_j (Σ_t dpre_tj) enc_j.
         if self.cfg.apply_b_dec_to_input && !self.cfg.transcoder {
             for j in 0..d_sae {
                 let gb = grads.b_enc[j];
@@ -1139,24 +1246,15 @@ impl Trainer {
                 }
             }
         }
-        if let Some(gs) = &mut grads.skip {
-            // dL/dW_skip = gᵀ · x  ([d_out, n] · [n, d_in])
-            linalg::gemm(
-                MatRef::row_major(&g, n, d_out).t(),
-                MatRef::row_major(x, n, d_in),
-                gs,
-                0.0,
-            );
-        }
         let nf = n as f64;
-        let parts = LossParts {
+        out.parts = LossParts {
             mse: mse / nf,
             l1: l1c as f64 * l1 / nf,
             auxk: aux_scale as f64 * auxl / nf,
-            l0: act.idx.len() as f64 / nf,
+            l0: nnz as f64 / nf,
             explained_variance: if var > 0.0 { 1.0 - mse / var } else { 0.0 },
         };
-        (parts, act, aux.idx, g)
+        out
     }
 
     /// The trained coder in inference form (SAELens conventions), with the
@@ -1276,6 +1374,7 @@ impl Trainer {
             d_out,
             d_sae,
             grads: s.params.zeros_like(),
+            chunk_rows_override: None,
             params: s.params,
             adam_m: s.adam_m,
             adam_v: s.adam_v,
@@ -1495,7 +1594,7 @@ mod tests {
         let dead = t.dead_mask();
         let l1c = t.l1_coefficient_at(t.step);
         let mut grads = t.params.zeros_like();
-        let (parts, act, aux, g) = t.forward_backward(
+        let out = t.forward_backward(
             &xs,
             ys.as_deref().unwrap_or(&xs),
             n,
@@ -1503,11 +1602,11 @@ mod tests {
             &dead,
             &mut grads,
             fixed,
+            true,
         );
-        let mut sel: Vec<u32> = act.idx.clone();
-        sel.extend(aux);
-        let e: Vec<f32> = g.iter().map(|v| v * n as f32 / 2.0).collect();
-        (parts, grads, act.ptr, sel, e)
+        let (ptr, sel) = out.selection.unwrap();
+        let e: Vec<f32> = out.g.iter().map(|v| v * n as f32 / 2.0).collect();
+        (out.parts, grads, ptr, sel, e)
     }
 
     /// Central finite differences of the loss against the analytic gradient,
@@ -1715,6 +1814,51 @@ mod tests {
             top_row_count > 4,
             "the test must exercise the recomputation path ({top_row_count})"
         );
+    }
+
+    #[test]
+    fn row_chunking_gives_the_same_gradients() {
+        for cfg in [
+            TrainConfig {
+                arch: TrainArch::Standard {
+                    l1_coefficient: 0.3,
+                    l1_warmup_steps: 0,
+                },
+                d_sae: 10,
+                ..Default::default()
+            },
+            TrainConfig {
+                arch: TrainArch::TopK { k: 3 },
+                d_sae: 10,
+                transcoder: true,
+                skip_connection: true,
+                aux_k_coefficient: 0.5,
+                ..Default::default()
+            },
+        ] {
+            let (d_in, d_out, n) = (6, if cfg.transcoder { 5 } else { 6 }, 11);
+            let mut s = 3u64;
+            let x: Vec<f32> = (0..n * d_in).map(|_| lcg(&mut s)).collect();
+            let y: Vec<f32> = (0..n * d_out).map(|_| lcg(&mut s)).collect();
+            let yo = cfg.transcoder.then_some(y.as_slice());
+            let mut t = Trainer::new(cfg, d_in, d_out, &x, yo).unwrap();
+            randomize(&mut t, 5);
+            t.cfg.dead_after_tokens = 10;
+            t.tokens_since_fired[3] = 100;
+            let (p1, g1) = t.loss_and_grads(&x, yo, n).unwrap();
+            t.chunk_rows_override = Some(3);
+            let (p2, g2) = t.loss_and_grads(&x, yo, n).unwrap();
+            assert!((p1.total() - p2.total()).abs() < 1e-9 * p1.total().abs().max(1.0));
+            assert_eq!(p1.l0, p2.l0);
+            for ((name, a), (_, b)) in g1.tensors().into_iter().zip(g2.tensors()) {
+                for (i, (u, v)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (u - v).abs() <= 1e-5 * u.abs().max(1.0),
+                        "{name}[{i}]: {u} vs {v}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
