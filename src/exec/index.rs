@@ -14,9 +14,10 @@ pub struct IndexEntry {
 }
 
 fn path(cache: &Cache, pipeline: &str, instance: &str) -> PathBuf {
-    let safe = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_=.,".contains(c) { c } else { '_' }).collect::<String>();
+    use super::scheduler::safe_name;
+    // The hash keeps `a[x/y]` and `a[x_y]` apart after sanitizing.
     let tag = blake3::hash(instance.as_bytes()).to_hex();
-    cache.root().join("index").join(safe(pipeline)).join(format!("{}-{}.json", safe(instance), &tag[..8]))
+    cache.root().join("index").join(safe_name(pipeline)).join(format!("{}-{}.json", safe_name(instance), &tag[..8]))
 }
 
 pub fn record(cache: &Cache, pipeline: &str, instance: &str, key: &Key, material: &KeyMaterial) -> Result<()> {

@@ -91,7 +91,8 @@ fn rayon_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-fn safe_name(id: &str) -> String {
+/// A stage instance id as a file name (`train[step1]` → `train_step1_`).
+pub(crate) fn safe_name(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_=.,".contains(c) { c } else { '_' }).collect()
 }
 
