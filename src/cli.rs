@@ -213,6 +213,15 @@ pub fn main(cli: Cli) -> Result<i32> {
                 print!("{}", report.table());
                 println!("run record: {}", report.record_dir.join("run.json").display());
             }
+            // Reports are what a user opens next: always say where they are.
+            for s in report.stages.iter().filter(|s| s.error.is_none()) {
+                if let Ok(key) = cache.resolve_prefix(&s.key) {
+                    let html = cache.artifact_dir(&key).join("report.html");
+                    if html.is_file() {
+                        println!("report ({}): {}", s.instance, html.display());
+                    }
+                }
+            }
             for s in report.stages.iter().filter(|s| s.error.is_some() && s.status == "failed") {
                 eprintln!("error: stage `{}` failed: {}", s.instance, s.error.as_deref().unwrap_or(""));
                 if let Some(log) = &s.log {

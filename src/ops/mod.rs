@@ -5,9 +5,13 @@
 pub mod collect_activations;
 pub mod command;
 pub mod debug_shards;
+pub mod evaluate;
+pub mod match_features;
 pub mod model_ref;
+pub mod plot;
 pub mod table;
 pub mod tokenize;
+pub mod train_sae;
 
 use crate::pipeline::schema::ParamSpec;
 use anyhow::{Context, Result, anyhow};
@@ -51,7 +55,16 @@ pub trait Op: Send + Sync {
 }
 
 pub fn registry() -> &'static [&'static dyn Op] {
-    static OPS: &[&dyn Op] = &[&tokenize::TokenizeOp, &collect_activations::CollectActivationsOp, &command::CommandOp, &debug_shards::DebugShardsOp];
+    static OPS: &[&dyn Op] = &[
+        &tokenize::TokenizeOp,
+        &collect_activations::CollectActivationsOp,
+        &train_sae::TrainSaeOp,
+        &evaluate::EvaluateOp,
+        &match_features::MatchFeaturesOp,
+        &plot::PlotOp,
+        &command::CommandOp,
+        &debug_shards::DebugShardsOp,
+    ];
     OPS
 }
 
@@ -82,6 +95,13 @@ impl Params {
     pub fn usize(&self, name: &str) -> Result<usize> {
         let v = self.i64(name)?;
         usize::try_from(v).map_err(|_| anyhow!("parameter `{name}` must not be negative (got {v})"))
+    }
+    /// A non-negative integer, or `default` when absent.
+    pub fn u64_or(&self, name: &str, default: u64) -> Result<u64> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(_) => Ok(self.usize(name)? as u64),
+        }
     }
     pub fn f64(&self, name: &str) -> Result<f64> {
         self.need(name)?.as_f64().ok_or_else(|| anyhow!("parameter `{name}` must be a number"))

@@ -1,0 +1,283 @@
+//! `train_sae`: train a sparse autoencoder or transcoder on an activation store.
+//!
+//! Batches come from the store through the seeded shuffle reader (epoch `e`
+//! uses seed `seed + e`); only full batches are used, so step `s` always sees
+//! the same rows. Every `checkpoint_every` steps the whole trainer state (weights,
+//! Adam moments, firing statistics, counters) and the loss rows so far are
+//! written to the partial area; a killed run restarts from the last checkpoint,
+//! skips the batches already consumed and continues. Because the batch stream
+//! and the state are restored exactly, a resumed run ends with the same weights
+//! as an uninterrupted one (tests/train_sae_op.rs checks byte equality).
+//!
+//! Output: `sae/` (a SAELens v6 directory), `losses.parquet` (one row per
+//! logged step) and `summary.json`.
+
+use super::table::{Column, Table};
+use super::{Op, Params, StageCtx};
+use crate::pipeline::schema::{ParamSpec, ParamType};
+use anyhow::{Context, Result, bail};
+use saepipe_data::ActivationReader;
+use saepipe_sae::{BDecInit, LrDecay, StepStats, TrainArch, TrainConfig, Trainer, TrainerState};
+use serde_json::{Value, json};
+use std::path::Path;
+
+pub struct TrainSaeOp;
+
+/// Loads a coder from a `train_sae` artifact (its `sae/` directory) or from a
+/// SAELens / sparsify directory given directly.
+pub fn load_trained_coder(dir: &Path) -> Result<saepipe_sae::SparseCoder> {
+    let sae_dir = if dir.join("sae").join("cfg.json").is_file() { dir.join("sae") } else { dir.to_path_buf() };
+    saepipe_sae::load_coder(&sae_dir).with_context(|| format!("loading the sparse coder in {}", sae_dir.display()))
+}
+
+/// A coder's display name: the stage instance that trained it, else its directory name.
+pub fn coder_label(coder: &saepipe_sae::SparseCoder, dir: &Path) -> String {
+    match coder.metadata.extra.get("saepipe_instance").and_then(Value::as_str) {
+        Some(s) => s.to_string(),
+        None => dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+    }
+}
+
+const CHECKPOINT: &str = "checkpoint.safetensors";
+const LOSS_ROWS: &str = "losses.json";
+
+/// The parameters that become the trainer's configuration.
+fn train_config(p: &Params, d_in: usize, total_steps: u64, batch: usize) -> Result<TrainConfig> {
+    let d_sae = match (p.get("d_sae"), p.get("expansion_factor")) {
+        (Some(_), Some(_)) => bail!("give either `d_sae` or `expansion_factor`, not both"),
+        (Some(_), None) => p.usize("d_sae")?,
+        (None, Some(_)) => p.usize("expansion_factor")? * d_in,
+        (None, None) => 8 * d_in,
+    };
+    let k = p.usize("k")?;
+    let arch = match p.str("architecture")? {
+        "standard" => TrainArch::Standard { l1_coefficient: p.f64("l1_coefficient")? as f32, l1_warmup_steps: p.u64_or("l1_warmup_steps", 0)? },
+        "topk" => TrainArch::TopK { k },
+        _ => TrainArch::BatchTopK { k, threshold_lr: 0.01 },
+    };
+    let lr_decay = match p.str("lr_decay")? {
+        "cosine" => LrDecay::Cosine,
+        "linear" => LrDecay::Linear,
+        _ => LrDecay::Constant,
+    };
+    let b_dec_init = match p.str("b_dec_init")? {
+        "zeros" => BDecInit::Zeros,
+        "geometric_median" => BDecInit::GeometricMedian,
+        _ => BDecInit::Mean,
+    };
+    let grad_clip = p.f64("max_grad_norm")?;
+    Ok(TrainConfig {
+        arch,
+        d_sae,
+        lr: p.f64("lr")? as f32,
+        lr_warmup_steps: p.u64_or("lr_warmup_steps", 0)?,
+        lr_decay,
+        lr_decay_steps: p.get("lr_decay_steps").and_then(Value::as_u64),
+        lr_end_factor: p.f64("lr_end_factor")? as f32,
+        total_steps,
+        max_grad_norm: (grad_clip > 0.0).then_some(grad_clip as f32),
+        aux_k: p.get("aux_k").and_then(Value::as_u64).map(|v| v as usize),
+        aux_k_coefficient: p.f64("aux_k_coefficient")? as f32,
+        dead_after_tokens: p.u64_or("dead_feature_window", 0)?.max(batch as u64),
+        decoder_init_norm: p.get("decoder_init_norm").and_then(Value::as_f64).map(|v| v as f32),
+        b_dec_init,
+        normalize_activations: p.str("normalize_activations")? == "expected_average_only_in",
+        seed: p.u64_or("seed", 0)?,
+        apply_b_dec_to_input: p.bool("apply_b_dec_to_input")?,
+        ..TrainConfig::default()
+    })
+}
+
+fn stats_row(s: &StepStats, tokens: u64) -> Value {
+    json!({
+        "step": s.step, "tokens": tokens, "loss": s.loss, "mse": s.mse,
+        "l1": s.l1, "auxk": s.auxk, "l0": s.l0, "dead_fraction": s.dead_fraction,
+        "explained_variance": s.explained_variance, "lr": s.lr, "grad_norm": s.grad_norm,
+    })
+}
+
+fn losses_table(rows: &[Value]) -> Table {
+    let num = |k: &str| Column::F64(rows.iter().map(|r| r[k].as_f64().unwrap_or(f64::NAN)).collect());
+    let int = |k: &str| Column::I64(rows.iter().map(|r| r[k].as_i64().unwrap_or(0)).collect());
+    let mut t = Table::default().with("step", int("step")).with("tokens", int("tokens"));
+    for k in ["loss", "mse", "l1", "auxk", "l0", "dead_fraction", "explained_variance", "lr", "grad_norm"] {
+        t = t.with(k, num(k));
+    }
+    t
+}
+
+/// Writes the trainer state and the loss rows so far; each file lands under a
+/// temporary name first so a crash never leaves a torn checkpoint.
+fn save_checkpoint(dir: &Path, trainer: &Trainer, rows: &[Value]) -> Result<()> {
+    let tmp = dir.join(format!("{CHECKPOINT}.tmp"));
+    trainer.state().save(&tmp)?;
+    let tmp_rows = dir.join(format!("{LOSS_ROWS}.tmp"));
+    std::fs::write(&tmp_rows, serde_json::to_vec(rows)?)?;
+    // Rows first: a checkpoint is only trusted when the rows match its step.
+    std::fs::rename(&tmp_rows, dir.join(LOSS_ROWS))?;
+    std::fs::rename(&tmp, dir.join(CHECKPOINT))?;
+    Ok(())
+}
+
+fn load_checkpoint(dir: &Path, log: &mut dyn std::io::Write) -> Option<(TrainerState, Vec<Value>)> {
+    let state = TrainerState::load(&dir.join(CHECKPOINT)).ok()?;
+    let rows: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join(LOSS_ROWS)).ok()?).ok()?;
+    // Keep only rows the checkpoint covers (rows may be newer than the state).
+    let rows: Vec<Value> = rows.into_iter().filter(|r| r["step"].as_u64().is_some_and(|s| s < state.step)).collect();
+    let _ = writeln!(log, "resuming from checkpoint at step {}", state.step);
+    Some((state, rows))
+}
+
+/// Rows for initialising b_dec and the normalisation scale: the first batch of
+/// the epoch-0 stream (the same rows on every run with this seed).
+fn init_sample(store: &Path, hooks: &[&str], seed: u64, buffer: usize, rows: usize) -> Result<Vec<Vec<f32>>> {
+    let r = ActivationReader::open(store, hooks)?.shuffled(seed, buffer);
+    match r.batches(rows).next() {
+        Some(b) => Ok(b?.hooks),
+        None => bail!("the activation store is empty"),
+    }
+}
+
+impl Op for TrainSaeOp {
+    fn name(&self) -> &'static str {
+        "train_sae"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "train an SAE or transcoder on an activation store (SAELens output, loss curves)"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["sae", "losses"]
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        use ParamType::*;
+        vec![
+            ParamSpec::required("activations", Artifact, "a collect_activations stage"),
+            ParamSpec::required("hook", Str, "input hook point (must be in the store)"),
+            ParamSpec::maybe("hook_out", Str, "output hook point: makes a transcoder (e.g. blocks.0.hook_mlp_out)"),
+            ParamSpec::optional("architecture", Enum(&["topk", "standard", "batchtopk"]), json!("topk"), "topk, standard (ReLU + L1) or batchtopk"),
+            ParamSpec::maybe("d_sae", Int, "number of latents"),
+            ParamSpec::maybe("expansion_factor", Int, "d_sae as a multiple of the input width (default 8 when d_sae is not given)"),
+            ParamSpec::optional("k", Int, json!(32), "active latents per token (topk, batchtopk)"),
+            ParamSpec::optional("l1_coefficient", Float, json!(5.0), "L1 penalty weight (standard)"),
+            ParamSpec::maybe("l1_warmup_steps", Int, "steps over which the L1 weight ramps up from 0 (standard)"),
+            ParamSpec::optional("lr", Float, json!(2e-4), "Adam learning rate"),
+            ParamSpec::maybe("lr_warmup_steps", Int, "linear warm-up steps"),
+            ParamSpec::optional("lr_decay", Enum(&["constant", "cosine", "linear"]), json!("constant"), "schedule after warm-up"),
+            ParamSpec::maybe("lr_decay_steps", Int, "decay over the last this many steps (default: all steps after warm-up)"),
+            ParamSpec::optional("lr_end_factor", Float, json!(0.0), "final lr as a fraction of lr (decay schedules)"),
+            ParamSpec::optional("batch_size", Int, json!(4096), "tokens per step"),
+            ParamSpec::maybe("total_tokens", Int, "training tokens (default: one pass over the store); passes reshuffle"),
+            ParamSpec::optional("seed", Int, json!(42), "initialisation and shuffle seed"),
+            ParamSpec::optional("shuffle_buffer", Int, json!(65536), "rows in the shuffle buffer"),
+            ParamSpec::optional("normalize_activations", Enum(&["none", "expected_average_only_in"]), json!("none"), "SAELens normalize_activations; the scale is folded into the saved weights"),
+            ParamSpec::optional("b_dec_init", Enum(&["mean", "geometric_median", "zeros"]), json!("mean"), "decoder bias initialisation"),
+            ParamSpec::optional("apply_b_dec_to_input", Bool, json!(true), "subtract b_dec before encoding (SAEs; ignored for transcoders)"),
+            ParamSpec::optional("dead_feature_window", Int, json!(1_000_000), "a latent is dead after this many tokens without firing"),
+            ParamSpec::maybe("aux_k", Int, "AuxK latents per token (default d_in / 2)"),
+            ParamSpec::optional("aux_k_coefficient", Float, json!(1.0 / 32.0), "AuxK loss weight; 0 disables"),
+            ParamSpec::optional("max_grad_norm", Float, json!(1.0), "gradient-norm clip; 0 disables"),
+            ParamSpec::maybe("decoder_init_norm", Float, "initial decoder row norm (default 0.1 standard, 1 topk)"),
+            ParamSpec::optional("log_every", Int, json!(10), "steps between rows of losses.parquet"),
+            ParamSpec::optional("checkpoint_every", Int, json!(200), "steps between resumable checkpoints").not_in_key(),
+            ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),
+        ]
+    }
+    fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
+        let p = ctx.params.clone();
+        let device = saepipe_cuda::DeviceSpec::parse(p.str("device")?)?.resolve()?;
+        if device != saepipe_cuda::Device::Cpu {
+            ctx.logln(format!("device {device:?} selected, but SAE training runs on the CPU in this version"));
+        }
+        let store = ctx.input("activations")?.to_path_buf();
+        let hook = p.str("hook")?.to_string();
+        let hook_out = p.opt_str("hook_out").map(str::to_string);
+        let mut hooks = vec![hook.as_str()];
+        if let Some(h) = &hook_out {
+            if *h == hook {
+                bail!("`hook_out` equals `hook`; leave it out to train an SAE");
+            }
+            hooks.push(h);
+        }
+        let reader = ActivationReader::open(&store, &hooks).with_context(|| format!("parameter `hook`: opening the activation store {}", store.display()))?;
+        let widths = reader.widths();
+        let (d_in, d_out) = (widths[0], *widths.last().unwrap());
+        let n_rows = reader.total_rows() as usize;
+        let batch = p.usize("batch_size")?.max(1);
+        if n_rows < batch {
+            bail!("parameter `batch_size`: {batch} is larger than the store ({n_rows} tokens)");
+        }
+        let total_tokens = p.get("total_tokens").map(|_| p.usize("total_tokens")).transpose()?.unwrap_or(n_rows);
+        let total_steps = (total_tokens / batch).max(1) as u64;
+        let per_epoch = (n_rows / batch) as u64;
+        let (seed, buffer) = (p.u64_or("seed", 0)?, p.usize("shuffle_buffer")?);
+        let log_every = p.usize("log_every")?.max(1) as u64;
+        let checkpoint_every = p.usize("checkpoint_every")?.max(1) as u64;
+        let cfg = train_config(&p, d_in, total_steps, batch)?;
+
+        let (mut trainer, mut rows) = match load_checkpoint(&ctx.partial_dir, ctx.log) {
+            Some((state, rows)) if state.cfg == cfg && state.d_in == d_in && state.d_out == d_out => (Trainer::restore(state)?, rows),
+            _ => {
+                let init = init_sample(&store, &hooks, seed, buffer, batch.max(4096).min(n_rows))?;
+                let y = hook_out.as_ref().map(|_| init[1].as_slice());
+                (Trainer::new(cfg.clone(), d_in, d_out, &init[0], y)?, Vec::new())
+            }
+        };
+        ctx.progress.set_total(total_steps * batch as u64, "tokens");
+        let started = std::time::Instant::now();
+        let mut step = trainer.step_count();
+        let mut last: Option<StepStats> = None;
+        while step < total_steps {
+            let epoch = step / per_epoch;
+            let skip = (step % per_epoch) as usize;
+            let epoch_reader = ActivationReader::open(&store, &hooks)?.shuffled(seed.wrapping_add(epoch), buffer).prefetch(4);
+            for b in epoch_reader.batches(batch).skip(skip) {
+                let b = b?;
+                if b.rows < batch || step >= total_steps {
+                    break;
+                }
+                let y = hook_out.as_ref().map(|_| b.hooks[1].as_slice());
+                let s = trainer.step(&b.hooks[0], y, batch)?;
+                if !s.loss.is_finite() {
+                    bail!("training diverged at step {step} (loss {}); lower `lr`", s.loss);
+                }
+                if step % log_every == 0 || step + 1 == total_steps {
+                    rows.push(stats_row(&s, (step + 1) * batch as u64));
+                }
+                step += 1;
+                ctx.progress.set_position(step * batch as u64);
+                if step % checkpoint_every == 0 && step < total_steps {
+                    save_checkpoint(&ctx.partial_dir, &trainer, &rows)?;
+                }
+                last = Some(s);
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+
+        let mut coder = trainer.to_coder();
+        let info = reader.info();
+        let meta = &mut coder.metadata;
+        meta.model_name = Some(info.meta.model.clone());
+        meta.hook_name = Some(hook.clone());
+        meta.hook_name_out = hook_out.clone();
+        meta.context_size = Some(info.meta.context_size as u64);
+        meta.prepend_bos = Some(true);
+        meta.extra.insert("saepipe_instance".into(), json!(ctx.instance));
+        meta.extra.insert("saepipe_training_tokens".into(), json!(total_steps * batch as u64));
+        meta.extra.insert("saepipe_activation_store".into(), json!(info.meta.token_artifact));
+        saepipe_sae::write_saelens(&coder, &ctx.out_dir.join("sae"))?;
+        losses_table(&rows).write_parquet(&ctx.out_dir.join("losses.parquet"))?;
+        let final_stats = last.map(|s| stats_row(&s, total_steps * batch as u64)).or_else(|| rows.last().cloned()).unwrap_or(Value::Null);
+        let summary = json!({
+            "instance": ctx.instance, "model": info.meta.model, "hook": hook, "hook_out": hook_out,
+            "architecture": coder.architecture_name(), "d_in": d_in, "d_sae": cfg.d_sae, "d_out": d_out,
+            "steps": total_steps, "batch_size": batch, "tokens": total_steps * batch as u64,
+            "dead_fraction": trainer.dead_fraction(), "final": final_stats, "seconds": secs,
+        });
+        ctx.write_output("summary.json", &serde_json::to_vec_pretty(&summary)?)?;
+        ctx.logln(format!("trained {total_steps} steps of {batch} tokens in {secs:.1}s"));
+        Ok(summary)
+    }
+}

@@ -1,0 +1,168 @@
+//! The main pipeline end to end on the embedded toy LM family, exactly as the
+//! README runs it: every stage runs, the science comes out sensible (SAEs
+//! reconstruct well, most features are alive, features of later checkpoints
+//! match the final checkpoint's better than early ones), the report is
+//! self-contained, and a rerun is all cache hits. Plus: a training stage killed
+//! mid-run resumes from its checkpoint and ends with byte-identical weights.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn saepipe(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_saepipe"));
+    c.current_dir(dir).env_remove("SAEPIPE_CACHE").env_remove("RUST_BACKTRACE").env("NO_COLOR", "1").env("SAEPIPE_MODELS", repo().join("models"));
+    c
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "saepipe failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Artifact directories of a stage (instances `stage` and `stage[...]`), keyed by instance.
+fn artifacts(cache: &Path, stage: &str) -> Vec<(String, PathBuf)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(cache.join("artifacts")).unwrap() {
+        let dir = e.unwrap().path();
+        let Ok(bytes) = std::fs::read(dir.join("manifest.json")) else { continue };
+        let m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let inst = m["stage"].as_str().unwrap_or("").to_string();
+        if inst == stage || inst.starts_with(&format!("{stage}[")) {
+            v.push((inst, dir));
+        }
+    }
+    v.sort();
+    v
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+#[test]
+fn checkpoint_matching_pipeline_end_to_end() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let pipeline = repo().join("pipelines/checkpoint_matching.yaml");
+    let args = ["run", pipeline.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()];
+    let started = Instant::now();
+    let out = ok(saepipe(t.path()).args(args).output().unwrap());
+    eprintln!("first run: {:.1}s", started.elapsed().as_secs_f64());
+    let report_line = out.lines().find(|l| l.starts_with("report (")).unwrap_or_else(|| panic!("no report path printed:\n{out}"));
+    let report = PathBuf::from(report_line.rsplit_once(": ").unwrap().1);
+    assert!(report.is_file(), "{}", report.display());
+
+    // SAEs reconstruct their checkpoint's activations.
+    let trained = artifacts(&cache, "train");
+    assert_eq!(trained.len(), 6, "{trained:?}");
+    for (inst, dir) in &trained {
+        let s = read_json(&dir.join("summary.json"));
+        let ev = s["final"]["explained_variance"].as_f64().unwrap();
+        assert!(ev >= 0.8, "{inst}: explained variance {ev}");
+        assert!(dir.join("sae/cfg.json").is_file() && dir.join("sae/sae_weights.safetensors").is_file());
+    }
+
+    // Matching: most features alive; later checkpoints match the final one better.
+    let matched = artifacts(&cache, "match");
+    let summary = saepipe::ops::table::Table::read_parquet(&matched[0].1.join("summary.parquet")).unwrap();
+    let steps = summary.f64("step").unwrap();
+    let (n, dead) = (summary.f64("n_features").unwrap(), summary.f64("dead").unwrap());
+    for i in 0..steps.len() {
+        assert!(n[i] - dead[i] > 0.5 * n[i], "step {}: {} of {} features dead on the sample", steps[i], dead[i], n[i]);
+    }
+    let at = |col: &str, step: f64| summary.f64(col).unwrap()[steps.iter().position(|&s| s == step).unwrap()];
+    for d in ["0.5", "0.7", "0.9"] {
+        let col = format!("fraction_within_{d}");
+        assert!(at(&col, 1024.0) > at(&col, 0.0), "{col}: step 1024 {} vs step 0 {}", at(&col, 1024.0), at(&col, 0.0));
+        assert!((at(&col, 2000.0) - 1.0).abs() < 1e-9, "the reference matches itself");
+    }
+
+    // The report stands alone: inline SVG figures, no external resources.
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.matches("<svg").count() >= 5, "figures missing from the report");
+    for needle in ["src=\"http", "href=\"http", "<script src", "@import"] {
+        assert!(!html.contains(needle), "report references an external resource ({needle})");
+    }
+    let figures = report.parent().unwrap().join("figures");
+    for name in ["matched_fraction", "matched_similarity_heatmap", "training_curves"] {
+        let png = std::fs::read(figures.join(format!("{name}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}.png");
+    }
+
+    // An immediate rerun does no work.
+    let started = Instant::now();
+    let out = ok(saepipe(t.path()).args(args).output().unwrap());
+    eprintln!("rerun: {:.2}s", started.elapsed().as_secs_f64());
+    let rows: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("stage ")).skip(1).take_while(|l| !l.starts_with("run record")).collect();
+    assert!(!rows.is_empty() && rows.iter().all(|l| l.split_whitespace().nth(1) == Some("hit")), "{out}");
+}
+
+const TRAIN_ONLY: &str = r#"
+version: 1
+name: resume
+vars:
+  delay: 0
+stages:
+  tokens:
+    op: tokenize
+    corpus: CORPUS
+    tokenizer: toy/toy-grammar@step2000
+    context_size: 64
+    max_tokens: 16384
+  acts:
+    op: collect_activations
+    model: toy/toy-grammar@step2000
+    tokens: tokens
+    hooks: [blocks.0.hook_mlp_out]
+  train:
+    op: train_sae
+    activations: acts
+    hook: blocks.0.hook_mlp_out
+    d_sae: 256
+    k: 8
+    batch_size: 512
+    total_tokens: 262144
+    lr: 0.001
+    log_every: 1
+    checkpoint_every: 40
+"#;
+
+fn has_checkpoint(cache: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(cache.join("partial")) else { return false };
+    rd.filter_map(|e| e.ok()).any(|e| e.path().join("checkpoint.safetensors").is_file())
+}
+
+#[test]
+fn killed_training_resumes_from_checkpoint_with_identical_weights() {
+    let corpus = repo().join("models/toy-grammar/corpus-eval.jsonl");
+    let yaml = TRAIN_ONLY.replace("CORPUS", corpus.to_str().unwrap());
+    let reference = tempfile::tempdir().unwrap();
+    std::fs::write(reference.path().join("p.yaml"), &yaml).unwrap();
+    ok(saepipe(reference.path()).args(["run", "p.yaml", "-q"]).output().unwrap());
+    let want = std::fs::read(artifacts(&reference.path().join("cache"), "train")[0].1.join("sae/sae_weights.safetensors")).unwrap();
+    let want_losses = std::fs::read(artifacts(&reference.path().join("cache"), "train")[0].1.join("losses.parquet")).unwrap();
+
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("p.yaml"), &yaml).unwrap();
+    let mut child = saepipe(t.path()).args(["run", "p.yaml", "-q"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !has_checkpoint(&t.path().join("cache")) {
+        assert!(Instant::now() < deadline, "no checkpoint written");
+        assert!(child.try_wait().unwrap().is_none(), "training finished before a checkpoint was seen; raise total_tokens");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+
+    let out = ok(saepipe(t.path()).args(["run", "p.yaml"]).output().unwrap());
+    assert!(out.lines().any(|l| l.starts_with("train ") && l.contains("resumed")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("acts ") && l.contains("hit")), "{out}");
+    let dir = &artifacts(&t.path().join("cache"), "train")[0].1;
+    assert!(std::fs::read(dir.join("sae/sae_weights.safetensors")).unwrap() == want, "resumed training ended with different weights");
+    assert!(std::fs::read(dir.join("losses.parquet")).unwrap() == want_losses, "resumed training logged different losses");
+}
