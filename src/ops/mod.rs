@@ -6,6 +6,7 @@ pub mod collect_activations;
 pub mod command;
 pub mod debug_shards;
 pub mod evaluate;
+pub mod inspect_features;
 pub mod match_features;
 pub mod model_ref;
 pub mod plot;
@@ -61,6 +62,7 @@ pub fn registry() -> &'static [&'static dyn Op] {
         &train_sae::TrainSaeOp,
         &evaluate::EvaluateOp,
         &match_features::MatchFeaturesOp,
+        &inspect_features::InspectFeaturesOp,
         &plot::PlotOp,
         &command::CommandOp,
         &debug_shards::DebugShardsOp,

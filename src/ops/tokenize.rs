@@ -23,7 +23,7 @@ fn corpus_files(path: &Path) -> Result<Vec<PathBuf>> {
     }
 }
 
-fn tokenizer_path(params: &Params, base: &Path) -> Result<PathBuf> {
+pub(crate) fn tokenizer_path(params: &Params, base: &Path) -> Result<PathBuf> {
     let spec = params.str("tokenizer")?;
     let direct = base.join(spec);
     if direct.is_file() {
