@@ -1,7 +1,7 @@
 //! The main pipeline end to end on the embedded toy LM family, exactly as the
 //! README runs it: every stage runs, the science comes out sensible (SAEs
 //! reconstruct well, most features are alive, features of later checkpoints
-//! match the final checkpoint's better than early ones), the report is
+//! match the final checkpoint's reference SAE better than early ones), the report is
 //! self-contained, and a rerun is all cache hits. Plus: a training stage killed
 //! mid-run resumes from its checkpoint and ends with byte-identical weights.
 
@@ -59,7 +59,7 @@ fn checkpoint_matching_pipeline_end_to_end() {
 
     // SAEs reconstruct their checkpoint's activations.
     let trained = artifacts(&cache, "train");
-    assert_eq!(trained.len(), 6, "{trained:?}");
+    assert_eq!(trained.len(), 10, "{trained:?}");
     for (inst, dir) in &trained {
         let s = read_json(&dir.join("summary.json"));
         let ev = s["final"]["explained_variance"].as_f64().unwrap();
@@ -79,7 +79,8 @@ fn checkpoint_matching_pipeline_end_to_end() {
     for d in ["0.5", "0.7", "0.9"] {
         let col = format!("fraction_within_{d}");
         assert!(at(&col, 1024.0) > at(&col, 0.0), "{col}: step 1024 {} vs step 0 {}", at(&col, 1024.0), at(&col, 0.0));
-        assert!((at(&col, 2000.0) - 1.0).abs() < 1e-9, "the reference matches itself");
+        // The final checkpoint's SAE differs from the reference only by its seed.
+        assert!(at(&col, 2000.0) > at(&col, 0.0), "{col}: step 2000 {} vs step 0 {}", at(&col, 2000.0), at(&col, 0.0));
     }
 
     // The report stands alone: inline SVG figures, no external resources.

@@ -85,3 +85,66 @@ fn unknown_hook_names_fail_with_a_suggestion() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown hook point `blocks.1.hook_resid_pr` (did you mean `blocks.1.hook_resid_pre`?)"), "{err}");
 }
+
+fn shards_in_partial(cache: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(cache.join("partial")) else { return 0 };
+    rd.filter_map(|e| e.ok())
+        .map(|e| std::fs::read_dir(e.path()).map(|d| d.filter_map(|f| f.ok()).filter(|f| f.file_name().to_string_lossy().ends_with(".parquet")).count()).unwrap_or(0))
+        .sum()
+}
+
+/// Every shard file of a store, by name, with its bytes.
+fn store_files(store: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The toy pipeline made big and slow enough (one context per forward pass,
+/// 16 shards) to be interrupted between shards. Batch size is not part of the key.
+fn slow_pipeline(dir: &Path) {
+    pipeline(dir, "[blocks.1.hook_resid_pre]");
+    let yaml = std::fs::read_to_string(dir.join("p.yaml")).unwrap();
+    let yaml = yaml.replace("max_tokens: 2048", "max_tokens: 32768").replace("shard_tokens: 512", "shard_tokens: 2048").replace("batch_size: 8", "batch_size: 1");
+    std::fs::write(dir.join("p.yaml"), yaml).unwrap();
+}
+
+#[test]
+fn killed_collection_resumes_and_gives_identical_shards() {
+    let reference = tempfile::tempdir().unwrap();
+    slow_pipeline(reference.path());
+    let out = saepipe(reference.path(), &["run", "p.yaml", "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = store_files(&artifact_of(&reference.path().join("cache"), "acts"));
+    assert_eq!(want.len(), 16);
+
+    let t = tempfile::tempdir().unwrap();
+    slow_pipeline(t.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saepipe"))
+        .args(["run", "p.yaml", "-q"])
+        .current_dir(t.path())
+        .env("SAEPIPE_MODELS", repo().join("models"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while shards_in_partial(&t.path().join("cache")) < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "collection finished before it could be interrupted");
+        assert!(std::time::Instant::now() < deadline, "no shard written");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let out = saepipe(t.path(), &["run", "p.yaml"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.lines().any(|l| l.starts_with("acts ") && l.contains("resumed")), "{table}");
+    let got = store_files(&artifact_of(&t.path().join("cache"), "acts"));
+    assert!(got == want, "resumed store differs from an uninterrupted one");
+}
