@@ -14,6 +14,7 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case { name: "yaml syntax", yaml: "version: 1\nstages: [a, b\n", sets: &[], expect: &["p.yaml:3:1: error: invalid YAML"] },
+    Case { name: "reference in a flow list", yaml: "version: 1\nstages:\n  a:\n    op: command\n    run: x\n  b:\n    op: plot\n    training: [a[0]]\n", sets: &[], expect: &["p.yaml:8:", "quote the item"] },
     Case { name: "not a mapping", yaml: "- a\n- b\n", sets: &[], expect: &["p.yaml:1:1: error: a pipeline file must be a mapping"] },
     Case { name: "missing version", yaml: "stages:\n  a: {op: command, run: 'true'}\n", sets: &[], expect: &["p.yaml:1:1: error: missing `version`"] },
     Case { name: "bad version", yaml: "version: 2\nstages:\n  a: {op: command, run: 'true'}\n", sets: &[], expect: &["p.yaml:1:10: error: `version`: unsupported pipeline version 2"] },

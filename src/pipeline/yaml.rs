@@ -149,9 +149,15 @@ pub struct YamlError {
 pub fn parse(text: &str) -> Result<Node, YamlError> {
     let mut builder = Builder::default();
     for item in Parser::new_from_str(text) {
-        let (event, span) = item.map_err(|e| YamlError {
-            pos: Pos { line: e.marker().line(), col: e.marker().col() + 1 },
-            message: format!("invalid YAML: {}", e.info()),
+        let (event, span) = item.map_err(|e| {
+            // `[train[0]]` and `[${var}]` are common slips: inside a flow list `[`
+            // and `{` open nested collections.
+            let hint = if e.info().contains("flow sequence") || e.info().contains("flow mapping") {
+                " (inside [...] a `[`, `{` or `${...}` starts a nested collection: quote the item, e.g. [\"train[0]\"], or write the list one `- item` per line)"
+            } else {
+                ""
+            };
+            YamlError { pos: Pos { line: e.marker().line(), col: e.marker().col() + 1 }, message: format!("invalid YAML: {}{hint}", e.info()) }
         })?;
         let pos = Pos { line: span.start.line(), col: span.start.col() + 1 };
         builder.event(event, pos)?;
