@@ -1,30 +1,59 @@
-"""TransformerLens reference throughput for the model runtime benchmark.
+"""TransformerLens side of the model runtime benchmark.
 
-Times, on random-weight Pythia-70m- and GPT-2-small-shaped HookedTransformers
-(batch 32 x ctx 128 by default, CPU, f32):
+Normally started by the Rust example, which writes the random-weight model and
+the tokens and runs both sides with the same thread count:
+
+    cargo run --release -p saepipe-model --example bench_forward
+
+Standalone, on any HF-format GPT-2 / GPT-NeoX directory (config.json +
+model.safetensors) and a file of little-endian u32 token ids (batch x ctx):
+
+    .venv/bin/python scripts/bench/model_tl.py --model-dir DIR --tokens FILE --batch 8 --ctx 128 --threads 2
+
+Loads the weights into a HookedTransformer with TransformerLens's own converters
+and no weight processing (saepipe's default), then times, best of --reps after
+one warm-up, on CPU in f32:
   collect: run_with_cache(names_filter="blocks.3.hook_resid_pre", stop_at_layer=4)
+  logits:  a full forward returning logits [batch, ctx, vocab]
   ce:      a full forward returning the per-token loss
-and prints one JSON object {model: {collect_tok_s, ce_tok_s}, threads, versions}.
-Compare with `cargo run --release -p saepipe-model --example bench_forward -- --tl <that json>`.
-
-    python scripts/bench/model_tl.py [--threads N] [--batch 32] [--ctx 128] [--reps 3] > tl.json
+Prints one JSON object (tokens/s per workload, mean CE, peak RSS, versions).
 """
 
 import argparse
 import importlib.metadata
 import json
+import os
+import resource
 import time
 
+import numpy as np
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
+from transformer_lens.pretrained.weight_conversions.neox import convert_neox_weights
+from transformers import AutoModelForCausalLM
 
-SHAPES = {
-    "pythia-70m": dict(d_model=512, n_layers=6, n_heads=8, d_head=64, d_mlp=2048, d_vocab=50304, n_ctx=2048, act_fn="gelu",
-                       normalization_type="LN", positional_embedding_type="rotary", rotary_dim=16, parallel_attn_mlp=True,
-                       original_architecture="GPTNeoXForCausalLM"),
-    "gpt2-small": dict(d_model=768, n_layers=12, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024, act_fn="gelu_new",
-                       normalization_type="LN", positional_embedding_type="standard", original_architecture="GPT2LMHeadModel"),
-}
+
+def tl_config(hf):
+    """HookedTransformerConfig for an HF config.json, as the fixture script builds it."""
+    if hf["model_type"] == "gpt2":
+        d, heads = hf["n_embd"], hf["n_head"]
+        return HookedTransformerConfig(d_model=d, d_head=d // heads, n_heads=heads, d_mlp=hf.get("n_inner") or 4 * d,
+                                       n_layers=hf["n_layer"], n_ctx=hf["n_positions"], d_vocab=hf["vocab_size"],
+                                       act_fn=hf["activation_function"], normalization_type="LN",
+                                       eps=hf.get("layer_norm_epsilon", 1e-5), original_architecture="GPT2LMHeadModel",
+                                       positional_embedding_type="standard", device="cpu"), convert_gpt2_weights
+    if hf["model_type"] == "gpt_neox":
+        d, heads = hf["hidden_size"], hf["num_attention_heads"]
+        rotary_pct = hf.get("rotary_pct", hf.get("rope_parameters", {}).get("partial_rotary_factor", 1.0))
+        return HookedTransformerConfig(d_model=d, d_head=d // heads, n_heads=heads, d_mlp=hf["intermediate_size"],
+                                       n_layers=hf["num_hidden_layers"], n_ctx=hf["max_position_embeddings"],
+                                       d_vocab=hf["vocab_size"], act_fn=hf["hidden_act"], normalization_type="LN",
+                                       eps=hf.get("layer_norm_eps", 1e-5), original_architecture="GPTNeoXForCausalLM",
+                                       positional_embedding_type="rotary", rotary_dim=int(rotary_pct * (d // heads)),
+                                       rotary_base=hf.get("rotary_emb_base", hf.get("rope_parameters", {}).get("rope_theta", 10000)),
+                                       parallel_attn_mlp=hf.get("use_parallel_residual", True), device="cpu"), convert_neox_weights
+    raise SystemExit(f"unsupported model_type {hf['model_type']}")
 
 
 def best_of(reps, f):
@@ -39,27 +68,39 @@ def best_of(reps, f):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--tokens", required=True, help="little-endian u32 token ids, batch x ctx")
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--ctx", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--models", default="pythia-70m,gpt2-small")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    out = {"threads": args.threads, "batch": args.batch, "ctx": args.ctx,
-           "transformer_lens": importlib.metadata.version("transformer_lens"), "torch": torch.__version__}
-    for name in args.models.split(","):
-        cfg = HookedTransformerConfig(**SHAPES[name], device="cpu", seed=0)
-        model = HookedTransformer(cfg)
-        model.eval()
-        tokens = torch.randint(0, cfg.d_vocab, (args.batch, args.ctx))
-        n = args.batch * args.ctx
-        with torch.no_grad():
-            collect = best_of(args.reps, lambda: model.run_with_cache(tokens, names_filter="blocks.3.hook_resid_pre", stop_at_layer=4))
-            ce = best_of(args.reps, lambda: model(tokens, return_type="loss", loss_per_token=True))
-        out[name] = {"collect_tok_s": n / collect, "ce_tok_s": n / ce}
-    print(json.dumps(out, indent=1))
+
+    with open(os.path.join(args.model_dir, "config.json")) as f:
+        cfg, convert = tl_config(json.load(f))
+    hf_model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32)
+    model = HookedTransformer(cfg)
+    model.load_and_process_state_dict(convert(hf_model, cfg), fold_ln=False, center_writing_weights=False,
+                                      center_unembed=False, fold_value_biases=False)
+    model.eval()
+    del hf_model
+    ids = np.fromfile(args.tokens, dtype="<u4").astype(np.int64)
+    tokens = torch.from_numpy(ids).reshape(args.batch, args.ctx)
+    n = args.batch * args.ctx
+
+    with torch.no_grad():
+        collect = best_of(args.reps, lambda: model.run_with_cache(tokens, names_filter="blocks.3.hook_resid_pre", stop_at_layer=4))
+        logits = best_of(args.reps, lambda: model(tokens, return_type="logits"))
+        ce = best_of(args.reps, lambda: model(tokens, return_type="loss", loss_per_token=True))
+        mean_ce = model(tokens, return_type="loss", loss_per_token=True).mean().item()
+    print(json.dumps({
+        "collect_tok_s": n / collect, "logits_tok_s": n / logits, "ce_tok_s": n / ce, "mean_ce": mean_ce,
+        # ru_maxrss is in KiB on Linux.
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": torch.get_num_threads(), "transformer_lens": importlib.metadata.version("transformer_lens"),
+        "torch": torch.__version__,
+    }))
 
 
 if __name__ == "__main__":

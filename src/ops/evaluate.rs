@@ -1,11 +1,129 @@
-//! `evaluate` stage (being written).
+//! `evaluate`: sparsity–faithfulness metrics of SAEs and transcoders spliced into
+//! the language model (SAELens `run_evals` definitions; docs/evaluate.md).
+//!
+//! Output: `metrics.parquet` (one row per coder), `features.parquet` (one row per
+//! coder and feature) and `summary.json` (the same metrics, options, timings).
 
-use super::{Op, StageCtx};
-use crate::pipeline::schema::ParamSpec;
-use anyhow::{Result, bail};
-use serde_json::Value;
+use super::collect_activations::{CollectActivationsOp, ln_hook, processing};
+use super::table::{Column, Table};
+use super::train_sae::{coder_label, load_trained_coder};
+use super::{Op, Params, StageCtx, model_ref};
+use crate::pipeline::schema::{ParamSpec, ParamType};
+use anyhow::{Context, Result, bail};
+use saepipe_data::TokenTableReader;
+use saepipe_eval::{CoderReport, EvalOptions, NamedCoder, evaluate};
+use saepipe_model::{LoadOptions, Model};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
 
 pub struct EvaluateOp;
+
+/// Token ids left out of the metrics: the token table's BOS/EOS/pad for `true`,
+/// none for `false`, or an explicit list.
+fn excluded_tokens(spec: Option<&Value>, meta: &saepipe_data::TokenTableMeta) -> Result<Vec<u32>> {
+    let mut ids: Vec<u32> = match spec {
+        None | Some(Value::Bool(true)) => [meta.bos_id, meta.eos_id, meta.pad_id].into_iter().flatten().collect(),
+        Some(Value::Bool(false)) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_u64().and_then(|x| u32::try_from(x).ok()))
+            .collect::<Option<_>>()
+            .context("parameter `exclude_special_tokens` must be true, false or a list of token ids")?,
+        Some(_) => bail!("parameter `exclude_special_tokens` must be true, false or a list of token ids"),
+    };
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// How many contexts to evaluate.
+fn n_contexts(p: &Params, available: usize, ctx: usize, batch: usize) -> Result<usize> {
+    let mut n = available;
+    if let Some(b) = p.get("n_batches") {
+        n = n.min(b.as_u64().context("parameter `n_batches` must be a non-negative integer")? as usize * batch);
+    }
+    if let Some(t) = p.get("max_tokens") {
+        n = n.min(t.as_u64().context("parameter `max_tokens` must be a non-negative integer")? as usize / ctx);
+    }
+    if n == 0 {
+        bail!("no tokens to evaluate (the token table has {available} contexts of {ctx})");
+    }
+    Ok(n)
+}
+
+fn load_coders(ctx: &StageCtx) -> Result<Vec<NamedCoder>> {
+    let mut dirs: Vec<PathBuf> = ctx.input_list("saes").to_vec();
+    dirs.extend(ctx.params.str_list("paths")?.into_iter().map(PathBuf::from));
+    if dirs.is_empty() {
+        bail!("nothing to evaluate: give `saes` (e.g. train[*]) and/or `paths`");
+    }
+    let mut coders: Vec<NamedCoder> = Vec::new();
+    for dir in dirs {
+        let coder = load_trained_coder(&dir)?;
+        let label = coder_label(&coder, &dir);
+        if coders.iter().any(|c| c.label == label) {
+            bail!("two coders are labelled `{label}` (the second is {}); labels come from the training stage instance or the directory name", dir.display());
+        }
+        coders.push(NamedCoder { label, coder });
+    }
+    Ok(coders)
+}
+
+fn f64_col(reports: &[CoderReport], f: impl Fn(&CoderReport) -> f64) -> Column {
+    Column::F64(reports.iter().map(f).collect())
+}
+
+fn metrics_table(reports: &[CoderReport], excluded: &str) -> Table {
+    let s = |f: &dyn Fn(&CoderReport) -> String| Column::Str(reports.iter().map(f).collect());
+    Table::default()
+        .with("coder", s(&|r| r.label.clone()))
+        .with("kind", s(&|r| r.kind.to_string()))
+        .with("architecture", s(&|r| r.architecture.clone()))
+        .with("hook_in", s(&|r| r.hook_in.clone()))
+        .with("hook_out", s(&|r| r.hook_out.clone()))
+        .with("d_sae", Column::I64(reports.iter().map(|r| r.d_sae as i64).collect()))
+        .with("n_tokens", Column::I64(reports.iter().map(|r| r.recon.n_tokens as i64).collect()))
+        .with("n_tokens_total", Column::I64(reports.iter().map(|r| r.recon.n_tokens_total as i64).collect()))
+        .with("excluded_tokens", s(&|_| excluded.to_string()))
+        .with("l0", f64_col(reports, |r| r.recon.l0))
+        .with("l0_with_bos", f64_col(reports, |r| r.recon.l0_with_bos))
+        .with("l1", f64_col(reports, |r| r.recon.l1))
+        .with("mse", f64_col(reports, |r| r.recon.mse))
+        .with("cosine_similarity", f64_col(reports, |r| r.recon.cosine_similarity))
+        .with("l2_norm_in", f64_col(reports, |r| r.recon.l2_norm_in))
+        .with("l2_norm_out", f64_col(reports, |r| r.recon.l2_norm_out))
+        .with("l2_ratio", f64_col(reports, |r| r.recon.l2_ratio))
+        .with("relative_reconstruction_bias", f64_col(reports, |r| r.recon.relative_reconstruction_bias))
+        .with("explained_variance", f64_col(reports, |r| r.recon.explained_variance))
+        .with("explained_variance_legacy", f64_col(reports, |r| r.recon.explained_variance_legacy))
+        .with("ce_clean", f64_col(reports, |r| r.downstream.ce_clean))
+        .with("ce_spliced", f64_col(reports, |r| r.downstream.ce_spliced))
+        .with("ce_zero_ablation", f64_col(reports, |r| r.downstream.ce_zero_ablation))
+        .with("ce_loss_score", f64_col(reports, |r| r.downstream.ce_loss_score))
+        .with("kl_spliced", f64_col(reports, |r| r.downstream.kl_spliced))
+        .with("kl_zero_ablation", f64_col(reports, |r| r.downstream.kl_zero_ablation))
+        .with("kl_div_score", f64_col(reports, |r| r.downstream.kl_div_score))
+        .with("dead_features", f64_col(reports, |r| r.dead_features as f64))
+        .with("dense_features", f64_col(reports, |r| r.dense_features as f64))
+}
+
+fn features_table(reports: &[CoderReport]) -> Table {
+    let (mut coder, mut feature, mut density, mut mean, mut max) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in reports {
+        let f = &r.features;
+        coder.extend(std::iter::repeat_n(r.label.clone(), f.density.len()));
+        feature.extend(0..f.density.len() as i64);
+        density.extend(&f.density);
+        mean.extend(&f.mean_activation);
+        max.extend(&f.max_activation);
+    }
+    Table::default()
+        .with("coder", Column::Str(coder))
+        .with("feature", Column::I64(feature))
+        .with("density", Column::F64(density))
+        .with("mean_activation", Column::F64(mean))
+        .with("max_activation", Column::F64(max))
+}
 
 impl Op for EvaluateOp {
     fn name(&self) -> &'static str {
@@ -15,15 +133,85 @@ impl Op for EvaluateOp {
         1
     }
     fn summary(&self) -> &'static str {
-        "not yet available"
+        "sparsity–faithfulness metrics of SAEs and transcoders spliced into the LM (SAELens run_evals definitions)"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["metrics.parquet", "features.parquet", "summary.json"]
     }
     fn params(&self) -> Vec<ParamSpec> {
-        Vec::new()
+        use ParamType::*;
+        vec![
+            ParamSpec::required("model", Str, "model reference: a directory, toy/<name>@<rev>, or <org>/<name>@<rev> in the local HF cache"),
+            ParamSpec::required("tokens", Artifact, "a tokenize stage (evaluation tokens)"),
+            ParamSpec::maybe("saes", Artifacts, "coders from training stages, e.g. train[*]"),
+            ParamSpec::maybe("paths", List(Box::new(Path)), "SAELens or sparsify coder directories on disk"),
+            ParamSpec::optional("processing", Enum(&["none", "full"]), json!("none"), "weight processing: none (from_pretrained_no_processing, as SAELens evaluates) or full"),
+            ParamSpec::optional("ln_hook", Enum(&["pre_affine", "post_affine"]), json!("pre_affine"), "lnX.hook_normalized as TransformerLens 3.x (pre_affine) or 2.x (post_affine)"),
+            ParamSpec::optional("batch_size", Int, json!(8), "contexts per forward pass (SAELens batch_size_prompts; per-batch metrics depend on it)"),
+            ParamSpec::maybe("n_batches", Int, "evaluate at most this many batches"),
+            ParamSpec::maybe("max_tokens", Int, "evaluate at most this many tokens (whole contexts)"),
+            ParamSpec::optional("exclude_special_tokens", Any, json!(true), "true: leave BOS/EOS/pad out of every metric; false; or a list of token ids"),
+            ParamSpec::optional("dense_threshold", Float, json!(0.1), "features firing on more than this fraction of tokens count as dense"),
+            ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),
+        ]
     }
-    fn hidden(&self) -> bool {
-        true
+    fn external_inputs(&self, params: &Params, base_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+        CollectActivationsOp.external_inputs(params, base_dir)
     }
-    fn run(&self, _ctx: &mut StageCtx) -> Result<Value> {
-        bail!("the evaluate op is not available yet")
+    fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
+        let p = ctx.params.clone();
+        let device = saepipe_cuda::DeviceSpec::parse(p.str("device")?)?.resolve()?;
+        if device != saepipe_cuda::Device::Cpu {
+            ctx.logln(format!("device {device:?} selected, but evaluation runs on the CPU in this version"));
+        }
+        let model_dir = model_ref::resolve(p.str("model")?, &ctx.base_dir)?;
+        let model = Model::load(&model_dir, &LoadOptions { processing: Some(processing(p.str("processing")?)), ln_hook: ln_hook(p.str("ln_hook")?) })
+            .with_context(|| format!("loading model {}", model_dir.display()))?;
+        let coders = load_coders(ctx)?;
+
+        let table = TokenTableReader::open(&ctx.input("tokens")?.join("tokens.parquet"))?;
+        let cctx = table.meta.context_size;
+        let exclude = excluded_tokens(p.get("exclude_special_tokens"), &table.meta)?;
+        let mut tokens = table.read_all()?;
+        let batch = p.usize("batch_size")?.max(1);
+        let n_ctx = n_contexts(&p, tokens.len() / cctx, cctx, batch)?;
+        tokens.truncate(n_ctx * cctx);
+        let opts = EvalOptions { batch_size: batch, exclude_tokens: exclude.clone(), dense_threshold: p.f64("dense_threshold")? };
+        ctx.logln(format!("evaluating {} coder(s) on {} tokens ({n_ctx} contexts of {cctx}), excluding token ids {exclude:?}", coders.len(), tokens.len()));
+
+        ctx.progress.set_total(tokens.len() as u64, "tokens");
+        let progress = ctx.progress;
+        let eval = evaluate(&model, &tokens, cctx, &coders, &opts, &mut |done| progress.set_position(done as u64))?;
+        let t = &eval.timing;
+        ctx.logln(format!(
+            "{:.2}s: clean forward {:.2}s, zero ablation {:.2}s, coders {:.2}s, spliced forwards {:.2}s ({:.0} tokens/s)",
+            t.total_s,
+            t.clean_s,
+            t.zero_ablation_s,
+            t.coders_s,
+            t.spliced_s,
+            eval.n_tokens as f64 / t.total_s.max(1e-9)
+        ));
+
+        let excluded = exclude.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        std::fs::create_dir_all(&ctx.out_dir)?;
+        metrics_table(&eval.coders, &excluded).write_parquet(&ctx.out_dir.join("metrics.parquet"))?;
+        features_table(&eval.coders).write_parquet(&ctx.out_dir.join("features.parquet"))?;
+        let summary = json!({
+            "model": p.str("model")?,
+            "tokens": eval.n_tokens,
+            "contexts": n_ctx,
+            "context_size": cctx,
+            "batch_size": batch,
+            "excluded_tokens": exclude,
+            "dense_threshold": opts.dense_threshold,
+            "coders": eval.coders,
+            "timing_s": eval.timing,
+        });
+        ctx.write_output("summary.json", serde_json::to_string_pretty(&summary)?.as_bytes())?;
+        Ok(json!({
+            "coders": eval.coders.iter().map(|r| json!({ "coder": r.label, "l0": r.recon.l0, "ce_loss_score": r.downstream.ce_loss_score, "explained_variance": r.recon.explained_variance })).collect::<Vec<_>>(),
+            "tokens": eval.n_tokens,
+        }))
     }
 }

@@ -99,7 +99,7 @@ impl Op for MatchFeaturesOp {
         "match a reference SAE's features one-to-one onto other SAEs (exact assignment)"
     }
     fn outputs(&self) -> &'static [&'static str] {
-        &["pairs", "summary"]
+        &["pairs.parquet", "summary.parquet"]
     }
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;

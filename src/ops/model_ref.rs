@@ -5,9 +5,12 @@
 //!   under `$SAEPIPE_MODELS`, next to the pipeline file or one level up;
 //! * `<org>/<name>[@<revision>]`: a model in the local Hugging Face cache
 //!   (`$HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`), the layout
-//!   `huggingface_hub` writes, so models downloaded by Python tools are reused.
+//!   `huggingface_hub` writes, so models downloaded by Python tools are reused;
+//!   downloaded there from `$HF_ENDPOINT` (with `$HF_TOKEN`) when missing,
+//!   unless `HF_HUB_OFFLINE` is set.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use saepipe_model::hub::{HubCache, HubEndpoint, HubRef};
 use std::path::{Path, PathBuf};
 
 pub fn resolve(spec: &str, base_dir: &Path) -> Result<PathBuf> {
@@ -35,21 +38,28 @@ pub fn resolve(spec: &str, base_dir: &Path) -> Result<PathBuf> {
         }
         bail!("toy model `{toy}` has no revision `{rev}` (available: {})", avail.join(", "));
     }
-    let hub = std::env::var_os("HF_HUB_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))
-        .unwrap_or_else(|| PathBuf::from(".cache/huggingface/hub"));
-    let repo = hub.join(format!("models--{}", name.replace('/', "--")));
-    let snapshot = match std::fs::read_to_string(repo.join("refs").join(rev)) {
-        Ok(sha) => repo.join("snapshots").join(sha.trim()),
-        Err(_) => repo.join("snapshots").join(rev),
-    };
-    if snapshot.join("config.json").exists() {
-        return Ok(snapshot);
+    if direct.is_dir() {
+        bail!("model directory {} has no config.json", direct.display());
     }
-    bail!(
-        "model `{spec}` is neither a local directory with config.json nor in the Hugging Face cache ({}); saepipe does not download models yet: fetch it once with `huggingface-cli download {name} --revision {rev}`",
-        repo.display()
-    )
+    let hub_ref = HubRef::parse(spec).map_err(|_| {
+        anyhow!("model `{spec}` is neither a local directory with config.json, a toy model, nor a Hugging Face reference of the form org/name[@revision]")
+    })?;
+    let cache = HubCache::from_env();
+    if let Some(dir) = cache.lookup(&hub_ref)? {
+        return Ok(dir);
+    }
+    if cache.offline {
+        bail!(
+            "model `{spec}` is neither a local directory with config.json nor in the Hugging Face cache ({}), and HF_HUB_OFFLINE is set: fetch it once with `huggingface-cli download {} --revision {}` or unset HF_HUB_OFFLINE",
+            cache.repo_dir(&hub_ref).display(),
+            hub_ref.repo,
+            hub_ref.revision
+        );
+    }
+    let endpoint = HubEndpoint::from_env();
+    eprintln!("model `{spec}` is not in the Hugging Face cache; downloading it from {} into {}", endpoint.url, cache.root.display());
+    let dir = cache
+        .download(&hub_ref, &endpoint, &mut |line| eprintln!("  {line}"))
+        .with_context(|| format!("model `{spec}` is neither a local directory with config.json nor in the Hugging Face cache, and downloading it failed"))?;
+    Ok(dir)
 }

@@ -69,6 +69,9 @@ fn train_config(p: &Params, d_in: usize, total_steps: u64, batch: usize) -> Resu
     Ok(TrainConfig {
         arch,
         d_sae,
+        // An output hook makes a transcoder even when both widths are equal
+        // (ln2.hook_normalized -> hook_mlp_out).
+        transcoder: p.get("hook_out").is_some(),
         lr: p.f64("lr")? as f32,
         lr_warmup_steps: p.u64_or("lr_warmup_steps", 0)?,
         lr_decay,
@@ -149,7 +152,7 @@ impl Op for TrainSaeOp {
         "train an SAE or transcoder on an activation store (SAELens output, loss curves)"
     }
     fn outputs(&self) -> &'static [&'static str] {
-        &["sae", "losses"]
+        &["sae", "losses.parquet"]
     }
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;

@@ -15,6 +15,10 @@ pub enum CudaError {
     Driver(String),
     #[error("{0}")]
     Shape(String),
+    #[error("not supported on the CUDA backend: {0}")]
+    Unsupported(String),
+    #[error("training diverged at step {step}: {what} is {value}")]
+    NonFinite { step: u64, what: &'static str, value: f64 },
     #[error("kernel cache {path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
 }

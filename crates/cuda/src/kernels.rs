@@ -1,16 +1,24 @@
 //! Host side of the kernels: compile for the device's architecture, load, launch.
+//!
+//! All work goes to one stream, so kernels are launched with raw device
+//! pointers ([`Gpu::ptr`]) and offsets into buffers are plain pointer arithmetic.
 
 use crate::error::{CudaError, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys::cublasOperation_t};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 use cudarc::nvrtc::Ptx;
+use saepipe_sae::{Activation, Normalization, SparseActs, SparseCoder};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
     sae: Arc<CudaModule>,
     lm: Arc<CudaModule>,
+    functions: Mutex<HashMap<(bool, &'static str), CudaFunction>>,
+    blas: OnceLock<Option<CudaBlas>>,
 }
 
 /// NVRTC virtual architecture for a compute capability.
@@ -25,90 +33,211 @@ pub fn arch_for(cc: (i32, i32)) -> &'static str {
     }
 }
 
-fn null() -> u64 {
-    0
+/// A kernel argument: device pointers travel as u64.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg {
+    Ptr(u64),
+    I32(i32),
+    U32(u32),
+    U64(u64),
+    F32(f32),
+}
+
+impl From<i32> for Arg {
+    fn from(v: i32) -> Arg {
+        Arg::I32(v)
+    }
+}
+impl From<usize> for Arg {
+    /// Sizes are passed as C `int` (every dimension here is < 2^31).
+    fn from(v: usize) -> Arg {
+        Arg::I32(v as i32)
+    }
+}
+impl From<f32> for Arg {
+    fn from(v: f32) -> Arg {
+        Arg::F32(v)
+    }
+}
+impl From<u32> for Arg {
+    fn from(v: u32) -> Arg {
+        Arg::U32(v)
+    }
+}
+
+/// Null device pointer (optional kernel inputs).
+pub const NULL: Arg = Arg::Ptr(0);
+
+/// A 1-D launch of `n` threads in blocks of 256.
+pub fn grid_1d(n: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (n.div_ceil(256).max(1) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// One block of `threads` per row.
+pub fn per_row(rows: usize, threads: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows.max(1) as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
 
 impl Gpu {
     pub fn new(ordinal: usize, kernel_cache: Option<&Path>) -> Result<Gpu> {
         let ctx = CudaContext::new(ordinal)?;
+        // One stream does all the work, so cudarc's cross-stream event tracking is not needed.
+        // SAFETY: no buffer is shared between streams.
+        unsafe { ctx.disable_event_tracking() };
         let arch = arch_for(ctx.compute_capability()?);
         let load = |file: &str| -> Result<Arc<CudaModule>> { Ok(ctx.load_module(Ptx::from_src(crate::nvrtc::compile(file, arch, kernel_cache)?))?) };
         let sae = load("sae.cu")?;
         let lm = load("lm.cu")?;
         let stream = ctx.default_stream();
-        Ok(Gpu { ctx, stream, sae, lm })
+        Ok(Gpu { ctx, stream, sae, lm, functions: Mutex::new(HashMap::new()), blas: OnceLock::new() })
     }
 
-    pub fn sae_fn(&self, name: &str) -> Result<CudaFunction> {
-        Ok(self.sae.load_function(name)?)
+    fn function(&self, lm: bool, name: &'static str) -> Result<CudaFunction> {
+        let mut m = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = m.get(&(lm, name)) {
+            return Ok(f.clone());
+        }
+        let f = if lm { self.lm.load_function(name)? } else { self.sae.load_function(name)? };
+        m.insert((lm, name), f.clone());
+        Ok(f)
     }
 
-    pub fn lm_fn(&self, name: &str) -> Result<CudaFunction> {
-        Ok(self.lm.load_function(name)?)
+    pub fn sae_fn(&self, name: &'static str) -> Result<CudaFunction> {
+        self.function(false, name)
     }
 
-    pub fn upload(&self, host: &[f32]) -> Result<CudaSlice<f32>> {
+    pub fn lm_fn(&self, name: &'static str) -> Result<CudaFunction> {
+        self.function(true, name)
+    }
+
+    fn launch_fn(&self, f: &CudaFunction, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+        let mut l = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                Arg::Ptr(p) | Arg::U64(p) => l.arg(p),
+                Arg::I32(v) => l.arg(v),
+                Arg::U32(v) => l.arg(v),
+                Arg::F32(v) => l.arg(v),
+            };
+        }
+        // SAFETY: callers pass arguments matching the kernel's C signature, with
+        // buffers large enough for the shapes given.
+        unsafe { l.launch(cfg) }?;
+        Ok(())
+    }
+
+    /// Launches a kernel of kernels/sae.cu.
+    pub fn launch(&self, name: &'static str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+        let f = self.sae_fn(name)?;
+        self.launch_fn(&f, cfg, args)
+    }
+
+    /// Launches a kernel of kernels/lm.cu.
+    pub fn launch_lm(&self, name: &'static str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+        let f = self.lm_fn(name)?;
+        self.launch_fn(&f, cfg, args)
+    }
+
+    /// Device address of element `offset` of `s`.
+    pub fn ptr_at<T>(&self, s: &CudaSlice<T>, offset: usize) -> Arg {
+        assert!(offset <= s.len(), "offset {offset} past a buffer of {}", s.len());
+        let (p, _sync) = s.device_ptr(&self.stream);
+        Arg::Ptr(p + (offset * std::mem::size_of::<T>()) as u64)
+    }
+
+    pub fn ptr<T>(&self, s: &CudaSlice<T>) -> Arg {
+        self.ptr_at(s, 0)
+    }
+
+    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         Ok(self.stream.clone_htod(host)?)
     }
 
-    pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
+    pub fn download<T: DeviceRepr + Default + Clone>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
         Ok(self.stream.clone_dtoh(dev)?)
+    }
+
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
+        Ok(self.stream.alloc_zeros::<T>(n.max(1))?)
+    }
+
+    pub fn synchronize(&self) -> Result<()> {
+        Ok(self.stream.synchronize()?)
+    }
+
+    /// cuBLAS, when libcublas can be loaded (it is found through the dynamic
+    /// loader's search path, e.g. LD_LIBRARY_PATH); `None` means the dense
+    /// products use saepipe's own GEMM kernel.
+    pub fn blas(&self) -> Option<&CudaBlas> {
+        self.blas
+            .get_or_init(|| {
+                if std::env::var_os("SAEPIPE_NO_CUBLAS").is_some() {
+                    return None;
+                }
+                // SAFETY: probing only opens the library.
+                if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+                    return None;
+                }
+                CudaBlas::new(self.stream.clone()).ok()
+            })
+            .as_ref()
     }
 
     /// C = act(A·op(B) + bias); see `gemm_bias_act` in kernels/sae.cu.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_bias_act(&self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<f32>, m: usize, n: usize, k: usize, b_trans: bool, act: i32) -> Result<()> {
-        let f = self.sae_fn("gemm_bias_act")?;
         let cfg = LaunchConfig { grid_dim: (n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        let (m, n, k, bt) = (m as i32, n as i32, k as i32, b_trans as i32);
-        let z = null();
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(a).arg(b);
-        match bias {
-            Some(bias) => l.arg(bias),
-            None => l.arg(&z),
+        let bias = bias.map_or(NULL, |b| self.ptr(b));
+        self.launch("gemm_bias_act", cfg, &[self.ptr(a), self.ptr(b), bias, NULL, self.ptr(c), m.into(), n.into(), k.into(), (b_trans as i32).into(), act.into()])
+    }
+
+    /// C [m, n] = A [m, k] · B [n, k]ᵀ + bias [n], in f32: cuBLAS SGEMM when
+    /// available (no TF32: results stay comparable with the CPU), else the own kernel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_nt_bias(&self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<f32>, m: usize, n: usize, k: usize) -> Result<()> {
+        if a.len() < m * k || b.len() < n * k || c.len() < m * n {
+            return Err(CudaError::Shape(format!("gemm: buffers too small for {m}x{k} · ({n}x{k})ᵀ")));
+        }
+        let Some(blas) = self.blas() else {
+            return self.gemm_bias_act(a, b, bias, c, m, n, k, true, 0);
         };
-        l.arg(&z).arg(c).arg(&m).arg(&n).arg(&k).arg(&bt).arg(&act);
-        // SAFETY: argument types and buffer sizes match the kernel's signature (checked by callers' shapes).
-        unsafe { l.launch(cfg) }?;
+        // Row-major C = A·Bᵀ is column-major Cᵀ = B·Aᵀ (B and A seen as their transposes).
+        let cfg = GemmConfig { transa: cublasOperation_t::CUBLAS_OP_T, transb: cublasOperation_t::CUBLAS_OP_N, m: n as i32, n: m as i32, k: k as i32, alpha: 1.0f32, lda: k as i32, ldb: k as i32, beta: 0.0f32, ldc: n as i32 };
+        // SAFETY: sizes checked above.
+        unsafe { blas.gemm(cfg, b, a, c) }.map_err(|e| CudaError::Driver(format!("cuBLAS SGEMM: {e:?}")))?;
+        if let Some(bias) = bias {
+            self.launch_lm("add_bias_rows", grid_1d(m * n), &[self.ptr(c), m.into(), n.into(), self.ptr(bias)])?;
+        }
         Ok(())
     }
 
     /// Per-row top-k of `x` [rows, m] → (indices, values), each [rows, k].
     pub fn topk_rows(&self, x: &CudaSlice<f32>, rows: usize, m: usize, k: usize, relu: bool) -> Result<(CudaSlice<i32>, CudaSlice<f32>)> {
+        let mut idx = self.zeros::<i32>(rows * k)?;
+        let mut val = self.zeros::<f32>(rows * k)?;
+        self.topk_rows_into(x, rows, m, k, relu as i32, &mut idx, 0, &mut val, 0, k)?;
+        Ok((idx, val))
+    }
+
+    /// Per-row top-k written at `idx[off + r*stride + j]` (same for `val`).
+    /// `mode`: 0 raw values, 1 negative values clamped to 0, 2 non-positive values
+    /// dropped (index -1).
+    #[allow(clippy::too_many_arguments)]
+    pub fn topk_rows_into(&self, x: &CudaSlice<f32>, rows: usize, m: usize, k: usize, mode: i32, idx: &mut CudaSlice<i32>, idx_off: usize, val: &mut CudaSlice<f32>, val_off: usize, stride: usize) -> Result<()> {
         if k == 0 || k > m {
             return Err(CudaError::Shape(format!("top-k needs 0 < k <= row length (k {k}, row length {m})")));
         }
-        let mut idx = self.stream.alloc_zeros::<i32>(rows * k)?;
-        let mut val = self.stream.alloc_zeros::<f32>(rows * k)?;
-        let f = self.sae_fn("topk_rows")?;
-        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
-        let (r, mm, kk, relu) = (rows as i32, m as i32, k as i32, relu as i32);
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(x).arg(&r).arg(&mm).arg(&kk).arg(&mut idx).arg(&mut val).arg(&relu);
-        // SAFETY: idx/val hold rows*k elements; x holds rows*m.
-        unsafe { l.launch(cfg) }?;
-        Ok((idx, val))
+        if stride < k || idx.len() < idx_off + (rows - 1) * stride + k || val.len() < val_off + (rows - 1) * stride + k || x.len() < rows * m {
+            return Err(CudaError::Shape("top-k: output buffers too small".into()));
+        }
+        self.launch("topk_rows", per_row(rows, 1024), &[self.ptr(x), rows.into(), m.into(), k.into(), self.ptr_at(idx, idx_off), self.ptr_at(val, val_off), mode.into(), stride.into()])
     }
 
     /// out [rows, d] = bias + Σ_j val[r,j]·W[idx[r,j], :].
     #[allow(clippy::too_many_arguments)]
     pub fn sparse_decode(&self, idx: &CudaSlice<i32>, val: &CudaSlice<f32>, rows: usize, k: usize, w: &CudaSlice<f32>, d: usize, bias: Option<&CudaSlice<f32>>, out: &mut CudaSlice<f32>) -> Result<()> {
-        let f = self.sae_fn("sparse_decode")?;
-        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-        let (r, kk, dd, acc) = (rows as i32, k as i32, d as i32, 0i32);
-        let z = null();
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(idx).arg(val).arg(&z).arg(&r).arg(&kk).arg(w).arg(&dd);
-        match bias {
-            Some(b) => l.arg(b),
-            None => l.arg(&z),
-        };
-        l.arg(out).arg(&acc);
-        // SAFETY: shapes as documented; counts pointer null means k entries per row.
-        unsafe { l.launch(cfg) }?;
-        Ok(())
+        let bias = bias.map_or(NULL, |b| self.ptr(b));
+        self.launch("sparse_decode", per_row(rows, 128), &[self.ptr(idx), self.ptr(val), NULL, rows.into(), k.into(), k.into(), self.ptr(w), d.into(), bias, self.ptr(out), 0i32.into()])
     }
 }
 
@@ -122,10 +251,14 @@ pub struct GpuTopKSae {
     b_enc: CudaSlice<f32>,
     w_dec: CudaSlice<f32>,
     b_dec: CudaSlice<f32>,
+    /// Subtracted from the input before encoding: b_dec, or zeros when the
+    /// coder does not apply b_dec to its input.
+    b_in: CudaSlice<f32>,
 }
 
 impl GpuTopKSae {
     /// `w_enc` in SAELens layout [d_in, d_sae]; `w_dec` [d_sae, d_in].
+    #[allow(clippy::too_many_arguments)]
     pub fn upload(gpu: &Gpu, w_enc: &[f32], b_enc: &[f32], w_dec: &[f32], b_dec: &[f32], d_in: usize, d_sae: usize, k: usize) -> Result<GpuTopKSae> {
         if w_enc.len() != d_in * d_sae || w_dec.len() != d_in * d_sae || b_enc.len() != d_sae || b_dec.len() != d_in {
             return Err(CudaError::Shape(format!("SAE tensors do not match d_in {d_in}, d_sae {d_sae}")));
@@ -136,28 +269,67 @@ impl GpuTopKSae {
                 t[j * d_in + i] = w_enc[i * d_sae + j];
             }
         }
-        Ok(GpuTopKSae { d_in, d_sae, k, w_enc_t: gpu.upload(&t)?, b_enc: gpu.upload(b_enc)?, w_dec: gpu.upload(w_dec)?, b_dec: gpu.upload(b_dec)? })
+        Ok(GpuTopKSae { d_in, d_sae, k, w_enc_t: gpu.upload(&t)?, b_enc: gpu.upload(b_enc)?, w_dec: gpu.upload(w_dec)?, b_dec: gpu.upload(b_dec)?, b_in: gpu.upload(b_dec)? })
+    }
+
+    /// A TopK SAE from the CPU coder (e.g. `Trainer::to_coder()` or a loaded SAELens file).
+    pub fn from_coder(gpu: &Gpu, c: &SparseCoder) -> Result<GpuTopKSae> {
+        let Activation::TopK { k } = c.activation else {
+            return Err(CudaError::Unsupported(format!("GPU encoding implements TopK coders, not {:?}", c.activation)));
+        };
+        if c.transcoder || c.d_in != c.d_out || c.w_skip.is_some() || !matches!(c.normalize, Normalization::None | Normalization::ExpectedAverageOnlyIn) {
+            return Err(CudaError::Unsupported("GPU encoding of transcoders or input-normalised SAEs".into()));
+        }
+        let mut sae = GpuTopKSae::upload(gpu, &c.w_enc, &c.b_enc, &c.w_dec, &c.b_dec, c.d_in, c.d_sae, k)?;
+        if !c.apply_b_dec_to_input {
+            sae.b_in = gpu.zeros(c.d_in)?;
+        }
+        Ok(sae)
+    }
+
+    /// Pre-activations (x − b_dec)·W_enc + b_enc [n, d_sae] on the device.
+    fn pre(&self, gpu: &Gpu, x: &[f32], n: usize) -> Result<CudaSlice<f32>> {
+        if x.len() != n * self.d_in || n == 0 {
+            return Err(CudaError::Shape(format!("input has {} values, expected {n} x {} (n > 0)", x.len(), self.d_in)));
+        }
+        let xd = gpu.upload(x)?;
+        let centered = gpu.zeros::<f32>(n * self.d_in)?;
+        gpu.launch("sub_bias_rows", grid_1d(n * self.d_in), &[gpu.ptr(&xd), gpu.ptr(&self.b_in), gpu.ptr(&centered), n.into(), self.d_in.into()])?;
+        let mut pre = gpu.zeros::<f32>(n * self.d_sae)?;
+        gpu.gemm_nt_bias(&centered, &self.w_enc_t, Some(&self.b_enc), &mut pre, n, self.d_sae, self.d_in)?;
+        drop(centered);
+        Ok(pre)
     }
 
     /// Encode (x − b_dec)·W_enc + b_enc, keep the top k (then ReLU), decode.
     /// Returns (indices [n,k], values [n,k], reconstruction [n,d_in]) on the host.
     pub fn forward(&self, gpu: &Gpu, x: &[f32], n: usize) -> Result<(Vec<i32>, Vec<f32>, Vec<f32>)> {
-        if x.len() != n * self.d_in {
-            return Err(CudaError::Shape(format!("input has {} values, expected {n} x {}", x.len(), self.d_in)));
-        }
-        let xd = gpu.upload(x)?;
-        let mut centered = gpu.stream.alloc_zeros::<f32>(n * self.d_in)?;
-        let f = gpu.sae_fn("sub_bias_rows")?;
-        let (r, d) = (n as i32, self.d_in as i32);
-        let mut l = gpu.stream.launch_builder(&f);
-        l.arg(&xd).arg(&self.b_dec).arg(&mut centered).arg(&r).arg(&d);
-        // SAFETY: all buffers hold n*d_in (bias d_in) elements.
-        unsafe { l.launch(LaunchConfig::for_num_elems((n * self.d_in) as u32)) }?;
-        let mut pre = gpu.stream.alloc_zeros::<f32>(n * self.d_sae)?;
-        gpu.gemm_bias_act(&centered, &self.w_enc_t, Some(&self.b_enc), &mut pre, n, self.d_sae, self.d_in, true, 0)?;
+        let pre = self.pre(gpu, x, n)?;
         let (idx, val) = gpu.topk_rows(&pre, n, self.d_sae, self.k, true)?;
-        let mut out = gpu.stream.alloc_zeros::<f32>(n * self.d_in)?;
+        let mut out = gpu.zeros::<f32>(n * self.d_in)?;
         gpu.sparse_decode(&idx, &val, n, self.k, &self.w_dec, self.d_in, Some(&self.b_dec), &mut out)?;
         Ok((gpu.download(&idx)?, gpu.download(&val)?, gpu.download(&out)?))
+    }
+
+    /// Batched TopK encode to CSR, as the CPU coder's sparse encode: per row the
+    /// k largest pre-activations that are positive, in increasing latent order
+    /// (feature matching and activation statistics consume this form).
+    pub fn encode_topk(&self, gpu: &Gpu, x: &[f32], n: usize) -> Result<SparseActs> {
+        let pre = self.pre(gpu, x, n)?;
+        let mut idx = gpu.zeros::<i32>(n * self.k)?;
+        let mut val = gpu.zeros::<f32>(n * self.k)?;
+        gpu.topk_rows_into(&pre, n, self.d_sae, self.k, 2, &mut idx, 0, &mut val, 0, self.k)?;
+        let (idx, val) = (gpu.download(&idx)?, gpu.download(&val)?);
+        let mut csr = SparseActs::empty(self.d_sae);
+        for r in 0..n {
+            for j in r * self.k..(r + 1) * self.k {
+                if idx[j] >= 0 {
+                    csr.idx.push(idx[j] as u32);
+                    csr.val.push(val[j]);
+                }
+            }
+            csr.row_ptr.push(csr.idx.len());
+        }
+        Ok(csr)
     }
 }

@@ -7,6 +7,9 @@ mod device;
 mod error;
 pub mod kernels;
 pub mod nvrtc;
+pub mod train;
 
 pub use device::{Device, DeviceSpec, gpu_count};
 pub use error::{CudaError, Result};
+pub use kernels::{Gpu, GpuTopKSae};
+pub use train::GpuTopKTrainer;

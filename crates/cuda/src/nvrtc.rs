@@ -30,11 +30,11 @@ fn candidates() -> Vec<PathBuf> {
     }
     dirs.push(PathBuf::from("/usr/local/cuda/lib64"));
     // pip wheels (nvidia-cuda-nvrtc-cu12) inside an active virtualenv.
-    if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
-        if let Ok(rd) = std::fs::read_dir(PathBuf::from(v).join("lib")) {
-            for py in rd.flatten() {
-                dirs.push(py.path().join("site-packages/nvidia/cuda_nvrtc/lib"));
-            }
+    if let Some(v) = std::env::var_os("VIRTUAL_ENV")
+        && let Ok(rd) = std::fs::read_dir(PathBuf::from(v).join("lib"))
+    {
+        for py in rd.flatten() {
+            dirs.push(py.path().join("site-packages/nvidia/cuda_nvrtc/lib"));
         }
     }
     for d in dirs {
@@ -102,10 +102,10 @@ pub fn compile(file: &str, arch: &'static str, cache_dir: Option<&Path>) -> Resu
     h.update(arch.as_bytes());
     h.update(format!("nvrtc {maj}.{min}").as_bytes());
     let cached = cache_dir.map(|d| d.join(format!("{}-{arch}.ptx", &h.finalize().to_hex()[..24])));
-    if let Some(p) = &cached {
-        if let Ok(ptx) = std::fs::read_to_string(p) {
-            return Ok(ptx);
-        }
+    if let Some(p) = &cached
+        && let Ok(ptx) = std::fs::read_to_string(p)
+    {
+        return Ok(ptx);
     }
     let opts = cudarc::nvrtc::CompileOptions {
         arch: Some(arch),

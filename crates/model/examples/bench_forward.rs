@@ -1,19 +1,28 @@
-//! CPU forward throughput on random-weight Pythia-70m- and GPT-2-small-shaped
-//! models, next to TransformerLens's numbers from scripts/bench/model_tl.py.
+//! CPU forward throughput of saepipe next to TransformerLens, in one run, on the
+//! same random-weight Pythia-70m- and GPT-2-small-shaped models, the same tokens
+//! and the same thread count:
 //!
-//!   .venv/bin/python scripts/bench/model_tl.py > /tmp/tl.json
-//!   cargo run --release -p saepipe-model --example bench_forward -- --tl /tmp/tl.json
+//!   cargo run --release -p saepipe-model --example bench_forward
 //!
-//! Options: --batch 32 --ctx 128 --reps 3 --models pythia-70m,gpt2-small --tl FILE.
-//! Threads: the rayon pool (RAYON_NUM_THREADS; default all cores); run the
-//! Python side with the same --threads.
+//! For each shape this writes an HF-format checkpoint (random f32 weights, see
+//! `synth`) and a token file to a temporary directory, times saepipe, then runs
+//! scripts/bench/model_tl.py on the same files (TransformerLens's converters, no
+//! weight processing) and prints tokens/s of both, the ratio, peak RSS, and the
+//! mean cross-entropy of both as a check that they computed the same thing.
 //!
-//! Workloads (the same as the Python script):
+//! Options: --batch 8 --ctx 128 --reps 5 --threads N (default: all cores; sets
+//! the rayon pool and torch.set_num_threads) --models pythia-70m,gpt2-small
+//! --python PATH (default: the workspace's .venv, else python3) --no-tl.
+//!
+//! Workloads:
 //!   collect: capture blocks.3.hook_resid_pre with stop_at_layer 4 (SAELens's
-//!            activation collection), the output an activation store receives;
-//!   ce:      full forward with per-token cross-entropy.
+//!            activation collection);
+//!   logits:  full forward returning logits [batch, ctx, vocab];
+//!   ce:      full forward returning per-token cross-entropy.
 
 use saepipe_model::{LoadOptions, Model, RunRequest, synth};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 fn config(name: &str) -> serde_json::Value {
@@ -43,42 +52,115 @@ fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// Resets the kernel's peak-RSS counter of this process (Linux), so each model
+/// reports its own peak.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let opt = |k: &str| args.iter().position(|a| a == k).map(|i| args[i + 1].clone());
-    let batch: usize = opt("--batch").map_or(32, |v| v.parse().unwrap());
+    let opt = |k: &str| args.iter().position(|a| a == k).map(|i| args.get(i + 1).cloned().unwrap_or_else(|| panic!("{k} needs a value")));
+    let batch: usize = opt("--batch").map_or(8, |v| v.parse().unwrap());
     let ctx: usize = opt("--ctx").map_or(128, |v| v.parse().unwrap());
-    let reps: usize = opt("--reps").map_or(3, |v| v.parse().unwrap());
+    let reps: usize = opt("--reps").map_or(5, |v| v.parse().unwrap());
+    let threads: usize = opt("--threads").map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |v| v.parse().unwrap());
     let models = opt("--models").unwrap_or_else(|| "pythia-70m,gpt2-small".into());
-    let tl: Option<serde_json::Value> = opt("--tl").map(|p| serde_json::from_str(&std::fs::read_to_string(&p).expect("read --tl file")).expect("--tl JSON"));
-    println!("threads {}  batch {batch} × ctx {ctx}  best of {reps}", rayon::current_num_threads());
-    if let Some(t) = &tl {
-        println!("TransformerLens {} (torch {}, {} threads)", t["transformer_lens"], t["torch"], t["threads"]);
-    }
-    println!("{:<12} {:<8} {:>12} {:>12} {:>7}", "model", "workload", "saepipe tok/s", "TL tok/s", "ratio");
+    let with_tl = !args.iter().any(|a| a == "--no-tl");
+    let python = opt("--python").map(PathBuf::from).unwrap_or_else(|| {
+        let venv = workspace_root().join(".venv/bin/python");
+        if venv.exists() { venv } else { PathBuf::from("python3") }
+    });
+    let script = workspace_root().join("scripts/bench/model_tl.py");
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("rayon pool");
+
+    println!("threads {threads}  batch {batch} × ctx {ctx}  best of {reps} after a warm-up");
+    let mut rows = Vec::new();
     for name in models.split(',') {
         let dir = tempfile::tempdir().unwrap();
         let cfg = synth::write_random_hf_model(dir.path(), &config(name), 1).unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let tokens: Vec<u32> = (0..batch * ctx)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 33) % cfg.d_vocab as u64) as u32
+            })
+            .collect();
+        let tokens_path = dir.path().join("tokens.u32");
+        std::fs::write(&tokens_path, tokens.iter().flat_map(|t| t.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+
+        reset_peak_rss();
         let model = Model::load(dir.path(), &LoadOptions::default()).unwrap();
-        let tokens: Vec<u32> = (0..batch * ctx).map(|i| ((i as u64 * 2654435761) % cfg.d_vocab as u64) as u32).collect();
-        let n = (batch * ctx) as f64;
         let collect = best_of(reps, || {
             let mut req = RunRequest { capture: ["blocks.3.hook_resid_pre".to_string()].into(), stop_at_layer: Some(4), ..Default::default() };
             let out = model.run(&tokens, batch, ctx, &mut req).unwrap();
             assert_eq!(out.captured["blocks.3.hook_resid_pre"].1.len(), batch * ctx * cfg.d_model);
         });
+        let logits = best_of(reps, || {
+            let mut req = RunRequest { want_logits: true, ..Default::default() };
+            let out = model.run(&tokens, batch, ctx, &mut req).unwrap();
+            assert_eq!(out.logits.unwrap().len(), batch * ctx * cfg.d_vocab);
+        });
+        let mut mean_ce = 0.0;
         let ce = best_of(reps, || {
             let mut req = RunRequest { want_loss: true, ..Default::default() };
-            let out = model.run(&tokens, batch, ctx, &mut req).unwrap();
-            assert!(out.loss_per_token.unwrap()[0].is_finite());
+            let loss = model.run(&tokens, batch, ctx, &mut req).unwrap().loss_per_token.unwrap();
+            mean_ce = loss.iter().map(|&x| x as f64).sum::<f64>() / loss.len() as f64;
         });
-        for (w, secs, key) in [("collect", collect, "collect_tok_s"), ("ce", ce, "ce_tok_s")] {
-            let ours = n / secs;
-            let theirs = tl.as_ref().and_then(|t| t[name][key].as_f64());
-            match theirs {
-                Some(t) => println!("{name:<12} {w:<8} {ours:>12.0} {t:>12.0} {:>6.2}x", ours / t),
-                None => println!("{name:<12} {w:<8} {ours:>12.0} {:>12} {:>7}", "-", "-"),
+        let ours_rss = peak_rss_mb();
+        drop(model);
+
+        let tl: Option<serde_json::Value> = with_tl.then(|| {
+            let out = Command::new(&python)
+                .arg(&script)
+                .args(["--model-dir", &dir.path().display().to_string(), "--tokens", &tokens_path.display().to_string()])
+                .args(["--batch", &batch.to_string(), "--ctx", &ctx.to_string(), "--threads", &threads.to_string(), "--reps", &reps.to_string()])
+                .env("PYTHONWARNINGS", "ignore")
+                .output()
+                .unwrap_or_else(|e| panic!("running {}: {e} (use --python or --no-tl)", python.display()));
+            if !out.status.success() {
+                panic!("{} failed:\n{}", script.display(), String::from_utf8_lossy(&out.stderr));
+            }
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("TransformerLens output: {e}\n{stdout}"))
+        });
+        if let Some(t) = &tl {
+            if rows.is_empty() {
+                println!("TransformerLens {} (torch {}, {} threads)", t["transformer_lens"], t["torch"], t["threads"]);
+            }
+            let theirs = t["mean_ce"].as_f64().unwrap_or(f64::NAN);
+            let rel = (mean_ce - theirs).abs() / theirs.abs();
+            assert!(rel < 1e-4, "{name}: mean CE {mean_ce} (saepipe) vs {theirs} (TransformerLens): not the same computation");
+        }
+        rows.push((name.to_string(), [("collect", collect), ("logits", logits), ("ce", ce)], ours_rss, tl, mean_ce));
+    }
+    println!("{:<12} {:<8} {:>13} {:>12} {:>7}", "model", "workload", "saepipe tok/s", "TL tok/s", "ratio");
+    for (name, times, _, tl, _) in &rows {
+        for (w, secs) in times {
+            let ours = (batch * ctx) as f64 / secs;
+            match tl.as_ref().and_then(|t| t[format!("{w}_tok_s")].as_f64()) {
+                Some(t) => println!("{name:<12} {w:<8} {ours:>13.0} {t:>12.0} {:>6.2}x", ours / t),
+                None => println!("{name:<12} {w:<8} {ours:>13.0} {:>12} {:>7}", "-", "-"),
             }
         }
+    }
+    for (name, _, rss, tl, ce) in &rows {
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} MB"));
+        println!(
+            "{name:<12} peak RSS saepipe {} TL {}; mean CE saepipe {ce:.6} TL {}",
+            fmt(*rss),
+            fmt(tl.as_ref().and_then(|t| t["peak_rss_mb"].as_f64())),
+            tl.as_ref().and_then(|t| t["mean_ce"].as_f64()).map_or("-".into(), |v| format!("{v:.6}"))
+        );
     }
 }

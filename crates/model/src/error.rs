@@ -24,6 +24,8 @@ pub enum ModelError {
     UnknownHook { name: String, hint: String },
     #[error("{0}")]
     Input(String),
+    #[error("model {repo}@{revision}: {message}")]
+    Hub { repo: String, revision: String, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;

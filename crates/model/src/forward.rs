@@ -292,7 +292,7 @@ impl Forward<'_> {
             let tokens = tokens.ok_or_else(|| ModelError::Input("the loss needs the input tokens".into()))?;
             let mut per_row = vec![0f32; n];
             // Row blocks large enough that each pass over W_U feeds many rows.
-            let rows = 1024.min(n);
+            let rows = 256.min(n);
             let mut logits = vec![0f32; rows * vocab];
             for (c, x) in xf.chunks(rows * d).enumerate() {
                 let m = x.len() / d;

@@ -1,5 +1,6 @@
-//! Dense f32 kernels of the CPU forward: a GEMM split over rows across the rayon
-//! pool (matrixmultiply's packed micro-kernels inside each block), and row-wise ops.
+//! Dense f32 kernels of the CPU forward: the `gemm` crate's multithreaded GEMM
+//! (8–25% faster than matrixmultiply split over row blocks on this runtime's
+//! shapes, measured with 2 threads on AVX-512), and row-wise ops that vectorize.
 
 use rayon::prelude::*;
 
@@ -16,52 +17,45 @@ impl SharedMut {
     }
 }
 
-/// out[m, n] = a[m, k] · b[k, n] (+ bias[n]); all row-major.
+/// out[m, n] = a[m, k] · b[k, n] (+ bias[n]); all row-major; over the rayon pool.
 pub fn matmul_bias(a: &[f32], b: &[f32], bias: Option<&[f32]>, out: &mut [f32], m: usize, k: usize, n: usize) {
-    debug_assert_eq!(a.len(), m * k);
-    debug_assert_eq!(b.len(), k * n);
-    debug_assert_eq!(out.len(), m * n);
-    // Wide outputs (the unembedding): split columns, so each task packs only its
-    // slice of B instead of all of it.
-    if n >= 8 * k && n >= 8192 {
-        let cols = 2048;
-        let op = SharedMut(out.as_mut_ptr());
-        (0..n.div_ceil(cols)).into_par_iter().for_each(|j| {
-            let (c0, w) = (j * cols, cols.min(n - j * cols));
-            let beta = if let Some(bias) = bias {
-                for r in 0..m {
-                    // SAFETY: task j writes only columns c0..c0+w of every row.
-                    unsafe { std::slice::from_raw_parts_mut(op.ptr().add(r * n + c0), w) }.copy_from_slice(&bias[c0..c0 + w]);
-                }
-                1.0
-            } else {
-                0.0
-            };
-            // SAFETY: strided views of row-major buffers; disjoint column blocks.
-            unsafe {
-                matrixmultiply::sgemm(m, k, w, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr().add(c0), n as isize, 1, beta, op.ptr().add(c0), n as isize, 1);
-            }
-        });
+    assert_eq!(a.len(), m * k);
+    assert_eq!(b.len(), k * n);
+    assert_eq!(out.len(), m * n);
+    if m == 0 || n == 0 {
         return;
     }
-    // Rows per task: large enough to amortize packing B, small enough to balance.
-    let rows = (m / (rayon::current_num_threads() * 4)).clamp(16, 256).min(m.max(1));
-    out.par_chunks_mut(rows * n).zip(a.par_chunks(rows * k)).for_each(|(o, a)| {
-        let mm = a.len() / k.max(1);
-        let beta = match bias {
-            Some(bias) => {
-                for row in o.chunks_mut(n) {
-                    row.copy_from_slice(bias);
-                }
-                1.0
-            }
-            None => 0.0,
-        };
-        // SAFETY: pointers and strides describe the row-major slices above.
-        unsafe {
-            matrixmultiply::sgemm(mm, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, beta, o.as_mut_ptr(), n as isize, 1);
-        }
-    });
+    // Checkpoints without a bias (unembeddings) load zeros; skipping them saves
+    // a pass over the output, which for logits is the largest buffer of a run.
+    let bias = bias.filter(|b| b.iter().any(|&x| x != 0.0));
+    if let Some(bias) = bias {
+        out.par_chunks_mut(n).for_each(|row| row.copy_from_slice(bias));
+    }
+    // SAFETY: the pointers and strides describe the row-major slices checked above.
+    // gemm computes dst = alpha·dst + beta·lhs·rhs, reading dst only when asked.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            bias.is_some(),
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        );
+    }
 }
 
 /// LayerNorm without affine: returns normalized rows and writes each row's
@@ -90,6 +84,14 @@ pub fn fast_exp(x: f32) -> f32 {
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+}
+
+/// tanh through [`fast_exp`]: absolute error ≈ 1e-7 (what GELU's 1 + tanh
+/// needs), and it vectorizes, unlike libm's tanhf.
+#[inline(always)]
+pub fn fast_tanh(x: f32) -> f32 {
+    let e = fast_exp(2.0 * x.clamp(-10.0, 10.0));
+    (e - 1.0) / (e + 1.0)
 }
 
 /// erf for f32 as x·P(x²)/Q(x²) on |x| ≤ 4 (beyond, erf = ±1 in f32); error
@@ -121,7 +123,7 @@ fn act_slice(x: &mut [f32], exact_gelu: bool) {
         }
     } else {
         for v in x {
-            *v = gelu_new(*v);
+            *v = 0.5 * *v * (1.0 + fast_tanh(0.797_884_6 * (*v + 0.044715 * *v * *v * *v)));
         }
     }
 }
@@ -161,20 +163,34 @@ fn sum_exp_generic(row: &[f32], mx: f32) -> f64 {
     total
 }
 
+/// Maximum of a row in 16 independent lanes, so that it vectorizes.
+#[inline(always)]
+fn max_generic(row: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut chunks = row.chunks_exact(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    chunks.remainder().iter().chain(&acc).fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn sum_exp_avx2(row: &[f32], mx: f32) -> f64 {
-    sum_exp_generic(row, mx)
+unsafe fn log_sum_exp_avx2(row: &[f32]) -> f32 {
+    let mx = max_generic(row);
+    mx + sum_exp_generic(row, mx).ln() as f32
 }
 
 /// log Σ exp(row): the normalizer of a softmax over the vocabulary.
 pub fn log_sum_exp(row: &[f32]) -> f32 {
-    let mx = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the enabled features (checked above).
-        return mx + unsafe { sum_exp_avx2(row, mx) }.ln() as f32;
+        return unsafe { log_sum_exp_avx2(row) };
     }
+    let mx = max_generic(row);
     mx + sum_exp_generic(row, mx).ln() as f32
 }
 
@@ -238,6 +254,8 @@ mod tests {
             let y = i as f32 * 1.4e-3;
             worst_exp = worst_exp.max(((fast_exp(y) as f64 - (y as f64).exp()) / (y as f64).exp()).abs());
         }
+        let worst_tanh = (-60000..=60000).map(|i| i as f32 * 3e-4).map(|x| (fast_tanh(x) as f64 - (x as f64).tanh()).abs()).fold(0f64, f64::max);
+        assert!(worst_tanh < 3e-7, "tanh abs error {worst_tanh:e}");
         assert!(worst_erf < 5e-7, "erf abs error {worst_erf:e}");
         assert!(worst_exp < 5e-7, "exp rel error {worst_exp:e}");
         assert!(fast_exp(-200.0) < 1e-37 && fast_exp(-200.0) >= 0.0);

@@ -1,0 +1,391 @@
+//! TopK SAE training on the GPU, step for step the CPU trainer's
+//! (`saepipe_sae::Trainer` with `TrainArch::TopK`): same loss (MSE + AuxK),
+//! gradients, tangent projection of decoder-row gradients, global-norm clipping,
+//! Adam, unit-norm decoder rows and dead-latent bookkeeping. State converts to
+//! and from [`TrainerState`], so checkpoints move freely between the two.
+//!
+//! Per step: encoder GEMM, per-row top-k (and AuxK top-k over dead latents),
+//! sparse decode, residual gradients, then every weight gradient by segmented
+//! accumulation over the (row, latent) entries grouped by latent — only active
+//! latents' rows are touched and no atomics hit the weights. One host
+//! synchronisation per step reads the loss parts, the gradient norm (for
+//! clipping) and the firing counts.
+
+use crate::error::{CudaError, Result};
+use crate::kernels::{Arg, Gpu, NULL, grid_1d, per_row};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, ValidAsZeroBits};
+use saepipe_sae::train::{LrDecay, Params, StepStats, TrainArch, TrainConfig, TrainerState};
+use std::sync::Arc;
+
+/// Blocks of `sum_squares_partial` per gradient tensor.
+const NORM_BLOCKS: usize = 256;
+/// Rows per split of the b_dec input-side gradient.
+const BDEC_SPLIT_ROWS: usize = 256;
+
+struct DevParams {
+    enc: CudaSlice<f32>,
+    b_enc: CudaSlice<f32>,
+    dec: CudaSlice<f32>,
+    b_dec: CudaSlice<f32>,
+}
+
+impl DevParams {
+    fn upload(gpu: &Gpu, p: &Params) -> Result<DevParams> {
+        Ok(DevParams { enc: gpu.upload(&p.enc)?, b_enc: gpu.upload(&p.b_enc)?, dec: gpu.upload(&p.dec)?, b_dec: gpu.upload(&p.b_dec)? })
+    }
+    fn zeros(gpu: &Gpu, d: usize, d_sae: usize) -> Result<DevParams> {
+        Ok(DevParams { enc: gpu.zeros(d_sae * d)?, b_enc: gpu.zeros(d_sae)?, dec: gpu.zeros(d_sae * d)?, b_dec: gpu.zeros(d)? })
+    }
+    fn download(&self, gpu: &Gpu) -> Result<Params> {
+        Ok(Params { enc: gpu.download(&self.enc)?, b_enc: gpu.download(&self.b_enc)?, dec: gpu.download(&self.dec)?, b_dec: gpu.download(&self.b_dec)?, skip: None })
+    }
+}
+
+/// Per-batch buffers, grown when a larger batch arrives.
+struct Scratch {
+    rows: usize,
+    x: CudaSlice<f32>,
+    xs: CudaSlice<f32>,
+    xin: CudaSlice<f32>,
+    pre: CudaSlice<f32>,
+    pre_aux: Option<CudaSlice<f32>>,
+    /// Entries [rows, k + k_aux]: top-k slots then AuxK slots per row.
+    idx: CudaSlice<i32>,
+    val: CudaSlice<f32>,
+    dpre: CudaSlice<f32>,
+    perm: CudaSlice<i32>,
+    sort_tmp: CudaSlice<i32>,
+    yhat: CudaSlice<f32>,
+    g: CudaSlice<f32>,
+    a: CudaSlice<f32>,
+    h: CudaSlice<f32>,
+    row_se: CudaSlice<f32>,
+    row_var: CudaSlice<f32>,
+    row_ae: CudaSlice<f32>,
+}
+
+pub struct GpuTopKTrainer {
+    gpu: Arc<Gpu>,
+    cfg: TrainConfig,
+    d: usize,
+    d_sae: usize,
+    k: usize,
+    /// AuxK latents per row as configured (before capping by the dead count).
+    k_aux_cfg: usize,
+    params: DevParams,
+    adam_m: DevParams,
+    adam_v: DevParams,
+    grads: DevParams,
+    step: u64,
+    tokens_seen: u64,
+    tokens_since_fired: Vec<u64>,
+    fire_counts: Vec<u64>,
+    batch_threshold: f64,
+    scale_in: f32,
+    scale_out: f32,
+    scratch: Option<Scratch>,
+    counts: CudaSlice<i32>,
+    offsets: CudaSlice<i32>,
+    cursor: CudaSlice<i32>,
+    fire: CudaSlice<i32>,
+    dead: CudaSlice<u8>,
+    ybar: CudaSlice<f32>,
+    bdec_partial: CudaSlice<f32>,
+    bdec_tmp: CudaSlice<f32>,
+    norm_partial: CudaSlice<f64>,
+}
+
+fn alloc<T: DeviceRepr + ValidAsZeroBits>(gpu: &Gpu, n: usize) -> Result<CudaSlice<T>> {
+    gpu.zeros::<T>(n)
+}
+
+impl GpuTopKTrainer {
+    /// Takes over a CPU trainer's state (e.g. `Trainer::new(..)?.state()`).
+    /// Supports SAEs with `TrainArch::TopK`; other setups are refused with the reason.
+    pub fn from_state(gpu: Arc<Gpu>, s: TrainerState) -> Result<GpuTopKTrainer> {
+        let k = match s.cfg.arch {
+            TrainArch::TopK { k } => k,
+            ref other => return Err(CudaError::Unsupported(format!("GPU training implements TopK SAEs; {other:?} trains on the CPU"))),
+        };
+        if s.cfg.transcoder || s.d_in != s.d_out || s.cfg.skip_connection || s.params.skip.is_some() {
+            return Err(CudaError::Unsupported("GPU training of transcoders / skip connections; use the CPU trainer".into()));
+        }
+        let (d, d_sae) = (s.d_in, s.cfg.d_sae);
+        if k == 0 || k > d_sae {
+            return Err(CudaError::Shape(format!("k = {k} must be in 1..={d_sae}")));
+        }
+        let ok = |p: &Params| p.enc.len() == d_sae * d && p.b_enc.len() == d_sae && p.dec.len() == d_sae * d && p.b_dec.len() == d;
+        if !(ok(&s.params) && ok(&s.adam_m) && ok(&s.adam_v)) || s.tokens_since_fired.len() != d_sae || s.fire_counts.len() != d_sae {
+            return Err(CudaError::Shape(format!("trainer state does not match its config (d_in {d}, d_sae {d_sae})")));
+        }
+        let k_aux_cfg = s.cfg.aux_k.unwrap_or(d / 2).max(1);
+        let splits = d_sae.div_ceil(BDEC_SPLIT_ROWS);
+        let g = &gpu;
+        Ok(GpuTopKTrainer {
+            params: DevParams::upload(g, &s.params)?,
+            adam_m: DevParams::upload(g, &s.adam_m)?,
+            adam_v: DevParams::upload(g, &s.adam_v)?,
+            grads: DevParams::zeros(g, d, d_sae)?,
+            counts: alloc(g, d_sae)?,
+            offsets: alloc(g, d_sae + 1)?,
+            cursor: alloc(g, d_sae)?,
+            fire: alloc(g, d_sae)?,
+            dead: alloc(g, d_sae)?,
+            ybar: alloc(g, d)?,
+            bdec_partial: alloc(g, splits * d)?,
+            bdec_tmp: alloc(g, d)?,
+            norm_partial: alloc(g, 4 * NORM_BLOCKS)?,
+            scratch: None,
+            d,
+            d_sae,
+            k,
+            k_aux_cfg,
+            step: s.step,
+            tokens_seen: s.tokens_seen,
+            tokens_since_fired: s.tokens_since_fired,
+            fire_counts: s.fire_counts,
+            batch_threshold: s.batch_threshold,
+            scale_in: s.scale_in,
+            scale_out: s.scale_out,
+            cfg: s.cfg,
+            gpu,
+        })
+    }
+
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    pub fn tokens_seen(&self) -> u64 {
+        self.tokens_seen
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// The full state on the host; `Trainer::restore(state)` continues on the
+    /// CPU, and `Trainer::restore(state)?.to_coder()` gives the inference coder.
+    pub fn state(&self) -> Result<TrainerState> {
+        let g = &self.gpu;
+        Ok(TrainerState {
+            cfg: self.cfg.clone(),
+            d_in: self.d,
+            d_out: self.d,
+            step: self.step,
+            tokens_seen: self.tokens_seen,
+            params: self.params.download(g)?,
+            adam_m: self.adam_m.download(g)?,
+            adam_v: self.adam_v.download(g)?,
+            tokens_since_fired: self.tokens_since_fired.clone(),
+            fire_counts: self.fire_counts.clone(),
+            batch_threshold: self.batch_threshold,
+            scale_in: self.scale_in,
+            scale_out: self.scale_out,
+        })
+    }
+
+    /// Learning rate at `step`: the CPU trainer's schedule (`Trainer::lr_at`).
+    pub fn lr_at(&self, step: u64) -> f32 {
+        let c = &self.cfg;
+        let warm = if c.lr_warmup_steps > 0 && step < c.lr_warmup_steps { (step + 1) as f32 / c.lr_warmup_steps as f32 } else { 1.0 };
+        let decay = match c.lr_decay {
+            LrDecay::Constant => 1.0,
+            d => {
+                let len = c.lr_decay_steps.unwrap_or(c.total_steps.saturating_sub(c.lr_warmup_steps));
+                let start = c.total_steps.saturating_sub(len);
+                if len == 0 || step < start {
+                    1.0
+                } else {
+                    let p = ((step - start) as f32 / len as f32).min(1.0);
+                    let shape = match d {
+                        LrDecay::Linear => 1.0 - p,
+                        _ => 0.5 * (1.0 + (std::f32::consts::PI * p).cos()),
+                    };
+                    c.lr_end_factor + (1.0 - c.lr_end_factor) * shape
+                }
+            }
+        };
+        c.lr * warm * decay
+    }
+
+    fn k2_max(&self) -> usize {
+        self.k + if self.cfg.aux_k_coefficient > 0.0 { self.k_aux_cfg.min(self.d_sae) } else { 0 }
+    }
+
+    fn ensure_scratch(&mut self, n: usize) -> Result<()> {
+        if self.scratch.as_ref().is_some_and(|s| s.rows >= n) {
+            return Ok(());
+        }
+        self.scratch = None; // free the old buffers first
+        let g = &self.gpu;
+        let (d, e) = (self.d, n * self.k2_max());
+        self.scratch = Some(Scratch {
+            rows: n,
+            x: alloc(g, n * d)?,
+            xs: alloc(g, n * d)?,
+            xin: alloc(g, n * d)?,
+            pre: alloc(g, n * self.d_sae)?,
+            pre_aux: None,
+            idx: alloc(g, e)?,
+            val: alloc(g, e)?,
+            dpre: alloc(g, e)?,
+            perm: alloc(g, e)?,
+            sort_tmp: alloc(g, e)?,
+            yhat: alloc(g, n * d)?,
+            g: alloc(g, n * d)?,
+            a: alloc(g, n * d)?,
+            h: alloc(g, n * d)?,
+            row_se: alloc(g, n)?,
+            row_var: alloc(g, n)?,
+            row_ae: alloc(g, n)?,
+        });
+        Ok(())
+    }
+
+    /// One optimisation step on `n` rows of `x` [n, d_in] (unscaled activations).
+    pub fn step(&mut self, x: &[f32], n: usize) -> Result<StepStats> {
+        let (d, d_sae, k) = (self.d, self.d_sae, self.k);
+        if n == 0 {
+            return Err(CudaError::Shape("training step on an empty batch".into()));
+        }
+        if x.len() != n * d {
+            return Err(CudaError::Shape(format!("batch has {} values, expected {n} x {d}", x.len())));
+        }
+        self.ensure_scratch(n)?;
+        let dead: Vec<bool> = self.tokens_since_fired.iter().map(|&t| t >= self.cfg.dead_after_tokens).collect();
+        let n_dead = dead.iter().filter(|&&b| b).count();
+        let use_aux = self.cfg.aux_k_coefficient > 0.0 && n_dead > 0;
+        let k_aux = if use_aux { self.k_aux_cfg.min(n_dead) } else { 0 };
+        let aux_scale = if use_aux { (n_dead as f32 / self.k_aux_cfg as f32).min(1.0) * self.cfg.aux_k_coefficient } else { 0.0 };
+        let k2 = k + k_aux;
+        let inv_n = 1.0 / n as f32;
+        let lr = self.lr_at(self.step);
+
+        let gpu = self.gpu.clone();
+        let g = &*gpu;
+        let s = self.scratch.as_mut().expect("scratch allocated above");
+        let p = &self.params;
+        g.stream.memcpy_htod(x, &mut s.x.slice_mut(0..n * d))?;
+        let b_dec_in = if self.cfg.apply_b_dec_to_input { g.ptr(&p.b_dec) } else { NULL };
+        g.launch("prepare_input", grid_1d(n * d), &[g.ptr(&s.x), n.into(), d.into(), self.scale_in.into(), b_dec_in, g.ptr(&s.xs), g.ptr(&s.xin)])?;
+
+        // Forward: pre-activations, top-k (positive values only) and the reconstruction.
+        g.gemm_nt_bias(&s.xin, &p.enc, Some(&p.b_enc), &mut s.pre, n, d_sae, d)?;
+        g.topk_rows_into(&s.pre, n, d_sae, k, 2, &mut s.idx, 0, &mut s.val, 0, k2)?;
+        if use_aux {
+            if s.pre_aux.is_none() {
+                s.pre_aux = Some(alloc(g, s.rows * d_sae)?);
+            }
+            let pa = s.pre_aux.as_mut().expect("allocated above");
+            let mask: Vec<u8> = dead.iter().map(|&b| b as u8).collect();
+            g.stream.memcpy_htod(&mask, &mut self.dead)?;
+            g.stream.memcpy_dtod(&s.pre.slice(0..n * d_sae), &mut pa.slice_mut(0..n * d_sae))?;
+            g.launch("mask_live_latents", grid_1d(n * d_sae), &[g.ptr(pa), n.into(), d_sae.into(), g.ptr(&self.dead)])?;
+            g.topk_rows_into(pa, n, d_sae, k_aux, 0, &mut s.idx, k, &mut s.val, k, k2)?;
+        }
+        let (idx, val) = (g.ptr(&s.idx), g.ptr(&s.val));
+        g.launch("sparse_decode", per_row(n, 128), &[idx, val, NULL, n.into(), k.into(), k2.into(), g.ptr(&p.dec), d.into(), g.ptr(&p.b_dec), g.ptr(&s.yhat), 0i32.into()])?;
+
+        // Loss and the gradients wrt the reconstruction and the active values.
+        g.launch("column_sum", grid_1d(d), &[g.ptr(&s.xs), n.into(), d.into(), inv_n.into(), g.ptr(&self.ybar)])?;
+        g.launch("residual_loss", per_row(n, 128), &[g.ptr(&s.yhat), g.ptr(&s.xs), g.ptr(&self.ybar), n.into(), d.into(), inv_n.into(), g.ptr(&s.g), g.ptr(&s.row_se), g.ptr(&s.row_var)])?;
+        g.launch("sparse_grad_values", per_row(n, 256), &[idx, NULL, n.into(), k.into(), k2.into(), g.ptr(&p.dec), d.into(), g.ptr(&s.g), g.ptr(&s.dpre)])?;
+        if use_aux {
+            let (idx_aux, val_aux) = (g.ptr_at(&s.idx, k), g.ptr_at(&s.val, k));
+            g.launch("sparse_decode", per_row(n, 128), &[idx_aux, val_aux, NULL, n.into(), k_aux.into(), k2.into(), g.ptr(&p.dec), d.into(), NULL, g.ptr(&s.a), 0i32.into()])?;
+            g.launch("auxk_residual", per_row(n, 128), &[g.ptr(&s.a), g.ptr(&s.yhat), g.ptr(&s.xs), n.into(), d.into(), (2.0 * aux_scale * inv_n).into(), g.ptr(&s.h), g.ptr(&s.row_ae)])?;
+            g.launch("sparse_grad_values", per_row(n, 256), &[idx_aux, NULL, n.into(), k_aux.into(), k2.into(), g.ptr(&p.dec), d.into(), g.ptr(&s.h), g.ptr_at(&s.dpre, k)])?;
+        }
+
+        // Group the entries by latent (counting sort, then a fixed order inside each group).
+        let entries = n * k2;
+        g.stream.memset_zeros(&mut self.counts)?;
+        g.stream.memset_zeros(&mut self.fire)?;
+        g.stream.memset_zeros(&mut self.cursor)?;
+        g.launch("count_latents", grid_1d(entries), &[idx, NULL, n.into(), k2.into(), k2.into(), g.ptr(&self.counts)])?;
+        g.launch("count_latents", grid_1d(n * k), &[idx, NULL, n.into(), k.into(), k2.into(), g.ptr(&self.fire)])?;
+        g.launch("exclusive_scan_1block", per_row(1, 1024), &[g.ptr(&self.counts), d_sae.into(), g.ptr(&self.offsets)])?;
+        g.launch("scatter_by_latent", grid_1d(entries), &[idx, NULL, n.into(), k2.into(), k2.into(), g.ptr(&self.offsets), g.ptr(&self.cursor), g.ptr(&s.perm)])?;
+        g.launch("sort_segments", per_row(d_sae, 256), &[g.ptr(&self.offsets), d_sae.into(), g.ptr(&s.perm), g.ptr(&s.sort_tmp)])?;
+
+        // Weight gradients, latent by latent.
+        let gr = &self.grads;
+        let (perm, offs) = (g.ptr(&s.perm), g.ptr(&self.offsets));
+        let h_src = if use_aux { g.ptr(&s.h) } else { g.ptr(&s.g) };
+        g.launch("segment_outer_accumulate", per_row(d_sae, 128), &[perm, offs, k2.into(), k.into(), val, g.ptr(&s.g), h_src, d.into(), 1.0f32.into(), g.ptr(&gr.dec)])?;
+        g.launch("segment_outer_accumulate", per_row(d_sae, 128), &[perm, offs, k2.into(), k2.into(), g.ptr(&s.dpre), g.ptr(&s.xin), g.ptr(&s.xin), d.into(), 1.0f32.into(), g.ptr(&gr.enc)])?;
+        g.launch("segment_sum", grid_1d(d_sae), &[perm, offs, d_sae.into(), g.ptr(&s.dpre), 1.0f32.into(), g.ptr(&gr.b_enc)])?;
+        // b_dec: Σ_t g_t, and through the encoder input x − b_dec: −Σ_j (∂L/∂b_enc)_j enc_j.
+        g.launch("column_sum", grid_1d(d), &[g.ptr(&s.g), n.into(), d.into(), 1.0f32.into(), g.ptr(&gr.b_dec)])?;
+        if self.cfg.apply_b_dec_to_input {
+            let splits = d_sae.div_ceil(BDEC_SPLIT_ROWS);
+            let cfg = LaunchConfig { grid_dim: (d.div_ceil(128) as u32, splits as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+            g.launch("weighted_rows_partial", cfg, &[g.ptr(&p.enc), g.ptr(&gr.b_enc), d_sae.into(), d.into(), BDEC_SPLIT_ROWS.into(), g.ptr(&self.bdec_partial)])?;
+            g.launch("column_sum", grid_1d(d), &[g.ptr(&self.bdec_partial), splits.into(), d.into(), (-1.0f32).into(), g.ptr(&self.bdec_tmp)])?;
+            g.launch_lm("add_inplace", grid_1d(d), &[g.ptr(&gr.b_dec), g.ptr(&self.bdec_tmp), Arg::U64(d as u64)])?;
+        }
+        // Only the tangential part of a unit-norm row's gradient matters.
+        g.launch("project_tangent_rows", per_row(d_sae, 128), &[g.ptr(&gr.dec), g.ptr(&p.dec), d_sae.into(), d.into()])?;
+        let norm_cfg = LaunchConfig { grid_dim: (NORM_BLOCKS as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        for (i, t) in [&gr.enc, &gr.b_enc, &gr.dec, &gr.b_dec].into_iter().enumerate() {
+            g.launch("sum_squares_partial", norm_cfg, &[g.ptr(t), Arg::U64(t.len() as u64), g.ptr(&self.norm_partial), ((i * NORM_BLOCKS) as i32).into()])?;
+        }
+
+        // The one synchronisation: loss parts, gradient norm, firing counts.
+        let sum = |v: &CudaSlice<f32>| -> Result<f64> { Ok(g.download(v)?[..n].iter().map(|&x| x as f64).sum()) };
+        let mse_sum = sum(&s.row_se)?;
+        let var_sum = sum(&s.row_var)?;
+        let aux_sum = if use_aux { sum(&s.row_ae)? } else { 0.0 };
+        let grad_norm = g.download(&self.norm_partial)?.iter().sum::<f64>().sqrt();
+        let fire = g.download(&self.fire)?;
+        let nf = n as f64;
+        let (mse, auxk) = (mse_sum / nf, aux_scale as f64 * aux_sum / nf);
+        let loss = mse + auxk;
+        if !loss.is_finite() {
+            return Err(CudaError::NonFinite { step: self.step, what: "loss", value: loss });
+        }
+        if !grad_norm.is_finite() {
+            return Err(CudaError::NonFinite { step: self.step, what: "gradient norm", value: grad_norm });
+        }
+        let clip = match self.cfg.max_grad_norm {
+            Some(m) if grad_norm > m as f64 => (m as f64 / grad_norm) as f32,
+            _ => 1.0,
+        };
+
+        // Adam on every tensor, then unit-norm decoder rows.
+        let (b1, b2, eps) = (self.cfg.adam_beta1, self.cfg.adam_beta2, self.cfg.adam_eps);
+        let t = (self.step + 1) as i32;
+        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        let (pm, mm, vm) = (&self.params, &self.adam_m, &self.adam_v);
+        for (pp, gg, m, v) in [(&pm.enc, &gr.enc, &mm.enc, &vm.enc), (&pm.b_enc, &gr.b_enc, &mm.b_enc, &vm.b_enc), (&pm.dec, &gr.dec, &mm.dec, &vm.dec), (&pm.b_dec, &gr.b_dec, &mm.b_dec, &vm.b_dec)] {
+            let len = pp.len();
+            g.launch("adam_step", grid_1d(len), &[g.ptr(pp), g.ptr(gg), g.ptr(m), g.ptr(v), Arg::U64(len as u64), lr.into(), b1.into(), b2.into(), bc1.into(), bc2.into(), eps.into(), clip.into()])?;
+        }
+        g.launch("normalize_rows", per_row(d_sae, 128), &[g.ptr(&pm.dec), d_sae.into(), d.into()])?;
+
+        let mut nnz = 0u64;
+        for ((t, total), &c) in self.tokens_since_fired.iter_mut().zip(&mut self.fire_counts).zip(&fire) {
+            let c = c as u64;
+            nnz += c;
+            *total += c;
+            *t = if c > 0 { 0 } else { t.saturating_add(n as u64) };
+        }
+        let stats = StepStats {
+            step: self.step,
+            loss,
+            mse,
+            l1: None,
+            l1_coefficient: None,
+            auxk: Some(auxk),
+            l0: nnz as f64 / nf,
+            dead_fraction: n_dead as f64 / d_sae as f64,
+            explained_variance: if var_sum > 0.0 { 1.0 - mse_sum / var_sum } else { 0.0 },
+            lr,
+            grad_norm,
+        };
+        self.step += 1;
+        self.tokens_seen += n as u64;
+        Ok(stats)
+    }
+}
