@@ -67,6 +67,20 @@ fn checkpoint_matching_pipeline_end_to_end() {
         assert!(dir.join("sae/cfg.json").is_file() && dir.join("sae/sae_weights.safetensors").is_file());
     }
 
+    // Evaluation on held-out text, each SAE spliced into its own checkpoint.
+    let evaluated = artifacts(&cache, "evaluate");
+    assert_eq!(evaluated.len(), 10, "{evaluated:?}");
+    for (inst, dir) in &evaluated {
+        let m = saepipe::ops::table::Table::read_parquet(&dir.join("metrics.parquet")).unwrap();
+        assert_eq!(m.strings("coder").unwrap(), vec![inst.replace("evaluate", "train")]);
+        let (ev, l0, score) = (m.f64("explained_variance").unwrap()[0], m.f64("l0").unwrap()[0], m.f64("ce_loss_score").unwrap()[0]);
+        assert!(ev >= 0.8, "{inst}: held-out explained variance {ev}");
+        assert!((l0 - 8.0).abs() < 0.01, "{inst}: L0 {l0} of a k = 8 TopK SAE");
+        if inst.contains("step2000") {
+            assert!(score > 0.9, "{inst}: CE loss score {score}");
+        }
+    }
+
     // Matching: most features alive; later checkpoints match the final one better.
     let matched = artifacts(&cache, "match");
     let summary = saepipe::ops::table::Table::read_parquet(&matched[0].1.join("summary.parquet")).unwrap();
@@ -90,7 +104,7 @@ fn checkpoint_matching_pipeline_end_to_end() {
         assert!(!html.contains(needle), "report references an external resource ({needle})");
     }
     let figures = report.parent().unwrap().join("figures");
-    for name in ["matched_fraction", "matched_similarity_heatmap", "training_curves"] {
+    for name in ["matched_fraction", "matched_similarity_heatmap", "training_curves", "sae_losses_per_checkpoint"] {
         let png = std::fs::read(figures.join(format!("{name}.png"))).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}.png");
     }
@@ -166,4 +180,27 @@ fn killed_training_resumes_from_checkpoint_with_identical_weights() {
     let dir = &artifacts(&t.path().join("cache"), "train")[0].1;
     assert!(std::fs::read(dir.join("sae/sae_weights.safetensors")).unwrap() == want, "resumed training ended with different weights");
     assert!(std::fs::read(dir.join("losses.parquet")).unwrap() == want_losses, "resumed training logged different losses");
+}
+
+/// The classic toy flow (pipelines/toy_sae.yaml): an SAE on the toy LM's MLP
+/// output reconstructs it, splices in with little CE cost, and both reports
+/// (plot and feature inspection) are written.
+#[test]
+fn toy_sae_pipeline() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let pipeline = repo().join("pipelines/toy_sae.yaml");
+    let out = ok(saepipe(t.path()).args(["run", pipeline.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()]).output().unwrap());
+    let reports: Vec<&str> = out.lines().filter(|l| l.starts_with("report (")).collect();
+    assert_eq!(reports.len(), 2, "{out}");
+    for line in reports {
+        assert!(Path::new(line.rsplit_once(": ").unwrap().1).is_file(), "{line}");
+    }
+    let evaluated = artifacts(&cache, "evaluate");
+    let m = saepipe::ops::table::Table::read_parquet(&evaluated[0].1.join("metrics.parquet")).unwrap();
+    let (ev, score) = (m.f64("explained_variance").unwrap()[0], m.f64("ce_loss_score").unwrap()[0]);
+    assert!(ev >= 0.8, "held-out explained variance {ev}");
+    assert!(score > 0.5, "CE loss score {score}");
+    let features = saepipe::ops::table::Table::read_parquet(&artifacts(&cache, "features")[0].1.join("features.parquet")).unwrap();
+    assert!(features.rows() > 0);
 }

@@ -75,7 +75,7 @@ impl Op for PlotOp {
         "plot"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "figures (SVG, PNG, Parquet data) and a self-contained HTML report"
@@ -184,7 +184,9 @@ impl Op for PlotOp {
         // Different LMs (checkpoints) have different clean losses; the reference line
         // is only meaningful when they agree.
         let clean = (!clean_ce.is_empty() && clean_ce.iter().all(|&c| (c - clean_ce[0]).abs() < 1e-9)).then(|| clean_ce[0]);
-        if !coder_points.is_empty() {
+        // A frontier across different LMs compares unlike losses: leave it to the
+        // table (CE loss score is the comparable number there).
+        if !coder_points.is_empty() && clean.is_some() {
             let fig = rep::sparsity_faithfulness(&coder_points, clean, &opts)?;
             save_figure(&out, &fig, &mut report)?;
             figures.push(fig.name.clone());

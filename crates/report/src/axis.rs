@@ -96,10 +96,15 @@ impl Axis {
         } else {
             (0.0, 1.0)
         };
-        if max - min <= f64::EPSILON * max.abs().max(1.0) {
-            let d = if min == 0.0 { 1.0 } else { min.abs() * 0.1 };
-            min -= d;
-            max += d;
+        // A spread below 0.1% of the magnitude is noise (an L0 of exactly k with
+        // one batch at k - 1e-5): show the values as flat rather than let the
+        // axis blow the noise up to full height.
+        let magnitude = min.abs().max(max.abs());
+        if max - min <= 1e-3 * magnitude || max - min <= f64::EPSILON {
+            let mid = 0.5 * (min + max);
+            let d = if magnitude == 0.0 { 1.0 } else { magnitude * 0.01 };
+            min = mid - d;
+            max = mid + d;
         }
         let pad = 0.05 * (max - min);
         Self::linear_fixed(
@@ -466,5 +471,8 @@ mod tests {
         assert!(a.hi > a.lo && !a.major.is_empty());
         let b = Axis::auto([f64::NAN], 30.0);
         assert!(b.hi > b.lo);
+        // Noise-level spread around 8: the axis spans about ±1%, not ±1e-5.
+        let c = Axis::linear(7.99994, 8.0, 5);
+        assert!(c.lo < 7.95 && c.hi > 8.05, "{} {}", c.lo, c.hi);
     }
 }
