@@ -204,3 +204,35 @@ fn toy_sae_pipeline() {
     let features = saepipe::ops::table::Table::read_parquet(&artifacts(&cache, "features")[0].1.join("features.parquet")).unwrap();
     assert!(features.rows() > 0);
 }
+
+/// `device: cuda` trains a TopK SAE on the GPU, ending close to the CPU result
+/// (different rounding, same recipe); without a GPU it fails and says why.
+#[test]
+fn training_on_cuda_runs_on_the_gpu_or_fails_clearly() {
+    let corpus = repo().join("models/toy-grammar/corpus-eval.jsonl");
+    let yaml = TRAIN_ONLY.replace("CORPUS", corpus.to_str().unwrap()).replace("total_tokens: 262144", "total_tokens: 65536");
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("cpu.yaml"), yaml.replace("checkpoint_every: 40", "checkpoint_every: 40\n    device: cpu")).unwrap();
+    std::fs::write(t.path().join("cuda.yaml"), yaml.replace("checkpoint_every: 40", "checkpoint_every: 40\n    device: cuda")).unwrap();
+    // Separate caches: `device` is not part of the key, so one cache would reuse the CPU result.
+    let run = |file: &str| saepipe(t.path()).args(["run", file, "--cache-dir", &format!("cache-{file}")]).output().unwrap();
+    let cuda = run("cuda.yaml");
+    match saepipe_cuda::gpu_count() {
+        Ok(n) if n > 0 => {
+            ok(cuda);
+            ok(run("cpu.yaml"));
+            let ev = |file: &str| {
+                let dir = &artifacts(&t.path().join(format!("cache-{file}")), "train")[0].1;
+                read_json(&dir.join("summary.json"))["final"]["explained_variance"].as_f64().unwrap()
+            };
+            let (gpu_ev, cpu_ev) = (ev("cuda.yaml"), ev("cpu.yaml"));
+            assert!((gpu_ev - cpu_ev).abs() < 0.02, "GPU training explained variance {gpu_ev} vs CPU {cpu_ev}");
+        }
+        _ => {
+            eprintln!("SKIPPED the GPU half of training_on_cuda: no CUDA device; checking the error instead");
+            assert!(!cuda.status.success(), "device: cuda succeeded on a machine without a GPU");
+            let err = String::from_utf8_lossy(&cuda.stderr);
+            assert!(err.contains("cuda") && err.contains("driver"), "{err}");
+        }
+    }
+}

@@ -123,7 +123,7 @@ pub fn execute(cache: &Cache, job: &StageJob, progress: &dyn ProgressSink, log: 
         progress,
         log,
     };
-    let metrics = op.run(&mut ctx).with_context(|| format!("stage `{}` (op `{}`) failed", job.instance, job.op))?;
+    let metrics = op.run(&mut ctx).with_context(|| format!("op `{}`", job.op))?;
     let seconds = start.elapsed().as_secs_f64();
     let manifest = staging.commit(ManifestDraft {
         op: job.op.clone(),

@@ -41,7 +41,16 @@ pub fn revision_step(model: &str) -> f64 {
 
 /// Encodes the first `n_tokens` rows of `store` at the coder's input hook.
 /// Returns the activations and the token ids they were computed on.
-fn encode_store(coder: &SparseCoder, label: &str, store: &Path, n_tokens: usize) -> Result<(CsrActivations, Vec<u32>)> {
+fn encode_store(coder: &SparseCoder, label: &str, store: &Path, n_tokens: usize, gpu: Option<&std::sync::Arc<saepipe_cuda::Gpu>>) -> Result<(CsrActivations, Vec<u32>)> {
+    // TopK coders encode on the GPU when there is one; everything else on the CPU.
+    let on_gpu = match gpu {
+        Some(g) => match saepipe_cuda::GpuTopKSae::from_coder(g, coder) {
+            Ok(sae) => Some((g, sae)),
+            Err(saepipe_cuda::CudaError::Unsupported(_)) => None,
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
     let hook = coder.metadata.hook_name.clone().with_context(|| format!("SAE `{label}` does not name its hook (cfg.json metadata.hook_name)"))?;
     let reader = ActivationReader::open(store, &[hook.as_str()]).with_context(|| format!("SAE `{label}`: activation store {}", store.display()))?;
     if reader.widths()[0] != coder.d_in {
@@ -52,7 +61,11 @@ fn encode_store(coder: &SparseCoder, label: &str, store: &Path, n_tokens: usize)
     for b in reader.sequential().batches(4096) {
         let b = b?;
         let take = b.rows.min(n - tokens.len());
-        let acts = coder.encode(&b.hooks[0][..take * coder.d_in], take)?;
+        let x = &b.hooks[0][..take * coder.d_in];
+        let acts = match &on_gpu {
+            Some((g, sae)) => sae.encode_topk(g, x, take)?,
+            None => coder.encode(x, take)?,
+        };
         for r in 0..take {
             let (i, v) = acts.row(r);
             idx.extend_from_slice(i);
@@ -110,6 +123,7 @@ impl Op for MatchFeaturesOp {
             ParamSpec::maybe("activations", Artifacts, "one activation store per SAE in `saes`, same order (e.g. acts[*])"),
             ParamSpec::optional("similarity", Enum(&["activations", "pearson", "decoder", "encoder"]), json!("activations"), "feature similarity"),
             ParamSpec::optional("n_tokens", Int, json!(65536), "tokens encoded per SAE (the first rows of each store)"),
+            ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N: TopK SAEs encode on the GPU when it resolves to CUDA").not_in_key(),
             ParamSpec::optional("thresholds", List(Box::new(Float)), json!(DEFAULT_DISTANCE_THRESHOLDS), "distance (1 - similarity) thresholds for the summary"),
             ParamSpec::optional("strategy", Enum(&["auto", "dense", "sparse"]), json!("auto"), "dense f32 matrix, or sparse candidates + certificate"),
             ParamSpec::optional("top_m", Int, json!(32), "candidates per feature (sparse strategy)"),
@@ -126,13 +140,17 @@ impl Op for MatchFeaturesOp {
         if needs_acts && (stores.len() != saes.len() || ctx.input_list("reference_activations").is_empty()) {
             bail!("similarity `{}` needs `reference_activations` and one store in `activations` per SAE ({} SAEs, {} stores)", kind.name(), saes.len(), stores.len());
         }
+        let gpu = match saepipe_cuda::DeviceSpec::parse(p.str("device")?)?.resolve()? {
+            saepipe_cuda::Device::Cuda(i) if needs_acts => Some(std::sync::Arc::new(saepipe_cuda::Gpu::new(i, None).with_context(|| format!("starting CUDA device {i}"))?)),
+            _ => None,
+        };
         let load = |dir: &Path, store: Option<&Path>| -> Result<(Side, Option<Vec<u32>>)> {
             let coder = load_trained_coder(dir)?;
             let label = coder_label(&coder, dir);
             let model = coder.metadata.model_name.clone().unwrap_or_default();
             let (acts, tokens) = match store {
                 Some(s) => {
-                    let (a, t) = encode_store(&coder, &label, s, n_tokens)?;
+                    let (a, t) = encode_store(&coder, &label, s, n_tokens, gpu.as_ref())?;
                     (Some(a), Some(t))
                 }
                 None => (None, None),

@@ -7,7 +7,13 @@
 //! written to the partial area; a killed run restarts from the last checkpoint,
 //! skips the batches already consumed and continues. Because the batch stream
 //! and the state are restored exactly, a resumed run ends with the same weights
-//! as an uninterrupted one (tests/train_sae_op.rs checks byte equality).
+//! as an uninterrupted one (tests/checkpoint_matching.rs checks byte equality).
+//! That holds per device: CPU and GPU steps round differently, so a run resumed
+//! on the other device continues correctly but not bit for bit.
+//!
+//! `device: cuda` (or `auto` on a machine with a GPU) runs TopK SAE training on
+//! the GPU trainer of saepipe-cuda; other architectures and transcoders train on
+//! the CPU, and the log says so.
 //!
 //! Output: `sae/` (a SAELens v6 directory), `losses.parquet` (one row per
 //! logged step) and `summary.json`.
@@ -111,9 +117,9 @@ fn losses_table(rows: &[Value]) -> Table {
 
 /// Writes the trainer state and the loss rows so far; each file lands under a
 /// temporary name first so a crash never leaves a torn checkpoint.
-fn save_checkpoint(dir: &Path, trainer: &Trainer, rows: &[Value]) -> Result<()> {
+fn save_checkpoint(dir: &Path, state: &TrainerState, rows: &[Value]) -> Result<()> {
     let tmp = dir.join(format!("{CHECKPOINT}.tmp"));
-    trainer.state().save(&tmp)?;
+    state.save(&tmp)?;
     let tmp_rows = dir.join(format!("{LOSS_ROWS}.tmp"));
     std::fs::write(&tmp_rows, serde_json::to_vec(rows)?)?;
     // Rows first: a checkpoint is only trusted when the rows match its step.
@@ -129,6 +135,64 @@ fn load_checkpoint(dir: &Path, log: &mut dyn std::io::Write) -> Option<(TrainerS
     let rows: Vec<Value> = rows.into_iter().filter(|r| r["step"].as_u64().is_some_and(|s| s < state.step)).collect();
     let _ = writeln!(log, "resuming from checkpoint at step {}", state.step);
     Some((state, rows))
+}
+
+/// Where the training steps run. The GPU path takes over the CPU trainer's
+/// state (same initialisation, same batches) and hands it back for checkpoints
+/// and the final coder, so a checkpoint from either device resumes on either.
+enum Backend {
+    Cpu(Trainer),
+    Cuda(Box<saepipe_cuda::GpuTopKTrainer>),
+}
+
+impl Backend {
+    /// Moves `trainer` to the device when it is a GPU and the setup is one the
+    /// GPU trainer implements; otherwise keeps it on the CPU and says why.
+    fn on(device: saepipe_cuda::Device, trainer: Trainer, log: &mut dyn std::io::Write) -> Result<Backend> {
+        let saepipe_cuda::Device::Cuda(ordinal) = device else {
+            return Ok(Backend::Cpu(trainer));
+        };
+        let gpu = std::sync::Arc::new(saepipe_cuda::Gpu::new(ordinal, None).with_context(|| format!("starting CUDA device {ordinal}"))?);
+        match saepipe_cuda::GpuTopKTrainer::from_state(gpu, trainer.state()) {
+            Ok(t) => {
+                let _ = writeln!(log, "training on cuda:{ordinal}");
+                Ok(Backend::Cuda(Box::new(t)))
+            }
+            Err(saepipe_cuda::CudaError::Unsupported(why)) => {
+                let _ = writeln!(log, "training on the CPU: {why}");
+                Ok(Backend::Cpu(trainer))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn step(&mut self, x: &[f32], y: Option<&[f32]>, n: usize) -> Result<StepStats> {
+        Ok(match self {
+            Backend::Cpu(t) => t.step(x, y, n)?,
+            Backend::Cuda(t) => t.step(x, n)?,
+        })
+    }
+
+    fn step_count(&self) -> u64 {
+        match self {
+            Backend::Cpu(t) => t.step_count(),
+            Backend::Cuda(t) => t.step_count(),
+        }
+    }
+
+    fn state(&self) -> Result<TrainerState> {
+        Ok(match self {
+            Backend::Cpu(t) => t.state(),
+            Backend::Cuda(t) => t.state()?,
+        })
+    }
+
+    fn into_cpu(self) -> Result<Trainer> {
+        match self {
+            Backend::Cpu(t) => Ok(t),
+            Backend::Cuda(t) => Ok(Trainer::restore(t.state()?)?),
+        }
+    }
 }
 
 /// Rows for initialising b_dec and the normalisation scale: the first batch of
@@ -191,9 +255,6 @@ impl Op for TrainSaeOp {
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
         let p = ctx.params.clone();
         let device = saepipe_cuda::DeviceSpec::parse(p.str("device")?)?.resolve()?;
-        if device != saepipe_cuda::Device::Cpu {
-            ctx.logln(format!("device {device:?} selected, but SAE training runs on the CPU in this version"));
-        }
         let store = ctx.input("activations")?.to_path_buf();
         let hook = p.str("hook")?.to_string();
         let hook_out = p.opt_str("hook_out").map(str::to_string);
@@ -220,7 +281,7 @@ impl Op for TrainSaeOp {
         let checkpoint_every = p.usize("checkpoint_every")?.max(1) as u64;
         let cfg = train_config(&p, d_in, total_steps, batch)?;
 
-        let (mut trainer, mut rows) = match load_checkpoint(&ctx.partial_dir, ctx.log) {
+        let (trainer, mut rows) = match load_checkpoint(&ctx.partial_dir, ctx.log) {
             Some((state, rows)) if state.cfg == cfg && state.d_in == d_in && state.d_out == d_out => (Trainer::restore(state)?, rows),
             _ => {
                 let init = init_sample(&store, &hooks, seed, buffer, batch.max(4096).min(n_rows))?;
@@ -228,6 +289,7 @@ impl Op for TrainSaeOp {
                 (Trainer::new(cfg.clone(), d_in, d_out, &init[0], y)?, Vec::new())
             }
         };
+        let mut trainer = Backend::on(device, trainer, ctx.log)?;
         ctx.progress.set_total(total_steps * batch as u64, "tokens");
         let started = std::time::Instant::now();
         let mut step = trainer.step_count();
@@ -252,12 +314,13 @@ impl Op for TrainSaeOp {
                 step += 1;
                 ctx.progress.set_position(step * batch as u64);
                 if step % checkpoint_every == 0 && step < total_steps {
-                    save_checkpoint(&ctx.partial_dir, &trainer, &rows)?;
+                    save_checkpoint(&ctx.partial_dir, &trainer.state()?, &rows)?;
                 }
                 last = Some(s);
             }
         }
         let secs = started.elapsed().as_secs_f64();
+        let trainer = trainer.into_cpu()?;
 
         let mut coder = trainer.to_coder();
         let info = reader.info();
