@@ -97,6 +97,19 @@ fn checkpoint_matching_pipeline_end_to_end() {
         assert!(at(&col, 2000.0) > at(&col, 0.0), "{col}: step 2000 {} vs step 0 {}", at(&col, 2000.0), at(&col, 0.0));
     }
 
+    // Feature inspection of the reference: best and worst matched features, with
+    // histograms and logit effects.
+    let feats = &artifacts(&cache, "features")[0].1;
+    let logits = saepipe::ops::table::Table::read_parquet(&feats.join("logits.parquet")).unwrap();
+    let hist = saepipe::ops::table::Table::read_parquet(&feats.join("histograms.parquet")).unwrap();
+    assert_eq!(logits.rows(), 24 * 2 * 8, "24 features x (positive, negative) x 8 tokens");
+    assert_eq!(hist.rows(), 24 * 16);
+    let pairs = saepipe::ops::table::Table::read_parquet(&matched[0].1.join("pairs.parquet")).unwrap();
+    let shown = logits.f64("feature").unwrap()[0] as i64;
+    let (sae, feature, sim) = (pairs.strings("sae").unwrap(), pairs.f64("reference_feature").unwrap(), pairs.f64("similarity").unwrap());
+    let best = (0..pairs.rows()).filter(|&i| sae[i] == "train[step0]" && sim[i].is_finite()).max_by(|&a, &b| sim[a].total_cmp(&sim[b]).then(feature[b].total_cmp(&feature[a]))).unwrap();
+    assert_eq!(shown, feature[best] as i64, "the first feature shown is the best matched at step 0");
+
     // The report stands alone: inline SVG figures, no external resources.
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.matches("<svg").count() >= 5, "figures missing from the report");
@@ -202,7 +215,9 @@ fn toy_sae_pipeline() {
     assert!(ev >= 0.8, "held-out explained variance {ev}");
     assert!(score > 0.5, "CE loss score {score}");
     let features = saepipe::ops::table::Table::read_parquet(&artifacts(&cache, "features")[0].1.join("features.parquet")).unwrap();
-    assert!(features.rows() > 0);
+    assert_eq!(features.rows(), 512);
+    let logits = saepipe::ops::table::Table::read_parquet(&artifacts(&cache, "features")[0].1.join("logits.parquet")).unwrap();
+    assert_eq!(logits.rows(), 24 * 2 * 8);
 }
 
 /// `device: cuda` trains a TopK SAE on the GPU, ending close to the CPU result
@@ -235,4 +250,60 @@ fn training_on_cuda_runs_on_the_gpu_or_fails_clearly() {
             assert!(err.contains("cuda") && err.contains("driver"), "{err}");
         }
     }
+}
+
+/// Two checkpoints that are the same bytes under different names (as some
+/// published Pythia step branches are) get a warning when they are matched.
+#[test]
+fn identical_checkpoints_are_flagged() {
+    let t = tempfile::tempdir().unwrap();
+    let copy = t.path().join("step2000-copy");
+    std::fs::create_dir(&copy).unwrap();
+    for e in std::fs::read_dir(repo().join("models/toy-grammar/step2000")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+    }
+    let corpus = repo().join("models/toy-grammar/corpus-eval.jsonl");
+    let yaml = format!(
+        r#"
+version: 1
+name: same_bytes
+stages:
+  tokens:
+    op: tokenize
+    corpus: {corpus}
+    tokenizer: toy/toy-grammar@step2000
+    context_size: 64
+    max_tokens: 8192
+  acts:
+    op: collect_activations
+    foreach: [{{key: hub, model: toy/toy-grammar@step2000}}, {{key: copy, model: {copy}}}]
+    model: ${{item.model}}
+    tokens: tokens
+    hooks: [blocks.1.hook_resid_pre]
+  train:
+    op: train_sae
+    foreach: [hub, copy]
+    activations: acts
+    hook: blocks.1.hook_resid_pre
+    d_sae: 64
+    k: 4
+    batch_size: 512
+    total_tokens: 8192
+  match:
+    op: match_features
+    reference: train[hub]
+    reference_activations: acts[hub]
+    saes: ["train[copy]"]
+    activations: ["acts[copy]"]
+    n_tokens: 4096
+"#,
+        corpus = corpus.display(),
+        copy = copy.display()
+    );
+    std::fs::write(t.path().join("p.yaml"), yaml).unwrap();
+    let out = saepipe(t.path()).args(["run", "p.yaml", "-q"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: match:") && err.contains("byte-identical weights"), "{err}");
 }

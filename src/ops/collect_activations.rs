@@ -27,11 +27,9 @@ fn weight_fingerprint(dir: &Path) -> Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-pub fn processing(name: &str) -> Processing {
-    match name {
-        "full" => Processing::FULL,
-        _ => Processing::NONE,
-    }
+/// The `processing` parameter: none, full (= transformer_lens) or steps joined by `+`.
+pub fn processing(name: &str) -> Result<Processing> {
+    Processing::parse(name).map_err(|e| anyhow::anyhow!("parameter `processing`: {e}"))
 }
 
 pub fn ln_hook(name: &str) -> LnHook {
@@ -63,7 +61,7 @@ impl Op for CollectActivationsOp {
             ParamSpec::required("model", ParamType::Str, "model reference: a directory, toy/<name>@<rev>, or <org>/<name>@<rev> in the local HF cache"),
             ParamSpec::required("tokens", ParamType::Artifact, "a tokenize stage"),
             ParamSpec::required("hooks", ParamType::List(Box::new(ParamType::Str)), "TransformerLens hook names, e.g. blocks.3.hook_resid_pre"),
-            ParamSpec::optional("processing", ParamType::Enum(&["none", "full"]), json!("none"), "weight processing: none (from_pretrained_no_processing) or full (from_pretrained defaults)"),
+            ParamSpec::optional("processing", ParamType::Str, json!("none"), "weight processing: none (from_pretrained_no_processing), full or transformer_lens (from_pretrained defaults), or steps joined by + (fold_ln+center_unembed)"),
             ParamSpec::optional("ln_hook", ParamType::Enum(&["pre_affine", "post_affine"]), json!("pre_affine"), "lnX.hook_normalized as TransformerLens 3.x (pre_affine) or 2.x (post_affine)"),
             ParamSpec::maybe("max_tokens", ParamType::Int, "use only the first contexts holding this many tokens"),
             ParamSpec::optional("shard_tokens", ParamType::Int, json!(65536), "tokens per Parquet shard (rounded down to whole contexts)"),
@@ -89,7 +87,7 @@ impl Op for CollectActivationsOp {
             ctx.logln(format!("device {device:?} selected, but the LM forward runs on the CPU in this version"));
         }
         let model_dir = model_ref::resolve(p.str("model")?, &ctx.base_dir)?;
-        let model = Model::load(&model_dir, &LoadOptions { processing: Some(processing(p.str("processing")?)), ln_hook: ln_hook(p.str("ln_hook")?) })
+        let model = Model::load(&model_dir, &LoadOptions { processing: Some(processing(p.str("processing")?)?), ln_hook: ln_hook(p.str("ln_hook")?) })
             .with_context(|| format!("loading model {}", model_dir.display()))?;
         let hooks = p.str_list("hooks")?;
         if hooks.is_empty() {

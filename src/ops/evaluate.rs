@@ -52,15 +52,23 @@ fn n_contexts(p: &Params, available: usize, ctx: usize, batch: usize) -> Result<
 }
 
 fn load_coders(ctx: &StageCtx) -> Result<Vec<NamedCoder>> {
-    let mut dirs: Vec<PathBuf> = ctx.input_list("saes").to_vec();
-    dirs.extend(ctx.params.str_list("paths")?.into_iter().map(PathBuf::from));
-    if dirs.is_empty() {
+    // (directory or file, label from the reference for `paths` entries)
+    let mut sources: Vec<(PathBuf, Option<String>)> = ctx.input_list("saes").iter().map(|d| (d.clone(), None)).collect();
+    for spec in ctx.params.str_list("paths")? {
+        let path = super::coder_ref::resolve(&spec, &ctx.base_dir).context("parameter `paths`")?;
+        let label = super::coder_ref::label(&spec, &path);
+        sources.push((path, Some(label)));
+    }
+    if sources.is_empty() {
         bail!("nothing to evaluate: give `saes` (e.g. train[*]) and/or `paths`");
     }
     let mut coders: Vec<NamedCoder> = Vec::new();
-    for dir in dirs {
+    for (dir, ref_label) in sources {
         let coder = load_trained_coder(&dir)?;
-        let label = coder_label(&coder, &dir);
+        let label = match ref_label {
+            Some(l) if !coder.metadata.extra.contains_key("saepipe_instance") => l,
+            _ => coder_label(&coder, &dir),
+        };
         if coders.iter().any(|c| c.label == label) {
             bail!("two coders are labelled `{label}` (the second is {}); labels come from the training stage instance or the directory name", dir.display());
         }
@@ -144,8 +152,8 @@ impl Op for EvaluateOp {
             ParamSpec::required("model", Str, "model reference: a directory, toy/<name>@<rev>, or <org>/<name>@<rev> in the local HF cache"),
             ParamSpec::required("tokens", Artifact, "a tokenize stage (evaluation tokens)"),
             ParamSpec::maybe("saes", Artifacts, "coders from training stages, e.g. train[*]"),
-            ParamSpec::maybe("paths", List(Box::new(Path)), "SAELens or sparsify coder directories on disk"),
-            ParamSpec::optional("processing", Enum(&["none", "full"]), json!("none"), "weight processing: none (from_pretrained_no_processing, as SAELens evaluates) or full"),
+            ParamSpec::maybe("paths", List(Box::new(Str)), "coders by reference: SAELens or sparsify directories or transcoder-paper .pt files on disk, or hf:<owner>/<repo>[@<rev>]/<path> in a Hugging Face repo (downloaded into the HF cache); hashed by content"),
+            ParamSpec::optional("processing", Str, json!("none"), "weight processing: none (from_pretrained_no_processing, as SAELens evaluates), full / transformer_lens, or steps joined by +"),
             ParamSpec::optional("ln_hook", Enum(&["pre_affine", "post_affine"]), json!("pre_affine"), "lnX.hook_normalized as TransformerLens 3.x (pre_affine) or 2.x (post_affine)"),
             ParamSpec::optional("batch_size", Int, json!(8), "contexts per forward pass (SAELens batch_size_prompts; per-batch metrics depend on it)"),
             ParamSpec::maybe("n_batches", Int, "evaluate at most this many batches"),
@@ -156,7 +164,12 @@ impl Op for EvaluateOp {
         ]
     }
     fn external_inputs(&self, params: &Params, base_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-        CollectActivationsOp.external_inputs(params, base_dir)
+        let mut out = CollectActivationsOp.external_inputs(params, base_dir)?;
+        // `paths` are references (local or hub), keyed by the content they resolve to.
+        for (i, spec) in params.str_list("paths")?.iter().enumerate() {
+            out.push((format!("paths[{i}]"), super::coder_ref::resolve(spec, base_dir).context("parameter `paths`")?));
+        }
+        Ok(out)
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
         let p = ctx.params.clone();
@@ -165,7 +178,7 @@ impl Op for EvaluateOp {
             ctx.logln(format!("device {device:?} selected, but evaluation runs on the CPU in this version"));
         }
         let model_dir = model_ref::resolve(p.str("model")?, &ctx.base_dir)?;
-        let model = Model::load(&model_dir, &LoadOptions { processing: Some(processing(p.str("processing")?)), ln_hook: ln_hook(p.str("ln_hook")?) })
+        let model = Model::load(&model_dir, &LoadOptions { processing: Some(processing(p.str("processing")?)?), ln_hook: ln_hook(p.str("ln_hook")?) })
             .with_context(|| format!("loading model {}", model_dir.display()))?;
         let coders = load_coders(ctx)?;
 

@@ -39,6 +39,22 @@ pub fn revision_step(model: &str) -> f64 {
     digits.parse::<f64>().unwrap_or(f64::NAN)
 }
 
+/// Warns when activation stores of differently named models (e.g. two training
+/// checkpoints) come from byte-identical weights: some published checkpoint
+/// branches serve the same files, which would show up as a spurious perfect match.
+fn warn_identical_checkpoints(ctx: &mut StageCtx, stores: &[PathBuf]) -> Result<()> {
+    let mut by_fingerprint: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for s in stores {
+        let info = saepipe_data::StoreInfo::load(s)?;
+        by_fingerprint.entry(info.meta.weight_fingerprint).or_default().insert(info.meta.model);
+    }
+    for models in by_fingerprint.values().filter(|m| m.len() > 1) {
+        let names: Vec<&str> = models.iter().map(String::as_str).collect();
+        ctx.warn(format!("{} have byte-identical weights (same weight fingerprint): the checkpoints are the same model, so their SAEs will match as if trained on one", names.join(", ")));
+    }
+    Ok(())
+}
+
 /// Encodes the first `n_tokens` rows of `store` at the coder's input hook.
 /// Returns the activations and the token ids they were computed on.
 fn encode_store(coder: &SparseCoder, label: &str, store: &Path, n_tokens: usize, gpu: Option<&std::sync::Arc<saepipe_cuda::Gpu>>) -> Result<(CsrActivations, Vec<u32>)> {
@@ -157,6 +173,11 @@ impl Op for MatchFeaturesOp {
             };
             Ok((Side { label, model, coder, acts }, tokens))
         };
+        if needs_acts {
+            let mut all = stores.clone();
+            all.extend(ctx.input_list("reference_activations").iter().cloned());
+            warn_identical_checkpoints(ctx, &all)?;
+        }
         let ref_store = needs_acts.then(|| ctx.input("reference_activations")).transpose()?.map(Path::to_path_buf);
         let (reference, ref_tokens) = load(ctx.input("reference")?, ref_store.as_deref())?;
         ctx.progress.set_total(saes.len() as u64, "SAEs");

@@ -2,6 +2,7 @@
 //! its inputs and writes its output directory; ops know nothing about caching,
 //! locking or scheduling (the engine in `exec` does all of that).
 
+pub mod coder_ref;
 pub mod collect_activations;
 pub mod command;
 pub mod debug_shards;
@@ -160,6 +161,12 @@ impl StageCtx<'_> {
     }
     pub fn logln(&mut self, msg: impl AsRef<str>) {
         let _ = writeln!(self.log, "{}", msg.as_ref());
+    }
+    /// A warning the user must see: into the stage log and onto stderr.
+    pub fn warn(&mut self, msg: impl AsRef<str>) {
+        let line = format!("warning: {}: {}", self.instance, msg.as_ref());
+        eprintln!("{line}");
+        self.logln(line);
     }
     /// Writes `bytes` to `out_dir/rel` (creating parent directories).
     pub fn write_output(&self, rel: &str, bytes: &[u8]) -> Result<()> {

@@ -12,7 +12,8 @@
 //!
 //! Options: --batch 8 --ctx 128 --reps 5 --threads N (default: all cores; sets
 //! the rayon pool and torch.set_num_threads) --models pythia-70m,gpt2-small
-//! --python PATH (default: the workspace's .venv, else python3) --no-tl.
+//! --python PATH (default: the workspace's .venv, else python3) --no-tl;
+//! --save-model DIR writes the first shape's random model and exits.
 //!
 //! Workloads:
 //!   collect: capture blocks.3.hook_resid_pre with stop_at_layer 4 (SAELens's
@@ -77,6 +78,14 @@ fn main() {
     let threads: usize = opt("--threads").map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |v| v.parse().unwrap());
     let models = opt("--models").unwrap_or_else(|| "pythia-70m,gpt2-small".into());
     let with_tl = !args.iter().any(|a| a == "--no-tl");
+    // `--save-model DIR`: only write the random model of the first shape (HF
+    // layout) for timing whole pipelines on it, e.g. scripts/bench/collect_pythia70m.sh.
+    if let Some(dir) = opt("--save-model") {
+        let name = models.split(',').next().unwrap();
+        synth::write_random_hf_model(Path::new(&dir), &config(name), 1).unwrap();
+        println!("wrote a random {name}-shaped model to {dir}");
+        return;
+    }
     let python = opt("--python").map(PathBuf::from).unwrap_or_else(|| {
         let venv = workspace_root().join(".venv/bin/python");
         if venv.exists() { venv } else { PathBuf::from("python3") }

@@ -10,7 +10,8 @@
 //! `blobs/<etag>` with `snapshots/<sha>/<file>` a relative symlink to it.
 //! Blobs are written to a temporary file and renamed, config.json is linked
 //! after all weights and `refs/<rev>` last, so an interrupted download never
-//! looks complete to either reader.
+//! looks complete to either reader. [`HubCache::download_files`] fetches a chosen
+//! list of a repository's files the same way (e.g. one sparse coder's folder).
 
 use crate::error::{ModelError, Result};
 use sha2::{Digest, Sha256};
@@ -53,6 +54,9 @@ fn is_sha(s: &str) -> bool {
     s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
+/// Picks the files to fetch from a commit's file list (see [`HubCache::download_files`]).
+pub type FileSelector<'a> = dyn FnMut(&[String]) -> std::result::Result<Vec<String>, String> + 'a;
+
 /// The local HF cache: its root directory and whether downloads are disallowed.
 #[derive(Clone, Debug)]
 pub struct HubCache {
@@ -77,9 +81,7 @@ impl HubCache {
 
     /// The snapshot directory holding `r`'s files, if the cache has it.
     pub fn lookup(&self, r: &HubRef) -> Result<Option<PathBuf>> {
-        let repo_dir = self.repo_dir(r);
-        let sha = if r.is_commit() { Some(r.revision.clone()) } else { read_ref(&repo_dir.join("refs").join(&r.revision))? };
-        Ok(sha.map(|sha| repo_dir.join("snapshots").join(sha)).filter(|snap| snap.join("config.json").is_file()))
+        Ok(self.snapshot_dir(r)?.filter(|snap| snap.join("config.json").is_file()))
     }
 
     /// The snapshot directory holding `r`'s files; an error saying how to fetch
@@ -153,6 +155,73 @@ impl HubCache {
         }
         Ok(snap)
     }
+
+    /// The snapshot directory `r`'s revision points at in the cache (a commit,
+    /// or the commit `refs/<rev>` names), without checking which files it holds;
+    /// `None` when the cache has no ref for the revision. Never touches the network.
+    pub fn snapshot_dir(&self, r: &HubRef) -> Result<Option<PathBuf>> {
+        let repo_dir = self.repo_dir(r);
+        let sha = if r.is_commit() { Some(r.revision.clone()) } else { read_ref(&repo_dir.join("refs").join(&r.revision))? };
+        Ok(sha.map(|sha| repo_dir.join("snapshots").join(sha)))
+    }
+
+    /// Downloads chosen files of `r` (not a whole model) into the cache layout and
+    /// returns the snapshot directory they are linked in.
+    ///
+    /// The revision is resolved to a commit and its file list handed to `select`,
+    /// which returns the repository paths to fetch, in order (put the file whose
+    /// presence marks the set as complete last), or a message saying why nothing
+    /// fits. Files already in the snapshot are not fetched again; `refs/<rev>` is
+    /// written after the last file. Refused when the cache is offline.
+    pub fn download_files(
+        &self,
+        r: &HubRef,
+        hub: &HubEndpoint,
+        select: &mut FileSelector,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<PathBuf> {
+        if self.offline {
+            return Err(ModelError::Hub { repo: r.repo.clone(), revision: r.revision.clone(), message: format!("HF_HUB_OFFLINE is set and the files are not in the local cache at {}", self.repo_dir(r).display()) });
+        }
+        let fail = |message: String| ModelError::Hub { repo: r.repo.clone(), revision: r.revision.clone(), message };
+        let client = Client::new(hub);
+        let info = client.revision_info(r).map_err(fail)?;
+        let files = select(&info.files).map_err(|m| fail(format!("commit {}: {m}", info.sha)))?;
+        if files.is_empty() {
+            return Err(fail(format!("commit {}: no files selected", info.sha)));
+        }
+        for f in &files {
+            if !repo_path(f) {
+                return Err(fail(format!("`{f}` is not a plain path inside the repository")));
+            }
+            if !info.files.iter().any(|x| x == f) {
+                return Err(fail(format!("commit {} has no file `{f}`", info.sha)));
+            }
+        }
+        let repo_dir = self.repo_dir(r);
+        let snap = repo_dir.join("snapshots").join(&info.sha);
+        let blobs = repo_dir.join("blobs");
+        for f in &files {
+            let dst = snap.join(f);
+            if !dst.is_file() {
+                client.fetch(r, &info.sha, f, &blobs, &dst, log).map_err(|e| match e {
+                    FetchError::Io(path, source) => ModelError::Io { path, source },
+                    FetchError::Other(m) => fail(m),
+                })?;
+            }
+        }
+        if !r.is_commit() {
+            let ref_path = repo_dir.join("refs").join(&r.revision);
+            write_atomic(&ref_path, info.sha.as_bytes()).map_err(|source| ModelError::Io { path: ref_path, source })?;
+        }
+        Ok(snap)
+    }
+}
+
+/// A `/`-separated path inside a repository that cannot climb out of the
+/// snapshot: no empty, `.` or `..` components, no backslashes or control characters.
+pub fn repo_path(s: &str) -> bool {
+    !s.is_empty() && s.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && !c.chars().any(|ch| ch == '\\' || ch.is_control()))
 }
 
 fn hf_home() -> Option<PathBuf> {
@@ -429,6 +498,16 @@ mod tests {
         assert_eq!(HubRef::parse("org/m@refs/pr/1").unwrap().revision, "refs/pr/1");
         for bad in ["gpt2", "a/b/c", "../x/y", "a/b@", "a/b@../../etc", "a/b@/x", "a/b@x/../../y"] {
             assert!(HubRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn repository_paths() {
+        for ok in ["cfg.json", "blocks.8.hook_resid_pre/cfg.json", "a b/c+d=1.pt"] {
+            assert!(repo_path(ok), "{ok}");
+        }
+        for bad in ["", "/x", "x/", "a//b", "../x", "a/./b", "a\\b", "a\nb"] {
+            assert!(!repo_path(bad), "{bad:?}");
         }
     }
 

@@ -22,6 +22,38 @@ impl Processing {
     pub const FULL: Processing = Processing { fold_ln: true, center_writing_weights: true, center_unembed: true, fold_value_biases: true };
     /// `from_pretrained_no_processing`.
     pub const NONE: Processing = Processing { fold_ln: false, center_writing_weights: false, center_unembed: false, fold_value_biases: false };
+
+    /// Parses a processing setting: `none`, `full` (alias `transformer_lens`,
+    /// `from_pretrained`'s defaults) or steps joined by `+`, e.g.
+    /// `fold_ln+center_unembed`. Steps other than `fold_ln` need `fold_ln`:
+    /// TransformerLens 3.x changes the model's function when they run without
+    /// it, so there is nothing equivalent to reproduce.
+    pub fn parse(text: &str) -> Result<Processing, String> {
+        match text.trim() {
+            "none" => return Ok(Processing::NONE),
+            "full" | "transformer_lens" => return Ok(Processing::FULL),
+            _ => {}
+        }
+        let mut p = Processing::NONE;
+        for step in text.split('+').map(str::trim) {
+            let flag = match step {
+                "fold_ln" => &mut p.fold_ln,
+                "center_writing_weights" => &mut p.center_writing_weights,
+                "center_unembed" => &mut p.center_unembed,
+                "fold_value_biases" => &mut p.fold_value_biases,
+                other => {
+                    return Err(format!(
+                        "unknown weight-processing step `{other}` in `{text}`: use none, full (= transformer_lens), or steps joined by `+` from fold_ln, center_writing_weights, center_unembed, fold_value_biases"
+                    ));
+                }
+            };
+            *flag = true;
+        }
+        if !p.fold_ln && p != Processing::NONE {
+            return Err(format!("weight processing `{text}` needs fold_ln as well (e.g. `fold_ln+{text}`): TransformerLens applies the other steps only to a model with folded LayerNorms"));
+        }
+        Ok(p)
+    }
 }
 
 /// b += ln_b · W;  W = diag(ln_w) · W, then each column centered over the input dim.

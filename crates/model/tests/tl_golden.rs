@@ -91,6 +91,21 @@ fn neox_with_full_processing() {
     check("neox", "full", Processing::FULL);
 }
 
+/// Each processing step (with fold_ln, which TransformerLens needs for the others).
+#[test]
+fn processing_steps_one_at_a_time() {
+    for arch in ["gpt2", "neox"] {
+        for mode in ["fold_ln", "fold_ln+center_writing_weights", "fold_ln+center_unembed", "fold_ln+fold_value_biases"] {
+            check(arch, mode, Processing::parse(mode).unwrap());
+        }
+    }
+    assert_eq!(Processing::parse("transformer_lens").unwrap(), Processing::FULL);
+    let e = Processing::parse("center_unembed").unwrap_err();
+    assert!(e.contains("needs fold_ln"), "{e}");
+    let e = Processing::parse("fold_ln+center_unembedd").unwrap_err();
+    assert!(e.contains("unknown weight-processing step `center_unembedd`"), "{e}");
+}
+
 #[test]
 fn gpt2_from_pytorch_model_bin() {
     // Same weights as the gpt2 fixture, saved by torch.save (zip + pickle); the

@@ -2,6 +2,7 @@
 
 pub mod saelens;
 pub mod sparsify;
+pub mod transcoder_pt;
 
 use std::path::Path;
 
@@ -10,6 +11,7 @@ use crate::error::{Result, SaeError};
 
 pub use saelens::{read_saelens, write_saelens};
 pub use sparsify::read_sparsify;
+pub use transcoder_pt::load_transcoder_pt;
 
 /// A recognised on-disk format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,15 +20,21 @@ pub enum Format {
     SaeLens,
     /// `cfg.json` + `sae.safetensors`
     Sparsify,
+    /// A single `.pt` file of the transcoder paper (`{cfg, state_dict}`).
+    TranscoderPt,
 }
 
-/// Detects the format of a coder directory by the files present.
+/// Detects the format of a coder directory by the files present, or of a
+/// single coder file by its extension.
 pub fn detect_format(path: &Path) -> Result<Format> {
     if path.is_file() {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if transcoder_pt::EXTENSIONS.contains(&ext) {
+            return Ok(Format::TranscoderPt);
+        }
         let found = match ext {
-            "pt" | "pth" | "bin" => format!("a torch pickle file (`.{ext}`); no reader for this file kind is registered"),
-            _ => "a single file; sparse coders are directories (SAELens: cfg.json + sae_weights.safetensors, sparsify: cfg.json + sae.safetensors)".to_string(),
+            "bin" => format!("a torch pickle file (`.{ext}`); coder files of the transcoder paper end in `.pt`, no reader for `.{ext}` is registered"),
+            _ => "a single file; sparse coders are directories (SAELens: cfg.json + sae_weights.safetensors, sparsify: cfg.json + sae.safetensors) or transcoder-paper `.pt` files".to_string(),
         };
         return Err(SaeError::UnsupportedFormat {
             path: path.into(),
@@ -89,10 +97,11 @@ pub fn detect_format(path: &Path) -> Result<Format> {
     })
 }
 
-/// Loads a sparse coder from a directory of any supported format.
+/// Loads a sparse coder from a directory or file of any supported format.
 pub fn load_coder(path: &Path) -> Result<SparseCoder> {
     match detect_format(path)? {
         Format::SaeLens => read_saelens(path),
         Format::Sparsify => read_sparsify(path),
+        Format::TranscoderPt => load_transcoder_pt(path),
     }
 }

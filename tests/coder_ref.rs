@@ -1,0 +1,312 @@
+//! Coder references (`hf:<owner>/<repo>[@<rev>]/<path>` and local paths)
+//! against a local imitation of the Hugging Face endpoints (the revision API,
+//! `resolve/` with its headers, and a separate LFS storage host that weight
+//! files redirect to): only the coder's files are fetched into the HF cache
+//! layout, cached coders resolve without the network, offline mode and
+//! refusals are explained, and an `evaluate` stage keys hub coders by content.
+
+use saepipe::ops::coder_ref::{label, resolve_with};
+use saepipe::ops::table::Table;
+use saepipe_model::hub::{HubCache, HubEndpoint};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+const REPO: &str = "acme/coders";
+const SHA: &str = "89abcdef0123456789abcdef0123456789abcdef";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sha256(b: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(b))
+}
+
+/// Requests as the server saw them: (host, path).
+type Log = Arc<Mutex<Vec<(&'static str, String)>>>;
+
+struct FakeHub {
+    url: String,
+    log: Log,
+}
+
+impl FakeHub {
+    /// Serves `files` as commit SHA of REPO (revisions `main` and SHA).
+    fn start(files: BTreeMap<String, Vec<u8>>) -> FakeHub {
+        let log: Log = Arc::default();
+        let files = Arc::new(files);
+        let lfs = TcpListener::bind("127.0.0.1:0").unwrap();
+        let lfs_url = format!("http://{}", lfs.local_addr().unwrap());
+        let hub = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", hub.local_addr().unwrap());
+        let (f, l) = (files.clone(), log.clone());
+        std::thread::spawn(move || serve(lfs, "lfs", l, move |path, s| lfs_answer(&f, path, s)));
+        let (f, l) = (files, log.clone());
+        std::thread::spawn(move || serve(hub, "hub", l, move |path, s| hub_answer(&f, path, &lfs_url, s)));
+        FakeHub { url, log }
+    }
+    fn requests(&self) -> Vec<(&'static str, String)> {
+        self.log.lock().unwrap().clone()
+    }
+    fn endpoint(&self) -> HubEndpoint {
+        HubEndpoint::new(&self.url, None)
+    }
+}
+
+fn serve(l: TcpListener, host: &'static str, log: Log, answer: impl Fn(&str, &mut TcpStream)) {
+    for stream in l.incoming() {
+        let Ok(mut s) = stream else { continue };
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        if r.read_line(&mut line).is_err() {
+            continue;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                break;
+            }
+        }
+        log.lock().unwrap().push((host, path.clone()));
+        answer(&path, &mut s);
+    }
+}
+
+fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    let _ = s.write_all(format!("{head}\r\n").as_bytes());
+    let _ = s.write_all(body);
+}
+
+fn is_lfs(name: &str) -> bool {
+    name.ends_with(".safetensors") || name.ends_with(".pt")
+}
+
+fn hub_answer(files: &BTreeMap<String, Vec<u8>>, path: &str, lfs_url: &str, s: &mut TcpStream) {
+    let error = |s: &mut TcpStream, status: &str, code: &str| respond(s, status, &[("X-Error-Code", code.into()), ("X-Error-Message", format!("{code} for {path}"))], b"{}");
+    if let Some(rest) = path.strip_prefix("/api/models/") {
+        let Some((repo, rev)) = rest.split_once("/revision/") else { return error(s, "404 Not Found", "EntryNotFound") };
+        if repo != REPO {
+            return error(s, "401 Unauthorized", "RepoNotFound");
+        }
+        if rev != "main" && rev != SHA {
+            return error(s, "404 Not Found", "RevisionNotFound");
+        }
+        let siblings: Vec<_> = files.keys().map(|f| serde_json::json!({ "rfilename": f })).collect();
+        let body = serde_json::json!({ "id": REPO, "sha": SHA, "siblings": siblings }).to_string();
+        return respond(s, "200 OK", &[("Content-Type", "application/json".into())], body.as_bytes());
+    }
+    let Some(rest) = path.strip_prefix(&format!("/{REPO}/resolve/{SHA}/")) else { return error(s, "404 Not Found", "EntryNotFound") };
+    let Some(data) = files.get(rest) else { return error(s, "404 Not Found", "EntryNotFound") };
+    if is_lfs(rest) {
+        let h = sha256(data);
+        let headers = [
+            ("X-Repo-Commit", SHA.to_string()),
+            ("X-Linked-Etag", format!("\"{h}\"")),
+            ("X-Linked-Size", data.len().to_string()),
+            ("Location", format!("{lfs_url}/repos/{h}?signature=x")),
+        ];
+        respond(s, "302 Found", &headers, b"");
+    } else {
+        respond(s, "200 OK", &[("X-Repo-Commit", SHA.into()), ("ETag", format!("\"{}\"", &sha256(data)[..40]))], data);
+    }
+}
+
+fn lfs_answer(files: &BTreeMap<String, Vec<u8>>, path: &str, s: &mut TcpStream) {
+    let h = path.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let data = files.values().find(|d| sha256(d) == h).expect("known blob").clone();
+    respond(s, "200 OK", &[], &data);
+}
+
+fn eval_coder(name: &str) -> PathBuf {
+    repo_root().join("crates/eval/tests/fixtures/saelens/coders").join(name)
+}
+
+fn pt_fixture(name: &str) -> PathBuf {
+    repo_root().join("crates/sae/tests/fixtures/transcoder_pt").join(name)
+}
+
+/// A repository with SAELens folders (one with sparsity), a `.pt` transcoder and unrelated files.
+fn repo_files() -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for (folder, src) in [("blocks.1.hook_mlp_out", "topk_mlp1"), ("blocks.1.hook_resid_pre", "jumprelu_resid1")] {
+        for f in ["cfg.json", "sae_weights.safetensors"] {
+            files.insert(format!("{folder}/{f}"), std::fs::read(eval_coder(src).join(f)).unwrap());
+        }
+    }
+    let sparsity = saepipe_sae::st::Out::F32(vec![128], vec![-2.0; 128]);
+    let t = tempfile::tempdir().unwrap();
+    saepipe_sae::st::write(&t.path().join("s.safetensors"), vec![("sparsity".into(), sparsity)], None).unwrap();
+    files.insert("blocks.1.hook_mlp_out/sparsity.safetensors".into(), std::fs::read(t.path().join("s.safetensors")).unwrap());
+    files.insert("transcoders/tc_8.pt".into(), std::fs::read(pt_fixture("transcoder.pt")).unwrap());
+    files.insert("README.md".into(), b"# coders".to_vec());
+    files.insert("blocks.1.hook_resid_pre/big_checkpoint.safetensors".into(), vec![7u8; 1000]);
+    files
+}
+
+fn forward(c: &saepipe_sae::SparseCoder) -> Vec<f32> {
+    let x: Vec<f32> = (0..4 * c.d_in).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    c.forward(&x, 4).unwrap().1
+}
+
+#[test]
+fn hub_coders_are_fetched_file_by_file_into_the_hf_cache() {
+    let hub = FakeHub::start(repo_files());
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = HubCache { root: cache_dir.path().into(), offline: false };
+    let base = Path::new("/nonexistent");
+    let mut lines = Vec::new();
+
+    // A SAELens folder: its three files, cfg.json last, nothing else.
+    let spec = "hf:acme/coders/blocks.1.hook_mlp_out";
+    let dir = resolve_with(spec, base, &cache, &hub.endpoint(), &mut |l| lines.push(l.to_string())).unwrap();
+    let snap = cache_dir.path().join("models--acme--coders/snapshots").join(SHA);
+    assert_eq!(dir, snap.join("blocks.1.hook_mlp_out"));
+    assert_eq!(std::fs::read_to_string(cache_dir.path().join("models--acme--coders/refs/main")).unwrap(), SHA);
+    let files: Vec<String> = hub.requests().iter().filter(|r| r.0 == "hub" && r.1.contains("/resolve/")).map(|r| r.1.rsplit('/').next().unwrap().to_string()).collect();
+    assert_eq!(files, ["sae_weights.safetensors", "sparsity.safetensors", "cfg.json"]);
+    let link = std::fs::read_link(dir.join("sae_weights.safetensors")).unwrap();
+    let blob = sha256(&std::fs::read(eval_coder("topk_mlp1").join("sae_weights.safetensors")).unwrap());
+    assert_eq!(link, Path::new("../../../blobs").join(&blob), "relative symlinks as huggingface_hub makes them");
+    assert!(!snap.join("README.md").exists() && !snap.join("blocks.1.hook_resid_pre").exists());
+    assert!(lines.iter().any(|l| l.contains(spec)), "{lines:?}");
+    let c = saepipe_sae::load_coder(&dir).unwrap();
+    assert_eq!(forward(&c), forward(&saepipe_sae::load_coder(&eval_coder("topk_mlp1")).unwrap()));
+    assert_eq!(c.log_sparsity.as_deref(), Some(&[-2.0f32; 128][..]));
+    assert_eq!(label(spec, &dir), "blocks.1.hook_mlp_out");
+
+    // A .pt file at a pinned commit.
+    let spec = format!("hf:acme/coders@{SHA}/transcoders/tc_8.pt");
+    let pt = resolve_with(&spec, base, &cache, &hub.endpoint(), &mut |_| {}).unwrap();
+    assert_eq!(pt, snap.join("transcoders/tc_8.pt"));
+    let c = saepipe_sae::load_coder(&pt).unwrap();
+    assert!(c.is_transcoder());
+    assert_eq!(forward(&c), forward(&saepipe_sae::load_coder(&pt_fixture("transcoder.pt")).unwrap()));
+    assert_eq!(label(&spec, &pt), "tc_8");
+
+    // Cached now: no request, also offline, by branch and by commit.
+    let n = hub.requests().len();
+    let offline = HubCache { root: cache_dir.path().into(), offline: true };
+    for (c, spec) in [(&cache, "hf:acme/coders/blocks.1.hook_mlp_out"), (&offline, "hf:acme/coders@main/blocks.1.hook_mlp_out"), (&offline, &format!("hf:acme/coders@{SHA}/blocks.1.hook_mlp_out"))] {
+        assert_eq!(resolve_with(spec, base, c, &hub.endpoint(), &mut |_| {}).unwrap(), dir);
+    }
+    assert_eq!(hub.requests().len(), n);
+
+    // Another folder of the same commit joins the same snapshot.
+    let other = resolve_with("hf:acme/coders/blocks.1.hook_resid_pre", base, &cache, &hub.endpoint(), &mut |_| {}).unwrap();
+    assert_eq!(other, snap.join("blocks.1.hook_resid_pre"));
+    assert!(!other.join("big_checkpoint.safetensors").exists(), "only coder files are fetched");
+}
+
+#[test]
+fn missing_coders_and_refusals_are_explained() {
+    let hub = FakeHub::start(repo_files());
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = HubCache { root: cache_dir.path().into(), offline: false };
+    let base = Path::new("/nonexistent");
+    let err = |spec: &str, cache: &HubCache| format!("{:#}", resolve_with(spec, base, cache, &hub.endpoint(), &mut |_| {}).unwrap_err());
+
+    let e = err("hf:acme/coders/blocks.2.hook_mlp_out", &cache);
+    assert!(e.contains("coder `hf:acme/coders/blocks.2.hook_mlp_out`") && e.contains("there is no folder `blocks.2.hook_mlp_out`"), "{e}");
+    assert!(e.contains("coder folders there: [blocks.1.hook_mlp_out, blocks.1.hook_resid_pre]") && e.contains("transcoders/tc_8.pt"), "{e}");
+    let e = err("hf:acme/coders/transcoders/tc_9.pt", &cache);
+    assert!(e.contains("no file `transcoders/tc_9.pt`; its .pt files: [transcoders/tc_8.pt]"), "{e}");
+    let e = err("hf:acme/coders", &cache);
+    assert!(e.contains("the repository root holds [README.md] but not cfg.json"), "{e}");
+    let e = err("hf:acme/secret/x", &cache);
+    assert!(e.contains("HTTP 401") && e.contains("HF_TOKEN"), "{e}");
+    let e = err("hf:acme/coders@v9/x", &cache);
+    assert!(e.contains("HTTP 404") && e.contains("RevisionNotFound"), "{e}");
+    assert!(!cache_dir.path().join("models--acme--coders/refs").exists(), "failed selections write no ref");
+
+    let n = hub.requests().len();
+    let offline = HubCache { root: cache_dir.path().into(), offline: true };
+    let e = err("hf:acme/coders/blocks.1.hook_mlp_out", &offline);
+    assert!(e.contains("HF_HUB_OFFLINE is set") && e.contains("huggingface-cli download acme/coders --include 'blocks.1.hook_mlp_out/*' --revision main"), "{e}");
+    let e = err("hf:acme/coders/transcoders/tc_8.pt", &offline);
+    assert!(e.contains("huggingface-cli download acme/coders transcoders/tc_8.pt --revision main"), "{e}");
+    assert_eq!(hub.requests().len(), n, "offline never touches the network");
+
+    let e = err("hf:acme/coders/../x", &cache);
+    assert!(e.contains("not a plain path"), "{e}");
+    let e = err("acme/coders/blocks.1.hook_mlp_out", &cache);
+    assert!(e.contains("does not exist") && e.contains("hf:<owner>/<repo>"), "{e}");
+}
+
+fn saepipe(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_saepipe"));
+    cmd.args(args).current_dir(dir).env_remove("RUST_BACKTRACE").env_remove("HF_TOKEN").env_remove("HF_HUB_OFFLINE").env("SAEPIPE_MODELS", repo_root().join("models"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn evaluate_outcome(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    table.lines().find(|l| l.starts_with("evaluate ")).unwrap_or_else(|| panic!("{table}")).to_string()
+}
+
+#[test]
+fn evaluate_takes_hub_coders_and_keys_them_by_content() {
+    let hub = FakeHub::start(repo_files());
+    let t = tempfile::tempdir().unwrap();
+    let hf_cache = t.path().join("hf");
+    let local = t.path().join("local_sae");
+    std::fs::create_dir(&local).unwrap();
+    for f in ["cfg.json", "sae_weights.safetensors"] {
+        std::fs::copy(eval_coder("standard_mlp1").join(f), local.join(f)).unwrap();
+    }
+    std::fs::write(
+        t.path().join("p.yaml"),
+        format!(
+            "version: 1\nname: hub\nstages:\n  tokens:\n    op: tokenize\n    corpus: {}\n    tokenizer: toy/toy-grammar@step2000\n    context_size: 32\n    max_tokens: 256\n  evaluate:\n    op: evaluate\n    model: toy/toy-grammar@step2000\n    tokens: tokens\n    paths: [hf:acme/coders/blocks.1.hook_mlp_out, local_sae]\n",
+            repo_root().join("models/toy-grammar/corpus-eval.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let online = [("HF_ENDPOINT", hub.url.as_str()), ("HF_HUB_CACHE", hf_cache.to_str().unwrap())];
+    let offline = [online[0], online[1], ("HF_HUB_OFFLINE", "1")];
+
+    let first = evaluate_outcome(&saepipe(t.path(), &["run", "p.yaml"], &online));
+    assert!(first.contains("ran"), "{first}");
+    let cache = t.path().join("cache/artifacts");
+    let dir = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|d| std::fs::read_to_string(d.join("manifest.json")).unwrap().contains("\"evaluate\""))
+        .unwrap();
+    let m = Table::read_parquet(&dir.join("metrics.parquet")).unwrap();
+    assert_eq!(m.strings("coder").unwrap(), ["blocks.1.hook_mlp_out", "local_sae"]);
+    assert_eq!(m.strings("architecture").unwrap()[0], "topk");
+
+    // Offline rerun: all from the caches, no request.
+    let n = hub.requests().len();
+    let again = evaluate_outcome(&saepipe(t.path(), &["run", "p.yaml"], &offline));
+    assert!(again.contains("hit"), "{again}");
+    assert_eq!(hub.requests().len(), n);
+
+    // The cached coder's content changes (k 8 → 4): the key changes.
+    let cfg = hf_cache.join("models--acme--coders/snapshots").join(SHA).join("blocks.1.hook_mlp_out/cfg.json");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"k\": 8", "\"k\": 4");
+    std::fs::remove_file(&cfg).unwrap();
+    std::fs::write(&cfg, text).unwrap();
+    let changed = evaluate_outcome(&saepipe(t.path(), &["run", "p.yaml"], &offline));
+    assert!(changed.contains("ran"), "{changed}");
+    // So does the local coder's.
+    let cfg = local.join("cfg.json");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"model_name\"", "\"note\": 1, \"model_name\"");
+    std::fs::write(&cfg, text).unwrap();
+    let changed = evaluate_outcome(&saepipe(t.path(), &["run", "p.yaml"], &offline));
+    assert!(changed.contains("ran"), "{changed}");
+}
