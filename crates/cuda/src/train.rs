@@ -14,7 +14,7 @@
 use crate::error::{CudaError, Result};
 use crate::kernels::{Arg, Gpu, NULL, grid_1d, per_row};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, ValidAsZeroBits};
-use saepipe_sae::train::{LrDecay, Params, StepStats, TrainArch, TrainConfig, TrainerState};
+use saepipe_sae::train::{Params, StepStats, TrainArch, TrainConfig, TrainerState};
 use std::sync::Arc;
 
 /// Blocks of `sum_squares_partial` per gradient tensor.
@@ -185,28 +185,9 @@ impl GpuTopKTrainer {
         })
     }
 
-    /// Learning rate at `step`: the CPU trainer's schedule (`Trainer::lr_at`).
+    /// Learning rate at `step`: the CPU trainer's schedule.
     pub fn lr_at(&self, step: u64) -> f32 {
-        let c = &self.cfg;
-        let warm = if c.lr_warmup_steps > 0 && step < c.lr_warmup_steps { (step + 1) as f32 / c.lr_warmup_steps as f32 } else { 1.0 };
-        let decay = match c.lr_decay {
-            LrDecay::Constant => 1.0,
-            d => {
-                let len = c.lr_decay_steps.unwrap_or(c.total_steps.saturating_sub(c.lr_warmup_steps));
-                let start = c.total_steps.saturating_sub(len);
-                if len == 0 || step < start {
-                    1.0
-                } else {
-                    let p = ((step - start) as f32 / len as f32).min(1.0);
-                    let shape = match d {
-                        LrDecay::Linear => 1.0 - p,
-                        _ => 0.5 * (1.0 + (std::f32::consts::PI * p).cos()),
-                    };
-                    c.lr_end_factor + (1.0 - c.lr_end_factor) * shape
-                }
-            }
-        };
-        c.lr * warm * decay
+        self.cfg.lr_at(step)
     }
 
     fn k2_max(&self) -> usize {

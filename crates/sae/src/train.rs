@@ -141,6 +141,39 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Learning rate at `step`: linear warm-up, then constant, linear or cosine
+    /// decay to `lr * lr_end_factor` over the last `lr_decay_steps`.
+    pub fn lr_at(&self, step: u64) -> f32 {
+        let c = self;
+        let warm = if c.lr_warmup_steps > 0 && step < c.lr_warmup_steps {
+            (step + 1) as f32 / c.lr_warmup_steps as f32
+        } else {
+            1.0
+        };
+        let decay = match c.lr_decay {
+            LrDecay::Constant => 1.0,
+            d => {
+                let len = c
+                    .lr_decay_steps
+                    .unwrap_or(c.total_steps.saturating_sub(c.lr_warmup_steps));
+                let start = c.total_steps.saturating_sub(len);
+                if len == 0 || step < start {
+                    1.0
+                } else {
+                    let p = ((step - start) as f32 / len as f32).min(1.0);
+                    let shape = match d {
+                        LrDecay::Linear => 1.0 - p,
+                        _ => 0.5 * (1.0 + (std::f32::consts::PI * p).cos()),
+                    };
+                    c.lr_end_factor + (1.0 - c.lr_end_factor) * shape
+                }
+            }
+        };
+        c.lr * warm * decay
+    }
+}
+
 /// Statistics of one optimisation step (computed before the update).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepStats {
@@ -545,32 +578,7 @@ impl Trainer {
 
     /// Learning rate used at step `step`.
     pub fn lr_at(&self, step: u64) -> f32 {
-        let c = &self.cfg;
-        let warm = if c.lr_warmup_steps > 0 && step < c.lr_warmup_steps {
-            (step + 1) as f32 / c.lr_warmup_steps as f32
-        } else {
-            1.0
-        };
-        let decay = match c.lr_decay {
-            LrDecay::Constant => 1.0,
-            d => {
-                let len = c
-                    .lr_decay_steps
-                    .unwrap_or(c.total_steps.saturating_sub(c.lr_warmup_steps));
-                let start = c.total_steps.saturating_sub(len);
-                if len == 0 || step < start {
-                    1.0
-                } else {
-                    let p = ((step - start) as f32 / len as f32).min(1.0);
-                    let shape = match d {
-                        LrDecay::Linear => 1.0 - p,
-                        _ => 0.5 * (1.0 + (std::f32::consts::PI * p).cos()),
-                    };
-                    c.lr_end_factor + (1.0 - c.lr_end_factor) * shape
-                }
-            }
-        };
-        c.lr * warm * decay
+        self.cfg.lr_at(step)
     }
 
     fn l1_coefficient_at(&self, step: u64) -> f32 {
