@@ -307,3 +307,22 @@ stages:
     assert!(out.status.success(), "{err}");
     assert!(err.contains("warning: match:") && err.contains("byte-identical weights"), "{err}");
 }
+
+/// A diverging run stops at the first non-finite loss, says which step, and
+/// keeps the last good (finite) checkpoint in the partial area.
+#[test]
+fn divergence_stops_and_keeps_the_last_good_checkpoint() {
+    let corpus = repo().join("models/toy-grammar/corpus-eval.jsonl");
+    let yaml = TRAIN_ONLY.replace("CORPUS", corpus.to_str().unwrap()).replace("lr: 0.001", "lr: 1.0e+30").replace("checkpoint_every: 40", "checkpoint_every: 1\n    device: cpu");
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("p.yaml"), yaml).unwrap();
+    let out = saepipe(t.path()).args(["run", "p.yaml", "-q"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("training diverged at step 1: loss is NaN") && err.contains("the last good checkpoint (step 1) is kept"), "{err}");
+    let partial = std::fs::read_dir(t.path().join("cache/partial")).unwrap().map(|e| e.unwrap().path()).find(|p| p.join("checkpoint.safetensors").is_file()).expect("checkpoint kept");
+    let state = saepipe_sae::TrainerState::load(&partial.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(state.step, 1);
+    assert!(state.params.enc.iter().chain(&state.params.dec).all(|x| x.is_finite()), "the kept checkpoint holds non-finite weights");
+    assert!(artifacts(&t.path().join("cache"), "train").is_empty(), "a diverged run published an artifact");
+}

@@ -137,6 +137,17 @@ fn load_checkpoint(dir: &Path, log: &mut dyn std::io::Write) -> Option<(TrainerS
     Some((state, rows))
 }
 
+/// A non-finite loss or gradient: say which checkpoint survives. The partial
+/// area keeps the last checkpoint (written before the bad step); a rerun with a
+/// lower `lr` has another key and starts over.
+fn diverged(e: anyhow::Error, partial_dir: &Path) -> anyhow::Error {
+    let kept = match TrainerState::load(&partial_dir.join(CHECKPOINT)) {
+        Ok(state) => format!("the last good checkpoint (step {}) is kept in {}", state.step, partial_dir.display()),
+        Err(_) => "no checkpoint was written before it".to_string(),
+    };
+    anyhow::anyhow!("{e:#}; {kept}; lower `lr` or `max_grad_norm`")
+}
+
 /// Where the training steps run. The GPU path takes over the CPU trainer's
 /// state (same initialisation, same batches) and hands it back for checkpoints
 /// and the final coder, so a checkpoint from either device resumes on either.
@@ -304,10 +315,12 @@ impl Op for TrainSaeOp {
                     break;
                 }
                 let y = hook_out.as_ref().map(|_| b.hooks[1].as_slice());
-                let s = trainer.step(&b.hooks[0], y, batch)?;
-                if !s.loss.is_finite() {
-                    bail!("training diverged at step {step} (loss {}); lower `lr`", s.loss);
-                }
+                let s = match trainer.step(&b.hooks[0], y, batch) {
+                    Ok(s) if s.loss.is_finite() => s,
+                    Ok(s) => return Err(diverged(anyhow::anyhow!("training diverged at step {step}: loss is {}", s.loss), &ctx.partial_dir)),
+                    Err(e) if e.downcast_ref::<saepipe_sae::SaeError>().is_some_and(|e| matches!(e, saepipe_sae::SaeError::NonFinite { .. })) => return Err(diverged(e, &ctx.partial_dir)),
+                    Err(e) => return Err(e),
+                };
                 if step % log_every == 0 || step + 1 == total_steps {
                     rows.push(stats_row(&s, (step + 1) * batch as u64));
                 }
