@@ -5,16 +5,16 @@
 //! layout, cached coders resolve without the network, offline mode and
 //! refusals are explained, and an `evaluate` stage keys hub coders by content.
 
+#[path = "../crates/model/tests/support/fake_hub.rs"]
+mod fake_hub;
+
+use fake_hub::{sha256, FakeHub, Fault, Repo};
 use saepipe::ops::coder_ref::{label, resolve_with};
 use saepipe::ops::table::Table;
-use saepipe_model::hub::{HubCache, HubEndpoint};
-use sha2::{Digest, Sha256};
+use saepipe_model::hub::HubCache;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 const REPO: &str = "acme/coders";
 const SHA: &str = "89abcdef0123456789abcdef0123456789abcdef";
@@ -23,108 +23,9 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn sha256(b: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(b))
-}
-
-/// Requests as the server saw them: (host, path).
-type Log = Arc<Mutex<Vec<(&'static str, String)>>>;
-
-struct FakeHub {
-    url: String,
-    log: Log,
-}
-
-impl FakeHub {
-    /// Serves `files` as commit SHA of REPO (revisions `main` and SHA).
-    fn start(files: BTreeMap<String, Vec<u8>>) -> FakeHub {
-        let log: Log = Arc::default();
-        let files = Arc::new(files);
-        let lfs = TcpListener::bind("127.0.0.1:0").unwrap();
-        let lfs_url = format!("http://{}", lfs.local_addr().unwrap());
-        let hub = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", hub.local_addr().unwrap());
-        let (f, l) = (files.clone(), log.clone());
-        std::thread::spawn(move || serve(lfs, "lfs", l, move |path, s| lfs_answer(&f, path, s)));
-        let (f, l) = (files, log.clone());
-        std::thread::spawn(move || serve(hub, "hub", l, move |path, s| hub_answer(&f, path, &lfs_url, s)));
-        FakeHub { url, log }
-    }
-    fn requests(&self) -> Vec<(&'static str, String)> {
-        self.log.lock().unwrap().clone()
-    }
-    fn endpoint(&self) -> HubEndpoint {
-        HubEndpoint::new(&self.url, None)
-    }
-}
-
-fn serve(l: TcpListener, host: &'static str, log: Log, answer: impl Fn(&str, &mut TcpStream)) {
-    for stream in l.incoming() {
-        let Ok(mut s) = stream else { continue };
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        let mut line = String::new();
-        if r.read_line(&mut line).is_err() {
-            continue;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                break;
-            }
-        }
-        log.lock().unwrap().push((host, path.clone()));
-        answer(&path, &mut s);
-    }
-}
-
-fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
-    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        head += &format!("{k}: {v}\r\n");
-    }
-    let _ = s.write_all(format!("{head}\r\n").as_bytes());
-    let _ = s.write_all(body);
-}
-
-fn is_lfs(name: &str) -> bool {
-    name.ends_with(".safetensors") || name.ends_with(".pt")
-}
-
-fn hub_answer(files: &BTreeMap<String, Vec<u8>>, path: &str, lfs_url: &str, s: &mut TcpStream) {
-    let error = |s: &mut TcpStream, status: &str, code: &str| respond(s, status, &[("X-Error-Code", code.into()), ("X-Error-Message", format!("{code} for {path}"))], b"{}");
-    if let Some(rest) = path.strip_prefix("/api/models/") {
-        let Some((repo, rev)) = rest.split_once("/revision/") else { return error(s, "404 Not Found", "EntryNotFound") };
-        if repo != REPO {
-            return error(s, "401 Unauthorized", "RepoNotFound");
-        }
-        if rev != "main" && rev != SHA {
-            return error(s, "404 Not Found", "RevisionNotFound");
-        }
-        let siblings: Vec<_> = files.keys().map(|f| serde_json::json!({ "rfilename": f })).collect();
-        let body = serde_json::json!({ "id": REPO, "sha": SHA, "siblings": siblings }).to_string();
-        return respond(s, "200 OK", &[("Content-Type", "application/json".into())], body.as_bytes());
-    }
-    let Some(rest) = path.strip_prefix(&format!("/{REPO}/resolve/{SHA}/")) else { return error(s, "404 Not Found", "EntryNotFound") };
-    let Some(data) = files.get(rest) else { return error(s, "404 Not Found", "EntryNotFound") };
-    if is_lfs(rest) {
-        let h = sha256(data);
-        let headers = [
-            ("X-Repo-Commit", SHA.to_string()),
-            ("X-Linked-Etag", format!("\"{h}\"")),
-            ("X-Linked-Size", data.len().to_string()),
-            ("Location", format!("{lfs_url}/repos/{h}?signature=x")),
-        ];
-        respond(s, "302 Found", &headers, b"");
-    } else {
-        respond(s, "200 OK", &[("X-Repo-Commit", SHA.into()), ("ETag", format!("\"{}\"", &sha256(data)[..40]))], data);
-    }
-}
-
-fn lfs_answer(files: &BTreeMap<String, Vec<u8>>, path: &str, s: &mut TcpStream) {
-    let h = path.rsplit('/').next().unwrap().split('?').next().unwrap();
-    let data = files.values().find(|d| sha256(d) == h).expect("known blob").clone();
-    respond(s, "200 OK", &[], &data);
+/// Serves `files` as commit SHA of REPO (revisions `main` and SHA); weights and `.pt` files via LFS.
+fn start_hub(files: BTreeMap<String, Vec<u8>>) -> FakeHub {
+    FakeHub::start(Repo { repo: REPO, sha: SHA, files, lfs: &[".safetensors", ".pt"], fault: Fault::None })
 }
 
 fn eval_coder(name: &str) -> PathBuf {
@@ -160,7 +61,7 @@ fn forward(c: &saepipe_sae::SparseCoder) -> Vec<f32> {
 
 #[test]
 fn hub_coders_are_fetched_file_by_file_into_the_hf_cache() {
-    let hub = FakeHub::start(repo_files());
+    let hub = start_hub(repo_files());
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = HubCache { root: cache_dir.path().into(), offline: false };
     let base = Path::new("/nonexistent");
@@ -168,11 +69,11 @@ fn hub_coders_are_fetched_file_by_file_into_the_hf_cache() {
 
     // A SAELens folder: its three files, cfg.json last, nothing else.
     let spec = "hf:acme/coders/blocks.1.hook_mlp_out";
-    let dir = resolve_with(spec, base, &cache, &hub.endpoint(), &mut |l| lines.push(l.to_string())).unwrap();
+    let dir = resolve_with(spec, base, &cache, &hub.endpoint(None), &mut |l| lines.push(l.to_string())).unwrap();
     let snap = cache_dir.path().join("models--acme--coders/snapshots").join(SHA);
     assert_eq!(dir, snap.join("blocks.1.hook_mlp_out"));
     assert_eq!(std::fs::read_to_string(cache_dir.path().join("models--acme--coders/refs/main")).unwrap(), SHA);
-    let files: Vec<String> = hub.requests().iter().filter(|r| r.0 == "hub" && r.1.contains("/resolve/")).map(|r| r.1.rsplit('/').next().unwrap().to_string()).collect();
+    let files: Vec<String> = hub.requests().iter().filter(|r| r.host == "hub" && r.path.contains("/resolve/")).map(|r| r.path.rsplit('/').next().unwrap().to_string()).collect();
     assert_eq!(files, ["sae_weights.safetensors", "sparsity.safetensors", "cfg.json"]);
     let link = std::fs::read_link(dir.join("sae_weights.safetensors")).unwrap();
     let blob = sha256(&std::fs::read(eval_coder("topk_mlp1").join("sae_weights.safetensors")).unwrap());
@@ -186,7 +87,7 @@ fn hub_coders_are_fetched_file_by_file_into_the_hf_cache() {
 
     // A .pt file at a pinned commit.
     let spec = format!("hf:acme/coders@{SHA}/transcoders/tc_8.pt");
-    let pt = resolve_with(&spec, base, &cache, &hub.endpoint(), &mut |_| {}).unwrap();
+    let pt = resolve_with(&spec, base, &cache, &hub.endpoint(None), &mut |_| {}).unwrap();
     assert_eq!(pt, snap.join("transcoders/tc_8.pt"));
     let c = saepipe_sae::load_coder(&pt).unwrap();
     assert!(c.is_transcoder());
@@ -197,23 +98,23 @@ fn hub_coders_are_fetched_file_by_file_into_the_hf_cache() {
     let n = hub.requests().len();
     let offline = HubCache { root: cache_dir.path().into(), offline: true };
     for (c, spec) in [(&cache, "hf:acme/coders/blocks.1.hook_mlp_out"), (&offline, "hf:acme/coders@main/blocks.1.hook_mlp_out"), (&offline, &format!("hf:acme/coders@{SHA}/blocks.1.hook_mlp_out"))] {
-        assert_eq!(resolve_with(spec, base, c, &hub.endpoint(), &mut |_| {}).unwrap(), dir);
+        assert_eq!(resolve_with(spec, base, c, &hub.endpoint(None), &mut |_| {}).unwrap(), dir);
     }
     assert_eq!(hub.requests().len(), n);
 
     // Another folder of the same commit joins the same snapshot.
-    let other = resolve_with("hf:acme/coders/blocks.1.hook_resid_pre", base, &cache, &hub.endpoint(), &mut |_| {}).unwrap();
+    let other = resolve_with("hf:acme/coders/blocks.1.hook_resid_pre", base, &cache, &hub.endpoint(None), &mut |_| {}).unwrap();
     assert_eq!(other, snap.join("blocks.1.hook_resid_pre"));
     assert!(!other.join("big_checkpoint.safetensors").exists(), "only coder files are fetched");
 }
 
 #[test]
 fn missing_coders_and_refusals_are_explained() {
-    let hub = FakeHub::start(repo_files());
+    let hub = start_hub(repo_files());
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = HubCache { root: cache_dir.path().into(), offline: false };
     let base = Path::new("/nonexistent");
-    let err = |spec: &str, cache: &HubCache| format!("{:#}", resolve_with(spec, base, cache, &hub.endpoint(), &mut |_| {}).unwrap_err());
+    let err = |spec: &str, cache: &HubCache| format!("{:#}", resolve_with(spec, base, cache, &hub.endpoint(None), &mut |_| {}).unwrap_err());
 
     let e = err("hf:acme/coders/blocks.2.hook_mlp_out", &cache);
     assert!(e.contains("coder `hf:acme/coders/blocks.2.hook_mlp_out`") && e.contains("there is no folder `blocks.2.hook_mlp_out`"), "{e}");
@@ -259,7 +160,7 @@ fn evaluate_outcome(out: &std::process::Output) -> String {
 
 #[test]
 fn evaluate_takes_hub_coders_and_keys_them_by_content() {
-    let hub = FakeHub::start(repo_files());
+    let hub = start_hub(repo_files());
     let t = tempfile::tempdir().unwrap();
     let hf_cache = t.path().join("hf");
     let local = t.path().join("local_sae");

@@ -3,140 +3,21 @@
 //! files redirect to): the HF cache layout, sharded and pickle checkpoints,
 //! tokens, offline mode, refusals and interrupted downloads.
 
+#[path = "support/fake_hub.rs"]
+mod fake_hub;
+
+use fake_hub::{sha256, FakeHub, Fault, Repo};
 use saepipe_model::hub::{HubCache, HubEndpoint, HubRef};
 use saepipe_model::{LoadOptions, Model, RunRequest};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 const REPO: &str = "acme/tiny";
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
-#[derive(Clone, Copy, PartialEq)]
-enum Fault {
-    None,
-    /// The storage host announces the full length and closes halfway.
-    Truncate,
-    /// The storage host serves different bytes than the announced SHA-256.
-    Corrupt,
-}
-
-/// One request as the server saw it: host ("hub" or "lfs"), path, Authorization.
-type Log = Arc<Mutex<Vec<(&'static str, String, Option<String>)>>>;
-
-struct FakeHub {
-    url: String,
-    log: Log,
-}
-
-fn sha256(b: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(b))
-}
-
-fn is_lfs(name: &str) -> bool {
-    name.ends_with(".safetensors") || name.ends_with(".bin")
-}
-
-impl FakeHub {
-    /// Serves `files` as commit SHA of REPO, reachable as revisions `main` and SHA.
-    fn start(files: BTreeMap<String, Vec<u8>>, fault: Fault) -> FakeHub {
-        let log: Log = Arc::default();
-        let files = Arc::new(files);
-        let lfs = TcpListener::bind("127.0.0.1:0").unwrap();
-        let lfs_url = format!("http://{}", lfs.local_addr().unwrap());
-        let hub = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", hub.local_addr().unwrap());
-        let (f, l) = (files.clone(), log.clone());
-        std::thread::spawn(move || serve(lfs, "lfs", l, move |path, s| lfs_answer(&f, path, fault, s)));
-        let (f, l) = (files, log.clone());
-        std::thread::spawn(move || serve(hub, "hub", l, move |path, s| hub_answer(&f, path, &lfs_url, s)));
-        FakeHub { url, log }
-    }
-    fn requests(&self) -> Vec<(&'static str, String, Option<String>)> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-fn serve(l: TcpListener, host: &'static str, log: Log, answer: impl Fn(&str, &mut TcpStream)) {
-    for stream in l.incoming() {
-        let Ok(mut s) = stream else { continue };
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut auth = None;
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap() == 0 || h.trim().is_empty() {
-                break;
-            }
-            match h.split_once(':') {
-                Some((k, v)) if k.eq_ignore_ascii_case("authorization") => auth = Some(v.trim().to_string()),
-                _ => {}
-            }
-        }
-        log.lock().unwrap().push((host, path.clone(), auth));
-        answer(&path, &mut s);
-    }
-}
-
-fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
-    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        head += &format!("{k}: {v}\r\n");
-    }
-    let _ = s.write_all(format!("{head}\r\n").as_bytes());
-    let _ = s.write_all(body);
-}
-
-fn hub_answer(files: &BTreeMap<String, Vec<u8>>, path: &str, lfs_url: &str, s: &mut TcpStream) {
-    let error = |s: &mut TcpStream, status: &str, code: &str| respond(s, status, &[("X-Error-Code", code.into()), ("X-Error-Message", format!("{code} for {path}"))], b"{}");
-    if let Some(rest) = path.strip_prefix("/api/models/") {
-        let Some((repo, rev)) = rest.split_once("/revision/") else { return error(s, "404 Not Found", "EntryNotFound") };
-        if repo != REPO {
-            // The hub answers 401 for repositories it will not reveal.
-            return error(s, "401 Unauthorized", "RepoNotFound");
-        }
-        if rev != "main" && rev != SHA {
-            return error(s, "404 Not Found", "RevisionNotFound");
-        }
-        let siblings: Vec<_> = files.keys().map(|f| serde_json::json!({ "rfilename": f })).collect();
-        let body = serde_json::json!({ "id": REPO, "sha": SHA, "siblings": siblings }).to_string();
-        return respond(s, "200 OK", &[("Content-Type", "application/json".into()), ("X-Repo-Commit", SHA.into())], body.as_bytes());
-    }
-    let Some(rest) = path.strip_prefix(&format!("/{REPO}/resolve/")) else { return error(s, "401 Unauthorized", "RepoNotFound") };
-    let (rev, file) = rest.split_once('/').unwrap();
-    assert_eq!(rev, SHA, "files are fetched at the resolved commit");
-    let Some(data) = files.get(file) else { return error(s, "404 Not Found", "EntryNotFound") };
-    if is_lfs(file) {
-        let h = sha256(data);
-        let headers = [
-            ("X-Repo-Commit", SHA.to_string()),
-            ("X-Linked-Etag", format!("\"{h}\"")),
-            ("X-Linked-Size", data.len().to_string()),
-            ("ETag", "\"not-the-blob-id\"".into()),
-            ("Location", format!("{lfs_url}/repos/ab/cd/{h}?signature=x")),
-        ];
-        respond(s, "302 Found", &headers, b"");
-    } else {
-        respond(s, "200 OK", &[("X-Repo-Commit", SHA.into()), ("ETag", format!("W/\"{}\"", &sha256(data)[..40]))], data);
-    }
-}
-
-fn lfs_answer(files: &BTreeMap<String, Vec<u8>>, path: &str, fault: Fault, s: &mut TcpStream) {
-    let h = path.rsplit('/').next().unwrap().split('?').next().unwrap();
-    let data = files.values().find(|d| sha256(d) == h).expect("known blob").clone();
-    match fault {
-        Fault::None => respond(s, "200 OK", &[("ETag", format!("\"{h}\""))], &data),
-        Fault::Corrupt => respond(s, "200 OK", &[], &vec![0u8; data.len()]),
-        Fault::Truncate => {
-            let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", data.len()).as_bytes());
-            let _ = s.write_all(&data[..data.len() / 2]);
-        }
-    }
+/// Serves `files` as commit SHA of REPO, reachable as revisions `main` and SHA.
+fn start_hub(files: BTreeMap<String, Vec<u8>>, fault: Fault) -> FakeHub {
+    FakeHub::start(Repo { repo: REPO, sha: SHA, files, lfs: &[".safetensors", ".bin"], fault })
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -178,7 +59,7 @@ fn tree(dir: &Path) -> Vec<String> {
 
 fn download(hub: &FakeHub, cache: &Path, spec: &str, token: Option<&str>) -> saepipe_model::Result<PathBuf> {
     let cache = HubCache { root: cache.into(), offline: false };
-    cache.resolve_or_download(&HubRef::parse(spec).unwrap(), &HubEndpoint::new(&hub.url, token.map(String::from)), &mut |_| {})
+    cache.resolve_or_download(&HubRef::parse(spec).unwrap(), &hub.endpoint(token), &mut |_| {})
 }
 
 #[test]
@@ -186,7 +67,7 @@ fn downloads_into_the_hf_cache_layout() {
     let src = fixture("gpt2");
     let mut files = read_files(&src, &["config.json", "model.safetensors"]);
     files.extend(tokenizer_files());
-    let hub = FakeHub::start(files.clone(), Fault::None);
+    let hub = start_hub(files.clone(), Fault::None);
     let cache = tempfile::tempdir().unwrap();
     let ep = HubEndpoint::new(&format!("{}/", hub.url), Some("hf_secret".into()));
     let hc = HubCache { root: cache.path().into(), offline: false };
@@ -213,10 +94,10 @@ fn downloads_into_the_hf_cache_layout() {
 
     // The token goes to the hub, never to the storage host the hub redirects to.
     let reqs = hub.requests();
-    assert!(reqs.iter().filter(|r| r.0 == "hub").all(|r| r.2.as_deref() == Some("Bearer hf_secret")), "{reqs:?}");
-    let lfs: Vec<_> = reqs.iter().filter(|r| r.0 == "lfs").collect();
+    assert!(reqs.iter().filter(|r| r.host == "hub").all(|r| r.auth.as_deref() == Some("Bearer hf_secret")), "{reqs:?}");
+    let lfs: Vec<_> = reqs.iter().filter(|r| r.host == "lfs").collect();
     assert_eq!(lfs.len(), 1, "{reqs:?}");
-    assert_eq!(lfs[0].2, None);
+    assert_eq!(lfs[0].auth, None);
 
     // Cached now: resolved without a request, by branch and by commit, and offline.
     let n = hub.requests().len();
@@ -245,19 +126,19 @@ fn downloads_sharded_safetensors_at_a_commit() {
         }
     }
     files.insert("model.safetensors.index.json".into(), serde_json::json!({ "metadata": {}, "weight_map": weight_map }).to_string().into_bytes());
-    let hub = FakeHub::start(files, Fault::None);
+    let hub = start_hub(files, Fault::None);
     let cache = tempfile::tempdir().unwrap();
     let snap = download(&hub, cache.path(), &format!("{REPO}@{SHA}"), None).unwrap();
     assert!(!cache.path().join("models--acme--tiny/refs").exists(), "a commit needs no ref");
     assert!(snap.join("model-00002-of-00002.safetensors").is_file());
     assert_eq!(logits(&snap), logits(&src));
-    assert!(hub.requests().iter().all(|r| r.2.is_none()), "no token, no Authorization header");
+    assert!(hub.requests().iter().all(|r| r.auth.is_none()), "no token, no Authorization header");
 }
 
 #[test]
 fn downloads_pytorch_bin_checkpoints() {
     let src = fixture("gpt2_bin");
-    let hub = FakeHub::start(read_files(&src, &["config.json", "pytorch_model.bin"]), Fault::None);
+    let hub = start_hub(read_files(&src, &["config.json", "pytorch_model.bin"]), Fault::None);
     let cache = tempfile::tempdir().unwrap();
     let snap = download(&hub, cache.path(), REPO, None).unwrap();
     assert_eq!(logits(&snap), logits(&src));
@@ -265,23 +146,23 @@ fn downloads_pytorch_bin_checkpoints() {
 
 #[test]
 fn offline_never_touches_the_network() {
-    let hub = FakeHub::start(read_files(&fixture("gpt2"), &["config.json", "model.safetensors"]), Fault::None);
+    let hub = start_hub(read_files(&fixture("gpt2"), &["config.json", "model.safetensors"]), Fault::None);
     let cache = tempfile::tempdir().unwrap();
     let hc = HubCache { root: cache.path().into(), offline: true };
-    let e = hc.resolve_or_download(&HubRef::parse("acme/tiny@v2").unwrap(), &HubEndpoint::new(&hub.url, None), &mut |_| {}).unwrap_err().to_string();
+    let e = hc.resolve_or_download(&HubRef::parse("acme/tiny@v2").unwrap(), &hub.endpoint(None), &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("acme/tiny@v2") && e.contains("HF_HUB_OFFLINE") && e.contains(&cache.path().join("models--acme--tiny").display().to_string()), "{e}");
     assert!(hub.requests().is_empty());
 }
 
 #[test]
 fn hub_refusals_are_explained() {
-    let hub = FakeHub::start(read_files(&fixture("gpt2"), &["config.json", "model.safetensors"]), Fault::None);
+    let hub = start_hub(read_files(&fixture("gpt2"), &["config.json", "model.safetensors"]), Fault::None);
     let cache = tempfile::tempdir().unwrap();
     let e = download(&hub, cache.path(), "acme/private", None).unwrap_err().to_string();
     assert!(e.starts_with("model acme/private@main:") && e.contains("HTTP 401") && e.contains("RepoNotFound") && e.contains("HF_TOKEN"), "{e}");
     let e = download(&hub, cache.path(), "acme/tiny@step9", None).unwrap_err().to_string();
     assert!(e.contains("acme/tiny@step9") && e.contains("HTTP 404") && e.contains("RevisionNotFound"), "{e}");
-    let hub = FakeHub::start(read_files(&fixture("gpt2"), &["config.json"]), Fault::None);
+    let hub = start_hub(read_files(&fixture("gpt2"), &["config.json"]), Fault::None);
     let e = download(&hub, cache.path(), REPO, None).unwrap_err().to_string();
     assert!(e.contains("no model.safetensors or pytorch_model.bin"), "{e}");
 }
@@ -291,14 +172,14 @@ fn interrupted_or_corrupt_downloads_leave_nothing_behind() {
     let files = read_files(&fixture("gpt2"), &["config.json", "model.safetensors"]);
     let cache = tempfile::tempdir().unwrap();
     for (fault, want) in [(Fault::Truncate, "interrupted after"), (Fault::Corrupt, "SHA-256")] {
-        let hub = FakeHub::start(files.clone(), fault);
+        let hub = start_hub(files.clone(), fault);
         let e = download(&hub, cache.path(), REPO, None).unwrap_err().to_string();
         assert!(e.contains("model acme/tiny@main") && e.contains(want), "{e}");
         let left = tree(cache.path());
         assert!(left.iter().all(|f| !f.contains("blobs/") && !f.contains("refs/")), "{left:?}");
         assert!(HubCache { root: cache.path().into(), offline: true }.resolve(&HubRef::parse(REPO).unwrap()).is_err());
     }
-    let hub = FakeHub::start(files, Fault::None);
+    let hub = start_hub(files, Fault::None);
     let snap = download(&hub, cache.path(), REPO, None).unwrap();
     assert_eq!(logits(&snap), logits(&fixture("gpt2")));
 }
