@@ -4,7 +4,7 @@ use super::{Op, Params, StageCtx, model_ref};
 use crate::pipeline::schema::{ParamSpec, ParamType};
 use anyhow::{Result, bail};
 use saepipe_data::corpus::FileFormat;
-use saepipe_data::{Corpus, FormatChoice, Mode, TokenizeOptions, Tokenizer, tokenize_to_table};
+use saepipe_data::{Corpus, FormatChoice, Mode, Tl2Pad, TokenizeOptions, Tokenizer, tokenize_to_table};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -54,7 +54,15 @@ impl Op for TokenizeOp {
             ParamSpec::optional("field", ParamType::Str, json!("text"), "JSONL field or Parquet column holding the document text"),
             ParamSpec::optional("context_size", ParamType::Int, json!(128), "tokens per context, including the leading BOS"),
             ParamSpec::maybe("max_tokens", ParamType::Int, "stop after this many tokens (whole contexts)"),
-            ParamSpec::optional("mode", ParamType::Enum(&["saelens", "transformer_lens"]), json!("saelens"), "saelens: BOS starts every context and separates documents; transformer_lens: as tokenize_and_concatenate"),
+            ParamSpec::optional(
+                "mode",
+                ParamType::Enum(&["saelens", "transformer_lens", "transformer_lens_2"]),
+                json!("saelens"),
+                "saelens: BOS starts every context and separates documents; transformer_lens: as TransformerLens 3.x tokenize_and_concatenate; transformer_lens_2: as TransformerLens 2.x's (EOS-string joins, 20 text chunks, pad ids removed: every EOS with a HookedTransformer tokenizer), which published 2024-25 numbers used",
+            ),
+            ParamSpec::maybe("num_proc", ParamType::Int, "transformer_lens modes: datasets.map num_proc, the number of contiguous corpus shards (default 10 as in tokenize_and_concatenate; 1 = one shard, as num_proc=None or streaming)"),
+            ParamSpec::maybe("tl2_pad", ParamType::Enum(&["eos", "added"]), "transformer_lens_2, tokenizer without pad token: eos (default; HookedTransformer's model.tokenizer, pad = EOS, so every EOS is removed) or added (a bare tokenizer: <PAD> is added and EOS stays)"),
+            ParamSpec::maybe("tl2_short_batch", ParamType::Enum(&["pad", "drop"]), "transformer_lens_2: a map batch shorter than one row is padded to one row with the pad id (default, TransformerLens 2.8-2.17) or dropped (2.0-2.7)"),
             ParamSpec::maybe("shuffle_seed", ParamType::Int, "shuffle documents with this seed (docs/formats.md describes the algorithm)"),
             ParamSpec::optional("shuffle_buffer", ParamType::Int, json!(10000), "documents held by the shuffle buffer"),
         ]
@@ -80,8 +88,28 @@ impl Op for TokenizeOp {
         };
         let inputs: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         let corpus = Corpus::resolve(&inputs, &format, p.str("field")?)?;
-        let mode = if p.str("mode")? == "transformer_lens" { Mode::TransformerLens } else { Mode::SaeLens };
+        let mode = Mode::from_name(p.str("mode")?).unwrap_or(Mode::SaeLens);
         let mut opts = TokenizeOptions::new(mode, context_size);
+        if let Some(n) = p.get("num_proc").and_then(Value::as_i64) {
+            if mode == Mode::SaeLens {
+                bail!("parameter `num_proc` applies to the transformer_lens modes only");
+            }
+            if n < 1 {
+                bail!("parameter `num_proc` must be at least 1");
+            }
+            opts.transformer_lens.num_proc = if n == 1 { None } else { Some(n as usize) };
+        }
+        for name in ["tl2_pad", "tl2_short_batch"] {
+            if p.get(name).is_some() && mode != Mode::TransformerLens2 {
+                bail!("parameter `{name}` applies to mode transformer_lens_2 only");
+            }
+        }
+        if p.opt_str("tl2_pad") == Some("added") {
+            opts.transformer_lens.tl2_pad = Tl2Pad::Added;
+        }
+        if p.opt_str("tl2_short_batch") == Some("drop") {
+            opts.transformer_lens.pad_short_batch = false;
+        }
         opts.max_tokens = p.get("max_tokens").and_then(Value::as_u64);
         if let Some(seed) = p.get("shuffle_seed").and_then(Value::as_u64) {
             opts.shuffle = Some((seed, p.usize("shuffle_buffer")?));

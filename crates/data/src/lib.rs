@@ -13,5 +13,5 @@ pub use activations::{Compression, Dtype, HookSpec, Rows, ShardedWriter, StoreIn
 pub use corpus::{Corpus, FileFormat, FormatChoice};
 pub use error::{DataError, Result};
 pub use reader::{ActivationReader, Batch};
-pub use tokenize::{Mode, SaeLensOptions, Special, SpecialTokens, TlOptions, TokenizeOptions, TokenizeSummary, Tokenizer, for_each_context, tokenize_to_table};
+pub use tokenize::{Mode, SaeLensOptions, Special, SpecialTokens, Tl2Pad, TlOptions, TokenizeOptions, TokenizeSummary, Tokenizer, for_each_context, tokenize_to_table};
 pub use tokens::{TOKENS_FORMAT_VERSION, TokenTableMeta, TokenTableReader, TokenTableWriter};

@@ -1,4 +1,4 @@
-//! Corpus → fixed-length token contexts, in the two packings users compare against:
+//! Corpus → fixed-length token contexts, in the packings users compare against:
 //!
 //! - [`Mode::SaeLens`]: what SAELens's `concat_and_batch_sequences` does when its
 //!   ActivationsStore tokenizes text on the fly: documents tokenized without special
@@ -12,6 +12,19 @@
 //!   without special tokens are joined with EOS, cut into rows of ctx−1 (the remainder
 //!   of each batch is dropped; a batch shorter than one row becomes one row padded with
 //!   the pad token, EOS when the tokenizer has none) and BOS is prepended to each row.
+//! - [`Mode::TransformerLens2`]: TransformerLens 2.x (2.0 to 2.17)
+//!   `tokenize_and_concatenate`, which published numbers of 2024–25 were made with. The
+//!   same map batches, but it works on text: per batch the documents are joined with the
+//!   EOS *string*, the text is cut into 20 chunks of (chars − 1) / 20 + 1 characters
+//!   (cutting words and EOS strings), the chunks are tokenized as separate texts (with
+//!   the tokenizer's own special tokens), and every pad id is removed. A HookedTransformer's
+//!   tokenizer has pad = EOS when the tokenizer defines no pad token, so then every EOS,
+//!   separators included, is removed ([`Tl2Pad::Eos`]); a bare tokenizer gets a `<PAD>`
+//!   token added instead and keeps its EOS ([`Tl2Pad::Added`]); a tokenizer with a pad token
+//!   of its own loses only that. Rows of ctx−1 with BOS prepended, remainder dropped; a
+//!   batch with fewer tokens than a row is padded to one row with the pad id (2.8–2.17) or
+//!   dropped (2.0–2.7, [`TlOptions::pad_short_batch`]); a batch of whitespace only gives
+//!   no row.
 
 use crate::corpus::Corpus;
 use crate::error::{DataError, Result, io};
@@ -116,6 +129,8 @@ impl Tokenizer {
 pub enum Mode {
     SaeLens,
     TransformerLens,
+    #[serde(rename = "transformer_lens_2")]
+    TransformerLens2,
 }
 
 impl Mode {
@@ -123,8 +138,26 @@ impl Mode {
         match self {
             Mode::SaeLens => "saelens",
             Mode::TransformerLens => "transformer_lens",
+            Mode::TransformerLens2 => "transformer_lens_2",
         }
     }
+
+    pub fn from_name(name: &str) -> Option<Mode> {
+        [Mode::SaeLens, Mode::TransformerLens, Mode::TransformerLens2].into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// `transformer_lens_2`: the pad token when the tokenizer defines none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tl2Pad {
+    /// EOS, as `HookedTransformer.set_tokenizer` sets it (`model.tokenizer`): every EOS
+    /// id is removed, the document separators included.
+    #[default]
+    Eos,
+    /// `<PAD>`, which `tokenize_and_concatenate` adds to a bare tokenizer as a special
+    /// token (a new id unless the vocabulary has it): EOS stays.
+    Added,
 }
 
 /// A special token chosen by role or id (SAELens's `"bos" | "eos" | int`).
@@ -150,19 +183,32 @@ impl Default for SaeLensOptions {
     }
 }
 
-/// TransformerLens/datasets grouping; the defaults are `tokenize_and_concatenate`'s.
+/// TransformerLens/datasets grouping (both TransformerLens modes); the defaults are
+/// `tokenize_and_concatenate`'s.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TlOptions {
     /// `datasets.Dataset.map` batch size (1000).
     pub batch_docs: usize,
-    /// `num_proc` (10); `None` = one shard (num_proc=None, or a streaming dataset).
+    /// `num_proc` (10); `None` = one shard (num_proc=None or 1, or a streaming dataset).
     pub num_proc: Option<usize>,
     pub add_bos_token: bool,
+    /// `transformer_lens_2` only: the pad token of a tokenizer that defines none.
+    #[serde(default)]
+    pub tl2_pad: Tl2Pad,
+    /// `transformer_lens_2` only: a map batch with fewer tokens than a row becomes one
+    /// row padded with the pad id (true, TransformerLens 2.8–2.17) or is dropped (false,
+    /// 2.0–2.7).
+    #[serde(default = "yes")]
+    pub pad_short_batch: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for TlOptions {
     fn default() -> Self {
-        TlOptions { batch_docs: 1000, num_proc: Some(10), add_bos_token: true }
+        TlOptions { batch_docs: 1000, num_proc: Some(10), add_bos_token: true, tl2_pad: Tl2Pad::Eos, pad_short_batch: true }
     }
 }
 
@@ -279,8 +325,7 @@ pub fn tl_rows(docs: &[Vec<u32>], ctx: usize, add_bos: bool, special: SpecialTok
     if docs.is_empty() {
         return Ok(true);
     }
-    let (bos, eos) = (special.bos.expect("checked by caller"), special.eos.expect("checked by caller"));
-    let seq_len = if add_bos { ctx - 1 } else { ctx };
+    let eos = special.eos.expect("checked by caller");
     let mut tokens: Vec<u32> = Vec::with_capacity(docs.iter().map(|d| d.len() + 1).sum());
     for (i, d) in docs.iter().enumerate() {
         tokens.extend_from_slice(d);
@@ -288,14 +333,25 @@ pub fn tl_rows(docs: &[Vec<u32>], ctx: usize, add_bos: bool, special: SpecialTok
             tokens.push(eos);
         }
     }
+    tl_emit_rows(tokens, ctx, add_bos, special.bos, Some(special.pad.unwrap_or(eos)), emit)
+}
+
+/// Cuts the tokens of one map batch into rows of ctx−1 (ctx without BOS), BOS first,
+/// dropping the remainder; fewer tokens than a row make one row padded with `short_pad`,
+/// or none when it is `None`.
+fn tl_emit_rows(mut tokens: Vec<u32>, ctx: usize, add_bos: bool, bos: Option<u32>, short_pad: Option<u32>, emit: &mut impl FnMut(&[u32]) -> Result<bool>) -> Result<bool> {
+    let seq_len = if add_bos { ctx - 1 } else { ctx };
     if tokens.len() < seq_len {
-        tokens.resize(seq_len, special.pad.unwrap_or(eos));
+        match short_pad {
+            Some(p) => tokens.resize(seq_len, p),
+            None => return Ok(true),
+        }
     }
     let mut row = Vec::with_capacity(ctx);
     for chunk in tokens.chunks_exact(seq_len) {
         row.clear();
         if add_bos {
-            row.push(bos);
+            row.push(bos.expect("checked by caller"));
         }
         row.extend_from_slice(chunk);
         if !emit(&row)? {
@@ -303,6 +359,73 @@ pub fn tl_rows(docs: &[Vec<u32>], ctx: usize, add_bos: bool, special: SpecialTok
         }
     }
     Ok(true)
+}
+
+/// Python's `str.isspace` for one character: Unicode White_Space plus U+001C–U+001F.
+fn py_isspace(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// The tokenizer as TransformerLens 2.x `tokenize_and_concatenate` uses it: the EOS
+/// string that joins documents and the pad id it removes (with `<PAD>` added as a special
+/// token when that is the pad).
+pub struct Tl2Tokenizer {
+    tok: Tokenizer,
+    eos_text: String,
+    pub pad: u32,
+}
+
+impl Tl2Tokenizer {
+    pub fn new(tok: &Tokenizer, missing_pad: Tl2Pad) -> Result<Tl2Tokenizer> {
+        let err = |m: &str| DataError::Tokenizer { path: tok.path.clone(), message: format!("transformer_lens_2 mode: {m}") };
+        let eos = tok.special.eos.ok_or_else(|| err("the tokenizer has no EOS token"))?;
+        tok.special.bos.ok_or_else(|| err("the tokenizer has no BOS token"))?;
+        let eos_text = tok.inner.id_to_token(eos).ok_or_else(|| err("the EOS id has no token text"))?;
+        let mut t = Tokenizer { inner: tok.inner.clone(), path: tok.path.clone(), fingerprint: tok.fingerprint.clone(), special: tok.special };
+        let pad = match (tok.special.pad, missing_pad) {
+            (Some(p), _) => p,
+            (None, Tl2Pad::Eos) => eos,
+            (None, Tl2Pad::Added) => {
+                t.inner.add_special_tokens(&[tokenizers::AddedToken::from("<PAD>", true)]);
+                t.inner.token_to_id("<PAD>").ok_or_else(|| err("could not add `<PAD>`"))?
+            }
+        };
+        t.special.pad = Some(pad);
+        Ok(Tl2Tokenizer { tok: t, eos_text, pad })
+    }
+
+    /// The tokens of one map batch of documents after pad removal, or `None` for a
+    /// batch whose text is whitespace only (`tokenize_and_concatenate` returns no row).
+    pub fn batch_tokens(&self, docs: &[String]) -> Result<Option<Vec<u32>>> {
+        let text = docs.join(self.eos_text.as_str());
+        if text.chars().all(py_isspace) {
+            return Ok(None);
+        }
+        // 20 chunks of equal length in characters (Python string indices), the last ones
+        // shorter or empty.
+        let mut bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+        bounds.push(text.len());
+        let n = bounds.len() - 1;
+        let len = (n - 1) / TL2_CHUNKS + 1;
+        let chunks: Vec<String> = (0..TL2_CHUNKS).map(|i| text[bounds[(i * len).min(n)]..bounds[((i + 1) * len).min(n)]].to_string()).collect();
+        let mut tokens: Vec<u32> = self.tok.encode_many(&chunks, true)?.concat();
+        tokens.retain(|&t| t != self.pad);
+        Ok(Some(tokens))
+    }
+}
+
+/// The number of pieces TransformerLens 2.x cuts each map batch's text into.
+const TL2_CHUNKS: usize = 20;
+
+/// TransformerLens 2.x rows of one map batch of documents (text).
+pub fn tl2_rows(docs: &[String], tok: &Tl2Tokenizer, ctx: usize, o: &TlOptions, emit: &mut impl FnMut(&[u32]) -> Result<bool>) -> Result<bool> {
+    if docs.is_empty() {
+        return Ok(true);
+    }
+    match tok.batch_tokens(docs)? {
+        None => Ok(true),
+        Some(tokens) => tl_emit_rows(tokens, ctx, o.add_bos_token, tok.tok.special.bos, o.pad_short_batch.then_some(tok.pad), emit),
+    }
 }
 
 fn resolve(s: Option<Special>, special: SpecialTokens, role: &'static str) -> Result<Option<u32>> {
@@ -369,11 +492,12 @@ pub fn for_each_context(corpus: &Corpus, tok: &Tokenizer, opts: &TokenizeOptions
                 }
             }
         }
-        Mode::TransformerLens => {
+        Mode::TransformerLens | Mode::TransformerLens2 => {
             if tok.special.bos.is_none() || tok.special.eos.is_none() {
-                return Err(DataError::Tokenizer { path: tok.path.clone(), message: "transformer_lens mode needs BOS and EOS tokens".into() });
+                return Err(DataError::Tokenizer { path: tok.path.clone(), message: format!("{} mode needs BOS and EOS tokens", opts.mode.name()) });
             }
             let o = &opts.transformer_lens;
+            let tl2 = if opts.mode == Mode::TransformerLens2 { Some(Tl2Tokenizer::new(tok, o.tl2_pad)?) } else { None };
             // datasets shards by document count, so count first (one extra read).
             let total = if o.num_proc.is_some_and(|p| p > 1) { corpus.count_documents()? } else { u64::MAX };
             let sizes: Box<dyn Iterator<Item = usize>> =
@@ -383,8 +507,11 @@ pub fn for_each_context(corpus: &Corpus, tok: &Tokenizer, opts: &TokenizeOptions
                 if texts.is_empty() {
                     break;
                 }
-                let encoded = tok.encode_many(&texts, false)?;
-                if !tl_rows(&encoded, ctx, o.add_bos_token, tok.special, &mut emit_limited)? {
+                let more = match &tl2 {
+                    Some(t2) => tl2_rows(&texts, t2, ctx, o, &mut emit_limited)?,
+                    None => tl_rows(&tok.encode_many(&texts, false)?, ctx, o.add_bos_token, tok.special, &mut emit_limited)?,
+                };
+                if !more {
                     return Ok(n);
                 }
             }
@@ -409,7 +536,10 @@ pub fn tokenize_to_table(corpus: &Corpus, tok: &Tokenizer, opts: &TokenizeOption
         context_size: opts.context_size,
         bos_id: tok.special.bos,
         eos_id: tok.special.eos,
-        pad_id: tok.special.pad,
+        pad_id: match opts.mode {
+            Mode::TransformerLens2 => Some(Tl2Tokenizer::new(tok, opts.transformer_lens.tl2_pad)?.pad),
+            _ => tok.special.pad,
+        },
         extra: serde_json::json!({ "options": opts, "user": extra }),
     };
     let mut w = TokenTableWriter::create(out, meta)?;
@@ -449,5 +579,30 @@ mod tests {
         assert_eq!(tl_batch_sizes(23, 1000, Some(10)), vec![3, 3, 3, 2, 2, 2, 2, 2, 2, 2]);
         assert_eq!(tl_batch_sizes(3, 1000, Some(10)), vec![1, 1, 1]);
         assert_eq!(tl_batch_sizes(2500, 100, Some(2)).len(), 26);
+    }
+
+    #[test]
+    fn mode_names_round_trip() {
+        for m in [Mode::SaeLens, Mode::TransformerLens, Mode::TransformerLens2] {
+            assert_eq!(Mode::from_name(m.name()), Some(m));
+        }
+        assert_eq!(serde_json::to_value(Mode::TransformerLens2).unwrap(), serde_json::json!("transformer_lens_2"));
+    }
+
+    #[test]
+    fn short_batches_are_padded_or_dropped() {
+        let run = |tokens: Vec<u32>, pad: Option<u32>| {
+            let mut out = Vec::new();
+            tl_emit_rows(tokens, 4, true, Some(0), pad, &mut |r| {
+                out.push(r.to_vec());
+                Ok(true)
+            })
+            .unwrap();
+            out
+        };
+        assert_eq!(run(vec![5, 6], Some(9)), vec![vec![0, 5, 6, 9]]);
+        assert!(run(vec![5, 6], None).is_empty());
+        assert_eq!(run(vec![1, 2, 3, 4, 5, 6, 7], None), vec![vec![0, 1, 2, 3], vec![0, 4, 5, 6]]);
+        assert!("\u{1c} \t\u{3000}".chars().all(py_isspace) && !py_isspace('\u{200b}'));
     }
 }

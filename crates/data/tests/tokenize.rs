@@ -1,8 +1,8 @@
-//! Tokenization against golden fixtures from TransformerLens and SAELens
-//! (scripts/fixtures/data_tokenize.py), and the corpus readers.
+//! Tokenization against golden fixtures from TransformerLens (3.x and 2.x) and SAELens
+//! (scripts/fixtures/data_tokenize.py, data_tokenize_tl2.py), and the corpus readers.
 
 use saepipe_data::corpus::{Corpus, FileFormat, FormatChoice};
-use saepipe_data::tokenize::{Mode, TokenizeOptions, Tokenizer, for_each_context, tokenize_to_table};
+use saepipe_data::tokenize::{Mode, SpecialTokens, Tl2Pad, TokenizeOptions, Tokenizer, for_each_context, tokenize_to_table};
 use saepipe_data::{DataError, TokenTableReader};
 use std::path::{Path, PathBuf};
 
@@ -180,4 +180,94 @@ fn tokenization_streams_and_stops_at_max_tokens() {
     opts.max_tokens = None;
     let err = for_each_context(&c, &tokenizer(), &opts, |_| Ok(())).unwrap_err().to_string();
     assert!(err.contains("c.jsonl") && err.contains("line 5001"), "{err}");
+}
+
+fn expected_tl2() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected_tl2.json")).unwrap()).unwrap()
+}
+
+fn tl2_opts(pad: &str, num_proc: Option<usize>) -> (TokenizeOptions, Option<u32>) {
+    let mut opts = TokenizeOptions::new(Mode::TransformerLens2, 32);
+    opts.transformer_lens.num_proc = num_proc;
+    let own = expected_tl2()["meta"]["own_pad_id"].as_u64().unwrap() as u32;
+    let own_pad = match pad {
+        "eos" => None,
+        "none" => {
+            opts.transformer_lens.tl2_pad = Tl2Pad::Added;
+            None
+        }
+        "own" => Some(own),
+        other => panic!("{other}"),
+    };
+    (opts, own_pad)
+}
+
+fn tl2_contexts(c: &Corpus, pad: &str, num_proc: Option<usize>, add_bos: bool) -> Vec<Vec<u32>> {
+    let (mut opts, own_pad) = tl2_opts(pad, num_proc);
+    opts.transformer_lens.add_bos_token = add_bos;
+    let tok = tokenizer();
+    let special = SpecialTokens { pad: own_pad, ..tok.special };
+    let tok = tok.with_special(special);
+    let mut out = Vec::new();
+    for_each_context(c, &tok, &opts, |x| {
+        out.push(x.to_vec());
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+fn check(got: Vec<Vec<u32>>, want: Vec<Vec<u32>>, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: row count");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "{what}: row {i}");
+    }
+}
+
+/// TransformerLens 2.x `tokenize_and_concatenate` (the version is in the fixture's meta):
+/// EOS-string joins, 20 character chunks, pad removal (pad = EOS as a HookedTransformer
+/// holds the tokenizer, `<PAD>` added to a bare one, or the tokenizer's own), 1000-document
+/// batches inside num_proc contiguous shards.
+#[test]
+fn transformer_lens_2_mode_matches_tokenize_and_concatenate_2x() {
+    let e = expected_tl2();
+    assert!(e["meta"]["transformer_lens"].as_str().unwrap().starts_with("2."));
+    let c = corpus("corpus.jsonl");
+    check(tl2_contexts(&c, "eos", Some(10), true), rows(&e["pad_eos_num_proc_10"]), "pad=eos, num_proc=10");
+    check(tl2_contexts(&c, "eos", None, true), rows(&e["pad_eos_num_proc_none"]), "pad=eos, num_proc=None");
+    check(tl2_contexts(&c, "none", Some(10), true), rows(&e["no_pad_num_proc_10"]), "<PAD> added, num_proc=10");
+    check(tl2_contexts(&c, "own", None, true), rows(&e["pad_token_num_proc_none"]), "own pad token, num_proc=None");
+    // num_proc=1 shards like None.
+    check(tl2_contexts(&c, "eos", Some(1), true), rows(&e["pad_eos_num_proc_none"]), "pad=eos, num_proc=1");
+    // Removing every EOS (pad = EOS) is what sets this mode apart: no EOS in the rows.
+    let eos = tokenizer().special.eos.unwrap();
+    assert!(rows(&e["pad_eos_num_proc_10"]).iter().all(|r| !r[1..].contains(&eos)));
+    assert!(rows(&e["no_pad_num_proc_10"]).iter().any(|r| r[1..].contains(&eos)));
+
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, case) in e["small"].as_array().unwrap().iter().enumerate() {
+        let p = tmp.path().join(format!("small{i}.jsonl"));
+        let docs: Vec<String> = serde_json::from_value(case["docs"].clone()).unwrap();
+        let text: String = docs.iter().map(|d| serde_json::json!({ "text": d }).to_string() + "\n").collect();
+        std::fs::write(&p, text).unwrap();
+        let c = Corpus::resolve(&[p.to_str().unwrap()], &FormatChoice::Auto, "text").unwrap();
+        let num_proc = case["num_proc"].as_u64().map(|n| n as usize);
+        let got = tl2_contexts(&c, case["pad"].as_str().unwrap(), num_proc, case["add_bos_token"].as_bool().unwrap());
+        check(got, rows(&case["rows"]), &format!("small case {i}: {docs:?}, pad {}", case["pad"]));
+    }
+}
+
+#[test]
+fn transformer_lens_2_table_records_mode_and_pad() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tokens.parquet");
+    let (mut opts, _) = tl2_opts("none", Some(10));
+    opts.max_tokens = Some(32 * 50);
+    let s = tokenize_to_table(&corpus("corpus.jsonl"), &tokenizer(), &opts, &out, serde_json::json!({})).unwrap();
+    assert_eq!(s.contexts, 50);
+    let r = TokenTableReader::open(&out).unwrap();
+    assert_eq!(r.meta.mode, "transformer_lens_2");
+    assert_eq!(r.meta.pad_id, Some(expected_tl2()["meta"]["added_pad_id"].as_u64().unwrap() as u32));
+    let got: Vec<Vec<u32>> = r.collect::<Result<_, _>>().unwrap();
+    assert_eq!(got, rows(&expected_tl2()["no_pad_num_proc_10"])[..50].to_vec());
 }
