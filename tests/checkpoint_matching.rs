@@ -53,7 +53,7 @@ fn checkpoint_matching_pipeline_end_to_end() {
     let started = Instant::now();
     let out = ok(saepipe(t.path()).args(args).output().unwrap());
     eprintln!("first run: {:.1}s", started.elapsed().as_secs_f64());
-    let report_line = out.lines().find(|l| l.starts_with("report (")).unwrap_or_else(|| panic!("no report path printed:\n{out}"));
+    let report_line = out.lines().find(|l| l.starts_with("report (report): ")).unwrap_or_else(|| panic!("no report path printed:\n{out}"));
     let report = PathBuf::from(report_line.rsplit_once(": ").unwrap().1);
     assert!(report.is_file(), "{}", report.display());
 
