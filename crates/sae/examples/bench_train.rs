@@ -1,5 +1,6 @@
 //! Training throughput of the TopK trainer (k = 32, d_in = 512) at d_sae 8192
-//! and 32768 on random activations, in tokens per second.
+//! and 32768, and of ReLU + L1 at d_sae 8192, on random activations, in tokens
+//! per second.
 //!
 //!     cargo run --release -p saepipe-sae --example bench_train [-- steps batch]
 //!
@@ -36,9 +37,11 @@ fn main() {
     let batch = args.get(1).copied().unwrap_or(4096);
     let d_in = 512;
     println!("threads: {}", rayon::current_num_threads());
-    for d_sae in [8192usize, 32768] {
+    let cases = [("TopK k=32", 8192usize), ("TopK k=32", 32768), ("ReLU+L1", 8192)];
+    for (name, d_sae) in cases {
+        let arch = if name.starts_with("TopK") { TrainArch::TopK { k: 32 } } else { TrainArch::Standard { l1_coefficient: 5.0, l1_warmup_steps: 0 } };
         let cfg = TrainConfig {
-            arch: TrainArch::TopK { k: 32 },
+            arch,
             d_sae,
             lr: 2e-4,
             seed: 0,
@@ -80,7 +83,7 @@ fn main() {
             (2 * steps * batch * d_in * d_sae) as f64 / gemm_secs / 1e9
         );
         println!(
-            "TopK k=32 d_in={d_in} d_sae={d_sae} batch={batch}: {:.0} tokens/s ({steps} steps in {secs:.2}s; last mse {:.4}, l0 {})",
+            "{name} d_in={d_in} d_sae={d_sae} batch={batch}: {:.0} tokens/s ({steps} steps in {secs:.2}s; last mse {:.4}, l0 {})",
             (steps * batch) as f64 / secs,
             s.mse,
             s.l0
