@@ -141,6 +141,10 @@ impl Default for TrainConfig {
     }
 }
 
+/// ReLU chunks where more than one entry in this many is active train through
+/// dense GEMMs instead of the sparse gather/scatter path.
+const DENSE_ABOVE_ONE_IN: usize = 16;
+
 impl TrainConfig {
     /// Learning rate at `step`: linear warm-up, then constant, linear or cosine
     /// decay to `lr * lr_end_factor` over the last `lr_decay_steps`.
@@ -283,6 +287,8 @@ pub struct Trainer {
     grads: Params,
     /// Forces the row-chunk size of forward/backward (tests).
     chunk_rows_override: Option<usize>,
+    /// Density (one active entry in this many) above which ReLU chunks go dense.
+    dense_above_one_in: usize,
 }
 
 /// Per-row sparse selection of a batch (CSR).
@@ -550,6 +556,7 @@ impl Trainer {
             adam_v: params.zeros_like(),
             grads: params.zeros_like(),
             chunk_rows_override: None,
+            dense_above_one_in: DENSE_ABOVE_ONE_IN,
             params,
             step: 0,
             tokens_seen: 0,
@@ -1044,6 +1051,8 @@ impl Trainer {
             g: Vec::with_capacity(n * d_out),
         };
         let (mut mse, mut l1, mut auxl, mut var, mut nnz) = (0f64, 0f64, 0f64, 0f64, 0usize);
+        // Per-latent activation sums of dense chunks, for the L1 decoder-norm gradient.
+        let mut sum_f_dense = vec![0f32; if standard { d_sae } else { 0 }];
         let mut c0 = 0;
         while c0 < n {
             let c1 = (c0 + chunk).min(n);
@@ -1063,6 +1072,66 @@ impl Trainer {
                     idx.extend(aux.idx[aux.row(r)].iter());
                     ptr.push(idx.len());
                 }
+            }
+
+            // ReLU early in training fires on a large share of latents; then
+            // dense GEMMs beat the per-latent gather/scatter below (same maths).
+            if standard && act.idx.len().saturating_mul(self.dense_above_one_in) > m * d_sae {
+                let xc = &xin[c0 * d_in..c1 * d_in];
+                let mut a_dense = vec![0f32; m * d_sae];
+                for r in 0..m {
+                    for i in act.row(r) {
+                        let j = act.idx[i] as usize;
+                        a_dense[r * d_sae + j] = act.val[i];
+                        l1 += (act.val[i] * dec_norms[j]) as f64;
+                    }
+                }
+                let g0 = out.g.len();
+                out.g.resize(g0 + m * d_out, 0.0);
+                let g = &mut out.g[g0..];
+                for row in g.chunks_exact_mut(d_out) {
+                    row.copy_from_slice(&p.b_dec);
+                }
+                linalg::gemm(MatRef::row_major(&a_dense, m, d_sae), MatRef::row_major(&p.dec, d_sae, d_out), g, 1.0);
+                if !skip_out.is_empty() {
+                    linalg::axpy(1.0, &skip_out[c0 * d_out..c1 * d_out], g);
+                }
+                // ŷ → g = 2(ŷ − y)/n in place.
+                for (r, gr) in g.chunks_exact_mut(d_out).enumerate() {
+                    let yr = &y[(c0 + r) * d_out..(c0 + r + 1) * d_out];
+                    let mut se = 0f64;
+                    for d in 0..d_out {
+                        let e = gr[d] - yr[d];
+                        se += (e as f64) * (e as f64);
+                        gr[d] = 2.0 * e * inv_n;
+                        var += (yr[d] as f64 - ybar[d]).powi(2);
+                    }
+                    mse += se;
+                }
+                let g = &out.g[g0..];
+                // dL/dpre on active entries (ReLU: exactly the positive ones), 0 elsewhere.
+                let mut dpre = vec![0f32; m * d_sae];
+                linalg::gemm(MatRef::row_major(g, m, d_out), MatRef::row_major(&p.dec, d_sae, d_out).t(), &mut dpre, 0.0);
+                dpre.par_chunks_mut(d_sae).zip(a_dense.par_chunks(d_sae)).for_each(|(dr, ar)| {
+                    for j in 0..d_sae {
+                        dr[j] = if ar[j] > 0.0 { dr[j] + l1c * dec_norms[j] * inv_n } else { 0.0 };
+                    }
+                });
+                linalg::gemm(MatRef::row_major(&a_dense, m, d_sae).t(), MatRef::row_major(g, m, d_out), &mut grads.dec, 1.0);
+                linalg::gemm(MatRef::row_major(&dpre, m, d_sae).t(), MatRef::row_major(xc, m, d_in), &mut grads.enc, 1.0);
+                for (dr, ar) in dpre.chunks_exact(d_sae).zip(a_dense.chunks_exact(d_sae)) {
+                    grads.b_enc.iter_mut().zip(dr).for_each(|(b, v)| *b += v);
+                    // Column sums of the activations feed the L1 decoder-norm term.
+                    sum_f_dense.iter_mut().zip(ar).for_each(|(s, v)| *s += v);
+                }
+                for row in g.chunks_exact(d_out) {
+                    linalg::axpy(1.0, row, &mut grads.b_dec);
+                }
+                if let Some(gs) = &mut grads.skip {
+                    linalg::gemm(MatRef::row_major(g, m, d_out).t(), MatRef::row_major(&x[c0 * d_in..c1 * d_in], m, d_in), gs, 1.0);
+                }
+                c0 = c1;
+                continue;
             }
 
             // Per row: residual gradient g = 2e/n, AuxK gradient h, dL/dpre.
@@ -1245,6 +1314,12 @@ impl Trainer {
             }
             c0 = c1;
         }
+        for (j, &sum_f) in sum_f_dense.iter().enumerate() {
+            if sum_f != 0.0 && dec_norms[j] > 0.0 {
+                let w = &p.dec[j * d_out..(j + 1) * d_out];
+                linalg::axpy(l1c * inv_n * sum_f / dec_norms[j], w, &mut grads.dec[j * d_out..(j + 1) * d_out]);
+            }
+        }
         // Input side of b_dec: −Σ_j (Σ_t dpre_tj) enc_j.
         if self.cfg.apply_b_dec_to_input && !self.cfg.transcoder {
             for j in 0..d_sae {
@@ -1383,6 +1458,7 @@ impl Trainer {
             d_sae,
             grads: s.params.zeros_like(),
             chunk_rows_override: None,
+            dense_above_one_in: DENSE_ABOVE_ONE_IN,
             params: s.params,
             adam_m: s.adam_m,
             adam_v: s.adam_v,
@@ -1864,6 +1940,37 @@ mod tests {
                         (u - v).abs() <= 1e-5 * u.abs().max(1.0),
                         "{name}[{i}]: {u} vs {v}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dense_and_sparse_relu_paths_agree() {
+        for skip in [false, true] {
+            let cfg = TrainConfig {
+                arch: TrainArch::Standard { l1_coefficient: 0.3, l1_warmup_steps: 0 },
+                d_sae: 24,
+                transcoder: skip,
+                skip_connection: skip,
+                ..Default::default()
+            };
+            let (d_in, d_out, n) = (6, if skip { 5 } else { 6 }, 13);
+            let mut s = 9u64;
+            let x: Vec<f32> = (0..n * d_in).map(|_| lcg(&mut s)).collect();
+            let y: Vec<f32> = (0..n * d_out).map(|_| lcg(&mut s)).collect();
+            let yo = skip.then_some(y.as_slice());
+            let mut t = Trainer::new(cfg, d_in, d_out, &x, yo).unwrap();
+            randomize(&mut t, 4);
+            t.dense_above_one_in = usize::MAX; // every chunk dense
+            let (p1, g1) = t.loss_and_grads(&x, yo, n).unwrap();
+            t.dense_above_one_in = 0; // every chunk sparse
+            let (p2, g2) = t.loss_and_grads(&x, yo, n).unwrap();
+            assert!(p1.l0 > 1.0, "ReLU should fire on several latents");
+            assert!((p1.total() - p2.total()).abs() < 1e-6 * p1.total().abs().max(1.0), "{p1:?} vs {p2:?}");
+            for ((name, a), (_, b)) in g1.tensors().into_iter().zip(g2.tensors()) {
+                for (i, (u, v)) in a.iter().zip(b).enumerate() {
+                    assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "{name}[{i}]: dense {u} vs sparse {v}");
                 }
             }
         }
