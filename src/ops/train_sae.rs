@@ -140,10 +140,10 @@ fn load_checkpoint(dir: &Path, log: &mut dyn std::io::Write) -> Option<(TrainerS
 /// A non-finite loss or gradient: say which checkpoint survives. The partial
 /// area keeps the last checkpoint (written before the bad step); a rerun with a
 /// lower `lr` has another key and starts over.
-fn diverged(e: anyhow::Error, partial_dir: &Path) -> anyhow::Error {
-    let kept = match TrainerState::load(&partial_dir.join(CHECKPOINT)) {
-        Ok(state) => format!("the last good checkpoint (step {}) is kept in {}", state.step, partial_dir.display()),
-        Err(_) => "no checkpoint was written before it".to_string(),
+fn diverged(e: anyhow::Error, checkpoint_step: Option<u64>, partial_dir: &Path) -> anyhow::Error {
+    let kept = match checkpoint_step {
+        Some(step) => format!("the last good checkpoint (step {step}) is kept in {}", partial_dir.display()),
+        None => "no checkpoint was written before it".to_string(),
     };
     anyhow::anyhow!("{e:#}; {kept}; lower `lr` or `max_grad_norm`")
 }
@@ -304,6 +304,8 @@ impl Op for TrainSaeOp {
         ctx.progress.set_total(total_steps * batch as u64, "tokens");
         let started = std::time::Instant::now();
         let mut step = trainer.step_count();
+        // A resumed run starts from the checkpoint in the partial area.
+        let mut checkpoint_step = (step > 0).then_some(step);
         let mut last: Option<StepStats> = None;
         while step < total_steps {
             let epoch = step / per_epoch;
@@ -317,8 +319,8 @@ impl Op for TrainSaeOp {
                 let y = hook_out.as_ref().map(|_| b.hooks[1].as_slice());
                 let s = match trainer.step(&b.hooks[0], y, batch) {
                     Ok(s) if s.loss.is_finite() => s,
-                    Ok(s) => return Err(diverged(anyhow::anyhow!("training diverged at step {step}: loss is {}", s.loss), &ctx.partial_dir)),
-                    Err(e) if e.downcast_ref::<saepipe_sae::SaeError>().is_some_and(|e| matches!(e, saepipe_sae::SaeError::NonFinite { .. })) => return Err(diverged(e, &ctx.partial_dir)),
+                    Ok(s) => return Err(diverged(anyhow::anyhow!("training diverged at step {step}: loss is {}", s.loss), checkpoint_step, &ctx.partial_dir)),
+                    Err(e) if e.downcast_ref::<saepipe_sae::SaeError>().is_some_and(|e| matches!(e, saepipe_sae::SaeError::NonFinite { .. })) => return Err(diverged(e, checkpoint_step, &ctx.partial_dir)),
                     Err(e) => return Err(e),
                 };
                 if step % log_every == 0 || step + 1 == total_steps {
@@ -328,6 +330,7 @@ impl Op for TrainSaeOp {
                 ctx.progress.set_position(step * batch as u64);
                 if step % checkpoint_every == 0 && step < total_steps {
                     save_checkpoint(&ctx.partial_dir, &trainer.state()?, &rows)?;
+                    checkpoint_step = Some(step);
                 }
                 last = Some(s);
             }
