@@ -129,3 +129,48 @@ extern "C" __global__ void causal_attention(const float* __restrict__ Q, const f
         z[i] = acc;
     }
 }
+
+// out[r, :] = W[idx[r], :] (token and position embeddings).
+extern "C" __global__ void gather_rows(const float* __restrict__ W, const int* __restrict__ idx, int rows, int d,
+                                       float* __restrict__ out) {
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (unsigned long long)rows * d) return;
+    int r = (int)(i / d), c = (int)(i % d);
+    out[i] = W[(size_t)idx[r] * d + c];
+}
+
+// X[r, c] = X[r, c] * w[c] + b[c]: a LayerNorm's affine, applied after a
+// pre-affine hook (TransformerLens 3.x hook_normalized) has seen the value.
+extern "C" __global__ void scale_shift_rows(float* X, int rows, int d, const float* __restrict__ w,
+                                            const float* __restrict__ b) {
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < (unsigned long long)rows * d) X[i] = X[i] * w[i % d] + b[i % d];
+}
+
+// max(x, 0) in place (MLPs with a ReLU activation).
+extern "C" __global__ void relu_inplace(float* X, unsigned long long n) {
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) X[i] = fmaxf(X[i], 0.0f);
+}
+
+// Per-row cross-entropy: out[r] = logsumexp(logits[r, :]) - logits[r, target[r]];
+// rows whose target is negative (a sequence's last position) get 0. One block per row.
+extern "C" __global__ void token_ce(const float* __restrict__ logits, int rows, int vocab,
+                                    const int* __restrict__ target, float* __restrict__ out) {
+    __shared__ float scratch[33];
+    int r = blockIdx.x;
+    if (r >= rows) return;
+    int tgt = target[r];
+    if (tgt < 0) {
+        if (threadIdx.x == 0) out[r] = 0.0f;
+        return;
+    }
+    const float* x = logits + (size_t)r * vocab;
+    float m = -3.402823466e38f;
+    for (int c = threadIdx.x; c < vocab; c += blockDim.x) m = fmaxf(m, x[c]);
+    float mx = block_max(m, scratch);
+    float s = 0.0f;
+    for (int c = threadIdx.x; c < vocab; c += blockDim.x) s += expf(x[c] - mx);
+    float total = block_sum(s, scratch);
+    if (threadIdx.x == 0) out[r] = mx + logf(total) - x[tgt];
+}

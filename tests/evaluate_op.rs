@@ -141,3 +141,55 @@ fn a_coder_that_does_not_fit_its_hook_fails_naming_both() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("coder `wide_sae`: d_in 64 does not match the width 256 of hook `blocks.1.mlp.hook_post`"), "{err}");
 }
+
+/// `device: cuda` runs collection and evaluation on the GPU forward; on a
+/// machine with a GPU the store and the metrics equal the CPU run's (within
+/// float tolerance), elsewhere the stages fail saying CUDA is missing.
+#[test]
+fn collection_and_evaluation_on_cuda_match_the_cpu_or_fail_clearly() {
+    let t = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "version: 1\nname: device\nstages:\n  tokens:\n    op: tokenize\n    corpus: {}\n    tokenizer: toy/toy-grammar@step2000\n    context_size: 32\n    max_tokens: 1024\n  acts:\n    op: collect_activations\n    model: toy/toy-grammar@step2000\n    tokens: tokens\n    hooks: [blocks.0.hook_resid_post, blocks.1.hook_mlp_out]\n    batch_size: 8\n    device: DEV\n  evaluate:\n    op: evaluate\n    model: toy/toy-grammar@step2000\n    tokens: tokens\n    paths: [{}]\n    batch_size: 8\n    device: DEV\n",
+        repo().join("models/toy-grammar/corpus-eval.jsonl").display(),
+        fixture_coder("standard_mlp1").display()
+    );
+    for dev in ["cpu", "cuda"] {
+        std::fs::write(t.path().join(format!("{dev}.yaml")), yaml.replace("DEV", dev)).unwrap();
+    }
+    // Separate caches: `device` is not part of the key.
+    let run = |dev: &str| saepipe(t.path(), &["run", &format!("{dev}.yaml"), "-q", "--cache-dir", &format!("cache-{dev}")]);
+    let cuda = run("cuda");
+    if !matches!(saepipe_cuda::gpu_count(), Ok(n) if n > 0) {
+        eprintln!("SKIPPED the GPU half of collection_and_evaluation_on_cuda: no CUDA device; checking the error instead");
+        assert!(!cuda.status.success(), "device: cuda succeeded on a machine without a GPU");
+        let err = String::from_utf8_lossy(&cuda.stderr);
+        assert!(err.contains("cuda") && err.contains("driver"), "{err}");
+        return;
+    }
+    assert!(cuda.status.success(), "{}", String::from_utf8_lossy(&cuda.stderr));
+    let cpu = run("cpu");
+    assert!(cpu.status.success(), "{}", String::from_utf8_lossy(&cpu.stderr));
+    let hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"];
+    let stored = |dev: &str| -> Vec<Vec<f32>> {
+        let reader = saepipe_data::ActivationReader::open(&artifact_of(&t.path().join(format!("cache-{dev}")), "acts"), &hooks).unwrap().sequential();
+        let mut out = vec![Vec::new(); hooks.len()];
+        for b in reader.batches(256) {
+            for (i, h) in b.unwrap().hooks.into_iter().enumerate() {
+                out[i].extend(h);
+            }
+        }
+        out
+    };
+    for (i, (g, c)) in stored("cuda").iter().zip(stored("cpu")).enumerate() {
+        assert_eq!(g.len(), c.len());
+        let scale = c.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let err = g.iter().zip(&c).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(err < 1e-4, "{}: GPU store differs from the CPU store by {err} (relative)", hooks[i]);
+    }
+    let metrics = |dev: &str| Table::read_parquet(&artifact_of(&t.path().join(format!("cache-{dev}")), "evaluate").join("metrics.parquet")).unwrap();
+    let (g, c) = (metrics("cuda"), metrics("cpu"));
+    for col in ["ce_clean", "ce_spliced", "ce_zero_ablation", "explained_variance", "l0", "kl_spliced"] {
+        let (a, b) = (g.f64(col).unwrap()[0], c.f64(col).unwrap()[0]);
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1e-3), "{col}: GPU {a} vs CPU {b}");
+    }
+}

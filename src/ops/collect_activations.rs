@@ -56,6 +56,9 @@ impl Op for CollectActivationsOp {
     fn summary(&self) -> &'static str {
         "run a language model over tokens and store hook activations (Parquet shards)"
     }
+    fn resource(&self, params: &super::Params) -> super::Resource {
+        super::device::resource(params)
+    }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::required("model", ParamType::Str, "model reference: a directory, toy/<name>@<rev>, or <org>/<name>@<rev> in the local HF cache"),
@@ -68,6 +71,7 @@ impl Op for CollectActivationsOp {
             ParamSpec::optional("dtype", ParamType::Enum(&["f32", "f16"]), json!("f32"), "stored precision"),
             ParamSpec::optional("batch_size", ParamType::Int, json!(32), "contexts per forward pass").not_in_key(),
             ParamSpec::optional("device", ParamType::Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),
+            super::device::precision_param(),
         ]
     }
     fn external_inputs(&self, params: &Params, base_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
@@ -82,10 +86,7 @@ impl Op for CollectActivationsOp {
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
         let p = ctx.params.clone();
-        let device = saepipe_cuda::DeviceSpec::parse(p.str("device")?)?.resolve()?;
-        if device != saepipe_cuda::Device::Cpu {
-            ctx.logln(format!("device {device:?} selected, but the LM forward runs on the CPU in this version"));
-        }
+        let device = super::device::resolve(&p)?;
         let model_dir = model_ref::resolve(p.str("model")?, &ctx.base_dir)?;
         let model = Model::load(&model_dir, &LoadOptions { processing: Some(processing(p.str("processing")?)?), ln_hook: ln_hook(p.str("ln_hook")?) })
             .with_context(|| format!("loading model {}", model_dir.display()))?;
@@ -134,21 +135,47 @@ impl Op for CollectActivationsOp {
         if start_ctx > 0 {
             ctx.logln(format!("resuming at context {start_ctx} of {n_ctx}"));
         }
+        let model = super::device::runner_on(device, model, &p)?;
+        ctx.logln(format!("language model on {}", model.device()));
         ctx.progress.set_total((n_ctx * cctx) as u64, "tokens");
         let started = std::time::Instant::now();
         let mut computed_tokens = 0usize;
-        for b0 in (start_ctx..n_ctx).step_by(batch) {
-            let b1 = (b0 + batch).min(n_ctx);
-            let mut req = RunRequest { capture: hooks.iter().cloned().collect(), stop_at_layer: stop, ..Default::default() };
-            let out = model.run(&tokens[b0 * cctx..b1 * cctx], b1 - b0, cctx, &mut req)?;
-            let seq: Vec<u64> = (b0..b1).flat_map(|c| std::iter::repeat_n(c as u64, cctx)).collect();
-            let pos: Vec<u32> = (0..(b1 - b0) * cctx).map(|i| (i % cctx) as u32).collect();
-            let values: Vec<&[f32]> = hooks.iter().map(|h| out.captured[h].1.as_slice()).collect();
-            writer.push((b0 * cctx) as u64, &Rows { seq: &seq, pos: &pos, token: &tokens[b0 * cctx..b1 * cctx], hooks: &values })?;
-            computed_tokens += (b1 - b0) * cctx;
-            ctx.progress.set_position((b1 * cctx) as u64);
-        }
-        let info = writer.finish(&ctx.out_dir)?;
+        // The store is written on its own thread, so encoding one batch overlaps
+        // the forward pass of the next; one batch waits at most.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, usize, saepipe_model::RunOutput)>(1);
+        let tokens_ref = &tokens;
+        let hooks_ref = &hooks;
+        let info = std::thread::scope(|scope| {
+            let write = scope.spawn(move || -> Result<ShardedWriter> {
+                for (b0, b1, out) in rx {
+                    let seq: Vec<u64> = (b0..b1).flat_map(|c| std::iter::repeat_n(c as u64, cctx)).collect();
+                    let pos: Vec<u32> = (0..(b1 - b0) * cctx).map(|i| (i % cctx) as u32).collect();
+                    let values: Vec<&[f32]> = hooks_ref.iter().map(|h| out.captured[h].1.as_slice()).collect();
+                    writer.push((b0 * cctx) as u64, &Rows { seq: &seq, pos: &pos, token: &tokens_ref[b0 * cctx..b1 * cctx], hooks: &values })?;
+                }
+                Ok(writer)
+            });
+            let mut forward = || -> Result<()> {
+                for b0 in (start_ctx..n_ctx).step_by(batch) {
+                    let b1 = (b0 + batch).min(n_ctx);
+                    let mut req = RunRequest { capture: hooks.iter().cloned().collect(), stop_at_layer: stop, ..Default::default() };
+                    let out = model.run(&tokens[b0 * cctx..b1 * cctx], b1 - b0, cctx, &mut req)?;
+                    if tx.send((b0, b1, out)).is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                    computed_tokens += (b1 - b0) * cctx;
+                    ctx.progress.set_position((b1 * cctx) as u64);
+                }
+                Ok(())
+            };
+            let ran = forward();
+            drop(tx);
+            let written = write.join().map_err(|_| anyhow::anyhow!("the activation store writer panicked"))?;
+            // A write error explains a stopped forward better than the other way round.
+            let writer = written?;
+            ran?;
+            anyhow::Ok(writer.finish(&ctx.out_dir)?)
+        })?;
         let secs = started.elapsed().as_secs_f64();
         ctx.logln(format!("computed {computed_tokens} tokens in {secs:.2}s"));
         Ok(json!({ "tokens": info.total_tokens, "shards": info.shards.len(), "hooks": hooks }))

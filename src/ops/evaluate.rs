@@ -146,6 +146,9 @@ impl Op for EvaluateOp {
     fn outputs(&self) -> &'static [&'static str] {
         &["metrics.parquet", "features.parquet", "summary.json"]
     }
+    fn resource(&self, params: &super::Params) -> super::Resource {
+        super::device::resource(params)
+    }
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![
@@ -161,6 +164,7 @@ impl Op for EvaluateOp {
             ParamSpec::optional("exclude_special_tokens", Any, json!(true), "true: leave BOS/EOS/pad out of every metric; false; or a list of token ids"),
             ParamSpec::optional("dense_threshold", Float, json!(0.1), "features firing on more than this fraction of tokens count as dense"),
             ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),
+            super::device::precision_param(),
         ]
     }
     fn external_inputs(&self, params: &Params, base_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
@@ -173,14 +177,12 @@ impl Op for EvaluateOp {
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
         let p = ctx.params.clone();
-        let device = saepipe_cuda::DeviceSpec::parse(p.str("device")?)?.resolve()?;
-        if device != saepipe_cuda::Device::Cpu {
-            ctx.logln(format!("device {device:?} selected, but evaluation runs on the CPU in this version"));
-        }
+        let device = super::device::resolve(&p)?;
         let model_dir = model_ref::resolve(p.str("model")?, &ctx.base_dir)?;
         let model = Model::load(&model_dir, &LoadOptions { processing: Some(processing(p.str("processing")?)?), ln_hook: ln_hook(p.str("ln_hook")?) })
             .with_context(|| format!("loading model {}", model_dir.display()))?;
         let coders = load_coders(ctx)?;
+        let model = super::device::runner_on(device, model, &p)?;
 
         let table = TokenTableReader::open(&ctx.input("tokens")?.join("tokens.parquet"))?;
         let cctx = table.meta.context_size;
@@ -192,9 +194,10 @@ impl Op for EvaluateOp {
         let opts = EvalOptions { batch_size: batch, exclude_tokens: exclude.clone(), dense_threshold: p.f64("dense_threshold")? };
         ctx.logln(format!("evaluating {} coder(s) on {} tokens ({n_ctx} contexts of {cctx}), excluding token ids {exclude:?}", coders.len(), tokens.len()));
 
+        ctx.logln(format!("language model on {}", model.device()));
         ctx.progress.set_total(tokens.len() as u64, "tokens");
         let progress = ctx.progress;
-        let eval = evaluate(&model, &tokens, cctx, &coders, &opts, &mut |done| progress.set_position(done as u64))?;
+        let eval = evaluate(model.as_ref(), &tokens, cctx, &coders, &opts, &mut |done| progress.set_position(done as u64))?;
         let t = &eval.timing;
         ctx.logln(format!(
             "{:.2}s: clean forward {:.2}s, zero ablation {:.2}s, coders {:.2}s, spliced forwards {:.2}s ({:.0} tokens/s)",

@@ -130,6 +130,9 @@ impl Op for MatchFeaturesOp {
     fn outputs(&self) -> &'static [&'static str] {
         &["pairs.parquet", "summary.parquet"]
     }
+    fn resource(&self, params: &super::Params) -> super::Resource {
+        super::device::resource(params)
+    }
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![
@@ -140,6 +143,7 @@ impl Op for MatchFeaturesOp {
             ParamSpec::optional("similarity", Enum(&["activations", "pearson", "decoder", "encoder"]), json!("activations"), "feature similarity"),
             ParamSpec::optional("n_tokens", Int, json!(65536), "tokens encoded per SAE (the first rows of each store)"),
             ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N: TopK SAEs encode on the GPU when it resolves to CUDA").not_in_key(),
+            super::device::precision_param(),
             ParamSpec::optional("thresholds", List(Box::new(Float)), json!(DEFAULT_DISTANCE_THRESHOLDS), "distance (1 - similarity) thresholds for the summary"),
             ParamSpec::optional("strategy", Enum(&["auto", "dense", "sparse"]), json!("auto"), "dense f32 matrix, or sparse candidates + certificate"),
             ParamSpec::optional("top_m", Int, json!(32), "candidates per feature (sparse strategy)"),
@@ -157,7 +161,7 @@ impl Op for MatchFeaturesOp {
             bail!("similarity `{}` needs `reference_activations` and one store in `activations` per SAE ({} SAEs, {} stores)", kind.name(), saes.len(), stores.len());
         }
         let gpu = match saepipe_cuda::DeviceSpec::parse(p.str("device")?)?.resolve()? {
-            saepipe_cuda::Device::Cuda(i) if needs_acts => Some(std::sync::Arc::new(saepipe_cuda::Gpu::new(i, None).with_context(|| format!("starting CUDA device {i}"))?)),
+            saepipe_cuda::Device::Cuda(i) if needs_acts => Some(super::device::start_gpu(i, &p)?),
             _ => None,
         };
         let load = |dir: &Path, store: Option<&Path>| -> Result<(Side, Option<Vec<u32>>)> {

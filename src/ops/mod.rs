@@ -6,6 +6,7 @@ pub mod coder_ref;
 pub mod collect_activations;
 pub mod command;
 pub mod debug_shards;
+pub mod device;
 pub mod evaluate;
 pub mod inspect_features;
 pub mod match_features;

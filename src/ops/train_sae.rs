@@ -159,14 +159,14 @@ enum Backend {
 impl Backend {
     /// Moves `trainer` to the device when it is a GPU and the setup is one the
     /// GPU trainer implements; otherwise keeps it on the CPU and says why.
-    fn on(device: saepipe_cuda::Device, trainer: Trainer, log: &mut dyn std::io::Write) -> Result<Backend> {
+    fn on(device: saepipe_cuda::Device, trainer: Trainer, params: &super::Params, log: &mut dyn std::io::Write) -> Result<Backend> {
         let saepipe_cuda::Device::Cuda(ordinal) = device else {
             return Ok(Backend::Cpu(trainer));
         };
-        let gpu = std::sync::Arc::new(saepipe_cuda::Gpu::new(ordinal, None).with_context(|| format!("starting CUDA device {ordinal}"))?);
+        let gpu = super::device::start_gpu(ordinal, params)?;
         match saepipe_cuda::GpuTopKTrainer::from_state(gpu, trainer.state()) {
             Ok(t) => {
-                let _ = writeln!(log, "training on cuda:{ordinal}");
+                let _ = writeln!(log, "training on cuda:{ordinal} ({:?} GEMMs)", t.gpu().precision());
                 Ok(Backend::Cuda(Box::new(t)))
             }
             Err(saepipe_cuda::CudaError::Unsupported(why)) => {
@@ -229,6 +229,9 @@ impl Op for TrainSaeOp {
     fn outputs(&self) -> &'static [&'static str] {
         &["sae", "losses.parquet"]
     }
+    fn resource(&self, params: &super::Params) -> super::Resource {
+        super::device::resource(params)
+    }
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![
@@ -261,6 +264,7 @@ impl Op for TrainSaeOp {
             ParamSpec::optional("log_every", Int, json!(10), "steps between rows of losses.parquet"),
             ParamSpec::optional("checkpoint_every", Int, json!(200), "steps between resumable checkpoints").not_in_key(),
             ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),
+            super::device::precision_param(),
         ]
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
@@ -300,7 +304,7 @@ impl Op for TrainSaeOp {
                 (Trainer::new(cfg.clone(), d_in, d_out, &init[0], y)?, Vec::new())
             }
         };
-        let mut trainer = Backend::on(device, trainer, ctx.log)?;
+        let mut trainer = Backend::on(device, trainer, &p, ctx.log)?;
         ctx.progress.set_total(total_steps * batch as u64, "tokens");
         let started = std::time::Instant::now();
         let mut step = trainer.step_count();

@@ -5,11 +5,12 @@
 
 use crate::error::{CudaError, Result};
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys::cublasOperation_t};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 use cudarc::nvrtc::Ptx;
 use saepipe_sae::{Activation, Normalization, SparseActs, SparseCoder};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub struct Gpu {
@@ -19,6 +20,28 @@ pub struct Gpu {
     lm: Arc<CudaModule>,
     functions: Mutex<HashMap<(bool, &'static str), CudaFunction>>,
     blas: OnceLock<Option<CudaBlas>>,
+    tf32: AtomicBool,
+}
+
+/// Arithmetic of the dense GEMMs (encoder pre-activations, LM projections).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Full f32 (FMA units): results comparable with the CPU path.
+    #[default]
+    F32,
+    /// f32 in and out, products on TF32 tensor cores (10-bit mantissa inputs,
+    /// f32 accumulation): several times the f32 rate; relative error ~1e-3.
+    Tf32,
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> Result<Precision> {
+        match s {
+            "f32" | "float32" => Ok(Precision::F32),
+            "tf32" => Ok(Precision::Tf32),
+            other => Err(CudaError::Shape(format!("unknown GEMM precision `{other}` (f32 or tf32)"))),
+        }
+    }
 }
 
 /// NVRTC virtual architecture for a compute capability.
@@ -89,7 +112,7 @@ impl Gpu {
         let sae = load("sae.cu")?;
         let lm = load("lm.cu")?;
         let stream = ctx.default_stream();
-        Ok(Gpu { ctx, stream, sae, lm, functions: Mutex::new(HashMap::new()), blas: OnceLock::new() })
+        Ok(Gpu { ctx, stream, sae, lm, functions: Mutex::new(HashMap::new()), blas: OnceLock::new(), tf32: AtomicBool::new(false) })
     }
 
     fn function(&self, lm: bool, name: &'static str) -> Result<CudaFunction> {
@@ -191,8 +214,19 @@ impl Gpu {
         self.launch("gemm_bias_act", cfg, &[self.ptr(a), self.ptr(b), bias, NULL, self.ptr(c), m.into(), n.into(), k.into(), (b_trans as i32).into(), act.into()])
     }
 
-    /// C [m, n] = A [m, k] · B [n, k]ᵀ + bias [n], in f32: cuBLAS SGEMM when
-    /// available (no TF32: results stay comparable with the CPU), else the own kernel.
+    /// Sets the arithmetic of [`Gpu::gemm_nt_bias`] for everything on this device.
+    /// TF32 needs cuBLAS; without it the GEMMs stay on saepipe's f32 kernel.
+    pub fn set_precision(&self, p: Precision) {
+        self.tf32.store(p == Precision::Tf32, Ordering::Relaxed);
+    }
+
+    /// The arithmetic the dense GEMMs actually use.
+    pub fn precision(&self) -> Precision {
+        if self.tf32.load(Ordering::Relaxed) && self.blas().is_some() { Precision::Tf32 } else { Precision::F32 }
+    }
+
+    /// C [m, n] = A [m, k] · B [n, k]ᵀ + bias [n]: cuBLAS when available (SGEMM,
+    /// or on TF32 tensor cores when [`Precision::Tf32`] is set), else the own f32 kernel.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_nt_bias(&self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<f32>, m: usize, n: usize, k: usize) -> Result<()> {
         if a.len() < m * k || b.len() < n * k || c.len() < m * n {
@@ -202,9 +236,44 @@ impl Gpu {
             return self.gemm_bias_act(a, b, bias, c, m, n, k, true, 0);
         };
         // Row-major C = A·Bᵀ is column-major Cᵀ = B·Aᵀ (B and A seen as their transposes).
-        let cfg = GemmConfig { transa: cublasOperation_t::CUBLAS_OP_T, transb: cublasOperation_t::CUBLAS_OP_N, m: n as i32, n: m as i32, k: k as i32, alpha: 1.0f32, lda: k as i32, ldb: k as i32, beta: 0.0f32, ldc: n as i32 };
-        // SAFETY: sizes checked above.
-        unsafe { blas.gemm(cfg, b, a, c) }.map_err(|e| CudaError::Driver(format!("cuBLAS SGEMM: {e:?}")))?;
+        if self.precision() == Precision::Tf32 {
+            use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
+            use std::ffi::c_void;
+            let (alpha, beta) = (1.0f32, 0.0f32);
+            let f32t = cudaDataType::CUDA_R_32F;
+            let (pa, _ga) = a.device_ptr(&self.stream);
+            let (pb, _gb) = b.device_ptr(&self.stream);
+            let (pc, _gc) = c.device_ptr_mut(&self.stream);
+            // SAFETY: sizes checked above; all three buffers live on this stream's device.
+            unsafe {
+                cudarc::cublas::result::gemm_ex(
+                    *blas.handle(),
+                    cublasOperation_t::CUBLAS_OP_T,
+                    cublasOperation_t::CUBLAS_OP_N,
+                    n as i32,
+                    m as i32,
+                    k as i32,
+                    (&alpha as *const f32).cast::<c_void>(),
+                    pb as *const c_void,
+                    f32t,
+                    k as i32,
+                    pa as *const c_void,
+                    f32t,
+                    k as i32,
+                    (&beta as *const f32).cast::<c_void>(),
+                    pc as *mut c_void,
+                    f32t,
+                    n as i32,
+                    cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+                    cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            }
+            .map_err(|e| CudaError::Driver(format!("cuBLAS TF32 GEMM: {e:?}")))?;
+        } else {
+            let cfg = GemmConfig { transa: cublasOperation_t::CUBLAS_OP_T, transb: cublasOperation_t::CUBLAS_OP_N, m: n as i32, n: m as i32, k: k as i32, alpha: 1.0f32, lda: k as i32, ldb: k as i32, beta: 0.0f32, ldc: n as i32 };
+            // SAFETY: sizes checked above.
+            unsafe { blas.gemm(cfg, b, a, c) }.map_err(|e| CudaError::Driver(format!("cuBLAS SGEMM: {e:?}")))?;
+        }
         if let Some(bias) = bias {
             self.launch_lm("add_bias_rows", grid_1d(m * n), &[self.ptr(c), m.into(), n.into(), self.ptr(bias)])?;
         }
@@ -293,12 +362,34 @@ impl GpuTopKSae {
             return Err(CudaError::Shape(format!("input has {} values, expected {n} x {} (n > 0)", x.len(), self.d_in)));
         }
         let xd = gpu.upload(x)?;
-        let centered = gpu.zeros::<f32>(n * self.d_in)?;
-        gpu.launch("sub_bias_rows", grid_1d(n * self.d_in), &[gpu.ptr(&xd), gpu.ptr(&self.b_in), gpu.ptr(&centered), n.into(), self.d_in.into()])?;
         let mut pre = gpu.zeros::<f32>(n * self.d_sae)?;
-        gpu.gemm_nt_bias(&centered, &self.w_enc_t, Some(&self.b_enc), &mut pre, n, self.d_sae, self.d_in)?;
-        drop(centered);
+        let mut centered = gpu.zeros::<f32>(n * self.d_in)?;
+        self.pre_into(gpu, &xd, n, &mut centered, &mut pre)?;
         Ok(pre)
+    }
+
+    /// Pre-activations of device-resident `x` [n, d_in] into `pre` [n, d_sae],
+    /// with `centered` [n, d_in] as scratch.
+    fn pre_into(&self, gpu: &Gpu, x: &CudaSlice<f32>, n: usize, centered: &mut CudaSlice<f32>, pre: &mut CudaSlice<f32>) -> Result<()> {
+        if n == 0 || x.len() < n * self.d_in || centered.len() < n * self.d_in || pre.len() < n * self.d_sae {
+            return Err(CudaError::Shape(format!("encode buffers too small for {n} rows of d_in {}, d_sae {}", self.d_in, self.d_sae)));
+        }
+        gpu.launch("sub_bias_rows", grid_1d(n * self.d_in), &[gpu.ptr(x), gpu.ptr(&self.b_in), gpu.ptr(centered), n.into(), self.d_in.into()])?;
+        gpu.gemm_nt_bias(centered, &self.w_enc_t, Some(&self.b_enc), pre, n, self.d_sae, self.d_in)
+    }
+
+    /// Encode + top-k + decode entirely on the device, into caller-owned
+    /// buffers (no allocation or transfer; for batched inference loops and
+    /// benchmarks). Scratch: `centered` [n, d_in], `pre` [n, d_sae]; outputs
+    /// `idx`/`val` [n, k] and `out` [n, d_in].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_on_device(&self, gpu: &Gpu, x: &CudaSlice<f32>, n: usize, centered: &mut CudaSlice<f32>, pre: &mut CudaSlice<f32>, idx: &mut CudaSlice<i32>, val: &mut CudaSlice<f32>, out: &mut CudaSlice<f32>) -> Result<()> {
+        self.pre_into(gpu, x, n, centered, pre)?;
+        gpu.topk_rows_into(pre, n, self.d_sae, self.k, 1, idx, 0, val, 0, self.k)?;
+        if out.len() < n * self.d_in {
+            return Err(CudaError::Shape(format!("decode output too small for {n} rows of {}", self.d_in)));
+        }
+        gpu.sparse_decode(idx, val, n, self.k, &self.w_dec, self.d_in, Some(&self.b_dec), out)
     }
 
     /// Encode (x − b_dec)·W_enc + b_enc, keep the top k (then ReLU), decode.

@@ -6,10 +6,13 @@
 mod device;
 mod error;
 pub mod kernels;
+pub mod lm;
+pub mod lm_reference;
 pub mod nvrtc;
 pub mod train;
 
 pub use device::{Device, DeviceSpec, gpu_count};
 pub use error::{CudaError, Result};
-pub use kernels::{Gpu, GpuTopKSae};
+pub use kernels::{Gpu, GpuTopKSae, Precision};
+pub use lm::{GpuModel, LmForward};
 pub use train::GpuTopKTrainer;

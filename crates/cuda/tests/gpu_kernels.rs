@@ -106,6 +106,19 @@ fn gemm_matches_cpu() {
     let want: Vec<f32> = (0..m * n).map(|e| dot(e / n, e % n, true)).collect();
     assert_close("gemm_nt_bias", &dl(&g, &c2), &want, 1e-5);
     eprintln!("gemm_nt_bias ran on {}", if g.blas().is_some() { "cuBLAS" } else { "the saepipe GEMM kernel" });
+    // TF32 tensor cores: inputs rounded to a 10-bit mantissa, so ~1e-3 relative.
+    g.set_precision(saepipe_cuda::Precision::Tf32);
+    if g.precision() == saepipe_cuda::Precision::Tf32 {
+        let mut c3 = g.zeros::<f32>(m * n).unwrap();
+        g.gemm_nt_bias(&ad, &bd, Some(&biasd), &mut c3, m, n, k).unwrap();
+        let got = dl(&g, &c3);
+        let e = max_rel(&got, &want);
+        assert!(e <= 5e-3, "TF32 gemm_nt_bias: max rel err {e}");
+        assert!(got != dl(&g, &c2), "TF32 results are bit-identical to SGEMM: tensor cores not used?");
+    } else {
+        eprintln!("SKIPPED the TF32 GEMM check: no cuBLAS");
+    }
+    g.set_precision(saepipe_cuda::Precision::F32);
 }
 
 #[test]
@@ -664,6 +677,47 @@ fn causal_attention_matches_cpu() {
     assert_close("attention z (no optional outputs)", &dl(&g, &z), &wz, 1e-5);
 }
 
+#[test]
+fn embedding_affine_relu_and_loss_kernels_match_host_reference() {
+    use saepipe_cuda::lm::{GpuOps, LmOps};
+    use saepipe_cuda::lm_reference::HostOps;
+    let Some(g) = gpu() else { return };
+    let ops = GpuOps(Arc::new(g));
+    let g = &ops.0;
+    let mut r = Rng(59);
+    let (vocab, d, rows) = (1000, 96, 37);
+    let w = r.vec(vocab * d, 1.0);
+    let idx: Vec<i32> = (0..rows).map(|_| r.below(vocab) as i32).collect();
+    let (wd, idd) = (g.upload(&w).unwrap(), g.upload(&idx).unwrap());
+    let out = g.zeros::<f32>(rows * d).unwrap();
+    g.launch_lm("gather_rows", grid_1d(rows * d), &[g.ptr(&wd), g.ptr(&idd), rows.into(), d.into(), g.ptr(&out)]).unwrap();
+    let mut want = vec![0f32; rows * d];
+    HostOps.gather_rows(&w, &idx, rows, d, &mut want).unwrap();
+    assert_eq!(dl(g, &out), want, "gather_rows");
+
+    let (x, sw, sb) = (r.vec(rows * d, 3.0), r.vec(d, 1.0), r.vec(d, 1.0));
+    let (xd, swd, sbd) = (g.upload(&x).unwrap(), g.upload(&sw).unwrap(), g.upload(&sb).unwrap());
+    g.launch_lm("scale_shift_rows", grid_1d(rows * d), &[g.ptr(&xd), rows.into(), d.into(), g.ptr(&swd), g.ptr(&sbd)]).unwrap();
+    let mut want = x.clone();
+    HostOps.scale_shift(&mut want, rows, d, &sw, &sb).unwrap();
+    assert_close("scale_shift_rows", &dl(g, &xd), &want, 1e-6);
+
+    let xd = g.upload(&x).unwrap();
+    g.launch_lm("relu_inplace", grid_1d(x.len()), &[g.ptr(&xd), Arg::U64(x.len() as u64)]).unwrap();
+    assert_eq!(dl(g, &xd), x.iter().map(|v| v.max(0.0)).collect::<Vec<_>>(), "relu_inplace");
+
+    // Large logits (a real vocabulary, values far from 0) and skipped rows.
+    let (rows, vocab) = (19, 50304);
+    let logits: Vec<f32> = r.vec(rows * vocab, 8.0).iter().map(|v| v + 30.0).collect();
+    let target: Vec<i32> = (0..rows).map(|i| if i % 5 == 4 { -1 } else { r.below(vocab) as i32 }).collect();
+    let (ld, td) = (g.upload(&logits).unwrap(), g.upload(&target).unwrap());
+    let out = g.zeros::<f32>(rows).unwrap();
+    g.launch_lm("token_ce", per_row(rows, 256), &[g.ptr(&ld), rows.into(), vocab.into(), g.ptr(&td), g.ptr(&out)]).unwrap();
+    let mut want = vec![0f32; rows];
+    HostOps.token_ce(&logits, rows, vocab, &target, &mut want).unwrap();
+    assert_close("token_ce", &dl(g, &out), &want, 1e-5);
+}
+
 // ---------------------------------------------------------------- SAE forward, encode, training
 
 fn sae_weights(r: &mut Rng, d_in: usize, d_sae: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -689,6 +743,26 @@ fn topk_sae_forward_matches_cpu() {
         }
     }
     assert_close("SAE forward", &recon, &want, 1e-4);
+}
+
+#[test]
+fn forward_on_device_equals_the_host_forward() {
+    let Some(g) = gpu() else { return };
+    let (d_in, d_sae, k, n) = (96, 3000, 24, 33);
+    let mut r = Rng(61);
+    let (we, be, wd, bd) = sae_weights(&mut r, d_in, d_sae);
+    let sae = GpuTopKSae::upload(&g, &we, &be, &wd, &bd, d_in, d_sae, k).unwrap();
+    let x = r.vec(n * d_in, 1.0);
+    let (want_idx, want_val, want_out) = sae.forward(&g, &x, n).unwrap();
+    let xd = g.upload(&x).unwrap();
+    let (mut centered, mut pre) = (g.zeros::<f32>(n * d_in).unwrap(), g.zeros::<f32>(n * d_sae).unwrap());
+    let (mut idx, mut val, mut out) = (g.zeros::<i32>(n * k).unwrap(), g.zeros::<f32>(n * k).unwrap(), g.zeros::<f32>(n * d_in).unwrap());
+    sae.forward_on_device(&g, &xd, n, &mut centered, &mut pre, &mut idx, &mut val, &mut out).unwrap();
+    assert_eq!(dl(&g, &idx), want_idx);
+    assert_eq!(dl(&g, &val), want_val);
+    assert_eq!(dl(&g, &out), want_out);
+    let mut small = g.zeros::<f32>(n).unwrap();
+    assert!(sae.forward_on_device(&g, &xd, n, &mut centered, &mut pre, &mut idx, &mut val, &mut small).is_err(), "a short output buffer is refused");
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub use recon::{FeatureStats, ReconMetrics};
 
 use downstream::{Downstream, Mean};
 use recon::Recon;
-use saepipe_model::{HookFn, Model, RunOutput, RunRequest};
+use saepipe_model::{HookFn, RunOutput, RunRequest, Runner};
 use saepipe_sae::SparseCoder;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -96,7 +96,7 @@ fn zero_hook<'a>() -> HookFn<'a> {
 }
 
 /// Runs the model from a site's start with `hook` replaced, for loss and logits.
-fn spliced_run(model: &Model, site: &Site, clean: &RunOutput, tokens: &[u32], nb: usize, ctx: usize, hook: HookFn) -> Result<RunOutput> {
+fn spliced_run(model: &dyn Runner, site: &Site, clean: &RunOutput, tokens: &[u32], nb: usize, ctx: usize, hook: HookFn) -> Result<RunOutput> {
     let mut req = RunRequest { want_logits: true, want_loss: true, ..Default::default() };
     req.replace.insert(site.hook_out.clone(), hook);
     Ok(match &site.start {
@@ -107,7 +107,7 @@ fn spliced_run(model: &Model, site: &Site, clean: &RunOutput, tokens: &[u32], nb
 
 /// Evaluates `coders` on `tokens` (whole contexts of `ctx` tokens, row-major).
 /// `on_batch` is called with the number of tokens done after each batch.
-pub fn evaluate(model: &Model, tokens: &[u32], ctx: usize, coders: &[NamedCoder], opts: &EvalOptions, on_batch: &mut dyn FnMut(usize)) -> Result<Evaluation> {
+pub fn evaluate(model: &dyn Runner, tokens: &[u32], ctx: usize, coders: &[NamedCoder], opts: &EvalOptions, on_batch: &mut dyn FnMut(usize)) -> Result<Evaluation> {
     if ctx == 0 || tokens.is_empty() || tokens.len() % ctx != 0 {
         return Err(EvalError::Input(format!("{} tokens are not whole contexts of {ctx}", tokens.len())));
     }
@@ -115,7 +115,7 @@ pub fn evaluate(model: &Model, tokens: &[u32], ctx: usize, coders: &[NamedCoder]
         return Err(EvalError::Input("no coders to evaluate".into()));
     }
     let plan = plan::plan(model, coders)?;
-    let vocab = model.cfg.d_vocab;
+    let vocab = model.config().d_vocab;
     let started = Instant::now();
     let mut timing = Timing::default();
     let mut recon: Vec<Recon> = coders.iter().map(|c| Recon::new(c.coder.d_out, c.coder.d_sae)).collect();

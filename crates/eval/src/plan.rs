@@ -3,7 +3,7 @@
 
 use crate::error::{EvalError, Result};
 use crate::NamedCoder;
-use saepipe_model::Model;
+use saepipe_model::Runner;
 
 /// Where a run with a replaced hook starts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,12 +45,12 @@ fn layer_of(hook: &str) -> Option<usize> {
 }
 
 /// Width of one row of a hook's tensor (heads flattened, as SAELens does).
-fn width(model: &Model, hook: &str) -> usize {
-    saepipe_model::hook_shape(&model.cfg, hook, 1, 1).iter().skip(2).product()
+fn width(model: &dyn Runner, hook: &str) -> usize {
+    saepipe_model::hook_shape(model.config(), hook, 1, 1).iter().skip(2).product()
 }
 
-fn start_of(model: &Model, hook: &str) -> Start {
-    let n = model.cfg.n_layers;
+fn start_of(model: &dyn Runner, hook: &str) -> Start {
+    let n = model.config().n_layers;
     match layer_of(hook) {
         Some(l) => Start::Layer { layer: l, resid: format!("blocks.{l}.hook_resid_pre") },
         None if hook.starts_with("ln_final.") || hook.starts_with("unembed.") => {
@@ -64,8 +64,8 @@ fn start_of(model: &Model, hook: &str) -> Start {
     }
 }
 
-pub fn plan(model: &Model, coders: &[NamedCoder]) -> Result<Plan> {
-    let names = model.hook_names();
+pub fn plan(model: &dyn Runner, coders: &[NamedCoder]) -> Result<Plan> {
+    let names = saepipe_model::hook_names(model.config());
     let order = |h: &str| names.iter().position(|n| n == h);
     let mut sites: Vec<Site> = Vec::new();
     let mut placements = Vec::new();
@@ -91,7 +91,7 @@ pub fn plan(model: &Model, coders: &[NamedCoder]) -> Result<Plan> {
             None => hook_in.clone(),
         };
         for (hook, dim, what) in [(&hook_in, c.d_in, "d_in"), (&hook_out, c.d_out, "d_out")] {
-            model.check_hook(hook).map_err(|e| setup(e.to_string()))?;
+            saepipe_model::check_hook(model.config(), hook).map_err(|e| setup(e.to_string()))?;
             let w = width(model, hook);
             if w != dim {
                 return Err(setup(format!("{what} {dim} does not match the width {w} of hook `{hook}`")));

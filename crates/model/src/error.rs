@@ -24,6 +24,9 @@ pub enum ModelError {
     UnknownHook { name: String, hint: String },
     #[error("{0}")]
     Input(String),
+    /// A failure of a non-CPU forward pass (e.g. the CUDA runtime).
+    #[error("{0}")]
+    Backend(String),
     #[error("model {repo}@{revision}: {message}")]
     Hub { repo: String, revision: String, message: String },
 }

@@ -121,14 +121,26 @@ struct Work {
 }
 
 /// How far a run must go: blocks after the last requested hook are skipped
-/// unless the head (final LN, logits, loss) is needed.
-struct Needs {
-    head: bool,
+/// unless the head (final LN, logits, loss) is needed. Shared by every backend
+/// so they stop at the same place.
+pub struct Needs {
+    pub head: bool,
     /// Last block with a requested hook, and whether its only one is hook_resid_pre.
-    last: Option<(usize, bool)>,
+    pub last: Option<(usize, bool)>,
 }
 
-fn needs(req: &RunRequest, stop: usize, n_layers: usize) -> Needs {
+impl Needs {
+    /// Whether block `l` can be skipped (nothing after it is wanted).
+    pub fn done_before(&self, l: usize) -> bool {
+        !self.head && self.last.is_none_or(|(last, _)| l > last)
+    }
+    /// Whether the run ends right after block `l`'s hook_resid_pre.
+    pub fn done_after_resid_pre(&self, l: usize) -> bool {
+        !self.head && self.last == Some((l, true))
+    }
+}
+
+pub fn needs(req: &RunRequest, stop: usize, n_layers: usize) -> Needs {
     let names = || req.capture.iter().chain(req.replace.keys());
     let head = stop == n_layers && (req.want_logits || req.want_loss || names().any(|n| n.starts_with("ln_final.") || n.starts_with("unembed.")));
     let mut last: Option<(usize, bool)> = None;
@@ -195,13 +207,13 @@ impl Forward<'_> {
             mlp_out: vec![0f32; n * d],
         };
         for l in start..stop {
-            if !need.head && need.last.is_none_or(|(last, _)| l > last) {
+            if need.done_before(l) {
                 return Ok(());
             }
             let lp = &self.p.layers[l];
             let pre = |h: &str| format!("blocks.{l}.{h}");
             hooks.visit(&pre("hook_resid_pre"), &mut resid, &[batch, ctx, d]);
-            if !need.head && need.last == Some((l, true)) {
+            if need.done_after_resid_pre(l) {
                 return Ok(());
             }
             self.ln(&resid, lp.ln1.as_ref(), &pre("ln1"), hooks, &mut w.x, &mut w.scale, batch, ctx);

@@ -1,0 +1,160 @@
+//! The GPU forward's orchestration against the CPU model. `LmForward` runs
+//! over `HostOps` (the LM kernels' semantics on the host) everywhere, so layouts,
+//! transposes, hook order, replacements, early stops and the loss are checked
+//! without a GPU; on a machine with one the same checks run over `GpuOps`
+//! (each prints SKIPPED otherwise; SAEPIPE_REQUIRE_GPU=1 makes that a failure).
+
+use saepipe_cuda::lm::{GpuModel, LmForward, LmOps};
+use saepipe_cuda::lm_reference::HostOps;
+use saepipe_cuda::Gpu;
+use saepipe_model::{HookFn, LnHook, LoadOptions, Model, Processing, RunOutput, RunRequest, Runner, hook_names};
+use std::sync::Arc;
+
+fn gpt2() -> serde_json::Value {
+    serde_json::json!({
+        "model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "vocab_size": 97,
+        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "n_inner": null
+    })
+}
+
+fn neox() -> serde_json::Value {
+    serde_json::json!({
+        "model_type": "gpt_neox", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 64, "vocab_size": 89, "max_position_embeddings": 256, "rotary_pct": 0.5,
+        "rotary_emb_base": 10000, "use_parallel_residual": true, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
+        "tie_word_embeddings": false, "bos_token_id": 0, "eos_token_id": 0
+    })
+}
+
+fn load(config: serde_json::Value, processing: Processing, ln_hook: LnHook) -> (tempfile::TempDir, Model) {
+    let dir = tempfile::tempdir().unwrap();
+    saepipe_model::synth::write_random_hf_model(dir.path(), &config, 7).unwrap();
+    let model = Model::load(dir.path(), &LoadOptions { processing: Some(processing), ln_hook }).unwrap();
+    (dir, model)
+}
+
+fn tokens(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 7919 + 13) % vocab) as u32).collect()
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().filter(|x| x.is_finite()).fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| if x.is_infinite() && x == y { m } else { m.max((x - y).abs()) }) / scale
+}
+
+fn assert_same(what: &str, got: &RunOutput, want: &RunOutput, tol: f32) {
+    let mut names: Vec<_> = want.captured.keys().collect();
+    names.sort();
+    assert_eq!(got.captured.len(), want.captured.len(), "{what}: captured hooks differ");
+    for name in names {
+        let (ws, wv) = &want.captured[name];
+        let (gs, gv) = got.captured.get(name).unwrap_or_else(|| panic!("{what}: {name} not captured"));
+        assert_eq!(gs, ws, "{what}: shape of {name}");
+        let e = max_rel(gv, wv);
+        assert!(e <= tol, "{what}: {name} differs by {e} (relative to its largest value)");
+    }
+    for (label, g, w) in [("logits", &got.logits, &want.logits), ("loss", &got.loss_per_token, &want.loss_per_token)] {
+        assert_eq!(g.is_some(), w.is_some(), "{what}: {label} presence");
+        if let (Some(g), Some(w)) = (g, w) {
+            let e = max_rel(g, w);
+            assert!(e <= tol, "{what}: {label} differs by {e}");
+        }
+    }
+}
+
+fn all_hooks(model: &Model) -> RunRequest<'static> {
+    RunRequest { capture: hook_names(&model.cfg).into_iter().collect(), want_logits: true, want_loss: true, ..Default::default() }
+}
+
+fn zero_hook<'a>() -> HookFn<'a> {
+    Box::new(|t: &mut [f32], _| t.fill(0.0))
+}
+
+/// Every comparison, for one backend against the CPU model.
+fn check_backend<O: LmOps>(label: &str, make: &dyn Fn(&Model) -> LmForward<O>, tol: f32) {
+    for (arch, config) in [("gpt2", gpt2()), ("neox", neox())] {
+        for (processing, ln_hook) in [(Processing::NONE, LnHook::PreAffine), (Processing::NONE, LnHook::PostAffine), (Processing::FULL, LnHook::PreAffine)] {
+            let (_dir, model) = load(config.clone(), processing, ln_hook);
+            let dev = make(&model);
+            let what = format!("{label} {arch} {processing:?} {ln_hook:?}");
+            let (batch, ctx) = (3, 11);
+            let toks = tokens(batch * ctx, model.cfg.d_vocab);
+
+            // Every hook, logits and loss.
+            let want = model.run(&toks, batch, ctx, &mut all_hooks(&model)).unwrap();
+            let got = Runner::run(&dev, &toks, batch, ctx, &mut all_hooks(&model)).unwrap();
+            assert_same(&format!("{what}: all hooks"), &got, &want, tol);
+
+            // A replaced hook changes everything after it the same way.
+            let replaced = |r: &dyn Runner| {
+                let mut req = RunRequest { capture: ["blocks.1.hook_resid_post".to_string()].into(), want_loss: true, ..Default::default() };
+                req.replace.insert("blocks.0.hook_mlp_out".into(), zero_hook());
+                req.replace.insert("blocks.1.ln1.hook_normalized".into(), Box::new(|t: &mut [f32], _| t.iter_mut().for_each(|v| *v *= 0.5)));
+                r.run(&toks, batch, ctx, &mut req).unwrap()
+            };
+            assert_same(&format!("{what}: replaced"), &replaced(&dev), &replaced(&model), tol);
+
+            // stop_at_layer, and a stop right after a resid_pre hook.
+            for (stop, hook) in [(Some(1), "blocks.0.hook_resid_post"), (None, "blocks.1.hook_resid_pre"), (None, "blocks.0.mlp.hook_post")] {
+                let run = |r: &dyn Runner| r.run(&toks, batch, ctx, &mut RunRequest { capture: [hook.to_string()].into(), stop_at_layer: stop, ..Default::default() }).unwrap();
+                assert_same(&format!("{what}: {hook} stop {stop:?}"), &run(&dev), &run(&model), tol);
+            }
+
+            // run_from a captured residual, loss only.
+            let resid = want.captured["blocks.1.hook_resid_pre"].1.clone();
+            let from = |r: &dyn Runner| r.run_from(resid.clone(), 1, &toks, batch, ctx, &mut RunRequest { want_loss: true, ..Default::default() }).unwrap();
+            let (g, w) = (from(&dev), from(&model));
+            assert_same(&format!("{what}: run_from"), &g, &w, tol);
+            let full_loss = want.loss_per_token.as_ref().unwrap();
+            assert!(max_rel(g.loss_per_token.as_ref().unwrap(), full_loss) <= tol, "{what}: run_from loss differs from the full run's");
+
+            // Bad input is refused with the CPU model's message.
+            let e = Runner::run(&dev, &toks[..5], batch, ctx, &mut RunRequest::default()).unwrap_err().to_string();
+            assert!(e.contains("is not batch"), "{e}");
+            let mut req = RunRequest::default();
+            req.replace.insert("blocks.0.attn.hook_pattern".into(), zero_hook());
+            let e = Runner::run(&dev, &toks, batch, ctx, &mut req).unwrap_err().to_string();
+            assert!(e.contains("hook_pattern") && e.contains("device: cpu"), "{e}");
+        }
+    }
+}
+
+/// Loss-only runs make logits in blocks of rows; more rows than one block.
+fn check_loss_blocks<O: LmOps>(label: &str, make: &dyn Fn(&Model) -> LmForward<O>, tol: f32) {
+    let (_dir, model) = load(neox(), Processing::FULL, LnHook::PreAffine);
+    let dev = make(&model);
+    let (batch, ctx) = (9, 130);
+    let toks = tokens(batch * ctx, model.cfg.d_vocab);
+    let run = |r: &dyn Runner| r.run(&toks, batch, ctx, &mut RunRequest { want_loss: true, ..Default::default() }).unwrap();
+    assert_same(&format!("{label}: loss over {} rows", batch * ctx), &run(&dev), &run(&model), tol);
+}
+
+#[test]
+fn forward_over_host_ops_matches_the_cpu_model() {
+    let make = |m: &Model| LmForward::new(HostOps, m, "host".into()).unwrap();
+    check_backend("host", &make, 2e-5);
+    check_loss_blocks("host", &make, 2e-5);
+}
+
+fn gpu() -> Option<Arc<Gpu>> {
+    match saepipe_cuda::gpu_count() {
+        Ok(n) if n > 0 => Some(Arc::new(Gpu::new(0, None).expect("GPU present but kernels failed to load"))),
+        other => {
+            let why = other.map_or_else(|e| e, |_| "no CUDA device".to_string());
+            if std::env::var_os("SAEPIPE_REQUIRE_GPU").is_some() {
+                panic!("SAEPIPE_REQUIRE_GPU is set but {why}");
+            }
+            eprintln!("SKIPPED gpu_forward_matches_the_cpu_model (no GPU: {why})");
+            None
+        }
+    }
+}
+
+#[test]
+fn gpu_forward_matches_the_cpu_model() {
+    let Some(g) = gpu() else { return };
+    let make = |m: &Model| GpuModel::on_gpu(g.clone(), m).unwrap();
+    check_backend("cuda", &make, 1e-4);
+    check_loss_blocks("cuda", &make, 1e-4);
+}

@@ -1,0 +1,55 @@
+//! Where a stage computes: the `device` parameter (auto, cpu, cuda, cuda:N),
+//! the scheduler resource it holds, and the language model on that device.
+
+use super::{Params, Resource};
+use crate::pipeline::schema::{ParamSpec, ParamType};
+use anyhow::{Context, Result};
+use saepipe_cuda::{Device, DeviceSpec, Gpu, Precision};
+use saepipe_model::{Model, Runner};
+use std::sync::Arc;
+
+/// The device a stage's `device` parameter resolves to on this machine.
+pub fn resolve(params: &Params) -> Result<Device> {
+    Ok(DeviceSpec::parse(params.str("device")?)?.resolve()?)
+}
+
+/// GPU stages hold their device exclusively; everything else shares the CPU.
+/// A spec that does not resolve counts as CPU here: the stage itself reports it.
+pub fn resource(params: &Params) -> Resource {
+    match resolve(params) {
+        Ok(Device::Cuda(i)) => Resource::Gpu(i),
+        _ => Resource::Cpu,
+    }
+}
+
+/// The `precision` parameter of stages with a GPU path. In the key only when
+/// given, so pipelines that never set it keep their keys.
+pub fn precision_param() -> ParamSpec {
+    ParamSpec::maybe("precision", ParamType::Str, "dense GEMMs on the GPU: f32 (default) or tf32 (tensor cores, ~1e-3 relative error); ignored on the CPU")
+}
+
+/// Starts CUDA device `ordinal` with the stage's GEMM precision.
+pub fn start_gpu(ordinal: usize, params: &Params) -> Result<Arc<Gpu>> {
+    let precision = match params.get("precision").and_then(|v| v.as_str()) {
+        Some(s) => Precision::parse(s).context("parameter `precision`")?,
+        None => Precision::F32,
+    };
+    let gpu = Gpu::new(ordinal, None).with_context(|| format!("starting CUDA device {ordinal}"))?;
+    gpu.set_precision(precision);
+    if gpu.precision() != precision {
+        anyhow::bail!("parameter `precision`: {precision:?} needs cuBLAS, which could not be loaded on cuda:{ordinal}");
+    }
+    Ok(Arc::new(gpu))
+}
+
+/// The model's forward where `params` says: the CPU model itself, or a copy of
+/// its weights on the GPU (the host copy is dropped).
+pub fn runner_on(device: Device, model: Model, params: &Params) -> Result<Box<dyn Runner>> {
+    match device {
+        Device::Cpu => Ok(Box::new(model)),
+        Device::Cuda(i) => {
+            let gpu = start_gpu(i, params)?;
+            Ok(Box::new(saepipe_cuda::GpuModel::on_gpu(gpu, &model).with_context(|| format!("copying the model's weights to cuda:{i}"))?))
+        }
+    }
+}
