@@ -103,7 +103,7 @@ fn the_sweep_pipeline_runs_on_the_toy_model() {
     let ctx = reader.meta.context_size;
     let tokens = reader.read_all().unwrap();
     let model = Model::load(&repo().join("models/toy-grammar/step2000"), &LoadOptions::default()).unwrap();
-    let coder = NamedCoder { label: "standard_mlp1".into(), coder: saepipe_sae::load_coder(&extra).unwrap() };
+    let coder = NamedCoder::new("standard_mlp1", saepipe_sae::load_coder(&extra).unwrap());
     let opts = EvalOptions { batch_size: 8, exclude_tokens: vec![0], dense_threshold: 0.1 };
     let direct = evaluate(&model, &tokens[..2048], ctx, &[coder], &opts, &mut |_| {}).unwrap();
     let row = coders.iter().position(|c| c == "standard_mlp1").unwrap();
@@ -149,9 +149,10 @@ fn a_coder_that_does_not_fit_its_hook_fails_naming_both() {
 fn collection_and_evaluation_on_cuda_match_the_cpu_or_fail_clearly() {
     let t = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "version: 1\nname: device\nstages:\n  tokens:\n    op: tokenize\n    corpus: {}\n    tokenizer: toy/toy-grammar@step2000\n    context_size: 32\n    max_tokens: 1024\n  acts:\n    op: collect_activations\n    model: toy/toy-grammar@step2000\n    tokens: tokens\n    hooks: [blocks.0.hook_resid_post, blocks.1.hook_mlp_out]\n    batch_size: 8\n    device: DEV\n  evaluate:\n    op: evaluate\n    model: toy/toy-grammar@step2000\n    tokens: tokens\n    paths: [{}]\n    batch_size: 8\n    device: DEV\n",
+        "version: 1\nname: device\nstages:\n  tokens:\n    op: tokenize\n    corpus: {}\n    tokenizer: toy/toy-grammar@step2000\n    context_size: 32\n    max_tokens: 1024\n  acts:\n    op: collect_activations\n    model: toy/toy-grammar@step2000\n    tokens: tokens\n    hooks: [blocks.0.hook_resid_post, blocks.1.hook_mlp_out]\n    batch_size: 8\n    device: DEV\n  evaluate:\n    op: evaluate\n    model: toy/toy-grammar@step2000\n    tokens: tokens\n    paths: [{}, {}]\n    batch_size: 8\n    device: DEV\n",
         repo().join("models/toy-grammar/corpus-eval.jsonl").display(),
-        fixture_coder("standard_mlp1").display()
+        fixture_coder("standard_mlp1").display(),
+        fixture_coder("topk_mlp1").display()
     );
     for dev in ["cpu", "cuda"] {
         std::fs::write(t.path().join(format!("{dev}.yaml")), yaml.replace("DEV", dev)).unwrap();
@@ -188,8 +189,13 @@ fn collection_and_evaluation_on_cuda_match_the_cpu_or_fail_clearly() {
     }
     let metrics = |dev: &str| Table::read_parquet(&artifact_of(&t.path().join(format!("cache-{dev}")), "evaluate").join("metrics.parquet")).unwrap();
     let (g, c) = (metrics("cuda"), metrics("cpu"));
-    for col in ["ce_clean", "ce_spliced", "ce_zero_ablation", "explained_variance", "l0", "kl_spliced"] {
-        let (a, b) = (g.f64(col).unwrap()[0], c.f64(col).unwrap()[0]);
-        assert!((a - b).abs() <= 1e-4 * b.abs().max(1e-3), "{col}: GPU {a} vs CPU {b}");
+    // The standard SAE encodes on the CPU, the TopK SAE on the GPU.
+    assert_eq!(g.strings("coder").unwrap(), c.strings("coder").unwrap());
+    assert_eq!(g.rows(), 2);
+    for col in ["ce_clean", "ce_spliced", "ce_zero_ablation", "explained_variance", "l0", "l1", "mse", "kl_spliced"] {
+        for row in 0..2 {
+            let (a, b) = (g.f64(col).unwrap()[row], c.f64(col).unwrap()[row]);
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1e-3), "{col} row {row}: GPU {a} vs CPU {b}");
+        }
     }
 }

@@ -135,7 +135,7 @@ impl Op for CollectActivationsOp {
         if start_ctx > 0 {
             ctx.logln(format!("resuming at context {start_ctx} of {n_ctx}"));
         }
-        let model = super::device::runner_on(device, model, &p)?;
+        let model = super::device::runner_on(super::device::gpu_for(device, &p)?, model)?;
         ctx.logln(format!("language model on {}", model.device()));
         ctx.progress.set_total((n_ctx * cctx) as u64, "tokens");
         let started = std::time::Instant::now();

@@ -42,14 +42,22 @@ pub fn start_gpu(ordinal: usize, params: &Params) -> Result<Arc<Gpu>> {
     Ok(Arc::new(gpu))
 }
 
-/// The model's forward where `params` says: the CPU model itself, or a copy of
-/// its weights on the GPU (the host copy is dropped).
-pub fn runner_on(device: Device, model: Model, params: &Params) -> Result<Box<dyn Runner>> {
+/// The GPU a stage computes on, started with its `precision`; `None` on the CPU.
+pub fn gpu_for(device: Device, params: &Params) -> Result<Option<Arc<Gpu>>> {
     match device {
-        Device::Cpu => Ok(Box::new(model)),
-        Device::Cuda(i) => {
-            let gpu = start_gpu(i, params)?;
-            Ok(Box::new(saepipe_cuda::GpuModel::on_gpu(gpu, &model).with_context(|| format!("copying the model's weights to cuda:{i}"))?))
+        Device::Cpu => Ok(None),
+        Device::Cuda(i) => Ok(Some(start_gpu(i, params)?)),
+    }
+}
+
+/// The model's forward: the CPU model itself, or a copy of its weights on the
+/// GPU (the host copy is dropped).
+pub fn runner_on(gpu: Option<Arc<Gpu>>, model: Model) -> Result<Box<dyn Runner>> {
+    match gpu {
+        None => Ok(Box::new(model)),
+        Some(gpu) => {
+            let ordinal = gpu.ctx.ordinal();
+            Ok(Box::new(saepipe_cuda::GpuModel::on_gpu(gpu, &model).with_context(|| format!("copying the model's weights to cuda:{ordinal}"))?))
         }
     }
 }

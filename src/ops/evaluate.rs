@@ -11,10 +11,13 @@ use super::{Op, Params, StageCtx, model_ref};
 use crate::pipeline::schema::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use saepipe_data::TokenTableReader;
-use saepipe_eval::{CoderReport, EvalOptions, NamedCoder, evaluate};
+use saepipe_cuda::{Gpu, GpuTopKSae};
+use saepipe_eval::{CoderForward, CoderReport, EvalOptions, NamedCoder, evaluate};
 use saepipe_model::{LoadOptions, Model};
 use serde_json::{Value, json};
+use saepipe_sae::SparseActs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub struct EvaluateOp;
 
@@ -72,9 +75,40 @@ fn load_coders(ctx: &StageCtx) -> Result<Vec<NamedCoder>> {
         if coders.iter().any(|c| c.label == label) {
             bail!("two coders are labelled `{label}` (the second is {}); labels come from the training stage instance or the directory name", dir.display());
         }
-        coders.push(NamedCoder { label, coder });
+        coders.push(NamedCoder::new(label, coder));
     }
     Ok(coders)
+}
+
+/// A TopK SAE's forward on the GPU, for evaluation.
+struct GpuCoder {
+    gpu: Arc<Gpu>,
+    sae: GpuTopKSae,
+}
+
+impl CoderForward for GpuCoder {
+    fn device(&self) -> String {
+        format!("cuda:{}", self.gpu.ctx.ordinal())
+    }
+    fn forward(&self, x: &[f32], n: usize) -> std::result::Result<(SparseActs, Vec<f32>), String> {
+        self.sae.forward_csr(&self.gpu, x, n).map_err(|e| e.to_string())
+    }
+}
+
+/// Moves every coder the GPU can encode onto it; returns their labels.
+fn gpu_coders(gpu: &Arc<Gpu>, coders: &mut [NamedCoder]) -> Result<Vec<String>> {
+    let mut moved = Vec::new();
+    for nc in coders.iter_mut() {
+        match GpuTopKSae::from_coder(gpu, &nc.coder) {
+            Ok(sae) => {
+                nc.on_device = Some(Box::new(GpuCoder { gpu: gpu.clone(), sae }));
+                moved.push(nc.label.clone());
+            }
+            Err(saepipe_cuda::CudaError::Unsupported(_)) => {}
+            Err(e) => return Err(e).with_context(|| format!("copying coder `{}` to the GPU", nc.label)),
+        }
+    }
+    Ok(moved)
 }
 
 fn f64_col(reports: &[CoderReport], f: impl Fn(&CoderReport) -> f64) -> Column {
@@ -181,8 +215,14 @@ impl Op for EvaluateOp {
         let model_dir = model_ref::resolve(p.str("model")?, &ctx.base_dir)?;
         let model = Model::load(&model_dir, &LoadOptions { processing: Some(processing(p.str("processing")?)?), ln_hook: ln_hook(p.str("ln_hook")?) })
             .with_context(|| format!("loading model {}", model_dir.display()))?;
-        let coders = load_coders(ctx)?;
-        let model = super::device::runner_on(device, model, &p)?;
+        let mut coders = load_coders(ctx)?;
+        let gpu = super::device::gpu_for(device, &p)?;
+        let model = super::device::runner_on(gpu.clone(), model)?;
+        if let Some(gpu) = &gpu {
+            let on_gpu = gpu_coders(gpu, &mut coders)?;
+            let rest = if on_gpu.len() < coders.len() { "; the others encode on the CPU (GPU encoding covers TopK SAEs)" } else { "" };
+            ctx.logln(format!("coders encoding on the GPU: {on_gpu:?}{rest}"));
+        }
 
         let table = TokenTableReader::open(&ctx.input("tokens")?.join("tokens.parquet"))?;
         let cctx = table.meta.context_size;

@@ -406,11 +406,32 @@ impl GpuTopKSae {
     /// k largest pre-activations that are positive, in increasing latent order
     /// (feature matching and activation statistics consume this form).
     pub fn encode_topk(&self, gpu: &Gpu, x: &[f32], n: usize) -> Result<SparseActs> {
+        let (idx, val) = self.encode_positive(gpu, x, n)?;
+        self.csr(gpu, &idx, &val, n)
+    }
+
+    /// Encode and decode as the CPU coder's `forward`: the sparse code in CSR
+    /// form (positive top-k values, increasing latent order) and the
+    /// reconstruction [n, d_in] (evaluation consumes both).
+    pub fn forward_csr(&self, gpu: &Gpu, x: &[f32], n: usize) -> Result<(SparseActs, Vec<f32>)> {
+        let (idx, val) = self.encode_positive(gpu, x, n)?;
+        let mut out = gpu.zeros::<f32>(n * self.d_in)?;
+        // Dropped slots (index -1) are skipped by the decoder.
+        gpu.sparse_decode(&idx, &val, n, self.k, &self.w_dec, self.d_in, Some(&self.b_dec), &mut out)?;
+        Ok((self.csr(gpu, &idx, &val, n)?, gpu.download(&out)?))
+    }
+
+    /// Per row the k largest pre-activations, non-positive ones dropped (index −1).
+    fn encode_positive(&self, gpu: &Gpu, x: &[f32], n: usize) -> Result<(CudaSlice<i32>, CudaSlice<f32>)> {
         let pre = self.pre(gpu, x, n)?;
         let mut idx = gpu.zeros::<i32>(n * self.k)?;
         let mut val = gpu.zeros::<f32>(n * self.k)?;
         gpu.topk_rows_into(&pre, n, self.d_sae, self.k, 2, &mut idx, 0, &mut val, 0, self.k)?;
-        let (idx, val) = (gpu.download(&idx)?, gpu.download(&val)?);
+        Ok((idx, val))
+    }
+
+    fn csr(&self, gpu: &Gpu, idx: &CudaSlice<i32>, val: &CudaSlice<f32>, n: usize) -> Result<SparseActs> {
+        let (idx, val) = (gpu.download(idx)?, gpu.download(val)?);
         let mut csr = SparseActs::empty(self.d_sae);
         for r in 0..n {
             for j in r * self.k..(r + 1) * self.k {

@@ -792,6 +792,14 @@ fn encode_topk_matches_cpu_coder() {
         assert_close(&format!("row {row} values"), &got.val[a], &want.val[b], 1e-4);
     }
     assert!(mismatched <= n / 100, "{mismatched} of {n} rows select different latents");
+
+    // forward_csr: the same code plus the reconstruction of the CPU coder's forward.
+    let (acts, out) = sae.forward_csr(&g, &x, n).unwrap();
+    assert_eq!((acts.row_ptr.clone(), acts.idx.clone(), acts.val.clone()), (got.row_ptr, got.idx, got.val), "forward_csr's code differs from encode_topk");
+    let (want_acts, want_out) = coder.forward(&x, n).unwrap();
+    let same_rows: Vec<usize> = (0..n).filter(|&r| acts.idx[acts.row_ptr[r]..acts.row_ptr[r + 1]] == want_acts.idx[want_acts.row_ptr[r]..want_acts.row_ptr[r + 1]]).collect();
+    let pick = |o: &[f32]| same_rows.iter().flat_map(|&r| o[r * d..(r + 1) * d].to_vec()).collect::<Vec<f32>>();
+    assert_close("forward_csr reconstruction", &pick(&out), &pick(&want_out), 1e-4);
 }
 
 fn train_cfg(d_sae: usize, k: usize) -> TrainConfig {

@@ -47,7 +47,7 @@ fn random_topk(label: &str, hook: &str, d: usize, d_sae: usize, seed: u64) -> Na
         metadata,
         log_sparsity: None,
     };
-    NamedCoder { label: label.into(), coder }
+    NamedCoder::new(label, coder)
 }
 
 fn run(model: &Model, tokens: &[u32], ctx: usize, coders: &[NamedCoder]) -> Evaluation {
@@ -91,7 +91,7 @@ fn main() {
     let toy = Model::load(&dir, &LoadOptions { processing: Some(Processing::NONE), ..Default::default() }).unwrap();
     let tok: serde_json::Value = serde_json::from_slice(&std::fs::read(fixtures().join("tokens.json")).unwrap()).unwrap();
     let tokens: Vec<u32> = tok["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
-    let load = |n: &str, label: &str| NamedCoder { label: label.into(), coder: saepipe_sae::load_coder(&fixtures().join("coders").join(n)).unwrap() };
+    let load = |n: &str, label: &str| NamedCoder::new(label, saepipe_sae::load_coder(&fixtures().join("coders").join(n)).unwrap());
     let five = vec![load("standard_mlp1", "a"), load("topk_mlp1", "b"), load("jumprelu_resid1", "c"), load("standard_mlp1", "d"), load("topk_mlp1", "e")];
     report("toy (fixtures)", &toy, &tokens, 32, five);
 

@@ -24,14 +24,37 @@ pub use recon::{FeatureStats, ReconMetrics};
 use downstream::{Downstream, Mean};
 use recon::Recon;
 use saepipe_model::{HookFn, RunOutput, RunRequest, Runner};
-use saepipe_sae::SparseCoder;
+use saepipe_sae::{SparseActs, SparseCoder};
 use std::collections::HashMap;
 use std::time::Instant;
+
+/// A coder's encode + decode computed somewhere other than the CPU coder
+/// (e.g. a GPU copy); must return what [`SparseCoder::forward`] returns.
+pub trait CoderForward {
+    /// Where it runs, for logs.
+    fn device(&self) -> String;
+    fn forward(&self, x: &[f32], n: usize) -> std::result::Result<(SparseActs, Vec<f32>), String>;
+}
 
 /// A coder and the name it is reported under.
 pub struct NamedCoder {
     pub label: String,
     pub coder: SparseCoder,
+    /// Runs the coder's forward instead of the CPU coder when set.
+    pub on_device: Option<Box<dyn CoderForward>>,
+}
+
+impl NamedCoder {
+    pub fn new(label: impl Into<String>, coder: SparseCoder) -> NamedCoder {
+        NamedCoder { label: label.into(), coder, on_device: None }
+    }
+
+    fn forward(&self, x: &[f32], n: usize) -> Result<(SparseActs, Vec<f32>)> {
+        match &self.on_device {
+            Some(dev) => dev.forward(x, n).map_err(|message| EvalError::Setup { coder: self.label.clone(), message: format!("{} forward: {message}", dev.device()) }),
+            None => self.coder.forward(x, n).map_err(|source| EvalError::Coder { coder: self.label.clone(), source }),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -148,7 +171,7 @@ pub fn evaluate(model: &dyn Runner, tokens: &[u32], ctx: usize, coders: &[NamedC
             let t0 = Instant::now();
             let x_in = &clean.captured[&place.hook_in].1;
             let target = &clean.captured[&place.hook_out].1;
-            let (acts, out) = nc.coder.forward(x_in, n).map_err(|source| EvalError::Coder { coder: nc.label.clone(), source })?;
+            let (acts, out) = nc.forward(x_in, n)?;
             recon[ci].add_batch(target, &out, &acts, &keep);
             // Excluded positions keep their clean activations (SAELens).
             let d = nc.coder.d_out;

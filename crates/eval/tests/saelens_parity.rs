@@ -21,7 +21,7 @@ fn read_json(name: &str) -> Value {
 }
 
 fn coder(name: &str) -> NamedCoder {
-    NamedCoder { label: name.to_string(), coder: saepipe_sae::load_coder(&fixtures().join("coders").join(name)).unwrap() }
+    NamedCoder::new(name, saepipe_sae::load_coder(&fixtures().join("coders").join(name)).unwrap())
 }
 
 const CODERS: [&str; 4] = ["standard_mlp1", "topk_mlp1", "jumprelu_resid1", "transcoder_mlp1"];
