@@ -117,6 +117,19 @@ fn the_sweep_pipeline_runs_on_the_toy_model() {
     let table = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("evaluate ")).collect();
     assert!(!rows.is_empty() && rows.iter().all(|l| l.contains("hit")), "{table}");
+
+    // Recomputing writes the same bytes (timings live in the manifest only).
+    let files = ["summary.json", "metrics.parquet", "features.parquet"];
+    let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(dir.join(f)).unwrap()).collect();
+    let mut forced = argv.clone();
+    forced.extend(["--force", "evaluate", "-q"]);
+    let out = saepipe(t.path(), &forced);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir_again = artifact_of(&cache, "evaluate");
+    assert_eq!(dir_again, dir, "same key, same artifact directory");
+    for (f, b) in files.iter().zip(&before) {
+        assert!(std::fs::read(dir.join(f)).unwrap() == *b, "{f} differs after a forced rerun");
+    }
 }
 
 #[test]

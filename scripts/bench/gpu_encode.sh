@@ -7,7 +7,8 @@
 #   scripts/bench/gpu_encode.sh [d_in,d_sae,k ...]
 #
 # Shapes default to 768,32768,32 and 2048,131072,64.
-# Environment: PYTHON (python3; needs torch with CUDA), BENCH_BATCH (4096),
+# Environment: PYTHON (python3; needs torch with CUDA), BENCH_ENCODE_BIN (a
+# prebuilt bench_gpu_encode instead of cargo), BENCH_BATCH (4096),
 # BENCH_WARMUP (5), BENCH_ITERS (20), BENCH_TF32=1 (both sides run the encoder
 # GEMM on TF32 tensor cores; default f32), BENCH_CHECK_ROWS / BENCH_CHECK_TOL (saepipe's
 # check against the CPU coder), BENCH_PEAK_TFLOPS (67), BENCH_PEAK_TF32_TFLOPS
@@ -55,9 +56,15 @@ command -v "$PYTHON" >/dev/null 2>&1 || die "python '$PYTHON' not found (set PYT
 out="${BENCH_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_encode.XXXXXX")}"
 mkdir -p "$out"
 
-echo "== saepipe (cargo run --release -p saepipe-cuda --example bench_gpu_encode -- ${shapes[*]})"
-cargo build --release -p saepipe-cuda --example bench_gpu_encode || die "cargo build failed"
-cargo run --release -q -p saepipe-cuda --example bench_gpu_encode -- "${shapes[@]}" 2>&1 | tee "$out/saepipe.log" \
+# BENCH_ENCODE_BIN: a prebuilt bench_gpu_encode (machines without cargo, see scripts/gpu_check.sh).
+if [ -n "${BENCH_ENCODE_BIN:-}" ]; then
+    bench=("$BENCH_ENCODE_BIN")
+else
+    cargo build --release -q -p saepipe-cuda --example bench_gpu_encode || die "cargo build failed"
+    bench=(target/release/examples/bench_gpu_encode)
+fi
+echo "== saepipe (${bench[*]} ${shapes[*]})"
+"${bench[@]}" "${shapes[@]}" 2>&1 | tee "$out/saepipe.log" \
     || die "the saepipe benchmark failed (see above; log $out/saepipe.log)"
 
 tf32=()

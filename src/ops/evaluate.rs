@@ -2,7 +2,7 @@
 //! the language model (SAELens `run_evals` definitions; docs/evaluate.md).
 //!
 //! Output: `metrics.parquet` (one row per coder), `features.parquet` (one row per
-//! coder and feature) and `summary.json` (the same metrics, options, timings).
+//! coder and feature) and `summary.json` (the same metrics and the options).
 
 use super::collect_activations::{CollectActivationsOp, ln_hook, processing};
 use super::table::{Column, Table};
@@ -262,10 +262,12 @@ impl Op for EvaluateOp {
             "excluded_tokens": exclude,
             "dense_threshold": opts.dense_threshold,
             "coders": eval.coders,
-            "timing_s": eval.timing,
         });
         ctx.write_output("summary.json", serde_json::to_string_pretty(&summary)?.as_bytes())?;
+        // Timings go to the manifest (through the returned metrics), not the
+        // artifact's files, so a rerun writes the same bytes.
         Ok(json!({
+            "timing_s": eval.timing,
             "coders": eval.coders.iter().map(|r| json!({ "coder": r.label, "l0": r.recon.l0, "ce_loss_score": r.downstream.ce_loss_score, "explained_variance": r.recon.explained_variance })).collect::<Vec<_>>(),
             "tokens": eval.n_tokens,
         }))

@@ -16,7 +16,8 @@
 //! the CPU, and the log says so.
 //!
 //! Output: `sae/` (a SAELens v6 directory), `losses.parquet` (one row per
-//! logged step) and `summary.json`.
+//! logged step) and `summary.json` (no timings, so reruns are byte-identical;
+//! the manifest records how long the stage took).
 
 use super::table::{Column, Table};
 use super::{Op, Params, StageCtx};
@@ -360,7 +361,7 @@ impl Op for TrainSaeOp {
             "instance": ctx.instance, "model": info.meta.model, "hook": hook, "hook_out": hook_out,
             "architecture": coder.architecture_name(), "d_in": d_in, "d_sae": cfg.d_sae, "d_out": d_out,
             "steps": total_steps, "batch_size": batch, "tokens": total_steps * batch as u64,
-            "dead_fraction": trainer.dead_fraction(), "final": final_stats, "seconds": secs,
+            "dead_fraction": trainer.dead_fraction(), "final": final_stats,
         });
         ctx.write_output("summary.json", &serde_json::to_vec_pretty(&summary)?)?;
         ctx.logln(format!("trained {total_steps} steps of {batch} tokens in {secs:.1}s"));

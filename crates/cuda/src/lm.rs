@@ -31,6 +31,8 @@ pub trait LmOps {
     fn download(&self, buf: &Self::F, n: usize) -> Result<Vec<f32>>;
     /// Overwrites the first `host.len()` values of `buf`.
     fn write(&self, buf: &mut Self::F, host: &[f32]) -> Result<()>;
+    /// dst[..n] = src[offset..offset + n], on the device.
+    fn copy_range(&self, src: &Self::F, offset: usize, n: usize, dst: &mut Self::F) -> Result<()>;
     /// c [m, n] = a [m, k] · b [n, k]ᵀ (+ bias [n]).
     #[allow(clippy::too_many_arguments)]
     fn gemm_nt_bias(&self, a: &Self::F, b: &Self::F, bias: Option<&Self::F>, c: &mut Self::F, m: usize, n: usize, k: usize) -> Result<()>;
@@ -79,6 +81,14 @@ impl LmOps for GpuOps {
     fn write(&self, buf: &mut Self::F, host: &[f32]) -> Result<()> {
         let mut view = buf.slice_mut(..host.len());
         self.0.stream.memcpy_htod(host, &mut view)?;
+        Ok(())
+    }
+    fn copy_range(&self, src: &Self::F, offset: usize, n: usize, dst: &mut Self::F) -> Result<()> {
+        if offset + n > src.len() || n > dst.len() {
+            return Err(CudaError::Shape(format!("copy of {n} values at {offset}: buffers of {} and {}", src.len(), dst.len())));
+        }
+        let mut to = dst.slice_mut(..n);
+        self.0.stream.memcpy_dtod(&src.slice(offset..offset + n), &mut to)?;
         Ok(())
     }
     fn gemm_nt_bias(&self, a: &Self::F, b: &Self::F, bias: Option<&Self::F>, c: &mut Self::F, m: usize, n: usize, k: usize) -> Result<()> {
@@ -381,10 +391,9 @@ impl<O: LmOps> LmForward<O> {
             // Loss only: logits a block of rows at a time, never [n, vocab] at once.
             let rows = LOSS_ROWS.min(n);
             let (mut x_blk, mut logits, mut out) = (ops.alloc(rows * d)?, ops.alloc(rows * vocab)?, ops.alloc(rows)?);
-            let xh = ops.download(&xf, n * d)?;
             for r0 in (0..n).step_by(rows) {
                 let m = rows.min(n - r0);
-                ops.write(&mut x_blk, &xh[r0 * d..(r0 + m) * d])?;
+                ops.copy_range(&xf, r0 * d, m * d, &mut x_blk)?;
                 ops.gemm_nt_bias(&x_blk, &self.w_u, Some(&self.b_u), &mut logits, m, vocab, d)?;
                 let t = ops.upload_i32(&targets[r0..r0 + m])?;
                 ops.token_ce(&logits, m, vocab, &t, &mut out)?;

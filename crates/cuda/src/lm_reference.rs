@@ -67,6 +67,12 @@ impl LmOps for HostOps {
         buf[..host.len()].copy_from_slice(host);
         Ok(())
     }
+    fn copy_range(&self, src: &Vec<f32>, offset: usize, n: usize, dst: &mut Vec<f32>) -> Result<()> {
+        check("copy_range source", src.len(), offset + n)?;
+        check("copy_range destination", dst.len(), n)?;
+        dst[..n].copy_from_slice(&src[offset..offset + n]);
+        Ok(())
+    }
     fn gemm_nt_bias(&self, a: &Vec<f32>, b: &Vec<f32>, bias: Option<&Vec<f32>>, c: &mut Vec<f32>, m: usize, n: usize, k: usize) -> Result<()> {
         check("gemm a", a.len(), m * k)?;
         check("gemm b", b.len(), n * k)?;
