@@ -95,8 +95,12 @@ unpack() {
         ln -sfn "$root" "$built"
     fi
     if ls "$pack_dir"/whl/*.whl >/dev/null 2>&1; then
-        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu-check-site "$pack_dir"/whl/*.whl
-        export PYTHONPATH=/tmp/gpu-check-site${PYTHONPATH:+:$PYTHONPATH}
+        # Built for the GPU image's Python (3.12); without them only the TransformerLens comparison fails.
+        if "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu-check-site "$pack_dir"/whl/*.whl; then
+            export PYTHONPATH=/tmp/gpu-check-site${PYTHONPATH:+:$PYTHONPATH}
+        else
+            echo "gpu_check.sh: the TransformerLens wheels did not install; the LM-forward comparison will fail" >&2
+        fi
     fi
 }
 

@@ -244,6 +244,7 @@ fn training_on_cuda_runs_on_the_gpu_or_fails_clearly() {
             assert!((gpu_ev - cpu_ev).abs() < 0.02, "GPU training explained variance {gpu_ev} vs CPU {cpu_ev}");
         }
         _ => {
+            assert!(std::env::var_os("SAEPIPE_REQUIRE_GPU").is_none(), "SAEPIPE_REQUIRE_GPU is set but there is no usable GPU");
             eprintln!("SKIPPED the GPU half of training_on_cuda: no CUDA device; checking the error instead");
             assert!(!cuda.status.success(), "device: cuda succeeded on a machine without a GPU");
             let err = String::from_utf8_lossy(&cuda.stderr);

@@ -174,6 +174,7 @@ fn collection_and_evaluation_on_cuda_match_the_cpu_or_fail_clearly() {
     let run = |dev: &str| saepipe(t.path(), &["run", &format!("{dev}.yaml"), "-q", "--cache-dir", &format!("cache-{dev}")]);
     let cuda = run("cuda");
     if !matches!(saepipe_cuda::gpu_count(), Ok(n) if n > 0) {
+        assert!(std::env::var_os("SAEPIPE_REQUIRE_GPU").is_none(), "SAEPIPE_REQUIRE_GPU is set but there is no usable GPU");
         eprintln!("SKIPPED the GPU half of collection_and_evaluation_on_cuda: no CUDA device; checking the error instead");
         assert!(!cuda.status.success(), "device: cuda succeeded on a machine without a GPU");
         let err = String::from_utf8_lossy(&cuda.stderr);

@@ -8,8 +8,8 @@ use saepipe_cuda::nvrtc;
 #[test]
 fn every_kernel_compiles_for_sm80_and_sm90() {
     if let Err(e) = nvrtc::ensure_nvrtc() {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI must compile the kernels, but: {e}");
+        if std::env::var_os("CI").is_some() || std::env::var_os("SAEPIPE_REQUIRE_GPU").is_some() {
+            panic!("CI and GPU checks must compile the kernels, but: {e}");
         }
         eprintln!("SKIPPED every_kernel_compiles_for_sm80_and_sm90: {e}");
         return;

@@ -6,7 +6,10 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use saepipe_cuda::kernels::{Arg, Gpu, GpuTopKSae, NULL, grid_1d, per_row};
+use saepipe_cuda::lm::{GpuOps, LmOps};
+use saepipe_cuda::lm_reference::HostOps;
 use saepipe_cuda::{GpuTopKTrainer, nvrtc};
+use saepipe_model::Activation;
 use saepipe_sae::train::{TrainArch, TrainConfig, Trainer};
 use std::sync::Arc;
 
@@ -553,34 +556,9 @@ fn layer_norm_matches_cpu() {
         let (wp, bp) = if affine { (g.ptr(&wd), g.ptr(&bd)) } else { (NULL, NULL) };
         g.launch_lm("layer_norm", per_row(rows, 256), &[g.ptr(&xd), rows.into(), d.into(), eps.into(), wp, bp, g.ptr(&out), g.ptr(&scale)]).unwrap();
         let (mut want, mut want_s) = (vec![0f32; rows * d], vec![0f32; rows]);
-        for i in 0..rows {
-            let row = &x[i * d..(i + 1) * d];
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
-            let s = (var + eps as f64).sqrt();
-            want_s[i] = s as f32;
-            for c in 0..d {
-                let y = ((row[c] as f64 - mean) / s) as f32;
-                want[i * d + c] = if affine { y * w[c] + b[c] } else { y };
-            }
-        }
+        HostOps.layer_norm(&x, rows, d, eps, affine.then_some((&w, &b)), &mut want, &mut want_s).unwrap();
         assert_close("layer_norm", &dl(&g, &out), &want, 1e-5);
         assert_close("layer_norm scale", &dl(&g, &scale), &want_s, 1e-5);
-    }
-}
-
-fn erf(x: f64) -> f64 {
-    // Abramowitz–Stegun 7.1.26 is too coarse for a 1e-6 check; use the series/continued fraction.
-    if x.abs() < 3.0 {
-        let mut sum = x;
-        let mut term = x;
-        for n in 1..200 {
-            term *= -x * x / n as f64;
-            sum += term / (2 * n + 1) as f64;
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
-    } else {
-        x.signum() * (1.0 - (-x * x).exp() / (x.abs() * std::f64::consts::PI.sqrt()) * (1.0 - 0.5 / (x * x)))
     }
 }
 
@@ -591,14 +569,13 @@ fn gelus_and_adds_match_cpu() {
     let n = rows * d;
     let mut r = Rng(43);
     let x = r.vec(n, 5.0);
-    let xd = g.upload(&x).unwrap();
-    g.launch_lm("gelu_tanh", grid_1d(n), &[g.ptr(&xd), Arg::U64(n as u64)]).unwrap();
-    let want: Vec<f32> = x.iter().map(|&v| (0.5 * v as f64 * (1.0 + (0.7978845608028654 * (v as f64 + 0.044715 * (v as f64).powi(3))).tanh())) as f32).collect();
-    assert_close("gelu_tanh", &dl(&g, &xd), &want, 1e-6);
-    let xd = g.upload(&x).unwrap();
-    g.launch_lm("gelu_erf", grid_1d(n), &[g.ptr(&xd), Arg::U64(n as u64)]).unwrap();
-    let want: Vec<f32> = x.iter().map(|&v| (0.5 * v as f64 * (1.0 + erf(v as f64 / 2f64.sqrt()))) as f32).collect();
-    assert_close("gelu_erf", &dl(&g, &xd), &want, 1e-6);
+    for (kernel, act) in [("gelu_tanh", Activation::GeluNew), ("gelu_erf", Activation::Gelu)] {
+        let xd = g.upload(&x).unwrap();
+        g.launch_lm(kernel, grid_1d(n), &[g.ptr(&xd), Arg::U64(n as u64)]).unwrap();
+        let mut want = x.clone();
+        HostOps.activation(&mut want, n, act).unwrap();
+        assert_close(kernel, &dl(&g, &xd), &want, 1e-6);
+    }
     let (bias, y) = (r.vec(d, 1.0), r.vec(n, 1.0));
     let (xd, bd, yd) = (g.upload(&x).unwrap(), g.upload(&bias).unwrap(), g.upload(&y).unwrap());
     g.launch_lm("add_bias_rows", grid_1d(n), &[g.ptr(&xd), rows.into(), d.into(), g.ptr(&bd)]).unwrap();
@@ -613,22 +590,9 @@ fn rotary_matches_cpu() {
     let mut r = Rng(47);
     let q = r.vec(batch * ctx * heads * d_head, 1.0);
     let qd = g.upload(&q).unwrap();
-    let half = rot / 2;
-    g.launch_lm("rotary_neox", grid_1d(batch * ctx * heads * half), &[g.ptr(&qd), batch.into(), ctx.into(), heads.into(), d_head.into(), rot.into(), base.into()]).unwrap();
+    g.launch_lm("rotary_neox", grid_1d(batch * ctx * heads * rot / 2), &[g.ptr(&qd), batch.into(), ctx.into(), heads.into(), d_head.into(), rot.into(), base.into()]).unwrap();
     let mut want = q.clone();
-    for b in 0..batch {
-        for t in 0..ctx {
-            for h in 0..heads {
-                let o = ((b * ctx + t) * heads + h) * d_head;
-                for p in 0..half {
-                    let ang = t as f64 * (base as f64).powf(-2.0 * p as f64 / rot as f64);
-                    let (x1, x2) = (q[o + p] as f64, q[o + p + half] as f64);
-                    want[o + p] = (x1 * ang.cos() - x2 * ang.sin()) as f32;
-                    want[o + p + half] = (x2 * ang.cos() + x1 * ang.sin()) as f32;
-                }
-            }
-        }
-    }
+    HostOps.rotary(&mut want, batch, ctx, heads, d_head, rot, base).unwrap();
     assert_close("rotary_neox", &dl(&g, &qd), &want, 2e-5);
 }
 
@@ -646,26 +610,8 @@ fn causal_attention_matches_cpu() {
     let pat = g.zeros::<f32>(batch * heads * ctx * ctx).unwrap();
     let cfg = LaunchConfig { grid_dim: (ctx as u32, heads as u32, batch as u32), block_dim: (64, 1, 1), shared_mem_bytes: (ctx * 4) as u32 };
     g.launch_lm("causal_attention", cfg, &[g.ptr(&qd), g.ptr(&kd), g.ptr(&vd), ctx.into(), heads.into(), d_head.into(), scale.into(), g.ptr(&z), g.ptr(&sc), g.ptr(&pat)]).unwrap();
-    let at = |x: &[f32], b: usize, t: usize, h: usize, i: usize| x[((b * ctx + t) * heads + h) * d_head + i];
     let (mut wz, mut ws, mut wp) = (vec![0f32; n], vec![0f32; sc.len()], vec![0f32; sc.len()]);
-    for b in 0..batch {
-        for h in 0..heads {
-            for t in 0..ctx {
-                let s: Vec<f32> = (0..=t).map(|u| (0..d_head).map(|i| at(&q, b, t, h, i) * at(&k, b, u, h, i)).sum::<f32>() * scale).collect();
-                let mx = s.iter().cloned().fold(f32::MIN, f32::max);
-                let e: Vec<f32> = s.iter().map(|x| (x - mx).exp()).collect();
-                let tot: f32 = e.iter().sum();
-                let base = ((b * heads + h) * ctx + t) * ctx;
-                for u in 0..ctx {
-                    ws[base + u] = if u <= t { s[u] } else { f32::NEG_INFINITY };
-                    wp[base + u] = if u <= t { e[u] / tot } else { 0.0 };
-                }
-                for i in 0..d_head {
-                    wz[((b * ctx + t) * heads + h) * d_head + i] = (0..=t).map(|u| e[u] / tot * at(&v, b, u, h, i)).sum();
-                }
-            }
-        }
-    }
+    HostOps.attention(&q, &k, &v, batch, ctx, heads, d_head, scale, &mut wz, Some(&mut ws), Some(&mut wp)).unwrap();
     assert_close("attention z", &dl(&g, &z), &wz, 1e-5);
     assert_close("attention pattern", &dl(&g, &pat), &wp, 1e-5);
     let gs = dl(&g, &sc);
@@ -679,8 +625,6 @@ fn causal_attention_matches_cpu() {
 
 #[test]
 fn embedding_affine_relu_and_loss_kernels_match_host_reference() {
-    use saepipe_cuda::lm::{GpuOps, LmOps};
-    use saepipe_cuda::lm_reference::HostOps;
     let Some(g) = gpu() else { return };
     let ops = GpuOps(Arc::new(g));
     let g = &ops.0;
