@@ -13,12 +13,17 @@ use crate::error::{DataError, Result, format, io, pq};
 use crate::tokens::kv_list;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
-use parquet::basic::{Encoding, ZstdLevel};
-use parquet::data_type::{FixedLenByteArray, FixedLenByteArrayType, FloatType, Int32Type, Int64Type};
-use parquet::file::writer::SerializedFileWriter;
-use parquet::schema::types::{SchemaDescriptor, TypePtr};
+use parquet::basic::{Encoding, PageType, ZstdLevel};
+use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::data_type::{Int32Type, Int64Type};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ColumnChunkMetaData, PageEncodingStats};
+use parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::{ChunkReader, FileReader, Length, SerializedFileReader};
+use parquet::file::writer::{SerializedFileWriter, SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::{ColumnDescPtr, SchemaDescriptor, TypePtr};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -205,6 +210,190 @@ enum HookBuf {
     F16(Vec<half::f16>),
 }
 
+impl HookBuf {
+    fn clear(&mut self) {
+        match self {
+            HookBuf::F32(b) => b.clear(),
+            HookBuf::F16(b) => b.clear(),
+        }
+    }
+
+    fn width(&self) -> usize {
+        match self {
+            HookBuf::F32(_) => 4,
+            HookBuf::F16(_) => 2,
+        }
+    }
+
+    /// Appends values `a..b` to `out` as PLAIN (little-endian) or BYTE_STREAM_SPLIT bytes.
+    fn encode(&self, a: usize, b: usize, split: bool, out: &mut Vec<u8>) {
+        match self {
+            HookBuf::F32(v) => put_values(&v[a..b], split, out, f32::to_le_bytes),
+            HookBuf::F16(v) => put_values(&v[a..b], split, out, half::f16::to_le_bytes),
+        }
+    }
+}
+
+fn put_values<T: Copy, const W: usize>(vals: &[T], split: bool, out: &mut Vec<u8>, le: fn(T) -> [u8; W]) {
+    let start = out.len();
+    out.resize(start + vals.len() * W, 0);
+    let dst = &mut out[start..];
+    if vals.is_empty() {
+        return;
+    }
+    if split {
+        // BYTE_STREAM_SPLIT: byte 0 of every value, then byte 1, ...
+        for (k, stream) in dst.chunks_exact_mut(vals.len()).enumerate() {
+            for (o, &x) in stream.iter_mut().zip(vals) {
+                *o = le(x)[k];
+            }
+        }
+    } else {
+        for (o, &x) in dst.chunks_exact_mut(W).zip(vals) {
+            o.copy_from_slice(&le(x));
+        }
+    }
+}
+
+/// Page compression of the hook columns (the typed column writers compress the
+/// other columns themselves; their codec is not public API). Same codecs and levels.
+enum PageCodec {
+    None,
+    Lz4Raw,
+    Zstd(i32),
+}
+
+impl PageCodec {
+    fn new(c: &Compression) -> Result<PageCodec> {
+        Ok(match *c {
+            Compression::None => PageCodec::None,
+            Compression::Lz4 => PageCodec::Lz4Raw,
+            Compression::Zstd(l) | Compression::SplitZstd(l) => {
+                ZstdLevel::try_new(l).map_err(|e| DataError::Config { what: "compression", message: e.to_string() })?;
+                PageCodec::Zstd(l)
+            }
+        })
+    }
+
+    fn parquet(&self) -> parquet::basic::Compression {
+        use parquet::basic::Compression as C;
+        match self {
+            PageCodec::None => C::UNCOMPRESSED,
+            PageCodec::Lz4Raw => C::LZ4_RAW,
+            PageCodec::Zstd(l) => C::ZSTD(ZstdLevel::try_new(*l).expect("checked in new")),
+        }
+    }
+
+    fn compress(&self, page: Vec<u8>) -> std::result::Result<Vec<u8>, ParquetError> {
+        match self {
+            PageCodec::None => Ok(page),
+            PageCodec::Lz4Raw => Ok(lz4_flex::block::compress(&page)),
+            PageCodec::Zstd(l) => zstd::bulk::compress(&page, *l).map_err(|e| ParquetError::External(Box::new(e))),
+        }
+    }
+
+    /// Byte-stream-split values (set together with zstd: `Compression::SplitZstd`).
+    fn split(c: &Compression) -> bool {
+        matches!(c, Compression::SplitZstd(_))
+    }
+}
+
+/// Uncompressed values per data page, as the column writers' default page size.
+const PAGE_BYTES: usize = 1 << 20;
+
+/// Appends an RLE/bit-packed hybrid section of bit width 1 in Data Page V1 layout
+/// (4-byte length, then RLE runs `(value, count)`).
+fn put_levels(out: &mut Vec<u8>, runs: impl Iterator<Item = (u8, usize)>) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    for (value, count) in runs {
+        let mut h = (count as u64) << 1;
+        while h >= 0x80 {
+            out.push((h as u8) | 0x80);
+            h >>= 7;
+        }
+        out.push(h as u8);
+        out.push(value);
+    }
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// `ChunkReader` over a borrowed buffer (the encoded column chunk), so the chunk
+/// buffer is reused across row groups.
+struct ChunkBytes<'a>(&'a [u8]);
+
+impl Length for ChunkBytes<'_> {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+impl<'a> ChunkReader for ChunkBytes<'a> {
+    type T = &'a [u8];
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<&'a [u8]> {
+        self.0.get(start as usize..).ok_or_else(|| ParquetError::EOF(format!("offset {start} past the chunk")))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        let s = start as usize;
+        self.0.get(s..s + length).map(bytes::Bytes::copy_from_slice).ok_or_else(|| ParquetError::EOF(format!("range {s}+{length} past the chunk")))
+    }
+}
+
+/// Encodes `n` rows of one hook (a required FixedSizeList of `d` required values)
+/// into `out` as the Data Page V1 pages of one column chunk, cut at row boundaries
+/// every `PAGE_BYTES` of values, and returns what `append_column` needs. The pages
+/// carry what the column writer writes with statistics off: levels, values and an
+/// offset index. Deterministic: the bytes depend only on the values.
+fn encode_hook_chunk(out: &mut Vec<u8>, descr: ColumnDescPtr, buf: &HookBuf, n: usize, d: usize, codec: &PageCodec, split: bool) -> std::result::Result<ColumnCloseResult, ParquetError> {
+    out.clear();
+    let encoding = if split { Encoding::BYTE_STREAM_SPLIT } else { Encoding::PLAIN };
+    let w = buf.width();
+    let page_rows = (PAGE_BYTES / (d * w)).max(1);
+    let mut sink = TrackedWrite::new(&mut *out);
+    let mut pages = SerializedPageWriter::new(&mut sink);
+    let (mut compressed, mut uncompressed, mut count) = (0i64, 0i64, 0i32);
+    let mut locations = Vec::new();
+    for r0 in (0..n).step_by(page_rows) {
+        let rows = page_rows.min(n - r0);
+        let mut page = Vec::with_capacity(rows * (d * w + 8) + 16);
+        // Repetition levels: 0 starts a row, 1 continues it; definition levels all 1.
+        put_levels(&mut page, (0..rows).flat_map(|_| [(0u8, 1usize), (1, d - 1)]).filter(|r| r.1 > 0));
+        put_levels(&mut page, std::iter::once((1u8, rows * d)));
+        buf.encode(r0 * d, (r0 + rows) * d, split, &mut page);
+        let uncompressed_size = page.len();
+        let data = codec.compress(page)?;
+        let page = Page::DataPage { buf: data.into(), num_values: (rows * d) as u32, encoding, def_level_encoding: Encoding::RLE, rep_level_encoding: Encoding::RLE, statistics: None };
+        let spec = pages.write_page(CompressedPage::new(page, uncompressed_size))?;
+        locations.push(PageLocation { offset: spec.offset as i64, compressed_page_size: spec.compressed_size as i32, first_row_index: r0 as i64 });
+        compressed += spec.compressed_size as i64;
+        uncompressed += spec.uncompressed_size as i64;
+        count += 1;
+    }
+    pages.close()?;
+    drop(pages);
+    sink.into_inner()?;
+    let metadata = ColumnChunkMetaData::builder(descr)
+        .set_compression(codec.parquet())
+        .set_encodings(vec![Encoding::RLE, encoding])
+        .set_page_encoding_stats(vec![PageEncodingStats { page_type: PageType::DATA_PAGE, encoding, count }])
+        .set_total_compressed_size(compressed)
+        .set_total_uncompressed_size(uncompressed)
+        .set_num_values((n * d) as i64)
+        .set_data_page_offset(0)
+        .build()?;
+    Ok(ColumnCloseResult {
+        bytes_written: out.len() as u64,
+        rows_written: n as u64,
+        metadata,
+        bloom_filter: None,
+        column_index: None,
+        offset_index: Some(OffsetIndexMetaData { page_locations: locations, unencoded_byte_array_data_bytes: None }),
+    })
+}
+
 struct OpenShard {
     index: usize,
     tmp: PathBuf,
@@ -227,6 +416,11 @@ pub struct ShardedWriter {
     token: Vec<u32>,
     hooks: Vec<HookBuf>,
     rows_done: u64,
+    /// Leaf column of each hook, and how its pages are encoded and compressed.
+    hook_columns: Vec<ColumnDescPtr>,
+    codec: PageCodec,
+    /// Reused buffer of one encoded hook column chunk.
+    chunk: Vec<u8>,
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -356,9 +550,17 @@ impl ShardedWriter {
         let props = Arc::new(properties(&schema, &meta, &opts)?);
         let descr: SchemaDescriptor = ArrowSchemaConverter::new().convert(&schema).map_err(|e| DataError::Config { what: "schema", message: e.to_string() })?;
         let parquet_schema = descr.root_schema_ptr();
+        let hook_columns: Vec<ColumnDescPtr> = (0..meta.hooks.len()).map(|k| descr.column(3 + k)).collect();
+        for (h, c) in meta.hooks.iter().zip(&hook_columns) {
+            // The level encoding below assumes a required list of required values.
+            if h.d == 0 || c.max_def_level() != 1 || c.max_rep_level() != 1 {
+                return Err(DataError::Config { what: "store metadata", message: format!("hook `{}`: width must be at least 1", h.name) });
+            }
+        }
+        let codec = PageCodec::new(&opts.compression)?;
         let hooks = meta.hooks.iter().map(|_| if meta.dtype == Dtype::F32 { HookBuf::F32(Vec::new()) } else { HookBuf::F16(Vec::new()) }).collect();
         let resume_row = i as u64 * opts.rows_per_shard as u64;
-        Ok(ShardedWriter { dir: dir.into(), meta, opts, parquet_schema, props, shards, resume_row, current: None, seq: Vec::new(), pos: Vec::new(), token: Vec::new(), hooks, rows_done: resume_row })
+        Ok(ShardedWriter { dir: dir.into(), meta, opts, parquet_schema, props, shards, resume_row, current: None, seq: Vec::new(), pos: Vec::new(), token: Vec::new(), hooks, rows_done: resume_row, hook_columns, codec, chunk: Vec::new() })
     }
 
     /// Index of the first shard this writer will write (complete shards before it were kept).
@@ -423,7 +625,12 @@ impl ShardedWriter {
                 let vals = &v[start * h.d..end * h.d];
                 match buf {
                     HookBuf::F32(b) => b.extend_from_slice(vals),
-                    HookBuf::F16(b) => b.extend(vals.iter().map(|&x| half::f16::from_f32(x))),
+                    HookBuf::F16(b) => {
+                        // The slice conversion is vectorized (F16C) where the CPU has it.
+                        let at = b.len();
+                        b.resize(at + vals.len(), half::f16::ZERO);
+                        half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut b[at..], vals);
+                    }
                 }
             }
             self.rows_done += (end - start) as u64;
@@ -456,54 +663,25 @@ impl ShardedWriter {
         let shard = self.current.as_mut().expect("opened above");
         let tmp = shard.tmp.clone();
         let e = pq(&tmp);
-        // Columns are written through the typed column writers with levels computed
-        // once for the whole row group: the generic Arrow path spends most of its time
-        // deriving per-value levels and gathering values for list columns.
+        // seq/pos/token go through the typed column writers; the hook columns are
+        // encoded into pages here and appended as finished column chunks: the column
+        // writers cost per value (levels, and one FixedLenByteArray per Float16).
         let mut rg = shard.writer.next_row_group().map_err(&e)?;
         let seq: Vec<i64> = self.seq.drain(..).map(|x| x as i64).collect();
         let pos: Vec<i32> = self.pos.drain(..).map(|x| x as i32).collect();
         let token: Vec<i32> = self.token.drain(..).map(|x| x as i32).collect();
-        let mut levels: Option<(Vec<i16>, Vec<i16>)> = None;
-        let mut col_index = 0usize;
-        while let Some(mut col) = rg.next_column().map_err(&e)? {
-            match col_index {
-                0 => {
-                    col.typed::<Int64Type>().write_batch(&seq, None, None).map_err(&e)?;
-                }
-                1 | 2 => {
-                    col.typed::<Int32Type>().write_batch(if col_index == 1 { &pos } else { &token }, None, None).map_err(&e)?;
-                }
-                k => {
-                    let h = &self.meta.hooks[k - 3];
-                    let (def, rep) = levels.get_or_insert_with(|| (Vec::new(), Vec::new()));
-                    // Non-null list of non-null items: every value has definition level 1;
-                    // repetition level 0 starts a row, 1 continues it.
-                    if def.len() != n * h.d {
-                        def.clear();
-                        def.resize(n * h.d, 1);
-                        rep.clear();
-                        rep.reserve(n * h.d);
-                        for _ in 0..n {
-                            rep.push(0);
-                            rep.extend(std::iter::repeat_n(1i16, h.d - 1));
-                        }
-                    }
-                    match &mut self.hooks[k - 3] {
-                        HookBuf::F32(b) => {
-                            col.typed::<FloatType>().write_batch(b, Some(def), Some(rep)).map_err(&e)?;
-                            b.clear();
-                        }
-                        HookBuf::F16(b) => {
-                            let bytes = bytes::Bytes::from(b.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
-                            let vals: Vec<FixedLenByteArray> = (0..b.len()).map(|i| FixedLenByteArray::from(parquet::data_type::ByteArray::from(bytes.slice(2 * i..2 * i + 2)))).collect();
-                            col.typed::<FixedLenByteArrayType>().write_batch(&vals, Some(def), Some(rep)).map_err(&e)?;
-                            b.clear();
-                        }
-                    }
-                }
-            }
+        let mut col = rg.next_column().map_err(&e)?.ok_or_else(|| format(&tmp, "schema has no `seq` column"))?;
+        col.typed::<Int64Type>().write_batch(&seq, None, None).map_err(&e)?;
+        col.close().map_err(&e)?;
+        for vals in [&pos, &token] {
+            let mut col = rg.next_column().map_err(&e)?.ok_or_else(|| format(&tmp, "schema has too few columns"))?;
+            col.typed::<Int32Type>().write_batch(vals, None, None).map_err(&e)?;
             col.close().map_err(&e)?;
-            col_index += 1;
+        }
+        for (k, (h, buf)) in self.meta.hooks.iter().zip(self.hooks.iter_mut()).enumerate() {
+            let close = encode_hook_chunk(&mut self.chunk, self.hook_columns[k].clone(), buf, n, h.d, &self.codec, PageCodec::split(&self.opts.compression)).map_err(&e)?;
+            rg.append_column(&ChunkBytes(&self.chunk), close).map_err(&e)?;
+            buf.clear();
         }
         rg.close().map_err(&e)?;
         shard.rows += n;
