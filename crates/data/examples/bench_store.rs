@@ -2,6 +2,8 @@
 //!
 //!     cargo run -p saepipe-data --release --example bench_store -- [--tokens N] [--d D] [--dir PATH]
 //!
+//! BENCH_KEEP=1 keeps the stores (e.g. to open them with other Parquet readers).
+//!
 //! Writes `tokens` rows of one hook of width `d` (synthetic residual-stream-like
 //! data: Gaussian values with log-normal per-dimension scales and a few outlier
 //! dimensions, as real LM activations have) with each compression, then reads the
@@ -120,6 +122,8 @@ fn main() {
             disk as f64 / tokens as f64,
             (disk as f64 / payload - 1.0) * 100.0
         );
-        let _ = std::fs::remove_dir_all(&dir);
+        if std::env::var_os("BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
