@@ -4,6 +4,7 @@ hyper-parameters (issue 5): final MSE and L0 on held-out rows within 10%.
     .venv/bin/python scripts/bench/train_compare_saelens.py [--seeds 3] [--ablate-unit-decoder]
     .venv/bin/python scripts/bench/train_compare_saelens.py --arch topk --decoder-init-norm 1.0
     .venv/bin/python scripts/bench/train_compare_saelens.py --arch topk --train-tokens 8388608
+    .venv/bin/python scripts/bench/train_compare_saelens.py --arch jumprelu --lr 1e-3 --seeds 3
 
 Measured (sae-lens 6.54.12, torch 2.15.0 CPU, 2 cores; saepipe release build).
 Data: planted dictionary, d_in 128, 2048 true features, 2^21 training rows,
@@ -45,6 +46,21 @@ dead latents (63% dead at step 256 vs 15% for saepipe, recovered by AuxK to
 ~1% by the end) and the lag shrinks with training (28% at step 1024, 11% at
 2048, 5% at 8192 steps). With decoder_init_norm 1 (saepipe's own TopK
 default) the two agree to 2.7%.
+
+  JumpReLU (SAELens 6.54 JumpReLUTrainingSAE defaults: step L0 loss,
+  l0_coefficient 1 with 102 warm-up steps, bandwidth 0.05, initial threshold
+  0.01, no pre-activation loss, no STE to the input; free-norm decoder):
+  run                         seed | saepipe MSE     L0     EV  | SAELens MSE     L0     EV  |  dMSE   dL0 | verdict
+  --arch jumprelu --lr 1e-3      0 |     22.3556  18.68 0.7591 |     22.1432  19.85 0.7614 |  1.0%  5.9% | PASS
+  (--seeds 3)                    1 |     21.9342  20.97 0.7637 |     22.0788  19.84 0.7621 |  0.7%  5.7% | PASS
+                                 2 |     22.3171  18.93 0.7595 |     22.3470  18.80 0.7592 |  0.1%  0.7% | PASS
+  --arch jumprelu (lr 3e-4)      0 |      0.1261 851.87 0.9986 |      0.1297 844.44 0.9986 |  2.8%  0.9% | PASS
+  Mean threshold / decoder row norm at the end (seed 0, lr 1e-3): saepipe
+  1.064 / 0.486, SAELens 1.067 / 0.486; the per-step traces overlap. The L0
+  differences change sign from seed to seed (init RNG). SAELens 6.54 trains the
+  threshold itself (not log θ), so Adam moves it by about lr per step: with
+  lr 3e-4 over 2048 steps it cannot pass ~0.6 and both trainers stay dense
+  (L0 ~850 of 1024); lr 1e-3 reaches L0 ~20 within the same token budget.
 The saepipe coder written by the example (SAELens format) and loaded by
 ``SAE.load_from_disk`` gives the same MSE/L0 as the Rust evaluation (to 1e-9).
 Training time (contended machine, indicative only): saepipe 20-26 s per
@@ -55,9 +71,10 @@ What it does
 1. Makes activations from a planted sparse dictionary (written once to
    /tmp/saepipe_train_compare/, reused while the generator settings match).
 2. Trains SAELens through its own classes: ``TopKTrainingSAE`` /
-   ``StandardTrainingSAE`` driven by ``sae_lens.training.sae_trainer.SAETrainer``
-   itself (its Adam, grad-norm clip 1.0, lr scheduler, L1 coefficient warm-up,
-   dead-latent window for AuxK), fed the training rows in file order.
+   ``StandardTrainingSAE`` / ``JumpReLUTrainingSAE`` driven by
+   ``sae_lens.training.sae_trainer.SAETrainer`` itself (its Adam, grad-norm
+   clip 1.0, lr scheduler, L1/L0 coefficient warm-up, dead-latent window for
+   AuxK), fed the training rows in file order.
 3. Runs ``crates/sae/examples/train_compare.rs`` on the same file with the same
    hyper-parameters, sequential batches in the same order.
 4. Evaluates both on the held-out rows ``x_eval`` and prints a table.
@@ -82,6 +99,9 @@ Hyper-parameter mapping (SAELens -> saepipe TrainConfig)
   normalize_activations "none"                    -> normalize_activations false
   standard: l1_coefficient, l1_warm_up_steps      -> Standard {l1_coefficient, l1_warmup_steps}
   topk: k, aux_loss_coefficient 1.0, k_aux d_in/2 -> TopK {k}, aux_k_coefficient 1.0, aux_k d_in/2
+  jumprelu: l0_coefficient, l0_warm_up_steps,     -> JumpRelu {l0_coefficient, l0_warmup_steps,
+    jumprelu_bandwidth, jumprelu_init_threshold       bandwidth, initial_threshold} (the
+    (other JumpReLU options at their defaults)        other fields at the same defaults)
   dead_feature_window W_dead (steps; dead when
     steps-since-fired > W_dead)                   -> dead_after_tokens (W_dead + 1) * batch
 Known differences that remain:
@@ -91,7 +111,8 @@ Known differences that remain:
     (tangential gradient, renormalised after each step). Same function class,
     different Adam geometry.
   * L1 warm-up is one step apart: SAELens uses l1 * t / W at step t (0 at
-    step 0), saepipe l1 * (t + 1) / W.
+    step 0), saepipe l1 * (t + 1) / W. (JumpReLU's L0 warm-up follows
+    SAELens: l0 * t / W.)
   * Initialisation RNGs differ (torch kaiming_uniform vs ChaCha8 Gaussian rows,
     both normalised to the same row norm), so runs are different samples of the
     same training procedure; ``--seeds N`` shows the seed-to-seed spread.
@@ -212,6 +233,10 @@ def hparams(arch, args, d_in):
     )
     if arch == "topk":
         hp.update(k=args.k, aux_loss_coefficient=1.0, k_aux=d_in // 2)
+    elif arch == "jumprelu":
+        hp.update(l0_coefficient=args.l0, l0_warm_up_steps=int(steps * args.l0_warmup_frac),
+                  jumprelu_bandwidth=args.jumprelu_bandwidth,
+                  jumprelu_init_threshold=args.jumprelu_init_threshold)
     else:
         hp.update(l1_coefficient=args.l1, l1_warm_up_steps=int(steps * args.l1_warmup_frac))
     return hp
@@ -220,6 +245,13 @@ def hparams(arch, args, d_in):
 def saepipe_config(hp, seed):
     if hp["arch"] == "topk":
         arch = {"kind": "top_k", "k": hp["k"]}
+    elif hp["arch"] == "jumprelu":
+        # SAELens's other JumpReLU options keep their defaults on both sides
+        # (step sparsity loss, no pre-activation loss, no STE to the input).
+        arch = {"kind": "jump_relu", "l0_coefficient": hp["l0_coefficient"],
+                "l0_warmup_steps": hp["l0_warm_up_steps"],
+                "bandwidth": hp["jumprelu_bandwidth"],
+                "initial_threshold": hp["jumprelu_init_threshold"]}
     else:
         arch = {"kind": "standard", "l1_coefficient": hp["l1_coefficient"],
                 "l1_warmup_steps": hp["l1_warm_up_steps"]}
@@ -269,6 +301,7 @@ def evaluate(encode, decode, x_eval):
 
 def train_saelens(hp, x, x_eval, seed, unit_decoder=False):
     from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
     from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.training.sae_trainer import SAETrainer
@@ -282,6 +315,11 @@ def train_saelens(hp, x, x_eval, seed, unit_decoder=False):
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(
             k=hp["k"], aux_loss_coefficient=hp["aux_loss_coefficient"],
             rescale_acts_by_decoder_norm=not unit_decoder, **common))
+    elif hp["arch"] == "jumprelu":
+        sae = JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(
+            l0_coefficient=hp["l0_coefficient"], l0_warm_up_steps=hp["l0_warm_up_steps"],
+            jumprelu_bandwidth=hp["jumprelu_bandwidth"],
+            jumprelu_init_threshold=hp["jumprelu_init_threshold"], **common))
     else:
         sae = StandardTrainingSAE(StandardTrainingSAEConfig(
             l1_coefficient=hp["l1_coefficient"], l1_warm_up_steps=hp["l1_warm_up_steps"],
@@ -317,7 +355,8 @@ def train_saelens(hp, x, x_eval, seed, unit_decoder=False):
         def step(self, batch):
             s = self.n_training_steps
             lr = self.optimizer.param_groups[0]["lr"]
-            coef = self.get_coefficients().get("l1")
+            coefs = self.get_coefficients()
+            coef = coefs.get("l1", coefs.get("l0"))
             out = super().step(batch)
             if s % trace_every == 0 or s + 1 == hp["steps"]:
                 trace.append(dict(step=s, lr=lr, l1_coefficient=coef, loss=out.loss.item(),
@@ -352,6 +391,9 @@ def train_saelens(hp, x, x_eval, seed, unit_decoder=False):
     secs = time.perf_counter() - t0
     sae.eval()
     res = evaluate(sae.encode, sae.decode, x_eval)
+    if hp["arch"] == "jumprelu":
+        res["threshold_mean"] = sae.threshold.detach().clamp(min=0).mean().item()
+        res["decoder_norm_mean"] = sae.W_dec.detach().norm(dim=1).mean().item()
     res.update(train_seconds=secs, steps=trainer.n_training_steps,
                dead_fraction=trainer.dead_neurons.float().mean().item(), trace=trace,
                threads=torch.get_num_threads())
@@ -391,12 +433,17 @@ def rel(a, b):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", nargs="+", default=["topk", "relu"], choices=["topk", "relu"])
+    ap.add_argument("--arch", nargs="+", default=["topk", "relu"],
+                    choices=["topk", "relu", "jumprelu"])
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--d-sae", type=int, default=1024)
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--l1", type=float, default=5.0)
     ap.add_argument("--l1-warmup-frac", type=float, default=0.05)
+    ap.add_argument("--l0", type=float, default=1.0, help="JumpReLU l0_coefficient (SAELens default 1)")
+    ap.add_argument("--l0-warmup-frac", type=float, default=0.05)
+    ap.add_argument("--jumprelu-bandwidth", type=float, default=0.05, help="SAELens default 0.05")
+    ap.add_argument("--jumprelu-init-threshold", type=float, default=0.01, help="SAELens default 0.01")
     ap.add_argument("--decoder-init-norm", type=float, default=0.1,
                     help="SAELens TrainingSAEConfig default 0.1 (saepipe's TopK default is 1)")
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -452,7 +499,9 @@ def main():
     ok_all = True
     for r in results:
         hp = r["hp"]
-        name = f"topk k={hp['k']}" if r["arch"] == "topk" else f"relu l1={hp['l1_coefficient']}"
+        name = {"topk": lambda: f"topk k={hp['k']}",
+                "jumprelu": lambda: f"jumprelu l0={hp['l0_coefficient']:g}",
+                "relu": lambda: f"relu l1={hp['l1_coefficient']}"}[r["arch"]]()
         if hp["decoder_init_norm"] != 0.1:
             name += f" dec0={hp['decoder_init_norm']:g}"
         rows = [(name, r["saelens"], True)]
@@ -479,7 +528,7 @@ def main():
         a, c = r["saepipe"], r["saepipe"]["python_eval_of_saved_coder"]
         print(f"check {r['arch']} seed {r['seed']}: saepipe's saved coder loaded by SAELens: "
               f"MSE {c['mse']:.4f} (Rust eval {a['mse']:.4f}), L0 {c['l0']:.2f} (Rust {a['l0']:.2f})")
-    print("\ntraining traces (step: lr / l1 coef / batch mse / batch L0 / dead fraction):")
+    print("\ntraining traces (step: lr / l1 or l0 coef / batch mse / batch L0 / dead fraction):")
 
     def f(t):
         c = t["l1_coefficient"]

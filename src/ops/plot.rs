@@ -220,7 +220,9 @@ impl Op for PlotOp {
                 .map(|t| -> Result<rep::TrainingCurve> {
                     let l = &t.losses;
                     let l1 = l.f64("l1")?;
-                    let (name, sparsity) = if l1.iter().any(|x| x.is_finite()) { ("L1", l1) } else { ("AuxK", l.f64("auxk")?) };
+                    // The `l1` column is the sparsity penalty: L1 for standard SAEs, the L0 loss for JumpReLU.
+                    let penalty = if t.summary["architecture"] == "jumprelu" { "L0 loss" } else { "L1" };
+                    let (name, sparsity) = if l1.iter().any(|x| x.is_finite()) { (penalty, l1) } else { ("AuxK", l.f64("auxk")?) };
                     Ok(rep::TrainingCurve { run: t.label.clone(), sparsity_loss_name: name.into(), step: l.f64("step")?.iter().map(|&s| s as u64).collect(), mse: l.f64("mse")?, sparsity_loss: sparsity, l0: l.f64("l0")?, dead_fraction: l.f64("dead_fraction")? })
                 })
                 .collect::<Result<_>>()?;

@@ -12,8 +12,8 @@
 //! on the other device continues correctly but not bit for bit.
 //!
 //! `device: cuda` (or `auto` on a machine with a GPU) runs TopK SAE training on
-//! the GPU trainer of saepipe-cuda; other architectures and transcoders train on
-//! the CPU, and the log says so.
+//! the GPU trainer of saepipe-cuda; other architectures (standard, batchtopk,
+//! jumprelu) and transcoders train on the CPU, and the log says so.
 //!
 //! Output: `sae/` (a SAELens v6 directory), `losses.parquet` (one row per
 //! logged step) and `summary.json` (no timings, so reruns are byte-identical;
@@ -24,6 +24,7 @@ use super::{Op, Params, StageCtx};
 use crate::pipeline::schema::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use saepipe_data::ActivationReader;
+use saepipe_sae::train::JumpReluSparsityLoss;
 use saepipe_sae::{BDecInit, LrDecay, StepStats, TrainArch, TrainConfig, Trainer, TrainerState};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -56,10 +57,15 @@ fn train_config(p: &Params, d_in: usize, total_steps: u64, batch: usize) -> Resu
         (None, Some(_)) => p.usize("expansion_factor")? * d_in,
         (None, None) => 8 * d_in,
     };
+    let arch_name = p.str("architecture")?;
+    if let Some(name) = JUMPRELU_PARAMS.iter().find(|n| arch_name != "jumprelu" && p.get(n).is_some()) {
+        bail!("parameter `{name}`: only used with `architecture: jumprelu` (this stage trains `{arch_name}`)");
+    }
     let k = p.usize("k")?;
     let arch = match p.str("architecture")? {
         "standard" => TrainArch::Standard { l1_coefficient: p.f64("l1_coefficient")? as f32, l1_warmup_steps: p.u64_or("l1_warmup_steps", 0)? },
         "topk" => TrainArch::TopK { k },
+        "jumprelu" => jumprelu_arch(p, d_sae)?,
         _ => TrainArch::BatchTopK { k, threshold_lr: 0.01 },
     };
     let lr_decay = match p.str("lr_decay")? {
@@ -95,6 +101,72 @@ fn train_config(p: &Params, d_in: usize, total_steps: u64, batch: usize) -> Resu
         seed: p.u64_or("seed", 0)?,
         apply_b_dec_to_input: p.bool("apply_b_dec_to_input")?,
         ..TrainConfig::default()
+    })
+}
+
+/// The JumpReLU-only parameters (given with another architecture they are an
+/// error rather than silently unused).
+const JUMPRELU_PARAMS: [&str; 9] = [
+    "l0_coefficient",
+    "l0_warmup_steps",
+    "jumprelu_bandwidth",
+    "jumprelu_init_threshold",
+    "jumprelu_sparsity_loss_mode",
+    "jumprelu_tanh_scale",
+    "target_l0",
+    "pre_act_loss_coefficient",
+    "jumprelu_ste_to_input",
+];
+
+/// `architecture: jumprelu`: SAELens 6.54's `JumpReLUTrainingSAEConfig`
+/// defaults for everything not given, with errors naming the parameter.
+fn jumprelu_arch(p: &Params, d_sae: usize) -> Result<TrainArch> {
+    let TrainArch::JumpRelu { l0_coefficient, bandwidth, initial_threshold, tanh_scale, .. } = TrainArch::jumprelu(1.0) else {
+        unreachable!("TrainArch::jumprelu builds a JumpRelu")
+    };
+    let num = |name: &str, default: f32, positive: bool| -> Result<f32> {
+        let v = match p.get(name) {
+            None => return Ok(default),
+            Some(_) => p.f64(name)?,
+        };
+        let ok = v.is_finite() && if positive { v > 0.0 } else { v >= 0.0 };
+        if !ok {
+            bail!("parameter `{name}`: must be a finite number {} 0 (got {v})", if positive { ">" } else { ">=" });
+        }
+        Ok(v as f32)
+    };
+    let mode = match p.opt_str("jumprelu_sparsity_loss_mode").unwrap_or("step") {
+        "tanh" => JumpReluSparsityLoss::Tanh,
+        "quadratic" => JumpReluSparsityLoss::Quadratic,
+        _ => JumpReluSparsityLoss::Step,
+    };
+    let target_l0 = match p.get("target_l0") {
+        None if mode == JumpReluSparsityLoss::Quadratic => bail!("parameter `target_l0`: required with `jumprelu_sparsity_loss_mode: quadratic`"),
+        None => None,
+        Some(_) => {
+            let t = num("target_l0", 0.0, true)?;
+            if mode != JumpReluSparsityLoss::Quadratic {
+                bail!("parameter `target_l0`: only used with `jumprelu_sparsity_loss_mode: quadratic`");
+            }
+            if t > d_sae as f32 {
+                bail!("parameter `target_l0`: {t} is more than d_sae ({d_sae})");
+            }
+            Some(t)
+        }
+    };
+    Ok(TrainArch::JumpRelu {
+        l0_coefficient: num("l0_coefficient", l0_coefficient, false)?,
+        l0_warmup_steps: p.u64_or("l0_warmup_steps", 0)?,
+        bandwidth: num("jumprelu_bandwidth", bandwidth, true)?,
+        initial_threshold: num("jumprelu_init_threshold", initial_threshold, false)?,
+        sparsity_loss_mode: mode,
+        tanh_scale: num("jumprelu_tanh_scale", tanh_scale, true)?,
+        target_l0,
+        pre_act_loss_coefficient: p.get("pre_act_loss_coefficient").map(|_| num("pre_act_loss_coefficient", 0.0, false)).transpose()?,
+        ste_to_input: match p.get("jumprelu_ste_to_input") {
+            None => false,
+            Some(_) => p.bool("jumprelu_ste_to_input")?,
+        },
     })
 }
 
@@ -239,12 +311,21 @@ impl Op for TrainSaeOp {
             ParamSpec::required("activations", Artifact, "a collect_activations stage"),
             ParamSpec::required("hook", Str, "input hook point (must be in the store)"),
             ParamSpec::maybe("hook_out", Str, "output hook point: makes a transcoder (e.g. blocks.0.hook_mlp_out)"),
-            ParamSpec::optional("architecture", Enum(&["topk", "standard", "batchtopk"]), json!("topk"), "topk, standard (ReLU + L1) or batchtopk"),
+            ParamSpec::optional("architecture", Enum(&["topk", "standard", "batchtopk", "jumprelu"]), json!("topk"), "topk, standard (ReLU + L1), batchtopk or jumprelu (SAELens JumpReLU, CPU only)"),
             ParamSpec::maybe("d_sae", Int, "number of latents"),
             ParamSpec::maybe("expansion_factor", Int, "d_sae as a multiple of the input width (default 8 when d_sae is not given)"),
             ParamSpec::optional("k", Int, json!(32), "active latents per token (topk, batchtopk)"),
             ParamSpec::optional("l1_coefficient", Float, json!(5.0), "L1 penalty weight (standard)"),
             ParamSpec::maybe("l1_warmup_steps", Int, "steps over which the L1 weight ramps up from 0 (standard)"),
+            ParamSpec::maybe("l0_coefficient", Float, "sparsity (L0) loss weight (jumprelu; default 1.0, SAELens l0_coefficient)"),
+            ParamSpec::maybe("l0_warmup_steps", Int, "steps over which the L0 weight ramps up from 0 (jumprelu; SAELens l0_warm_up_steps, default 0)"),
+            ParamSpec::maybe("jumprelu_bandwidth", Float, "width of the straight-through rectangle kernel (jumprelu; default 0.05)"),
+            ParamSpec::maybe("jumprelu_init_threshold", Float, "initial per-latent threshold (jumprelu; default 0.01)"),
+            ParamSpec::maybe("jumprelu_sparsity_loss_mode", Enum(&["step", "tanh", "quadratic"]), "jumprelu sparsity loss: step (L0, default), tanh or quadratic (needs target_l0)"),
+            ParamSpec::maybe("jumprelu_tanh_scale", Float, "scale inside tanh (jumprelu_sparsity_loss_mode tanh; default 4.0)"),
+            ParamSpec::maybe("target_l0", Float, "target L0 of the quadratic sparsity loss (jumprelu)"),
+            ParamSpec::maybe("pre_act_loss_coefficient", Float, "weight of the pre-activation loss on dead latents (jumprelu; default off)"),
+            ParamSpec::maybe("jumprelu_ste_to_input", Bool, "straight-through gradients also reach the encoder (jumprelu; default false)"),
             ParamSpec::optional("lr", Float, json!(2e-4), "Adam learning rate"),
             ParamSpec::maybe("lr_warmup_steps", Int, "linear warm-up steps"),
             ParamSpec::optional("lr_decay", Enum(&["constant", "cosine", "linear"]), json!("constant"), "schedule after warm-up"),
@@ -261,7 +342,7 @@ impl Op for TrainSaeOp {
             ParamSpec::maybe("aux_k", Int, "AuxK latents per token (default d_in / 2)"),
             ParamSpec::optional("aux_k_coefficient", Float, json!(1.0 / 32.0), "AuxK loss weight; 0 disables"),
             ParamSpec::optional("max_grad_norm", Float, json!(1.0), "gradient-norm clip; 0 disables"),
-            ParamSpec::maybe("decoder_init_norm", Float, "initial decoder row norm (default 0.1 standard, 1 topk)"),
+            ParamSpec::maybe("decoder_init_norm", Float, "initial decoder row norm (default 0.1 standard and jumprelu, 1 topk and batchtopk)"),
             ParamSpec::optional("log_every", Int, json!(10), "steps between rows of losses.parquet"),
             ParamSpec::optional("checkpoint_every", Int, json!(200), "steps between resumable checkpoints").not_in_key(),
             ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),

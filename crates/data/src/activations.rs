@@ -373,7 +373,6 @@ fn encode_hook_chunk(out: &mut Vec<u8>, descr: ColumnDescPtr, buf: &HookBuf, n: 
         count += 1;
     }
     pages.close()?;
-    drop(pages);
     sink.into_inner()?;
     let metadata = ColumnChunkMetaData::builder(descr)
         .set_compression(codec.parquet())

@@ -132,6 +132,7 @@ fn run(
                 "step": st.step,
                 "lr": st.lr,
                 "l1_coefficient": st.l1_coefficient,
+                "sparsity_loss": st.l1,
                 "loss": st.loss,
                 "mse": st.mse,
                 "l0": st.l0,
@@ -157,6 +158,17 @@ fn run(
         }
     }
     let mse = sse / m as f64;
+    // JumpReLU: where the thresholds and decoder norms ended up.
+    let (threshold_mean, decoder_norm_mean) = match t.threshold() {
+        Some(th) => {
+            let norms = coder.decoder_norms();
+            (
+                Some(th.iter().map(|v| v.max(0.0) as f64).sum::<f64>() / th.len() as f64),
+                Some(norms.iter().map(|v| *v as f64).sum::<f64>() / norms.len() as f64),
+            )
+        }
+        None => (None, None),
+    };
     if let Some(dir) = save {
         saepipe_sae::write_saelens(&coder, dir)?;
     }
@@ -173,6 +185,8 @@ fn run(
         "l0": l0,
         "explained_variance": 1.0 - sse / var,
         "dead_fraction": t.dead_fraction(),
+        "threshold_mean": threshold_mean,
+        "decoder_norm_mean": decoder_norm_mean,
         "train_seconds": train_seconds,
         "threads": rayon::current_num_threads(),
         "trace": trace,

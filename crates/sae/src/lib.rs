@@ -13,7 +13,7 @@
 //!   [`SaeError`]s naming the dimension, file or tensor involved.
 //! - Formats: SAELens v6 and pre-6.0 directories (read and write), EleutherAI
 //!   sparsify directories (read).
-//! - Training: [`Trainer`] (ReLU+L1, TopK+AuxK, BatchTopK; SAEs, transcoders,
+//! - Training: [`Trainer`] (ReLU+L1, TopK+AuxK, BatchTopK, JumpReLU; SAEs, transcoders,
 //!   skip transcoders), checkpointed with [`TrainerState`]; see [`train`].
 
 // Let-chains and `is_multiple_of` are newer than the workspace's rust-version.

@@ -1,12 +1,19 @@
-//! Training core: hand-written forward/backward for ReLU+L1, TopK (+AuxK) and
-//! BatchTopK sparse autoencoders and transcoders, with Adam.
+//! Training core: hand-written forward/backward for ReLU+L1, TopK (+AuxK),
+//! BatchTopK and JumpReLU sparse autoencoders and transcoders, with Adam.
 //!
 //! Loss (per batch of n rows, SAELens conventions):
 //! `mse = mean_t Σ_d (ŷ_td − y_td)²`, plus for `standard`
 //! `λ · mean_t Σ_j f_tj ‖W_dec_j‖` (L1 weighted by decoder row norms, λ warmed
 //! up linearly), plus for TopK/BatchTopK the AuxK loss
 //! `c · min(n_dead/k_aux, 1) · mean_t ‖Σ_{j ∈ top-k_aux dead} pre_tj W_dec_j − (y_t − ŷ_t)‖²`
-//! with the residual treated as a constant.
+//! with the residual treated as a constant. JumpReLU (SAELens 6
+//! `JumpReLUTrainingSAE`, see [`TrainArch::JumpRelu`]) adds
+//! `c · mean_t L0_t` with `L0_t = Σ_j H(pre_tj − θ_j)` (or the `tanh` /
+//! `quadratic` variants) and, when enabled, the pre-activation loss
+//! `c_pre · mean_t Σ_{j dead} ReLU(θ_j − pre_tj) ‖W_dec_j‖`; θ and the step
+//! function get the straight-through pseudo-derivatives of the `jumprelu`
+//! submodule. For JumpReLU the sparsity loss is reported in the `l1` slots of
+//! [`LossParts`] / [`StepStats`] and the pre-activation loss in `auxk`.
 //!
 //! The decoder is sparse: with k active latents per row the decoder and all
 //! encoder gradients cost O(k·d) per row; only the encoder GEMM is dense.
@@ -30,6 +37,8 @@ use crate::linalg::{self, MatRef, ROW_BLOCK};
 use crate::meta::Metadata;
 use crate::st::{self, Out, StFile};
 
+mod jumprelu;
+
 /// What is trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -49,10 +58,91 @@ pub enum TrainArch {
         #[serde(default = "default_threshold_lr")]
         threshold_lr: f64,
     },
+    /// JumpReLU (SAELens 6 `JumpReLUTrainingSAE`): `f = pre · H(pre − θ_j)`
+    /// with a trained per-latent threshold θ (kept ≥ 0), a free-norm decoder,
+    /// an L0-type sparsity loss and straight-through pseudo-derivatives with a
+    /// rectangle kernel of width `bandwidth`. Saved as SAELens `jumprelu`.
+    /// Field names follow SAELens's `JumpReLUTrainingSAEConfig` (without its
+    /// `jumprelu_` prefixes); [`TrainArch::jumprelu`] gives its defaults.
+    JumpRelu {
+        /// SAELens `l0_coefficient` (default 1).
+        l0_coefficient: f32,
+        /// SAELens `l0_warm_up_steps`: the coefficient ramps linearly from 0
+        /// (`l0_coefficient · min(step, W) / W`, SAELens's scheduler).
+        #[serde(default)]
+        l0_warmup_steps: u64,
+        /// SAELens `jumprelu_bandwidth` (default 0.05).
+        #[serde(default = "default_jumprelu_bandwidth")]
+        bandwidth: f32,
+        /// SAELens `jumprelu_init_threshold` (default 0.01).
+        #[serde(default = "default_jumprelu_init_threshold")]
+        initial_threshold: f32,
+        /// SAELens `jumprelu_sparsity_loss_mode` (default `step`).
+        #[serde(default)]
+        sparsity_loss_mode: JumpReluSparsityLoss,
+        /// SAELens `jumprelu_tanh_scale` (`tanh` mode only; default 4).
+        #[serde(default = "default_jumprelu_tanh_scale")]
+        tanh_scale: f32,
+        /// SAELens `target_l0` (`quadratic` mode only, where it is required).
+        #[serde(default)]
+        target_l0: Option<f32>,
+        /// SAELens `pre_act_loss_coefficient` (default none: no
+        /// pre-activation loss).
+        #[serde(default)]
+        pre_act_loss_coefficient: Option<f32>,
+        /// SAELens `jumprelu_ste_to_input` (default false: the
+        /// straight-through terms reach the threshold only).
+        #[serde(default)]
+        ste_to_input: bool,
+    },
+}
+
+/// Sparsity loss of [`TrainArch::JumpRelu`] (SAELens
+/// `jumprelu_sparsity_loss_mode`), per token, times the coefficient, averaged
+/// over the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JumpReluSparsityLoss {
+    /// `L0 = Σ_j H(pre_j − θ_j)` (DeepMind's JumpReLU; SAELens's default).
+    #[default]
+    Step,
+    /// `Σ_j tanh(tanh_scale · f_j · ‖W_dec_j‖)` (Anthropic's).
+    Tanh,
+    /// `2 / target_l0 · (L0 − target_l0)²` (Gemma Scope 2).
+    Quadratic,
 }
 
 fn default_threshold_lr() -> f64 {
     0.01
+}
+
+fn default_jumprelu_bandwidth() -> f32 {
+    0.05
+}
+
+fn default_jumprelu_init_threshold() -> f32 {
+    0.01
+}
+
+fn default_jumprelu_tanh_scale() -> f32 {
+    4.0
+}
+
+impl TrainArch {
+    /// JumpReLU with SAELens 6.54's defaults and the given `l0_coefficient`.
+    pub fn jumprelu(l0_coefficient: f32) -> TrainArch {
+        TrainArch::JumpRelu {
+            l0_coefficient,
+            l0_warmup_steps: 0,
+            bandwidth: default_jumprelu_bandwidth(),
+            initial_threshold: default_jumprelu_init_threshold(),
+            sparsity_loss_mode: JumpReluSparsityLoss::Step,
+            tanh_scale: default_jumprelu_tanh_scale(),
+            target_l0: None,
+            pre_act_loss_coefficient: None,
+            ste_to_input: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,10 +274,13 @@ pub struct StepStats {
     pub step: u64,
     pub loss: f64,
     pub mse: f64,
-    /// Weighted L1 term (standard only), already multiplied by its coefficient.
+    /// Sparsity term, already multiplied by its coefficient: weighted L1
+    /// (standard) or the L0-type loss (JumpReLU).
     pub l1: Option<f64>,
+    /// Coefficient of that term at this step (after warm-up).
     pub l1_coefficient: Option<f32>,
-    /// AuxK term (TopK/BatchTopK), already multiplied by its coefficient.
+    /// AuxK term (TopK/BatchTopK) or JumpReLU's pre-activation loss (when
+    /// enabled), already multiplied by its coefficient.
     pub auxk: Option<f64>,
     pub l0: f64,
     pub dead_fraction: f64,
@@ -201,6 +294,10 @@ pub struct StepStats {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {
     pub enc: Vec<f32>,
+    /// `[d_sae]`; for [`TrainArch::JumpRelu`] `[2 · d_sae]`: the encoder bias
+    /// followed by the per-latent threshold θ (so Adam, gradient clipping and
+    /// checkpoints treat θ like any other parameter). See
+    /// [`Trainer::threshold`].
     pub b_enc: Vec<f32>,
     pub dec: Vec<f32>,
     pub b_dec: Vec<f32>,
@@ -231,7 +328,9 @@ impl Params {
     }
 }
 
-/// Loss terms of a batch.
+/// Loss terms of a batch. `l1` is the sparsity term (weighted L1, or
+/// JumpReLU's L0-type loss) and `auxk` the AuxK term (or JumpReLU's
+/// pre-activation loss), each multiplied by its coefficient.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LossParts {
     pub mse: f64,
@@ -473,6 +572,7 @@ impl Trainer {
                     cfg.d_sae
                 )));
             }
+            TrainArch::JumpRelu { .. } => jumprelu::validate(&cfg.arch, cfg.d_sae)?,
             _ => {}
         }
         if cfg.transcoder && cfg.apply_b_dec_to_input {
@@ -514,7 +614,7 @@ impl Trainer {
         let d_sae = cfg.d_sae;
         let mut rng = Normal(ChaCha8Rng::seed_from_u64(cfg.seed));
         let dec_norm = cfg.decoder_init_norm.unwrap_or(match cfg.arch {
-            TrainArch::Standard { .. } => 0.1,
+            TrainArch::Standard { .. } | TrainArch::JumpRelu { .. } => 0.1,
             _ => 1.0,
         });
         let dec = random_rows(&mut rng, d_sae, d_out, dec_norm);
@@ -541,9 +641,17 @@ impl Trainer {
         } else {
             None
         };
+        let mut b_enc = vec![0.0; d_sae];
+        if let TrainArch::JumpRelu {
+            initial_threshold, ..
+        } = cfg.arch
+        {
+            // θ follows the bias (see `Params::b_enc`).
+            b_enc.resize(2 * d_sae, initial_threshold);
+        }
         let params = Params {
             enc,
-            b_enc: vec![0.0; d_sae],
+            b_enc,
             dec,
             b_dec,
             skip,
@@ -580,7 +688,16 @@ impl Trainer {
     }
 
     fn unit_decoder(&self) -> bool {
-        !matches!(self.cfg.arch, TrainArch::Standard { .. })
+        matches!(
+            self.cfg.arch,
+            TrainArch::TopK { .. } | TrainArch::BatchTopK { .. }
+        )
+    }
+
+    /// The per-latent JumpReLU threshold θ (`None` for other architectures).
+    pub fn threshold(&self) -> Option<&[f32]> {
+        matches!(self.cfg.arch, TrainArch::JumpRelu { .. })
+            .then(|| &self.params.b_enc[self.d_sae..])
     }
 
     /// Learning rate used at step `step`.
@@ -588,7 +705,9 @@ impl Trainer {
         self.cfg.lr_at(step)
     }
 
-    fn l1_coefficient_at(&self, step: u64) -> f32 {
+    /// Coefficient of the sparsity term at `step`: L1 (standard) or L0
+    /// (JumpReLU), each with its linear warm-up.
+    fn sparsity_coefficient_at(&self, step: u64) -> f32 {
         match self.cfg.arch {
             TrainArch::Standard {
                 l1_coefficient,
@@ -598,6 +717,18 @@ impl Trainer {
                     l1_coefficient * (step + 1) as f32 / l1_warmup_steps as f32
                 } else {
                     l1_coefficient
+                }
+            }
+            // SAELens's CoefficientScheduler: 0 at step 0, c · t / W at step t.
+            TrainArch::JumpRelu {
+                l0_coefficient,
+                l0_warmup_steps,
+                ..
+            } => {
+                if l0_warmup_steps > 0 && step < l0_warmup_steps {
+                    (l0_coefficient as f64 * step as f64 / l0_warmup_steps as f64) as f32
+                } else {
+                    l0_coefficient
                 }
             }
             _ => 0.0,
@@ -624,7 +755,7 @@ impl Trainer {
         n: usize,
     ) -> Result<(LossParts, Params)> {
         let (xs, ys) = self.prepare_batch(x, y, n)?;
-        let l1c = self.l1_coefficient_at(self.step);
+        let l1c = self.sparsity_coefficient_at(self.step);
         let dead = self.dead_mask();
         let mut grads = self.params.zeros_like();
         let out = self.forward_backward(
@@ -668,7 +799,7 @@ impl Trainer {
             return Err(SaeError::Invalid("training step on an empty batch".into()));
         }
         let (xs, ys) = self.prepare_batch(x, y, n)?;
-        let l1c = self.l1_coefficient_at(self.step);
+        let l1c = self.sparsity_coefficient_at(self.step);
         let dead = self.dead_mask();
         let n_dead = dead.iter().filter(|&&d| d).count();
         let mut grads = std::mem::replace(
@@ -729,6 +860,15 @@ impl Trainer {
         let lr = self.lr_at(self.step);
         self.adam(&grads, clip, lr);
         self.grads = grads;
+        if matches!(self.cfg.arch, TrainArch::JumpRelu { .. }) {
+            // SAELens projects θ onto θ ≥ 0 before every forward pass (below
+            // zero the gate would pass negative pre-activations); doing it
+            // after the update gives the same values and leaves Adam alone.
+            let d_sae = self.d_sae;
+            self.params.b_enc[d_sae..]
+                .iter_mut()
+                .for_each(|v| *v = v.max(0.0));
+        }
         if self.unit_decoder() {
             let d_out = self.d_out;
             self.params.dec.par_chunks_mut(d_out).for_each(|w| {
@@ -755,13 +895,24 @@ impl Trainer {
                     (1.0 - threshold_lr) * self.batch_threshold + threshold_lr * min_pos as f64;
             }
         }
+        let sparsity_term = matches!(
+            self.cfg.arch,
+            TrainArch::Standard { .. } | TrainArch::JumpRelu { .. }
+        );
         let stats = StepStats {
             step: self.step,
             loss,
             mse: parts.mse,
-            l1: matches!(self.cfg.arch, TrainArch::Standard { .. }).then_some(parts.l1),
-            l1_coefficient: matches!(self.cfg.arch, TrainArch::Standard { .. }).then_some(l1c),
-            auxk: (!matches!(self.cfg.arch, TrainArch::Standard { .. })).then_some(parts.auxk),
+            l1: sparsity_term.then_some(parts.l1),
+            l1_coefficient: sparsity_term.then_some(l1c),
+            auxk: match self.cfg.arch {
+                TrainArch::Standard { .. } => None,
+                TrainArch::JumpRelu {
+                    pre_act_loss_coefficient,
+                    ..
+                } => pre_act_loss_coefficient.map(|_| parts.auxk),
+                _ => Some(parts.auxk),
+            },
             l0: parts.l0,
             dead_fraction: n_dead as f64 / self.d_sae as f64,
             explained_variance: parts.explained_variance,
@@ -866,6 +1017,17 @@ impl Trainer {
                             }
                             TrainArch::TopK { k } => push_top(p, k, sel, &mut act),
                             TrainArch::BatchTopK { .. } => push_top(p, cand, sel, &mut act),
+                            // Trained through `forward_backward_jump`; the
+                            // active set is pre > θ.
+                            TrainArch::JumpRelu { .. } => {
+                                let thr = &self.params.b_enc[d_sae..];
+                                for (j, (&v, &t)) in p.iter().zip(thr).enumerate() {
+                                    if v > t {
+                                        act.idx.push(j as u32);
+                                        act.val.push(v);
+                                    }
+                                }
+                            }
                         }
                         act.push_row();
                         if k_aux > 0 {
@@ -959,16 +1121,15 @@ impl Trainer {
 
     /// Rows processed together in [`Self::forward_backward`]. TopK keeps
     /// k entries per row, so the whole batch is one chunk; ReLU selections
-    /// can hold half of all latents per row early in training, so they are
-    /// processed in chunks that bound the scratch memory.
+    /// (and JumpReLU's) can hold half of all latents per row early in
+    /// training, so they are processed in chunks that bound the scratch memory.
     fn chunk_rows(&self, n: usize) -> usize {
         if let Some(c) = self.chunk_rows_override {
             return c.max(1);
         }
+        let bounded = ((1usize << 24) / self.d_sae.max(1)).max(4 * ROW_BLOCK);
         match self.cfg.arch {
-            TrainArch::Standard { .. } => ((1usize << 24) / self.d_sae.max(1))
-                .max(4 * ROW_BLOCK)
-                .min(n),
+            TrainArch::Standard { .. } | TrainArch::JumpRelu { .. } => bounded.min(n),
             _ => n,
         }
     }
@@ -989,6 +1150,9 @@ impl Trainer {
         fixed_resid: Option<&[f32]>,
         keep_selection: bool,
     ) -> FbOut {
+        if let Some(jc) = self.jump_cfg() {
+            return self.forward_backward_jump(&jc, x, y, n, l1c, dead, grads, keep_selection);
+        }
         let (d_in, d_out, d_sae) = (self.d_in, self.d_out, self.d_sae);
         let p = &self.params;
         let n_dead = dead.iter().filter(|&&d| d).count();
@@ -1368,6 +1532,11 @@ impl Trainer {
             TrainArch::BatchTopK { .. } => Activation::JumpRelu {
                 threshold: vec![self.batch_threshold as f32; d_sae],
             },
+            // θ is kept ≥ 0 in training; the max only guards hand-set values
+            // (the inference gate is ReLU(pre) · 1[pre > θ] either way).
+            TrainArch::JumpRelu { .. } => Activation::JumpRelu {
+                threshold: p.b_enc[d_sae..].iter().map(|v| v.max(0.0)).collect(),
+            },
         };
         let log_sparsity = (self.tokens_seen > 0).then(|| {
             let f: Vec<f64> = self
@@ -1399,7 +1568,7 @@ impl Trainer {
             d_sae,
             d_out,
             w_enc,
-            b_enc: p.b_enc.clone(),
+            b_enc: p.b_enc[..d_sae].to_vec(),
             w_dec,
             b_dec,
             w_skip,
@@ -1437,9 +1606,10 @@ impl Trainer {
     pub fn restore(s: TrainerState) -> Result<Trainer> {
         let d_sae = s.cfg.d_sae;
         let (d_in, d_out) = (s.d_in, s.d_out);
+        let b_enc_len = b_enc_len(&s.cfg.arch, d_sae);
         let shapes_ok = |p: &Params| {
             p.enc.len() == d_sae * d_in
-                && p.b_enc.len() == d_sae
+                && p.b_enc.len() == b_enc_len
                 && p.dec.len() == d_sae * d_out
                 && p.b_dec.len() == d_out
                 && p.skip.as_ref().map(Vec::len) == s.cfg.skip_connection.then_some(d_out * d_in)
@@ -1471,6 +1641,14 @@ impl Trainer {
             scale_out: s.scale_out,
             cfg: s.cfg,
         })
+    }
+}
+
+/// Length of [`Params::b_enc`]: the bias, plus θ for JumpReLU.
+fn b_enc_len(arch: &TrainArch, d_sae: usize) -> usize {
+    match arch {
+        TrainArch::JumpRelu { .. } => 2 * d_sae,
+        _ => d_sae,
     }
 }
 
@@ -1524,12 +1702,25 @@ impl TrainerState {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut t: Vec<(String, Out)> = Vec::new();
         let (d_in, d_out, d_sae) = (self.d_in, self.d_out, self.cfg.d_sae);
+        let jump = matches!(self.cfg.arch, TrainArch::JumpRelu { .. });
         for (prefix, p) in [
             ("param", &self.params),
             ("adam_m", &self.adam_m),
             ("adam_v", &self.adam_v),
         ] {
             for (name, v) in p.tensors() {
+                if name == "b_enc" && jump {
+                    // JumpReLU: bias and threshold as separate tensors.
+                    t.push((
+                        format!("{prefix}.b_enc"),
+                        Out::F32(vec![d_sae], v[..d_sae].to_vec()),
+                    ));
+                    t.push((
+                        format!("{prefix}.threshold"),
+                        Out::F32(vec![d_sae], v[d_sae..].to_vec()),
+                    ));
+                    continue;
+                }
                 let shape = match name {
                     "enc" => vec![d_sae, d_in],
                     "dec" => vec![d_sae, d_out],
@@ -1605,10 +1796,15 @@ impl TrainerState {
                 .map_err(|_| SaeError::config(path, k, "not an integer"))
         };
         let (d_in, d_out, d_sae) = (parse("d_in")?, parse("d_out")?, cfg.d_sae);
+        let jump = matches!(cfg.arch, TrainArch::JumpRelu { .. });
         let params = |prefix: &str| -> Result<Params> {
+            let mut b_enc = f.f32(&format!("{prefix}.b_enc"), Some(&[d_sae]))?;
+            if jump {
+                b_enc.extend(f.f32(&format!("{prefix}.threshold"), Some(&[d_sae]))?);
+            }
             Ok(Params {
                 enc: f.f32(&format!("{prefix}.enc"), Some(&[d_sae, d_in]))?,
-                b_enc: f.f32(&format!("{prefix}.b_enc"), Some(&[d_sae]))?,
+                b_enc,
                 dec: f.f32(&format!("{prefix}.dec"), Some(&[d_sae, d_out]))?,
                 b_dec: f.f32(&format!("{prefix}.b_dec"), Some(&[d_out]))?,
                 skip: if cfg.skip_connection {
@@ -1676,7 +1872,7 @@ mod tests {
     ) -> (LossParts, Params, Vec<usize>, Vec<u32>, Vec<f32>) {
         let (xs, ys) = t.prepare_batch(x, y, n).unwrap();
         let dead = t.dead_mask();
-        let l1c = t.l1_coefficient_at(t.step);
+        let l1c = t.sparsity_coefficient_at(t.step);
         let mut grads = t.params.zeros_like();
         let out = t.forward_backward(
             &xs,
@@ -1697,6 +1893,28 @@ mod tests {
     /// for every parameter element. Elements whose perturbation changes the
     /// selected latents (a kink of ReLU/TopK) are skipped, and must be rare.
     fn check_grads(cfg: TrainConfig, d_in: usize, d_out: usize, dead: &[usize]) {
+        check_grads_with(cfg, d_in, d_out, dead, false)
+    }
+
+    /// JumpReLU thresholds for the tests: positive, away from zero.
+    fn set_thresholds(t: &mut Trainer, seed: u64) {
+        let d_sae = t.d_sae;
+        let mut s = seed;
+        for v in &mut t.params.b_enc[d_sae..] {
+            *v = 0.05 + 0.25 * lcg(&mut s).abs();
+        }
+    }
+
+    /// [`check_grads`]; JumpReLU thresholds are set positive, and their
+    /// (pseudo-)gradients are checked only with `check_threshold` (where
+    /// they are true gradients: no entry in the kernel window).
+    fn check_grads_with(
+        cfg: TrainConfig,
+        d_in: usize,
+        d_out: usize,
+        dead: &[usize],
+        check_threshold: bool,
+    ) {
         let n = 7;
         let mut s = 99u64;
         let x: Vec<f32> = (0..n * d_in).map(|_| lcg(&mut s) * 1.5).collect();
@@ -1704,6 +1922,10 @@ mod tests {
         let yo = cfg.transcoder.then_some(y.as_slice());
         let mut t = Trainer::new(cfg, d_in, d_out, &x, yo).unwrap();
         randomize(&mut t, 7);
+        let jump = t.threshold().is_some();
+        if jump {
+            set_thresholds(&mut t, 17);
+        }
         t.cfg.dead_after_tokens = 100;
         for &j in dead {
             t.tokens_since_fired[j] = 1000;
@@ -1729,6 +1951,9 @@ mod tests {
                 _ => t.params.skip.as_ref().map_or(0, Vec::len),
             };
             for i in 0..len {
+                if jump && name == "b_enc" && i >= t.d_sae && !check_threshold {
+                    continue;
+                }
                 let get = |t: &mut Trainer| -> *mut f32 {
                     match name {
                         "enc" => &mut t.params.enc[i],
@@ -1852,6 +2077,511 @@ mod tests {
             ..Default::default()
         };
         check_grads(cfg, 5, 7, &[]);
+    }
+
+    /// JumpReLU with SAELens's defaults except the given changes.
+    fn jr(
+        l0_coefficient: f32,
+        bandwidth: f32,
+        mode: JumpReluSparsityLoss,
+        pre_act: Option<f32>,
+        ste_to_input: bool,
+    ) -> TrainArch {
+        let TrainArch::JumpRelu {
+            l0_warmup_steps,
+            initial_threshold,
+            tanh_scale,
+            ..
+        } = TrainArch::jumprelu(l0_coefficient)
+        else {
+            unreachable!()
+        };
+        TrainArch::JumpRelu {
+            l0_coefficient,
+            l0_warmup_steps,
+            bandwidth,
+            initial_threshold,
+            sparsity_loss_mode: mode,
+            tanh_scale,
+            target_l0: (mode == JumpReluSparsityLoss::Quadratic).then_some(2.0),
+            pre_act_loss_coefficient: pre_act,
+            ste_to_input,
+        }
+    }
+
+    #[test]
+    fn gradients_jumprelu_mse_part() {
+        // Step-mode L0 is piecewise constant: away from mask flips the loss's
+        // true gradient wrt W_enc, b_enc, W_dec, b_dec is the MSE's.
+        let cfg = TrainConfig {
+            arch: jr(0.7, 0.3, JumpReluSparsityLoss::Step, None, false),
+            d_sae: 10,
+            ..Default::default()
+        };
+        check_grads(cfg, 6, 6, &[]);
+    }
+
+    #[test]
+    fn gradients_jumprelu_tanh_loss() {
+        // tanh(a · f · ‖W_dec_j‖) is differentiable in f and W_dec.
+        let cfg = TrainConfig {
+            arch: jr(0.4, 0.05, JumpReluSparsityLoss::Tanh, None, false),
+            d_sae: 10,
+            apply_b_dec_to_input: false,
+            ..Default::default()
+        };
+        check_grads(cfg, 6, 6, &[]);
+    }
+
+    #[test]
+    fn gradients_jumprelu_pre_act_loss_including_threshold() {
+        // With a kernel window too narrow to hold any entry, θ's gradient is
+        // the pre-activation loss's true gradient.
+        let cfg = TrainConfig {
+            arch: jr(0.5, 1e-6, JumpReluSparsityLoss::Step, Some(0.6), false),
+            d_sae: 10,
+            ..Default::default()
+        };
+        check_grads_with(cfg, 6, 6, &[1, 4, 5, 8], true);
+    }
+
+    #[test]
+    fn gradients_jumprelu_skip_transcoder() {
+        let cfg = TrainConfig {
+            arch: jr(0.3, 0.2, JumpReluSparsityLoss::Step, None, false),
+            d_sae: 9,
+            transcoder: true,
+            skip_connection: true,
+            ..Default::default()
+        };
+        check_grads(cfg, 6, 5, &[]);
+    }
+
+    /// SAELens 6.54's JumpReLU training loss and its autograd (the Step and
+    /// JumpReLU autograd functions, `calculate_aux_loss`,
+    /// `calculate_pre_act_loss`), written out densely in f64 from those
+    /// formulas: returns (mse, sparsity term, pre-activation term), the
+    /// gradients, and the number of entries inside the kernel window.
+    fn naive_jumprelu(
+        t: &Trainer,
+        x: &[f32],
+        y: &[f32],
+        n: usize,
+        coef: f64,
+        dead: &[bool],
+    ) -> ((f64, f64, f64), Vec<Vec<f64>>, usize) {
+        let TrainArch::JumpRelu {
+            bandwidth,
+            sparsity_loss_mode: mode,
+            tanh_scale,
+            target_l0,
+            pre_act_loss_coefficient,
+            ste_to_input,
+            ..
+        } = t.cfg.arch
+        else {
+            panic!("not jumprelu")
+        };
+        let (d_in, d_out, d_sae) = (t.d_in, t.d_out, t.d_sae);
+        let p = &t.params;
+        let (bw, a, nf) = (bandwidth as f64, tanh_scale as f64, n as f64);
+        let tl0 = target_l0.unwrap_or(1.0) as f64;
+        let pc = pre_act_loss_coefficient.map(|c| c as f64);
+        let apply = t.cfg.apply_b_dec_to_input && !t.cfg.transcoder;
+        let w = |j: usize, d: usize| p.dec[j * d_out + d] as f64;
+        let th = |j: usize| p.b_enc[d_sae + j] as f64;
+        let norm: Vec<f64> = (0..d_sae)
+            .map(|j| (0..d_out).map(|d| w(j, d).powi(2)).sum::<f64>().sqrt())
+            .collect();
+        let xin = |r: usize, i: usize| {
+            x[r * d_in + i] as f64 - if apply { p.b_dec[i] as f64 } else { 0.0 }
+        };
+        let mut pre = vec![0f64; n * d_sae];
+        for r in 0..n {
+            for j in 0..d_sae {
+                pre[r * d_sae + j] = p.b_enc[j] as f64
+                    + (0..d_in)
+                        .map(|i| xin(r, i) * p.enc[j * d_in + i] as f64)
+                        .sum::<f64>();
+            }
+        }
+        let f = |r: usize, j: usize| {
+            let v = pre[r * d_sae + j];
+            if v > th(j) { v } else { 0.0 }
+        };
+        let rect = |r: usize, j: usize| {
+            let u = (pre[r * d_sae + j] - th(j)) / bw;
+            if u > -0.5 && u < 0.5 { 1.0 } else { 0.0 }
+        };
+        let mut g = vec![0f64; n * d_out];
+        let mut mse = 0.0;
+        for r in 0..n {
+            for d in 0..d_out {
+                let mut yh = p.b_dec[d] as f64;
+                for j in 0..d_sae {
+                    yh += f(r, j) * w(j, d);
+                }
+                if let Some(sk) = &p.skip {
+                    yh += (0..d_in)
+                        .map(|i| sk[d * d_in + i] as f64 * x[r * d_in + i] as f64)
+                        .sum::<f64>();
+                }
+                let e = yh - y[r * d_out + d] as f64;
+                mse += e * e / nf;
+                g[r * d_out + d] = 2.0 * e / nf;
+            }
+        }
+        let mut g_enc = vec![0f64; d_sae * d_in];
+        let mut g_benc = vec![0f64; 2 * d_sae];
+        let mut g_dec = vec![0f64; d_sae * d_out];
+        let mut g_bdec = vec![0f64; d_out];
+        let mut g_skip = vec![0f64; if p.skip.is_some() { d_out * d_in } else { 0 }];
+        let (mut sparsity, mut pre_loss, mut window) = (0.0, 0.0, 0);
+        for r in 0..n {
+            let l0 = (0..d_sae).filter(|&j| f(r, j) != 0.0).count() as f64;
+            // grad_output of Step (the L0 count), per SAELens mode.
+            let go_step = match mode {
+                JumpReluSparsityLoss::Step => {
+                    sparsity += coef * l0 / nf;
+                    coef / nf
+                }
+                JumpReluSparsityLoss::Quadratic => {
+                    sparsity += coef * 2.0 / tl0 * (l0 - tl0).powi(2) / nf;
+                    coef / nf * 4.0 / tl0 * (l0 - tl0)
+                }
+                JumpReluSparsityLoss::Tanh => 0.0,
+            };
+            for j in 0..d_sae {
+                let (fv, k, v) = (f(r, j), rect(r, j), pre[r * d_sae + j]);
+                window += k as usize;
+                // grad_output of JumpReLU (dL/df).
+                let mut go_f: f64 = (0..d_out).map(|d| w(j, d) * g[r * d_out + d]).sum();
+                if mode == JumpReluSparsityLoss::Tanh {
+                    let tz = (a * fv * norm[j]).tanh();
+                    sparsity += coef * tz / nf;
+                    go_f += coef / nf * a * norm[j] * (1.0 - tz * tz);
+                    if norm[j] > 0.0 {
+                        for d in 0..d_out {
+                            g_dec[j * d_out + d] +=
+                                coef / nf * a * fv * (1.0 - tz * tz) * w(j, d) / norm[j];
+                        }
+                    }
+                }
+                // JumpReLU.backward and Step.backward.
+                let ste_f = th(j) / bw * k * go_f;
+                let ste_s = 1.0 / bw * k * go_step;
+                let mut dpre = if v > th(j) { go_f } else { 0.0 };
+                if ste_to_input {
+                    dpre += ste_f + ste_s;
+                }
+                g_benc[d_sae + j] -= ste_f + ste_s;
+                // calculate_pre_act_loss (dead latents).
+                if let Some(pc) = pc {
+                    if dead[j] && th(j) - v > 0.0 {
+                        pre_loss += pc * (th(j) - v) * norm[j] / nf;
+                        g_benc[d_sae + j] += pc / nf * norm[j];
+                        dpre -= pc / nf * norm[j];
+                        for d in 0..d_out {
+                            g_dec[j * d_out + d] += pc / nf * (th(j) - v) * w(j, d) / norm[j];
+                        }
+                    }
+                }
+                for d in 0..d_out {
+                    g_dec[j * d_out + d] += fv * g[r * d_out + d];
+                }
+                for i in 0..d_in {
+                    g_enc[j * d_in + i] += dpre * xin(r, i);
+                    if apply {
+                        g_bdec[i] -= dpre * p.enc[j * d_in + i] as f64;
+                    }
+                }
+                g_benc[j] += dpre;
+            }
+            for d in 0..d_out {
+                g_bdec[d] += g[r * d_out + d];
+                for i in 0..g_skip.len() / d_out {
+                    g_skip[d * d_in + i] += g[r * d_out + d] * x[r * d_in + i] as f64;
+                }
+            }
+        }
+        let mut grads = vec![g_enc, g_benc, g_dec, g_bdec];
+        if p.skip.is_some() {
+            grads.push(g_skip);
+        }
+        ((mse, sparsity, pre_loss), grads, window)
+    }
+
+    #[test]
+    fn jumprelu_pseudo_gradients_follow_saelens_formulas() {
+        use JumpReluSparsityLoss::*;
+        let cases = [
+            (jr(0.7, 0.3, Step, None, false), false),
+            (jr(0.3, 0.25, Tanh, None, false), false),
+            (jr(0.5, 0.3, Quadratic, None, true), false),
+            (jr(0.4, 0.3, Step, Some(0.5), true), false),
+            (jr(0.6, 0.3, Tanh, Some(0.2), false), true),
+            (jr(0.5, 0.4, Step, None, false), true),
+        ];
+        for (arch, skip) in cases {
+            let (d_in, d_out, d_sae, n) = (6, if skip { 5 } else { 6 }, 12, 9);
+            let cfg = TrainConfig {
+                arch: arch.clone(),
+                d_sae,
+                transcoder: skip,
+                skip_connection: skip,
+                ..Default::default()
+            };
+            let mut s = 21u64;
+            let x: Vec<f32> = (0..n * d_in).map(|_| lcg(&mut s) * 1.5).collect();
+            let y: Vec<f32> = (0..n * d_out).map(|_| lcg(&mut s) * 1.5).collect();
+            let yo = skip.then_some(y.as_slice());
+            let mut t = Trainer::new(cfg, d_in, d_out, &x, yo).unwrap();
+            randomize(&mut t, 8);
+            set_thresholds(&mut t, 9);
+            t.cfg.dead_after_tokens = 100;
+            for j in [0, 3, 7, 10] {
+                t.tokens_since_fired[j] = 1000;
+            }
+            let dead = t.dead_mask();
+            let coef = t.sparsity_coefficient_at(t.step) as f64;
+            let yref = if skip { &y } else { &x };
+            let ((mse, sp, pl), want, window) = naive_jumprelu(&t, &x, yref, n, coef, &dead);
+            assert!(
+                window > 5,
+                "{arch:?}: only {window} entries in the kernel window"
+            );
+            for dense in [false, true] {
+                t.dense_above_one_in = if dense { usize::MAX } else { 0 };
+                let (parts, got) = t.loss_and_grads(&x, yo, n).unwrap();
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 + 1e-4 * b.abs();
+                assert!(
+                    close(parts.mse, mse) && close(parts.l1, sp) && close(parts.auxk, pl),
+                    "{arch:?} dense {dense}: losses {parts:?} vs ({mse}, {sp}, {pl})"
+                );
+                for ((name, a), b) in got.tensors().into_iter().zip(&want) {
+                    assert_eq!(a.len(), b.len(), "{name}");
+                    for (i, (u, v)) in a.iter().zip(b).enumerate() {
+                        assert!(
+                            (*u as f64 - v).abs() <= 1e-5 + 1e-4 * v.abs(),
+                            "{arch:?} dense {dense}: d/d {name}[{i}]: {u} vs SAELens formula {v}"
+                        );
+                    }
+                }
+                // The threshold gradient is non-trivial.
+                assert!(
+                    got.b_enc[d_sae..].iter().any(|v| v.abs() > 1e-3),
+                    "{arch:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn jumprelu_gradients_match_saelens_autograd() {
+        // tests/fixtures/jumprelu_grads: SAELens 6.54's JumpReLUTrainingSAE
+        // training_forward_pass + backward on small random examples.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/jumprelu_grads/grads.safetensors");
+        let f = StFile::open(&path).unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_str(&f.metadata().unwrap()["cases"]).unwrap();
+        let cases = meta["cases"].as_object().unwrap();
+        assert_eq!(cases.len(), 5);
+        for (name, c) in cases {
+            let k = &c["config"];
+            let mode: JumpReluSparsityLoss =
+                serde_json::from_value(k["jumprelu_sparsity_loss_mode"].clone()).unwrap();
+            let get = |t: &str| f.f32(&format!("{name}.{t}"), None).unwrap();
+            let x = get("x");
+            let (d_sae, d_in) = (get("b_enc").len(), get("b_dec").len());
+            let n = x.len() / d_in;
+            let cfg = TrainConfig {
+                arch: TrainArch::JumpRelu {
+                    l0_coefficient: c["coefficient"].as_f64().unwrap() as f32,
+                    l0_warmup_steps: 0,
+                    bandwidth: k["jumprelu_bandwidth"].as_f64().unwrap() as f32,
+                    initial_threshold: k["jumprelu_init_threshold"].as_f64().unwrap() as f32,
+                    sparsity_loss_mode: mode,
+                    tanh_scale: k["jumprelu_tanh_scale"].as_f64().unwrap() as f32,
+                    target_l0: k["target_l0"].as_f64().map(|v| v as f32),
+                    pre_act_loss_coefficient: k["pre_act_loss_coefficient"]
+                        .as_f64()
+                        .map(|v| v as f32),
+                    ste_to_input: k["jumprelu_ste_to_input"].as_bool().unwrap(),
+                },
+                d_sae,
+                apply_b_dec_to_input: c["apply_b_dec_to_input"].as_bool().unwrap(),
+                dead_after_tokens: 10,
+                ..Default::default()
+            };
+            let mut t = Trainer::new(cfg, d_in, d_in, &x, None).unwrap();
+            let transpose = |w: &[f32]| -> Vec<f32> {
+                (0..d_sae * d_in)
+                    .map(|ji| w[(ji % d_in) * d_sae + ji / d_in])
+                    .collect()
+            };
+            t.params.enc = transpose(&get("W_enc"));
+            t.params.b_enc = [get("b_enc"), get("threshold")].concat();
+            t.params.dec = get("W_dec");
+            t.params.b_dec = get("b_dec");
+            for (j, &d) in get("dead").iter().enumerate() {
+                t.tokens_since_fired[j] = if d > 0.5 { 100 } else { 0 };
+            }
+            let want = [
+                ("enc", transpose(&get("grad.W_enc"))),
+                ("b_enc", [get("grad.b_enc"), get("grad.threshold")].concat()),
+                ("dec", get("grad.W_dec")),
+                ("b_dec", get("grad.b_dec")),
+            ];
+            let losses = &c["losses"];
+            let loss = |k: &str| losses[k].as_f64().unwrap_or(0.0);
+            for dense in [false, true] {
+                t.dense_above_one_in = if dense { usize::MAX } else { 0 };
+                let (parts, got) = t.loss_and_grads(&x, None, n).unwrap();
+                for (ours, theirs) in [
+                    (parts.mse, loss("mse_loss")),
+                    (parts.l1, loss("l0_loss")),
+                    (parts.auxk, loss("pre_act_loss")),
+                ] {
+                    assert!(
+                        (ours - theirs).abs() <= 1e-5 * theirs.abs().max(1.0),
+                        "{name}: loss parts {parts:?} vs SAELens {losses}"
+                    );
+                }
+                for ((tn, a), (wn, b)) in got.tensors().into_iter().zip(&want) {
+                    assert_eq!(tn, *wn);
+                    for (i, (u, v)) in a.iter().zip(b).enumerate() {
+                        assert!(
+                            (u - v).abs() <= 2e-5 + 1e-4 * v.abs(),
+                            "{name} dense {dense}: d/d {tn}[{i}]: {u} vs SAELens {v}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn jumprelu_chunking_gives_the_same_gradients() {
+        let cfg = TrainConfig {
+            arch: jr(0.5, 0.3, JumpReluSparsityLoss::Tanh, Some(0.3), true),
+            d_sae: 10,
+            ..Default::default()
+        };
+        let (d, n) = (6, 11);
+        let mut s = 3u64;
+        let x: Vec<f32> = (0..n * d).map(|_| lcg(&mut s)).collect();
+        let mut t = Trainer::new(cfg, d, d, &x, None).unwrap();
+        randomize(&mut t, 5);
+        set_thresholds(&mut t, 6);
+        t.cfg.dead_after_tokens = 10;
+        t.tokens_since_fired[3] = 100;
+        let (p1, g1) = t.loss_and_grads(&x, None, n).unwrap();
+        t.chunk_rows_override = Some(3);
+        let (p2, g2) = t.loss_and_grads(&x, None, n).unwrap();
+        assert!((p1.total() - p2.total()).abs() < 1e-9 * p1.total().abs().max(1.0));
+        assert_eq!(p1.l0, p2.l0);
+        for ((name, a), (_, b)) in g1.tensors().into_iter().zip(g2.tensors()) {
+            for (i, (u, v)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (u - v).abs() <= 1e-5 * u.abs().max(1.0),
+                    "{name}[{i}]: {u} vs {v}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn jumprelu_l0_coefficient_warms_up_like_saelens() {
+        let arch = match TrainArch::jumprelu(2.0) {
+            TrainArch::JumpRelu {
+                l0_warmup_steps: _, ..
+            } => {
+                let mut a = TrainArch::jumprelu(2.0);
+                if let TrainArch::JumpRelu {
+                    l0_warmup_steps, ..
+                } = &mut a
+                {
+                    *l0_warmup_steps = 4;
+                }
+                a
+            }
+            _ => unreachable!(),
+        };
+        let cfg = TrainConfig {
+            arch,
+            d_sae: 4,
+            ..Default::default()
+        };
+        let t = Trainer::new(cfg, 2, 2, &[1.0, 2.0], None).unwrap();
+        // SAELens CoefficientScheduler: 0, 0.5, 1, 1.5, then 2.
+        let got: Vec<f32> = (0..6).map(|s| t.sparsity_coefficient_at(s)).collect();
+        assert_eq!(got, [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]);
+        assert_eq!(t.threshold(), Some(&[0.01f32; 4][..]));
+        assert_eq!(t.params.b_enc[..4], [0.0; 4]);
+    }
+
+    #[test]
+    fn jumprelu_config_is_validated() {
+        let base = TrainConfig {
+            d_sae: 8,
+            ..Default::default()
+        };
+        let x = vec![0.5f32; 8];
+        let err = |arch: TrainArch| {
+            Trainer::new(
+                TrainConfig {
+                    arch,
+                    ..base.clone()
+                },
+                4,
+                4,
+                &x,
+                None,
+            )
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+        };
+        use JumpReluSparsityLoss::*;
+        assert!(err(jr(1.0, 0.0, Step, None, false)).contains("bandwidth"));
+        assert!(err(jr(-1.0, 0.05, Step, None, false)).contains("l0_coefficient"));
+        assert!(
+            err(jr(1.0, 0.05, Step, Some(f32::NAN), false)).contains("pre_act_loss_coefficient")
+        );
+        let mut q = jr(1.0, 0.05, Quadratic, None, false);
+        if let TrainArch::JumpRelu { target_l0, .. } = &mut q {
+            *target_l0 = None;
+        }
+        assert!(err(q.clone()).contains("needs target_l0"));
+        if let TrainArch::JumpRelu { target_l0, .. } = &mut q {
+            *target_l0 = Some(9.0);
+        }
+        assert!(err(q).contains("target_l0 = 9"));
+        let mut it = TrainArch::jumprelu(1.0);
+        if let TrainArch::JumpRelu {
+            initial_threshold, ..
+        } = &mut it
+        {
+            *initial_threshold = -0.1;
+        }
+        assert!(err(it).contains("initial_threshold"));
+        assert_eq!(err(TrainArch::jumprelu(1.0)), "");
+    }
+
+    #[test]
+    fn jumprelu_config_defaults_deserialise() {
+        let a: TrainArch =
+            serde_json::from_str(r#"{"kind": "jump_relu", "l0_coefficient": 1.0}"#).unwrap();
+        assert_eq!(a, TrainArch::jumprelu(1.0));
+        let back: TrainArch = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
+        // Configs written before JumpReLU existed still read.
+        let old: TrainConfig = serde_json::from_str(
+            r#"{"arch": {"kind": "standard", "l1_coefficient": 5.0}, "d_sae": 16}"#,
+        )
+        .unwrap();
+        assert!(matches!(old.arch, TrainArch::Standard { .. }));
     }
 
     #[test]
@@ -2022,9 +2752,9 @@ mod tests {
             ..Default::default()
         };
         let t = Trainer::new(cfg, 2, 2, &[1.0, 2.0], None).unwrap();
-        assert_eq!(t.l1_coefficient_at(0), 0.5);
-        assert_eq!(t.l1_coefficient_at(3), 2.0);
-        assert_eq!(t.l1_coefficient_at(100), 2.0);
+        assert_eq!(t.sparsity_coefficient_at(0), 0.5);
+        assert_eq!(t.sparsity_coefficient_at(3), 2.0);
+        assert_eq!(t.sparsity_coefficient_at(100), 2.0);
     }
 
     #[test]

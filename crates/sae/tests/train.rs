@@ -131,6 +131,55 @@ fn relu_l1_recovers_planted_features() {
     assert!(ev > 0.7, "explained variance {ev}");
 }
 
+/// JumpReLU with SAELens's defaults except the L0 coefficient and warm-up.
+fn jumprelu(l0_coefficient: f32, l0_warmup_steps: u64) -> TrainArch {
+    let mut a = TrainArch::jumprelu(l0_coefficient);
+    if let TrainArch::JumpRelu {
+        l0_warmup_steps: w, ..
+    } = &mut a
+    {
+        *w = l0_warmup_steps;
+    }
+    a
+}
+
+#[test]
+fn jumprelu_recovers_planted_features() {
+    // Three planted features per row; the L0 penalty alone (no k) has to
+    // find that sparsity.
+    let cfg = TrainConfig {
+        arch: jumprelu(0.03, 100),
+        d_sae: 128,
+        lr: 3e-3,
+        seed: 2,
+        ..Default::default()
+    };
+    let (cos, ev) = train_planted(cfg.clone(), 1500);
+    assert!(cos >= 0.95, "JumpReLU mean max cosine {cos}");
+    assert!(ev > 0.85, "explained variance {ev}");
+    // The saved coder keeps about the planted number of latents per row.
+    let mut data = Planted::new(32, 64, 5);
+    let init = data.batch(512, 3);
+    let mut t = Trainer::new(cfg, 32, 32, &init, None).unwrap();
+    for _ in 0..1500 {
+        t.step(&data.batch(256, 3), None, 256).unwrap();
+    }
+    let thr = t.threshold().unwrap().to_vec();
+    assert!(thr.iter().all(|&v| v >= 0.0));
+    assert!(
+        thr.iter().any(|&v| v > 0.05),
+        "thresholds should have grown: {thr:?}"
+    );
+    let coder = t.to_coder();
+    assert_eq!(coder.architecture_name(), "jumprelu");
+    let acts = coder.encode(&data.batch(512, 3), 512).unwrap();
+    assert!(
+        (2.0..5.0).contains(&acts.mean_l0()),
+        "inference L0 {}",
+        acts.mean_l0()
+    );
+}
+
 #[test]
 fn batchtopk_keeps_k_per_row_on_average_and_saves_as_jumprelu() {
     let mut data = Planted::new(32, 64, 9);
@@ -184,6 +233,25 @@ fn resume_from_checkpoint_is_bit_identical() {
         TrainArch::BatchTopK {
             k: 3,
             threshold_lr: 0.01,
+        },
+        jumprelu(0.05, 4),
+        {
+            // Every JumpReLU option that keeps state or changes the backward.
+            let mut a = jumprelu(0.05, 4);
+            if let TrainArch::JumpRelu {
+                sparsity_loss_mode,
+                pre_act_loss_coefficient,
+                ste_to_input,
+                bandwidth,
+                ..
+            } = &mut a
+            {
+                *sparsity_loss_mode = saepipe_sae::train::JumpReluSparsityLoss::Tanh;
+                *pre_act_loss_coefficient = Some(0.01);
+                *ste_to_input = true;
+                *bandwidth = 0.2;
+            }
+            a
         },
     ] {
         let mut data = Planted::new(32, 64, 11);
@@ -312,6 +380,7 @@ fn saved_coder_reproduces_training_forward() {
             l1_coefficient: 0.1,
             l1_warmup_steps: 0,
         },
+        jumprelu(0.02, 10),
     ] {
         let cfg = TrainConfig {
             arch,
