@@ -367,6 +367,14 @@ pub struct TrainerState {
 /// Version of the trainer-state file written by [`TrainerState::save`].
 pub const STATE_VERSION: &str = "1";
 
+/// See [`Trainer::step_inputs`].
+struct StepInputs {
+    xin: Vec<f32>,
+    dec_norms: Vec<f32>,
+    skip_out: Vec<f32>,
+    ybar: Vec<f64>,
+}
+
 pub struct Trainer {
     cfg: TrainConfig,
     d_in: usize,
@@ -957,6 +965,33 @@ impl Trainer {
     }
 
     /// Encoder input rows: x − b_dec for SAEs with apply_b_dec_to_input.
+    /// What every training step computes first: the encoder input, decoder row
+    /// norms, the skip connection's output, the mean target (for explained
+    /// variance); and zeroed gradients.
+    fn step_inputs(&self, x: &[f32], y: &[f32], n: usize, grads: &mut Params) -> StepInputs {
+        let (d_in, d_out) = (self.d_in, self.d_out);
+        let p = &self.params;
+        let xin = self.encoder_input(x);
+        let dec_norms: Vec<f32> = p.dec.chunks_exact(d_out).map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt()).collect();
+        let mut skip_out = vec![0f32; if p.skip.is_some() { n * d_out } else { 0 }];
+        if let Some(ws) = &p.skip {
+            linalg::gemm(MatRef::row_major(x, n, d_in), MatRef::row_major(ws, d_out, d_in).t(), &mut skip_out, 0.0);
+        }
+        let mut ybar = vec![0f64; d_out];
+        for r in y.chunks_exact(d_out) {
+            ybar.iter_mut().zip(r).for_each(|(a, b)| *a += *b as f64);
+        }
+        ybar.iter_mut().for_each(|v| *v /= n as f64);
+        grads.enc.par_iter_mut().for_each(|v| *v = 0.0);
+        grads.dec.par_iter_mut().for_each(|v| *v = 0.0);
+        grads.b_enc.iter_mut().for_each(|v| *v = 0.0);
+        grads.b_dec.iter_mut().for_each(|v| *v = 0.0);
+        if let Some(gs) = &mut grads.skip {
+            gs.iter_mut().for_each(|v| *v = 0.0);
+        }
+        StepInputs { xin, dec_norms, skip_out, ybar }
+    }
+
     fn encoder_input(&self, x: &[f32]) -> Vec<f32> {
         let mut xin = x.to_vec();
         if self.cfg.apply_b_dec_to_input && !self.cfg.transcoder {
@@ -1167,35 +1202,7 @@ impl Trainer {
             0.0
         };
 
-        let xin = self.encoder_input(x);
-        let dec_norms: Vec<f32> = p
-            .dec
-            .chunks_exact(d_out)
-            .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
-            .collect();
-        let mut skip_out = vec![0f32; if p.skip.is_some() { n * d_out } else { 0 }];
-        if let Some(ws) = &p.skip {
-            linalg::gemm(
-                MatRef::row_major(x, n, d_in),
-                MatRef::row_major(ws, d_out, d_in).t(),
-                &mut skip_out,
-                0.0,
-            );
-        }
-        // Mean target for explained variance.
-        let mut ybar = vec![0f64; d_out];
-        for r in y.chunks_exact(d_out) {
-            ybar.iter_mut().zip(r).for_each(|(a, b)| *a += *b as f64);
-        }
-        ybar.iter_mut().for_each(|v| *v /= n as f64);
-
-        grads.enc.par_iter_mut().for_each(|v| *v = 0.0);
-        grads.dec.par_iter_mut().for_each(|v| *v = 0.0);
-        grads.b_enc.iter_mut().for_each(|v| *v = 0.0);
-        grads.b_dec.iter_mut().for_each(|v| *v = 0.0);
-        if let Some(gs) = &mut grads.skip {
-            gs.iter_mut().for_each(|v| *v = 0.0);
-        }
+        let StepInputs { xin, dec_norms, skip_out, ybar } = self.step_inputs(x, y, n, grads);
 
         // BatchTopK selects over the whole batch at once.
         let global = batch_topk.then(|| self.select(&xin, n, dead, k_aux));

@@ -293,34 +293,7 @@ impl Trainer {
         let (d_in, d_out, d_sae) = (self.d_in, self.d_out, self.d_sae);
         let p = &self.params;
         let thr = &p.b_enc[d_sae..];
-        let xin = self.encoder_input(x);
-        let dec_norms: Vec<f32> = p
-            .dec
-            .chunks_exact(d_out)
-            .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
-            .collect();
-        let mut skip_out = vec![0f32; if p.skip.is_some() { n * d_out } else { 0 }];
-        if let Some(ws) = &p.skip {
-            linalg::gemm(
-                MatRef::row_major(x, n, d_in),
-                MatRef::row_major(ws, d_out, d_in).t(),
-                &mut skip_out,
-                0.0,
-            );
-        }
-        let mut ybar = vec![0f64; d_out];
-        for r in y.chunks_exact(d_out) {
-            ybar.iter_mut().zip(r).for_each(|(a, b)| *a += *b as f64);
-        }
-        ybar.iter_mut().for_each(|v| *v /= n as f64);
-
-        grads.enc.par_iter_mut().for_each(|v| *v = 0.0);
-        grads.dec.par_iter_mut().for_each(|v| *v = 0.0);
-        grads.b_enc.iter_mut().for_each(|v| *v = 0.0);
-        grads.b_dec.iter_mut().for_each(|v| *v = 0.0);
-        if let Some(gs) = &mut grads.skip {
-            gs.iter_mut().for_each(|v| *v = 0.0);
-        }
+        let StepInputs { xin, dec_norms, skip_out, ybar } = self.step_inputs(x, y, n, grads);
 
         let chunk = self.chunk_rows(n);
         let inv_n = 1.0 / n as f32;
