@@ -367,6 +367,30 @@ pub struct TrainerState {
 /// Version of the trainer-state file written by [`TrainerState::save`].
 pub const STATE_VERSION: &str = "1";
 
+/// Dense decode of a chunk: g = b_dec + a·W_dec (+ the skip output), then in
+/// place g ← 2(ŷ − y)/n, the MSE gradient wrt ŷ. Returns the summed squared
+/// error and the summed squared deviation of y from `ybar` (explained variance).
+#[allow(clippy::too_many_arguments)]
+fn dense_decode_error(a_dense: &[f32], m: usize, p: &Params, d_sae: usize, d_out: usize, skip: Option<&[f32]>, y: &[f32], ybar: &[f64], inv_n: f32, g: &mut [f32]) -> (f64, f64) {
+    for row in g.chunks_exact_mut(d_out) {
+        row.copy_from_slice(&p.b_dec);
+    }
+    linalg::gemm(MatRef::row_major(a_dense, m, d_sae), MatRef::row_major(&p.dec, d_sae, d_out), g, 1.0);
+    if let Some(skip) = skip {
+        linalg::axpy(1.0, skip, g);
+    }
+    let (mut mse, mut var) = (0f64, 0f64);
+    for (gr, yr) in g.chunks_exact_mut(d_out).zip(y.chunks_exact(d_out)) {
+        for d in 0..d_out {
+            let e = gr[d] - yr[d];
+            mse += (e as f64) * (e as f64);
+            gr[d] = 2.0 * e * inv_n;
+            var += (yr[d] as f64 - ybar[d]).powi(2);
+        }
+    }
+    (mse, var)
+}
+
 /// See [`Trainer::step_inputs`].
 struct StepInputs {
     xin: Vec<f32>,
@@ -1259,26 +1283,10 @@ impl Trainer {
                 }
                 let g0 = out.g.len();
                 out.g.resize(g0 + m * d_out, 0.0);
-                let g = &mut out.g[g0..];
-                for row in g.chunks_exact_mut(d_out) {
-                    row.copy_from_slice(&p.b_dec);
-                }
-                linalg::gemm(MatRef::row_major(&a_dense, m, d_sae), MatRef::row_major(&p.dec, d_sae, d_out), g, 1.0);
-                if !skip_out.is_empty() {
-                    linalg::axpy(1.0, &skip_out[c0 * d_out..c1 * d_out], g);
-                }
-                // ŷ → g = 2(ŷ − y)/n in place.
-                for (r, gr) in g.chunks_exact_mut(d_out).enumerate() {
-                    let yr = &y[(c0 + r) * d_out..(c0 + r + 1) * d_out];
-                    let mut se = 0f64;
-                    for d in 0..d_out {
-                        let e = gr[d] - yr[d];
-                        se += (e as f64) * (e as f64);
-                        gr[d] = 2.0 * e * inv_n;
-                        var += (yr[d] as f64 - ybar[d]).powi(2);
-                    }
-                    mse += se;
-                }
+                let skip = (!skip_out.is_empty()).then(|| &skip_out[c0 * d_out..c1 * d_out]);
+                let (se, sv) = dense_decode_error(&a_dense, m, p, d_sae, d_out, skip, &y[c0 * d_out..c1 * d_out], &ybar, inv_n, &mut out.g[g0..]);
+                mse += se;
+                var += sv;
                 let g = &out.g[g0..];
                 // dL/dpre on active entries (ReLU: exactly the positive ones), 0 elsewhere.
                 let mut dpre = vec![0f32; m * d_sae];

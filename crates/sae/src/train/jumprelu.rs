@@ -352,30 +352,10 @@ impl Trainer {
                     }
                 }
                 out.g.resize(g0 + m * d_out, 0.0);
-                let g = &mut out.g[g0..];
-                for row in g.chunks_exact_mut(d_out) {
-                    row.copy_from_slice(&p.b_dec);
-                }
-                linalg::gemm(
-                    MatRef::row_major(&a_dense, m, d_sae),
-                    MatRef::row_major(&p.dec, d_sae, d_out),
-                    g,
-                    1.0,
-                );
-                if !skip_out.is_empty() {
-                    linalg::axpy(1.0, &skip_out[c0 * d_out..c1 * d_out], g);
-                }
-                for (r, gr) in g.chunks_exact_mut(d_out).enumerate() {
-                    let yr = &y[(c0 + r) * d_out..(c0 + r + 1) * d_out];
-                    let mut se = 0f64;
-                    for d in 0..d_out {
-                        let e = gr[d] - yr[d];
-                        se += (e as f64) * (e as f64);
-                        gr[d] = 2.0 * e * inv_n;
-                        var += (yr[d] as f64 - ybar[d]).powi(2);
-                    }
-                    mse += se;
-                }
+                let skip = (!skip_out.is_empty()).then(|| &skip_out[c0 * d_out..c1 * d_out]);
+                let (se, sv) = dense_decode_error(&a_dense, m, p, d_sae, d_out, skip, &y[c0 * d_out..c1 * d_out], &ybar, inv_n, &mut out.g[g0..]);
+                mse += se;
+                var += sv;
                 let g = &out.g[g0..];
                 // dp = g · W_decᵀ (dL/df of the MSE), then overwritten per row
                 // with dL/dpre.
