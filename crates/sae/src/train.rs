@@ -381,14 +381,41 @@ fn dense_decode_error(a_dense: &[f32], m: usize, p: &Params, d_sae: usize, d_out
     }
     let (mut mse, mut var) = (0f64, 0f64);
     for (gr, yr) in g.chunks_exact_mut(d_out).zip(y.chunks_exact(d_out)) {
-        for d in 0..d_out {
-            let e = gr[d] - yr[d];
-            mse += (e as f64) * (e as f64);
-            gr[d] = 2.0 * e * inv_n;
-            var += (yr[d] as f64 - ybar[d]).powi(2);
-        }
+        let (se, sv) = residual_grad_row(gr, yr, ybar, inv_n);
+        mse += se;
+        var += sv;
     }
     (mse, var)
+}
+
+/// Sparse decode of row `r` of `act` into `yhat` (b_dec + Σ val·W_dec[idx],
+/// plus the skip output), then `g` as [`residual_grad_row`] of it (`yhat` is
+/// kept for the AuxK residual).
+#[allow(clippy::too_many_arguments)]
+fn sparse_decode_error_row(p: &Params, act: &Csr, r: usize, d_out: usize, skip: Option<&[f32]>, yr: &[f32], ybar: &[f64], inv_n: f32, yhat: &mut [f32], g: &mut [f32]) -> (f64, f64) {
+    yhat.copy_from_slice(&p.b_dec);
+    for i in act.row(r) {
+        let j = act.idx[i] as usize;
+        linalg::axpy(act.val[i], &p.dec[j * d_out..(j + 1) * d_out], yhat);
+    }
+    if let Some(skip) = skip {
+        linalg::axpy(1.0, skip, yhat);
+    }
+    g.copy_from_slice(yhat);
+    residual_grad_row(g, yr, ybar, inv_n)
+}
+
+/// One row holding ŷ becomes the MSE gradient 2(ŷ − y)/n in place; returns the
+/// squared error and the squared deviation of y from `ybar` (explained variance).
+fn residual_grad_row(g: &mut [f32], yr: &[f32], ybar: &[f64], inv_n: f32) -> (f64, f64) {
+    let (mut se, mut sv) = (0f64, 0f64);
+    for d in 0..g.len() {
+        let e = g[d] - yr[d];
+        se += (e as f64) * (e as f64);
+        g[d] = 2.0 * e * inv_n;
+        sv += (yr[d] as f64 - ybar[d]).powi(2);
+    }
+    (se, sv)
 }
 
 /// See [`Trainer::step_inputs`].
@@ -471,6 +498,19 @@ struct FbOut {
     selection: Option<(Vec<usize>, Vec<u32>)>,
     /// Residual gradient `g = 2e/n`, `[n, d_out]`.
     g: Vec<f32>,
+}
+
+impl FbOut {
+    /// Empty outputs of a step over `n` rows.
+    fn new(n: usize, d_sae: usize, d_out: usize, keep_selection: bool) -> FbOut {
+        FbOut {
+            parts: LossParts { mse: 0.0, l1: 0.0, auxk: 0.0, l0: 0.0, explained_variance: 0.0 },
+            fire_count: vec![0; d_sae],
+            min_pos: f32::INFINITY,
+            selection: keep_selection.then(|| (vec![0], Vec::new())),
+            g: Vec::with_capacity(n * d_out),
+        }
+    }
 }
 
 struct RowOut {
@@ -1232,19 +1272,7 @@ impl Trainer {
         let global = batch_topk.then(|| self.select(&xin, n, dead, k_aux));
         let chunk = if batch_topk { n } else { self.chunk_rows(n) };
         let inv_n = 1.0 / n as f32;
-        let mut out = FbOut {
-            parts: LossParts {
-                mse: 0.0,
-                l1: 0.0,
-                auxk: 0.0,
-                l0: 0.0,
-                explained_variance: 0.0,
-            },
-            fire_count: vec![0; d_sae],
-            min_pos: f32::INFINITY,
-            selection: keep_selection.then(|| (vec![0], Vec::new())),
-            g: Vec::with_capacity(n * d_out),
-        };
+        let mut out = FbOut::new(n, d_sae, d_out, keep_selection);
         let (mut mse, mut l1, mut auxl, mut var, mut nnz) = (0f64, 0f64, 0f64, 0f64, 0usize);
         // Per-latent activation sums of dense chunks, for the L1 decoder-norm gradient.
         let mut sum_f_dense = vec![0f32; if standard { d_sae } else { 0 }];
@@ -1329,31 +1357,20 @@ impl Trainer {
                         aux: 0.0,
                         var: 0.0,
                     };
-                    let mut yhat = vec![0f32; d_out];
-                    let mut a = vec![0f32; d_out];
+                    let (mut yhat, mut a) = (vec![0f32; d_out], vec![0f32; d_out]);
                     for r in r0..r1 {
                         let gr = c0 + r;
-                        yhat.copy_from_slice(&p.b_dec);
-                        for i in act.row(r) {
-                            let j = act.idx[i] as usize;
-                            linalg::axpy(act.val[i], &p.dec[j * d_out..(j + 1) * d_out], &mut yhat);
-                            if standard {
-                                o.l1 += (act.val[i] * dec_norms[j]) as f64;
+                        let yr = &y[gr * d_out..(gr + 1) * d_out];
+                        if standard {
+                            for i in act.row(r) {
+                                o.l1 += (act.val[i] * dec_norms[act.idx[i] as usize]) as f64;
                             }
                         }
-                        if !skip_out.is_empty() {
-                            linalg::axpy(1.0, &skip_out[gr * d_out..(gr + 1) * d_out], &mut yhat);
-                        }
-                        let yr = &y[gr * d_out..(gr + 1) * d_out];
+                        let skip = (!skip_out.is_empty()).then(|| &skip_out[gr * d_out..(gr + 1) * d_out]);
                         let g = &mut o.g[(r - r0) * d_out..(r - r0 + 1) * d_out];
-                        let mut se = 0f64;
-                        for d in 0..d_out {
-                            let e = yhat[d] - yr[d];
-                            se += (e as f64) * (e as f64);
-                            g[d] = 2.0 * e * inv_n;
-                            o.var += (yr[d] as f64 - ybar[d]).powi(2);
-                        }
+                        let (se, sv) = sparse_decode_error_row(p, &act, r, d_out, skip, yr, &ybar, inv_n, &mut yhat, g);
                         o.mse += se;
+                        o.var += sv;
                         for i in act.row(r) {
                             let j = act.idx[i] as usize;
                             let mut dp = linalg::dot(&p.dec[j * d_out..(j + 1) * d_out], g);
@@ -2491,19 +2508,7 @@ mod tests {
         set_thresholds(&mut t, 6);
         t.cfg.dead_after_tokens = 10;
         t.tokens_since_fired[3] = 100;
-        let (p1, g1) = t.loss_and_grads(&x, None, n).unwrap();
-        t.chunk_rows_override = Some(3);
-        let (p2, g2) = t.loss_and_grads(&x, None, n).unwrap();
-        assert!((p1.total() - p2.total()).abs() < 1e-9 * p1.total().abs().max(1.0));
-        assert_eq!(p1.l0, p2.l0);
-        for ((name, a), (_, b)) in g1.tensors().into_iter().zip(g2.tensors()) {
-            for (i, (u, v)) in a.iter().zip(b).enumerate() {
-                assert!(
-                    (u - v).abs() <= 1e-5 * u.abs().max(1.0),
-                    "{name}[{i}]: {u} vs {v}"
-                );
-            }
-        }
+        assert_chunking_invariant(&mut t, &x, None, n);
     }
 
     #[test]
@@ -2645,6 +2650,21 @@ mod tests {
         );
     }
 
+    /// Losses and gradients do not depend on how rows are chunked (3-row chunks
+    /// against the default).
+    fn assert_chunking_invariant(t: &mut Trainer, x: &[f32], y: Option<&[f32]>, n: usize) {
+        let (p1, g1) = t.loss_and_grads(x, y, n).unwrap();
+        t.chunk_rows_override = Some(3);
+        let (p2, g2) = t.loss_and_grads(x, y, n).unwrap();
+        assert!((p1.total() - p2.total()).abs() < 1e-9 * p1.total().abs().max(1.0));
+        assert_eq!(p1.l0, p2.l0);
+        for ((name, a), (_, b)) in g1.tensors().into_iter().zip(g2.tensors()) {
+            for (i, (u, v)) in a.iter().zip(b).enumerate() {
+                assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "{name}[{i}]: {u} vs {v}");
+            }
+        }
+    }
+
     #[test]
     fn row_chunking_gives_the_same_gradients() {
         for cfg in [
@@ -2674,19 +2694,7 @@ mod tests {
             randomize(&mut t, 5);
             t.cfg.dead_after_tokens = 10;
             t.tokens_since_fired[3] = 100;
-            let (p1, g1) = t.loss_and_grads(&x, yo, n).unwrap();
-            t.chunk_rows_override = Some(3);
-            let (p2, g2) = t.loss_and_grads(&x, yo, n).unwrap();
-            assert!((p1.total() - p2.total()).abs() < 1e-9 * p1.total().abs().max(1.0));
-            assert_eq!(p1.l0, p2.l0);
-            for ((name, a), (_, b)) in g1.tensors().into_iter().zip(g2.tensors()) {
-                for (i, (u, v)) in a.iter().zip(b).enumerate() {
-                    assert!(
-                        (u - v).abs() <= 1e-5 * u.abs().max(1.0),
-                        "{name}[{i}]: {u} vs {v}"
-                    );
-                }
-            }
+            assert_chunking_invariant(&mut t, &x, yo, n);
         }
     }
 

@@ -299,19 +299,7 @@ impl Trainer {
         let inv_n = 1.0 / n as f32;
         let cn = coef * inv_n;
         let pcn = jc.pre_act.unwrap_or(0.0) * inv_n;
-        let mut out = FbOut {
-            parts: LossParts {
-                mse: 0.0,
-                l1: 0.0,
-                auxk: 0.0,
-                l0: 0.0,
-                explained_variance: 0.0,
-            },
-            fire_count: vec![0; d_sae],
-            min_pos: f32::INFINITY,
-            selection: keep_selection.then(|| (vec![0], Vec::new())),
-            g: Vec::with_capacity(n * d_out),
-        };
+        let mut out = FbOut::new(n, d_sae, d_out, keep_selection);
         let (mut mse, mut sparsity, mut pre_loss, mut var, mut nnz) =
             (0f64, 0f64, 0f64, 0f64, 0usize);
         let mut thr_grad = vec![0f32; d_sae];
@@ -456,32 +444,11 @@ impl Trainer {
                         let mut yhat = vec![0f32; d_out];
                         for r in r0..r1 {
                             let gr = c0 + r;
-                            yhat.copy_from_slice(&p.b_dec);
-                            for i in act.row(r) {
-                                let j = act.idx[i] as usize;
-                                linalg::axpy(
-                                    act.val[i],
-                                    &p.dec[j * d_out..(j + 1) * d_out],
-                                    &mut yhat,
-                                );
-                            }
-                            if !skip_out.is_empty() {
-                                linalg::axpy(
-                                    1.0,
-                                    &skip_out[gr * d_out..(gr + 1) * d_out],
-                                    &mut yhat,
-                                );
-                            }
-                            let yr = &y[gr * d_out..(gr + 1) * d_out];
+                            let skip = (!skip_out.is_empty()).then(|| &skip_out[gr * d_out..(gr + 1) * d_out]);
                             let g = &mut o.g[(r - r0) * d_out..(r - r0 + 1) * d_out];
-                            let mut se = 0f64;
-                            for d in 0..d_out {
-                                let e = yhat[d] - yr[d];
-                                se += (e as f64) * (e as f64);
-                                g[d] = 2.0 * e * inv_n;
-                                o.var += (yr[d] as f64 - ybar[d]).powi(2);
-                            }
+                            let (se, sv) = sparse_decode_error_row(p, &act, r, d_out, skip, &y[gr * d_out..(gr + 1) * d_out], &ybar, inv_n, &mut yhat, g);
                             o.mse += se;
+                            o.var += sv;
                             let g = &o.g[(r - r0) * d_out..(r - r0 + 1) * d_out];
                             let l0 = act.row(r).len() as f32;
                             let sg = jc.step_grad(l0);
