@@ -51,14 +51,20 @@ impl DeviceSpec {
     }
 }
 
-/// Number of CUDA devices, or why none can be used.
+/// Number of CUDA devices, or why none can be used. Probed once per process:
+/// the scheduler asks for every ready stage with a `device` parameter.
 pub fn gpu_count() -> std::result::Result<usize, String> {
-    // Probe for the driver library before cudarc, whose loader panics when it is absent.
-    let found = ["libcuda.so.1", "libcuda.so"].iter().any(|n| unsafe { libloading::Library::new(n) }.is_ok());
-    if !found {
-        return Err("no NVIDIA driver (libcuda.so) was found on this machine".into());
-    }
-    cudarc::driver::CudaContext::device_count().map(|n| n.max(0) as usize).map_err(|e| format!("the CUDA driver reports: {e}"))
+    static COUNT: std::sync::OnceLock<std::result::Result<usize, String>> = std::sync::OnceLock::new();
+    COUNT
+        .get_or_init(|| {
+            // Probe for the driver library before cudarc, whose loader panics when it is absent.
+            let found = ["libcuda.so.1", "libcuda.so"].iter().any(|n| unsafe { libloading::Library::new(n) }.is_ok());
+            if !found {
+                return Err("no NVIDIA driver (libcuda.so) was found on this machine".into());
+            }
+            cudarc::driver::CudaContext::device_count().map(|n| n.max(0) as usize).map_err(|e| format!("the CUDA driver reports: {e}"))
+        })
+        .clone()
 }
 
 #[cfg(test)]
