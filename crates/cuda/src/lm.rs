@@ -373,7 +373,7 @@ impl<O: LmOps> LmForward<O> {
             ro.loss_per_token = Some(Vec::new());
         }
         // Target of row b·ctx + t is token t + 1 of sequence b; none at the last position.
-        let targets: Vec<i32> = (0..n).map(|g| if g % ctx == ctx - 1 { -1 } else { tokens[g + 1] as i32 }).collect();
+        let targets: Vec<i32> = if want_loss { (0..n).map(|g| if g % ctx == ctx - 1 { -1 } else { tokens[g + 1] as i32 }).collect() } else { Vec::new() };
         let mut per_row = Vec::new();
         if req.want_logits || Self::wants(req, "unembed.hook_out") {
             let mut logits = ops.alloc(n * vocab)?;
