@@ -16,8 +16,11 @@ pub mod exit {
     pub const STAGE_FAILED: i32 = 1;
     /// The pipeline file or command line is invalid.
     pub const INVALID: i32 = 2;
-    /// Cache or I/O problem (unreadable cache, corrupt artifact found by `cache verify`).
+    /// Cache or I/O problem (unreadable cache, corrupt artifact found by `cache verify`,
+    /// a read-only cache that lacks a stage).
     pub const CACHE: i32 = 3;
+    /// Stopped by Ctrl-C or SIGTERM (progress saved; rerun to resume).
+    pub const INTERRUPTED: i32 = 130;
 }
 
 #[derive(Parser)]
@@ -181,8 +184,21 @@ fn cache_root(explicit: Option<&Path>, p: Option<&Pipeline>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("cache"))
 }
 
+/// Environment variable: seconds without a heartbeat after which a lock (or a
+/// reader's lease) counts as abandoned (default 30). Every process sharing a
+/// cache must use the same value.
+pub const LOCK_TIMEOUT_ENV: &str = "SAEPIPE_LOCK_TIMEOUT";
+
 fn open_cache(root: &Path) -> Result<Cache> {
-    Cache::open(root).map_err(|e| anyhow::Error::new(Exit(exit::CACHE, format!("cannot open cache {}: {e}", root.display()))))
+    let cache = Cache::open(root).map_err(|e| anyhow::Error::new(Exit(exit::CACHE, format!("cannot open cache {}: {e}", root.display()))))?;
+    match std::env::var(LOCK_TIMEOUT_ENV).ok().map(|v| v.parse::<f64>()) {
+        None => Ok(cache),
+        Some(Ok(secs)) if secs >= 0.3 && secs.is_finite() => {
+            let stale_after = std::time::Duration::from_secs_f64(secs);
+            Ok(cache.with_lock_timing(saepipe_cache::LockTiming { heartbeat: stale_after / 15, stale_after }))
+        }
+        Some(_) => bail!(Exit(exit::INVALID, format!("{LOCK_TIMEOUT_ENV} must be a number of seconds of at least 0.3"))),
+    }
 }
 
 fn selection(p: &Pipeline, s: &SelectArgs) -> Selection {
@@ -206,6 +222,12 @@ pub fn main(cli: Cli) -> Result<i32> {
             let p = load(&pipeline)?;
             let cache = open_cache(&cache_root(pipeline.cache_dir.as_deref(), Some(&p)))?;
             let plan = plan::make_plan(&p, &cache, &selection(&p, &select), policy(select.verify))?;
+            if cache.read_only() {
+                let missing: Vec<&str> = plan.items.iter().filter(|i| i.action != plan::Action::Hit).map(|i| p.instances[i.idx].id.as_str()).collect();
+                if !missing.is_empty() {
+                    bail!(Exit(exit::CACHE, format!("the cache {} is read-only and {} stage instance(s) are not in it ({}); run with a writable `--cache-dir`", cache.root().display(), missing.len(), missing.join(", "))));
+                }
+            }
             let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             let quiet = quiet || std::env::var_os("SAEPIPE_QUIET").is_some();
             let report = scheduler::run(&p, &cache, &plan, &RunOptions { jobs, keep_going, quiet, isolate })?;
@@ -227,6 +249,12 @@ pub fn main(cli: Cli) -> Result<i32> {
                 if let Some(log) = &s.log {
                     eprintln!("  log: {log}");
                 }
+            }
+            if report.interrupted {
+                let done = report.stages.iter().filter(|s| s.error.is_none() && !["interrupted", "not run"].contains(&s.status.as_str())).count();
+                let stopped = report.stages.iter().filter(|s| s.status == "interrupted").count();
+                eprintln!("interrupted after {:.1}s: {done} stage instance(s) done and cached, {stopped} stopped with their progress saved; run the same command again to resume", report.seconds);
+                return Ok(exit::INTERRUPTED);
             }
             Ok(if report.failed > 0 { exit::STAGE_FAILED } else { exit::OK })
         }
@@ -272,7 +300,7 @@ pub fn main(cli: Cli) -> Result<i32> {
                     println!("{} (version {}): {}\n", op.name(), op.version(), op.summary());
                     for s in op.params() {
                         let req = if s.required { "required".to_string() } else { s.default.as_ref().map(|d| format!("default {d}")).unwrap_or_else(|| "optional".into()) };
-                        println!("  {:<24} {:<28} {req}{}\n      {}", s.name, s.ty.describe(), if s.in_key { "" } else { ", not in cache key" }, s.doc);
+                        println!("  {:<24} {:<28} {req}{}{}\n      {}", s.name, s.ty.describe(), s.describe_range().map(|r| format!(", range {r}")).unwrap_or_default(), if s.in_key { "" } else { ", not in cache key" }, s.doc);
                     }
                     if !op.outputs().is_empty() {
                         println!("\n  named outputs: {}", op.outputs().join(", "));
@@ -282,10 +310,14 @@ pub fn main(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Cache { cache_dir, command } => cache_command(&open_cache(&cache_root(cache_dir.as_deref(), None))?, command),
-        Command::ExecStage { cache_dir, job, result } => {
-            scheduler::exec_stage(&open_cache(&cache_dir)?, &job, result.as_deref())?;
-            Ok(exit::OK)
-        }
+        Command::ExecStage { cache_dir, job, result } => match scheduler::exec_stage(&open_cache(&cache_dir)?, &job, result.as_deref()) {
+            Ok(()) => Ok(exit::OK),
+            Err(e) if e.chain().any(|c| matches!(c.downcast_ref::<crate::ops::StageStop>(), Some(crate::ops::StageStop::Interrupted))) => {
+                eprintln!("{e:#}");
+                Ok(exit::INTERRUPTED)
+            }
+            Err(e) => Err(e),
+        },
     }
 }
 
@@ -311,24 +343,31 @@ fn cache_command(cache: &Cache, command: CacheCommand) -> Result<i32> {
             Ok(exit::OK)
         }
         CacheCommand::Verify { key } => {
-            let keys = match key {
-                Some(k) => vec![cache.resolve_prefix(&k)?],
-                None => cache.list()?.into_iter().map(|a| a.key).collect(),
+            // Every entry of artifacts/, including those whose manifest is missing or damaged.
+            let reports = match key {
+                Some(k) => {
+                    let k = match cache.resolve_prefix(&k) {
+                        Ok(k) => k,
+                        Err(_) if k.parse::<saepipe_cache::Key>().is_ok() => k.parse()?,
+                        Err(e) => return Err(e.into()),
+                    };
+                    vec![(k.to_string(), cache.verify(&k, VerifyMode::Full)?)]
+                }
+                None => cache.verify_all(VerifyMode::Full)?,
             };
             let mut bad = 0;
-            for k in &keys {
-                let r = cache.verify(k, VerifyMode::Full)?;
+            for (name, r) in &reports {
                 if r.ok {
-                    println!("ok       {}", k);
+                    println!("ok       {name}");
                 } else {
                     bad += 1;
-                    println!("CORRUPT  {}", k);
+                    println!("CORRUPT  {name}");
                     for p in &r.problems {
                         println!("           {p}");
                     }
                 }
             }
-            println!("{} verified, {} corrupt", keys.len(), bad);
+            println!("{} verified, {} corrupt", reports.len(), bad);
             Ok(if bad > 0 { exit::CACHE } else { exit::OK })
         }
         CacheCommand::Rm { key } => {

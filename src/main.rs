@@ -3,6 +3,17 @@ use saepipe::cli::{Cli, Exit, exit, main as run};
 
 fn main() {
     let cli = Cli::parse();
+    // First Ctrl-C (or SIGTERM, as schedulers send before a kill): running stages
+    // save their progress and stop, locks and temporaries are released, the run
+    // record is written. A second one exits at once.
+    let _ = ctrlc::set_handler(|| {
+        if saepipe::ops::cancel_requested() {
+            eprintln!("\nstopping now");
+            std::process::exit(130);
+        }
+        saepipe::ops::request_cancel();
+        eprintln!("\ninterrupted: running stages save their progress and stop (press Ctrl-C again to exit at once)");
+    });
     let verbose = cli.verbose || std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
     let code = match run(cli) {
         Ok(code) => code,

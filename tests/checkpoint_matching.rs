@@ -162,7 +162,7 @@ stages:
 
 fn has_checkpoint(cache: &Path) -> bool {
     let Ok(rd) = std::fs::read_dir(cache.join("partial")) else { return false };
-    rd.filter_map(|e| e.ok()).any(|e| e.path().join("checkpoint.safetensors").is_file())
+    rd.filter_map(|e| e.ok()).any(|e| e.path().join("checkpoint.json").is_file())
 }
 
 #[test]
@@ -321,8 +321,9 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("training diverged at step 1: loss is NaN") && err.contains("the last good checkpoint (step 1) is kept"), "{err}");
-    let partial = std::fs::read_dir(t.path().join("cache/partial")).unwrap().map(|e| e.unwrap().path()).find(|p| p.join("checkpoint.safetensors").is_file()).expect("checkpoint kept");
-    let state = saepipe_sae::TrainerState::load(&partial.join("checkpoint.safetensors")).unwrap();
+    let partial = std::fs::read_dir(t.path().join("cache/partial")).unwrap().map(|e| e.unwrap().path()).find(|p| p.join("checkpoint.json").is_file()).expect("checkpoint kept");
+    let parts = saepipe_cache::checkpoint::load_checkpoint(&partial, "checkpoint").unwrap().expect("a verified checkpoint");
+    let state = saepipe_sae::TrainerState::load(&parts["state"]).unwrap();
     assert_eq!(state.step, 1);
     assert!(state.params.enc.iter().chain(&state.params.dec).all(|x| x.is_finite()), "the kept checkpoint holds non-finite weights");
     assert!(artifacts(&t.path().join("cache"), "train").is_empty(), "a diverged run published an artifact");

@@ -47,6 +47,26 @@ const CASES: &[Case] = &[
     Case { name: "unknown per-op default", yaml: "version: 1\ndefaults:\n  debug_shards: {sed: 3}\nstages:\n  a:\n    op: debug_shards\n", sets: &[], expect: &["`defaults.debug_shards`: unknown parameter of op `debug_shards` `sed`", "did you mean `seed`?"] },
     Case { name: "list element type", yaml: "version: 1\nstages:\n  a:\n    op: command\n    run: x\n    scripts: [ok.sh, {a: 2}]\n", sets: &[], expect: &["p.yaml:6:22: error: stage `a`, parameter `scripts`: expected a path to a file or directory, found a mapping"] },
     Case { name: "string interpolation of a list", yaml: "version: 1\nvars:\n  xs: [1, 2]\nstages:\n  a:\n    op: command\n    run: echo ${xs}\n", sets: &[], expect: &["`${xs}` is a list and cannot be inserted into the string `echo ${xs}`"] },
+    Case { name: "tag on a mapping", yaml: "version: 1\nvars: !!map {a: 1}\nstages:\n  a: {op: command, run: 'true'}\n", sets: &[], expect: &["p.yaml:2:7: error: YAML tags are not supported (found `!!map`)"] },
+    Case { name: "tag on a flow mapping", yaml: "version: 1\nstages:\n  a: !foo {op: command, run: 'true'}\n", sets: &[], expect: &["p.yaml:3:6: error: YAML tags are not supported (found `!foo`)"] },
+    Case { name: "tag on a sequence", yaml: "version: 1\nstages:\n  a:\n    op: command\n    run: 'true'\n    scripts: !custom [a.sh]\n", sets: &[], expect: &["p.yaml:6:14: error: YAML tags are not supported (found `!custom`)"] },
+    Case { name: "alias bomb", yaml: "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\ni: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]\n", sets: &[], expect: &["p.yaml:6:36: error: the document expands past the limit of 1000000 YAML nodes"] },
+    Case { name: "negative max_tokens", yaml: "version: 1\nstages:\n  t:\n    op: tokenize\n    corpus: c.jsonl\n    tokenizer: tok.json\n    max_tokens: -5\n", sets: &[], expect: &["p.yaml:7:17: error: stage `t`, parameter `max_tokens`: -5 is out of range (expected at least 1)"] },
+    Case { name: "huge context_size", yaml: "version: 1\nstages:\n  t:\n    op: tokenize\n    corpus: c.jsonl\n    tokenizer: tok.json\n    context_size: 1099511627776\n", sets: &[], expect: &["p.yaml:7:19: error: stage `t`, parameter `context_size`: 1099511627776 is out of range (expected 2 to 1048576)"] },
+    Case {
+        name: "train_sae sizes out of range",
+        yaml: "version: 1\nvars:\n  bs: 0\nstages:\n  a:\n    op: debug_shards\n  s:\n    op: train_sae\n    activations: a\n    hook: h\n    d_sae: 1000000000000\n    k: 0\n    batch_size: ${bs}\n    total_tokens: -1\n    checkpoint_every: 0\n    log_every: 0\n",
+        sets: &[],
+        expect: &[
+            "p.yaml:11:12: error: stage `s`, parameter `d_sae`: 1000000000000 is out of range (expected 1 to 16777216)",
+            "p.yaml:12:8: error: stage `s`, parameter `k`: 0 is out of range",
+            "parameter `batch_size`: 0 is out of range (expected 1 to 16777216)",
+            "p.yaml:14:19: error: stage `s`, parameter `total_tokens`: -1 is out of range (expected at least 1)",
+            "parameter `checkpoint_every`: 0 is out of range",
+            "parameter `log_every`: 0 is out of range",
+        ],
+    },
+    Case { name: "shard_tokens out of range", yaml: "version: 1\nstages:\n  t:\n    op: debug_shards\n  c:\n    op: collect_activations\n    model: toy/x@1\n    tokens: t\n    hooks: [h]\n    shard_tokens: 0\n    batch_size: -3\n", sets: &[], expect: &["p.yaml:10:19: error: stage `c`, parameter `shard_tokens`: 0 is out of range (expected at least 1)", "parameter `batch_size`: -3 is out of range"] },
     Case {
         name: "all errors of a file at once",
         yaml: "version: 1\nstages:\n  a:\n    op: comand\n  b:\n    op: debug_shards\n    shards: x\n  c:\n    op: debug_shards\n    inputs: [zz]\n",
@@ -123,4 +143,51 @@ stages:
     let opts = LoadOptions { sets: vec!["steps=[a, s3]".into()], params_file: None };
     let p = load_str(Path::new("p.yaml"), yaml, &opts, None).unwrap_or_else(|e| panic!("{e}"));
     assert!(p.instances.iter().any(|i| i.id == "train[a]"));
+}
+
+#[test]
+fn alias_bomb_fails_fast() {
+    let mut yaml = String::from("version: 1\nstages:\n  a: {op: command, run: 'true'}\nvars:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        yaml.push_str(&format!("  {}: &{} [{}]\n", w[1], w[1], vec![format!("*{}", w[0]); 10].join(", ")));
+    }
+    let start = std::time::Instant::now();
+    let err = load_str(Path::new("p.yaml"), &yaml, &LoadOptions::default(), None).err().expect("an alias bomb must not load");
+    assert!(start.elapsed() < std::time::Duration::from_secs(1), "took {:?}", start.elapsed());
+    let text = err.to_string();
+    assert!(text.contains("p.yaml:10:") && text.contains("expands past the limit of 1000000 YAML nodes"), "{text}");
+}
+
+#[test]
+fn ops_ranges_are_within_their_types_and_defaults() {
+    for op in saepipe::ops::registry() {
+        for spec in op.params() {
+            let Some((lo, hi)) = spec.range else { continue };
+            assert!(lo <= hi, "{}.{}", op.name(), spec.name);
+            if let Some(d) = spec.default.as_ref().and_then(|d| d.as_i64()) {
+                assert!((lo..=hi).contains(&d), "default of {}.{} ({d}) is outside its range", op.name(), spec.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_corpus_fails_tokenize_naming_the_file() {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let t = tempfile::tempdir().unwrap();
+    for (name, content) in [("none.jsonl", ""), ("blank.jsonl", "{\"text\": \"\"}\n{\"text\": \"\"}\n")] {
+        std::fs::write(t.path().join(name), content).unwrap();
+        std::fs::write(t.path().join("p.yaml"), format!("version: 1\nstages:\n  tokens:\n    op: tokenize\n    corpus: {name}\n    tokenizer: toy/toy-grammar@step2000\n    context_size: 32\n")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_saepipe"))
+            .args(["run", "p.yaml", "-q"])
+            .current_dir(t.path())
+            .env_remove("RUST_BACKTRACE")
+            .env("SAEPIPE_MODELS", repo.join("models"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {err}");
+        assert!(err.contains(name) && err.contains("the corpus holds"), "{name}: {err}");
+    }
 }

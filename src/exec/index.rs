@@ -21,6 +21,9 @@ fn path(cache: &Cache, pipeline: &str, instance: &str) -> PathBuf {
 }
 
 pub fn record(cache: &Cache, pipeline: &str, instance: &str, key: &Key, material: &KeyMaterial) -> Result<()> {
+    if cache.read_only() {
+        return Ok(()); // only explains reruns; a read-only cache serves hits without it
+    }
     let p = path(cache, pipeline, instance);
     if let Some(dir) = p.parent() {
         std::fs::create_dir_all(dir)?;

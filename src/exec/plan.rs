@@ -55,6 +55,8 @@ pub struct PlanItem {
     pub action: Action,
     pub why: Vec<String>,
     pub forced: bool,
+    /// The artifact's generation when planned (what a rebuild or `--force` replaces).
+    pub generation: Option<std::path::PathBuf>,
 }
 
 pub struct Plan {
@@ -124,7 +126,8 @@ pub fn make_plan(p: &Pipeline, cache: &Cache, sel: &Selection, verify: VerifyPol
         } else {
             decide(p, cache, &inst.id, &key, &material, verify)?
         };
-        items.push(PlanItem { idx: i, key, material, action, why, forced: is_forced });
+        let generation = cache.generation_dir(&key);
+        items.push(PlanItem { idx: i, key, material, action, why, forced: is_forced, generation });
     }
     Ok(Plan { items })
 }

@@ -44,6 +44,8 @@ pub struct RunReport {
     pub seconds: f64,
     pub stages: Vec<InstanceReport>,
     pub failed: usize,
+    /// Stopped by Ctrl-C or SIGTERM: finished stages are cached, running ones saved progress.
+    pub interrupted: bool,
     #[serde(skip)]
     pub record_dir: PathBuf,
 }
@@ -83,6 +85,7 @@ pub fn job_for(p: &Pipeline, plan: &Plan, pos: usize) -> StageJob {
         inputs,
         base_dir: p.base_dir.clone(),
         force: item.forced || item.action == Action::Rebuild,
+        planned_generation: item.generation.clone(),
         threads: rayon_threads(),
     }
 }
@@ -99,10 +102,15 @@ pub(crate) fn safe_name(id: &str) -> String {
 pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     let started = Instant::now();
     let started_unix = now_unix();
-    let record_dir = cache.run_dir().join(format!("{}-{}", started_unix as u64, std::process::id()));
+    let reporter = Reporter::new(opts.quiet);
+    let run_name = format!("{}-{}", started_unix as u64, std::process::id());
+    // A read-only (team) cache keeps no run records; they go to the temp directory.
+    let record_dir = if cache.read_only() { std::env::temp_dir().join("saepipe-runs").join(&run_name) } else { cache.run_dir().join(&run_name) };
+    if cache.read_only() {
+        reporter.println(&format!("note: the cache {} is read-only; this run's record and logs go to {}", cache.root().display(), record_dir.display()));
+    }
     let log_dir = record_dir.join("logs");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
-    let reporter = Reporter::new(opts.quiet);
 
     let n = plan.items.len();
     let pos_of: HashMap<usize, usize> = plan.items.iter().enumerate().map(|(pos, it)| (it.idx, pos)).collect();
@@ -128,6 +136,9 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
             // Launch what can start, in plan (dependency) order.
             ready.sort_unstable();
             let mut i = 0;
+            if crate::ops::cancel_requested() {
+                stop = true;
+            }
             while !stop && running < jobs && i < ready.len() {
                 let pos = ready[i];
                 let item = &plan.items[pos];
@@ -160,7 +171,8 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                         run_in_process(cache, &job, &progress, &log_path)
                     };
                     progress.finish();
-                    let _ = tx.send((pos, resource, result.map_err(|e| format!("{e:#}")), log_path));
+                    let result = result.map_err(|e| if is_interrupt(&e) { format!("{INTERRUPTED}{e:#}") } else { format!("{e:#}") });
+                    let _ = tx.send((pos, resource, result, log_path));
                 });
             }
             if running == 0 {
@@ -184,6 +196,11 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                             ready.push(d);
                         }
                     }
+                }
+                Err(e) if e.starts_with(INTERRUPTED) => {
+                    reporter.println(&format!("stopped {} (progress saved)", inst.id));
+                    reports[pos] = Some(InstanceReport { instance: inst.id.clone(), op: inst.op.name().into(), key: item.key.to_string(), status: "interrupted".into(), seconds: 0.0, bytes: 0, error: None, log });
+                    stop = true;
                 }
                 Err(e) => {
                     reporter.println(&format!("FAILED {}: {e}", inst.id));
@@ -209,11 +226,19 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
         })
         .collect();
     let failed = stages.iter().filter(|s| s.status == "failed").count();
-    let report = RunReport { pipeline: p.name.clone(), file: p.file.display().to_string(), started_unix, seconds: started.elapsed().as_secs_f64(), stages, failed, record_dir: record_dir.clone() };
+    let interrupted = crate::ops::cancel_requested();
+    let report = RunReport { pipeline: p.name.clone(), file: p.file.display().to_string(), started_unix, seconds: started.elapsed().as_secs_f64(), stages, failed, interrupted, record_dir: record_dir.clone() };
     let tmp = record_dir.join("run.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&report)?)?;
     std::fs::rename(&tmp, record_dir.join("run.json"))?;
     Ok(report)
+}
+
+/// Marks an interrupted stage's error on its way from the worker thread.
+const INTERRUPTED: &str = "\u{1}interrupted: ";
+
+fn is_interrupt(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<crate::ops::StageStop>(), Some(crate::ops::StageStop::Interrupted)))
 }
 
 fn skip_downstream(pos: usize, dependents: &[Vec<usize>], plan: &Plan, p: &Pipeline, reports: &mut [Option<InstanceReport>]) {
@@ -258,6 +283,9 @@ fn run_isolated(cache: &Cache, job: &StageJob, record_dir: &Path, log_path: &Pat
         .stderr(log)
         .status()
         .context("starting saepipe exec-stage")?;
+    if status.code() == Some(130) && crate::ops::cancel_requested() {
+        return Err(crate::ops::StageStop::Interrupted.into());
+    }
     if !status.success() {
         let tail = std::fs::read_to_string(log_path).unwrap_or_default();
         let last: Vec<&str> = tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();

@@ -1,11 +1,21 @@
 //! Running one stage instance against the cache: look up, lock, run the op into a
 //! staging directory, publish atomically. The same code runs in-process and in a
 //! separate process (`saepipe exec-stage`), which is what cluster executors use.
+//!
+//! What a stage relies on while it runs:
+//! - its inputs are leased (see `saepipe_cache::Lease`): no rebuild, `--force`
+//!   or gc deletes the generation it reads;
+//! - its inputs are verified before use: every file is re-hashed against the
+//!   manifest, except files whose readers check their own hashes as they read
+//!   them (activation store shards, see `Op::verified_on_read`);
+//! - it holds the key's lock; a holder that lost the lock (suspended past the
+//!   staleness threshold while another process took over) never commits: it
+//!   waits for the new holder and takes its result.
 
 use super::keys::KeyMaterial;
-use crate::ops::{self, Params, ProgressSink, StageCtx};
+use crate::ops::{self, Op, Params, ProgressSink, StageCtx, StageStop};
 use anyhow::{Context, Result, anyhow, bail};
-use saepipe_cache::{Cache, Key, ManifestDraft, VerifyMode};
+use saepipe_cache::{Cache, Key, Lease, LockGuard, ManifestDraft, VerifyMode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,8 +33,13 @@ pub struct StageJob {
     /// Input label → (artifact key, optional named output), in order.
     pub inputs: BTreeMap<String, Vec<(Key, Option<String>)>>,
     pub base_dir: PathBuf,
-    /// Recompute even if the artifact exists (and replace it).
+    /// Recompute even if the artifact exists, publishing a new generation
+    /// (`--force`, or a rebuild of a damaged artifact).
     pub force: bool,
+    /// The generation the plan saw (and decided to replace, when `force`): if
+    /// another run replaced it meanwhile, its result is taken instead.
+    #[serde(default)]
+    pub planned_generation: Option<PathBuf>,
     pub threads: usize,
 }
 
@@ -59,48 +74,81 @@ fn now_unix() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
+/// How often a stage that lost its lock goes back to wait for it before giving up.
+const MAX_LOCK_LOSSES: usize = 3;
+
 pub fn execute(cache: &Cache, job: &StageJob, progress: &dyn ProgressSink, log: &mut dyn std::io::Write) -> Result<StageResult> {
     let start = Instant::now();
     let op = ops::find(&job.op).ok_or_else(|| anyhow!("unknown op `{}`", job.op))?;
-    if !job.force {
-        if let Some(m) = cache.lookup(&job.key)? {
-            super::index::record(cache, &job.pipeline, &job.instance, &job.key, &job.material)?;
-            return Ok(StageResult { outcome: Outcome::Hit, bytes: m.total_bytes, seconds: start.elapsed().as_secs_f64() });
-        }
-    }
-    let mut announced = false;
-    let _lock = cache.lock(&job.key, &mut |info| {
-        if !announced {
-            progress.message(&format!("waiting for pid {} on {} (already computing this stage)", info.pid, info.host));
-            let _ = writeln!(log, "waiting for the lock held by pid {} on {}", info.pid, info.host);
-            announced = true;
-        }
-    })?;
-    if job.force {
-        if cache.lookup(&job.key)?.is_some() {
-            cache.remove(&job.key)?;
-        }
-    } else if let Some(m) = cache.lookup(&job.key)? {
+    let hit = |outcome: Outcome, bytes: u64| -> Result<StageResult> {
         super::index::record(cache, &job.pipeline, &job.instance, &job.key, &job.material)?;
-        return Ok(StageResult { outcome: Outcome::WaitedHit, bytes: m.total_bytes, seconds: start.elapsed().as_secs_f64() });
+        Ok(StageResult { outcome, bytes, seconds: start.elapsed().as_secs_f64() })
+    };
+    if !job.force
+        && let Some(m) = cache.lookup(&job.key)?
+    {
+        return hit(Outcome::Hit, m.total_bytes);
     }
+    if cache.read_only() {
+        bail!("the cache {} is read-only and this stage is not in it; run it with a writable cache (`--cache-dir`)", cache.root().display());
+    }
+    for _ in 0..MAX_LOCK_LOSSES {
+        let mut announced = false;
+        let lock = cache.lock(&job.key, &mut |info| {
+            if !announced {
+                progress.message(&format!("waiting for pid {} on {} (already computing this stage)", info.pid, info.host));
+                let _ = writeln!(log, "waiting for the lock held by pid {} on {}", info.pid, info.host);
+                announced = true;
+            }
+        })?;
+        if let Some(m) = already_done(cache, job)? {
+            return hit(Outcome::WaitedHit, m);
+        }
+        match run_locked(cache, job, op, &lock, progress, log, start)? {
+            Some(r) => return Ok(r),
+            None => {
+                // Another process broke our lock (we were suspended or stalled past the
+                // staleness threshold) and owns the stage now: wait for it.
+                let holder = cache.lock_holder(&job.key).map(|h| format!("pid {} on {}", h.pid, h.host)).unwrap_or_else(|| "another process".into());
+                let _ = writeln!(log, "lost the lock of this stage to {holder}; waiting for its result instead of publishing ours");
+                progress.message(&format!("lost the lock to {holder}; waiting for its result"));
+            }
+        }
+    }
+    bail!("lost the lock of this stage {MAX_LOCK_LOSSES} times (is this process being suspended for longer than the lock timeout?)")
+}
 
+/// Under the lock: the artifact as another run left it, if that satisfies this job.
+fn already_done(cache: &Cache, job: &StageJob) -> Result<Option<u64>> {
+    let Some(m) = cache.lookup(&job.key)? else { return Ok(None) };
+    if !job.force {
+        return Ok(Some(m.total_bytes));
+    }
+    // Forced or rebuilding: only a generation published after our plan counts
+    // (another forced run, or another run's rebuild of the damage we saw).
+    let current = cache.generation_dir(&job.key);
+    if current.is_some() && current != job.planned_generation && cache.verify(&job.key, VerifyMode::Full)?.ok {
+        return Ok(Some(m.total_bytes));
+    }
+    Ok(None)
+}
+
+/// Runs the op and publishes; `Ok(None)` if the lock was lost on the way.
+fn run_locked(cache: &Cache, job: &StageJob, op: &dyn Op, lock: &LockGuard, progress: &dyn ProgressSink, log: &mut dyn std::io::Write, start: Instant) -> Result<Option<StageResult>> {
+    let mut leases = Vec::new();
     let mut inputs = BTreeMap::new();
     let mut input_keys = BTreeMap::new();
     for (label, targets) in &job.inputs {
         let mut paths = Vec::new();
         for (i, (key, output)) in targets.iter().enumerate() {
-            let report = cache.verify(key, VerifyMode::Quick)?;
-            if !report.ok {
-                bail!("input `{label}` (artifact {}) is missing or damaged: {}", key.short(), report.problems.join("; "));
-            }
-            let dir = cache.artifact_dir(key);
+            let lease = lease_verified(cache, label, key, op)?;
             paths.push(match output {
-                Some(o) => dir.join(o),
-                None => dir,
+                Some(o) => lease.dir().join(o),
+                None => lease.dir().to_path_buf(),
             });
             let name = if targets.len() == 1 { label.clone() } else { format!("{label}[{i}]") };
             input_keys.insert(name, *key);
+            leases.push(lease);
         }
         inputs.insert(label.clone(), paths);
     }
@@ -112,6 +160,7 @@ pub fn execute(cache: &Cache, job: &StageJob, progress: &dyn ProgressSink, log: 
         let _ = writeln!(log, "resuming from saved progress in {}", partial_dir.display());
     }
     let started_unix = now_unix();
+    let still_held = || lock.still_held();
     let mut ctx = StageCtx {
         instance: job.instance.clone(),
         params: job.params.clone(),
@@ -122,10 +171,24 @@ pub fn execute(cache: &Cache, job: &StageJob, progress: &dyn ProgressSink, log: 
         threads: job.threads,
         progress,
         log,
+        lock_held: &still_held,
     };
-    let metrics = op.run(&mut ctx).with_context(|| format!("op `{}`", job.op))?;
+    let result = op.run(&mut ctx);
+    // Whatever the op says, a holder that lost the lock must not publish: the new
+    // holder may be writing the same partial progress.
+    if !lock.still_held() {
+        return Ok(None);
+    }
+    let metrics = match result {
+        Ok(m) => m,
+        Err(e) if matches!(e.downcast_ref::<StageStop>(), Some(StageStop::LockLost)) => return Ok(None),
+        Err(e) => {
+            retire_damaged_inputs(cache, &e, &leases, log);
+            return Err(e).with_context(|| format!("op `{}`", job.op));
+        }
+    };
     let seconds = start.elapsed().as_secs_f64();
-    let manifest = staging.commit(ManifestDraft {
+    let draft = ManifestDraft {
         op: job.op.clone(),
         op_version: op.version(),
         stage: job.instance.clone(),
@@ -136,8 +199,94 @@ pub fn execute(cache: &Cache, job: &StageJob, progress: &dyn ProgressSink, log: 
         started_unix,
         seconds,
         resumed,
-    })?;
+    };
+    let manifest = if job.force { staging.commit_replacing(draft)? } else { staging.commit(draft)? };
     cache.clear_partial(&job.key)?;
+    drop(leases);
     super::index::record(cache, &job.pipeline, &job.instance, &job.key, &job.material)?;
-    Ok(StageResult { outcome: if resumed { Outcome::Resumed } else { Outcome::Ran }, bytes: manifest.total_bytes, seconds })
+    Ok(Some(StageResult { outcome: if resumed { Outcome::Resumed } else { Outcome::Ran }, bytes: manifest.total_bytes, seconds }))
+}
+
+/// Leases an input artifact and re-hashes every file of it that its reader does
+/// not verify itself; a damaged input is never handed to the op.
+fn lease_verified(cache: &Cache, label: &str, key: &Key, consumer: &dyn Op) -> Result<Lease> {
+    let lease = cache.lease(key)?.ok_or_else(|| anyhow!("input `{label}` (artifact {}) is missing from the cache: run again to rebuild it", key.short()))?;
+    let producer = ops::find(&lease.manifest().op);
+    let self_verified = |path: &str| consumer.reads_inputs_through_verifying_readers() && producer.is_some_and(|p| p.verified_on_read().iter().any(|pat| glob_match(pat, path)));
+    let damaged: Vec<String> = {
+        use rayon::prelude::*;
+        lease
+            .manifest()
+            .files
+            .par_iter()
+            .filter(|f| !self_verified(&f.path))
+            .filter_map(|f| {
+                let path = lease.dir().join(&f.path);
+                match std::fs::metadata(&path) {
+                    Err(e) => return Some(format!("file {}: {e}", f.path)),
+                    Ok(m) if m.len() != f.size => return Some(format!("file {}: size {} != manifest {}", f.path, m.len(), f.size)),
+                    Ok(_) => {}
+                }
+                match saepipe_cache::hash_file(&path) {
+                    Ok(h) if h == f.blake3 => None,
+                    Ok(_) => Some(format!("file {}: blake3 mismatch", f.path)),
+                    Err(e) => Some(format!("file {}: {e}", f.path)),
+                }
+            })
+            .collect()
+    };
+    if !damaged.is_empty() {
+        let retired = retire(cache, key, lease.dir());
+        bail!("input `{label}` (artifact {}) is damaged: {}; {retired}", key.short(), damaged.join("; "));
+    }
+    Ok(lease)
+}
+
+/// Unlinks a damaged artifact (if it is still the current generation) so the
+/// next run rebuilds it; says what happened.
+fn retire(cache: &Cache, key: &Key, generation: &std::path::Path) -> String {
+    let Ok(Some(_lock)) = cache.try_lock(key) else {
+        return "another process holds its lock; run again once it is done".into();
+    };
+    if cache.generation_dir(key).as_deref() != Some(generation) {
+        return "it has been replaced meanwhile: run again".into();
+    }
+    match cache.remove(key) {
+        Ok(()) => "it was removed from the cache: run again to rebuild it".into(),
+        Err(e) => format!("removing it failed ({e}): remove it with `saepipe cache rm {}`", key.short()),
+    }
+}
+
+/// An op that failed on a damaged input file (found by a verifying reader):
+/// retire that input so the next run rebuilds it.
+fn retire_damaged_inputs(cache: &Cache, e: &anyhow::Error, leases: &[Lease], log: &mut dyn std::io::Write) {
+    let Some(path) = e.chain().find_map(|c| match c.downcast_ref::<saepipe_data::DataError>() {
+        Some(saepipe_data::DataError::Damaged { path, .. }) => Some(path.clone()),
+        _ => None,
+    }) else {
+        return;
+    };
+    if let Some(lease) = leases.iter().find(|l| path.starts_with(l.dir())) {
+        let what = retire(cache, lease.key(), lease.dir());
+        let _ = writeln!(log, "input artifact {} is damaged ({}): {what}", lease.key().short(), path.display());
+    }
+}
+
+/// `*` matches any run of characters within the file's path.
+fn glob_match(pattern: &str, path: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == path,
+        Some((prefix, suffix)) => path.len() >= prefix.len() + suffix.len() && path.starts_with(prefix) && path.ends_with(suffix),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn glob() {
+        assert!(super::glob_match("shard-*.parquet", "shard-00001.parquet"));
+        assert!(!super::glob_match("shard-*.parquet", "store.json"));
+        assert!(super::glob_match("store.json", "store.json"));
+        assert!(!super::glob_match("a*a", "a"));
+    }
 }

@@ -16,15 +16,24 @@ use std::path::{Path, PathBuf};
 
 pub struct CollectActivationsOp;
 
-/// Content fingerprint of a model's weights (blake3 over its safetensors files).
+/// Content fingerprint of a model's weights (blake3 over the files a load reads).
 fn weight_fingerprint(dir: &Path) -> Result<String> {
     let mut h = blake3::Hasher::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "safetensors")).collect();
-    names.sort();
-    for n in names {
-        h.update_mmap_rayon(&n)?;
+    for f in saepipe_model::weights::weight_files(dir)?.all() {
+        h.update_mmap_rayon(&f)?;
     }
     Ok(h.finalize().to_hex().to_string())
+}
+
+/// The external inputs of a stage that loads a model: `config.json` and every
+/// weight file the load reads (single or sharded, safetensors or torch pickles).
+pub fn model_inputs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = vec![("model/config.json".to_string(), dir.join("config.json"))];
+    for f in saepipe_model::weights::weight_files(dir)?.all() {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        out.push((format!("model/{name}"), f));
+    }
+    Ok(out)
 }
 
 /// The `processing` parameter: none, full (= transformer_lens) or steps joined by `+`.
@@ -51,10 +60,14 @@ impl Op for CollectActivationsOp {
         "collect_activations"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: store.json carries each shard's blake3, checked by every reader.
+        2
     }
     fn summary(&self) -> &'static str {
         "run a language model over tokens and store hook activations (Parquet shards)"
+    }
+    fn verified_on_read(&self) -> &'static [&'static str] {
+        &["shard-*.parquet"]
     }
     fn resource(&self, params: &super::Params) -> super::Resource {
         super::device::resource(params)
@@ -66,23 +79,17 @@ impl Op for CollectActivationsOp {
             ParamSpec::required("hooks", ParamType::List(Box::new(ParamType::Str)), "TransformerLens hook names, e.g. blocks.3.hook_resid_pre"),
             ParamSpec::optional("processing", ParamType::Str, json!("none"), "weight processing: none (from_pretrained_no_processing), full or transformer_lens (from_pretrained defaults), or steps joined by + (fold_ln+center_unembed)"),
             ParamSpec::optional("ln_hook", ParamType::Enum(&["pre_affine", "post_affine"]), json!("pre_affine"), "lnX.hook_normalized as TransformerLens 3.x (pre_affine) or 2.x (post_affine)"),
-            ParamSpec::maybe("max_tokens", ParamType::Int, "use only the first contexts holding this many tokens"),
-            ParamSpec::optional("shard_tokens", ParamType::Int, json!(65536), "tokens per Parquet shard (rounded down to whole contexts)"),
+            ParamSpec::maybe("max_tokens", ParamType::Int, "use only the first contexts holding this many tokens").min(1),
+            ParamSpec::optional("shard_tokens", ParamType::Int, json!(65536), "tokens per Parquet shard (rounded down to whole contexts)").min(1),
             ParamSpec::optional("dtype", ParamType::Enum(&["f32", "f16"]), json!("f32"), "stored precision"),
-            ParamSpec::optional("batch_size", ParamType::Int, json!(32), "contexts per forward pass").not_in_key(),
+            ParamSpec::optional("batch_size", ParamType::Int, json!(32), "contexts per forward pass").min(1).not_in_key(),
+            ParamSpec::optional("allow_nonfinite", ParamType::Bool, json!(false), "store NaN/Inf activations (counted and logged) instead of failing the stage at the first one").not_in_key(),
             ParamSpec::optional("device", ParamType::Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),
             super::device::precision_param(),
         ]
     }
     fn external_inputs(&self, params: &Params, base_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-        let dir = model_ref::resolve(params.str("model")?, base_dir)?;
-        let mut out = vec![("model/config.json".to_string(), dir.join("config.json"))];
-        for f in ["model.safetensors", "model.safetensors.index.json"] {
-            if dir.join(f).exists() {
-                out.push((format!("model/{f}"), dir.join(f)));
-            }
-        }
-        Ok(out)
+        model_inputs(&model_ref::resolve(params.str("model")?, base_dir)?)
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
         let p = ctx.params.clone();
@@ -126,10 +133,14 @@ impl Op for CollectActivationsOp {
             extra: json!({ "tokenizer_fingerprint": tokenizer_fingerprint }),
         };
         let mut opts = WriterOptions::for_meta(&meta);
+        opts.allow_nonfinite = p.bool("allow_nonfinite")?;
         let shard_rows = (p.usize("shard_tokens")? / cctx).max(1) * cctx;
         opts.rows_per_shard = shard_rows;
         opts.row_group_rows = opts.row_group_rows.min(shard_rows);
         let mut writer = ShardedWriter::open(&ctx.partial_dir, meta, opts)?;
+        for d in writer.discarded().to_vec() {
+            ctx.warn(format!("saved progress discarded: {d}"));
+        }
         // Restart at the first context the saved shards do not cover.
         let start_ctx = (writer.resume_row() as usize / cctx).min(n_ctx);
         if start_ctx > 0 {
@@ -155,8 +166,16 @@ impl Op for CollectActivationsOp {
                 }
                 Ok(writer)
             });
+            let lock_held = ctx.lock_held;
             let mut forward = || -> Result<()> {
                 for b0 in (start_ctx..n_ctx).step_by(batch) {
+                    // Stop between batches: finished shards stay in the partial area.
+                    if super::cancel_requested() {
+                        return Err(super::StageStop::Interrupted.into());
+                    }
+                    if !lock_held() {
+                        return Err(super::StageStop::LockLost.into());
+                    }
                     let b1 = (b0 + batch).min(n_ctx);
                     let mut req = RunRequest { capture: hooks.iter().cloned().collect(), stop_at_layer: stop, ..Default::default() };
                     let out = model.run(&tokens[b0 * cctx..b1 * cctx], b1 - b0, cctx, &mut req)?;
@@ -172,10 +191,15 @@ impl Op for CollectActivationsOp {
             drop(tx);
             let written = write.join().map_err(|_| anyhow::anyhow!("the activation store writer panicked"))?;
             // A write error explains a stopped forward better than the other way round.
-            let writer = written?;
+            let writer = written.context("parameter `hooks` (set `allow_nonfinite: true` to store non-finite activations)")?;
             ran?;
-            anyhow::Ok(writer.finish(&ctx.out_dir)?)
+            let nonfinite = writer.nonfinite_count();
+            anyhow::Ok((writer.finish(&ctx.out_dir)?, nonfinite))
         })?;
+        let (info, nonfinite) = info;
+        if nonfinite > 0 {
+            ctx.warn(format!("{nonfinite} non-finite activation values stored (allow_nonfinite)"));
+        }
         let secs = started.elapsed().as_secs_f64();
         ctx.logln(format!("computed {computed_tokens} tokens in {secs:.2}s"));
         Ok(json!({ "tokens": info.total_tokens, "shards": info.shards.len(), "hooks": hooks }))

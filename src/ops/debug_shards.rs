@@ -29,12 +29,12 @@ impl Op for DebugShardsOp {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::optional("shards", ParamType::Int, json!(4), "number of shards"),
-            ParamSpec::optional("shard_bytes", ParamType::Int, json!(1024), "bytes per shard"),
+            ParamSpec::optional("shards", ParamType::Int, json!(4), "number of shards").range(0, 1_000_000),
+            ParamSpec::optional("shard_bytes", ParamType::Int, json!(1024), "bytes per shard").range(0, 1 << 30),
             ParamSpec::optional("seed", ParamType::Int, json!(0), "seed of the content"),
             ParamSpec::optional("scale", ParamType::Float, json!(1.0), "a number mixed into the content (tests number canonicalization)"),
             ParamSpec::optional("inputs", ParamType::Artifacts, json!([]), "upstream artifacts mixed into the content"),
-            ParamSpec::optional("delay_ms", ParamType::Int, json!(0), "sleep per shard (to test interruption)").not_in_key(),
+            ParamSpec::optional("delay_ms", ParamType::Int, json!(0), "sleep per shard (to test interruption)").range(0, 3_600_000).not_in_key(),
             ParamSpec::optional("fail", ParamType::Bool, json!(false), "fail after the first shard (to test failure handling)"),
         ]
     }
@@ -59,12 +59,16 @@ impl Op for DebugShardsOp {
                 ctx.progress.set_position(i as u64 + 1);
                 continue;
             }
+            if ctx.cancelled() {
+                return Err(super::StageStop::Interrupted.into());
+            }
             std::thread::sleep(delay);
+            ctx.check_lock()?;
             let mut h = seed.clone();
             h.update(&(i as u64).to_le_bytes());
             let mut buf = vec![0u8; shard_bytes];
             h.finalize_xof().fill(&mut buf);
-            let tmp = path.with_extension("tmp");
+            let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&buf)?;
             f.sync_all()?;

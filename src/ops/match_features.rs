@@ -141,12 +141,12 @@ impl Op for MatchFeaturesOp {
             ParamSpec::maybe("reference_activations", Artifact, "activation store the reference SAE encodes (needed by activations/pearson)"),
             ParamSpec::maybe("activations", Artifacts, "one activation store per SAE in `saes`, same order (e.g. acts[*])"),
             ParamSpec::optional("similarity", Enum(&["activations", "pearson", "decoder", "encoder"]), json!("activations"), "feature similarity"),
-            ParamSpec::optional("n_tokens", Int, json!(65536), "tokens encoded per SAE (the first rows of each store)"),
+            ParamSpec::optional("n_tokens", Int, json!(65536), "tokens encoded per SAE (the first rows of each store)").min(1),
             ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N: TopK SAEs encode on the GPU when it resolves to CUDA").not_in_key(),
             super::device::precision_param(),
             ParamSpec::optional("thresholds", List(Box::new(Float)), json!(DEFAULT_DISTANCE_THRESHOLDS), "distance (1 - similarity) thresholds for the summary"),
             ParamSpec::optional("strategy", Enum(&["auto", "dense", "sparse"]), json!("auto"), "dense f32 matrix, or sparse candidates + certificate"),
-            ParamSpec::optional("top_m", Int, json!(32), "candidates per feature (sparse strategy)"),
+            ParamSpec::optional("top_m", Int, json!(32), "candidates per feature (sparse strategy)").min(1),
         ]
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {

@@ -50,6 +50,18 @@ pub trait Op: Send + Sync {
     fn resource(&self, _params: &Params) -> Resource {
         Resource::Cpu
     }
+    /// Files of this op's artifacts (patterns with one `*`) that the readers of
+    /// consuming ops verify themselves as they read them (against hashes the
+    /// artifact carries), so the engine need not re-hash them up front.
+    fn verified_on_read(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Whether this op reads its inputs only through saepipe's verifying
+    /// readers; ops that hand inputs to foreign code (a user's command) get
+    /// every input file re-hashed before they start.
+    fn reads_inputs_through_verifying_readers(&self) -> bool {
+        true
+    }
     /// Hidden ops (engine self-tests) are left out of `saepipe ops`.
     fn hidden(&self) -> bool {
         false
@@ -147,6 +159,32 @@ pub struct StageCtx<'a> {
     pub threads: usize,
     pub progress: &'a dyn ProgressSink,
     pub log: &'a mut dyn std::io::Write,
+    /// Whether this process still holds the stage's lock (false once another
+    /// process judged it stale and took the stage over).
+    pub lock_held: &'a dyn Fn() -> bool,
+}
+
+/// Why a stage stopped early without failing; the engine handles each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StageStop {
+    /// Ctrl-C (or SIGTERM): progress is saved; a rerun resumes.
+    #[error("interrupted (progress saved; run the same command again to resume)")]
+    Interrupted,
+    /// Another process took the stage over; its result is used instead.
+    #[error("lost the stage's lock to another process")]
+    LockLost,
+}
+
+static CANCELLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks every running stage to save its progress and stop (the first Ctrl-C).
+pub fn request_cancel() {
+    CANCELLED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether a stop was requested.
+pub fn cancel_requested() -> bool {
+    CANCELLED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 impl StageCtx<'_> {
@@ -169,6 +207,19 @@ impl StageCtx<'_> {
         eprintln!("{line}");
         self.logln(line);
     }
+    /// Called by long ops before writing resumable progress: an error once the
+    /// lock is lost (so a suspended holder that woke up never overwrites the
+    /// progress of the process that took over).
+    pub fn check_lock(&self) -> Result<()> {
+        if (self.lock_held)() { Ok(()) } else { Err(StageStop::LockLost.into()) }
+    }
+
+    /// Whether the user asked to stop (Ctrl-C): the op saves what it can
+    /// resume from, then returns `Err(StageStop::Interrupted.into())`.
+    pub fn cancelled(&self) -> bool {
+        cancel_requested()
+    }
+
     /// Writes `bytes` to `out_dir/rel` (creating parent directories).
     pub fn write_output(&self, rel: &str, bytes: &[u8]) -> Result<()> {
         let path = self.out_dir.join(rel);

@@ -90,7 +90,7 @@ impl Op for PlotOp {
             ParamSpec::maybe("evaluations", Artifacts, "evaluate stages"),
             ParamSpec::maybe("training", Artifacts, "train_sae stages (loss curves, per-checkpoint losses, densities)"),
             ParamSpec::optional("title", Str, json!("saepipe report"), "report title"),
-            ParamSpec::optional("heatmap_bins", Int, json!(20), "similarity bins of the matching heatmap"),
+            ParamSpec::optional("heatmap_bins", Int, json!(20), "similarity bins of the matching heatmap").range(1, 10_000),
         ]
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {

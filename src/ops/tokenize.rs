@@ -52,19 +52,19 @@ impl Op for TokenizeOp {
             ParamSpec::required("tokenizer", ParamType::Str, "a tokenizer.json path, or a model reference whose tokenizer.json to use"),
             ParamSpec::optional("format", ParamType::Enum(&["auto", "jsonl", "text_lines", "parquet"]), json!("auto"), "corpus format; auto: .jsonl/.json are JSONL, .parquet Parquet, other files one document per line"),
             ParamSpec::optional("field", ParamType::Str, json!("text"), "JSONL field or Parquet column holding the document text"),
-            ParamSpec::optional("context_size", ParamType::Int, json!(128), "tokens per context, including the leading BOS"),
-            ParamSpec::maybe("max_tokens", ParamType::Int, "stop after this many tokens (whole contexts)"),
+            ParamSpec::optional("context_size", ParamType::Int, json!(128), "tokens per context, including the leading BOS").range(2, 1 << 20),
+            ParamSpec::maybe("max_tokens", ParamType::Int, "stop after this many tokens (whole contexts)").min(1),
             ParamSpec::optional(
                 "mode",
                 ParamType::Enum(&["saelens", "transformer_lens", "transformer_lens_2"]),
                 json!("saelens"),
                 "saelens: BOS starts every context and separates documents; transformer_lens: as TransformerLens 3.x tokenize_and_concatenate; transformer_lens_2: as TransformerLens 2.x's (EOS-string joins, 20 text chunks, pad ids removed: every EOS with a HookedTransformer tokenizer), which published 2024-25 numbers used",
             ),
-            ParamSpec::maybe("num_proc", ParamType::Int, "transformer_lens modes: datasets.map num_proc, the number of contiguous corpus shards (default 10 as in tokenize_and_concatenate; 1 = one shard, as num_proc=None or streaming)"),
+            ParamSpec::maybe("num_proc", ParamType::Int, "transformer_lens modes: datasets.map num_proc, the number of contiguous corpus shards (default 10 as in tokenize_and_concatenate; 1 = one shard, as num_proc=None or streaming)").range(1, 4096),
             ParamSpec::maybe("tl2_pad", ParamType::Enum(&["eos", "added"]), "transformer_lens_2, tokenizer without pad token: eos (default; HookedTransformer's model.tokenizer, pad = EOS, so every EOS is removed) or added (a bare tokenizer: <PAD> is added and EOS stays)"),
             ParamSpec::maybe("tl2_short_batch", ParamType::Enum(&["pad", "drop"]), "transformer_lens_2: a map batch shorter than one row is padded to one row with the pad id (default, TransformerLens 2.8-2.17) or dropped (2.0-2.7)"),
-            ParamSpec::maybe("shuffle_seed", ParamType::Int, "shuffle documents with this seed (docs/formats.md describes the algorithm)"),
-            ParamSpec::optional("shuffle_buffer", ParamType::Int, json!(10000), "documents held by the shuffle buffer"),
+            ParamSpec::maybe("shuffle_seed", ParamType::Int, "shuffle documents with this seed (docs/formats.md describes the algorithm)").min(0),
+            ParamSpec::optional("shuffle_buffer", ParamType::Int, json!(10000), "documents held by the shuffle buffer").range(1, 100_000_000),
         ]
     }
     fn external_inputs(&self, params: &Params, base_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
@@ -88,6 +88,7 @@ impl Op for TokenizeOp {
         };
         let inputs: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         let corpus = Corpus::resolve(&inputs, &format, p.str("field")?)?;
+        corpus.check_has_text()?;
         let mode = Mode::from_name(p.str("mode")?).unwrap_or(Mode::SaeLens);
         let mut opts = TokenizeOptions::new(mode, context_size);
         if let Some(n) = p.get("num_proc").and_then(Value::as_i64) {
@@ -119,7 +120,7 @@ impl Op for TokenizeOp {
         }
         let summary = tokenize_to_table(&corpus, &tok, &opts, &ctx.out_dir.join("tokens.parquet"), json!({ "corpus": inputs.iter().map(|f| Path::new(f).file_name().map(|n| n.to_string_lossy().into_owned())).collect::<Vec<_>>() }))?;
         if summary.contexts == 0 {
-            bail!("the corpus yields no complete context of {context_size} tokens");
+            bail!("the corpus {} yields no complete context of {context_size} tokens", inputs.join(", "));
         }
         ctx.progress.set_position(summary.contexts);
         Ok(json!({ "contexts": summary.contexts, "tokens": summary.tokens, "context_size": context_size, "mode": mode.name(), "bos_token_id": tok.special.bos }))

@@ -46,8 +46,8 @@ pub fn coder_label(coder: &saepipe_sae::SparseCoder, dir: &Path) -> String {
     }
 }
 
-const CHECKPOINT: &str = "checkpoint.safetensors";
-const LOSS_ROWS: &str = "losses.json";
+/// Name of the training checkpoint in the partial area (`checkpoint.json` + parts).
+const CHECKPOINT: &str = "checkpoint";
 
 /// The parameters that become the trainer's configuration.
 fn train_config(p: &Params, d_in: usize, total_steps: u64, batch: usize) -> Result<TrainConfig> {
@@ -190,20 +190,34 @@ fn losses_table(rows: &[Value]) -> Table {
 
 /// Writes the trainer state and the loss rows so far; each file lands under a
 /// temporary name first so a crash never leaves a torn checkpoint.
+/// Saves the trainer and its loss rows as one self-verifying checkpoint (see
+/// `saepipe_cache::checkpoint`): unique file names, then one atomic pointer with
+/// their hashes, so neither a crash nor a second writer can tear it.
 fn save_checkpoint(dir: &Path, state: &TrainerState, rows: &[Value]) -> Result<()> {
-    let tmp = dir.join(format!("{CHECKPOINT}.tmp"));
-    state.save(&tmp)?;
-    let tmp_rows = dir.join(format!("{LOSS_ROWS}.tmp"));
-    std::fs::write(&tmp_rows, serde_json::to_vec(rows)?)?;
-    // Rows first: a checkpoint is only trusted when the rows match its step.
-    std::fs::rename(&tmp_rows, dir.join(LOSS_ROWS))?;
-    std::fs::rename(&tmp, dir.join(CHECKPOINT))?;
+    use saepipe_cache::checkpoint::{checkpoint_part_path, commit_checkpoint};
+    let state_path = checkpoint_part_path(dir, CHECKPOINT, "state");
+    state.save(&state_path)?;
+    let rows_path = checkpoint_part_path(dir, CHECKPOINT, "rows");
+    std::fs::write(&rows_path, serde_json::to_vec(rows)?)?;
+    commit_checkpoint(dir, CHECKPOINT, &[("state", &state_path), ("rows", &rows_path)])?;
     Ok(())
 }
 
+/// The saved checkpoint, if one verifies; a damaged one is reported and ignored.
 fn load_checkpoint(dir: &Path, log: &mut dyn std::io::Write) -> Option<(TrainerState, Vec<Value>)> {
-    let state = TrainerState::load(&dir.join(CHECKPOINT)).ok()?;
-    let rows: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join(LOSS_ROWS)).ok()?).ok()?;
+    let parts = match saepipe_cache::checkpoint::load_checkpoint(dir, CHECKPOINT) {
+        Ok(Some(parts)) => parts,
+        Ok(None) => return None,
+        Err(e) => {
+            let line = format!("warning: the saved checkpoint is damaged and is not used ({e}); training starts over");
+            eprintln!("{line}");
+            let _ = writeln!(log, "{line}");
+            let _ = saepipe_cache::checkpoint::remove_checkpoint(dir, CHECKPOINT);
+            return None;
+        }
+    };
+    let state = TrainerState::load(parts.get("state")?).ok()?;
+    let rows: Vec<Value> = serde_json::from_slice(&std::fs::read(parts.get("rows")?).ok()?).ok()?;
     // Keep only rows the checkpoint covers (rows may be newer than the state).
     let rows: Vec<Value> = rows.into_iter().filter(|r| r["step"].as_u64().is_some_and(|s| s < state.step)).collect();
     let _ = writeln!(log, "resuming from checkpoint at step {}", state.step);
@@ -312,13 +326,13 @@ impl Op for TrainSaeOp {
             ParamSpec::required("hook", Str, "input hook point (must be in the store)"),
             ParamSpec::maybe("hook_out", Str, "output hook point: makes a transcoder (e.g. blocks.0.hook_mlp_out)"),
             ParamSpec::optional("architecture", Enum(&["topk", "standard", "batchtopk", "jumprelu"]), json!("topk"), "topk, standard (ReLU + L1), batchtopk or jumprelu (SAELens JumpReLU, CPU only)"),
-            ParamSpec::maybe("d_sae", Int, "number of latents"),
-            ParamSpec::maybe("expansion_factor", Int, "d_sae as a multiple of the input width (default 8 when d_sae is not given)"),
-            ParamSpec::optional("k", Int, json!(32), "active latents per token (topk, batchtopk)"),
+            ParamSpec::maybe("d_sae", Int, "number of latents").range(1, 1 << 24),
+            ParamSpec::maybe("expansion_factor", Int, "d_sae as a multiple of the input width (default 8 when d_sae is not given)").range(1, 4096),
+            ParamSpec::optional("k", Int, json!(32), "active latents per token (topk, batchtopk)").range(1, 1 << 24),
             ParamSpec::optional("l1_coefficient", Float, json!(5.0), "L1 penalty weight (standard)"),
-            ParamSpec::maybe("l1_warmup_steps", Int, "steps over which the L1 weight ramps up from 0 (standard)"),
+            ParamSpec::maybe("l1_warmup_steps", Int, "steps over which the L1 weight ramps up from 0 (standard)").min(0),
             ParamSpec::maybe("l0_coefficient", Float, "sparsity (L0) loss weight (jumprelu; default 1.0, SAELens l0_coefficient)"),
-            ParamSpec::maybe("l0_warmup_steps", Int, "steps over which the L0 weight ramps up from 0 (jumprelu; SAELens l0_warm_up_steps, default 0)"),
+            ParamSpec::maybe("l0_warmup_steps", Int, "steps over which the L0 weight ramps up from 0 (jumprelu; SAELens l0_warm_up_steps, default 0)").min(0),
             ParamSpec::maybe("jumprelu_bandwidth", Float, "width of the straight-through rectangle kernel (jumprelu; default 0.05)"),
             ParamSpec::maybe("jumprelu_init_threshold", Float, "initial per-latent threshold (jumprelu; default 0.01)"),
             ParamSpec::maybe("jumprelu_sparsity_loss_mode", Enum(&["step", "tanh", "quadratic"]), "jumprelu sparsity loss: step (L0, default), tanh or quadratic (needs target_l0)"),
@@ -327,24 +341,24 @@ impl Op for TrainSaeOp {
             ParamSpec::maybe("pre_act_loss_coefficient", Float, "weight of the pre-activation loss on dead latents (jumprelu; default off)"),
             ParamSpec::maybe("jumprelu_ste_to_input", Bool, "straight-through gradients also reach the encoder (jumprelu; default false)"),
             ParamSpec::optional("lr", Float, json!(2e-4), "Adam learning rate"),
-            ParamSpec::maybe("lr_warmup_steps", Int, "linear warm-up steps"),
+            ParamSpec::maybe("lr_warmup_steps", Int, "linear warm-up steps").min(0),
             ParamSpec::optional("lr_decay", Enum(&["constant", "cosine", "linear"]), json!("constant"), "schedule after warm-up"),
-            ParamSpec::maybe("lr_decay_steps", Int, "decay over the last this many steps (default: all steps after warm-up)"),
+            ParamSpec::maybe("lr_decay_steps", Int, "decay over the last this many steps (default: all steps after warm-up)").min(0),
             ParamSpec::optional("lr_end_factor", Float, json!(0.0), "final lr as a fraction of lr (decay schedules)"),
-            ParamSpec::optional("batch_size", Int, json!(4096), "tokens per step"),
-            ParamSpec::maybe("total_tokens", Int, "training tokens (default: one pass over the store); passes reshuffle"),
-            ParamSpec::optional("seed", Int, json!(42), "initialisation and shuffle seed"),
-            ParamSpec::optional("shuffle_buffer", Int, json!(65536), "rows in the shuffle buffer"),
+            ParamSpec::optional("batch_size", Int, json!(4096), "tokens per step").range(1, 1 << 24),
+            ParamSpec::maybe("total_tokens", Int, "training tokens (default: one pass over the store); passes reshuffle").min(1),
+            ParamSpec::optional("seed", Int, json!(42), "initialisation and shuffle seed").min(0),
+            ParamSpec::optional("shuffle_buffer", Int, json!(65536), "rows in the shuffle buffer").range(1, 100_000_000),
             ParamSpec::optional("normalize_activations", Enum(&["none", "expected_average_only_in"]), json!("none"), "SAELens normalize_activations; the scale is folded into the saved weights"),
             ParamSpec::optional("b_dec_init", Enum(&["mean", "geometric_median", "zeros"]), json!("mean"), "decoder bias initialisation"),
             ParamSpec::optional("apply_b_dec_to_input", Bool, json!(true), "subtract b_dec before encoding (SAEs; ignored for transcoders)"),
-            ParamSpec::optional("dead_feature_window", Int, json!(1_000_000), "a latent is dead after this many tokens without firing"),
-            ParamSpec::maybe("aux_k", Int, "AuxK latents per token (default d_in / 2)"),
+            ParamSpec::optional("dead_feature_window", Int, json!(1_000_000), "a latent is dead after this many tokens without firing").min(0),
+            ParamSpec::maybe("aux_k", Int, "AuxK latents per token (default d_in / 2)").range(0, 1 << 24),
             ParamSpec::optional("aux_k_coefficient", Float, json!(1.0 / 32.0), "AuxK loss weight; 0 disables"),
             ParamSpec::optional("max_grad_norm", Float, json!(1.0), "gradient-norm clip; 0 disables"),
             ParamSpec::maybe("decoder_init_norm", Float, "initial decoder row norm (default 0.1 standard and jumprelu, 1 topk and batchtopk)"),
-            ParamSpec::optional("log_every", Int, json!(10), "steps between rows of losses.parquet"),
-            ParamSpec::optional("checkpoint_every", Int, json!(200), "steps between resumable checkpoints").not_in_key(),
+            ParamSpec::optional("log_every", Int, json!(10), "steps between rows of losses.parquet").min(1),
+            ParamSpec::optional("checkpoint_every", Int, json!(200), "steps between resumable checkpoints").min(1).not_in_key(),
             ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),
             super::device::precision_param(),
         ]
@@ -414,9 +428,16 @@ impl Op for TrainSaeOp {
                 }
                 step += 1;
                 ctx.progress.set_position(step * batch as u64);
-                if step % checkpoint_every == 0 && step < total_steps {
+                let cancelled = ctx.cancelled();
+                if (step % checkpoint_every == 0 || cancelled) && step < total_steps {
+                    // A holder that lost its lock must not overwrite the new holder's progress.
+                    ctx.check_lock()?;
                     save_checkpoint(&ctx.partial_dir, &trainer.state()?, &rows)?;
                     checkpoint_step = Some(step);
+                    if cancelled {
+                        ctx.logln(format!("interrupted: checkpoint saved at step {step}"));
+                        return Err(super::StageStop::Interrupted.into());
+                    }
                 }
                 last = Some(s);
             }

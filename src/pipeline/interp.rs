@@ -3,7 +3,13 @@
 //! A value that is exactly `${name}` is replaced by the variable's value with its
 //! type (a list stays a list); `${name}` inside a longer string inserts its text.
 //! `$${` writes a literal `${`.
+//!
+//! Into a parameter of type [`ParamType::ShellCommand`] (see [`interpolate_typed`])
+//! every value is inserted single-quoted for POSIX `sh` (`'` becomes `'\''`),
+//! so a value is one word and never parsed as shell syntax: `echo ${msg}` prints
+//! the value verbatim, whatever it contains.
 
+use super::schema::ParamType;
 use super::yaml::{Entry, Node, Pos, Yaml};
 use std::collections::BTreeMap;
 
@@ -80,9 +86,23 @@ fn with_pos(mut node: Node, pos: Pos) -> Node {
     node
 }
 
+/// Interpolates a parameter's value knowing its type: into a shell command line
+/// values go in shell-quoted; everything else as [`interpolate`].
+pub fn interpolate_typed(node: &Node, ty: &ParamType, scope: &Scope) -> Result<Node, (Pos, String)> {
+    match (ty, &node.value) {
+        (ParamType::ShellCommand, Yaml::Str(s)) if s.contains("${") => interpolate_str(s, node.pos, scope, true),
+        _ => interpolate(node, scope),
+    }
+}
+
+/// `s` single-quoted for POSIX `sh`: one word whatever it contains.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 pub fn interpolate(node: &Node, scope: &Scope) -> Result<Node, (Pos, String)> {
     match &node.value {
-        Yaml::Str(s) if s.contains("${") => interpolate_str(s, node.pos, scope),
+        Yaml::Str(s) if s.contains("${") => interpolate_str(s, node.pos, scope, false),
         Yaml::Seq(items) => Ok(Node::new(
             Yaml::Seq(items.iter().map(|i| interpolate(i, scope)).collect::<Result<_, _>>()?),
             node.pos,
@@ -100,9 +120,11 @@ pub fn interpolate(node: &Node, scope: &Scope) -> Result<Node, (Pos, String)> {
     }
 }
 
-fn interpolate_str(s: &str, pos: Pos, scope: &Scope) -> Result<Node, (Pos, String)> {
+/// `shell`: insert each value shell-quoted (one word), and do no
+/// whole-value substitution (the result is always a command line string).
+fn interpolate_str(s: &str, pos: Pos, scope: &Scope, shell: bool) -> Result<Node, (Pos, String)> {
     // Whole-value substitution keeps the variable's type.
-    if let Some(inner) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+    if let Some(inner) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')).filter(|_| !shell) {
         if !inner.contains(['{', '}', '$']) {
             return scope.lookup(inner, pos);
         }
@@ -122,7 +144,9 @@ fn interpolate_str(s: &str, pos: Pos, scope: &Scope) -> Result<Node, (Pos, Strin
                 pos,
                 format!("`${{{}}}` is {} and cannot be inserted into the string `{s}`", &tail[..end], value.kind()),
             ))?;
-            out.push_str(&text);
+            // Lists are refused here too (not inserted as several quoted words):
+            // one `${...}` is always exactly one shell word.
+            out.push_str(&if shell { shell_quote(&text) } else { text });
             rest = &tail[end + 1..];
         } else {
             out.push('$');

@@ -4,7 +4,7 @@
 //! a user sees all errors of a file at once.
 
 use super::diag::Diagnostics;
-use super::interp::{Scope, interpolate};
+use super::interp::{Scope, interpolate, interpolate_typed};
 use super::refs::{self, Selector};
 use super::schema::{self, ParamType};
 use super::yaml::{self, Entry, Node, Pos, Yaml};
@@ -468,14 +468,14 @@ fn load_stage(
                 }
                 continue;
             };
-            let node = match interpolate(&raw, &scope) {
+            let node = match interpolate_typed(&raw, &spec.ty, &scope) {
                 Ok(n) => n,
                 Err((pos, msg)) => {
                     d.error(pos, Some(&id), Some(spec.name), msg);
                     continue;
                 }
             };
-            let node = match schema::check(&node, &spec.ty) {
+            let node = match schema::check_param(&node, spec) {
                 Ok(n) => n,
                 Err((pos, msg)) => {
                     d.error(pos, Some(&id), Some(spec.name), msg);

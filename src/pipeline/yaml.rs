@@ -144,8 +144,13 @@ pub struct YamlError {
     pub message: String,
 }
 
-/// Parses one YAML document. Duplicate mapping keys, non-scalar keys, tags and
-/// multiple documents are errors.
+/// Most nodes (scalars, lists, mappings and mapping keys, counting every copy an
+/// alias makes) one document may expand to. Real pipelines have a few thousand;
+/// the limit stops "billion laughs" alias bombs before they exhaust memory.
+pub const MAX_NODES: usize = 1_000_000;
+
+/// Parses one YAML document. Duplicate mapping keys, non-scalar keys, tags,
+/// multiple documents and documents expanding past [`MAX_NODES`] nodes are errors.
 pub fn parse(text: &str) -> Result<Node, YamlError> {
     let mut builder = Builder::default();
     for item in Parser::new_from_str(text) {
@@ -172,17 +177,30 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
     }
 }
 
+/// Collections under construction; the last field is the node count when the
+/// collection started, so its expanded size is known when it ends.
 enum Frame {
-    Seq(Vec<Node>, Pos, usize),
-    Map(Vec<Entry>, Pos, usize, Option<(String, Pos)>),
+    Seq(Vec<Node>, Pos, usize, usize),
+    Map(Vec<Entry>, Pos, usize, Option<(String, Pos)>, usize),
 }
 
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     docs: Vec<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with their expanded node counts.
+    anchors: HashMap<usize, (Node, usize)>,
     second_doc_pos: Pos,
+    /// Nodes produced so far, aliases counted at their expanded size.
+    nodes: usize,
+    /// Expanded size of the node being pushed (for anchors).
+    last_size: usize,
+}
+
+fn tag_error(pos: Pos, tag: &saphyr_parser::Tag) -> YamlError {
+    // The parser resolves the `!!` shorthand; show the tag as written.
+    let handle = if tag.handle == "tag:yaml.org,2002:" { "!!" } else { tag.handle.as_str() };
+    YamlError { pos, message: format!("YAML tags are not supported (found `{handle}{}`)", tag.suffix) }
 }
 
 impl Builder {
@@ -196,52 +214,84 @@ impl Builder {
                 Ok(())
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or(YamlError {
+                let size = self.anchors.get(&id).map(|(_, size)| *size).ok_or(YamlError {
                     pos,
                     message: "alias refers to an unknown anchor".into(),
                 })?;
-                self.push(Node { value: node.value, pos }, 0)
+                // Checked before copying, so a bomb fails fast instead of allocating.
+                self.count(size, pos)?;
+                let value = self.anchors[&id].0.value.clone();
+                self.last_size = size;
+                self.push(Node { value, pos }, 0)
             }
             Event::Scalar(text, style, anchor, tag) => {
                 if let Some(tag) = tag {
-                    return Err(YamlError { pos, message: format!("YAML tags are not supported (found `{}{}`)", tag.handle, tag.suffix) });
+                    return Err(tag_error(pos, &tag));
                 }
+                self.count(1, pos)?;
                 let value = if style == ScalarStyle::Plain { resolve_plain(&text) } else { Yaml::Str(text.into_owned()) };
+                self.last_size = 1;
                 self.push(Node { value, pos }, anchor)
             }
-            Event::SequenceStart(anchor, _) => {
-                self.stack.push(Frame::Seq(Vec::new(), pos, anchor));
+            Event::SequenceStart(anchor, tag) => {
+                if let Some(tag) = tag {
+                    return Err(tag_error(pos, &tag));
+                }
+                self.count(1, pos)?;
+                self.stack.push(Frame::Seq(Vec::new(), pos, anchor, self.nodes - 1));
                 Ok(())
             }
-            Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map(Vec::new(), pos, anchor, None));
+            Event::MappingStart(anchor, tag) => {
+                if let Some(tag) = tag {
+                    return Err(tag_error(pos, &tag));
+                }
+                self.count(1, pos)?;
+                self.stack.push(Frame::Map(Vec::new(), pos, anchor, None, self.nodes - 1));
                 Ok(())
             }
             Event::SequenceEnd => match self.stack.pop() {
-                Some(Frame::Seq(items, p, anchor)) => self.push(Node { value: Yaml::Seq(items), pos: p }, anchor),
+                Some(Frame::Seq(items, p, anchor, start)) => {
+                    self.last_size = self.nodes - start;
+                    self.push(Node { value: Yaml::Seq(items), pos: p }, anchor)
+                }
                 _ => Err(YamlError { pos, message: "unbalanced sequence".into() }),
             },
             Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Map(entries, p, anchor, _)) => self.push(Node { value: Yaml::Map(entries), pos: p }, anchor),
+                Some(Frame::Map(entries, p, anchor, _, start)) => {
+                    self.last_size = self.nodes - start;
+                    self.push(Node { value: Yaml::Map(entries), pos: p }, anchor)
+                }
                 _ => Err(YamlError { pos, message: "unbalanced mapping".into() }),
             },
         }
     }
 
+    /// Adds `n` nodes to the document's total, failing at `pos` past [`MAX_NODES`].
+    fn count(&mut self, n: usize, pos: Pos) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(YamlError {
+                pos,
+                message: format!("the document expands past the limit of {MAX_NODES} YAML nodes (aliases count at their expanded size)"),
+            });
+        }
+        Ok(())
+    }
+
     fn push(&mut self, node: Node, anchor: usize) -> Result<(), YamlError> {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), self.last_size));
         }
         match self.stack.last_mut() {
             None => {
                 self.docs.push(node);
                 Ok(())
             }
-            Some(Frame::Seq(items, _, _)) => {
+            Some(Frame::Seq(items, ..)) => {
                 items.push(node);
                 Ok(())
             }
-            Some(Frame::Map(entries, _, _, pending)) => match pending.take() {
+            Some(Frame::Map(entries, _, _, pending, _)) => match pending.take() {
                 None => {
                     let key = match &node.value {
                         Yaml::Str(s) => s.clone(),
@@ -351,6 +401,34 @@ mod tests {
     fn anchors_and_aliases() {
         let n = parse("x: &v [1, 2]\ny: *v\n").unwrap();
         assert_eq!(n.get("x").unwrap().value.value, n.get("y").unwrap().value.value);
+    }
+
+    #[test]
+    fn alias_bombs_fail_fast_at_the_alias() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for w in names.windows(2) {
+            let refs = vec![format!("*{}", w[0]); 10].join(", ");
+            text.push_str(&format!("{}: &{} [{refs}]\n", w[1], w[1]));
+        }
+        let start = std::time::Instant::now();
+        let e = parse(&text).unwrap_err();
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        assert!(e.message.contains("expands past the limit of 1000000"), "{}", e.message);
+        // Level f (line 6) holds 10 copies of e (111,111 nodes each): the 9th crosses.
+        assert_eq!(e.pos.line, 6, "{e:?}");
+        // A moderately aliased document is fine.
+        assert!(parse("a: &a [1, 2, 3]\nb: &b [*a, *a, *a]\nc: [*b, *b]\n").is_ok());
+    }
+
+    #[test]
+    fn tags_on_collections_are_errors() {
+        for (text, tag) in [("a: !!map {b: 1}\n", "!!map"), ("a: !foo {b: 1}\n", "!foo"), ("a: !custom [1]\n", "!custom"), ("!!seq\n- 1\n", "!!seq")] {
+            let e = parse(text).unwrap_err();
+            assert!(e.message.contains("YAML tags are not supported") && e.message.contains(tag), "{text}: {}", e.message);
+        }
+        let e = parse("x: 1\na: !foo {b: 1}\n").unwrap_err();
+        assert_eq!(e.pos, Pos { line: 2, col: 4 });
     }
 
     #[test]

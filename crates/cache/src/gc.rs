@@ -36,13 +36,16 @@ fn entries(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
 
 impl crate::Cache {
     /// Removes (or with `dry_run`, only reports):
-    /// - published artifacts not in `keep` and not locked by a live writer;
+    /// - published artifacts not in `keep`, not locked by a live writer and not
+    ///   leased by a live reader;
+    /// - generations no artifact links to any more, once no reader leases their
+    ///   key and they are older than the lock staleness threshold;
     /// - directories in `artifacts/` that are not valid artifacts;
     /// - staging directories in `tmp/` whose writer is gone (a dead pid on this
     ///   host; for other hosts, no live lock on the key and untouched for
     ///   `stale_after`), and leftovers of removals;
     /// - `partial/` progress whose key is not in `keep` and not locked by a live writer;
-    /// - stale lock files and stray temporaries of locks and fingerprint memos.
+    /// - stale lock and lease files and stray temporaries of locks and fingerprint memos.
     pub fn gc(&self, keep: &HashSet<Key>, dry_run: bool) -> Result<GcReport> {
         let mut report = GcReport { dry_run, ..Default::default() };
         let timing = self.lock_timing();
@@ -56,25 +59,60 @@ impl crate::Cache {
             Ok(())
         };
 
+        let mut removed_keys = HashSet::new();
         for (name, path) in entries(&self.root().join("artifacts"))? {
             let manifest = match name.parse::<Key>() {
                 Ok(k) => self.lookup(&k)?.map(|m| (k, m)),
                 Err(_) => None,
             };
             match manifest {
-                Some((k, _)) if keep.contains(&k) || self.lock_is_live(&name) => report.kept += 1,
+                Some((k, _)) if keep.contains(&k) || self.lock_is_live(&name) || self.live_leases(&k) > 0 => report.kept += 1,
                 Some((k, m)) => {
                     let what = format!("artifact {} ({} {})", k.short(), m.op, m.stage);
-                    if dry_run {
-                        report.removed.push((what, tree_size(&path)));
-                    } else {
+                    let bytes = self.generation_dir(&k).map(|d| tree_size(&d)).unwrap_or(0);
+                    if !dry_run {
                         // Same atomic path as `remove`: readers never see half an artifact.
-                        let bytes = tree_size(&path);
                         self.remove(&k)?;
-                        report.removed.push((what, bytes));
                     }
+                    removed_keys.insert(k);
+                    report.removed.push((what, bytes));
                 }
-                None => remove(format!("damaged artifact directory {name} (no valid manifest)"), &path, &mut report)?,
+                None => {
+                    let what = format!("damaged artifact directory {name} (no valid manifest)");
+                    // A damaged entry may be a link: its generation goes with it (below, once unlinked).
+                    let key = name.parse::<Key>().ok();
+                    // A damaged link's generation goes with it: no lease can hold a generation without a valid manifest.
+                    let generation = key.and_then(|k| self.generation_dir(&k)).filter(|d| *d != path);
+                    let bytes = generation.as_deref().map(tree_size).unwrap_or(0) + tree_size(&path);
+                    removed_keys.extend(key);
+                    if !dry_run {
+                        remove_tree(&path)?;
+                        if let Some(g) = &generation {
+                            remove_tree(g)?;
+                        }
+                    }
+                    report.removed.push((what, bytes));
+                }
+            }
+        }
+
+        // Generations no link points at: replaced or removed artifacts whose
+        // readers have finished, and publishes that died between the move and the link.
+        for (name, path) in entries(&self.root().join("generations"))? {
+            let Some(key) = name.split_once('.').and_then(|(k, _)| k.parse::<Key>().ok()) else {
+                if old(&path) {
+                    remove(format!("stray generation {name}"), &path, &mut report)?;
+                }
+                continue;
+            };
+            let current = crate::store::current_generation(self.root(), &key);
+            let linked = matches!(&current, Some(crate::store::Generation::Linked(n)) if *n == name);
+            // Generations of artifacts removed above were counted with them.
+            if linked || removed_keys.contains(&key) {
+                continue;
+            }
+            if self.live_leases(&key) == 0 && !self.lock_is_live(&key.to_string()) && old(&path) {
+                remove(format!("retired generation {}", &name[..name.len().min(12)]), &path, &mut report)?;
             }
         }
 
@@ -118,6 +156,12 @@ impl crate::Cache {
                 }
             } else {
                 remove(what, &path, &mut report)?;
+            }
+        }
+
+        for (name, path) in entries(&self.root().join("leases"))? {
+            if lock::holder(&path).is_stale(timing) {
+                remove(format!("stale lease {name}"), &path, &mut report)?;
             }
         }
 

@@ -3,7 +3,9 @@
 //! Layout under the cache root:
 //!
 //! ```text
-//! artifacts/<key>/              published artifact: payload files + manifest.json
+//! artifacts/<key>               link to the artifact's current generation
+//! generations/<key>.<nonce>/    a published generation: payload files + manifest.json (immutable)
+//! leases/<key>.<token>.lease    readers' leases (json: pid, host, heartbeat)
 //! tmp/<key>.<pid>.<host>-<nonce>/  staging directories (never visible as artifacts)
 //! partial/<key>/                resumable progress of a stage (shards, checkpoints)
 //! locks/<key>.lock              per-key lock (json: pid, host, started, heartbeat)
@@ -14,11 +16,14 @@
 //!
 //! Artifacts are published atomically: payload files are written into a staging
 //! directory, hashed and fsynced, `manifest.json` is written last, and the
-//! directory is renamed into `artifacts/`. A directory there without a valid
-//! manifest is treated as absent. Per-key locks with heartbeats let several
+//! directory is renamed into `generations/` and linked from `artifacts/<key>`. An
+//! entry there without a valid manifest is treated as absent. Published
+//! generations are never modified; a rebuild links a new generation and the old
+//! one is deleted only when no reader holds a lease on the key. Per-key locks with heartbeats let several
 //! processes (or hosts on a shared filesystem) agree that each key is computed
 //! once; locks of dead holders are detected and broken safely.
 
+pub mod checkpoint;
 mod error;
 mod fingerprint;
 mod gc;
@@ -31,6 +36,6 @@ pub use error::{CacheError, Result};
 pub use fingerprint::{FingerprintStats, hash_file};
 pub use gc::GcReport;
 pub use key::{KEY_HEX_LEN, Key};
-pub use lock::{HEARTBEAT_EVERY, HOSTNAME_ENV, LockGuard, LockInfo, LockTiming, STALE_AFTER, hostname, pid_alive};
+pub use lock::{HEARTBEAT_EVERY, HOSTNAME_ENV, Lease, LockGuard, LockInfo, LockTiming, STALE_AFTER, hostname, pid_alive};
 pub use manifest::{FileEntry, MANIFEST_FILE, MANIFEST_FORMAT_VERSION, Manifest, ManifestDraft};
 pub use store::{ArtifactSummary, CACHE_FORMAT_VERSION, CACHE_MARKER_FILE, Cache, Staging, VerifyMode, VerifyReport};

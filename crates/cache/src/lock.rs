@@ -387,3 +387,74 @@ impl crate::Cache {
         !matches!(h, Holder::Absent) && !h.is_stale(self.lock_timing())
     }
 }
+
+/// Lease files of `key` (`leases/<key>.<token>.lease`) whose holders are alive.
+pub(crate) fn live_leases(root: &Path, timing: LockTiming, key: &Key) -> usize {
+    let prefix = format!("{key}.");
+    let Ok(rd) = std::fs::read_dir(root.join("leases")) else { return 0 };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".lease") && !holder(&e.path()).is_stale(timing)
+        })
+        .count()
+}
+
+/// A reader's hold on one generation of an artifact: while it lives (and its
+/// holder's heartbeat is fresh), a rebuild, `--force`, `cache rm` or gc never
+/// deletes the generation it points at. Taken before the generation is
+/// resolved, so a replacement that happens in between sees the lease.
+pub struct Lease {
+    key: Key,
+    dir: PathBuf,
+    manifest: crate::Manifest,
+    /// `None` on a read-only cache, where no one can delete anything anyway.
+    _file: Option<LockGuard>,
+}
+
+impl Lease {
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The generation's directory: every path under it stays valid while the lease lives.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &crate::Manifest {
+        &self.manifest
+    }
+}
+
+impl crate::Cache {
+    /// Leases the current generation of `key` for reading; `None` if the key has
+    /// no valid published artifact.
+    pub fn lease(&self, key: &Key) -> Result<Option<Lease>> {
+        let file = if self.read_only() {
+            None
+        } else {
+            let dir = self.root().join("leases");
+            std::fs::create_dir_all(&dir).ctx("creating", &dir)?;
+            let info = LockInfo::new_for_us();
+            let path = dir.join(format!("{key}.{}.lease", info.token));
+            if !create_exclusive(&path, &info)? {
+                return Err(crate::CacheError::Io { action: "creating lease", path, source: std::io::Error::from(std::io::ErrorKind::AlreadyExists) });
+            }
+            Some(LockGuard::start(&path, info, self.lock_timing()))
+        };
+        // Resolve the generation only now that the lease is visible.
+        let Some(g) = crate::store::current_generation(self.root(), key) else { return Ok(None) };
+        let dir = g.dir(self.root(), key);
+        match crate::Manifest::read(&dir.join(crate::MANIFEST_FILE)) {
+            Ok(Some(m)) if m.key == *key => Ok(Some(Lease { key: *key, dir, manifest: m, _file: file })),
+            Ok(_) | Err(crate::CacheError::Manifest { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Readers currently holding a lease on `key` (live holders only).
+    pub fn live_leases(&self, key: &Key) -> usize {
+        live_leases(self.root(), self.lock_timing(), key)
+    }
+}

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// Version of the directory layout, recorded in `<root>/saepipe-cache.json`.
 pub const CACHE_FORMAT_VERSION: u32 = 1;
 pub const CACHE_MARKER_FILE: &str = "saepipe-cache.json";
-const LAYOUT: &[&str] = &["artifacts", "tmp", "partial", "locks", "fingerprints", "runs"];
+const LAYOUT: &[&str] = &["artifacts", "generations", "leases", "tmp", "partial", "locks", "fingerprints", "runs"];
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by saepipe.\n# For information about cache directory tags see https://bford.info/cachedir/\n";
 
 /// A cache directory. Cheap to open; safe to share between threads, and between
@@ -24,6 +24,7 @@ pub struct Cache {
     /// Counters of the fingerprint memo (hashes actually computed vs. memo hits).
     pub stats: FingerprintStats,
     timing: LockTiming,
+    read_only: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,8 +106,11 @@ impl Cache {
     /// Opens a cache directory, creating its layout if missing. Refuses caches
     /// written in another layout version.
     pub fn open(root: &Path) -> Result<Cache> {
-        std::fs::create_dir_all(root).ctx("creating cache directory", root)?;
+        if std::fs::symlink_metadata(root).is_err() {
+            std::fs::create_dir_all(root).ctx("creating cache directory", root)?;
+        }
         let root = std::fs::canonicalize(root).ctx("resolving", root)?;
+        let read_only = !writable(&root);
         let marker = root.join(CACHE_MARKER_FILE);
         let format_err = |message: String| CacheError::Format { root: root.clone(), message };
         match std::fs::read(&marker) {
@@ -120,20 +124,31 @@ impl Cache {
                     )));
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !read_only => {
                 write_atomically(&marker, format!("{{\"format_version\": {CACHE_FORMAT_VERSION}}}\n").as_bytes())?;
             }
             Err(e) => return Err(e).ctx("reading", &marker),
         }
-        let tag = root.join("CACHEDIR.TAG");
+        let cache = Cache { root, stats: FingerprintStats::default(), timing: LockTiming::default(), read_only };
+        if read_only {
+            // Served as it is: hits only, nothing created.
+            return Ok(cache);
+        }
+        let tag = cache.root.join("CACHEDIR.TAG");
         if !tag.exists() {
             write_atomically(&tag, CACHEDIR_TAG.as_bytes())?;
         }
         for d in LAYOUT {
-            let p = root.join(d);
+            let p = cache.root.join(d);
             std::fs::create_dir_all(&p).ctx("creating", &p)?;
         }
-        Ok(Cache { root, stats: FingerprintStats::default(), timing: LockTiming::default() })
+        cache.adopt_plain_artifact_dirs()?;
+        Ok(cache)
+    }
+
+    /// Whether this process can write the cache; a read-only cache serves hits only.
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// Overrides the lock heartbeat period and staleness threshold (every process
@@ -152,8 +167,16 @@ impl Cache {
         &self.root
     }
 
+    /// `artifacts/<key>`: the stable name of an artifact, a link to its current
+    /// generation. Paths under it may point into a newer generation after a
+    /// rebuild; a reader that needs one consistent generation takes a [`Lease`](crate::Lease).
     pub fn artifact_dir(&self, key: &Key) -> PathBuf {
         self.root.join("artifacts").join(key.to_string())
+    }
+
+    /// The directory of `key`'s current generation, or `None` if it has none.
+    pub fn generation_dir(&self, key: &Key) -> Option<PathBuf> {
+        current_generation(&self.root, key).map(|g| g.dir(&self.root, key))
     }
 
     pub fn run_dir(&self) -> PathBuf {
@@ -207,7 +230,7 @@ impl Cache {
         std::fs::create_dir_all(&tmp).ctx("creating", &tmp)?;
         let dir = tmp.join(format!("{key}.{}.{}-{}", std::process::id(), lock::host_tag(), lock::unique_token()));
         std::fs::create_dir(&dir).ctx("creating staging directory", &dir)?;
-        Ok(Staging { dir, key: *key, artifacts: self.root.join("artifacts"), tmp, committed: false })
+        Ok(Staging { dir, key: *key, root: self.root.clone(), timing: self.timing, committed: false })
     }
 
     /// Where an op keeps resumable progress for `key` (created on demand; survives
@@ -239,6 +262,11 @@ impl Cache {
         let mut problems = Vec::new();
         if std::fs::symlink_metadata(&dir).is_err() {
             problems.push("artifact is missing".to_string());
+            return Ok(VerifyReport { key: *key, ok: false, problems });
+        }
+        if std::fs::metadata(&dir).is_err() {
+            let target = std::fs::read_link(&dir).map(|t| t.display().to_string()).unwrap_or_default();
+            problems.push(format!("artifact link points to a missing generation ({target})"));
             return Ok(VerifyReport { key: *key, ok: false, problems });
         }
         let m = match Manifest::read(&dir.join(MANIFEST_FILE)) {
@@ -291,6 +319,27 @@ impl Cache {
         Ok(VerifyReport { key: *key, ok: problems.is_empty(), problems })
     }
 
+    /// Verifies every entry of `artifacts/`, published or not: a directory whose
+    /// manifest is missing or unreadable, a dangling link or a name that is not a
+    /// key is reported as a problem, never skipped.
+    pub fn verify_all(&self, mode: VerifyMode) -> Result<Vec<(String, VerifyReport)>> {
+        let dir = self.root.join("artifacts");
+        let mut names: Vec<String> = std::fs::read_dir(&dir).ctx("listing", &dir)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            match name.parse::<Key>() {
+                Ok(k) => out.push((name, self.verify(&k, mode)?)),
+                Err(_) if name.starts_with('.') => {}
+                Err(_) => {
+                    let problems = vec![format!("`{name}` in artifacts/ is not an artifact (its name is not a cache key)")];
+                    out.push((name, VerifyReport { key: Key::from_hasher(blake3::Hasher::new()), ok: false, problems }));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every published artifact, oldest first.
     pub fn list(&self) -> Result<Vec<ArtifactSummary>> {
         let mut out = Vec::new();
@@ -303,21 +352,109 @@ impl Cache {
         Ok(out)
     }
 
-    /// Removes an artifact atomically: it leaves `artifacts/` in one rename, then
-    /// is deleted from `tmp/`. Removing a missing artifact is not an error.
+    /// Removes an artifact atomically: its name leaves `artifacts/` in one rename;
+    /// its generation is deleted at once unless a reader holds a lease on the key,
+    /// in which case it stays until gc finds it unread. Removing a missing
+    /// artifact is not an error.
     pub fn remove(&self, key: &Key) -> Result<()> {
         let dir = self.artifact_dir(key);
+        let current = current_generation(&self.root, key);
         let grave = self.root.join("tmp").join(format!("{key}.removing.{}", lock::unique_token()));
         match std::fs::rename(&dir, &grave) {
             Ok(()) => {
                 sync_dir(&self.root.join("artifacts"))?;
-                remove_tree(&grave)
+                remove_tree(&grave)?;
+                match current {
+                    Some(g) => retire(&self.root, self.timing, key, &g),
+                    None => Ok(()),
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).ctx("removing", &dir),
         }
     }
+
+    /// Artifacts kept as plain directories in `artifacts/` (written before
+    /// generations existed) become generations behind a link, so that a later
+    /// rebuild never has to move a directory a reader is using.
+    fn adopt_plain_artifact_dirs(&self) -> Result<()> {
+        let dir = self.root.join("artifacts");
+        for e in std::fs::read_dir(&dir).ctx("listing", &dir)? {
+            let e = e.ctx("listing", &dir)?;
+            let Ok(key) = e.file_name().to_string_lossy().parse::<Key>() else { continue };
+            if !e.file_type().is_ok_and(|t| t.is_dir()) || self.lookup(&key)?.is_none() {
+                continue;
+            }
+            // Under the key's lock, so no writer publishes meanwhile; a busy key waits for the next open.
+            let Some(_lock) = self.try_lock(&key)? else { continue };
+            let gen_name = format!("{key}.{}", lock::unique_token());
+            let gen_dir = self.root.join("generations").join(&gen_name);
+            let link = self.artifact_dir(&key);
+            std::fs::rename(&link, &gen_dir).ctx("adopting artifact", &link)?;
+            std::os::unix::fs::symlink(link_target(&gen_name), &link).ctx("linking artifact", &link)?;
+        }
+        Ok(())
+    }
 }
+
+/// Whether this process may create files in the cache directory.
+fn writable(root: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(root.as_os_str().as_bytes()) else { return false };
+    // SAFETY: c is a valid NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// What `artifacts/<key>` holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Generation {
+    /// A link to `generations/<name>`.
+    Linked(String),
+    /// A plain directory (written before generations existed, or on a read-only cache).
+    Plain,
+}
+
+impl Generation {
+    pub(crate) fn dir(&self, root: &Path, key: &Key) -> PathBuf {
+        match self {
+            Generation::Linked(name) => root.join("generations").join(name),
+            Generation::Plain => root.join("artifacts").join(key.to_string()),
+        }
+    }
+}
+
+/// The relative link target of a generation (relative, so a cache can move).
+fn link_target(gen_name: &str) -> PathBuf {
+    Path::new("..").join("generations").join(gen_name)
+}
+
+pub(crate) fn current_generation(root: &Path, key: &Key) -> Option<Generation> {
+    let path = root.join("artifacts").join(key.to_string());
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if meta.is_dir() {
+        return Some(Generation::Plain);
+    }
+    let target = std::fs::read_link(&path).ok()?;
+    let name = target.file_name()?.to_string_lossy().into_owned();
+    Some(Generation::Linked(name))
+}
+
+/// Deletes a generation that is no longer current, unless a live reader holds a
+/// lease on its key (then gc deletes it once the lease is gone).
+pub(crate) fn retire(root: &Path, timing: LockTiming, key: &Key, g: &Generation) -> Result<()> {
+    let Generation::Linked(name) = g else { return Ok(()) };
+    if current_generation(root, key).as_ref() == Some(g) || lock::live_leases(root, timing, key) > 0 {
+        return Ok(());
+    }
+    let dir = root.join("generations").join(name);
+    let grave = root.join("tmp").join(format!("{key}.removing.{}", lock::unique_token()));
+    match std::fs::rename(&dir, &grave) {
+        Ok(()) => remove_tree(&grave),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx("retiring", &dir),
+    }
+}
+
 
 /// Writes a small file via a uniquely named temporary and a rename.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -332,11 +469,21 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// An artifact being written. Dropped without `commit`, it leaves nothing behind.
 pub struct Staging {
+    /// The staging directory, and after the move into `generations/` that directory.
     dir: PathBuf,
     key: Key,
-    artifacts: PathBuf,
-    tmp: PathBuf,
+    root: PathBuf,
+    timing: LockTiming,
     committed: bool,
+}
+
+/// Whether a commit may replace a valid published artifact.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    /// Keep a valid published artifact (the usual, lock-free publish).
+    IfAbsentOrDamaged,
+    /// Publish a new generation even over a valid one (`--force`, rebuilds).
+    Always,
 }
 
 impl Staging {
@@ -349,20 +496,35 @@ impl Staging {
         &self.key
     }
 
-    fn target(&self) -> PathBuf {
-        self.artifacts.join(self.key.to_string())
+    fn link(&self) -> PathBuf {
+        self.root.join("artifacts").join(self.key.to_string())
     }
 
     /// The artifact already published under this key, if any.
     fn published(&self) -> Option<Manifest> {
-        Manifest::read(&self.target().join(MANIFEST_FILE)).ok().flatten().filter(|m| m.key == self.key)
+        Manifest::read(&self.link().join(MANIFEST_FILE)).ok().flatten().filter(|m| m.key == self.key)
     }
 
     /// Hashes and fsyncs every payload file and directory, writes `manifest.json`
-    /// last, and renames the directory into `artifacts/<key>`. If another writer
-    /// published the key first, its artifact stays and its manifest is returned.
-    pub fn commit(mut self, draft: ManifestDraft) -> Result<Manifest> {
-        if let Some(existing) = self.published() {
+    /// last, moves the directory into `generations/` and links `artifacts/<key>`
+    /// to it. If another writer published the key first, its artifact stays and
+    /// its manifest is returned.
+    pub fn commit(self, draft: ManifestDraft) -> Result<Manifest> {
+        self.commit_with(draft, Replace::IfAbsentOrDamaged)
+    }
+
+    /// Like [`commit`](Self::commit), but publishes a new generation even when a
+    /// valid artifact exists (a forced or planned rebuild). The replaced
+    /// generation is deleted once no reader holds a lease on the key. The caller
+    /// holds the key's lock.
+    pub fn commit_replacing(self, draft: ManifestDraft) -> Result<Manifest> {
+        self.commit_with(draft, Replace::Always)
+    }
+
+    fn commit_with(mut self, draft: ManifestDraft, replace: Replace) -> Result<Manifest> {
+        if replace == Replace::IfAbsentOrDamaged
+            && let Some(existing) = self.published()
+        {
             return Ok(existing);
         }
         let (mut entries, mut dirs) = (Vec::new(), Vec::new());
@@ -408,46 +570,76 @@ impl Staging {
         }
         std::fs::rename(&mtmp, &mpath).ctx("writing", &mpath)?;
         sync_dir(&self.dir)?;
-        Ok(self.publish()?.unwrap_or(manifest))
+        Ok(self.publish(replace)?.unwrap_or(manifest))
     }
 
-    /// Renames the staging directory into place (`None`), or finds that another
-    /// writer did (`Some(their manifest)`).
-    fn publish(&mut self) -> Result<Option<Manifest>> {
-        let target = self.target();
+    /// Moves the staged directory into `generations/` and points the artifact's
+    /// link at it (`None`), or finds that another writer published first
+    /// (`Some(their manifest)`).
+    fn publish(&mut self, replace: Replace) -> Result<Option<Manifest>> {
+        let gen_name = format!("{}.{}", self.key, lock::unique_token());
+        let generations = self.root.join("generations");
+        std::fs::create_dir_all(&generations).ctx("creating", &generations)?;
+        let gen_dir = generations.join(&gen_name);
+        std::fs::rename(&self.dir, &gen_dir).ctx("publishing artifact to", &gen_dir)?;
+        self.dir = gen_dir;
+        sync_dir(&generations)?;
+        let link = self.link();
+        let artifacts = self.root.join("artifacts");
         for _ in 0..4 {
-            let err = match std::fs::rename(&self.dir, &target) {
-                Ok(()) => {
+            if replace == Replace::IfAbsentOrDamaged {
+                match std::os::unix::fs::symlink(link_target(&gen_name), &link) {
+                    Ok(()) => {
+                        self.committed = true;
+                        sync_dir(&artifacts)?;
+                        return Ok(None);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e).ctx("publishing artifact to", &link),
+                }
+                if let Some(theirs) = self.published() {
+                    return Ok(Some(theirs)); // another writer won; Drop discards ours
+                }
+            }
+            // Replace whatever is there (a valid artifact when forced; otherwise damage).
+            match current_generation(&self.root, &self.key) {
+                Some(Generation::Plain) => {
+                    // A plain directory cannot be replaced by a rename: move it aside
+                    // first; if it turns out someone published a moment ago, put it back.
+                    let grave = self.root.join("tmp").join(format!("{}.removing.{}", self.key, lock::unique_token()));
+                    match std::fs::rename(&link, &grave) {
+                        Ok(()) => {
+                            let theirs = replace == Replace::IfAbsentOrDamaged && Manifest::read(&grave.join(MANIFEST_FILE)).ok().flatten().is_some_and(|m| m.key == self.key);
+                            if !(theirs && std::fs::rename(&grave, &link).is_ok()) {
+                                let _ = remove_tree(&grave);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e).ctx("moving aside damaged artifact", &link),
+                    }
+                    continue;
+                }
+                old => {
+                    // A fresh link renamed over the old one: readers see the old or the new, never neither.
+                    let tmp_link = self.root.join("tmp").join(format!("{}.link.{}", self.key, lock::unique_token()));
+                    std::os::unix::fs::symlink(link_target(&gen_name), &tmp_link).ctx("linking artifact", &tmp_link)?;
+                    if let Err(e) = std::fs::rename(&tmp_link, &link) {
+                        let _ = std::fs::remove_file(&tmp_link);
+                        return Err(e).ctx("publishing artifact to", &link);
+                    }
                     self.committed = true;
-                    sync_dir(&self.artifacts)?;
+                    sync_dir(&artifacts)?;
+                    if let Some(old) = old {
+                        retire(&self.root, self.timing, &self.key, &old)?;
+                    }
                     return Ok(None);
                 }
-                Err(e) => e,
-            };
-            if let Some(theirs) = self.published() {
-                return Ok(Some(theirs)); // another writer won; Drop discards ours
-            }
-            if std::fs::symlink_metadata(&target).is_err() {
-                return Err(err).ctx("publishing artifact to", &target);
-            }
-            // A non-empty directory without a valid manifest: damage, not an artifact.
-            // Move it aside; if it turns out someone published a moment ago, put it back.
-            let grave = self.tmp.join(format!("{}.removing.{}", self.key, lock::unique_token()));
-            match std::fs::rename(&target, &grave) {
-                Ok(()) => {
-                    let theirs = Manifest::read(&grave.join(MANIFEST_FILE)).ok().flatten().is_some_and(|m| m.key == self.key);
-                    if !(theirs && std::fs::rename(&grave, &target).is_ok()) {
-                        let _ = remove_tree(&grave);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).ctx("moving aside damaged artifact", &target),
             }
         }
         if let Some(theirs) = self.published() {
             return Ok(Some(theirs));
         }
-        Err(CacheError::Payload { path: target, message: "could not publish: the artifact directory kept changing under concurrent writers".into() })
+        Err(CacheError::Payload { path: link, message: "could not publish: the artifact directory kept changing under concurrent writers".into() })
     }
 }
 

@@ -38,7 +38,7 @@ fn main() {
             extra: serde_json::json!({ "note": "written by examples/write_sample_store.rs" }),
         };
         let _ = std::fs::remove_dir_all(out.join(name));
-        let mut w = ShardedWriter::open(&out.join(format!("{name}.partial")), meta, WriterOptions { rows_per_shard: 300, row_group_rows: 128, compression }).expect("open");
+        let mut w = ShardedWriter::open(&out.join(format!("{name}.partial")), meta, WriterOptions { rows_per_shard: 300, row_group_rows: 128, compression, allow_nonfinite: false }).expect("open");
         for seq in 0..TOKENS / CTX {
             let rows: Vec<(u64, u64)> = (0..CTX).map(|p| (seq, p)).collect();
             let a: Vec<f32> = rows.iter().flat_map(|&(s, p)| (0..16).map(move |j| value(s, p, j))).collect();

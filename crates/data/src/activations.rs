@@ -2,12 +2,15 @@
 //! `token` u32, then one FixedSizeList<Float32|Float16>[d] column per hook, named
 //! after the hook), plus `store.json` at the store root.
 //!
-//! Resumable per shard: a shard is written under a temporary name, fsynced and
+//! Resumable per shard: a shard is written under a temporary name unique to its
+//! writer, fsynced, its blake3 recorded next to it (`shard-NNNNN.parquet.blake3`) and
 //! renamed `shard-NNNNN.parquet`, so the shards present in the partial directory are
-//! complete. [`ShardedWriter::open`] finds them; a killed run redoes at most one
-//! shard. Every shard holds exactly `rows_per_shard` rows (the last one may hold
-//! fewer) and row groups are cut at fixed row counts, so the bytes of a shard depend
-//! only on its rows and the metadata: rewriting after a resume gives identical files.
+//! complete. [`ShardedWriter::open`] keeps those whose bytes still match their
+//! recorded hash; a killed run redoes at most one shard. Every shard holds exactly
+//! `rows_per_shard` rows (the last one may hold fewer) and row groups are cut at fixed
+//! row counts, so the bytes of a shard depend only on its rows and the metadata:
+//! rewriting after a resume gives identical files. `store.json` records every
+//! shard's size and blake3; the reader checks both before it decodes a shard.
 
 use crate::error::{DataError, Result, format, io, pq};
 use crate::tokens::kv_list;
@@ -24,9 +27,12 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{ChunkReader, FileReader, Length, SerializedFileReader};
 use parquet::file::writer::{SerializedFileWriter, SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::{ColumnDescPtr, SchemaDescriptor, TypePtr};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 pub const ACTIVATIONS_FORMAT_VERSION: u32 = 1;
 pub const STORE_JSON: &str = "store.json";
@@ -138,6 +144,17 @@ pub struct WriterOptions {
     pub rows_per_shard: usize,
     pub row_group_rows: usize,
     pub compression: Compression,
+    /// Store NaN and infinite activations (and, in float16 stores, values beyond the
+    /// float16 range) instead of refusing them with [`DataError::NonFinite`]; they are
+    /// counted ([`ShardedWriter::nonfinite_count`]). Default false. Part of the
+    /// partial directory's identity (`writer.json`) only when true, so partial stores
+    /// started before this option existed still resume with the default.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_nonfinite: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl WriterOptions {
@@ -145,7 +162,7 @@ impl WriterOptions {
     pub fn for_meta(meta: &StoreMeta) -> WriterOptions {
         let row_bytes = (meta.hooks.iter().map(|h| h.d).sum::<usize>() * meta.dtype.bytes() + 16).max(1);
         let row_group_rows = ((32 << 20) / row_bytes).clamp(256, 1 << 20);
-        WriterOptions { rows_per_shard: row_group_rows * 8, row_group_rows, compression: Compression::None }
+        WriterOptions { rows_per_shard: row_group_rows * 8, row_group_rows, compression: Compression::None, allow_nonfinite: false }
     }
 }
 
@@ -155,6 +172,10 @@ pub struct ShardInfo {
     pub first_row: u64,
     pub rows: u64,
     pub bytes: u64,
+    /// blake3 of the shard file (64 lowercase hex digits). Absent in stores written
+    /// before saepipe recorded it; those are read without the content check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
 }
 
 /// The content of `store.json`.
@@ -393,10 +414,159 @@ fn encode_hook_chunk(out: &mut Vec<u8>, descr: ColumnDescPtr, buf: &HookBuf, n: 
     })
 }
 
+/// A temporary of abandoned writers is removed by [`ShardedWriter::open`] once it
+/// has not been modified for this long, where its writer cannot be checked (written
+/// on another host, no `/proc`, or a name from before temporaries were unique).
+const STALE_TEMP: Duration = Duration::from_secs(600);
+
+/// Temporaries this process is writing (so a second writer in the same process
+/// never removes them; temporaries of this process's dropped writers are removed).
+fn live_temps() -> &'static Mutex<HashSet<PathBuf>> {
+    static LIVE: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    LIVE.get_or_init(Default::default)
+}
+
+/// This host's name as it appears in temporary names: letters, digits, `-` and `_`.
+fn host_tag() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_default();
+        let tag: String = raw.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        if tag.is_empty() { "host".into() } else { tag }
+    })
+}
+
+/// A uniquely named temporary `<base>.<host>-<pid>-<unique>.tmp` in `dir`,
+/// registered as live in this process until dropped.
+struct TempFile {
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn new(dir: &Path, base: &str) -> TempFile {
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let salt = crate::rng::SplitMix64::new(nanos ^ (std::process::id() as u64).rotate_left(32)).next_u64();
+        // The counter keeps names unique within the process, pid and host across
+        // processes; the salt guards against a reused pid.
+        let path = dir.join(format!("{base}.{}-{}-{:08x}{:08x}.tmp", host_tag(), std::process::id(), salt as u32, n as u32));
+        live_temps().lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
+        TempFile { path }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        live_temps().lock().unwrap_or_else(|e| e.into_inner()).remove(&self.path);
+    }
+}
+
+/// Whether the temporary `path` (file name `name`, ending in `.tmp`) belongs to no
+/// live writer: its pid is this process but no writer of this process holds it, or
+/// its pid is dead on this host; where the pid cannot be checked, when it has not
+/// been modified for [`STALE_TEMP`].
+fn temp_abandoned(path: &Path, name: &str) -> bool {
+    let owner = name.strip_suffix(".tmp").and_then(|s| s.rsplit_once('.')).and_then(|(_, tag)| {
+        let mut parts = tag.rsplitn(3, '-');
+        let _unique = parts.next()?;
+        let pid: u32 = parts.next()?.parse().ok()?;
+        Some((parts.next()?, pid))
+    });
+    if let Some((host, pid)) = owner
+        && host == host_tag()
+    {
+        if pid == std::process::id() {
+            return !live_temps().lock().unwrap_or_else(|e| e.into_inner()).contains(path);
+        }
+        if cfg!(target_os = "linux") && Path::new("/proc/self").is_dir() {
+            return !Path::new(&format!("/proc/{pid}")).exists();
+        }
+    }
+    std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age >= STALE_TEMP)
+}
+
+/// Name of the file holding the recorded blake3 of a partial-directory shard.
+fn hash_file_name(shard_file: &str) -> String {
+    format!("{shard_file}.blake3")
+}
+
+/// blake3 (lowercase hex) of a file's bytes.
+pub(crate) fn blake3_file(path: &Path) -> std::io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+fn is_blake3_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Records `hash` for `shard_file` in `dir` (`b3sum` format: `<hex>  <file>`),
+/// through a unique temporary, fsynced and renamed.
+fn write_hash_file(dir: &Path, shard_file: &str, hash: &str) -> Result<()> {
+    let name = hash_file_name(shard_file);
+    let tmp = TempFile::new(dir, &name);
+    let mut f = std::fs::File::create(&tmp.path).map_err(io(&tmp.path))?;
+    f.write_all(format!("{hash}  {shard_file}\n").as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp.path))?;
+    drop(f);
+    let dest = dir.join(&name);
+    std::fs::rename(&tmp.path, &dest).map_err(io(&tmp.path))?;
+    Ok(())
+}
+
+/// Checks a complete shard of the partial directory: its recorded hash, its row
+/// count and its bytes. Returns its size and hash, or why it is not kept.
+fn check_partial_shard(dir: &Path, file: &str, rows_per_shard: u64) -> std::result::Result<(u64, String), String> {
+    let path = dir.join(file);
+    let hash_path = dir.join(hash_file_name(file));
+    let recorded = match std::fs::read_to_string(&hash_path) {
+        Ok(text) => text.split_whitespace().next().map(str::to_string).filter(|h| is_blake3_hex(h)).ok_or_else(|| format!("its recorded hash {} is unreadable", hash_path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(format!("no recorded hash ({} is missing)", hash_file_name(file))),
+        Err(e) => return Err(format!("{}: {e}", hash_path.display())),
+    };
+    match shard_rows(&path) {
+        Ok(rows) if rows == rows_per_shard => {}
+        Ok(rows) => return Err(format!("holds {rows} rows, not a full shard of {rows_per_shard}")),
+        Err(e) => return Err(format!("unreadable ({e})")),
+    }
+    let bytes = std::fs::metadata(&path).map_err(|e| e.to_string())?.len();
+    let found = blake3_file(&path).map_err(|e| e.to_string())?;
+    if found != recorded {
+        return Err(format!("its bytes do not match its recorded blake3 (recorded {recorded}, found {found})"));
+    }
+    Ok((bytes, found))
+}
+
+/// The open shard's file, hashing every byte written to it (the writer only
+/// appends, so the hash is that of the file's content).
+struct HashingFile {
+    file: std::fs::File,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 struct OpenShard {
     index: usize,
-    tmp: PathBuf,
-    writer: SerializedFileWriter<std::fs::File>,
+    tmp: TempFile,
+    writer: SerializedFileWriter<HashingFile>,
     rows: usize,
 }
 
@@ -420,6 +590,10 @@ pub struct ShardedWriter {
     codec: PageCodec,
     /// Reused buffer of one encoded hook column chunk.
     chunk: Vec<u8>,
+    /// Shards of an earlier run removed by `open`, with the reason.
+    discarded: Vec<String>,
+    /// Non-finite values stored (with `allow_nonfinite`).
+    nonfinite: u64,
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -483,6 +657,48 @@ fn encoded_arrow_schema(schema: &Schema) -> Result<String> {
         .ok_or_else(|| DataError::Config { what: "schema", message: "the Arrow writer embedded no schema".into() })
 }
 
+/// Values checked per step of the copy loops below (in L1 while checked).
+const CHECK_BLOCK: usize = 4096;
+
+/// `|x|` bit patterns from which a value is stored as infinity or NaN: float32
+/// infinity, and 65520 for float16 (the first value that rounds to infinity).
+const F32_REFUSED: u32 = 0x7f80_0000;
+const F16_REFUSED: u32 = 0x477f_f000;
+
+/// Whether `x` is stored as NaN or infinity (`limit`: one of the constants above).
+fn refused(x: f32, limit: u32) -> bool {
+    x.to_bits() & 0x7fff_ffff >= limit
+}
+
+/// How many of `block` are refused; branch-free, so it vectorizes.
+fn count_refused(block: &[f32], limit: u32) -> u64 {
+    block.iter().fold(0u32, |n, &x| n + refused(x, limit) as u32) as u64
+}
+
+/// Appends `vals` to `dst` and returns how many are not finite.
+fn append_f32(dst: &mut Vec<f32>, vals: &[f32]) -> u64 {
+    let mut bad = 0u64;
+    for block in vals.chunks(CHECK_BLOCK) {
+        dst.extend_from_slice(block);
+        bad += count_refused(block, F32_REFUSED);
+    }
+    bad
+}
+
+/// Appends `vals` converted to float16 to `dst` and returns how many of the stored
+/// values are not finite (NaN, infinite, or beyond the float16 range).
+fn append_f16(dst: &mut Vec<half::f16>, vals: &[f32]) -> u64 {
+    let at = dst.len();
+    dst.resize(at + vals.len(), half::f16::ZERO);
+    let mut bad = 0u64;
+    for (out, block) in dst[at..].chunks_mut(CHECK_BLOCK).zip(vals.chunks(CHECK_BLOCK)) {
+        // The slice conversion is vectorized (F16C) where the CPU has it.
+        half::slice::HalfFloatSliceExt::convert_from_f32_slice(out, block);
+        bad += count_refused(block, F16_REFUSED);
+    }
+    bad
+}
+
 fn shard_rows(path: &Path) -> Result<u64> {
     let file = std::fs::File::open(path).map_err(io(path))?;
     let r = SerializedFileReader::new(file).map_err(pq(path))?;
@@ -491,8 +707,12 @@ fn shard_rows(path: &Path) -> Result<u64> {
 
 impl ShardedWriter {
     /// Opens (or creates) the partial directory `dir` of a store. Complete shards
-    /// from an earlier run with the same metadata and options are kept; temporary
-    /// files and shards that cannot be read are removed (they are rewritten).
+    /// from an earlier run with the same metadata and options are kept when their
+    /// bytes match their recorded blake3; a shard that does not (or has no recorded
+    /// hash, or cannot be read) is removed with those after it and written again
+    /// ([`discarded`](Self::discarded) says which and why). Temporaries of writers
+    /// that are gone are removed; those of live writers (another process on this
+    /// host, or another writer in this one) are left alone.
     pub fn open(dir: &Path, meta: StoreMeta, opts: WriterOptions) -> Result<ShardedWriter> {
         if opts.rows_per_shard == 0 || opts.row_group_rows == 0 {
             return Err(DataError::Config { what: "writer options", message: "rows_per_shard and row_group_rows must be at least 1".into() });
@@ -510,41 +730,63 @@ impl ShardedWriter {
                 return Err(format(&wj, "this partial store was started with different metadata or options; remove the directory to start over"));
             }
         } else {
-            let tmp = dir.join("writer.json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&identity).expect("serializable")).map_err(io(&tmp))?;
-            std::fs::rename(&tmp, &wj).map_err(io(&wj))?;
+            let tmp = TempFile::new(dir, WRITER_JSON);
+            std::fs::write(&tmp.path, serde_json::to_vec_pretty(&identity).expect("serializable")).map_err(io(&tmp.path))?;
+            std::fs::rename(&tmp.path, &wj).map_err(io(&wj))?;
         }
+        // Removal tolerates files that vanish meanwhile (another writer removing them).
+        let remove = |p: &Path| match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(p)(e)),
+            _ => Ok(()),
+        };
         for e in std::fs::read_dir(dir).map_err(io(dir))? {
             let p = e.map_err(io(dir))?.path();
-            if p.extension().is_some_and(|x| x == "tmp") {
-                std::fs::remove_file(&p).map_err(io(&p))?;
+            if let Some(name) = p.file_name().and_then(|n| n.to_str())
+                && name.ends_with(".tmp")
+                && temp_abandoned(&p, name)
+            {
+                remove(&p)?;
             }
         }
         let mut shards = Vec::new();
+        let mut discarded = Vec::new();
         let mut i = 0;
         loop {
-            let p = dir.join(shard_name(i));
-            if !p.is_file() {
+            let file = shard_name(i);
+            if !dir.join(&file).is_file() {
                 break;
             }
-            match shard_rows(&p) {
-                Ok(rows) if rows == opts.rows_per_shard as u64 => {
-                    let bytes = std::fs::metadata(&p).map_err(io(&p))?.len();
-                    shards.push(ShardInfo { file: shard_name(i), first_row: i as u64 * opts.rows_per_shard as u64, rows, bytes });
+            match check_partial_shard(dir, &file, opts.rows_per_shard as u64) {
+                Ok((bytes, hash)) => {
+                    shards.push(ShardInfo { file, first_row: i as u64 * opts.rows_per_shard as u64, rows: opts.rows_per_shard as u64, bytes, blake3: Some(hash) });
                     i += 1;
                 }
-                _ => break,
+                Err(reason) => {
+                    discarded.push(format!("{file}: {reason}; discarded, it is written again"));
+                    break;
+                }
             }
         }
-        // Anything after the first missing/unreadable shard is redone.
+        // Anything from the first missing or discarded shard on is redone.
+        let mut later = Vec::new();
         for e in std::fs::read_dir(dir).map_err(io(dir))? {
             let p = e.map_err(io(dir))?.path();
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(k) = name.strip_prefix("shard-").and_then(|n| n.strip_suffix(".parquet")).and_then(|n| n.parse::<usize>().ok())
-                && k >= i {
-                    std::fs::remove_file(&p).map_err(io(&p))?;
+            let (stem, is_shard) = match name.strip_suffix(".blake3") {
+                Some(stem) => (stem, false),
+                None => (name, true),
+            };
+            if let Some(k) = stem.strip_prefix("shard-").and_then(|n| n.strip_suffix(".parquet")).and_then(|n| n.parse::<usize>().ok())
+                && k >= i
+            {
+                if is_shard && k > i {
+                    later.push(name.to_string());
                 }
+                remove(&p)?;
+            }
         }
+        later.sort();
+        discarded.extend(later.into_iter().map(|f| format!("{f}: comes after {}, which is written again; discarded", shard_name(i))));
         let schema = schema_for(&meta);
         let props = Arc::new(properties(&schema, &meta, &opts)?);
         let descr: SchemaDescriptor = ArrowSchemaConverter::new().convert(&schema).map_err(|e| DataError::Config { what: "schema", message: e.to_string() })?;
@@ -559,7 +801,38 @@ impl ShardedWriter {
         let codec = PageCodec::new(&opts.compression)?;
         let hooks = meta.hooks.iter().map(|_| if meta.dtype == Dtype::F32 { HookBuf::F32(Vec::new()) } else { HookBuf::F16(Vec::new()) }).collect();
         let resume_row = i as u64 * opts.rows_per_shard as u64;
-        Ok(ShardedWriter { dir: dir.into(), meta, opts, parquet_schema, props, shards, resume_row, current: None, seq: Vec::new(), pos: Vec::new(), token: Vec::new(), hooks, rows_done: resume_row, hook_columns, codec, chunk: Vec::new() })
+        Ok(ShardedWriter {
+            dir: dir.into(),
+            meta,
+            opts,
+            parquet_schema,
+            props,
+            shards,
+            resume_row,
+            current: None,
+            seq: Vec::new(),
+            pos: Vec::new(),
+            token: Vec::new(),
+            hooks,
+            rows_done: resume_row,
+            hook_columns,
+            codec,
+            chunk: Vec::new(),
+            discarded,
+            nonfinite: 0,
+        })
+    }
+
+    /// Shards of an earlier run that [`open`](Self::open) removed (to be written
+    /// again), each with the reason, for the caller to report.
+    pub fn discarded(&self) -> &[String] {
+        &self.discarded
+    }
+
+    /// Non-finite values stored so far (only with `allow_nonfinite`; without it
+    /// they are refused).
+    pub fn nonfinite_count(&self) -> u64 {
+        self.nonfinite
     }
 
     /// Index of the first shard this writer will write (complete shards before it were kept).
@@ -583,7 +856,11 @@ impl ShardedWriter {
     }
 
     /// Appends rows whose first row has store index `first_row`. Rows the store
-    /// already has are skipped; a gap is an error.
+    /// already has are skipped; a gap is an error. A NaN or infinite value (or, in a
+    /// float16 store, one beyond the float16 range) is [`DataError::NonFinite`]
+    /// unless the options allow it; the rows of that call from the row group it
+    /// falls in on are then not taken ([`rows_done`](Self::rows_done) says where the
+    /// store stands).
     pub fn push(&mut self, first_row: u64, rows: &Rows) -> Result<()> {
         let n = rows.seq.len();
         if rows.pos.len() != n || rows.token.len() != n {
@@ -617,21 +894,42 @@ impl ShardedWriter {
             }
             let room = self.group_room() - self.seq.len();
             let end = (start + room).min(n);
+            let buffered = self.seq.len();
             self.seq.extend_from_slice(&rows.seq[start..end]);
             self.pos.extend_from_slice(&rows.pos[start..end]);
             self.token.extend_from_slice(&rows.token[start..end]);
-            for ((h, buf), v) in self.meta.hooks.iter().zip(self.hooks.iter_mut()).zip(rows.hooks) {
+            let mut nonfinite = 0;
+            for (k, ((h, buf), v)) in self.meta.hooks.iter().zip(self.hooks.iter_mut()).zip(rows.hooks).enumerate() {
                 let vals = &v[start * h.d..end * h.d];
-                match buf {
-                    HookBuf::F32(b) => b.extend_from_slice(vals),
-                    HookBuf::F16(b) => {
-                        // The slice conversion is vectorized (F16C) where the CPU has it.
-                        let at = b.len();
-                        b.resize(at + vals.len(), half::f16::ZERO);
-                        half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut b[at..], vals);
+                let bad = match buf {
+                    HookBuf::F32(b) => append_f32(b, vals),
+                    HookBuf::F16(b) => append_f16(b, vals),
+                };
+                if bad > 0 && !self.opts.allow_nonfinite {
+                    // Take back this row group's part of the call, then name the first bad value.
+                    self.seq.truncate(buffered);
+                    self.pos.truncate(buffered);
+                    self.token.truncate(buffered);
+                    for (spec, buf) in self.meta.hooks.iter().zip(self.hooks.iter_mut()).take(k + 1) {
+                        match buf {
+                            HookBuf::F32(b) => b.truncate(buffered * spec.d),
+                            HookBuf::F16(b) => b.truncate(buffered * spec.d),
+                        }
                     }
+                    let limit = if self.meta.dtype == Dtype::F16 { F16_REFUSED } else { F32_REFUSED };
+                    let (at, x) = vals.iter().copied().enumerate().find(|&(_, x)| refused(x, limit)).expect("a non-finite value was counted");
+                    let value = if x.is_nan() {
+                        "NaN".to_string()
+                    } else if x.is_infinite() {
+                        format!("{}inf", if x > 0.0 { "+" } else { "-" })
+                    } else {
+                        format!("{x}, beyond the float16 range")
+                    };
+                    return Err(DataError::NonFinite { path: self.dir.clone(), hook: h.name.clone(), row: first_row + (start + at / h.d) as u64, value });
                 }
+                nonfinite += bad;
             }
+            self.nonfinite += nonfinite;
             self.rows_done += (end - start) as u64;
             start = end;
             if self.seq.len() == self.group_room() {
@@ -654,13 +952,14 @@ impl ShardedWriter {
         }
         if self.current.is_none() {
             let index = self.shards.len();
-            let tmp = self.dir.join(format!("{}.tmp", shard_name(index)));
-            let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-            let writer = SerializedFileWriter::new(file, self.parquet_schema.clone(), self.props.clone()).map_err(pq(&tmp))?;
+            let tmp = TempFile::new(&self.dir, &shard_name(index));
+            let file = std::fs::File::create(&tmp.path).map_err(io(&tmp.path))?;
+            let file = HashingFile { file, hasher: blake3::Hasher::new(), bytes: 0 };
+            let writer = SerializedFileWriter::new(file, self.parquet_schema.clone(), self.props.clone()).map_err(pq(&tmp.path))?;
             self.current = Some(OpenShard { index, tmp, writer, rows: 0 });
         }
         let shard = self.current.as_mut().expect("opened above");
-        let tmp = shard.tmp.clone();
+        let tmp = shard.tmp.path.clone();
         let e = pq(&tmp);
         // seq/pos/token go through the typed column writers; the hook columns are
         // encoded into pages here and appended as finished column chunks: the column
@@ -691,34 +990,66 @@ impl ShardedWriter {
         Ok(())
     }
 
+    /// Finishes the open shard: fsync, its blake3 recorded next to it
+    /// (`shard-NNNNN.parquet.blake3`), then the rename to `shard-NNNNN.parquet`.
     fn close_shard(&mut self) -> Result<()> {
         let Some(shard) = self.current.take() else { return Ok(()) };
-        let file = shard.writer.into_inner().map_err(pq(&shard.tmp))?;
-        file.sync_all().map_err(io(&shard.tmp))?;
+        let tmp = shard.tmp.path.clone();
+        let mut file = shard.writer.into_inner().map_err(pq(&tmp))?;
+        file.flush().and_then(|_| file.file.sync_all()).map_err(io(&tmp))?;
+        // The writer only appends: the bytes hashed are the file's content.
+        let bytes = file.file.metadata().map_err(io(&tmp))?.len();
+        if bytes != file.bytes {
+            return Err(format(&tmp, format!("holds {bytes} bytes after {} were written", file.bytes)));
+        }
+        let hash = file.hasher.finalize().to_hex().to_string();
         drop(file);
         let name = shard_name(shard.index);
+        write_hash_file(&self.dir, &name, &hash)?;
         let dest = self.dir.join(&name);
-        std::fs::rename(&shard.tmp, &dest).map_err(io(&dest))?;
+        std::fs::rename(&tmp, &dest).map_err(io(&tmp))?;
+        drop(shard.tmp);
         sync_dir(&self.dir)?;
-        let bytes = std::fs::metadata(&dest).map_err(io(&dest))?.len();
-        self.shards.push(ShardInfo { file: name, first_row: shard.index as u64 * self.opts.rows_per_shard as u64, rows: shard.rows as u64, bytes });
+        self.shards.push(ShardInfo { file: name, first_row: shard.index as u64 * self.opts.rows_per_shard as u64, rows: shard.rows as u64, bytes, blake3: Some(hash) });
         Ok(())
     }
 
     /// Writes the last (short) shard, moves the shards into `dest_dir` (created; on
-    /// the same filesystem, by rename) and writes `store.json` there last.
+    /// the same filesystem, by rename) and writes `store.json` there last. A shard
+    /// that another writer of the same partial directory already moved into
+    /// `dest_dir` is accepted when its bytes match this writer's.
     pub fn finish(mut self, dest_dir: &Path) -> Result<StoreInfo> {
         self.write_group()?;
         self.close_shard()?;
         std::fs::create_dir_all(dest_dir).map_err(io(dest_dir))?;
         for s in &self.shards {
             let (from, to) = (self.dir.join(&s.file), dest_dir.join(&s.file));
-            if std::fs::rename(&from, &to).is_err() {
-                // Another filesystem: copy, then drop the partial copy.
-                std::fs::copy(&from, &to).map_err(io(&to))?;
-                std::fs::File::open(&to).and_then(|f| f.sync_all()).map_err(io(&to))?;
-                std::fs::remove_file(&from).map_err(io(&from))?;
+            let expected = s.blake3.as_deref().expect("shards of this writer are hashed");
+            let check = |what: &str| -> Result<()> {
+                let found = blake3_file(&to).map_err(io(&to))?;
+                if found != expected {
+                    return Err(DataError::Damaged { path: to.clone(), expected: format!("blake3 {expected} ({what})"), found: format!("blake3 {found}") });
+                }
+                Ok(())
+            };
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !from.exists() => {
+                    // Another writer of this partial directory finished first.
+                    if !to.is_file() {
+                        return Err(io(&from)(e));
+                    }
+                    check("the shard this writer wrote, moved by another writer")?;
+                }
+                Err(_) => {
+                    // Another filesystem: copy, check, then drop the partial copy.
+                    std::fs::copy(&from, &to).map_err(io(&to))?;
+                    std::fs::File::open(&to).and_then(|f| f.sync_all()).map_err(io(&to))?;
+                    check("the shard this writer wrote, copied")?;
+                    std::fs::remove_file(&from).map_err(io(&from))?;
+                }
             }
+            let _ = std::fs::remove_file(self.dir.join(hash_file_name(&s.file)));
         }
         let info = StoreInfo {
             format: "saepipe-activations".into(),
@@ -730,12 +1061,17 @@ impl ShardedWriter {
             shards: self.shards.clone(),
         };
         let sj = dest_dir.join(STORE_JSON);
-        let tmp = dest_dir.join("store.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&info).expect("serializable")).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &sj).map_err(io(&sj))?;
+        let tmp = TempFile::new(dest_dir, STORE_JSON);
+        std::fs::write(&tmp.path, serde_json::to_vec_pretty(&info).expect("serializable")).map_err(io(&tmp.path))?;
+        std::fs::rename(&tmp.path, &sj).map_err(io(&sj))?;
         sync_dir(dest_dir)?;
         let wj = self.dir.join(WRITER_JSON);
-        std::fs::remove_file(&wj).map_err(io(&wj))?;
+        match std::fs::remove_file(&wj) {
+            // Gone already when another writer of this partial directory finished first.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&wj)(e)),
+            _ => {}
+        }
+        // Left in place while another live writer still has a temporary in it.
         let _ = std::fs::remove_dir(&self.dir);
         Ok(info)
     }

@@ -133,6 +133,28 @@ impl Corpus {
         ShuffledDocuments { inner: self.documents(), buffer: Some(ShuffleBuffer::new(buffer_docs, SplitMix64::new(seed))), tail: None }
     }
 
+    /// Fails, naming the corpus file(s), when the corpus holds no document with
+    /// text (no documents at all, or only empty ones), which can yield no tokens.
+    /// Reads only up to the first non-empty document.
+    pub fn check_has_text(&self) -> Result<()> {
+        let mut empty = 0u64;
+        for d in self.documents() {
+            if !d?.is_empty() {
+                return Ok(());
+            }
+            empty += 1;
+        }
+        let path = match self.files.as_slice() {
+            [(one, _)] => one.clone(),
+            many => PathBuf::from(many.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+        };
+        let message = match empty {
+            0 => "the corpus holds no documents".to_string(),
+            n => format!("the corpus holds only empty documents ({n} of them)"),
+        };
+        Err(DataError::Corpus { path, message })
+    }
+
     /// Number of documents (one pass over the corpus).
     pub fn count_documents(&self) -> Result<u64> {
         let mut n = 0;
@@ -310,5 +332,27 @@ impl Iterator for ShuffledDocuments {
         }
         self.tail = Some(self.buffer.take()?.drain());
         self.next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_corpora_are_errors_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let none = tmp.path().join("none.jsonl");
+        std::fs::write(&none, "").unwrap();
+        let blank = tmp.path().join("blank.jsonl");
+        std::fs::write(&blank, "{\"text\": \"\"}\n{\"text\": \"\"}\n").unwrap();
+        let ok = tmp.path().join("ok.jsonl");
+        std::fs::write(&ok, "{\"text\": \"\"}\n{\"text\": \"hi\"}\n").unwrap();
+        let check = |p: &Path| Corpus::resolve(&[p.to_str().unwrap()], &FormatChoice::Auto, "text").unwrap().check_has_text();
+        let e = check(&none).unwrap_err().to_string();
+        assert!(e.contains("none.jsonl") && e.contains("holds no documents"), "{e}");
+        let e = check(&blank).unwrap_err().to_string();
+        assert!(e.contains("blank.jsonl") && e.contains("only empty documents (2 of them)"), "{e}");
+        check(&ok).unwrap();
     }
 }

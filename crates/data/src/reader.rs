@@ -1,6 +1,11 @@
 //! Reading an activation store back as batches of f32 rows, sequentially or
 //! shuffled (seeded shard order + row shuffle buffer, docs/formats.md), decoded on a
 //! background thread that stays at most `prefetch` batches ahead.
+//!
+//! Every shard is read into memory whole and checked against `store.json` (size,
+//! and blake3 where the store records it) before anything is decoded from it: a
+//! damaged shard is [`DataError::Damaged`] and none of its rows are returned. One
+//! shard is in memory at a time (shards are about 256 MiB by default).
 
 use crate::activations::{Dtype, STORE_JSON, ShardInfo, StoreInfo};
 use crate::error::{DataError, Result, format, io, pq};
@@ -9,6 +14,8 @@ use arrow_array::{Array, FixedSizeListArray, Float16Array, Float32Array, RecordB
 use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::ChunkReader;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
@@ -44,11 +51,51 @@ fn list_width(dt: &DataType) -> Option<(usize, &DataType)> {
     }
 }
 
-fn open_shard(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
-    let file = std::fs::File::open(path).map_err(io(path))?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq(path))?;
+fn open_shard<R: ChunkReader + 'static>(path: &Path, data: R) -> Result<ParquetRecordBatchReaderBuilder<R>> {
+    let b = ParquetRecordBatchReaderBuilder::try_new(data).map_err(pq(path))?;
     crate::tokens::check_kv(path, b.metadata().file_metadata(), "activations", crate::activations::ACTIVATIONS_FORMAT_VERSION)?;
     Ok(b)
+}
+
+fn size_mismatch(path: &Path, shard: &ShardInfo, found: u64) -> DataError {
+    DataError::Damaged { path: path.into(), expected: format!("{} bytes", shard.bytes), found: format!("{found} bytes") }
+}
+
+/// Bytes read (and hashed) per step while loading a shard.
+const LOAD_BLOCK: usize = 4 << 20;
+
+/// Reads a whole shard into memory, hashing it block by block as it arrives, and
+/// checks its size and blake3 against `store.json`: only checked bytes are decoded.
+fn load_shard(path: &Path, shard: &ShardInfo) -> Result<bytes::Bytes> {
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let len = file.metadata().map_err(io(path))?.len();
+    if len != shard.bytes {
+        return Err(size_mismatch(path, shard, len));
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(len as usize);
+    let mut hasher = shard.blake3.as_ref().map(|_| blake3::Hasher::new());
+    loop {
+        let at = buf.len();
+        // One byte past the recorded size shows a file that grew meanwhile.
+        let want = (LOAD_BLOCK as u64).min(shard.bytes + 1 - at as u64);
+        let got = (&mut file).take(want).read_to_end(&mut buf).map_err(io(path))?;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&buf[at..]);
+        }
+        if got == 0 || buf.len() as u64 > shard.bytes {
+            break;
+        }
+    }
+    if buf.len() as u64 != shard.bytes {
+        return Err(size_mismatch(path, shard, buf.len() as u64));
+    }
+    if let (Some(expected), Some(h)) = (&shard.blake3, hasher) {
+        let found = h.finalize().to_hex();
+        if !found.as_str().eq_ignore_ascii_case(expected) {
+            return Err(DataError::Damaged { path: path.into(), expected: format!("blake3 {expected}"), found: format!("blake3 {found}") });
+        }
+    }
+    Ok(bytes::Bytes::from(buf))
 }
 
 fn check_hook(path: &Path, schema: &arrow_schema::Schema, hook: &str, d: usize) -> Result<()> {
@@ -65,7 +112,9 @@ fn check_hook(path: &Path, schema: &arrow_schema::Schema, hook: &str, d: usize) 
 
 impl ActivationReader {
     /// Opens a store (its `store.json` and every shard's footer) for the given hooks.
-    /// Errors name the file: missing hook, width mismatch, unreadable shard, unknown version.
+    /// Errors name the file: missing hook, width mismatch, unreadable shard, unknown
+    /// version, a shard whose size differs from `store.json` ([`DataError::Damaged`]).
+    /// Shard contents are checked against their recorded blake3 as they are read.
     pub fn open(store_dir: &Path, hooks: &[&str]) -> Result<ActivationReader> {
         let info = StoreInfo::load(store_dir)?;
         let mut specs = Vec::new();
@@ -78,7 +127,13 @@ impl ActivationReader {
         }
         for s in &info.shards {
             let path = store_dir.join(&s.file);
-            let b = open_shard(&path)?;
+            // Footers only; a shard of another size than recorded is damaged.
+            let file = std::fs::File::open(&path).map_err(io(&path))?;
+            let len = file.metadata().map_err(io(&path))?.len();
+            if len != s.bytes {
+                return Err(size_mismatch(&path, s, len));
+            }
+            let b = open_shard(&path, file)?;
             if b.metadata().file_metadata().num_rows() as u64 != s.rows {
                 return Err(format(&path, format!("holds {} rows, store.json says {}", b.metadata().file_metadata().num_rows(), s.rows)));
             }
@@ -272,7 +327,7 @@ impl Job {
 
     fn shard_chunks_arrow(&self, shard: &ShardInfo, mut f: impl FnMut(Chunk) -> std::result::Result<(), Gone>) -> Result<std::result::Result<(), Gone>> {
         let path = self.dir.join(&shard.file);
-        let b = open_shard(&path)?;
+        let b = open_shard(&path, load_shard(&path, shard)?)?;
         let mut roots = Vec::new();
         for name in ["seq", "pos", "token"].into_iter().chain(self.hooks.iter().map(|h| h.0.as_str())) {
             let i = b.schema().index_of(name).map_err(|_| format(&path, format!("no column `{name}`")))?;
@@ -299,15 +354,15 @@ impl Job {
         use parquet::column::reader::ColumnReader;
         use parquet::file::reader::{FileReader, SerializedFileReader};
         let path = self.dir.join(&shard.file);
+        let data = load_shard(&path, shard)?;
         // Checks version, hook presence and widths through the Arrow schema.
-        let b = open_shard(&path)?;
+        let b = open_shard(&path, data.clone())?;
         for (h, d) in &self.hooks {
             check_hook(&path, b.schema(), h, *d)?;
         }
         drop(b);
         let e = pq(&path);
-        let file = std::fs::File::open(&path).map_err(io(&path))?;
-        let reader = SerializedFileReader::new(file).map_err(&e)?;
+        let reader = SerializedFileReader::new(data).map_err(&e)?;
         let descr = reader.metadata().file_metadata().schema_descr_ptr();
         let leaf = |name: &str| -> Result<usize> {
             descr.columns().iter().position(|c| c.path().parts()[0] == name).ok_or_else(|| format(&path, format!("no column `{name}`")))

@@ -25,7 +25,7 @@ fn meta(dtype: Dtype) -> StoreMeta {
 }
 
 fn opts(compression: Compression) -> WriterOptions {
-    WriterOptions { rows_per_shard: 40, row_group_rows: 16, compression }
+    WriterOptions { rows_per_shard: 40, row_group_rows: 16, compression, allow_nonfinite: false }
 }
 
 /// Deterministic data for `rows` rows from row `first`: (seq, pos, token, hooks).

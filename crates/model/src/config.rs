@@ -54,6 +54,28 @@ fn usize_of(v: &Value, path: &Path, key: &str) -> Result<usize> {
     get(v, path, key)?.as_u64().map(|x| x as usize).ok_or_else(|| ModelError::Config { path: path.into(), message: format!("field `{key}` must be a non-negative integer") })
 }
 
+/// Upper bounds on the sizes a `config.json` may declare: far above any model this
+/// runtime can hold, low enough that products of sizes cannot overflow or request
+/// absurd allocations.
+pub const MAX_HIDDEN_SIZE: usize = 65_536;
+pub const MAX_LAYERS: usize = 1_024;
+pub const MAX_HEADS: usize = 1_024;
+pub const MAX_VOCAB: usize = 10_000_000;
+pub const MAX_CONTEXT: usize = 1_048_576;
+pub const MAX_INTERMEDIATE_SIZE: usize = 1_048_576;
+
+/// [`usize_of`] that also fails, naming the field, above `max`.
+fn bounded(v: &Value, path: &Path, key: &str, max: usize) -> Result<usize> {
+    check_max(usize_of(v, path, key)?, path, key, max)
+}
+
+fn check_max(x: usize, path: &Path, key: &str, max: usize) -> Result<usize> {
+    if x > max {
+        return Err(ModelError::Config { path: path.into(), message: format!("field `{key}` is {x}, above the supported maximum of {max}") });
+    }
+    Ok(x)
+}
+
 /// LayerNorm epsilon under either spelling (`layer_norm_epsilon`, `layer_norm_eps`).
 fn ln_eps(v: &Value) -> f32 {
     v.get("layer_norm_epsilon").or_else(|| v.get("layer_norm_eps")).and_then(Value::as_f64).unwrap_or(1e-5) as f32
@@ -102,18 +124,21 @@ impl ModelConfig {
             "gpt2" => {
                 // `reorder_and_upcast_attn` only changes where HF upcasts to f32 in
                 // half precision; this runtime computes in f32 throughout, so it is accepted.
-                let d_model = usize_of(v, path, "n_embd")?;
-                let n_heads = usize_of(v, path, "n_head")?;
-                let d_mlp = v.get("n_inner").and_then(Value::as_u64).map(|x| x as usize).unwrap_or(4 * d_model);
+                let d_model = bounded(v, path, "n_embd", MAX_HIDDEN_SIZE)?;
+                let n_heads = bounded(v, path, "n_head", MAX_HEADS)?;
+                let d_mlp = match v.get("n_inner").and_then(Value::as_u64) {
+                    Some(x) => check_max(usize::try_from(x).unwrap_or(usize::MAX), path, "n_inner", MAX_INTERMEDIATE_SIZE)?,
+                    None => 4 * d_model,
+                };
                 Ok(ModelConfig {
                     arch: Arch::Gpt2,
                     d_model,
-                    n_layers: usize_of(v, path, "n_layer")?,
+                    n_layers: bounded(v, path, "n_layer", MAX_LAYERS)?,
                     n_heads,
                     d_head: d_model.checked_div(n_heads).unwrap_or(0),
                     d_mlp,
-                    d_vocab: usize_of(v, path, "vocab_size")?,
-                    n_ctx: usize_of(v, path, "n_positions")?,
+                    d_vocab: bounded(v, path, "vocab_size", MAX_VOCAB)?,
+                    n_ctx: bounded(v, path, "n_positions", MAX_CONTEXT)?,
                     eps: ln_eps(v),
                     act: activation(v.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new"), path)?,
                     rotary_dim: 0,
@@ -128,8 +153,8 @@ impl ModelConfig {
                 })
             }
             "gpt_neox" => {
-                let d_model = usize_of(v, path, "hidden_size")?;
-                let n_heads = usize_of(v, path, "num_attention_heads")?;
+                let d_model = bounded(v, path, "hidden_size", MAX_HIDDEN_SIZE)?;
+                let n_heads = bounded(v, path, "num_attention_heads", MAX_HEADS)?;
                 let d_head = d_model.checked_div(n_heads).unwrap_or(0);
                 // Two dialects: the hub's Pythia files (rotary_pct, rotary_emb_base) and
                 // transformers >= 5 (rope_parameters.partial_rotary_factor, rope_theta).
@@ -158,12 +183,12 @@ impl ModelConfig {
                 Ok(ModelConfig {
                     arch: Arch::NeoX,
                     d_model,
-                    n_layers: usize_of(v, path, "num_hidden_layers")?,
+                    n_layers: bounded(v, path, "num_hidden_layers", MAX_LAYERS)?,
                     n_heads,
                     d_head,
-                    d_mlp: usize_of(v, path, "intermediate_size")?,
-                    d_vocab: usize_of(v, path, "vocab_size")?,
-                    n_ctx: usize_of(v, path, "max_position_embeddings")?,
+                    d_mlp: bounded(v, path, "intermediate_size", MAX_INTERMEDIATE_SIZE)?,
+                    d_vocab: bounded(v, path, "vocab_size", MAX_VOCAB)?,
+                    n_ctx: bounded(v, path, "max_position_embeddings", MAX_CONTEXT)?,
                     eps: ln_eps(v),
                     act: activation(v.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu"), path)?,
                     rotary_dim: (pct * d_head as f64) as usize,
@@ -179,5 +204,42 @@ impl ModelConfig {
             }
             other => Err(ModelError::UnknownArchitecture(other.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn neox() -> Value {
+        json!({"model_type": "gpt_neox", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+               "intermediate_size": 256, "vocab_size": 100, "max_position_embeddings": 128})
+    }
+
+    #[test]
+    fn oversized_fields_are_errors_naming_file_and_field() {
+        let path = Path::new("models/x/config.json");
+        assert!(ModelConfig::from_json(&neox(), path).is_ok());
+        for (key, value) in [
+            ("hidden_size", json!(2147483648u64)),
+            ("num_hidden_layers", json!(1_000_000)),
+            ("num_attention_heads", json!(4096)),
+            ("vocab_size", json!(1u64 << 40)),
+            ("max_position_embeddings", json!(1u64 << 30)),
+            ("intermediate_size", json!(1u64 << 32)),
+        ] {
+            let mut v = neox();
+            v[key] = value;
+            let e = ModelConfig::from_json(&v, path).unwrap_err().to_string();
+            assert!(e.contains("config.json") && e.contains(&format!("field `{key}`")) && e.contains("above the supported maximum"), "{key}: {e}");
+        }
+        let gpt2 = json!({"model_type": "gpt2", "n_embd": 2147483648u64, "n_head": 4, "n_layer": 2, "vocab_size": 100, "n_positions": 128});
+        let e = ModelConfig::from_json(&gpt2, path).unwrap_err().to_string();
+        assert!(e.contains("config.json") && e.contains("field `n_embd`"), "{e}");
+        let mut v = neox();
+        v["num_attention_heads"] = json!(3);
+        let e = ModelConfig::from_json(&v, path).unwrap_err().to_string();
+        assert!(e.contains("config.json") && e.contains("not divisible"), "{e}");
     }
 }

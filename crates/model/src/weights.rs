@@ -87,23 +87,43 @@ fn open_torch(path: PathBuf) -> Result<Source> {
     Ok(Source::Torch { archive, tensors })
 }
 
+/// The weight files of an HF model directory, in the order a load reads them.
+pub struct WeightFiles {
+    /// The index JSON of a sharded checkpoint.
+    pub index: Option<PathBuf>,
+    /// Every file holding tensors (one, or the shards the index names).
+    pub tensors: Vec<PathBuf>,
+    safetensors: bool,
+}
+
+impl WeightFiles {
+    /// Every file a load reads besides `config.json`: what a cache key of a
+    /// stage that loads the model must fingerprint.
+    pub fn all(&self) -> Vec<PathBuf> {
+        self.index.iter().chain(&self.tensors).cloned().collect()
+    }
+}
+
+/// Which weight files a load of `dir` uses (safetensors preferred, as
+/// `transformers` does): the one list both loading and cache keys rely on.
+pub fn weight_files(dir: &Path) -> Result<WeightFiles> {
+    let candidates = [("model.safetensors", true, false), ("model.safetensors.index.json", true, true), ("pytorch_model.bin", false, false), ("pytorch_model.bin.index.json", false, true)];
+    let Some((name, safetensors, sharded)) = candidates.into_iter().find(|(n, ..)| dir.join(n).is_file()) else {
+        return Err(ModelError::Input(format!(
+            "{}: no weights found (looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)",
+            dir.display()
+        )));
+    };
+    let path = dir.join(name);
+    Ok(if sharded { WeightFiles { tensors: shards(&path)?, index: Some(path), safetensors } } else { WeightFiles { index: None, tensors: vec![path], safetensors } })
+}
+
 impl TensorFiles {
     /// Opens the weights of an HF model directory, preferring safetensors.
     pub fn open(dir: &Path) -> Result<TensorFiles> {
-        type Opener = fn(PathBuf) -> Result<Source>;
-        let candidates: [(&str, Opener, bool); 4] = [
-            ("model.safetensors", open_safetensors, false),
-            ("model.safetensors.index.json", open_safetensors, true),
-            ("pytorch_model.bin", open_torch, false),
-            ("pytorch_model.bin.index.json", open_torch, true),
-        ];
-        let Some((name, open, sharded)) = candidates.into_iter().find(|(n, ..)| dir.join(n).is_file()) else {
-            return Err(ModelError::Input(format!(
-                "{}: no weights found (looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)",
-                dir.display()
-            )));
-        };
-        let paths = if sharded { shards(&dir.join(name))? } else { vec![dir.join(name)] };
+        let files = weight_files(dir)?;
+        let open: fn(PathBuf) -> Result<Source> = if files.safetensors { open_safetensors } else { open_torch };
+        let paths = files.tensors;
         let mut sources = Vec::new();
         let mut index = HashMap::new();
         for p in paths {
