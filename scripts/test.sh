@@ -20,3 +20,6 @@ fi
 cargo test --workspace --locked "$@"
 # GPU kernel tests skip without a GPU; show that they did.
 cargo test --locked -p saepipe-cuda --test gpu_kernels -- --nocapture 2>&1 | grep -E "SKIPPED|test result" || true
+# Bounded fault injection (concurrent runs, SIGKILL/SIGSTOP, flipped bytes) on
+# the engine's test pipeline; prints trials and failures, fails the suite on any.
+./scripts/fault_inject.sh "${SAEPIPE_FAULT_SECONDS:-60}" target/debug/saepipe 2>&1 | tail -n 3
