@@ -146,5 +146,9 @@ fn killed_collection_resumes_and_gives_identical_shards() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(table.lines().any(|l| l.starts_with("acts ") && l.contains("resumed")), "{table}");
     let got = store_files(&artifact_of(&t.path().join("cache"), "acts"));
+    if got != want {
+        let summary = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, b)| format!("{n}:{}:{}", b.len(), blake3::hash(b).to_hex()[..8].to_string())).collect::<Vec<_>>().join(" ");
+        eprintln!("want {}\ngot  {}\nrun output {}", summary(&want), summary(&got), String::from_utf8_lossy(&out.stderr));
+    }
     assert!(got == want, "resumed store differs from an uninterrupted one");
 }

@@ -120,7 +120,7 @@ impl Op for CollectActivationsOp {
         let dtype = Dtype::parse(p.str("dtype")?).unwrap();
         let stop = stop_layer(&hooks);
         let widths: Vec<usize> = hooks.iter().map(|h| saepipe_model::hook_shape(&model.cfg, h, 1, 1).iter().skip(2).product::<usize>()).collect();
-        let token_key = tokens_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let token_key = super::artifact_key(&tokens_dir);
         let meta = StoreMeta {
             model: p.str("model")?.to_string(),
             revision: p.str("model")?.split_once('@').map(|(_, r)| r.to_string()),

@@ -187,6 +187,15 @@ pub fn cancel_requested() -> bool {
     CANCELLED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// The cache key of an input artifact directory (a generation directory's name
+/// carries a nonce; the key does not), or the directory's name outside the cache.
+pub fn artifact_key(dir: &Path) -> String {
+    match saepipe_cache::Manifest::read(&dir.join(saepipe_cache::MANIFEST_FILE)) {
+        Ok(Some(m)) => m.key.to_string(),
+        _ => dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+    }
+}
+
 impl StageCtx<'_> {
     pub fn input(&self, label: &str) -> Result<&Path> {
         match self.inputs.get(label).map(Vec::as_slice) {

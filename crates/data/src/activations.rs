@@ -542,23 +542,56 @@ fn check_partial_shard(dir: &Path, file: &str, rows_per_shard: u64) -> std::resu
     Ok((bytes, found))
 }
 
+/// Bytes gathered before they are hashed and written: the Parquet writer hands
+/// over column chunks in 8 KiB pieces, too small for blake3's wide SIMD paths.
+const WRITE_BLOCK: usize = 1 << 20;
+
 /// The open shard's file, hashing every byte written to it (the writer only
 /// appends, so the hash is that of the file's content).
 struct HashingFile {
     file: std::fs::File,
     hasher: blake3::Hasher,
+    buf: Vec<u8>,
+    /// Bytes written to the file so far.
     bytes: u64,
 }
 
+impl HashingFile {
+    fn new(file: std::fs::File) -> HashingFile {
+        HashingFile { file, hasher: blake3::Hasher::new(), buf: Vec::with_capacity(WRITE_BLOCK), bytes: 0 }
+    }
+
+    fn put(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.hasher.update(data);
+        self.file.write_all(data)?;
+        self.bytes += data.len() as u64;
+        Ok(())
+    }
+
+    fn drain(&mut self) -> std::io::Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.put(&buf);
+        self.buf = buf;
+        self.buf.clear();
+        r
+    }
+}
+
 impl Write for HashingFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > WRITE_BLOCK {
+            self.drain()?;
+        }
+        if data.len() >= WRITE_BLOCK {
+            self.put(data)?;
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+        Ok(data.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        self.drain()?;
         self.file.flush()
     }
 }
@@ -952,9 +985,11 @@ impl ShardedWriter {
         }
         if self.current.is_none() {
             let index = self.shards.len();
+            // Gone if another writer of this partial directory finished meanwhile.
+            std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
             let tmp = TempFile::new(&self.dir, &shard_name(index));
             let file = std::fs::File::create(&tmp.path).map_err(io(&tmp.path))?;
-            let file = HashingFile { file, hasher: blake3::Hasher::new(), bytes: 0 };
+            let file = HashingFile::new(file);
             let writer = SerializedFileWriter::new(file, self.parquet_schema.clone(), self.props.clone()).map_err(pq(&tmp.path))?;
             self.current = Some(OpenShard { index, tmp, writer, rows: 0 });
         }

@@ -5,7 +5,8 @@
 //! Every shard is read into memory whole and checked against `store.json` (size,
 //! and blake3 where the store records it) before anything is decoded from it: a
 //! damaged shard is [`DataError::Damaged`] and none of its rows are returned. One
-//! shard is in memory at a time (shards are about 256 MiB by default).
+//! shard is in memory at a time (shards are about 256 MiB by default); its buffer
+//! is kept by the reader for the next shard and the next pass.
 
 use crate::activations::{Dtype, STORE_JSON, ShardInfo, StoreInfo};
 use crate::error::{DataError, Result, format, io, pq};
@@ -18,6 +19,7 @@ use parquet::file::reader::ChunkReader;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 /// A batch of rows. `hooks[i]` holds `rows × d_i` values of the i-th requested hook.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -42,6 +44,9 @@ pub struct ActivationReader {
     hooks: Vec<(String, usize)>,
     order: Order,
     prefetch: usize,
+    /// The buffer of the last shard read, kept for the next one (and the next
+    /// pass): fresh pages for every shard cost more than hashing it.
+    spare: Arc<Mutex<Vec<u8>>>,
 }
 
 fn list_width(dt: &DataType) -> Option<(usize, &DataType)> {
@@ -64,15 +69,17 @@ fn size_mismatch(path: &Path, shard: &ShardInfo, found: u64) -> DataError {
 /// Bytes read (and hashed) per step while loading a shard.
 const LOAD_BLOCK: usize = 4 << 20;
 
-/// Reads a whole shard into memory, hashing it block by block as it arrives, and
-/// checks its size and blake3 against `store.json`: only checked bytes are decoded.
-fn load_shard(path: &Path, shard: &ShardInfo) -> Result<bytes::Bytes> {
+/// Reads a whole shard into `buf` (an earlier shard's buffer, reused), hashing it
+/// block by block as it arrives, and checks its size and blake3 against
+/// `store.json`: only checked bytes are decoded.
+fn load_shard(path: &Path, shard: &ShardInfo, mut buf: Vec<u8>) -> Result<bytes::Bytes> {
     let mut file = std::fs::File::open(path).map_err(io(path))?;
     let len = file.metadata().map_err(io(path))?.len();
     if len != shard.bytes {
         return Err(size_mismatch(path, shard, len));
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(len as usize);
+    buf.clear();
+    buf.reserve_exact(len as usize + 1);
     let mut hasher = shard.blake3.as_ref().map(|_| blake3::Hasher::new());
     loop {
         let at = buf.len();
@@ -141,7 +148,7 @@ impl ActivationReader {
                 check_hook(&path, b.schema(), h, *d)?;
             }
         }
-        Ok(ActivationReader { dir: store_dir.into(), info, hooks: specs, order: Order::Sequential, prefetch: 4 })
+        Ok(ActivationReader { dir: store_dir.into(), info, hooks: specs, order: Order::Sequential, prefetch: 4, spare: Default::default() })
     }
 
     pub fn info(&self) -> &StoreInfo {
@@ -176,7 +183,15 @@ impl ActivationReader {
     /// One pass over the store in batches of `batch_size` rows (the last may be short).
     pub fn batches(&self, batch_size: usize) -> BatchIter {
         let (tx, rx) = sync_channel(self.prefetch);
-        let job = Job { dir: self.dir.clone(), dtype: self.info.meta.dtype, shards: self.info.shards.clone(), hooks: self.hooks.clone(), order: self.order, batch_size: batch_size.max(1) };
+        let job = Job {
+            dir: self.dir.clone(),
+            dtype: self.info.meta.dtype,
+            shards: self.info.shards.clone(),
+            hooks: self.hooks.clone(),
+            order: self.order,
+            batch_size: batch_size.max(1),
+            spare: self.spare.clone(),
+        };
         let handle = std::thread::Builder::new().name("saepipe-store-reader".into()).spawn(move || {
             if let Err(e) = job.run(&tx) {
                 let _ = tx.send(Err(e));
@@ -216,6 +231,8 @@ struct Job {
     hooks: Vec<(String, usize)>,
     order: Order,
     batch_size: usize,
+    /// The last shard's buffer, reused for the next (shared with the reader).
+    spare: Arc<Mutex<Vec<u8>>>,
 }
 
 /// Decoded columns of one record batch.
@@ -316,18 +333,27 @@ fn decode(path: &Path, batch: &RecordBatch, hooks: &[(String, usize)]) -> Result
 const READ_ROWS: usize = 4096;
 
 impl Job {
+    /// Loads and checks a shard (see [`load_shard`]), then decodes it.
     fn shard_chunks(&self, shard: &ShardInfo, f: impl FnMut(Chunk) -> std::result::Result<(), Gone>) -> Result<std::result::Result<(), Gone>> {
-        match self.dtype {
-            Dtype::F32 => self.shard_chunks_typed(shard, f),
+        let path = self.dir.join(&shard.file);
+        let spare = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
+        let data = load_shard(&path, shard, spare)?;
+        let r = match self.dtype {
+            Dtype::F32 => self.shard_chunks_typed(&path, data.clone(), f),
             // Float16 is a 2-byte FIXED_LEN_BYTE_ARRAY in Parquet; the typed reader
             // handles those value by value, the Arrow reader in bulk.
-            Dtype::F16 => self.shard_chunks_arrow(shard, f),
+            Dtype::F16 => self.shard_chunks_arrow(&path, data.clone(), f),
+        };
+        // The decoders are done with the shard's bytes: keep the buffer.
+        if let Ok(m) = data.try_into_mut() {
+            *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Vec::from(m);
         }
+        r
     }
 
-    fn shard_chunks_arrow(&self, shard: &ShardInfo, mut f: impl FnMut(Chunk) -> std::result::Result<(), Gone>) -> Result<std::result::Result<(), Gone>> {
-        let path = self.dir.join(&shard.file);
-        let b = open_shard(&path, load_shard(&path, shard)?)?;
+    fn shard_chunks_arrow(&self, path: &Path, data: bytes::Bytes, mut f: impl FnMut(Chunk) -> std::result::Result<(), Gone>) -> Result<std::result::Result<(), Gone>> {
+        let path = path.to_path_buf();
+        let b = open_shard(&path, data)?;
         let mut roots = Vec::new();
         for name in ["seq", "pos", "token"].into_iter().chain(self.hooks.iter().map(|h| h.0.as_str())) {
             let i = b.schema().index_of(name).map_err(|_| format(&path, format!("no column `{name}`")))?;
@@ -350,11 +376,10 @@ impl Job {
     /// Decodes a float32 shard one row group at a time through the typed column
     /// readers (values land directly in plain vectors; measured 2x faster than the
     /// Arrow list reader).
-    fn shard_chunks_typed(&self, shard: &ShardInfo, mut f: impl FnMut(Chunk) -> std::result::Result<(), Gone>) -> Result<std::result::Result<(), Gone>> {
+    fn shard_chunks_typed(&self, path: &Path, data: bytes::Bytes, mut f: impl FnMut(Chunk) -> std::result::Result<(), Gone>) -> Result<std::result::Result<(), Gone>> {
         use parquet::column::reader::ColumnReader;
         use parquet::file::reader::{FileReader, SerializedFileReader};
-        let path = self.dir.join(&shard.file);
-        let data = load_shard(&path, shard)?;
+        let path = path.to_path_buf();
         // Checks version, hook presence and widths through the Arrow schema.
         let b = open_shard(&path, data.clone())?;
         for (h, d) in &self.hooks {

@@ -323,6 +323,19 @@ fn two_writers_on_one_partial_directory_both_finish() {
     assert_eq!(first.finish(&dest).unwrap(), info);
     assert_eq!(files(&a.path().join("store")), files(&dest));
     assert!(!partial.exists());
+
+    // Suspended between shards (no temporary): the other writer's finish removes the
+    // partial directory; the first one recreates it and finishes all the same.
+    let t = tempfile::tempdir().unwrap();
+    let (partial, dest) = (t.path().join("partial"), t.path().join("store"));
+    let mut first = ShardedWriter::open(&partial, meta(Dtype::F32), opts()).unwrap();
+    push(&mut first, 0, 80);
+    assert_eq!(resume(ShardedWriter::open(&partial, meta(Dtype::F32), opts()).unwrap(), &dest), info);
+    assert!(!partial.exists());
+    push(&mut first, 80, (TOTAL - 80) as usize);
+    assert_eq!(first.finish(&dest).unwrap(), info);
+    assert_eq!(files(&a.path().join("store")), files(&dest));
+    assert!(!partial.exists());
 }
 
 #[test]
