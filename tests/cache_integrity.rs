@@ -263,3 +263,51 @@ fn a_read_only_cache_serves_hits_and_refuses_work_clearly() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("read-only") && text(&o).contains("b"), "{}", text(&o));
 }
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The key of `stage` in `plan`'s output.
+fn planned_key(dir: &Path, stage: &str) -> String {
+    let out = bin(dir).args(["plan", "p.yaml"]).env("SAEPIPE_MODELS", repo().join("models")).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let line = String::from_utf8_lossy(&out.stdout).lines().find(|l| l.split_whitespace().next() == Some(stage)).unwrap().to_string();
+    line.split_whitespace().nth(2).unwrap().to_string()
+}
+
+#[test]
+fn cache_keys_see_every_shard_of_a_sharded_checkpoint() {
+    // The toy model rewritten as a sharded checkpoint: one shard plus the index
+    // (the layout of every large hub model).
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("m");
+    std::fs::create_dir(&model).unwrap();
+    let src = repo().join("models/toy-grammar/step2000");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
+    }
+    let shard = model.join("model-00001-of-00001.safetensors");
+    std::fs::rename(model.join("model.safetensors"), &shard).unwrap();
+    let bytes = std::fs::read(&shard).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let weight_map: serde_json::Map<String, serde_json::Value> = header.keys().filter(|k| *k != "__metadata__").map(|k| (k.clone(), "model-00001-of-00001.safetensors".into())).collect();
+    std::fs::write(model.join("model.safetensors.index.json"), serde_json::to_vec(&serde_json::json!({ "metadata": {}, "weight_map": weight_map })).unwrap()).unwrap();
+    let yaml = format!(
+        "version: 1\nname: sharded\nstages:\n  tokens:\n    op: tokenize\n    corpus: {}\n    tokenizer: toy/toy-grammar@step2000\n    context_size: 32\n    max_tokens: 2048\n  acts:\n    op: collect_activations\n    model: ./m\n    tokens: tokens\n    hooks: [blocks.0.hook_resid_post]\n",
+        repo().join("models/toy-grammar/corpus-train.jsonl").display()
+    );
+    std::fs::write(t.path().join("p.yaml"), yaml).unwrap();
+    let before = planned_key(t.path(), "acts");
+    // Other weights in the same shard (the last byte of the last tensor): a new key.
+    let mut changed = bytes.clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 0x01;
+    std::fs::write(&shard, &changed).unwrap();
+    let after = planned_key(t.path(), "acts");
+    assert_ne!(before, after, "replacing a weight shard must change the key of stages that load the model");
+    std::fs::write(&shard, &bytes).unwrap();
+    assert_eq!(planned_key(t.path(), "acts"), before, "the same bytes give the same key again");
+}
