@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 fn bin(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_saepipe"));
-    c.current_dir(dir).env_remove("SAEPIPE_CACHE").env_remove("RUST_BACKTRACE").env("NO_COLOR", "1");
+    c.current_dir(dir).env_remove("SAEPIPE_CACHE").env_remove("RUST_BACKTRACE").env("NO_COLOR", "1").env("SAEPIPE_MODELS", repo().join("models"));
     c
 }
 
@@ -310,4 +310,120 @@ fn cache_keys_see_every_shard_of_a_sharded_checkpoint() {
     assert_ne!(before, after, "replacing a weight shard must change the key of stages that load the model");
     std::fs::write(&shard, &bytes).unwrap();
     assert_eq!(planned_key(t.path(), "acts"), before, "the same bytes give the same key again");
+}
+
+/// Tokens → activations (several shards) → a small TopK SAE on the toy LM.
+fn toy_chain(dir: &Path, model: &str, extra_collect: &str) {
+    let yaml = format!(
+        "version: 1\nname: toy_chain\nstages:\n  tokens:\n    op: tokenize\n    corpus: {}\n    tokenizer: toy/toy-grammar@step2000\n    context_size: 64\n    max_tokens: 8192\n  acts:\n    op: collect_activations\n    model: {model}\n    tokens: tokens\n    hooks:\n      - blocks.0.hook_resid_pre\n    shard_tokens: 2048\n{extra_collect}  sae:\n    op: train_sae\n    activations: acts\n    hook: blocks.0.hook_resid_pre\n    architecture: topk\n    d_sae: 64\n    k: 4\n    batch_size: 256\n    total_tokens: 65536\n    checkpoint_every: 2\n    device: cpu\n",
+        repo().join("models/toy-grammar/corpus-train.jsonl").display()
+    );
+    std::fs::write(dir.join("p.yaml"), yaml).unwrap();
+}
+
+fn run_toy(dir: &Path, args: &[&str]) -> Output {
+    bin(dir).args(args).env("SAEPIPE_MODELS", repo().join("models")).output().unwrap()
+}
+
+#[test]
+fn a_damaged_store_that_planning_does_not_rehash_is_caught_by_its_reader_and_rebuilt() {
+    let t = tempfile::tempdir().unwrap();
+    toy_chain(t.path(), "toy/toy-grammar@step2000", "");
+    let o = run_toy(t.path(), &["run", "p.yaml", "-q", "acts"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let acts = artifact(t.path(), "p.yaml", "acts");
+    let shard = acts.join("shard-00001.parquet");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&shard, &bytes).unwrap();
+    // `--verify quick` plans the store as a hit without re-hashing it, as `auto`
+    // does for stores over 64 MiB: the training stage's reader must catch it.
+    let o = run_toy(t.path(), &["run", "p.yaml", "--verify", "quick"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(status(&o, "acts"), "hit");
+    assert!(out.contains("shard-00001.parquet") && out.contains("damaged"), "{out}");
+    assert!(!t.path().join("cache/artifacts").join(acts.file_name().unwrap()).exists(), "the damaged store is taken out of the cache");
+    let o = run_toy(t.path(), &["run", "p.yaml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(status(&o, "acts"), "ran", "the store is rebuilt");
+    assert_eq!(status(&o, "sae"), "ran");
+    let rebuilt = std::fs::read(artifact(t.path(), "p.yaml", "acts").join("shard-00001.parquet")).unwrap();
+    bytes[middle] ^= 0x20;
+    assert_eq!(rebuilt, bytes, "the rebuilt shard equals the original");
+}
+
+#[test]
+fn a_damaged_training_checkpoint_is_not_resumed_from() {
+    let reference = tempfile::tempdir().unwrap();
+    toy_chain(reference.path(), "toy/toy-grammar@step2000", "");
+    assert!(run_toy(reference.path(), &["run", "p.yaml", "-q"]).status.success());
+    let want = std::fs::read(artifact(reference.path(), "p.yaml", "sae").join("sae/sae_weights.safetensors")).unwrap();
+
+    let t = tempfile::tempdir().unwrap();
+    toy_chain(t.path(), "toy/toy-grammar@step2000", "");
+    assert!(run_toy(t.path(), &["run", "p.yaml", "-q", "acts"]).status.success());
+    let cache = t.path().join("cache");
+    let mut kid = {
+        let mut c = bin(t.path());
+        c.args(["run", "p.yaml", "-q"]).env("SAEPIPE_MODELS", repo().join("models")).stdout(Stdio::null()).stderr(Stdio::null());
+        Kid(Some(c.spawn().unwrap()))
+    };
+    let pointer = || std::fs::read_dir(cache.join("partial")).ok().and_then(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("checkpoint.json")).find(|p| p.is_file()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pointer_path = loop {
+        if let Some(p) = pointer() {
+            break p;
+        }
+        assert!(kid.0.as_mut().unwrap().try_wait().unwrap().is_none(), "training finished before a checkpoint was seen");
+        assert!(Instant::now() < deadline, "no checkpoint written");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    kid.signal(libc::SIGKILL);
+    let _ = kid.finish();
+    let partial = pointer_path.parent().unwrap();
+    let parts = saepipe_cache::checkpoint::load_checkpoint(partial, "checkpoint").unwrap().expect("a complete checkpoint");
+    let state = &parts["state"];
+    let mut bytes = std::fs::read(state).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x01;
+    std::fs::write(state, &bytes).unwrap();
+    let o = run_toy(t.path(), &["run", "p.yaml"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("checkpoint is damaged") && out.contains("starts over"), "{out}");
+    let got = std::fs::read(artifact(t.path(), "p.yaml", "sae").join("sae/sae_weights.safetensors")).unwrap();
+    assert_eq!(got, want, "starting over gives the undisturbed result");
+}
+
+#[test]
+fn non_finite_activations_fail_collection_naming_the_hook_unless_allowed() {
+    // The toy LM with every weight byte set to 0xff: all weights are NaN.
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("nan");
+    std::fs::create_dir(&model).unwrap();
+    let src = repo().join("models/toy-grammar/step2000");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
+    }
+    let st = model.join("model.safetensors");
+    let mut bytes = std::fs::read(&st).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    for b in &mut bytes[8 + header_len..] {
+        *b = 0xff;
+    }
+    std::fs::write(&st, &bytes).unwrap();
+    toy_chain(t.path(), "./nan", "");
+    let o = run_toy(t.path(), &["run", "p.yaml", "acts"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("blocks.0.hook_resid_pre") && out.contains("allow_nonfinite"), "{out}");
+    assert!(std::fs::read_dir(t.path().join("cache/artifacts")).unwrap().count() == 1, "only the tokens were published: {out}");
+    toy_chain(t.path(), "./nan", "    allow_nonfinite: true\n");
+    let o = run_toy(t.path(), &["run", "p.yaml", "acts"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("non-finite activation values stored"), "{out}");
 }

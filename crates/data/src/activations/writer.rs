@@ -121,16 +121,27 @@ impl ShardedWriter {
         }
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let wj = dir.join(WRITER_JSON);
-        let identity = serde_json::json!({ "meta": meta, "options": opts, "format_version": ACTIVATIONS_FORMAT_VERSION });
+        // `allow_nonfinite` is recorded (when true) but is not part of what must
+        // match: turning it on resumes finite shards; turning it off starts over,
+        // since saved shards may hold values it refuses.
+        let identity_with = |allow: bool| serde_json::json!({ "meta": meta, "options": WriterOptions { allow_nonfinite: allow, ..opts.clone() }, "format_version": ACTIVATIONS_FORMAT_VERSION });
+        let mut restart = None;
+        let mut record = true;
         if wj.is_file() {
             let text = std::fs::read_to_string(&wj).map_err(io(&wj))?;
             let old: serde_json::Value = serde_json::from_str(&text).map_err(|e| format(&wj, format!("invalid JSON: {e}")))?;
-            if old != identity {
+            let old_allowed = old["options"]["allow_nonfinite"].as_bool().unwrap_or(false);
+            if old != identity_with(old_allowed) {
                 return Err(format(&wj, "this partial store was started with different metadata or options; remove the directory to start over"));
             }
-        } else {
+            if old_allowed && !opts.allow_nonfinite {
+                restart = Some("saved shards were written with allow_nonfinite and may hold non-finite values".to_string());
+            }
+            record = old_allowed != opts.allow_nonfinite;
+        }
+        if record {
             let tmp = TempFile::new(dir, WRITER_JSON);
-            std::fs::write(&tmp.path, serde_json::to_vec_pretty(&identity).expect("serializable")).map_err(io(&tmp.path))?;
+            std::fs::write(&tmp.path, serde_json::to_vec_pretty(&identity_with(opts.allow_nonfinite)).expect("serializable")).map_err(io(&tmp.path))?;
             std::fs::rename(&tmp.path, &wj).map_err(io(&wj))?;
         }
         // Removal tolerates files that vanish meanwhile (another writer removing them).
@@ -150,7 +161,10 @@ impl ShardedWriter {
         let mut shards = Vec::new();
         let mut discarded = Vec::new();
         let mut i = 0;
-        loop {
+        if let Some(reason) = &restart {
+            discarded.push(format!("all saved shards: {reason}; they are written again"));
+        }
+        while restart.is_none() {
             let file = shard_name(i);
             if !dir.join(&file).is_file() {
                 break;
