@@ -268,6 +268,16 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A copy of the toy LM's final checkpoint at `dest`, to be altered by a test.
+fn copy_toy_model(dest: &Path) -> PathBuf {
+    std::fs::create_dir(dest).unwrap();
+    for e in std::fs::read_dir(repo().join("models/toy-grammar/step2000")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
+    }
+    dest.to_path_buf()
+}
+
 /// The key of `stage` in `plan`'s output.
 fn planned_key(dir: &Path, stage: &str) -> String {
     let out = bin(dir).args(["plan", "p.yaml"]).env("SAEPIPE_MODELS", repo().join("models")).output().unwrap();
@@ -281,13 +291,7 @@ fn cache_keys_see_every_shard_of_a_sharded_checkpoint() {
     // The toy model rewritten as a sharded checkpoint: one shard plus the index
     // (the layout of every large hub model).
     let t = tempfile::tempdir().unwrap();
-    let model = t.path().join("m");
-    std::fs::create_dir(&model).unwrap();
-    let src = repo().join("models/toy-grammar/step2000");
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
-    }
+    let model = copy_toy_model(&t.path().join("m"));
     let shard = model.join("model-00001-of-00001.safetensors");
     std::fs::rename(model.join("model.safetensors"), &shard).unwrap();
     let bytes = std::fs::read(&shard).unwrap();
@@ -401,13 +405,7 @@ fn a_damaged_training_checkpoint_is_not_resumed_from() {
 fn non_finite_activations_fail_collection_naming_the_hook_unless_allowed() {
     // The toy LM with every weight byte set to 0xff: all weights are NaN.
     let t = tempfile::tempdir().unwrap();
-    let model = t.path().join("nan");
-    std::fs::create_dir(&model).unwrap();
-    let src = repo().join("models/toy-grammar/step2000");
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
-    }
+    let model = copy_toy_model(&t.path().join("nan"));
     let st = model.join("model.safetensors");
     let mut bytes = std::fs::read(&st).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
