@@ -199,6 +199,10 @@ impl Op for MatchFeaturesOp {
         let mut pairs = PairColumns::default();
         let mut summary = SummaryColumns::default();
         for (i, dir) in saes.iter().enumerate() {
+            // Ctrl-C between SAEs (a match holds nothing worth saving).
+            if ctx.cancelled() {
+                return Err(super::StageStop::Interrupted.into());
+            }
             let (other, tokens) = load(dir, stores.get(i).map(PathBuf::as_path).filter(|_| needs_acts))?;
             if tokens != ref_tokens {
                 bail!("SAE `{}` was encoded on different tokens than the reference `{}`: the activation stores must come from the same token table", other.label, reference.label);
