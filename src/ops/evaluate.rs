@@ -12,7 +12,7 @@ use crate::pipeline::schema::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use saepipe_data::TokenTableReader;
 use saepipe_cuda::{Gpu, GpuTopKSae};
-use saepipe_eval::{CoderForward, CoderReport, EvalOptions, NamedCoder, evaluate};
+use saepipe_eval::{CoderForward, CoderReport, EvalOptions, NamedCoder, evaluate_until};
 use saepipe_model::{LoadOptions, Model};
 use serde_json::{Value, json};
 use saepipe_sae::SparseActs;
@@ -237,7 +237,15 @@ impl Op for EvaluateOp {
         ctx.logln(format!("language model on {}", model.device()));
         ctx.progress.set_total(tokens.len() as u64, "tokens");
         let progress = ctx.progress;
-        let eval = evaluate(model.as_ref(), &tokens, cctx, &coders, &opts, &mut |done| progress.set_position(done as u64))?;
+        let on_batch = &mut |done: usize| {
+            progress.set_position(done as u64);
+            // Ctrl-C between batches: an evaluation holds nothing worth saving.
+            if super::cancel_requested() { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
+        };
+        let eval = match evaluate_until(model.as_ref(), &tokens, cctx, &coders, &opts, on_batch) {
+            Err(saepipe_eval::EvalError::Stopped { .. }) => return Err(super::StageStop::Interrupted.into()),
+            other => other?,
+        };
         let t = &eval.timing;
         ctx.logln(format!(
             "{:.2}s: clean forward {:.2}s, zero ablation {:.2}s, coders {:.2}s, spliced forwards {:.2}s ({:.0} tokens/s)",

@@ -205,6 +205,9 @@ impl Op for InspectFeaturesOp {
         let (mut seq, mut tokens) = (Vec::with_capacity(n), Vec::with_capacity(n));
         ctx.progress.set_total(n as u64, "tokens");
         for b in reader.sequential().batches(4096) {
+            if ctx.cancelled() {
+                return Err(super::StageStop::Interrupted.into());
+            }
             let b = b?;
             let take = b.rows.min(n - tokens.len());
             let acts = coder.encode(&b.hooks[0][..take * coder.d_in], take)?;

@@ -13,6 +13,9 @@ pub enum EvalError {
     Setup { coder: String, message: String },
     #[error("{0}")]
     Input(String),
+    /// The caller asked to stop (see [`crate::evaluate_until`]).
+    #[error("evaluation stopped after {tokens_done} tokens")]
+    Stopped { tokens_done: usize },
 }
 
 pub type Result<T> = std::result::Result<T, EvalError>;

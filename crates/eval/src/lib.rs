@@ -131,6 +131,15 @@ fn spliced_run(model: &dyn Runner, site: &Site, clean: &RunOutput, tokens: &[u32
 /// Evaluates `coders` on `tokens` (whole contexts of `ctx` tokens, row-major).
 /// `on_batch` is called with the number of tokens done after each batch.
 pub fn evaluate(model: &dyn Runner, tokens: &[u32], ctx: usize, coders: &[NamedCoder], opts: &EvalOptions, on_batch: &mut dyn FnMut(usize)) -> Result<Evaluation> {
+    evaluate_until(model, tokens, ctx, coders, opts, &mut |done| {
+        on_batch(done);
+        std::ops::ControlFlow::Continue(())
+    })
+}
+
+/// [`evaluate`], stopping with [`EvalError::Stopped`] after any batch where
+/// `on_batch` returns `Break` (a user's Ctrl-C).
+pub fn evaluate_until(model: &dyn Runner, tokens: &[u32], ctx: usize, coders: &[NamedCoder], opts: &EvalOptions, on_batch: &mut dyn FnMut(usize) -> std::ops::ControlFlow<()>) -> Result<Evaluation> {
     if ctx == 0 || tokens.is_empty() || tokens.len() % ctx != 0 {
         return Err(EvalError::Input(format!("{} tokens are not whole contexts of {ctx}", tokens.len())));
     }
@@ -193,7 +202,10 @@ pub fn evaluate(model: &dyn Runner, tokens: &[u32], ctx: usize, coders: &[NamedC
             dn.kl_zero.add(zkl);
             timing.spliced_s += t0.elapsed().as_secs_f64();
         }
-        on_batch(bi * batch * ctx + n);
+        let done = bi * batch * ctx + n;
+        if on_batch(done).is_break() {
+            return Err(EvalError::Stopped { tokens_done: done });
+        }
     }
     timing.total_s = started.elapsed().as_secs_f64();
     let reports = coders
