@@ -259,6 +259,7 @@ pub fn main(cli: Cli) -> Result<i32> {
             Ok(if report.failed > 0 { exit::STAGE_FAILED } else { exit::OK })
         }
         Command::Plan { pipeline, select } => {
+            crate::ops::forbid_downloads();
             let p = load(&pipeline)?;
             let cache = open_cache(&cache_root(pipeline.cache_dir.as_deref(), Some(&p)))?;
             let plan = plan::make_plan(&p, &cache, &selection(&p, &select), policy(select.verify))?;
@@ -309,7 +310,10 @@ pub fn main(cli: Cli) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Cache { cache_dir, command } => cache_command(&open_cache(&cache_root(cache_dir.as_deref(), None))?, command),
+        Command::Cache { cache_dir, command } => {
+            crate::ops::forbid_downloads();
+            cache_command(&open_cache(&cache_root(cache_dir.as_deref(), None))?, command)
+        }
         Command::ExecStage { cache_dir, job, result } => match scheduler::exec_stage(&open_cache(&cache_dir)?, &job, result.as_deref()) {
             Ok(()) => Ok(exit::OK),
             Err(e) if e.chain().any(|c| matches!(c.downcast_ref::<crate::ops::StageStop>(), Some(crate::ops::StageStop::Interrupted))) => {
@@ -383,7 +387,15 @@ fn cache_command(cache: &Cache, command: CacheCommand) -> Result<i32> {
             let mut keep = HashSet::new();
             for f in &pipelines {
                 let p = pipeline::load(f, &LoadOptions { sets: sets.clone(), params_file: None }).map_err(|e| anyhow::Error::new(Exit(exit::INVALID, e.to_string())))?;
-                for (_, k) in crate::exec::keys::materials(&p, cache)? {
+                for (i, (m, k)) in crate::exec::keys::materials(&p, cache)?.into_iter().enumerate() {
+                    // Without the download the key is unknown, so gc cannot tell what to keep.
+                    if let Some(why) = m.pending() {
+                        let msg = format!("{}: stage `{}`: {why}; without it gc cannot tell which artifacts the stage reaches and would remove them: fetch it into the local cache first (running the pipeline does)", f.display(), p.instances[i].id);
+                        if yes {
+                            bail!(Exit(exit::INVALID, msg));
+                        }
+                        eprintln!("warning: {msg}");
+                    }
                     keep.insert(k);
                 }
             }

@@ -110,6 +110,17 @@ pub fn fingerprint(cache: &Cache, path: &Path) -> Result<String> {
 }
 
 /// Computes the recipe of every instance, in dependency order.
+/// External-input label of a reference not yet downloaded (its value says which).
+pub const PENDING: &str = "(not downloaded)";
+
+impl KeyMaterial {
+    /// Why this key is only a placeholder (a reference not yet downloaded, here
+    /// or upstream), if it is one.
+    pub fn pending(&self) -> Option<&str> {
+        self.external.get(PENDING).map(String::as_str)
+    }
+}
+
 pub fn materials(p: &Pipeline, cache: &Cache) -> Result<Vec<(KeyMaterial, Key)>> {
     let order = crate::pipeline::dag::topo_order(p);
     let mut out: Vec<Option<(KeyMaterial, Key)>> = vec![None; p.instances.len()];
@@ -134,8 +145,20 @@ fn material(p: &Pipeline, inst: &Instance, cache: &Cache, done: &[Option<(KeyMat
         let v = replace_paths(v, &spec.ty, spec.name, cache, &mut external)?;
         params.insert(spec.name.to_string(), v);
     }
-    for (label, path) in inst.op.external_inputs(&inst.params, &p.base_dir)? {
-        external.insert(label, fingerprint(cache, &path)?);
+    match inst.op.external_inputs(&inst.params, &p.base_dir) {
+        Ok(list) => {
+            for (label, path) in list {
+                external.insert(label, fingerprint(cache, &path)?);
+            }
+        }
+        // A read-only command: the key is unknown until the download (a placeholder
+        // that matches no artifact), and the plan says why.
+        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<crate::ops::NotDownloaded>()) {
+            Some(nd) => {
+                external.insert(PENDING.to_string(), nd.to_string());
+            }
+            None => return Err(e),
+        },
     }
     let mut inputs = BTreeMap::new();
     for r in &inst.inputs {
@@ -151,6 +174,11 @@ fn material(p: &Pipeline, inst: &Instance, cache: &Cache, done: &[Option<(KeyMat
             })
             .collect();
         inputs.insert(r.label.clone(), keys);
+        if !external.contains_key(PENDING)
+            && let Some(why) = r.targets.iter().find_map(|t| done[t.instance].as_ref().and_then(|(m, _)| m.pending()))
+        {
+            external.insert(PENDING.to_string(), why.to_string());
+        }
     }
     Ok(KeyMaterial { op: inst.op.name().to_string(), op_version: inst.op.version(), params, inputs, external })
 }

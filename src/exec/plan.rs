@@ -133,6 +133,9 @@ pub fn make_plan(p: &Pipeline, cache: &Cache, sel: &Selection, verify: VerifyPol
 }
 
 fn decide(p: &Pipeline, cache: &Cache, id: &str, key: &Key, material: &KeyMaterial, verify: VerifyPolicy) -> Result<(Action, Vec<String>)> {
+    if let Some(why) = material.pending() {
+        return Ok((Action::Run, vec![format!("to download: {why}")]));
+    }
     if let Some(m) = cache.lookup(key)? {
         let mode = match verify {
             VerifyPolicy::Full => VerifyMode::Full,

@@ -189,6 +189,9 @@ pub fn resolve_with(spec: &str, base_dir: &Path, cache: &HubCache, endpoint: &Hu
                     cli_hint(&hub, &path)
                 );
             }
+            if !super::downloads_allowed() {
+                return Err(super::NotDownloaded { what: format!("coder `{spec}`") }.into());
+            }
             log(&format!("coder `{spec}` is not in the Hugging Face cache; downloading it from {} into {}", endpoint.url, cache.root.display()));
             let snap = cache
                 .download_files(&hub, endpoint, &mut |files| select_files(files, &path), log)

@@ -175,6 +175,27 @@ pub enum StageStop {
     LockLost,
 }
 
+/// A reference (model, tokenizer, coder) that is not in the local cache while
+/// downloads are off: read-only commands report it instead of fetching it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what} is not in the local Hugging Face cache (it is downloaded when the stage runs)")]
+pub struct NotDownloaded {
+    pub what: String,
+}
+
+static DOWNLOADS_FORBIDDEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Read-only commands (`plan`, `cache ...`) never touch the network: references
+/// missing from the local cache resolve to [`NotDownloaded`] instead.
+pub fn forbid_downloads() {
+    DOWNLOADS_FORBIDDEN.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether resolving a reference may download it.
+pub fn downloads_allowed() -> bool {
+    !DOWNLOADS_FORBIDDEN.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 static CANCELLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Asks every running stage to save its progress and stop (the first Ctrl-C).

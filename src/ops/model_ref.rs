@@ -48,6 +48,9 @@ pub fn resolve(spec: &str, base_dir: &Path) -> Result<PathBuf> {
     if let Some(dir) = cache.lookup(&hub_ref)? {
         return Ok(dir);
     }
+    if !super::downloads_allowed() {
+        return Err(super::NotDownloaded { what: format!("model `{spec}`") }.into());
+    }
     if cache.offline {
         bail!(
             "model `{spec}` is neither a local directory with config.json nor in the Hugging Face cache ({}), and HF_HUB_OFFLINE is set: fetch it once with `huggingface-cli download {} --revision {}` or unset HF_HUB_OFFLINE",
