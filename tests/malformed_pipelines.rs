@@ -191,3 +191,21 @@ fn empty_corpus_fails_tokenize_naming_the_file() {
         assert!(err.contains(name) && err.contains("the corpus holds"), "{name}: {err}");
     }
 }
+
+/// Hook names are checked against the model's config.json when the pipeline is
+/// loaded (`validate`, `plan`, `run`), without loading weights: a misspelt hook
+/// and a layer the model lacks are both located, with the closest valid name.
+#[test]
+fn hook_names_are_checked_against_the_model_config_at_validate_time() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("p.yaml");
+    let yaml = "version: 1\nstages:\n  t:\n    op: command\n    run: 'true'\n  acts:\n    op: collect_activations\n    model: toy/toy-grammar@step2000\n    tokens: t\n    hooks:\n      - blocks.1.hook_resid_pre\n      - blocks.1.hook_resid_prex\n      - blocks.5.hook_resid_pre\n";
+    let err = load_str(&base, yaml, &LoadOptions::default(), None).err().expect("unknown hooks must not load").to_string();
+    assert!(err.contains("p.yaml:12:9: error: stage `acts`, parameter `hooks`: unknown hook point `blocks.1.hook_resid_prex` (did you mean `blocks.1.hook_resid_pre`?)"), "{err}");
+    assert!(err.contains("p.yaml:13:9: error: stage `acts`, parameter `hooks`: unknown hook point `blocks.5.hook_resid_pre`"), "{err}");
+    assert!(err.contains("has 2 layers"), "{err}");
+    assert!(!err.contains("p.yaml:11:"), "the valid hook is not reported: {err}");
+    // A model that is not available locally is not checked here (no download at validate time).
+    let remote = yaml.replace("toy/toy-grammar@step2000", "nobody/not-cached@main");
+    let p = load_str(&base, &remote, &LoadOptions::default(), None);
+    assert!(p.is_ok(), "{:?}", p.err().map(|e| e.to_string()));
+}

@@ -36,6 +36,20 @@ pub fn model_inputs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// Hook names checked against the model's config.json (when the model is
+/// available locally), before anything runs: an unknown hook or a layer the
+/// model lacks is reported with the closest valid name.
+pub fn check_hooks(params: &Params, base_dir: &Path) -> Vec<super::ParamProblem> {
+    let Some(dir) = params.opt_str("model").and_then(|m| model_ref::resolve_local(m, base_dir)) else { return Vec::new() };
+    let Ok(cfg) = saepipe_model::ModelConfig::from_file(&dir.join("config.json")) else { return Vec::new() };
+    let hooks = params.str_list("hooks").unwrap_or_default();
+    hooks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| saepipe_model::check_hook(&cfg, h).err().map(|e| ("hooks", Some(i), format!("{e}; `{}` has {} layers", params.opt_str("model").unwrap_or_default(), cfg.n_layers))))
+        .collect()
+}
+
 /// The `processing` parameter: none, full (= transformer_lens) or steps joined by `+`.
 pub fn processing(name: &str) -> Result<Processing> {
     Processing::parse(name).map_err(|e| anyhow::anyhow!("parameter `processing`: {e}"))
@@ -90,6 +104,9 @@ impl Op for CollectActivationsOp {
     }
     fn external_inputs(&self, params: &Params, base_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         model_inputs(&model_ref::resolve(params.str("model")?, base_dir)?)
+    }
+    fn check_params(&self, params: &Params, base_dir: &Path) -> Vec<super::ParamProblem> {
+        check_hooks(params, base_dir)
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
         let p = ctx.params.clone();

@@ -62,6 +62,13 @@ pub trait Op: Send + Sync {
     fn reads_inputs_through_verifying_readers(&self) -> bool {
         true
     }
+    /// Checks that need more than the parameter schema (e.g. hook names against
+    /// the model's config.json), run by `validate`, `plan` and `run` before
+    /// anything executes. Never downloads: what is not available locally is not
+    /// checked here. Returns (parameter, list index, message) per problem.
+    fn check_params(&self, _params: &Params, _base_dir: &Path) -> Vec<ParamProblem> {
+        Vec::new()
+    }
     /// Hidden ops (engine self-tests) are left out of `saepipe ops`.
     fn hidden(&self) -> bool {
         false
@@ -163,6 +170,10 @@ pub struct StageCtx<'a> {
     /// process judged it stale and took the stage over).
     pub lock_held: &'a dyn Fn() -> bool,
 }
+
+/// A problem [`Op::check_params`] found: the parameter, the index of the
+/// offending item when the parameter is a list, and what is wrong.
+pub type ParamProblem = (&'static str, Option<usize>, String);
 
 /// Why a stage stopped early without failing; the engine handles each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -14,6 +14,15 @@ use saepipe_model::hub::{HubCache, HubEndpoint, HubRef};
 use std::path::{Path, PathBuf};
 
 pub fn resolve(spec: &str, base_dir: &Path) -> Result<PathBuf> {
+    resolve_allowing(spec, base_dir, super::downloads_allowed())
+}
+
+/// The model's local directory if it is available without downloading.
+pub fn resolve_local(spec: &str, base_dir: &Path) -> Option<PathBuf> {
+    resolve_allowing(spec, base_dir, false).ok()
+}
+
+fn resolve_allowing(spec: &str, base_dir: &Path, download: bool) -> Result<PathBuf> {
     let direct = base_dir.join(spec);
     if !spec.contains('@') && direct.join("config.json").exists() {
         return Ok(direct);
@@ -48,7 +57,7 @@ pub fn resolve(spec: &str, base_dir: &Path) -> Result<PathBuf> {
     if let Some(dir) = cache.lookup(&hub_ref)? {
         return Ok(dir);
     }
-    if !super::downloads_allowed() {
+    if !download {
         return Err(super::NotDownloaded { what: format!("model `{spec}`") }.into());
     }
     if cache.offline {

@@ -455,6 +455,8 @@ fn load_stage(
         let scope = Scope { vars, item: exp.item.as_ref(), key: exp.key.as_deref(), matrix: exp.matrix.as_ref() };
         let mut params = BTreeMap::new();
         let mut refs_here = Vec::new();
+        // Where each parameter (and each item of a list) was written, for the op's own checks.
+        let mut positions: BTreeMap<&str, (Pos, Vec<Pos>)> = BTreeMap::new();
         for spec in &specs {
             let given = body.iter().find(|e| e.key == spec.name).map(|e| e.value.clone()).or_else(|| {
                 let per_op = defaults.per_op.get(op.name()).and_then(|m| m.iter().find(|e| e.key == spec.name));
@@ -482,10 +484,20 @@ fn load_stage(
                     continue;
                 }
             };
+            let items = match &node.value {
+                Yaml::Seq(items) => items.iter().map(|i| i.pos).collect(),
+                _ => Vec::new(),
+            };
+            positions.insert(spec.name, (node.pos, items));
             collect_refs(&node, &spec.ty, spec.name, &mut refs_here);
             let mut value = node.to_json();
             absolutize_paths(&mut value, &spec.ty, &p.base_dir);
             params.insert(spec.name.to_string(), value);
+        }
+        let params = ops::Params(params);
+        for (param, index, msg) in op.check_params(&params, &p.base_dir) {
+            let pos = positions.get(param).map(|(pos, items)| index.and_then(|i| items.get(i).copied()).unwrap_or(*pos)).unwrap_or(st.key_pos);
+            d.error(pos, Some(&id), Some(param), msg);
         }
         let mut needs = Vec::new();
         if let Some(e) = st.value.get("needs") {
@@ -510,7 +522,7 @@ fn load_stage(
             }
         }
         def.instances.push(p.instances.len());
-        p.instances.push(Instance { id, stage: name.to_string(), key: exp.key.clone(), op, params: Params(params), inputs: Vec::new(), needs: Vec::new(), pos: st.key_pos });
+        p.instances.push(Instance { id, stage: name.to_string(), key: exp.key.clone(), op, params, inputs: Vec::new(), needs: Vec::new(), pos: st.key_pos });
         raw_refs.push(refs_here);
         raw_needs.push(needs);
     }
