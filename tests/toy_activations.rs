@@ -81,9 +81,11 @@ fn unknown_hook_names_fail_with_a_suggestion() {
     let t = tempfile::tempdir().unwrap();
     pipeline(t.path(), "[blocks.1.hook_resid_pr]");
     let out = saepipe(t.path(), &["run", "p.yaml", "-q"]);
-    assert_eq!(out.status.code(), Some(1));
+    // Caught when the pipeline is loaded (invalid input, exit 2), before anything runs.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown hook point `blocks.1.hook_resid_pr` (did you mean `blocks.1.hook_resid_pre`?)"), "{err}");
+    assert!(!t.path().join("cache/artifacts").exists() || std::fs::read_dir(t.path().join("cache/artifacts")).unwrap().count() == 0, "nothing ran");
 }
 
 fn shards_in_partial(cache: &Path) -> usize {
