@@ -316,7 +316,7 @@ pub fn main(cli: Cli) -> Result<i32> {
         }
         Command::ExecStage { cache_dir, job, result } => match scheduler::exec_stage(&open_cache(&cache_dir)?, &job, result.as_deref()) {
             Ok(()) => Ok(exit::OK),
-            Err(e) if e.chain().any(|c| matches!(c.downcast_ref::<crate::ops::StageStop>(), Some(crate::ops::StageStop::Interrupted))) => {
+            Err(e) if crate::ops::StageStop::of(&e) == Some(crate::ops::StageStop::Interrupted) => {
                 eprintln!("{e:#}");
                 Ok(exit::INTERRUPTED)
             }

@@ -109,7 +109,6 @@ pub fn fingerprint(cache: &Cache, path: &Path) -> Result<String> {
     if meta.is_dir() { Ok(cache.fingerprint_dir(path)?) } else { Ok(cache.fingerprint_file(path)?) }
 }
 
-/// Computes the recipe of every instance, in dependency order.
 /// External-input label of a reference not yet downloaded (its value says which).
 pub const PENDING: &str = "(not downloaded)";
 
@@ -121,6 +120,7 @@ impl KeyMaterial {
     }
 }
 
+/// Computes the recipe of every instance, in dependency order.
 pub fn materials(p: &Pipeline, cache: &Cache) -> Result<Vec<(KeyMaterial, Key)>> {
     let order = crate::pipeline::dag::topo_order(p);
     let mut out: Vec<Option<(KeyMaterial, Key)>> = vec![None; p.instances.len()];

@@ -131,7 +131,8 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
     let jobs = opts.jobs.max(1);
 
     std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = mpsc::channel::<(usize, Resource, Result<StageResult, String>, PathBuf)>();
+        // A failure travels as its message and whether it was a Ctrl-C stop.
+        let (tx, rx) = mpsc::channel::<(usize, Resource, Result<StageResult, (String, bool)>, PathBuf)>();
         loop {
             // Launch what can start, in plan (dependency) order.
             ready.sort_unstable();
@@ -171,7 +172,7 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                         run_in_process(cache, &job, &progress, &log_path)
                     };
                     progress.finish();
-                    let result = result.map_err(|e| if is_interrupt(&e) { format!("{INTERRUPTED}{e:#}") } else { format!("{e:#}") });
+                    let result = result.map_err(|e| (format!("{e:#}"), crate::ops::StageStop::of(&e) == Some(crate::ops::StageStop::Interrupted)));
                     let _ = tx.send((pos, resource, result, log_path));
                 });
             }
@@ -197,12 +198,12 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                         }
                     }
                 }
-                Err(e) if e.starts_with(INTERRUPTED) => {
+                Err((_, true)) => {
                     reporter.println(&format!("stopped {} (progress saved)", inst.id));
                     reports[pos] = Some(InstanceReport { instance: inst.id.clone(), op: inst.op.name().into(), key: item.key.to_string(), status: "interrupted".into(), seconds: 0.0, bytes: 0, error: None, log });
                     stop = true;
                 }
-                Err(e) => {
+                Err((e, false)) => {
                     reporter.println(&format!("FAILED {}: {e}", inst.id));
                     reports[pos] = Some(InstanceReport { instance: inst.id.clone(), op: inst.op.name().into(), key: item.key.to_string(), status: "failed".into(), seconds: 0.0, bytes: 0, error: Some(e), log });
                     skip_downstream(pos, &dependents, plan, p, &mut reports);
@@ -232,13 +233,6 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
     std::fs::write(&tmp, serde_json::to_vec_pretty(&report)?)?;
     std::fs::rename(&tmp, record_dir.join("run.json"))?;
     Ok(report)
-}
-
-/// Marks an interrupted stage's error on its way from the worker thread.
-const INTERRUPTED: &str = "\u{1}interrupted: ";
-
-fn is_interrupt(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| matches!(c.downcast_ref::<crate::ops::StageStop>(), Some(crate::ops::StageStop::Interrupted)))
 }
 
 fn skip_downstream(pos: usize, dependents: &[Vec<usize>], plan: &Plan, p: &Pipeline, reports: &mut [Option<InstanceReport>]) {

@@ -181,7 +181,7 @@ fn run_locked(cache: &Cache, job: &StageJob, op: &dyn Op, lock: &LockGuard, prog
     }
     let metrics = match result {
         Ok(m) => m,
-        Err(e) if matches!(e.downcast_ref::<StageStop>(), Some(StageStop::LockLost)) => return Ok(None),
+        Err(e) if StageStop::of(&e) == Some(StageStop::LockLost) => return Ok(None),
         Err(e) => {
             retire_damaged_inputs(cache, &e, &leases, log);
             return Err(e).with_context(|| format!("op `{}`", job.op));
@@ -213,28 +213,7 @@ fn lease_verified(cache: &Cache, label: &str, key: &Key, consumer: &dyn Op) -> R
     let lease = cache.lease(key)?.ok_or_else(|| anyhow!("input `{label}` (artifact {}) is missing from the cache: run again to rebuild it", key.short()))?;
     let producer = ops::find(&lease.manifest().op);
     let self_verified = |path: &str| consumer.reads_inputs_through_verifying_readers() && producer.is_some_and(|p| p.verified_on_read().iter().any(|pat| glob_match(pat, path)));
-    let damaged: Vec<String> = {
-        use rayon::prelude::*;
-        lease
-            .manifest()
-            .files
-            .par_iter()
-            .filter(|f| !self_verified(&f.path))
-            .filter_map(|f| {
-                let path = lease.dir().join(&f.path);
-                match std::fs::metadata(&path) {
-                    Err(e) => return Some(format!("file {}: {e}", f.path)),
-                    Ok(m) if m.len() != f.size => return Some(format!("file {}: size {} != manifest {}", f.path, m.len(), f.size)),
-                    Ok(_) => {}
-                }
-                match saepipe_cache::hash_file(&path) {
-                    Ok(h) if h == f.blake3 => None,
-                    Ok(_) => Some(format!("file {}: blake3 mismatch", f.path)),
-                    Err(e) => Some(format!("file {}: {e}", f.path)),
-                }
-            })
-            .collect()
-    };
+    let damaged = lease.damaged_files(&self_verified);
     if !damaged.is_empty() {
         let retired = retire(cache, key, lease.dir());
         bail!("input `{label}` (artifact {}) is damaged: {}; {retired}", key.short(), damaged.join("; "));

@@ -186,6 +186,13 @@ pub enum StageStop {
     LockLost,
 }
 
+impl StageStop {
+    /// The stop an error carries, if it is one (anywhere in its chain).
+    pub fn of(e: &anyhow::Error) -> Option<StageStop> {
+        e.chain().find_map(|c| c.downcast_ref::<StageStop>()).copied()
+    }
+}
+
 /// A reference (model, tokenizer, coder) that is not in the local cache while
 /// downloads are off: read-only commands report it instead of fetching it.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -288,26 +288,7 @@ impl Cache {
         if listed != m.total_bytes {
             problems.push(format!("manifest.json: total_bytes {} != sum of file sizes {listed}", m.total_bytes));
         }
-        let per_file: Vec<Option<String>> = m
-            .files
-            .par_iter()
-            .map(|f| {
-                let path = dir.join(&f.path);
-                match std::fs::symlink_metadata(&path) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!("file {}: missing", f.path)),
-                    Err(e) => Some(format!("file {}: {e}", f.path)),
-                    Ok(meta) if !meta.is_file() => Some(format!("file {}: not a regular file", f.path)),
-                    Ok(meta) if meta.len() != f.size => Some(format!("file {}: size {} != manifest {}", f.path, meta.len(), f.size)),
-                    Ok(_) if mode == VerifyMode::Full => match hash_file(&path) {
-                        Ok(h) if h == f.blake3 => None,
-                        Ok(h) => Some(format!("file {}: blake3 mismatch ({} != manifest {})", f.path, &h[..12], f.blake3.get(..12).unwrap_or(&f.blake3))),
-                        Err(e) => Some(format!("file {}: {e}", f.path)),
-                    },
-                    Ok(_) => None,
-                }
-            })
-            .collect();
-        problems.extend(per_file.into_iter().flatten());
+        problems.extend(check_files(&dir, &m.files, mode));
         if mode == VerifyMode::Full {
             let listed: HashSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
             let (mut entries, mut dirs) = (Vec::new(), Vec::new());
@@ -395,6 +376,30 @@ impl Cache {
         }
         Ok(())
     }
+}
+
+/// Problems of the listed files of an artifact directory (in parallel): missing,
+/// not a regular file, another size, and with `Full` another blake3.
+pub(crate) fn check_files(dir: &Path, files: &[FileEntry], mode: VerifyMode) -> Vec<String> {
+    let per_file: Vec<Option<String>> = files
+        .par_iter()
+        .map(|f| {
+            let path = dir.join(&f.path);
+            match std::fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!("file {}: missing", f.path)),
+                Err(e) => Some(format!("file {}: {e}", f.path)),
+                Ok(meta) if !meta.is_file() => Some(format!("file {}: not a regular file", f.path)),
+                Ok(meta) if meta.len() != f.size => Some(format!("file {}: size {} != manifest {}", f.path, meta.len(), f.size)),
+                Ok(_) if mode == VerifyMode::Full => match hash_file(&path) {
+                    Ok(h) if h == f.blake3 => None,
+                    Ok(h) => Some(format!("file {}: blake3 mismatch ({} != manifest {})", f.path, &h[..12], f.blake3.get(..12).unwrap_or(&f.blake3))),
+                    Err(e) => Some(format!("file {}: {e}", f.path)),
+                },
+                Ok(_) => None,
+            }
+        })
+        .collect();
+    per_file.into_iter().flatten().collect()
 }
 
 /// Whether this process may create files in the cache directory.
