@@ -26,7 +26,9 @@ fn main() -> anyhow::Result<()> {
     let mut yaml = String::from("version: 1\nname: bench100\nstages:\n");
     for c in 0..10 {
         for s in 0..10 {
-            yaml.push_str(&format!("  s{c}_{s}:\n    op: debug_shards\n    seed: {c}\n    shards: 2\n    shard_bytes: 256\n"));
+            yaml.push_str(&format!(
+                "  s{c}_{s}:\n    op: debug_shards\n    seed: {c}\n    shards: 2\n    shard_bytes: 256\n"
+            ));
             if s > 0 {
                 yaml.push_str(&format!("    inputs: [s{c}_{}]\n", s - 1));
             }
@@ -50,7 +52,10 @@ fn main() -> anyhow::Result<()> {
 
     // 2. plan of 1,000 instances.
     let items: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
-    let yaml = format!("version: 1\nname: bench1000\nstages:\n  s:\n    op: debug_shards\n    foreach: [{}]\n    seed: ${{item}}\n", items.join(", "));
+    let yaml = format!(
+        "version: 1\nname: bench1000\nstages:\n  s:\n    op: debug_shards\n    foreach: [{}]\n    seed: ${{item}}\n",
+        items.join(", ")
+    );
     let f1000 = dir.path().join("p1000.yaml");
     std::fs::write(&f1000, yaml)?;
     let mut times = Vec::new();

@@ -24,7 +24,12 @@ pub mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "saepipe", version, about = "Pipelines for sparse-autoencoder and transcoder research", propagate_version = true)]
+#[command(
+    name = "saepipe",
+    version,
+    about = "Pipelines for sparse-autoencoder and transcoder research",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Show error backtraces and debug details.
     #[arg(short, long, global = true)]
@@ -190,14 +195,17 @@ fn cache_root(explicit: Option<&Path>, p: Option<&Pipeline>) -> PathBuf {
 pub const LOCK_TIMEOUT_ENV: &str = "SAEPIPE_LOCK_TIMEOUT";
 
 fn open_cache(root: &Path) -> Result<Cache> {
-    let cache = Cache::open(root).map_err(|e| anyhow::Error::new(Exit(exit::CACHE, format!("cannot open cache {}: {e}", root.display()))))?;
+    let cache = Cache::open(root)
+        .map_err(|e| anyhow::Error::new(Exit(exit::CACHE, format!("cannot open cache {}: {e}", root.display()))))?;
     match std::env::var(LOCK_TIMEOUT_ENV).ok().map(|v| v.parse::<f64>()) {
         None => Ok(cache),
         Some(Ok(secs)) if secs >= 0.3 && secs.is_finite() => {
             let stale_after = std::time::Duration::from_secs_f64(secs);
             Ok(cache.with_lock_timing(saepipe_cache::LockTiming { heartbeat: stale_after / 15, stale_after }))
         }
-        Some(_) => bail!(Exit(exit::INVALID, format!("{LOCK_TIMEOUT_ENV} must be a number of seconds of at least 0.3"))),
+        Some(_) => {
+            bail!(Exit(exit::INVALID, format!("{LOCK_TIMEOUT_ENV} must be a number of seconds of at least 0.3")))
+        }
     }
 }
 
@@ -223,9 +231,22 @@ pub fn main(cli: Cli) -> Result<i32> {
             let cache = open_cache(&cache_root(pipeline.cache_dir.as_deref(), Some(&p)))?;
             let plan = plan::make_plan(&p, &cache, &selection(&p, &select), policy(select.verify))?;
             if cache.read_only() {
-                let missing: Vec<&str> = plan.items.iter().filter(|i| i.action != plan::Action::Hit).map(|i| p.instances[i.idx].id.as_str()).collect();
+                let missing: Vec<&str> = plan
+                    .items
+                    .iter()
+                    .filter(|i| i.action != plan::Action::Hit)
+                    .map(|i| p.instances[i.idx].id.as_str())
+                    .collect();
                 if !missing.is_empty() {
-                    bail!(Exit(exit::CACHE, format!("the cache {} is read-only and {} stage instance(s) are not in it ({}); run with a writable `--cache-dir`", cache.root().display(), missing.len(), missing.join(", "))));
+                    bail!(Exit(
+                        exit::CACHE,
+                        format!(
+                            "the cache {} is read-only and {} stage instance(s) are not in it ({}); run with a writable `--cache-dir`",
+                            cache.root().display(),
+                            missing.len(),
+                            missing.join(", ")
+                        )
+                    ));
                 }
             }
             let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
@@ -251,9 +272,16 @@ pub fn main(cli: Cli) -> Result<i32> {
                 }
             }
             if report.interrupted {
-                let done = report.stages.iter().filter(|s| s.error.is_none() && !["interrupted", "not run"].contains(&s.status.as_str())).count();
+                let done = report
+                    .stages
+                    .iter()
+                    .filter(|s| s.error.is_none() && !["interrupted", "not run"].contains(&s.status.as_str()))
+                    .count();
                 let stopped = report.stages.iter().filter(|s| s.status == "interrupted").count();
-                eprintln!("interrupted after {:.1}s: {done} stage instance(s) done and cached, {stopped} stopped with their progress saved; run the same command again to resume", report.seconds);
+                eprintln!(
+                    "interrupted after {:.1}s: {done} stage instance(s) done and cached, {stopped} stopped with their progress saved; run the same command again to resume",
+                    report.seconds
+                );
                 return Ok(exit::INTERRUPTED);
             }
             Ok(if report.failed > 0 { exit::STAGE_FAILED } else { exit::OK })
@@ -267,7 +295,14 @@ pub fn main(cli: Cli) -> Result<i32> {
             println!("{:<w$}  {:<12}  {:<16}  {:<7}  why", "stage", "op", "key", "action");
             for item in &plan.items {
                 let inst = &p.instances[item.idx];
-                println!("{:<w$}  {:<12}  {:<16}  {:<7}  {}", inst.id, inst.op.name(), &item.key.to_string()[..16], item.action.label(), item.why.join("; "));
+                println!(
+                    "{:<w$}  {:<12}  {:<16}  {:<7}  {}",
+                    inst.id,
+                    inst.op.name(),
+                    &item.key.to_string()[..16],
+                    item.action.label(),
+                    item.why.join("; ")
+                );
             }
             Ok(exit::OK)
         }
@@ -300,8 +335,19 @@ pub fn main(cli: Cli) -> Result<i32> {
                     let op = crate::ops::find(&n).with_context(|| format!("unknown op `{n}`"))?;
                     println!("{} (version {}): {}\n", op.name(), op.version(), op.summary());
                     for s in op.params() {
-                        let req = if s.required { "required".to_string() } else { s.default.as_ref().map(|d| format!("default {d}")).unwrap_or_else(|| "optional".into()) };
-                        println!("  {:<24} {:<28} {req}{}{}\n      {}", s.name, s.ty.describe(), s.describe_range().map(|r| format!(", range {r}")).unwrap_or_default(), if s.in_key { "" } else { ", not in cache key" }, s.doc);
+                        let req = if s.required {
+                            "required".to_string()
+                        } else {
+                            s.default.as_ref().map(|d| format!("default {d}")).unwrap_or_else(|| "optional".into())
+                        };
+                        println!(
+                            "  {:<24} {:<28} {req}{}{}\n      {}",
+                            s.name,
+                            s.ty.describe(),
+                            s.describe_range().map(|r| format!(", range {r}")).unwrap_or_default(),
+                            if s.in_key { "" } else { ", not in cache key" },
+                            s.doc
+                        );
                     }
                     if !op.outputs().is_empty() {
                         println!("\n  named outputs: {}", op.outputs().join(", "));
@@ -314,14 +360,16 @@ pub fn main(cli: Cli) -> Result<i32> {
             crate::ops::forbid_downloads();
             cache_command(&open_cache(&cache_root(cache_dir.as_deref(), None))?, command)
         }
-        Command::ExecStage { cache_dir, job, result } => match scheduler::exec_stage(&open_cache(&cache_dir)?, &job, result.as_deref()) {
-            Ok(()) => Ok(exit::OK),
-            Err(e) if crate::ops::StageStop::of(&e) == Some(crate::ops::StageStop::Interrupted) => {
-                eprintln!("{e:#}");
-                Ok(exit::INTERRUPTED)
+        Command::ExecStage { cache_dir, job, result } => {
+            match scheduler::exec_stage(&open_cache(&cache_dir)?, &job, result.as_deref()) {
+                Ok(()) => Ok(exit::OK),
+                Err(e) if crate::ops::StageStop::of(&e) == Some(crate::ops::StageStop::Interrupted) => {
+                    eprintln!("{e:#}");
+                    Ok(exit::INTERRUPTED)
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        },
+        }
     }
 }
 
@@ -334,7 +382,13 @@ fn cache_command(cache: &Cache, command: CacheCommand) -> Result<i32> {
             let mut total = 0;
             for a in &list {
                 total += a.bytes;
-                println!("{:<16}  {:<20}  {:<32}  {:>10}", &a.key.to_string()[..16], a.op, a.stage, plan::human_bytes(a.bytes));
+                println!(
+                    "{:<16}  {:<20}  {:<32}  {:>10}",
+                    &a.key.to_string()[..16],
+                    a.op,
+                    a.stage,
+                    plan::human_bytes(a.bytes)
+                );
             }
             println!("{} artifacts, {}", list.len(), plan::human_bytes(total));
             Ok(exit::OK)
@@ -382,15 +436,23 @@ fn cache_command(cache: &Cache, command: CacheCommand) -> Result<i32> {
         }
         CacheCommand::Gc { pipelines, sets, yes } => {
             if pipelines.is_empty() {
-                bail!(Exit(exit::INVALID, "`cache gc` needs the pipeline files whose artifacts to keep (everything else is removed)".into()));
+                bail!(Exit(
+                    exit::INVALID,
+                    "`cache gc` needs the pipeline files whose artifacts to keep (everything else is removed)".into()
+                ));
             }
             let mut keep = HashSet::new();
             for f in &pipelines {
-                let p = pipeline::load(f, &LoadOptions { sets: sets.clone(), params_file: None }).map_err(|e| anyhow::Error::new(Exit(exit::INVALID, e.to_string())))?;
+                let p = pipeline::load(f, &LoadOptions { sets: sets.clone(), params_file: None })
+                    .map_err(|e| anyhow::Error::new(Exit(exit::INVALID, e.to_string())))?;
                 for (i, (m, k)) in crate::exec::keys::materials(&p, cache)?.into_iter().enumerate() {
                     // Without the download the key is unknown, so gc cannot tell what to keep.
                     if let Some(why) = m.pending() {
-                        let msg = format!("{}: stage `{}`: {why}; without it gc cannot tell which artifacts the stage reaches and would remove them: fetch it into the local cache first (running the pipeline does)", f.display(), p.instances[i].id);
+                        let msg = format!(
+                            "{}: stage `{}`: {why}; without it gc cannot tell which artifacts the stage reaches and would remove them: fetch it into the local cache first (running the pipeline does)",
+                            f.display(),
+                            p.instances[i].id
+                        );
                         if yes {
                             bail!(Exit(exit::INVALID, msg));
                         }
@@ -404,7 +466,14 @@ fn cache_command(cache: &Cache, command: CacheCommand) -> Result<i32> {
             for (what, bytes) in &report.removed {
                 println!("{} {what} ({})", if yes { "removed" } else { "would remove" }, plan::human_bytes(*bytes));
             }
-            println!("{} {} items, {}; kept {} artifacts{}", if yes { "removed" } else { "would remove" }, report.removed.len(), plan::human_bytes(total), report.kept, if yes { "" } else { " (dry run: pass --yes to delete)" });
+            println!(
+                "{} {} items, {}; kept {} artifacts{}",
+                if yes { "removed" } else { "would remove" },
+                report.removed.len(),
+                plan::human_bytes(total),
+                report.kept,
+                if yes { "" } else { " (dry run: pass --yes to delete)" }
+            );
             Ok(exit::OK)
         }
     }

@@ -25,7 +25,11 @@ fn main() {
                     *code
                 }
                 other => {
-                    if verbose { eprintln!("error: {e:?}") } else { eprintln!("error: {e:#}") }
+                    if verbose {
+                        eprintln!("error: {e:?}")
+                    } else {
+                        eprintln!("error: {e:#}")
+                    }
                     other.map(|x| x.0).unwrap_or(exit::STAGE_FAILED)
                 }
             }

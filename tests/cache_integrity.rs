@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 fn bin(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_saepipe"));
-    c.current_dir(dir).env_remove("SAEPIPE_CACHE").env_remove("RUST_BACKTRACE").env("NO_COLOR", "1").env("SAEPIPE_MODELS", repo().join("models"));
+    c.current_dir(dir)
+        .env_remove("SAEPIPE_CACHE")
+        .env_remove("RUST_BACKTRACE")
+        .env("NO_COLOR", "1")
+        .env("SAEPIPE_MODELS", repo().join("models"));
     c
 }
 
@@ -80,22 +84,38 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// Files in every `partial/<key>/` directory matching `shard-*.bin`.
 fn partial_shards(cache: &Path) -> usize {
     let Ok(rd) = std::fs::read_dir(cache.join("partial")) else { return 0 };
-    rd.filter_map(|e| e.ok()).filter_map(|d| std::fs::read_dir(d.path()).ok()).flatten().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".bin")).count()
+    rd.filter_map(|e| e.ok())
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".bin"))
+        .count()
 }
 
 /// The artifact directory (through its link) of the stage whose plan row names it.
 fn artifact(dir: &Path, file: &str, stage: &str) -> PathBuf {
     let out = run(dir, &["plan", file]);
-    let line = String::from_utf8_lossy(&out.stdout).lines().find(|l| l.split_whitespace().next() == Some(stage)).unwrap_or_else(|| panic!("no stage {stage} in plan:\n{}", text(&out))).to_string();
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(stage))
+        .unwrap_or_else(|| panic!("no stage {stage} in plan:\n{}", text(&out)))
+        .to_string();
     let prefix = line.split_whitespace().nth(2).unwrap().to_string();
     let arts = dir.join("cache/artifacts");
-    std::fs::read_dir(&arts).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix)).unwrap_or_else(|| panic!("artifact {prefix} of {stage} not in the cache"))
+    std::fs::read_dir(&arts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
+        .unwrap_or_else(|| panic!("artifact {prefix} of {stage} not in the cache"))
 }
 
 /// Status column of `stage` in a run's summary table.
 fn status(o: &Output, stage: &str) -> String {
     let out = String::from_utf8_lossy(&o.stdout);
-    let line = out.lines().find(|l| l.split_whitespace().next() == Some(stage)).unwrap_or_else(|| panic!("no row for {stage}:\n{}", text(o)));
+    let line = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(stage))
+        .unwrap_or_else(|| panic!("no row for {stage}:\n{}", text(o)));
     let rest = line[stage.len()..].trim_start();
     // Statuses have at most two words ("hit (waited)"); the time follows.
     rest.split("  ").next().unwrap().trim().to_string()
@@ -131,11 +151,19 @@ fn three_concurrent_runs_rebuild_a_damaged_artifact_once_and_none_fails() {
         assert!(o.status.success(), "a concurrent run failed:\n{}", text(o));
     }
     let statuses: Vec<String> = outs.iter().map(|o| status(o, "a")).collect();
-    assert_eq!(statuses.iter().filter(|s| *s == "ran" || *s == "resumed").count(), 1, "the rebuild ran once: {statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "ran" || *s == "resumed").count(),
+        1,
+        "the rebuild ran once: {statuses:?}"
+    );
     assert_eq!(statuses.iter().filter(|s| *s == "hit (waited)").count(), 2, "{statuses:?}");
     let b_runs = outs.iter().map(|o| status(o, "b")).filter(|s| s == "ran").count();
     assert_eq!(b_runs, 1, "b computed once");
-    assert_eq!(std::fs::read(artifact(t.path(), "p.yaml", "a").join("data.bin")).unwrap(), original, "the rebuild is byte-identical");
+    assert_eq!(
+        std::fs::read(artifact(t.path(), "p.yaml", "a").join("data.bin")).unwrap(),
+        original,
+        "the rebuild is byte-identical"
+    );
 }
 
 #[test]
@@ -147,7 +175,9 @@ fn force_while_another_run_reads_the_artifact_keeps_the_readers_generation() {
     assert!(o.status.success(), "{}", text(&o));
     let a_bytes = std::fs::read(artifact(t.path(), "p.yaml", "a").join("data.bin")).unwrap();
     let reader = spawn(t.path(), &["run", "p.yaml", "b"], &[]);
-    wait_until("the reader to start its command", || std::fs::read_dir(t.path().join("cache/leases")).map(|d| d.count() > 0).unwrap_or(false));
+    wait_until("the reader to start its command", || {
+        std::fs::read_dir(t.path().join("cache/leases")).map(|d| d.count() > 0).unwrap_or(false)
+    });
     let forced = run(t.path(), &["run", "p.yaml", "--force", "a", "a"]);
     assert!(forced.status.success(), "{}", text(&forced));
     assert_eq!(status(&forced, "a"), "ran");
@@ -159,7 +189,11 @@ fn force_while_another_run_reads_the_artifact_keeps_the_readers_generation() {
     std::thread::sleep(Duration::from_millis(600));
     let gc = run_env(t.path(), &["cache", "gc", "p.yaml", "--yes"], &[("SAEPIPE_LOCK_TIMEOUT", "0.5")]);
     assert!(gc.status.success(), "{}", text(&gc));
-    assert_eq!(std::fs::read_dir(t.path().join("cache/generations")).unwrap().count(), 2, "one generation per artifact");
+    assert_eq!(
+        std::fs::read_dir(t.path().join("cache/generations")).unwrap().count(),
+        2,
+        "one generation per artifact"
+    );
 }
 
 #[test]
@@ -179,7 +213,11 @@ fn a_suspended_lock_holder_takes_its_successors_result_instead_of_publishing() {
     let o = first.finish();
     assert!(o.status.success(), "the woken holder failed:\n{}", text(&o));
     assert_eq!(status(&o, "a"), "hit (waited)", "{}", text(&o));
-    assert_eq!(std::fs::read(artifact(t.path(), "p.yaml", "a").join("data.bin")).unwrap(), published, "the woken holder published nothing over it");
+    assert_eq!(
+        std::fs::read(artifact(t.path(), "p.yaml", "a").join("data.bin")).unwrap(),
+        published,
+        "the woken holder published nothing over it"
+    );
     let generations = std::fs::read_dir(cache.join("generations")).unwrap().count();
     assert_eq!(generations, 2, "a and b published once each");
     // And the result equals an undisturbed run.
@@ -247,7 +285,11 @@ fn a_read_only_cache_serves_hits_and_refuses_work_clearly() {
     assert!(chmod.success());
     let as_nobody = |args: &[&str]| {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_saepipe")]).args(args).current_dir(t.path()).env("NO_COLOR", "1").env_remove("SAEPIPE_CACHE");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_saepipe")])
+            .args(args)
+            .current_dir(t.path())
+            .env("NO_COLOR", "1")
+            .env_remove("SAEPIPE_CACHE");
         c.output().unwrap()
     };
     let probe = as_nobody(&["--version"]);
@@ -282,7 +324,11 @@ fn copy_toy_model(dest: &Path) -> PathBuf {
 fn planned_key(dir: &Path, stage: &str) -> String {
     let out = bin(dir).args(["plan", "p.yaml"]).env("SAEPIPE_MODELS", repo().join("models")).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let line = String::from_utf8_lossy(&out.stdout).lines().find(|l| l.split_whitespace().next() == Some(stage)).unwrap().to_string();
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(stage))
+        .unwrap()
+        .to_string();
     line.split_whitespace().nth(2).unwrap().to_string()
 }
 
@@ -297,8 +343,16 @@ fn cache_keys_see_every_shard_of_a_sharded_checkpoint() {
     let bytes = std::fs::read(&shard).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
-    let weight_map: serde_json::Map<String, serde_json::Value> = header.keys().filter(|k| *k != "__metadata__").map(|k| (k.clone(), "model-00001-of-00001.safetensors".into())).collect();
-    std::fs::write(model.join("model.safetensors.index.json"), serde_json::to_vec(&serde_json::json!({ "metadata": {}, "weight_map": weight_map })).unwrap()).unwrap();
+    let weight_map: serde_json::Map<String, serde_json::Value> = header
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .map(|k| (k.clone(), "model-00001-of-00001.safetensors".into()))
+        .collect();
+    std::fs::write(
+        model.join("model.safetensors.index.json"),
+        serde_json::to_vec(&serde_json::json!({ "metadata": {}, "weight_map": weight_map })).unwrap(),
+    )
+    .unwrap();
     let yaml = format!(
         "version: 1\nname: sharded\nstages:\n  tokens:\n    op: tokenize\n    corpus: {}\n    tokenizer: toy/toy-grammar@step2000\n    context_size: 32\n    max_tokens: 2048\n  acts:\n    op: collect_activations\n    model: ./m\n    tokens: tokens\n    hooks: [blocks.0.hook_resid_post]\n",
         repo().join("models/toy-grammar/corpus-train.jsonl").display()
@@ -348,7 +402,10 @@ fn a_damaged_store_that_planning_does_not_rehash_is_caught_by_its_reader_and_reb
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert_eq!(status(&o, "acts"), "hit");
     assert!(out.contains("shard-00001.parquet") && out.contains("damaged"), "{out}");
-    assert!(!t.path().join("cache/artifacts").join(acts.file_name().unwrap()).exists(), "the damaged store is taken out of the cache");
+    assert!(
+        !t.path().join("cache/artifacts").join(acts.file_name().unwrap()).exists(),
+        "the damaged store is taken out of the cache"
+    );
     let o = run_toy(t.path(), &["run", "p.yaml"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(status(&o, "acts"), "ran", "the store is rebuilt");
@@ -371,23 +428,34 @@ fn a_damaged_training_checkpoint_is_not_resumed_from() {
     let cache = t.path().join("cache");
     let mut kid = {
         let mut c = bin(t.path());
-        c.args(["run", "p.yaml", "-q"]).env("SAEPIPE_MODELS", repo().join("models")).stdout(Stdio::null()).stderr(Stdio::null());
+        c.args(["run", "p.yaml", "-q"])
+            .env("SAEPIPE_MODELS", repo().join("models"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         Kid(Some(c.spawn().unwrap()))
     };
-    let pointer = || std::fs::read_dir(cache.join("partial")).ok().and_then(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("checkpoint.json")).find(|p| p.is_file()));
+    let pointer = || {
+        std::fs::read_dir(cache.join("partial"))
+            .ok()
+            .and_then(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("checkpoint.json")).find(|p| p.is_file()))
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     let pointer_path = loop {
         if let Some(p) = pointer() {
             break p;
         }
-        assert!(kid.0.as_mut().unwrap().try_wait().unwrap().is_none(), "training finished before a checkpoint was seen");
+        assert!(
+            kid.0.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "training finished before a checkpoint was seen"
+        );
         assert!(Instant::now() < deadline, "no checkpoint written");
         std::thread::sleep(Duration::from_millis(2));
     };
     kid.signal(libc::SIGKILL);
     let _ = kid.finish();
     let partial = pointer_path.parent().unwrap();
-    let parts = saepipe_cache::checkpoint::load_checkpoint(partial, "checkpoint").unwrap().expect("a complete checkpoint");
+    let parts =
+        saepipe_cache::checkpoint::load_checkpoint(partial, "checkpoint").unwrap().expect("a complete checkpoint");
     let state = &parts["state"];
     let mut bytes = std::fs::read(state).unwrap();
     let at = bytes.len() - 10;
@@ -418,7 +486,10 @@ fn non_finite_activations_fail_collection_naming_the_hook_unless_allowed() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("blocks.0.hook_resid_pre") && out.contains("allow_nonfinite"), "{out}");
-    assert!(std::fs::read_dir(t.path().join("cache/artifacts")).unwrap().count() == 1, "only the tokens were published: {out}");
+    assert!(
+        std::fs::read_dir(t.path().join("cache/artifacts")).unwrap().count() == 1,
+        "only the tokens were published: {out}"
+    );
     toy_chain(t.path(), "./nan", "    allow_nonfinite: true\n");
     let o = run_toy(t.path(), &["run", "p.yaml", "acts"]);
     let out = text(&o);

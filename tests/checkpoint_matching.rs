@@ -15,12 +15,21 @@ fn repo() -> PathBuf {
 
 fn saepipe(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_saepipe"));
-    c.current_dir(dir).env_remove("SAEPIPE_CACHE").env_remove("RUST_BACKTRACE").env("NO_COLOR", "1").env("SAEPIPE_MODELS", repo().join("models"));
+    c.current_dir(dir)
+        .env_remove("SAEPIPE_CACHE")
+        .env_remove("RUST_BACKTRACE")
+        .env("NO_COLOR", "1")
+        .env("SAEPIPE_MODELS", repo().join("models"));
     c
 }
 
 fn ok(out: Output) -> String {
-    assert!(out.status.success(), "saepipe failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "saepipe failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -53,7 +62,10 @@ fn checkpoint_matching_pipeline_end_to_end() {
     let started = Instant::now();
     let out = ok(saepipe(t.path()).args(args).output().unwrap());
     eprintln!("first run: {:.1}s", started.elapsed().as_secs_f64());
-    let report_line = out.lines().find(|l| l.starts_with("report (report): ")).unwrap_or_else(|| panic!("no report path printed:\n{out}"));
+    let report_line = out
+        .lines()
+        .find(|l| l.starts_with("report (report): "))
+        .unwrap_or_else(|| panic!("no report path printed:\n{out}"));
     let report = PathBuf::from(report_line.rsplit_once(": ").unwrap().1);
     assert!(report.is_file(), "{}", report.display());
 
@@ -73,7 +85,8 @@ fn checkpoint_matching_pipeline_end_to_end() {
     for (inst, dir) in &evaluated {
         let m = saepipe::ops::table::Table::read_parquet(&dir.join("metrics.parquet")).unwrap();
         assert_eq!(m.strings("coder").unwrap(), vec![inst.replace("evaluate", "train")]);
-        let (ev, l0, score) = (m.f64("explained_variance").unwrap()[0], m.f64("l0").unwrap()[0], m.f64("ce_loss_score").unwrap()[0]);
+        let (ev, l0, score) =
+            (m.f64("explained_variance").unwrap()[0], m.f64("l0").unwrap()[0], m.f64("ce_loss_score").unwrap()[0]);
         assert!(ev >= 0.8, "{inst}: held-out explained variance {ev}");
         assert!((l0 - 8.0).abs() < 0.01, "{inst}: L0 {l0} of a k = 8 TopK SAE");
         if inst.contains("step2000") {
@@ -106,8 +119,12 @@ fn checkpoint_matching_pipeline_end_to_end() {
     assert_eq!(hist.rows(), 24 * 16);
     let pairs = saepipe::ops::table::Table::read_parquet(&matched[0].1.join("pairs.parquet")).unwrap();
     let shown = logits.f64("feature").unwrap()[0] as i64;
-    let (sae, feature, sim) = (pairs.strings("sae").unwrap(), pairs.f64("reference_feature").unwrap(), pairs.f64("similarity").unwrap());
-    let best = (0..pairs.rows()).filter(|&i| sae[i] == "train[step0]" && sim[i].is_finite()).max_by(|&a, &b| sim[a].total_cmp(&sim[b]).then(feature[b].total_cmp(&feature[a]))).unwrap();
+    let (sae, feature, sim) =
+        (pairs.strings("sae").unwrap(), pairs.f64("reference_feature").unwrap(), pairs.f64("similarity").unwrap());
+    let best = (0..pairs.rows())
+        .filter(|&i| sae[i] == "train[step0]" && sim[i].is_finite())
+        .max_by(|&a, &b| sim[a].total_cmp(&sim[b]).then(feature[b].total_cmp(&feature[a])))
+        .unwrap();
     assert_eq!(shown, feature[best] as i64, "the first feature shown is the best matched at step 0");
 
     // The report stands alone: inline SVG figures, no external resources.
@@ -126,7 +143,12 @@ fn checkpoint_matching_pipeline_end_to_end() {
     let started = Instant::now();
     let out = ok(saepipe(t.path()).args(args).output().unwrap());
     eprintln!("rerun: {:.2}s", started.elapsed().as_secs_f64());
-    let rows: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("stage ")).skip(1).take_while(|l| !l.starts_with("run record")).collect();
+    let rows: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("stage "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("run record"))
+        .collect();
     assert!(!rows.is_empty() && rows.iter().all(|l| l.split_whitespace().nth(1) == Some("hit")), "{out}");
 }
 
@@ -172,16 +194,23 @@ fn killed_training_resumes_from_checkpoint_with_identical_weights() {
     let reference = tempfile::tempdir().unwrap();
     std::fs::write(reference.path().join("p.yaml"), &yaml).unwrap();
     ok(saepipe(reference.path()).args(["run", "p.yaml", "-q"]).output().unwrap());
-    let want = std::fs::read(artifacts(&reference.path().join("cache"), "train")[0].1.join("sae/sae_weights.safetensors")).unwrap();
-    let want_losses = std::fs::read(artifacts(&reference.path().join("cache"), "train")[0].1.join("losses.parquet")).unwrap();
+    let want =
+        std::fs::read(artifacts(&reference.path().join("cache"), "train")[0].1.join("sae/sae_weights.safetensors"))
+            .unwrap();
+    let want_losses =
+        std::fs::read(artifacts(&reference.path().join("cache"), "train")[0].1.join("losses.parquet")).unwrap();
 
     let t = tempfile::tempdir().unwrap();
     std::fs::write(t.path().join("p.yaml"), &yaml).unwrap();
-    let mut child = saepipe(t.path()).args(["run", "p.yaml", "-q"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        saepipe(t.path()).args(["run", "p.yaml", "-q"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     while !has_checkpoint(&t.path().join("cache")) {
         assert!(Instant::now() < deadline, "no checkpoint written");
-        assert!(child.try_wait().unwrap().is_none(), "training finished before a checkpoint was seen; raise total_tokens");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training finished before a checkpoint was seen; raise total_tokens"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
@@ -191,8 +220,14 @@ fn killed_training_resumes_from_checkpoint_with_identical_weights() {
     assert!(out.lines().any(|l| l.starts_with("train ") && l.contains("resumed")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("acts ") && l.contains("hit")), "{out}");
     let dir = &artifacts(&t.path().join("cache"), "train")[0].1;
-    assert!(std::fs::read(dir.join("sae/sae_weights.safetensors")).unwrap() == want, "resumed training ended with different weights");
-    assert!(std::fs::read(dir.join("losses.parquet")).unwrap() == want_losses, "resumed training logged different losses");
+    assert!(
+        std::fs::read(dir.join("sae/sae_weights.safetensors")).unwrap() == want,
+        "resumed training ended with different weights"
+    );
+    assert!(
+        std::fs::read(dir.join("losses.parquet")).unwrap() == want_losses,
+        "resumed training logged different losses"
+    );
 }
 
 /// The classic toy flow (pipelines/toy_sae.yaml): an SAE on the toy LM's MLP
@@ -203,7 +238,10 @@ fn toy_sae_pipeline() {
     let t = tempfile::tempdir().unwrap();
     let cache = t.path().join("cache");
     let pipeline = repo().join("pipelines/toy_sae.yaml");
-    let out = ok(saepipe(t.path()).args(["run", pipeline.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()]).output().unwrap());
+    let out = ok(saepipe(t.path())
+        .args(["run", pipeline.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()])
+        .output()
+        .unwrap());
     let reports: Vec<&str> = out.lines().filter(|l| l.starts_with("report (")).collect();
     assert_eq!(reports.len(), 2, "{out}");
     for line in reports {
@@ -214,9 +252,11 @@ fn toy_sae_pipeline() {
     let (ev, score) = (m.f64("explained_variance").unwrap()[0], m.f64("ce_loss_score").unwrap()[0]);
     assert!(ev >= 0.8, "held-out explained variance {ev}");
     assert!(score > 0.5, "CE loss score {score}");
-    let features = saepipe::ops::table::Table::read_parquet(&artifacts(&cache, "features")[0].1.join("features.parquet")).unwrap();
+    let features =
+        saepipe::ops::table::Table::read_parquet(&artifacts(&cache, "features")[0].1.join("features.parquet")).unwrap();
     assert_eq!(features.rows(), 512);
-    let logits = saepipe::ops::table::Table::read_parquet(&artifacts(&cache, "features")[0].1.join("logits.parquet")).unwrap();
+    let logits =
+        saepipe::ops::table::Table::read_parquet(&artifacts(&cache, "features")[0].1.join("logits.parquet")).unwrap();
     assert_eq!(logits.rows(), 24 * 2 * 8);
 }
 
@@ -225,12 +265,22 @@ fn toy_sae_pipeline() {
 #[test]
 fn training_on_cuda_runs_on_the_gpu_or_fails_clearly() {
     let corpus = repo().join("models/toy-grammar/corpus-eval.jsonl");
-    let yaml = TRAIN_ONLY.replace("CORPUS", corpus.to_str().unwrap()).replace("total_tokens: 262144", "total_tokens: 65536");
+    let yaml =
+        TRAIN_ONLY.replace("CORPUS", corpus.to_str().unwrap()).replace("total_tokens: 262144", "total_tokens: 65536");
     let t = tempfile::tempdir().unwrap();
-    std::fs::write(t.path().join("cpu.yaml"), yaml.replace("checkpoint_every: 40", "checkpoint_every: 40\n    device: cpu")).unwrap();
-    std::fs::write(t.path().join("cuda.yaml"), yaml.replace("checkpoint_every: 40", "checkpoint_every: 40\n    device: cuda")).unwrap();
+    std::fs::write(
+        t.path().join("cpu.yaml"),
+        yaml.replace("checkpoint_every: 40", "checkpoint_every: 40\n    device: cpu"),
+    )
+    .unwrap();
+    std::fs::write(
+        t.path().join("cuda.yaml"),
+        yaml.replace("checkpoint_every: 40", "checkpoint_every: 40\n    device: cuda"),
+    )
+    .unwrap();
     // Separate caches: `device` is not part of the key, so one cache would reuse the CPU result.
-    let run = |file: &str| saepipe(t.path()).args(["run", file, "--cache-dir", &format!("cache-{file}")]).output().unwrap();
+    let run =
+        |file: &str| saepipe(t.path()).args(["run", file, "--cache-dir", &format!("cache-{file}")]).output().unwrap();
     let cuda = run("cuda.yaml");
     match saepipe_cuda::gpu_count() {
         Ok(n) if n > 0 => {
@@ -244,7 +294,10 @@ fn training_on_cuda_runs_on_the_gpu_or_fails_clearly() {
             assert!((gpu_ev - cpu_ev).abs() < 0.02, "GPU training explained variance {gpu_ev} vs CPU {cpu_ev}");
         }
         _ => {
-            assert!(std::env::var_os("SAEPIPE_REQUIRE_GPU").is_none(), "SAEPIPE_REQUIRE_GPU is set but there is no usable GPU");
+            assert!(
+                std::env::var_os("SAEPIPE_REQUIRE_GPU").is_none(),
+                "SAEPIPE_REQUIRE_GPU is set but there is no usable GPU"
+            );
             eprintln!("SKIPPED the GPU half of training_on_cuda: no CUDA device; checking the error instead");
             assert!(!cuda.status.success(), "device: cuda succeeded on a machine without a GPU");
             let err = String::from_utf8_lossy(&cuda.stderr);
@@ -314,17 +367,32 @@ stages:
 #[test]
 fn divergence_stops_and_keeps_the_last_good_checkpoint() {
     let corpus = repo().join("models/toy-grammar/corpus-eval.jsonl");
-    let yaml = TRAIN_ONLY.replace("CORPUS", corpus.to_str().unwrap()).replace("lr: 0.001", "lr: 1.0e+30").replace("checkpoint_every: 40", "checkpoint_every: 1\n    device: cpu");
+    let yaml = TRAIN_ONLY
+        .replace("CORPUS", corpus.to_str().unwrap())
+        .replace("lr: 0.001", "lr: 1.0e+30")
+        .replace("checkpoint_every: 40", "checkpoint_every: 1\n    device: cpu");
     let t = tempfile::tempdir().unwrap();
     std::fs::write(t.path().join("p.yaml"), yaml).unwrap();
     let out = saepipe(t.path()).args(["run", "p.yaml", "-q"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("training diverged at step 1: loss is NaN") && err.contains("the last good checkpoint (step 1) is kept"), "{err}");
-    let partial = std::fs::read_dir(t.path().join("cache/partial")).unwrap().map(|e| e.unwrap().path()).find(|p| p.join("checkpoint.json").is_file()).expect("checkpoint kept");
-    let parts = saepipe_cache::checkpoint::load_checkpoint(&partial, "checkpoint").unwrap().expect("a verified checkpoint");
+    assert!(
+        err.contains("training diverged at step 1: loss is NaN")
+            && err.contains("the last good checkpoint (step 1) is kept"),
+        "{err}"
+    );
+    let partial = std::fs::read_dir(t.path().join("cache/partial"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("checkpoint.json").is_file())
+        .expect("checkpoint kept");
+    let parts =
+        saepipe_cache::checkpoint::load_checkpoint(&partial, "checkpoint").unwrap().expect("a verified checkpoint");
     let state = saepipe_sae::TrainerState::load(&parts["state"]).unwrap();
     assert_eq!(state.step, 1);
-    assert!(state.params.enc.iter().chain(&state.params.dec).all(|x| x.is_finite()), "the kept checkpoint holds non-finite weights");
+    assert!(
+        state.params.enc.iter().chain(&state.params.dec).all(|x| x.is_finite()),
+        "the kept checkpoint holds non-finite weights"
+    );
     assert!(artifacts(&t.path().join("cache"), "train").is_empty(), "a diverged run published an artifact");
 }

@@ -8,7 +8,7 @@
 #[path = "../crates/model/tests/support/fake_hub.rs"]
 mod fake_hub;
 
-use fake_hub::{sha256, FakeHub, Fault, Repo};
+use fake_hub::{FakeHub, Fault, Repo, sha256};
 use saepipe::ops::coder_ref::{label, resolve_with};
 use saepipe::ops::table::Table;
 use saepipe_model::hub::HubCache;
@@ -47,7 +47,10 @@ fn repo_files() -> BTreeMap<String, Vec<u8>> {
     let sparsity = saepipe_sae::st::Out::F32(vec![128], vec![-2.0; 128]);
     let t = tempfile::tempdir().unwrap();
     saepipe_sae::st::write(&t.path().join("s.safetensors"), vec![("sparsity".into(), sparsity)], None).unwrap();
-    files.insert("blocks.1.hook_mlp_out/sparsity.safetensors".into(), std::fs::read(t.path().join("s.safetensors")).unwrap());
+    files.insert(
+        "blocks.1.hook_mlp_out/sparsity.safetensors".into(),
+        std::fs::read(t.path().join("s.safetensors")).unwrap(),
+    );
     files.insert("transcoders/tc_8.pt".into(), std::fs::read(pt_fixture("transcoder.pt")).unwrap());
     files.insert("README.md".into(), b"# coders".to_vec());
     files.insert("blocks.1.hook_resid_pre/big_checkpoint.safetensors".into(), vec![7u8; 1000]);
@@ -73,7 +76,12 @@ fn hub_coders_are_fetched_file_by_file_into_the_hf_cache() {
     let snap = cache_dir.path().join("models--acme--coders/snapshots").join(SHA);
     assert_eq!(dir, snap.join("blocks.1.hook_mlp_out"));
     assert_eq!(std::fs::read_to_string(cache_dir.path().join("models--acme--coders/refs/main")).unwrap(), SHA);
-    let files: Vec<String> = hub.requests().iter().filter(|r| r.host == "hub" && r.path.contains("/resolve/")).map(|r| r.path.rsplit('/').next().unwrap().to_string()).collect();
+    let files: Vec<String> = hub
+        .requests()
+        .iter()
+        .filter(|r| r.host == "hub" && r.path.contains("/resolve/"))
+        .map(|r| r.path.rsplit('/').next().unwrap().to_string())
+        .collect();
     assert_eq!(files, ["sae_weights.safetensors", "sparsity.safetensors", "cfg.json"]);
     let link = std::fs::read_link(dir.join("sae_weights.safetensors")).unwrap();
     let blob = sha256(&std::fs::read(eval_coder("topk_mlp1").join("sae_weights.safetensors")).unwrap());
@@ -97,13 +105,18 @@ fn hub_coders_are_fetched_file_by_file_into_the_hf_cache() {
     // Cached now: no request, also offline, by branch and by commit.
     let n = hub.requests().len();
     let offline = HubCache { root: cache_dir.path().into(), offline: true };
-    for (c, spec) in [(&cache, "hf:acme/coders/blocks.1.hook_mlp_out"), (&offline, "hf:acme/coders@main/blocks.1.hook_mlp_out"), (&offline, &format!("hf:acme/coders@{SHA}/blocks.1.hook_mlp_out"))] {
+    for (c, spec) in [
+        (&cache, "hf:acme/coders/blocks.1.hook_mlp_out"),
+        (&offline, "hf:acme/coders@main/blocks.1.hook_mlp_out"),
+        (&offline, &format!("hf:acme/coders@{SHA}/blocks.1.hook_mlp_out")),
+    ] {
         assert_eq!(resolve_with(spec, base, c, &hub.endpoint(None), &mut |_| {}).unwrap(), dir);
     }
     assert_eq!(hub.requests().len(), n);
 
     // Another folder of the same commit joins the same snapshot.
-    let other = resolve_with("hf:acme/coders/blocks.1.hook_resid_pre", base, &cache, &hub.endpoint(None), &mut |_| {}).unwrap();
+    let other =
+        resolve_with("hf:acme/coders/blocks.1.hook_resid_pre", base, &cache, &hub.endpoint(None), &mut |_| {}).unwrap();
     assert_eq!(other, snap.join("blocks.1.hook_resid_pre"));
     assert!(!other.join("big_checkpoint.safetensors").exists(), "only coder files are fetched");
 }
@@ -114,11 +127,21 @@ fn missing_coders_and_refusals_are_explained() {
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = HubCache { root: cache_dir.path().into(), offline: false };
     let base = Path::new("/nonexistent");
-    let err = |spec: &str, cache: &HubCache| format!("{:#}", resolve_with(spec, base, cache, &hub.endpoint(None), &mut |_| {}).unwrap_err());
+    let err = |spec: &str, cache: &HubCache| {
+        format!("{:#}", resolve_with(spec, base, cache, &hub.endpoint(None), &mut |_| {}).unwrap_err())
+    };
 
     let e = err("hf:acme/coders/blocks.2.hook_mlp_out", &cache);
-    assert!(e.contains("coder `hf:acme/coders/blocks.2.hook_mlp_out`") && e.contains("there is no folder `blocks.2.hook_mlp_out`"), "{e}");
-    assert!(e.contains("coder folders there: [blocks.1.hook_mlp_out, blocks.1.hook_resid_pre]") && e.contains("transcoders/tc_8.pt"), "{e}");
+    assert!(
+        e.contains("coder `hf:acme/coders/blocks.2.hook_mlp_out`")
+            && e.contains("there is no folder `blocks.2.hook_mlp_out`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("coder folders there: [blocks.1.hook_mlp_out, blocks.1.hook_resid_pre]")
+            && e.contains("transcoders/tc_8.pt"),
+        "{e}"
+    );
     let e = err("hf:acme/coders/transcoders/tc_9.pt", &cache);
     assert!(e.contains("no file `transcoders/tc_9.pt`; its .pt files: [transcoders/tc_8.pt]"), "{e}");
     let e = err("hf:acme/coders", &cache);
@@ -132,7 +155,11 @@ fn missing_coders_and_refusals_are_explained() {
     let n = hub.requests().len();
     let offline = HubCache { root: cache_dir.path().into(), offline: true };
     let e = err("hf:acme/coders/blocks.1.hook_mlp_out", &offline);
-    assert!(e.contains("HF_HUB_OFFLINE is set") && e.contains("huggingface-cli download acme/coders --include 'blocks.1.hook_mlp_out/*' --revision main"), "{e}");
+    assert!(
+        e.contains("HF_HUB_OFFLINE is set")
+            && e.contains("huggingface-cli download acme/coders --include 'blocks.1.hook_mlp_out/*' --revision main"),
+        "{e}"
+    );
     let e = err("hf:acme/coders/transcoders/tc_8.pt", &offline);
     assert!(e.contains("huggingface-cli download acme/coders transcoders/tc_8.pt --revision main"), "{e}");
     assert_eq!(hub.requests().len(), n, "offline never touches the network");
@@ -145,7 +172,12 @@ fn missing_coders_and_refusals_are_explained() {
 
 fn saepipe(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_saepipe"));
-    cmd.args(args).current_dir(dir).env_remove("RUST_BACKTRACE").env_remove("HF_TOKEN").env_remove("HF_HUB_OFFLINE").env("SAEPIPE_MODELS", repo_root().join("models"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .env("SAEPIPE_MODELS", repo_root().join("models"));
     for (k, v) in env {
         cmd.env(k, v);
     }

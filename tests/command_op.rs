@@ -14,7 +14,12 @@ fn bin() -> Command {
 
 fn run_ok(args: &[&str], dir: &Path) -> String {
     let out = bin().args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "saepipe {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "saepipe {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -88,7 +93,14 @@ struct Driver {
 
 impl Driver {
     fn spawn(args: &[&str], dir: &Path, pid_files: &[&str]) -> Driver {
-        let child = bin().args(args).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let child = bin()
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         Driver { child, pid_files: pid_files.iter().map(|f| dir.join(f)).collect() }
     }
     fn pid(&self) -> i32 {
@@ -149,7 +161,10 @@ fn sigkill_of_driver_kills_the_command_and_rerun_is_clean() {
     // SIGKILL: the driver gets no chance to clean up.
     driver.child.kill().unwrap();
     driver.child.wait().unwrap();
-    assert!(wait_until(Duration::from_secs(2), || !alive(pid)), "the command (pid {pid}) outlived the SIGKILLed driver");
+    assert!(
+        wait_until(Duration::from_secs(2), || !alive(pid)),
+        "the command (pid {pid}) outlived the SIGKILLed driver"
+    );
     // It stopped writing, too.
     let n = lines(&growing);
     std::thread::sleep(Duration::from_millis(400));
@@ -208,7 +223,10 @@ fn sigint_to_driver_kills_the_command_group_and_cleans_up() {
     let t = tempfile::tempdir().unwrap();
     write(t.path(), "p.yaml", SLEEPER);
     let mut driver = Driver::spawn(&["run", "p.yaml"], t.path(), &["pid.txt", "sleep_pid.txt"]);
-    assert!(wait_until(Duration::from_secs(20), || read_pid(&t.path().join("sleep_pid.txt")).is_some()), "the command never started");
+    assert!(
+        wait_until(Duration::from_secs(20), || read_pid(&t.path().join("sleep_pid.txt")).is_some()),
+        "the command never started"
+    );
     let pid = read_pid(&t.path().join("pid.txt")).unwrap();
     let sleep_pid = read_pid(&t.path().join("sleep_pid.txt")).unwrap();
     assert!(alive(pid) && alive(sleep_pid));
@@ -221,11 +239,17 @@ fn sigint_to_driver_kills_the_command_group_and_cleans_up() {
         s
     };
     assert!(!status.success(), "an interrupted run must exit non-zero:\n{stderr}");
-    assert!(wait_until(Duration::from_secs(2), || !alive(pid) && !alive(sleep_pid)), "the command's processes outlived the interrupt");
+    assert!(
+        wait_until(Duration::from_secs(2), || !alive(pid) && !alive(sleep_pid)),
+        "the command's processes outlived the interrupt"
+    );
     let tmp = t.path().join("cache").join("tmp");
-    let left: Vec<_> = std::fs::read_dir(&tmp).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(&tmp).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "temporaries left behind: {left:?}\n{stderr}");
-    let arts: Vec<_> = std::fs::read_dir(t.path().join("cache").join("artifacts")).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+    let arts: Vec<_> = std::fs::read_dir(t.path().join("cache").join("artifacts"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(arts.is_empty(), "an interrupted command published: {arts:?}");
 }
 

@@ -14,7 +14,12 @@ fn bin() -> Command {
 
 fn run_ok(args: &[&str], dir: &Path) -> String {
     let out = bin().args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "saepipe {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "saepipe {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -43,7 +48,11 @@ fn plan(dir: &Path, file: &str, extra: &[&str]) -> Vec<(String, String, String, 
 }
 
 fn artifact_file(cache: &Path, key_prefix: &str, name: &str) -> PathBuf {
-    let dir = std::fs::read_dir(cache.join("artifacts")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with(key_prefix)).unwrap_or_else(|| panic!("no artifact {key_prefix}"));
+    let dir = std::fs::read_dir(cache.join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(key_prefix))
+        .unwrap_or_else(|| panic!("no artifact {key_prefix}"));
     dir.join(name)
 }
 
@@ -111,7 +120,16 @@ fn plan_says_why_and_rerun_is_all_hits() {
 
 fn shards_done(cache: &Path) -> usize {
     let Ok(rd) = std::fs::read_dir(cache.join("partial")) else { return 0 };
-    rd.filter_map(|e| e.ok()).map(|e| std::fs::read_dir(e.path()).map(|d| d.filter(|f| f.as_ref().map(|f| f.path().extension().is_some_and(|x| x == "bin")).unwrap_or(false)).count()).unwrap_or(0)).sum()
+    rd.filter_map(|e| e.ok())
+        .map(|e| {
+            std::fs::read_dir(e.path())
+                .map(|d| {
+                    d.filter(|f| f.as_ref().map(|f| f.path().extension().is_some_and(|x| x == "bin")).unwrap_or(false))
+                        .count()
+                })
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 fn kill(child: &mut Child) {
@@ -132,7 +150,13 @@ fn sigkill_mid_stage_then_rerun_is_byte_identical() {
     for kill_after in [1usize, 5, 10] {
         let t = tempfile::tempdir().unwrap();
         write(t.path(), "p.yaml", CHAIN);
-        let mut child = bin().args(["run", "p.yaml", "-q", "--set", "shards=12", "--set", "delay=150"]).current_dir(t.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = bin()
+            .args(["run", "p.yaml", "-q", "--set", "shards=12", "--set", "delay=150"])
+            .current_dir(t.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while shards_done(&t.path().join("cache")) < kill_after {
             assert!(Instant::now() < deadline, "no progress");
@@ -154,13 +178,26 @@ fn sigkill_mid_stage_then_rerun_is_byte_identical() {
 fn two_processes_compute_each_stage_once() {
     let t = tempfile::tempdir().unwrap();
     write(t.path(), "p.yaml", CHAIN);
-    let spawn = || bin().args(["run", "p.yaml", "--set", "delay=40", "--set", "shards=10"]).current_dir(t.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let spawn = || {
+        bin()
+            .args(["run", "p.yaml", "--set", "delay=40", "--set", "shards=10"])
+            .current_dir(t.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
     let c1 = spawn();
     std::thread::sleep(Duration::from_millis(100));
     let c2 = spawn();
     let o1 = c1.wait_with_output().unwrap();
     let o2 = c2.wait_with_output().unwrap();
-    assert!(o1.status.success() && o2.status.success(), "{}\n{}", String::from_utf8_lossy(&o1.stderr), String::from_utf8_lossy(&o2.stderr));
+    assert!(
+        o1.status.success() && o2.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o1.stderr),
+        String::from_utf8_lossy(&o2.stderr)
+    );
     let s1 = String::from_utf8_lossy(&o1.stdout);
     let s2 = String::from_utf8_lossy(&o2.stdout);
     let ran = |s: &str, stage: &str| s.lines().any(|l| l.starts_with(&format!("{stage} ")) && l.contains(" ran "));
@@ -177,7 +214,13 @@ fn two_processes_compute_each_stage_once() {
 fn stale_lock_of_killed_process_is_broken() {
     let t = tempfile::tempdir().unwrap();
     write(t.path(), "p.yaml", CHAIN);
-    let mut child = bin().args(["run", "p.yaml", "-q", "--set", "delay=300", "--set", "shards=50"]).current_dir(t.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = bin()
+        .args(["run", "p.yaml", "-q", "--set", "delay=300", "--set", "shards=50"])
+        .current_dir(t.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while shards_done(&t.path().join("cache")) < 1 {
         assert!(Instant::now() < deadline);
@@ -240,7 +283,11 @@ fn targets_force_and_isolated_processes() {
     let out = run_ok(&["run", "p.yaml", "--isolate"], t.path());
     assert!(out.lines().any(|l| l.starts_with("b ") && l.contains("ran")), "{out}");
     let out = run_ok(&["run", "p.yaml", "--force", "a"], t.path());
-    assert!(out.lines().any(|l| l.starts_with("a ") && l.contains("ran")) && out.lines().any(|l| l.starts_with("b ") && l.contains("ran")), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("a ") && l.contains("ran"))
+            && out.lines().any(|l| l.starts_with("b ") && l.contains("ran")),
+        "{out}"
+    );
     let o = run_out(&["run", "p.yaml", "zz"], t.path());
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("target `zz` is not a stage"));
@@ -264,7 +311,11 @@ fn gc_is_a_dry_run_unless_yes() {
 #[test]
 fn command_op_keys_on_script_content() {
     let t = tempfile::tempdir().unwrap();
-    write(t.path(), "make.sh", "echo one > \"$SAEPIPE_OUT/result.txt\"\ncat \"$SAEPIPE_INPUT_DATA\" | wc -c >> \"$SAEPIPE_OUT/result.txt\"\n");
+    write(
+        t.path(),
+        "make.sh",
+        "echo one > \"$SAEPIPE_OUT/result.txt\"\ncat \"$SAEPIPE_INPUT_DATA\" | wc -c >> \"$SAEPIPE_OUT/result.txt\"\n",
+    );
     write(
         t.path(),
         "p.yaml",
@@ -297,7 +348,11 @@ fn dag_validate_ops_and_invalid_exit_code() {
     write(t.path(), "bad.yaml", "version: 1\nstages:\n  a: {op: nope}\n");
     let o = run_out(&["run", "bad.yaml"], t.path());
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.yaml:3:11: error: stage `a`: unknown op `nope`"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("bad.yaml:3:11: error: stage `a`: unknown op `nope`"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = run_out(&["run", "missing.yaml"], t.path());
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read pipeline file missing.yaml"));

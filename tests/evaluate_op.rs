@@ -19,7 +19,13 @@ fn fixture_coder(name: &str) -> PathBuf {
 }
 
 fn saepipe(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_saepipe")).args(args).current_dir(dir).env_remove("RUST_BACKTRACE").env("SAEPIPE_MODELS", repo().join("models")).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_saepipe"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_BACKTRACE")
+        .env("SAEPIPE_MODELS", repo().join("models"))
+        .output()
+        .unwrap()
 }
 
 fn artifact_of(cache: &Path, stage: &str) -> PathBuf {
@@ -77,7 +83,26 @@ fn the_sweep_pipeline_runs_on_the_toy_model() {
     assert_eq!(kinds.iter().filter(|k| *k == "transcoder").count(), 1, "{kinds:?}");
     let coders = m.strings("coder").unwrap();
     assert!(coders.contains(&"standard_mlp1".to_string()), "{coders:?}");
-    for col in ["l0", "l0_with_bos", "l1", "mse", "cosine_similarity", "l2_ratio", "relative_reconstruction_bias", "explained_variance", "explained_variance_legacy", "ce_clean", "ce_spliced", "ce_zero_ablation", "ce_loss_score", "kl_spliced", "kl_zero_ablation", "kl_div_score", "dead_features", "dense_features"] {
+    for col in [
+        "l0",
+        "l0_with_bos",
+        "l1",
+        "mse",
+        "cosine_similarity",
+        "l2_ratio",
+        "relative_reconstruction_bias",
+        "explained_variance",
+        "explained_variance_legacy",
+        "ce_clean",
+        "ce_spliced",
+        "ce_zero_ablation",
+        "ce_loss_score",
+        "kl_spliced",
+        "kl_zero_ablation",
+        "kl_div_score",
+        "dead_features",
+        "dense_features",
+    ] {
         let v = m.f64(col).unwrap();
         assert!(v.iter().all(|x| x.is_finite()), "{col}: {v:?}");
     }
@@ -139,7 +164,9 @@ fn a_coder_that_does_not_fit_its_hook_fails_naming_both() {
     std::fs::create_dir(&bad).unwrap();
     let src = fixture_coder("topk_mlp1");
     std::fs::copy(src.join("sae_weights.safetensors"), bad.join("sae_weights.safetensors")).unwrap();
-    let cfg = std::fs::read_to_string(src.join("cfg.json")).unwrap().replace("blocks.1.hook_mlp_out", "blocks.1.mlp.hook_post");
+    let cfg = std::fs::read_to_string(src.join("cfg.json"))
+        .unwrap()
+        .replace("blocks.1.hook_mlp_out", "blocks.1.mlp.hook_post");
     std::fs::write(bad.join("cfg.json"), cfg).unwrap();
     std::fs::write(
         t.path().join("p.yaml"),
@@ -152,7 +179,10 @@ fn a_coder_that_does_not_fit_its_hook_fails_naming_both() {
     let out = saepipe(t.path(), &["run", "p.yaml", "-q"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("coder `wide_sae`: d_in 64 does not match the width 256 of hook `blocks.1.mlp.hook_post`"), "{err}");
+    assert!(
+        err.contains("coder `wide_sae`: d_in 64 does not match the width 256 of hook `blocks.1.mlp.hook_post`"),
+        "{err}"
+    );
 }
 
 /// `device: cuda` runs collection and evaluation on the GPU forward; on a
@@ -171,11 +201,17 @@ fn collection_and_evaluation_on_cuda_match_the_cpu_or_fail_clearly() {
         std::fs::write(t.path().join(format!("{dev}.yaml")), yaml.replace("DEV", dev)).unwrap();
     }
     // Separate caches: `device` is not part of the key.
-    let run = |dev: &str| saepipe(t.path(), &["run", &format!("{dev}.yaml"), "-q", "--cache-dir", &format!("cache-{dev}")]);
+    let run =
+        |dev: &str| saepipe(t.path(), &["run", &format!("{dev}.yaml"), "-q", "--cache-dir", &format!("cache-{dev}")]);
     let cuda = run("cuda");
     if !matches!(saepipe_cuda::gpu_count(), Ok(n) if n > 0) {
-        assert!(std::env::var_os("SAEPIPE_REQUIRE_GPU").is_none(), "SAEPIPE_REQUIRE_GPU is set but there is no usable GPU");
-        eprintln!("SKIPPED the GPU half of collection_and_evaluation_on_cuda: no CUDA device; checking the error instead");
+        assert!(
+            std::env::var_os("SAEPIPE_REQUIRE_GPU").is_none(),
+            "SAEPIPE_REQUIRE_GPU is set but there is no usable GPU"
+        );
+        eprintln!(
+            "SKIPPED the GPU half of collection_and_evaluation_on_cuda: no CUDA device; checking the error instead"
+        );
         assert!(!cuda.status.success(), "device: cuda succeeded on a machine without a GPU");
         let err = String::from_utf8_lossy(&cuda.stderr);
         assert!(err.contains("cuda") && err.contains("driver"), "{err}");
@@ -186,7 +222,10 @@ fn collection_and_evaluation_on_cuda_match_the_cpu_or_fail_clearly() {
     assert!(cpu.status.success(), "{}", String::from_utf8_lossy(&cpu.stderr));
     let hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"];
     let stored = |dev: &str| -> Vec<Vec<f32>> {
-        let reader = saepipe_data::ActivationReader::open(&artifact_of(&t.path().join(format!("cache-{dev}")), "acts"), &hooks).unwrap().sequential();
+        let reader =
+            saepipe_data::ActivationReader::open(&artifact_of(&t.path().join(format!("cache-{dev}")), "acts"), &hooks)
+                .unwrap()
+                .sequential();
         let mut out = vec![Vec::new(); hooks.len()];
         for b in reader.batches(256) {
             for (i, h) in b.unwrap().hooks.into_iter().enumerate() {
@@ -201,7 +240,10 @@ fn collection_and_evaluation_on_cuda_match_the_cpu_or_fail_clearly() {
         let err = g.iter().zip(&c).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
         assert!(err < 1e-4, "{}: GPU store differs from the CPU store by {err} (relative)", hooks[i]);
     }
-    let metrics = |dev: &str| Table::read_parquet(&artifact_of(&t.path().join(format!("cache-{dev}")), "evaluate").join("metrics.parquet")).unwrap();
+    let metrics = |dev: &str| {
+        Table::read_parquet(&artifact_of(&t.path().join(format!("cache-{dev}")), "evaluate").join("metrics.parquet"))
+            .unwrap()
+    };
     let (g, c) = (metrics("cuda"), metrics("cpu"));
     // The standard SAE encodes on the CPU, the TopK SAE on the GPU.
     assert_eq!(g.strings("coder").unwrap(), c.strings("coder").unwrap());

@@ -58,7 +58,12 @@ fn read_only_commands_never_download_a_missing_model() {
     let o = saepipe(t.path(), &["plan", "p.yaml"], &endpoint);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    let row = |stage: &str| out.lines().find(|l| l.split_whitespace().next() == Some(stage)).unwrap_or_else(|| panic!("no {stage}: {out}")).to_string();
+    let row = |stage: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(stage))
+            .unwrap_or_else(|| panic!("no {stage}: {out}"))
+            .to_string()
+    };
     assert!(row("tokens").contains(" run ") && !row("tokens").contains("download"), "{out}");
     assert!(row("acts").contains("to download: model `EleutherAI/pythia-70m-deduped@step1000`"), "{out}");
     assert!(row("sae").contains("to download"), "downstream stages say why too: {out}");
@@ -74,5 +79,8 @@ fn read_only_commands_never_download_a_missing_model() {
 
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(hits.load(Ordering::SeqCst), 0, "a read-only command contacted the hub");
-    assert!(!t.path().join("hub").exists() || std::fs::read_dir(t.path().join("hub")).unwrap().count() == 0, "nothing was downloaded");
+    assert!(
+        !t.path().join("hub").exists() || std::fs::read_dir(t.path().join("hub")).unwrap().count() == 0,
+        "nothing was downloaded"
+    );
 }

@@ -12,7 +12,13 @@ fn repo() -> PathBuf {
 }
 
 fn saepipe(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_saepipe")).args(args).current_dir(dir).env_remove("RUST_BACKTRACE").env("SAEPIPE_MODELS", repo().join("models")).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_saepipe"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_BACKTRACE")
+        .env("SAEPIPE_MODELS", repo().join("models"))
+        .output()
+        .unwrap()
 }
 
 fn pipeline(dir: &Path, hooks: &str) {
@@ -52,7 +58,8 @@ fn stored_activations_equal_the_model_runtime() {
     assert!(tokens.chunks(32).all(|c| c[0] == 0), "every context starts with BOS");
 
     let store = artifact_of(&cache, "acts");
-    let reader = ActivationReader::open(&store, &["blocks.1.hook_resid_pre", "blocks.0.hook_mlp_out"]).unwrap().sequential();
+    let reader =
+        ActivationReader::open(&store, &["blocks.1.hook_resid_pre", "blocks.0.hook_mlp_out"]).unwrap().sequential();
     assert_eq!(reader.total_rows(), 2048);
     let mut stored: Vec<Vec<f32>> = vec![Vec::new(), Vec::new()];
     let mut stored_tokens = Vec::new();
@@ -65,7 +72,10 @@ fn stored_activations_equal_the_model_runtime() {
     }
     assert_eq!(stored_tokens, tokens);
     let model = Model::load(&repo().join("models/toy-grammar/step2000"), &LoadOptions::default()).unwrap();
-    let mut req = RunRequest { capture: ["blocks.1.hook_resid_pre".into(), "blocks.0.hook_mlp_out".into()].into(), ..Default::default() };
+    let mut req = RunRequest {
+        capture: ["blocks.1.hook_resid_pre".into(), "blocks.0.hook_mlp_out".into()].into(),
+        ..Default::default()
+    };
     let direct = model.run(&tokens, 64, 32, &mut req).unwrap();
     assert_eq!(stored[0], direct.captured["blocks.1.hook_resid_pre"].1, "resid_pre differs from the runtime");
     assert_eq!(stored[1], direct.captured["blocks.0.hook_mlp_out"].1, "mlp_out differs from the runtime");
@@ -73,7 +83,10 @@ fn stored_activations_equal_the_model_runtime() {
     // A rerun is all hits.
     let out = saepipe(t.path(), &["run", "p.yaml"]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.lines().filter(|l| l.starts_with("tokens ") || l.starts_with("acts ")).all(|l| l.contains("hit")), "{table}");
+    assert!(
+        table.lines().filter(|l| l.starts_with("tokens ") || l.starts_with("acts ")).all(|l| l.contains("hit")),
+        "{table}"
+    );
 }
 
 #[test]
@@ -84,14 +97,27 @@ fn unknown_hook_names_fail_with_a_suggestion() {
     // Caught when the pipeline is loaded (invalid input, exit 2), before anything runs.
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown hook point `blocks.1.hook_resid_pr` (did you mean `blocks.1.hook_resid_pre`?)"), "{err}");
-    assert!(!t.path().join("cache/artifacts").exists() || std::fs::read_dir(t.path().join("cache/artifacts")).unwrap().count() == 0, "nothing ran");
+    assert!(
+        err.contains("unknown hook point `blocks.1.hook_resid_pr` (did you mean `blocks.1.hook_resid_pre`?)"),
+        "{err}"
+    );
+    assert!(
+        !t.path().join("cache/artifacts").exists()
+            || std::fs::read_dir(t.path().join("cache/artifacts")).unwrap().count() == 0,
+        "nothing ran"
+    );
 }
 
 fn shards_in_partial(cache: &Path) -> usize {
     let Ok(rd) = std::fs::read_dir(cache.join("partial")) else { return 0 };
     rd.filter_map(|e| e.ok())
-        .map(|e| std::fs::read_dir(e.path()).map(|d| d.filter_map(|f| f.ok()).filter(|f| f.file_name().to_string_lossy().ends_with(".parquet")).count()).unwrap_or(0))
+        .map(|e| {
+            std::fs::read_dir(e.path())
+                .map(|d| {
+                    d.filter_map(|f| f.ok()).filter(|f| f.file_name().to_string_lossy().ends_with(".parquet")).count()
+                })
+                .unwrap_or(0)
+        })
         .sum()
 }
 
@@ -112,7 +138,10 @@ fn store_files(store: &Path) -> Vec<(String, Vec<u8>)> {
 fn slow_pipeline(dir: &Path) {
     pipeline(dir, "[blocks.1.hook_resid_pre]");
     let yaml = std::fs::read_to_string(dir.join("p.yaml")).unwrap();
-    let yaml = yaml.replace("max_tokens: 2048", "max_tokens: 32768").replace("shard_tokens: 512", "shard_tokens: 2048").replace("batch_size: 8", "batch_size: 1");
+    let yaml = yaml
+        .replace("max_tokens: 2048", "max_tokens: 32768")
+        .replace("shard_tokens: 512", "shard_tokens: 2048")
+        .replace("batch_size: 8", "batch_size: 1");
     std::fs::write(dir.join("p.yaml"), yaml).unwrap();
 }
 
@@ -149,8 +178,18 @@ fn killed_collection_resumes_and_gives_identical_shards() {
     assert!(table.lines().any(|l| l.starts_with("acts ") && l.contains("resumed")), "{table}");
     let got = store_files(&artifact_of(&t.path().join("cache"), "acts"));
     if got != want {
-        let summary = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, b)| format!("{n}:{}:{}", b.len(), blake3::hash(b).to_hex()[..8].to_string())).collect::<Vec<_>>().join(" ");
-        eprintln!("want {}\ngot  {}\nrun output {}", summary(&want), summary(&got), String::from_utf8_lossy(&out.stderr));
+        let summary = |v: &[(String, Vec<u8>)]| {
+            v.iter()
+                .map(|(n, b)| format!("{n}:{}:{}", b.len(), blake3::hash(b).to_hex()[..8].to_string()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        eprintln!(
+            "want {}\ngot  {}\nrun output {}",
+            summary(&want),
+            summary(&got),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert!(got == want, "resumed store differs from an uninterrupted one");
 }

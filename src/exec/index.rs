@@ -29,7 +29,9 @@ pub fn record(cache: &Cache, pipeline: &str, instance: &str, key: &Key, material
         std::fs::create_dir_all(dir)?;
     }
     // Written via a unique temp name and renamed, so concurrent runs never leave a torn file.
-    let tmp = p.with_extension(format!("tmp.{}.{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+    let tmp = p.with_extension(
+        format!("tmp.{}.{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""),
+    );
     std::fs::write(&tmp, serde_json::to_vec_pretty(&IndexEntry { key: *key, material: material.clone() })?)?;
     std::fs::rename(&tmp, &p)?;
     Ok(())

@@ -41,7 +41,13 @@ impl KeyMaterial {
             out.push(format!("op `{}` implementation version {} -> {}", self.op, old.op_version, self.op_version));
         }
         diff_maps("parameter", &old.params, &self.params, |v| short(&canonical_json(v)), &mut out);
-        diff_maps("input", &old.inputs, &self.inputs, |v| v.iter().map(|k| k.get(..12).unwrap_or(k).to_string()).collect::<Vec<_>>().join(","), &mut out);
+        diff_maps(
+            "input",
+            &old.inputs,
+            &self.inputs,
+            |v| v.iter().map(|k| k.get(..12).unwrap_or(k).to_string()).collect::<Vec<_>>().join(","),
+            &mut out,
+        );
         diff_maps("external file", &old.external, &self.external, |v| v.get(..12).unwrap_or(v).to_string(), &mut out);
         out
     }
@@ -51,7 +57,13 @@ fn short(s: &str) -> String {
     if s.chars().count() > 40 { format!("{}…", s.chars().take(40).collect::<String>()) } else { s.to_string() }
 }
 
-fn diff_maps<T: PartialEq>(what: &str, old: &BTreeMap<String, T>, new: &BTreeMap<String, T>, show: impl Fn(&T) -> String, out: &mut Vec<String>) {
+fn diff_maps<T: PartialEq>(
+    what: &str,
+    old: &BTreeMap<String, T>,
+    new: &BTreeMap<String, T>,
+    show: impl Fn(&T) -> String,
+    out: &mut Vec<String>,
+) {
     for (k, v) in new {
         match old.get(k) {
             None => out.push(format!("{what} `{k}` added ({})", show(v))),
@@ -105,7 +117,8 @@ fn write_canonical(v: &Value, out: &mut String) {
 
 /// Fingerprints a file or directory by content (memoized by the cache).
 pub fn fingerprint(cache: &Cache, path: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path).with_context(|| format!("{} does not exist or cannot be read", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("{} does not exist or cannot be read", path.display()))?;
     if meta.is_dir() { Ok(cache.fingerprint_dir(path)?) } else { Ok(cache.fingerprint_file(path)?) }
 }
 
@@ -184,7 +197,13 @@ fn material(p: &Pipeline, inst: &Instance, cache: &Cache, done: &[Option<(KeyMat
 }
 
 /// Path parameters enter the key by content, not by where the file happens to be.
-fn replace_paths(v: &Value, ty: &ParamType, label: &str, cache: &Cache, external: &mut BTreeMap<String, String>) -> Result<Value> {
+fn replace_paths(
+    v: &Value,
+    ty: &ParamType,
+    label: &str,
+    cache: &Cache,
+    external: &mut BTreeMap<String, String>,
+) -> Result<Value> {
     Ok(match (ty, v) {
         (ParamType::Path, Value::String(s)) => {
             let fp = fingerprint(cache, &PathBuf::from(s)).with_context(|| format!("parameter `{label}`"))?;
@@ -192,13 +211,18 @@ fn replace_paths(v: &Value, ty: &ParamType, label: &str, cache: &Cache, external
             Value::String(format!("content:{fp}"))
         }
         (ParamType::List(t), Value::Array(items)) => Value::Array(
-            items.iter().enumerate().map(|(i, x)| replace_paths(x, t, &format!("{label}[{i}]"), cache, external)).collect::<Result<_>>()?,
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, x)| replace_paths(x, t, &format!("{label}[{i}]"), cache, external))
+                .collect::<Result<_>>()?,
         ),
         (ParamType::Map(t), Value::Object(m)) => Value::Object(
-            m.iter().map(|(k, x)| Ok((k.clone(), replace_paths(x, t, &format!("{label}.{k}"), cache, external)?))).collect::<Result<_>>()?,
+            m.iter()
+                .map(|(k, x)| Ok((k.clone(), replace_paths(x, t, &format!("{label}.{k}"), cache, external)?)))
+                .collect::<Result<_>>()?,
         ),
         (ParamType::Path, other) => bail!("parameter `{label}`: expected a path, found {other}"),
         (_, other) => other.clone(),
     })
 }
-

@@ -72,7 +72,9 @@ fn resolve_names(p: &Pipeline, names: &[String], what: &str) -> Result<BTreeSet<
             None => {
                 let mut cands: Vec<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
                 cands.extend(p.instances.iter().map(|i| i.id.as_str()));
-                let hint = crate::pipeline::diag::did_you_mean(n, cands).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                let hint = crate::pipeline::diag::did_you_mean(n, cands)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
                 bail!("{what} `{n}` is not a stage or stage instance of {}{hint}", p.file.display());
             }
         }
@@ -132,7 +134,14 @@ pub fn make_plan(p: &Pipeline, cache: &Cache, sel: &Selection, verify: VerifyPol
     Ok(Plan { items })
 }
 
-fn decide(p: &Pipeline, cache: &Cache, id: &str, key: &Key, material: &KeyMaterial, verify: VerifyPolicy) -> Result<(Action, Vec<String>)> {
+fn decide(
+    p: &Pipeline,
+    cache: &Cache,
+    id: &str,
+    key: &Key,
+    material: &KeyMaterial,
+    verify: VerifyPolicy,
+) -> Result<(Action, Vec<String>)> {
     if let Some(why) = material.pending() {
         return Ok((Action::Run, vec![format!("to download: {why}")]));
     }
@@ -156,7 +165,9 @@ fn decide(p: &Pipeline, cache: &Cache, id: &str, key: &Key, material: &KeyMateri
     }
     let why = match index::previous(cache, &p.name, id) {
         None => vec!["not run before".into()],
-        Some(prev) if prev.key == *key => vec!["same recipe as last time, but the artifact is no longer in the cache".into()],
+        Some(prev) if prev.key == *key => {
+            vec!["same recipe as last time, but the artifact is no longer in the cache".into()]
+        }
         Some(prev) => {
             let d = material.diff(&prev.material);
             if d.is_empty() { vec!["recipe changed".into()] } else { d }

@@ -51,7 +51,12 @@ impl Reporter {
             id: id.to_string(),
             bar,
             plain: matches!(self, Reporter::Plain),
-            state: Mutex::new(PlainState { total: 0, unit: String::new(), last_print: Instant::now(), started: Instant::now() }),
+            state: Mutex::new(PlainState {
+                total: 0,
+                unit: String::new(),
+                last_print: Instant::now(),
+                started: Instant::now(),
+            }),
         }
     }
 }

@@ -105,9 +105,17 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
     let reporter = Reporter::new(opts.quiet);
     let run_name = format!("{}-{}", started_unix as u64, std::process::id());
     // A read-only (team) cache keeps no run records; they go to the temp directory.
-    let record_dir = if cache.read_only() { std::env::temp_dir().join("saepipe-runs").join(&run_name) } else { cache.run_dir().join(&run_name) };
+    let record_dir = if cache.read_only() {
+        std::env::temp_dir().join("saepipe-runs").join(&run_name)
+    } else {
+        cache.run_dir().join(&run_name)
+    };
     if cache.read_only() {
-        reporter.println(&format!("note: the cache {} is read-only; this run's record and logs go to {}", cache.root().display(), record_dir.display()));
+        reporter.println(&format!(
+            "note: the cache {} is read-only; this run's record and logs go to {}",
+            cache.root().display(),
+            record_dir.display()
+        ));
     }
     let log_dir = record_dir.join("logs");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
@@ -115,7 +123,11 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
     let n = plan.items.len();
     let pos_of: HashMap<usize, usize> = plan.items.iter().enumerate().map(|(pos, it)| (it.idx, pos)).collect();
     // Dependencies within the plan, by plan position.
-    let deps: Vec<Vec<usize>> = plan.items.iter().map(|it| p.deps(it.idx).into_iter().filter_map(|d| pos_of.get(&d).copied()).collect()).collect();
+    let deps: Vec<Vec<usize>> = plan
+        .items
+        .iter()
+        .map(|it| p.deps(it.idx).into_iter().filter_map(|d| pos_of.get(&d).copied()).collect())
+        .collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, ds) in deps.iter().enumerate() {
         for &d in ds {
@@ -163,7 +175,16 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                 let isolate = opts.isolate;
                 scope.spawn(move || {
                     if action != Action::Hit {
-                        reporter.println(&format!("{} {} ({})", match action { Action::Resume => "resuming", Action::Rebuild => "rebuilding", _ => "running" }, job.instance, job.op));
+                        reporter.println(&format!(
+                            "{} {} ({})",
+                            match action {
+                                Action::Resume => "resuming",
+                                Action::Rebuild => "rebuilding",
+                                _ => "running",
+                            },
+                            job.instance,
+                            job.op
+                        ));
                     }
                     let progress = reporter.stage(&job.instance);
                     let result = if isolate {
@@ -172,7 +193,9 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                         run_in_process(cache, &job, &progress, &log_path)
                     };
                     progress.finish();
-                    let result = result.map_err(|e| (format!("{e:#}"), crate::ops::StageStop::of(&e) == Some(crate::ops::StageStop::Interrupted)));
+                    let result = result.map_err(|e| {
+                        (format!("{e:#}"), crate::ops::StageStop::of(&e) == Some(crate::ops::StageStop::Interrupted))
+                    });
                     let _ = tx.send((pos, resource, result, log_path));
                 });
             }
@@ -190,7 +213,16 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                     if r.outcome != Outcome::Hit {
                         reporter.println(&format!("done {} in {:.1}s ({})", inst.id, r.seconds, r.outcome.label()));
                     }
-                    reports[pos] = Some(InstanceReport { instance: inst.id.clone(), op: inst.op.name().into(), key: item.key.to_string(), status: r.outcome.label().into(), seconds: r.seconds, bytes: r.bytes, error: None, log });
+                    reports[pos] = Some(InstanceReport {
+                        instance: inst.id.clone(),
+                        op: inst.op.name().into(),
+                        key: item.key.to_string(),
+                        status: r.outcome.label().into(),
+                        seconds: r.seconds,
+                        bytes: r.bytes,
+                        error: None,
+                        log,
+                    });
                     for &d in &dependents[pos] {
                         remaining[d] -= 1;
                         if remaining[d] == 0 && reports[d].is_none() {
@@ -200,12 +232,30 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                 }
                 Err((_, true)) => {
                     reporter.println(&format!("stopped {} (progress saved)", inst.id));
-                    reports[pos] = Some(InstanceReport { instance: inst.id.clone(), op: inst.op.name().into(), key: item.key.to_string(), status: "interrupted".into(), seconds: 0.0, bytes: 0, error: None, log });
+                    reports[pos] = Some(InstanceReport {
+                        instance: inst.id.clone(),
+                        op: inst.op.name().into(),
+                        key: item.key.to_string(),
+                        status: "interrupted".into(),
+                        seconds: 0.0,
+                        bytes: 0,
+                        error: None,
+                        log,
+                    });
                     stop = true;
                 }
                 Err((e, false)) => {
                     reporter.println(&format!("FAILED {}: {e}", inst.id));
-                    reports[pos] = Some(InstanceReport { instance: inst.id.clone(), op: inst.op.name().into(), key: item.key.to_string(), status: "failed".into(), seconds: 0.0, bytes: 0, error: Some(e), log });
+                    reports[pos] = Some(InstanceReport {
+                        instance: inst.id.clone(),
+                        op: inst.op.name().into(),
+                        key: item.key.to_string(),
+                        status: "failed".into(),
+                        seconds: 0.0,
+                        bytes: 0,
+                        error: Some(e),
+                        log,
+                    });
                     skip_downstream(pos, &dependents, plan, p, &mut reports);
                     if !opts.keep_going {
                         stop = true;
@@ -222,31 +272,69 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
         .map(|(pos, r)| {
             r.unwrap_or_else(|| {
                 let inst = &p.instances[plan.items[pos].idx];
-                InstanceReport { instance: inst.id.clone(), op: inst.op.name().into(), key: plan.items[pos].key.to_string(), status: "not run".into(), seconds: 0.0, bytes: 0, error: None, log: None }
+                InstanceReport {
+                    instance: inst.id.clone(),
+                    op: inst.op.name().into(),
+                    key: plan.items[pos].key.to_string(),
+                    status: "not run".into(),
+                    seconds: 0.0,
+                    bytes: 0,
+                    error: None,
+                    log: None,
+                }
             })
         })
         .collect();
     let failed = stages.iter().filter(|s| s.status == "failed").count();
     let interrupted = crate::ops::cancel_requested();
-    let report = RunReport { pipeline: p.name.clone(), file: p.file.display().to_string(), started_unix, seconds: started.elapsed().as_secs_f64(), stages, failed, interrupted, record_dir: record_dir.clone() };
+    let report = RunReport {
+        pipeline: p.name.clone(),
+        file: p.file.display().to_string(),
+        started_unix,
+        seconds: started.elapsed().as_secs_f64(),
+        stages,
+        failed,
+        interrupted,
+        record_dir: record_dir.clone(),
+    };
     let tmp = record_dir.join("run.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&report)?)?;
     std::fs::rename(&tmp, record_dir.join("run.json"))?;
     Ok(report)
 }
 
-fn skip_downstream(pos: usize, dependents: &[Vec<usize>], plan: &Plan, p: &Pipeline, reports: &mut [Option<InstanceReport>]) {
+fn skip_downstream(
+    pos: usize,
+    dependents: &[Vec<usize>],
+    plan: &Plan,
+    p: &Pipeline,
+    reports: &mut [Option<InstanceReport>],
+) {
     let mut stack = dependents[pos].clone();
     while let Some(d) = stack.pop() {
         if reports[d].is_none() {
             let inst = &p.instances[plan.items[d].idx];
-            reports[d] = Some(InstanceReport { instance: inst.id.clone(), op: inst.op.name().into(), key: plan.items[d].key.to_string(), status: "skipped".into(), seconds: 0.0, bytes: 0, error: Some(format!("needs {} which failed", p.instances[plan.items[pos].idx].id)), log: None });
+            reports[d] = Some(InstanceReport {
+                instance: inst.id.clone(),
+                op: inst.op.name().into(),
+                key: plan.items[d].key.to_string(),
+                status: "skipped".into(),
+                seconds: 0.0,
+                bytes: 0,
+                error: Some(format!("needs {} which failed", p.instances[plan.items[pos].idx].id)),
+                log: None,
+            });
             stack.extend(dependents[d].iter().copied());
         }
     }
 }
 
-fn run_in_process(cache: &Cache, job: &StageJob, progress: &super::progress::StageProgress, log_path: &Path) -> Result<StageResult> {
+fn run_in_process(
+    cache: &Cache,
+    job: &StageJob,
+    progress: &super::progress::StageProgress,
+    log_path: &Path,
+) -> Result<StageResult> {
     let mut log = std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let r = stage::execute(cache, job, progress, &mut log);
     if let Err(e) = &r {
@@ -298,15 +386,18 @@ pub struct ExecResult {
 
 /// Body of the hidden `exec-stage` subcommand.
 pub fn exec_stage(cache: &Cache, job_file: &Path, result_file: Option<&Path>) -> Result<()> {
-    let job: StageJob = serde_json::from_slice(&std::fs::read(job_file).with_context(|| format!("reading {}", job_file.display()))?)
-        .with_context(|| format!("{} is not a stage job description", job_file.display()))?;
+    let job: StageJob =
+        serde_json::from_slice(&std::fs::read(job_file).with_context(|| format!("reading {}", job_file.display()))?)
+            .with_context(|| format!("{} is not a stage job description", job_file.display()))?;
     let reporter = Reporter::Plain;
     let progress = reporter.stage(&job.instance);
     let mut out = std::io::stderr();
     let r = stage::execute(cache, &job, &progress, &mut out)?;
     if let Some(rf) = result_file {
-        std::fs::write(rf, serde_json::to_vec(&ExecResult { outcome: r.outcome, bytes: r.bytes, seconds: r.seconds })?)?;
+        std::fs::write(
+            rf,
+            serde_json::to_vec(&ExecResult { outcome: r.outcome, bytes: r.bytes, seconds: r.seconds })?,
+        )?;
     }
     Ok(())
 }
-

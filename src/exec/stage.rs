@@ -77,7 +77,12 @@ fn now_unix() -> f64 {
 /// How often a stage that lost its lock goes back to wait for it before giving up.
 const MAX_LOCK_LOSSES: usize = 3;
 
-pub fn execute(cache: &Cache, job: &StageJob, progress: &dyn ProgressSink, log: &mut dyn std::io::Write) -> Result<StageResult> {
+pub fn execute(
+    cache: &Cache,
+    job: &StageJob,
+    progress: &dyn ProgressSink,
+    log: &mut dyn std::io::Write,
+) -> Result<StageResult> {
     let start = Instant::now();
     let op = ops::find(&job.op).ok_or_else(|| anyhow!("unknown op `{}`", job.op))?;
     let hit = |outcome: Outcome, bytes: u64| -> Result<StageResult> {
@@ -90,13 +95,17 @@ pub fn execute(cache: &Cache, job: &StageJob, progress: &dyn ProgressSink, log: 
         return hit(Outcome::Hit, m.total_bytes);
     }
     if cache.read_only() {
-        bail!("the cache {} is read-only and this stage is not in it; run it with a writable cache (`--cache-dir`)", cache.root().display());
+        bail!(
+            "the cache {} is read-only and this stage is not in it; run it with a writable cache (`--cache-dir`)",
+            cache.root().display()
+        );
     }
     for _ in 0..MAX_LOCK_LOSSES {
         let mut announced = false;
         let lock = cache.lock(&job.key, &mut |info| {
             if !announced {
-                progress.message(&format!("waiting for pid {} on {} (already computing this stage)", info.pid, info.host));
+                progress
+                    .message(&format!("waiting for pid {} on {} (already computing this stage)", info.pid, info.host));
                 let _ = writeln!(log, "waiting for the lock held by pid {} on {}", info.pid, info.host);
                 announced = true;
             }
@@ -109,13 +118,21 @@ pub fn execute(cache: &Cache, job: &StageJob, progress: &dyn ProgressSink, log: 
             None => {
                 // Another process broke our lock (we were suspended or stalled past the
                 // staleness threshold) and owns the stage now: wait for it.
-                let holder = cache.lock_holder(&job.key).map(|h| format!("pid {} on {}", h.pid, h.host)).unwrap_or_else(|| "another process".into());
-                let _ = writeln!(log, "lost the lock of this stage to {holder}; waiting for its result instead of publishing ours");
+                let holder = cache
+                    .lock_holder(&job.key)
+                    .map(|h| format!("pid {} on {}", h.pid, h.host))
+                    .unwrap_or_else(|| "another process".into());
+                let _ = writeln!(
+                    log,
+                    "lost the lock of this stage to {holder}; waiting for its result instead of publishing ours"
+                );
                 progress.message(&format!("lost the lock to {holder}; waiting for its result"));
             }
         }
     }
-    bail!("lost the lock of this stage {MAX_LOCK_LOSSES} times (is this process being suspended for longer than the lock timeout?)")
+    bail!(
+        "lost the lock of this stage {MAX_LOCK_LOSSES} times (is this process being suspended for longer than the lock timeout?)"
+    )
 }
 
 /// Under the lock: the artifact as another run left it, if that satisfies this job.
@@ -134,7 +151,15 @@ fn already_done(cache: &Cache, job: &StageJob) -> Result<Option<u64>> {
 }
 
 /// Runs the op and publishes; `Ok(None)` if the lock was lost on the way.
-fn run_locked(cache: &Cache, job: &StageJob, op: &dyn Op, lock: &LockGuard, progress: &dyn ProgressSink, log: &mut dyn std::io::Write, start: Instant) -> Result<Option<StageResult>> {
+fn run_locked(
+    cache: &Cache,
+    job: &StageJob,
+    op: &dyn Op,
+    lock: &LockGuard,
+    progress: &dyn ProgressSink,
+    log: &mut dyn std::io::Write,
+    start: Instant,
+) -> Result<Option<StageResult>> {
     let mut leases = Vec::new();
     let mut inputs = BTreeMap::new();
     let mut input_keys = BTreeMap::new();
@@ -204,15 +229,24 @@ fn run_locked(cache: &Cache, job: &StageJob, op: &dyn Op, lock: &LockGuard, prog
     cache.clear_partial(&job.key)?;
     drop(leases);
     super::index::record(cache, &job.pipeline, &job.instance, &job.key, &job.material)?;
-    Ok(Some(StageResult { outcome: if resumed { Outcome::Resumed } else { Outcome::Ran }, bytes: manifest.total_bytes, seconds }))
+    Ok(Some(StageResult {
+        outcome: if resumed { Outcome::Resumed } else { Outcome::Ran },
+        bytes: manifest.total_bytes,
+        seconds,
+    }))
 }
 
 /// Leases an input artifact and re-hashes every file of it that its reader does
 /// not verify itself; a damaged input is never handed to the op.
 fn lease_verified(cache: &Cache, label: &str, key: &Key, consumer: &dyn Op) -> Result<Lease> {
-    let lease = cache.lease(key)?.ok_or_else(|| anyhow!("input `{label}` (artifact {}) is missing from the cache: run again to rebuild it", key.short()))?;
+    let lease = cache.lease(key)?.ok_or_else(|| {
+        anyhow!("input `{label}` (artifact {}) is missing from the cache: run again to rebuild it", key.short())
+    })?;
     let producer = ops::find(&lease.manifest().op);
-    let self_verified = |path: &str| consumer.reads_inputs_through_verifying_readers() && producer.is_some_and(|p| p.verified_on_read().iter().any(|pat| glob_match(pat, path)));
+    let self_verified = |path: &str| {
+        consumer.reads_inputs_through_verifying_readers()
+            && producer.is_some_and(|p| p.verified_on_read().iter().any(|pat| glob_match(pat, path)))
+    };
     let damaged = lease.damaged_files(&self_verified);
     if !damaged.is_empty() {
         let retired = retire(cache, key, lease.dir());
@@ -255,7 +289,9 @@ fn retire_damaged_inputs(cache: &Cache, e: &anyhow::Error, leases: &[Lease], log
 fn glob_match(pattern: &str, path: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == path,
-        Some((prefix, suffix)) => path.len() >= prefix.len() + suffix.len() && path.starts_with(prefix) && path.ends_with(suffix),
+        Some((prefix, suffix)) => {
+            path.len() >= prefix.len() + suffix.len() && path.starts_with(prefix) && path.ends_with(suffix)
+        }
     }
 }
 

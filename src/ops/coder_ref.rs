@@ -38,7 +38,10 @@ const OPTIONAL: &[&str] = &["sparsity.safetensors"];
 pub enum CoderRef {
     Local(PathBuf),
     /// `path` is `/`-separated inside the repository, empty for its root.
-    Hub { hub: HubRef, path: String },
+    Hub {
+        hub: HubRef,
+        path: String,
+    },
 }
 
 fn is_file_coder(path: &str) -> bool {
@@ -57,7 +60,11 @@ impl CoderRef {
         let Some(rest) = spec.strip_prefix(HUB_PREFIX) else {
             return Ok(CoderRef::Local(base_dir.join(expand_home(spec))));
         };
-        let syntax = || anyhow!("coder reference `{spec}` is not of the form hf:<owner>/<repo>[@<revision>][/<path inside the repo>]");
+        let syntax = || {
+            anyhow!(
+                "coder reference `{spec}` is not of the form hf:<owner>/<repo>[@<revision>][/<path inside the repo>]"
+            )
+        };
         let parts: Vec<&str> = rest.split('/').collect();
         if parts.len() < 2 {
             return Err(syntax());
@@ -75,7 +82,9 @@ impl CoderRef {
         let hub = HubRef::parse(&format!("{repo}@{revision}")).map_err(|e| syntax().context(e.to_string()))?;
         let path = parts[used..].join("/");
         if !path.is_empty() && !repo_path(&path) {
-            bail!("coder reference `{spec}`: `{path}` is not a plain path inside the repository (no empty, `.` or `..` components)");
+            bail!(
+                "coder reference `{spec}`: `{path}` is not a plain path inside the repository (no empty, `.` or `..` components)"
+            );
         }
         Ok(CoderRef::Hub { hub, path })
     }
@@ -122,14 +131,16 @@ fn select_files(files: &[String], path: &str) -> std::result::Result<Vec<String>
     let has = |n: &str| here.contains(&n);
     let place = if path.is_empty() { "the repository root".to_string() } else { format!("folder `{path}`") };
     if has(CFG) && WEIGHTS.iter().any(|w| has(w)) {
-        let mut out: Vec<String> = WEIGHTS.iter().chain(OPTIONAL).filter(|n| has(n)).map(|n| format!("{prefix}{n}")).collect();
+        let mut out: Vec<String> =
+            WEIGHTS.iter().chain(OPTIONAL).filter(|n| has(n)).map(|n| format!("{prefix}{n}")).collect();
         out.push(format!("{prefix}{CFG}"));
         return Ok(out);
     }
     // Explain: what is there, and where the coders are.
     // Coders below the folder, else anywhere in the repository.
     let coders_under = |prefix: &str| -> (Vec<&str>, Vec<&str>) {
-        let mut dirs: Vec<&str> = files.iter().filter_map(|f| f.strip_suffix(&format!("/{CFG}"))).filter(|d| d.starts_with(prefix)).collect();
+        let mut dirs: Vec<&str> =
+            files.iter().filter_map(|f| f.strip_suffix(&format!("/{CFG}"))).filter(|d| d.starts_with(prefix)).collect();
         dirs.sort();
         let pts = files.iter().filter(|f| f.starts_with(prefix) && is_file_coder(f)).map(String::as_str).collect();
         (dirs, pts)
@@ -165,12 +176,24 @@ pub fn resolve(spec: &str, base_dir: &Path) -> Result<PathBuf> {
 
 /// Resolves `spec` to a local coder directory or file, downloading a hub
 /// coder's files into `cache` from `endpoint` when the cache lacks them.
-pub fn resolve_with(spec: &str, base_dir: &Path, cache: &HubCache, endpoint: &HubEndpoint, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+pub fn resolve_with(
+    spec: &str,
+    base_dir: &Path,
+    cache: &HubCache,
+    endpoint: &HubEndpoint,
+    log: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
     match CoderRef::parse(spec, base_dir)? {
         CoderRef::Local(p) => {
             if !p.exists() {
                 let relative = !Path::new(spec).is_absolute() && !spec.starts_with('.') && !spec.starts_with('~');
-                let hint = if relative { format!(" (coders on the Hugging Face hub are written {HUB_PREFIX}<owner>/<repo>[@<revision>]/<path>)") } else { String::new() };
+                let hint = if relative {
+                    format!(
+                        " (coders on the Hugging Face hub are written {HUB_PREFIX}<owner>/<repo>[@<revision>]/<path>)"
+                    )
+                } else {
+                    String::new()
+                };
                 bail!("coder `{spec}`: {} does not exist{hint}", p.display());
             }
             Ok(p)
@@ -192,10 +215,15 @@ pub fn resolve_with(spec: &str, base_dir: &Path, cache: &HubCache, endpoint: &Hu
             if !super::downloads_allowed() {
                 return Err(super::NotDownloaded { what: format!("coder `{spec}`") }.into());
             }
-            log(&format!("coder `{spec}` is not in the Hugging Face cache; downloading it from {} into {}", endpoint.url, cache.root.display()));
-            let snap = cache
-                .download_files(&hub, endpoint, &mut |files| select_files(files, &path), log)
-                .with_context(|| format!("coder `{spec}` is not in the Hugging Face cache, and downloading it failed"))?;
+            log(&format!(
+                "coder `{spec}` is not in the Hugging Face cache; downloading it from {} into {}",
+                endpoint.url,
+                cache.root.display()
+            ));
+            let snap =
+                cache.download_files(&hub, endpoint, &mut |files| select_files(files, &path), log).with_context(
+                    || format!("coder `{spec}` is not in the Hugging Face cache, and downloading it failed"),
+                )?;
             let local = CoderRef::local_in(&snap, &path);
             if !cached_complete(&local, &path) {
                 bail!("coder `{spec}`: the download finished but {} is incomplete", local.display());
@@ -209,7 +237,9 @@ pub fn resolve_with(spec: &str, base_dir: &Path, cache: &HubCache, endpoint: &Hu
 /// repository name for a repository root), without a `.pt`/`.pth` extension.
 pub fn label(spec: &str, resolved: &Path) -> String {
     let name = match CoderRef::parse(spec, Path::new("")) {
-        Ok(CoderRef::Hub { hub, path }) if path.is_empty() => hub.repo.rsplit('/').next().unwrap_or(&hub.repo).to_string(),
+        Ok(CoderRef::Hub { hub, path }) if path.is_empty() => {
+            hub.repo.rsplit('/').next().unwrap_or(&hub.repo).to_string()
+        }
         Ok(CoderRef::Hub { path, .. }) => path.rsplit('/').next().unwrap_or(&path).to_string(),
         _ => resolved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| spec.to_string()),
     };
@@ -229,7 +259,10 @@ mod tests {
             CoderRef::Hub { hub, path } => (hub.repo, hub.revision, path),
             other => panic!("{other:?}"),
         };
-        assert_eq!(hub("hf:jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre"), ("jbloom/GPT2-Small-SAEs-Reformatted".into(), "main".into(), "blocks.8.hook_resid_pre".into()));
+        assert_eq!(
+            hub("hf:jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre"),
+            ("jbloom/GPT2-Small-SAEs-Reformatted".into(), "main".into(), "blocks.8.hook_resid_pre".into())
+        );
         assert_eq!(hub("hf:o/r@v1.0/a/b.pt"), ("o/r".into(), "v1.0".into(), "a/b.pt".into()));
         assert_eq!(hub("hf:o/r@refs/pr/3/x"), ("o/r".into(), "refs/pr/3".into(), "x".into()));
         assert_eq!(hub("hf:o/r"), ("o/r".into(), "main".into(), "".into()));
@@ -240,7 +273,10 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(label("hf:o/r@main/blocks.8.hook_resid_pre", Path::new("/c/snap/blocks.8.hook_resid_pre")), "blocks.8.hook_resid_pre");
+        assert_eq!(
+            label("hf:o/r@main/blocks.8.hook_resid_pre", Path::new("/c/snap/blocks.8.hook_resid_pre")),
+            "blocks.8.hook_resid_pre"
+        );
         assert_eq!(label("hf:o/r/tc_8.pt", Path::new("/c/tc_8.pt")), "tc_8");
         assert_eq!(label("hf:o/my-sae@v2", Path::new("/c/snapshots/abc")), "my-sae");
         assert_eq!(label("coders/tc.pt", Path::new("/p/coders/tc.pt")), "tc");
@@ -250,12 +286,31 @@ mod tests {
 
     #[test]
     fn selects_coder_files() {
-        let files: Vec<String> = ["README.md", "l8/cfg.json", "l8/sae_weights.safetensors", "l8/sparsity.safetensors", "l8/extra/cfg.json", "l9/cfg.json", "l9/sae.safetensors", "tc/a.pt", "notes/x.txt"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(select_files(&files, "l8").unwrap(), ["l8/sae_weights.safetensors", "l8/sparsity.safetensors", "l8/cfg.json"]);
+        let files: Vec<String> = [
+            "README.md",
+            "l8/cfg.json",
+            "l8/sae_weights.safetensors",
+            "l8/sparsity.safetensors",
+            "l8/extra/cfg.json",
+            "l9/cfg.json",
+            "l9/sae.safetensors",
+            "tc/a.pt",
+            "notes/x.txt",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            select_files(&files, "l8").unwrap(),
+            ["l8/sae_weights.safetensors", "l8/sparsity.safetensors", "l8/cfg.json"]
+        );
         assert_eq!(select_files(&files, "l9").unwrap(), ["l9/sae.safetensors", "l9/cfg.json"]);
         assert_eq!(select_files(&files, "tc/a.pt").unwrap(), ["tc/a.pt"]);
         let e = select_files(&files, "l7").unwrap_err();
-        assert!(e.contains("there is no folder `l7`") && e.contains("[l8, l8/extra, l9]") && e.contains("tc/a.pt"), "{e}");
+        assert!(
+            e.contains("there is no folder `l7`") && e.contains("[l8, l8/extra, l9]") && e.contains("tc/a.pt"),
+            "{e}"
+        );
         let e = select_files(&files, "notes").unwrap_err();
         assert!(e.contains("folder `notes` holds [x.txt] but not cfg.json"), "{e}");
         let e = select_files(&files, "tc/b.pt").unwrap_err();

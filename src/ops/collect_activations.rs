@@ -40,13 +40,23 @@ pub fn model_inputs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// available locally), before anything runs: an unknown hook or a layer the
 /// model lacks is reported with the closest valid name.
 pub fn check_hooks(params: &Params, base_dir: &Path) -> Vec<super::ParamProblem> {
-    let Some(dir) = params.opt_str("model").and_then(|m| model_ref::resolve_local(m, base_dir)) else { return Vec::new() };
+    let Some(dir) = params.opt_str("model").and_then(|m| model_ref::resolve_local(m, base_dir)) else {
+        return Vec::new();
+    };
     let Ok(cfg) = saepipe_model::ModelConfig::from_file(&dir.join("config.json")) else { return Vec::new() };
     let hooks = params.str_list("hooks").unwrap_or_default();
     hooks
         .iter()
         .enumerate()
-        .filter_map(|(i, h)| saepipe_model::check_hook(&cfg, h).err().map(|e| ("hooks", Some(i), format!("{e}; `{}` has {} layers", params.opt_str("model").unwrap_or_default(), cfg.n_layers))))
+        .filter_map(|(i, h)| {
+            saepipe_model::check_hook(&cfg, h).err().map(|e| {
+                (
+                    "hooks",
+                    Some(i),
+                    format!("{e}; `{}` has {} layers", params.opt_str("model").unwrap_or_default(), cfg.n_layers),
+                )
+            })
+        })
         .collect()
 }
 
@@ -63,7 +73,8 @@ pub fn ln_hook(name: &str) -> LnHook {
 pub fn stop_layer(hooks: &[String]) -> Option<usize> {
     let mut deepest = 0;
     for h in hooks {
-        let layer = h.strip_prefix("blocks.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<usize>().ok())?;
+        let layer =
+            h.strip_prefix("blocks.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<usize>().ok())?;
         deepest = deepest.max(layer + 1);
     }
     Some(deepest)
@@ -88,16 +99,49 @@ impl Op for CollectActivationsOp {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::required("model", ParamType::Str, "model reference: a directory, toy/<name>@<rev>, or <org>/<name>@<rev> in the local HF cache"),
+            ParamSpec::required(
+                "model",
+                ParamType::Str,
+                "model reference: a directory, toy/<name>@<rev>, or <org>/<name>@<rev> in the local HF cache",
+            ),
             ParamSpec::required("tokens", ParamType::Artifact, "a tokenize stage"),
-            ParamSpec::required("hooks", ParamType::List(Box::new(ParamType::Str)), "TransformerLens hook names, e.g. blocks.3.hook_resid_pre"),
-            ParamSpec::optional("processing", ParamType::Str, json!("none"), "weight processing: none (from_pretrained_no_processing), full or transformer_lens (from_pretrained defaults), or steps joined by + (fold_ln+center_unembed)"),
-            ParamSpec::optional("ln_hook", ParamType::Enum(&["pre_affine", "post_affine"]), json!("pre_affine"), "lnX.hook_normalized as TransformerLens 3.x (pre_affine) or 2.x (post_affine)"),
-            ParamSpec::maybe("max_tokens", ParamType::Int, "use only the first contexts holding this many tokens").min(1),
-            ParamSpec::optional("shard_tokens", ParamType::Int, json!(65536), "tokens per Parquet shard (rounded down to whole contexts)").min(1),
+            ParamSpec::required(
+                "hooks",
+                ParamType::List(Box::new(ParamType::Str)),
+                "TransformerLens hook names, e.g. blocks.3.hook_resid_pre",
+            ),
+            ParamSpec::optional(
+                "processing",
+                ParamType::Str,
+                json!("none"),
+                "weight processing: none (from_pretrained_no_processing), full or transformer_lens (from_pretrained defaults), or steps joined by + (fold_ln+center_unembed)",
+            ),
+            ParamSpec::optional(
+                "ln_hook",
+                ParamType::Enum(&["pre_affine", "post_affine"]),
+                json!("pre_affine"),
+                "lnX.hook_normalized as TransformerLens 3.x (pre_affine) or 2.x (post_affine)",
+            ),
+            ParamSpec::maybe("max_tokens", ParamType::Int, "use only the first contexts holding this many tokens")
+                .min(1),
+            ParamSpec::optional(
+                "shard_tokens",
+                ParamType::Int,
+                json!(65536),
+                "tokens per Parquet shard (rounded down to whole contexts)",
+            )
+            .min(1),
             ParamSpec::optional("dtype", ParamType::Enum(&["f32", "f16"]), json!("f32"), "stored precision"),
-            ParamSpec::optional("batch_size", ParamType::Int, json!(32), "contexts per forward pass").min(1).not_in_key(),
-            ParamSpec::optional("allow_nonfinite", ParamType::Bool, json!(false), "store NaN/Inf activations (counted and logged) instead of failing the stage at the first one").not_in_key(),
+            ParamSpec::optional("batch_size", ParamType::Int, json!(32), "contexts per forward pass")
+                .min(1)
+                .not_in_key(),
+            ParamSpec::optional(
+                "allow_nonfinite",
+                ParamType::Bool,
+                json!(false),
+                "store NaN/Inf activations (counted and logged) instead of failing the stage at the first one",
+            )
+            .not_in_key(),
             ParamSpec::optional("device", ParamType::Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),
             super::device::precision_param(),
         ]
@@ -112,8 +156,11 @@ impl Op for CollectActivationsOp {
         let p = ctx.params.clone();
         let device = super::device::resolve(&p)?;
         let model_dir = model_ref::resolve(p.str("model")?, &ctx.base_dir)?;
-        let model = Model::load(&model_dir, &LoadOptions { processing: Some(processing(p.str("processing")?)?), ln_hook: ln_hook(p.str("ln_hook")?) })
-            .with_context(|| format!("loading model {}", model_dir.display()))?;
+        let model = Model::load(
+            &model_dir,
+            &LoadOptions { processing: Some(processing(p.str("processing")?)?), ln_hook: ln_hook(p.str("ln_hook")?) },
+        )
+        .with_context(|| format!("loading model {}", model_dir.display()))?;
         let hooks = p.str_list("hooks")?;
         if hooks.is_empty() {
             bail!("parameter `hooks` is empty");
@@ -136,7 +183,10 @@ impl Op for CollectActivationsOp {
         let batch = p.usize("batch_size")?.max(1);
         let dtype = Dtype::parse(p.str("dtype")?).unwrap();
         let stop = stop_layer(&hooks);
-        let widths: Vec<usize> = hooks.iter().map(|h| saepipe_model::hook_shape(&model.cfg, h, 1, 1).iter().skip(2).product::<usize>()).collect();
+        let widths: Vec<usize> = hooks
+            .iter()
+            .map(|h| saepipe_model::hook_shape(&model.cfg, h, 1, 1).iter().skip(2).product::<usize>())
+            .collect();
         let token_key = super::artifact_key(&tokens_dir);
         let meta = StoreMeta {
             model: p.str("model")?.to_string(),
@@ -179,7 +229,10 @@ impl Op for CollectActivationsOp {
                     let seq: Vec<u64> = (b0..b1).flat_map(|c| std::iter::repeat_n(c as u64, cctx)).collect();
                     let pos: Vec<u32> = (0..(b1 - b0) * cctx).map(|i| (i % cctx) as u32).collect();
                     let values: Vec<&[f32]> = hooks_ref.iter().map(|h| out.captured[h].1.as_slice()).collect();
-                    writer.push((b0 * cctx) as u64, &Rows { seq: &seq, pos: &pos, token: &tokens_ref[b0 * cctx..b1 * cctx], hooks: &values })?;
+                    writer.push(
+                        (b0 * cctx) as u64,
+                        &Rows { seq: &seq, pos: &pos, token: &tokens_ref[b0 * cctx..b1 * cctx], hooks: &values },
+                    )?;
                 }
                 Ok(writer)
             });
@@ -194,7 +247,11 @@ impl Op for CollectActivationsOp {
                         return Err(super::StageStop::LockLost.into());
                     }
                     let b1 = (b0 + batch).min(n_ctx);
-                    let mut req = RunRequest { capture: hooks.iter().cloned().collect(), stop_at_layer: stop, ..Default::default() };
+                    let mut req = RunRequest {
+                        capture: hooks.iter().cloned().collect(),
+                        stop_at_layer: stop,
+                        ..Default::default()
+                    };
                     let out = model.run(&tokens[b0 * cctx..b1 * cctx], b1 - b0, cctx, &mut req)?;
                     if tx.send((b0, b1, out)).is_err() {
                         break; // the writer failed; its error is reported below
@@ -208,7 +265,8 @@ impl Op for CollectActivationsOp {
             drop(tx);
             let written = write.join().map_err(|_| anyhow::anyhow!("the activation store writer panicked"))?;
             // A write error explains a stopped forward better than the other way round.
-            let writer = written.context("parameter `hooks` (set `allow_nonfinite: true` to store non-finite activations)")?;
+            let writer =
+                written.context("parameter `hooks` (set `allow_nonfinite: true` to store non-finite activations)")?;
             ran?;
             let nonfinite = writer.nonfinite_count();
             anyhow::Ok((writer.finish(&ctx.out_dir)?, nonfinite))

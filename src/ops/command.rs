@@ -55,9 +55,24 @@ impl Op for CommandOp {
                  shell-quoted (`echo ${msg}` prints the value verbatim, whatever it contains). The line after \
                  interpolation is part of the cache key",
             ),
-            ParamSpec::optional("inputs", ParamType::Map(Box::new(ParamType::Artifact)), json!({}), "artifacts the command reads; each NAME is passed as $SAEPIPE_INPUT_NAME (upper case); their keys are part of the cache key and their files are re-hashed before the command runs"),
-            ParamSpec::optional("scripts", ParamType::List(Box::new(ParamType::Path)), json!([]), "files the command runs or reads; their content is part of the cache key. Files the command reads without declaring them here (or in `inputs`) are NOT: editing them does not rerun the stage"),
-            ParamSpec::optional("env", ParamType::Map(Box::new(ParamType::Str)), json!({}), "extra environment variables (part of the cache key)"),
+            ParamSpec::optional(
+                "inputs",
+                ParamType::Map(Box::new(ParamType::Artifact)),
+                json!({}),
+                "artifacts the command reads; each NAME is passed as $SAEPIPE_INPUT_NAME (upper case); their keys are part of the cache key and their files are re-hashed before the command runs",
+            ),
+            ParamSpec::optional(
+                "scripts",
+                ParamType::List(Box::new(ParamType::Path)),
+                json!([]),
+                "files the command runs or reads; their content is part of the cache key. Files the command reads without declaring them here (or in `inputs`) are NOT: editing them does not rerun the stage",
+            ),
+            ParamSpec::optional(
+                "env",
+                ParamType::Map(Box::new(ParamType::Str)),
+                json!({}),
+                "extra environment variables (part of the cache key)",
+            ),
         ]
     }
     /// The user's command reads its inputs itself, not through saepipe's
@@ -69,10 +84,13 @@ impl Op for CommandOp {
         let cmdline = ctx.params.str("run")?.to_string();
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(SUPERVISOR).env("SAEPIPE_COMMAND", &cmdline).current_dir(&ctx.base_dir);
-        cmd.env("SAEPIPE_OUT", &ctx.out_dir).env("SAEPIPE_PARTIAL", &ctx.partial_dir).env("SAEPIPE_STAGE", &ctx.instance);
+        cmd.env("SAEPIPE_OUT", &ctx.out_dir)
+            .env("SAEPIPE_PARTIAL", &ctx.partial_dir)
+            .env("SAEPIPE_STAGE", &ctx.instance);
         for (label, paths) in &ctx.inputs {
             let name = label.strip_prefix("inputs.").unwrap_or(label);
-            let var = format!("SAEPIPE_INPUT_{}", name.to_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+            let var =
+                format!("SAEPIPE_INPUT_{}", name.to_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
             let joined = std::env::join_paths(paths).context("input paths")?;
             cmd.env(var, joined);
         }

@@ -32,10 +32,22 @@ impl Op for DebugShardsOp {
             ParamSpec::optional("shards", ParamType::Int, json!(4), "number of shards").range(0, 1_000_000),
             ParamSpec::optional("shard_bytes", ParamType::Int, json!(1024), "bytes per shard").range(0, 1 << 30),
             ParamSpec::optional("seed", ParamType::Int, json!(0), "seed of the content"),
-            ParamSpec::optional("scale", ParamType::Float, json!(1.0), "a number mixed into the content (tests number canonicalization)"),
+            ParamSpec::optional(
+                "scale",
+                ParamType::Float,
+                json!(1.0),
+                "a number mixed into the content (tests number canonicalization)",
+            ),
             ParamSpec::optional("inputs", ParamType::Artifacts, json!([]), "upstream artifacts mixed into the content"),
-            ParamSpec::optional("delay_ms", ParamType::Int, json!(0), "sleep per shard (to test interruption)").range(0, 3_600_000).not_in_key(),
-            ParamSpec::optional("fail", ParamType::Bool, json!(false), "fail after the first shard (to test failure handling)"),
+            ParamSpec::optional("delay_ms", ParamType::Int, json!(0), "sleep per shard (to test interruption)")
+                .range(0, 3_600_000)
+                .not_in_key(),
+            ParamSpec::optional(
+                "fail",
+                ParamType::Bool,
+                json!(false),
+                "fail after the first shard (to test failure handling)",
+            ),
         ]
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {

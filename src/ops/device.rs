@@ -25,7 +25,11 @@ pub fn resource(params: &Params) -> Resource {
 /// The `precision` parameter of stages with a GPU path. In the key only when
 /// given, so pipelines that never set it keep their keys.
 pub fn precision_param() -> ParamSpec {
-    ParamSpec::maybe("precision", ParamType::Str, "dense GEMMs on the GPU: f32 (default) or tf32 (tensor cores, ~1e-3 relative error); ignored on the CPU")
+    ParamSpec::maybe(
+        "precision",
+        ParamType::Str,
+        "dense GEMMs on the GPU: f32 (default) or tf32 (tensor cores, ~1e-3 relative error); ignored on the CPU",
+    )
 }
 
 /// Starts CUDA device `ordinal` with the stage's GEMM precision.
@@ -57,7 +61,10 @@ pub fn runner_on(gpu: Option<Arc<Gpu>>, model: Model) -> Result<Box<dyn Runner>>
         None => Ok(Box::new(model)),
         Some(gpu) => {
             let ordinal = gpu.ctx.ordinal();
-            Ok(Box::new(saepipe_cuda::GpuModel::on_gpu(gpu, &model).with_context(|| format!("copying the model's weights to cuda:{ordinal}"))?))
+            Ok(Box::new(
+                saepipe_cuda::GpuModel::on_gpu(gpu, &model)
+                    .with_context(|| format!("copying the model's weights to cuda:{ordinal}"))?,
+            ))
         }
     }
 }

@@ -10,12 +10,12 @@ use super::train_sae::{coder_label, load_trained_coder};
 use super::{Op, Params, StageCtx, model_ref};
 use crate::pipeline::schema::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
-use saepipe_data::TokenTableReader;
 use saepipe_cuda::{Gpu, GpuTopKSae};
+use saepipe_data::TokenTableReader;
 use saepipe_eval::{CoderForward, CoderReport, EvalOptions, NamedCoder, evaluate_until};
 use saepipe_model::{LoadOptions, Model};
-use serde_json::{Value, json};
 use saepipe_sae::SparseActs;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -56,7 +56,8 @@ fn n_contexts(p: &Params, available: usize, ctx: usize, batch: usize) -> Result<
 
 fn load_coders(ctx: &StageCtx) -> Result<Vec<NamedCoder>> {
     // (directory or file, label from the reference for `paths` entries)
-    let mut sources: Vec<(PathBuf, Option<String>)> = ctx.input_list("saes").iter().map(|d| (d.clone(), None)).collect();
+    let mut sources: Vec<(PathBuf, Option<String>)> =
+        ctx.input_list("saes").iter().map(|d| (d.clone(), None)).collect();
     for spec in ctx.params.str_list("paths")? {
         let path = super::coder_ref::resolve(&spec, &ctx.base_dir).context("parameter `paths`")?;
         let label = super::coder_ref::label(&spec, &path);
@@ -73,7 +74,10 @@ fn load_coders(ctx: &StageCtx) -> Result<Vec<NamedCoder>> {
             _ => coder_label(&coder, &dir),
         };
         if coders.iter().any(|c| c.label == label) {
-            bail!("two coders are labelled `{label}` (the second is {}); labels come from the training stage instance or the directory name", dir.display());
+            bail!(
+                "two coders are labelled `{label}` (the second is {}); labels come from the training stage instance or the directory name",
+                dir.display()
+            );
         }
         coders.push(NamedCoder::new(label, coder));
     }
@@ -150,7 +154,8 @@ fn metrics_table(reports: &[CoderReport], excluded: &str) -> Table {
 }
 
 fn features_table(reports: &[CoderReport]) -> Table {
-    let (mut coder, mut feature, mut density, mut mean, mut max) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut coder, mut feature, mut density, mut mean, mut max) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in reports {
         let f = &r.features;
         coder.extend(std::iter::repeat_n(r.label.clone(), f.density.len()));
@@ -186,17 +191,51 @@ impl Op for EvaluateOp {
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![
-            ParamSpec::required("model", Str, "model reference: a directory, toy/<name>@<rev>, or <org>/<name>@<rev> in the local HF cache"),
+            ParamSpec::required(
+                "model",
+                Str,
+                "model reference: a directory, toy/<name>@<rev>, or <org>/<name>@<rev> in the local HF cache",
+            ),
             ParamSpec::required("tokens", Artifact, "a tokenize stage (evaluation tokens)"),
             ParamSpec::maybe("saes", Artifacts, "coders from training stages, e.g. train[*]"),
-            ParamSpec::maybe("paths", List(Box::new(Str)), "coders by reference: SAELens or sparsify directories or transcoder-paper .pt files on disk, or hf:<owner>/<repo>[@<rev>]/<path> in a Hugging Face repo (downloaded into the HF cache); hashed by content"),
-            ParamSpec::optional("processing", Str, json!("none"), "weight processing: none (from_pretrained_no_processing, as SAELens evaluates), full / transformer_lens, or steps joined by +"),
-            ParamSpec::optional("ln_hook", Enum(&["pre_affine", "post_affine"]), json!("pre_affine"), "lnX.hook_normalized as TransformerLens 3.x (pre_affine) or 2.x (post_affine)"),
-            ParamSpec::optional("batch_size", Int, json!(8), "contexts per forward pass (SAELens batch_size_prompts; per-batch metrics depend on it)").min(1),
+            ParamSpec::maybe(
+                "paths",
+                List(Box::new(Str)),
+                "coders by reference: SAELens or sparsify directories or transcoder-paper .pt files on disk, or hf:<owner>/<repo>[@<rev>]/<path> in a Hugging Face repo (downloaded into the HF cache); hashed by content",
+            ),
+            ParamSpec::optional(
+                "processing",
+                Str,
+                json!("none"),
+                "weight processing: none (from_pretrained_no_processing, as SAELens evaluates), full / transformer_lens, or steps joined by +",
+            ),
+            ParamSpec::optional(
+                "ln_hook",
+                Enum(&["pre_affine", "post_affine"]),
+                json!("pre_affine"),
+                "lnX.hook_normalized as TransformerLens 3.x (pre_affine) or 2.x (post_affine)",
+            ),
+            ParamSpec::optional(
+                "batch_size",
+                Int,
+                json!(8),
+                "contexts per forward pass (SAELens batch_size_prompts; per-batch metrics depend on it)",
+            )
+            .min(1),
             ParamSpec::maybe("n_batches", Int, "evaluate at most this many batches").min(1),
             ParamSpec::maybe("max_tokens", Int, "evaluate at most this many tokens (whole contexts)").min(1),
-            ParamSpec::optional("exclude_special_tokens", Any, json!(true), "true: leave BOS/EOS/pad out of every metric; false; or a list of token ids"),
-            ParamSpec::optional("dense_threshold", Float, json!(0.1), "features firing on more than this fraction of tokens count as dense"),
+            ParamSpec::optional(
+                "exclude_special_tokens",
+                Any,
+                json!(true),
+                "true: leave BOS/EOS/pad out of every metric; false; or a list of token ids",
+            ),
+            ParamSpec::optional(
+                "dense_threshold",
+                Float,
+                json!(0.1),
+                "features firing on more than this fraction of tokens count as dense",
+            ),
             ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),
             super::device::precision_param(),
         ]
@@ -213,14 +252,21 @@ impl Op for EvaluateOp {
         let p = ctx.params.clone();
         let device = super::device::resolve(&p)?;
         let model_dir = model_ref::resolve(p.str("model")?, &ctx.base_dir)?;
-        let model = Model::load(&model_dir, &LoadOptions { processing: Some(processing(p.str("processing")?)?), ln_hook: ln_hook(p.str("ln_hook")?) })
-            .with_context(|| format!("loading model {}", model_dir.display()))?;
+        let model = Model::load(
+            &model_dir,
+            &LoadOptions { processing: Some(processing(p.str("processing")?)?), ln_hook: ln_hook(p.str("ln_hook")?) },
+        )
+        .with_context(|| format!("loading model {}", model_dir.display()))?;
         let mut coders = load_coders(ctx)?;
         let gpu = super::device::gpu_for(device, &p)?;
         let model = super::device::runner_on(gpu.clone(), model)?;
         if let Some(gpu) = &gpu {
             let on_gpu = gpu_coders(gpu, &mut coders)?;
-            let rest = if on_gpu.len() < coders.len() { "; the others encode on the CPU (GPU encoding covers TopK SAEs)" } else { "" };
+            let rest = if on_gpu.len() < coders.len() {
+                "; the others encode on the CPU (GPU encoding covers TopK SAEs)"
+            } else {
+                ""
+            };
             ctx.logln(format!("coders encoding on the GPU: {on_gpu:?}{rest}"));
         }
 
@@ -231,8 +277,16 @@ impl Op for EvaluateOp {
         let batch = p.usize("batch_size")?.max(1);
         let n_ctx = n_contexts(&p, tokens.len() / cctx, cctx, batch)?;
         tokens.truncate(n_ctx * cctx);
-        let opts = EvalOptions { batch_size: batch, exclude_tokens: exclude.clone(), dense_threshold: p.f64("dense_threshold")? };
-        ctx.logln(format!("evaluating {} coder(s) on {} tokens ({n_ctx} contexts of {cctx}), excluding token ids {exclude:?}", coders.len(), tokens.len()));
+        let opts = EvalOptions {
+            batch_size: batch,
+            exclude_tokens: exclude.clone(),
+            dense_threshold: p.f64("dense_threshold")?,
+        };
+        ctx.logln(format!(
+            "evaluating {} coder(s) on {} tokens ({n_ctx} contexts of {cctx}), excluding token ids {exclude:?}",
+            coders.len(),
+            tokens.len()
+        ));
 
         ctx.logln(format!("language model on {}", model.device()));
         ctx.progress.set_total(tokens.len() as u64, "tokens");
@@ -240,7 +294,11 @@ impl Op for EvaluateOp {
         let on_batch = &mut |done: usize| {
             progress.set_position(done as u64);
             // Ctrl-C between batches: an evaluation holds nothing worth saving.
-            if super::cancel_requested() { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
+            if super::cancel_requested() {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
         };
         let eval = match evaluate_until(model.as_ref(), &tokens, cctx, &coders, &opts, on_batch) {
             Err(saepipe_eval::EvalError::Stopped { .. }) => return Err(super::StageStop::Interrupted.into()),

@@ -44,7 +44,12 @@ impl Ord for OrdF32 {
 
 impl FeatureScan {
     fn new(d_sae: usize) -> Self {
-        FeatureScan { count: vec![0; d_sae], sum: vec![0.0; d_sae], max: vec![0.0; d_sae], top: (0..d_sae).map(|_| BinaryHeap::new()).collect() }
+        FeatureScan {
+            count: vec![0; d_sae],
+            sum: vec![0.0; d_sae],
+            max: vec![0.0; d_sae],
+            top: (0..d_sae).map(|_| BinaryHeap::new()).collect(),
+        }
     }
     fn add(&mut self, feature: usize, value: f32, row: usize, keep: usize) {
         self.count[feature] += 1;
@@ -80,15 +85,22 @@ fn from_matches(dir: &std::path::Path, sae: &str, compared: Option<&str>, n: usi
         None => labels.first().cloned().context("the match result has no pairs")?,
     };
     let (features, sims) = (pairs.f64("reference_feature")?, pairs.f64("similarity")?);
-    let mut live: Vec<(f64, usize)> = (0..pairs.rows()).filter(|&i| labels[i] == compared && sims[i].is_finite()).map(|i| (sims[i], features[i] as usize)).collect();
+    let mut live: Vec<(f64, usize)> = (0..pairs.rows())
+        .filter(|&i| labels[i] == compared && sims[i].is_finite())
+        .map(|i| (sims[i], features[i] as usize))
+        .collect();
     if live.is_empty() {
         let known: std::collections::BTreeSet<&String> = labels.iter().collect();
-        bail!("parameter `compared`: the match result has no live pairs for `{compared}` (it compares {known:?}; `{sae}` must be its reference)");
+        bail!(
+            "parameter `compared`: the match result has no live pairs for `{compared}` (it compares {known:?}; `{sae}` must be its reference)"
+        );
     }
     live.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let half = (n / 2).max(1);
     let mut chosen: Vec<usize> = live.iter().take(half).map(|x| x.1).collect();
-    chosen.extend(live.iter().rev().take(n - half.min(n)).map(|x| x.1).filter(|f| !chosen.contains(f)).collect::<Vec<_>>());
+    chosen.extend(
+        live.iter().rev().take(n - half.min(n)).map(|x| x.1).filter(|f| !chosen.contains(f)).collect::<Vec<_>>(),
+    );
     Ok(chosen)
 }
 
@@ -128,7 +140,10 @@ fn chosen_features(p: &Params, count: &[u64], matches: Option<&std::path::Path>,
     if let Some(dir) = matches {
         let chosen = from_matches(dir, sae, p.opt_str("compared"), p.usize("n_features")?)?;
         if let Some(&f) = chosen.iter().find(|&&f| f >= count.len()) {
-            bail!("parameter `matches`: feature {f} does not exist in `{sae}` ({} features): is it the match's reference SAE?", count.len());
+            bail!(
+                "parameter `matches`: feature {f} does not exist in `{sae}` ({} features): is it the match's reference SAE?",
+                count.len()
+            );
         }
         return Ok(chosen);
     }
@@ -165,21 +180,46 @@ impl Op for InspectFeaturesOp {
         vec![
             ParamSpec::required("sae", Artifact, "a train_sae stage"),
             ParamSpec::required("activations", Artifact, "activation store holding the SAE's input hook"),
-            ParamSpec::required("tokenizer", Str, "tokenizer.json, or a model reference whose tokenizer decodes the tokens"),
+            ParamSpec::required(
+                "tokenizer",
+                Str,
+                "tokenizer.json, or a model reference whose tokenizer decodes the tokens",
+            ),
             ParamSpec::optional("n_tokens", Int, json!(65536), "tokens scanned (the first rows of the store)").min(1),
-            ParamSpec::optional("n_features", Int, json!(24), "features shown, spread from the most to the least frequent").min(1),
+            ParamSpec::optional(
+                "n_features",
+                Int,
+                json!(24),
+                "features shown, spread from the most to the least frequent",
+            )
+            .min(1),
             ParamSpec::maybe("features", List(Box::new(Int)), "feature indices to show instead").min(0),
-            ParamSpec::maybe("matches", Artifact, "a match_features stage whose reference is this SAE: show its best and worst matched features instead"),
+            ParamSpec::maybe(
+                "matches",
+                Artifact,
+                "a match_features stage whose reference is this SAE: show its best and worst matched features instead",
+            ),
             ParamSpec::maybe("compared", Str, "with `matches`: the compared SAE (default: the first)"),
-            ParamSpec::maybe("model", Str, "model reference: adds the tokens each feature's decoder direction promotes and suppresses (W_dec·W_U)"),
-            ParamSpec::optional("logit_tokens", Int, json!(8), "promoted and suppressed tokens listed per feature").min(0),
-            ParamSpec::optional("histogram_bins", Int, json!(16), "bins of each shown feature's activation histogram").range(1, 10_000),
+            ParamSpec::maybe(
+                "model",
+                Str,
+                "model reference: adds the tokens each feature's decoder direction promotes and suppresses (W_dec·W_U)",
+            ),
+            ParamSpec::optional("logit_tokens", Int, json!(8), "promoted and suppressed tokens listed per feature")
+                .min(0),
+            ParamSpec::optional("histogram_bins", Int, json!(16), "bins of each shown feature's activation histogram")
+                .range(1, 10_000),
             ParamSpec::optional("top_k", Int, json!(6), "examples per feature").min(1),
-            ParamSpec::optional("context_left", Int, json!(24), "tokens shown before the activating token").range(0, 1_048_576),
+            ParamSpec::optional("context_left", Int, json!(24), "tokens shown before the activating token")
+                .range(0, 1_048_576),
             ParamSpec::optional("context_right", Int, json!(4), "tokens shown after it").range(0, 1_048_576),
         ]
     }
-    fn external_inputs(&self, params: &Params, base_dir: &std::path::Path) -> Result<Vec<(String, std::path::PathBuf)>> {
+    fn external_inputs(
+        &self,
+        params: &Params,
+        base_dir: &std::path::Path,
+    ) -> Result<Vec<(String, std::path::PathBuf)>> {
         match params.get("model") {
             Some(_) => super::collect_activations::CollectActivationsOp.external_inputs(params, base_dir),
             None => Ok(Vec::new()),
@@ -193,9 +233,15 @@ impl Op for InspectFeaturesOp {
         let hook = coder.metadata.hook_name.clone().with_context(|| format!("SAE `{label}` does not name its hook"))?;
         let tokenizer = Tokenizer::from_file(&super::tokenize::tokenizer_path(&p, &ctx.base_dir)?)?;
         let store = ctx.input("activations")?.to_path_buf();
-        let reader = ActivationReader::open(&store, &[hook.as_str()]).with_context(|| format!("SAE `{label}` reads hook `{hook}`"))?;
+        let reader = ActivationReader::open(&store, &[hook.as_str()])
+            .with_context(|| format!("SAE `{label}` reads hook `{hook}`"))?;
         if reader.widths()[0] != coder.d_in {
-            bail!("SAE `{label}` has d_in {} but `{hook}` in {} has width {}", coder.d_in, store.display(), reader.widths()[0]);
+            bail!(
+                "SAE `{label}` has d_in {} but `{hook}` in {} has width {}",
+                coder.d_in,
+                store.display(),
+                reader.widths()[0]
+            );
         }
         let n = p.usize("n_tokens")?.min(reader.total_rows() as usize);
         let keep = p.usize("top_k")?.max(1);
@@ -228,7 +274,9 @@ impl Op for InspectFeaturesOp {
             }
         }
         let density: Vec<f64> = scan.count.iter().map(|&c| c as f64 / n.max(1) as f64).collect();
-        let mean: Vec<f64> = (0..coder.d_sae).map(|f| if scan.count[f] > 0 { scan.sum[f] / scan.count[f] as f64 } else { 0.0 }).collect();
+        let mean: Vec<f64> = (0..coder.d_sae)
+            .map(|f| if scan.count[f] > 0 { scan.sum[f] / scan.count[f] as f64 } else { 0.0 })
+            .collect();
         Table::default()
             .with("feature", Column::I64((0..coder.d_sae as i64).collect()))
             .with("density", Column::F64(density.clone()))
@@ -250,13 +298,23 @@ impl Op for InspectFeaturesOp {
             for (v, r) in top {
                 // Context stays inside the row's own sequence.
                 let lo = (r.saturating_sub(left_n)..r).find(|&i| seq[i] == seq[r]).unwrap_or(r);
-                let hi = (r + 1..(r + 1 + right_n).min(tokens.len())).take_while(|&i| seq[i] == seq[r]).last().map_or(r + 1, |i| i + 1);
-                let (left, tok, right) = (decode(&tokens[lo..r]), decode(&tokens[r..r + 1]), decode(&tokens[r + 1..hi]));
+                let hi = (r + 1..(r + 1 + right_n).min(tokens.len()))
+                    .take_while(|&i| seq[i] == seq[r])
+                    .last()
+                    .map_or(r + 1, |i| i + 1);
+                let (left, tok, right) =
+                    (decode(&tokens[lo..r]), decode(&tokens[r..r + 1]), decode(&tokens[r + 1..hi]));
                 if rank == keep || !seen.insert((left.clone(), tok.clone(), right.clone())) {
                     continue;
                 }
                 rank += 1;
-                cells.push(vec![Cell::Int(f as i64), Cell::Number(density[f]), Cell::Int(rank as i64), Cell::Number(v as f64), Cell::Text(format!("{left}[[{tok}]]{right}"))]);
+                cells.push(vec![
+                    Cell::Int(f as i64),
+                    Cell::Number(density[f]),
+                    Cell::Int(rank as i64),
+                    Cell::Number(v as f64),
+                    Cell::Text(format!("{left}[[{tok}]]{right}")),
+                ]);
                 ex.0.push(f as i64);
                 ex.1.push(rank as i64);
                 ex.2.push(v as f64);
@@ -277,7 +335,8 @@ impl Op for InspectFeaturesOp {
             .write_parquet(&ctx.out_dir.join("examples.parquet"))?;
 
         let bins = p.usize("histogram_bins")?.max(1);
-        let mut per_feature: std::collections::HashMap<u32, Vec<f32>> = features.iter().map(|&f| (f as u32, Vec::new())).collect();
+        let mut per_feature: std::collections::HashMap<u32, Vec<f32>> =
+            features.iter().map(|&f| (f as u32, Vec::new())).collect();
         for (f, v) in fired {
             if let Some(vals) = per_feature.get_mut(&f) {
                 vals.push(v);
@@ -307,15 +366,24 @@ impl Op for InspectFeaturesOp {
         let mut logit_cells: Vec<(String, String)> = vec![(String::new(), String::new()); features.len()];
         if let Some(spec) = p.opt_str("model") {
             let model_dir = super::model_ref::resolve(spec, &ctx.base_dir)?;
-            let model = saepipe_model::Model::load(&model_dir, &saepipe_model::LoadOptions::default()).with_context(|| format!("loading model {}", model_dir.display()))?;
+            let model = saepipe_model::Model::load(&model_dir, &saepipe_model::LoadOptions::default())
+                .with_context(|| format!("loading model {}", model_dir.display()))?;
             let (d_model, vocab) = (model.cfg.d_model, model.cfg.d_vocab);
             if coder.d_out != d_model {
-                bail!("parameter `model`: SAE `{label}` writes {} dimensions but the residual stream of {spec} has {d_model}; logit effects need a coder whose output lives in the residual stream", coder.d_out);
+                bail!(
+                    "parameter `model`: SAE `{label}` writes {} dimensions but the residual stream of {spec} has {d_model}; logit effects need a coder whose output lives in the residual stream",
+                    coder.d_out
+                );
             }
             let n_tokens_logit = p.usize("logit_tokens")?.max(1);
             let mut lg = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (i, &f) in features.iter().enumerate() {
-                let (up, down) = logit_tokens(&coder.w_dec[f * d_model..(f + 1) * d_model], &model.params.w_u, vocab, n_tokens_logit);
+                let (up, down) = logit_tokens(
+                    &coder.w_dec[f * d_model..(f + 1) * d_model],
+                    &model.params.w_u,
+                    vocab,
+                    n_tokens_logit,
+                );
                 for (direction, list) in [("positive", &up), ("negative", &down)] {
                     for (rank, &(t, v)) in list.iter().enumerate() {
                         lg.0.push(f as i64);
@@ -326,7 +394,9 @@ impl Op for InspectFeaturesOp {
                         lg.5.push(v as f64);
                     }
                 }
-                let show = |list: &[(u32, f32)]| list.iter().map(|&(t, _)| format!("{:?}", decode(&[t]))).collect::<Vec<_>>().join(" ");
+                let show = |list: &[(u32, f32)]| {
+                    list.iter().map(|&(t, _)| format!("{:?}", decode(&[t]))).collect::<Vec<_>>().join(" ")
+                };
                 logit_cells[i] = (show(&up), show(&down));
             }
             Table::default()
@@ -357,7 +427,16 @@ impl Op for InspectFeaturesOp {
         let summary_cells = features
             .iter()
             .enumerate()
-            .map(|(i, &f)| vec![Cell::Int(f as i64), Cell::Number(density[f]), Cell::Number(scan.max[f] as f64), Cell::Text(sparklines[i].clone()), Cell::Text(logit_cells[i].0.clone()), Cell::Text(logit_cells[i].1.clone())])
+            .map(|(i, &f)| {
+                vec![
+                    Cell::Int(f as i64),
+                    Cell::Number(density[f]),
+                    Cell::Number(scan.max[f] as f64),
+                    Cell::Text(sparklines[i].clone()),
+                    Cell::Text(logit_cells[i].0.clone()),
+                    Cell::Text(logit_cells[i].1.clone()),
+                ]
+            })
             .collect();
         report.add_table(
             "Features (histogram of activations over (0, max]; tokens the decoder direction promotes and suppresses)",

@@ -17,7 +17,9 @@ use super::{Op, StageCtx};
 use crate::pipeline::schema::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use saepipe_data::ActivationReader;
-use saepipe_matching::{CsrActivations, DEFAULT_DISTANCE_THRESHOLDS, DenseWeights, MatchConfig, SaeInputs, SimilarityKind, Strategy};
+use saepipe_matching::{
+    CsrActivations, DEFAULT_DISTANCE_THRESHOLDS, DenseWeights, MatchConfig, SaeInputs, SimilarityKind, Strategy,
+};
 use saepipe_sae::SparseCoder;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -57,7 +59,13 @@ fn warn_identical_checkpoints(ctx: &mut StageCtx, stores: &[PathBuf]) -> Result<
 
 /// Encodes the first `n_tokens` rows of `store` at the coder's input hook.
 /// Returns the activations and the token ids they were computed on.
-fn encode_store(coder: &SparseCoder, label: &str, store: &Path, n_tokens: usize, gpu: Option<&std::sync::Arc<saepipe_cuda::Gpu>>) -> Result<(CsrActivations, Vec<u32>)> {
+fn encode_store(
+    coder: &SparseCoder,
+    label: &str,
+    store: &Path,
+    n_tokens: usize,
+    gpu: Option<&std::sync::Arc<saepipe_cuda::Gpu>>,
+) -> Result<(CsrActivations, Vec<u32>)> {
     // TopK coders encode on the GPU when there is one; everything else on the CPU.
     let on_gpu = match gpu {
         Some(g) => match saepipe_cuda::GpuTopKSae::from_coder(g, coder) {
@@ -67,10 +75,20 @@ fn encode_store(coder: &SparseCoder, label: &str, store: &Path, n_tokens: usize,
         },
         None => None,
     };
-    let hook = coder.metadata.hook_name.clone().with_context(|| format!("SAE `{label}` does not name its hook (cfg.json metadata.hook_name)"))?;
-    let reader = ActivationReader::open(store, &[hook.as_str()]).with_context(|| format!("SAE `{label}`: activation store {}", store.display()))?;
+    let hook = coder
+        .metadata
+        .hook_name
+        .clone()
+        .with_context(|| format!("SAE `{label}` does not name its hook (cfg.json metadata.hook_name)"))?;
+    let reader = ActivationReader::open(store, &[hook.as_str()])
+        .with_context(|| format!("SAE `{label}`: activation store {}", store.display()))?;
     if reader.widths()[0] != coder.d_in {
-        bail!("SAE `{label}` has d_in {} but hook `{hook}` in {} has width {}", coder.d_in, store.display(), reader.widths()[0]);
+        bail!(
+            "SAE `{label}` has d_in {} but hook `{hook}` in {} has width {}",
+            coder.d_in,
+            store.display(),
+            reader.widths()[0]
+        );
     }
     let n = n_tokens.min(reader.total_rows() as usize);
     let (mut row_ptr, mut idx, mut val, mut tokens) = (vec![0usize], Vec::new(), Vec::new(), Vec::with_capacity(n));
@@ -110,11 +128,23 @@ fn inputs(s: &Side) -> SaeInputs<'_> {
 }
 
 fn w_dec(s: &Side) -> DenseWeights<'_> {
-    DenseWeights { name: &s.label, data: &s.coder.w_dec, n_features: s.coder.d_sae, d: s.coder.d_out, feature_major: true }
+    DenseWeights {
+        name: &s.label,
+        data: &s.coder.w_dec,
+        n_features: s.coder.d_sae,
+        d: s.coder.d_out,
+        feature_major: true,
+    }
 }
 
 fn w_enc(s: &Side) -> DenseWeights<'_> {
-    DenseWeights { name: &s.label, data: &s.coder.w_enc, n_features: s.coder.d_sae, d: s.coder.d_in, feature_major: false }
+    DenseWeights {
+        name: &s.label,
+        data: &s.coder.w_enc,
+        n_features: s.coder.d_sae,
+        d: s.coder.d_in,
+        feature_major: false,
+    }
 }
 
 impl Op for MatchFeaturesOp {
@@ -138,14 +168,44 @@ impl Op for MatchFeaturesOp {
         vec![
             ParamSpec::required("reference", Artifact, "the reference SAE (a train_sae stage)"),
             ParamSpec::required("saes", Artifacts, "SAEs to match onto the reference, e.g. train[*]"),
-            ParamSpec::maybe("reference_activations", Artifact, "activation store the reference SAE encodes (needed by activations/pearson)"),
-            ParamSpec::maybe("activations", Artifacts, "one activation store per SAE in `saes`, same order (e.g. acts[*])"),
-            ParamSpec::optional("similarity", Enum(&["activations", "pearson", "decoder", "encoder"]), json!("activations"), "feature similarity"),
-            ParamSpec::optional("n_tokens", Int, json!(65536), "tokens encoded per SAE (the first rows of each store)").min(1),
-            ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N: TopK SAEs encode on the GPU when it resolves to CUDA").not_in_key(),
+            ParamSpec::maybe(
+                "reference_activations",
+                Artifact,
+                "activation store the reference SAE encodes (needed by activations/pearson)",
+            ),
+            ParamSpec::maybe(
+                "activations",
+                Artifacts,
+                "one activation store per SAE in `saes`, same order (e.g. acts[*])",
+            ),
+            ParamSpec::optional(
+                "similarity",
+                Enum(&["activations", "pearson", "decoder", "encoder"]),
+                json!("activations"),
+                "feature similarity",
+            ),
+            ParamSpec::optional("n_tokens", Int, json!(65536), "tokens encoded per SAE (the first rows of each store)")
+                .min(1),
+            ParamSpec::optional(
+                "device",
+                Str,
+                json!("auto"),
+                "auto, cpu, cuda or cuda:N: TopK SAEs encode on the GPU when it resolves to CUDA",
+            )
+            .not_in_key(),
             super::device::precision_param(),
-            ParamSpec::optional("thresholds", List(Box::new(Float)), json!(DEFAULT_DISTANCE_THRESHOLDS), "distance (1 - similarity) thresholds for the summary"),
-            ParamSpec::optional("strategy", Enum(&["auto", "dense", "sparse"]), json!("auto"), "dense f32 matrix, or sparse candidates + certificate"),
+            ParamSpec::optional(
+                "thresholds",
+                List(Box::new(Float)),
+                json!(DEFAULT_DISTANCE_THRESHOLDS),
+                "distance (1 - similarity) thresholds for the summary",
+            ),
+            ParamSpec::optional(
+                "strategy",
+                Enum(&["auto", "dense", "sparse"]),
+                json!("auto"),
+                "dense f32 matrix, or sparse candidates + certificate",
+            ),
             ParamSpec::optional("top_m", Int, json!(32), "candidates per feature (sparse strategy)").min(1),
         ]
     }
@@ -154,11 +214,20 @@ impl Op for MatchFeaturesOp {
         let kind = similarity_kind(p.str("similarity")?);
         let needs_acts = matches!(kind, SimilarityKind::Activations | SimilarityKind::Pearson);
         let n_tokens = p.usize("n_tokens")?.max(1);
-        let thresholds: Vec<f64> = p.get("thresholds").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+        let thresholds: Vec<f64> = p
+            .get("thresholds")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
         let saes = ctx.input_list("saes").to_vec();
         let stores = ctx.input_list("activations").to_vec();
         if needs_acts && (stores.len() != saes.len() || ctx.input_list("reference_activations").is_empty()) {
-            bail!("similarity `{}` needs `reference_activations` and one store in `activations` per SAE ({} SAEs, {} stores)", kind.name(), saes.len(), stores.len());
+            bail!(
+                "similarity `{}` needs `reference_activations` and one store in `activations` per SAE ({} SAEs, {} stores)",
+                kind.name(),
+                saes.len(),
+                stores.len()
+            );
         }
         let gpu = match saepipe_cuda::DeviceSpec::parse(p.str("device")?)?.resolve()? {
             saepipe_cuda::Device::Cuda(i) if needs_acts => Some(super::device::start_gpu(i, &p)?),
@@ -205,10 +274,15 @@ impl Op for MatchFeaturesOp {
             }
             let (other, tokens) = load(dir, stores.get(i).map(PathBuf::as_path).filter(|_| needs_acts))?;
             if tokens != ref_tokens {
-                bail!("SAE `{}` was encoded on different tokens than the reference `{}`: the activation stores must come from the same token table", other.label, reference.label);
+                bail!(
+                    "SAE `{}` was encoded on different tokens than the reference `{}`: the activation stores must come from the same token table",
+                    other.label,
+                    reference.label
+                );
             }
             ctx.progress.message(&format!("matching {} onto {}", reference.label, other.label));
-            let result = saepipe_matching::match_features(&inputs(&reference), &inputs(&other), &cfg).with_context(|| format!("matching `{}` onto `{}`", reference.label, other.label))?;
+            let result = saepipe_matching::match_features(&inputs(&reference), &inputs(&other), &cfg)
+                .with_context(|| format!("matching `{}` onto `{}`", reference.label, other.label))?;
             let dec = (reference.coder.d_out == other.coder.d_out).then(|| (w_dec(&reference), w_dec(&other)));
             let (s, rows) = saepipe_matching::summarize(&result, &thresholds, dec)?;
             ctx.logln(format!(
@@ -227,7 +301,9 @@ impl Op for MatchFeaturesOp {
         }
         pairs.into_table().write_parquet(&ctx.out_dir.join("pairs.parquet"))?;
         summary.into_table(&thresholds).write_parquet(&ctx.out_dir.join("summary.parquet"))?;
-        Ok(json!({ "reference": reference.label, "compared": saes.len(), "similarity": kind.name(), "n_tokens": n_tokens }))
+        Ok(
+            json!({ "reference": reference.label, "compared": saes.len(), "similarity": kind.name(), "n_tokens": n_tokens }),
+        )
     }
 }
 

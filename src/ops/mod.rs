@@ -137,7 +137,11 @@ impl Params {
             None => Ok(Vec::new()),
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| anyhow!("parameter `{name}` must be a list of strings")))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| anyhow!("parameter `{name}` must be a list of strings"))
+                })
                 .collect(),
             Some(_) => Err(anyhow!("parameter `{name}` must be a list of strings")),
         }
@@ -277,4 +281,3 @@ impl StageCtx<'_> {
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
     }
 }
-

@@ -40,10 +40,17 @@ fn resolve_allowing(spec: &str, base_dir: &Path, download: bool) -> Result<PathB
         let avail: Vec<String> = roots
             .iter()
             .filter_map(|r| std::fs::read_dir(r.join(toy)).ok())
-            .flat_map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().join("config.json").exists()).map(|e| e.file_name().to_string_lossy().into_owned()))
+            .flat_map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("config.json").exists())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+            })
             .collect();
         if avail.is_empty() {
-            bail!("toy model `{toy}` not found (looked in {})", roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "));
+            bail!(
+                "toy model `{toy}` not found (looked in {})",
+                roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
         }
         bail!("toy model `{toy}` has no revision `{rev}` (available: {})", avail.join(", "));
     }
@@ -69,7 +76,11 @@ fn resolve_allowing(spec: &str, base_dir: &Path, download: bool) -> Result<PathB
         );
     }
     let endpoint = HubEndpoint::from_env();
-    eprintln!("model `{spec}` is not in the Hugging Face cache; downloading it from {} into {}", endpoint.url, cache.root.display());
+    eprintln!(
+        "model `{spec}` is not in the Hugging Face cache; downloading it from {} into {}",
+        endpoint.url,
+        cache.root.display()
+    );
     let dir = cache
         .download(&hub_ref, &endpoint, &mut |line| eprintln!("  {line}"))
         .with_context(|| format!("model `{spec}` is neither a local directory with config.json nor in the Hugging Face cache, and downloading it failed"))?;

@@ -95,17 +95,30 @@ impl Table {
 
     pub fn read_parquet(path: &Path) -> Result<Table> {
         let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is not a readable Parquet file", path.display()))?.build()?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .with_context(|| format!("{} is not a readable Parquet file", path.display()))?
+            .build()?;
         let mut table = Table::default();
         for batch in reader {
             let batch = batch.with_context(|| format!("reading {}", path.display()))?;
             for (i, field) in batch.schema().fields().iter().enumerate() {
                 let a = batch.column(i);
                 let col = match field.data_type() {
-                    DataType::Float64 => Column::F64(a.as_any().downcast_ref::<Float64Array>().unwrap().values().to_vec()),
+                    DataType::Float64 => {
+                        Column::F64(a.as_any().downcast_ref::<Float64Array>().unwrap().values().to_vec())
+                    }
                     DataType::Int64 => Column::I64(a.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()),
-                    DataType::Utf8 => Column::Str(a.as_any().downcast_ref::<StringArray>().unwrap().iter().map(|s| s.unwrap_or_default().to_string()).collect()),
-                    DataType::Boolean => Column::Bool(a.as_any().downcast_ref::<BooleanArray>().unwrap().iter().map(|b| b.unwrap_or(false)).collect()),
+                    DataType::Utf8 => Column::Str(
+                        a.as_any()
+                            .downcast_ref::<StringArray>()
+                            .unwrap()
+                            .iter()
+                            .map(|s| s.unwrap_or_default().to_string())
+                            .collect(),
+                    ),
+                    DataType::Boolean => Column::Bool(
+                        a.as_any().downcast_ref::<BooleanArray>().unwrap().iter().map(|b| b.unwrap_or(false)).collect(),
+                    ),
                     _ => continue,
                 };
                 match table.columns.iter_mut().find(|(n, _)| n == field.name()) {

@@ -12,7 +12,8 @@ pub struct TokenizeOp;
 
 fn corpus_files(path: &Path) -> Result<Vec<PathBuf>> {
     if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect();
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(path)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect();
         files.sort();
         if files.is_empty() {
             bail!("corpus directory {} holds no files", path.display());
@@ -118,11 +119,19 @@ impl Op for TokenizeOp {
         if let Some(m) = opts.max_tokens {
             ctx.progress.set_total(m / context_size as u64, "contexts");
         }
-        let summary = tokenize_to_table(&corpus, &tok, &opts, &ctx.out_dir.join("tokens.parquet"), json!({ "corpus": inputs.iter().map(|f| Path::new(f).file_name().map(|n| n.to_string_lossy().into_owned())).collect::<Vec<_>>() }))?;
+        let summary = tokenize_to_table(
+            &corpus,
+            &tok,
+            &opts,
+            &ctx.out_dir.join("tokens.parquet"),
+            json!({ "corpus": inputs.iter().map(|f| Path::new(f).file_name().map(|n| n.to_string_lossy().into_owned())).collect::<Vec<_>>() }),
+        )?;
         if summary.contexts == 0 {
             bail!("the corpus {} yields no complete context of {context_size} tokens", inputs.join(", "));
         }
         ctx.progress.set_position(summary.contexts);
-        Ok(json!({ "contexts": summary.contexts, "tokens": summary.tokens, "context_size": context_size, "mode": mode.name(), "bos_token_id": tok.special.bos }))
+        Ok(
+            json!({ "contexts": summary.contexts, "tokens": summary.tokens, "context_size": context_size, "mode": mode.name(), "bos_token_id": tok.special.bos }),
+        )
     }
 }

@@ -63,7 +63,10 @@ fn train_config(p: &Params, d_in: usize, total_steps: u64, batch: usize) -> Resu
     }
     let k = p.usize("k")?;
     let arch = match p.str("architecture")? {
-        "standard" => TrainArch::Standard { l1_coefficient: p.f64("l1_coefficient")? as f32, l1_warmup_steps: p.u64_or("l1_warmup_steps", 0)? },
+        "standard" => TrainArch::Standard {
+            l1_coefficient: p.f64("l1_coefficient")? as f32,
+            l1_warmup_steps: p.u64_or("l1_warmup_steps", 0)?,
+        },
         "topk" => TrainArch::TopK { k },
         "jumprelu" => jumprelu_arch(p, d_sae)?,
         _ => TrainArch::BatchTopK { k, threshold_lr: 0.01 },
@@ -121,7 +124,8 @@ const JUMPRELU_PARAMS: [&str; 9] = [
 /// `architecture: jumprelu`: SAELens 6.54's `JumpReLUTrainingSAEConfig`
 /// defaults for everything not given, with errors naming the parameter.
 fn jumprelu_arch(p: &Params, d_sae: usize) -> Result<TrainArch> {
-    let TrainArch::JumpRelu { l0_coefficient, bandwidth, initial_threshold, tanh_scale, .. } = TrainArch::jumprelu(1.0) else {
+    let TrainArch::JumpRelu { l0_coefficient, bandwidth, initial_threshold, tanh_scale, .. } = TrainArch::jumprelu(1.0)
+    else {
         unreachable!("TrainArch::jumprelu builds a JumpRelu")
     };
     let num = |name: &str, default: f32, positive: bool| -> Result<f32> {
@@ -141,7 +145,9 @@ fn jumprelu_arch(p: &Params, d_sae: usize) -> Result<TrainArch> {
         _ => JumpReluSparsityLoss::Step,
     };
     let target_l0 = match p.get("target_l0") {
-        None if mode == JumpReluSparsityLoss::Quadratic => bail!("parameter `target_l0`: required with `jumprelu_sparsity_loss_mode: quadratic`"),
+        None if mode == JumpReluSparsityLoss::Quadratic => {
+            bail!("parameter `target_l0`: required with `jumprelu_sparsity_loss_mode: quadratic`")
+        }
         None => None,
         Some(_) => {
             let t = num("target_l0", 0.0, true)?;
@@ -162,7 +168,10 @@ fn jumprelu_arch(p: &Params, d_sae: usize) -> Result<TrainArch> {
         sparsity_loss_mode: mode,
         tanh_scale: num("jumprelu_tanh_scale", tanh_scale, true)?,
         target_l0,
-        pre_act_loss_coefficient: p.get("pre_act_loss_coefficient").map(|_| num("pre_act_loss_coefficient", 0.0, false)).transpose()?,
+        pre_act_loss_coefficient: p
+            .get("pre_act_loss_coefficient")
+            .map(|_| num("pre_act_loss_coefficient", 0.0, false))
+            .transpose()?,
         ste_to_input: match p.get("jumprelu_ste_to_input") {
             None => false,
             Some(_) => p.bool("jumprelu_ste_to_input")?,
@@ -246,7 +255,12 @@ enum Backend {
 impl Backend {
     /// Moves `trainer` to the device when it is a GPU and the setup is one the
     /// GPU trainer implements; otherwise keeps it on the CPU and says why.
-    fn on(device: saepipe_cuda::Device, trainer: Trainer, params: &super::Params, log: &mut dyn std::io::Write) -> Result<Backend> {
+    fn on(
+        device: saepipe_cuda::Device,
+        trainer: Trainer,
+        params: &super::Params,
+        log: &mut dyn std::io::Write,
+    ) -> Result<Backend> {
         let saepipe_cuda::Device::Cuda(ordinal) = device else {
             return Ok(Backend::Cpu(trainer));
         };
@@ -325,40 +339,123 @@ impl Op for TrainSaeOp {
             ParamSpec::required("activations", Artifact, "a collect_activations stage"),
             ParamSpec::required("hook", Str, "input hook point (must be in the store)"),
             ParamSpec::maybe("hook_out", Str, "output hook point: makes a transcoder (e.g. blocks.0.hook_mlp_out)"),
-            ParamSpec::optional("architecture", Enum(&["topk", "standard", "batchtopk", "jumprelu"]), json!("topk"), "topk, standard (ReLU + L1), batchtopk or jumprelu (SAELens JumpReLU, CPU only)"),
+            ParamSpec::optional(
+                "architecture",
+                Enum(&["topk", "standard", "batchtopk", "jumprelu"]),
+                json!("topk"),
+                "topk, standard (ReLU + L1), batchtopk or jumprelu (SAELens JumpReLU, CPU only)",
+            ),
             ParamSpec::maybe("d_sae", Int, "number of latents").range(1, 1 << 24),
-            ParamSpec::maybe("expansion_factor", Int, "d_sae as a multiple of the input width (default 8 when d_sae is not given)").range(1, 4096),
+            ParamSpec::maybe(
+                "expansion_factor",
+                Int,
+                "d_sae as a multiple of the input width (default 8 when d_sae is not given)",
+            )
+            .range(1, 4096),
             ParamSpec::optional("k", Int, json!(32), "active latents per token (topk, batchtopk)").range(1, 1 << 24),
             ParamSpec::optional("l1_coefficient", Float, json!(5.0), "L1 penalty weight (standard)"),
-            ParamSpec::maybe("l1_warmup_steps", Int, "steps over which the L1 weight ramps up from 0 (standard)").min(0),
-            ParamSpec::maybe("l0_coefficient", Float, "sparsity (L0) loss weight (jumprelu; default 1.0, SAELens l0_coefficient)"),
-            ParamSpec::maybe("l0_warmup_steps", Int, "steps over which the L0 weight ramps up from 0 (jumprelu; SAELens l0_warm_up_steps, default 0)").min(0),
-            ParamSpec::maybe("jumprelu_bandwidth", Float, "width of the straight-through rectangle kernel (jumprelu; default 0.05)"),
+            ParamSpec::maybe("l1_warmup_steps", Int, "steps over which the L1 weight ramps up from 0 (standard)")
+                .min(0),
+            ParamSpec::maybe(
+                "l0_coefficient",
+                Float,
+                "sparsity (L0) loss weight (jumprelu; default 1.0, SAELens l0_coefficient)",
+            ),
+            ParamSpec::maybe(
+                "l0_warmup_steps",
+                Int,
+                "steps over which the L0 weight ramps up from 0 (jumprelu; SAELens l0_warm_up_steps, default 0)",
+            )
+            .min(0),
+            ParamSpec::maybe(
+                "jumprelu_bandwidth",
+                Float,
+                "width of the straight-through rectangle kernel (jumprelu; default 0.05)",
+            ),
             ParamSpec::maybe("jumprelu_init_threshold", Float, "initial per-latent threshold (jumprelu; default 0.01)"),
-            ParamSpec::maybe("jumprelu_sparsity_loss_mode", Enum(&["step", "tanh", "quadratic"]), "jumprelu sparsity loss: step (L0, default), tanh or quadratic (needs target_l0)"),
-            ParamSpec::maybe("jumprelu_tanh_scale", Float, "scale inside tanh (jumprelu_sparsity_loss_mode tanh; default 4.0)"),
+            ParamSpec::maybe(
+                "jumprelu_sparsity_loss_mode",
+                Enum(&["step", "tanh", "quadratic"]),
+                "jumprelu sparsity loss: step (L0, default), tanh or quadratic (needs target_l0)",
+            ),
+            ParamSpec::maybe(
+                "jumprelu_tanh_scale",
+                Float,
+                "scale inside tanh (jumprelu_sparsity_loss_mode tanh; default 4.0)",
+            ),
             ParamSpec::maybe("target_l0", Float, "target L0 of the quadratic sparsity loss (jumprelu)"),
-            ParamSpec::maybe("pre_act_loss_coefficient", Float, "weight of the pre-activation loss on dead latents (jumprelu; default off)"),
-            ParamSpec::maybe("jumprelu_ste_to_input", Bool, "straight-through gradients also reach the encoder (jumprelu; default false)"),
+            ParamSpec::maybe(
+                "pre_act_loss_coefficient",
+                Float,
+                "weight of the pre-activation loss on dead latents (jumprelu; default off)",
+            ),
+            ParamSpec::maybe(
+                "jumprelu_ste_to_input",
+                Bool,
+                "straight-through gradients also reach the encoder (jumprelu; default false)",
+            ),
             ParamSpec::optional("lr", Float, json!(2e-4), "Adam learning rate"),
             ParamSpec::maybe("lr_warmup_steps", Int, "linear warm-up steps").min(0),
-            ParamSpec::optional("lr_decay", Enum(&["constant", "cosine", "linear"]), json!("constant"), "schedule after warm-up"),
-            ParamSpec::maybe("lr_decay_steps", Int, "decay over the last this many steps (default: all steps after warm-up)").min(0),
+            ParamSpec::optional(
+                "lr_decay",
+                Enum(&["constant", "cosine", "linear"]),
+                json!("constant"),
+                "schedule after warm-up",
+            ),
+            ParamSpec::maybe(
+                "lr_decay_steps",
+                Int,
+                "decay over the last this many steps (default: all steps after warm-up)",
+            )
+            .min(0),
             ParamSpec::optional("lr_end_factor", Float, json!(0.0), "final lr as a fraction of lr (decay schedules)"),
             ParamSpec::optional("batch_size", Int, json!(4096), "tokens per step").range(1, 1 << 24),
-            ParamSpec::maybe("total_tokens", Int, "training tokens (default: one pass over the store); passes reshuffle").min(1),
+            ParamSpec::maybe(
+                "total_tokens",
+                Int,
+                "training tokens (default: one pass over the store); passes reshuffle",
+            )
+            .min(1),
             ParamSpec::optional("seed", Int, json!(42), "initialisation and shuffle seed").min(0),
-            ParamSpec::optional("shuffle_buffer", Int, json!(65536), "rows in the shuffle buffer").range(1, 100_000_000),
-            ParamSpec::optional("normalize_activations", Enum(&["none", "expected_average_only_in"]), json!("none"), "SAELens normalize_activations; the scale is folded into the saved weights"),
-            ParamSpec::optional("b_dec_init", Enum(&["mean", "geometric_median", "zeros"]), json!("mean"), "decoder bias initialisation"),
-            ParamSpec::optional("apply_b_dec_to_input", Bool, json!(true), "subtract b_dec before encoding (SAEs; ignored for transcoders)"),
-            ParamSpec::optional("dead_feature_window", Int, json!(1_000_000), "a latent is dead after this many tokens without firing").min(0),
+            ParamSpec::optional("shuffle_buffer", Int, json!(65536), "rows in the shuffle buffer")
+                .range(1, 100_000_000),
+            ParamSpec::optional(
+                "normalize_activations",
+                Enum(&["none", "expected_average_only_in"]),
+                json!("none"),
+                "SAELens normalize_activations; the scale is folded into the saved weights",
+            ),
+            ParamSpec::optional(
+                "b_dec_init",
+                Enum(&["mean", "geometric_median", "zeros"]),
+                json!("mean"),
+                "decoder bias initialisation",
+            ),
+            ParamSpec::optional(
+                "apply_b_dec_to_input",
+                Bool,
+                json!(true),
+                "subtract b_dec before encoding (SAEs; ignored for transcoders)",
+            ),
+            ParamSpec::optional(
+                "dead_feature_window",
+                Int,
+                json!(1_000_000),
+                "a latent is dead after this many tokens without firing",
+            )
+            .min(0),
             ParamSpec::maybe("aux_k", Int, "AuxK latents per token (default d_in / 2)").range(0, 1 << 24),
             ParamSpec::optional("aux_k_coefficient", Float, json!(1.0 / 32.0), "AuxK loss weight; 0 disables"),
             ParamSpec::optional("max_grad_norm", Float, json!(1.0), "gradient-norm clip; 0 disables"),
-            ParamSpec::maybe("decoder_init_norm", Float, "initial decoder row norm (default 0.1 standard and jumprelu, 1 topk and batchtopk)"),
+            ParamSpec::maybe(
+                "decoder_init_norm",
+                Float,
+                "initial decoder row norm (default 0.1 standard and jumprelu, 1 topk and batchtopk)",
+            ),
             ParamSpec::optional("log_every", Int, json!(10), "steps between rows of losses.parquet").min(1),
-            ParamSpec::optional("checkpoint_every", Int, json!(200), "steps between resumable checkpoints").min(1).not_in_key(),
+            ParamSpec::optional("checkpoint_every", Int, json!(200), "steps between resumable checkpoints")
+                .min(1)
+                .not_in_key(),
             ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),
             super::device::precision_param(),
         ]
@@ -376,7 +473,8 @@ impl Op for TrainSaeOp {
             }
             hooks.push(h);
         }
-        let reader = ActivationReader::open(&store, &hooks).with_context(|| format!("parameter `hook`: opening the activation store {}", store.display()))?;
+        let reader = ActivationReader::open(&store, &hooks)
+            .with_context(|| format!("parameter `hook`: opening the activation store {}", store.display()))?;
         let widths = reader.widths();
         let (d_in, d_out) = (widths[0], *widths.last().unwrap());
         let n_rows = reader.total_rows() as usize;
@@ -393,7 +491,9 @@ impl Op for TrainSaeOp {
         let cfg = train_config(&p, d_in, total_steps, batch)?;
 
         let (trainer, mut rows) = match load_checkpoint(&ctx.partial_dir, ctx.log) {
-            Some((state, rows)) if state.cfg == cfg && state.d_in == d_in && state.d_out == d_out => (Trainer::restore(state)?, rows),
+            Some((state, rows)) if state.cfg == cfg && state.d_in == d_in && state.d_out == d_out => {
+                (Trainer::restore(state)?, rows)
+            }
             _ => {
                 let init = init_sample(&store, &hooks, seed, buffer, batch.max(4096).min(n_rows))?;
                 let y = hook_out.as_ref().map(|_| init[1].as_slice());
@@ -410,7 +510,8 @@ impl Op for TrainSaeOp {
         while step < total_steps {
             let epoch = step / per_epoch;
             let skip = (step % per_epoch) as usize;
-            let epoch_reader = ActivationReader::open(&store, &hooks)?.shuffled(seed.wrapping_add(epoch), buffer).prefetch(4);
+            let epoch_reader =
+                ActivationReader::open(&store, &hooks)?.shuffled(seed.wrapping_add(epoch), buffer).prefetch(4);
             for b in epoch_reader.batches(batch).skip(skip) {
                 let b = b?;
                 if b.rows < batch || step >= total_steps {
@@ -419,8 +520,19 @@ impl Op for TrainSaeOp {
                 let y = hook_out.as_ref().map(|_| b.hooks[1].as_slice());
                 let s = match trainer.step(&b.hooks[0], y, batch) {
                     Ok(s) if s.loss.is_finite() => s,
-                    Ok(s) => return Err(diverged(anyhow::anyhow!("training diverged at step {step}: loss is {}", s.loss), checkpoint_step, &ctx.partial_dir)),
-                    Err(e) if e.downcast_ref::<saepipe_sae::SaeError>().is_some_and(|e| matches!(e, saepipe_sae::SaeError::NonFinite { .. })) => return Err(diverged(e, checkpoint_step, &ctx.partial_dir)),
+                    Ok(s) => {
+                        return Err(diverged(
+                            anyhow::anyhow!("training diverged at step {step}: loss is {}", s.loss),
+                            checkpoint_step,
+                            &ctx.partial_dir,
+                        ));
+                    }
+                    Err(e)
+                        if e.downcast_ref::<saepipe_sae::SaeError>()
+                            .is_some_and(|e| matches!(e, saepipe_sae::SaeError::NonFinite { .. })) =>
+                    {
+                        return Err(diverged(e, checkpoint_step, &ctx.partial_dir));
+                    }
                     Err(e) => return Err(e),
                 };
                 if step % log_every == 0 || step + 1 == total_steps {
@@ -458,7 +570,10 @@ impl Op for TrainSaeOp {
         meta.extra.insert("saepipe_activation_store".into(), json!(info.meta.token_artifact));
         saepipe_sae::write_saelens(&coder, &ctx.out_dir.join("sae"))?;
         losses_table(&rows).write_parquet(&ctx.out_dir.join("losses.parquet"))?;
-        let final_stats = last.map(|s| stats_row(&s, total_steps * batch as u64)).or_else(|| rows.last().cloned()).unwrap_or(Value::Null);
+        let final_stats = last
+            .map(|s| stats_row(&s, total_steps * batch as u64))
+            .or_else(|| rows.last().cloned())
+            .unwrap_or(Value::Null);
         let summary = json!({
             "instance": ctx.instance, "model": info.meta.model, "hook": hook, "hook_out": hook_out,
             "architecture": coder.architecture_name(), "d_in": d_in, "d_sae": cfg.d_sae, "d_out": d_out,

@@ -45,7 +45,10 @@ fn quote(s: &str) -> String {
 }
 
 pub fn to_dot(p: &Pipeline) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n", quote(&p.name));
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n",
+        quote(&p.name)
+    );
     for (i, inst) in p.instances.iter().enumerate() {
         out.push_str(&format!("  n{i} [label=\"{}\\n({})\"];\n", quote(&inst.id), inst.op.name()));
     }

@@ -48,7 +48,13 @@ impl Diagnostics {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
-    pub fn error(&mut self, pos: Pos, stage: Option<&str>, param: Option<&str>, message: impl Into<String>) -> &mut Diagnostic {
+    pub fn error(
+        &mut self,
+        pos: Pos,
+        stage: Option<&str>,
+        param: Option<&str>,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         self.items.push(Diagnostic {
             file: self.file.clone(),
             pos,
@@ -70,9 +76,11 @@ impl Diagnostics {
         candidates: impl IntoIterator<Item = &'a str>,
     ) {
         let candidates: Vec<&str> = candidates.into_iter().collect();
-        let help = did_you_mean(name, candidates.iter().copied()).map(|s| format!("did you mean `{s}`?")).or_else(|| {
-            (!candidates.is_empty() && candidates.len() <= 12).then(|| format!("expected one of: {}", candidates.join(", ")))
-        });
+        let help =
+            did_you_mean(name, candidates.iter().copied()).map(|s| format!("did you mean `{s}`?")).or_else(|| {
+                (!candidates.is_empty() && candidates.len() <= 12)
+                    .then(|| format!("expected one of: {}", candidates.join(", ")))
+            });
         self.error(pos, stage, param, format!("unknown {what} `{name}`")).help = help;
     }
     pub fn sort(&mut self) {

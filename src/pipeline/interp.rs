@@ -103,10 +103,9 @@ pub fn shell_quote(s: &str) -> String {
 pub fn interpolate(node: &Node, scope: &Scope) -> Result<Node, (Pos, String)> {
     match &node.value {
         Yaml::Str(s) if s.contains("${") => interpolate_str(s, node.pos, scope, false),
-        Yaml::Seq(items) => Ok(Node::new(
-            Yaml::Seq(items.iter().map(|i| interpolate(i, scope)).collect::<Result<_, _>>()?),
-            node.pos,
-        )),
+        Yaml::Seq(items) => {
+            Ok(Node::new(Yaml::Seq(items.iter().map(|i| interpolate(i, scope)).collect::<Result<_, _>>()?), node.pos))
+        }
         Yaml::Map(entries) => Ok(Node::new(
             Yaml::Map(
                 entries

@@ -26,7 +26,9 @@ pub fn parse(text: &str) -> Result<Ref, String> {
     let name_end = text.find(['[', '.']).unwrap_or(text.len());
     let stage = &text[..name_end];
     if !valid_stage_name(stage) {
-        return Err(format!("`{text}` is not a stage reference (expected `stage`, `stage[key]`, `stage[*]` or `stage.output`)"));
+        return Err(format!(
+            "`{text}` is not a stage reference (expected `stage`, `stage[key]`, `stage[*]` or `stage.output`)"
+        ));
     }
     let mut rest = &text[name_end..];
     let mut selector = Selector::Implicit;
@@ -53,7 +55,10 @@ mod tests {
     fn forms() {
         assert_eq!(parse("tok").unwrap(), Ref { stage: "tok".into(), selector: Selector::Implicit, output: None });
         assert_eq!(parse("train[step1]").unwrap().selector, Selector::Key("step1".into()));
-        assert_eq!(parse("train[*].sae").unwrap(), Ref { stage: "train".into(), selector: Selector::All, output: Some("sae".into()) });
+        assert_eq!(
+            parse("train[*].sae").unwrap(),
+            Ref { stage: "train".into(), selector: Selector::All, output: Some("sae".into()) }
+        );
         assert!(parse("a b").is_err());
         assert!(parse("train[x").is_err());
     }

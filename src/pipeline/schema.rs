@@ -146,8 +146,12 @@ pub fn check(node: &Node, ty: &ParamType) -> Result<Node, (super::yaml::Pos, Str
     let bad = |node: &Node| Err((node.pos, format!("expected {expected}, found {}", describe_found(node))));
     let v = match (ty, &node.value) {
         (ParamType::Any, _) => node.value.clone(),
-        (ParamType::Str | ParamType::ShellCommand | ParamType::Path | ParamType::Artifact, Yaml::Str(_)) => node.value.clone(),
-        (ParamType::Str | ParamType::ShellCommand, Yaml::Int(_) | Yaml::Float(_)) => Yaml::Str(node.scalar_text().unwrap()),
+        (ParamType::Str | ParamType::ShellCommand | ParamType::Path | ParamType::Artifact, Yaml::Str(_)) => {
+            node.value.clone()
+        }
+        (ParamType::Str | ParamType::ShellCommand, Yaml::Int(_) | Yaml::Float(_)) => {
+            Yaml::Str(node.scalar_text().unwrap())
+        }
         (ParamType::Int, Yaml::Int(_)) => node.value.clone(),
         (ParamType::Int, Yaml::Float(f)) if f.fract() == 0.0 && f.abs() < 9e15 => Yaml::Int(*f as i64),
         (ParamType::Float, Yaml::Int(i)) => Yaml::Float(*i as f64),
@@ -167,7 +171,9 @@ pub fn check(node: &Node, ty: &ParamType) -> Result<Node, (super::yaml::Pos, Str
         (ParamType::Artifacts, Yaml::Seq(items)) => {
             Yaml::Seq(items.iter().map(|i| check(i, &ParamType::Artifact)).collect::<Result<_, _>>()?)
         }
-        (ParamType::List(t), Yaml::Seq(items)) => Yaml::Seq(items.iter().map(|i| check(i, t)).collect::<Result<_, _>>()?),
+        (ParamType::List(t), Yaml::Seq(items)) => {
+            Yaml::Seq(items.iter().map(|i| check(i, t)).collect::<Result<_, _>>()?)
+        }
         (ParamType::Map(t), Yaml::Map(entries)) => Yaml::Map(
             entries
                 .iter()

@@ -93,7 +93,12 @@ impl Pipeline {
     /// Instances a stage instance depends on (inputs and `needs`), without repeats.
     pub fn deps(&self, i: usize) -> Vec<usize> {
         let inst = &self.instances[i];
-        let mut out: Vec<usize> = inst.inputs.iter().flat_map(|r| r.targets.iter().map(|t| t.instance)).chain(inst.needs.iter().copied()).collect();
+        let mut out: Vec<usize> = inst
+            .inputs
+            .iter()
+            .flat_map(|r| r.targets.iter().map(|t| t.instance))
+            .chain(inst.needs.iter().copied())
+            .collect();
         out.sort_unstable();
         out.dedup();
         out
@@ -116,7 +121,12 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Pipeline, LoadError> {
     load_str(path, &text, opts, overrides.as_ref().map(|(p, t)| (p.as_path(), t.as_str())))
 }
 
-pub fn load_str(path: &Path, text: &str, opts: &LoadOptions, params_file: Option<(&Path, &str)>) -> Result<Pipeline, LoadError> {
+pub fn load_str(
+    path: &Path,
+    text: &str,
+    opts: &LoadOptions,
+    params_file: Option<(&Path, &str)>,
+) -> Result<Pipeline, LoadError> {
     let file = path.display().to_string();
     let mut d = Diagnostics::new(file.clone());
     let root = match yaml::parse(text) {
@@ -127,7 +137,12 @@ pub fn load_str(path: &Path, text: &str, opts: &LoadOptions, params_file: Option
         }
     };
     let Some(top) = root.as_map() else {
-        d.error(root.pos, None, None, format!("a pipeline file must be a mapping with `version` and `stages`, found {}", root.kind()));
+        d.error(
+            root.pos,
+            None,
+            None,
+            format!("a pipeline file must be a mapping with `version` and `stages`, found {}", root.kind()),
+        );
         return Err(LoadError::Invalid(d));
     };
     for e in top {
@@ -137,10 +152,23 @@ pub fn load_str(path: &Path, text: &str, opts: &LoadOptions, params_file: Option
     }
     match root.get("version") {
         None => {
-            d.error(root.pos, None, None, format!("missing `version` (this saepipe reads `version: {FORMAT_VERSION}`)"));
+            d.error(
+                root.pos,
+                None,
+                None,
+                format!("missing `version` (this saepipe reads `version: {FORMAT_VERSION}`)"),
+            );
         }
         Some(e) if e.value.value != Yaml::Int(FORMAT_VERSION) => {
-            d.error(e.value.pos, None, Some("version"), format!("unsupported pipeline version {} (this saepipe reads version {FORMAT_VERSION})", e.value.scalar_text().unwrap_or_else(|| e.value.kind().into())));
+            d.error(
+                e.value.pos,
+                None,
+                Some("version"),
+                format!(
+                    "unsupported pipeline version {} (this saepipe reads version {FORMAT_VERSION})",
+                    e.value.scalar_text().unwrap_or_else(|| e.value.kind().into())
+                ),
+            );
         }
         _ => {}
     }
@@ -151,7 +179,11 @@ pub fn load_str(path: &Path, text: &str, opts: &LoadOptions, params_file: Option
         }),
         None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into()),
     };
-    let base_dir = path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
     let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
     let cache_dir = root.get("cache_dir").and_then(|e| match e.value.as_str() {
         Some(s) => Some(base_dir.join(s)),
@@ -164,7 +196,8 @@ pub fn load_str(path: &Path, text: &str, opts: &LoadOptions, params_file: Option
     let vars = load_vars(&root, opts, params_file, &mut d);
     let defaults = load_defaults(&root, &mut d);
 
-    let mut p = Pipeline { file: path.to_path_buf(), name, base_dir, cache_dir, stages: Vec::new(), instances: Vec::new() };
+    let mut p =
+        Pipeline { file: path.to_path_buf(), name, base_dir, cache_dir, stages: Vec::new(), instances: Vec::new() };
     // Raw (unresolved) references per instance, resolved once all stages are known.
     let mut raw_refs: Vec<Vec<(String, String, Pos)>> = Vec::new();
     let mut raw_needs: Vec<Vec<(String, Pos)>> = Vec::new();
@@ -174,7 +207,12 @@ pub fn load_str(path: &Path, text: &str, opts: &LoadOptions, params_file: Option
         }
         Some(e) => match e.value.as_map() {
             None => {
-                d.error(e.value.pos, None, Some("stages"), format!("expected a mapping of stage names to stages, found {}", e.value.kind()));
+                d.error(
+                    e.value.pos,
+                    None,
+                    Some("stages"),
+                    format!("expected a mapping of stage names to stages, found {}", e.value.kind()),
+                );
             }
             Some(stages) if stages.is_empty() => {
                 d.error(e.value.pos, None, Some("stages"), "the pipeline has no stages");
@@ -199,7 +237,12 @@ pub fn load_str(path: &Path, text: &str, opts: &LoadOptions, params_file: Option
     }
 }
 
-fn load_vars(root: &Node, opts: &LoadOptions, params_file: Option<(&Path, &str)>, d: &mut Diagnostics) -> BTreeMap<String, Node> {
+fn load_vars(
+    root: &Node,
+    opts: &LoadOptions,
+    params_file: Option<(&Path, &str)>,
+    d: &mut Diagnostics,
+) -> BTreeMap<String, Node> {
     let mut vars = BTreeMap::new();
     if let Some(e) = root.get("vars") {
         match e.value.as_map() {
@@ -209,7 +252,12 @@ fn load_vars(root: &Node, opts: &LoadOptions, params_file: Option<(&Path, &str)>
                 }
             }
             None => {
-                d.error(e.value.pos, None, Some("vars"), format!("expected a mapping of variable names to values, found {}", e.value.kind()));
+                d.error(
+                    e.value.pos,
+                    None,
+                    Some("vars"),
+                    format!("expected a mapping of variable names to values, found {}", e.value.kind()),
+                );
             }
         }
     }
@@ -234,7 +282,11 @@ fn load_vars(root: &Node, opts: &LoadOptions, params_file: Option<(&Path, &str)>
                         set_var(d, &pf_name, e.key_pos, &e.key, e.value.clone());
                     }
                 }
-                None => d.items.push(diag_in(&pf_name, n.pos, "a params file must be a mapping of variable names to values")),
+                None => d.items.push(diag_in(
+                    &pf_name,
+                    n.pos,
+                    "a params file must be a mapping of variable names to values",
+                )),
             },
             Err(e) => d.items.push(diag_in(&pf_name, e.pos, &e.message)),
         }
@@ -254,7 +306,14 @@ fn load_vars(root: &Node, opts: &LoadOptions, params_file: Option<(&Path, &str)>
 }
 
 fn diag_in(file: &str, pos: Pos, message: &str) -> super::diag::Diagnostic {
-    super::diag::Diagnostic { file: file.to_string(), pos, stage: None, param: None, message: message.to_string(), help: None }
+    super::diag::Diagnostic {
+        file: file.to_string(),
+        pos,
+        stage: None,
+        param: None,
+        message: message.to_string(),
+        help: None,
+    }
 }
 
 /// `defaults:` holds parameters for every stage whose op accepts them, and
@@ -278,13 +337,25 @@ fn load_defaults(root: &Node, d: &mut Diagnostics) -> Defaults {
                     let specs = op.params();
                     for p in params {
                         if !specs.iter().any(|s| s.name == p.key) {
-                            d.unknown(p.key_pos, None, Some(&format!("defaults.{}", entry.key)), &format!("parameter of op `{}`", op.name()), &p.key, specs.iter().map(|s| s.name));
+                            d.unknown(
+                                p.key_pos,
+                                None,
+                                Some(&format!("defaults.{}", entry.key)),
+                                &format!("parameter of op `{}`", op.name()),
+                                &p.key,
+                                specs.iter().map(|s| s.name),
+                            );
                         }
                     }
                     out.per_op.insert(entry.key.clone(), params.to_vec());
                 }
                 None => {
-                    d.error(entry.value.pos, None, Some(&format!("defaults.{}", entry.key)), "per-op defaults must be a mapping of parameters");
+                    d.error(
+                        entry.value.pos,
+                        None,
+                        Some(&format!("defaults.{}", entry.key)),
+                        "per-op defaults must be a mapping of parameters",
+                    );
                 }
             }
         } else {
@@ -298,10 +369,18 @@ fn check_defaults_used(defaults: &Defaults, p: &Pipeline, d: &mut Diagnostics) {
     for e in &defaults.global {
         let used = p.stages.iter().any(|s| s.op.params().iter().any(|spec| spec.name == e.key));
         if !used && !p.stages.is_empty() {
-            let mut all: Vec<&'static str> = p.stages.iter().flat_map(|s| s.op.params().into_iter().map(|x| x.name)).collect();
+            let mut all: Vec<&'static str> =
+                p.stages.iter().flat_map(|s| s.op.params().into_iter().map(|x| x.name)).collect();
             all.sort_unstable();
             all.dedup();
-            d.unknown(e.key_pos, None, Some("defaults"), "default (not a parameter of any op in this pipeline, nor an op name)", &e.key, all);
+            d.unknown(
+                e.key_pos,
+                None,
+                Some("defaults"),
+                "default (not a parameter of any op in this pipeline, nor an op name)",
+                &e.key,
+                all,
+            );
         }
     }
 }
@@ -331,7 +410,12 @@ fn expansions(stage: &str, body: &Node, vars: &BTreeMap<String, Node>, d: &mut D
             }
         };
         let Yaml::Seq(items) = &list.value else {
-            d.error(list.pos, Some(stage), Some("foreach"), format!("expected a list to iterate over, found {}", list.kind()));
+            d.error(
+                list.pos,
+                Some(stage),
+                Some("foreach"),
+                format!("expected a list to iterate over, found {}", list.kind()),
+            );
             return None;
         };
         if items.is_empty() {
@@ -352,7 +436,12 @@ fn expansions(stage: &str, body: &Node, vars: &BTreeMap<String, Node>, d: &mut D
         }
     } else if let Some(m) = matrix {
         let Some(axes) = m.value.as_map() else {
-            d.error(m.value.pos, Some(stage), Some("matrix"), format!("expected a mapping of names to lists, found {}", m.value.kind()));
+            d.error(
+                m.value.pos,
+                Some(stage),
+                Some("matrix"),
+                format!("expected a mapping of names to lists, found {}", m.value.kind()),
+            );
             return None;
         };
         let mut combos: Vec<Vec<(String, Node)>> = vec![Vec::new()];
@@ -365,7 +454,12 @@ fn expansions(stage: &str, body: &Node, vars: &BTreeMap<String, Node>, d: &mut D
                 }
             };
             let Yaml::Seq(values) = values.value else {
-                d.error(axis.value.pos, Some(stage), Some(&format!("matrix.{}", axis.key)), "expected a list of values");
+                d.error(
+                    axis.value.pos,
+                    Some(stage),
+                    Some(&format!("matrix.{}", axis.key)),
+                    "expected a list of values",
+                );
                 return None;
             };
             if values.is_empty() {
@@ -378,7 +472,11 @@ fn expansions(stage: &str, body: &Node, vars: &BTreeMap<String, Node>, d: &mut D
                 .collect();
         }
         for combo in combos {
-            let key = combo.iter().map(|(k, v)| format!("{k}={}", v.scalar_text().unwrap_or_else(|| "?".into()))).collect::<Vec<_>>().join(",");
+            let key = combo
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.scalar_text().unwrap_or_else(|| "?".into())))
+                .collect::<Vec<_>>()
+                .join(",");
             out.push(Expansion { key: Some(key), item: None, matrix: Some(combo.into_iter().collect()) });
         }
     } else {
@@ -414,7 +512,12 @@ fn load_stage(
         return;
     }
     let Some(body) = st.value.as_map() else {
-        d.error(st.value.pos, Some(name), None, format!("a stage must be a mapping with an `op`, found {}", st.value.kind()));
+        d.error(
+            st.value.pos,
+            Some(name),
+            None,
+            format!("a stage must be a mapping with an `op`, found {}", st.value.kind()),
+        );
         return;
     };
     let op = match st.value.get("op") {
@@ -430,7 +533,14 @@ fn load_stage(
             Some(op_name) => match ops::find(op_name) {
                 Some(op) => op,
                 None => {
-                    d.unknown(e.value.pos, Some(name), None, "op", op_name, ops::registry().iter().filter(|o| !o.hidden()).map(|o| o.name()));
+                    d.unknown(
+                        e.value.pos,
+                        Some(name),
+                        None,
+                        "op",
+                        op_name,
+                        ops::registry().iter().filter(|o| !o.hidden()).map(|o| o.name()),
+                    );
                     return;
                 }
             },
@@ -464,7 +574,12 @@ fn load_stage(
             });
             let Some(raw) = given else {
                 if spec.required {
-                    d.error(st.key_pos, Some(&id), Some(spec.name), format!("missing required parameter ({}: {})", spec.ty.describe(), spec.doc));
+                    d.error(
+                        st.key_pos,
+                        Some(&id),
+                        Some(spec.name),
+                        format!("missing required parameter ({}: {})", spec.ty.describe(), spec.doc),
+                    );
                 } else if let Some(def) = &spec.default {
                     params.insert(spec.name.to_string(), def.clone());
                 }
@@ -496,7 +611,10 @@ fn load_stage(
         }
         let params = ops::Params(params);
         for (param, index, msg) in op.check_params(&params, &p.base_dir) {
-            let pos = positions.get(param).map(|(pos, items)| index.and_then(|i| items.get(i).copied()).unwrap_or(*pos)).unwrap_or(st.key_pos);
+            let pos = positions
+                .get(param)
+                .map(|(pos, items)| index.and_then(|i| items.get(i).copied()).unwrap_or(*pos))
+                .unwrap_or(st.key_pos);
             d.error(pos, Some(&id), Some(param), msg);
         }
         let mut needs = Vec::new();
@@ -522,7 +640,16 @@ fn load_stage(
             }
         }
         def.instances.push(p.instances.len());
-        p.instances.push(Instance { id, stage: name.to_string(), key: exp.key.clone(), op, params, inputs: Vec::new(), needs: Vec::new(), pos: st.key_pos });
+        p.instances.push(Instance {
+            id,
+            stage: name.to_string(),
+            key: exp.key.clone(),
+            op,
+            params,
+            inputs: Vec::new(),
+            needs: Vec::new(),
+            pos: st.key_pos,
+        });
         raw_refs.push(refs_here);
         raw_needs.push(needs);
     }
@@ -532,7 +659,9 @@ fn load_stage(
 /// Records (label, reference text, position) for every reference inside a checked value.
 fn collect_refs(node: &Node, ty: &ParamType, label: &str, out: &mut Vec<(String, String, Pos)>) {
     match (ty, &node.value) {
-        (ParamType::Artifact | ParamType::Artifacts, Yaml::Str(s)) => out.push((label.to_string(), s.clone(), node.pos)),
+        (ParamType::Artifact | ParamType::Artifacts, Yaml::Str(s)) => {
+            out.push((label.to_string(), s.clone(), node.pos))
+        }
         (ParamType::Artifacts, Yaml::Seq(items)) => {
             for i in items {
                 collect_refs(i, &ParamType::Artifact, label, out);
@@ -572,7 +701,12 @@ fn expand_home(s: &str) -> PathBuf {
     }
 }
 
-fn resolve_refs(p: &mut Pipeline, raw_refs: &[Vec<(String, String, Pos)>], raw_needs: &[Vec<(String, Pos)>], d: &mut Diagnostics) {
+fn resolve_refs(
+    p: &mut Pipeline,
+    raw_refs: &[Vec<(String, String, Pos)>],
+    raw_needs: &[Vec<(String, Pos)>],
+    d: &mut Diagnostics,
+) {
     let stage_names: Vec<String> = p.stages.iter().map(|s| s.name.clone()).collect();
     for i in 0..p.instances.len() {
         let mut inputs: Vec<InputRef> = Vec::new();
@@ -595,7 +729,15 @@ fn resolve_refs(p: &mut Pipeline, raw_refs: &[Vec<(String, String, Pos)>], raw_n
     }
 }
 
-fn resolve_one(p: &Pipeline, from: usize, text: &str, pos: Pos, label: Option<&str>, stage_names: &[String], d: &mut Diagnostics) -> Option<Vec<Target>> {
+fn resolve_one(
+    p: &Pipeline,
+    from: usize,
+    text: &str,
+    pos: Pos,
+    label: Option<&str>,
+    stage_names: &[String],
+    d: &mut Diagnostics,
+) -> Option<Vec<Target>> {
     let me = &p.instances[from];
     let r = match refs::parse(text) {
         Ok(r) => r,
@@ -612,9 +754,25 @@ fn resolve_one(p: &Pipeline, from: usize, text: &str, pos: Pos, label: Option<&s
         let outs = stage.op.outputs();
         if !outs.contains(&out.as_str()) {
             if outs.is_empty() {
-                d.error(pos, Some(&me.id), label, format!("op `{}` of stage `{}` has no named outputs, so `.{out}` cannot be referenced", stage.op.name(), stage.name));
+                d.error(
+                    pos,
+                    Some(&me.id),
+                    label,
+                    format!(
+                        "op `{}` of stage `{}` has no named outputs, so `.{out}` cannot be referenced",
+                        stage.op.name(),
+                        stage.name
+                    ),
+                );
             } else {
-                d.unknown(pos, Some(&me.id), label, &format!("output of op `{}`", stage.op.name()), out, outs.iter().copied());
+                d.unknown(
+                    pos,
+                    Some(&me.id),
+                    label,
+                    &format!("output of op `{}`", stage.op.name()),
+                    out,
+                    outs.iter().copied(),
+                );
             }
             return None;
         }
@@ -624,7 +782,15 @@ fn resolve_one(p: &Pipeline, from: usize, text: &str, pos: Pos, label: Option<&s
         Selector::All => stage.instances.clone(),
         Selector::Key(k) => {
             if !stage.expanded {
-                d.error(pos, Some(&me.id), label, format!("stage `{}` has no `foreach`/`matrix`, so it has no instance `[{k}]`; write `{}`", stage.name, stage.name));
+                d.error(
+                    pos,
+                    Some(&me.id),
+                    label,
+                    format!(
+                        "stage `{}` has no `foreach`/`matrix`, so it has no instance `[{k}]`; write `{}`",
+                        stage.name, stage.name
+                    ),
+                );
                 return None;
             }
             match stage.instances.iter().find(|&&j| p.instances[j].key.as_deref() == Some(k.as_str())) {
@@ -638,11 +804,24 @@ fn resolve_one(p: &Pipeline, from: usize, text: &str, pos: Pos, label: Option<&s
         Selector::Implicit => {
             if !stage.expanded {
                 stage.instances.clone()
-            } else if let Some(&j) = me.key.as_ref().and_then(|k| stage.instances.iter().find(|&&j| p.instances[j].key.as_ref() == Some(k))) {
+            } else if let Some(&j) =
+                me.key.as_ref().and_then(|k| stage.instances.iter().find(|&&j| p.instances[j].key.as_ref() == Some(k)))
+            {
                 vec![j]
             } else {
-                d.error(pos, Some(&me.id), label, format!("stage `{}` has {} instances; say which: `{}[KEY]`, or `{}[*]` for all of them", stage.name, stage.instances.len(), stage.name, stage.name)).help =
-                    Some(format!("instances: {}", keys.join(", ")));
+                d.error(
+                    pos,
+                    Some(&me.id),
+                    label,
+                    format!(
+                        "stage `{}` has {} instances; say which: `{}[KEY]`, or `{}[*]` for all of them",
+                        stage.name,
+                        stage.instances.len(),
+                        stage.name,
+                        stage.name
+                    ),
+                )
+                .help = Some(format!("instances: {}", keys.join(", ")));
                 return None;
             }
         }

@@ -77,9 +77,7 @@ impl Node {
             Yaml::Float(f) => serde_json::Number::from_f64(*f).map(V::Number).unwrap_or(V::Null),
             Yaml::Str(s) => V::String(s.clone()),
             Yaml::Seq(items) => V::Array(items.iter().map(Node::to_json).collect()),
-            Yaml::Map(entries) => {
-                V::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect())
-            }
+            Yaml::Map(entries) => V::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect()),
         }
     }
     /// Inverse of [`Node::to_json`], every node placed at `pos`.
@@ -95,9 +93,7 @@ impl Node {
             V::String(s) => Yaml::Str(s.clone()),
             V::Array(a) => Yaml::Seq(a.iter().map(|x| Node::from_json(x, pos)).collect()),
             V::Object(o) => Yaml::Map(
-                o.iter()
-                    .map(|(k, x)| Entry { key: k.clone(), key_pos: pos, value: Node::from_json(x, pos) })
-                    .collect(),
+                o.iter().map(|(k, x)| Entry { key: k.clone(), key_pos: pos, value: Node::from_json(x, pos) }).collect(),
             ),
         };
         Node { value, pos }
@@ -131,11 +127,7 @@ impl Yaml {
 
 /// Shortest text that parses back to the same f64 (so `1e-3` and `0.001` agree).
 pub fn format_float(f: f64) -> String {
-    if f.is_finite() && f == f.trunc() && f.abs() < 1e15 {
-        format!("{f:.1}")
-    } else {
-        format!("{f}")
-    }
+    if f.is_finite() && f == f.trunc() && f.abs() < 1e15 { format!("{f:.1}") } else { format!("{f}") }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -214,10 +206,11 @@ impl Builder {
                 Ok(())
             }
             Event::Alias(id) => {
-                let size = self.anchors.get(&id).map(|(_, size)| *size).ok_or(YamlError {
-                    pos,
-                    message: "alias refers to an unknown anchor".into(),
-                })?;
+                let size = self
+                    .anchors
+                    .get(&id)
+                    .map(|(_, size)| *size)
+                    .ok_or(YamlError { pos, message: "alias refers to an unknown anchor".into() })?;
                 // Checked before copying, so a bomb fails fast instead of allocating.
                 self.count(size, pos)?;
                 let value = self.anchors[&id].0.value.clone();
@@ -229,7 +222,8 @@ impl Builder {
                     return Err(tag_error(pos, &tag));
                 }
                 self.count(1, pos)?;
-                let value = if style == ScalarStyle::Plain { resolve_plain(&text) } else { Yaml::Str(text.into_owned()) };
+                let value =
+                    if style == ScalarStyle::Plain { resolve_plain(&text) } else { Yaml::Str(text.into_owned()) };
                 self.last_size = 1;
                 self.push(Node { value, pos }, anchor)
             }
@@ -272,7 +266,9 @@ impl Builder {
         if self.nodes > MAX_NODES {
             return Err(YamlError {
                 pos,
-                message: format!("the document expands past the limit of {MAX_NODES} YAML nodes (aliases count at their expanded size)"),
+                message: format!(
+                    "the document expands past the limit of {MAX_NODES} YAML nodes (aliases count at their expanded size)"
+                ),
             });
         }
         Ok(())
@@ -296,7 +292,12 @@ impl Builder {
                     let key = match &node.value {
                         Yaml::Str(s) => s.clone(),
                         Yaml::Int(_) | Yaml::Float(_) | Yaml::Bool(_) | Yaml::Null => node.scalar_text().unwrap(),
-                        _ => return Err(YamlError { pos: node.pos, message: "mapping keys must be plain strings".into() }),
+                        _ => {
+                            return Err(YamlError {
+                                pos: node.pos,
+                                message: "mapping keys must be plain strings".into(),
+                            });
+                        }
                     };
                     if let Some(prev) = entries.iter().find(|e| e.key == key) {
                         return Err(YamlError {
@@ -359,7 +360,9 @@ fn is_core_float(s: &str) -> bool {
     };
     let mantissa_ok = match mantissa.split_once('.') {
         Some((a, b)) => {
-            a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit()) && !(a.is_empty() && b.is_empty())
+            a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+                && !(a.is_empty() && b.is_empty())
         }
         None => !mantissa.is_empty() && mantissa.bytes().all(|c| c.is_ascii_digit()),
     };
@@ -423,9 +426,18 @@ mod tests {
 
     #[test]
     fn tags_on_collections_are_errors() {
-        for (text, tag) in [("a: !!map {b: 1}\n", "!!map"), ("a: !foo {b: 1}\n", "!foo"), ("a: !custom [1]\n", "!custom"), ("!!seq\n- 1\n", "!!seq")] {
+        for (text, tag) in [
+            ("a: !!map {b: 1}\n", "!!map"),
+            ("a: !foo {b: 1}\n", "!foo"),
+            ("a: !custom [1]\n", "!custom"),
+            ("!!seq\n- 1\n", "!!seq"),
+        ] {
             let e = parse(text).unwrap_err();
-            assert!(e.message.contains("YAML tags are not supported") && e.message.contains(tag), "{text}: {}", e.message);
+            assert!(
+                e.message.contains("YAML tags are not supported") && e.message.contains(tag),
+                "{text}: {}",
+                e.message
+            );
         }
         let e = parse("x: 1\na: !foo {b: 1}\n").unwrap_err();
         assert_eq!(e.pos, Pos { line: 2, col: 4 });

@@ -51,7 +51,13 @@ fn main() {
         let t = Instant::now();
         h = cache.fingerprint_file(&path).unwrap();
         let s = t.elapsed().as_secs_f64();
-        println!("fingerprint_file, cold memo: {:.3} s, {:.2} GB/s ({} threads)  {}", s, bytes as f64 / 1e9 / s, rayon::current_num_threads(), &h[..16]);
+        println!(
+            "fingerprint_file, cold memo: {:.3} s, {:.2} GB/s ({} threads)  {}",
+            s,
+            bytes as f64 / 1e9 / s,
+            rayon::current_num_threads(),
+            &h[..16]
+        );
     }
     let cache = Cache::open(&work.path().join("cache0")).unwrap();
 

@@ -53,13 +53,20 @@ pub fn commit_checkpoint(dir: &Path, name: &str, parts: &[(&str, &Path)]) -> Res
     }
     let keep: Vec<String> = files.values().map(|e| e.file.clone()).collect();
     let pointer = pointer_path(dir, name);
-    crate::store::write_atomically(&pointer, &serde_json::to_vec_pretty(&Pointer { format_version: POINTER_VERSION, files }).unwrap())?;
+    crate::store::write_atomically(
+        &pointer,
+        &serde_json::to_vec_pretty(&Pointer { format_version: POINTER_VERSION, files }).unwrap(),
+    )?;
     crate::store::sync_dir(dir)?;
     // Earlier parts (and parts of writers that died) are garbage now.
     let prefix = format!("{name}.");
     for e in std::fs::read_dir(dir).ctx("listing", dir)?.filter_map(|e| e.ok()) {
         let file = e.file_name().to_string_lossy().into_owned();
-        if file.starts_with(&prefix) && file != format!("{name}.json") && !file.contains(".json.tmp.") && !keep.contains(&file) {
+        if file.starts_with(&prefix)
+            && file != format!("{name}.json")
+            && !file.contains(".json.tmp.")
+            && !keep.contains(&file)
+        {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -79,7 +86,10 @@ pub fn load_checkpoint(dir: &Path, name: &str) -> Result<Option<BTreeMap<String,
     let bad = |message: String| CacheError::Manifest { path: path.clone(), message };
     let p: Pointer = serde_json::from_slice(&bytes).map_err(|e| bad(format!("unreadable checkpoint pointer: {e}")))?;
     if p.format_version != POINTER_VERSION {
-        return Err(bad(format!("checkpoint format version {} is not supported (this saepipe reads version {POINTER_VERSION})", p.format_version)));
+        return Err(bad(format!(
+            "checkpoint format version {} is not supported (this saepipe reads version {POINTER_VERSION})",
+            p.format_version
+        )));
     }
     let mut out = BTreeMap::new();
     for (part, e) in p.files {
@@ -87,7 +97,9 @@ pub fn load_checkpoint(dir: &Path, name: &str) -> Result<Option<BTreeMap<String,
             return Err(bad(format!("part `{part}` names `{}`, not a plain file name", e.file)));
         }
         let file = dir.join(&e.file);
-        let size = std::fs::metadata(&file).map(|m| m.len()).map_err(|err| bad(format!("part `{part}` ({}): {err}", e.file)))?;
+        let size = std::fs::metadata(&file)
+            .map(|m| m.len())
+            .map_err(|err| bad(format!("part `{part}` ({}): {err}", e.file)))?;
         if size != e.size {
             return Err(bad(format!("part `{part}` ({}) has {size} bytes, the checkpoint says {}", e.file, e.size)));
         }

@@ -82,7 +82,8 @@ impl crate::Cache {
         let canon = std::fs::canonicalize(path).ctx("resolving", path)?;
         let mut meta = std::fs::metadata(&canon).ctx("reading metadata of", &canon)?;
         if !meta.is_file() {
-            let what = if meta.is_dir() { "is a directory (fingerprint it as a directory)" } else { "is not a regular file" };
+            let what =
+                if meta.is_dir() { "is a directory (fingerprint it as a directory)" } else { "is not a regular file" };
             return Err(CacheError::Fingerprint { path: canon, message: what.into() });
         }
         let memo_path = self.memo_path(&canon);
@@ -136,7 +137,12 @@ impl crate::Cache {
 
 /// Files under `dir` as (relative path, path), following symlinks; `ancestors`
 /// holds the canonical directories on the current path, to skip link cycles.
-fn collect_files(dir: &Path, prefix: &str, ancestors: &mut Vec<PathBuf>, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
+fn collect_files(
+    dir: &Path,
+    prefix: &str,
+    ancestors: &mut Vec<PathBuf>,
+    out: &mut Vec<(String, PathBuf)>,
+) -> Result<()> {
     for entry in std::fs::read_dir(dir).ctx("listing", dir)? {
         let entry = entry.ctx("listing", dir)?;
         let path = entry.path();

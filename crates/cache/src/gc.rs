@@ -66,7 +66,9 @@ impl crate::Cache {
                 Err(_) => None,
             };
             match manifest {
-                Some((k, _)) if keep.contains(&k) || self.lock_is_live(&name) || self.live_leases(&k) > 0 => report.kept += 1,
+                Some((k, _)) if keep.contains(&k) || self.lock_is_live(&name) || self.live_leases(&k) > 0 => {
+                    report.kept += 1
+                }
                 Some((k, m)) => {
                     let what = format!("artifact {} ({} {})", k.short(), m.op, m.stage);
                     let bytes = self.generation_dir(&k).map(|d| tree_size(&d)).unwrap_or(0);

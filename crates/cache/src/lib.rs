@@ -36,6 +36,8 @@ pub use error::{CacheError, Result};
 pub use fingerprint::{FingerprintStats, hash_file};
 pub use gc::GcReport;
 pub use key::{KEY_HEX_LEN, Key};
-pub use lock::{HEARTBEAT_EVERY, HOSTNAME_ENV, Lease, LockGuard, LockInfo, LockTiming, STALE_AFTER, hostname, pid_alive};
+pub use lock::{
+    HEARTBEAT_EVERY, HOSTNAME_ENV, Lease, LockGuard, LockInfo, LockTiming, STALE_AFTER, hostname, pid_alive,
+};
 pub use manifest::{FileEntry, MANIFEST_FILE, MANIFEST_FORMAT_VERSION, Manifest, ManifestDraft};
 pub use store::{ArtifactSummary, CACHE_FORMAT_VERSION, CACHE_MARKER_FILE, Cache, Staging, VerifyMode, VerifyReport};

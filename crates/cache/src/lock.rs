@@ -55,7 +55,13 @@ pub struct LockInfo {
 impl LockInfo {
     fn new_for_us() -> LockInfo {
         let now = now_unix();
-        LockInfo { pid: std::process::id(), host: hostname(), started_unix: now, heartbeat_unix: now, token: unique_token() }
+        LockInfo {
+            pid: std::process::id(),
+            host: hostname(),
+            started_unix: now,
+            heartbeat_unix: now,
+            token: unique_token(),
+        }
     }
 
     /// Stale under the default timing.
@@ -76,7 +82,10 @@ impl LockInfo {
     }
 
     fn same_holder(&self, other: &LockInfo) -> bool {
-        self.token == other.token && self.pid == other.pid && self.host == other.host && self.started_unix == other.started_unix
+        self.token == other.token
+            && self.pid == other.pid
+            && self.host == other.host
+            && self.started_unix == other.started_unix
     }
 }
 
@@ -156,7 +165,9 @@ pub(crate) fn read_info(path: &Path) -> Option<LockInfo> {
 pub(crate) enum Holder {
     Absent,
     /// Unparsable: being written this instant, or torn by a crash.
-    Unreadable { age: Option<Duration> },
+    Unreadable {
+        age: Option<Duration>,
+    },
     Held(LockInfo),
 }
 
@@ -298,7 +309,9 @@ impl LockGuard {
                         if read_info(&path).is_some_and(|cur| cur.token == info.token) {
                             info.heartbeat_unix = now_unix();
                             let tmp = sibling(&path, &format!("hb.{}", info.token));
-                            if std::fs::write(&tmp, serde_json::to_vec(&info).unwrap()).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+                            if std::fs::write(&tmp, serde_json::to_vec(&info).unwrap()).is_ok()
+                                && std::fs::rename(&tmp, &path).is_err()
+                            {
                                 let _ = std::fs::remove_file(&tmp);
                             }
                         }
@@ -447,7 +460,11 @@ impl crate::Cache {
             let info = LockInfo::new_for_us();
             let path = dir.join(format!("{key}.{}.lease", info.token));
             if !create_exclusive(&path, &info)? {
-                return Err(crate::CacheError::Io { action: "creating lease", path, source: std::io::Error::from(std::io::ErrorKind::AlreadyExists) });
+                return Err(crate::CacheError::Io {
+                    action: "creating lease",
+                    path,
+                    source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+                });
             }
             Some(LockGuard::start(&path, info, self.lock_timing()))
         };

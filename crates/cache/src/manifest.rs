@@ -98,10 +98,15 @@ impl Manifest {
         };
         let bad = |message: String| CacheError::Manifest { path: path.to_path_buf(), message };
         // Check the version first so a future format is reported as such, not as a parse error.
-        let version = serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| bad(e.to_string()))?.get("format_version").and_then(|v| v.as_u64());
+        let version = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map_err(|e| bad(e.to_string()))?
+            .get("format_version")
+            .and_then(|v| v.as_u64());
         if version != Some(MANIFEST_FORMAT_VERSION as u64) {
             let v = version.map(|v| v.to_string()).unwrap_or_else(|| "missing".into());
-            return Err(bad(format!("manifest format version {v} is not supported (this saepipe reads version {MANIFEST_FORMAT_VERSION})")));
+            return Err(bad(format!(
+                "manifest format version {v} is not supported (this saepipe reads version {MANIFEST_FORMAT_VERSION})"
+            )));
         }
         let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if let Some(f) = m.files.iter().find(|f| !is_safe_relative(&f.path)) {

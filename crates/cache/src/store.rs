@@ -115,7 +115,8 @@ impl Cache {
         let format_err = |message: String| CacheError::Format { root: root.clone(), message };
         match std::fs::read(&marker) {
             Ok(bytes) => {
-                let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format_err(format!("{CACHE_MARKER_FILE} is unreadable: {e}")))?;
+                let v: serde_json::Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| format_err(format!("{CACHE_MARKER_FILE} is unreadable: {e}")))?;
                 let version = v.get("format_version").and_then(|x| x.as_u64());
                 if version != Some(CACHE_FORMAT_VERSION as u64) {
                     let shown = version.map(|x| x.to_string()).unwrap_or_else(|| "missing".into());
@@ -293,7 +294,11 @@ impl Cache {
             let listed: HashSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
             let (mut entries, mut dirs) = (Vec::new(), Vec::new());
             walk(&dir, &mut entries, &mut dirs)?;
-            let mut extra: Vec<String> = entries.iter().map(|(p, _)| rel_path(&dir, p)).filter(|r| r != MANIFEST_FILE && !listed.contains(r.as_str())).collect();
+            let mut extra: Vec<String> = entries
+                .iter()
+                .map(|(p, _)| rel_path(&dir, p))
+                .filter(|r| r != MANIFEST_FILE && !listed.contains(r.as_str()))
+                .collect();
             extra.sort();
             problems.extend(extra.into_iter().map(|r| format!("file {r}: not in the manifest")));
         }
@@ -305,7 +310,11 @@ impl Cache {
     /// key is reported as a problem, never skipped.
     pub fn verify_all(&self, mode: VerifyMode) -> Result<Vec<(String, VerifyReport)>> {
         let dir = self.root.join("artifacts");
-        let mut names: Vec<String> = std::fs::read_dir(&dir).ctx("listing", &dir)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .ctx("listing", &dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         let mut out = Vec::new();
         for name in names {
@@ -313,8 +322,12 @@ impl Cache {
                 Ok(k) => out.push((name, self.verify(&k, mode)?)),
                 Err(_) if name.starts_with('.') => {}
                 Err(_) => {
-                    let problems = vec![format!("`{name}` in artifacts/ is not an artifact (its name is not a cache key)")];
-                    out.push((name, VerifyReport { key: Key::from_hasher(blake3::Hasher::new()), ok: false, problems }));
+                    let problems =
+                        vec![format!("`{name}` in artifacts/ is not an artifact (its name is not a cache key)")];
+                    out.push((
+                        name,
+                        VerifyReport { key: Key::from_hasher(blake3::Hasher::new()), ok: false, problems },
+                    ));
                 }
             }
         }
@@ -326,7 +339,13 @@ impl Cache {
         let mut out = Vec::new();
         for key in self.list_keys()? {
             if let Some(m) = self.lookup(&key)? {
-                out.push(ArtifactSummary { key, op: m.op, stage: m.stage, bytes: m.total_bytes, created_unix: m.created_unix });
+                out.push(ArtifactSummary {
+                    key,
+                    op: m.op,
+                    stage: m.stage,
+                    bytes: m.total_bytes,
+                    created_unix: m.created_unix,
+                });
             }
         }
         out.sort_by(|a, b| a.created_unix.total_cmp(&b.created_unix).then(a.key.cmp(&b.key)));
@@ -389,10 +408,17 @@ pub(crate) fn check_files(dir: &Path, files: &[FileEntry], mode: VerifyMode) -> 
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!("file {}: missing", f.path)),
                 Err(e) => Some(format!("file {}: {e}", f.path)),
                 Ok(meta) if !meta.is_file() => Some(format!("file {}: not a regular file", f.path)),
-                Ok(meta) if meta.len() != f.size => Some(format!("file {}: size {} != manifest {}", f.path, meta.len(), f.size)),
+                Ok(meta) if meta.len() != f.size => {
+                    Some(format!("file {}: size {} != manifest {}", f.path, meta.len(), f.size))
+                }
                 Ok(_) if mode == VerifyMode::Full => match hash_file(&path) {
                     Ok(h) if h == f.blake3 => None,
-                    Ok(h) => Some(format!("file {}: blake3 mismatch ({} != manifest {})", f.path, &h[..12], f.blake3.get(..12).unwrap_or(&f.blake3))),
+                    Ok(h) => Some(format!(
+                        "file {}: blake3 mismatch ({} != manifest {})",
+                        f.path,
+                        &h[..12],
+                        f.blake3.get(..12).unwrap_or(&f.blake3)
+                    )),
                     Err(e) => Some(format!("file {}: {e}", f.path)),
                 },
                 Ok(_) => None,
@@ -459,7 +485,6 @@ pub(crate) fn retire(root: &Path, timing: LockTiming, key: &Key, g: &Generation)
         Err(e) => Err(e).ctx("retiring", &dir),
     }
 }
-
 
 /// Writes a small file via a uniquely named temporary and a rename.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -538,7 +563,11 @@ impl Staging {
         for (path, ft) in &entries {
             let payload_err = |message: &str| CacheError::Payload { path: path.clone(), message: message.to_string() };
             if !ft.is_file() {
-                return Err(payload_err(if ft.is_symlink() { "symbolic links cannot be published; write the file itself" } else { "only regular files and directories can be published" }));
+                return Err(payload_err(if ft.is_symlink() {
+                    "symbolic links cannot be published; write the file itself"
+                } else {
+                    "only regular files and directories can be published"
+                }));
             }
             let rel = path.strip_prefix(&self.dir).unwrap();
             if rel.to_str().is_none() {
@@ -614,7 +643,11 @@ impl Staging {
                     let grave = self.root.join("tmp").join(format!("{}.removing.{}", self.key, lock::unique_token()));
                     match std::fs::rename(&link, &grave) {
                         Ok(()) => {
-                            let theirs = replace == Replace::IfAbsentOrDamaged && Manifest::read(&grave.join(MANIFEST_FILE)).ok().flatten().is_some_and(|m| m.key == self.key);
+                            let theirs = replace == Replace::IfAbsentOrDamaged
+                                && Manifest::read(&grave.join(MANIFEST_FILE))
+                                    .ok()
+                                    .flatten()
+                                    .is_some_and(|m| m.key == self.key);
                             if !(theirs && std::fs::rename(&grave, &link).is_ok()) {
                                 let _ = remove_tree(&grave);
                             }
@@ -644,7 +677,10 @@ impl Staging {
         if let Some(theirs) = self.published() {
             return Ok(Some(theirs));
         }
-        Err(CacheError::Payload { path: link, message: "could not publish: the artifact directory kept changing under concurrent writers".into() })
+        Err(CacheError::Payload {
+            path: link,
+            message: "could not publish: the artifact directory kept changing under concurrent writers".into(),
+        })
     }
 }
 

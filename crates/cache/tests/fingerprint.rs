@@ -55,7 +55,10 @@ fn a_corrupt_memo_is_ignored_and_rewritten() {
     let memos: Vec<_> = std::fs::read_dir(c.root().join("fingerprints")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(memos.len(), 1, "exactly the memo, no temporaries left");
     let name = memos[0].file_name().unwrap().to_string_lossy().into_owned();
-    assert_eq!(name, format!("{}.json", blake3::hash(f.canonicalize().unwrap().as_os_str().as_encoded_bytes()).to_hex()));
+    assert_eq!(
+        name,
+        format!("{}.json", blake3::hash(f.canonicalize().unwrap().as_os_str().as_encoded_bytes()).to_hex())
+    );
     std::fs::write(&memos[0], b"{\"path\": tru").unwrap();
     assert_eq!(c.fingerprint_file(&f).unwrap(), h);
     assert_eq!(c.stats.files_hashed(), 2);

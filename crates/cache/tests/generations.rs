@@ -53,7 +53,9 @@ fn a_forced_rebuild_keeps_the_leased_generation_readable_until_released() {
     assert!(old_dir.exists(), "gc must not delete a leased generation");
     drop(lease);
     assert_eq!(c.live_leases(&k), 0);
-    let fast = Cache::open(t.path()).unwrap().with_lock_timing(LockTiming { heartbeat: Duration::from_millis(10), stale_after: Duration::from_millis(50) });
+    let fast = Cache::open(t.path())
+        .unwrap()
+        .with_lock_timing(LockTiming { heartbeat: Duration::from_millis(10), stale_after: Duration::from_millis(50) });
     std::thread::sleep(Duration::from_millis(100));
     let r = fast.gc(&keep, false).unwrap();
     assert!(r.removed.iter().any(|(w, _)| w.starts_with("retired generation")), "{:?}", r.removed);

@@ -58,7 +58,10 @@ impl Drop for Kid {
 
 fn spawn(role: &str, dir: &Path, envs: &[(&str, &str)]) -> Kid {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--ignored", "--exact", "child_role", "--nocapture", "--test-threads=1"]).env(ROLE, role).env(DIR, dir).stdout(Stdio::null());
+    cmd.args(["--ignored", "--exact", "child_role", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(DIR, dir)
+        .stdout(Stdio::null());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -110,7 +113,11 @@ fn child_role() {
             for round in 0..5 {
                 let g = c.lock(&key(2), &mut |_| {}).unwrap();
                 let inside = dir.join("inside");
-                std::fs::OpenOptions::new().write(true).create_new(true).open(&inside).expect("two lock holders at once");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&inside)
+                    .expect("two lock holders at once");
                 let mut log = std::fs::OpenOptions::new().append(true).create(true).open(dir.join("log")).unwrap();
                 std::io::Write::write_all(&mut log, format!("{me} {round}\n").as_bytes()).unwrap();
                 std::thread::sleep(Duration::from_millis(5));
@@ -130,7 +137,9 @@ fn child_role() {
                 assert!(Instant::now() < give_up, "never told to go");
                 std::thread::sleep(Duration::from_millis(1));
             }
-            let m = s.commit(ManifestDraft { op: "test".into(), stage: format!("writer {me}"), ..Default::default() }).unwrap();
+            let m = s
+                .commit(ManifestDraft { op: "test".into(), stage: format!("writer {me}"), ..Default::default() })
+                .unwrap();
             std::fs::write(dir.join("out").join(format!("{me}.json")), serde_json::to_vec(&m).unwrap()).unwrap();
         }
         other => panic!("unknown role {other}"),
@@ -207,7 +216,12 @@ fn heartbeats_keep_a_lock_alive_and_a_frozen_holder_loses_it() {
     }
     let later = c.lock_holder(&key(1)).unwrap();
     assert_eq!(later.token, first.token);
-    assert!(later.heartbeat_unix > first.heartbeat_unix + 1.0, "heartbeat refreshed: {} -> {}", first.heartbeat_unix, later.heartbeat_unix);
+    assert!(
+        later.heartbeat_unix > first.heartbeat_unix + 1.0,
+        "heartbeat refreshed: {} -> {}",
+        first.heartbeat_unix,
+        later.heartbeat_unix
+    );
 
     // Freeze the holder (as a hung or partitioned node): its heartbeat stops and the lock goes stale.
     // SAFETY: plain signal to our own child.
@@ -235,8 +249,15 @@ fn processes_racing_to_break_a_stale_lock_still_take_turns() {
         p.wait().unwrap();
         p.id()
     };
-    let stale = LockInfo { pid: dead_pid, host: saepipe_cache::hostname(), started_unix: 1.0, heartbeat_unix: 1.0, token: "old".into() };
-    std::fs::write(c.root().join("locks").join(format!("{}.lock", key(2))), serde_json::to_vec(&stale).unwrap()).unwrap();
+    let stale = LockInfo {
+        pid: dead_pid,
+        host: saepipe_cache::hostname(),
+        started_unix: 1.0,
+        heartbeat_unix: 1.0,
+        token: "old".into(),
+    };
+    std::fs::write(c.root().join("locks").join(format!("{}.lock", key(2))), serde_json::to_vec(&stale).unwrap())
+        .unwrap();
     let children: Vec<Kid> = (0..4).map(|_| spawn("exclusive", t.path(), &[])).collect();
     for mut ch in children {
         assert!(ch.wait().unwrap().success(), "a child saw two holders at once (or failed)");
@@ -245,7 +266,8 @@ fn processes_racing_to_break_a_stale_lock_still_take_turns() {
     assert_eq!(log.lines().count(), 20, "{log}");
     assert!(!t.path().join("inside").exists());
     assert!(c.lock_holder(&key(2)).is_none(), "the stale lock was broken and every holder released");
-    let leftovers: Vec<_> = std::fs::read_dir(c.root().join("locks")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(c.root().join("locks")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -295,7 +317,10 @@ fn concurrent_commits_from_processes_publish_one_artifact() {
     let c = open(t.path(), false);
     let published = c.lookup(&key(3)).unwrap().unwrap();
     assert!(published.stage.starts_with("writer "));
-    let results: Vec<Manifest> = std::fs::read_dir(t.path().join("out")).unwrap().map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap()).collect();
+    let results: Vec<Manifest> = std::fs::read_dir(t.path().join("out"))
+        .unwrap()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
     assert_eq!(results.len(), 4);
     assert!(results.iter().all(|m| *m == published), "every writer returns the one published manifest");
     assert_eq!(published.file("shards/0.bin").unwrap().blake3, blake3::hash(&payload()).to_hex().to_string());

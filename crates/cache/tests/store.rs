@@ -56,8 +56,13 @@ fn open_creates_layout_and_rejects_other_versions() {
         assert!(root.join(d).is_dir(), "{d}");
     }
     assert_eq!(c.run_dir(), c.root().join("runs"));
-    assert!(std::fs::read_to_string(root.join("CACHEDIR.TAG")).unwrap().starts_with("Signature: 8a477f597d28d172789f06886806bc55"));
-    let marker: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("saepipe-cache.json")).unwrap()).unwrap();
+    assert!(
+        std::fs::read_to_string(root.join("CACHEDIR.TAG"))
+            .unwrap()
+            .starts_with("Signature: 8a477f597d28d172789f06886806bc55")
+    );
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("saepipe-cache.json")).unwrap()).unwrap();
     assert_eq!(marker["format_version"], 1);
     Cache::open(&root).unwrap();
 
@@ -106,7 +111,8 @@ fn commit_then_lookup_round_trips_the_manifest() {
     assert!(m.created_unix >= m.started_unix);
 
     assert_eq!(c.lookup(&k).unwrap().unwrap(), m);
-    let on_disk: Manifest = serde_json::from_slice(&std::fs::read(c.artifact_dir(&k).join("manifest.json")).unwrap()).unwrap();
+    let on_disk: Manifest =
+        serde_json::from_slice(&std::fs::read(c.artifact_dir(&k).join("manifest.json")).unwrap()).unwrap();
     assert_eq!(on_disk, m);
     assert!(c.artifact_dir(&k).join("empty").is_dir(), "empty directories are published too");
     assert_eq!(count(&t.path().join("tmp")), 0, "staging is gone after commit");
@@ -114,7 +120,10 @@ fn commit_then_lookup_round_trips_the_manifest() {
 
     let listed = c.list().unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0].key, listed[0].bytes, listed[0].stage.as_str(), listed[0].op.as_str()), (k, 5005, "acts.layer6", "activations"));
+    assert_eq!(
+        (listed[0].key, listed[0].bytes, listed[0].stage.as_str(), listed[0].op.as_str()),
+        (k, 5005, "acts.layer6", "activations")
+    );
 }
 
 #[test]
@@ -186,7 +195,11 @@ fn manifests_for_other_keys_or_versions_are_not_artifacts() {
     std::fs::write(&mpath, serde_json::to_vec(&v).unwrap()).unwrap();
     assert!(c.lookup(&a).unwrap().is_none());
     let r = c.verify(&a, VerifyMode::Quick).unwrap();
-    assert!(r.problems[0].contains("manifest.json unreadable: manifest format version 7 is not supported"), "{:?}", r.problems);
+    assert!(
+        r.problems[0].contains("manifest.json unreadable: manifest format version 7 is not supported"),
+        "{:?}",
+        r.problems
+    );
 
     v["format_version"] = 1.into();
     v["files"][0]["path"] = "../../escape".into();
@@ -211,7 +224,11 @@ fn verify_detects_truncation_bitflips_missing_extra_files_and_garbage_manifests(
     std::fs::write(&data, &bytes).unwrap();
     assert!(quick(&c).ok, "same size: quick cannot see a flipped byte");
     let r = full(&c);
-    assert!(!r.ok && r.problems.len() == 1 && r.problems[0].starts_with("file sub/data.bin: blake3 mismatch"), "{:?}", r.problems);
+    assert!(
+        !r.ok && r.problems.len() == 1 && r.problems[0].starts_with("file sub/data.bin: blake3 mismatch"),
+        "{:?}",
+        r.problems
+    );
     bytes[1000] ^= 0x10;
     std::fs::write(&data, &bytes).unwrap();
     assert!(full(&c).ok, "restored content verifies again");
@@ -281,7 +298,8 @@ fn concurrent_commits_of_one_key_from_threads_agree() {
     let t = tempfile::tempdir().unwrap();
     let k = key(8);
     let manifests: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..8).map(|_| s.spawn(|| publish(&Cache::open(t.path()).unwrap(), &k, &vec![9u8; 100_000]))).collect();
+        let hs: Vec<_> =
+            (0..8).map(|_| s.spawn(|| publish(&Cache::open(t.path()).unwrap(), &k, &vec![9u8; 100_000]))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let c = Cache::open(t.path()).unwrap();
@@ -342,14 +360,24 @@ fn gc_dry_run_reports_and_real_run_removes() {
     std::fs::write(c.partial_dir(&locked).unwrap().join("shard"), b"xx").unwrap();
     // A lock left by the dead process.
     let stale_lock = t.path().join(format!("locks/{drop_me}.lock"));
-    std::fs::write(&stale_lock, format!(r#"{{"pid":{dead_pid},"host":"{}","started_unix":1.0,"heartbeat_unix":1.0}}"#, saepipe_cache::hostname())).unwrap();
+    std::fs::write(
+        &stale_lock,
+        format!(
+            r#"{{"pid":{dead_pid},"host":"{}","started_unix":1.0,"heartbeat_unix":1.0}}"#,
+            saepipe_cache::hostname()
+        ),
+    )
+    .unwrap();
 
     let keep: HashSet<Key> = [keep_me].into();
     let dry = c.gc(&keep, true).unwrap();
     let what: Vec<&str> = dry.removed.iter().map(|(w, _)| w.as_str()).collect();
     assert!(dry.dry_run);
     assert_eq!(what.len(), 5, "{what:?}");
-    assert!(what.iter().any(|w| w.starts_with(&format!("artifact {}", drop_me.short())) && w.contains("test s")), "{what:?}");
+    assert!(
+        what.iter().any(|w| w.starts_with(&format!("artifact {}", drop_me.short())) && w.contains("test s")),
+        "{what:?}"
+    );
     assert!(what.iter().any(|w| w.starts_with("damaged artifact directory")), "{what:?}");
     assert!(what.iter().any(|w| w.starts_with("stale temporary")), "{what:?}");
     assert!(what.iter().any(|w| w.starts_with(&format!("partial progress {}", drop_me.short()))), "{what:?}");
@@ -358,7 +386,10 @@ fn gc_dry_run_reports_and_real_run_removes() {
     let artifact_bytes = dry.removed.iter().find(|(w, _)| w.starts_with("artifact")).unwrap().1;
     assert!(artifact_bytes > 1000, "sizes are reported, manifest included: {artifact_bytes}");
     assert_eq!(dry.removed.iter().find(|(w, _)| w.starts_with("stale temporary")).unwrap().1, 300);
-    assert!(c.lookup(&drop_me).unwrap().is_some() && dead_tmp.exists() && stale_lock.exists(), "a dry run deletes nothing");
+    assert!(
+        c.lookup(&drop_me).unwrap().is_some() && dead_tmp.exists() && stale_lock.exists(),
+        "a dry run deletes nothing"
+    );
 
     let real = c.gc(&keep, false).unwrap();
     assert!(!real.dry_run);

@@ -117,7 +117,11 @@ fn cost(n: usize, d_in: usize, d_sae: usize, k: usize) -> (f64, f64) {
 }
 
 fn parse_shape(s: &str) -> Result<(usize, usize, usize), BoxError> {
-    let v: Vec<usize> = s.split(',').map(|p| p.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|e| format!("shape `{s}`: {e} (expected d_in,d_sae,k)"))?;
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("shape `{s}`: {e} (expected d_in,d_sae,k)"))?;
     match v[..] {
         [d_in, d_sae, k] if d_in > 0 && d_sae > 0 && k > 0 && k <= d_sae => Ok((d_in, d_sae, k)),
         _ => Err(format!("shape `{s}`: expected d_in,d_sae,k with 0 < k <= d_sae").into()),
@@ -136,7 +140,17 @@ fn max_rel(a: &[f32], b: &[f32]) -> f64 {
 /// (f32 rounding) and its values and output match a CPU recomputation for
 /// the GPU's own selection. Errors when the GPU result is wrong.
 #[allow(clippy::too_many_arguments)]
-fn check(coder: &SparseCoder, x: &[f32], n: usize, k: usize, idx: &[i32], val: &[f32], out: &[f32], rows: usize, tol: f64) -> Result<String, BoxError> {
+fn check(
+    coder: &SparseCoder,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    idx: &[i32],
+    val: &[f32],
+    out: &[f32],
+    rows: usize,
+    tol: f64,
+) -> Result<String, BoxError> {
     let (d, d_sae) = (coder.d_in, coder.d_sae);
     let rows = rows.min(n);
     let picks: Vec<usize> = (0..rows).map(|i| if rows == 1 { 0 } else { i * (n - 1) / (rows - 1) }).collect();
@@ -146,14 +160,18 @@ fn check(coder: &SparseCoder, x: &[f32], n: usize, k: usize, idx: &[i32], val: &
     for (i, &r) in picks.iter().enumerate() {
         let xr = &x[r * d..(r + 1) * d];
         // Pre-activation of latent j for this row, in f64.
-        let pre = |j: usize| -> f64 { (0..d).map(|t| (xr[t] as f64 - coder.b_dec[t] as f64) * coder.w_enc[t * d_sae + j] as f64).sum::<f64>() + coder.b_enc[j] as f64 };
+        let pre = |j: usize| -> f64 {
+            (0..d).map(|t| (xr[t] as f64 - coder.b_dec[t] as f64) * coder.w_enc[t * d_sae + j] as f64).sum::<f64>()
+                + coder.b_enc[j] as f64
+        };
         let (ri, rv) = (&idx[r * k..(r + 1) * k], &val[r * k..(r + 1) * k]);
         if let Some(&bad) = ri.iter().find(|&&j| j < 0 || j as usize >= d_sae) {
             return Err(format!("GPU row {r} holds latent index {bad} (d_sae {d_sae})").into());
         }
         // GPU rows keep k entries in increasing index order, negatives clamped to
         // 0; the CPU CSR keeps the positive ones in increasing index order.
-        let (gi, gv): (Vec<u32>, Vec<f32>) = ri.iter().zip(rv).filter(|&(_, &v)| v > 0.0).map(|(&j, &v)| (j as u32, v)).unzip();
+        let (gi, gv): (Vec<u32>, Vec<f32>) =
+            ri.iter().zip(rv).filter(|&(_, &v)| v > 0.0).map(|(&j, &v)| (j as u32, v)).unzip();
         let (wi, wv) = acts.row(i);
         let got_out = &out[r * d..(r + 1) * d];
         if gi == wi {
@@ -180,7 +198,9 @@ fn check(coder: &SparseCoder, x: &[f32], n: usize, k: usize, idx: &[i32], val: &
         err_val = err_val.max(max_rel(&gv, &want_v));
         err_out = err_out.max(max_rel(got_out, &want_o));
     }
-    let summary = format!("{rows} rows vs CPU coder: max rel diff values {err_val:.2e}, output {err_out:.2e}; near-tie rows selecting different latents {ties}");
+    let summary = format!(
+        "{rows} rows vs CPU coder: max rel diff values {err_val:.2e}, output {err_out:.2e}; near-tie rows selecting different latents {ties}"
+    );
     if err_val > tol || err_out > tol || !err_val.is_finite() || !err_out.is_finite() {
         return Err(format!("GPU result does not match the CPU coder ({summary}; tolerance {tol:e})").into());
     }
@@ -190,16 +210,27 @@ fn check(coder: &SparseCoder, x: &[f32], n: usize, k: usize, idx: &[i32], val: &
 fn run() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: bench_gpu_encode [d_in,d_sae,k ...]   (see the doc comment at the top of this example for the environment variables)");
+        println!(
+            "usage: bench_gpu_encode [d_in,d_sae,k ...]   (see the doc comment at the top of this example for the environment variables)"
+        );
         return Ok(());
     }
-    let shapes = if args.is_empty() { vec![(768, 32768, 32), (2048, 131072, 64)] } else { args.iter().map(|a| parse_shape(a)).collect::<Result<Vec<_>, _>>()? };
+    let shapes = if args.is_empty() {
+        vec![(768, 32768, 32), (2048, 131072, 64)]
+    } else {
+        args.iter().map(|a| parse_shape(a)).collect::<Result<Vec<_>, _>>()?
+    };
     let n: usize = env("BENCH_BATCH", 4096);
     let (warmup, iters): (usize, usize) = (env("BENCH_WARMUP", 5), env("BENCH_ITERS", 20).max(1));
     let tf32 = std::env::var("BENCH_TF32").is_ok_and(|v| v == "1");
     // TF32 rounds GEMM inputs to a 10-bit mantissa: a looser default check.
-    let (check_rows, tol): (usize, f64) = (env("BENCH_CHECK_ROWS", 8), env("BENCH_CHECK_TOL", if tf32 { 1e-2 } else { 1e-3 }));
-    let peaks = Peaks { f32_tflops: env("BENCH_PEAK_TFLOPS", 67.0), tf32_tflops: env("BENCH_PEAK_TF32_TFLOPS", 494.0), tbps: env("BENCH_PEAK_TBPS", 3.35) };
+    let (check_rows, tol): (usize, f64) =
+        (env("BENCH_CHECK_ROWS", 8), env("BENCH_CHECK_TOL", if tf32 { 1e-2 } else { 1e-3 }));
+    let peaks = Peaks {
+        f32_tflops: env("BENCH_PEAK_TFLOPS", 67.0),
+        tf32_tflops: env("BENCH_PEAK_TF32_TFLOPS", 494.0),
+        tbps: env("BENCH_PEAK_TBPS", 3.35),
+    };
     if n == 0 {
         return Err("BENCH_BATCH must be > 0".into());
     }

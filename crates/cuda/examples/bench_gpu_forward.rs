@@ -119,13 +119,27 @@ impl Pool {
     fn reset_peak(&self) {
         let mut zero: u64 = 0;
         // SAFETY: USED_MEM_HIGH takes a cuuint64_t (only 0 is allowed).
-        let _ = unsafe { sys::cuMemPoolSetAttribute(self.0, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH, (&mut zero as *mut u64).cast()) };
+        let _ = unsafe {
+            sys::cuMemPoolSetAttribute(
+                self.0,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                (&mut zero as *mut u64).cast(),
+            )
+        };
     }
 
     fn peak_mb(&self) -> Option<f64> {
         let mut v: u64 = 0;
         // SAFETY: USED_MEM_HIGH writes a cuuint64_t.
-        unsafe { sys::cuMemPoolGetAttribute(self.0, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH, (&mut v as *mut u64).cast()) }.result().ok()?;
+        unsafe {
+            sys::cuMemPoolGetAttribute(
+                self.0,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                (&mut v as *mut u64).cast(),
+            )
+        }
+        .result()
+        .ok()?;
         Some(v as f64 / (1u64 << 20) as f64)
     }
 }
@@ -151,7 +165,16 @@ struct Options {
 const USAGE: &str = "usage: bench_gpu_forward [--models pythia-70m,gpt2-small] [--batch 32] [--ctx 128] [--reps 10] [--gpu 0] [--logits] [--no-tl] [--no-cpu-check]   (python: $PYTHON, else .venv/bin/python, else python3)";
 
 fn parse_args() -> Result<Option<Options>, BoxError> {
-    let mut o = Options { models: "pythia-70m,gpt2-small".into(), batch: 32, ctx: 128, reps: 10, gpu: 0, logits: false, tl: true, cpu_check: true };
+    let mut o = Options {
+        models: "pythia-70m,gpt2-small".into(),
+        batch: 32,
+        ctx: 128,
+        reps: 10,
+        gpu: 0,
+        logits: false,
+        tl: true,
+        cpu_check: true,
+    };
     let mut args = std::env::args().skip(1);
     fn value(args: &mut impl Iterator<Item = String>, what: &str) -> Result<String, BoxError> {
         args.next().ok_or_else(|| format!("{what} needs a value\n{USAGE}").into())
@@ -210,12 +233,26 @@ fn run_tl(python: &Path, script: &Path, dir: &Path, tokens: &Path, o: &Options) 
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(25).collect();
-        return Err(format!("{} {} failed ({}):\n{}", python.display(), script.display(), out.status, tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+        return Err(format!(
+            "{} {} failed ({}):\n{}",
+            python.display(),
+            script.display(),
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
     }
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).map_err(|e| format!("TransformerLens output: {e}\n{stdout}"))
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .map_err(|e| format!("TransformerLens output: {e}\n{stdout}"))
 }
 
-fn bench_shape(gpu: &Arc<Gpu>, pool: Option<&Pool>, name: &str, o: &Options, python: &Path, script: &Path) -> Result<Row, BoxError> {
+fn bench_shape(
+    gpu: &Arc<Gpu>,
+    pool: Option<&Pool>,
+    name: &str,
+    o: &Options,
+    python: &Path,
+    script: &Path,
+) -> Result<Row, BoxError> {
     let (batch, ctx) = (o.batch, o.ctx);
     let dir = tempfile::tempdir()?;
     let cfg = synth::write_random_hf_model(dir.path(), &config(name)?, 1)?;
@@ -232,7 +269,12 @@ fn bench_shape(gpu: &Arc<Gpu>, pool: Option<&Pool>, name: &str, o: &Options, pyt
     let cpu_ref = if o.cpu_check {
         let t = Instant::now();
         let mut req = RunRequest { capture: [HOOK.to_string()].into(), stop_at_layer: Some(4), ..Default::default() };
-        let acts = model.run(&toks, batch, ctx, &mut req)?.captured.remove(HOOK).ok_or("CPU model: no captured activations")?.1;
+        let acts = model
+            .run(&toks, batch, ctx, &mut req)?
+            .captured
+            .remove(HOOK)
+            .ok_or("CPU model: no captured activations")?
+            .1;
         let mut req = RunRequest { want_loss: true, ..Default::default() };
         let ce = mean(&model.run(&toks, batch, ctx, &mut req)?.loss_per_token.ok_or("CPU model: no loss")?);
         eprintln!("{name}: CPU reference forward in {:.1} s", t.elapsed().as_secs_f64());
@@ -242,7 +284,8 @@ fn bench_shape(gpu: &Arc<Gpu>, pool: Option<&Pool>, name: &str, o: &Options, pyt
     };
     drop(model);
 
-    let collect_req = || RunRequest { capture: [HOOK.to_string()].into(), stop_at_layer: Some(4), ..Default::default() };
+    let collect_req =
+        || RunRequest { capture: [HOOK.to_string()].into(), stop_at_layer: Some(4), ..Default::default() };
     let mut acts = Vec::new();
     let collect = best_of(gpu, o.reps, || {
         let mut out = gm.run(&toks, batch, ctx, &mut collect_req())?;
@@ -319,7 +362,13 @@ fn run() -> Result<i32, BoxError> {
     }
 
     if let Some(t) = rows.iter().find_map(|r| r.tl.as_ref().ok()) {
-        println!("TransformerLens {} (torch {}, {}, TF32 {})", t["transformer_lens"], t["torch"], t["gpu"], if t["tf32"].as_bool() == Some(false) { "off" } else { "on" });
+        println!(
+            "TransformerLens {} (torch {}, {}, TF32 {})",
+            t["transformer_lens"],
+            t["torch"],
+            t["gpu"],
+            if t["tf32"].as_bool() == Some(false) { "off" } else { "on" }
+        );
     }
     let n = (o.batch * o.ctx) as f64;
     println!("{:<12} {:<12} {:>13} {:>12} {:>7}", "model", "workload", "saepipe tok/s", "TL tok/s", "ratio");
@@ -340,7 +389,9 @@ fn run() -> Result<i32, BoxError> {
             }
         }
     }
-    println!("(saepipe's times include copying its results to host memory; TL's `collect` leaves the cache on the GPU, `collect+d2h` copies it with .cpu())");
+    println!(
+        "(saepipe's times include copying its results to host memory; TL's `collect` leaves the cache on the GPU, `collect+d2h` copies it with .cpu())"
+    );
 
     let mut status = 0;
     for r in &rows {
@@ -359,7 +410,10 @@ fn run() -> Result<i32, BoxError> {
         if let Some(rel) = r.acts_rel {
             println!("{:<12} collected {HOOK}: max |GPU − CPU| / max |CPU| = {rel:.2e}", r.name);
             if rel.is_nan() || rel > TOL {
-                eprintln!("!!! {}: MISMATCH: the GPU's collected activations differ from the CPU model's by {rel:.2e} > {TOL:e} (relative to the largest value)", r.name);
+                eprintln!(
+                    "!!! {}: MISMATCH: the GPU's collected activations differ from the CPU model's by {rel:.2e} > {TOL:e} (relative to the largest value)",
+                    r.name
+                );
                 status = 2;
             }
         }
@@ -367,7 +421,10 @@ fn run() -> Result<i32, BoxError> {
             if let Some(v) = other {
                 let rel = rel_diff(r.ce_gpu, v);
                 if rel.is_nan() || rel > TOL {
-                    eprintln!("!!! {}: MISMATCH: mean CE {:.6} (saepipe GPU) vs {v:.6} ({who}): relative difference {rel:.2e} > {TOL:e}: not the same computation", r.name, r.ce_gpu);
+                    eprintln!(
+                        "!!! {}: MISMATCH: mean CE {:.6} (saepipe GPU) vs {v:.6} ({who}): relative difference {rel:.2e} > {TOL:e}: not the same computation",
+                        r.name, r.ce_gpu
+                    );
                     status = 2;
                 }
             }

@@ -45,7 +45,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (gpu_steps, cpu_steps) = (env("BENCH_GPU_STEPS", 30), env("BENCH_CPU_STEPS", 2));
     let gpu = Arc::new(Gpu::new(0, None)?);
     let name = gpu.ctx.name().unwrap_or_default();
-    println!("device: {name}; dense GEMM: {}; CPU threads: {}", if gpu.blas().is_some() { "cuBLAS SGEMM (f32)" } else { "saepipe GEMM kernel (f32)" }, rayon_threads());
+    println!(
+        "device: {name}; dense GEMM: {}; CPU threads: {}",
+        if gpu.blas().is_some() { "cuBLAS SGEMM (f32)" } else { "saepipe GEMM kernel (f32)" },
+        rayon_threads()
+    );
     let data = batches(8, n, d, 42);
     for &d_sae in &d_saes {
         let cfg = TrainConfig { arch: TrainArch::TopK { k }, d_sae, lr: 2e-4, seed: 1, ..TrainConfig::default() };
@@ -82,7 +86,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 cpu.step(&data[(i + 1) % data.len()], None, n)?;
             }
             let cpu_s = t.elapsed().as_secs_f64() / cpu_steps as f64;
-            println!("d_in {d} d_sae {d_sae} k {k} batch {n}: CPU {:.1} ms/step = {:.2} steps/s = {:.0} tokens/s; GPU/CPU speed-up {:.1}x", cpu_s * 1e3, 1.0 / cpu_s, n as f64 / cpu_s, cpu_s / gpu_s);
+            println!(
+                "d_in {d} d_sae {d_sae} k {k} batch {n}: CPU {:.1} ms/step = {:.2} steps/s = {:.0} tokens/s; GPU/CPU speed-up {:.1}x",
+                cpu_s * 1e3,
+                1.0 / cpu_s,
+                n as f64 / cpu_s,
+                cpu_s / gpu_s
+            );
         }
     }
     Ok(())

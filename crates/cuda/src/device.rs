@@ -62,7 +62,9 @@ pub fn gpu_count() -> std::result::Result<usize, String> {
             if !found {
                 return Err("no NVIDIA driver (libcuda.so) was found on this machine".into());
             }
-            cudarc::driver::CudaContext::device_count().map(|n| n.max(0) as usize).map_err(|e| format!("the CUDA driver reports: {e}"))
+            cudarc::driver::CudaContext::device_count()
+                .map(|n| n.max(0) as usize)
+                .map_err(|e| format!("the CUDA driver reports: {e}"))
         })
         .clone()
 }

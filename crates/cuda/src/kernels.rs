@@ -5,7 +5,10 @@
 
 use crate::error::{CudaError, Result};
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys::cublasOperation_t};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+    PushKernelArg, ValidAsZeroBits,
+};
 use cudarc::nvrtc::Ptx;
 use saepipe_sae::{Activation, Normalization, SparseActs, SparseCoder};
 use std::collections::HashMap;
@@ -108,11 +111,21 @@ impl Gpu {
         // SAFETY: no buffer is shared between streams.
         unsafe { ctx.disable_event_tracking() };
         let arch = arch_for(ctx.compute_capability()?);
-        let load = |file: &str| -> Result<Arc<CudaModule>> { Ok(ctx.load_module(Ptx::from_src(crate::nvrtc::compile(file, arch, kernel_cache)?))?) };
+        let load = |file: &str| -> Result<Arc<CudaModule>> {
+            Ok(ctx.load_module(Ptx::from_src(crate::nvrtc::compile(file, arch, kernel_cache)?))?)
+        };
         let sae = load("sae.cu")?;
         let lm = load("lm.cu")?;
         let stream = ctx.default_stream();
-        Ok(Gpu { ctx, stream, sae, lm, functions: Mutex::new(HashMap::new()), blas: OnceLock::new(), tf32: AtomicBool::new(false) })
+        Ok(Gpu {
+            ctx,
+            stream,
+            sae,
+            lm,
+            functions: Mutex::new(HashMap::new()),
+            blas: OnceLock::new(),
+            tf32: AtomicBool::new(false),
+        })
     }
 
     fn function(&self, lm: bool, name: &'static str) -> Result<CudaFunction> {
@@ -208,10 +221,40 @@ impl Gpu {
 
     /// C = act(A·op(B) + bias); see `gemm_bias_act` in kernels/sae.cu.
     #[allow(clippy::too_many_arguments)]
-    pub fn gemm_bias_act(&self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<f32>, m: usize, n: usize, k: usize, b_trans: bool, act: i32) -> Result<()> {
-        let cfg = LaunchConfig { grid_dim: (n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    pub fn gemm_bias_act(
+        &self,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        c: &mut CudaSlice<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+        b_trans: bool,
+        act: i32,
+    ) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let bias = bias.map_or(NULL, |b| self.ptr(b));
-        self.launch("gemm_bias_act", cfg, &[self.ptr(a), self.ptr(b), bias, NULL, self.ptr(c), m.into(), n.into(), k.into(), (b_trans as i32).into(), act.into()])
+        self.launch(
+            "gemm_bias_act",
+            cfg,
+            &[
+                self.ptr(a),
+                self.ptr(b),
+                bias,
+                NULL,
+                self.ptr(c),
+                m.into(),
+                n.into(),
+                k.into(),
+                (b_trans as i32).into(),
+                act.into(),
+            ],
+        )
     }
 
     /// Sets the arithmetic of [`Gpu::gemm_nt_bias`] for everything on this device.
@@ -228,7 +271,16 @@ impl Gpu {
     /// C [m, n] = A [m, k] · B [n, k]ᵀ + bias [n]: cuBLAS when available (SGEMM,
     /// or on TF32 tensor cores when [`Precision::Tf32`] is set), else the own f32 kernel.
     #[allow(clippy::too_many_arguments)]
-    pub fn gemm_nt_bias(&self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<f32>, m: usize, n: usize, k: usize) -> Result<()> {
+    pub fn gemm_nt_bias(
+        &self,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        c: &mut CudaSlice<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
         if a.len() < m * k || b.len() < n * k || c.len() < m * n {
             return Err(CudaError::Shape(format!("gemm: buffers too small for {m}x{k} · ({n}x{k})ᵀ")));
         }
@@ -270,7 +322,18 @@ impl Gpu {
             }
             .map_err(|e| CudaError::Driver(format!("cuBLAS TF32 GEMM: {e:?}")))?;
         } else {
-            let cfg = GemmConfig { transa: cublasOperation_t::CUBLAS_OP_T, transb: cublasOperation_t::CUBLAS_OP_N, m: n as i32, n: m as i32, k: k as i32, alpha: 1.0f32, lda: k as i32, ldb: k as i32, beta: 0.0f32, ldc: n as i32 };
+            let cfg = GemmConfig {
+                transa: cublasOperation_t::CUBLAS_OP_T,
+                transb: cublasOperation_t::CUBLAS_OP_N,
+                m: n as i32,
+                n: m as i32,
+                k: k as i32,
+                alpha: 1.0f32,
+                lda: k as i32,
+                ldb: k as i32,
+                beta: 0.0f32,
+                ldc: n as i32,
+            };
             // SAFETY: sizes checked above.
             unsafe { blas.gemm(cfg, b, a, c) }.map_err(|e| CudaError::Driver(format!("cuBLAS SGEMM: {e:?}")))?;
         }
@@ -281,7 +344,14 @@ impl Gpu {
     }
 
     /// Per-row top-k of `x` [rows, m] → (indices, values), each [rows, k].
-    pub fn topk_rows(&self, x: &CudaSlice<f32>, rows: usize, m: usize, k: usize, relu: bool) -> Result<(CudaSlice<i32>, CudaSlice<f32>)> {
+    pub fn topk_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        rows: usize,
+        m: usize,
+        k: usize,
+        relu: bool,
+    ) -> Result<(CudaSlice<i32>, CudaSlice<f32>)> {
         let mut idx = self.zeros::<i32>(rows * k)?;
         let mut val = self.zeros::<f32>(rows * k)?;
         self.topk_rows_into(x, rows, m, k, relu as i32, &mut idx, 0, &mut val, 0, k)?;
@@ -292,21 +362,76 @@ impl Gpu {
     /// `mode`: 0 raw values, 1 negative values clamped to 0, 2 non-positive values
     /// dropped (index -1).
     #[allow(clippy::too_many_arguments)]
-    pub fn topk_rows_into(&self, x: &CudaSlice<f32>, rows: usize, m: usize, k: usize, mode: i32, idx: &mut CudaSlice<i32>, idx_off: usize, val: &mut CudaSlice<f32>, val_off: usize, stride: usize) -> Result<()> {
+    pub fn topk_rows_into(
+        &self,
+        x: &CudaSlice<f32>,
+        rows: usize,
+        m: usize,
+        k: usize,
+        mode: i32,
+        idx: &mut CudaSlice<i32>,
+        idx_off: usize,
+        val: &mut CudaSlice<f32>,
+        val_off: usize,
+        stride: usize,
+    ) -> Result<()> {
         if k == 0 || k > m {
             return Err(CudaError::Shape(format!("top-k needs 0 < k <= row length (k {k}, row length {m})")));
         }
-        if stride < k || idx.len() < idx_off + (rows - 1) * stride + k || val.len() < val_off + (rows - 1) * stride + k || x.len() < rows * m {
+        if stride < k
+            || idx.len() < idx_off + (rows - 1) * stride + k
+            || val.len() < val_off + (rows - 1) * stride + k
+            || x.len() < rows * m
+        {
             return Err(CudaError::Shape("top-k: output buffers too small".into()));
         }
-        self.launch("topk_rows", per_row(rows, 1024), &[self.ptr(x), rows.into(), m.into(), k.into(), self.ptr_at(idx, idx_off), self.ptr_at(val, val_off), mode.into(), stride.into()])
+        self.launch(
+            "topk_rows",
+            per_row(rows, 1024),
+            &[
+                self.ptr(x),
+                rows.into(),
+                m.into(),
+                k.into(),
+                self.ptr_at(idx, idx_off),
+                self.ptr_at(val, val_off),
+                mode.into(),
+                stride.into(),
+            ],
+        )
     }
 
     /// out [rows, d] = bias + Σ_j val[r,j]·W[idx[r,j], :].
     #[allow(clippy::too_many_arguments)]
-    pub fn sparse_decode(&self, idx: &CudaSlice<i32>, val: &CudaSlice<f32>, rows: usize, k: usize, w: &CudaSlice<f32>, d: usize, bias: Option<&CudaSlice<f32>>, out: &mut CudaSlice<f32>) -> Result<()> {
+    pub fn sparse_decode(
+        &self,
+        idx: &CudaSlice<i32>,
+        val: &CudaSlice<f32>,
+        rows: usize,
+        k: usize,
+        w: &CudaSlice<f32>,
+        d: usize,
+        bias: Option<&CudaSlice<f32>>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
         let bias = bias.map_or(NULL, |b| self.ptr(b));
-        self.launch("sparse_decode", per_row(rows, 128), &[self.ptr(idx), self.ptr(val), NULL, rows.into(), k.into(), k.into(), self.ptr(w), d.into(), bias, self.ptr(out), 0i32.into()])
+        self.launch(
+            "sparse_decode",
+            per_row(rows, 128),
+            &[
+                self.ptr(idx),
+                self.ptr(val),
+                NULL,
+                rows.into(),
+                k.into(),
+                k.into(),
+                self.ptr(w),
+                d.into(),
+                bias,
+                self.ptr(out),
+                0i32.into(),
+            ],
+        )
     }
 }
 
@@ -328,7 +453,16 @@ pub struct GpuTopKSae {
 impl GpuTopKSae {
     /// `w_enc` in SAELens layout [d_in, d_sae]; `w_dec` [d_sae, d_in].
     #[allow(clippy::too_many_arguments)]
-    pub fn upload(gpu: &Gpu, w_enc: &[f32], b_enc: &[f32], w_dec: &[f32], b_dec: &[f32], d_in: usize, d_sae: usize, k: usize) -> Result<GpuTopKSae> {
+    pub fn upload(
+        gpu: &Gpu,
+        w_enc: &[f32],
+        b_enc: &[f32],
+        w_dec: &[f32],
+        b_dec: &[f32],
+        d_in: usize,
+        d_sae: usize,
+        k: usize,
+    ) -> Result<GpuTopKSae> {
         if w_enc.len() != d_in * d_sae || w_dec.len() != d_in * d_sae || b_enc.len() != d_sae || b_dec.len() != d_in {
             return Err(CudaError::Shape(format!("SAE tensors do not match d_in {d_in}, d_sae {d_sae}")));
         }
@@ -338,7 +472,16 @@ impl GpuTopKSae {
                 t[j * d_in + i] = w_enc[i * d_sae + j];
             }
         }
-        Ok(GpuTopKSae { d_in, d_sae, k, w_enc_t: gpu.upload(&t)?, b_enc: gpu.upload(b_enc)?, w_dec: gpu.upload(w_dec)?, b_dec: gpu.upload(b_dec)?, b_in: gpu.upload(b_dec)? })
+        Ok(GpuTopKSae {
+            d_in,
+            d_sae,
+            k,
+            w_enc_t: gpu.upload(&t)?,
+            b_enc: gpu.upload(b_enc)?,
+            w_dec: gpu.upload(w_dec)?,
+            b_dec: gpu.upload(b_dec)?,
+            b_in: gpu.upload(b_dec)?,
+        })
     }
 
     /// A TopK SAE from the CPU coder (e.g. `Trainer::to_coder()` or a loaded SAELens file).
@@ -346,7 +489,11 @@ impl GpuTopKSae {
         let Activation::TopK { k } = c.activation else {
             return Err(CudaError::Unsupported(format!("GPU encoding implements TopK coders, not {:?}", c.activation)));
         };
-        if c.transcoder || c.d_in != c.d_out || c.w_skip.is_some() || !matches!(c.normalize, Normalization::None | Normalization::ExpectedAverageOnlyIn) {
+        if c.transcoder
+            || c.d_in != c.d_out
+            || c.w_skip.is_some()
+            || !matches!(c.normalize, Normalization::None | Normalization::ExpectedAverageOnlyIn)
+        {
             return Err(CudaError::Unsupported("GPU encoding of transcoders or input-normalised SAEs".into()));
         }
         let mut sae = GpuTopKSae::upload(gpu, &c.w_enc, &c.b_enc, &c.w_dec, &c.b_dec, c.d_in, c.d_sae, k)?;
@@ -359,7 +506,11 @@ impl GpuTopKSae {
     /// Pre-activations (x − b_dec)·W_enc + b_enc [n, d_sae] on the device.
     fn pre(&self, gpu: &Gpu, x: &[f32], n: usize) -> Result<CudaSlice<f32>> {
         if x.len() != n * self.d_in || n == 0 {
-            return Err(CudaError::Shape(format!("input has {} values, expected {n} x {} (n > 0)", x.len(), self.d_in)));
+            return Err(CudaError::Shape(format!(
+                "input has {} values, expected {n} x {} (n > 0)",
+                x.len(),
+                self.d_in
+            )));
         }
         let xd = gpu.upload(x)?;
         let mut pre = gpu.zeros::<f32>(n * self.d_sae)?;
@@ -370,11 +521,25 @@ impl GpuTopKSae {
 
     /// Pre-activations of device-resident `x` [n, d_in] into `pre` [n, d_sae],
     /// with `centered` [n, d_in] as scratch.
-    fn pre_into(&self, gpu: &Gpu, x: &CudaSlice<f32>, n: usize, centered: &mut CudaSlice<f32>, pre: &mut CudaSlice<f32>) -> Result<()> {
+    fn pre_into(
+        &self,
+        gpu: &Gpu,
+        x: &CudaSlice<f32>,
+        n: usize,
+        centered: &mut CudaSlice<f32>,
+        pre: &mut CudaSlice<f32>,
+    ) -> Result<()> {
         if n == 0 || x.len() < n * self.d_in || centered.len() < n * self.d_in || pre.len() < n * self.d_sae {
-            return Err(CudaError::Shape(format!("encode buffers too small for {n} rows of d_in {}, d_sae {}", self.d_in, self.d_sae)));
+            return Err(CudaError::Shape(format!(
+                "encode buffers too small for {n} rows of d_in {}, d_sae {}",
+                self.d_in, self.d_sae
+            )));
         }
-        gpu.launch("sub_bias_rows", grid_1d(n * self.d_in), &[gpu.ptr(x), gpu.ptr(&self.b_in), gpu.ptr(centered), n.into(), self.d_in.into()])?;
+        gpu.launch(
+            "sub_bias_rows",
+            grid_1d(n * self.d_in),
+            &[gpu.ptr(x), gpu.ptr(&self.b_in), gpu.ptr(centered), n.into(), self.d_in.into()],
+        )?;
         gpu.gemm_nt_bias(centered, &self.w_enc_t, Some(&self.b_enc), pre, n, self.d_sae, self.d_in)
     }
 
@@ -383,7 +548,17 @@ impl GpuTopKSae {
     /// benchmarks). Scratch: `centered` [n, d_in], `pre` [n, d_sae]; outputs
     /// `idx`/`val` [n, k] and `out` [n, d_in].
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_on_device(&self, gpu: &Gpu, x: &CudaSlice<f32>, n: usize, centered: &mut CudaSlice<f32>, pre: &mut CudaSlice<f32>, idx: &mut CudaSlice<i32>, val: &mut CudaSlice<f32>, out: &mut CudaSlice<f32>) -> Result<()> {
+    pub fn forward_on_device(
+        &self,
+        gpu: &Gpu,
+        x: &CudaSlice<f32>,
+        n: usize,
+        centered: &mut CudaSlice<f32>,
+        pre: &mut CudaSlice<f32>,
+        idx: &mut CudaSlice<i32>,
+        val: &mut CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
         self.pre_into(gpu, x, n, centered, pre)?;
         gpu.topk_rows_into(pre, n, self.d_sae, self.k, 1, idx, 0, val, 0, self.k)?;
         if out.len() < n * self.d_in {

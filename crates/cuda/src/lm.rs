@@ -35,10 +35,28 @@ pub trait LmOps {
     fn copy_range(&self, src: &Self::F, offset: usize, n: usize, dst: &mut Self::F) -> Result<()>;
     /// c [m, n] = a [m, k] · b [n, k]ᵀ (+ bias [n]).
     #[allow(clippy::too_many_arguments)]
-    fn gemm_nt_bias(&self, a: &Self::F, b: &Self::F, bias: Option<&Self::F>, c: &mut Self::F, m: usize, n: usize, k: usize) -> Result<()>;
+    fn gemm_nt_bias(
+        &self,
+        a: &Self::F,
+        b: &Self::F,
+        bias: Option<&Self::F>,
+        c: &mut Self::F,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()>;
     /// out = LayerNorm(x) [· w + b] row by row; scale [rows] = sqrt(var + eps).
     #[allow(clippy::too_many_arguments)]
-    fn layer_norm(&self, x: &Self::F, rows: usize, d: usize, eps: f32, affine: Option<(&Self::F, &Self::F)>, out: &mut Self::F, scale: &mut Self::F) -> Result<()>;
+    fn layer_norm(
+        &self,
+        x: &Self::F,
+        rows: usize,
+        d: usize,
+        eps: f32,
+        affine: Option<(&Self::F, &Self::F)>,
+        out: &mut Self::F,
+        scale: &mut Self::F,
+    ) -> Result<()>;
     /// x = x · w + b per row.
     fn scale_shift(&self, x: &mut Self::F, rows: usize, d: usize, w: &Self::F, b: &Self::F) -> Result<()>;
     fn activation(&self, x: &mut Self::F, n: usize, act: Activation) -> Result<()>;
@@ -46,11 +64,33 @@ pub trait LmOps {
     fn add(&self, x: &mut Self::F, y: &Self::F, n: usize) -> Result<()>;
     /// GPT-NeoX half-split rotary on the first `rot` dims of each head of x [batch, ctx, heads, d_head].
     #[allow(clippy::too_many_arguments)]
-    fn rotary(&self, x: &mut Self::F, batch: usize, ctx: usize, heads: usize, d_head: usize, rot: usize, base: f32) -> Result<()>;
+    fn rotary(
+        &self,
+        x: &mut Self::F,
+        batch: usize,
+        ctx: usize,
+        heads: usize,
+        d_head: usize,
+        rot: usize,
+        base: f32,
+    ) -> Result<()>;
     /// Causal softmax attention; `scale` multiplies q·k. Scores (−inf above the
     /// diagonal) and the pattern [batch, heads, ctx, ctx] are written when given.
     #[allow(clippy::too_many_arguments)]
-    fn attention(&self, q: &Self::F, k: &Self::F, v: &Self::F, batch: usize, ctx: usize, heads: usize, d_head: usize, scale: f32, z: &mut Self::F, scores: Option<&mut Self::F>, pattern: Option<&mut Self::F>) -> Result<()>;
+    fn attention(
+        &self,
+        q: &Self::F,
+        k: &Self::F,
+        v: &Self::F,
+        batch: usize,
+        ctx: usize,
+        heads: usize,
+        d_head: usize,
+        scale: f32,
+        z: &mut Self::F,
+        scores: Option<&mut Self::F>,
+        pattern: Option<&mut Self::F>,
+    ) -> Result<()>;
     /// out [rows, d] = w[idx[r], :].
     fn gather_rows(&self, w: &Self::F, idx: &Self::I, rows: usize, d: usize, out: &mut Self::F) -> Result<()>;
     /// out [rows] = logsumexp(logits[r]) − logits[r, target[r]]; 0 where target < 0.
@@ -85,19 +125,45 @@ impl LmOps for GpuOps {
     }
     fn copy_range(&self, src: &Self::F, offset: usize, n: usize, dst: &mut Self::F) -> Result<()> {
         if offset + n > src.len() || n > dst.len() {
-            return Err(CudaError::Shape(format!("copy of {n} values at {offset}: buffers of {} and {}", src.len(), dst.len())));
+            return Err(CudaError::Shape(format!(
+                "copy of {n} values at {offset}: buffers of {} and {}",
+                src.len(),
+                dst.len()
+            )));
         }
         let mut to = dst.slice_mut(..n);
         self.0.stream.memcpy_dtod(&src.slice(offset..offset + n), &mut to)?;
         Ok(())
     }
-    fn gemm_nt_bias(&self, a: &Self::F, b: &Self::F, bias: Option<&Self::F>, c: &mut Self::F, m: usize, n: usize, k: usize) -> Result<()> {
+    fn gemm_nt_bias(
+        &self,
+        a: &Self::F,
+        b: &Self::F,
+        bias: Option<&Self::F>,
+        c: &mut Self::F,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
         self.0.gemm_nt_bias(a, b, bias, c, m, n, k)
     }
-    fn layer_norm(&self, x: &Self::F, rows: usize, d: usize, eps: f32, affine: Option<(&Self::F, &Self::F)>, out: &mut Self::F, scale: &mut Self::F) -> Result<()> {
+    fn layer_norm(
+        &self,
+        x: &Self::F,
+        rows: usize,
+        d: usize,
+        eps: f32,
+        affine: Option<(&Self::F, &Self::F)>,
+        out: &mut Self::F,
+        scale: &mut Self::F,
+    ) -> Result<()> {
         let g = &self.0;
         let (w, b) = affine.map_or((NULL, NULL), |(w, b)| (g.ptr(w), g.ptr(b)));
-        g.launch_lm("layer_norm", per_row(rows, 256), &[g.ptr(x), rows.into(), d.into(), eps.into(), w, b, g.ptr(out), g.ptr(scale)])
+        g.launch_lm(
+            "layer_norm",
+            per_row(rows, 256),
+            &[g.ptr(x), rows.into(), d.into(), eps.into(), w, b, g.ptr(out), g.ptr(scale)],
+        )
     }
     fn scale_shift(&self, x: &mut Self::F, rows: usize, d: usize, w: &Self::F, b: &Self::F) -> Result<()> {
         let g = &self.0;
@@ -114,20 +180,65 @@ impl LmOps for GpuOps {
     fn add(&self, x: &mut Self::F, y: &Self::F, n: usize) -> Result<()> {
         self.0.launch_lm("add_inplace", grid_1d(n), &[self.0.ptr(x), self.0.ptr(y), crate::kernels::Arg::U64(n as u64)])
     }
-    fn rotary(&self, x: &mut Self::F, batch: usize, ctx: usize, heads: usize, d_head: usize, rot: usize, base: f32) -> Result<()> {
+    fn rotary(
+        &self,
+        x: &mut Self::F,
+        batch: usize,
+        ctx: usize,
+        heads: usize,
+        d_head: usize,
+        rot: usize,
+        base: f32,
+    ) -> Result<()> {
         let g = &self.0;
-        g.launch_lm("rotary_neox", grid_1d(batch * ctx * heads * (rot / 2)), &[g.ptr(x), batch.into(), ctx.into(), heads.into(), d_head.into(), rot.into(), base.into()])
+        g.launch_lm(
+            "rotary_neox",
+            grid_1d(batch * ctx * heads * (rot / 2)),
+            &[g.ptr(x), batch.into(), ctx.into(), heads.into(), d_head.into(), rot.into(), base.into()],
+        )
     }
-    fn attention(&self, q: &Self::F, k: &Self::F, v: &Self::F, batch: usize, ctx: usize, heads: usize, d_head: usize, scale: f32, z: &mut Self::F, scores: Option<&mut Self::F>, pattern: Option<&mut Self::F>) -> Result<()> {
+    fn attention(
+        &self,
+        q: &Self::F,
+        k: &Self::F,
+        v: &Self::F,
+        batch: usize,
+        ctx: usize,
+        heads: usize,
+        d_head: usize,
+        scale: f32,
+        z: &mut Self::F,
+        scores: Option<&mut Self::F>,
+        pattern: Option<&mut Self::F>,
+    ) -> Result<()> {
         let g = &self.0;
         // The kernel keeps one query's scores in shared memory.
         if ctx * 4 > 48 * 1024 {
             return Err(CudaError::Unsupported(format!("attention over a context of {ctx} tokens (at most 12288)")));
         }
-        let cfg = LaunchConfig { grid_dim: (ctx as u32, heads as u32, batch as u32), block_dim: (128, 1, 1), shared_mem_bytes: (ctx * 4) as u32 };
+        let cfg = LaunchConfig {
+            grid_dim: (ctx as u32, heads as u32, batch as u32),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: (ctx * 4) as u32,
+        };
         let scores = scores.map_or(NULL, |s| g.ptr(s));
         let pattern = pattern.map_or(NULL, |p| g.ptr(p));
-        g.launch_lm("causal_attention", cfg, &[g.ptr(q), g.ptr(k), g.ptr(v), ctx.into(), heads.into(), d_head.into(), scale.into(), g.ptr(z), scores, pattern])
+        g.launch_lm(
+            "causal_attention",
+            cfg,
+            &[
+                g.ptr(q),
+                g.ptr(k),
+                g.ptr(v),
+                ctx.into(),
+                heads.into(),
+                d_head.into(),
+                scale.into(),
+                g.ptr(z),
+                scores,
+                pattern,
+            ],
+        )
     }
     fn gather_rows(&self, w: &Self::F, idx: &Self::I, rows: usize, d: usize, out: &mut Self::F) -> Result<()> {
         let g = &self.0;
@@ -135,7 +246,11 @@ impl LmOps for GpuOps {
     }
     fn token_ce(&self, logits: &Self::F, rows: usize, vocab: usize, target: &Self::I, out: &mut Self::F) -> Result<()> {
         let g = &self.0;
-        g.launch_lm("token_ce", per_row(rows, 256), &[g.ptr(logits), rows.into(), vocab.into(), g.ptr(target), g.ptr(out)])
+        g.launch_lm(
+            "token_ce",
+            per_row(rows, 256),
+            &[g.ptr(logits), rows.into(), vocab.into(), g.ptr(target), g.ptr(out)],
+        )
     }
 }
 
@@ -194,7 +309,9 @@ impl<O: LmOps> LmForward<O> {
         let cfg = model.cfg.clone();
         let p = &model.params;
         let (d, hd, f) = (cfg.d_model, cfg.n_heads * cfg.d_head, cfg.d_mlp);
-        let pair = |a: &Option<(Vec<f32>, Vec<f32>)>| -> Result<Option<(O::F, O::F)>> { a.as_ref().map(|(w, b)| Ok((ops.upload(w)?, ops.upload(b)?))).transpose() };
+        let pair = |a: &Option<(Vec<f32>, Vec<f32>)>| -> Result<Option<(O::F, O::F)>> {
+            a.as_ref().map(|(w, b)| Ok((ops.upload(w)?, ops.upload(b)?))).transpose()
+        };
         let mut layers = Vec::with_capacity(p.layers.len());
         for lp in &p.layers {
             layers.push(Layer {
@@ -230,7 +347,14 @@ impl<O: LmOps> LmForward<O> {
 
     /// Gives a hook its turn: a replacement goes through the host and back, a
     /// capture is copied to the host.
-    fn visit(&self, req: &mut RunRequest, out: &mut RunOutput, name: &str, buf: &mut O::F, shape: &[usize]) -> Result<()> {
+    fn visit(
+        &self,
+        req: &mut RunRequest,
+        out: &mut RunOutput,
+        name: &str,
+        buf: &mut O::F,
+        shape: &[usize],
+    ) -> Result<()> {
         let capture = req.capture.contains(name);
         let replace = req.replace.get_mut(name);
         if !capture && replace.is_none() {
@@ -253,7 +377,18 @@ impl<O: LmOps> LmForward<O> {
 
     /// LayerNorm of `x` into `out` with the hook semantics of `self.ln_hook`.
     #[allow(clippy::too_many_arguments)]
-    fn ln(&self, x: &O::F, affine: Option<&(O::F, O::F)>, prefix: &str, req: &mut RunRequest, ro: &mut RunOutput, out: &mut O::F, scale: &mut O::F, batch: usize, ctx: usize) -> Result<()> {
+    fn ln(
+        &self,
+        x: &O::F,
+        affine: Option<&(O::F, O::F)>,
+        prefix: &str,
+        req: &mut RunRequest,
+        ro: &mut RunOutput,
+        out: &mut O::F,
+        scale: &mut O::F,
+        batch: usize,
+        ctx: usize,
+    ) -> Result<()> {
         let (d, n) = (self.cfg.d_model, batch * ctx);
         let name = format!("{prefix}.hook_normalized");
         // The hook sees the value before the affine: apply it separately.
@@ -269,7 +404,15 @@ impl<O: LmOps> LmForward<O> {
     }
 
     /// Blocks `start..` on `resid` (the value entering block `start`), then the head.
-    fn run_blocks(&self, mut resid: O::F, start: usize, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput> {
+    fn run_blocks(
+        &self,
+        mut resid: O::F,
+        start: usize,
+        tokens: &[u32],
+        batch: usize,
+        ctx: usize,
+        req: &mut RunRequest,
+    ) -> Result<RunOutput> {
         let cfg = &self.cfg;
         let ops = &self.ops;
         let (d, nh, dh, f) = (cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp);
@@ -281,12 +424,15 @@ impl<O: LmOps> LmForward<O> {
             for h in ["attn.hook_attn_scores", "attn.hook_pattern"] {
                 let name = format!("blocks.{l}.{h}");
                 if req.replace.contains_key(&name) {
-                    return Err(CudaError::Unsupported(format!("replacing {name} (the attention kernel fuses scores, softmax and values); run this stage with device: cpu")));
+                    return Err(CudaError::Unsupported(format!(
+                        "replacing {name} (the attention kernel fuses scores, softmax and values); run this stage with device: cpu"
+                    )));
                 }
             }
         }
         let (mut x, mut scale) = (ops.alloc(n * d)?, ops.alloc(n)?);
-        let (mut q, mut k, mut v, mut z) = (ops.alloc(n * hd)?, ops.alloc(n * hd)?, ops.alloc(n * hd)?, ops.alloc(n * hd)?);
+        let (mut q, mut k, mut v, mut z) =
+            (ops.alloc(n * hd)?, ops.alloc(n * hd)?, ops.alloc(n * hd)?, ops.alloc(n * hd)?);
         let (mut attn_out, mut mlp_out) = (ops.alloc(n * d)?, ops.alloc(n * d)?);
         let mut hidden: Option<O::F> = None;
         let sq = batch * nh * ctx * ctx;
@@ -366,14 +512,26 @@ impl<O: LmOps> LmForward<O> {
     }
 
     /// Logits and per-token loss from the final normalized residual `xf`.
-    fn head(&self, xf: O::F, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest, ro: &mut RunOutput) -> Result<()> {
+    fn head(
+        &self,
+        xf: O::F,
+        tokens: &[u32],
+        batch: usize,
+        ctx: usize,
+        req: &mut RunRequest,
+        ro: &mut RunOutput,
+    ) -> Result<()> {
         let (ops, d, vocab, n) = (&self.ops, self.cfg.d_model, self.cfg.d_vocab, batch * ctx);
         let want_loss = req.want_loss && ctx >= 2;
         if req.want_loss && ctx < 2 {
             ro.loss_per_token = Some(Vec::new());
         }
         // Target of row b·ctx + t is token t + 1 of sequence b; none at the last position.
-        let targets: Vec<i32> = if want_loss { (0..n).map(|g| if g % ctx == ctx - 1 { -1 } else { tokens[g + 1] as i32 }).collect() } else { Vec::new() };
+        let targets: Vec<i32> = if want_loss {
+            (0..n).map(|g| if g % ctx == ctx - 1 { -1 } else { tokens[g + 1] as i32 }).collect()
+        } else {
+            Vec::new()
+        };
         let mut per_row = Vec::new();
         if req.want_logits || Self::wants(req, "unembed.hook_out") {
             let mut logits = ops.alloc(n * vocab)?;
@@ -406,7 +564,14 @@ impl<O: LmOps> LmForward<O> {
         Ok(())
     }
 
-    fn embed(&self, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest, ro: &mut RunOutput) -> Result<O::F> {
+    fn embed(
+        &self,
+        tokens: &[u32],
+        batch: usize,
+        ctx: usize,
+        req: &mut RunRequest,
+        ro: &mut RunOutput,
+    ) -> Result<O::F> {
         let (ops, d, n) = (&self.ops, self.cfg.d_model, batch * ctx);
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         let mut resid = ops.alloc(n * d)?;
@@ -453,7 +618,15 @@ impl<O: LmOps> Runner for LmForward<O> {
         let rest = self.run_blocks(resid, 0, tokens, batch, ctx, req).map_err(backend)?;
         Ok(merged(ro, rest))
     }
-    fn run_from(&self, resid: Vec<f32>, layer: usize, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> saepipe_model::Result<RunOutput> {
+    fn run_from(
+        &self,
+        resid: Vec<f32>,
+        layer: usize,
+        tokens: &[u32],
+        batch: usize,
+        ctx: usize,
+        req: &mut RunRequest,
+    ) -> saepipe_model::Result<RunOutput> {
         saepipe_model::check_run_from_inputs(&self.cfg, &resid, layer, tokens, batch, ctx, req)?;
         let on_device = self.ops.upload(&resid).map_err(backend)?;
         self.run_blocks(on_device, layer, tokens, batch, ctx, req).map_err(backend)

@@ -73,7 +73,16 @@ impl LmOps for HostOps {
         dst[..n].copy_from_slice(&src[offset..offset + n]);
         Ok(())
     }
-    fn gemm_nt_bias(&self, a: &Vec<f32>, b: &Vec<f32>, bias: Option<&Vec<f32>>, c: &mut Vec<f32>, m: usize, n: usize, k: usize) -> Result<()> {
+    fn gemm_nt_bias(
+        &self,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        bias: Option<&Vec<f32>>,
+        c: &mut Vec<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
         check("gemm a", a.len(), m * k)?;
         check("gemm b", b.len(), n * k)?;
         check("gemm c", c.len(), m * n)?;
@@ -87,7 +96,16 @@ impl LmOps for HostOps {
         }
         Ok(())
     }
-    fn layer_norm(&self, x: &Vec<f32>, rows: usize, d: usize, eps: f32, affine: Option<(&Vec<f32>, &Vec<f32>)>, out: &mut Vec<f32>, scale: &mut Vec<f32>) -> Result<()> {
+    fn layer_norm(
+        &self,
+        x: &Vec<f32>,
+        rows: usize,
+        d: usize,
+        eps: f32,
+        affine: Option<(&Vec<f32>, &Vec<f32>)>,
+        out: &mut Vec<f32>,
+        scale: &mut Vec<f32>,
+    ) -> Result<()> {
         check("layer_norm", x.len().min(out.len()), rows * d)?;
         check("layer_norm scale", scale.len(), rows)?;
         for r in 0..rows {
@@ -128,7 +146,16 @@ impl LmOps for HostOps {
         x[..n].iter_mut().zip(y).for_each(|(a, b)| *a += b);
         Ok(())
     }
-    fn rotary(&self, x: &mut Vec<f32>, batch: usize, ctx: usize, heads: usize, d_head: usize, rot: usize, base: f32) -> Result<()> {
+    fn rotary(
+        &self,
+        x: &mut Vec<f32>,
+        batch: usize,
+        ctx: usize,
+        heads: usize,
+        d_head: usize,
+        rot: usize,
+        base: f32,
+    ) -> Result<()> {
         check("rotary", x.len(), batch * ctx * heads * d_head)?;
         let half = rot / 2;
         for b in 0..batch {
@@ -146,7 +173,20 @@ impl LmOps for HostOps {
         }
         Ok(())
     }
-    fn attention(&self, q: &Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, batch: usize, ctx: usize, heads: usize, d_head: usize, scale: f32, z: &mut Vec<f32>, mut scores: Option<&mut Vec<f32>>, mut pattern: Option<&mut Vec<f32>>) -> Result<()> {
+    fn attention(
+        &self,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        batch: usize,
+        ctx: usize,
+        heads: usize,
+        d_head: usize,
+        scale: f32,
+        z: &mut Vec<f32>,
+        mut scores: Option<&mut Vec<f32>>,
+        mut pattern: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
         let n = batch * ctx * heads * d_head;
         check("attention", q.len().min(k.len()).min(v.len()).min(z.len()), n)?;
         for b in 0..batch {
@@ -172,7 +212,9 @@ impl LmOps for HostOps {
                         }
                     }
                     for i in 0..d_head {
-                        z[qo + i] = (0..=t).map(|u| e[u] / tot * v[((b * ctx + u) * heads + h) * d_head + i] as f64).sum::<f64>() as f32;
+                        z[qo + i] = (0..=t)
+                            .map(|u| e[u] / tot * v[((b * ctx + u) * heads + h) * d_head + i] as f64)
+                            .sum::<f64>() as f32;
                     }
                 }
             }
@@ -188,7 +230,14 @@ impl LmOps for HostOps {
         }
         Ok(())
     }
-    fn token_ce(&self, logits: &Vec<f32>, rows: usize, vocab: usize, target: &Vec<i32>, out: &mut Vec<f32>) -> Result<()> {
+    fn token_ce(
+        &self,
+        logits: &Vec<f32>,
+        rows: usize,
+        vocab: usize,
+        target: &Vec<i32>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         check("token_ce", logits.len(), rows * vocab)?;
         for r in 0..rows {
             out[r] = if target[r] < 0 {

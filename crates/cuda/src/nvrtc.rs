@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Kernel sources, embedded at build time. Each is compiled with `common.cuh` prepended.
-pub const KERNEL_FILES: &[(&str, &str)] = &[("sae.cu", include_str!("../../../kernels/sae.cu")), ("lm.cu", include_str!("../../../kernels/lm.cu"))];
+pub const KERNEL_FILES: &[(&str, &str)] =
+    &[("sae.cu", include_str!("../../../kernels/sae.cu")), ("lm.cu", include_str!("../../../kernels/lm.cu"))];
 const COMMON: &str = include_str!("../../../kernels/common.cuh");
 
 const SONAMES: &[&str] = &["libnvrtc.so", "libnvrtc.so.12", "libnvrtc.so.13", "libnvrtc.so.11"];
@@ -61,7 +62,12 @@ pub fn ensure_nvrtc() -> Result<String> {
             for p in &cands {
                 if p.exists() {
                     // SAFETY: as above; RTLD_GLOBAL so later by-name loads resolve to this copy.
-                    let lib = unsafe { libloading::os::unix::Library::open(Some(p), libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL) };
+                    let lib = unsafe {
+                        libloading::os::unix::Library::open(
+                            Some(p),
+                            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+                        )
+                    };
                     if let Ok(lib) = lib {
                         std::mem::forget(lib); // keep it loaded for the process lifetime
                         return Ok(p.display().to_string());
@@ -113,7 +119,11 @@ pub fn compile(file: &str, arch: &'static str, cache_dir: Option<&Path>) -> Resu
         name: Some(file.to_string()),
         ..Default::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(&src, opts).map_err(|e| CudaError::Compile { file: file.into(), arch: arch.into(), log: format!("{e:?}") })?;
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(&src, opts).map_err(|e| CudaError::Compile {
+        file: file.into(),
+        arch: arch.into(),
+        log: format!("{e:?}"),
+    })?;
     let text = ptx.to_src();
     if let Some(p) = cached {
         if let Some(dir) = p.parent() {

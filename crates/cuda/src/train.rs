@@ -31,13 +31,29 @@ struct DevParams {
 
 impl DevParams {
     fn upload(gpu: &Gpu, p: &Params) -> Result<DevParams> {
-        Ok(DevParams { enc: gpu.upload(&p.enc)?, b_enc: gpu.upload(&p.b_enc)?, dec: gpu.upload(&p.dec)?, b_dec: gpu.upload(&p.b_dec)? })
+        Ok(DevParams {
+            enc: gpu.upload(&p.enc)?,
+            b_enc: gpu.upload(&p.b_enc)?,
+            dec: gpu.upload(&p.dec)?,
+            b_dec: gpu.upload(&p.b_dec)?,
+        })
     }
     fn zeros(gpu: &Gpu, d: usize, d_sae: usize) -> Result<DevParams> {
-        Ok(DevParams { enc: gpu.zeros(d_sae * d)?, b_enc: gpu.zeros(d_sae)?, dec: gpu.zeros(d_sae * d)?, b_dec: gpu.zeros(d)? })
+        Ok(DevParams {
+            enc: gpu.zeros(d_sae * d)?,
+            b_enc: gpu.zeros(d_sae)?,
+            dec: gpu.zeros(d_sae * d)?,
+            b_dec: gpu.zeros(d)?,
+        })
     }
     fn download(&self, gpu: &Gpu) -> Result<Params> {
-        Ok(Params { enc: gpu.download(&self.enc)?, b_enc: gpu.download(&self.b_enc)?, dec: gpu.download(&self.dec)?, b_dec: gpu.download(&self.b_dec)?, skip: None })
+        Ok(Params {
+            enc: gpu.download(&self.enc)?,
+            b_enc: gpu.download(&self.b_enc)?,
+            dec: gpu.download(&self.dec)?,
+            b_dec: gpu.download(&self.b_dec)?,
+            skip: None,
+        })
     }
 }
 
@@ -105,17 +121,28 @@ impl GpuTopKTrainer {
     pub fn from_state(gpu: Arc<Gpu>, s: TrainerState) -> Result<GpuTopKTrainer> {
         let k = match s.cfg.arch {
             TrainArch::TopK { k } => k,
-            ref other => return Err(CudaError::Unsupported(format!("GPU training implements TopK SAEs; {other:?} trains on the CPU"))),
+            ref other => {
+                return Err(CudaError::Unsupported(format!(
+                    "GPU training implements TopK SAEs; {other:?} trains on the CPU"
+                )));
+            }
         };
         if s.cfg.transcoder || s.d_in != s.d_out || s.cfg.skip_connection || s.params.skip.is_some() {
-            return Err(CudaError::Unsupported("GPU training of transcoders / skip connections; use the CPU trainer".into()));
+            return Err(CudaError::Unsupported(
+                "GPU training of transcoders / skip connections; use the CPU trainer".into(),
+            ));
         }
         let (d, d_sae) = (s.d_in, s.cfg.d_sae);
         if k == 0 || k > d_sae {
             return Err(CudaError::Shape(format!("k = {k} must be in 1..={d_sae}")));
         }
-        let ok = |p: &Params| p.enc.len() == d_sae * d && p.b_enc.len() == d_sae && p.dec.len() == d_sae * d && p.b_dec.len() == d;
-        if !(ok(&s.params) && ok(&s.adam_m) && ok(&s.adam_v)) || s.tokens_since_fired.len() != d_sae || s.fire_counts.len() != d_sae {
+        let ok = |p: &Params| {
+            p.enc.len() == d_sae * d && p.b_enc.len() == d_sae && p.dec.len() == d_sae * d && p.b_dec.len() == d
+        };
+        if !(ok(&s.params) && ok(&s.adam_m) && ok(&s.adam_v))
+            || s.tokens_since_fired.len() != d_sae
+            || s.fire_counts.len() != d_sae
+        {
             return Err(CudaError::Shape(format!("trainer state does not match its config (d_in {d}, d_sae {d_sae})")));
         }
         let k_aux_cfg = s.cfg.aux_k.unwrap_or(d / 2).max(1);
@@ -238,7 +265,8 @@ impl GpuTopKTrainer {
         let n_dead = dead.iter().filter(|&&b| b).count();
         let use_aux = self.cfg.aux_k_coefficient > 0.0 && n_dead > 0;
         let k_aux = if use_aux { self.k_aux_cfg.min(n_dead) } else { 0 };
-        let aux_scale = if use_aux { (n_dead as f32 / self.k_aux_cfg as f32).min(1.0) * self.cfg.aux_k_coefficient } else { 0.0 };
+        let aux_scale =
+            if use_aux { (n_dead as f32 / self.k_aux_cfg as f32).min(1.0) * self.cfg.aux_k_coefficient } else { 0.0 };
         let k2 = k + k_aux;
         let inv_n = 1.0 / n as f32;
         let lr = self.lr_at(self.step);
@@ -249,7 +277,11 @@ impl GpuTopKTrainer {
         let p = &self.params;
         g.stream.memcpy_htod(x, &mut s.x.slice_mut(0..n * d))?;
         let b_dec_in = if self.cfg.apply_b_dec_to_input { g.ptr(&p.b_dec) } else { NULL };
-        g.launch("prepare_input", grid_1d(n * d), &[g.ptr(&s.x), n.into(), d.into(), self.scale_in.into(), b_dec_in, g.ptr(&s.xs), g.ptr(&s.xin)])?;
+        g.launch(
+            "prepare_input",
+            grid_1d(n * d),
+            &[g.ptr(&s.x), n.into(), d.into(), self.scale_in.into(), b_dec_in, g.ptr(&s.xs), g.ptr(&s.xin)],
+        )?;
 
         // Forward: pre-activations, top-k (positive values only) and the reconstruction.
         g.gemm_nt_bias(&s.xin, &p.enc, Some(&p.b_enc), &mut s.pre, n, d_sae, d)?;
@@ -266,17 +298,94 @@ impl GpuTopKTrainer {
             g.topk_rows_into(pa, n, d_sae, k_aux, 0, &mut s.idx, k, &mut s.val, k, k2)?;
         }
         let (idx, val) = (g.ptr(&s.idx), g.ptr(&s.val));
-        g.launch("sparse_decode", per_row(n, 128), &[idx, val, NULL, n.into(), k.into(), k2.into(), g.ptr(&p.dec), d.into(), g.ptr(&p.b_dec), g.ptr(&s.yhat), 0i32.into()])?;
+        g.launch(
+            "sparse_decode",
+            per_row(n, 128),
+            &[
+                idx,
+                val,
+                NULL,
+                n.into(),
+                k.into(),
+                k2.into(),
+                g.ptr(&p.dec),
+                d.into(),
+                g.ptr(&p.b_dec),
+                g.ptr(&s.yhat),
+                0i32.into(),
+            ],
+        )?;
 
         // Loss and the gradients wrt the reconstruction and the active values.
         g.launch("column_sum", grid_1d(d), &[g.ptr(&s.xs), n.into(), d.into(), inv_n.into(), g.ptr(&self.ybar)])?;
-        g.launch("residual_loss", per_row(n, 128), &[g.ptr(&s.yhat), g.ptr(&s.xs), g.ptr(&self.ybar), n.into(), d.into(), inv_n.into(), g.ptr(&s.g), g.ptr(&s.row_se), g.ptr(&s.row_var)])?;
-        g.launch("sparse_grad_values", per_row(n, 256), &[idx, NULL, n.into(), k.into(), k2.into(), g.ptr(&p.dec), d.into(), g.ptr(&s.g), g.ptr(&s.dpre)])?;
+        g.launch(
+            "residual_loss",
+            per_row(n, 128),
+            &[
+                g.ptr(&s.yhat),
+                g.ptr(&s.xs),
+                g.ptr(&self.ybar),
+                n.into(),
+                d.into(),
+                inv_n.into(),
+                g.ptr(&s.g),
+                g.ptr(&s.row_se),
+                g.ptr(&s.row_var),
+            ],
+        )?;
+        g.launch(
+            "sparse_grad_values",
+            per_row(n, 256),
+            &[idx, NULL, n.into(), k.into(), k2.into(), g.ptr(&p.dec), d.into(), g.ptr(&s.g), g.ptr(&s.dpre)],
+        )?;
         if use_aux {
             let (idx_aux, val_aux) = (g.ptr_at(&s.idx, k), g.ptr_at(&s.val, k));
-            g.launch("sparse_decode", per_row(n, 128), &[idx_aux, val_aux, NULL, n.into(), k_aux.into(), k2.into(), g.ptr(&p.dec), d.into(), NULL, g.ptr(&s.a), 0i32.into()])?;
-            g.launch("auxk_residual", per_row(n, 128), &[g.ptr(&s.a), g.ptr(&s.yhat), g.ptr(&s.xs), n.into(), d.into(), (2.0 * aux_scale * inv_n).into(), g.ptr(&s.h), g.ptr(&s.row_ae)])?;
-            g.launch("sparse_grad_values", per_row(n, 256), &[idx_aux, NULL, n.into(), k_aux.into(), k2.into(), g.ptr(&p.dec), d.into(), g.ptr(&s.h), g.ptr_at(&s.dpre, k)])?;
+            g.launch(
+                "sparse_decode",
+                per_row(n, 128),
+                &[
+                    idx_aux,
+                    val_aux,
+                    NULL,
+                    n.into(),
+                    k_aux.into(),
+                    k2.into(),
+                    g.ptr(&p.dec),
+                    d.into(),
+                    NULL,
+                    g.ptr(&s.a),
+                    0i32.into(),
+                ],
+            )?;
+            g.launch(
+                "auxk_residual",
+                per_row(n, 128),
+                &[
+                    g.ptr(&s.a),
+                    g.ptr(&s.yhat),
+                    g.ptr(&s.xs),
+                    n.into(),
+                    d.into(),
+                    (2.0 * aux_scale * inv_n).into(),
+                    g.ptr(&s.h),
+                    g.ptr(&s.row_ae),
+                ],
+            )?;
+            g.launch(
+                "sparse_grad_values",
+                per_row(n, 256),
+                &[
+                    idx_aux,
+                    NULL,
+                    n.into(),
+                    k_aux.into(),
+                    k2.into(),
+                    g.ptr(&p.dec),
+                    d.into(),
+                    g.ptr(&s.h),
+                    g.ptr_at(&s.dpre, k),
+                ],
+            )?;
         }
 
         // Group the entries by latent (counting sort, then a fixed order inside each group).
@@ -286,31 +395,94 @@ impl GpuTopKTrainer {
         g.stream.memset_zeros(&mut self.cursor)?;
         g.launch("count_latents", grid_1d(entries), &[idx, NULL, n.into(), k2.into(), k2.into(), g.ptr(&self.counts)])?;
         g.launch("count_latents", grid_1d(n * k), &[idx, NULL, n.into(), k.into(), k2.into(), g.ptr(&self.fire)])?;
-        g.launch("exclusive_scan_1block", per_row(1, 1024), &[g.ptr(&self.counts), d_sae.into(), g.ptr(&self.offsets)])?;
-        g.launch("scatter_by_latent", grid_1d(entries), &[idx, NULL, n.into(), k2.into(), k2.into(), g.ptr(&self.offsets), g.ptr(&self.cursor), g.ptr(&s.perm)])?;
-        g.launch("sort_segments", per_row(d_sae, 256), &[g.ptr(&self.offsets), d_sae.into(), g.ptr(&s.perm), g.ptr(&s.sort_tmp)])?;
+        g.launch(
+            "exclusive_scan_1block",
+            per_row(1, 1024),
+            &[g.ptr(&self.counts), d_sae.into(), g.ptr(&self.offsets)],
+        )?;
+        g.launch(
+            "scatter_by_latent",
+            grid_1d(entries),
+            &[idx, NULL, n.into(), k2.into(), k2.into(), g.ptr(&self.offsets), g.ptr(&self.cursor), g.ptr(&s.perm)],
+        )?;
+        g.launch(
+            "sort_segments",
+            per_row(d_sae, 256),
+            &[g.ptr(&self.offsets), d_sae.into(), g.ptr(&s.perm), g.ptr(&s.sort_tmp)],
+        )?;
 
         // Weight gradients, latent by latent.
         let gr = &self.grads;
         let (perm, offs) = (g.ptr(&s.perm), g.ptr(&self.offsets));
         let h_src = if use_aux { g.ptr(&s.h) } else { g.ptr(&s.g) };
-        g.launch("segment_outer_accumulate", per_row(d_sae, 128), &[perm, offs, k2.into(), k.into(), val, g.ptr(&s.g), h_src, d.into(), 1.0f32.into(), g.ptr(&gr.dec)])?;
-        g.launch("segment_outer_accumulate", per_row(d_sae, 128), &[perm, offs, k2.into(), k2.into(), g.ptr(&s.dpre), g.ptr(&s.xin), g.ptr(&s.xin), d.into(), 1.0f32.into(), g.ptr(&gr.enc)])?;
-        g.launch("segment_sum", grid_1d(d_sae), &[perm, offs, d_sae.into(), g.ptr(&s.dpre), 1.0f32.into(), g.ptr(&gr.b_enc)])?;
+        g.launch(
+            "segment_outer_accumulate",
+            per_row(d_sae, 128),
+            &[perm, offs, k2.into(), k.into(), val, g.ptr(&s.g), h_src, d.into(), 1.0f32.into(), g.ptr(&gr.dec)],
+        )?;
+        g.launch(
+            "segment_outer_accumulate",
+            per_row(d_sae, 128),
+            &[
+                perm,
+                offs,
+                k2.into(),
+                k2.into(),
+                g.ptr(&s.dpre),
+                g.ptr(&s.xin),
+                g.ptr(&s.xin),
+                d.into(),
+                1.0f32.into(),
+                g.ptr(&gr.enc),
+            ],
+        )?;
+        g.launch(
+            "segment_sum",
+            grid_1d(d_sae),
+            &[perm, offs, d_sae.into(), g.ptr(&s.dpre), 1.0f32.into(), g.ptr(&gr.b_enc)],
+        )?;
         // b_dec: Σ_t g_t, and through the encoder input x − b_dec: −Σ_j (∂L/∂b_enc)_j enc_j.
         g.launch("column_sum", grid_1d(d), &[g.ptr(&s.g), n.into(), d.into(), 1.0f32.into(), g.ptr(&gr.b_dec)])?;
         if self.cfg.apply_b_dec_to_input {
             let splits = d_sae.div_ceil(BDEC_SPLIT_ROWS);
-            let cfg = LaunchConfig { grid_dim: (d.div_ceil(128) as u32, splits as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-            g.launch("weighted_rows_partial", cfg, &[g.ptr(&p.enc), g.ptr(&gr.b_enc), d_sae.into(), d.into(), BDEC_SPLIT_ROWS.into(), g.ptr(&self.bdec_partial)])?;
-            g.launch("column_sum", grid_1d(d), &[g.ptr(&self.bdec_partial), splits.into(), d.into(), (-1.0f32).into(), g.ptr(&self.bdec_tmp)])?;
+            let cfg = LaunchConfig {
+                grid_dim: (d.div_ceil(128) as u32, splits as u32, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            g.launch(
+                "weighted_rows_partial",
+                cfg,
+                &[
+                    g.ptr(&p.enc),
+                    g.ptr(&gr.b_enc),
+                    d_sae.into(),
+                    d.into(),
+                    BDEC_SPLIT_ROWS.into(),
+                    g.ptr(&self.bdec_partial),
+                ],
+            )?;
+            g.launch(
+                "column_sum",
+                grid_1d(d),
+                &[g.ptr(&self.bdec_partial), splits.into(), d.into(), (-1.0f32).into(), g.ptr(&self.bdec_tmp)],
+            )?;
             g.launch_lm("add_inplace", grid_1d(d), &[g.ptr(&gr.b_dec), g.ptr(&self.bdec_tmp), Arg::U64(d as u64)])?;
         }
         // Only the tangential part of a unit-norm row's gradient matters.
-        g.launch("project_tangent_rows", per_row(d_sae, 128), &[g.ptr(&gr.dec), g.ptr(&p.dec), d_sae.into(), d.into()])?;
-        let norm_cfg = LaunchConfig { grid_dim: (NORM_BLOCKS as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        g.launch(
+            "project_tangent_rows",
+            per_row(d_sae, 128),
+            &[g.ptr(&gr.dec), g.ptr(&p.dec), d_sae.into(), d.into()],
+        )?;
+        let norm_cfg =
+            LaunchConfig { grid_dim: (NORM_BLOCKS as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         for (i, t) in [&gr.enc, &gr.b_enc, &gr.dec, &gr.b_dec].into_iter().enumerate() {
-            g.launch("sum_squares_partial", norm_cfg, &[g.ptr(t), Arg::U64(t.len() as u64), g.ptr(&self.norm_partial), ((i * NORM_BLOCKS) as i32).into()])?;
+            g.launch(
+                "sum_squares_partial",
+                norm_cfg,
+                &[g.ptr(t), Arg::U64(t.len() as u64), g.ptr(&self.norm_partial), ((i * NORM_BLOCKS) as i32).into()],
+            )?;
         }
 
         // The one synchronisation: loss parts, gradient norm, firing counts.
@@ -339,9 +511,31 @@ impl GpuTopKTrainer {
         let t = (self.step + 1) as i32;
         let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         let (pm, mm, vm) = (&self.params, &self.adam_m, &self.adam_v);
-        for (pp, gg, m, v) in [(&pm.enc, &gr.enc, &mm.enc, &vm.enc), (&pm.b_enc, &gr.b_enc, &mm.b_enc, &vm.b_enc), (&pm.dec, &gr.dec, &mm.dec, &vm.dec), (&pm.b_dec, &gr.b_dec, &mm.b_dec, &vm.b_dec)] {
+        for (pp, gg, m, v) in [
+            (&pm.enc, &gr.enc, &mm.enc, &vm.enc),
+            (&pm.b_enc, &gr.b_enc, &mm.b_enc, &vm.b_enc),
+            (&pm.dec, &gr.dec, &mm.dec, &vm.dec),
+            (&pm.b_dec, &gr.b_dec, &mm.b_dec, &vm.b_dec),
+        ] {
             let len = pp.len();
-            g.launch("adam_step", grid_1d(len), &[g.ptr(pp), g.ptr(gg), g.ptr(m), g.ptr(v), Arg::U64(len as u64), lr.into(), b1.into(), b2.into(), bc1.into(), bc2.into(), eps.into(), clip.into()])?;
+            g.launch(
+                "adam_step",
+                grid_1d(len),
+                &[
+                    g.ptr(pp),
+                    g.ptr(gg),
+                    g.ptr(m),
+                    g.ptr(v),
+                    Arg::U64(len as u64),
+                    lr.into(),
+                    b1.into(),
+                    b2.into(),
+                    bc1.into(),
+                    bc2.into(),
+                    eps.into(),
+                    clip.into(),
+                ],
+            )?;
         }
         g.launch("normalize_rows", per_row(d_sae, 128), &[g.ptr(&pm.dec), d_sae.into(), d.into()])?;
 

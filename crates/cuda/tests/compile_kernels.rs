@@ -18,7 +18,11 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
     eprintln!("NVRTC {maj}.{min} from {}", nvrtc::ensure_nvrtc().unwrap());
     let cache = tempfile::tempdir().unwrap();
     for (file, src) in nvrtc::KERNEL_FILES {
-        let kernels: Vec<&str> = src.lines().filter_map(|l| l.strip_prefix("extern \"C\" __global__ void ")).map(|l| l.split('(').next().unwrap()).collect();
+        let kernels: Vec<&str> = src
+            .lines()
+            .filter_map(|l| l.strip_prefix("extern \"C\" __global__ void "))
+            .map(|l| l.split('(').next().unwrap())
+            .collect();
         assert!(!kernels.is_empty(), "{file} declares no kernels");
         for arch in ["compute_80", "compute_90"] {
             let ptx = nvrtc::compile(file, arch, Some(cache.path())).unwrap_or_else(|e| panic!("{e}"));

@@ -77,13 +77,36 @@ fn gemm_matches_cpu() {
     let b = r.vec(n * k, 1.0); // [n, k]
     let bias = r.vec(n, 1.0);
     let thr = r.vec(n, 1.0);
-    let dot = |i: usize, j: usize, bt: bool| -> f32 { (0..k).map(|t| a[i * k + t] * if bt { b[j * k + t] } else { b[t * n + j] }).sum::<f32>() + bias[j] };
-    let (ad, bd, biasd, thrd) = (g.upload(&a).unwrap(), g.upload(&b).unwrap(), g.upload(&bias).unwrap(), g.upload(&thr).unwrap());
+    let dot = |i: usize, j: usize, bt: bool| -> f32 {
+        (0..k).map(|t| a[i * k + t] * if bt { b[j * k + t] } else { b[t * n + j] }).sum::<f32>() + bias[j]
+    };
+    let (ad, bd, biasd, thrd) =
+        (g.upload(&a).unwrap(), g.upload(&b).unwrap(), g.upload(&bias).unwrap(), g.upload(&thr).unwrap());
     let c = g.zeros::<f32>(m * n).unwrap();
     // act 0 / 1 / 2 (none, ReLU, JumpReLU), B transposed or not.
     for (act, bt) in [(0, true), (1, true), (2, false), (0, false)] {
-        let cfg = LaunchConfig { grid_dim: (n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        g.launch("gemm_bias_act", cfg, &[g.ptr(&ad), g.ptr(&bd), g.ptr(&biasd), g.ptr(&thrd), g.ptr(&c), m.into(), n.into(), k.into(), (bt as i32).into(), act.into()]).unwrap();
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        g.launch(
+            "gemm_bias_act",
+            cfg,
+            &[
+                g.ptr(&ad),
+                g.ptr(&bd),
+                g.ptr(&biasd),
+                g.ptr(&thrd),
+                g.ptr(&c),
+                m.into(),
+                n.into(),
+                k.into(),
+                (bt as i32).into(),
+                act.into(),
+            ],
+        )
+        .unwrap();
         let want: Vec<f32> = (0..m * n)
             .map(|e| {
                 let (i, j) = (e / n, e % n);
@@ -136,11 +159,21 @@ fn input_preparation_matches_cpu() {
     g.launch("sub_bias_rows", grid_1d(rows * d), &[g.ptr(&xd), g.ptr(&bd), g.ptr(&o1), rows.into(), d.into()]).unwrap();
     let want: Vec<f32> = (0..rows * d).map(|i| x[i] - b[i % d]).collect();
     assert_eq!(dl(&g, &o1), want);
-    g.launch("prepare_input", grid_1d(rows * d), &[g.ptr(&xd), rows.into(), d.into(), 0.5f32.into(), g.ptr(&bd), g.ptr(&o1), g.ptr(&o2)]).unwrap();
+    g.launch(
+        "prepare_input",
+        grid_1d(rows * d),
+        &[g.ptr(&xd), rows.into(), d.into(), 0.5f32.into(), g.ptr(&bd), g.ptr(&o1), g.ptr(&o2)],
+    )
+    .unwrap();
     let xs: Vec<f32> = x.iter().map(|v| v * 0.5).collect();
     assert_eq!(dl(&g, &o1), xs);
     assert_eq!(dl(&g, &o2), (0..rows * d).map(|i| xs[i] - b[i % d]).collect::<Vec<_>>());
-    g.launch("prepare_input", grid_1d(rows * d), &[g.ptr(&xd), rows.into(), d.into(), 1.0f32.into(), NULL, g.ptr(&o1), g.ptr(&o2)]).unwrap();
+    g.launch(
+        "prepare_input",
+        grid_1d(rows * d),
+        &[g.ptr(&xd), rows.into(), d.into(), 1.0f32.into(), NULL, g.ptr(&o1), g.ptr(&o2)],
+    )
+    .unwrap();
     assert_eq!(dl(&g, &o2), x);
 }
 
@@ -219,7 +252,12 @@ fn batch_topk_radix_select_matches_cpu() {
     for shift in [24, 16, 8, 0] {
         g.stream.memset_zeros(&mut hz).unwrap();
         let cfg = LaunchConfig { grid_dim: (64, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        g.launch("radix_histogram", cfg, &[g.ptr(&xd), Arg::U64((rows * m) as u64), prefix.into(), mask.into(), shift.into(), g.ptr(&hz)]).unwrap();
+        g.launch(
+            "radix_histogram",
+            cfg,
+            &[g.ptr(&xd), Arg::U64((rows * m) as u64), prefix.into(), mask.into(), shift.into(), g.ptr(&hz)],
+        )
+        .unwrap();
         let h = dl(&g, &hz);
         // CPU histogram of the same pass.
         let mut want = vec![0u32; 256];
@@ -243,8 +281,24 @@ fn batch_topk_radix_select_matches_cpu() {
     sorted.sort_by(|a, b| b.total_cmp(a));
     assert_eq!(prefix, float_key(sorted[total - 1]), "threshold key is the k-th largest value");
     let cap = 64;
-    let (idx, val, cnt) = (g.zeros::<i32>(rows * cap).unwrap(), g.zeros::<f32>(rows * cap).unwrap(), g.zeros::<i32>(rows).unwrap());
-    g.launch("select_at_least", per_row(rows, 256), &[g.ptr(&xd), rows.into(), m.into(), prefix.into(), cap.into(), g.ptr(&idx), g.ptr(&val), g.ptr(&cnt), 1i32.into()]).unwrap();
+    let (idx, val, cnt) =
+        (g.zeros::<i32>(rows * cap).unwrap(), g.zeros::<f32>(rows * cap).unwrap(), g.zeros::<i32>(rows).unwrap());
+    g.launch(
+        "select_at_least",
+        per_row(rows, 256),
+        &[
+            g.ptr(&xd),
+            rows.into(),
+            m.into(),
+            prefix.into(),
+            cap.into(),
+            g.ptr(&idx),
+            g.ptr(&val),
+            g.ptr(&cnt),
+            1i32.into(),
+        ],
+    )
+    .unwrap();
     let (gi, gv, gc) = (dl(&g, &idx), dl(&g, &val), dl(&g, &cnt));
     let mut kept = 0;
     for row in 0..rows {
@@ -285,10 +339,34 @@ fn sparse_decode_and_value_grads_match_cpu() {
     let bias = r.vec(d, 1.0);
     let prior = r.vec(rows * d, 1.0);
     let gout = r.vec(rows * d, 1.0);
-    let (idxd, vald, cd, wd, bd, gd) = (g.upload(&idx).unwrap(), g.upload(&val).unwrap(), g.upload(&counts).unwrap(), g.upload(&w).unwrap(), g.upload(&bias).unwrap(), g.upload(&gout).unwrap());
+    let (idxd, vald, cd, wd, bd, gd) = (
+        g.upload(&idx).unwrap(),
+        g.upload(&val).unwrap(),
+        g.upload(&counts).unwrap(),
+        g.upload(&w).unwrap(),
+        g.upload(&bias).unwrap(),
+        g.upload(&gout).unwrap(),
+    );
     for (use_counts, acc, use_bias) in [(false, false, true), (true, true, false), (true, false, true)] {
         let out = g.upload(&prior).unwrap();
-        g.launch("sparse_decode", per_row(rows, 128), &[g.ptr(&idxd), g.ptr(&vald), if use_counts { g.ptr(&cd) } else { NULL }, rows.into(), k.into(), stride.into(), g.ptr(&wd), d.into(), if use_bias { g.ptr(&bd) } else { NULL }, g.ptr(&out), (acc as i32).into()]).unwrap();
+        g.launch(
+            "sparse_decode",
+            per_row(rows, 128),
+            &[
+                g.ptr(&idxd),
+                g.ptr(&vald),
+                if use_counts { g.ptr(&cd) } else { NULL },
+                rows.into(),
+                k.into(),
+                stride.into(),
+                g.ptr(&wd),
+                d.into(),
+                if use_bias { g.ptr(&bd) } else { NULL },
+                g.ptr(&out),
+                (acc as i32).into(),
+            ],
+        )
+        .unwrap();
         let mut want = vec![0f32; rows * d];
         for row in 0..rows {
             let cnt = if use_counts { counts[row] as usize } else { k };
@@ -306,7 +384,12 @@ fn sparse_decode_and_value_grads_match_cpu() {
         assert_close(&format!("sparse_decode counts {use_counts} acc {acc}"), &dl(&g, &out), &want, 1e-5);
     }
     let gv = g.upload(&vec![7f32; rows * stride]).unwrap();
-    g.launch("sparse_grad_values", per_row(rows, 256), &[g.ptr(&idxd), g.ptr(&cd), rows.into(), k.into(), stride.into(), g.ptr(&wd), d.into(), g.ptr(&gd), g.ptr(&gv)]).unwrap();
+    g.launch(
+        "sparse_grad_values",
+        per_row(rows, 256),
+        &[g.ptr(&idxd), g.ptr(&cd), rows.into(), k.into(), stride.into(), g.ptr(&wd), d.into(), g.ptr(&gd), g.ptr(&gv)],
+    )
+    .unwrap();
     let got = dl(&g, &gv);
     for row in 0..rows {
         for j in 0..stride {
@@ -319,24 +402,47 @@ fn sparse_decode_and_value_grads_match_cpu() {
             } else {
                 (0..d).map(|c| gout[row * d + c] * w[l as usize * d + c]).sum()
             };
-            assert!((got[e] - want).abs() <= 1e-4 * (1.0 + want.abs()), "grad value row {row} slot {j}: {} vs {want}", got[e]);
+            assert!(
+                (got[e] - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "grad value row {row} slot {j}: {} vs {want}",
+                got[e]
+            );
         }
     }
 }
 
 /// Groups entries by latent on the GPU; returns (counts, offsets, perm).
 #[allow(clippy::type_complexity)]
-fn group_by_latent(g: &Gpu, idxd: &CudaSlice<i32>, counts_per_row: Option<&CudaSlice<i32>>, rows: usize, k: usize, stride: usize, n_lat: usize) -> (CudaSlice<i32>, CudaSlice<i32>, CudaSlice<i32>) {
+fn group_by_latent(
+    g: &Gpu,
+    idxd: &CudaSlice<i32>,
+    counts_per_row: Option<&CudaSlice<i32>>,
+    rows: usize,
+    k: usize,
+    stride: usize,
+    n_lat: usize,
+) -> (CudaSlice<i32>, CudaSlice<i32>, CudaSlice<i32>) {
     let counts = g.zeros::<i32>(n_lat).unwrap();
     let offsets = g.zeros::<i32>(n_lat + 1).unwrap();
     let cursor = g.zeros::<i32>(n_lat).unwrap();
     let perm = g.zeros::<i32>(rows * stride).unwrap();
     let tmp = g.zeros::<i32>(rows * stride).unwrap();
     let cpr = counts_per_row.map_or(NULL, |c| g.ptr(c));
-    g.launch("count_latents", grid_1d(rows * k), &[g.ptr(idxd), cpr, rows.into(), k.into(), stride.into(), g.ptr(&counts)]).unwrap();
+    g.launch(
+        "count_latents",
+        grid_1d(rows * k),
+        &[g.ptr(idxd), cpr, rows.into(), k.into(), stride.into(), g.ptr(&counts)],
+    )
+    .unwrap();
     g.launch("exclusive_scan_1block", per_row(1, 1024), &[g.ptr(&counts), n_lat.into(), g.ptr(&offsets)]).unwrap();
-    g.launch("scatter_by_latent", grid_1d(rows * k), &[g.ptr(idxd), cpr, rows.into(), k.into(), stride.into(), g.ptr(&offsets), g.ptr(&cursor), g.ptr(&perm)]).unwrap();
-    g.launch("sort_segments", per_row(n_lat, 256), &[g.ptr(&offsets), n_lat.into(), g.ptr(&perm), g.ptr(&tmp)]).unwrap();
+    g.launch(
+        "scatter_by_latent",
+        grid_1d(rows * k),
+        &[g.ptr(idxd), cpr, rows.into(), k.into(), stride.into(), g.ptr(&offsets), g.ptr(&cursor), g.ptr(&perm)],
+    )
+    .unwrap();
+    g.launch("sort_segments", per_row(n_lat, 256), &[g.ptr(&offsets), n_lat.into(), g.ptr(&perm), g.ptr(&tmp)])
+        .unwrap();
     (counts, offsets, perm)
 }
 
@@ -391,10 +497,27 @@ fn segmented_gradients_match_cpu() {
     }
     let x = r.vec(rows * d, 1.0);
     let x2 = r.vec(rows * d, 1.0);
-    let (idxd, cd, xd, x2d) = (g.upload(&idx).unwrap(), g.upload(&coef).unwrap(), g.upload(&x).unwrap(), g.upload(&x2).unwrap());
+    let (idxd, cd, xd, x2d) =
+        (g.upload(&idx).unwrap(), g.upload(&coef).unwrap(), g.upload(&x).unwrap(), g.upload(&x2).unwrap());
     let (_, offsets, perm) = group_by_latent(&g, &idxd, None, rows, stride, stride, n_lat);
     let dw = g.upload(&vec![5f32; n_lat * d]).unwrap();
-    g.launch("segment_outer_accumulate", per_row(n_lat, 128), &[g.ptr(&perm), g.ptr(&offsets), stride.into(), split.into(), g.ptr(&cd), g.ptr(&xd), g.ptr(&x2d), d.into(), 0.5f32.into(), g.ptr(&dw)]).unwrap();
+    g.launch(
+        "segment_outer_accumulate",
+        per_row(n_lat, 128),
+        &[
+            g.ptr(&perm),
+            g.ptr(&offsets),
+            stride.into(),
+            split.into(),
+            g.ptr(&cd),
+            g.ptr(&xd),
+            g.ptr(&x2d),
+            d.into(),
+            0.5f32.into(),
+            g.ptr(&dw),
+        ],
+    )
+    .unwrap();
     let mut want = vec![0f32; n_lat * d];
     let mut want_sum = vec![0f32; n_lat];
     for row in 0..rows {
@@ -412,7 +535,12 @@ fn segmented_gradients_match_cpu() {
     }
     assert_close("segment_outer_accumulate", &dl(&g, &dw), &want, 1e-5);
     let sums = g.zeros::<f32>(n_lat).unwrap();
-    g.launch("segment_sum", grid_1d(n_lat), &[g.ptr(&perm), g.ptr(&offsets), n_lat.into(), g.ptr(&cd), 2.0f32.into(), g.ptr(&sums)]).unwrap();
+    g.launch(
+        "segment_sum",
+        grid_1d(n_lat),
+        &[g.ptr(&perm), g.ptr(&offsets), n_lat.into(), g.ptr(&cd), 2.0f32.into(), g.ptr(&sums)],
+    )
+    .unwrap();
     assert_close("segment_sum", &dl(&g, &sums), &want_sum, 1e-5);
 }
 
@@ -436,13 +564,21 @@ fn dense_reductions_match_cpu() {
     let rps = 64;
     let splits = rows.div_ceil(rps);
     let part = g.zeros::<f32>(splits * d).unwrap();
-    let cfg = LaunchConfig { grid_dim: (d.div_ceil(128) as u32, splits as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-    g.launch("weighted_rows_partial", cfg, &[g.ptr(&xd), g.ptr(&cd), rows.into(), d.into(), rps.into(), g.ptr(&part)]).unwrap();
-    let want: Vec<f32> = (0..splits * d).map(|e| ((e / d) * rps..((e / d + 1) * rps).min(rows)).map(|i| coef[i] * x[i * d + e % d]).sum()).collect();
+    let cfg = LaunchConfig {
+        grid_dim: (d.div_ceil(128) as u32, splits as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    g.launch("weighted_rows_partial", cfg, &[g.ptr(&xd), g.ptr(&cd), rows.into(), d.into(), rps.into(), g.ptr(&part)])
+        .unwrap();
+    let want: Vec<f32> = (0..splits * d)
+        .map(|e| ((e / d) * rps..((e / d + 1) * rps).min(rows)).map(|i| coef[i] * x[i * d + e % d]).sum())
+        .collect();
     assert_close("weighted_rows_partial", &dl(&g, &part), &want, 1e-5);
     let partial = g.zeros::<f64>(2 * 256).unwrap();
     let cfg = LaunchConfig { grid_dim: (256, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-    g.launch("sum_squares_partial", cfg, &[g.ptr(&xd), Arg::U64((rows * d) as u64), g.ptr(&partial), 256i32.into()]).unwrap();
+    g.launch("sum_squares_partial", cfg, &[g.ptr(&xd), Arg::U64((rows * d) as u64), g.ptr(&partial), 256i32.into()])
+        .unwrap();
     let p = dl(&g, &partial);
     assert!(p[..256].iter().all(|&v| v == 0.0), "offset respected");
     let want: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
@@ -460,7 +596,12 @@ fn elementwise_kernels_match_cpu() {
     let dead: Vec<u8> = (0..m).map(|j| (j % 7 == 3) as u8).collect();
     let (xd, yd, deadd) = (g.upload(&x).unwrap(), g.upload(&y).unwrap(), g.upload(&dead).unwrap());
     let diff = g.zeros::<f32>(rows * m).unwrap();
-    g.launch("sub_elementwise", grid_1d(rows * m), &[g.ptr(&xd), g.ptr(&yd), g.ptr(&diff), Arg::U64((rows * m) as u64)]).unwrap();
+    g.launch(
+        "sub_elementwise",
+        grid_1d(rows * m),
+        &[g.ptr(&xd), g.ptr(&yd), g.ptr(&diff), Arg::U64((rows * m) as u64)],
+    )
+    .unwrap();
     assert_eq!(dl(&g, &diff), x.iter().zip(&y).map(|(a, b)| a - b).collect::<Vec<_>>());
     g.launch("mask_live_latents", grid_1d(rows * m), &[g.ptr(&xd), rows.into(), m.into(), g.ptr(&deadd)]).unwrap();
     let want: Vec<f32> = (0..rows * m).map(|i| if dead[i % m] != 0 { x[i] } else { -f32::MAX }).collect();
@@ -472,11 +613,31 @@ fn adam_matches_cpu_trainer_arithmetic() {
     let Some(g) = gpu() else { return };
     let n = 5000;
     let mut r = Rng(29);
-    let (mut p, grad, mut m, mut v) = (r.vec(n, 1.0), r.vec(n, 1.0), r.vec(n, 0.1), r.vec(n, 0.1).iter().map(|x| x.abs()).collect::<Vec<_>>());
-    let (pd, gd, md, vd) = (g.upload(&p).unwrap(), g.upload(&grad).unwrap(), g.upload(&m).unwrap(), g.upload(&v).unwrap());
+    let (mut p, grad, mut m, mut v) =
+        (r.vec(n, 1.0), r.vec(n, 1.0), r.vec(n, 0.1), r.vec(n, 0.1).iter().map(|x| x.abs()).collect::<Vec<_>>());
+    let (pd, gd, md, vd) =
+        (g.upload(&p).unwrap(), g.upload(&grad).unwrap(), g.upload(&m).unwrap(), g.upload(&v).unwrap());
     let (lr, b1, b2, eps, clip, t) = (1e-3f32, 0.9f32, 0.999f32, 1e-8f32, 0.7f32, 3);
     let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-    g.launch("adam_step", grid_1d(n), &[g.ptr(&pd), g.ptr(&gd), g.ptr(&md), g.ptr(&vd), Arg::U64(n as u64), lr.into(), b1.into(), b2.into(), bc1.into(), bc2.into(), eps.into(), clip.into()]).unwrap();
+    g.launch(
+        "adam_step",
+        grid_1d(n),
+        &[
+            g.ptr(&pd),
+            g.ptr(&gd),
+            g.ptr(&md),
+            g.ptr(&vd),
+            Arg::U64(n as u64),
+            lr.into(),
+            b1.into(),
+            b2.into(),
+            bc1.into(),
+            bc2.into(),
+            eps.into(),
+            clip.into(),
+        ],
+    )
+    .unwrap();
     for i in 0..n {
         let gi = grad[i] * clip;
         m[i] = b1 * m[i] + (1.0 - b1) * gi;
@@ -525,15 +686,37 @@ fn loss_kernels_match_cpu() {
     let (rows, d) = (40, 300);
     let mut r = Rng(37);
     let (yhat, y, ybar, a) = (r.vec(rows * d, 1.0), r.vec(rows * d, 1.0), r.vec(d, 0.2), r.vec(rows * d, 1.0));
-    let (yhd, yd, ybd, ad) = (g.upload(&yhat).unwrap(), g.upload(&y).unwrap(), g.upload(&ybar).unwrap(), g.upload(&a).unwrap());
+    let (yhd, yd, ybd, ad) =
+        (g.upload(&yhat).unwrap(), g.upload(&y).unwrap(), g.upload(&ybar).unwrap(), g.upload(&a).unwrap());
     let (gout, hout) = (g.zeros::<f32>(rows * d).unwrap(), g.zeros::<f32>(rows * d).unwrap());
     let (se, var, ae) = (g.zeros::<f32>(rows).unwrap(), g.zeros::<f32>(rows).unwrap(), g.zeros::<f32>(rows).unwrap());
     let inv_n = 1.0 / rows as f32;
-    g.launch("residual_loss", per_row(rows, 128), &[g.ptr(&yhd), g.ptr(&yd), g.ptr(&ybd), rows.into(), d.into(), inv_n.into(), g.ptr(&gout), g.ptr(&se), g.ptr(&var)]).unwrap();
-    g.launch("auxk_residual", per_row(rows, 128), &[g.ptr(&ad), g.ptr(&yhd), g.ptr(&yd), rows.into(), d.into(), 0.3f32.into(), g.ptr(&hout), g.ptr(&ae)]).unwrap();
+    g.launch(
+        "residual_loss",
+        per_row(rows, 128),
+        &[
+            g.ptr(&yhd),
+            g.ptr(&yd),
+            g.ptr(&ybd),
+            rows.into(),
+            d.into(),
+            inv_n.into(),
+            g.ptr(&gout),
+            g.ptr(&se),
+            g.ptr(&var),
+        ],
+    )
+    .unwrap();
+    g.launch(
+        "auxk_residual",
+        per_row(rows, 128),
+        &[g.ptr(&ad), g.ptr(&yhd), g.ptr(&yd), rows.into(), d.into(), 0.3f32.into(), g.ptr(&hout), g.ptr(&ae)],
+    )
+    .unwrap();
     let e: Vec<f32> = yhat.iter().zip(&y).map(|(a, b)| a - b).collect();
     assert_close("residual grad", &dl(&g, &gout), &e.iter().map(|v| 2.0 * v * inv_n).collect::<Vec<_>>(), 1e-6);
-    let row_sum = |f: &dyn Fn(usize) -> f32| -> Vec<f32> { (0..rows).map(|i| (0..d).map(|c| f(i * d + c)).sum()).collect() };
+    let row_sum =
+        |f: &dyn Fn(usize) -> f32| -> Vec<f32> { (0..rows).map(|i| (0..d).map(|c| f(i * d + c)).sum()).collect() };
     assert_close("row se", &dl(&g, &se), &row_sum(&|i| e[i] * e[i]), 1e-5);
     assert_close("row var", &dl(&g, &var), &row_sum(&|i| (y[i] - ybar[i % d]).powi(2)), 1e-5);
     let v: Vec<f32> = a.iter().zip(&e).map(|(a, e)| a + e).collect();
@@ -554,7 +737,12 @@ fn layer_norm_matches_cpu() {
     for affine in [true, false] {
         let (out, scale) = (g.zeros::<f32>(rows * d).unwrap(), g.zeros::<f32>(rows).unwrap());
         let (wp, bp) = if affine { (g.ptr(&wd), g.ptr(&bd)) } else { (NULL, NULL) };
-        g.launch_lm("layer_norm", per_row(rows, 256), &[g.ptr(&xd), rows.into(), d.into(), eps.into(), wp, bp, g.ptr(&out), g.ptr(&scale)]).unwrap();
+        g.launch_lm(
+            "layer_norm",
+            per_row(rows, 256),
+            &[g.ptr(&xd), rows.into(), d.into(), eps.into(), wp, bp, g.ptr(&out), g.ptr(&scale)],
+        )
+        .unwrap();
         let (mut want, mut want_s) = (vec![0f32; rows * d], vec![0f32; rows]);
         HostOps.layer_norm(&x, rows, d, eps, affine.then_some((&w, &b)), &mut want, &mut want_s).unwrap();
         assert_close("layer_norm", &dl(&g, &out), &want, 1e-5);
@@ -590,7 +778,12 @@ fn rotary_matches_cpu() {
     let mut r = Rng(47);
     let q = r.vec(batch * ctx * heads * d_head, 1.0);
     let qd = g.upload(&q).unwrap();
-    g.launch_lm("rotary_neox", grid_1d(batch * ctx * heads * rot / 2), &[g.ptr(&qd), batch.into(), ctx.into(), heads.into(), d_head.into(), rot.into(), base.into()]).unwrap();
+    g.launch_lm(
+        "rotary_neox",
+        grid_1d(batch * ctx * heads * rot / 2),
+        &[g.ptr(&qd), batch.into(), ctx.into(), heads.into(), d_head.into(), rot.into(), base.into()],
+    )
+    .unwrap();
     let mut want = q.clone();
     HostOps.rotary(&mut want, batch, ctx, heads, d_head, rot, base).unwrap();
     assert_close("rotary_neox", &dl(&g, &qd), &want, 2e-5);
@@ -608,8 +801,28 @@ fn causal_attention_matches_cpu() {
     let z = g.zeros::<f32>(n).unwrap();
     let sc = g.zeros::<f32>(batch * heads * ctx * ctx).unwrap();
     let pat = g.zeros::<f32>(batch * heads * ctx * ctx).unwrap();
-    let cfg = LaunchConfig { grid_dim: (ctx as u32, heads as u32, batch as u32), block_dim: (64, 1, 1), shared_mem_bytes: (ctx * 4) as u32 };
-    g.launch_lm("causal_attention", cfg, &[g.ptr(&qd), g.ptr(&kd), g.ptr(&vd), ctx.into(), heads.into(), d_head.into(), scale.into(), g.ptr(&z), g.ptr(&sc), g.ptr(&pat)]).unwrap();
+    let cfg = LaunchConfig {
+        grid_dim: (ctx as u32, heads as u32, batch as u32),
+        block_dim: (64, 1, 1),
+        shared_mem_bytes: (ctx * 4) as u32,
+    };
+    g.launch_lm(
+        "causal_attention",
+        cfg,
+        &[
+            g.ptr(&qd),
+            g.ptr(&kd),
+            g.ptr(&vd),
+            ctx.into(),
+            heads.into(),
+            d_head.into(),
+            scale.into(),
+            g.ptr(&z),
+            g.ptr(&sc),
+            g.ptr(&pat),
+        ],
+    )
+    .unwrap();
     let (mut wz, mut ws, mut wp) = (vec![0f32; n], vec![0f32; sc.len()], vec![0f32; sc.len()]);
     HostOps.attention(&q, &k, &v, batch, ctx, heads, d_head, scale, &mut wz, Some(&mut ws), Some(&mut wp)).unwrap();
     assert_close("attention z", &dl(&g, &z), &wz, 1e-5);
@@ -619,7 +832,23 @@ fn causal_attention_matches_cpu() {
         assert!((a.is_infinite() && *a == *b) || (a - b).abs() <= 1e-4, "score {i}: {a} vs {b}");
     }
     // Optional outputs may be null.
-    g.launch_lm("causal_attention", cfg, &[g.ptr(&qd), g.ptr(&kd), g.ptr(&vd), ctx.into(), heads.into(), d_head.into(), scale.into(), g.ptr(&z), NULL, NULL]).unwrap();
+    g.launch_lm(
+        "causal_attention",
+        cfg,
+        &[
+            g.ptr(&qd),
+            g.ptr(&kd),
+            g.ptr(&vd),
+            ctx.into(),
+            heads.into(),
+            d_head.into(),
+            scale.into(),
+            g.ptr(&z),
+            NULL,
+            NULL,
+        ],
+    )
+    .unwrap();
     assert_close("attention z (no optional outputs)", &dl(&g, &z), &wz, 1e-5);
 }
 
@@ -634,14 +863,16 @@ fn embedding_affine_relu_and_loss_kernels_match_host_reference() {
     let idx: Vec<i32> = (0..rows).map(|_| r.below(vocab) as i32).collect();
     let (wd, idd) = (g.upload(&w).unwrap(), g.upload(&idx).unwrap());
     let out = g.zeros::<f32>(rows * d).unwrap();
-    g.launch_lm("gather_rows", grid_1d(rows * d), &[g.ptr(&wd), g.ptr(&idd), rows.into(), d.into(), g.ptr(&out)]).unwrap();
+    g.launch_lm("gather_rows", grid_1d(rows * d), &[g.ptr(&wd), g.ptr(&idd), rows.into(), d.into(), g.ptr(&out)])
+        .unwrap();
     let mut want = vec![0f32; rows * d];
     HostOps.gather_rows(&w, &idx, rows, d, &mut want).unwrap();
     assert_eq!(dl(g, &out), want, "gather_rows");
 
     let (x, sw, sb) = (r.vec(rows * d, 3.0), r.vec(d, 1.0), r.vec(d, 1.0));
     let (xd, swd, sbd) = (g.upload(&x).unwrap(), g.upload(&sw).unwrap(), g.upload(&sb).unwrap());
-    g.launch_lm("scale_shift_rows", grid_1d(rows * d), &[g.ptr(&xd), rows.into(), d.into(), g.ptr(&swd), g.ptr(&sbd)]).unwrap();
+    g.launch_lm("scale_shift_rows", grid_1d(rows * d), &[g.ptr(&xd), rows.into(), d.into(), g.ptr(&swd), g.ptr(&sbd)])
+        .unwrap();
     let mut want = x.clone();
     HostOps.scale_shift(&mut want, rows, d, &sw, &sb).unwrap();
     assert_close("scale_shift_rows", &dl(g, &xd), &want, 1e-6);
@@ -656,7 +887,8 @@ fn embedding_affine_relu_and_loss_kernels_match_host_reference() {
     let target: Vec<i32> = (0..rows).map(|i| if i % 5 == 4 { -1 } else { r.below(vocab) as i32 }).collect();
     let (ld, td) = (g.upload(&logits).unwrap(), g.upload(&target).unwrap());
     let out = g.zeros::<f32>(rows).unwrap();
-    g.launch_lm("token_ce", per_row(rows, 256), &[g.ptr(&ld), rows.into(), vocab.into(), g.ptr(&td), g.ptr(&out)]).unwrap();
+    g.launch_lm("token_ce", per_row(rows, 256), &[g.ptr(&ld), rows.into(), vocab.into(), g.ptr(&td), g.ptr(&out)])
+        .unwrap();
     let mut want = vec![0f32; rows];
     HostOps.token_ce(&logits, rows, vocab, &target, &mut want).unwrap();
     assert_close("token_ce", &dl(g, &out), &want, 1e-5);
@@ -679,11 +911,14 @@ fn topk_sae_forward_matches_cpu() {
     let (_idx, _val, recon) = sae.forward(&g, &x, n).unwrap();
     let mut want = vec![0f32; n * d_in];
     for row in 0..n {
-        let pre: Vec<f32> = (0..d_sae).map(|j| (0..d_in).map(|i| (x[row * d_in + i] - b_dec[i]) * w_enc[i * d_sae + j]).sum::<f32>() + b_enc[j]).collect();
+        let pre: Vec<f32> = (0..d_sae)
+            .map(|j| (0..d_in).map(|i| (x[row * d_in + i] - b_dec[i]) * w_enc[i * d_sae + j]).sum::<f32>() + b_enc[j])
+            .collect();
         let mut order: Vec<usize> = (0..d_sae).collect();
         order.sort_by(|&a, &b| pre[b].total_cmp(&pre[a]));
         for i in 0..d_in {
-            want[row * d_in + i] = b_dec[i] + order[..k].iter().map(|&j| pre[j].max(0.0) * w_dec[j * d_in + i]).sum::<f32>();
+            want[row * d_in + i] =
+                b_dec[i] + order[..k].iter().map(|&j| pre[j].max(0.0) * w_dec[j * d_in + i]).sum::<f32>();
         }
     }
     assert_close("SAE forward", &recon, &want, 1e-4);
@@ -700,13 +935,17 @@ fn forward_on_device_equals_the_host_forward() {
     let (want_idx, want_val, want_out) = sae.forward(&g, &x, n).unwrap();
     let xd = g.upload(&x).unwrap();
     let (mut centered, mut pre) = (g.zeros::<f32>(n * d_in).unwrap(), g.zeros::<f32>(n * d_sae).unwrap());
-    let (mut idx, mut val, mut out) = (g.zeros::<i32>(n * k).unwrap(), g.zeros::<f32>(n * k).unwrap(), g.zeros::<f32>(n * d_in).unwrap());
+    let (mut idx, mut val, mut out) =
+        (g.zeros::<i32>(n * k).unwrap(), g.zeros::<f32>(n * k).unwrap(), g.zeros::<f32>(n * d_in).unwrap());
     sae.forward_on_device(&g, &xd, n, &mut centered, &mut pre, &mut idx, &mut val, &mut out).unwrap();
     assert_eq!(dl(&g, &idx), want_idx);
     assert_eq!(dl(&g, &val), want_val);
     assert_eq!(dl(&g, &out), want_out);
     let mut small = g.zeros::<f32>(n).unwrap();
-    assert!(sae.forward_on_device(&g, &xd, n, &mut centered, &mut pre, &mut idx, &mut val, &mut small).is_err(), "a short output buffer is refused");
+    assert!(
+        sae.forward_on_device(&g, &xd, n, &mut centered, &mut pre, &mut idx, &mut val, &mut small).is_err(),
+        "a short output buffer is refused"
+    );
 }
 
 #[test]
@@ -739,9 +978,18 @@ fn encode_topk_matches_cpu_coder() {
 
     // forward_csr: the same code plus the reconstruction of the CPU coder's forward.
     let (acts, out) = sae.forward_csr(&g, &x, n).unwrap();
-    assert_eq!((acts.row_ptr.clone(), acts.idx.clone(), acts.val.clone()), (got.row_ptr, got.idx, got.val), "forward_csr's code differs from encode_topk");
+    assert_eq!(
+        (acts.row_ptr.clone(), acts.idx.clone(), acts.val.clone()),
+        (got.row_ptr, got.idx, got.val),
+        "forward_csr's code differs from encode_topk"
+    );
     let (want_acts, want_out) = coder.forward(&x, n).unwrap();
-    let same_rows: Vec<usize> = (0..n).filter(|&r| acts.idx[acts.row_ptr[r]..acts.row_ptr[r + 1]] == want_acts.idx[want_acts.row_ptr[r]..want_acts.row_ptr[r + 1]]).collect();
+    let same_rows: Vec<usize> = (0..n)
+        .filter(|&r| {
+            acts.idx[acts.row_ptr[r]..acts.row_ptr[r + 1]]
+                == want_acts.idx[want_acts.row_ptr[r]..want_acts.row_ptr[r + 1]]
+        })
+        .collect();
     let pick = |o: &[f32]| same_rows.iter().flat_map(|&r| o[r * d..(r + 1) * d].to_vec()).collect::<Vec<f32>>();
     assert_close("forward_csr reconstruction", &pick(&out), &pick(&want_out), 1e-4);
 }
@@ -775,7 +1023,8 @@ fn gpu_training_matches_cpu_trainer() {
     let mut r = Rng(61);
     // Activations with a shared direction and a mean offset, like real residuals.
     let dir = r.vec(d, 1.0);
-    let batch = |r: &mut Rng| -> Vec<f32> { (0..n * d).map(|i| r.next() + 0.3 * dir[i % d] * (1.0 + r.next())).collect() };
+    let batch =
+        |r: &mut Rng| -> Vec<f32> { (0..n * d).map(|i| r.next() + 0.3 * dir[i % d] * (1.0 + r.next())).collect() };
     let init = batch(&mut r);
     let mut cpu = Trainer::new(train_cfg(d_sae, k), d, d, &init, None).unwrap();
     let start = cpu.state();
@@ -785,7 +1034,21 @@ fn gpu_training_matches_cpu_trainer() {
         let x = batch(&mut r);
         let a = cpu.step(&x, None, n).unwrap();
         let b = gpu_t.step(&x, n).unwrap();
-        eprintln!("step {s}: cpu loss {:.6} mse {:.6} auxk {:.6} l0 {:.3} dead {:.3} gn {:.6} | gpu loss {:.6} mse {:.6} auxk {:.6} l0 {:.3} dead {:.3} gn {:.6}", a.loss, a.mse, a.auxk.unwrap(), a.l0, a.dead_fraction, a.grad_norm, b.loss, b.mse, b.auxk.unwrap(), b.l0, b.dead_fraction, b.grad_norm);
+        eprintln!(
+            "step {s}: cpu loss {:.6} mse {:.6} auxk {:.6} l0 {:.3} dead {:.3} gn {:.6} | gpu loss {:.6} mse {:.6} auxk {:.6} l0 {:.3} dead {:.3} gn {:.6}",
+            a.loss,
+            a.mse,
+            a.auxk.unwrap(),
+            a.l0,
+            a.dead_fraction,
+            a.grad_norm,
+            b.loss,
+            b.mse,
+            b.auxk.unwrap(),
+            b.l0,
+            b.dead_fraction,
+            b.grad_norm
+        );
         let rel = |x: f64, y: f64| (x - y).abs() / y.abs().max(1e-12);
         assert_eq!((a.step, a.lr, a.l1, a.l1_coefficient), (b.step, b.lr, b.l1, b.l1_coefficient));
         assert!(rel(b.loss, a.loss) < 1e-3 && rel(b.mse, a.mse) < 1e-3, "step {s} loss");
@@ -798,7 +1061,14 @@ fn gpu_training_matches_cpu_trainer() {
     assert!(saw_aux, "the test must exercise AuxK");
     let (want, got) = (cpu.state(), gpu_t.state().unwrap());
     assert_eq!((got.step, got.tokens_seen), (want.step, want.tokens_seen));
-    for (name, a, b, i) in [("enc", &got.params.enc, &want.params.enc, &start.params.enc), ("b_enc", &got.params.b_enc, &want.params.b_enc, &start.params.b_enc), ("dec", &got.params.dec, &want.params.dec, &start.params.dec), ("b_dec", &got.params.b_dec, &want.params.b_dec, &start.params.b_dec), ("adam_m.dec", &got.adam_m.dec, &want.adam_m.dec, &start.adam_m.dec), ("adam_v.enc", &got.adam_v.enc, &want.adam_v.enc, &start.adam_v.enc)] {
+    for (name, a, b, i) in [
+        ("enc", &got.params.enc, &want.params.enc, &start.params.enc),
+        ("b_enc", &got.params.b_enc, &want.params.b_enc, &start.params.b_enc),
+        ("dec", &got.params.dec, &want.params.dec, &start.params.dec),
+        ("b_dec", &got.params.b_dec, &want.params.b_dec, &start.params.b_dec),
+        ("adam_m.dec", &got.adam_m.dec, &want.adam_m.dec, &start.adam_m.dec),
+        ("adam_v.enc", &got.adam_v.enc, &want.adam_v.enc, &start.adam_v.enc),
+    ] {
         let e = rel_to_update(a, b, i);
         let max_abs = a.iter().zip(b.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         eprintln!("{name}: |gpu - cpu| / |cpu - start| = {e:.2e}, max abs diff {max_abs:.2e}");
@@ -820,7 +1090,10 @@ fn gpu_trainer_refuses_what_it_does_not_implement() {
     let g = Arc::new(g);
     let mut r = Rng(67);
     let init = r.vec(64 * 32, 1.0);
-    for arch in [TrainArch::BatchTopK { k: 4, threshold_lr: 0.01 }, TrainArch::Standard { l1_coefficient: 1.0, l1_warmup_steps: 0 }] {
+    for arch in [
+        TrainArch::BatchTopK { k: 4, threshold_lr: 0.01 },
+        TrainArch::Standard { l1_coefficient: 1.0, l1_warmup_steps: 0 },
+    ] {
         let cfg = TrainConfig { arch, d_sae: 128, ..TrainConfig::default() };
         let state = Trainer::new(cfg, 32, 32, &init, None).unwrap().state();
         let err = GpuTopKTrainer::from_state(g.clone(), state).err().expect("refused").to_string();
@@ -834,7 +1107,11 @@ fn kernel_tests_cover_every_kernel() {
     let me = include_str!("gpu_kernels.rs");
     let mut missing = Vec::new();
     for (file, src) in nvrtc::KERNEL_FILES {
-        for name in src.lines().filter_map(|l| l.strip_prefix("extern \"C\" __global__ void ")).map(|l| l.split('(').next().unwrap()) {
+        for name in src
+            .lines()
+            .filter_map(|l| l.strip_prefix("extern \"C\" __global__ void "))
+            .map(|l| l.split('(').next().unwrap())
+        {
             if !me.contains(&format!("\"{name}\"")) && !covered_by_wrapper(name) {
                 missing.push(format!("{file}:{name}"));
             }

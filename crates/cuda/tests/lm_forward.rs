@@ -4,9 +4,9 @@
 //! without a GPU; on a machine with one the same checks run over `GpuOps`
 //! (each prints SKIPPED otherwise; SAEPIPE_REQUIRE_GPU=1 makes that a failure).
 
+use saepipe_cuda::Gpu;
 use saepipe_cuda::lm::{GpuModel, LmForward, LmOps};
 use saepipe_cuda::lm_reference::HostOps;
-use saepipe_cuda::Gpu;
 use saepipe_model::{HookFn, LnHook, LoadOptions, Model, Processing, RunOutput, RunRequest, Runner, hook_names};
 use std::sync::Arc;
 
@@ -64,7 +64,12 @@ fn assert_same(what: &str, got: &RunOutput, want: &RunOutput, tol: f32) {
 }
 
 fn all_hooks(model: &Model) -> RunRequest<'static> {
-    RunRequest { capture: hook_names(&model.cfg).into_iter().collect(), want_logits: true, want_loss: true, ..Default::default() }
+    RunRequest {
+        capture: hook_names(&model.cfg).into_iter().collect(),
+        want_logits: true,
+        want_loss: true,
+        ..Default::default()
+    }
 }
 
 fn zero_hook<'a>() -> HookFn<'a> {
@@ -74,7 +79,11 @@ fn zero_hook<'a>() -> HookFn<'a> {
 /// Every comparison, for one backend against the CPU model.
 fn check_backend<O: LmOps>(label: &str, make: &dyn Fn(&Model) -> LmForward<O>, tol: f32) {
     for (arch, config) in [("gpt2", gpt2()), ("neox", neox())] {
-        for (processing, ln_hook) in [(Processing::NONE, LnHook::PreAffine), (Processing::NONE, LnHook::PostAffine), (Processing::FULL, LnHook::PreAffine)] {
+        for (processing, ln_hook) in [
+            (Processing::NONE, LnHook::PreAffine),
+            (Processing::NONE, LnHook::PostAffine),
+            (Processing::FULL, LnHook::PreAffine),
+        ] {
             let (_dir, model) = load(config.clone(), processing, ln_hook);
             let dev = make(&model);
             let what = format!("{label} {arch} {processing:?} {ln_hook:?}");
@@ -88,26 +97,62 @@ fn check_backend<O: LmOps>(label: &str, make: &dyn Fn(&Model) -> LmForward<O>, t
 
             // A replaced hook changes everything after it the same way.
             let replaced = |r: &dyn Runner| {
-                let mut req = RunRequest { capture: ["blocks.1.hook_resid_post".to_string()].into(), want_loss: true, ..Default::default() };
+                let mut req = RunRequest {
+                    capture: ["blocks.1.hook_resid_post".to_string()].into(),
+                    want_loss: true,
+                    ..Default::default()
+                };
                 req.replace.insert("blocks.0.hook_mlp_out".into(), zero_hook());
-                req.replace.insert("blocks.1.ln1.hook_normalized".into(), Box::new(|t: &mut [f32], _| t.iter_mut().for_each(|v| *v *= 0.5)));
+                req.replace.insert(
+                    "blocks.1.ln1.hook_normalized".into(),
+                    Box::new(|t: &mut [f32], _| t.iter_mut().for_each(|v| *v *= 0.5)),
+                );
                 r.run(&toks, batch, ctx, &mut req).unwrap()
             };
             assert_same(&format!("{what}: replaced"), &replaced(&dev), &replaced(&model), tol);
 
             // stop_at_layer, and a stop right after a resid_pre hook.
-            for (stop, hook) in [(Some(1), "blocks.0.hook_resid_post"), (None, "blocks.1.hook_resid_pre"), (None, "blocks.0.mlp.hook_post")] {
-                let run = |r: &dyn Runner| r.run(&toks, batch, ctx, &mut RunRequest { capture: [hook.to_string()].into(), stop_at_layer: stop, ..Default::default() }).unwrap();
+            for (stop, hook) in [
+                (Some(1), "blocks.0.hook_resid_post"),
+                (None, "blocks.1.hook_resid_pre"),
+                (None, "blocks.0.mlp.hook_post"),
+            ] {
+                let run = |r: &dyn Runner| {
+                    r.run(
+                        &toks,
+                        batch,
+                        ctx,
+                        &mut RunRequest {
+                            capture: [hook.to_string()].into(),
+                            stop_at_layer: stop,
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap()
+                };
                 assert_same(&format!("{what}: {hook} stop {stop:?}"), &run(&dev), &run(&model), tol);
             }
 
             // run_from a captured residual, loss only.
             let resid = want.captured["blocks.1.hook_resid_pre"].1.clone();
-            let from = |r: &dyn Runner| r.run_from(resid.clone(), 1, &toks, batch, ctx, &mut RunRequest { want_loss: true, ..Default::default() }).unwrap();
+            let from = |r: &dyn Runner| {
+                r.run_from(
+                    resid.clone(),
+                    1,
+                    &toks,
+                    batch,
+                    ctx,
+                    &mut RunRequest { want_loss: true, ..Default::default() },
+                )
+                .unwrap()
+            };
             let (g, w) = (from(&dev), from(&model));
             assert_same(&format!("{what}: run_from"), &g, &w, tol);
             let full_loss = want.loss_per_token.as_ref().unwrap();
-            assert!(max_rel(g.loss_per_token.as_ref().unwrap(), full_loss) <= tol, "{what}: run_from loss differs from the full run's");
+            assert!(
+                max_rel(g.loss_per_token.as_ref().unwrap(), full_loss) <= tol,
+                "{what}: run_from loss differs from the full run's"
+            );
 
             // Bad input is refused with the CPU model's message.
             let e = Runner::run(&dev, &toks[..5], batch, ctx, &mut RunRequest::default()).unwrap_err().to_string();
@@ -126,7 +171,8 @@ fn check_loss_blocks<O: LmOps>(label: &str, make: &dyn Fn(&Model) -> LmForward<O
     let dev = make(&model);
     let (batch, ctx) = (9, 130);
     let toks = tokens(batch * ctx, model.cfg.d_vocab);
-    let run = |r: &dyn Runner| r.run(&toks, batch, ctx, &mut RunRequest { want_loss: true, ..Default::default() }).unwrap();
+    let run =
+        |r: &dyn Runner| r.run(&toks, batch, ctx, &mut RunRequest { want_loss: true, ..Default::default() }).unwrap();
     assert_same(&format!("{label}: loss over {} rows", batch * ctx), &run(&dev), &run(&model), tol);
 }
 

@@ -33,10 +33,17 @@ fn cpu_seconds() -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string());
+    let arg = |name: &str, default: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    };
     let tokens: usize = arg("--tokens", "131072").parse().expect("--tokens");
     let d: usize = arg("--d", "2048").parse().expect("--d");
-    let base = std::path::PathBuf::from(arg("--dir", &std::env::temp_dir().join("saepipe-bench-store").to_string_lossy()));
+    let base =
+        std::path::PathBuf::from(arg("--dir", &std::env::temp_dir().join("saepipe-bench-store").to_string_lossy()));
 
     // 8192 distinct rows, pushed repeatedly (with their own row indices).
     let pool_rows = 8192.min(tokens);
@@ -47,10 +54,22 @@ fn main() {
     let pos: Vec<u32> = (0..pool_rows as u32).map(|r| r % 128).collect();
     let tok: Vec<u32> = (0..pool_rows as u32).map(|r| r.wrapping_mul(2654435761) % 50277).collect();
 
-    println!("tokens {tokens}, d {d}, payload f32 {:.1} MiB; dir {}", (tokens * d * 4) as f64 / (1 << 20) as f64, base.display());
+    println!(
+        "tokens {tokens}, d {d}, payload f32 {:.1} MiB; dir {}",
+        (tokens * d * 4) as f64 / (1 << 20) as f64,
+        base.display()
+    );
     println!(
         "{:<6} {:<12} {:>11} {:>13} {:>10} {:>12} {:>10} {:>14} {:>11}",
-        "dtype", "compression", "write MB/s", "write MB/cpu-s", "read MB/s", "read MB/cpu-s", "shuf MB/s", "disk B/token", "vs payload"
+        "dtype",
+        "compression",
+        "write MB/s",
+        "write MB/cpu-s",
+        "read MB/s",
+        "read MB/cpu-s",
+        "shuf MB/s",
+        "disk B/token",
+        "vs payload"
     );
     let cases = [
         (Dtype::F32, Compression::None),
@@ -87,7 +106,8 @@ fn main() {
         while row < tokens {
             let n = pool_rows.min(tokens - row);
             let hooks = [&pool[..n * d]];
-            w.push(row as u64, &Rows { seq: &seq[..n], pos: &pos[..n], token: &tok[..n], hooks: &hooks }).expect("push");
+            w.push(row as u64, &Rows { seq: &seq[..n], pos: &pos[..n], token: &tok[..n], hooks: &hooks })
+                .expect("push");
             row += n;
         }
         let info = w.finish(&dir.join("store")).expect("finish");

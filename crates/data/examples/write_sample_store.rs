@@ -25,12 +25,17 @@ fn value(seq: u64, pos: u64, j: u64) -> f32 {
 fn main() {
     let out = std::env::args().nth(1).expect("usage: write_sample_store OUT_DIR");
     let out = Path::new(&out);
-    for (name, dtype, compression) in [("f32", Dtype::F32, Compression::None), ("f16", Dtype::F16, Compression::SplitZstd(1))] {
+    for (name, dtype, compression) in
+        [("f32", Dtype::F32, Compression::None), ("f16", Dtype::F16, Compression::SplitZstd(1))]
+    {
         let meta = StoreMeta {
             model: "sample".into(),
             revision: Some("main".into()),
             weight_fingerprint: "0".repeat(64),
-            hooks: vec![HookSpec { name: "blocks.0.hook_resid_pre".into(), d: 16 }, HookSpec { name: "blocks.0.hook_mlp_out".into(), d: 8 }],
+            hooks: vec![
+                HookSpec { name: "blocks.0.hook_resid_pre".into(), d: 16 },
+                HookSpec { name: "blocks.0.hook_mlp_out".into(), d: 8 },
+            ],
             dtype,
             processing: serde_json::json!({ "fold_ln": false }),
             token_artifact: "sample-tokens".into(),
@@ -38,7 +43,12 @@ fn main() {
             extra: serde_json::json!({ "note": "written by examples/write_sample_store.rs" }),
         };
         let _ = std::fs::remove_dir_all(out.join(name));
-        let mut w = ShardedWriter::open(&out.join(format!("{name}.partial")), meta, WriterOptions { rows_per_shard: 300, row_group_rows: 128, compression, allow_nonfinite: false }).expect("open");
+        let mut w = ShardedWriter::open(
+            &out.join(format!("{name}.partial")),
+            meta,
+            WriterOptions { rows_per_shard: 300, row_group_rows: 128, compression, allow_nonfinite: false },
+        )
+        .expect("open");
         for seq in 0..TOKENS / CTX {
             let rows: Vec<(u64, u64)> = (0..CTX).map(|p| (seq, p)).collect();
             let a: Vec<f32> = rows.iter().flat_map(|&(s, p)| (0..16).map(move |j| value(s, p, j))).collect();
@@ -53,7 +63,16 @@ fn main() {
     }
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenize");
     let tok = Tokenizer::from_file(&fixtures.join("tokenizer.json")).expect("tokenizer");
-    let corpus = Corpus::resolve(&[fixtures.join("corpus.jsonl").to_str().expect("utf-8 path")], &FormatChoice::Auto, "text").expect("corpus");
-    let s = tokenize_to_table(&corpus, &tok, &TokenizeOptions::new(Mode::SaeLens, 32), &out.join("tokens.parquet"), serde_json::Value::Null).expect("tokenize");
+    let corpus =
+        Corpus::resolve(&[fixtures.join("corpus.jsonl").to_str().expect("utf-8 path")], &FormatChoice::Auto, "text")
+            .expect("corpus");
+    let s = tokenize_to_table(
+        &corpus,
+        &tok,
+        &TokenizeOptions::new(Mode::SaeLens, 32),
+        &out.join("tokens.parquet"),
+        serde_json::Value::Null,
+    )
+    .expect("tokenize");
     println!("tokens.parquet: {} contexts", s.contexts);
 }

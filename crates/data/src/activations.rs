@@ -12,7 +12,6 @@
 //! rewriting after a resume gives identical files. `store.json` records every
 //! shard's size and blake3; the reader checks both before it decodes a shard.
 
-
 mod pages;
 mod partial;
 mod writer;
@@ -124,7 +123,9 @@ impl serde::Serialize for Compression {
 impl<'de> serde::Deserialize<'de> for Compression {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Compression::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown compression `{s}` (none, lz4, zstd-N, bss-zstd-N)")))
+        Compression::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("unknown compression `{s}` (none, lz4, zstd-N, bss-zstd-N)"))
+        })
     }
 }
 
@@ -151,7 +152,12 @@ impl WriterOptions {
     pub fn for_meta(meta: &StoreMeta) -> WriterOptions {
         let row_bytes = (meta.hooks.iter().map(|h| h.d).sum::<usize>() * meta.dtype.bytes() + 16).max(1);
         let row_group_rows = ((32 << 20) / row_bytes).clamp(256, 1 << 20);
-        WriterOptions { rows_per_shard: row_group_rows * 8, row_group_rows, compression: Compression::None, allow_nonfinite: false }
+        WriterOptions {
+            rows_per_shard: row_group_rows * 8,
+            row_group_rows,
+            compression: Compression::None,
+            allow_nonfinite: false,
+        }
     }
 }
 
@@ -184,7 +190,8 @@ impl StoreInfo {
     pub fn load(store_dir: &Path) -> Result<StoreInfo> {
         let path = store_dir.join(STORE_JSON);
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format(&path, format!("invalid JSON: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format(&path, format!("invalid JSON: {e}")))?;
         if v.get("format").and_then(|f| f.as_str()) != Some("saepipe-activations") {
             return Err(format(&path, "not a saepipe activation store (`format` is not \"saepipe-activations\")"));
         }

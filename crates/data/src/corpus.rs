@@ -85,11 +85,19 @@ impl Corpus {
             if p.is_dir() {
                 let mut all = Vec::new();
                 walk(p, &mut all)?;
-                let ext = |f: &PathBuf, e: &[&str]| f.extension().and_then(|x| x.to_str()).is_some_and(|x| e.contains(&x));
+                let ext =
+                    |f: &PathBuf, e: &[&str]| f.extension().and_then(|x| x.to_str()).is_some_and(|x| e.contains(&x));
                 let parquet: Vec<PathBuf> = all.iter().filter(|f| ext(f, &["parquet"])).cloned().collect();
-                let chosen = if parquet.is_empty() { all.into_iter().filter(|f| ext(f, &["jsonl", "ndjson", "txt"])).collect() } else { parquet };
+                let chosen = if parquet.is_empty() {
+                    all.into_iter().filter(|f| ext(f, &["jsonl", "ndjson", "txt"])).collect()
+                } else {
+                    parquet
+                };
                 if chosen.is_empty() {
-                    return Err(DataError::Corpus { path: p.into(), message: "directory holds no .parquet, .jsonl, .ndjson or .txt files".into() });
+                    return Err(DataError::Corpus {
+                        path: p.into(),
+                        message: "directory holds no .parquet, .jsonl, .ndjson or .txt files".into(),
+                    });
                 }
                 paths.extend(chosen);
             } else if has_glob_chars(input) {
@@ -130,7 +138,11 @@ impl Corpus {
     /// Streams the documents, shuffled by a seeded shuffle buffer of `buffer_docs`
     /// documents (see docs/formats.md; reproducible for a given seed and buffer size).
     pub fn shuffled_documents(&self, seed: u64, buffer_docs: usize) -> ShuffledDocuments {
-        ShuffledDocuments { inner: self.documents(), buffer: Some(ShuffleBuffer::new(buffer_docs, SplitMix64::new(seed))), tail: None }
+        ShuffledDocuments {
+            inner: self.documents(),
+            buffer: Some(ShuffleBuffer::new(buffer_docs, SplitMix64::new(seed))),
+            tail: None,
+        }
     }
 
     /// Fails, naming the corpus file(s), when the corpus holds no document with
@@ -191,7 +203,10 @@ fn string_at(path: &Path, column: &str, batch: &RecordBatch, row: usize) -> Resu
     } else if let Some(a) = col.as_any().downcast_ref::<StringViewArray>() {
         Ok(a.value(row).to_string())
     } else {
-        Err(DataError::Corpus { path: path.into(), message: format!("column `{column}` has type {}, expected a string column", col.data_type()) })
+        Err(DataError::Corpus {
+            path: path.into(),
+            message: format!("column `{column}` has type {}, expected a string column", col.data_type()),
+        })
     }
 }
 
@@ -205,16 +220,31 @@ impl Documents {
                     FileFormat::Jsonl { field } => Some(field),
                     _ => None,
                 };
-                self.current = Some(Source::Lines { path, reader: std::io::BufReader::with_capacity(1 << 16, file), line: 0, json_field });
+                self.current = Some(Source::Lines {
+                    path,
+                    reader: std::io::BufReader::with_capacity(1 << 16, file),
+                    line: 0,
+                    json_field,
+                });
                 Ok(None)
             }
             FileFormat::Parquet { column } => {
                 let file = std::fs::File::open(&path).map_err(io(&path))?;
                 let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq(&path))?;
-                let leaves: Vec<usize> = b.parquet_schema().columns().iter().enumerate().filter(|(_, c)| c.path().parts() == [column.as_str()]).map(|(i, _)| i).collect();
+                let leaves: Vec<usize> = b
+                    .parquet_schema()
+                    .columns()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.path().parts() == [column.as_str()])
+                    .map(|(i, _)| i)
+                    .collect();
                 if leaves.is_empty() {
                     let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
-                    return Err(DataError::Corpus { path, message: format!("no column `{column}` (columns: {})", names.join(", ")) });
+                    return Err(DataError::Corpus {
+                        path,
+                        message: format!("no column `{column}` (columns: {})", names.join(", ")),
+                    });
                 }
                 let mask = ProjectionMask::leaves(b.parquet_schema(), leaves);
                 let reader = b.with_projection(mask).with_batch_size(1024).build().map_err(pq(&path))?;
@@ -231,7 +261,10 @@ impl Documents {
                 let mut buf = String::new();
                 loop {
                     buf.clear();
-                    let n = reader.read_line(&mut buf).map_err(|e| DataError::Corpus { path: path.clone(), message: format!("line {}: {e}", *line + 1) })?;
+                    let n = reader.read_line(&mut buf).map_err(|e| DataError::Corpus {
+                        path: path.clone(),
+                        message: format!("line {}: {e}", *line + 1),
+                    })?;
                     if n == 0 {
                         return Ok(None);
                     }
@@ -246,25 +279,36 @@ impl Documents {
                     if buf.trim().is_empty() {
                         continue;
                     }
-                    let v: serde_json::Value = serde_json::from_str(&buf).map_err(|e| DataError::Corpus { path: path.clone(), message: format!("line {}: invalid JSON: {e}", line) })?;
+                    let v: serde_json::Value = serde_json::from_str(&buf).map_err(|e| DataError::Corpus {
+                        path: path.clone(),
+                        message: format!("line {}: invalid JSON: {e}", line),
+                    })?;
                     return match v.get(field.as_str()) {
                         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                        Some(other) => Err(DataError::Corpus { path: path.clone(), message: format!("line {line}: field `{field}` is not a string but {other}") }),
-                        None => Err(DataError::Corpus { path: path.clone(), message: format!("line {line}: no field `{field}`") }),
+                        Some(other) => Err(DataError::Corpus {
+                            path: path.clone(),
+                            message: format!("line {line}: field `{field}` is not a string but {other}"),
+                        }),
+                        None => Err(DataError::Corpus {
+                            path: path.clone(),
+                            message: format!("line {line}: no field `{field}`"),
+                        }),
                     };
                 }
             }
             Source::Parquet { path, reader, batch, row, column } => loop {
                 if let Some(b) = batch
-                    && *row < b.num_rows() {
-                        let s = string_at(path, column, b, *row)?;
-                        *row += 1;
-                        return Ok(Some(s));
-                    }
+                    && *row < b.num_rows()
+                {
+                    let s = string_at(path, column, b, *row)?;
+                    *row += 1;
+                    return Ok(Some(s));
+                }
                 match reader.next() {
                     None => return Ok(None),
                     Some(r) => {
-                        *batch = Some(r.map_err(|e| DataError::Parquet { path: path.clone(), message: e.to_string() })?);
+                        *batch =
+                            Some(r.map_err(|e| DataError::Parquet { path: path.clone(), message: e.to_string() })?);
                         *row = 0;
                     }
                 }
@@ -348,7 +392,8 @@ mod tests {
         std::fs::write(&blank, "{\"text\": \"\"}\n{\"text\": \"\"}\n").unwrap();
         let ok = tmp.path().join("ok.jsonl");
         std::fs::write(&ok, "{\"text\": \"\"}\n{\"text\": \"hi\"}\n").unwrap();
-        let check = |p: &Path| Corpus::resolve(&[p.to_str().unwrap()], &FormatChoice::Auto, "text").unwrap().check_has_text();
+        let check =
+            |p: &Path| Corpus::resolve(&[p.to_str().unwrap()], &FormatChoice::Auto, "text").unwrap().check_has_text();
         let e = check(&none).unwrap_err().to_string();
         assert!(e.contains("none.jsonl") && e.contains("holds no documents"), "{e}");
         let e = check(&blank).unwrap_err().to_string();

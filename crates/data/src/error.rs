@@ -24,11 +24,15 @@ pub enum DataError {
     Config { what: &'static str, message: String },
     /// A store shard whose bytes differ from what `store.json` records (size or
     /// blake3): the store is damaged; nothing decoded from the shard was used.
-    #[error("{path}: the activation store is damaged: this shard's content does not match store.json (expected {expected}, found {found}); its bytes were not used (remove the store so it is computed again)")]
+    #[error(
+        "{path}: the activation store is damaged: this shard's content does not match store.json (expected {expected}, found {found}); its bytes were not used (remove the store so it is computed again)"
+    )]
     Damaged { path: PathBuf, expected: String, found: String },
     /// A NaN or infinite activation handed to the store writer (or a value beyond the
     /// float16 range in a float16 store), refused unless `WriterOptions::allow_nonfinite`.
-    #[error("{path}: hook `{hook}` has a non-finite value ({value}) at store row {row}; the store refuses NaN and infinite activations (WriterOptions::allow_nonfinite stores them)")]
+    #[error(
+        "{path}: hook `{hook}` has a non-finite value ({value}) at store row {row}; the store refuses NaN and infinite activations (WriterOptions::allow_nonfinite stores them)"
+    )]
     NonFinite { path: PathBuf, hook: String, row: u64, value: String },
 }
 

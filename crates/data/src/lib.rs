@@ -9,9 +9,14 @@ pub mod rng;
 pub mod tokenize;
 pub mod tokens;
 
-pub use activations::{Compression, Dtype, HookSpec, Rows, ShardedWriter, StoreInfo, StoreMeta, WriterOptions, ACTIVATIONS_FORMAT_VERSION};
+pub use activations::{
+    ACTIVATIONS_FORMAT_VERSION, Compression, Dtype, HookSpec, Rows, ShardedWriter, StoreInfo, StoreMeta, WriterOptions,
+};
 pub use corpus::{Corpus, FileFormat, FormatChoice};
 pub use error::{DataError, Result};
 pub use reader::{ActivationReader, Batch};
-pub use tokenize::{Mode, SaeLensOptions, Special, SpecialTokens, Tl2Pad, TlOptions, TokenizeOptions, TokenizeSummary, Tokenizer, for_each_context, tokenize_to_table};
+pub use tokenize::{
+    Mode, SaeLensOptions, Special, SpecialTokens, Tl2Pad, TlOptions, TokenizeOptions, TokenizeSummary, Tokenizer,
+    for_each_context, tokenize_to_table,
+};
 pub use tokens::{TOKENS_FORMAT_VERSION, TokenTableMeta, TokenTableReader, TokenTableWriter};

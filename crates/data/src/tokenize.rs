@@ -63,11 +63,17 @@ impl Tokenizer {
     /// and there is no pad token.
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
         let bytes = std::fs::read(path).map_err(io(path))?;
-        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| DataError::Tokenizer { path: path.into(), message: e.to_string() })?;
+        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes)
+            .map_err(|e| DataError::Tokenizer { path: path.into(), message: e.to_string() })?;
         // transformers turns the file's truncation/padding off unless a call asks for it.
         inner.with_truncation(None).map_err(|e| DataError::Tokenizer { path: path.into(), message: e.to_string() })?;
         inner.with_padding(None);
-        let mut tok = Tokenizer { inner, path: path.into(), fingerprint: blake3::hash(&bytes).to_hex().to_string(), special: SpecialTokens::default() };
+        let mut tok = Tokenizer {
+            inner,
+            path: path.into(),
+            fingerprint: blake3::hash(&bytes).to_hex().to_string(),
+            special: SpecialTokens::default(),
+        };
         tok.special = tok.find_special_tokens()?;
         Ok(tok)
     }
@@ -80,11 +86,15 @@ impl Tokenizer {
                 continue;
             }
             let text = std::fs::read_to_string(&p).map_err(io(&p))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| DataError::Tokenizer { path: p.clone(), message: format!("invalid JSON: {e}") })?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| DataError::Tokenizer { path: p.clone(), message: format!("invalid JSON: {e}") })?;
             let id = |key: &str| -> Result<Option<u32>> {
                 match config_token(v.get(key)) {
                     None => Ok(None),
-                    Some(t) => self.token_id(&t).map(Some).ok_or_else(|| DataError::Tokenizer { path: p.clone(), message: format!("{key} `{t}` is not in the vocabulary") }),
+                    Some(t) => self.token_id(&t).map(Some).ok_or_else(|| DataError::Tokenizer {
+                        path: p.clone(),
+                        message: format!("{key} `{t}` is not in the vocabulary"),
+                    }),
                 }
             };
             let s = SpecialTokens { bos: id("bos_token")?, eos: id("eos_token")?, pad: id("pad_token")? };
@@ -93,7 +103,11 @@ impl Tokenizer {
             }
         }
         let first = |c: &[&str]| c.iter().find_map(|t| self.token_id(t));
-        Ok(SpecialTokens { bos: first(&["<|endoftext|>", "<s>", "<bos>"]), eos: first(&["<|endoftext|>", "</s>", "<eos>"]), pad: None })
+        Ok(SpecialTokens {
+            bos: first(&["<|endoftext|>", "<s>", "<bos>"]),
+            eos: first(&["<|endoftext|>", "</s>", "<eos>"]),
+            pad: None,
+        })
     }
 
     pub fn with_special(mut self, special: SpecialTokens) -> Tokenizer {
@@ -102,7 +116,10 @@ impl Tokenizer {
     }
 
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, add_special_tokens).map_err(|e| DataError::Tokenizer { path: self.path.clone(), message: e.to_string() })?;
+        let enc = self
+            .inner
+            .encode_fast(text, add_special_tokens)
+            .map_err(|e| DataError::Tokenizer { path: self.path.clone(), message: e.to_string() })?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -116,7 +133,9 @@ impl Tokenizer {
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| DataError::Tokenizer { path: self.path.clone(), message: e.to_string() })
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| DataError::Tokenizer { path: self.path.clone(), message: e.to_string() })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -179,7 +198,11 @@ pub struct SaeLensOptions {
 
 impl Default for SaeLensOptions {
     fn default() -> Self {
-        SaeLensOptions { begin_batch_token: Some(Special::Bos), begin_sequence_token: None, sequence_separator_token: Some(Special::Bos) }
+        SaeLensOptions {
+            begin_batch_token: Some(Special::Bos),
+            begin_sequence_token: None,
+            sequence_separator_token: Some(Special::Bos),
+        }
     }
 }
 
@@ -208,7 +231,13 @@ fn yes() -> bool {
 
 impl Default for TlOptions {
     fn default() -> Self {
-        TlOptions { batch_docs: 1000, num_proc: Some(10), add_bos_token: true, tl2_pad: Tl2Pad::Eos, pad_short_batch: true }
+        TlOptions {
+            batch_docs: 1000,
+            num_proc: Some(10),
+            add_bos_token: true,
+            tl2_pad: Tl2Pad::Eos,
+            pad_short_batch: true,
+        }
     }
 }
 
@@ -226,7 +255,14 @@ pub struct TokenizeOptions {
 
 impl TokenizeOptions {
     pub fn new(mode: Mode, context_size: usize) -> TokenizeOptions {
-        TokenizeOptions { mode, context_size, max_tokens: None, shuffle: None, saelens: SaeLensOptions::default(), transformer_lens: TlOptions::default() }
+        TokenizeOptions {
+            mode,
+            context_size,
+            max_tokens: None,
+            shuffle: None,
+            saelens: SaeLensOptions::default(),
+            transformer_lens: TlOptions::default(),
+        }
     }
 }
 
@@ -240,7 +276,12 @@ pub struct SaeLensPacker {
 }
 
 impl SaeLensPacker {
-    pub fn new(ctx: usize, begin_batch: Option<u32>, begin_sequence: Option<u32>, separator: Option<u32>) -> SaeLensPacker {
+    pub fn new(
+        ctx: usize,
+        begin_batch: Option<u32>,
+        begin_sequence: Option<u32>,
+        separator: Option<u32>,
+    ) -> SaeLensPacker {
         SaeLensPacker { ctx, begin_batch, begin_sequence, separator, batch: None }
     }
 
@@ -255,18 +296,20 @@ impl SaeLensPacker {
             let mut first = tokens[offset];
             if is_start
                 && let Some(bs) = self.begin_sequence
-                    && first != bs {
-                        prefix.insert(0, bs);
-                        pending = true;
-                        first = bs;
-                    }
+                && first != bs
+            {
+                prefix.insert(0, bs);
+                pending = true;
+                first = bs;
+            }
             let take = |offset: usize, n: usize| &tokens[offset.min(tokens.len())..(offset + n).min(tokens.len())];
             match self.batch.as_mut() {
                 None => {
                     if let Some(bb) = self.begin_batch
-                        && first != bb {
-                            prefix.insert(0, bb);
-                        }
+                        && first != bb
+                    {
+                        prefix.insert(0, bb);
+                    }
                     let needed = ctx.saturating_sub(prefix.len());
                     let mut b: Vec<u32> = prefix[..prefix.len().min(ctx)].to_vec();
                     b.extend_from_slice(take(offset, needed));
@@ -276,9 +319,10 @@ impl SaeLensPacker {
                 }
                 Some(batch) => {
                     if let Some(sep) = self.separator
-                        && first != sep {
-                            prefix.insert(0, sep);
-                        }
+                        && first != sep
+                    {
+                        prefix.insert(0, sep);
+                    }
                     let needed = ctx.saturating_sub(batch.len() + prefix.len());
                     let prefix_needed = ctx.saturating_sub(batch.len());
                     batch.extend_from_slice(&prefix[..prefix.len().min(prefix_needed)]);
@@ -321,7 +365,13 @@ pub fn tl_batch_sizes(n_docs: u64, batch_docs: usize, num_proc: Option<usize>) -
 }
 
 /// TransformerLens rows of one map batch of tokenized documents.
-pub fn tl_rows(docs: &[Vec<u32>], ctx: usize, add_bos: bool, special: SpecialTokens, emit: &mut impl FnMut(&[u32]) -> Result<bool>) -> Result<bool> {
+pub fn tl_rows(
+    docs: &[Vec<u32>],
+    ctx: usize,
+    add_bos: bool,
+    special: SpecialTokens,
+    emit: &mut impl FnMut(&[u32]) -> Result<bool>,
+) -> Result<bool> {
     if docs.is_empty() {
         return Ok(true);
     }
@@ -339,7 +389,14 @@ pub fn tl_rows(docs: &[Vec<u32>], ctx: usize, add_bos: bool, special: SpecialTok
 /// Cuts the tokens of one map batch into rows of ctx−1 (ctx without BOS), BOS first,
 /// dropping the remainder; fewer tokens than a row make one row padded with `short_pad`,
 /// or none when it is `None`.
-fn tl_emit_rows(mut tokens: Vec<u32>, ctx: usize, add_bos: bool, bos: Option<u32>, short_pad: Option<u32>, emit: &mut impl FnMut(&[u32]) -> Result<bool>) -> Result<bool> {
+fn tl_emit_rows(
+    mut tokens: Vec<u32>,
+    ctx: usize,
+    add_bos: bool,
+    bos: Option<u32>,
+    short_pad: Option<u32>,
+    emit: &mut impl FnMut(&[u32]) -> Result<bool>,
+) -> Result<bool> {
     let seq_len = if add_bos { ctx - 1 } else { ctx };
     if tokens.len() < seq_len {
         match short_pad {
@@ -377,11 +434,17 @@ pub struct Tl2Tokenizer {
 
 impl Tl2Tokenizer {
     pub fn new(tok: &Tokenizer, missing_pad: Tl2Pad) -> Result<Tl2Tokenizer> {
-        let err = |m: &str| DataError::Tokenizer { path: tok.path.clone(), message: format!("transformer_lens_2 mode: {m}") };
+        let err =
+            |m: &str| DataError::Tokenizer { path: tok.path.clone(), message: format!("transformer_lens_2 mode: {m}") };
         let eos = tok.special.eos.ok_or_else(|| err("the tokenizer has no EOS token"))?;
         tok.special.bos.ok_or_else(|| err("the tokenizer has no BOS token"))?;
         let eos_text = tok.inner.id_to_token(eos).ok_or_else(|| err("the EOS id has no token text"))?;
-        let mut t = Tokenizer { inner: tok.inner.clone(), path: tok.path.clone(), fingerprint: tok.fingerprint.clone(), special: tok.special };
+        let mut t = Tokenizer {
+            inner: tok.inner.clone(),
+            path: tok.path.clone(),
+            fingerprint: tok.fingerprint.clone(),
+            special: tok.special,
+        };
         let pad = match (tok.special.pad, missing_pad) {
             (Some(p), _) => p,
             (None, Tl2Pad::Eos) => eos,
@@ -407,7 +470,9 @@ impl Tl2Tokenizer {
         bounds.push(text.len());
         let n = bounds.len() - 1;
         let len = (n - 1) / TL2_CHUNKS + 1;
-        let chunks: Vec<String> = (0..TL2_CHUNKS).map(|i| text[bounds[(i * len).min(n)]..bounds[((i + 1) * len).min(n)]].to_string()).collect();
+        let chunks: Vec<String> = (0..TL2_CHUNKS)
+            .map(|i| text[bounds[(i * len).min(n)]..bounds[((i + 1) * len).min(n)]].to_string())
+            .collect();
         let mut tokens: Vec<u32> = self.tok.encode_many(&chunks, true)?.concat();
         tokens.retain(|&t| t != self.pad);
         Ok(Some(tokens))
@@ -418,13 +483,21 @@ impl Tl2Tokenizer {
 const TL2_CHUNKS: usize = 20;
 
 /// TransformerLens 2.x rows of one map batch of documents (text).
-pub fn tl2_rows(docs: &[String], tok: &Tl2Tokenizer, ctx: usize, o: &TlOptions, emit: &mut impl FnMut(&[u32]) -> Result<bool>) -> Result<bool> {
+pub fn tl2_rows(
+    docs: &[String],
+    tok: &Tl2Tokenizer,
+    ctx: usize,
+    o: &TlOptions,
+    emit: &mut impl FnMut(&[u32]) -> Result<bool>,
+) -> Result<bool> {
     if docs.is_empty() {
         return Ok(true);
     }
     match tok.batch_tokens(docs)? {
         None => Ok(true),
-        Some(tokens) => tl_emit_rows(tokens, ctx, o.add_bos_token, tok.tok.special.bos, o.pad_short_batch.then_some(tok.pad), emit),
+        Some(tokens) => {
+            tl_emit_rows(tokens, ctx, o.add_bos_token, tok.tok.special.bos, o.pad_short_batch.then_some(tok.pad), emit)
+        }
     }
 }
 
@@ -432,8 +505,14 @@ fn resolve(s: Option<Special>, special: SpecialTokens, role: &'static str) -> Re
     match s {
         None => Ok(None),
         Some(Special::Id(i)) => Ok(Some(i)),
-        Some(Special::Bos) => special.bos.map(Some).ok_or_else(|| DataError::Config { what: role, message: "the tokenizer has no BOS token".into() }),
-        Some(Special::Eos) => special.eos.map(Some).ok_or_else(|| DataError::Config { what: role, message: "the tokenizer has no EOS token".into() }),
+        Some(Special::Bos) => special
+            .bos
+            .map(Some)
+            .ok_or_else(|| DataError::Config { what: role, message: "the tokenizer has no BOS token".into() }),
+        Some(Special::Eos) => special
+            .eos
+            .map(Some)
+            .ok_or_else(|| DataError::Config { what: role, message: "the tokenizer has no EOS token".into() }),
     }
 }
 
@@ -442,7 +521,12 @@ const ENCODE_CHUNK_DOCS: usize = 512;
 
 /// Streams the contexts of `corpus` to `emit` (return `false` to stop). Memory is
 /// bounded by the shuffle buffer and one chunk of documents.
-pub fn for_each_context(corpus: &Corpus, tok: &Tokenizer, opts: &TokenizeOptions, mut emit: impl FnMut(&[u32]) -> Result<()>) -> Result<u64> {
+pub fn for_each_context(
+    corpus: &Corpus,
+    tok: &Tokenizer,
+    opts: &TokenizeOptions,
+    mut emit: impl FnMut(&[u32]) -> Result<()>,
+) -> Result<u64> {
     let ctx = opts.context_size;
     if ctx < 2 {
         return Err(DataError::Config { what: "context_size", message: format!("{ctx}: must be at least 2") });
@@ -494,14 +578,20 @@ pub fn for_each_context(corpus: &Corpus, tok: &Tokenizer, opts: &TokenizeOptions
         }
         Mode::TransformerLens | Mode::TransformerLens2 => {
             if tok.special.bos.is_none() || tok.special.eos.is_none() {
-                return Err(DataError::Tokenizer { path: tok.path.clone(), message: format!("{} mode needs BOS and EOS tokens", opts.mode.name()) });
+                return Err(DataError::Tokenizer {
+                    path: tok.path.clone(),
+                    message: format!("{} mode needs BOS and EOS tokens", opts.mode.name()),
+                });
             }
             let o = &opts.transformer_lens;
             let tl2 = if opts.mode == Mode::TransformerLens2 { Some(Tl2Tokenizer::new(tok, o.tl2_pad)?) } else { None };
             // datasets shards by document count, so count first (one extra read).
             let total = if o.num_proc.is_some_and(|p| p > 1) { corpus.count_documents()? } else { u64::MAX };
-            let sizes: Box<dyn Iterator<Item = usize>> =
-                if total == u64::MAX { Box::new(std::iter::repeat(o.batch_docs.max(1))) } else { Box::new(tl_batch_sizes(total, o.batch_docs.max(1), o.num_proc).into_iter()) };
+            let sizes: Box<dyn Iterator<Item = usize>> = if total == u64::MAX {
+                Box::new(std::iter::repeat(o.batch_docs.max(1)))
+            } else {
+                Box::new(tl_batch_sizes(total, o.batch_docs.max(1), o.num_proc).into_iter())
+            };
             for size in sizes {
                 let texts = chunk(&mut docs, size)?;
                 if texts.is_empty() {
@@ -509,7 +599,9 @@ pub fn for_each_context(corpus: &Corpus, tok: &Tokenizer, opts: &TokenizeOptions
                 }
                 let more = match &tl2 {
                     Some(t2) => tl2_rows(&texts, t2, ctx, o, &mut emit_limited)?,
-                    None => tl_rows(&tok.encode_many(&texts, false)?, ctx, o.add_bos_token, tok.special, &mut emit_limited)?,
+                    None => {
+                        tl_rows(&tok.encode_many(&texts, false)?, ctx, o.add_bos_token, tok.special, &mut emit_limited)?
+                    }
                 };
                 if !more {
                     return Ok(n);
@@ -529,7 +621,13 @@ pub struct TokenizeSummary {
 
 /// Tokenizes `corpus` into the token table `out` (see docs/formats.md). `extra` is
 /// recorded as free-form metadata (corpus description, fingerprints).
-pub fn tokenize_to_table(corpus: &Corpus, tok: &Tokenizer, opts: &TokenizeOptions, out: &Path, extra: serde_json::Value) -> Result<TokenizeSummary> {
+pub fn tokenize_to_table(
+    corpus: &Corpus,
+    tok: &Tokenizer,
+    opts: &TokenizeOptions,
+    out: &Path,
+    extra: serde_json::Value,
+) -> Result<TokenizeSummary> {
     let meta = TokenTableMeta {
         tokenizer_fingerprint: tok.fingerprint.clone(),
         mode: opts.mode.name().into(),

@@ -56,7 +56,9 @@ impl TokenTableMeta {
 
     fn from_kv(path: &Path, m: &BTreeMap<String, String>) -> Result<(TokenTableMeta, u64)> {
         let get = |k: &str| m.get(k).ok_or_else(|| format(path, format!("missing metadata key `{k}`")));
-        let num = |k: &str| -> Result<u64> { get(k)?.parse().map_err(|_| format(path, format!("metadata `{k}` is not a number"))) };
+        let num = |k: &str| -> Result<u64> {
+            get(k)?.parse().map_err(|_| format(path, format!("metadata `{k}` is not a number")))
+        };
         let id = |k: &str| -> Result<Option<u32>> {
             match get(k)?.as_str() {
                 "none" => Ok(None),
@@ -70,7 +72,8 @@ impl TokenTableMeta {
             bos_id: id("saepipe.bos_id")?,
             eos_id: id("saepipe.eos_id")?,
             pad_id: id("saepipe.pad_id")?,
-            extra: serde_json::from_str(get("saepipe.extra")?).map_err(|e| format(path, format!("metadata `saepipe.extra`: {e}")))?,
+            extra: serde_json::from_str(get("saepipe.extra")?)
+                .map_err(|e| format(path, format!("metadata `saepipe.extra`: {e}")))?,
         };
         Ok((meta, num("saepipe.num_contexts")?))
     }
@@ -81,8 +84,16 @@ pub(crate) fn kv_list(m: &BTreeMap<String, String>) -> Vec<KeyValue> {
 }
 
 /// Reads a file's key-value metadata and checks `saepipe.format` and its version.
-pub(crate) fn check_kv(path: &Path, md: &parquet::file::metadata::FileMetaData, kind: &'static str, supported: u32) -> Result<BTreeMap<String, String>> {
-    let m: BTreeMap<String, String> = md.key_value_metadata().map(|kv| kv.iter().filter_map(|k| k.value.clone().map(|v| (k.key.clone(), v))).collect()).unwrap_or_default();
+pub(crate) fn check_kv(
+    path: &Path,
+    md: &parquet::file::metadata::FileMetaData,
+    kind: &'static str,
+    supported: u32,
+) -> Result<BTreeMap<String, String>> {
+    let m: BTreeMap<String, String> = md
+        .key_value_metadata()
+        .map(|kv| kv.iter().filter_map(|k| k.value.clone().map(|v| (k.key.clone(), v))).collect())
+        .unwrap_or_default();
     match m.get("saepipe.format") {
         Some(f) if f == kind => {}
         Some(f) => return Err(format(path, format!("is a saepipe `{f}` file, expected `{kind}`"))),
@@ -97,7 +108,10 @@ pub(crate) fn check_kv(path: &Path, md: &parquet::file::metadata::FileMetaData, 
 
 fn token_schema(ctx: usize) -> SchemaRef {
     let item = Arc::new(Field::new("item", DataType::UInt32, false));
-    Arc::new(Schema::new(vec![Field::new("seq", DataType::UInt64, false), Field::new("tokens", DataType::FixedSizeList(item, ctx as i32), false)]))
+    Arc::new(Schema::new(vec![
+        Field::new("seq", DataType::UInt64, false),
+        Field::new("tokens", DataType::FixedSizeList(item, ctx as i32), false),
+    ]))
 }
 
 /// Streams contexts into a token table.
@@ -137,7 +151,10 @@ impl TokenTableWriter {
 
     pub fn push(&mut self, context: &[u32]) -> Result<()> {
         if context.len() != self.meta.context_size {
-            return Err(format(&self.path, format!("context of {} tokens, expected {}", context.len(), self.meta.context_size)));
+            return Err(format(
+                &self.path,
+                format!("context of {} tokens, expected {}", context.len(), self.meta.context_size),
+            ));
         }
         self.buf.extend_from_slice(context);
         self.contexts += 1;
@@ -193,8 +210,14 @@ impl TokenTableReader {
         let kv = check_kv(path, b.metadata().file_metadata(), "tokens", TOKENS_FORMAT_VERSION)?;
         let (meta, num_contexts) = TokenTableMeta::from_kv(path, &kv)?;
         match b.schema().field_with_name("tokens").map(|f| f.data_type().clone()) {
-            Ok(DataType::FixedSizeList(item, w)) if *item.data_type() == DataType::UInt32 && w as usize == meta.context_size => {}
-            Ok(other) => return Err(format(path, format!("column `tokens` has type {other}, expected FixedSizeList<UInt32>[{}]", meta.context_size))),
+            Ok(DataType::FixedSizeList(item, w))
+                if *item.data_type() == DataType::UInt32 && w as usize == meta.context_size => {}
+            Ok(other) => {
+                return Err(format(
+                    path,
+                    format!("column `tokens` has type {other}, expected FixedSizeList<UInt32>[{}]", meta.context_size),
+                ));
+            }
             Err(_) => return Err(format(path, "no `tokens` column")),
         }
         let reader = b.with_batch_size(4096).build().map_err(pq(path))?;
@@ -217,12 +240,13 @@ impl Iterator for TokenTableReader {
     fn next(&mut self) -> Option<Result<Vec<u32>>> {
         loop {
             if let Some((list, i)) = self.current.as_mut()
-                && *i < list.len() {
-                    let row = list.value(*i);
-                    *i += 1;
-                    let vals = row.as_any().downcast_ref::<UInt32Array>().expect("checked at open");
-                    return Some(Ok(vals.values().to_vec()));
-                }
+                && *i < list.len()
+            {
+                let row = list.value(*i);
+                *i += 1;
+                let vals = row.as_any().downcast_ref::<UInt32Array>().expect("checked at open");
+                return Some(Ok(vals.values().to_vec()));
+            }
             match self.reader.next()? {
                 Err(e) => return Some(Err(DataError::Parquet { path: self.path.clone(), message: e.to_string() })),
                 Ok(batch) => {

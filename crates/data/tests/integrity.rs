@@ -2,7 +2,9 @@
 //! partial shards checked on resume, unique temporaries shared partial directories
 //! survive, non-finite activations refused (or stored and counted).
 
-use saepipe_data::activations::{Compression, Dtype, HookSpec, Rows, ShardedWriter, StoreInfo, StoreMeta, WriterOptions};
+use saepipe_data::activations::{
+    Compression, Dtype, HookSpec, Rows, ShardedWriter, StoreInfo, StoreMeta, WriterOptions,
+};
 use saepipe_data::reader::ActivationReader;
 use saepipe_data::rng::SplitMix64;
 use saepipe_data::{Batch, DataError};
@@ -28,7 +30,12 @@ fn meta(dtype: Dtype) -> StoreMeta {
 }
 
 fn opts() -> WriterOptions {
-    WriterOptions { rows_per_shard: ROWS_PER_SHARD as usize, row_group_rows: 16, compression: Compression::None, allow_nonfinite: false }
+    WriterOptions {
+        rows_per_shard: ROWS_PER_SHARD as usize,
+        row_group_rows: 16,
+        compression: Compression::None,
+        allow_nonfinite: false,
+    }
 }
 
 /// Deterministic rows `first..first + rows`: (seq, pos, token, hooks).
@@ -43,7 +50,12 @@ fn data(first: u64, rows: usize) -> (Vec<u64>, Vec<u32>, Vec<u32>, Vec<Vec<f32>>
         hooks.push(v);
     }
     let idx = first..first + rows as u64;
-    (idx.clone().map(|r| r / CTX as u64).collect(), idx.clone().map(|r| (r % CTX as u64) as u32).collect(), idx.map(|r| (r * 7 % 50) as u32).collect(), hooks)
+    (
+        idx.clone().map(|r| r / CTX as u64).collect(),
+        idx.clone().map(|r| (r % CTX as u64) as u32).collect(),
+        idx.map(|r| (r * 7 % 50) as u32).collect(),
+        hooks,
+    )
 }
 
 fn push_hooks(w: &mut ShardedWriter, first: u64, hooks: &[Vec<f32>]) -> Result<(), DataError> {
@@ -64,7 +76,11 @@ fn write_all(dir: &Path, dtype: Dtype) -> StoreInfo {
 }
 
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap())).collect();
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
     v.sort();
     v
 }
@@ -117,7 +133,11 @@ fn a_flipped_byte_in_a_shard_is_damaged_and_none_of_its_rows_are_returned() {
         let damaged = 2 * ROWS_PER_SHARD..3 * ROWS_PER_SHARD;
         // Opening reads footers only and still succeeds.
         let open = || ActivationReader::open(&dir, &[HOOKS[0].0, HOOKS[1].0]).unwrap();
-        for (what, r) in [("sequential", open()), ("shuffled", open().shuffled(3, 8)), ("sequential, prefetch 1", open().prefetch(1))] {
+        for (what, r) in [
+            ("sequential", open()),
+            ("shuffled", open().shuffled(3, 8)),
+            ("sequential, prefetch 1", open().prefetch(1)),
+        ] {
             let mut rows = Vec::new();
             let mut err = None;
             for b in r.batches(16) {
@@ -129,7 +149,10 @@ fn a_flipped_byte_in_a_shard_is_damaged_and_none_of_its_rows_are_returned() {
             let e = err.unwrap_or_else(|| panic!("{dtype:?} {what}: no error"));
             let msg = e.to_string();
             assert!(matches!(e, DataError::Damaged { .. }), "{dtype:?} {what}: {msg}");
-            assert!(msg.contains("shard-00002.parquet") && msg.contains("damaged") && msg.contains("not used"), "{msg}");
+            assert!(
+                msg.contains("shard-00002.parquet") && msg.contains("damaged") && msg.contains("not used"),
+                "{msg}"
+            );
             assert!(rows.iter().all(|r| !damaged.contains(r)), "{dtype:?} {what}: rows of the damaged shard returned");
             if what.starts_with("sequential") {
                 // The shards before it were read.
@@ -214,7 +237,11 @@ fn resume_discards_a_damaged_partial_shard_and_rewrites_it_identically() {
     let w = ShardedWriter::open(&partial, meta(Dtype::F32), opts()).unwrap();
     assert_eq!((w.next_shard_index(), w.resume_row()), (1, 40));
     assert_eq!(w.discarded().len(), 1, "{:?}", w.discarded());
-    assert!(w.discarded()[0].contains("shard-00001.parquet") && w.discarded()[0].contains("blake3"), "{:?}", w.discarded());
+    assert!(
+        w.discarded()[0].contains("shard-00001.parquet") && w.discarded()[0].contains("blake3"),
+        "{:?}",
+        w.discarded()
+    );
     assert!(!partial.join("shard-00001.parquet").exists() && !partial.join("shard-00001.parquet.blake3").exists());
     let info_b = resume(w, &b.path().join("store"));
     assert_eq!(info_b, info, "same store.json, shard hashes included");
@@ -229,7 +256,12 @@ fn resume_discards_a_damaged_partial_shard_and_rewrites_it_identically() {
     assert_eq!(w.resume_row(), 0);
     let d = w.discarded().to_vec();
     assert_eq!(d.len(), 2, "{d:?}");
-    assert!(d[0].starts_with("shard-00000.parquet") && d[1].starts_with("shard-00001.parquet") && d[1].contains("comes after"), "{d:?}");
+    assert!(
+        d[0].starts_with("shard-00000.parquet")
+            && d[1].starts_with("shard-00001.parquet")
+            && d[1].contains("comes after"),
+        "{d:?}"
+    );
     assert_eq!(resume(w, &c.path().join("store")), info);
     assert_eq!(files(&a.path().join("store")), files(&c.path().join("store")));
 
@@ -285,7 +317,10 @@ fn open_leaves_temporaries_of_live_writers_alone() {
     let mut w = ShardedWriter::open(&partial, meta(Dtype::F32), opts()).unwrap();
     let left = names(&partial);
     assert!(left.contains(&foreign), "a live process's temporary was removed: {left:?}");
-    assert!(left.contains(&other_host.to_string()) && left.contains(&legacy_fresh.to_string()), "recent unattributable temporaries are kept: {left:?}");
+    assert!(
+        left.contains(&other_host.to_string()) && left.contains(&legacy_fresh.to_string()),
+        "recent unattributable temporaries are kept: {left:?}"
+    );
     for n in [&own[0], &dead, &legacy_old.to_string()] {
         assert!(!left.contains(n), "{n} should be removed: {left:?}");
     }
@@ -314,7 +349,11 @@ fn two_writers_on_one_partial_directory_both_finish() {
     push(&mut first, 0, 100); // shards 0, 1 done; a row group of shard 2 in its temporary
     let second = ShardedWriter::open(&partial, meta(Dtype::F32), opts()).unwrap();
     assert_eq!((second.resume_row(), second.discarded().len()), (80, 0));
-    assert_eq!(names(&partial).iter().filter(|n| n.ends_with(".tmp")).count(), 1, "the first writer's temporary is kept");
+    assert_eq!(
+        names(&partial).iter().filter(|n| n.ends_with(".tmp")).count(),
+        1,
+        "the first writer's temporary is kept"
+    );
     assert_eq!(resume(second, &dest), info);
     assert_eq!(files(&a.path().join("store")), files(&dest));
 
@@ -349,7 +388,9 @@ fn non_finite_values_are_refused_naming_hook_and_row() {
     let e = push_hooks(&mut w, 0, &h).unwrap_err();
     let msg = e.to_string();
     match &e {
-        DataError::NonFinite { hook, row, value, .. } => assert_eq!((hook.as_str(), *row, value.as_str()), (HOOKS[1].0, 21, "NaN")),
+        DataError::NonFinite { hook, row, value, .. } => {
+            assert_eq!((hook.as_str(), *row, value.as_str()), (HOOKS[1].0, 21, "NaN"))
+        }
         other => panic!("{other:?}"),
     }
     assert!(msg.contains(HOOKS[1].0) && msg.contains("row 21") && msg.contains("NaN"), "{msg}");
@@ -358,7 +399,10 @@ fn non_finite_values_are_refused_naming_hook_and_row() {
     let mut h = data(16, 20).3;
     h[0][7] = f32::NEG_INFINITY;
     let e = push_hooks(&mut w, 16, &h).unwrap_err();
-    assert!(matches!(&e, DataError::NonFinite { hook, row: 16, value, .. } if hook == HOOKS[0].0 && value == "-inf"), "{e}");
+    assert!(
+        matches!(&e, DataError::NonFinite { hook, row: 16, value, .. } if hook == HOOKS[0].0 && value == "-inf"),
+        "{e}"
+    );
     assert_eq!(w.rows_done(), 16);
     push(&mut w, 16, (TOTAL - 16) as usize);
     assert_eq!(w.nonfinite_count(), 0);

@@ -1,10 +1,12 @@
 //! Activation store: resumable writing, byte-identical resume, reader values,
 //! shuffled reading, error reporting.
 
-use saepipe_data::activations::{Compression, Dtype, HookSpec, Rows, ShardedWriter, StoreInfo, StoreMeta, WriterOptions};
+use saepipe_data::DataError;
+use saepipe_data::activations::{
+    Compression, Dtype, HookSpec, Rows, ShardedWriter, StoreInfo, StoreMeta, WriterOptions,
+};
 use saepipe_data::reader::ActivationReader;
 use saepipe_data::rng::SplitMix64;
-use saepipe_data::DataError;
 use std::path::Path;
 
 const HOOKS: [(&str, usize); 2] = [("blocks.0.hook_resid_pre", 12), ("blocks.1.hook_mlp_out", 5)];
@@ -40,7 +42,12 @@ fn data(first: u64, rows: usize) -> (Vec<u64>, Vec<u32>, Vec<u32>, Vec<Vec<f32>>
         hooks.push(v);
     }
     let rows_idx = first..first + rows as u64;
-    (rows_idx.clone().map(|r| r / CTX as u64).collect(), rows_idx.clone().map(|r| (r % CTX as u64) as u32).collect(), rows_idx.map(|r| (r * 7 % 50) as u32).collect(), hooks)
+    (
+        rows_idx.clone().map(|r| r / CTX as u64).collect(),
+        rows_idx.clone().map(|r| (r % CTX as u64) as u32).collect(),
+        rows_idx.map(|r| (r * 7 % 50) as u32).collect(),
+        hooks,
+    )
 }
 
 fn push(w: &mut ShardedWriter, first: u64, rows: usize) {
@@ -63,7 +70,11 @@ fn write_all(dir: &Path, dtype: Dtype, c: Compression) -> StoreInfo {
 }
 
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap())).collect();
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
     v.sort();
     v
 }
@@ -122,7 +133,12 @@ fn read_all(r: &ActivationReader, batch: usize) -> Vec<saepipe_data::Batch> {
 
 #[test]
 fn reader_returns_written_values() {
-    for (dtype, c) in [(Dtype::F32, Compression::None), (Dtype::F32, Compression::SplitZstd(1)), (Dtype::F16, Compression::Lz4), (Dtype::F16, Compression::SplitZstd(3))] {
+    for (dtype, c) in [
+        (Dtype::F32, Compression::None),
+        (Dtype::F32, Compression::SplitZstd(1)),
+        (Dtype::F16, Compression::Lz4),
+        (Dtype::F16, Compression::SplitZstd(3)),
+    ] {
         let t = tempfile::tempdir().unwrap();
         write_all(t.path(), dtype, c);
         let r = ActivationReader::open(&t.path().join("store"), &[HOOKS[1].0, HOOKS[0].0]).unwrap();
@@ -134,7 +150,9 @@ fn reader_returns_written_values() {
         assert_eq!(batches.iter().flat_map(|b| b.seq.clone()).collect::<Vec<_>>(), s);
         assert_eq!(batches.iter().flat_map(|b| b.pos.clone()).collect::<Vec<_>>(), p);
         assert_eq!(batches.iter().flat_map(|b| b.token.clone()).collect::<Vec<_>>(), tk);
-        let round = |v: &[f32]| -> Vec<f32> { if dtype == Dtype::F16 { v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect() } else { v.to_vec() } };
+        let round = |v: &[f32]| -> Vec<f32> {
+            if dtype == Dtype::F16 { v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect() } else { v.to_vec() }
+        };
         assert_eq!(cat(&|b| b.hooks[1].clone()), round(&h[0]), "{dtype:?} {c:?}");
         assert_eq!(cat(&|b| b.hooks[0].clone()), round(&h[1]));
     }
@@ -186,7 +204,9 @@ fn errors_name_the_file_and_hook() {
     let dir = t.path().join("store");
 
     match ActivationReader::open(&dir, &["blocks.9.hook_resid_post"]) {
-        Err(e @ DataError::MissingHook { .. }) => assert!(e.to_string().contains("store.json") && e.to_string().contains("blocks.0.hook_resid_pre"), "{e}"),
+        Err(e @ DataError::MissingHook { .. }) => {
+            assert!(e.to_string().contains("store.json") && e.to_string().contains("blocks.0.hook_resid_pre"), "{e}")
+        }
         other => panic!("{:?}", other.err()),
     }
 
@@ -195,7 +215,9 @@ fn errors_name_the_file_and_hook() {
     let orig = std::fs::read_to_string(&sj).unwrap();
     std::fs::write(&sj, orig.replace("\"d\": 5", "\"d\": 6")).unwrap();
     match ActivationReader::open(&dir, &[HOOKS[1].0]) {
-        Err(e @ DataError::Shape { .. }) => assert!(e.to_string().contains("shard-00000.parquet") && e.to_string().contains("expected 6"), "{e}"),
+        Err(e @ DataError::Shape { .. }) => {
+            assert!(e.to_string().contains("shard-00000.parquet") && e.to_string().contains("expected 6"), "{e}")
+        }
         other => panic!("{:?}", other.err()),
     }
     std::fs::write(&sj, orig.replace("\"format_version\": 1", "\"format_version\": 99")).unwrap();

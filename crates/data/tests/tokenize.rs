@@ -2,7 +2,9 @@
 //! (scripts/fixtures/data_tokenize.py, data_tokenize_tl2.py), and the corpus readers.
 
 use saepipe_data::corpus::{Corpus, FileFormat, FormatChoice};
-use saepipe_data::tokenize::{Mode, SpecialTokens, Tl2Pad, TokenizeOptions, Tokenizer, for_each_context, tokenize_to_table};
+use saepipe_data::tokenize::{
+    Mode, SpecialTokens, Tl2Pad, TokenizeOptions, Tokenizer, for_each_context, tokenize_to_table,
+};
 use saepipe_data::{DataError, TokenTableReader};
 use std::path::{Path, PathBuf};
 
@@ -88,7 +90,8 @@ fn parquet_directory_and_glob_read_the_same_documents() {
 
 #[test]
 fn missing_parquet_column_and_bad_jsonl_name_the_file() {
-    let dir = Corpus::resolve(&[fixtures().join("corpus_parquet").to_str().unwrap()], &FormatChoice::Auto, "content").unwrap();
+    let dir = Corpus::resolve(&[fixtures().join("corpus_parquet").to_str().unwrap()], &FormatChoice::Auto, "content")
+        .unwrap();
     let err = dir.documents().next().unwrap().unwrap_err().to_string();
     assert!(err.contains("train-00000-of-00002.parquet") && err.contains("no column `content`"), "{err}");
 
@@ -100,7 +103,10 @@ fn missing_parquet_column_and_bad_jsonl_name_the_file() {
     assert_eq!(r[0].as_ref().unwrap(), "ok");
     let err = r[1].as_ref().unwrap_err().to_string();
     assert!(err.contains("bad.jsonl") && err.contains("line 2") && err.contains("`text`"), "{err}");
-    assert!(matches!(Corpus::resolve(&[tmp.path().join("nope*.jsonl").to_str().unwrap()], &FormatChoice::Auto, "text"), Err(DataError::Corpus { .. })));
+    assert!(matches!(
+        Corpus::resolve(&[tmp.path().join("nope*.jsonl").to_str().unwrap()], &FormatChoice::Auto, "text"),
+        Err(DataError::Corpus { .. })
+    ));
 }
 
 #[test]
@@ -111,7 +117,8 @@ fn text_files_by_line_and_whole_file() {
     let lines = Corpus::resolve(&[tmp.path().to_str().unwrap()], &FormatChoice::Auto, "text").unwrap();
     let docs: Vec<String> = lines.documents().collect::<Result<_, _>>().unwrap();
     assert_eq!(docs, ["first line", "", "third", "whole", "file"]);
-    let files = Corpus::resolve(&[tmp.path().to_str().unwrap()], &FormatChoice::Fixed(FileFormat::TextFile), "text").unwrap();
+    let files =
+        Corpus::resolve(&[tmp.path().to_str().unwrap()], &FormatChoice::Fixed(FileFormat::TextFile), "text").unwrap();
     let docs: Vec<String> = files.documents().collect::<Result<_, _>>().unwrap();
     assert_eq!(docs, ["first line\r\n\nthird\n", "whole\nfile"]);
 }
@@ -143,14 +150,18 @@ fn token_table_round_trip_and_max_tokens() {
     let mut opts = TokenizeOptions::new(Mode::SaeLens, 32);
     opts.max_tokens = Some(32 * 100 + 31);
     let tok = tokenizer();
-    let s = tokenize_to_table(&corpus("corpus.jsonl"), &tok, &opts, &out, serde_json::json!({"dataset": "fixture"})).unwrap();
+    let s = tokenize_to_table(&corpus("corpus.jsonl"), &tok, &opts, &out, serde_json::json!({"dataset": "fixture"}))
+        .unwrap();
     assert_eq!((s.contexts, s.tokens), (100, 3200));
     let r = TokenTableReader::open(&out).unwrap();
     assert_eq!(r.num_contexts, 100);
     assert_eq!(r.meta.mode, "saelens");
     assert_eq!(r.meta.context_size, 32);
     assert_eq!(r.meta.bos_id, Some(0));
-    assert_eq!(r.meta.tokenizer_fingerprint, blake3::hash(&std::fs::read(fixtures().join("tokenizer.json")).unwrap()).to_hex().to_string());
+    assert_eq!(
+        r.meta.tokenizer_fingerprint,
+        blake3::hash(&std::fs::read(fixtures().join("tokenizer.json")).unwrap()).to_hex().to_string()
+    );
     assert_eq!(r.meta.extra["user"]["dataset"], "fixture");
     let got: Vec<Vec<u32>> = r.collect::<Result<_, _>>().unwrap();
     assert_eq!(got, rows(&expected()["saelens"])[..100].to_vec());

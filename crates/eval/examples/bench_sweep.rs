@@ -82,17 +82,30 @@ fn report(name: &str, model: &Model, tokens: &[u32], ctx: usize, five: Vec<Named
     }
     // Target: 5 coders < 1.5 × one coder + the 4 extra spliced upper-layer runs.
     let per_splice = one.timing.spliced_s;
-    println!("  5 coders / 1 coder = {:.2}×; (5-coder time − 4 × one spliced run) / 1-coder time = {:.2}×", t5 / t1, (t5 - 4.0 * per_splice) / t1);
+    println!(
+        "  5 coders / 1 coder = {:.2}×; (5-coder time − 4 × one spliced run) / 1-coder time = {:.2}×",
+        t5 / t1,
+        (t5 - 4.0 * per_splice) / t1
+    );
 }
 
 fn main() {
     println!("threads {}", rayon::current_num_threads());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/toy-grammar/step2000");
     let toy = Model::load(&dir, &LoadOptions { processing: Some(Processing::NONE), ..Default::default() }).unwrap();
-    let tok: serde_json::Value = serde_json::from_slice(&std::fs::read(fixtures().join("tokens.json")).unwrap()).unwrap();
+    let tok: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("tokens.json")).unwrap()).unwrap();
     let tokens: Vec<u32> = tok["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
-    let load = |n: &str, label: &str| NamedCoder::new(label, saepipe_sae::load_coder(&fixtures().join("coders").join(n)).unwrap());
-    let five = vec![load("standard_mlp1", "a"), load("topk_mlp1", "b"), load("jumprelu_resid1", "c"), load("standard_mlp1", "d"), load("topk_mlp1", "e")];
+    let load = |n: &str, label: &str| {
+        NamedCoder::new(label, saepipe_sae::load_coder(&fixtures().join("coders").join(n)).unwrap())
+    };
+    let five = vec![
+        load("standard_mlp1", "a"),
+        load("topk_mlp1", "b"),
+        load("jumprelu_resid1", "c"),
+        load("standard_mlp1", "d"),
+        load("topk_mlp1", "e"),
+    ];
     report("toy (fixtures)", &toy, &tokens, 32, five);
 
     let tmp = tempfile::tempdir().unwrap();
@@ -105,7 +118,9 @@ fn main() {
     synth::write_random_hf_model(tmp.path(), &config, 1).unwrap();
     let model = Model::load(tmp.path(), &LoadOptions::default()).unwrap();
     let mut s = 7u64;
-    let tokens: Vec<u32> = (0..2048).map(|i| if i % 128 == 0 { 0 } else { (random(1, 1.0, &mut s)[0].abs() * 2.0 * 50000.0) as u32 + 1 }).collect();
+    let tokens: Vec<u32> = (0..2048)
+        .map(|i| if i % 128 == 0 { 0 } else { (random(1, 1.0, &mut s)[0].abs() * 2.0 * 50000.0) as u32 + 1 })
+        .collect();
     let five = (0..5).map(|i| random_topk(&format!("sae{i}"), "blocks.3.hook_mlp_out", 512, 4096, 11 + i)).collect();
     report("pythia-70m-shaped, layer 3 of 6", &model, &tokens, 128, five);
 }

@@ -64,11 +64,14 @@ pub fn kl(clean_logp: &[f32], new_logits: &[f32], vocab: usize, keep: &[bool]) -
         .filter(|(r, _)| keep[*r])
         .map(|(_, (lp, z))| {
             let lse = log_sum_exp(z) as f64;
-            lp.iter().zip(z).map(|(&lp, &z)| {
-                let lp = lp as f64;
-                let p = lp.exp();
-                if p == 0.0 { 0.0 } else { p * (lp - (z as f64 - lse)) }
-            }).sum::<f64>()
+            lp.iter()
+                .zip(z)
+                .map(|(&lp, &z)| {
+                    let lp = lp as f64;
+                    let p = lp.exp();
+                    if p == 0.0 { 0.0 } else { p * (lp - (z as f64 - lse)) }
+                })
+                .sum::<f64>()
         })
         .collect();
     Mean { sum: per_row.iter().sum(), n: keep.iter().filter(|&&k| k).count() as u64 }

@@ -51,7 +51,10 @@ impl NamedCoder {
 
     fn forward(&self, x: &[f32], n: usize) -> Result<(SparseActs, Vec<f32>)> {
         match &self.on_device {
-            Some(dev) => dev.forward(x, n).map_err(|message| EvalError::Setup { coder: self.label.clone(), message: format!("{} forward: {message}", dev.device()) }),
+            Some(dev) => dev.forward(x, n).map_err(|message| EvalError::Setup {
+                coder: self.label.clone(),
+                message: format!("{} forward: {message}", dev.device()),
+            }),
             None => self.coder.forward(x, n).map_err(|source| EvalError::Coder { coder: self.label.clone(), source }),
         }
     }
@@ -119,18 +122,35 @@ fn zero_hook<'a>() -> HookFn<'a> {
 }
 
 /// Runs the model from a site's start with `hook` replaced, for loss and logits.
-fn spliced_run(model: &dyn Runner, site: &Site, clean: &RunOutput, tokens: &[u32], nb: usize, ctx: usize, hook: HookFn) -> Result<RunOutput> {
+fn spliced_run(
+    model: &dyn Runner,
+    site: &Site,
+    clean: &RunOutput,
+    tokens: &[u32],
+    nb: usize,
+    ctx: usize,
+    hook: HookFn,
+) -> Result<RunOutput> {
     let mut req = RunRequest { want_logits: true, want_loss: true, ..Default::default() };
     req.replace.insert(site.hook_out.clone(), hook);
     Ok(match &site.start {
         Start::Tokens => model.run(tokens, nb, ctx, &mut req)?,
-        Start::Layer { layer, resid } => model.run_from(clean.captured[resid].1.clone(), *layer, tokens, nb, ctx, &mut req)?,
+        Start::Layer { layer, resid } => {
+            model.run_from(clean.captured[resid].1.clone(), *layer, tokens, nb, ctx, &mut req)?
+        }
     })
 }
 
 /// Evaluates `coders` on `tokens` (whole contexts of `ctx` tokens, row-major).
 /// `on_batch` is called with the number of tokens done after each batch.
-pub fn evaluate(model: &dyn Runner, tokens: &[u32], ctx: usize, coders: &[NamedCoder], opts: &EvalOptions, on_batch: &mut dyn FnMut(usize)) -> Result<Evaluation> {
+pub fn evaluate(
+    model: &dyn Runner,
+    tokens: &[u32],
+    ctx: usize,
+    coders: &[NamedCoder],
+    opts: &EvalOptions,
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<Evaluation> {
     evaluate_until(model, tokens, ctx, coders, opts, &mut |done| {
         on_batch(done);
         std::ops::ControlFlow::Continue(())
@@ -139,7 +159,14 @@ pub fn evaluate(model: &dyn Runner, tokens: &[u32], ctx: usize, coders: &[NamedC
 
 /// [`evaluate`], stopping with [`EvalError::Stopped`] after any batch where
 /// `on_batch` returns `Break` (a user's Ctrl-C).
-pub fn evaluate_until(model: &dyn Runner, tokens: &[u32], ctx: usize, coders: &[NamedCoder], opts: &EvalOptions, on_batch: &mut dyn FnMut(usize) -> std::ops::ControlFlow<()>) -> Result<Evaluation> {
+pub fn evaluate_until(
+    model: &dyn Runner,
+    tokens: &[u32],
+    ctx: usize,
+    coders: &[NamedCoder],
+    opts: &EvalOptions,
+    on_batch: &mut dyn FnMut(usize) -> std::ops::ControlFlow<()>,
+) -> Result<Evaluation> {
     if ctx == 0 || tokens.is_empty() || tokens.len() % ctx != 0 {
         return Err(EvalError::Input(format!("{} tokens are not whole contexts of {ctx}", tokens.len())));
     }
@@ -159,7 +186,12 @@ pub fn evaluate_until(model: &dyn Runner, tokens: &[u32], ctx: usize, coders: &[
         let keep: Vec<bool> = chunk.iter().map(|t| !opts.exclude_tokens.contains(t)).collect();
 
         let t0 = Instant::now();
-        let mut req = RunRequest { capture: plan.capture.iter().cloned().collect(), want_logits: true, want_loss: true, ..Default::default() };
+        let mut req = RunRequest {
+            capture: plan.capture.iter().cloned().collect(),
+            want_logits: true,
+            want_loss: true,
+            ..Default::default()
+        };
         let clean = model.run(chunk, nb, ctx, &mut req)?;
         let clean_logp = downstream::log_softmax(clean.logits.as_deref().unwrap_or_default(), vocab);
         let ce_clean = downstream::ce(clean.loss_per_token.as_deref().unwrap_or_default(), &keep, ctx);

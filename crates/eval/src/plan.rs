@@ -1,8 +1,8 @@
 //! Where each coder reads and writes, checked against the model, and how the
 //! spliced forward passes share the clean one.
 
-use crate::error::{EvalError, Result};
 use crate::NamedCoder;
+use crate::error::{EvalError, Result};
 use saepipe_model::Runner;
 
 /// Where a run with a replaced hook starts.
@@ -87,7 +87,9 @@ pub fn plan(model: &dyn Runner, coders: &[NamedCoder]) -> Result<Plan> {
         // a transcoder whatever its architecture name says.
         let hook_out = match c.metadata.hook_name_out.clone() {
             Some(h) => h,
-            None if c.is_transcoder() => return Err(setup("it is a transcoder but its metadata has no `hook_name_out`".into())),
+            None if c.is_transcoder() => {
+                return Err(setup("it is a transcoder but its metadata has no `hook_name_out`".into()));
+            }
             None => hook_in.clone(),
         };
         for (hook, dim, what) in [(&hook_in, c.d_in, "d_in"), (&hook_out, c.d_out, "d_out")] {
@@ -98,7 +100,9 @@ pub fn plan(model: &dyn Runner, coders: &[NamedCoder]) -> Result<Plan> {
             }
         }
         if order(&hook_in) > order(&hook_out) {
-            return Err(setup(format!("input hook `{hook_in}` comes after output hook `{hook_out}` in the forward pass")));
+            return Err(setup(format!(
+                "input hook `{hook_in}` comes after output hook `{hook_out}` in the forward pass"
+            )));
         }
         let site = Site { hook_out: hook_out.clone(), start: start_of(model, &hook_out) };
         let idx = match sites.iter().position(|s| *s == site) {

@@ -190,11 +190,8 @@ impl Recon {
         // Explained variance over all counted tokens: 1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²).
         let total_var = mean(t.sq_in) - self.sum_x.iter().map(|s| (s / n).powi(2)).sum::<f64>();
         let mse = mean(t.sse);
-        let explained_variance = if total_var < 1e-10 {
-            if mse < 1e-10 { 1.0 } else { 0.0 }
-        } else {
-            1.0 - mse / total_var
-        };
+        let explained_variance =
+            if total_var < 1e-10 { if mse < 1e-10 { 1.0 } else { 0.0 } } else { 1.0 - mse / total_var };
         let metrics = ReconMetrics {
             n_tokens: t.n,
             n_tokens_total: self.rows_all,
@@ -206,14 +203,28 @@ impl Recon {
             l2_norm_in: mean(t.norm_in),
             l2_norm_out: mean(t.norm_out),
             l2_ratio: mean(t.ratio),
-            relative_reconstruction_bias: if self.rrb.is_empty() { f64::NAN } else { self.rrb.iter().sum::<f64>() / self.rrb.len() as f64 },
+            relative_reconstruction_bias: if self.rrb.is_empty() {
+                f64::NAN
+            } else {
+                self.rrb.iter().sum::<f64>() / self.rrb.len() as f64
+            },
             explained_variance,
             explained_variance_legacy: mean(self.ev_legacy),
         };
         let features = FeatureStats {
             density: self.count.iter().map(|&c| if t.n == 0 { 0.0 } else { c as f64 / n }).collect(),
-            mean_activation: self.count.iter().zip(&self.sum_act).map(|(&c, &s)| if c == 0 { 0.0 } else { s / c as f64 }).collect(),
-            max_activation: self.count.iter().zip(&self.max_act).map(|(&c, &m)| if c == 0 { 0.0 } else { m as f64 }).collect(),
+            mean_activation: self
+                .count
+                .iter()
+                .zip(&self.sum_act)
+                .map(|(&c, &s)| if c == 0 { 0.0 } else { s / c as f64 })
+                .collect(),
+            max_activation: self
+                .count
+                .iter()
+                .zip(&self.max_act)
+                .map(|(&c, &m)| if c == 0 { 0.0 } else { m as f64 })
+                .collect(),
         };
         (metrics, features)
     }

@@ -64,7 +64,12 @@ fn every_metric_equals_saelens() {
     let ids: Vec<u32> = tokens["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
     let opts = EvalOptions {
         batch_size: tokens["batch_size"].as_u64().unwrap() as usize,
-        exclude_tokens: tokens["exclude_tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect(),
+        exclude_tokens: tokens["exclude_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect(),
         dense_threshold: 0.1,
     };
     let coders: Vec<NamedCoder> = CODERS.iter().map(|c| coder(c)).collect();
@@ -86,7 +91,11 @@ fn every_metric_equals_saelens() {
             }
         }
         let feats = &expected["features"][&r.label];
-        for (name, got) in [("density", &r.features.density), ("mean_activation", &r.features.mean_activation), ("max_activation", &r.features.max_activation)] {
+        for (name, got) in [
+            ("density", &r.features.density),
+            ("mean_activation", &r.features.mean_activation),
+            ("max_activation", &r.features.max_activation),
+        ] {
             let want: Vec<f64> = feats[name].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
             assert_eq!(got.len(), want.len());
             for (j, (&g, &w)) in got.iter().zip(&want).enumerate() {
@@ -102,7 +111,10 @@ fn every_metric_equals_saelens() {
     eprintln!("largest relative difference to the reference: {:.2e} ({})", worst.0, worst.1);
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
     let tc = eval.coders.iter().find(|r| r.label == "transcoder_mlp1").unwrap();
-    assert_eq!((tc.kind, tc.hook_in.as_str(), tc.hook_out.as_str()), ("transcoder", "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"));
+    assert_eq!(
+        (tc.kind, tc.hook_in.as_str(), tc.hook_out.as_str()),
+        ("transcoder", "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out")
+    );
 }
 
 fn want_count(feats: &Value, f: impl Fn(f64) -> bool) -> u64 {
@@ -129,10 +141,17 @@ fn a_coder_of_the_wrong_width_is_named_with_its_hook() {
     let mut c = coder("topk_mlp1");
     c.label = "narrow".into();
     c.coder.metadata.hook_name = Some("blocks.1.mlp.hook_post".into());
-    let err = evaluate(&model(), &[0; 64], 32, &[coder("standard_mlp1"), c], &EvalOptions::default(), &mut |_| {}).unwrap_err();
+    let err = evaluate(&model(), &[0; 64], 32, &[coder("standard_mlp1"), c], &EvalOptions::default(), &mut |_| {})
+        .unwrap_err();
     assert!(matches!(err, EvalError::Setup { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("`narrow`") && msg.contains("blocks.1.mlp.hook_post") && msg.contains("d_in 64") && msg.contains("256"), "{msg}");
+    assert!(
+        msg.contains("`narrow`")
+            && msg.contains("blocks.1.mlp.hook_post")
+            && msg.contains("d_in 64")
+            && msg.contains("256"),
+        "{msg}"
+    );
 
     let mut t = coder("transcoder_mlp1");
     t.coder.metadata.hook_name_out = None;

@@ -17,9 +17,7 @@
 use saepipe_matching::CsrActivations;
 use saepipe_matching::assignment::{SparseOptions, solve_sparse_certified};
 use saepipe_matching::rng::{SyntheticSpec, synthetic_pair};
-use saepipe_matching::similarity::{
-    ActivationOracle, SimilarityKind, SimilarityOracle, candidate_graph,
-};
+use saepipe_matching::similarity::{ActivationOracle, SimilarityKind, SimilarityOracle, candidate_graph};
 use std::path::Path;
 use std::time::Instant;
 
@@ -39,9 +37,7 @@ fn main() {
         Some("gen") => {
             let dir = Path::new(args.get(2).expect(usage));
             let n_features: usize = args.get(3).expect(usage).parse().expect("N_FEATURES");
-            let n_tokens: usize = args
-                .get(4)
-                .map_or(100_000, |s| s.parse().expect("N_TOKENS"));
+            let n_tokens: usize = args.get(4).map_or(100_000, |s| s.parse().expect("N_TOKENS"));
             std::fs::create_dir_all(dir).expect("create output dir");
             let t = Instant::now();
             let (a, b, _) = synthetic_pair(&SyntheticSpec::new(n_tokens, n_features, 2024));
@@ -63,8 +59,7 @@ fn main() {
             let t0 = Instant::now();
             let (sa, sb) = (a.feature_stats(), b.feature_stats());
             let (ac, bc) = (a.to_csc(), b.to_csc());
-            let live =
-                |s: &[saepipe_matching::FeatureStats]| s.iter().filter(|x| !x.is_dead()).count();
+            let live = |s: &[saepipe_matching::FeatureStats]| s.iter().filter(|x| !x.is_dead()).count();
             // Rows = the side with fewer live features.
             let oracle = if live(&sa) <= live(&sb) {
                 ActivationOracle::new(SimilarityKind::Activations, &ac, &sa, &b, &bc, &sb).unwrap()
@@ -75,10 +70,7 @@ fn main() {
             let t_sim = t0.elapsed().as_secs_f64();
             let edges = g.n_edges();
             let t1 = Instant::now();
-            let opts = SparseOptions {
-                top_m,
-                ..Default::default()
-            };
+            let opts = SparseOptions { top_m, ..Default::default() };
             let sol = solve_sparse_certified(&oracle, g, &opts).unwrap();
             let t_assign = t1.elapsed().as_secs_f64();
             let total_time = t0.elapsed().as_secs_f64();
@@ -98,12 +90,7 @@ fn main() {
             );
             println!(
                 "ours: total similarity {:.6}, dual bound {:.6}, certified {}, solves {}, enlarged rows {}, fallback rows {}",
-                sol.total,
-                sol.dual_bound,
-                sol.certified,
-                sol.solves,
-                sol.enlarged_rows,
-                sol.fallback_rows
+                sol.total, sol.dual_bound, sol.certified, sol.solves, sol.enlarged_rows, sol.fallback_rows
             );
             for (k, r) in sol.rounds.iter().enumerate() {
                 println!(
@@ -135,25 +122,9 @@ fn main() {
                     wb[perm[f] * d + k] = wa[f * d + k] + 0.7 * rng.gauss() as f32;
                 }
             }
-            let w = |name, data| saepipe_matching::DenseWeights {
-                name,
-                data,
-                n_features: n,
-                d,
-                feature_major: true,
-            };
-            let a = saepipe_matching::SaeInputs {
-                name: "A",
-                acts: None,
-                w_dec: Some(w("A", &wa)),
-                w_enc: None,
-            };
-            let b = saepipe_matching::SaeInputs {
-                name: "B",
-                acts: None,
-                w_dec: Some(w("B", &wb)),
-                w_enc: None,
-            };
+            let w = |name, data| saepipe_matching::DenseWeights { name, data, n_features: n, d, feature_major: true };
+            let a = saepipe_matching::SaeInputs { name: "A", acts: None, w_dec: Some(w("A", &wa)), w_enc: None };
+            let b = saepipe_matching::SaeInputs { name: "B", acts: None, w_dec: Some(w("B", &wb)), w_enc: None };
             let cfg = saepipe_matching::MatchConfig {
                 kind: SimilarityKind::Decoder,
                 strategy: saepipe_matching::Strategy::Sparse,
@@ -161,9 +132,7 @@ fn main() {
             };
             let t = Instant::now();
             let r = saepipe_matching::match_features(&a, &b, &cfg).unwrap();
-            let hits = (0..n)
-                .filter(|&f| r.a_to_b[f] == Some(perm[f] as u32))
-                .count();
+            let hits = (0..n).filter(|&f| r.a_to_b[f] == Some(perm[f] as u32)).count();
             println!(
                 "decoder {n} x {n}, d_in {d}: {:.2} s, peak RSS {:.0} MB, certified {}, solves {}, total {:.4}, hidden permutation recovered {hits}/{n}",
                 t.elapsed().as_secs_f64(),

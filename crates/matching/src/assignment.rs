@@ -29,27 +29,14 @@ pub struct DenseSolution {
 /// every column is (the same problem as `scipy.optimize.linear_sum_assignment(maximize=True)`).
 pub fn solve_dense_max(sim: &[f32], n_rows: usize, n_cols: usize) -> Result<DenseSolution> {
     if sim.len() != n_rows * n_cols {
-        return Err(Error::MatrixShape {
-            rows: n_rows,
-            cols: n_cols,
-            expected: n_rows * n_cols,
-            got: sim.len(),
-        });
+        return Err(Error::MatrixShape { rows: n_rows, cols: n_cols, expected: n_rows * n_cols, got: sim.len() });
     }
     if let Some(k) = sim.iter().position(|x| !x.is_finite()) {
-        return Err(Error::NonFinite {
-            row: k / n_cols,
-            col: k % n_cols,
-            value: sim[k] as f64,
-        });
+        return Err(Error::NonFinite { row: k / n_cols, col: k % n_cols, value: sim[k] as f64 });
     }
     if n_rows <= n_cols {
         let (c4r, u, v) = sap_dense(n_rows, n_cols, |i, j| -(sim[i * n_cols + j] as f64));
-        let total = c4r
-            .iter()
-            .enumerate()
-            .map(|(i, &j)| sim[i * n_cols + j as usize] as f64)
-            .sum();
+        let total = c4r.iter().enumerate().map(|(i, &j)| sim[i * n_cols + j as usize] as f64).sum();
         Ok(DenseSolution {
             row_to_col: c4r.into_iter().map(Some).collect(),
             total,
@@ -76,11 +63,7 @@ pub fn solve_dense_max(sim: &[f32], n_rows: usize, n_cols: usize) -> Result<Dens
 
 /// Min-cost SAP on an implicit dense matrix, `nr <= nc`. Returns the column of each row
 /// and min-sense potentials (reduced cost `c - u - v >= 0`).
-fn sap_dense(
-    nr: usize,
-    nc: usize,
-    cost: impl Fn(usize, usize) -> f64,
-) -> (Vec<u32>, Vec<f64>, Vec<f64>) {
+fn sap_dense(nr: usize, nc: usize, cost: impl Fn(usize, usize) -> f64) -> (Vec<u32>, Vec<f64>, Vec<f64>) {
     let mut u = vec![0f64; nr];
     let mut v = vec![0f64; nc];
     let mut col4row = vec![NONE; nr];
@@ -229,12 +212,7 @@ pub struct SparseOptions {
 
 impl Default for SparseOptions {
     fn default() -> Self {
-        Self {
-            top_m: 32,
-            max_rounds: 6,
-            tol: 1e-6,
-            completion_max_entries: 1 << 24,
-        }
+        Self { top_m: 32, max_rounds: 6, tol: 1e-6, completion_max_entries: 1 << 24 }
     }
 }
 
@@ -289,9 +267,7 @@ impl Ord for HeapItem {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         // BinaryHeap is a max-heap: reverse so the smallest distance (then free
         // columns, then low ids) pops first.
-        o.d.total_cmp(&self.d)
-            .then(o.assigned.cmp(&self.assigned))
-            .then(o.j.cmp(&self.j))
+        o.d.total_cmp(&self.d).then(o.assigned.cmp(&self.assigned)).then(o.j.cmp(&self.j))
     }
 }
 impl PartialOrd for HeapItem {
@@ -315,13 +291,7 @@ struct Sap {
 
 impl Sap {
     fn new(nr: usize, nc: usize) -> Self {
-        Self {
-            nc,
-            u: vec![0.0; nr],
-            v: vec![0.0; nc + nr],
-            col4row: vec![NONE; nr],
-            row4col: vec![NONE; nc + nr],
-        }
+        Self { nc, u: vec![0.0; nr], v: vec![0.0; nc + nr], col4row: vec![NONE; nr], row4col: vec![NONE; nc + nr] }
     }
 
     /// Frees `rows` (whose edges changed) for re-insertion, keeping every other
@@ -387,13 +357,7 @@ impl Sap {
     fn augment(&mut self, g: &CandidateGraph, rows: &[u32]) {
         let nc = self.nc;
         let ncol = self.v.len();
-        let Sap {
-            u,
-            v,
-            col4row,
-            row4col,
-            ..
-        } = self;
+        let Sap { u, v, col4row, row4col, .. } = self;
         let mut dist = vec![f64::INFINITY; ncol];
         let mut path = vec![NONE; ncol];
         let mut scanned = vec![false; ncol];
@@ -405,11 +369,7 @@ impl Sap {
         // choice, and the weaker rows that contend later lose less, which keeps the
         // Dijkstra searches (bounded by the path length) small.
         let mut order = rows.to_vec();
-        order.sort_by(|&a, &b| {
-            g.row_max[b as usize]
-                .total_cmp(&g.row_max[a as usize])
-                .then(a.cmp(&b))
-        });
+        order.sort_by(|&a, &b| g.row_max[b as usize].total_cmp(&g.row_max[a as usize]).then(a.cmp(&b)));
         for &cur in &order {
             let cur = cur as usize;
             let mut min_val = 0f64;
@@ -418,10 +378,7 @@ impl Sap {
                 sr.push(i as u32);
                 let ui = u[i];
                 let (cols, sims) = g.row(i);
-                let edges = cols
-                    .iter()
-                    .map(|&j| j as usize)
-                    .zip(sims.iter().map(|&s| -(s as f64)));
+                let edges = cols.iter().map(|&j| j as usize).zip(sims.iter().map(|&s| -(s as f64)));
                 for (j, cost) in edges.chain(std::iter::once((nc + i, 0.0))) {
                     if scanned[j] {
                         continue;
@@ -433,11 +390,7 @@ impl Sap {
                         }
                         dist[j] = r;
                         path[j] = i as u32;
-                        heap.push(HeapItem {
-                            d: r,
-                            assigned: row4col[j] != NONE,
-                            j: j as u32,
-                        });
+                        heap.push(HeapItem { d: r, assigned: row4col[j] != NONE, j: j as u32 });
                     }
                 }
                 let j = loop {
@@ -519,11 +472,7 @@ pub fn solve_sparse_certified(
     }
     if let Some(k) = graph.sims.iter().position(|x| !x.is_finite()) {
         let row = graph.row_ptr.partition_point(|&p| p <= k) - 1;
-        return Err(Error::NonFinite {
-            row,
-            col: graph.cols[k] as usize,
-            value: graph.sims[k] as f64,
-        });
+        return Err(Error::NonFinite { row, col: graph.cols[k] as usize, value: graph.sims[k] as f64 });
     }
     let mut solves = 0;
     let mut enlarged = vec![false; nr];
@@ -548,10 +497,7 @@ pub fn solve_sparse_certified(
             if j < nc {
                 row_to_col[i] = Some(j as u32);
                 let (cols, sims) = graph.row(i);
-                let k = cols
-                    .iter()
-                    .position(|&c| c as usize == j)
-                    .expect("assigned edge is listed");
+                let k = cols.iter().position(|&c| c as usize == j).expect("assigned edge is listed");
                 pair_sims[i] = sims[k];
             } else {
                 fallback.push(i);
@@ -561,13 +507,7 @@ pub fn solve_sparse_certified(
                 u[i] = u[i].max(0.0);
             }
         }
-        complete_fallback(
-            oracle,
-            &fallback,
-            &mut row_to_col,
-            &mut pair_sims,
-            opts.completion_max_entries,
-        );
+        complete_fallback(oracle, &fallback, &mut row_to_col, &mut pair_sims, opts.completion_max_entries);
         let total: f64 = pair_sims.iter().map(|&s| s as f64).sum();
         let dual_bound: f64 = u.iter().sum::<f64>() + v.iter().sum::<f64>();
         let violations = check_duals(oracle, &graph, &u, &v, opts.tol);
@@ -656,25 +596,22 @@ fn complete_fallback(
         }
         let bg = oracle.background();
         let mut block = vec![0f32; k * f];
-        block
-            .par_chunks_mut(f)
-            .zip(fallback.par_iter())
-            .for_each_init(
-                || (RowScratch::default(), Vec::new()),
-                |(sc, buf), (row, &i)| {
-                    for (q, x) in row.iter_mut().enumerate() {
-                        *x = bg.value(i, free[q] as usize);
+        block.par_chunks_mut(f).zip(fallback.par_iter()).for_each_init(
+            || (RowScratch::default(), Vec::new()),
+            |(sc, buf), (row, &i)| {
+                for (q, x) in row.iter_mut().enumerate() {
+                    *x = bg.value(i, free[q] as usize);
+                }
+                buf.clear();
+                oracle.row_entries(i, sc, buf);
+                for &(j, s) in buf.iter() {
+                    let q = pos[j as usize];
+                    if q != u32::MAX {
+                        row[q as usize] = s;
                     }
-                    buf.clear();
-                    oracle.row_entries(i, sc, buf);
-                    for &(j, s) in buf.iter() {
-                        let q = pos[j as usize];
-                        if q != u32::MAX {
-                            row[q as usize] = s;
-                        }
-                    }
-                },
-            );
+                }
+            },
+        );
         let sol = solve_dense_max(&block, k, f).expect("finite completion block");
         for (r, &i) in fallback.iter().enumerate() {
             let q = sol.row_to_col[r].expect("k <= f") as usize;

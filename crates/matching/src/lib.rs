@@ -17,13 +17,11 @@ pub mod sparse;
 pub mod summary;
 
 pub use assignment::{
-    CandidateGraph, DenseSolution, SparseOptions, SparseSolution, solve_dense_max,
-    solve_sparse_certified,
+    CandidateGraph, DenseSolution, SparseOptions, SparseSolution, solve_dense_max, solve_sparse_certified,
 };
 pub use matcher::{MatchConfig, MatchResult, SaeInputs, Strategy, match_features};
 pub use similarity::{
-    ActivationOracle, DenseCosineOracle, DenseWeights, MatrixOracle, SimilarityKind,
-    SimilarityOracle, candidate_graph,
+    ActivationOracle, DenseCosineOracle, DenseWeights, MatrixOracle, SimilarityKind, SimilarityOracle, candidate_graph,
 };
 pub use sparse::{CscActivations, CsrActivations, FeatureStats};
 pub use summary::{DEFAULT_DISTANCE_THRESHOLDS, MatchSummary, PairRow, summarize};
@@ -34,28 +32,13 @@ pub enum Error {
     #[error("activations `{name}`: {msg}")]
     InvalidActivations { name: String, msg: String },
     #[error("weights `{name}`: expected {expected} values ({rows} x {cols}), got {got}")]
-    WeightShape {
-        name: String,
-        rows: usize,
-        cols: usize,
-        expected: usize,
-        got: usize,
-    },
+    WeightShape { name: String, rows: usize, cols: usize, expected: usize, got: usize },
     #[error("SAEs disagree on {what}: A has {a}, B has {b}")]
     Mismatch { what: String, a: usize, b: usize },
     #[error("similarity kind `{kind}` needs {needs}, which was not given for SAE {side}")]
-    MissingInput {
-        kind: &'static str,
-        needs: &'static str,
-        side: char,
-    },
+    MissingInput { kind: &'static str, needs: &'static str, side: char },
     #[error("similarity matrix: expected {expected} values ({rows} x {cols}), got {got}")]
-    MatrixShape {
-        rows: usize,
-        cols: usize,
-        expected: usize,
-        got: usize,
-    },
+    MatrixShape { rows: usize, cols: usize, expected: usize, got: usize },
     #[error("similarity matrix entry ({row}, {col}) is not finite: {value}")]
     NonFinite { row: usize, col: usize, value: f64 },
     #[error("matching config: {0}")]

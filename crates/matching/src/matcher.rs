@@ -2,8 +2,7 @@
 
 use crate::assignment::{SparseOptions, solve_dense_max, solve_sparse_certified};
 use crate::similarity::{
-    self, ActivationOracle, DenseCosineOracle, DenseWeights, SimilarityKind, SimilarityOracle,
-    live_features,
+    self, ActivationOracle, DenseCosineOracle, DenseWeights, SimilarityKind, SimilarityOracle, live_features,
 };
 use crate::sparse::{CsrActivations, FeatureStats};
 use crate::{Error, Result};
@@ -94,10 +93,7 @@ fn side_stats(s: &SaeInputs<'_>, n_features: usize) -> Result<Option<Vec<Feature
     match s.acts {
         Some(a) if a.n_features != n_features => Err(Error::InvalidActivations {
             name: s.name.to_string(),
-            msg: format!(
-                "{} features in activations but {n_features} in the weights",
-                a.n_features
-            ),
+            msg: format!("{} features in activations but {n_features} in the weights", a.n_features),
         }),
         Some(a) => Ok(Some(a.feature_stats())),
         None => Ok(None),
@@ -108,32 +104,20 @@ fn n_features_of(s: &SaeInputs<'_>, kind: SimilarityKind, side: char) -> Result<
     let kname = kind.name();
     match kind {
         SimilarityKind::Activations | SimilarityKind::Pearson => {
-            s.acts.map(|a| a.n_features).ok_or(Error::MissingInput {
-                kind: kname,
-                needs: "activations",
-                side,
-            })
+            s.acts.map(|a| a.n_features).ok_or(Error::MissingInput { kind: kname, needs: "activations", side })
         }
-        SimilarityKind::Decoder => s.w_dec.map(|w| w.n_features).ok_or(Error::MissingInput {
-            kind: kname,
-            needs: "W_dec",
-            side,
-        }),
-        SimilarityKind::Encoder => s.w_enc.map(|w| w.n_features).ok_or(Error::MissingInput {
-            kind: kname,
-            needs: "W_enc",
-            side,
-        }),
+        SimilarityKind::Decoder => {
+            s.w_dec.map(|w| w.n_features).ok_or(Error::MissingInput { kind: kname, needs: "W_dec", side })
+        }
+        SimilarityKind::Encoder => {
+            s.w_enc.map(|w| w.n_features).ok_or(Error::MissingInput { kind: kname, needs: "W_enc", side })
+        }
     }
 }
 
 /// Matches the features of `a` (reference) onto `b`, maximizing total similarity
 /// one-to-one over live features.
-pub fn match_features(
-    a: &SaeInputs<'_>,
-    b: &SaeInputs<'_>,
-    cfg: &MatchConfig,
-) -> Result<MatchResult> {
+pub fn match_features(a: &SaeInputs<'_>, b: &SaeInputs<'_>, cfg: &MatchConfig) -> Result<MatchResult> {
     if cfg.top_m == 0 {
         return Err(Error::Config("top_m must be at least 1".into()));
     }
@@ -141,11 +125,7 @@ pub fn match_features(
     let nb = n_features_of(b, cfg.kind, 'B')?;
     match (a.acts, b.acts) {
         (Some(x), Some(y)) if x.n_tokens != y.n_tokens => {
-            return Err(Error::Mismatch {
-                what: "number of tokens".into(),
-                a: x.n_tokens,
-                b: y.n_tokens,
-            });
+            return Err(Error::Mismatch { what: "number of tokens".into(), a: x.n_tokens, b: y.n_tokens });
         }
         _ => {}
     }
@@ -156,22 +136,13 @@ pub fn match_features(
         None => vec![false; n],
     };
     let (dead_a, dead_b): (Vec<bool>, Vec<bool>) = (dead(&stats_a, na), dead(&stats_b, nb));
-    let live =
-        |d: &[bool]| -> Vec<u32> { (0..d.len() as u32).filter(|&f| !d[f as usize]).collect() };
+    let live = |d: &[bool]| -> Vec<u32> { (0..d.len() as u32).filter(|&f| !d[f as usize]).collect() };
     let (live_a, live_b) = (live(&dead_a), live(&dead_b));
     // The solvers assign every row: put the side with fewer live features on the rows.
     let swap = live_a.len() > live_b.len();
     let (rs, cs) = if swap { (b, a) } else { (a, b) };
-    let (r_stats, c_stats) = if swap {
-        (&stats_b, &stats_a)
-    } else {
-        (&stats_a, &stats_b)
-    };
-    let (r_live, c_live) = if swap {
-        (&live_b, &live_a)
-    } else {
-        (&live_a, &live_b)
-    };
+    let (r_stats, c_stats) = if swap { (&stats_b, &stats_a) } else { (&stats_a, &stats_b) };
+    let (r_live, c_live) = if swap { (&live_b, &live_a) } else { (&live_a, &live_b) };
 
     let r_csc;
     let c_csc;
@@ -183,22 +154,13 @@ pub fn match_features(
             let (ra, ca) = (rs.acts.expect("checked"), cs.acts.expect("checked"));
             r_csc = ra.to_csc();
             c_csc = ca.to_csc();
-            let (rst, cst) = (
-                r_stats.as_ref().expect("acts given"),
-                c_stats.as_ref().expect("acts given"),
-            );
+            let (rst, cst) = (r_stats.as_ref().expect("acts given"), c_stats.as_ref().expect("acts given"));
             debug_assert_eq!(&live_features(rst), r_live);
-            oracle = Box::new(ActivationOracle::new(
-                cfg.kind, &r_csc, rst, ca, &c_csc, cst,
-            )?);
+            oracle = Box::new(ActivationOracle::new(cfg.kind, &r_csc, rst, ca, &c_csc, cst)?);
         }
         SimilarityKind::Decoder | SimilarityKind::Encoder => {
             let dec = cfg.kind == SimilarityKind::Decoder;
-            let (rw, cw) = if dec {
-                (rs.w_dec, cs.w_dec)
-            } else {
-                (rs.w_enc, cs.w_enc)
-            };
+            let (rw, cw) = if dec { (rs.w_dec, cs.w_dec) } else { (rs.w_enc, cs.w_enc) };
             let (rw, cw) = (rw.expect("checked"), cw.expect("checked"));
             dense_box = DenseCosineOracle::new(rw, r_live.clone(), cw, c_live.clone())?;
             dense_oracle = Some(&dense_box);
@@ -209,20 +171,11 @@ pub fn match_features(
     let use_dense = match cfg.strategy {
         Strategy::Dense => true,
         Strategy::Sparse => false,
-        Strategy::Auto => {
-            (nr as u64) * (nc as u64) * 4 <= cfg.dense_budget_bytes && nr <= cfg.dense_max_n
-        }
+        Strategy::Auto => (nr as u64) * (nc as u64) * 4 <= cfg.dense_budget_bytes && nr <= cfg.dense_max_n,
     };
     // (row, column, similarity) of each assigned pair.
     let pairs: Vec<(usize, usize, f32)>;
-    let (total, dual_bound, certified, solves, enlarged, edges): (
-        f64,
-        f64,
-        bool,
-        usize,
-        usize,
-        usize,
-    );
+    let (total, dual_bound, certified, solves, enlarged, edges): (f64, f64, bool, usize, usize, usize);
     if use_dense {
         let m = similarity::dense_matrix(oracle.as_ref());
         let sol = solve_dense_max(&m, nr, nc)?;
@@ -240,12 +193,7 @@ pub fn match_features(
             Some(d) => d.candidate_graph(cfg.top_m, cfg.gemm_block_rows),
             None => similarity::candidate_graph(oracle.as_ref(), cfg.top_m),
         };
-        let opts = SparseOptions {
-            top_m: cfg.top_m,
-            max_rounds: cfg.max_rounds,
-            tol: cfg.tol,
-            ..Default::default()
-        };
+        let opts = SparseOptions { top_m: cfg.top_m, max_rounds: cfg.max_rounds, tol: cfg.tol, ..Default::default() };
         let sol = solve_sparse_certified(oracle.as_ref(), graph, &opts)?;
         pairs = sol
             .row_to_col
@@ -253,14 +201,8 @@ pub fn match_features(
             .enumerate()
             .filter_map(|(i, c)| c.map(|j| (i, j as usize, sol.pair_sims[i])))
             .collect();
-        (total, dual_bound, certified, solves, enlarged, edges) = (
-            sol.total,
-            sol.dual_bound,
-            sol.certified,
-            sol.solves,
-            sol.enlarged_rows,
-            sol.graph.n_edges(),
-        );
+        (total, dual_bound, certified, solves, enlarged, edges) =
+            (sol.total, sol.dual_bound, sol.certified, sol.solves, sol.enlarged_rows, sol.graph.n_edges());
     }
     let mut a_to_b = vec![None; na];
     let mut similarity = vec![None; na];

@@ -87,9 +87,7 @@ pub struct SplitMix {
 
 impl SplitMix {
     pub fn new(seed: u64) -> Self {
-        Self {
-            state: seed.wrapping_mul(SEED_MUL),
-        }
+        Self { state: seed.wrapping_mul(SEED_MUL) }
     }
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
@@ -167,11 +165,7 @@ pub fn synthetic_pair(spec: &SyntheticSpec) -> (CsrActivations, CsrActivations, 
     let mut acc = 0.0;
     for f in 0..d {
         let dead = rng.f64() < spec.dead_frac;
-        let w = if dead {
-            0.0
-        } else {
-            1.0 / (rank[f] as f64 + 20.0).powf(0.9)
-        };
+        let w = if dead { 0.0 } else { 1.0 / (rank[f] as f64 + 20.0).powf(0.9) };
         acc += w;
         cdf[f] = acc;
     }
@@ -232,9 +226,7 @@ pub fn synthetic_pair(spec: &SyntheticSpec) -> (CsrActivations, CsrActivations, 
         a_ptr.push(a_idx.len());
         b_ptr.push(b_idx.len());
     }
-    let a = CsrActivations::new("synthetic A", spec.n_tokens, d, a_ptr, a_idx, a_val)
-        .expect("valid synthetic A");
-    let b = CsrActivations::new("synthetic B", spec.n_tokens, d, b_ptr, b_idx, b_val)
-        .expect("valid synthetic B");
+    let a = CsrActivations::new("synthetic A", spec.n_tokens, d, a_ptr, a_idx, a_val).expect("valid synthetic A");
+    let b = CsrActivations::new("synthetic B", spec.n_tokens, d, b_ptr, b_idx, b_val).expect("valid synthetic B");
     (a, b, target)
 }

@@ -40,12 +40,7 @@ pub enum Background<'a> {
     /// Unlisted columns have similarity exactly 0 (features that never co-fire).
     Zero,
     /// Unlisted (i, j) have similarity `-r[i] * s[j]` (Pearson of never co-firing features).
-    RankOne {
-        r: &'a [f32],
-        s: &'a [f32],
-        s_min: f32,
-        s_max: f32,
-    },
+    RankOne { r: &'a [f32], s: &'a [f32], s_min: f32, s_max: f32 },
 }
 
 impl Background<'_> {
@@ -62,9 +57,7 @@ impl Background<'_> {
         match *self {
             Background::None => f32::NEG_INFINITY,
             Background::Zero => 0.0,
-            Background::RankOne {
-                r, s_min, s_max, ..
-            } => {
+            Background::RankOne { r, s_min, s_max, .. } => {
                 if r[i] >= 0.0 {
                     -r[i] * s_min
                 } else {
@@ -123,12 +116,7 @@ pub struct ActivationOracle<'a> {
 
 /// Live feature ids (count > 0).
 pub fn live_features(stats: &[FeatureStats]) -> Vec<u32> {
-    stats
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| !s.is_dead())
-        .map(|(f, _)| f as u32)
-        .collect()
+    stats.iter().enumerate().filter(|(_, s)| !s.is_dead()).map(|(f, _)| f as u32).collect()
 }
 
 impl<'a> ActivationOracle<'a> {
@@ -146,23 +134,14 @@ impl<'a> ActivationOracle<'a> {
             SimilarityKind::Activations => false,
             SimilarityKind::Pearson => true,
             k => {
-                return Err(Error::Config(format!(
-                    "ActivationOracle cannot compute `{}` similarity",
-                    k.name()
-                )));
+                return Err(Error::Config(format!("ActivationOracle cannot compute `{}` similarity", k.name())));
             }
         };
         if a_csc.n_tokens != b_csr.n_tokens {
-            return Err(Error::Mismatch {
-                what: "number of tokens".into(),
-                a: a_csc.n_tokens,
-                b: b_csr.n_tokens,
-            });
+            return Err(Error::Mismatch { what: "number of tokens".into(), a: a_csc.n_tokens, b: b_csr.n_tokens });
         }
         if a_stats.len() != a_csc.n_features || b_stats.len() != b_csr.n_features {
-            return Err(Error::Config(
-                "feature stats do not match the activation matrices".into(),
-            ));
+            return Err(Error::Config("feature stats do not match the activation matrices".into()));
         }
         let row_feature = live_features(a_stats);
         let col_feature = live_features(b_stats);
@@ -175,43 +154,21 @@ impl<'a> ActivationOracle<'a> {
         // so their correlation with anything is defined as 0.
         let centered = |st: &FeatureStats| {
             let var = st.sum_sq - st.sum * st.sum / n;
-            if var > 1e-12 * st.sum_sq.max(f64::MIN_POSITIVE) {
-                1.0 / var.sqrt()
-            } else {
-                0.0
-            }
+            if var > 1e-12 * st.sum_sq.max(f64::MIN_POSITIVE) { 1.0 / var.sqrt() } else { 0.0 }
         };
         let (scale_a, scale_b, r, s): (Vec<f64>, Vec<f64>, Vec<f32>, Vec<f32>) = if pearson {
-            let sa: Vec<f64> = row_feature
-                .iter()
-                .map(|&f| centered(&a_stats[f as usize]))
-                .collect();
-            let sb: Vec<f64> = col_feature
-                .iter()
-                .map(|&f| centered(&b_stats[f as usize]))
-                .collect();
-            let r = row_feature
-                .iter()
-                .zip(&sa)
-                .map(|(&f, &k)| (a_stats[f as usize].sum * k / n.sqrt()) as f32)
-                .collect();
-            let s = col_feature
-                .iter()
-                .zip(&sb)
-                .map(|(&f, &k)| (b_stats[f as usize].sum * k / n.sqrt()) as f32)
-                .collect();
+            let sa: Vec<f64> = row_feature.iter().map(|&f| centered(&a_stats[f as usize])).collect();
+            let sb: Vec<f64> = col_feature.iter().map(|&f| centered(&b_stats[f as usize])).collect();
+            let r =
+                row_feature.iter().zip(&sa).map(|(&f, &k)| (a_stats[f as usize].sum * k / n.sqrt()) as f32).collect();
+            let s =
+                col_feature.iter().zip(&sb).map(|(&f, &k)| (b_stats[f as usize].sum * k / n.sqrt()) as f32).collect();
             (sa, sb, r, s)
         } else {
             let inv = |st: &FeatureStats| if st.l2 > 0.0 { 1.0 / st.l2 } else { 0.0 };
             (
-                row_feature
-                    .iter()
-                    .map(|&f| inv(&a_stats[f as usize]))
-                    .collect(),
-                col_feature
-                    .iter()
-                    .map(|&f| inv(&b_stats[f as usize]))
-                    .collect(),
+                row_feature.iter().map(|&f| inv(&a_stats[f as usize])).collect(),
+                col_feature.iter().map(|&f| inv(&b_stats[f as usize])).collect(),
                 Vec::new(),
                 Vec::new(),
             )
@@ -251,11 +208,7 @@ impl<'a> ActivationOracle<'a> {
     #[inline]
     fn finish(&self, i: usize, j: usize, sum_ab: f64) -> f32 {
         let v = sum_ab * self.scale_a[i] * self.scale_b[j];
-        if self.pearson {
-            (v - self.r[i] as f64 * self.s[j] as f64) as f32
-        } else {
-            v as f32
-        }
+        if self.pearson { (v - self.r[i] as f64 * self.s[j] as f64) as f32 } else { v as f32 }
     }
 }
 
@@ -311,12 +264,7 @@ impl SimilarityOracle for ActivationOracle<'_> {
 
     fn background(&self) -> Background<'_> {
         if self.pearson {
-            Background::RankOne {
-                r: &self.r,
-                s: &self.s,
-                s_min: self.s_min,
-                s_max: self.s_max,
-            }
+            Background::RankOne { r: &self.r, s: &self.s, s_min: self.s_min, s_max: self.s_max }
         } else {
             Background::Zero
         }
@@ -366,11 +314,7 @@ pub struct DenseWeights<'a> {
 impl DenseWeights<'_> {
     fn check(&self) -> Result<()> {
         if self.data.len() != self.n_features * self.d {
-            let (rows, cols) = if self.feature_major {
-                (self.n_features, self.d)
-            } else {
-                (self.d, self.n_features)
-            };
+            let (rows, cols) = if self.feature_major { (self.n_features, self.d) } else { (self.d, self.n_features) };
             return Err(Error::WeightShape {
                 name: self.name.to_string(),
                 rows,
@@ -386,43 +330,28 @@ impl DenseWeights<'_> {
     fn normalized(&self, features: &[u32]) -> Vec<f32> {
         let d = self.d;
         let mut out = vec![0f32; features.len() * d];
-        out.par_chunks_mut(d.max(1))
-            .zip(features.par_iter())
-            .for_each(|(dst, &f)| {
-                let f = f as usize;
-                for (k, x) in dst.iter_mut().enumerate() {
-                    *x = if self.feature_major {
-                        self.data[f * d + k]
-                    } else {
-                        self.data[k * self.n_features + f]
-                    };
-                }
-                let n = dst.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-                if n > 0.0 {
-                    let inv = (1.0 / n) as f32;
-                    dst.iter_mut().for_each(|x| *x *= inv);
-                }
-            });
+        out.par_chunks_mut(d.max(1)).zip(features.par_iter()).for_each(|(dst, &f)| {
+            let f = f as usize;
+            for (k, x) in dst.iter_mut().enumerate() {
+                *x = if self.feature_major { self.data[f * d + k] } else { self.data[k * self.n_features + f] };
+            }
+            let n = dst.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+            if n > 0.0 {
+                let inv = (1.0 / n) as f32;
+                dst.iter_mut().for_each(|x| *x *= inv);
+            }
+        });
         out
     }
 }
 
 impl DenseCosineOracle {
     /// Oracle over the given feature subsets (e.g. the live features of each SAE).
-    pub fn new(
-        a: DenseWeights<'_>,
-        a_features: Vec<u32>,
-        b: DenseWeights<'_>,
-        b_features: Vec<u32>,
-    ) -> Result<Self> {
+    pub fn new(a: DenseWeights<'_>, a_features: Vec<u32>, b: DenseWeights<'_>, b_features: Vec<u32>) -> Result<Self> {
         a.check()?;
         b.check()?;
         if a.d != b.d {
-            return Err(Error::Mismatch {
-                what: "weight vector dimension d".into(),
-                a: a.d,
-                b: b.d,
-            });
+            return Err(Error::Mismatch { what: "weight vector dimension d".into(), a: a.d, b: b.d });
         }
         for (w, fs) in [(&a, &a_features), (&b, &b_features)] {
             if let Some(&f) = fs.iter().find(|&&f| f as usize >= w.n_features) {
@@ -564,11 +493,7 @@ struct TopM {
 
 impl TopM {
     fn new(m: usize) -> Self {
-        Self {
-            m,
-            row: 0,
-            heap: Vec::with_capacity(m + 2),
-        }
+        Self { m, row: 0, heap: Vec::with_capacity(m + 2) }
     }
     /// Starts a new row; `row` seeds the tie-breaking order.
     fn clear(&mut self, row: usize) {
@@ -624,10 +549,7 @@ impl TopM {
     /// `bg_max`: upper bound of the background on columns never pushed (or -inf).
     fn finish(&mut self, bg_max: f32) -> RowCandidates {
         let mut v = std::mem::take(&mut self.heap);
-        v.sort_unstable_by(|a, b| {
-            b.0.total_cmp(&a.0)
-                .then(self.tie_key(a.1).cmp(&self.tie_key(b.1)))
-        });
+        v.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(self.tie_key(a.1).cmp(&self.tie_key(b.1))));
         let mut bound = bg_max;
         if v.len() > self.m {
             bound = bound.max(v[self.m].0);
@@ -637,11 +559,7 @@ impl TopM {
         let entries = v.iter().map(|&(s, j)| (j, s)).collect();
         self.heap = v;
         self.heap.clear();
-        RowCandidates {
-            entries,
-            row_max,
-            bound,
-        }
+        RowCandidates { entries, row_max, bound }
     }
 }
 
@@ -660,11 +578,7 @@ pub fn candidate_graph(oracle: &dyn SimilarityOracle, m: usize) -> CandidateGrap
                 for &(j, v) in buf.iter() {
                     heap.push(v, j);
                 }
-                let bg_max = if buf.len() < nc {
-                    bg.row_max(i)
-                } else {
-                    f32::NEG_INFINITY
-                };
+                let bg_max = if buf.len() < nc { bg.row_max(i) } else { f32::NEG_INFINITY };
                 heap.finish(bg_max)
             },
         )
@@ -674,12 +588,7 @@ pub fn candidate_graph(oracle: &dyn SimilarityOracle, m: usize) -> CandidateGrap
 
 /// Exact row `i` candidates, keeping the top `m` (used to enlarge a row after a
 /// failed certificate).
-pub fn row_candidates(
-    oracle: &dyn SimilarityOracle,
-    i: usize,
-    m: usize,
-    sc: &mut RowScratch,
-) -> RowCandidates {
+pub fn row_candidates(oracle: &dyn SimilarityOracle, i: usize, m: usize, sc: &mut RowScratch) -> RowCandidates {
     let mut buf = Vec::new();
     oracle.row_entries(i, sc, &mut buf);
     let mut heap = TopM::new(m);
@@ -687,11 +596,7 @@ pub fn row_candidates(
     for &(j, v) in &buf {
         heap.push(v, j);
     }
-    let bg_max = if buf.len() < oracle.n_cols() {
-        oracle.background().row_max(i)
-    } else {
-        f32::NEG_INFINITY
-    };
+    let bg_max = if buf.len() < oracle.n_cols() { oracle.background().row_max(i) } else { f32::NEG_INFINITY };
     heap.finish(bg_max)
 }
 
@@ -732,26 +637,11 @@ pub struct MatrixOracle {
 }
 
 impl MatrixOracle {
-    pub fn new(
-        n_rows: usize,
-        n_cols: usize,
-        data: Vec<f32>,
-        zero_background: bool,
-    ) -> Result<Self> {
+    pub fn new(n_rows: usize, n_cols: usize, data: Vec<f32>, zero_background: bool) -> Result<Self> {
         if data.len() != n_rows * n_cols {
-            return Err(Error::MatrixShape {
-                rows: n_rows,
-                cols: n_cols,
-                expected: n_rows * n_cols,
-                got: data.len(),
-            });
+            return Err(Error::MatrixShape { rows: n_rows, cols: n_cols, expected: n_rows * n_cols, got: data.len() });
         }
-        Ok(Self {
-            n_rows,
-            n_cols,
-            data,
-            zero_background,
-        })
+        Ok(Self { n_rows, n_cols, data, zero_background })
     }
 
     pub fn transposed(&self) -> Self {
@@ -762,12 +652,7 @@ impl MatrixOracle {
                 t[j * nr + i] = self.data[i * nc + j];
             }
         }
-        Self {
-            n_rows: nc,
-            n_cols: nr,
-            data: t,
-            zero_background: self.zero_background,
-        }
+        Self { n_rows: nc, n_cols: nr, data: t, zero_background: self.zero_background }
     }
 }
 
@@ -787,11 +672,7 @@ impl SimilarityOracle for MatrixOracle {
         }
     }
     fn background(&self) -> Background<'_> {
-        if self.zero_background {
-            Background::Zero
-        } else {
-            Background::None
-        }
+        if self.zero_background { Background::Zero } else { Background::None }
     }
     fn pair(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.n_cols + j]

@@ -59,14 +59,9 @@ impl CsrActivations {
         indices: Vec<u32>,
         values: Vec<f32>,
     ) -> Result<Self> {
-        let err = |msg: String| Error::InvalidActivations {
-            name: name.to_string(),
-            msg,
-        };
+        let err = |msg: String| Error::InvalidActivations { name: name.to_string(), msg };
         if n_features > u32::MAX as usize || n_tokens > u32::MAX as usize {
-            return Err(err(format!(
-                "{n_tokens} tokens x {n_features} features exceeds u32 indexing"
-            )));
+            return Err(err(format!("{n_tokens} tokens x {n_features} features exceeds u32 indexing")));
         }
         if row_ptr.len() != n_tokens + 1 {
             return Err(err(format!(
@@ -79,11 +74,7 @@ impl CsrActivations {
             return Err(err(format!("row_ptr[0] = {}, expected 0", row_ptr[0])));
         }
         if indices.len() != values.len() {
-            return Err(err(format!(
-                "{} indices but {} values",
-                indices.len(),
-                values.len()
-            )));
+            return Err(err(format!("{} indices but {} values", indices.len(), values.len())));
         }
         if row_ptr[n_tokens] != indices.len() {
             return Err(err(format!(
@@ -102,55 +93,33 @@ impl CsrActivations {
             for k in s..e {
                 let f = indices[k] as usize;
                 if f >= n_features {
-                    return Err(err(format!(
-                        "token {t}: feature index {f} >= n_features {n_features}"
-                    )));
+                    return Err(err(format!("token {t}: feature index {f} >= n_features {n_features}")));
                 }
                 if last_seen[f] == t as u32 {
                     return Err(err(format!("token {t}: feature {f} listed twice")));
                 }
                 last_seen[f] = t as u32;
                 if !values[k].is_finite() {
-                    return Err(err(format!(
-                        "token {t}, feature {f}: non-finite value {}",
-                        values[k]
-                    )));
+                    return Err(err(format!("token {t}, feature {f}: non-finite value {}", values[k])));
                 }
             }
         }
-        Ok(Self {
-            n_tokens,
-            n_features,
-            row_ptr,
-            indices,
-            values,
-        })
+        Ok(Self { n_tokens, n_features, row_ptr, indices, values })
     }
 
     /// Builds CSR activations from a dense row-major tokens x features array, keeping non-zeros.
-    pub fn from_dense(
-        name: &str,
-        n_tokens: usize,
-        n_features: usize,
-        dense: &[f32],
-    ) -> Result<Self> {
+    pub fn from_dense(name: &str, n_tokens: usize, n_features: usize, dense: &[f32]) -> Result<Self> {
         if dense.len() != n_tokens * n_features {
             return Err(Error::InvalidActivations {
                 name: name.to_string(),
-                msg: format!(
-                    "dense array has {} values, expected {n_tokens} x {n_features}",
-                    dense.len()
-                ),
+                msg: format!("dense array has {} values, expected {n_tokens} x {n_features}", dense.len()),
             });
         }
         let mut row_ptr = Vec::with_capacity(n_tokens + 1);
         let (mut indices, mut values) = (Vec::new(), Vec::new());
         row_ptr.push(0);
         for t in 0..n_tokens {
-            for (f, &x) in dense[t * n_features..(t + 1) * n_features]
-                .iter()
-                .enumerate()
-            {
+            for (f, &x) in dense[t * n_features..(t + 1) * n_features].iter().enumerate() {
                 if x != 0.0 {
                     indices.push(f as u32);
                     values.push(x);
@@ -193,13 +162,7 @@ impl CsrActivations {
                 *p += 1;
             }
         }
-        CscActivations {
-            n_tokens: self.n_tokens,
-            n_features: self.n_features,
-            col_ptr,
-            tokens,
-            values,
-        }
+        CscActivations { n_tokens: self.n_tokens, n_features: self.n_features, col_ptr, tokens, values }
     }
 
     /// Per-feature statistics (sums in f64).
@@ -228,19 +191,12 @@ impl CsrActivations {
     /// magic `SAEPCSR\0`, u32 version = 1, u64 n_tokens, u64 n_features, u64 nnz,
     /// u64 row_ptr[n_tokens + 1], u32 indices[nnz], f32 values[nnz].
     pub fn write_binary(&self, path: &std::path::Path) -> Result<()> {
-        let io = |e: std::io::Error| Error::Io {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        };
+        let io = |e: std::io::Error| Error::Io { path: path.display().to_string(), msg: e.to_string() };
         let f = std::fs::File::create(path).map_err(io)?;
         let mut w = std::io::BufWriter::new(f);
         w.write_all(CSR_MAGIC).map_err(io)?;
         w.write_all(&CSR_VERSION.to_le_bytes()).map_err(io)?;
-        for x in [
-            self.n_tokens as u64,
-            self.n_features as u64,
-            self.nnz() as u64,
-        ] {
+        for x in [self.n_tokens as u64, self.n_features as u64, self.nnz() as u64] {
             w.write_all(&x.to_le_bytes()).map_err(io)?;
         }
         let mut buf = Vec::with_capacity(8 * (self.n_tokens + 1));
@@ -263,19 +219,10 @@ impl CsrActivations {
 
     pub fn read_binary(path: &std::path::Path) -> Result<Self> {
         let pstr = path.display().to_string();
-        let io = |e: std::io::Error| Error::Io {
-            path: pstr.clone(),
-            msg: e.to_string(),
-        };
+        let io = |e: std::io::Error| Error::Io { path: pstr.clone(), msg: e.to_string() };
         let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .map_err(io)?
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        let bad = |msg: String| Error::Io {
-            path: pstr.clone(),
-            msg,
-        };
+        std::fs::File::open(path).map_err(io)?.read_to_end(&mut bytes).map_err(io)?;
+        let bad = |msg: String| Error::Io { path: pstr.clone(), msg };
         if bytes.len() < 36 || &bytes[..8] != CSR_MAGIC {
             return Err(bad("not a saepipe CSR activation file (bad magic)".into()));
         }
@@ -289,23 +236,16 @@ impl CsrActivations {
         let (n_tokens, n_features, nnz) = (u64_at(12), u64_at(20), u64_at(28));
         let need = 36 + 8 * (n_tokens + 1) + 8 * nnz;
         if bytes.len() != need {
-            return Err(bad(format!(
-                "file has {} bytes, header implies {need}",
-                bytes.len()
-            )));
+            return Err(bad(format!("file has {} bytes, header implies {need}", bytes.len())));
         }
         let mut o = 36;
         let row_ptr: Vec<usize> = (0..=n_tokens).map(|k| u64_at(o + 8 * k)).collect();
         o += 8 * (n_tokens + 1);
-        let indices: Vec<u32> = bytes[o..o + 4 * nnz]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let indices: Vec<u32> =
+            bytes[o..o + 4 * nnz].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
         o += 4 * nnz;
-        let values: Vec<f32> = bytes[o..o + 4 * nnz]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let values: Vec<f32> =
+            bytes[o..o + 4 * nnz].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         Self::new(&pstr, n_tokens, n_features, row_ptr, indices, values)
     }
 }

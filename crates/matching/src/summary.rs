@@ -68,15 +68,10 @@ pub fn summarize(
             }
         }
         if wa.d != wb.d {
-            return Err(Error::Mismatch {
-                what: "W_dec width d_in".into(),
-                a: wa.d,
-                b: wb.d,
-            });
+            return Err(Error::Mismatch { what: "W_dec width d_in".into(), a: wa.d, b: wb.d });
         }
     }
-    let density =
-        |st: &Option<Vec<crate::FeatureStats>>, f: usize| st.as_ref().map(|s| s[f].density);
+    let density = |st: &Option<Vec<crate::FeatureStats>>, f: usize| st.as_ref().map(|s| s[f].density);
     let mut rows = Vec::with_capacity(r.n_features_a);
     let mut sims = Vec::new();
     for fa in 0..r.n_features_a {
@@ -105,15 +100,7 @@ pub fn summarize(
         .iter()
         .map(|&t| {
             let n = sims.iter().filter(|&&s| 1.0 - s <= t).count();
-            ThresholdRow {
-                distance: t,
-                n_within: n,
-                fraction: if live_a > 0 {
-                    n as f64 / live_a as f64
-                } else {
-                    0.0
-                },
-            }
+            ThresholdRow { distance: t, n_within: n, fraction: if live_a > 0 { n as f64 / live_a as f64 } else { 0.0 } }
         })
         .collect();
     let mut sorted = sims.clone();
@@ -123,11 +110,7 @@ pub fn summarize(
         n if n % 2 == 1 => Some(sorted[n / 2]),
         n => Some(0.5 * (sorted[n / 2 - 1] + sorted[n / 2])),
     };
-    let mean = if sims.is_empty() {
-        None
-    } else {
-        Some(sims.iter().sum::<f64>() / sims.len() as f64)
-    };
+    let mean = if sims.is_empty() { None } else { Some(sims.iter().sum::<f64>() / sims.len() as f64) };
     let summary = MatchSummary {
         kind: r.kind,
         method: r.method.to_string(),
@@ -148,11 +131,7 @@ pub fn summarize(
 
 fn cosine(wa: &DenseWeights<'_>, fa: usize, wb: &DenseWeights<'_>, fb: usize) -> f32 {
     let at = |w: &DenseWeights<'_>, f: usize, k: usize| {
-        if w.feature_major {
-            w.data[f * w.d + k]
-        } else {
-            w.data[k * w.n_features + f]
-        }
+        if w.feature_major { w.data[f * w.d + k] } else { w.data[k * w.n_features + f] }
     };
     let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
     for k in 0..wa.d {
@@ -161,9 +140,5 @@ fn cosine(wa: &DenseWeights<'_>, fa: usize, wb: &DenseWeights<'_>, fb: usize) ->
         aa += x * x;
         bb += y * y;
     }
-    if aa > 0.0 && bb > 0.0 {
-        (ab / (aa.sqrt() * bb.sqrt())) as f32
-    } else {
-        0.0
-    }
+    if aa > 0.0 && bb > 0.0 { (ab / (aa.sqrt() * bb.sqrt())) as f32 } else { 0.0 }
 }

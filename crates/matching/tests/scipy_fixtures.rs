@@ -19,12 +19,8 @@ struct Instance {
 }
 
 fn instances() -> Vec<Instance> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/matching_scipy/instances.json"
-    );
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read fixture"))
-        .expect("parse fixture");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/matching_scipy/instances.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read fixture")).expect("parse fixture");
     assert_eq!(v["generator"], "splitmix64-unit-v1");
     v["instances"]
         .as_array()
@@ -36,28 +32,17 @@ fn instances() -> Vec<Instance> {
             nr: x["n_rows"].as_u64().unwrap() as usize,
             nc: x["n_cols"].as_u64().unwrap() as usize,
             checksum: x["checksum"].as_str().unwrap().parse().unwrap(),
-            first: x["first_values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| f.as_f64().unwrap() as f32)
-                .collect(),
+            first: x["first_values"].as_array().unwrap().iter().map(|f| f.as_f64().unwrap() as f32).collect(),
             total: x["total"].as_f64().unwrap(),
-            row_to_col: x.get("row_to_col").map(|a| {
-                a.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| c.as_i64().unwrap())
-                    .collect()
-            }),
+            row_to_col: x
+                .get("row_to_col")
+                .map(|a| a.as_array().unwrap().iter().map(|c| c.as_i64().unwrap()).collect()),
         })
         .collect()
 }
 
 fn checksum(m: &[f32]) -> u64 {
-    m.iter().enumerate().fold(0u64, |acc, (k, x)| {
-        acc.wrapping_add((x.to_bits() as u64).wrapping_mul(k as u64 + 1))
-    })
+    m.iter().enumerate().fold(0u64, |acc, (k, x)| acc.wrapping_add((x.to_bits() as u64).wrapping_mul(k as u64 + 1)))
 }
 
 fn matrix(inst: &Instance) -> Vec<f32> {
@@ -66,20 +51,11 @@ fn matrix(inst: &Instance) -> Vec<f32> {
 
 fn assert_close(ours: f64, scipy: f64, what: &str) {
     let tol = 1e-6 * scipy.abs().max(1.0);
-    assert!(
-        (ours - scipy).abs() <= tol,
-        "{what}: ours {ours} vs scipy {scipy}"
-    );
+    assert!((ours - scipy).abs() <= tol, "{what}: ours {ours} vs scipy {scipy}");
 }
 
 /// Checks a one-to-one assignment of max(nr, nc) ... min(nr, nc) pairs and returns its total.
-fn check_assignment(
-    m: &[f32],
-    nr: usize,
-    nc: usize,
-    row_to_col: &[Option<u32>],
-    what: &str,
-) -> f64 {
+fn check_assignment(m: &[f32], nr: usize, nc: usize, row_to_col: &[Option<u32>], what: &str) -> f64 {
     let mut used = vec![false; nc];
     let mut total = 0.0;
     let mut n = 0;
@@ -100,24 +76,12 @@ fn check_assignment(
 fn generator_reproduces_python_bit_exactly() {
     for inst in instances() {
         let m = matrix(&inst);
-        assert_eq!(
-            checksum(&m),
-            inst.checksum,
-            "{} {}x{} seed {}",
-            inst.kind,
-            inst.nr,
-            inst.nc,
-            inst.seed
-        );
+        assert_eq!(checksum(&m), inst.checksum, "{} {}x{} seed {}", inst.kind, inst.nr, inst.nc, inst.seed);
         assert_eq!(&m[..inst.first.len()], &inst.first[..]);
         if let Some(a) = &inst.row_to_col {
             // scipy's own assignment evaluated on our matrix gives scipy's total.
-            let t: f64 = a
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| **c >= 0)
-                .map(|(i, &c)| m[i * inst.nc + c as usize] as f64)
-                .sum();
+            let t: f64 =
+                a.iter().enumerate().filter(|(_, c)| **c >= 0).map(|(i, &c)| m[i * inst.nc + c as usize] as f64).sum();
             assert_close(t, inst.total, "scipy assignment on regenerated matrix");
         }
     }
@@ -158,10 +122,7 @@ fn sparse_certified_solver_matches_scipy() {
         if inst.nr > inst.nc {
             oracle = oracle.transposed();
         }
-        let opts = SparseOptions {
-            top_m: 8,
-            ..Default::default()
-        };
+        let opts = SparseOptions { top_m: 8, ..Default::default() };
         let g = candidate_graph(&oracle, opts.top_m);
         let sol = solve_sparse_certified(&oracle, g, &opts).unwrap();
         assert!(
@@ -170,13 +131,7 @@ fn sparse_certified_solver_matches_scipy() {
             sol.violations,
             sol.dual_bound - sol.total
         );
-        let t = check_assignment(
-            &oracle.data,
-            oracle.n_rows,
-            oracle.n_cols,
-            &sol.row_to_col,
-            &what,
-        );
+        let t = check_assignment(&oracle.data, oracle.n_rows, oracle.n_cols, &sol.row_to_col, &what);
         assert_close(t, sol.total, &what);
         assert_close(sol.total, inst.total, &what);
         if sol.solves > 1 {

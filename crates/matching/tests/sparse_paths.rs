@@ -3,22 +3,13 @@
 
 use saepipe_matching::assignment::{SparseOptions, solve_dense_max, solve_sparse_certified};
 use saepipe_matching::rng::{SplitMix, SyntheticSpec, synthetic_pair, test_matrix};
-use saepipe_matching::similarity::{
-    ActivationOracle, DenseWeights, SimilarityOracle, candidate_graph, dense_matrix,
-};
+use saepipe_matching::similarity::{ActivationOracle, DenseWeights, SimilarityOracle, candidate_graph, dense_matrix};
 use saepipe_matching::{
-    CsrActivations, MatchConfig, MatrixOracle, SaeInputs, SimilarityKind, Strategy, match_features,
-    summarize,
+    CsrActivations, MatchConfig, MatrixOracle, SaeInputs, SimilarityKind, Strategy, match_features, summarize,
 };
 
 /// Random sparse activations with some dead and some constant-ish features.
-fn random_acts(
-    name: &str,
-    n_tokens: usize,
-    n_features: usize,
-    p: f64,
-    seed: u64,
-) -> (CsrActivations, Vec<f32>) {
+fn random_acts(name: &str, n_tokens: usize, n_features: usize, p: f64, seed: u64) -> (CsrActivations, Vec<f32>) {
     let mut rng = SplitMix::new(seed);
     let mut dense = vec![0f32; n_tokens * n_features];
     for t in 0..n_tokens {
@@ -29,23 +20,11 @@ fn random_acts(
             }
         }
     }
-    (
-        CsrActivations::from_dense(name, n_tokens, n_features, &dense).unwrap(),
-        dense,
-    )
+    (CsrActivations::from_dense(name, n_tokens, n_features, &dense).unwrap(), dense)
 }
 
-fn dense_reference(
-    a: &[f32],
-    b: &[f32],
-    n: usize,
-    fa: usize,
-    fb: usize,
-    pearson: bool,
-) -> Vec<Vec<f64>> {
-    let col = |m: &[f32], f: usize, d: usize| -> Vec<f64> {
-        (0..n).map(|t| m[t * d + f] as f64).collect()
-    };
+fn dense_reference(a: &[f32], b: &[f32], n: usize, fa: usize, fb: usize, pearson: bool) -> Vec<Vec<f64>> {
+    let col = |m: &[f32], f: usize, d: usize| -> Vec<f64> { (0..n).map(|t| m[t * d + f] as f64).collect() };
     (0..fa)
         .map(|i| {
             let x = col(a, i, fa);
@@ -53,10 +32,7 @@ fn dense_reference(
                 .map(|j| {
                     let y = col(b, j, fb);
                     let (mx, my) = if pearson {
-                        (
-                            x.iter().sum::<f64>() / n as f64,
-                            y.iter().sum::<f64>() / n as f64,
-                        )
+                        (x.iter().sum::<f64>() / n as f64, y.iter().sum::<f64>() / n as f64)
                     } else {
                         (0.0, 0.0)
                     };
@@ -66,11 +42,7 @@ fn dense_reference(
                         xx += (x[t] - mx) * (x[t] - mx);
                         yy += (y[t] - my) * (y[t] - my);
                     }
-                    if xx > 0.0 && yy > 0.0 {
-                        xy / (xx.sqrt() * yy.sqrt())
-                    } else {
-                        0.0
-                    }
+                    if xx > 0.0 && yy > 0.0 { xy / (xx.sqrt() * yy.sqrt()) } else { 0.0 }
                 })
                 .collect()
         })
@@ -84,10 +56,7 @@ fn sparse_similarity_equals_dense_reference() {
     let (b, db) = random_acts("B", n, fb, 0.1, 2);
     let (sa, sb) = (a.feature_stats(), b.feature_stats());
     let (a_csc, b_csc) = (a.to_csc(), b.to_csc());
-    for (kind, pearson) in [
-        (SimilarityKind::Activations, false),
-        (SimilarityKind::Pearson, true),
-    ] {
+    for (kind, pearson) in [(SimilarityKind::Activations, false), (SimilarityKind::Pearson, true)] {
         let oracle = ActivationOracle::new(kind, &a_csc, &sa, &b, &b_csc, &sb).unwrap();
         assert_eq!(oracle.n_rows(), fa - 2, "dead features excluded from rows");
         assert_eq!(oracle.n_cols(), fb - 2);
@@ -102,14 +71,8 @@ fn sparse_similarity_equals_dense_reference() {
                 let r = reference[fi][fj];
                 best = best.max(r);
                 let got = m[i * oracle.n_cols() + j] as f64;
-                assert!(
-                    (got - r).abs() < 1e-5,
-                    "{kind:?} ({fi},{fj}): sparse {got} vs dense {r}"
-                );
-                assert!(
-                    (oracle.pair(i, j) as f64 - r).abs() < 1e-5,
-                    "{kind:?} pair ({fi},{fj})"
-                );
+                assert!((got - r).abs() < 1e-5, "{kind:?} ({fi},{fj}): sparse {got} vs dense {r}");
+                assert!((oracle.pair(i, j) as f64 - r).abs() < 1e-5, "{kind:?} pair ({fi},{fj})");
             }
             // Candidate graph: top-5 exact values, row max, and a valid bound on the rest.
             let (cols, sims) = g.row(i);
@@ -117,21 +80,12 @@ fn sparse_similarity_equals_dense_reference() {
             assert!((g.row_max[i] as f64 - best).abs() < 1e-5);
             let listed: Vec<usize> = cols.iter().map(|&c| c as usize).collect();
             for (k, &c) in listed.iter().enumerate() {
-                assert!(
-                    (sims[k] as f64 - reference[fi][oracle.col_feature[c] as usize]).abs() < 1e-5
-                );
+                assert!((sims[k] as f64 - reference[fi][oracle.col_feature[c] as usize]).abs() < 1e-5);
             }
             for j in (0..oracle.n_cols()).filter(|j| !listed.contains(j)) {
                 let r = reference[fi][oracle.col_feature[j] as usize];
-                assert!(
-                    r <= g.bound[i] as f64 + 1e-6,
-                    "unlisted {r} above bound {}",
-                    g.bound[i]
-                );
-                assert!(
-                    r <= sims[4] as f64 + 1e-6,
-                    "unlisted value larger than a kept one"
-                );
+                assert!(r <= g.bound[i] as f64 + 1e-6, "unlisted {r} above bound {}", g.bound[i]);
+                assert!(r <= sims[4] as f64 + 1e-6, "unlisted value larger than a kept one");
             }
         }
     }
@@ -144,21 +98,12 @@ fn csr_csc_stats_and_binary_roundtrip() {
     let stats = a.feature_stats();
     for f in 0..9 {
         let (toks, vals) = csc.col(f);
-        assert!(
-            toks.windows(2).all(|w| w[0] < w[1]),
-            "tokens sorted in column {f}"
-        );
-        let expect: Vec<(u32, f32)> = (0..50)
-            .filter(|&t| dense[t * 9 + f] != 0.0)
-            .map(|t| (t as u32, dense[t * 9 + f]))
-            .collect();
+        assert!(toks.windows(2).all(|w| w[0] < w[1]), "tokens sorted in column {f}");
+        let expect: Vec<(u32, f32)> =
+            (0..50).filter(|&t| dense[t * 9 + f] != 0.0).map(|t| (t as u32, dense[t * 9 + f])).collect();
         let got: Vec<(u32, f32)> = toks.iter().copied().zip(vals.iter().copied()).collect();
         assert_eq!(got, expect);
-        let l2 = expect
-            .iter()
-            .map(|x| (x.1 as f64).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let l2 = expect.iter().map(|x| (x.1 as f64).powi(2)).sum::<f64>().sqrt();
         assert!((stats[f].l2 - l2).abs() < 1e-9);
         assert_eq!(stats[f].count as usize, expect.len());
         assert!((stats[f].density - expect.len() as f64 / 50.0).abs() < 1e-12);
@@ -168,30 +113,17 @@ fn csr_csc_stats_and_binary_roundtrip() {
     let p = dir.path().join("acts.bin");
     a.write_binary(&p).unwrap();
     let back = CsrActivations::read_binary(&p).unwrap();
-    assert_eq!(
-        (back.row_ptr, back.indices, back.values),
-        (a.row_ptr.clone(), a.indices.clone(), a.values.clone())
-    );
+    assert_eq!((back.row_ptr, back.indices, back.values), (a.row_ptr.clone(), a.indices.clone(), a.values.clone()));
     // Unknown versions are rejected with a message naming the file.
     let mut bytes = std::fs::read(&p).unwrap();
     bytes[8] = 9;
     std::fs::write(&p, &bytes).unwrap();
     let err = CsrActivations::read_binary(&p).unwrap_err().to_string();
-    assert!(
-        err.contains("version 9") && err.contains("acts.bin"),
-        "{err}"
-    );
+    assert!(err.contains("version 9") && err.contains("acts.bin"), "{err}");
     // Invalid CSR is rejected with the input named.
-    let err = CsrActivations::new("acts_x", 1, 3, vec![0, 2], vec![1, 1], vec![1.0, 2.0])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("acts_x") && err.contains("listed twice"),
-        "{err}"
-    );
-    let err = CsrActivations::new("acts_y", 1, 3, vec![0, 1], vec![3], vec![1.0])
-        .unwrap_err()
-        .to_string();
+    let err = CsrActivations::new("acts_x", 1, 3, vec![0, 2], vec![1, 1], vec![1.0, 2.0]).unwrap_err().to_string();
+    assert!(err.contains("acts_x") && err.contains("listed twice"), "{err}");
+    let err = CsrActivations::new("acts_y", 1, 3, vec![0, 1], vec![3], vec![1.0]).unwrap_err().to_string();
     assert!(err.contains("feature index 3"), "{err}");
 }
 
@@ -200,19 +132,12 @@ fn certificate_rejects_truncated_candidates_and_retry_fixes_it() {
     // Top-1 candidates: both rows want column 0; the graph optimum (0.9 + completion 0.1)
     // is not the true optimum 0.8 + 0.85.
     let o = MatrixOracle::new(2, 2, vec![0.9, 0.8, 0.85, 0.1], false).unwrap();
-    let no_retry = SparseOptions {
-        top_m: 1,
-        max_rounds: 0,
-        ..Default::default()
-    };
+    let no_retry = SparseOptions { top_m: 1, max_rounds: 0, ..Default::default() };
     let s = solve_sparse_certified(&o, candidate_graph(&o, 1), &no_retry).unwrap();
     assert!(!s.certified);
     assert!(s.violations > 0);
     assert!((s.total - 1.0).abs() < 1e-6, "{}", s.total);
-    let retry = SparseOptions {
-        top_m: 1,
-        ..Default::default()
-    };
+    let retry = SparseOptions { top_m: 1, ..Default::default() };
     let s = solve_sparse_certified(&o, candidate_graph(&o, 1), &retry).unwrap();
     assert!(s.certified);
     assert!(s.solves >= 2 && s.enlarged_rows >= 1);
@@ -223,28 +148,15 @@ fn certificate_rejects_truncated_candidates_and_retry_fixes_it() {
     let best = solve_dense_max(&m, 300, 300).unwrap().total;
     let o = MatrixOracle::new(300, 300, m, true).unwrap();
     let s = solve_sparse_certified(&o, candidate_graph(&o, 1), &no_retry).unwrap();
-    assert!(
-        !s.certified && s.total < best - 1e-3,
-        "truncated solve {} vs optimum {best}",
-        s.total
-    );
+    assert!(!s.certified && s.total < best - 1e-3, "truncated solve {} vs optimum {best}", s.total);
     assert!(s.violations > 0, "infeasible duals are reported");
     let s = solve_sparse_certified(&o, candidate_graph(&o, 1), &retry).unwrap();
     assert!(s.certified);
-    assert!(
-        (s.total - best).abs() <= 1e-6 * best,
-        "{} vs {best}",
-        s.total
-    );
+    assert!((s.total - best).abs() <= 1e-6 * best, "{} vs {best}", s.total);
 }
 
 fn acts_inputs<'a>(name: &'a str, acts: &'a CsrActivations) -> SaeInputs<'a> {
-    SaeInputs {
-        name,
-        acts: Some(acts),
-        w_dec: None,
-        w_enc: None,
-    }
+    SaeInputs { name, acts: Some(acts), w_dec: None, w_enc: None }
 }
 
 #[test]
@@ -254,35 +166,19 @@ fn sparse_path_equals_dense_path_on_activations() {
     spec.l0 = 12;
     let (a, b, _) = synthetic_pair(&spec);
     for kind in [SimilarityKind::Activations, SimilarityKind::Pearson] {
-        let dense = MatchConfig {
-            kind,
-            strategy: Strategy::Dense,
-            ..Default::default()
-        };
-        let sparse = MatchConfig {
-            kind,
-            strategy: Strategy::Sparse,
-            top_m: 4,
-            ..Default::default()
-        };
+        let dense = MatchConfig { kind, strategy: Strategy::Dense, ..Default::default() };
+        let sparse = MatchConfig { kind, strategy: Strategy::Sparse, top_m: 4, ..Default::default() };
         let rd = match_features(&acts_inputs("A", &a), &acts_inputs("B", &b), &dense).unwrap();
         let rs = match_features(&acts_inputs("A", &a), &acts_inputs("B", &b), &sparse).unwrap();
         assert_eq!((rd.method, rs.method), ("dense", "sparse"));
-        assert!(
-            rs.certified,
-            "{kind:?}: sparse path not certified (total {}, bound {})",
-            rs.total, rs.dual_bound
-        );
+        assert!(rs.certified, "{kind:?}: sparse path not certified (total {}, bound {})", rs.total, rs.dual_bound);
         assert!(
             (rd.total - rs.total).abs() <= 1e-6 * rd.total.abs().max(1.0),
             "{kind:?}: dense {} sparse {}",
             rd.total,
             rs.total
         );
-        assert!(
-            rs.candidate_edges < 400 * 400 / 10,
-            "sparse path stayed sparse"
-        );
+        assert!(rs.candidate_edges < 400 * 400 / 10, "sparse path stayed sparse");
     }
 }
 
@@ -293,11 +189,7 @@ fn dead_features_are_reported_and_never_matched() {
     spec.l0 = 10;
     let (a, b, _) = synthetic_pair(&spec);
     for strategy in [Strategy::Dense, Strategy::Sparse] {
-        let cfg = MatchConfig {
-            strategy,
-            top_m: 8,
-            ..Default::default()
-        };
+        let cfg = MatchConfig { strategy, top_m: 8, ..Default::default() };
         let r = match_features(&acts_inputs("A", &a), &acts_inputs("B", &b), &cfg).unwrap();
         let stats_a = a.feature_stats();
         let stats_b = b.feature_stats();
@@ -310,23 +202,16 @@ fn dead_features_are_reported_and_never_matched() {
                 assert_eq!(r.a_to_b[f], None, "dead A feature {f} matched");
             }
             if let Some(g) = r.a_to_b[f] {
-                assert!(
-                    !r.dead_b[g as usize],
-                    "A feature {f} matched to dead B feature {g}"
-                );
+                assert!(!r.dead_b[g as usize], "A feature {f} matched to dead B feature {g}");
             }
         }
         let live_a = 300 - n_dead_a;
         let live_b = r.dead_b.iter().filter(|d| !**d).count();
         assert_eq!(r.a_to_b.iter().flatten().count(), live_a.min(live_b));
-        let (summary, rows) =
-            summarize(&r, &saepipe_matching::DEFAULT_DISTANCE_THRESHOLDS, None).unwrap();
+        let (summary, rows) = summarize(&r, &saepipe_matching::DEFAULT_DISTANCE_THRESHOLDS, None).unwrap();
         assert_eq!(summary.dead_a, n_dead_a);
         assert_eq!(rows.len(), 300);
-        assert!(
-            rows.iter()
-                .all(|row| row.dead_a == (row.feature_b.is_none() && row.dead_a))
-        );
+        assert!(rows.iter().all(|row| row.dead_a == (row.feature_b.is_none() && row.dead_a)));
     }
 }
 
@@ -338,20 +223,13 @@ fn rectangular_live_sets_swap_sides() {
     let rd = match_features(
         &acts_inputs("A", &a),
         &acts_inputs("B", &b),
-        &MatchConfig {
-            strategy: Strategy::Dense,
-            ..Default::default()
-        },
+        &MatchConfig { strategy: Strategy::Dense, ..Default::default() },
     )
     .unwrap();
     let rs = match_features(
         &acts_inputs("A", &a),
         &acts_inputs("B", &b),
-        &MatchConfig {
-            strategy: Strategy::Sparse,
-            top_m: 3,
-            ..Default::default()
-        },
+        &MatchConfig { strategy: Strategy::Sparse, top_m: 3, ..Default::default() },
     )
     .unwrap();
     assert!(rs.certified);
@@ -359,10 +237,7 @@ fn rectangular_live_sets_swap_sides() {
     for r in [&rd, &rs] {
         assert_eq!(r.a_to_b.iter().flatten().count(), 23);
         let mut seen = std::collections::HashSet::new();
-        assert!(
-            r.a_to_b.iter().flatten().all(|g| seen.insert(*g)),
-            "one-to-one"
-        );
+        assert!(r.a_to_b.iter().flatten().all(|g| seen.insert(*g)), "one-to-one");
     }
     // Cross-check with a dense solve on the dense reference matrix.
     let (sa, sb) = (a.feature_stats(), b.feature_stats());
@@ -400,105 +275,40 @@ fn decoder_and_encoder_similarity_sparse_equals_dense() {
         t
     };
     let (ea, eb) = (transpose(&wa), transpose(&wb));
-    let dec = |name, w| DenseWeights {
-        name,
-        data: w,
-        n_features: n,
-        d,
-        feature_major: true,
-    };
-    let enc = |name, w| DenseWeights {
-        name,
-        data: w,
-        n_features: n,
-        d,
-        feature_major: false,
-    };
-    let a = SaeInputs {
-        name: "A",
-        acts: None,
-        w_dec: Some(dec("A.W_dec", &wa)),
-        w_enc: Some(enc("A.W_enc", &ea)),
-    };
-    let b = SaeInputs {
-        name: "B",
-        acts: None,
-        w_dec: Some(dec("B.W_dec", &wb)),
-        w_enc: Some(enc("B.W_enc", &eb)),
-    };
+    let dec = |name, w| DenseWeights { name, data: w, n_features: n, d, feature_major: true };
+    let enc = |name, w| DenseWeights { name, data: w, n_features: n, d, feature_major: false };
+    let a = SaeInputs { name: "A", acts: None, w_dec: Some(dec("A.W_dec", &wa)), w_enc: Some(enc("A.W_enc", &ea)) };
+    let b = SaeInputs { name: "B", acts: None, w_dec: Some(dec("B.W_dec", &wb)), w_enc: Some(enc("B.W_enc", &eb)) };
     let mut totals = Vec::new();
     for kind in [SimilarityKind::Decoder, SimilarityKind::Encoder] {
-        let rd = match_features(
-            &a,
-            &b,
-            &MatchConfig {
-                kind,
-                strategy: Strategy::Dense,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let rd =
+            match_features(&a, &b, &MatchConfig { kind, strategy: Strategy::Dense, ..Default::default() }).unwrap();
         let rs = match_features(
             &a,
             &b,
-            &MatchConfig {
-                kind,
-                strategy: Strategy::Sparse,
-                top_m: 4,
-                gemm_block_rows: 37,
-                ..Default::default()
-            },
+            &MatchConfig { kind, strategy: Strategy::Sparse, top_m: 4, gemm_block_rows: 37, ..Default::default() },
         )
         .unwrap();
-        assert!(
-            rs.certified,
-            "{kind:?} sparse not certified: total {} bound {}",
-            rs.total, rs.dual_bound
-        );
-        assert!(
-            (rd.total - rs.total).abs() < 1e-5 * rd.total,
-            "{kind:?}: {} vs {}",
-            rd.total,
-            rs.total
-        );
+        assert!(rs.certified, "{kind:?} sparse not certified: total {} bound {}", rs.total, rs.dual_bound);
+        assert!((rd.total - rs.total).abs() < 1e-5 * rd.total, "{kind:?}: {} vs {}", rd.total, rs.total);
         // The low-noise two thirds of the hidden permutation are recovered.
-        let hits = (0..n)
-            .filter(|&f| f % 3 != 0 && rd.a_to_b[f] == Some(perm[f] as u32))
-            .count();
+        let hits = (0..n).filter(|&f| f % 3 != 0 && rd.a_to_b[f] == Some(perm[f] as u32)).count();
         assert_eq!(hits, (0..n).filter(|f| f % 3 != 0).count());
         totals.push(rd.total);
     }
     // W_enc is W_dec transposed here, so both kinds agree.
     assert!((totals[0] - totals[1]).abs() < 1e-4);
     // Summary with decoder cosines.
-    let r = match_features(
-        &a,
-        &b,
-        &MatchConfig {
-            kind: SimilarityKind::Decoder,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let (s, rows) = summarize(
-        &r,
-        &[0.1, 0.5],
-        Some((dec("A.W_dec", &wa), dec("B.W_dec", &wb))),
-    )
-    .unwrap();
+    let r = match_features(&a, &b, &MatchConfig { kind: SimilarityKind::Decoder, ..Default::default() }).unwrap();
+    let (s, rows) = summarize(&r, &[0.1, 0.5], Some((dec("A.W_dec", &wa), dec("B.W_dec", &wb)))).unwrap();
     for row in &rows {
         assert!((row.decoder_cosine.unwrap() - row.similarity.unwrap()).abs() < 1e-5);
     }
     assert_eq!(s.n_matched, n);
     assert!(s.thresholds[0].fraction <= s.thresholds[1].fraction);
     // Missing inputs are named.
-    let err = match_features(&a, &b, &MatchConfig::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("activations") && err.contains("SAE A"),
-        "{err}"
-    );
+    let err = match_features(&a, &b, &MatchConfig::default()).unwrap_err().to_string();
+    assert!(err.contains("activations") && err.contains("SAE A"), "{err}");
 }
 
 #[test]
@@ -549,10 +359,7 @@ fn all_dead_or_empty_inputs_match_nothing() {
     let a = CsrActivations::new("A", 3, 4, vec![0, 0, 0, 0], vec![], vec![]).unwrap();
     let (b, _) = random_acts("B", 3, 5, 0.9, 4);
     for strategy in [Strategy::Dense, Strategy::Sparse] {
-        let cfg = MatchConfig {
-            strategy,
-            ..Default::default()
-        };
+        let cfg = MatchConfig { strategy, ..Default::default() };
         let r = match_features(&acts_inputs("A", &a), &acts_inputs("B", &b), &cfg).unwrap();
         assert!(r.dead_a.iter().all(|&d| d));
         assert!(r.a_to_b.iter().all(|m| m.is_none()));
@@ -563,12 +370,7 @@ fn all_dead_or_empty_inputs_match_nothing() {
     }
     // Token counts must agree.
     let (c, _) = random_acts("C", 4, 5, 0.5, 4);
-    let err = match_features(
-        &acts_inputs("A", &a),
-        &acts_inputs("C", &c),
-        &MatchConfig::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err =
+        match_features(&acts_inputs("A", &a), &acts_inputs("C", &c), &MatchConfig::default()).unwrap_err().to_string();
     assert!(err.contains("number of tokens"), "{err}");
 }

@@ -61,7 +61,8 @@ fn reset_peak_rss() {
 
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kb: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb / 1024.0)
 }
 
@@ -71,11 +72,16 @@ fn workspace_root() -> PathBuf {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let opt = |k: &str| args.iter().position(|a| a == k).map(|i| args.get(i + 1).cloned().unwrap_or_else(|| panic!("{k} needs a value")));
+    let opt = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .map(|i| args.get(i + 1).cloned().unwrap_or_else(|| panic!("{k} needs a value")))
+    };
     let batch: usize = opt("--batch").map_or(8, |v| v.parse().unwrap());
     let ctx: usize = opt("--ctx").map_or(128, |v| v.parse().unwrap());
     let reps: usize = opt("--reps").map_or(5, |v| v.parse().unwrap());
-    let threads: usize = opt("--threads").map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |v| v.parse().unwrap());
+    let threads: usize = opt("--threads")
+        .map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |v| v.parse().unwrap());
     let models = opt("--models").unwrap_or_else(|| "pythia-70m,gpt2-small".into());
     let with_tl = !args.iter().any(|a| a == "--no-tl");
     // `--save-model DIR`: only write the random model of the first shape (HF
@@ -111,7 +117,11 @@ fn main() {
         reset_peak_rss();
         let model = Model::load(dir.path(), &LoadOptions::default()).unwrap();
         let collect = best_of(reps, || {
-            let mut req = RunRequest { capture: ["blocks.3.hook_resid_pre".to_string()].into(), stop_at_layer: Some(4), ..Default::default() };
+            let mut req = RunRequest {
+                capture: ["blocks.3.hook_resid_pre".to_string()].into(),
+                stop_at_layer: Some(4),
+                ..Default::default()
+            };
             let out = model.run(&tokens, batch, ctx, &mut req).unwrap();
             assert_eq!(out.captured["blocks.3.hook_resid_pre"].1.len(), batch * ctx * cfg.d_model);
         });
@@ -132,8 +142,22 @@ fn main() {
         let tl: Option<serde_json::Value> = with_tl.then(|| {
             let out = Command::new(&python)
                 .arg(&script)
-                .args(["--model-dir", &dir.path().display().to_string(), "--tokens", &tokens_path.display().to_string()])
-                .args(["--batch", &batch.to_string(), "--ctx", &ctx.to_string(), "--threads", &threads.to_string(), "--reps", &reps.to_string()])
+                .args([
+                    "--model-dir",
+                    &dir.path().display().to_string(),
+                    "--tokens",
+                    &tokens_path.display().to_string(),
+                ])
+                .args([
+                    "--batch",
+                    &batch.to_string(),
+                    "--ctx",
+                    &ctx.to_string(),
+                    "--threads",
+                    &threads.to_string(),
+                    "--reps",
+                    &reps.to_string(),
+                ])
                 .env("PYTHONWARNINGS", "ignore")
                 .output()
                 .unwrap_or_else(|e| panic!("running {}: {e} (use --python or --no-tl)", python.display()));
@@ -141,7 +165,8 @@ fn main() {
                 panic!("{} failed:\n{}", script.display(), String::from_utf8_lossy(&out.stderr));
             }
             let stdout = String::from_utf8_lossy(&out.stdout);
-            serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("TransformerLens output: {e}\n{stdout}"))
+            serde_json::from_str(stdout.lines().last().unwrap_or(""))
+                .unwrap_or_else(|e| panic!("TransformerLens output: {e}\n{stdout}"))
         });
         if let Some(t) = &tl {
             if rows.is_empty() {
@@ -149,7 +174,10 @@ fn main() {
             }
             let theirs = t["mean_ce"].as_f64().unwrap_or(f64::NAN);
             let rel = (mean_ce - theirs).abs() / theirs.abs();
-            assert!(rel < 1e-4, "{name}: mean CE {mean_ce} (saepipe) vs {theirs} (TransformerLens): not the same computation");
+            assert!(
+                rel < 1e-4,
+                "{name}: mean CE {mean_ce} (saepipe) vs {theirs} (TransformerLens): not the same computation"
+            );
         }
         rows.push((name.to_string(), [("collect", collect), ("logits", logits), ("ce", ce)], ours_rss, tl, mean_ce));
     }

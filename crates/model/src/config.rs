@@ -51,7 +51,10 @@ fn get<'a>(v: &'a Value, path: &Path, key: &str) -> Result<&'a Value> {
 }
 
 fn usize_of(v: &Value, path: &Path, key: &str) -> Result<usize> {
-    get(v, path, key)?.as_u64().map(|x| x as usize).ok_or_else(|| ModelError::Config { path: path.into(), message: format!("field `{key}` must be a non-negative integer") })
+    get(v, path, key)?.as_u64().map(|x| x as usize).ok_or_else(|| ModelError::Config {
+        path: path.into(),
+        message: format!("field `{key}` must be a non-negative integer"),
+    })
 }
 
 /// Upper bounds on the sizes a `config.json` may declare: far above any model this
@@ -71,7 +74,10 @@ fn bounded(v: &Value, path: &Path, key: &str, max: usize) -> Result<usize> {
 
 fn check_max(x: usize, path: &Path, key: &str, max: usize) -> Result<usize> {
     if x > max {
-        return Err(ModelError::Config { path: path.into(), message: format!("field `{key}` is {x}, above the supported maximum of {max}") });
+        return Err(ModelError::Config {
+            path: path.into(),
+            message: format!("field `{key}` is {x}, above the supported maximum of {max}"),
+        });
     }
     Ok(x)
 }
@@ -97,7 +103,8 @@ fn activation(name: &str, path: &Path) -> Result<Activation> {
 impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<ModelConfig> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config { path: path.into(), message: format!("invalid JSON: {e}") })?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Config { path: path.into(), message: format!("invalid JSON: {e}") })?;
         Self::from_json(&v, path)
     }
 
@@ -127,7 +134,9 @@ impl ModelConfig {
                 let d_model = bounded(v, path, "n_embd", MAX_HIDDEN_SIZE)?;
                 let n_heads = bounded(v, path, "n_head", MAX_HEADS)?;
                 let d_mlp = match v.get("n_inner").and_then(Value::as_u64) {
-                    Some(x) => check_max(usize::try_from(x).unwrap_or(usize::MAX), path, "n_inner", MAX_INTERMEDIATE_SIZE)?,
+                    Some(x) => {
+                        check_max(usize::try_from(x).unwrap_or(usize::MAX), path, "n_inner", MAX_INTERMEDIATE_SIZE)?
+                    }
                     None => 4 * d_model,
                 };
                 Ok(ModelConfig {
@@ -171,14 +180,25 @@ impl ModelConfig {
                     .or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
                     .or_else(|| v.get("rope_theta").and_then(Value::as_f64))
                     .unwrap_or(10000.0);
-                if let Some(t) = rope.and_then(|r| r.get("rope_type")).and_then(Value::as_str).filter(|t| *t != "default") {
-                    return Err(ModelError::Config { path: path.into(), message: format!("rope_type `{t}` is not supported (only default rotary)") });
+                if let Some(t) =
+                    rope.and_then(|r| r.get("rope_type")).and_then(Value::as_str).filter(|t| *t != "default")
+                {
+                    return Err(ModelError::Config {
+                        path: path.into(),
+                        message: format!("rope_type `{t}` is not supported (only default rotary)"),
+                    });
                 }
                 if v.get("rope_scaling").is_some_and(|s| !s.is_null()) {
-                    return Err(ModelError::Config { path: path.into(), message: "rope_scaling is not supported (only default rotary)".into() });
+                    return Err(ModelError::Config {
+                        path: path.into(),
+                        message: "rope_scaling is not supported (only default rotary)".into(),
+                    });
                 }
                 if !(0.0..=1.0).contains(&pct) {
-                    return Err(ModelError::Config { path: path.into(), message: format!("rotary fraction {pct} is outside [0, 1]") });
+                    return Err(ModelError::Config {
+                        path: path.into(),
+                        message: format!("rotary fraction {pct} is outside [0, 1]"),
+                    });
                 }
                 Ok(ModelConfig {
                     arch: Arch::NeoX,
@@ -232,7 +252,12 @@ mod tests {
             let mut v = neox();
             v[key] = value;
             let e = ModelConfig::from_json(&v, path).unwrap_err().to_string();
-            assert!(e.contains("config.json") && e.contains(&format!("field `{key}`")) && e.contains("above the supported maximum"), "{key}: {e}");
+            assert!(
+                e.contains("config.json")
+                    && e.contains(&format!("field `{key}`"))
+                    && e.contains("above the supported maximum"),
+                "{key}: {e}"
+            );
         }
         let gpt2 = json!({"model_type": "gpt2", "n_embd": 2147483648u64, "n_head": 4, "n_layer": 2, "vocab_size": 100, "n_positions": 128});
         let e = ModelConfig::from_json(&gpt2, path).unwrap_err().to_string();

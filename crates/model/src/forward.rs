@@ -69,7 +69,14 @@ pub fn hook_names(cfg: &ModelConfig) -> Vec<String> {
         names.push("hook_pos_embed".into());
     }
     for l in 0..cfg.n_layers {
-        let mut per = vec!["hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v"];
+        let mut per = vec![
+            "hook_resid_pre",
+            "ln1.hook_scale",
+            "ln1.hook_normalized",
+            "attn.hook_q",
+            "attn.hook_k",
+            "attn.hook_v",
+        ];
         if cfg.rotary_dim > 0 {
             per.extend(["attn.hook_rot_q", "attn.hook_rot_k"]);
         }
@@ -77,10 +84,19 @@ pub fn hook_names(cfg: &ModelConfig) -> Vec<String> {
         if !cfg.parallel {
             per.push("hook_resid_mid");
         }
-        per.extend(["ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"]);
+        per.extend([
+            "ln2.hook_scale",
+            "ln2.hook_normalized",
+            "mlp.hook_pre",
+            "mlp.hook_post",
+            "hook_mlp_out",
+            "hook_resid_post",
+        ]);
         names.extend(per.into_iter().map(|h| format!("blocks.{l}.{h}")));
     }
-    names.extend(["ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_in", "unembed.hook_out"].map(String::from));
+    names.extend(
+        ["ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_in", "unembed.hook_out"].map(String::from),
+    );
     names
 }
 
@@ -89,7 +105,9 @@ pub fn hook_shape(cfg: &ModelConfig, name: &str, batch: usize, ctx: usize) -> Ve
     let leaf = name.rsplit('.').next().unwrap_or(name);
     match leaf {
         "hook_scale" => vec![batch, ctx, 1],
-        "hook_q" | "hook_k" | "hook_v" | "hook_z" | "hook_rot_q" | "hook_rot_k" => vec![batch, ctx, cfg.n_heads, cfg.d_head],
+        "hook_q" | "hook_k" | "hook_v" | "hook_z" | "hook_rot_q" | "hook_rot_k" => {
+            vec![batch, ctx, cfg.n_heads, cfg.d_head]
+        }
         "hook_attn_scores" | "hook_pattern" => vec![batch, cfg.n_heads, ctx, ctx],
         "hook_pre" | "hook_post" => vec![batch, ctx, cfg.d_mlp],
         "hook_out" => vec![batch, ctx, cfg.d_vocab],
@@ -142,10 +160,16 @@ impl Needs {
 
 pub fn needs(req: &RunRequest, stop: usize, n_layers: usize) -> Needs {
     let names = || req.capture.iter().chain(req.replace.keys());
-    let head = stop == n_layers && (req.want_logits || req.want_loss || names().any(|n| n.starts_with("ln_final.") || n.starts_with("unembed.")));
+    let head = stop == n_layers
+        && (req.want_logits
+            || req.want_loss
+            || names().any(|n| n.starts_with("ln_final.") || n.starts_with("unembed.")));
     let mut last: Option<(usize, bool)> = None;
     for n in names() {
-        let Some(l) = n.strip_prefix("blocks.").and_then(|r| r.split('.').next()).and_then(|l| l.parse::<usize>().ok()) else { continue };
+        let Some(l) = n.strip_prefix("blocks.").and_then(|r| r.split('.').next()).and_then(|l| l.parse::<usize>().ok())
+        else {
+            continue;
+        };
         let only_pre = n.ends_with(".hook_resid_pre");
         last = match last {
             Some((cur, o)) if cur == l => Some((l, o && only_pre)),
@@ -159,7 +183,17 @@ pub fn needs(req: &RunRequest, stop: usize, n_layers: usize) -> Needs {
 impl Forward<'_> {
     /// LayerNorm of `x` into `out` with the hook semantics of `self.ln_hook`.
     #[allow(clippy::too_many_arguments)]
-    fn ln(&self, x: &[f32], affine: Option<&(Vec<f32>, Vec<f32>)>, prefix: &str, hooks: &mut Hooks, out: &mut [f32], scale: &mut [f32], batch: usize, ctx: usize) {
+    fn ln(
+        &self,
+        x: &[f32],
+        affine: Option<&(Vec<f32>, Vec<f32>)>,
+        prefix: &str,
+        hooks: &mut Hooks,
+        out: &mut [f32],
+        scale: &mut [f32],
+        batch: usize,
+        ctx: usize,
+    ) {
         let d = self.cfg.d_model;
         layer_norm(x, d, self.cfg.eps, out, scale);
         hooks.visit(&format!("{prefix}.hook_scale"), scale, &[batch, ctx, 1]);
@@ -187,7 +221,15 @@ impl Forward<'_> {
 
     /// Runs blocks `start..` on `resid` ([batch·ctx, d_model], the value of
     /// `blocks.{start}.hook_resid_pre` before its hook), then the head.
-    pub fn run_blocks(&self, mut resid: Vec<f32>, start: usize, tokens: Option<&[u32]>, batch: usize, ctx: usize, hooks: &mut Hooks) -> Result<()> {
+    pub fn run_blocks(
+        &self,
+        mut resid: Vec<f32>,
+        start: usize,
+        tokens: Option<&[u32]>,
+        batch: usize,
+        ctx: usize,
+        hooks: &mut Hooks,
+    ) -> Result<()> {
         let cfg = self.cfg;
         let (d, nh, dh, f) = (cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp);
         let hd = nh * dh;
@@ -257,7 +299,9 @@ impl Forward<'_> {
             match cfg.act {
                 Activation::GeluNew => gelu_inplace(&mut w.hidden, false),
                 Activation::Gelu => gelu_inplace(&mut w.hidden, true),
-                Activation::Relu => w.hidden.par_chunks_mut(8192).for_each(|c| c.iter_mut().for_each(|x| *x = x.max(0.0))),
+                Activation::Relu => {
+                    w.hidden.par_chunks_mut(8192).for_each(|c| c.iter_mut().for_each(|x| *x = x.max(0.0)))
+                }
             }
             hooks.visit(&pre("mlp.hook_post"), &mut w.hidden, &[batch, ctx, f]);
             matmul_bias(&w.hidden, &lp.w_out, Some(&lp.b_out), &mut w.mlp_out, n, f, d);
@@ -350,14 +394,38 @@ fn rotary(x: &mut [f32], _batch: usize, ctx: usize, nh: usize, dh: usize, rot: u
 
 /// scores[b,h,t,s] = q[b,t,h]·k[b,s,h] · scale for s ≤ t, −inf above the diagonal.
 #[allow(clippy::too_many_arguments)]
-fn attention_scores(q: &[f32], k: &[f32], _batch: usize, ctx: usize, nh: usize, dh: usize, scale: f32, out: &mut [f32]) {
+fn attention_scores(
+    q: &[f32],
+    k: &[f32],
+    _batch: usize,
+    ctx: usize,
+    nh: usize,
+    dh: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
     let row = (nh * dh) as isize;
     out.par_chunks_mut(ctx * ctx).enumerate().for_each(|(bh, sc)| {
         let (b, h) = (bh / nh, bh % nh);
         let off = b * ctx * nh * dh + h * dh;
         // SAFETY: q/k head slices are strided views inside the buffers (row stride nh·dh).
         unsafe {
-            matrixmultiply::sgemm(ctx, dh, ctx, scale, q.as_ptr().add(off), row, 1, k.as_ptr().add(off), 1, row, 0.0, sc.as_mut_ptr(), ctx as isize, 1);
+            matrixmultiply::sgemm(
+                ctx,
+                dh,
+                ctx,
+                scale,
+                q.as_ptr().add(off),
+                row,
+                1,
+                k.as_ptr().add(off),
+                1,
+                row,
+                0.0,
+                sc.as_mut_ptr(),
+                ctx as isize,
+                1,
+            );
         }
         for t in 0..ctx {
             for s in t + 1..ctx {
@@ -391,7 +459,22 @@ fn attention_values(p: &[f32], v: &[f32], batch: usize, ctx: usize, nh: usize, d
         let off = b * ctx * nh * dh + h * dh;
         // SAFETY: each (b, h) writes only its own strided head slice of z.
         unsafe {
-            matrixmultiply::sgemm(ctx, ctx, dh, 1.0, p.as_ptr().add(bh * ctx * ctx), ctx as isize, 1, v.as_ptr().add(off), row, 1, 0.0, zp.ptr().add(off), row, 1);
+            matrixmultiply::sgemm(
+                ctx,
+                ctx,
+                dh,
+                1.0,
+                p.as_ptr().add(bh * ctx * ctx),
+                ctx as isize,
+                1,
+                v.as_ptr().add(off),
+                row,
+                1,
+                0.0,
+                zp.ptr().add(off),
+                row,
+                1,
+            );
         }
     });
 }

@@ -32,9 +32,15 @@ impl HubRef {
         let (repo, revision) = spec.split_once('@').unwrap_or((spec, "main"));
         let parts: Vec<&str> = repo.split('/').collect();
         if parts.len() != 2 || !parts.iter().all(|p| plain_name(p)) {
-            return Err(ModelError::Input(format!("`{spec}` is not a model reference of the form org/name[@revision]")));
+            return Err(ModelError::Input(format!(
+                "`{spec}` is not a model reference of the form org/name[@revision]"
+            )));
         }
-        if revision.is_empty() || revision.starts_with('/') || revision.ends_with('/') || !revision.split('/').all(plain_name) {
+        if revision.is_empty()
+            || revision.starts_with('/')
+            || revision.ends_with('/')
+            || !revision.split('/').all(plain_name)
+        {
             return Err(ModelError::Input(format!("`{spec}`: invalid revision `{revision}`")));
         }
         Ok(HubRef { repo: repo.to_string(), revision: revision.to_string() })
@@ -69,8 +75,11 @@ impl HubCache {
     /// else ~/.cache/huggingface/hub; offline when HF_HUB_OFFLINE is truthy.
     pub fn from_env() -> HubCache {
         let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let root = var("HF_HUB_CACHE").or_else(|| hf_home().map(|h| h.join("hub"))).unwrap_or_else(|| PathBuf::from(".cache/huggingface/hub"));
-        let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+        let root = var("HF_HUB_CACHE")
+            .or_else(|| hf_home().map(|h| h.join("hub")))
+            .unwrap_or_else(|| PathBuf::from(".cache/huggingface/hub"));
+        let offline = std::env::var("HF_HUB_OFFLINE")
+            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
         HubCache { root, offline }
     }
 
@@ -92,7 +101,11 @@ impl HubCache {
 
     fn missing(&self, r: &HubRef) -> ModelError {
         let how = format!("fetch it with `huggingface-cli download {} --revision {}`", r.repo, r.revision);
-        let why = if self.offline { "HF_HUB_OFFLINE is set and it is not in the local cache" } else { "it is not in the local cache" };
+        let why = if self.offline {
+            "HF_HUB_OFFLINE is set and it is not in the local cache"
+        } else {
+            "it is not in the local cache"
+        };
         ModelError::Input(format!("model {}@{}: {why} at {}; {how}", r.repo, r.revision, self.repo_dir(r).display()))
     }
 
@@ -132,10 +145,17 @@ impl HubCache {
             }
             Ok(dst)
         };
-        let index = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"]
-            .into_iter()
-            .find(|f| has(f))
-            .ok_or_else(|| fail(format!("commit {} has no model.safetensors or pytorch_model.bin (files: {})", info.sha, info.files.join(", "))))?;
+        let index =
+            ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"]
+                .into_iter()
+                .find(|f| has(f))
+                .ok_or_else(|| {
+                    fail(format!(
+                        "commit {} has no model.safetensors or pytorch_model.bin (files: {})",
+                        info.sha,
+                        info.files.join(", ")
+                    ))
+                })?;
         let path = get(index)?;
         if index.ends_with(".index.json") {
             for shard in index_shards(&path)? {
@@ -161,7 +181,8 @@ impl HubCache {
     /// `None` when the cache has no ref for the revision. Never touches the network.
     pub fn snapshot_dir(&self, r: &HubRef) -> Result<Option<PathBuf>> {
         let repo_dir = self.repo_dir(r);
-        let sha = if r.is_commit() { Some(r.revision.clone()) } else { read_ref(&repo_dir.join("refs").join(&r.revision))? };
+        let sha =
+            if r.is_commit() { Some(r.revision.clone()) } else { read_ref(&repo_dir.join("refs").join(&r.revision))? };
         Ok(sha.map(|sha| repo_dir.join("snapshots").join(sha)))
     }
 
@@ -181,7 +202,14 @@ impl HubCache {
         log: &mut dyn FnMut(&str),
     ) -> Result<PathBuf> {
         if self.offline {
-            return Err(ModelError::Hub { repo: r.repo.clone(), revision: r.revision.clone(), message: format!("HF_HUB_OFFLINE is set and the files are not in the local cache at {}", self.repo_dir(r).display()) });
+            return Err(ModelError::Hub {
+                repo: r.repo.clone(),
+                revision: r.revision.clone(),
+                message: format!(
+                    "HF_HUB_OFFLINE is set and the files are not in the local cache at {}",
+                    self.repo_dir(r).display()
+                ),
+            });
         }
         let fail = |message: String| ModelError::Hub { repo: r.repo.clone(), revision: r.revision.clone(), message };
         let client = Client::new(hub);
@@ -221,7 +249,9 @@ impl HubCache {
 /// A `/`-separated path inside a repository that cannot climb out of the
 /// snapshot: no empty, `.` or `..` components, no backslashes or control characters.
 pub fn repo_path(s: &str) -> bool {
-    !s.is_empty() && s.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && !c.chars().any(|ch| ch == '\\' || ch.is_control()))
+    !s.is_empty()
+        && s.split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.chars().any(|ch| ch == '\\' || ch.is_control()))
 }
 
 fn hf_home() -> Option<PathBuf> {
@@ -248,13 +278,20 @@ fn read_ref(path: &Path) -> Result<Option<String>> {
 /// Shard names listed by a `*.index.json`, checked to be plain file names.
 fn index_shards(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config { path: path.into(), message: format!("invalid JSON: {e}") })?;
-    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Config { path: path.into(), message: "missing `weight_map`".into() })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::Config { path: path.into(), message: format!("invalid JSON: {e}") })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ModelError::Config { path: path.into(), message: "missing `weight_map`".into() })?;
     let mut files: Vec<String> = map.values().filter_map(|s| s.as_str().map(str::to_string)).collect();
     files.sort();
     files.dedup();
     if let Some(bad) = files.iter().find(|f| !plain_name(f)) {
-        return Err(ModelError::Config { path: path.into(), message: format!("shard name `{bad}` must be a plain file name") });
+        return Err(ModelError::Config {
+            path: path.into(),
+            message: format!("shard name `{bad}` must be a plain file name"),
+        });
     }
     Ok(files)
 }
@@ -279,7 +316,10 @@ pub struct HubEndpoint {
 
 impl std::fmt::Debug for HubEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HubEndpoint").field("url", &self.url).field("token", &self.token.as_ref().map(|_| "<set>")).finish()
+        f.debug_struct("HubEndpoint")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
     }
 }
 
@@ -324,7 +364,13 @@ struct Client<'h> {
 /// Percent-encodes a URL path segment (revisions like `refs/pr/1` included).
 fn encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -345,7 +391,8 @@ fn refusal(what: &str, mut resp: ureq::http::Response<ureq::Body>) -> String {
     let mut msg = header(&resp, "x-error-message").map(str::to_string);
     if msg.is_none() {
         let body = resp.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
-        msg = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["error"].as_str().map(str::to_string));
+        msg =
+            serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["error"].as_str().map(str::to_string));
     }
     let detail = [code, msg].into_iter().flatten().collect::<Vec<_>>().join(": ");
     let hint = match status {
@@ -359,7 +406,8 @@ fn refusal(what: &str, mut resp: ureq::http::Response<ureq::Body>) -> String {
 impl<'h> Client<'h> {
     fn new(hub: &'h HubEndpoint) -> Self {
         let host = origin(&hub.url).split("://").nth(1).unwrap_or("");
-        let loopback = ["localhost", "127.0.0.1", "[::1]"].iter().any(|h| host == *h || host.starts_with(&format!("{h}:")));
+        let loopback =
+            ["localhost", "127.0.0.1", "[::1]"].iter().any(|h| host == *h || host.starts_with(&format!("{h}:")));
         let mut config = ureq::Agent::config_builder();
         if loopback {
             // A proxy from the environment cannot reach a hub on this machine.
@@ -392,20 +440,40 @@ impl<'h> Client<'h> {
         if resp.status() != 200 {
             return Err(refusal(&format!("GET {url}"), resp));
         }
-        let body = resp.body_mut().with_config().limit(64 << 20).read_to_string().map_err(|e| format!("GET {url}: {e}"))?;
+        let body =
+            resp.body_mut().with_config().limit(64 << 20).read_to_string().map_err(|e| format!("GET {url}: {e}"))?;
         let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("GET {url}: invalid JSON: {e}"))?;
-        let sha = v["sha"].as_str().filter(|s| is_sha(s)).ok_or_else(|| format!("GET {url}: the answer has no commit `sha`"))?;
-        let files = v["siblings"].as_array().map(|s| s.iter().filter_map(|f| f["rfilename"].as_str().map(str::to_string)).collect()).unwrap_or_default();
+        let sha = v["sha"]
+            .as_str()
+            .filter(|s| is_sha(s))
+            .ok_or_else(|| format!("GET {url}: the answer has no commit `sha`"))?;
+        let files = v["siblings"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|f| f["rfilename"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
         Ok(RevisionInfo { sha: sha.to_ascii_lowercase(), files })
     }
 
     /// Downloads one file of commit `sha` into `blobs/` and links it at `dst`.
-    fn fetch(&self, r: &HubRef, sha: &str, file: &str, blobs: &Path, dst: &Path, log: &mut dyn FnMut(&str)) -> std::result::Result<(), FetchError> {
+    fn fetch(
+        &self,
+        r: &HubRef,
+        sha: &str,
+        file: &str,
+        blobs: &Path,
+        dst: &Path,
+        log: &mut dyn FnMut(&str),
+    ) -> std::result::Result<(), FetchError> {
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |e| FetchError::Io(p, e)
         };
-        let mut url = format!("{}/{}/resolve/{sha}/{}", self.hub.url, r.repo, file.split('/').map(encode).collect::<Vec<_>>().join("/"));
+        let mut url = format!(
+            "{}/{}/resolve/{sha}/{}",
+            self.hub.url,
+            r.repo,
+            file.split('/').map(encode).collect::<Vec<_>>().join("/")
+        );
         let mut etag: Option<String> = None;
         let mut size: Option<u64> = None;
         for _hop in 0..6 {
@@ -414,7 +482,9 @@ impl<'h> Client<'h> {
             // The hub's own answer carries the blob identity: X-Linked-* for
             // LFS files (whose body comes from a redirect), ETag otherwise.
             if etag.is_none() {
-                etag = header(&resp, "x-linked-etag").or_else(|| header(&resp, "etag")).map(|e| e.trim_start_matches("W/").trim_matches('"').to_string());
+                etag = header(&resp, "x-linked-etag")
+                    .or_else(|| header(&resp, "etag"))
+                    .map(|e| e.trim_start_matches("W/").trim_matches('"').to_string());
                 size = header(&resp, "x-linked-size").and_then(|s| s.parse().ok());
                 if let Some(commit) = header(&resp, "x-repo-commit").filter(|c| !c.eq_ignore_ascii_case(sha)) {
                     return Err(format!("{file}: the hub served commit {commit}, expected {sha}").into());
@@ -422,25 +492,47 @@ impl<'h> Client<'h> {
             }
             if (300..400).contains(&status) {
                 let loc = header(&resp, "location").ok_or_else(|| format!("GET {url}: redirect without Location"))?;
-                url = if loc.contains("://") { loc.to_string() } else if loc.starts_with('/') { format!("{}{loc}", origin(&url)) } else { return Err(format!("GET {url}: unsupported redirect to `{loc}`").into()) };
+                url = if loc.contains("://") {
+                    loc.to_string()
+                } else if loc.starts_with('/') {
+                    format!("{}{loc}", origin(&url))
+                } else {
+                    return Err(format!("GET {url}: unsupported redirect to `{loc}`").into());
+                };
                 continue;
             }
             if status != 200 {
                 return Err(refusal(&format!("GET {url}"), resp).into());
             }
-            let etag = etag.filter(|e| plain_name(e)).ok_or_else(|| format!("GET {url}: no usable ETag, so the file cannot be stored in the HF cache"))?;
+            let etag = etag
+                .filter(|e| plain_name(e))
+                .ok_or_else(|| format!("GET {url}: no usable ETag, so the file cannot be stored in the HF cache"))?;
             let size = size.or_else(|| header(&resp, "content-length").and_then(|s| s.parse().ok()));
             let blob = blobs.join(&etag);
             if !blob.is_file() {
-                log(&format!("downloading {}@{} {file}{}", r.repo, &sha[..8.min(sha.len())], size.map_or(String::new(), |s| format!(" ({:.1} MB)", s as f64 / 1e6))));
+                log(&format!(
+                    "downloading {}@{} {file}{}",
+                    r.repo,
+                    &sha[..8.min(sha.len())],
+                    size.map_or(String::new(), |s| format!(" ({:.1} MB)", s as f64 / 1e6))
+                ));
                 std::fs::create_dir_all(blobs).map_err(io(blobs))?;
-                let mut tmp = tempfile::Builder::new().prefix(&format!("{etag}.")).suffix(".incomplete").tempfile_in(blobs).map_err(io(blobs))?;
+                let mut tmp = tempfile::Builder::new()
+                    .prefix(&format!("{etag}."))
+                    .suffix(".incomplete")
+                    .tempfile_in(blobs)
+                    .map_err(io(blobs))?;
                 let mut reader = resp.into_body().into_reader();
                 let mut hasher = Sha256::new();
                 let mut buf = vec![0u8; 1 << 20];
                 let mut total = 0u64;
                 loop {
-                    let n = reader.read(&mut buf).map_err(|e| format!("GET {url}: download interrupted after {total} of {} bytes: {e}", size.map_or("?".into(), |s| s.to_string())))?;
+                    let n = reader.read(&mut buf).map_err(|e| {
+                        format!(
+                            "GET {url}: download interrupted after {total} of {} bytes: {e}",
+                            size.map_or("?".into(), |s| s.to_string())
+                        )
+                    })?;
                     if n == 0 {
                         break;
                     }
@@ -472,14 +564,18 @@ impl<'h> Client<'h> {
 fn link(blob: &Path, dst: &Path) -> std::io::Result<()> {
     let dir = dst.parent().expect("snapshot files have a parent");
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.{}.tmp", dst.file_name().and_then(|n| n.to_str()).unwrap_or("link"), std::process::id()));
+    let tmp =
+        dir.join(format!(".{}.{}.tmp", dst.file_name().and_then(|n| n.to_str()).unwrap_or("link"), std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     #[cfg(unix)]
     {
         // dst is <repo>/snapshots/<sha>/<file…>; blob is <repo>/blobs/<etag>.
         let repo = blob.parent().and_then(Path::parent).expect("blob under <repo>/blobs");
         let depth = dst.strip_prefix(repo).map(|p| p.components().count() - 1).unwrap_or(2);
-        let target = std::iter::repeat_n("..", depth).collect::<PathBuf>().join("blobs").join(blob.file_name().expect("blob name"));
+        let target = std::iter::repeat_n("..", depth)
+            .collect::<PathBuf>()
+            .join("blobs")
+            .join(blob.file_name().expect("blob name"));
         std::os::unix::fs::symlink(target, &tmp)?;
     }
     #[cfg(not(unix))]
@@ -493,7 +589,10 @@ mod tests {
 
     #[test]
     fn parses_references() {
-        assert_eq!(HubRef::parse("EleutherAI/pythia-70m-deduped@step3000").unwrap(), HubRef { repo: "EleutherAI/pythia-70m-deduped".into(), revision: "step3000".into() });
+        assert_eq!(
+            HubRef::parse("EleutherAI/pythia-70m-deduped@step3000").unwrap(),
+            HubRef { repo: "EleutherAI/pythia-70m-deduped".into(), revision: "step3000".into() }
+        );
         assert_eq!(HubRef::parse("openai-community/gpt2").unwrap().revision, "main");
         assert_eq!(HubRef::parse("org/m@refs/pr/1").unwrap().revision, "refs/pr/1");
         for bad in ["gpt2", "a/b/c", "../x/y", "a/b@", "a/b@../../etc", "a/b@/x", "a/b@x/../../y"] {
@@ -533,6 +632,10 @@ mod tests {
         assert_eq!(cache.resolve(&HubRef::parse("EleutherAI/pythia-70m@step1000").unwrap()).unwrap(), want);
         assert_eq!(cache.resolve(&HubRef::parse(&format!("EleutherAI/pythia-70m@{sha}")).unwrap()).unwrap(), want);
         let e = cache.resolve(&HubRef::parse("EleutherAI/pythia-70m@step2000").unwrap()).unwrap_err().to_string();
-        assert!(e.contains("EleutherAI/pythia-70m@step2000: HF_HUB_OFFLINE is set") && e.contains("huggingface-cli download EleutherAI/pythia-70m --revision step2000"), "{e}");
+        assert!(
+            e.contains("EleutherAI/pythia-70m@step2000: HF_HUB_OFFLINE is set")
+                && e.contains("huggingface-cli download EleutherAI/pythia-70m --revision step2000"),
+            "{e}"
+        );
     }
 }

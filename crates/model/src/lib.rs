@@ -82,25 +82,52 @@ impl Model {
         let d = self.cfg.d_model;
         let mut hooks = Hooks::new(req);
         let mut resid = vec![0f32; tokens.len() * d];
-        resid.par_chunks_mut(d).zip(tokens.par_iter()).for_each(|(row, &t)| row.copy_from_slice(&self.params.w_e[t as usize * d..(t as usize + 1) * d]));
+        resid
+            .par_chunks_mut(d)
+            .zip(tokens.par_iter())
+            .for_each(|(row, &t)| row.copy_from_slice(&self.params.w_e[t as usize * d..(t as usize + 1) * d]));
         hooks.visit_embed("hook_embed", &mut resid, &[batch, ctx, d]);
         if let Some(w_pos) = &self.params.w_pos {
             let mut pos = vec![0f32; tokens.len() * d];
-            pos.par_chunks_mut(d).enumerate().for_each(|(i, row)| row.copy_from_slice(&w_pos[(i % ctx) * d..(i % ctx + 1) * d]));
+            pos.par_chunks_mut(d)
+                .enumerate()
+                .for_each(|(i, row)| row.copy_from_slice(&w_pos[(i % ctx) * d..(i % ctx + 1) * d]));
             hooks.visit_embed("hook_pos_embed", &mut pos, &[batch, ctx, d]);
             resid.iter_mut().zip(&pos).for_each(|(r, p)| *r += p);
         }
-        Forward { cfg: &self.cfg, p: &self.params, ln_hook: self.ln_hook }.run_blocks(resid, 0, Some(tokens), batch, ctx, &mut hooks)?;
+        Forward { cfg: &self.cfg, p: &self.params, ln_hook: self.ln_hook }.run_blocks(
+            resid,
+            0,
+            Some(tokens),
+            batch,
+            ctx,
+            &mut hooks,
+        )?;
         Ok(hooks.finish())
     }
 
     /// Continues from the residual stream entering block `layer` (the value of
     /// `blocks.{layer}.hook_resid_pre`), so an evaluator can share the clean run of
     /// the layers below a hook across many spliced coders.
-    pub fn run_from(&self, resid: Vec<f32>, layer: usize, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput> {
+    pub fn run_from(
+        &self,
+        resid: Vec<f32>,
+        layer: usize,
+        tokens: &[u32],
+        batch: usize,
+        ctx: usize,
+        req: &mut RunRequest,
+    ) -> Result<RunOutput> {
         check_run_from_inputs(&self.cfg, &resid, layer, tokens, batch, ctx, req)?;
         let mut hooks = Hooks::new(req);
-        Forward { cfg: &self.cfg, p: &self.params, ln_hook: self.ln_hook }.run_blocks(resid, layer, Some(tokens), batch, ctx, &mut hooks)?;
+        Forward { cfg: &self.cfg, p: &self.params, ln_hook: self.ln_hook }.run_blocks(
+            resid,
+            layer,
+            Some(tokens),
+            batch,
+            ctx,
+            &mut hooks,
+        )?;
         Ok(hooks.finish())
     }
 }
@@ -143,10 +170,22 @@ pub fn check_run_inputs(cfg: &ModelConfig, tokens: &[u32], batch: usize, ctx: us
 }
 
 /// [`check_run_inputs`] plus the residual a run starting at block `layer` gets.
-pub fn check_run_from_inputs(cfg: &ModelConfig, resid: &[f32], layer: usize, tokens: &[u32], batch: usize, ctx: usize, req: &RunRequest) -> Result<()> {
+pub fn check_run_from_inputs(
+    cfg: &ModelConfig,
+    resid: &[f32],
+    layer: usize,
+    tokens: &[u32],
+    batch: usize,
+    ctx: usize,
+    req: &RunRequest,
+) -> Result<()> {
     check_run_inputs(cfg, tokens, batch, ctx, req)?;
     if resid.len() != batch * ctx * cfg.d_model {
-        return Err(ModelError::Input(format!("residual has {} values, expected {batch}×{ctx}×{}", resid.len(), cfg.d_model)));
+        return Err(ModelError::Input(format!(
+            "residual has {} values, expected {batch}×{ctx}×{}",
+            resid.len(),
+            cfg.d_model
+        )));
     }
     if layer > cfg.n_layers {
         return Err(ModelError::Input(format!("run_from layer {layer} exceeds the model's {} layers", cfg.n_layers)));
@@ -163,7 +202,15 @@ pub trait Runner {
     /// See [`Model::run`].
     fn run(&self, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput>;
     /// See [`Model::run_from`].
-    fn run_from(&self, resid: Vec<f32>, layer: usize, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput>;
+    fn run_from(
+        &self,
+        resid: Vec<f32>,
+        layer: usize,
+        tokens: &[u32],
+        batch: usize,
+        ctx: usize,
+        req: &mut RunRequest,
+    ) -> Result<RunOutput>;
 }
 
 impl Runner for Model {
@@ -176,7 +223,15 @@ impl Runner for Model {
     fn run(&self, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput> {
         Model::run(self, tokens, batch, ctx, req)
     }
-    fn run_from(&self, resid: Vec<f32>, layer: usize, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput> {
+    fn run_from(
+        &self,
+        resid: Vec<f32>,
+        layer: usize,
+        tokens: &[u32],
+        batch: usize,
+        ctx: usize,
+        req: &mut RunRequest,
+    ) -> Result<RunOutput> {
         Model::run_from(self, resid, layer, tokens, batch, ctx, req)
     }
 }

@@ -240,7 +240,13 @@ mod tests {
     use super::*;
     #[test]
     fn erf_known_values() {
-        for (x, want) in [(0.0, 0.0), (0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (2.5, 0.999_593_047_982_555), (-1.5, -0.966_105_146_475_310_7)] {
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.520_499_877_813_046_5),
+            (1.0, 0.842_700_792_949_714_9),
+            (2.5, 0.999_593_047_982_555),
+            (-1.5, -0.966_105_146_475_310_7),
+        ] {
             assert!((erf(x) - want).abs() < 1e-13, "erf({x}) = {} != {want}", erf(x));
         }
     }
@@ -254,7 +260,10 @@ mod tests {
             let y = i as f32 * 1.4e-3;
             worst_exp = worst_exp.max(((fast_exp(y) as f64 - (y as f64).exp()) / (y as f64).exp()).abs());
         }
-        let worst_tanh = (-60000..=60000).map(|i| i as f32 * 3e-4).map(|x| (fast_tanh(x) as f64 - (x as f64).tanh()).abs()).fold(0f64, f64::max);
+        let worst_tanh = (-60000..=60000)
+            .map(|i| i as f32 * 3e-4)
+            .map(|x| (fast_tanh(x) as f64 - (x as f64).tanh()).abs())
+            .fold(0f64, f64::max);
         assert!(worst_tanh < 3e-7, "tanh abs error {worst_tanh:e}");
         assert!(worst_erf < 5e-7, "erf abs error {worst_erf:e}");
         assert!(worst_exp < 5e-7, "exp rel error {worst_exp:e}");

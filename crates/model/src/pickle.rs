@@ -13,7 +13,9 @@ impl From<TorchFileError> for ModelError {
     fn from(e: TorchFileError) -> Self {
         match e {
             TorchFileError::Io { path, source } => ModelError::Io { path, source },
-            TorchFileError::NotArchive { file, message } | TorchFileError::Pickle { file, message } => ModelError::Pickle { file, message },
+            TorchFileError::NotArchive { file, message } | TorchFileError::Pickle { file, message } => {
+                ModelError::Pickle { file, message }
+            }
             TorchFileError::ForbiddenGlobal { file, global } => ModelError::ForbiddenGlobal { file, global },
         }
     }

@@ -19,9 +19,11 @@ pub struct Processing {
 
 impl Processing {
     /// `HookedTransformer.from_pretrained` defaults.
-    pub const FULL: Processing = Processing { fold_ln: true, center_writing_weights: true, center_unembed: true, fold_value_biases: true };
+    pub const FULL: Processing =
+        Processing { fold_ln: true, center_writing_weights: true, center_unembed: true, fold_value_biases: true };
     /// `from_pretrained_no_processing`.
-    pub const NONE: Processing = Processing { fold_ln: false, center_writing_weights: false, center_unembed: false, fold_value_biases: false };
+    pub const NONE: Processing =
+        Processing { fold_ln: false, center_writing_weights: false, center_unembed: false, fold_value_biases: false };
 
     /// Parses a processing setting: `none`, `full` (alias `transformer_lens`,
     /// `from_pretrained`'s defaults) or steps joined by `+`, e.g.
@@ -50,7 +52,9 @@ impl Processing {
             *flag = true;
         }
         if !p.fold_ln && p != Processing::NONE {
-            return Err(format!("weight processing `{text}` needs fold_ln as well (e.g. `fold_ln+{text}`): TransformerLens applies the other steps only to a model with folded LayerNorms"));
+            return Err(format!(
+                "weight processing `{text}` needs fold_ln as well (e.g. `fold_ln+{text}`): TransformerLens applies the other steps only to a model with folded LayerNorms"
+            ));
         }
         Ok(p)
     }

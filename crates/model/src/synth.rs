@@ -42,8 +42,13 @@ pub fn write_random_hf_model(dir: &Path, config: &serde_json::Value, seed: u64) 
             out
         })
         .collect();
-    let views: Vec<(String, TensorView)> = shapes.iter().zip(&data).map(|((n, s), d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).expect("sizes match"))).collect();
+    let views: Vec<(String, TensorView)> = shapes
+        .iter()
+        .zip(&data)
+        .map(|((n, s), d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).expect("sizes match")))
+        .collect();
     let path = dir.join("model.safetensors");
-    safetensors::serialize_to_file(views, None, &path).map_err(|e| ModelError::Safetensors { file: path.display().to_string(), message: e.to_string() })?;
+    safetensors::serialize_to_file(views, None, &path)
+        .map_err(|e| ModelError::Safetensors { file: path.display().to_string(), message: e.to_string() })?;
     Ok(cfg)
 }

@@ -46,16 +46,24 @@ fn map(path: &Path) -> Result<Mmap> {
 
 /// The distinct shard files named by an HF `*.index.json`.
 fn shards(index_path: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index_path).map_err(|source| ModelError::Io { path: index_path.into(), source })?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config { path: index_path.into(), message: format!("invalid JSON: {e}") })?;
-    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Config { path: index_path.into(), message: "missing `weight_map`".into() })?;
+    let text =
+        std::fs::read_to_string(index_path).map_err(|source| ModelError::Io { path: index_path.into(), source })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::Config { path: index_path.into(), message: format!("invalid JSON: {e}") })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ModelError::Config { path: index_path.into(), message: "missing `weight_map`".into() })?;
     let mut files: Vec<String> = map.values().filter_map(|s| s.as_str().map(str::to_string)).collect();
     files.sort();
     files.dedup();
     let dir = index_path.parent().unwrap_or(Path::new("."));
     for f in &files {
         if f.contains('/') || f.contains('\\') || f.starts_with("..") {
-            return Err(ModelError::Config { path: index_path.into(), message: format!("shard name `{f}` must be a plain file name") });
+            return Err(ModelError::Config {
+                path: index_path.into(),
+                message: format!("shard name `{f}` must be a plain file name"),
+            });
         }
     }
     Ok(files.into_iter().map(|f| dir.join(f)).collect())
@@ -63,7 +71,10 @@ fn shards(index_path: &Path) -> Result<Vec<PathBuf>> {
 
 fn open_safetensors(path: PathBuf) -> Result<Source> {
     let mmap = map(&path)?;
-    let bad = |e: safetensors::SafeTensorError| ModelError::Safetensors { file: path.display().to_string(), message: e.to_string() };
+    let bad = |e: safetensors::SafeTensorError| ModelError::Safetensors {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    };
     // Full validation once (offsets inside the file), then keep only the header.
     SafeTensors::deserialize(&mmap).map_err(bad)?;
     let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(bad)?;
@@ -107,7 +118,12 @@ impl WeightFiles {
 /// Which weight files a load of `dir` uses (safetensors preferred, as
 /// `transformers` does): the one list both loading and cache keys rely on.
 pub fn weight_files(dir: &Path) -> Result<WeightFiles> {
-    let candidates = [("model.safetensors", true, false), ("model.safetensors.index.json", true, true), ("pytorch_model.bin", false, false), ("pytorch_model.bin.index.json", false, true)];
+    let candidates = [
+        ("model.safetensors", true, false),
+        ("model.safetensors.index.json", true, true),
+        ("pytorch_model.bin", false, false),
+        ("pytorch_model.bin.index.json", false, true),
+    ];
     let Some((name, safetensors, sharded)) = candidates.into_iter().find(|(n, ..)| dir.join(n).is_file()) else {
         return Err(ModelError::Input(format!(
             "{}: no weights found (looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)",
@@ -115,7 +131,11 @@ pub fn weight_files(dir: &Path) -> Result<WeightFiles> {
         )));
     };
     let path = dir.join(name);
-    Ok(if sharded { WeightFiles { tensors: shards(&path)?, index: Some(path), safetensors } } else { WeightFiles { index: None, tensors: vec![path], safetensors } })
+    Ok(if sharded {
+        WeightFiles { tensors: shards(&path)?, index: Some(path), safetensors }
+    } else {
+        WeightFiles { index: None, tensors: vec![path], safetensors }
+    })
 }
 
 impl TensorFiles {
@@ -146,7 +166,10 @@ impl TensorFiles {
 
     /// The first of `names` that exists, as f32, checked against `shape`.
     pub fn get_any(&self, names: &[&str], shape: &[usize]) -> Result<Vec<f32>> {
-        let name = names.iter().find(|n| self.index.contains_key(**n)).ok_or_else(|| ModelError::MissingTensor { file: self.describe(), name: names.join("` or `") })?;
+        let name = names
+            .iter()
+            .find(|n| self.index.contains_key(**n))
+            .ok_or_else(|| ModelError::MissingTensor { file: self.describe(), name: names.join("` or `") })?;
         self.get(name, shape)
     }
 
@@ -164,7 +187,10 @@ impl TensorFiles {
 
     /// A tensor as f32, checked against `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let &i = self.index.get(name).ok_or_else(|| ModelError::MissingTensor { file: self.describe(), name: name.into() })?;
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor { file: self.describe(), name: name.into() })?;
         let src = &self.sources[i];
         let file = src.path().display().to_string();
         let found = self.shape(name).unwrap_or_default();
@@ -178,8 +204,12 @@ impl TensorFiles {
                 let data = &mmap[8 + header_len + a..8 + header_len + b];
                 Ok(match info.dtype {
                     Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                    Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                    Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                    Dtype::F16 => {
+                        data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+                    }
+                    Dtype::BF16 => {
+                        data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+                    }
                     other => return Err(ModelError::BadDtype { file, name: name.into(), dtype: format!("{other:?}") }),
                 })
             }

@@ -6,7 +6,7 @@
 #[path = "support/fake_hub.rs"]
 mod fake_hub;
 
-use fake_hub::{sha256, FakeHub, Fault, Repo};
+use fake_hub::{FakeHub, Fault, Repo, sha256};
 use saepipe_model::hub::{HubCache, HubEndpoint, HubRef};
 use saepipe_model::{LoadOptions, Model, RunRequest};
 use std::collections::BTreeMap;
@@ -29,7 +29,10 @@ fn read_files(dir: &Path, names: &[&str]) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn tokenizer_files() -> BTreeMap<String, Vec<u8>> {
-    [("tokenizer.json", &b"{\"version\":\"1.0\"}"[..]), ("tokenizer_config.json", b"{}"), ("README.md", b"# tiny")].into_iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
+    [("tokenizer.json", &b"{\"version\":\"1.0\"}"[..]), ("tokenizer_config.json", b"{}"), ("README.md", b"# tiny")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
+        .collect()
 }
 
 fn logits(dir: &Path) -> Vec<f32> {
@@ -88,7 +91,11 @@ fn downloads_into_the_hf_cache_layout() {
         assert_eq!(std::fs::read(snap.join(f)).unwrap(), files[f], "{f}");
     }
     assert!(!snap.join("README.md").exists(), "only what a model needs is fetched");
-    assert!(tree(cache.path()).iter().all(|f| !f.contains("incomplete") && !f.contains(".tmp")), "{:?}", tree(cache.path()));
+    assert!(
+        tree(cache.path()).iter().all(|f| !f.contains("incomplete") && !f.contains(".tmp")),
+        "{:?}",
+        tree(cache.path())
+    );
     assert!(lines.iter().any(|l| l.contains("acme/tiny") && l.contains("model.safetensors")), "{lines:?}");
     assert_eq!(logits(&snap), logits(&src));
 
@@ -103,7 +110,10 @@ fn downloads_into_the_hf_cache_layout() {
     let n = hub.requests().len();
     assert_eq!(download(&hub, cache.path(), REPO, None).unwrap(), snap);
     assert_eq!(download(&hub, cache.path(), &format!("{REPO}@{SHA}"), None).unwrap(), snap);
-    assert_eq!(HubCache { root: cache.path().into(), offline: true }.resolve(&HubRef::parse(REPO).unwrap()).unwrap(), snap);
+    assert_eq!(
+        HubCache { root: cache.path().into(), offline: true }.resolve(&HubRef::parse(REPO).unwrap()).unwrap(),
+        snap
+    );
     assert_eq!(hub.requests().len(), n);
 }
 
@@ -119,13 +129,17 @@ fn downloads_sharded_safetensors_at_a_commit() {
     let mut weight_map = serde_json::Map::new();
     for (i, part) in names.chunks(names.len().div_ceil(2)).enumerate() {
         let shard = format!("model-{:05}-of-00002.safetensors", i + 1);
-        let views: Vec<(String, safetensors::tensor::TensorView)> = part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> =
+            part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
         files.insert(shard.clone(), safetensors::serialize(views, None).unwrap());
         for n in part {
             weight_map.insert(n.clone(), shard.clone().into());
         }
     }
-    files.insert("model.safetensors.index.json".into(), serde_json::json!({ "metadata": {}, "weight_map": weight_map }).to_string().into_bytes());
+    files.insert(
+        "model.safetensors.index.json".into(),
+        serde_json::json!({ "metadata": {}, "weight_map": weight_map }).to_string().into_bytes(),
+    );
     let hub = start_hub(files, Fault::None);
     let cache = tempfile::tempdir().unwrap();
     let snap = download(&hub, cache.path(), &format!("{REPO}@{SHA}"), None).unwrap();
@@ -149,8 +163,16 @@ fn offline_never_touches_the_network() {
     let hub = start_hub(read_files(&fixture("gpt2"), &["config.json", "model.safetensors"]), Fault::None);
     let cache = tempfile::tempdir().unwrap();
     let hc = HubCache { root: cache.path().into(), offline: true };
-    let e = hc.resolve_or_download(&HubRef::parse("acme/tiny@v2").unwrap(), &hub.endpoint(None), &mut |_| {}).unwrap_err().to_string();
-    assert!(e.contains("acme/tiny@v2") && e.contains("HF_HUB_OFFLINE") && e.contains(&cache.path().join("models--acme--tiny").display().to_string()), "{e}");
+    let e = hc
+        .resolve_or_download(&HubRef::parse("acme/tiny@v2").unwrap(), &hub.endpoint(None), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("acme/tiny@v2")
+            && e.contains("HF_HUB_OFFLINE")
+            && e.contains(&cache.path().join("models--acme--tiny").display().to_string()),
+        "{e}"
+    );
     assert!(hub.requests().is_empty());
 }
 
@@ -159,7 +181,13 @@ fn hub_refusals_are_explained() {
     let hub = start_hub(read_files(&fixture("gpt2"), &["config.json", "model.safetensors"]), Fault::None);
     let cache = tempfile::tempdir().unwrap();
     let e = download(&hub, cache.path(), "acme/private", None).unwrap_err().to_string();
-    assert!(e.starts_with("model acme/private@main:") && e.contains("HTTP 401") && e.contains("RepoNotFound") && e.contains("HF_TOKEN"), "{e}");
+    assert!(
+        e.starts_with("model acme/private@main:")
+            && e.contains("HTTP 401")
+            && e.contains("RepoNotFound")
+            && e.contains("HF_TOKEN"),
+        "{e}"
+    );
     let e = download(&hub, cache.path(), "acme/tiny@step9", None).unwrap_err().to_string();
     assert!(e.contains("acme/tiny@step9") && e.contains("HTTP 404") && e.contains("RevisionNotFound"), "{e}");
     let hub = start_hub(read_files(&fixture("gpt2"), &["config.json"]), Fault::None);

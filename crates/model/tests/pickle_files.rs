@@ -45,7 +45,8 @@ fn same(archive: &TorchArchive, got: &Value, want: &serde_json::Value, at: &str)
 #[test]
 fn coder_file_value_tree_and_tensors() {
     let a = TorchArchive::open(&fixture("coder.pt")).unwrap();
-    let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("coder_expected.json")).unwrap()).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("coder_expected.json")).unwrap()).unwrap();
     same(&a, &a.root, &want, "root");
     // The transposed view really is strided, the slice really is offset.
     let sd = a.root.get("state_dict").unwrap();

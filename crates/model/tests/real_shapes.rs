@@ -40,7 +40,11 @@ fn write_model(dir: &Path, config: &str, tensors: &[(String, Vec<usize>)]) {
             out
         })
         .collect();
-    let views: Vec<(String, TensorView)> = tensors.iter().zip(&data).map(|((n, s), d)| (n.clone(), TensorView::new(Dtype::BF16, s.clone(), d).unwrap())).collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .zip(&data)
+        .map(|((n, s), d)| (n.clone(), TensorView::new(Dtype::BF16, s.clone(), d).unwrap()))
+        .collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
 
@@ -109,7 +113,8 @@ fn check_all_hooks(model: &Model, per_layer: &[&str], global: &[&str], dims: &[(
     assert_eq!(got, want);
     let (batch, ctx) = (1, 4);
     let tokens = [0u32, 17, 50255, 3];
-    let mut req = RunRequest { capture: got.iter().cloned().collect(), want_logits: true, want_loss: true, ..Default::default() };
+    let mut req =
+        RunRequest { capture: got.iter().cloned().collect(), want_logits: true, want_loss: true, ..Default::default() };
     let out = model.run(&tokens, batch, ctx, &mut req).unwrap();
     for name in &got {
         let leaf = name.rsplit('.').next().unwrap();
@@ -130,17 +135,37 @@ fn check_all_hooks(model: &Model, per_layer: &[&str], global: &[&str], dims: &[(
 fn pythia_70m_shapes() {
     let t = tempfile::tempdir().unwrap();
     write_model(t.path(), PYTHIA_70M, &pythia_tensors(512, 6, 2048, 50304));
-    let model = Model::load(t.path(), &LoadOptions { processing: Some(Processing::FULL), ..Default::default() }).unwrap();
+    let model =
+        Model::load(t.path(), &LoadOptions { processing: Some(Processing::FULL), ..Default::default() }).unwrap();
     let c = &model.cfg;
-    assert_eq!((c.arch, c.d_model, c.n_layers, c.n_heads, c.d_head, c.d_mlp, c.d_vocab), (Arch::NeoX, 512, 6, 8, 64, 2048, 50304));
+    assert_eq!(
+        (c.arch, c.d_model, c.n_layers, c.n_heads, c.d_head, c.d_mlp, c.d_vocab),
+        (Arch::NeoX, 512, 6, 8, 64, 2048, 50304)
+    );
     assert_eq!((c.rotary_dim, c.rotary_base, c.parallel, c.tie_word_embeddings), (16, 10000.0, true, false));
     let (b, s) = (1, 4);
     let per_layer = [
-        "hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
-        "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "hook_attn_out", "ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_pre",
-        "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
+        "hook_resid_pre",
+        "ln1.hook_scale",
+        "ln1.hook_normalized",
+        "attn.hook_q",
+        "attn.hook_k",
+        "attn.hook_v",
+        "attn.hook_rot_q",
+        "attn.hook_rot_k",
+        "attn.hook_attn_scores",
+        "attn.hook_pattern",
+        "attn.hook_z",
+        "hook_attn_out",
+        "ln2.hook_scale",
+        "ln2.hook_normalized",
+        "mlp.hook_pre",
+        "mlp.hook_post",
+        "hook_mlp_out",
+        "hook_resid_post",
     ];
-    let global = ["hook_embed", "ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_in", "unembed.hook_out"];
+    let global =
+        ["hook_embed", "ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_in", "unembed.hook_out"];
     let dims = [
         ("hook_embed", vec![b, s, 512]),
         ("hook_resid_pre", vec![b, s, 512]),
@@ -173,14 +198,38 @@ fn gpt2_small_shapes() {
     write_model(t.path(), GPT2_SMALL, &gpt2_tensors(768, 12, 50257, 1024));
     let model = Model::load(t.path(), &LoadOptions::default()).unwrap();
     let c = &model.cfg;
-    assert_eq!((c.arch, c.d_model, c.n_layers, c.n_heads, c.d_head, c.d_mlp, c.d_vocab, c.n_ctx), (Arch::Gpt2, 768, 12, 12, 64, 3072, 50257, 1024));
+    assert_eq!(
+        (c.arch, c.d_model, c.n_layers, c.n_heads, c.d_head, c.d_mlp, c.d_vocab, c.n_ctx),
+        (Arch::Gpt2, 768, 12, 12, 64, 3072, 50257, 1024)
+    );
     let (b, s) = (1, 4);
     let per_layer = [
-        "hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_attn_scores",
-        "attn.hook_pattern", "attn.hook_z", "hook_attn_out", "hook_resid_mid", "ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_pre",
-        "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
+        "hook_resid_pre",
+        "ln1.hook_scale",
+        "ln1.hook_normalized",
+        "attn.hook_q",
+        "attn.hook_k",
+        "attn.hook_v",
+        "attn.hook_attn_scores",
+        "attn.hook_pattern",
+        "attn.hook_z",
+        "hook_attn_out",
+        "hook_resid_mid",
+        "ln2.hook_scale",
+        "ln2.hook_normalized",
+        "mlp.hook_pre",
+        "mlp.hook_post",
+        "hook_mlp_out",
+        "hook_resid_post",
     ];
-    let global = ["hook_embed", "hook_pos_embed", "ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_in", "unembed.hook_out"];
+    let global = [
+        "hook_embed",
+        "hook_pos_embed",
+        "ln_final.hook_scale",
+        "ln_final.hook_normalized",
+        "unembed.hook_in",
+        "unembed.hook_out",
+    ];
     let dims = [
         ("hook_embed", vec![b, s, 768]),
         ("hook_pos_embed", vec![b, s, 768]),
@@ -218,7 +267,10 @@ fn neox_config_dialects_agree() {
     let o = v5.as_object_mut().unwrap();
     o.remove("rotary_pct");
     o.remove("rotary_emb_base");
-    o.insert("rope_parameters".into(), serde_json::json!({"partial_rotary_factor": 0.25, "rope_theta": 10000, "rope_type": "default"}));
+    o.insert(
+        "rope_parameters".into(),
+        serde_json::json!({"partial_rotary_factor": 0.25, "rope_theta": 10000, "rope_type": "default"}),
+    );
     o.insert("attention_bias".into(), serde_json::json!(true));
     let a = ModelConfig::from_json(&hub, p).unwrap();
     let b = ModelConfig::from_json(&v5, p).unwrap();

@@ -37,18 +37,32 @@ fn check(arch: &str, mode: &str, processing: Processing) {
 fn check_dir(model_dir: &std::path::Path, arch: &str, mode: &str, processing: Processing) {
     let dir = fixture(arch);
     let model = Model::load(model_dir, &LoadOptions { processing: Some(processing), ..Default::default() }).unwrap();
-    let tokens: Vec<Vec<u32>> = serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).unwrap()).unwrap();
+    let tokens: Vec<Vec<u32>> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).unwrap()).unwrap();
     let (batch, ctx) = (tokens.len(), tokens[0].len());
     let flat: Vec<u32> = tokens.concat();
     let bytes = std::fs::read(dir.join(format!("hooks_{mode}.safetensors"))).unwrap();
     let golden = SafeTensors::deserialize(&bytes).unwrap();
     let hooks: Vec<String> = golden.names().into_iter().filter(|n| n.contains("hook")).map(String::from).collect();
     assert_eq!(
-        { let mut a = hooks.clone(); a.sort(); a },
-        { let mut b = model.hook_names(); b.sort(); b },
+        {
+            let mut a = hooks.clone();
+            a.sort();
+            a
+        },
+        {
+            let mut b = model.hook_names();
+            b.sort();
+            b
+        },
         "{arch}: hook names differ from TransformerLens"
     );
-    let mut req = RunRequest { capture: hooks.iter().cloned().collect(), want_logits: true, want_loss: true, ..Default::default() };
+    let mut req = RunRequest {
+        capture: hooks.iter().cloned().collect(),
+        want_logits: true,
+        want_loss: true,
+        ..Default::default()
+    };
     let out = model.run(&flat, batch, ctx, &mut req).unwrap();
     let mut worst = (0f32, String::new());
     for name in &hooks {
@@ -95,7 +109,8 @@ fn neox_with_full_processing() {
 #[test]
 fn processing_steps_one_at_a_time() {
     for arch in ["gpt2", "neox"] {
-        for mode in ["fold_ln", "fold_ln+center_writing_weights", "fold_ln+center_unembed", "fold_ln+fold_value_biases"] {
+        for mode in ["fold_ln", "fold_ln+center_writing_weights", "fold_ln+center_unembed", "fold_ln+fold_value_biases"]
+        {
             check(arch, mode, Processing::parse(mode).unwrap());
         }
     }
@@ -122,14 +137,17 @@ fn gpt2_from_pytorch_model_bin() {
 fn post_affine_ln_hooks_match_transformer_lens_2_semantics() {
     for arch in ["gpt2", "neox"] {
         let dir = fixture(arch);
-        let model = Model::load(&dir, &LoadOptions { processing: Some(Processing::NONE), ln_hook: LnHook::PostAffine }).unwrap();
-        let tokens: Vec<Vec<u32>> = serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).unwrap()).unwrap();
+        let model = Model::load(&dir, &LoadOptions { processing: Some(Processing::NONE), ln_hook: LnHook::PostAffine })
+            .unwrap();
+        let tokens: Vec<Vec<u32>> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).unwrap()).unwrap();
         let (batch, ctx) = (tokens.len(), tokens[0].len());
         let post_bytes = std::fs::read(dir.join("hooks_none_postaffine.safetensors")).unwrap();
         let post = SafeTensors::deserialize(&post_bytes).unwrap();
         let pre_bytes = std::fs::read(dir.join("hooks_none.safetensors")).unwrap();
         let pre = SafeTensors::deserialize(&pre_bytes).unwrap();
-        let mut req = RunRequest { capture: model.hook_names().into_iter().collect(), want_loss: true, ..Default::default() };
+        let mut req =
+            RunRequest { capture: model.hook_names().into_iter().collect(), want_loss: true, ..Default::default() };
         let out = model.run(&tokens.concat(), batch, ctx, &mut req).unwrap();
         let ln_hooks: Vec<String> = post.names().into_iter().map(String::from).collect();
         assert_eq!(ln_hooks.len(), 2 * 2 + 1);
@@ -150,11 +168,16 @@ fn post_affine_ln_hooks_match_transformer_lens_2_semantics() {
 fn stop_at_layer_and_run_from_agree_with_a_full_run() {
     let model = Model::load(&fixture("neox"), &LoadOptions::default()).unwrap();
     let tokens: Vec<u32> = (0..16).map(|i| (i * 7 % 50) as u32).collect();
-    let mut full = RunRequest { capture: ["blocks.1.hook_resid_pre".to_string()].into(), want_loss: true, ..Default::default() };
+    let mut full =
+        RunRequest { capture: ["blocks.1.hook_resid_pre".to_string()].into(), want_loss: true, ..Default::default() };
     let full = model.run(&tokens, 2, 8, &mut full).unwrap();
     // TransformerLens semantics: stop_at_layer=1 runs block 0 only, so its last
     // hook is blocks.0.hook_resid_post, which is block 1's input.
-    let mut stop = RunRequest { capture: ["blocks.0.hook_resid_post".to_string(), "blocks.1.hook_resid_pre".to_string()].into(), stop_at_layer: Some(1), ..Default::default() };
+    let mut stop = RunRequest {
+        capture: ["blocks.0.hook_resid_post".to_string(), "blocks.1.hook_resid_pre".to_string()].into(),
+        stop_at_layer: Some(1),
+        ..Default::default()
+    };
     let stopped = model.run(&tokens, 2, 8, &mut stop).unwrap();
     assert!(stopped.loss_per_token.is_none() && stopped.logits.is_none());
     assert!(!stopped.captured.contains_key("blocks.1.hook_resid_pre"));
@@ -169,10 +192,18 @@ fn stop_at_layer_and_run_from_agree_with_a_full_run() {
 fn replacing_a_hook_changes_downstream_only() {
     let model = Model::load(&fixture("gpt2"), &LoadOptions::default()).unwrap();
     let tokens: Vec<u32> = (0..16).map(|i| (i * 3 % 50) as u32).collect();
-    let mut clean = RunRequest { want_loss: true, capture: ["blocks.0.hook_resid_post".into()].into(), ..Default::default() };
+    let mut clean =
+        RunRequest { want_loss: true, capture: ["blocks.0.hook_resid_post".into()].into(), ..Default::default() };
     let clean = model.run(&tokens, 2, 8, &mut clean).unwrap();
-    let mut ablate = RunRequest { want_loss: true, capture: ["blocks.0.hook_resid_post".into(), "blocks.0.hook_mlp_out".into()].into(), ..Default::default() };
-    ablate.replace.insert("blocks.0.hook_mlp_out".into(), Box::new(|t: &mut [f32], _s: &[usize]| t.iter_mut().for_each(|x| *x = 0.0)));
+    let mut ablate = RunRequest {
+        want_loss: true,
+        capture: ["blocks.0.hook_resid_post".into(), "blocks.0.hook_mlp_out".into()].into(),
+        ..Default::default()
+    };
+    ablate.replace.insert(
+        "blocks.0.hook_mlp_out".into(),
+        Box::new(|t: &mut [f32], _s: &[usize]| t.iter_mut().for_each(|x| *x = 0.0)),
+    );
     let ablated = model.run(&tokens, 2, 8, &mut ablate).unwrap();
     assert!(ablated.captured["blocks.0.hook_mlp_out"].1.iter().all(|&x| x == 0.0), "captured after replacement");
     assert_ne!(ablated.captured["blocks.0.hook_resid_post"].1, clean.captured["blocks.0.hook_resid_post"].1);
@@ -199,12 +230,18 @@ fn clear_errors_for_bad_inputs() {
     std::fs::write(t.path().join("config.json"), &cfg).unwrap();
     let bytes = std::fs::read(fixture("gpt2").join("model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
     for t in tensors.iter_mut().filter(|t| t.0 == "transformer.wte.weight") {
         t.1 = vec![t.1[1], t.1[0]];
     }
     let write = |ts: &[(String, Vec<usize>, Vec<u8>)]| {
-        let views: Vec<(String, safetensors::tensor::TensorView)> = ts.iter().map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())).collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = ts
+            .iter()
+            .map(|(n, s, d)| {
+                (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())
+            })
+            .collect();
         safetensors::serialize_to_file(views, None, &t.path().join("model.safetensors")).unwrap();
     };
     write(&tensors);

@@ -18,14 +18,25 @@ fn every_checkpoint_layout_lists_every_file_a_load_reads() {
     let index = r#"{"metadata": {}, "weight_map": {"a": "pytorch_model-00002-of-00002.bin", "b": "pytorch_model-00001-of-00002.bin", "c": "pytorch_model-00001-of-00002.bin"}}"#;
     std::fs::remove_file(d.join("pytorch_model.bin")).unwrap();
     std::fs::write(d.join("pytorch_model.bin.index.json"), index).unwrap();
-    assert_eq!(names(d), ["pytorch_model.bin.index.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"]);
+    assert_eq!(
+        names(d),
+        ["pytorch_model.bin.index.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"]
+    );
     // Safetensors win over torch pickles, as in transformers.
-    std::fs::write(d.join("model.safetensors.index.json"), index.replace("pytorch_model", "model").replace(".bin", ".safetensors")).unwrap();
-    assert_eq!(names(d), ["model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]);
+    std::fs::write(
+        d.join("model.safetensors.index.json"),
+        index.replace("pytorch_model", "model").replace(".bin", ".safetensors"),
+    )
+    .unwrap();
+    assert_eq!(
+        names(d),
+        ["model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    );
     std::fs::write(d.join("model.safetensors"), b"x").unwrap();
     assert_eq!(names(d), ["model.safetensors"]);
     // Shard names that leave the directory are refused.
     let t2 = tempfile::tempdir().unwrap();
-    std::fs::write(t2.path().join("model.safetensors.index.json"), r#"{"weight_map": {"a": "../x.safetensors"}}"#).unwrap();
+    std::fs::write(t2.path().join("model.safetensors.index.json"), r#"{"weight_map": {"a": "../x.safetensors"}}"#)
+        .unwrap();
     assert!(weight_files(t2.path()).is_err());
 }

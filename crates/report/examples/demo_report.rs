@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use saepipe_report::{
-    Cell, DEFAULT_DISTANCE_THRESHOLDS, Figure, FigureOptions, Report, feature_density,
-    matched_fraction_vs_step, matched_fractions, sae_losses_per_checkpoint, similarity_heatmap,
-    sparsity_faithfulness, synthetic, training_curves,
+    Cell, DEFAULT_DISTANCE_THRESHOLDS, Figure, FigureOptions, Report, feature_density, matched_fraction_vs_step,
+    matched_fractions, sae_losses_per_checkpoint, similarity_heatmap, sparsity_faithfulness, synthetic,
+    training_curves,
 };
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -19,19 +19,14 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir: PathBuf = std::env::args_os()
-        .nth(1)
-        .ok_or("usage: demo_report <output-dir>")?
-        .into();
+    let dir: PathBuf = std::env::args_os().nth(1).ok_or("usage: demo_report <output-dir>")?.into();
     std::fs::create_dir_all(&dir)?;
     let opts = FigureOptions::default();
     let t0 = std::time::Instant::now();
 
     let sims = synthetic::checkpoint_similarities(4096, 1);
-    let fractions: Vec<_> = sims
-        .iter()
-        .flat_map(|c| matched_fractions(c.step, &c.similarities, &DEFAULT_DISTANCE_THRESHOLDS))
-        .collect();
+    let fractions: Vec<_> =
+        sims.iter().flat_map(|c| matched_fractions(c.step, &c.similarities, &DEFAULT_DISTANCE_THRESHOLDS)).collect();
     let losses = synthetic::checkpoint_losses(2);
     let (coders, clean_ce) = synthetic::coder_sweep();
     let densities = synthetic::feature_densities(8192, 3);
@@ -62,20 +57,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let rows = coders
         .iter()
-        .map(|c| {
-            vec![
-                Cell::from(c.family.as_str()),
-                c.label.clone().into(),
-                c.l0.into(),
-                c.ce_loss.into(),
-            ]
-        })
+        .map(|c| vec![Cell::from(c.family.as_str()), c.label.clone().into(), c.l0.into(), c.ce_loss.into()])
         .collect();
-    report.add_table(
-        "Sparsity sweep",
-        &["family", "coder", "L0", "CE loss (nats/token)"],
-        rows,
-    )?;
+    report.add_table("Sparsity sweep", &["family", "coder", "L0", "CE loss (nats/token)"], rows)?;
     let html = report.to_html();
     write(&dir, "report.html", html.as_bytes())?;
     println!(

@@ -59,11 +59,7 @@ impl Axis {
     pub fn label(&self, t: f64) -> String {
         if let Some(c) = &self.categories {
             let i = t.floor();
-            return if i >= 0.0 && (i as usize) < c.len() {
-                c[i as usize].clone()
-            } else {
-                String::new()
-            };
+            return if i >= 0.0 && (i as usize) < c.len() { c[i as usize].clone() } else { String::new() };
         }
         let v = self.inv(t);
         match self.scale {
@@ -74,12 +70,7 @@ impl Axis {
     }
 
     pub fn coord(&self) -> AxisRange {
-        AxisRange {
-            lo: self.lo,
-            hi: self.hi,
-            major: self.major.clone(),
-            minor: self.minor.clone(),
-        }
+        AxisRange { lo: self.lo, hi: self.hi, major: self.major.clone(), minor: self.minor.clone() }
     }
 
     pub fn description_suffix(&self) -> &'static str {
@@ -91,11 +82,7 @@ impl Axis {
 
     /// Linear axis over [min, max] with ~`n` nice ticks and a small margin.
     pub fn linear(min: f64, max: f64, n: usize) -> Axis {
-        let (mut min, mut max) = if min.is_finite() && max.is_finite() {
-            (min, max)
-        } else {
-            (0.0, 1.0)
-        };
+        let (mut min, mut max) = if min.is_finite() && max.is_finite() { (min, max) } else { (0.0, 1.0) };
         // A spread below 0.1% of the magnitude is noise (an L0 of exactly k with
         // one batch at k - 1e-5): show the values as flat rather than let the
         // axis blow the noise up to full height.
@@ -107,11 +94,7 @@ impl Axis {
             max = mid + d;
         }
         let pad = 0.05 * (max - min);
-        Self::linear_fixed(
-            min - pad,
-            max + pad,
-            nice_step((max - min) / n.max(2) as f64),
-        )
+        Self::linear_fixed(min - pad, max + pad, nice_step((max - min) / n.max(2) as f64))
     }
 
     /// Linear axis with an explicit domain and tick step.
@@ -124,15 +107,7 @@ impl Axis {
             major.push(if v == 0.0 { 0.0 } else { v });
             k += 1.0;
         }
-        Axis {
-            scale: Scale::Linear,
-            lo,
-            hi,
-            major,
-            minor: Vec::new(),
-            step,
-            categories: None,
-        }
+        Axis { scale: Scale::Linear, lo, hi, major, minor: Vec::new(), step, categories: None }
     }
 
     /// Log10 axis covering positive values in [min, max].
@@ -157,8 +132,7 @@ impl Axis {
                 if t < lo || t > hi {
                     continue;
                 }
-                let is_major =
-                    k == 1 || (decades < 2.2 && (k == 2 || k == 5)) || (decades < 1.5 && k == 3);
+                let is_major = k == 1 || (decades < 2.2 && (k == 2 || k == 5)) || (decades < 1.5 && k == 3);
                 if is_major && (k != 1 || decades <= 8.0 || d % 2 == 0) {
                     major.push(t);
                 } else {
@@ -166,24 +140,12 @@ impl Axis {
                 }
             }
         }
-        Axis {
-            scale: Scale::Log10,
-            lo,
-            hi,
-            major,
-            minor,
-            step: 1.0,
-            categories: None,
-        }
+        Axis { scale: Scale::Log10, lo, hi, major, minor, step: 1.0, categories: None }
     }
 
     /// Symlog axis for non-negative values up to `max`.
     pub fn symlog(max: f64) -> Axis {
-        let top = if max.is_finite() && max > 0.0 {
-            max.ln_1p() / std::f64::consts::LN_10
-        } else {
-            1.0
-        };
+        let top = if max.is_finite() && max > 0.0 { max.ln_1p() / std::f64::consts::LN_10 } else { 1.0 };
         let top = top.max(1.0);
         let pad = 0.03 * top;
         let (lo, hi) = (-pad, top + pad);
@@ -206,15 +168,7 @@ impl Axis {
                 }
             }
         }
-        Axis {
-            scale: Scale::SymLog,
-            lo,
-            hi,
-            major,
-            minor,
-            step: 1.0,
-            categories: None,
-        }
+        Axis { scale: Scale::SymLog, lo, hi, major, minor, step: 1.0, categories: None }
     }
 
     /// Categories 0..n drawn as unit-wide columns; at most `max_labels` are labelled
@@ -250,11 +204,7 @@ impl Axis {
         if !min.is_finite() {
             return Axis::linear(0.0, 1.0, 5);
         }
-        if min > 0.0 && max / min_pos > log_ratio {
-            Axis::log10(min, max)
-        } else {
-            Axis::linear(min, max, 5)
-        }
+        if min > 0.0 && max / min_pos > log_ratio { Axis::log10(min, max) } else { Axis::linear(min, max, 5) }
     }
 
     /// x axis for LM checkpoint steps: symlog when they span orders of magnitude (or
@@ -264,16 +214,8 @@ impl Axis {
         if !min.is_finite() {
             return Axis::linear(0.0, 1.0, 5);
         }
-        let spread = if min_pos.is_finite() {
-            max / min_pos
-        } else {
-            1.0
-        };
-        if (min == 0.0 && max >= 100.0) || spread > 50.0 {
-            Axis::symlog(max)
-        } else {
-            Axis::linear(min, max, 6)
-        }
+        let spread = if min_pos.is_finite() { max / min_pos } else { 1.0 };
+        if (min == 0.0 && max >= 100.0) || spread > 50.0 { Axis::symlog(max) } else { Axis::linear(min, max, 6) }
     }
 }
 
@@ -302,11 +244,7 @@ impl Ranged for AxisRange {
     }
 
     fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
-        if hint.weight().allow_light_points() {
-            self.minor.clone()
-        } else {
-            self.major.clone()
-        }
+        if hint.weight().allow_light_points() { self.minor.clone() } else { self.major.clone() }
     }
 
     fn range(&self) -> Range<f64> {
@@ -326,11 +264,7 @@ pub(crate) fn extent(values: impl IntoIterator<Item = f64>) -> (f64, f64, f64) {
             }
         }
     }
-    if min > max {
-        (f64::NAN, f64::NAN, f64::NAN)
-    } else {
-        (min, max, min_pos)
-    }
+    if min > max { (f64::NAN, f64::NAN, f64::NAN) } else { (min, max, min_pos) }
 }
 
 pub(crate) fn nice_step(raw: f64) -> f64 {
@@ -395,22 +329,14 @@ pub(crate) fn fmt_compact(v: f64) -> String {
 /// Up to `max_dec` decimals without trailing zeros.
 pub(crate) fn trim_num(v: f64, max_dec: usize) -> String {
     let s = format!("{v:.max_dec$}");
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
 }
 
 fn trim_exp(s: String) -> String {
     // "2.0e-5" → "2e-5"
     match s.split_once('e') {
         Some((m, e)) => {
-            let m = if m.contains('.') {
-                m.trim_end_matches('0').trim_end_matches('.')
-            } else {
-                m
-            };
+            let m = if m.contains('.') { m.trim_end_matches('0').trim_end_matches('.') } else { m };
             format!("{m}e{e}")
         }
         None => s,

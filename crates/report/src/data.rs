@@ -50,10 +50,7 @@ impl PlotData {
     }
 
     pub fn column(&self, name: &str) -> Option<&ColumnData> {
-        self.columns
-            .iter()
-            .find(|c| c.name == name)
-            .map(|c| &c.data)
+        self.columns.iter().find(|c| c.name == name).map(|c| &c.data)
     }
 
     pub fn column_names(&self) -> Vec<&str> {
@@ -61,26 +58,17 @@ impl PlotData {
     }
 
     pub(crate) fn with_f64(mut self, name: &str, v: Vec<f64>) -> Self {
-        self.columns.push(Column {
-            name: name.into(),
-            data: ColumnData::F64(v),
-        });
+        self.columns.push(Column { name: name.into(), data: ColumnData::F64(v) });
         self
     }
 
     pub(crate) fn with_i64(mut self, name: &str, v: Vec<i64>) -> Self {
-        self.columns.push(Column {
-            name: name.into(),
-            data: ColumnData::I64(v),
-        });
+        self.columns.push(Column { name: name.into(), data: ColumnData::I64(v) });
         self
     }
 
     pub(crate) fn with_str(mut self, name: &str, v: Vec<String>) -> Self {
-        self.columns.push(Column {
-            name: name.into(),
-            data: ColumnData::Str(v),
-        });
+        self.columns.push(Column { name: name.into(), data: ColumnData::Str(v) });
         self
     }
 

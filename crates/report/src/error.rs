@@ -5,25 +5,13 @@ use thiserror::Error;
 pub enum ReportError {
     /// The input data of a figure is malformed (mismatched lengths, values out of range).
     #[error("figure `{figure}`: invalid `{field}`: {reason}")]
-    InvalidData {
-        figure: String,
-        field: String,
-        reason: String,
-    },
+    InvalidData { figure: String, field: String, reason: String },
     /// The figure options are unusable (size too small or too large).
     #[error("figure `{figure}`: invalid option `{option}`: {reason}")]
-    InvalidOptions {
-        figure: String,
-        option: String,
-        reason: String,
-    },
+    InvalidOptions { figure: String, option: String, reason: String },
     /// plotters failed while drawing (SVG or bitmap backend).
     #[error("figure `{figure}`: drawing the {backend} failed: {message}")]
-    Render {
-        figure: String,
-        backend: &'static str,
-        message: String,
-    },
+    Render { figure: String, backend: &'static str, message: String },
     /// The embedded font could not be registered with plotters.
     #[error("embedded font `{font}` could not be loaded")]
     Font { font: &'static str },
@@ -37,14 +25,6 @@ pub enum ReportError {
 
 pub type Result<T, E = ReportError> = std::result::Result<T, E>;
 
-pub(crate) fn invalid(
-    figure: &str,
-    field: impl Into<String>,
-    reason: impl Into<String>,
-) -> ReportError {
-    ReportError::InvalidData {
-        figure: figure.to_string(),
-        field: field.into(),
-        reason: reason.into(),
-    }
+pub(crate) fn invalid(figure: &str, field: impl Into<String>, reason: impl Into<String>) -> ReportError {
+    ReportError::InvalidData { figure: figure.to_string(), field: field.into(), reason: reason.into() }
 }

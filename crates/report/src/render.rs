@@ -25,12 +25,7 @@ pub struct FigureOptions {
 
 impl Default for FigureOptions {
     fn default() -> Self {
-        FigureOptions {
-            width: 900,
-            height: 560,
-            title: None,
-            name: None,
-        }
+        FigureOptions { width: 900, height: 560, title: None, name: None }
     }
 }
 
@@ -86,41 +81,21 @@ pub(crate) fn de<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>)
 }
 
 /// Resolved name and title for a figure.
-pub(crate) fn resolve(
-    opts: &FigureOptions,
-    default_name: &str,
-    default_title: &str,
-) -> Result<(String, String)> {
-    let name = opts
-        .name
-        .clone()
-        .unwrap_or_else(|| default_name.to_string());
-    let title = opts
-        .title
-        .clone()
-        .unwrap_or_else(|| default_title.to_string());
+pub(crate) fn resolve(opts: &FigureOptions, default_name: &str, default_title: &str) -> Result<(String, String)> {
+    let name = opts.name.clone().unwrap_or_else(|| default_name.to_string());
+    let title = opts.title.clone().unwrap_or_else(|| default_title.to_string());
     let bad = |option: &str, reason: String| ReportError::InvalidOptions {
         figure: name.clone(),
         option: option.into(),
         reason,
     };
-    for (option, v, min) in [
-        ("width", opts.width, MIN_SIZE.0),
-        ("height", opts.height, MIN_SIZE.1),
-    ] {
+    for (option, v, min) in [("width", opts.width, MIN_SIZE.0), ("height", opts.height, MIN_SIZE.1)] {
         if v < min || v > MAX_SIZE {
             return Err(bad(option, format!("{v} px is outside {min}..={MAX_SIZE}")));
         }
     }
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-    {
-        return Err(bad(
-            "name",
-            format!("{name:?} must be non-empty ASCII letters, digits, '_', '-' or '.'"),
-        ));
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+        return Err(bad("name", format!("{name:?} must be non-empty ASCII letters, digits, '_', '-' or '.'")));
     }
     Ok((name, title))
 }
@@ -139,11 +114,7 @@ pub(crate) fn render(
     let (w, h) = (opts.width, opts.height);
     let fail = |backend: &'static str| {
         let figure = name.clone();
-        move |message: String| ReportError::Render {
-            figure,
-            backend,
-            message,
-        }
+        move |message: String| ReportError::Render { figure, backend, message }
     };
 
     let mut svg = String::new();
@@ -161,20 +132,8 @@ pub(crate) fn render(
         painter.paint(&root).map_err(fail("PNG"))?;
         root.present().map_err(de).map_err(fail("PNG"))?;
     }
-    let png = encode_png(&rgb, w, h).map_err(|message| ReportError::Png {
-        figure: name.clone(),
-        message,
-    })?;
-    Ok(Figure {
-        name,
-        title,
-        width: w,
-        height: h,
-        svg,
-        png,
-        data,
-        no_data,
-    })
+    let png = encode_png(&rgb, w, h).map_err(|message| ReportError::Png { figure: name.clone(), message })?;
+    Ok(Figure { name, title, width: w, height: h, svg, png, data, no_data })
 }
 
 fn encode_png(rgb: &[u8], w: u32, h: u32) -> std::result::Result<Vec<u8>, String> {
@@ -201,14 +160,8 @@ pub(crate) fn title_area<DB: DrawingBackend>(
 ) -> std::result::Result<DrawingArea<DB, Shift>, String> {
     let (top, rest) = root.split_vertically(TITLE_HEIGHT);
     let (w, h) = top.dim_in_pixel();
-    let st =
-        style::text_style(style::TITLE_SIZE, style::TEXT).pos(Pos::new(HPos::Center, VPos::Center));
-    top.draw(&Text::new(
-        title.to_string(),
-        (w as i32 / 2, h as i32 / 2 + 4),
-        st,
-    ))
-    .map_err(de)?;
+    let st = style::text_style(style::TITLE_SIZE, style::TEXT).pos(Pos::new(HPos::Center, VPos::Center));
+    top.draw(&Text::new(title.to_string(), (w as i32 / 2, h as i32 / 2 + 4), st)).map_err(de)?;
     Ok(rest)
 }
 
@@ -223,23 +176,12 @@ impl Painter for NoData<'_> {
         let area = title_area(root, self.title)?;
         let (w, h) = area.dim_in_pixel();
         let (w, h) = (w as i32, h as i32);
-        area.draw(&Rectangle::new(
-            [(40, 10), (w - 40, h - 30)],
-            ShapeStyle::from(&style::GRID_MAJOR).stroke_width(2),
-        ))
-        .map_err(de)?;
-        let big =
-            style::text_style(24.0, style::REFERENCE).pos(Pos::new(HPos::Center, VPos::Center));
-        area.draw(&Text::new("No data".to_string(), (w / 2, h / 2 - 24), big))
+        area.draw(&Rectangle::new([(40, 10), (w - 40, h - 30)], ShapeStyle::from(&style::GRID_MAJOR).stroke_width(2)))
             .map_err(de)?;
-        let small = style::text_style(style::DESC_SIZE, style::REFERENCE)
-            .pos(Pos::new(HPos::Center, VPos::Center));
-        area.draw(&Text::new(
-            self.reason.to_string(),
-            (w / 2, h / 2 + 12),
-            small,
-        ))
-        .map_err(de)?;
+        let big = style::text_style(24.0, style::REFERENCE).pos(Pos::new(HPos::Center, VPos::Center));
+        area.draw(&Text::new("No data".to_string(), (w / 2, h / 2 - 24), big)).map_err(de)?;
+        let small = style::text_style(style::DESC_SIZE, style::REFERENCE).pos(Pos::new(HPos::Center, VPos::Center));
+        area.draw(&Text::new(self.reason.to_string(), (w / 2, h / 2 + 12), small)).map_err(de)?;
         Ok(())
     }
 }
@@ -251,18 +193,8 @@ pub(crate) fn no_data_figure(
     reason: &str,
     data: PlotData,
 ) -> Result<Figure> {
-    let painter = NoData {
-        title: &title,
-        reason,
-    };
-    render(
-        name.clone(),
-        title.clone(),
-        opts,
-        &painter,
-        data,
-        Some(reason.to_string()),
-    )
+    let painter = NoData { title: &title, reason };
+    render(name.clone(), title.clone(), opts, &painter, data, Some(reason.to_string()))
 }
 
 /// How a legend entry's swatch looks.
@@ -301,13 +233,8 @@ pub(crate) fn legend_strip<DB: DrawingBackend>(
     // The legend may take at most a quarter of the height; what does not fit is summarised
     // in a last "+N more" entry (the plot data has every series).
     let max_rows = ((avail_h as i32 / 4) / LEGEND_ROW_H).max(1) as usize;
-    let mut entries: Vec<LegendEntry> = entries
-        .iter()
-        .map(|e| LegendEntry {
-            label: shorten(&e.label, MAX_LABEL_CHARS),
-            ..e.clone()
-        })
-        .collect();
+    let mut entries: Vec<LegendEntry> =
+        entries.iter().map(|e| LegendEntry { label: shorten(&e.label, MAX_LABEL_CHARS), ..e.clone() }).collect();
     for keep in (0..=entries.len()).rev() {
         let mut trial: Vec<LegendEntry> = entries[..keep].to_vec();
         if keep < entries.len() {
@@ -328,17 +255,14 @@ pub(crate) fn legend_strip<DB: DrawingBackend>(
     let (strip, rest) = area.split_vertically(height as u32);
     let (sw, _) = strip.dim_in_pixel();
     for (r, row) in rows.iter().enumerate() {
-        let total: i32 =
-            row.iter().map(|&(_, w)| w).sum::<i32>() + ENTRY_GAP * (row.len() as i32 - 1);
+        let total: i32 = row.iter().map(|&(_, w)| w).sum::<i32>() + ENTRY_GAP * (row.len() as i32 - 1);
         let mut x = (sw as i32 - total) / 2;
         let y = r as i32 * LEGEND_ROW_H + LEGEND_ROW_H / 2 + 2;
         for &(i, ew) in row {
             let e = &entries[i];
             draw_swatch(&strip, e, x, y)?;
             let tst = st.pos(Pos::new(HPos::Left, VPos::Center));
-            strip
-                .draw(&Text::new(e.label.clone(), (x + SWATCH_W + 6, y), tst))
-                .map_err(de)?;
+            strip.draw(&Text::new(e.label.clone(), (x + SWATCH_W + 6, y), tst)).map_err(de)?;
             x += ew + ENTRY_GAP;
         }
     }
@@ -372,11 +296,7 @@ fn legend_rows<DB: DrawingBackend>(
     for (i, e) in entries.iter().enumerate() {
         let (tw, _) = area.estimate_text_size(&e.label, st).map_err(de)?;
         let ew = SWATCH_W + 6 + tw as i32;
-        let add = if rows.last().unwrap().is_empty() {
-            ew
-        } else {
-            ew + ENTRY_GAP
-        };
+        let add = if rows.last().unwrap().is_empty() { ew } else { ew + ENTRY_GAP };
         if row_w + add > avail && !rows.last().unwrap().is_empty() {
             rows.push(Vec::new());
             row_w = ew;
@@ -388,69 +308,34 @@ fn legend_rows<DB: DrawingBackend>(
     Ok(rows)
 }
 
-fn draw_swatch<DB: DrawingBackend>(
-    a: &DrawingArea<DB, Shift>,
-    e: &LegendEntry,
-    x: i32,
-    y: i32,
-) -> DrawResult {
+fn draw_swatch<DB: DrawingBackend>(a: &DrawingArea<DB, Shift>, e: &LegendEntry, x: i32, y: i32) -> DrawResult {
     let line = ShapeStyle::from(&e.color).stroke_width(2);
     match e.line {
         LineKind::Solid => {
-            a.draw(&PathElement::new(vec![(x, y), (x + SWATCH_W, y)], line))
-                .map_err(de)?;
+            a.draw(&PathElement::new(vec![(x, y), (x + SWATCH_W, y)], line)).map_err(de)?;
         }
         LineKind::Dashed => {
             for s in [0, 11, 22] {
-                a.draw(&PathElement::new(
-                    vec![(x + s, y), (x + (s + 6).min(SWATCH_W), y)],
-                    line,
-                ))
-                .map_err(de)?;
+                a.draw(&PathElement::new(vec![(x + s, y), (x + (s + 6).min(SWATCH_W), y)], line)).map_err(de)?;
             }
         }
         LineKind::Patch => {
-            a.draw(&Rectangle::new(
-                [(x + 2, y - 7), (x + SWATCH_W - 2, y + 7)],
-                e.color.mix(0.35).filled(),
-            ))
-            .map_err(de)?;
-            a.draw(&Rectangle::new(
-                [(x + 2, y - 7), (x + SWATCH_W - 2, y + 7)],
-                line,
-            ))
-            .map_err(de)?;
+            a.draw(&Rectangle::new([(x + 2, y - 7), (x + SWATCH_W - 2, y + 7)], e.color.mix(0.35).filled()))
+                .map_err(de)?;
+            a.draw(&Rectangle::new([(x + 2, y - 7), (x + SWATCH_W - 2, y + 7)], line)).map_err(de)?;
         }
     }
     draw_marker_px(a, e.marker, (x + SWATCH_W / 2, y), e.color)
 }
 
-fn draw_marker_px<DB: DrawingBackend>(
-    a: &DrawingArea<DB, Shift>,
-    m: Marker,
-    p: (i32, i32),
-    c: RGBColor,
-) -> DrawResult {
+fn draw_marker_px<DB: DrawingBackend>(a: &DrawingArea<DB, Shift>, m: Marker, p: (i32, i32), c: RGBColor) -> DrawResult {
     match m {
         Marker::None => Ok(()),
         Marker::Circle => a.draw(&Circle::new(p, 4, c.filled())).map_err(de),
         Marker::Triangle => a.draw(&TriangleMarker::new(p, 6, c.filled())).map_err(de),
-        Marker::Square => a
-            .draw(&Rectangle::new(
-                [(p.0 - 4, p.1 - 4), (p.0 + 4, p.1 + 4)],
-                c.filled(),
-            ))
-            .map_err(de),
+        Marker::Square => a.draw(&Rectangle::new([(p.0 - 4, p.1 - 4), (p.0 + 4, p.1 + 4)], c.filled())).map_err(de),
         Marker::Diamond => a
-            .draw(&Polygon::new(
-                vec![
-                    (p.0, p.1 - 6),
-                    (p.0 + 5, p.1),
-                    (p.0, p.1 + 6),
-                    (p.0 - 5, p.1),
-                ],
-                c.filled(),
-            ))
+            .draw(&Polygon::new(vec![(p.0, p.1 - 6), (p.0 + 5, p.1), (p.0, p.1 + 6), (p.0 - 5, p.1)], c.filled()))
             .map_err(de),
     }
 }
@@ -496,33 +381,14 @@ pub(crate) fn build_chart<'a, DB: DrawingBackend>(
         let (w, _) = area.estimate_text_size(&y.label(t), &tick).map_err(de)?;
         widest = widest.max(w);
     }
-    let y_area = widest
-        + 12
-        + if y_desc.is_empty() {
-            0
-        } else {
-            style::DESC_SIZE as u32 + 14
-        };
-    let x_area = 26
-        + if x_desc.is_empty() {
-            0
-        } else {
-            style::DESC_SIZE as u32 + 12
-        };
+    let y_area = widest + 12 + if y_desc.is_empty() { 0 } else { style::DESC_SIZE as u32 + 14 };
+    let x_area = 26 + if x_desc.is_empty() { 0 } else { style::DESC_SIZE as u32 + 12 };
     // The rotated y description must fit the plot height, or it runs into other panels.
     let (_, h) = area.dim_in_pixel();
     let room = h.saturating_sub(x_area + if caption.is_some() { 40 } else { 14 });
-    let y_desc = fit_text(
-        area,
-        y_desc,
-        &style::text_style(style::DESC_SIZE, style::TEXT),
-        room,
-    )?;
+    let y_desc = fit_text(area, y_desc, &style::text_style(style::DESC_SIZE, style::TEXT), room)?;
     let mut b = ChartBuilder::on(area);
-    b.margin_top(10)
-        .margin_right(right_margin)
-        .margin_left(6)
-        .margin_bottom(4);
+    b.margin_top(10).margin_right(right_margin).margin_left(6).margin_bottom(4);
     b.x_label_area_size(x_area).y_label_area_size(y_area);
     if let Some(c) = caption {
         b.caption(c, style::text_style(style::PANEL_TITLE_SIZE, style::TEXT));
@@ -554,11 +420,7 @@ fn fit_text<DB: DrawingBackend>(
     st: &TextStyle<'_>,
     max_px: u32,
 ) -> std::result::Result<String, String> {
-    let fits = |t: &str| {
-        area.estimate_text_size(t, st)
-            .map(|(w, _)| w <= max_px)
-            .map_err(de)
-    };
+    let fits = |t: &str| area.estimate_text_size(t, st).map(|(w, _)| w <= max_px).map_err(de);
     if text.is_empty() || fits(text)? {
         return Ok(text.to_string());
     }
@@ -582,23 +444,16 @@ fn fit_text<DB: DrawingBackend>(
     Ok(String::new())
 }
 
-pub(crate) fn draw_lines<DB: DrawingBackend>(
-    chart: &mut Chart<'_, DB>,
-    lines: &[LineSpec],
-) -> DrawResult {
+pub(crate) fn draw_lines<DB: DrawingBackend>(chart: &mut Chart<'_, DB>, lines: &[LineSpec]) -> DrawResult {
     for l in lines {
         let stroke = ShapeStyle::from(&l.color).stroke_width(2);
         for seg in finite_segments(&l.points) {
             match l.line {
                 LineKind::Solid => {
-                    chart
-                        .draw_series(std::iter::once(PathElement::new(seg.clone(), stroke)))
-                        .map_err(de)?;
+                    chart.draw_series(std::iter::once(PathElement::new(seg.clone(), stroke))).map_err(de)?;
                 }
                 LineKind::Dashed => {
-                    chart
-                        .draw_series(DashedLineSeries::new(seg.clone(), 8, 5, stroke))
-                        .map_err(de)?;
+                    chart.draw_series(DashedLineSeries::new(seg.clone(), 8, 5, stroke)).map_err(de)?;
                 }
                 LineKind::Patch => {}
             }
@@ -607,10 +462,7 @@ pub(crate) fn draw_lines<DB: DrawingBackend>(
             chart,
             l.marker,
             l.color,
-            l.points
-                .iter()
-                .copied()
-                .filter(|p| p.0.is_finite() && p.1.is_finite()),
+            l.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()),
         )?;
     }
     Ok(())
@@ -626,27 +478,21 @@ pub(crate) fn draw_markers<DB: DrawingBackend>(
     match m {
         Marker::None => {}
         Marker::Circle => {
-            chart
-                .draw_series(pts.map(|p| Circle::new(p, 4, fill)))
-                .map_err(de)?;
+            chart.draw_series(pts.map(|p| Circle::new(p, 4, fill))).map_err(de)?;
         }
         Marker::Triangle => {
-            chart
-                .draw_series(pts.map(|p| TriangleMarker::new(p, 6, fill)))
-                .map_err(de)?;
+            chart.draw_series(pts.map(|p| TriangleMarker::new(p, 6, fill))).map_err(de)?;
         }
         Marker::Square => {
             chart
-                .draw_series(
-                    pts.map(|p| EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], fill)),
-                )
+                .draw_series(pts.map(|p| EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], fill)))
                 .map_err(de)?;
         }
         Marker::Diamond => {
             chart
-                .draw_series(pts.map(|p| {
-                    EmptyElement::at(p) + Polygon::new(vec![(0, -6), (5, 0), (0, 6), (-5, 0)], fill)
-                }))
+                .draw_series(
+                    pts.map(|p| EmptyElement::at(p) + Polygon::new(vec![(0, -6), (5, 0), (0, 6), (-5, 0)], fill)),
+                )
                 .map_err(de)?;
         }
     }
@@ -671,20 +517,9 @@ pub(crate) fn finite_segments(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
 }
 
 impl LinePanel {
-    pub fn draw<DB: DrawingBackend>(
-        &self,
-        area: &DrawingArea<DB, Shift>,
-        right_margin: u32,
-    ) -> DrawResult {
-        let mut chart = build_chart(
-            area,
-            self.caption.as_deref(),
-            &self.x,
-            &self.y,
-            &self.x_desc,
-            &self.y_desc,
-            right_margin,
-        )?;
+    pub fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>, right_margin: u32) -> DrawResult {
+        let mut chart =
+            build_chart(area, self.caption.as_deref(), &self.x, &self.y, &self.x_desc, &self.y_desc, right_margin)?;
         draw_lines(&mut chart, &self.lines)
     }
 }
@@ -696,7 +531,5 @@ pub(crate) fn decimate<T: Copy>(v: &[T], max: usize) -> Vec<T> {
         return v.to_vec();
     }
     let stride = (v.len() - 1) as f64 / (max - 1) as f64;
-    (0..max)
-        .map(|i| v[((i as f64 * stride).round() as usize).min(v.len() - 1)])
-        .collect()
+    (0..max).map(|i| v[((i as f64 * stride).round() as usize).min(v.len() - 1)]).collect()
 }

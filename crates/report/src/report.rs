@@ -43,9 +43,7 @@ impl From<i64> for Cell {
 }
 impl From<u64> for Cell {
     fn from(v: u64) -> Self {
-        i64::try_from(v)
-            .map(Cell::Int)
-            .unwrap_or(Cell::Number(v as f64))
+        i64::try_from(v).map(Cell::Int).unwrap_or(Cell::Number(v as f64))
     }
 }
 impl From<usize> for Cell {
@@ -61,22 +59,9 @@ impl From<i32> for Cell {
 
 #[derive(Debug, Clone)]
 enum Block {
-    Section {
-        heading: String,
-        text: String,
-    },
-    Figure {
-        name: String,
-        title: String,
-        svg: String,
-        png: Option<Vec<u8>>,
-        no_data: Option<String>,
-    },
-    Table {
-        caption: String,
-        columns: Vec<String>,
-        rows: Vec<Vec<Cell>>,
-    },
+    Section { heading: String, text: String },
+    Figure { name: String, title: String, svg: String, png: Option<Vec<u8>>, no_data: Option<String> },
+    Table { caption: String, columns: Vec<String>, rows: Vec<Vec<Cell>> },
 }
 
 /// An HTML report assembled block by block, in order.
@@ -89,11 +74,7 @@ pub struct Report {
 
 impl Report {
     pub fn new(title: impl Into<String>) -> Self {
-        Report {
-            title: title.into(),
-            blocks: Vec::new(),
-            png_links: true,
-        }
+        Report { title: title.into(), blocks: Vec::new(), png_links: true }
     }
 
     /// Whether each figure gets a "PNG" download link carrying the PNG as a base64 data
@@ -105,15 +86,8 @@ impl Report {
 
     /// A heading and plain text (blank lines separate paragraphs; no markup is
     /// interpreted).
-    pub fn add_section(
-        &mut self,
-        heading: impl Into<String>,
-        text: impl Into<String>,
-    ) -> &mut Self {
-        self.blocks.push(Block::Section {
-            heading: heading.into(),
-            text: text.into(),
-        });
+    pub fn add_section(&mut self, heading: impl Into<String>, text: impl Into<String>) -> &mut Self {
+        self.blocks.push(Block::Section { heading: heading.into(), text: text.into() });
         self
     }
 
@@ -137,31 +111,16 @@ impl Report {
     ) -> Result<&mut Self> {
         let caption = caption.into();
         if columns.is_empty() {
-            return Err(ReportError::Table {
-                caption,
-                reason: "no columns".into(),
-            });
+            return Err(ReportError::Table { caption, reason: "no columns".into() });
         }
-        if let Some((i, r)) = rows
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.len() != columns.len())
-        {
+        if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != columns.len()) {
             return Err(ReportError::Table {
                 caption,
-                reason: format!(
-                    "row {i} has {} cells, the header has {} columns",
-                    r.len(),
-                    columns.len()
-                ),
+                reason: format!("row {i} has {} cells, the header has {} columns", r.len(), columns.len()),
             });
         }
         let columns = columns.iter().map(|c| c.as_ref().to_string()).collect();
-        self.blocks.push(Block::Table {
-            caption,
-            columns,
-            rows,
-        });
+        self.blocks.push(Block::Table { caption, columns, rows });
         Ok(self)
     }
 
@@ -199,33 +158,15 @@ impl Report {
                 Block::Section { heading, text } => {
                     let _ = writeln!(h, "<section id=\"{id}\">\n<h2>{}</h2>", esc(heading));
                     for para in text.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
-                        let _ = writeln!(
-                            h,
-                            "<p>{}</p>",
-                            esc(&para.split_whitespace().collect::<Vec<_>>().join(" "))
-                        );
+                        let _ = writeln!(h, "<p>{}</p>", esc(&para.split_whitespace().collect::<Vec<_>>().join(" ")));
                     }
                     h.push_str("</section>\n");
                 }
-                Block::Figure {
-                    name,
-                    title,
-                    svg,
-                    png,
-                    no_data,
-                } => {
-                    let _ = writeln!(
-                        h,
-                        "<figure id=\"{id}\">\n<div class=\"plot\">{}</div>",
-                        inline_svg(svg)
-                    );
+                Block::Figure { name, title, svg, png, no_data } => {
+                    let _ = writeln!(h, "<figure id=\"{id}\">\n<div class=\"plot\">{}</div>", inline_svg(svg));
                     let _ = write!(h, "<figcaption>{}", esc(title));
                     if let Some(reason) = no_data {
-                        let _ = write!(
-                            h,
-                            " <span class=\"nodata\">(no data: {})</span>",
-                            esc(reason)
-                        );
+                        let _ = write!(h, " <span class=\"nodata\">(no data: {})</span>", esc(reason));
                     }
                     if let Some(png) = png {
                         let b64 = base64::engine::general_purpose::STANDARD.encode(png);
@@ -237,16 +178,9 @@ impl Report {
                     }
                     h.push_str("</figcaption>\n</figure>\n");
                 }
-                Block::Table {
-                    caption,
-                    columns,
-                    rows,
-                } => {
-                    let _ = writeln!(
-                        h,
-                        "<div class=\"table\" id=\"{id}\"><table>\n<caption>{}</caption>",
-                        esc(caption)
-                    );
+                Block::Table { caption, columns, rows } => {
+                    let _ =
+                        writeln!(h, "<div class=\"table\" id=\"{id}\"><table>\n<caption>{}</caption>", esc(caption));
                     h.push_str("<thead><tr>");
                     for c in columns {
                         let _ = write!(h, "<th>{}</th>", esc(c));
@@ -273,11 +207,7 @@ impl Report {
                 }
             }
         }
-        let _ = writeln!(
-            h,
-            "<footer>saepipe report · saepipe-report {}</footer>",
-            env!("CARGO_PKG_VERSION")
-        );
+        let _ = writeln!(h, "<footer>saepipe report · saepipe-report {}</footer>", env!("CARGO_PKG_VERSION"));
         h.push_str("</main>\n</body>\n</html>\n");
         h
     }

@@ -21,13 +21,7 @@ pub(crate) fn ensure_fonts() -> Result<()> {
         // Bold/italic requests fall back to Normal inside plotters.
         register_font(FAMILY, FontStyle::Normal, DEJAVU_SANS).is_ok()
     });
-    if ok {
-        Ok(())
-    } else {
-        Err(ReportError::Font {
-            font: "DejaVuSans.ttf",
-        })
-    }
+    if ok { Ok(()) } else { Err(ReportError::Font { font: "DejaVuSans.ttf" }) }
 }
 
 pub(crate) const TITLE_SIZE: f64 = 21.0;
@@ -82,11 +76,7 @@ const VIRIDIS: [(u8, u8, u8); 9] = [
 ];
 
 pub(crate) fn viridis(t: f64) -> RGBColor {
-    let t = if t.is_finite() {
-        t.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
     let x = t * (VIRIDIS.len() - 1) as f64;
     let i = (x.floor() as usize).min(VIRIDIS.len() - 2);
     let f = x - i as f64;
@@ -115,10 +105,5 @@ pub(crate) enum Marker {
 }
 
 pub(crate) fn marker_cycle(i: usize) -> Marker {
-    [
-        Marker::Circle,
-        Marker::Triangle,
-        Marker::Square,
-        Marker::Diamond,
-    ][i % 4]
+    [Marker::Circle, Marker::Triangle, Marker::Square, Marker::Diamond][i % 4]
 }

@@ -97,26 +97,10 @@ pub fn checkpoint_losses(seed: u64) -> Vec<CheckpointLosses> {
 pub fn coder_sweep() -> (Vec<CoderPoint>, f64) {
     let mut v = Vec::new();
     for (l0, ce) in [(505.0, 3.337), (110.0, 3.351), (55.0, 3.360), (31.0, 3.368)] {
-        v.push(CoderPoint {
-            family: "SAE".into(),
-            label: format!("sae_l0_{l0}"),
-            l0,
-            ce_loss: ce,
-        });
+        v.push(CoderPoint { family: "SAE".into(), label: format!("sae_l0_{l0}"), l0, ce_loss: ce });
     }
-    for (l0, ce) in [
-        (204.0, 3.341),
-        (148.0, 3.344),
-        (83.0, 3.349),
-        (44.0, 3.355),
-        (27.0, 3.368),
-    ] {
-        v.push(CoderPoint {
-            family: "transcoder".into(),
-            label: format!("tc_l0_{l0}"),
-            l0,
-            ce_loss: ce,
-        });
+    for (l0, ce) in [(204.0, 3.341), (148.0, 3.344), (83.0, 3.349), (44.0, 3.355), (27.0, 3.368)] {
+        v.push(CoderPoint { family: "transcoder".into(), label: format!("tc_l0_{l0}"), l0, ce_loss: ce });
     }
     (v, 3.3215)
 }
@@ -124,25 +108,15 @@ pub fn coder_sweep() -> (Vec<CoderPoint>, f64) {
 /// Log-normal firing frequencies with a share of dead features per SAE.
 pub fn feature_densities(d_sae: usize, seed: u64) -> Vec<FeatureDensity> {
     let mut rng = Rng::new(seed);
-    [
-        ("L1 λ=5", -2.6, 0.7, 0.02),
-        ("L1 λ=10", -3.2, 0.9, 0.09),
-        ("TopK k=32", -2.3, 0.5, 0.004),
-    ]
-    .into_iter()
-    .map(|(name, mu, sd, dead)| FeatureDensity {
-        name: name.to_string(),
-        firing_fraction: (0..d_sae)
-            .map(|_| {
-                if rng.uniform() < dead {
-                    0.0
-                } else {
-                    10f64.powf((mu + sd * rng.normal()).min(-0.05))
-                }
-            })
-            .collect(),
-    })
-    .collect()
+    [("L1 λ=5", -2.6, 0.7, 0.02), ("L1 λ=10", -3.2, 0.9, 0.09), ("TopK k=32", -2.3, 0.5, 0.004)]
+        .into_iter()
+        .map(|(name, mu, sd, dead)| FeatureDensity {
+            name: name.to_string(),
+            firing_fraction: (0..d_sae)
+                .map(|_| if rng.uniform() < dead { 0.0 } else { 10f64.powf((mu + sd * rng.normal()).min(-0.05)) })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Three training runs logged every `every` steps up to `steps`: two L1 SAEs and a TopK
@@ -150,16 +124,10 @@ pub fn feature_densities(d_sae: usize, seed: u64) -> Vec<FeatureDensity> {
 pub fn training_runs(steps: u64, every: u64, seed: u64) -> Vec<TrainingCurve> {
     let mut rng = Rng::new(seed);
     let mut runs = Vec::new();
-    for (run, kind, final_mse, final_l0, dead_final) in [
-        ("l1_5", "L1", 0.06, 60.0, 0.02),
-        ("l1_10", "L1", 0.09, 28.0, 0.08),
-        ("topk_32", "AuxK", 0.05, 32.0, 0.01),
-    ] {
-        let mut c = TrainingCurve {
-            run: run.into(),
-            sparsity_loss_name: kind.into(),
-            ..Default::default()
-        };
+    for (run, kind, final_mse, final_l0, dead_final) in
+        [("l1_5", "L1", 0.06, 60.0, 0.02), ("l1_10", "L1", 0.09, 28.0, 0.08), ("topk_32", "AuxK", 0.05, 32.0, 0.01)]
+    {
+        let mut c = TrainingCurve { run: run.into(), sparsity_loss_name: kind.into(), ..Default::default() };
         let mut s = 0;
         while s <= steps {
             let t = s as f64 / steps as f64;
@@ -171,8 +139,7 @@ pub fn training_runs(steps: u64, every: u64, seed: u64) -> Vec<TrainingCurve> {
                 c.sparsity_loss.push((0.02 + 0.3 * decay) * noise);
                 c.l0.push(final_l0);
             } else {
-                c.sparsity_loss
-                    .push((0.15 + 1.2 * (1.0 - decay) * (-(t * 3.0)).exp() + 0.1 * decay) * noise);
+                c.sparsity_loss.push((0.15 + 1.2 * (1.0 - decay) * (-(t * 3.0)).exp() + 0.1 * decay) * noise);
                 c.l0.push((final_l0 + 1500.0 * decay) * noise);
             }
             c.dead_fraction.push(dead_final * (1.0 - (-3.0 * t).exp()));

@@ -2,10 +2,10 @@
 //! malformed inputs give a "no data" figure or a clear error.
 
 use saepipe_report::{
-    CheckpointLosses, CheckpointSimilarities, CoderPoint, ColumnData, DEFAULT_DISTANCE_THRESHOLDS,
-    FeatureDensity, Figure, FigureOptions, MatchedFraction, ReportError, TrainingCurve,
-    feature_density, matched_fraction_vs_step, matched_fractions, sae_losses_per_checkpoint,
-    similarity_heatmap, sparsity_faithfulness, synthetic, training_curves,
+    CheckpointLosses, CheckpointSimilarities, CoderPoint, ColumnData, DEFAULT_DISTANCE_THRESHOLDS, FeatureDensity,
+    Figure, FigureOptions, MatchedFraction, ReportError, TrainingCurve, feature_density, matched_fraction_vs_step,
+    matched_fractions, sae_losses_per_checkpoint, similarity_heatmap, sparsity_faithfulness, synthetic,
+    training_curves,
 };
 
 struct Decoded {
@@ -22,11 +22,7 @@ fn decode(png_bytes: &[u8]) -> Decoded {
     assert_eq!(info.color_type, png::ColorType::Rgb);
     assert_eq!(info.bit_depth, png::BitDepth::Eight);
     buf.truncate(info.buffer_size());
-    Decoded {
-        width: info.width,
-        height: info.height,
-        rgb: buf,
-    }
+    Decoded { width: info.width, height: info.height, rgb: buf }
 }
 
 impl Decoded {
@@ -57,50 +53,19 @@ impl Decoded {
 
 /// Checks shared by every rendered figure.
 fn check_figure(fig: &Figure, opts: &FigureOptions, must_contain: &[&str]) {
-    assert!(
-        fig.no_data.is_none(),
-        "{}: unexpected no-data figure: {:?}",
-        fig.name,
-        fig.no_data
-    );
-    assert!(
-        fig.svg.starts_with("<svg"),
-        "{}: SVG does not start with <svg",
-        fig.name
-    );
-    assert!(
-        fig.svg
-            .contains(&format!("viewBox=\"0 0 {} {}\"", opts.width, opts.height)),
-        "{}",
-        fig.name
-    );
+    assert!(fig.no_data.is_none(), "{}: unexpected no-data figure: {:?}", fig.name, fig.no_data);
+    assert!(fig.svg.starts_with("<svg"), "{}: SVG does not start with <svg", fig.name);
+    assert!(fig.svg.contains(&format!("viewBox=\"0 0 {} {}\"", opts.width, opts.height)), "{}", fig.name);
     assert!(fig.svg.trim_end().ends_with("</svg>"));
-    for s in must_contain
-        .iter()
-        .chain(std::iter::once(&fig.title.as_str()))
-    {
+    for s in must_contain.iter().chain(std::iter::once(&fig.title.as_str())) {
         assert!(fig.svg.contains(s), "{}: SVG lacks {s:?}", fig.name);
     }
     let img = decode(&fig.png);
-    assert_eq!(
-        (img.width, img.height),
-        (opts.width, opts.height),
-        "{}",
-        fig.name
-    );
+    assert_eq!((img.width, img.height), (opts.width, opts.height), "{}", fig.name);
     // The title band holds rendered glyphs: the embedded font works without system fonts.
-    assert!(
-        img.dark_pixels(0, 36, 120) > 100,
-        "{}: no title text in PNG",
-        fig.name
-    );
+    assert!(img.dark_pixels(0, 36, 120) > 100, "{}: no title text in PNG", fig.name);
     // Lines, markers or cells in colour, not just black on white.
-    assert!(
-        img.distinct_colors() > 20,
-        "{}: only {} colours",
-        fig.name,
-        img.distinct_colors()
-    );
+    assert!(img.distinct_colors() > 20, "{}: only {} colours", fig.name, img.distinct_colors());
     assert!(fig.data.is_rectangular(), "{}: ragged plot data", fig.name);
     assert!(fig.data.n_rows() > 0, "{}: empty plot data", fig.name);
 }
@@ -150,68 +115,36 @@ fn matched_fractions_counts_distance_and_dead() {
 fn heatmap_figure_and_binning() {
     let sims = synthetic::checkpoint_similarities(1024, 2);
     let fig = similarity_heatmap(&sims, 20, &opts()).unwrap();
-    check_figure(
-        &fig,
-        &opts(),
-        &[
-            "matched cosine similarity",
-            "LM training step (checkpoint)",
-            "sqrt scale",
-        ],
-    );
+    check_figure(&fig, &opts(), &["matched cosine similarity", "LM training step (checkpoint)", "sqrt scale"]);
     assert_eq!(fig.data.n_rows(), sims.len() * 20);
-    let Some(ColumnData::F64(frac)) = fig.data.column("fraction") else {
-        panic!("fraction column")
-    };
+    let Some(ColumnData::F64(frac)) = fig.data.column("fraction") else { panic!("fraction column") };
     for c in frac.chunks(20) {
         let s: f64 = c.iter().sum();
-        assert!(
-            (s - 1.0).abs() < 1e-9,
-            "per-checkpoint fractions sum to {s}"
-        );
+        assert!((s - 1.0).abs() < 1e-9, "per-checkpoint fractions sum to {s}");
     }
     // The reference checkpoint matches itself: all mass in the top bin (similarity 1.0).
     let last = &frac[frac.len() - 20..];
     assert_eq!(last[19], 1.0);
 
-    let exact = [CheckpointSimilarities {
-        step: 5,
-        similarities: vec![0.0, 0.05, 0.5, 1.0, f64::NAN],
-    }];
+    let exact = [CheckpointSimilarities { step: 5, similarities: vec![0.0, 0.05, 0.5, 1.0, f64::NAN] }];
     let fig = similarity_heatmap(&exact, 10, &opts()).unwrap();
-    let Some(ColumnData::I64(count)) = fig.data.column("count") else {
-        panic!("count column")
-    };
+    let Some(ColumnData::I64(count)) = fig.data.column("count") else { panic!("count column") };
     assert_eq!(count, &vec![2, 0, 0, 0, 0, 1, 0, 0, 0, 1]);
-    let Some(ColumnData::I64(unmatched)) = fig.data.column("n_unmatched") else {
-        panic!()
-    };
+    let Some(ColumnData::I64(unmatched)) = fig.data.column("n_unmatched") else { panic!() };
     assert!(unmatched.iter().all(|&u| u == 1));
 }
 
 #[test]
 fn heatmap_rejects_bad_input() {
     let dup = [
-        CheckpointSimilarities {
-            step: 1,
-            similarities: vec![0.5],
-        },
-        CheckpointSimilarities {
-            step: 1,
-            similarities: vec![0.5],
-        },
+        CheckpointSimilarities { step: 1, similarities: vec![0.5] },
+        CheckpointSimilarities { step: 1, similarities: vec![0.5] },
     ];
     let e = similarity_heatmap(&dup, 10, &opts()).unwrap_err();
     assert!(e.to_string().contains("step 1 appears twice"), "{e}");
-    let bad = [CheckpointSimilarities {
-        step: 3,
-        similarities: vec![0.2, 1.7],
-    }];
+    let bad = [CheckpointSimilarities { step: 3, similarities: vec![0.2, 1.7] }];
     let e = similarity_heatmap(&bad, 10, &opts()).unwrap_err();
-    assert!(
-        matches!(e, ReportError::InvalidData { .. }) && e.to_string().contains("feature 1"),
-        "{e}"
-    );
+    assert!(matches!(e, ReportError::InvalidData { .. }) && e.to_string().contains("feature 1"), "{e}");
     let e = similarity_heatmap(&[], 0, &opts()).unwrap_err();
     assert!(matches!(e, ReportError::InvalidOptions { .. }), "{e}");
 }
@@ -231,10 +164,7 @@ fn losses_figure() {
             "LM training step",
         ],
     );
-    assert_eq!(
-        fig.data.column_names(),
-        ["step", "mse", "l0", "explained_variance"]
-    );
+    assert_eq!(fig.data.column_names(), ["step", "mse", "l0", "explained_variance"]);
 }
 
 #[test]
@@ -245,12 +175,7 @@ fn losses_with_gaps_still_render() {
     let fig = sae_losses_per_checkpoint(&rows, &opts()).unwrap();
     assert!(fig.no_data.is_none());
     let nan_rows: Vec<CheckpointLosses> = (0..3)
-        .map(|s| CheckpointLosses {
-            step: s,
-            mse: f64::NAN,
-            l0: f64::NAN,
-            explained_variance: f64::NAN,
-        })
+        .map(|s| CheckpointLosses { step: s, mse: f64::NAN, l0: f64::NAN, explained_variance: f64::NAN })
         .collect();
     let fig = sae_losses_per_checkpoint(&nan_rows, &opts()).unwrap();
     assert!(fig.no_data.is_some());
@@ -272,9 +197,7 @@ fn frontier_figure() {
             "clean LM (no coder)",
         ],
     );
-    let Some(ColumnData::Str(fam)) = fig.data.column("family") else {
-        panic!()
-    };
+    let Some(ColumnData::Str(fam)) = fig.data.column("family") else { panic!() };
     assert_eq!(fam.iter().filter(|f| *f == "SAE").count(), 4);
     // Without the clean reference and with L0 = 0 (linear axis) it still renders.
     let mut p = points.clone();
@@ -286,17 +209,9 @@ fn frontier_figure() {
 
 #[test]
 fn frontier_rejects_negative_l0() {
-    let p = [CoderPoint {
-        family: "SAE".into(),
-        label: "bad".into(),
-        l0: -1.0,
-        ce_loss: 3.0,
-    }];
+    let p = [CoderPoint { family: "SAE".into(), label: "bad".into(), l0: -1.0, ce_loss: 3.0 }];
     let e = sparsity_faithfulness(&p, None, &opts()).unwrap_err();
-    assert!(
-        e.to_string().contains("coder `bad`") && e.to_string().contains("l0"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("coder `bad`") && e.to_string().contains("l0"), "{e}");
 }
 
 #[test]
@@ -306,58 +221,29 @@ fn density_figure_counts_dead_separately() {
     check_figure(
         &fig,
         &opts(),
-        &[
-            "log10 firing frequency (fraction of tokens)",
-            "features per bin (count)",
-            "dead of 4096",
-        ],
+        &["log10 firing frequency (fraction of tokens)", "features per bin (count)", "dead of 4096"],
     );
-    let Some(ColumnData::Str(sae)) = fig.data.column("sae") else {
-        panic!()
-    };
-    let Some(ColumnData::I64(count)) = fig.data.column("count") else {
-        panic!()
-    };
-    let Some(ColumnData::I64(dead)) = fig.data.column("n_dead") else {
-        panic!()
-    };
+    let Some(ColumnData::Str(sae)) = fig.data.column("sae") else { panic!() };
+    let Some(ColumnData::I64(count)) = fig.data.column("count") else { panic!() };
+    let Some(ColumnData::I64(dead)) = fig.data.column("n_dead") else { panic!() };
     for s in &d {
         let rows: Vec<usize> = (0..sae.len()).filter(|&i| sae[i] == s.name).collect();
         let binned: i64 = rows.iter().map(|&i| count[i]).sum();
         let n_dead = dead[rows[0]];
-        assert_eq!(
-            n_dead as usize,
-            s.firing_fraction.iter().filter(|&&f| f == 0.0).count()
-        );
-        assert_eq!(
-            binned + n_dead,
-            s.firing_fraction.len() as i64,
-            "{}",
-            s.name
-        );
+        assert_eq!(n_dead as usize, s.firing_fraction.iter().filter(|&&f| f == 0.0).count());
+        assert_eq!(binned + n_dead, s.firing_fraction.len() as i64, "{}", s.name);
         assert!(fig.svg.contains(&format!("({n_dead} dead of 4096)")));
     }
 }
 
 #[test]
 fn density_edge_cases() {
-    let all_dead = [FeatureDensity {
-        name: "x".into(),
-        firing_fraction: vec![0.0; 10],
-    }];
+    let all_dead = [FeatureDensity { name: "x".into(), firing_fraction: vec![0.0; 10] }];
     let fig = feature_density(&all_dead, &opts()).unwrap();
-    assert!(
-        fig.no_data
-            .as_deref()
-            .unwrap()
-            .contains("all 10 features are dead")
-    );
+    assert!(fig.no_data.as_deref().unwrap().contains("all 10 features are dead"));
     let fig = feature_density(&[], &opts()).unwrap();
     assert!(fig.no_data.is_some());
-    let bad = [FeatureDensity {
-        name: "sae3".into(),
-        firing_fraction: vec![0.1, f64::NAN],
-    }];
+    let bad = [FeatureDensity { name: "sae3".into(), firing_fraction: vec![0.1, f64::NAN] }];
     let e = feature_density(&bad, &opts()).unwrap_err();
     assert!(e.to_string().contains("SAE `sae3`, feature 1"), "{e}");
 }
@@ -369,45 +255,24 @@ fn training_figure() {
     check_figure(
         &fig,
         &opts(),
-        &[
-            "L1 / AuxK loss",
-            "Dead features",
-            "training step",
-            "features/token",
-            "l1_5",
-            "topk_32",
-        ],
+        &["L1 / AuxK loss", "Dead features", "training step", "features/token", "l1_5", "topk_32"],
     );
     let total: usize = runs.iter().map(|r| r.step.len()).sum();
-    assert_eq!(
-        fig.data.n_rows(),
-        total,
-        "plot data keeps every logged step"
-    );
+    assert_eq!(fig.data.n_rows(), total, "plot data keeps every logged step");
     // Drawn lines are thinned: the SVG stays small for long logs.
     assert!(fig.svg.len() < 400_000, "SVG is {} bytes", fig.svg.len());
 }
 
 #[test]
 fn training_validation_and_missing_metrics() {
-    let mut r = TrainingCurve {
-        run: "r1".into(),
-        step: vec![0, 1, 2],
-        mse: vec![1.0, 0.5],
-        ..Default::default()
-    };
+    let mut r = TrainingCurve { run: "r1".into(), step: vec![0, 1, 2], mse: vec![1.0, 0.5], ..Default::default() };
     let e = training_curves(std::slice::from_ref(&r), &opts()).unwrap_err();
-    assert!(
-        e.to_string().contains("run `r1`: 2 values for 3 steps") && e.to_string().contains("mse"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("run `r1`: 2 values for 3 steps") && e.to_string().contains("mse"), "{e}");
     // Only MSE logged: the other metrics are NaN columns, the figure renders.
     r.mse.push(0.25);
     let fig = training_curves(&[r], &opts()).unwrap();
     assert!(fig.no_data.is_none());
-    let Some(ColumnData::F64(l0)) = fig.data.column("l0") else {
-        panic!()
-    };
+    let Some(ColumnData::F64(l0)) = fig.data.column("l0") else { panic!() };
     assert!(l0.iter().all(|v| v.is_nan()));
     let fig = training_curves(&[], &opts()).unwrap();
     assert!(fig.no_data.is_some());
@@ -430,47 +295,21 @@ fn empty_inputs_give_no_data_figures() {
         assert_eq!((img.width, img.height), (900, 560));
         assert!(f.data.is_rectangular());
     }
-    let nan = [MatchedFraction {
-        step: 0,
-        threshold: 0.1,
-        fraction: f64::NAN,
-    }];
-    assert!(
-        matched_fraction_vs_step(&nan, &opts())
-            .unwrap()
-            .no_data
-            .is_some()
-    );
+    let nan = [MatchedFraction { step: 0, threshold: 0.1, fraction: f64::NAN }];
+    assert!(matched_fraction_vs_step(&nan, &opts()).unwrap().no_data.is_some());
 }
 
 #[test]
 fn invalid_values_are_errors_not_panics() {
-    let bad = [MatchedFraction {
-        step: 10,
-        threshold: 0.3,
-        fraction: 1.5,
-    }];
+    let bad = [MatchedFraction { step: 10, threshold: 0.3, fraction: 1.5 }];
     let e = matched_fraction_vs_step(&bad, &opts()).unwrap_err();
-    assert!(
-        e.to_string().contains("step 10") && e.to_string().contains("fraction"),
-        "{e}"
-    );
-    let bad = [MatchedFraction {
-        step: 10,
-        threshold: f64::NAN,
-        fraction: 0.5,
-    }];
+    assert!(e.to_string().contains("step 10") && e.to_string().contains("fraction"), "{e}");
+    let bad = [MatchedFraction { step: 10, threshold: f64::NAN, fraction: 0.5 }];
     assert!(matched_fraction_vs_step(&bad, &opts()).is_err());
     let e = matched_fraction_vs_step(&fractions(), &opts().with_size(100, 100)).unwrap_err();
-    assert!(
-        matches!(e, ReportError::InvalidOptions { ref option, .. } if option == "width"),
-        "{e}"
-    );
+    assert!(matches!(e, ReportError::InvalidOptions { ref option, .. } if option == "width"), "{e}");
     let e = matched_fraction_vs_step(&fractions(), &opts().with_name("a/b")).unwrap_err();
-    assert!(
-        matches!(e, ReportError::InvalidOptions { ref option, .. } if option == "name"),
-        "{e}"
-    );
+    assert!(matches!(e, ReportError::InvalidOptions { ref option, .. } if option == "name"), "{e}");
 }
 
 #[test]
@@ -480,10 +319,7 @@ fn options_size_title_and_name() {
         .with_title("Layer 3 <resid_pre> & co")
         .with_name("layer3_fraction");
     let fig = matched_fraction_vs_step(&fractions(), &o).unwrap();
-    assert_eq!(
-        (fig.name.as_str(), fig.width, fig.height),
-        ("layer3_fraction", 640, 400)
-    );
+    assert_eq!((fig.name.as_str(), fig.width, fig.height), ("layer3_fraction", 640, 400));
     let img = decode(&fig.png);
     assert_eq!((img.width, img.height), (640, 400));
     // Text is escaped in the SVG.

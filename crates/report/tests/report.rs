@@ -34,10 +34,7 @@ fn external_refs(html: &str) -> Vec<String> {
 fn full_report() -> (Report, Vec<Figure>) {
     let figs = figures();
     let mut r = Report::new("Sweep <pythia-410m> & friends");
-    r.add_section(
-        "Setup",
-        "Layer 15, d_sae 32768.\n\nCE in nats/token; <b>not</b> bold.",
-    );
+    r.add_section("Setup", "Layer 15, d_sae 32768.\n\nCE in nats/token; <b>not</b> bold.");
     for f in &figs {
         r.add_figure(f);
     }
@@ -45,18 +42,8 @@ fn full_report() -> (Report, Vec<Figure>) {
         "Sweep results",
         &["coder", "L0", "CE", "tokens"],
         vec![
-            vec![
-                Cell::from("sae_a"),
-                505.0.into(),
-                3.337.into(),
-                25_600u64.into(),
-            ],
-            vec![
-                Cell::from("sae_b"),
-                f64::NAN.into(),
-                1.5e-7.into(),
-                0i64.into(),
-            ],
+            vec![Cell::from("sae_a"), 505.0.into(), 3.337.into(), 25_600u64.into()],
+            vec![Cell::from("sae_b"), f64::NAN.into(), 1.5e-7.into(), 0i64.into()],
         ],
     )
     .unwrap();
@@ -70,24 +57,13 @@ fn html_is_self_contained() {
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.trim_end().ends_with("</html>"));
     assert_eq!(external_refs(&html), Vec::<String>::new());
-    for forbidden in [
-        "<script",
-        "<link",
-        "<img src=\"http",
-        "@import",
-        "url(",
-        "<?xml",
-    ] {
+    for forbidden in ["<script", "<link", "<img src=\"http", "@import", "url(", "<?xml"] {
         assert!(!html.contains(forbidden), "HTML contains {forbidden:?}");
     }
     assert_eq!(html.matches("<svg").count(), figs.len());
     assert_eq!(html.matches("</svg>").count(), figs.len());
     for f in &figs {
-        assert!(
-            html.contains(&format!("id=\"fig-{}\"", f.name.replace('_', "-"))),
-            "{}",
-            f.name
-        );
+        assert!(html.contains(&format!("id=\"fig-{}\"", f.name.replace('_', "-"))), "{}", f.name);
     }
     assert!(html.contains("<style>") && html.contains("td.num"));
     assert!(html.contains("(no data: no training steps were logged)"));
@@ -95,14 +71,8 @@ fn html_is_self_contained() {
 
 #[test]
 fn detector_catches_external_references() {
-    assert_eq!(
-        external_refs("<svg xmlns=\"http://www.w3.org/2000/svg\">").len(),
-        0
-    );
-    assert_eq!(
-        external_refs("<img src=\"https://cdn.example/x.png\">").len(),
-        1
-    );
+    assert_eq!(external_refs("<svg xmlns=\"http://www.w3.org/2000/svg\">").len(), 0);
+    assert_eq!(external_refs("<img src=\"https://cdn.example/x.png\">").len(), 1);
     assert_eq!(external_refs("see http://example.org").len(), 1);
 }
 
@@ -122,20 +92,12 @@ fn tables_format_cells_and_reject_ragged_rows() {
     let html = r.to_html();
     assert!(html.contains("<caption>Sweep results</caption>"));
     assert!(html.contains("<th>coder</th><th>L0</th><th>CE</th><th>tokens</th>"));
-    assert!(html.contains(
-        "<td class=\"num\">505</td><td class=\"num\">3.337</td><td class=\"num\">25600</td>"
-    ));
+    assert!(html.contains("<td class=\"num\">505</td><td class=\"num\">3.337</td><td class=\"num\">25600</td>"));
     assert!(html.contains("<td class=\"num\">–</td><td class=\"num\">1.500e-7</td>"));
     let mut r = Report::new("t");
-    let e = r
-        .add_table("bad", &["a", "b"], vec![vec![Cell::from(1i64)]])
-        .unwrap_err();
+    let e = r.add_table("bad", &["a", "b"], vec![vec![Cell::from(1i64)]]).unwrap_err();
     assert!(matches!(e, ReportError::Table { .. }));
-    assert!(
-        e.to_string()
-            .contains("row 0 has 1 cells, the header has 2 columns"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("row 0 has 1 cells, the header has 2 columns"), "{e}");
 }
 
 #[test]
@@ -145,9 +107,7 @@ fn png_links_embed_the_exact_png() {
     let marker = "download=\"sparsity_faithfulness.png\" href=\"data:image/png;base64,";
     let start = html.find(marker).expect("PNG link") + marker.len();
     let end = start + html[start..].find('"').unwrap();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(&html[start..end])
-        .unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(&html[start..end]).unwrap();
     assert_eq!(bytes, figs[0].png);
 
     let mut small = Report::new("small").with_png_links(false);
@@ -159,15 +119,9 @@ fn png_links_embed_the_exact_png() {
 fn anchors_are_unique_and_output_deterministic() {
     let figs = figures();
     let mut r = Report::new("t");
-    r.add_section("Results", "a")
-        .add_section("Results", "b")
-        .add_figure(&figs[0])
-        .add_figure(&figs[0]);
+    r.add_section("Results", "a").add_section("Results", "b").add_figure(&figs[0]).add_figure(&figs[0]);
     let html = r.to_html();
     assert!(html.contains("id=\"results\"") && html.contains("id=\"results-2\""));
-    assert!(
-        html.contains("id=\"fig-sparsity-faithfulness\"")
-            && html.contains("id=\"fig-sparsity-faithfulness-2\"")
-    );
+    assert!(html.contains("id=\"fig-sparsity-faithfulness\"") && html.contains("id=\"fig-sparsity-faithfulness-2\""));
     assert_eq!(html, r.to_html());
 }

@@ -29,24 +29,19 @@ fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let steps = args.first().copied().unwrap_or(10);
     let batch = args.get(1).copied().unwrap_or(4096);
     let d_in = 512;
     println!("threads: {}", rayon::current_num_threads());
     let cases = [("TopK k=32", 8192usize), ("TopK k=32", 32768), ("ReLU+L1", 8192)];
     for (name, d_sae) in cases {
-        let arch = if name.starts_with("TopK") { TrainArch::TopK { k: 32 } } else { TrainArch::Standard { l1_coefficient: 5.0, l1_warmup_steps: 0 } };
-        let cfg = TrainConfig {
-            arch,
-            d_sae,
-            lr: 2e-4,
-            seed: 0,
-            ..Default::default()
+        let arch = if name.starts_with("TopK") {
+            TrainArch::TopK { k: 32 }
+        } else {
+            TrainArch::Standard { l1_coefficient: 5.0, l1_warmup_steps: 0 }
         };
+        let cfg = TrainConfig { arch, d_sae, lr: 2e-4, seed: 0, ..Default::default() };
         let mut t = Trainer::new(cfg, d_in, d_in, &data(batch, d_in, 0), None).unwrap();
         let batches: Vec<Vec<f32>> = (0..2).map(|i| data(batch, d_in, i as u64 + 1)).collect();
         t.step(&batches[0], None, batch).unwrap(); // warm-up
@@ -64,16 +59,14 @@ fn main() {
         for i in 0..steps {
             {
                 let rows = linalg::rows_per_task(batch, d_sae);
-                pre.par_chunks_mut(rows * d_sae)
-                    .zip(batches[i % 2].par_chunks(rows * d_in))
-                    .for_each(|(c, a)| {
-                        linalg::gemm_serial(
-                            MatRef::row_major(a, c.len() / d_sae, d_in),
-                            MatRef::row_major(&w, d_sae, d_in).t(),
-                            c,
-                            0.0,
-                        )
-                    });
+                pre.par_chunks_mut(rows * d_sae).zip(batches[i % 2].par_chunks(rows * d_in)).for_each(|(c, a)| {
+                    linalg::gemm_serial(
+                        MatRef::row_major(a, c.len() / d_sae, d_in),
+                        MatRef::row_major(&w, d_sae, d_in).t(),
+                        c,
+                        0.0,
+                    )
+                });
             }
         }
         let gemm_secs = g0.elapsed().as_secs_f64();

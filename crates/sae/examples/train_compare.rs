@@ -60,9 +60,7 @@ fn main() {
             _ => usage(),
         }
     }
-    let (Some(data), Some(config)) = (data, config) else {
-        usage()
-    };
+    let (Some(data), Some(config)) = (data, config) else { usage() };
     if let Err(e) = run(&data, &config, save.as_deref()) {
         eprintln!("train_compare: {e}");
         std::process::exit(1);
@@ -107,9 +105,7 @@ fn run(
         &x[r * d_in..(r + 1) * d_in]
     };
     let init_rows = rc.init_rows.unwrap_or(b).clamp(1, n);
-    let init: Vec<f32> = (0..init_rows)
-        .flat_map(|i| row(i).iter().copied())
-        .collect();
+    let init: Vec<f32> = (0..init_rows).flat_map(|i| row(i).iter().copied()).collect();
 
     let mut cfg = rc.trainer.clone();
     if cfg.total_steps == 0 {

@@ -13,11 +13,7 @@ pub enum Activation {
     JumpRelu { threshold: Vec<f32> },
     /// Gated encoder: gate = 1[x'W_enc + b_gate > 0], magnitude =
     /// ReLU(x'(W_enc ⊙ exp(r_mag)) + b_mag), f = gate · magnitude. No `b_enc`.
-    Gated {
-        b_gate: Vec<f32>,
-        b_mag: Vec<f32>,
-        r_mag: Vec<f32>,
-    },
+    Gated { b_gate: Vec<f32>, b_mag: Vec<f32>, r_mag: Vec<f32> },
     /// EleutherAI sparsify "groupmax": latents split into k contiguous groups,
     /// the maximum of ReLU(pre) in each group is kept.
     GroupMax { k: usize },

@@ -21,12 +21,7 @@ pub struct SparseActs {
 
 impl SparseActs {
     pub fn empty(d_sae: usize) -> Self {
-        SparseActs {
-            d_sae,
-            row_ptr: vec![0],
-            idx: Vec::new(),
-            val: Vec::new(),
-        }
+        SparseActs { d_sae, row_ptr: vec![0], idx: Vec::new(), val: Vec::new() }
     }
     pub fn n_rows(&self) -> usize {
         self.row_ptr.len() - 1
@@ -40,11 +35,7 @@ impl SparseActs {
     }
     /// Mean number of active latents per row.
     pub fn mean_l0(&self) -> f64 {
-        if self.n_rows() == 0 {
-            0.0
-        } else {
-            self.nnz() as f64 / self.n_rows() as f64
-        }
+        if self.n_rows() == 0 { 0.0 } else { self.nnz() as f64 / self.n_rows() as f64 }
     }
     pub fn to_dense(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.n_rows() * self.d_sae];
@@ -73,8 +64,7 @@ impl SparseActs {
     }
     fn append(&mut self, other: SparseActs) {
         let base = self.idx.len();
-        self.row_ptr
-            .extend(other.row_ptr[1..].iter().map(|p| p + base));
+        self.row_ptr.extend(other.row_ptr[1..].iter().map(|p| p + base));
         self.idx.extend(other.idx);
         self.val.extend(other.val);
     }
@@ -142,11 +132,7 @@ impl SparseCoder {
             return bad("b_dec", self.b_dec.len(), self.d_out);
         }
         match &self.activation {
-            Activation::Gated {
-                b_gate,
-                b_mag,
-                r_mag,
-            } => {
+            Activation::Gated { b_gate, b_mag, r_mag } => {
                 for (n, t) in [("b_gate", b_gate), ("b_mag", b_mag), ("r_mag", r_mag)] {
                     if t.len() != self.d_sae {
                         return bad(n, t.len(), self.d_sae);
@@ -161,13 +147,8 @@ impl SparseCoder {
                     Activation::JumpRelu { threshold } if threshold.len() != self.d_sae => {
                         return bad("threshold", threshold.len(), self.d_sae);
                     }
-                    Activation::TopK { k } | Activation::GroupMax { k }
-                        if *k == 0 || *k > self.d_sae =>
-                    {
-                        return Err(SaeError::Invalid(format!(
-                            "k = {k} must be in 1..={}",
-                            self.d_sae
-                        )));
+                    Activation::TopK { k } | Activation::GroupMax { k } if *k == 0 || *k > self.d_sae => {
+                        return Err(SaeError::Invalid(format!("k = {k} must be in 1..={}", self.d_sae)));
                     }
                     Activation::GroupMax { k } if self.d_sae % k != 0 => {
                         return Err(SaeError::Invalid(format!(
@@ -212,16 +193,8 @@ impl SparseCoder {
         if !self.transcoder && self.w_skip.is_none() {
             return fam.to_string();
         }
-        let tc = if self.w_skip.is_some() {
-            "skip_transcoder"
-        } else {
-            "transcoder"
-        };
-        if fam == "standard" {
-            tc.to_string()
-        } else {
-            format!("{fam}_{tc}")
-        }
+        let tc = if self.w_skip.is_some() { "skip_transcoder" } else { "transcoder" };
+        if fam == "standard" { tc.to_string() } else { format!("{fam}_{tc}") }
     }
 
     pub fn is_transcoder(&self) -> bool {
@@ -230,12 +203,7 @@ impl SparseCoder {
 
     fn check_input(&self, x: &[f32], n: usize) -> Result<()> {
         if x.len() != n * self.d_in {
-            return Err(SaeError::InputShape {
-                what: "d_in",
-                expected: self.d_in,
-                found: x.len(),
-                n,
-            });
+            return Err(SaeError::InputShape { what: "d_in", expected: self.d_in, found: x.len(), n });
         }
         Ok(())
     }
@@ -244,19 +212,13 @@ impl SparseCoder {
         match self.normalize {
             Normalization::ConstantNormRescale => {
                 let nrm = x.iter().map(|v| v * v).sum::<f32>().sqrt();
-                RowNorm {
-                    a: (self.d_in as f32).sqrt() / nrm,
-                    b: 0.0,
-                }
+                RowNorm { a: (self.d_in as f32).sqrt() / nrm, b: 0.0 }
             }
             Normalization::LayerNorm => {
                 let d = x.len() as f32;
                 let mu = x.iter().sum::<f32>() / d;
                 let var = x.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / (d - 1.0).max(1.0);
-                RowNorm {
-                    a: mu,
-                    b: var.sqrt(),
-                }
+                RowNorm { a: mu, b: var.sqrt() }
             }
             _ => RowNorm { a: 1.0, b: 0.0 },
         }
@@ -266,13 +228,8 @@ impl SparseCoder {
     fn prepare_row(&self, x: &[f32], out: &mut [f32]) {
         let rn = self.row_norm(x);
         match self.normalize {
-            Normalization::ConstantNormRescale => {
-                out.iter_mut().zip(x).for_each(|(o, v)| *o = v * rn.a)
-            }
-            Normalization::LayerNorm => out
-                .iter_mut()
-                .zip(x)
-                .for_each(|(o, v)| *o = (v - rn.a) / (rn.b + LN_EPS)),
+            Normalization::ConstantNormRescale => out.iter_mut().zip(x).for_each(|(o, v)| *o = v * rn.a),
+            Normalization::LayerNorm => out.iter_mut().zip(x).for_each(|(o, v)| *o = (v - rn.a) / (rn.b + LN_EPS)),
             _ => out.copy_from_slice(x),
         }
         if self.apply_b_dec_to_input {
@@ -292,27 +249,15 @@ impl SparseCoder {
         let (d_in, d_sae) = (self.d_in, self.d_sae);
         xin.resize(rows * d_in, 0.0);
         for r in 0..rows {
-            self.prepare_row(
-                &x[r * d_in..(r + 1) * d_in],
-                &mut xin[r * d_in..(r + 1) * d_in],
-            );
+            self.prepare_row(&x[r * d_in..(r + 1) * d_in], &mut xin[r * d_in..(r + 1) * d_in]);
         }
         pre.resize(rows * d_sae, 0.0);
-        linalg::gemm_serial(
-            MatRef::row_major(xin, rows, d_in),
-            MatRef::row_major(&self.w_enc, d_in, d_sae),
-            pre,
-            0.0,
-        );
+        linalg::gemm_serial(MatRef::row_major(xin, rows, d_in), MatRef::row_major(&self.w_enc, d_in, d_sae), pre, 0.0);
         let mut out = SparseActs::empty(d_sae);
         for r in 0..rows {
             let p = &mut pre[r * d_sae..(r + 1) * d_sae];
             match &self.activation {
-                Activation::Gated {
-                    b_gate,
-                    b_mag,
-                    r_mag,
-                } => {
+                Activation::Gated { b_gate, b_mag, r_mag } => {
                     for j in 0..d_sae {
                         let xw = p[j];
                         if xw + b_gate[j] > 0.0 {
@@ -369,17 +314,11 @@ impl SparseCoder {
             )));
         }
         if let Some(&bad) = acts.idx.iter().find(|&&i| i as usize >= self.d_sae) {
-            return Err(SaeError::Invalid(format!(
-                "latent index {bad} out of range (d_sae {})",
-                self.d_sae
-            )));
+            return Err(SaeError::Invalid(format!("latent index {bad} out of range (d_sae {})", self.d_sae)));
         }
         let needs_x = self.w_skip.is_some()
             || (!self.is_transcoder()
-                && matches!(
-                    self.normalize,
-                    Normalization::ConstantNormRescale | Normalization::LayerNorm
-                ));
+                && matches!(self.normalize, Normalization::ConstantNormRescale | Normalization::LayerNorm));
         if let Some(x) = x_in {
             self.check_input(x, n)?;
         } else if needs_x {
@@ -392,32 +331,26 @@ impl SparseCoder {
         }
         let d_out = self.d_out;
         let mut out = vec![0f32; n * d_out];
-        out.par_chunks_mut(ROW_BLOCK * d_out)
-            .enumerate()
-            .for_each(|(bi, ob)| {
-                for (rr, o) in ob.chunks_exact_mut(d_out).enumerate() {
-                    let r = bi * ROW_BLOCK + rr;
-                    o.copy_from_slice(&self.b_dec);
-                    let (ix, vs) = acts.row(r);
-                    for (&j, &v) in ix.iter().zip(vs) {
-                        let j = j as usize;
-                        linalg::axpy(v, &self.w_dec[j * d_out..(j + 1) * d_out], o);
-                    }
-                    if needs_x && !self.is_transcoder() {
-                        let x = &x_in.unwrap()[r * self.d_in..(r + 1) * self.d_in];
-                        let rn = self.row_norm(x);
-                        match self.normalize {
-                            Normalization::ConstantNormRescale => {
-                                o.iter_mut().for_each(|v| *v /= rn.a)
-                            }
-                            Normalization::LayerNorm => {
-                                o.iter_mut().for_each(|v| *v = *v * rn.b + rn.a)
-                            }
-                            _ => {}
-                        }
+        out.par_chunks_mut(ROW_BLOCK * d_out).enumerate().for_each(|(bi, ob)| {
+            for (rr, o) in ob.chunks_exact_mut(d_out).enumerate() {
+                let r = bi * ROW_BLOCK + rr;
+                o.copy_from_slice(&self.b_dec);
+                let (ix, vs) = acts.row(r);
+                for (&j, &v) in ix.iter().zip(vs) {
+                    let j = j as usize;
+                    linalg::axpy(v, &self.w_dec[j * d_out..(j + 1) * d_out], o);
+                }
+                if needs_x && !self.is_transcoder() {
+                    let x = &x_in.unwrap()[r * self.d_in..(r + 1) * self.d_in];
+                    let rn = self.row_norm(x);
+                    match self.normalize {
+                        Normalization::ConstantNormRescale => o.iter_mut().for_each(|v| *v /= rn.a),
+                        Normalization::LayerNorm => o.iter_mut().for_each(|v| *v = *v * rn.b + rn.a),
+                        _ => {}
                     }
                 }
-            });
+            }
+        });
         if let (Some(ws), Some(x)) = (&self.w_skip, x_in) {
             linalg::gemm(
                 MatRef::row_major(x, n, self.d_in),
@@ -438,24 +371,15 @@ impl SparseCoder {
 
     /// Norms of the decoder rows `[d_sae]`.
     pub fn decoder_norms(&self) -> Vec<f32> {
-        self.w_dec
-            .chunks_exact(self.d_out)
-            .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
-            .collect()
+        self.w_dec.chunks_exact(self.d_out).map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt()).collect()
     }
 
     /// Folds SAELens's `rescale_acts_by_decoder_norm` into the weights so the
     /// decoder rows become unit norm and outputs are unchanged.
     pub fn fold_decoder_norms(&mut self) {
-        let norms: Vec<f32> = self
-            .decoder_norms()
-            .into_iter()
-            .map(|v| v.max(1e-8))
-            .collect();
+        let norms: Vec<f32> = self.decoder_norms().into_iter().map(|v| v.max(1e-8)).collect();
         for (j, &nj) in norms.iter().enumerate() {
-            self.w_dec[j * self.d_out..(j + 1) * self.d_out]
-                .iter_mut()
-                .for_each(|v| *v /= nj);
+            self.w_dec[j * self.d_out..(j + 1) * self.d_out].iter_mut().for_each(|v| *v /= nj);
             if !self.b_enc.is_empty() {
                 self.b_enc[j] *= nj;
             }
@@ -475,13 +399,7 @@ impl SparseCoder {
 
 /// Applies a (non-gated) activation to one row of pre-activations (bias
 /// already added), appending the non-zero outputs in ascending index order.
-pub(crate) fn select_row(
-    act: &Activation,
-    p: &[f32],
-    sel: &mut Vec<u32>,
-    idx: &mut Vec<u32>,
-    val: &mut Vec<f32>,
-) {
+pub(crate) fn select_row(act: &Activation, p: &[f32], sel: &mut Vec<u32>, idx: &mut Vec<u32>, val: &mut Vec<f32>) {
     match act {
         Activation::Relu => {
             for (j, &v) in p.iter().enumerate() {
@@ -564,9 +482,7 @@ pub(crate) fn topk_indices(p: &[f32], k: usize, sel: &mut Vec<u32>) {
         sel.extend(0..len as u32);
     }
     if sel.len() > k {
-        sel.select_nth_unstable_by(k - 1, |&a, &b| {
-            key(p[b as usize]).total_cmp(&key(p[a as usize]))
-        });
+        sel.select_nth_unstable_by(k - 1, |&a, &b| key(p[b as usize]).total_cmp(&key(p[a as usize])));
         sel.truncate(k);
     }
 }
@@ -599,19 +515,10 @@ mod tests {
     #[test]
     fn topk_matches_sorting() {
         let mut s = 1u64;
-        for &(len, k) in &[
-            (100usize, 3usize),
-            (1000, 32),
-            (64, 8),
-            (10, 10),
-            (37, 1),
-            (500, 200),
-        ] {
+        for &(len, k) in &[(100usize, 3usize), (1000, 32), (64, 8), (10, 10), (37, 1), (500, 200)] {
             let p: Vec<f32> = (0..len)
                 .map(|_| {
-                    s = s
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     (s >> 40) as f32 / 1e6 - 8.0
                 })
                 .collect();
@@ -624,24 +531,7 @@ mod tests {
             assert_eq!(got, all[..k].to_vec(), "len {len} k {k}");
         }
         // NaN is never chosen over a number.
-        let p = [
-            1.0,
-            f32::NAN,
-            3.0,
-            2.0,
-            0.5,
-            -1.0,
-            f32::NAN,
-            0.0,
-            4.0,
-            0.1,
-            0.2,
-            0.3,
-            0.4,
-            0.6,
-            0.7,
-            0.8,
-        ];
+        let p = [1.0, f32::NAN, 3.0, 2.0, 0.5, -1.0, f32::NAN, 0.0, 4.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8];
         let mut sel = Vec::new();
         topk_indices(&p, 2, &mut sel);
         sel.sort();

@@ -33,6 +33,4 @@ pub use coder::{SparseActs, SparseCoder};
 pub use error::{Result, SaeError};
 pub use format::{Format, detect_format, load_coder, read_saelens, read_sparsify, write_saelens};
 pub use meta::Metadata;
-pub use train::{
-    BDecInit, LossParts, LrDecay, Params, StepStats, TrainArch, TrainConfig, Trainer, TrainerState,
-};
+pub use train::{BDecInit, LossParts, LrDecay, Params, StepStats, TrainArch, TrainConfig, Trainer, TrainerState};

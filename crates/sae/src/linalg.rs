@@ -20,23 +20,11 @@ impl<'a> MatRef<'a> {
     /// Row-major `[rows, cols]`.
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
         debug_assert!(data.len() >= rows * cols);
-        MatRef {
-            data,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
+        MatRef { data, rows, cols, rs: cols, cs: 1 }
     }
     /// Transposed view of this matrix.
     pub fn t(self) -> Self {
-        MatRef {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
+        MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
 }
 
@@ -96,19 +84,12 @@ pub fn gemm(a: MatRef, b: MatRef, c: &mut [f32], beta: f32) {
         gemm_serial(a, b, c, beta);
         return;
     }
-    c[..m * n]
-        .par_chunks_mut(ROW_BLOCK * n)
-        .enumerate()
-        .for_each(|(bi, cb)| {
-            let r0 = bi * ROW_BLOCK;
-            let rows = cb.len() / n;
-            let ab = MatRef {
-                data: &a.data[r0 * a.rs..],
-                rows,
-                ..a
-            };
-            gemm_serial(ab, b, cb, beta);
-        });
+    c[..m * n].par_chunks_mut(ROW_BLOCK * n).enumerate().for_each(|(bi, cb)| {
+        let r0 = bi * ROW_BLOCK;
+        let rows = cb.len() / n;
+        let ab = MatRef { data: &a.data[r0 * a.rs..], rows, ..a };
+        gemm_serial(ab, b, cb, beta);
+    });
 }
 
 #[inline]
@@ -145,30 +126,17 @@ mod tests {
     #[test]
     fn gemm_matches_naive_with_transposes() {
         let (m, k, n) = (130, 17, 9);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
-            .collect();
-        let bt: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
-            .collect();
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
+        let bt: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1).collect();
         let mut c = vec![1.0f32; m * n];
-        gemm(
-            MatRef::row_major(&a, m, k),
-            MatRef::row_major(&bt, n, k).t(),
-            &mut c,
-            0.5,
-        );
+        gemm(MatRef::row_major(&a, m, k), MatRef::row_major(&bt, n, k).t(), &mut c, 0.5);
         for i in 0..m {
             for j in 0..n {
                 let mut s = 0.5f32;
                 for l in 0..k {
                     s += a[i * k + l] * bt[j * k + l];
                 }
-                assert!(
-                    (c[i * n + j] - s).abs() < 1e-4,
-                    "{i},{j}: {} vs {s}",
-                    c[i * n + j]
-                );
+                assert!((c[i * n + j] - s).abs() < 1e-4, "{i},{j}: {} vs {s}", c[i * n + j]);
             }
         }
     }

@@ -40,27 +40,18 @@ impl Metadata {
             let kept = match k.as_str() {
                 "model_name" => v.as_str().map(|s| m.model_name = Some(s.into())).is_some(),
                 "hook_name" => v.as_str().map(|s| m.hook_name = Some(s.into())).is_some(),
-                "hook_name_out" => v
-                    .as_str()
-                    .map(|s| m.hook_name_out = Some(s.into()))
-                    .is_some(),
+                "hook_name_out" => v.as_str().map(|s| m.hook_name_out = Some(s.into())).is_some(),
                 "hook_head_index" => v.as_i64().map(|x| m.hook_head_index = Some(x)).is_some(),
                 "context_size" => v.as_u64().map(|x| m.context_size = Some(x)).is_some(),
                 "prepend_bos" => v.as_bool().map(|x| m.prepend_bos = Some(x)).is_some(),
-                "dataset_path" => v
-                    .as_str()
-                    .map(|s| m.dataset_path = Some(s.into()))
-                    .is_some(),
+                "dataset_path" => v.as_str().map(|s| m.dataset_path = Some(s.into())).is_some(),
                 "model_from_pretrained_kwargs" => {
                     if !v.is_null() {
                         m.model_from_pretrained_kwargs = Some(v.clone());
                     }
                     !v.is_null()
                 }
-                "sae_lens_version" => v
-                    .as_str()
-                    .map(|s| m.sae_lens_version = Some(s.into()))
-                    .is_some(),
+                "sae_lens_version" => v.as_str().map(|s| m.sae_lens_version = Some(s.into())).is_some(),
                 _ => false,
             };
             if !kept && !v.is_null() {

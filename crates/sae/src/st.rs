@@ -16,34 +16,25 @@ pub struct StFile {
 impl StFile {
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| SaeError::io(path, e))?;
-        let f = StFile {
-            name: path.display().to_string(),
-            bytes,
-        };
+        let f = StFile { name: path.display().to_string(), bytes };
         f.parse()?;
         Ok(f)
     }
 
     fn parse(&self) -> Result<SafeTensors<'_>> {
-        SafeTensors::deserialize(&self.bytes).map_err(|e| SaeError::Safetensors {
-            file: self.name.clone(),
-            message: e.to_string(),
-        })
+        SafeTensors::deserialize(&self.bytes)
+            .map_err(|e| SaeError::Safetensors { file: self.name.clone(), message: e.to_string() })
     }
 
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .parse()
-            .map(|s| s.names().into_iter().map(String::from).collect())
-            .unwrap_or_default();
+        let mut v: Vec<String> =
+            self.parse().map(|s| s.names().into_iter().map(String::from).collect()).unwrap_or_default();
         v.sort();
         v
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.parse()
-            .map(|s| s.tensor(name).is_ok())
-            .unwrap_or(false)
+        self.parse().map(|s| s.tensor(name).is_ok()).unwrap_or(false)
     }
 
     pub fn metadata(&self) -> Option<HashMap<String, String>> {
@@ -53,20 +44,14 @@ impl StFile {
 
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
         let st = self.parse()?;
-        let t = st.tensor(name).map_err(|_| SaeError::MissingTensor {
-            file: self.name.clone(),
-            name: name.into(),
-        })?;
+        let t = st.tensor(name).map_err(|_| SaeError::MissingTensor { file: self.name.clone(), name: name.into() })?;
         Ok(t.shape().to_vec())
     }
 
     /// Reads a float tensor as f32. `expected` is checked when given.
     pub fn f32(&self, name: &str, expected: Option<&[usize]>) -> Result<Vec<f32>> {
         let st = self.parse()?;
-        let t = st.tensor(name).map_err(|_| SaeError::MissingTensor {
-            file: self.name.clone(),
-            name: name.into(),
-        })?;
+        let t = st.tensor(name).map_err(|_| SaeError::MissingTensor { file: self.name.clone(), name: name.into() })?;
         if let Some(e) = expected {
             if t.shape() != e {
                 return Err(SaeError::BadShape {
@@ -79,22 +64,10 @@ impl StFile {
         }
         let d = t.data();
         Ok(match t.dtype() {
-            Dtype::F32 => d
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F64 => d
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-            Dtype::F16 => d
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => d
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+            Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            Dtype::F16 => d.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::BF16 => d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             other => {
                 return Err(SaeError::BadDtype {
                     file: self.name.clone(),
@@ -108,16 +81,10 @@ impl StFile {
     /// Reads an integer tensor (i64/u64/i32/u32) as u64.
     pub fn u64(&self, name: &str) -> Result<Vec<u64>> {
         let st = self.parse()?;
-        let t = st.tensor(name).map_err(|_| SaeError::MissingTensor {
-            file: self.name.clone(),
-            name: name.into(),
-        })?;
+        let t = st.tensor(name).map_err(|_| SaeError::MissingTensor { file: self.name.clone(), name: name.into() })?;
         let d = t.data();
         Ok(match t.dtype() {
-            Dtype::U64 | Dtype::I64 => d
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
+            Dtype::U64 | Dtype::I64 => d.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect(),
             other => {
                 return Err(SaeError::BadDtype {
                     file: self.name.clone(),
@@ -131,21 +98,12 @@ impl StFile {
     /// Reads an F64 tensor exactly.
     pub fn f64(&self, name: &str) -> Result<Vec<f64>> {
         let st = self.parse()?;
-        let t = st.tensor(name).map_err(|_| SaeError::MissingTensor {
-            file: self.name.clone(),
-            name: name.into(),
-        })?;
+        let t = st.tensor(name).map_err(|_| SaeError::MissingTensor { file: self.name.clone(), name: name.into() })?;
         match t.dtype() {
-            Dtype::F64 => Ok(t
-                .data()
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect()),
-            other => Err(SaeError::BadDtype {
-                file: self.name.clone(),
-                name: name.into(),
-                dtype: format!("{other:?}"),
-            }),
+            Dtype::F64 => Ok(t.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()),
+            other => {
+                Err(SaeError::BadDtype { file: self.name.clone(), name: name.into(), dtype: format!("{other:?}") })
+            }
         }
     }
 }
@@ -158,32 +116,13 @@ pub enum Out {
 }
 
 /// Writes tensors (sorted by name by the format) with optional string metadata.
-pub fn write(
-    path: &Path,
-    tensors: Vec<(String, Out)>,
-    metadata: Option<HashMap<String, String>>,
-) -> Result<()> {
+pub fn write(path: &Path, tensors: Vec<(String, Out)>, metadata: Option<HashMap<String, String>>) -> Result<()> {
     let bufs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
         .map(|(n, t)| match t {
-            Out::F32(s, v) => (
-                n,
-                Dtype::F32,
-                s,
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ),
-            Out::F64(s, v) => (
-                n,
-                Dtype::F64,
-                s,
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ),
-            Out::U64(s, v) => (
-                n,
-                Dtype::U64,
-                s,
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ),
+            Out::F32(s, v) => (n, Dtype::F32, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Out::F64(s, v) => (n, Dtype::F64, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Out::U64(s, v) => (n, Dtype::U64, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         })
         .collect();
     let name = path.display().to_string();
@@ -192,16 +131,11 @@ pub fn write(
         .map(|(n, d, s, b)| {
             TensorView::new(*d, s.clone(), b)
                 .map(|v| (n.clone(), v))
-                .map_err(|e| SaeError::Safetensors {
-                    file: name.clone(),
-                    message: format!("tensor `{n}`: {e}"),
-                })
+                .map_err(|e| SaeError::Safetensors { file: name.clone(), message: format!("tensor `{n}`: {e}") })
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, metadata).map_err(|e| SaeError::Safetensors {
-        file: name.clone(),
-        message: e.to_string(),
-    })?;
+    let bytes = safetensors::serialize(views, metadata)
+        .map_err(|e| SaeError::Safetensors { file: name.clone(), message: e.to_string() })?;
     // Write to a temporary name first so a crash never leaves a torn file.
     let tmp = path.with_extension("safetensors.tmp");
     std::fs::write(&tmp, bytes).map_err(|e| SaeError::io(&tmp, e))?;

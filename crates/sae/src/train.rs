@@ -248,9 +248,7 @@ impl TrainConfig {
         let decay = match c.lr_decay {
             LrDecay::Constant => 1.0,
             d => {
-                let len = c
-                    .lr_decay_steps
-                    .unwrap_or(c.total_steps.saturating_sub(c.lr_warmup_steps));
+                let len = c.lr_decay_steps.unwrap_or(c.total_steps.saturating_sub(c.lr_warmup_steps));
                 let start = c.total_steps.saturating_sub(len);
                 if len == 0 || step < start {
                     1.0
@@ -315,12 +313,7 @@ impl Params {
         }
     }
     fn tensors(&self) -> Vec<(&'static str, &Vec<f32>)> {
-        let mut v = vec![
-            ("enc", &self.enc),
-            ("b_enc", &self.b_enc),
-            ("dec", &self.dec),
-            ("b_dec", &self.b_dec),
-        ];
+        let mut v = vec![("enc", &self.enc), ("b_enc", &self.b_enc), ("dec", &self.dec), ("b_dec", &self.b_dec)];
         if let Some(s) = &self.skip {
             v.push(("skip", s));
         }
@@ -371,7 +364,18 @@ pub const STATE_VERSION: &str = "1";
 /// place g ← 2(ŷ − y)/n, the MSE gradient wrt ŷ. Returns the summed squared
 /// error and the summed squared deviation of y from `ybar` (explained variance).
 #[allow(clippy::too_many_arguments)]
-fn dense_decode_error(a_dense: &[f32], m: usize, p: &Params, d_sae: usize, d_out: usize, skip: Option<&[f32]>, y: &[f32], ybar: &[f64], inv_n: f32, g: &mut [f32]) -> (f64, f64) {
+fn dense_decode_error(
+    a_dense: &[f32],
+    m: usize,
+    p: &Params,
+    d_sae: usize,
+    d_out: usize,
+    skip: Option<&[f32]>,
+    y: &[f32],
+    ybar: &[f64],
+    inv_n: f32,
+    g: &mut [f32],
+) -> (f64, f64) {
     for row in g.chunks_exact_mut(d_out) {
         row.copy_from_slice(&p.b_dec);
     }
@@ -392,7 +396,18 @@ fn dense_decode_error(a_dense: &[f32], m: usize, p: &Params, d_sae: usize, d_out
 /// plus the skip output), then `g` as [`residual_grad_row`] of it (`yhat` is
 /// kept for the AuxK residual).
 #[allow(clippy::too_many_arguments)]
-fn sparse_decode_error_row(p: &Params, act: &Csr, r: usize, d_out: usize, skip: Option<&[f32]>, yr: &[f32], ybar: &[f64], inv_n: f32, yhat: &mut [f32], g: &mut [f32]) -> (f64, f64) {
+fn sparse_decode_error_row(
+    p: &Params,
+    act: &Csr,
+    r: usize,
+    d_out: usize,
+    skip: Option<&[f32]>,
+    yr: &[f32],
+    ybar: &[f64],
+    inv_n: f32,
+    yhat: &mut [f32],
+    g: &mut [f32],
+) -> (f64, f64) {
     yhat.copy_from_slice(&p.b_dec);
     for i in act.row(r) {
         let j = act.idx[i] as usize;
@@ -459,11 +474,7 @@ struct Csr {
 
 impl Csr {
     fn new() -> Self {
-        Csr {
-            ptr: vec![0],
-            idx: Vec::new(),
-            val: Vec::new(),
-        }
+        Csr { ptr: vec![0], idx: Vec::new(), val: Vec::new() }
     }
     fn push_row(&mut self) {
         self.ptr.push(self.idx.len());
@@ -554,12 +565,7 @@ fn random_rows(rng: &mut Normal, rows: usize, cols: usize, norm: f32) -> Vec<f32
 
 fn check_len(what: &'static str, data: &[f32], n: usize, d: usize) -> Result<()> {
     if data.len() != n * d {
-        return Err(SaeError::InputShape {
-            what,
-            expected: d,
-            found: data.len(),
-            n,
-        });
+        return Err(SaeError::InputShape { what, expected: d, found: data.len(), n });
     }
     Ok(())
 }
@@ -569,44 +575,26 @@ fn mean_norm(x: &[f32], d: usize) -> f64 {
     if rows == 0 {
         return 0.0;
     }
-    x.chunks_exact(d)
-        .map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt())
-        .sum::<f64>()
-        / rows as f64
+    x.chunks_exact(d).map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()).sum::<f64>() / rows as f64
 }
 
 fn geometric_median(y: &[f32], d: usize) -> Vec<f32> {
     let rows: Vec<&[f32]> = y.chunks_exact(d).collect();
     let mut m: Vec<f64> = vec![0.0; d];
     for r in &rows {
-        m.iter_mut()
-            .zip(*r)
-            .for_each(|(a, b)| *a += *b as f64 / rows.len() as f64);
+        m.iter_mut().zip(*r).for_each(|(a, b)| *a += *b as f64 / rows.len() as f64);
     }
     // Weiszfeld iterations from the mean.
     for _ in 0..100 {
         let mut num = vec![0f64; d];
         let mut den = 0f64;
         for r in &rows {
-            let dist = r
-                .iter()
-                .zip(&m)
-                .map(|(a, b)| (*a as f64 - b).powi(2))
-                .sum::<f64>()
-                .sqrt()
-                .max(1e-8);
+            let dist = r.iter().zip(&m).map(|(a, b)| (*a as f64 - b).powi(2)).sum::<f64>().sqrt().max(1e-8);
             den += 1.0 / dist;
-            num.iter_mut()
-                .zip(*r)
-                .for_each(|(a, b)| *a += *b as f64 / dist);
+            num.iter_mut().zip(*r).for_each(|(a, b)| *a += *b as f64 / dist);
         }
         let next: Vec<f64> = num.iter().map(|v| v / den).collect();
-        let shift = next
-            .iter()
-            .zip(&m)
-            .map(|(a, b)| (a - b).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let shift = next.iter().zip(&m).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
         m = next;
         if shift < 1e-7 {
             break;
@@ -620,13 +608,7 @@ impl Trainer {
     /// `init_y` (`[m, d_out]`) are sample activations used to initialise
     /// `b_dec` (mean or geometric median of the targets) and the
     /// normalisation constants.
-    pub fn new(
-        cfg: TrainConfig,
-        d_in: usize,
-        d_out: usize,
-        init_x: &[f32],
-        init_y: Option<&[f32]>,
-    ) -> Result<Trainer> {
+    pub fn new(cfg: TrainConfig, d_in: usize, d_out: usize, init_x: &[f32], init_y: Option<&[f32]>) -> Result<Trainer> {
         let mut cfg = cfg;
         if d_in != d_out {
             cfg.transcoder = true;
@@ -639,10 +621,7 @@ impl Trainer {
         }
         match cfg.arch {
             TrainArch::TopK { k } | TrainArch::BatchTopK { k, .. } if k == 0 || k > cfg.d_sae => {
-                return Err(SaeError::Invalid(format!(
-                    "train config: k = {k} must be in 1..={}",
-                    cfg.d_sae
-                )));
+                return Err(SaeError::Invalid(format!("train config: k = {k} must be in 1..={}", cfg.d_sae)));
             }
             TrainArch::JumpRelu { .. } => jumprelu::validate(&cfg.arch, cfg.d_sae)?,
             _ => {}
@@ -666,19 +645,14 @@ impl Trainer {
                 y
             }
             (true, None) => {
-                return Err(SaeError::Invalid(
-                    "transcoder training needs init_y samples of the output hook".into(),
-                ));
+                return Err(SaeError::Invalid("transcoder training needs init_y samples of the output hook".into()));
             }
             (false, _) => init_x,
         };
         let (scale_in, scale_out) = if cfg.normalize_activations {
             let si = ((d_in as f64).sqrt() / mean_norm(init_x, d_in).max(1e-12)) as f32;
-            let so = if cfg.transcoder {
-                ((d_out as f64).sqrt() / mean_norm(init_y, d_out).max(1e-12)) as f32
-            } else {
-                si
-            };
+            let so =
+                if cfg.transcoder { ((d_out as f64).sqrt() / mean_norm(init_y, d_out).max(1e-12)) as f32 } else { si };
             (si, so)
         } else {
             (1.0, 1.0)
@@ -691,11 +665,7 @@ impl Trainer {
         });
         let dec = random_rows(&mut rng, d_sae, d_out, dec_norm);
         // Encoder = decoder transpose where the spaces agree.
-        let enc = if d_in == d_out {
-            dec.clone()
-        } else {
-            random_rows(&mut rng, d_sae, d_in, dec_norm)
-        };
+        let enc = if d_in == d_out { dec.clone() } else { random_rows(&mut rng, d_sae, d_in, dec_norm) };
         let scaled_y: Vec<f32> = init_y.iter().map(|v| v * scale_out).collect();
         let b_dec = match cfg.b_dec_init {
             BDecInit::Zeros => vec![0.0; d_out],
@@ -708,26 +678,13 @@ impl Trainer {
             }
             BDecInit::GeometricMedian => geometric_median(&scaled_y, d_out),
         };
-        let skip = if cfg.skip_connection {
-            Some(vec![0.0; d_out * d_in])
-        } else {
-            None
-        };
+        let skip = if cfg.skip_connection { Some(vec![0.0; d_out * d_in]) } else { None };
         let mut b_enc = vec![0.0; d_sae];
-        if let TrainArch::JumpRelu {
-            initial_threshold, ..
-        } = cfg.arch
-        {
+        if let TrainArch::JumpRelu { initial_threshold, .. } = cfg.arch {
             // θ follows the bias (see `Params::b_enc`).
             b_enc.resize(2 * d_sae, initial_threshold);
         }
-        let params = Params {
-            enc,
-            b_enc,
-            dec,
-            b_dec,
-            skip,
-        };
+        let params = Params { enc, b_enc, dec, b_dec, skip };
         Ok(Trainer {
             d_in,
             d_out,
@@ -760,16 +717,12 @@ impl Trainer {
     }
 
     fn unit_decoder(&self) -> bool {
-        matches!(
-            self.cfg.arch,
-            TrainArch::TopK { .. } | TrainArch::BatchTopK { .. }
-        )
+        matches!(self.cfg.arch, TrainArch::TopK { .. } | TrainArch::BatchTopK { .. })
     }
 
     /// The per-latent JumpReLU threshold θ (`None` for other architectures).
     pub fn threshold(&self) -> Option<&[f32]> {
-        matches!(self.cfg.arch, TrainArch::JumpRelu { .. })
-            .then(|| &self.params.b_enc[self.d_sae..])
+        matches!(self.cfg.arch, TrainArch::JumpRelu { .. }).then(|| &self.params.b_enc[self.d_sae..])
     }
 
     /// Learning rate used at step `step`.
@@ -781,10 +734,7 @@ impl Trainer {
     /// (JumpReLU), each with its linear warm-up.
     fn sparsity_coefficient_at(&self, step: u64) -> f32 {
         match self.cfg.arch {
-            TrainArch::Standard {
-                l1_coefficient,
-                l1_warmup_steps,
-            } => {
+            TrainArch::Standard { l1_coefficient, l1_warmup_steps } => {
                 if l1_warmup_steps > 0 && step < l1_warmup_steps {
                     l1_coefficient * (step + 1) as f32 / l1_warmup_steps as f32
                 } else {
@@ -792,11 +742,7 @@ impl Trainer {
                 }
             }
             // SAELens's CoefficientScheduler: 0 at step 0, c · t / W at step t.
-            TrainArch::JumpRelu {
-                l0_coefficient,
-                l0_warmup_steps,
-                ..
-            } => {
+            TrainArch::JumpRelu { l0_coefficient, l0_warmup_steps, .. } => {
                 if l0_warmup_steps > 0 && step < l0_warmup_steps {
                     (l0_coefficient as f64 * step as f64 / l0_warmup_steps as f64) as f32
                 } else {
@@ -808,10 +754,7 @@ impl Trainer {
     }
 
     fn dead_mask(&self) -> Vec<bool> {
-        self.tokens_since_fired
-            .iter()
-            .map(|&t| t >= self.cfg.dead_after_tokens)
-            .collect()
+        self.tokens_since_fired.iter().map(|&t| t >= self.cfg.dead_after_tokens).collect()
     }
 
     fn scaled(&self, v: &[f32], s: f32) -> Vec<f32> {
@@ -820,40 +763,19 @@ impl Trainer {
 
     /// Loss and exact gradients for a batch, without updating anything.
     /// `y` is required for transcoders and ignored (= x) for SAEs.
-    pub fn loss_and_grads(
-        &mut self,
-        x: &[f32],
-        y: Option<&[f32]>,
-        n: usize,
-    ) -> Result<(LossParts, Params)> {
+    pub fn loss_and_grads(&mut self, x: &[f32], y: Option<&[f32]>, n: usize) -> Result<(LossParts, Params)> {
         let (xs, ys) = self.prepare_batch(x, y, n)?;
         let l1c = self.sparsity_coefficient_at(self.step);
         let dead = self.dead_mask();
         let mut grads = self.params.zeros_like();
-        let out = self.forward_backward(
-            &xs,
-            ys.as_deref().unwrap_or(&xs),
-            n,
-            l1c,
-            &dead,
-            &mut grads,
-            None,
-            false,
-        );
+        let out = self.forward_backward(&xs, ys.as_deref().unwrap_or(&xs), n, l1c, &dead, &mut grads, None, false);
         Ok((out.parts, grads))
     }
 
-    fn prepare_batch(
-        &self,
-        x: &[f32],
-        y: Option<&[f32]>,
-        n: usize,
-    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    fn prepare_batch(&self, x: &[f32], y: Option<&[f32]>, n: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         check_len("d_in", x, n, self.d_in)?;
         let ys = if self.cfg.transcoder {
-            let y = y.ok_or_else(|| {
-                SaeError::Invalid("transcoder training step needs targets y".into())
-            })?;
+            let y = y.ok_or_else(|| SaeError::Invalid("transcoder training step needs targets y".into()))?;
             check_len("d_out", y, n, self.d_out)?;
             Some(self.scaled(y, self.scale_out))
         } else {
@@ -876,54 +798,27 @@ impl Trainer {
         let n_dead = dead.iter().filter(|&&d| d).count();
         let mut grads = std::mem::replace(
             &mut self.grads,
-            Params {
-                enc: vec![],
-                b_enc: vec![],
-                dec: vec![],
-                b_dec: vec![],
-                skip: None,
-            },
+            Params { enc: vec![], b_enc: vec![], dec: vec![], b_dec: vec![], skip: None },
         );
-        let fb = self.forward_backward(
-            &xs,
-            ys.as_deref().unwrap_or(&xs),
-            n,
-            l1c,
-            &dead,
-            &mut grads,
-            None,
-            false,
-        );
+        let fb = self.forward_backward(&xs, ys.as_deref().unwrap_or(&xs), n, l1c, &dead, &mut grads, None, false);
         let parts = fb.parts;
         let loss = parts.total();
         if !loss.is_finite() {
             self.grads = grads;
-            return Err(SaeError::NonFinite {
-                step: self.step,
-                what: "loss",
-                value: loss,
-            });
+            return Err(SaeError::NonFinite { step: self.step, what: "loss", value: loss });
         }
         if self.unit_decoder() {
             // Only the tangential part of a unit-norm row's gradient matters.
             let d_out = self.d_out;
-            grads
-                .dec
-                .par_chunks_mut(d_out)
-                .zip(self.params.dec.par_chunks(d_out))
-                .for_each(|(g, w)| {
-                    let p = linalg::dot(g, w);
-                    linalg::axpy(-p, w, g);
-                });
+            grads.dec.par_chunks_mut(d_out).zip(self.params.dec.par_chunks(d_out)).for_each(|(g, w)| {
+                let p = linalg::dot(g, w);
+                linalg::axpy(-p, w, g);
+            });
         }
         let grad_norm = grad_norm(&grads);
         if !grad_norm.is_finite() {
             self.grads = grads;
-            return Err(SaeError::NonFinite {
-                step: self.step,
-                what: "gradient norm",
-                value: grad_norm,
-            });
+            return Err(SaeError::NonFinite { step: self.step, what: "gradient norm", value: grad_norm });
         }
         let clip = match self.cfg.max_grad_norm {
             Some(m) if grad_norm > m as f64 => (m as f64 / grad_norm) as f32,
@@ -937,9 +832,7 @@ impl Trainer {
             // zero the gate would pass negative pre-activations); doing it
             // after the update gives the same values and leaves Adam alone.
             let d_sae = self.d_sae;
-            self.params.b_enc[d_sae..]
-                .iter_mut()
-                .for_each(|v| *v = v.max(0.0));
+            self.params.b_enc[d_sae..].iter_mut().for_each(|v| *v = v.max(0.0));
         }
         if self.unit_decoder() {
             let d_out = self.d_out;
@@ -952,25 +845,16 @@ impl Trainer {
         }
         // Firing statistics and the BatchTopK threshold.
         let min_pos = fb.min_pos;
-        for ((t, total), &c) in self
-            .tokens_since_fired
-            .iter_mut()
-            .zip(&mut self.fire_counts)
-            .zip(&fb.fire_count)
-        {
+        for ((t, total), &c) in self.tokens_since_fired.iter_mut().zip(&mut self.fire_counts).zip(&fb.fire_count) {
             *total += c;
             *t = if c > 0 { 0 } else { t.saturating_add(n as u64) };
         }
         if let TrainArch::BatchTopK { threshold_lr, .. } = self.cfg.arch {
             if min_pos.is_finite() {
-                self.batch_threshold =
-                    (1.0 - threshold_lr) * self.batch_threshold + threshold_lr * min_pos as f64;
+                self.batch_threshold = (1.0 - threshold_lr) * self.batch_threshold + threshold_lr * min_pos as f64;
             }
         }
-        let sparsity_term = matches!(
-            self.cfg.arch,
-            TrainArch::Standard { .. } | TrainArch::JumpRelu { .. }
-        );
+        let sparsity_term = matches!(self.cfg.arch, TrainArch::Standard { .. } | TrainArch::JumpRelu { .. });
         let stats = StepStats {
             step: self.step,
             loss,
@@ -979,10 +863,7 @@ impl Trainer {
             l1_coefficient: sparsity_term.then_some(l1c),
             auxk: match self.cfg.arch {
                 TrainArch::Standard { .. } => None,
-                TrainArch::JumpRelu {
-                    pre_act_loss_coefficient,
-                    ..
-                } => pre_act_loss_coefficient.map(|_| parts.auxk),
+                TrainArch::JumpRelu { pre_act_loss_coefficient, .. } => pre_act_loss_coefficient.map(|_| parts.auxk),
                 _ => Some(parts.auxk),
             },
             l0: parts.l0,
@@ -1003,27 +884,23 @@ impl Trainer {
         let bc2 = 1.0 - b2.powi(t);
         let upd = |p: &mut Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, g: &Vec<f32>| {
             const CH: usize = 4096;
-            p.par_chunks_mut(CH)
-                .zip(m.par_chunks_mut(CH))
-                .zip(v.par_chunks_mut(CH))
-                .zip(g.par_chunks(CH))
-                .for_each(|(((p, m), v), g)| {
+            p.par_chunks_mut(CH).zip(m.par_chunks_mut(CH)).zip(v.par_chunks_mut(CH)).zip(g.par_chunks(CH)).for_each(
+                |(((p, m), v), g)| {
                     for i in 0..p.len() {
                         let gi = g[i] * clip;
                         m[i] = b1 * m[i] + (1.0 - b1) * gi;
                         v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
                         p[i] -= lr * (m[i] / bc1) / ((v[i] / bc2).sqrt() + eps);
                     }
-                });
+                },
+            );
         };
         let (p, m, v) = (&mut self.params, &mut self.adam_m, &mut self.adam_v);
         upd(&mut p.enc, &mut m.enc, &mut v.enc, &g.enc);
         upd(&mut p.b_enc, &mut m.b_enc, &mut v.b_enc, &g.b_enc);
         upd(&mut p.dec, &mut m.dec, &mut v.dec, &g.dec);
         upd(&mut p.b_dec, &mut m.b_dec, &mut v.b_dec, &g.b_dec);
-        if let (Some(p), Some(m), Some(v), Some(g)) =
-            (&mut p.skip, &mut m.skip, &mut v.skip, &g.skip)
-        {
+        if let (Some(p), Some(m), Some(v), Some(g)) = (&mut p.skip, &mut m.skip, &mut v.skip, &g.skip) {
             upd(p, m, v, g);
         }
     }
@@ -1036,7 +913,8 @@ impl Trainer {
         let (d_in, d_out) = (self.d_in, self.d_out);
         let p = &self.params;
         let xin = self.encoder_input(x);
-        let dec_norms: Vec<f32> = p.dec.chunks_exact(d_out).map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt()).collect();
+        let dec_norms: Vec<f32> =
+            p.dec.chunks_exact(d_out).map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt()).collect();
         let mut skip_out = vec![0f32; if p.skip.is_some() { n * d_out } else { 0 }];
         if let Some(ws) = &p.skip {
             linalg::gemm(MatRef::row_major(x, n, d_in), MatRef::row_major(ws, d_out, d_in).t(), &mut skip_out, 0.0);
@@ -1060,8 +938,7 @@ impl Trainer {
         let mut xin = x.to_vec();
         if self.cfg.apply_b_dec_to_input && !self.cfg.transcoder {
             let b = &self.params.b_dec;
-            xin.par_chunks_mut(self.d_in)
-                .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v -= b));
+            xin.par_chunks_mut(self.d_in).for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v -= b));
         }
         xin
     }
@@ -1077,9 +954,7 @@ impl Trainer {
             0.0,
         );
         for r in pre.chunks_exact_mut(d_sae) {
-            r.iter_mut()
-                .zip(&self.params.b_enc)
-                .for_each(|(v, b)| *v += b);
+            r.iter_mut().zip(&self.params.b_enc).for_each(|(v, b)| *v += b);
         }
     }
 
@@ -1181,9 +1056,8 @@ impl Trainer {
                 .map(|&r| {
                     let mut pre = Vec::new();
                     self.pre_block(&xin[r * self.d_in..(r + 1) * self.d_in], 1, &mut pre);
-                    let idx: Vec<u32> = (0..d_sae as u32)
-                        .filter(|&j| pre[j as usize] > 0.0 && pre[j as usize] >= tau0)
-                        .collect();
+                    let idx: Vec<u32> =
+                        (0..d_sae as u32).filter(|&j| pre[j as usize] > 0.0 && pre[j as usize] >= tau0).collect();
                     let val = idx.iter().map(|&j| pre[j as usize]).collect();
                     (idx, val)
                 })
@@ -1260,11 +1134,8 @@ impl Trainer {
         let k_aux_cfg = self.cfg.aux_k.unwrap_or(d_out / 2).max(1);
         let use_aux = !standard && self.cfg.aux_k_coefficient > 0.0 && n_dead > 0;
         let k_aux = if use_aux { k_aux_cfg.min(n_dead) } else { 0 };
-        let aux_scale = if use_aux {
-            (n_dead as f32 / k_aux_cfg as f32).min(1.0) * self.cfg.aux_k_coefficient
-        } else {
-            0.0
-        };
+        let aux_scale =
+            if use_aux { (n_dead as f32 / k_aux_cfg as f32).min(1.0) * self.cfg.aux_k_coefficient } else { 0.0 };
 
         let StepInputs { xin, dec_norms, skip_out, ybar } = self.step_inputs(x, y, n, grads);
 
@@ -1312,20 +1183,46 @@ impl Trainer {
                 let g0 = out.g.len();
                 out.g.resize(g0 + m * d_out, 0.0);
                 let skip = (!skip_out.is_empty()).then(|| &skip_out[c0 * d_out..c1 * d_out]);
-                let (se, sv) = dense_decode_error(&a_dense, m, p, d_sae, d_out, skip, &y[c0 * d_out..c1 * d_out], &ybar, inv_n, &mut out.g[g0..]);
+                let (se, sv) = dense_decode_error(
+                    &a_dense,
+                    m,
+                    p,
+                    d_sae,
+                    d_out,
+                    skip,
+                    &y[c0 * d_out..c1 * d_out],
+                    &ybar,
+                    inv_n,
+                    &mut out.g[g0..],
+                );
                 mse += se;
                 var += sv;
                 let g = &out.g[g0..];
                 // dL/dpre on active entries (ReLU: exactly the positive ones), 0 elsewhere.
                 let mut dpre = vec![0f32; m * d_sae];
-                linalg::gemm(MatRef::row_major(g, m, d_out), MatRef::row_major(&p.dec, d_sae, d_out).t(), &mut dpre, 0.0);
+                linalg::gemm(
+                    MatRef::row_major(g, m, d_out),
+                    MatRef::row_major(&p.dec, d_sae, d_out).t(),
+                    &mut dpre,
+                    0.0,
+                );
                 dpre.par_chunks_mut(d_sae).zip(a_dense.par_chunks(d_sae)).for_each(|(dr, ar)| {
                     for j in 0..d_sae {
                         dr[j] = if ar[j] > 0.0 { dr[j] + l1c * dec_norms[j] * inv_n } else { 0.0 };
                     }
                 });
-                linalg::gemm(MatRef::row_major(&a_dense, m, d_sae).t(), MatRef::row_major(g, m, d_out), &mut grads.dec, 1.0);
-                linalg::gemm(MatRef::row_major(&dpre, m, d_sae).t(), MatRef::row_major(xc, m, d_in), &mut grads.enc, 1.0);
+                linalg::gemm(
+                    MatRef::row_major(&a_dense, m, d_sae).t(),
+                    MatRef::row_major(g, m, d_out),
+                    &mut grads.dec,
+                    1.0,
+                );
+                linalg::gemm(
+                    MatRef::row_major(&dpre, m, d_sae).t(),
+                    MatRef::row_major(xc, m, d_in),
+                    &mut grads.enc,
+                    1.0,
+                );
                 for (dr, ar) in dpre.chunks_exact(d_sae).zip(a_dense.chunks_exact(d_sae)) {
                     grads.b_enc.iter_mut().zip(dr).for_each(|(b, v)| *b += v);
                     // Column sums of the activations feed the L1 decoder-norm term.
@@ -1335,7 +1232,12 @@ impl Trainer {
                     linalg::axpy(1.0, row, &mut grads.b_dec);
                 }
                 if let Some(gs) = &mut grads.skip {
-                    linalg::gemm(MatRef::row_major(g, m, d_out).t(), MatRef::row_major(&x[c0 * d_in..c1 * d_in], m, d_in), gs, 1.0);
+                    linalg::gemm(
+                        MatRef::row_major(g, m, d_out).t(),
+                        MatRef::row_major(&x[c0 * d_in..c1 * d_in], m, d_in),
+                        gs,
+                        1.0,
+                    );
                 }
                 c0 = c1;
                 continue;
@@ -1383,11 +1285,7 @@ impl Trainer {
                             a.iter_mut().for_each(|v| *v = 0.0);
                             for i in aux.row(r) {
                                 let j = aux.idx[i] as usize;
-                                linalg::axpy(
-                                    aux.val[i],
-                                    &p.dec[j * d_out..(j + 1) * d_out],
-                                    &mut a,
-                                );
+                                linalg::axpy(aux.val[i], &p.dec[j * d_out..(j + 1) * d_out], &mut a);
                             }
                             // a − (y − ŷ) = a + e, with e treated as a constant.
                             let h = &mut o.h[(r - r0) * d_out..(r - r0 + 1) * d_out];
@@ -1404,8 +1302,7 @@ impl Trainer {
                             o.aux += ae;
                             for i in aux.row(r) {
                                 let j = aux.idx[i] as usize;
-                                o.dpre_aux
-                                    .push(linalg::dot(&p.dec[j * d_out..(j + 1) * d_out], h));
+                                o.dpre_aux.push(linalg::dot(&p.dec[j * d_out..(j + 1) * d_out], h));
                             }
                         }
                     }
@@ -1445,22 +1342,12 @@ impl Trainer {
             for r in 0..m {
                 for i in act.row(r) {
                     let j = act.idx[i] as usize;
-                    entries[fill[j]] = Entry {
-                        row: r as u32,
-                        aux: false,
-                        coef: act.val[i],
-                        dpre: dpre_act[i],
-                    };
+                    entries[fill[j]] = Entry { row: r as u32, aux: false, coef: act.val[i], dpre: dpre_act[i] };
                     fill[j] += 1;
                 }
                 for i in aux.row(r) {
                     let j = aux.idx[i] as usize;
-                    entries[fill[j]] = Entry {
-                        row: r as u32,
-                        aux: true,
-                        coef: aux.val[i],
-                        dpre: dpre_aux[i],
-                    };
+                    entries[fill[j]] = Entry { row: r as u32, aux: true, coef: aux.val[i], dpre: dpre_aux[i] };
                     fill[j] += 1;
                 }
             }
@@ -1478,11 +1365,7 @@ impl Trainer {
                     let mut sum_f = 0f32;
                     for e in ents {
                         let r = e.row as usize;
-                        let src = if e.aux {
-                            &h[r * d_out..(r + 1) * d_out]
-                        } else {
-                            &g[r * d_out..(r + 1) * d_out]
-                        };
+                        let src = if e.aux { &h[r * d_out..(r + 1) * d_out] } else { &g[r * d_out..(r + 1) * d_out] };
                         linalg::axpy(e.coef, src, gd);
                         linalg::axpy(e.dpre, &xc[r * d_in..(r + 1) * d_in], ge);
                         *gb += e.dpre;
@@ -1554,45 +1437,28 @@ impl Trainer {
         // and ŷ/so = (f·D + b_dec)/so; so W_dec and b_dec are divided by so.
         let w_dec: Vec<f32> = p.dec.iter().map(|v| v / so).collect();
         let b_dec: Vec<f32> = p.b_dec.iter().map(|v| v / so).collect();
-        let w_skip = p
-            .skip
-            .as_ref()
-            .map(|s| s.iter().map(|v| v * si / so).collect());
+        let w_skip = p.skip.as_ref().map(|s| s.iter().map(|v| v * si / so).collect());
         let activation = match self.cfg.arch {
             TrainArch::Standard { .. } => Activation::Relu,
             TrainArch::TopK { k } => Activation::TopK { k },
-            TrainArch::BatchTopK { .. } => Activation::JumpRelu {
-                threshold: vec![self.batch_threshold as f32; d_sae],
-            },
+            TrainArch::BatchTopK { .. } => Activation::JumpRelu { threshold: vec![self.batch_threshold as f32; d_sae] },
             // θ is kept ≥ 0 in training; the max only guards hand-set values
             // (the inference gate is ReLU(pre) · 1[pre > θ] either way).
-            TrainArch::JumpRelu { .. } => Activation::JumpRelu {
-                threshold: p.b_enc[d_sae..].iter().map(|v| v.max(0.0)).collect(),
-            },
+            TrainArch::JumpRelu { .. } => {
+                Activation::JumpRelu { threshold: p.b_enc[d_sae..].iter().map(|v| v.max(0.0)).collect() }
+            }
         };
         let log_sparsity = (self.tokens_seen > 0).then(|| {
-            let f: Vec<f64> = self
-                .fire_counts
-                .iter()
-                .map(|&c| c as f64 / self.tokens_seen as f64)
-                .collect();
+            let f: Vec<f64> = self.fire_counts.iter().map(|&c| c as f64 / self.tokens_seen as f64).collect();
             crate::format::saelens::log_sparsity_from_freq(&f)
         });
         let mut metadata = Metadata::default();
-        metadata.extra.insert(
-            "training_architecture".into(),
-            serde_json::to_value(&self.cfg.arch).unwrap_or_default(),
-        );
-        metadata
-            .extra
-            .insert("training_tokens".into(), self.tokens_seen.into());
+        metadata.extra.insert("training_architecture".into(), serde_json::to_value(&self.cfg.arch).unwrap_or_default());
+        metadata.extra.insert("training_tokens".into(), self.tokens_seen.into());
         if self.cfg.normalize_activations {
             // Folded like SAELens's expected_average_only_in: the saved coder
             // takes raw activations, so its config says "none".
-            metadata.extra.insert(
-                "activation_scaling_factor".into(),
-                serde_json::json!(self.scale_in),
-            );
+            metadata.extra.insert("activation_scaling_factor".into(), serde_json::json!(self.scale_in));
         }
         SparseCoder {
             activation,
@@ -1686,10 +1552,7 @@ fn b_enc_len(arch: &TrainArch, d_sae: usize) -> usize {
 
 fn grad_norm(g: &Params) -> f64 {
     let part = |v: &[f32]| -> f64 {
-        let chunks: Vec<f64> = v
-            .par_chunks(4096)
-            .map(|c| c.iter().map(|x| (*x as f64) * (*x as f64)).sum())
-            .collect();
+        let chunks: Vec<f64> = v.par_chunks(4096).map(|c| c.iter().map(|x| (*x as f64) * (*x as f64)).sum()).collect();
         chunks.iter().sum()
     };
     g.tensors().iter().map(|(_, v)| part(v)).sum::<f64>().sqrt()
@@ -1699,8 +1562,7 @@ fn grad_norm(g: &Params) -> f64 {
 fn push_top(p: &[f32], k: usize, sel: &mut Vec<u32>, out: &mut Csr) {
     topk_indices(p, k, sel);
     let start = out.idx.len();
-    out.idx
-        .extend(sel.iter().copied().filter(|&j| p[j as usize] > 0.0));
+    out.idx.extend(sel.iter().copied().filter(|&j| p[j as usize] > 0.0));
     out.idx[start..].sort_unstable();
     for i in start..out.idx.len() {
         out.val.push(p[out.idx[i] as usize]);
@@ -1709,14 +1571,7 @@ fn push_top(p: &[f32], k: usize, sel: &mut Vec<u32>, out: &mut Csr) {
 
 /// Pushes the `k` largest pre-activations among the dead latents `dead_ids`
 /// (values may be negative). `vals` and `sel` are scratch.
-fn push_top_aux(
-    p: &[f32],
-    k: usize,
-    dead_ids: &[u32],
-    vals: &mut Vec<f32>,
-    sel: &mut Vec<u32>,
-    out: &mut Csr,
-) {
+fn push_top_aux(p: &[f32], k: usize, dead_ids: &[u32], vals: &mut Vec<f32>, sel: &mut Vec<u32>, out: &mut Csr) {
     vals.clear();
     vals.extend(dead_ids.iter().map(|&j| p[j as usize]));
     topk_indices(vals, k, sel);
@@ -1735,22 +1590,12 @@ impl TrainerState {
         let mut t: Vec<(String, Out)> = Vec::new();
         let (d_in, d_out, d_sae) = (self.d_in, self.d_out, self.cfg.d_sae);
         let jump = matches!(self.cfg.arch, TrainArch::JumpRelu { .. });
-        for (prefix, p) in [
-            ("param", &self.params),
-            ("adam_m", &self.adam_m),
-            ("adam_v", &self.adam_v),
-        ] {
+        for (prefix, p) in [("param", &self.params), ("adam_m", &self.adam_m), ("adam_v", &self.adam_v)] {
             for (name, v) in p.tensors() {
                 if name == "b_enc" && jump {
                     // JumpReLU: bias and threshold as separate tensors.
-                    t.push((
-                        format!("{prefix}.b_enc"),
-                        Out::F32(vec![d_sae], v[..d_sae].to_vec()),
-                    ));
-                    t.push((
-                        format!("{prefix}.threshold"),
-                        Out::F32(vec![d_sae], v[d_sae..].to_vec()),
-                    ));
+                    t.push((format!("{prefix}.b_enc"), Out::F32(vec![d_sae], v[..d_sae].to_vec())));
+                    t.push((format!("{prefix}.threshold"), Out::F32(vec![d_sae], v[d_sae..].to_vec())));
                     continue;
                 }
                 let shape = match name {
@@ -1762,33 +1607,15 @@ impl TrainerState {
                 t.push((format!("{prefix}.{name}"), Out::F32(shape, v.clone())));
             }
         }
-        t.push((
-            "tokens_since_fired".into(),
-            Out::U64(vec![d_sae], self.tokens_since_fired.clone()),
-        ));
-        t.push((
-            "fire_counts".into(),
-            Out::U64(vec![d_sae], self.fire_counts.clone()),
-        ));
-        t.push((
-            "batch_threshold".into(),
-            Out::F64(vec![1], vec![self.batch_threshold]),
-        ));
-        t.push((
-            "counters".into(),
-            Out::U64(vec![2], vec![self.step, self.tokens_seen]),
-        ));
-        t.push((
-            "scales".into(),
-            Out::F32(vec![2], vec![self.scale_in, self.scale_out]),
-        ));
+        t.push(("tokens_since_fired".into(), Out::U64(vec![d_sae], self.tokens_since_fired.clone())));
+        t.push(("fire_counts".into(), Out::U64(vec![d_sae], self.fire_counts.clone())));
+        t.push(("batch_threshold".into(), Out::F64(vec![1], vec![self.batch_threshold])));
+        t.push(("counters".into(), Out::U64(vec![2], vec![self.step, self.tokens_seen])));
+        t.push(("scales".into(), Out::F32(vec![2], vec![self.scale_in, self.scale_out])));
         let mut meta = std::collections::HashMap::new();
         meta.insert("format".into(), "saepipe-trainer-state".into());
         meta.insert("version".into(), STATE_VERSION.into());
-        meta.insert(
-            "config".into(),
-            serde_json::to_string(&self.cfg).expect("config serialises"),
-        );
+        meta.insert("config".into(), serde_json::to_string(&self.cfg).expect("config serialises"));
         meta.insert("d_in".into(), d_in.to_string());
         meta.insert("d_out".into(), d_out.to_string());
         st::write(path, t, Some(meta))
@@ -1798,16 +1625,12 @@ impl TrainerState {
         let f = StFile::open(path)?;
         let meta = f.metadata().unwrap_or_default();
         let field = |k: &str| {
-            meta.get(k).cloned().ok_or_else(|| {
-                SaeError::config(path, k, "missing from the safetensors header metadata")
-            })
+            meta.get(k)
+                .cloned()
+                .ok_or_else(|| SaeError::config(path, k, "missing from the safetensors header metadata"))
         };
         if field("format")? != "saepipe-trainer-state" {
-            return Err(SaeError::config(
-                path,
-                "format",
-                "not a saepipe trainer state",
-            ));
+            return Err(SaeError::config(path, "format", "not a saepipe trainer state"));
         }
         let v = field("version")?;
         if v != STATE_VERSION {
@@ -1818,15 +1641,9 @@ impl TrainerState {
             ));
         }
         let cfg: TrainConfig =
-            serde_json::from_str(&field("config")?).map_err(|e| SaeError::Json {
-                path: path.into(),
-                source: e,
-            })?;
-        let parse = |k: &str| -> Result<usize> {
-            field(k)?
-                .parse()
-                .map_err(|_| SaeError::config(path, k, "not an integer"))
-        };
+            serde_json::from_str(&field("config")?).map_err(|e| SaeError::Json { path: path.into(), source: e })?;
+        let parse =
+            |k: &str| -> Result<usize> { field(k)?.parse().map_err(|_| SaeError::config(path, k, "not an integer")) };
         let (d_in, d_out, d_sae) = (parse("d_in")?, parse("d_out")?, cfg.d_sae);
         let jump = matches!(cfg.arch, TrainArch::JumpRelu { .. });
         let params = |prefix: &str| -> Result<Params> {
@@ -1874,9 +1691,7 @@ mod tests {
     use super::*;
 
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
@@ -1906,16 +1721,7 @@ mod tests {
         let dead = t.dead_mask();
         let l1c = t.sparsity_coefficient_at(t.step);
         let mut grads = t.params.zeros_like();
-        let out = t.forward_backward(
-            &xs,
-            ys.as_deref().unwrap_or(&xs),
-            n,
-            l1c,
-            &dead,
-            &mut grads,
-            fixed,
-            true,
-        );
+        let out = t.forward_backward(&xs, ys.as_deref().unwrap_or(&xs), n, l1c, &dead, &mut grads, fixed, true);
         let (ptr, sel) = out.selection.unwrap();
         let e: Vec<f32> = out.g.iter().map(|v| v * n as f32 / 2.0).collect();
         (out.parts, grads, ptr, sel, e)
@@ -1940,13 +1746,7 @@ mod tests {
     /// [`check_grads`]; JumpReLU thresholds are set positive, and their
     /// (pseudo-)gradients are checked only with `check_threshold` (where
     /// they are true gradients: no entry in the kernel window).
-    fn check_grads_with(
-        cfg: TrainConfig,
-        d_in: usize,
-        d_out: usize,
-        dead: &[usize],
-        check_threshold: bool,
-    ) {
+    fn check_grads_with(cfg: TrainConfig, d_in: usize, d_out: usize, dead: &[usize], check_threshold: bool) {
         let n = 7;
         let mut s = 99u64;
         let x: Vec<f32> = (0..n * d_in).map(|_| lcg(&mut s) * 1.5).collect();
@@ -2015,29 +1815,20 @@ mod tests {
                     _ => g.skip.as_ref().unwrap()[i],
                 } as f64;
                 if (fd - an).abs() > 2e-3 + 1e-2 * an.abs() {
-                    eprintln!(
-                        "{:?}: d loss / d {name}[{i}]: finite difference {fd}, analytic {an}",
-                        t.cfg.arch
-                    );
+                    eprintln!("{:?}: d loss / d {name}[{i}]: finite difference {fd}, analytic {an}", t.cfg.arch);
                     bad += 1;
                 }
                 checked += 1;
             }
         }
         assert_eq!(bad, 0, "{bad} of {checked} gradient elements disagree");
-        assert!(
-            checked > 100 && skipped * 10 < checked,
-            "{checked} checked, {skipped} skipped at kinks"
-        );
+        assert!(checked > 100 && skipped * 10 < checked, "{checked} checked, {skipped} skipped at kinks");
     }
 
     #[test]
     fn gradients_standard_l1() {
         let cfg = TrainConfig {
-            arch: TrainArch::Standard {
-                l1_coefficient: 0.3,
-                l1_warmup_steps: 0,
-            },
+            arch: TrainArch::Standard { l1_coefficient: 0.3, l1_warmup_steps: 0 },
             d_sae: 10,
             ..Default::default()
         };
@@ -2047,10 +1838,7 @@ mod tests {
     #[test]
     fn gradients_standard_without_b_dec_on_input() {
         let cfg = TrainConfig {
-            arch: TrainArch::Standard {
-                l1_coefficient: 0.1,
-                l1_warmup_steps: 0,
-            },
+            arch: TrainArch::Standard { l1_coefficient: 0.1, l1_warmup_steps: 0 },
             apply_b_dec_to_input: false,
             d_sae: 10,
             ..Default::default()
@@ -2073,10 +1861,7 @@ mod tests {
     #[test]
     fn gradients_batchtopk_with_auxk() {
         let cfg = TrainConfig {
-            arch: TrainArch::BatchTopK {
-                k: 2,
-                threshold_lr: 0.01,
-            },
+            arch: TrainArch::BatchTopK { k: 2, threshold_lr: 0.01 },
             d_sae: 12,
             aux_k_coefficient: 1.0,
             ..Default::default()
@@ -2100,10 +1885,7 @@ mod tests {
     #[test]
     fn gradients_relu_transcoder() {
         let cfg = TrainConfig {
-            arch: TrainArch::Standard {
-                l1_coefficient: 0.2,
-                l1_warmup_steps: 0,
-            },
+            arch: TrainArch::Standard { l1_coefficient: 0.2, l1_warmup_steps: 0 },
             d_sae: 9,
             transcoder: true,
             ..Default::default()
@@ -2119,12 +1901,8 @@ mod tests {
         pre_act: Option<f32>,
         ste_to_input: bool,
     ) -> TrainArch {
-        let TrainArch::JumpRelu {
-            l0_warmup_steps,
-            initial_threshold,
-            tanh_scale,
-            ..
-        } = TrainArch::jumprelu(l0_coefficient)
+        let TrainArch::JumpRelu { l0_warmup_steps, initial_threshold, tanh_scale, .. } =
+            TrainArch::jumprelu(l0_coefficient)
         else {
             unreachable!()
         };
@@ -2222,19 +2000,13 @@ mod tests {
         let apply = t.cfg.apply_b_dec_to_input && !t.cfg.transcoder;
         let w = |j: usize, d: usize| p.dec[j * d_out + d] as f64;
         let th = |j: usize| p.b_enc[d_sae + j] as f64;
-        let norm: Vec<f64> = (0..d_sae)
-            .map(|j| (0..d_out).map(|d| w(j, d).powi(2)).sum::<f64>().sqrt())
-            .collect();
-        let xin = |r: usize, i: usize| {
-            x[r * d_in + i] as f64 - if apply { p.b_dec[i] as f64 } else { 0.0 }
-        };
+        let norm: Vec<f64> = (0..d_sae).map(|j| (0..d_out).map(|d| w(j, d).powi(2)).sum::<f64>().sqrt()).collect();
+        let xin = |r: usize, i: usize| x[r * d_in + i] as f64 - if apply { p.b_dec[i] as f64 } else { 0.0 };
         let mut pre = vec![0f64; n * d_sae];
         for r in 0..n {
             for j in 0..d_sae {
-                pre[r * d_sae + j] = p.b_enc[j] as f64
-                    + (0..d_in)
-                        .map(|i| xin(r, i) * p.enc[j * d_in + i] as f64)
-                        .sum::<f64>();
+                pre[r * d_sae + j] =
+                    p.b_enc[j] as f64 + (0..d_in).map(|i| xin(r, i) * p.enc[j * d_in + i] as f64).sum::<f64>();
             }
         }
         let f = |r: usize, j: usize| {
@@ -2254,9 +2026,7 @@ mod tests {
                     yh += f(r, j) * w(j, d);
                 }
                 if let Some(sk) = &p.skip {
-                    yh += (0..d_in)
-                        .map(|i| sk[d * d_in + i] as f64 * x[r * d_in + i] as f64)
-                        .sum::<f64>();
+                    yh += (0..d_in).map(|i| sk[d * d_in + i] as f64 * x[r * d_in + i] as f64).sum::<f64>();
                 }
                 let e = yh - y[r * d_out + d] as f64;
                 mse += e * e / nf;
@@ -2294,8 +2064,7 @@ mod tests {
                     go_f += coef / nf * a * norm[j] * (1.0 - tz * tz);
                     if norm[j] > 0.0 {
                         for d in 0..d_out {
-                            g_dec[j * d_out + d] +=
-                                coef / nf * a * fv * (1.0 - tz * tz) * w(j, d) / norm[j];
+                            g_dec[j * d_out + d] += coef / nf * a * fv * (1.0 - tz * tz) * w(j, d) / norm[j];
                         }
                     }
                 }
@@ -2378,10 +2147,7 @@ mod tests {
             let coef = t.sparsity_coefficient_at(t.step) as f64;
             let yref = if skip { &y } else { &x };
             let ((mse, sp, pl), want, window) = naive_jumprelu(&t, &x, yref, n, coef, &dead);
-            assert!(
-                window > 5,
-                "{arch:?}: only {window} entries in the kernel window"
-            );
+            assert!(window > 5, "{arch:?}: only {window} entries in the kernel window");
             for dense in [false, true] {
                 t.dense_above_one_in = if dense { usize::MAX } else { 0 };
                 let (parts, got) = t.loss_and_grads(&x, yo, n).unwrap();
@@ -2400,10 +2166,7 @@ mod tests {
                     }
                 }
                 // The threshold gradient is non-trivial.
-                assert!(
-                    got.b_enc[d_sae..].iter().any(|v| v.abs() > 1e-3),
-                    "{arch:?}"
-                );
+                assert!(got.b_enc[d_sae..].iter().any(|v| v.abs() > 1e-3), "{arch:?}");
             }
         }
     }
@@ -2412,17 +2175,14 @@ mod tests {
     fn jumprelu_gradients_match_saelens_autograd() {
         // tests/fixtures/jumprelu_grads: SAELens 6.54's JumpReLUTrainingSAE
         // training_forward_pass + backward on small random examples.
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/jumprelu_grads/grads.safetensors");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jumprelu_grads/grads.safetensors");
         let f = StFile::open(&path).unwrap();
-        let meta: serde_json::Value =
-            serde_json::from_str(&f.metadata().unwrap()["cases"]).unwrap();
+        let meta: serde_json::Value = serde_json::from_str(&f.metadata().unwrap()["cases"]).unwrap();
         let cases = meta["cases"].as_object().unwrap();
         assert_eq!(cases.len(), 5);
         for (name, c) in cases {
             let k = &c["config"];
-            let mode: JumpReluSparsityLoss =
-                serde_json::from_value(k["jumprelu_sparsity_loss_mode"].clone()).unwrap();
+            let mode: JumpReluSparsityLoss = serde_json::from_value(k["jumprelu_sparsity_loss_mode"].clone()).unwrap();
             let get = |t: &str| f.f32(&format!("{name}.{t}"), None).unwrap();
             let x = get("x");
             let (d_sae, d_in) = (get("b_enc").len(), get("b_dec").len());
@@ -2436,9 +2196,7 @@ mod tests {
                     sparsity_loss_mode: mode,
                     tanh_scale: k["jumprelu_tanh_scale"].as_f64().unwrap() as f32,
                     target_l0: k["target_l0"].as_f64().map(|v| v as f32),
-                    pre_act_loss_coefficient: k["pre_act_loss_coefficient"]
-                        .as_f64()
-                        .map(|v| v as f32),
+                    pre_act_loss_coefficient: k["pre_act_loss_coefficient"].as_f64().map(|v| v as f32),
                     ste_to_input: k["jumprelu_ste_to_input"].as_bool().unwrap(),
                 },
                 d_sae,
@@ -2447,11 +2205,8 @@ mod tests {
                 ..Default::default()
             };
             let mut t = Trainer::new(cfg, d_in, d_in, &x, None).unwrap();
-            let transpose = |w: &[f32]| -> Vec<f32> {
-                (0..d_sae * d_in)
-                    .map(|ji| w[(ji % d_in) * d_sae + ji / d_in])
-                    .collect()
-            };
+            let transpose =
+                |w: &[f32]| -> Vec<f32> { (0..d_sae * d_in).map(|ji| w[(ji % d_in) * d_sae + ji / d_in]).collect() };
             t.params.enc = transpose(&get("W_enc"));
             t.params.b_enc = [get("b_enc"), get("threshold")].concat();
             t.params.dec = get("W_dec");
@@ -2470,11 +2225,9 @@ mod tests {
             for dense in [false, true] {
                 t.dense_above_one_in = if dense { usize::MAX } else { 0 };
                 let (parts, got) = t.loss_and_grads(&x, None, n).unwrap();
-                for (ours, theirs) in [
-                    (parts.mse, loss("mse_loss")),
-                    (parts.l1, loss("l0_loss")),
-                    (parts.auxk, loss("pre_act_loss")),
-                ] {
+                for (ours, theirs) in
+                    [(parts.mse, loss("mse_loss")), (parts.l1, loss("l0_loss")), (parts.auxk, loss("pre_act_loss"))]
+                {
                     assert!(
                         (ours - theirs).abs() <= 1e-5 * theirs.abs().max(1.0),
                         "{name}: loss parts {parts:?} vs SAELens {losses}"
@@ -2514,25 +2267,16 @@ mod tests {
     #[test]
     fn jumprelu_l0_coefficient_warms_up_like_saelens() {
         let arch = match TrainArch::jumprelu(2.0) {
-            TrainArch::JumpRelu {
-                l0_warmup_steps: _, ..
-            } => {
+            TrainArch::JumpRelu { l0_warmup_steps: _, .. } => {
                 let mut a = TrainArch::jumprelu(2.0);
-                if let TrainArch::JumpRelu {
-                    l0_warmup_steps, ..
-                } = &mut a
-                {
+                if let TrainArch::JumpRelu { l0_warmup_steps, .. } = &mut a {
                     *l0_warmup_steps = 4;
                 }
                 a
             }
             _ => unreachable!(),
         };
-        let cfg = TrainConfig {
-            arch,
-            d_sae: 4,
-            ..Default::default()
-        };
+        let cfg = TrainConfig { arch, d_sae: 4, ..Default::default() };
         let t = Trainer::new(cfg, 2, 2, &[1.0, 2.0], None).unwrap();
         // SAELens CoefficientScheduler: 0, 0.5, 1, 1.5, then 2.
         let got: Vec<f32> = (0..6).map(|s| t.sparsity_coefficient_at(s)).collect();
@@ -2543,32 +2287,18 @@ mod tests {
 
     #[test]
     fn jumprelu_config_is_validated() {
-        let base = TrainConfig {
-            d_sae: 8,
-            ..Default::default()
-        };
+        let base = TrainConfig { d_sae: 8, ..Default::default() };
         let x = vec![0.5f32; 8];
         let err = |arch: TrainArch| {
-            Trainer::new(
-                TrainConfig {
-                    arch,
-                    ..base.clone()
-                },
-                4,
-                4,
-                &x,
-                None,
-            )
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
+            Trainer::new(TrainConfig { arch, ..base.clone() }, 4, 4, &x, None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
         };
         use JumpReluSparsityLoss::*;
         assert!(err(jr(1.0, 0.0, Step, None, false)).contains("bandwidth"));
         assert!(err(jr(-1.0, 0.05, Step, None, false)).contains("l0_coefficient"));
-        assert!(
-            err(jr(1.0, 0.05, Step, Some(f32::NAN), false)).contains("pre_act_loss_coefficient")
-        );
+        assert!(err(jr(1.0, 0.05, Step, Some(f32::NAN), false)).contains("pre_act_loss_coefficient"));
         let mut q = jr(1.0, 0.05, Quadratic, None, false);
         if let TrainArch::JumpRelu { target_l0, .. } = &mut q {
             *target_l0 = None;
@@ -2579,10 +2309,7 @@ mod tests {
         }
         assert!(err(q).contains("target_l0 = 9"));
         let mut it = TrainArch::jumprelu(1.0);
-        if let TrainArch::JumpRelu {
-            initial_threshold, ..
-        } = &mut it
-        {
+        if let TrainArch::JumpRelu { initial_threshold, .. } = &mut it {
             *initial_threshold = -0.1;
         }
         assert!(err(it).contains("initial_threshold"));
@@ -2591,16 +2318,13 @@ mod tests {
 
     #[test]
     fn jumprelu_config_defaults_deserialise() {
-        let a: TrainArch =
-            serde_json::from_str(r#"{"kind": "jump_relu", "l0_coefficient": 1.0}"#).unwrap();
+        let a: TrainArch = serde_json::from_str(r#"{"kind": "jump_relu", "l0_coefficient": 1.0}"#).unwrap();
         assert_eq!(a, TrainArch::jumprelu(1.0));
         let back: TrainArch = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(back, a);
         // Configs written before JumpReLU existed still read.
-        let old: TrainConfig = serde_json::from_str(
-            r#"{"arch": {"kind": "standard", "l1_coefficient": 5.0}, "d_sae": 16}"#,
-        )
-        .unwrap();
+        let old: TrainConfig =
+            serde_json::from_str(r#"{"arch": {"kind": "standard", "l1_coefficient": 5.0}, "d_sae": 16}"#).unwrap();
         assert!(matches!(old.arch, TrainArch::Standard { .. }));
     }
 
@@ -2613,10 +2337,7 @@ mod tests {
         let mut x: Vec<f32> = (0..n * d).map(|_| lcg(&mut s)).collect();
         x[(n - 1) * d..].iter_mut().for_each(|v| *v *= 100.0);
         let cfg = TrainConfig {
-            arch: TrainArch::BatchTopK {
-                k,
-                threshold_lr: 0.01,
-            },
+            arch: TrainArch::BatchTopK { k, threshold_lr: 0.01 },
             d_sae,
             b_dec_init: BDecInit::Zeros,
             ..Default::default()
@@ -2627,13 +2348,8 @@ mod tests {
         let (act, _) = t.select(&xin, n, &vec![false; d_sae], 0);
         let mut pre = Vec::new();
         t.pre_block(&xin, n, &mut pre);
-        let mut all: Vec<(f32, usize)> = pre
-            .iter()
-            .copied()
-            .enumerate()
-            .filter(|(_, v)| *v > 0.0)
-            .map(|(i, v)| (v, i))
-            .collect();
+        let mut all: Vec<(f32, usize)> =
+            pre.iter().copied().enumerate().filter(|(_, v)| *v > 0.0).map(|(i, v)| (v, i)).collect();
         all.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut want: Vec<usize> = all[..k * n].iter().map(|p| p.1).collect();
         want.sort();
@@ -2644,10 +2360,7 @@ mod tests {
         got.sort();
         assert_eq!(got, want);
         let top_row_count = act.row(n - 1).len();
-        assert!(
-            top_row_count > 4,
-            "the test must exercise the recomputation path ({top_row_count})"
-        );
+        assert!(top_row_count > 4, "the test must exercise the recomputation path ({top_row_count})");
     }
 
     /// Losses and gradients do not depend on how rows are chunked (3-row chunks
@@ -2669,10 +2382,7 @@ mod tests {
     fn row_chunking_gives_the_same_gradients() {
         for cfg in [
             TrainConfig {
-                arch: TrainArch::Standard {
-                    l1_coefficient: 0.3,
-                    l1_warmup_steps: 0,
-                },
+                arch: TrainArch::Standard { l1_coefficient: 0.3, l1_warmup_steps: 0 },
                 d_sae: 10,
                 ..Default::default()
             },
@@ -2738,10 +2448,7 @@ mod tests {
         }
         y.extend([100.0, -100.0]);
         let m = geometric_median(&y, 2);
-        assert!(
-            (m[0] - 1.04).abs() < 0.1 && (m[1] - 0.96).abs() < 0.1,
-            "{m:?}"
-        );
+        assert!((m[0] - 1.04).abs() < 0.1 && (m[1] - 0.96).abs() < 0.1, "{m:?}");
         let cfg = TrainConfig {
             arch: TrainArch::TopK { k: 1 },
             d_sae: 4,
@@ -2750,27 +2457,14 @@ mod tests {
         };
         let t = Trainer::new(cfg.clone(), 2, 2, &y, None).unwrap();
         assert_eq!(t.params.b_dec, m);
-        let t = Trainer::new(
-            TrainConfig {
-                b_dec_init: BDecInit::Mean,
-                ..cfg
-            },
-            2,
-            2,
-            &y,
-            None,
-        )
-        .unwrap();
+        let t = Trainer::new(TrainConfig { b_dec_init: BDecInit::Mean, ..cfg }, 2, 2, &y, None).unwrap();
         assert!(t.params.b_dec[0] > 10.0);
     }
 
     #[test]
     fn l1_coefficient_warms_up_linearly() {
         let cfg = TrainConfig {
-            arch: TrainArch::Standard {
-                l1_coefficient: 2.0,
-                l1_warmup_steps: 4,
-            },
+            arch: TrainArch::Standard { l1_coefficient: 2.0, l1_warmup_steps: 4 },
             d_sae: 4,
             ..Default::default()
         };
@@ -2801,18 +2495,8 @@ mod tests {
         assert_eq!(t.lr_at(9), 1.0);
         assert!((t.lr_at(15) - 0.55).abs() < 1e-6);
         assert!((t.lr_at(25) - 0.1).abs() < 1e-6);
-        let t = Trainer::new(
-            TrainConfig {
-                lr_decay: LrDecay::Cosine,
-                lr_decay_steps: None,
-                ..cfg
-            },
-            4,
-            4,
-            &x,
-            None,
-        )
-        .unwrap();
+        let t = Trainer::new(TrainConfig { lr_decay: LrDecay::Cosine, lr_decay_steps: None, ..cfg }, 4, 4, &x, None)
+            .unwrap();
         // Cosine from the end of warm-up (step 4) to step 20: halfway at 12.
         assert!((t.lr_at(12) - 0.55).abs() < 1e-6);
         assert!(t.lr_at(5) > t.lr_at(12) && t.lr_at(12) > t.lr_at(19));

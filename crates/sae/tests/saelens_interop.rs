@@ -23,20 +23,12 @@ fn read_io(dir: &Path, d_in: usize) -> Io {
     let f = StFile::open(&dir.join("io.safetensors")).unwrap();
     let x = f.f32("x", None).unwrap();
     let n = x.len() / d_in;
-    Io {
-        acts: f.f32("acts", None).unwrap(),
-        out: f.f32("out", None).unwrap(),
-        x,
-        n,
-    }
+    Io { acts: f.f32("acts", None).unwrap(), out: f.f32("out", None).unwrap(), x, n }
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 fn check_case(case: &str) -> SparseCoder {
@@ -48,18 +40,11 @@ fn check_case(case: &str) -> SparseCoder {
     let da = max_abs_diff(&dense, &io.acts);
     assert!(da < 1e-5, "{case}: activations differ from SAELens by {da}");
     // Same support, not just close values.
-    let support_mismatch = dense
-        .iter()
-        .zip(&io.acts)
-        .filter(|(a, b)| (**a > 0.0) != (**b > 0.0))
-        .count();
+    let support_mismatch = dense.iter().zip(&io.acts).filter(|(a, b)| (**a > 0.0) != (**b > 0.0)).count();
     assert_eq!(support_mismatch, 0, "{case}: active sets differ");
     let out = coder.decode(&acts, Some(&io.x)).unwrap();
     let d_out = max_abs_diff(&out, &io.out);
-    assert!(
-        d_out < 1e-5,
-        "{case}: outputs differ from SAELens by {d_out}"
-    );
+    assert!(d_out < 1e-5, "{case}: outputs differ from SAELens by {d_out}");
     let (_, fwd) = coder.forward(&io.x, io.n).unwrap();
     assert_eq!(fwd, out);
     coder
@@ -70,30 +55,15 @@ fn standard_variants_match_saelens() {
     let c = check_case("standard");
     assert_eq!(c.activation, Activation::Relu);
     assert!(c.apply_b_dec_to_input);
-    assert_eq!(
-        c.metadata.hook_name.as_deref(),
-        Some("blocks.3.hook_resid_pre")
-    );
+    assert_eq!(c.metadata.hook_name.as_deref(), Some("blocks.3.hook_resid_pre"));
     assert_eq!(c.metadata.model_name.as_deref(), Some("pythia-70m-deduped"));
     assert_eq!(c.metadata.context_size, Some(128));
     assert_eq!(c.metadata.prepend_bos, Some(true));
-    assert_eq!(
-        c.metadata.dataset_path.as_deref(),
-        Some("NeelNanda/pile-10k")
-    );
-    assert_eq!(
-        c.metadata.model_from_pretrained_kwargs,
-        Some(serde_json::json!({"center_writing_weights": false}))
-    );
+    assert_eq!(c.metadata.dataset_path.as_deref(), Some("NeelNanda/pile-10k"));
+    assert_eq!(c.metadata.model_from_pretrained_kwargs, Some(serde_json::json!({"center_writing_weights": false})));
     assert!(!check_case("standard_no_bdec_in").apply_b_dec_to_input);
-    assert_eq!(
-        check_case("standard_cnr").normalize,
-        Normalization::ConstantNormRescale
-    );
-    assert_eq!(
-        check_case("standard_ln").normalize,
-        Normalization::LayerNorm
-    );
+    assert_eq!(check_case("standard_cnr").normalize, Normalization::ConstantNormRescale);
+    assert_eq!(check_case("standard_ln").normalize, Normalization::LayerNorm);
 }
 
 #[test]
@@ -102,14 +72,8 @@ fn topk_jumprelu_gated_batchtopk_match_saelens() {
     let r = check_case("topk_rescale");
     // rescale_acts_by_decoder_norm is folded: unit-norm decoder rows.
     assert!(r.decoder_norms().iter().all(|n| (n - 1.0).abs() < 1e-5));
-    assert!(matches!(
-        check_case("jumprelu").activation,
-        Activation::JumpRelu { .. }
-    ));
-    assert!(matches!(
-        check_case("gated").activation,
-        Activation::Gated { .. }
-    ));
+    assert!(matches!(check_case("jumprelu").activation, Activation::JumpRelu { .. }));
+    assert!(matches!(check_case("gated").activation, Activation::Gated { .. }));
     let b = check_case("batchtopk");
     match &b.activation {
         Activation::JumpRelu { threshold } => assert!(threshold.windows(2).all(|w| w[0] == w[1])),
@@ -123,10 +87,7 @@ fn transcoders_match_saelens() {
         let c = check_case(case);
         assert!(c.is_transcoder());
         assert_eq!((c.d_in, c.d_out), (32, 48));
-        assert_eq!(
-            c.metadata.hook_name_out.as_deref(),
-            Some("blocks.3.hook_mlp_out")
-        );
+        assert_eq!(c.metadata.hook_name_out.as_deref(), Some("blocks.3.hook_mlp_out"));
         assert_eq!(c.architecture_name(), case);
     }
     assert!(check_case("skip_transcoder").w_skip.is_some());
@@ -135,15 +96,9 @@ fn transcoders_match_saelens() {
 #[test]
 fn pre6_flat_config_matches_saelens() {
     let c = check_case("pre6_standard");
-    assert_eq!(
-        c.metadata.hook_name.as_deref(),
-        Some("blocks.8.hook_resid_pre")
-    );
+    assert_eq!(c.metadata.hook_name.as_deref(), Some("blocks.8.hook_resid_pre"));
     assert_eq!(c.metadata.model_name.as_deref(), Some("gpt2-small"));
-    assert_eq!(
-        c.metadata.extra.get("hook_point_layer"),
-        Some(&serde_json::json!(8))
-    );
+    assert_eq!(c.metadata.extra.get("hook_point_layer"), Some(&serde_json::json!(8)));
     assert_eq!(c.normalize, Normalization::None);
     assert_eq!(c.log_sparsity.as_ref().map(Vec::len), Some(128));
 }
@@ -152,24 +107,13 @@ fn pre6_flat_config_matches_saelens() {
 fn sparsify_layout_matches_reference_forward() {
     let c = check_case("sparsify_topk");
     assert_eq!(c.activation, Activation::TopK { k: 8 });
-    assert_eq!(
-        c.metadata.extra.get("sparsify_hookpoint"),
-        Some(&serde_json::json!("sae"))
-    );
+    assert_eq!(c.metadata.extra.get("sparsify_hookpoint"), Some(&serde_json::json!("sae")));
 }
 
 #[test]
 fn saelens_round_trip_is_exact() {
     let tmp = tempfile::tempdir().unwrap();
-    for case in [
-        "standard_ln",
-        "topk",
-        "gated",
-        "skip_transcoder",
-        "batchtopk",
-        "pre6_standard",
-        "sparsify_topk",
-    ] {
+    for case in ["standard_ln", "topk", "gated", "skip_transcoder", "batchtopk", "pre6_standard", "sparsify_topk"] {
         let c = load_coder(&fixtures().join(case).join("sae")).unwrap();
         let d = tmp.path().join(case);
         write_saelens(&c, &d).unwrap();
@@ -200,29 +144,25 @@ fn unknown_formats_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("weights.npz"), b"x").unwrap();
     let msg = load_coder(tmp.path()).unwrap_err().to_string();
-    assert!(
-        msg.contains("unsupported format") && msg.contains("weights.npz"),
-        "{msg}"
-    );
+    assert!(msg.contains("unsupported format") && msg.contains("weights.npz"), "{msg}");
     let pt = tmp.path().join("tc.pt");
     std::fs::write(&pt, b"x").unwrap();
     let msg = load_coder(&pt).unwrap_err().to_string();
-    assert!(
-        msg.contains("unsupported format") && msg.contains("torch pickle"),
-        "{msg}"
-    );
+    assert!(msg.contains("unsupported format") && msg.contains("torch pickle"), "{msg}");
     // A sparsify multi-hookpoint checkout points at its subdirectories.
     let sub = tmp.path().join("multi/layers.3");
     std::fs::create_dir_all(&sub).unwrap();
     std::fs::write(sub.join("cfg.json"), "{}").unwrap();
-    let msg = load_coder(&tmp.path().join("multi"))
-        .unwrap_err()
-        .to_string();
+    let msg = load_coder(&tmp.path().join("multi")).unwrap_err().to_string();
     assert!(msg.contains("layers.3"), "{msg}");
     // Unknown SAELens architecture.
     let d = tmp.path().join("mp");
     std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("cfg.json"), r#"{"architecture":"matching_pursuit","d_in":4,"d_sae":8,"metadata":{"sae_lens_version":"6.5.0"}}"#).unwrap();
+    std::fs::write(
+        d.join("cfg.json"),
+        r#"{"architecture":"matching_pursuit","d_in":4,"d_sae":8,"metadata":{"sae_lens_version":"6.5.0"}}"#,
+    )
+    .unwrap();
     std::fs::write(d.join("sae_weights.safetensors"), b"").unwrap();
     let msg = load_coder(&d).unwrap_err().to_string();
     assert!(msg.contains("matching_pursuit"), "{msg}");
@@ -239,21 +179,12 @@ fn wrong_tensor_shape_names_file_and_tensor() {
     let mut t = Vec::new();
     for name in f.names() {
         let v = f.f32(&name, None).unwrap();
-        let shape = if name == "W_dec" {
-            vec![64, 64]
-        } else {
-            f.shape(&name).unwrap()
-        };
+        let shape = if name == "W_dec" { vec![64, 64] } else { f.shape(&name).unwrap() };
         t.push((name, Out::F32(shape, v)));
     }
     saepipe_sae::st::write(&d.join("sae_weights.safetensors"), t, None).unwrap();
     let msg = load_coder(&d).unwrap_err().to_string();
-    assert!(
-        msg.contains("W_dec")
-            && msg.contains("sae_weights.safetensors")
-            && msg.contains("[128, 32]"),
-        "{msg}"
-    );
+    assert!(msg.contains("W_dec") && msg.contains("sae_weights.safetensors") && msg.contains("[128, 32]"), "{msg}");
 }
 
 /// saepipe-written SAELens directories, checked by
@@ -264,26 +195,15 @@ fn wrong_tensor_shape_names_file_and_tensor() {
 fn saepipe_written_fixtures_are_current() {
     let base = fixtures().join("from_saepipe");
     let mut coders: Vec<(&str, SparseCoder)> = Vec::new();
-    for case in [
-        "standard_ln",
-        "topk_rescale",
-        "gated",
-        "skip_transcoder",
-        "jumprelu_transcoder",
-    ] {
-        coders.push((
-            case,
-            load_coder(&fixtures().join(case).join("sae")).unwrap(),
-        ));
+    for case in ["standard_ln", "topk_rescale", "gated", "skip_transcoder", "jumprelu_transcoder"] {
+        coders.push((case, load_coder(&fixtures().join(case).join("sae")).unwrap()));
     }
     let n_loaded = coders.len();
     coders.extend(common::trained_coders());
     let write = std::env::var("SAEPIPE_WRITE_FIXTURES").is_ok_and(|v| v == "1");
     for (ci, (case, coder)) in coders.into_iter().enumerate() {
         let dir = base.join(case);
-        let x: Vec<f32> = (0..16 * coder.d_in)
-            .map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 1.5)
-            .collect();
+        let x: Vec<f32> = (0..16 * coder.d_in).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 1.5).collect();
         let (acts, out) = coder.forward(&x, 16).unwrap();
         if write {
             write_saelens(&coder, &dir.join("sae")).unwrap();
@@ -291,19 +211,15 @@ fn saepipe_written_fixtures_are_current() {
                 &dir.join("io.safetensors"),
                 vec![
                     ("x".into(), Out::F32(vec![16, coder.d_in], x.clone())),
-                    (
-                        "acts".into(),
-                        Out::F32(vec![16, coder.d_sae], acts.to_dense()),
-                    ),
+                    ("acts".into(), Out::F32(vec![16, coder.d_sae], acts.to_dense())),
                     ("out".into(), Out::F32(vec![16, coder.d_out], out.clone())),
                 ],
                 None,
             )
             .unwrap();
         }
-        let back = load_coder(&dir.join("sae")).unwrap_or_else(|e| {
-            panic!("{case}: {e} (run with SAEPIPE_WRITE_FIXTURES=1 to create)")
-        });
+        let back = load_coder(&dir.join("sae"))
+            .unwrap_or_else(|e| panic!("{case}: {e} (run with SAEPIPE_WRITE_FIXTURES=1 to create)"));
         let io = read_io(&dir, coder.d_in);
         assert_eq!(io.x, x, "{case}");
         let (acts2, out2) = back.forward(&x, 16).unwrap();
@@ -314,10 +230,7 @@ fn saepipe_written_fixtures_are_current() {
         } else {
             // Freshly trained on this machine: SIMD kernels may round differently.
             let d = max_abs_diff(&out2, &out);
-            assert!(
-                d < 1e-3,
-                "{case}: retrained coder differs from the committed one by {d}"
-            );
+            assert!(d < 1e-3, "{case}: retrained coder differs from the committed one by {d}");
         }
     }
 }
@@ -343,21 +256,13 @@ mod common {
         let cases: Vec<(&'static str, TrainConfig, usize)> = vec![
             (
                 "trained_topk",
-                TrainConfig {
-                    arch: TrainArch::TopK { k: 6 },
-                    d_sae: 64,
-                    lr: 1e-2,
-                    ..Default::default()
-                },
+                TrainConfig { arch: TrainArch::TopK { k: 6 }, d_sae: 64, lr: 1e-2, ..Default::default() },
                 d_in,
             ),
             (
                 "trained_standard",
                 TrainConfig {
-                    arch: TrainArch::Standard {
-                        l1_coefficient: 0.05,
-                        l1_warmup_steps: 5,
-                    },
+                    arch: TrainArch::Standard { l1_coefficient: 0.05, l1_warmup_steps: 5 },
                     d_sae: 64,
                     lr: 1e-2,
                     normalize_activations: true,
@@ -368,10 +273,7 @@ mod common {
             (
                 "trained_batchtopk",
                 TrainConfig {
-                    arch: TrainArch::BatchTopK {
-                        k: 6,
-                        threshold_lr: 0.1,
-                    },
+                    arch: TrainArch::BatchTopK { k: 6, threshold_lr: 0.1 },
                     d_sae: 64,
                     lr: 1e-2,
                     ..Default::default()
@@ -381,10 +283,7 @@ mod common {
             (
                 "trained_transcoder",
                 TrainConfig {
-                    arch: TrainArch::Standard {
-                        l1_coefficient: 0.05,
-                        l1_warmup_steps: 0,
-                    },
+                    arch: TrainArch::Standard { l1_coefficient: 0.05, l1_warmup_steps: 0 },
                     d_sae: 64,
                     lr: 1e-2,
                     transcoder: true,
@@ -396,14 +295,7 @@ mod common {
         for (name, cfg, d_out) in cases {
             let transcoder = cfg.transcoder;
             let y0 = data(1000, d_out);
-            let mut t = Trainer::new(
-                cfg,
-                d_in,
-                d_out,
-                &data(0, d_in),
-                transcoder.then_some(&y0[..]),
-            )
-            .unwrap();
+            let mut t = Trainer::new(cfg, d_in, d_out, &data(0, d_in), transcoder.then_some(&y0[..])).unwrap();
             for step in 1..20 {
                 let x = data(step, d_in);
                 let y = data(step + 500, d_out);

@@ -3,9 +3,7 @@
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
-use saepipe_sae::{
-    SaeError, TrainArch, TrainConfig, Trainer, TrainerState, load_coder, write_saelens,
-};
+use saepipe_sae::{SaeError, TrainArch, TrainConfig, Trainer, TrainerState, load_coder, write_saelens};
 
 struct Planted {
     d: usize,
@@ -33,12 +31,7 @@ impl Planted {
             let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
             r.iter_mut().for_each(|v| *v /= n);
         }
-        Planted {
-            d,
-            features,
-            n_feat,
-            rng,
-        }
+        Planted { d, features, n_feat, rng }
     }
     /// Each row: a non-negative combination of `active` distinct features.
     fn batch(&mut self, n: usize, active: usize) -> Vec<f32> {
@@ -53,10 +46,7 @@ impl Planted {
             }
             for f in chosen {
                 let c = 0.5 + unif(&mut self.rng);
-                for (o, w) in r
-                    .iter_mut()
-                    .zip(&self.features[f * self.d..(f + 1) * self.d])
-                {
+                for (o, w) in r.iter_mut().zip(&self.features[f * self.d..(f + 1) * self.d]) {
                     *o += c * w;
                 }
             }
@@ -92,10 +82,7 @@ fn train_planted(cfg: TrainConfig, steps: usize) -> (f64, f64) {
     let coder = t.to_coder();
     let cos = data.mean_max_cos(&coder.w_dec);
     let s = last.unwrap();
-    eprintln!(
-        "{:?}: mean max cos {cos:.3}, last step {s:?}",
-        t.config().arch
-    );
+    eprintln!("{:?}: mean max cos {cos:.3}, last step {s:?}", t.config().arch);
     (cos, s.explained_variance)
 }
 
@@ -117,10 +104,7 @@ fn topk_recovers_planted_features() {
 #[test]
 fn relu_l1_recovers_planted_features() {
     let cfg = TrainConfig {
-        arch: TrainArch::Standard {
-            l1_coefficient: 0.3,
-            l1_warmup_steps: 100,
-        },
+        arch: TrainArch::Standard { l1_coefficient: 0.3, l1_warmup_steps: 100 },
         d_sae: 128,
         lr: 3e-3,
         seed: 2,
@@ -134,10 +118,7 @@ fn relu_l1_recovers_planted_features() {
 /// JumpReLU with SAELens's defaults except the L0 coefficient and warm-up.
 fn jumprelu(l0_coefficient: f32, l0_warmup_steps: u64) -> TrainArch {
     let mut a = TrainArch::jumprelu(l0_coefficient);
-    if let TrainArch::JumpRelu {
-        l0_warmup_steps: w, ..
-    } = &mut a
-    {
+    if let TrainArch::JumpRelu { l0_warmup_steps: w, .. } = &mut a {
         *w = l0_warmup_steps;
     }
     a
@@ -147,13 +128,7 @@ fn jumprelu(l0_coefficient: f32, l0_warmup_steps: u64) -> TrainArch {
 fn jumprelu_recovers_planted_features() {
     // Three planted features per row; the L0 penalty alone (no k) has to
     // find that sparsity.
-    let cfg = TrainConfig {
-        arch: jumprelu(0.03, 100),
-        d_sae: 128,
-        lr: 3e-3,
-        seed: 2,
-        ..Default::default()
-    };
+    let cfg = TrainConfig { arch: jumprelu(0.03, 100), d_sae: 128, lr: 3e-3, seed: 2, ..Default::default() };
     let (cos, ev) = train_planted(cfg.clone(), 1500);
     assert!(cos >= 0.95, "JumpReLU mean max cosine {cos}");
     assert!(ev > 0.85, "explained variance {ev}");
@@ -166,18 +141,11 @@ fn jumprelu_recovers_planted_features() {
     }
     let thr = t.threshold().unwrap().to_vec();
     assert!(thr.iter().all(|&v| v >= 0.0));
-    assert!(
-        thr.iter().any(|&v| v > 0.05),
-        "thresholds should have grown: {thr:?}"
-    );
+    assert!(thr.iter().any(|&v| v > 0.05), "thresholds should have grown: {thr:?}");
     let coder = t.to_coder();
     assert_eq!(coder.architecture_name(), "jumprelu");
     let acts = coder.encode(&data.batch(512, 3), 512).unwrap();
-    assert!(
-        (2.0..5.0).contains(&acts.mean_l0()),
-        "inference L0 {}",
-        acts.mean_l0()
-    );
+    assert!((2.0..5.0).contains(&acts.mean_l0()), "inference L0 {}", acts.mean_l0());
 }
 
 #[test]
@@ -185,10 +153,7 @@ fn batchtopk_keeps_k_per_row_on_average_and_saves_as_jumprelu() {
     let mut data = Planted::new(32, 64, 9);
     let init = data.batch(256, 3);
     let cfg = TrainConfig {
-        arch: TrainArch::BatchTopK {
-            k: 4,
-            threshold_lr: 0.05,
-        },
+        arch: TrainArch::BatchTopK { k: 4, threshold_lr: 0.05 },
         d_sae: 96,
         lr: 3e-3,
         seed: 3,
@@ -198,10 +163,7 @@ fn batchtopk_keeps_k_per_row_on_average_and_saves_as_jumprelu() {
     for _ in 0..300 {
         let x = data.batch(128, 3);
         let s = t.step(&x, None, 128).unwrap();
-        assert_eq!(
-            s.l0, 4.0,
-            "BatchTopK keeps exactly k·n activations per batch"
-        );
+        assert_eq!(s.l0, 4.0, "BatchTopK keeps exactly k·n activations per batch");
     }
     let coder = t.to_coder();
     let thr = match &coder.activation {
@@ -213,11 +175,7 @@ fn batchtopk_keeps_k_per_row_on_average_and_saves_as_jumprelu() {
     // The global threshold keeps roughly k latents per row at inference.
     let x = data.batch(512, 3);
     let acts = coder.encode(&x, 512).unwrap();
-    assert!(
-        (acts.mean_l0() - 4.0).abs() < 2.0,
-        "inference L0 {}",
-        acts.mean_l0()
-    );
+    assert!((acts.mean_l0() - 4.0).abs() < 2.0, "inference L0 {}", acts.mean_l0());
     let cos = data.mean_max_cos(&coder.w_dec);
     assert!(cos > 0.8, "BatchTopK mean max cosine {cos}");
 }
@@ -226,24 +184,14 @@ fn batchtopk_keeps_k_per_row_on_average_and_saves_as_jumprelu() {
 fn resume_from_checkpoint_is_bit_identical() {
     for arch in [
         TrainArch::TopK { k: 4 },
-        TrainArch::Standard {
-            l1_coefficient: 0.2,
-            l1_warmup_steps: 5,
-        },
-        TrainArch::BatchTopK {
-            k: 3,
-            threshold_lr: 0.01,
-        },
+        TrainArch::Standard { l1_coefficient: 0.2, l1_warmup_steps: 5 },
+        TrainArch::BatchTopK { k: 3, threshold_lr: 0.01 },
         jumprelu(0.05, 4),
         {
             // Every JumpReLU option that keeps state or changes the backward.
             let mut a = jumprelu(0.05, 4);
             if let TrainArch::JumpRelu {
-                sparsity_loss_mode,
-                pre_act_loss_coefficient,
-                ste_to_input,
-                bandwidth,
-                ..
+                sparsity_loss_mode, pre_act_loss_coefficient, ste_to_input, bandwidth, ..
             } = &mut a
             {
                 *sparsity_loss_mode = saepipe_sae::train::JumpReluSparsityLoss::Tanh;
@@ -298,11 +246,7 @@ fn resume_from_checkpoint_is_bit_identical() {
 #[test]
 fn different_seeds_give_different_inits() {
     let x = Planted::new(32, 64, 1).batch(64, 3);
-    let cfg = TrainConfig {
-        arch: TrainArch::TopK { k: 4 },
-        d_sae: 64,
-        ..Default::default()
-    };
+    let cfg = TrainConfig { arch: TrainArch::TopK { k: 4 }, d_sae: 64, ..Default::default() };
     let a = Trainer::new(cfg.clone(), 32, 32, &x, None).unwrap();
     let b = Trainer::new(TrainConfig { seed: 1, ..cfg }, 32, 32, &x, None).unwrap();
     assert_ne!(a.params.dec, b.params.dec);
@@ -312,11 +256,7 @@ fn different_seeds_give_different_inits() {
 fn non_finite_loss_names_the_step() {
     let mut data = Planted::new(32, 64, 2);
     let init = data.batch(64, 3);
-    let cfg = TrainConfig {
-        arch: TrainArch::TopK { k: 4 },
-        d_sae: 64,
-        ..Default::default()
-    };
+    let cfg = TrainConfig { arch: TrainArch::TopK { k: 4 }, d_sae: 64, ..Default::default() };
     let mut t = Trainer::new(cfg, 32, 32, &init, None).unwrap();
     t.step(&data.batch(32, 3), None, 32).unwrap();
     t.step(&data.batch(32, 3), None, 32).unwrap();
@@ -324,42 +264,23 @@ fn non_finite_loss_names_the_step() {
     bad[5] = f32::NAN;
     let before = t.state();
     let err = t.step(&bad, None, 32).unwrap_err();
-    assert!(
-        matches!(err, SaeError::NonFinite { step: 2, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, SaeError::NonFinite { step: 2, .. }), "{err:?}");
     assert!(err.to_string().contains("step 2"), "{err}");
-    assert_eq!(
-        t.state(),
-        before,
-        "a failed step must not change the trainer"
-    );
+    assert_eq!(t.state(), before, "a failed step must not change the trainer");
 }
 
 #[test]
 fn dimension_mismatch_is_a_clear_error() {
     let mut data = Planted::new(32, 64, 2);
     let init = data.batch(64, 3);
-    let cfg = TrainConfig {
-        arch: TrainArch::TopK { k: 4 },
-        d_sae: 64,
-        ..Default::default()
-    };
+    let cfg = TrainConfig { arch: TrainArch::TopK { k: 4 }, d_sae: 64, ..Default::default() };
     let mut t = Trainer::new(cfg.clone(), 32, 32, &init, None).unwrap();
     let err = t.step(&vec![0.1; 31 * 8], None, 8).unwrap_err();
-    assert!(
-        err.to_string().contains("d_in = 32") && err.to_string().contains("248"),
-        "{err}"
-    );
-    let err = Trainer::new(cfg.clone(), 32, 32, &[0.0; 33], None)
-        .err()
-        .unwrap();
+    assert!(err.to_string().contains("d_in = 32") && err.to_string().contains("248"), "{err}");
+    let err = Trainer::new(cfg.clone(), 32, 32, &[0.0; 33], None).err().unwrap();
     assert!(err.to_string().contains("d_in = 32"), "{err}");
     // Transcoders need targets of d_out.
-    let cfg = TrainConfig {
-        transcoder: true,
-        ..cfg
-    };
+    let cfg = TrainConfig { transcoder: true, ..cfg };
     let y = vec![0.0; 64 * 16];
     let mut t = Trainer::new(cfg, 32, 16, &init, Some(&y)).unwrap();
     let err = t.step(&init, None, 64).unwrap_err();
@@ -374,22 +295,10 @@ fn saved_coder_reproduces_training_forward() {
     // the trainer's reconstruction (unscaled).
     let mut data = Planted::new(32, 64, 3);
     let init: Vec<f32> = data.batch(256, 3).iter().map(|v| v * 7.0).collect();
-    for arch in [
-        TrainArch::TopK { k: 4 },
-        TrainArch::Standard {
-            l1_coefficient: 0.1,
-            l1_warmup_steps: 0,
-        },
-        jumprelu(0.02, 10),
-    ] {
-        let cfg = TrainConfig {
-            arch,
-            d_sae: 64,
-            lr: 3e-3,
-            normalize_activations: true,
-            seed: 5,
-            ..Default::default()
-        };
+    for arch in
+        [TrainArch::TopK { k: 4 }, TrainArch::Standard { l1_coefficient: 0.1, l1_warmup_steps: 0 }, jumprelu(0.02, 10)]
+    {
+        let cfg = TrainConfig { arch, d_sae: 64, lr: 3e-3, normalize_activations: true, seed: 5, ..Default::default() };
         let mut t = Trainer::new(cfg, 32, 32, &init, None).unwrap();
         for _ in 0..50 {
             let x: Vec<f32> = data.batch(128, 3).iter().map(|v| v * 7.0).collect();
@@ -399,25 +308,14 @@ fn saved_coder_reproduces_training_forward() {
         let (parts, _) = t.loss_and_grads(&x, None, 64).unwrap();
         let coder = t.to_coder();
         let (acts, out) = coder.forward(&x, 64).unwrap();
-        let mse_raw: f64 = out
-            .iter()
-            .zip(&x)
-            .map(|(a, b)| ((a - b) as f64).powi(2))
-            .sum::<f64>()
-            / 64.0;
+        let mse_raw: f64 = out.iter().zip(&x).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / 64.0;
         let s = (32f64).sqrt() / {
-            let rows: Vec<f64> = init
-                .chunks(32)
-                .map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt())
-                .collect();
+            let rows: Vec<f64> =
+                init.chunks(32).map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()).collect();
             rows.iter().sum::<f64>() / rows.len() as f64
         };
         let mse_scaled = mse_raw * s * s;
-        assert!(
-            (mse_scaled - parts.mse).abs() < 1e-3 * parts.mse.max(1e-3),
-            "{mse_scaled} vs {}",
-            parts.mse
-        );
+        assert!((mse_scaled - parts.mse).abs() < 1e-3 * parts.mse.max(1e-3), "{mse_scaled} vs {}", parts.mse);
         assert!((acts.mean_l0() - parts.l0).abs() < 1e-9);
         // And it survives a SAELens-format round trip.
         let tmp = tempfile::tempdir().unwrap();
@@ -446,11 +344,7 @@ fn skip_transcoder_learns_a_linear_map_plus_sparse_part() {
             }
             // Sparse part: features whose input direction is most present.
             for f in 0..48 {
-                let c: f32 = xr
-                    .iter()
-                    .zip(&data.features[f * d_in..(f + 1) * d_in])
-                    .map(|(p, q)| p * q)
-                    .sum();
+                let c: f32 = xr.iter().zip(&data.features[f * d_in..(f + 1) * d_in]).map(|(p, q)| p * q).sum();
                 if c > 0.6 {
                     for o in 0..d_out {
                         y[r * d_out + o] += c * out_feats[f * d_out + o];
@@ -480,10 +374,7 @@ fn skip_transcoder_learns_a_linear_map_plus_sparse_part() {
         last = Some(s.explained_variance);
     }
     let (first, last) = (first.unwrap(), last.unwrap());
-    assert!(
-        last > 0.8 && last > first + 0.5,
-        "explained variance {first} -> {last}"
-    );
+    assert!(last > 0.8 && last > first + 0.5, "explained variance {first} -> {last}");
     let coder = t.to_coder();
     assert_eq!(coder.architecture_name(), "topk_skip_transcoder");
     let (x, y) = make(64);

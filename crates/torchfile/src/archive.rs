@@ -1,6 +1,9 @@
 //! [`TorchArchive`]: the zip container, its storages and tensor views.
 
-use crate::{dims, unpickle_with, view_extent, Result, StorageDtype, TensorRef, TorchFileError, UnpickleOptions, Value, MAX_BROADCAST_ELEMENTS, MAX_TENSOR_DIMS};
+use crate::{
+    MAX_BROADCAST_ELEMENTS, MAX_TENSOR_DIMS, Result, StorageDtype, TensorRef, TorchFileError, UnpickleOptions, Value,
+    dims, unpickle_with, view_extent,
+};
 use memmap2::Mmap;
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -32,7 +35,8 @@ impl TorchArchive {
         if mmap.len() >= 2 && mmap[0] == 0x80 && mmap[..].starts_with(&[0x80, 0x02, 0x8a]) {
             return Err(fail("legacy (pre-1.6, non-zip) torch serialization is not supported; re-save the checkpoint with a recent torch or as safetensors".into()));
         }
-        let mut zip = zip::ZipArchive::new(Cursor::new(&mmap[..])).map_err(|e| fail(format!("not a torch zip archive: {e}")))?;
+        let mut zip =
+            zip::ZipArchive::new(Cursor::new(&mmap[..])).map_err(|e| fail(format!("not a torch zip archive: {e}")))?;
         let mut pkl = None;
         let mut entries = Vec::new();
         for i in 0..zip.len() {
@@ -57,7 +61,10 @@ impl TorchArchive {
             return Err(fail("big-endian torch archives are not supported".into()));
         }
         let data_prefix = format!("{prefix}data/");
-        let storages = entries.iter().filter_map(|(n, s, l)| n.strip_prefix(&data_prefix).map(|k| (k.to_string(), (*s, *l)))).collect();
+        let storages = entries
+            .iter()
+            .filter_map(|(n, s, l)| n.strip_prefix(&data_prefix).map(|k| (k.to_string(), (*s, *l))))
+            .collect();
         let root = unpickle_with(&mmap[start..start + len], &path.display().to_string(), opts)?;
         Ok(TorchArchive { path: path.into(), mmap, storages, root })
     }
@@ -70,8 +77,14 @@ impl TorchArchive {
     /// (non-contiguous views are gathered). The view the pickle declares is
     /// checked against the storage record in the file first.
     pub fn tensor_f32(&self, t: &TensorRef, name: &str) -> Result<Vec<f32>> {
-        let fail = |message: String| TorchFileError::Pickle { file: self.path.display().to_string(), message: format!("tensor `{name}`: {message}") };
-        let &(start, len) = self.storages.get(&t.storage_key).ok_or_else(|| fail(format!("storage `{}` missing from the archive", t.storage_key)))?;
+        let fail = |message: String| TorchFileError::Pickle {
+            file: self.path.display().to_string(),
+            message: format!("tensor `{name}`: {message}"),
+        };
+        let &(start, len) = self
+            .storages
+            .get(&t.storage_key)
+            .ok_or_else(|| fail(format!("storage `{}` missing from the archive", t.storage_key)))?;
         let bytes = &self.mmap[start..start + len];
         let es = t.dtype.size();
         let held = bytes.len() / es;
@@ -79,15 +92,28 @@ impl TorchArchive {
             return Err(fail("size and stride differ in rank".into()));
         }
         if t.shape.len() > MAX_TENSOR_DIMS {
-            return Err(fail(format!("{} dimensions, over the limit of {MAX_TENSOR_DIMS} (MAX_TENSOR_DIMS)", t.shape.len())));
+            return Err(fail(format!(
+                "{} dimensions, over the limit of {MAX_TENSOR_DIMS} (MAX_TENSOR_DIMS)",
+                t.shape.len()
+            )));
         }
-        let (numel, last) = view_extent(t.offset, &t.shape, &t.stride)
-            .ok_or_else(|| fail(format!("size {}, stride {} and offset {}: its element count or extent overflows", dims(&t.shape), dims(&t.stride), t.offset)))?;
+        let (numel, last) = view_extent(t.offset, &t.shape, &t.stride).ok_or_else(|| {
+            fail(format!(
+                "size {}, stride {} and offset {}: its element count or extent overflows",
+                dims(&t.shape),
+                dims(&t.stride),
+                t.offset
+            ))
+        })?;
         let Some(last) = last else {
             return Ok(Vec::new());
         };
         if last >= held {
-            return Err(fail(format!("view reaches element {last} of storage `{}`, which holds {held} elements ({} bytes in the file)", t.storage_key, bytes.len())));
+            return Err(fail(format!(
+                "view reaches element {last} of storage `{}`, which holds {held} elements ({} bytes in the file)",
+                t.storage_key,
+                bytes.len()
+            )));
         }
         if numel > held && numel > MAX_BROADCAST_ELEMENTS {
             return Err(fail(format!(
@@ -118,7 +144,11 @@ impl TorchArchive {
             })
         };
         if contiguous && t.dtype == StorageDtype::F32 {
-            out.extend(bytes[t.offset * 4..(t.offset + numel) * 4].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            out.extend(
+                bytes[t.offset * 4..(t.offset + numel) * 4]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
         } else if contiguous {
             out.extend((t.offset..t.offset + numel).map(read));
         } else {

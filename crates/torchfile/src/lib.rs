@@ -45,8 +45,11 @@ mod limits;
 mod unpickle;
 
 pub use archive::TorchArchive;
-pub use limits::{MAX_BROADCAST_ELEMENTS, MAX_CONTAINER_LEN, MAX_DEPTH, MAX_OPCODE_BYTES, MAX_PICKLE_OPS, MAX_TENSOR_DIMS, MAX_VALUE_BYTES, MAX_VALUE_NODES};
-pub use unpickle::{unpickle, unpickle_with, UnpickleOptions};
+pub use limits::{
+    MAX_BROADCAST_ELEMENTS, MAX_CONTAINER_LEN, MAX_DEPTH, MAX_OPCODE_BYTES, MAX_PICKLE_OPS, MAX_TENSOR_DIMS,
+    MAX_VALUE_BYTES, MAX_VALUE_NODES,
+};
+pub use unpickle::{UnpickleOptions, unpickle, unpickle_with};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -144,7 +147,11 @@ pub enum Value {
     /// `class` is `module.Name`, `args` the arguments `__new__` would have got,
     /// `state` what `BUILD` would have passed to `__setstate__` (usually a dict
     /// of attributes; [`Value::None`] when there was no BUILD).
-    Object { class: String, args: Arc<[Value]>, state: Arc<Value> },
+    Object {
+        class: String,
+        args: Arc<[Value]>,
+        state: Arc<Value>,
+    },
 }
 
 impl Value {
@@ -209,11 +216,7 @@ impl Value {
 
 /// `shape` in an error message, shortened.
 fn dims(shape: &[usize]) -> String {
-    if shape.len() <= 8 {
-        format!("{shape:?}")
-    } else {
-        format!("{:?} (… {} dimensions)", &shape[..8], shape.len())
-    }
+    if shape.len() <= 8 { format!("{shape:?}") } else { format!("{:?} (… {} dimensions)", &shape[..8], shape.len()) }
 }
 
 /// Element count and last element reached of a strided view, when both fit in
@@ -223,6 +226,9 @@ fn view_extent(offset: usize, shape: &[usize], stride: &[usize]) -> Option<(usiz
     if numel == 0 {
         return Some((0, None));
     }
-    let last = shape.iter().zip(stride).try_fold(offset, |a, (&n, &s)| (n - 1).checked_mul(s).and_then(|x| a.checked_add(x)))?;
+    let last = shape
+        .iter()
+        .zip(stride)
+        .try_fold(offset, |a, (&n, &s)| (n - 1).checked_mul(s).and_then(|x| a.checked_add(x)))?;
     Some((numel, Some(last)))
 }

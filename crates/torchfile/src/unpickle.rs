@@ -5,9 +5,9 @@
 mod globals;
 mod working;
 
-use self::globals::{allowed_global, call, Allowed};
-use self::working::{brief, check_len, leaf, Arena, Budget, Convert, W};
-use crate::{Result, TorchFileError, Value, MAX_OPCODE_BYTES};
+use self::globals::{Allowed, allowed_global, call};
+use self::working::{Arena, Budget, Convert, W, brief, check_len, leaf};
+use crate::{MAX_OPCODE_BYTES, Result, TorchFileError, Value};
 use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
@@ -48,7 +48,9 @@ impl<'a> Reader<'a> {
     /// The `n` bytes an opcode declares, checked before anything is allocated.
     fn payload(&mut self, n: u64, op: &str) -> std::result::Result<&'a [u8], String> {
         if n > MAX_OPCODE_BYTES as u64 {
-            return Err(format!("{op} declares {n} bytes, over the limit of {MAX_OPCODE_BYTES} bytes per opcode (MAX_OPCODE_BYTES)"));
+            return Err(format!(
+                "{op} declares {n} bytes, over the limit of {MAX_OPCODE_BYTES} bytes per opcode (MAX_OPCODE_BYTES)"
+            ));
         }
         let left = self.data.len() - self.pos;
         if n > left as u64 {
@@ -75,13 +77,17 @@ impl<'a> Reader<'a> {
         let rest = &self.data[self.pos..];
         let end = rest.iter().position(|&c| c == b'\n').ok_or("truncated pickle (missing newline)")?;
         if end > MAX_OPCODE_BYTES {
-            return Err(format!("text line of {end} bytes, over the limit of {MAX_OPCODE_BYTES} bytes per opcode (MAX_OPCODE_BYTES)"));
+            return Err(format!(
+                "text line of {end} bytes, over the limit of {MAX_OPCODE_BYTES} bytes per opcode (MAX_OPCODE_BYTES)"
+            ));
         }
         self.pos += end + 1;
         std::str::from_utf8(&rest[..end]).map_err(|_| "non-UTF-8 text in pickle".to_string())
     }
     fn utf8(&mut self, n: u64, op: &str) -> std::result::Result<String, String> {
-        std::str::from_utf8(self.payload(n, op)?).map(str::to_string).map_err(|_| "invalid UTF-8 string in pickle".to_string())
+        std::str::from_utf8(self.payload(n, op)?)
+            .map(str::to_string)
+            .map_err(|_| "invalid UTF-8 string in pickle".to_string())
     }
 }
 
@@ -218,7 +224,11 @@ pub fn unpickle_with(data: &[u8], source: &str, opts: UnpickleOptions) -> Result
             }
             b'U' | b'T' => {
                 // SHORT_BINSTRING / BINSTRING (Python 2 str): decoded as latin-1/ASCII text.
-                let (n, name) = if op == b'U' { (r.u8().map_err(err)?.into(), "SHORT_BINSTRING") } else { (r.u32().map_err(err)?.into(), "BINSTRING") };
+                let (n, name) = if op == b'U' {
+                    (r.u8().map_err(err)?.into(), "SHORT_BINSTRING")
+                } else {
+                    (r.u32().map_err(err)?.into(), "BINSTRING")
+                };
                 let b = r.payload(n, name).map_err(err)?;
                 budget.bytes(2 * b.len()).map_err(err)?;
                 stack.push(leaf(Value::Str(b.iter().map(|&c| c as char).collect())));
@@ -347,7 +357,10 @@ pub fn unpickle_with(data: &[u8], source: &str, opts: UnpickleOptions) -> Result
                 // REDUCE: call an allowed global with an argument tuple.
                 let args = pop!();
                 let f = pop!();
-                let args = args.items(&mut budget).map_err(err)?.ok_or_else(|| err("call arguments are not a tuple".into()))?;
+                let args = args
+                    .items(&mut budget)
+                    .map_err(err)?
+                    .ok_or_else(|| err("call arguments are not a tuple".into()))?;
                 stack.push(call(&f, args, &mut arena, &mut budget).map_err(err)?);
             }
             0x81 | 0x92 => {
@@ -355,7 +368,10 @@ pub fn unpickle_with(data: &[u8], source: &str, opts: UnpickleOptions) -> Result
                 let kwargs = if op == 0x92 { Some(pop!()) } else { None };
                 let args = pop!();
                 let cls = pop!();
-                let args = args.items(&mut budget).map_err(err)?.ok_or_else(|| err("NEWOBJ arguments are not a tuple".into()))?;
+                let args = args
+                    .items(&mut budget)
+                    .map_err(err)?
+                    .ok_or_else(|| err("NEWOBJ arguments are not a tuple".into()))?;
                 if kwargs.is_some_and(|kw| !kw.is_empty_dict()) {
                     return Err(err("NEWOBJ_EX with keyword arguments is not supported".into()));
                 }
@@ -392,7 +408,9 @@ pub fn unpickle_with(data: &[u8], source: &str, opts: UnpickleOptions) -> Result
                     // `_metadata`), not items: dropped.
                     W::Dict(_) if matches!(state, W::Dict(_)) => {}
                     t if t.is_tensor() && state.is_empty_dict() => {}
-                    t if t.is_tensor() && matches!(&state, W::Tuple(s) if s.borrow().iter().all(|w| w.is_none() || w.is_empty_dict())) => {}
+                    t if t.is_tensor()
+                        && matches!(&state, W::Tuple(s) if s.borrow().iter().all(|w| w.is_none() || w.is_empty_dict())) =>
+                        {}
                     _ => return Err(err("BUILD with a non-trivial object state is not supported".into())),
                 }
             }
@@ -404,7 +422,8 @@ pub fn unpickle_with(data: &[u8], source: &str, opts: UnpickleOptions) -> Result
 }
 
 fn resolve(module: &str, name: &str, source: &str, opts: UnpickleOptions) -> Result<W> {
-    let file = Path::new(source).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| source.to_string());
+    let file =
+        Path::new(source).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| source.to_string());
     let global = format!("{module}.{name}");
     if let Some(a) = allowed_global(module, name) {
         return Ok(W::Global(a, global.into()));
@@ -459,7 +478,17 @@ mod tests {
         p.extend(3.5f64.to_be_bytes());
         p.extend([b'X', 1, 0, 0, 0, b'x', b'N', 0x88, b'e', b'X', 1, 0, 0, 0, b'b', b'h', 1, b'u', b'.']);
         let v = unpickle(&p, "t").unwrap();
-        let list = Value::List(vec![Value::Int(1), Value::Int(-2), Value::Float(3.5), Value::Str("x".into()), Value::None, Value::Bool(true)].into());
+        let list = Value::List(
+            vec![
+                Value::Int(1),
+                Value::Int(-2),
+                Value::Float(3.5),
+                Value::Str("x".into()),
+                Value::None,
+                Value::Bool(true),
+            ]
+            .into(),
+        );
         assert_eq!(v.get("a"), Some(&list));
         assert_eq!(v.get("b"), Some(&list));
         // One list, referenced twice: not copied.
@@ -481,7 +510,9 @@ mod tests {
         let e = unpickle(DATACLASS_P1, "cfg.pt").unwrap_err().to_string();
         assert!(e.ends_with("forbidden global copy_reg._reconstructor"), "{e}");
         let p = b"\x80\x02cos\nsystem\nq\x00X\x07\x00\x00\x00echo hiq\x01\x85q\x02Rq\x03.";
-        assert!(matches!(unpickle(p, "x").unwrap_err(), TorchFileError::ForbiddenGlobal { global, .. } if global == "os.system"));
+        assert!(
+            matches!(unpickle(p, "x").unwrap_err(), TorchFileError::ForbiddenGlobal { global, .. } if global == "os.system")
+        );
     }
 
     #[test]
@@ -523,7 +554,14 @@ mod tests {
         // NEWOBJ of a function gives an inert object with the arguments as data,
         // which is what it is: Python would call os.system.__new__, not os.system.
         let p = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00hi\x85\x81.";
-        assert_eq!(unpickle_with(p, "x.pt", OBJ).unwrap(), Value::Object { class: "os.system".into(), args: vec![Value::Str("hi".into())].into(), state: Arc::new(Value::None) });
+        assert_eq!(
+            unpickle_with(p, "x.pt", OBJ).unwrap(),
+            Value::Object {
+                class: "os.system".into(),
+                args: vec![Value::Str("hi".into())].into(),
+                state: Arc::new(Value::None)
+            }
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! an error naming the file and the limit.
 
 use saepipe_torchfile::{
-    unpickle, unpickle_with, StorageDtype, TensorRef, TorchArchive, UnpickleOptions, Value, MAX_BROADCAST_ELEMENTS, MAX_CONTAINER_LEN, MAX_DEPTH,
-    MAX_OPCODE_BYTES, MAX_PICKLE_OPS, MAX_VALUE_BYTES, MAX_VALUE_NODES,
+    MAX_BROADCAST_ELEMENTS, MAX_CONTAINER_LEN, MAX_DEPTH, MAX_OPCODE_BYTES, MAX_PICKLE_OPS, MAX_VALUE_BYTES,
+    MAX_VALUE_NODES, StorageDtype, TensorRef, TorchArchive, UnpickleOptions, Value, unpickle, unpickle_with,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -148,7 +148,12 @@ fn billion_laughs_is_refused_at_once_by_the_tree_size_limit() {
     assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
     assert!(peak < 64 << 10, "{peak} bytes");
     assert_eq!(live as usize, e.capacity());
-    assert!(e.starts_with("dir/coder.pt: ") && e.contains(&format!("more than {MAX_VALUE_NODES} nodes")) && e.contains("MAX_VALUE_NODES"), "{e}");
+    assert!(
+        e.starts_with("dir/coder.pt: ")
+            && e.contains(&format!("more than {MAX_VALUE_NODES} nodes"))
+            && e.contains("MAX_VALUE_NODES"),
+        "{e}"
+    );
 }
 
 /// A torch archive holding `pickle` as its data.pkl and one storage `0`.
@@ -187,7 +192,12 @@ fn a_long_string_referenced_many_times_is_counted_each_time() {
     p.extend([b'e', b'.']);
     let (e, peak, _) = measured(|| unpickle(&p, "strings.pt").unwrap_err().to_string());
     assert!(peak < 2 << 20, "{peak} bytes");
-    assert!(e.starts_with("strings.pt: ") && e.contains(&format!("more than {MAX_VALUE_BYTES} bytes")) && e.contains("MAX_VALUE_BYTES"), "{e}");
+    assert!(
+        e.starts_with("strings.pt: ")
+            && e.contains(&format!("more than {MAX_VALUE_BYTES} bytes"))
+            && e.contains("MAX_VALUE_BYTES"),
+        "{e}"
+    );
 
     // The same string as a class name over and over (object mode).
     let mut p = PROTO2.to_vec();
@@ -212,7 +222,12 @@ fn declared_lengths_beyond_the_limit_or_the_input_are_errors_not_allocations() {
         p.extend(b"abc.");
         let (e, peak, _) = measured(|| unpickle(&p, "big.pt").unwrap_err().to_string());
         assert!(peak < 4 << 10, "{peak} bytes");
-        assert_eq!(e, format!("big.pt: {name} declares 1099511627776 bytes, over the limit of {MAX_OPCODE_BYTES} bytes per opcode (MAX_OPCODE_BYTES)"));
+        assert_eq!(
+            e,
+            format!(
+                "big.pt: {name} declares 1099511627776 bytes, over the limit of {MAX_OPCODE_BYTES} bytes per opcode (MAX_OPCODE_BYTES)"
+            )
+        );
     }
     // Within the limit but past the end of the input.
     for (op, name) in [(b'X', "BINUNICODE"), (b'B', "BINBYTES"), (b'T', "BINSTRING"), (0x8b, "LONG4")] {
@@ -241,7 +256,11 @@ fn nested_lists(n: usize) -> Vec<u8> {
 
 #[test]
 fn deep_nesting_fails_cleanly_without_recursion() {
-    let deep = |e: &str, file: &str| e.starts_with(&format!("{file}: ")) && e.contains(&format!("more than {MAX_DEPTH} levels deep")) && e.contains("MAX_DEPTH");
+    let deep = |e: &str, file: &str| {
+        e.starts_with(&format!("{file}: "))
+            && e.contains(&format!("more than {MAX_DEPTH} levels deep"))
+            && e.contains("MAX_DEPTH")
+    };
     // A million nested lists, then a million nested tuples (TUPLE1 of TUPLE1 …):
     // refused, and torn down without a recursive drop.
     let p = nested_lists(1_000_000);
@@ -326,7 +345,12 @@ fn operation_and_container_limits() {
     p.extend([b'N', b'.']);
     let start = Instant::now();
     let e = unpickle(&p, "ops.pt").unwrap_err().to_string();
-    assert!(e.starts_with("ops.pt: ") && e.contains(&format!("more than {MAX_PICKLE_OPS} operations")) && e.contains("MAX_PICKLE_OPS"), "{e}");
+    assert!(
+        e.starts_with("ops.pt: ")
+            && e.contains(&format!("more than {MAX_PICKLE_OPS} operations"))
+            && e.contains("MAX_PICKLE_OPS"),
+        "{e}"
+    );
     assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
 
     // A list one item over the limit.
@@ -335,7 +359,13 @@ fn operation_and_container_limits() {
     p.extend(std::iter::repeat_n(b'2', MAX_CONTAINER_LEN));
     p.extend([b'e', b'.']);
     let e = unpickle(&p, "long.pt").unwrap_err().to_string();
-    assert_eq!(e, format!("long.pt: list of {} items is over the limit of {MAX_CONTAINER_LEN} items per container (MAX_CONTAINER_LEN)", MAX_CONTAINER_LEN + 1));
+    assert_eq!(
+        e,
+        format!(
+            "long.pt: list of {} items is over the limit of {MAX_CONTAINER_LEN} items per container (MAX_CONTAINER_LEN)",
+            MAX_CONTAINER_LEN + 1
+        )
+    );
 }
 
 /// `{name: tensor, …}` over storage `0` (float32, 4 elements), each tensor
@@ -393,25 +423,47 @@ fn tensor_views_are_checked_against_their_storage() {
     for (name, last) in [("long", 7u64), ("offset", 4), ("strided", (1 << 40) + 1)] {
         let (e, peak, _) = measured(|| a.tensor_f32(t(name), name).unwrap_err().to_string());
         assert!(peak < 4 << 10, "{peak} bytes");
-        assert_eq!(e, format!("{file}: tensor `{name}`: view reaches element {last} of storage `0`, which holds 4 elements (16 bytes in the file)"));
+        assert_eq!(
+            e,
+            format!(
+                "{file}: tensor `{name}`: view reaches element {last} of storage `0`, which holds 4 elements (16 bytes in the file)"
+            )
+        );
     }
     let (e, peak, _) = measured(|| a.tensor_f32(t("flood"), "flood").unwrap_err().to_string());
     assert!(peak < 4 << 10, "{peak} bytes");
-    assert!(e.starts_with(&format!("{file}: tensor `flood`: view of 1099511627776 elements")) && e.contains(&format!("{MAX_BROADCAST_ELEMENTS}")) && e.contains("MAX_BROADCAST_ELEMENTS"), "{e}");
+    assert!(
+        e.starts_with(&format!("{file}: tensor `flood`: view of 1099511627776 elements"))
+            && e.contains(&format!("{MAX_BROADCAST_ELEMENTS}"))
+            && e.contains("MAX_BROADCAST_ELEMENTS"),
+        "{e}"
+    );
 
     // Sizes whose element count or extent overflow, built by hand.
-    for (shape, stride, offset) in [(vec![1 << 40, 1 << 40], vec![1, 1], 0), (vec![3], vec![usize::MAX], 0), (vec![2], vec![1], usize::MAX)] {
+    for (shape, stride, offset) in
+        [(vec![1 << 40, 1 << 40], vec![1, 1], 0), (vec![3], vec![usize::MAX], 0), (vec![2], vec![1], usize::MAX)]
+    {
         let bad = TensorRef { storage_key: "0".into(), dtype: StorageDtype::F32, offset, shape, stride };
         let e = a.tensor_f32(&bad, "bad").unwrap_err().to_string();
         assert!(e.starts_with(&format!("{file}: tensor `bad`: size ")) && e.contains("overflows"), "{e}");
     }
-    let bad = TensorRef { storage_key: "9".into(), dtype: StorageDtype::F32, offset: 0, shape: vec![1], stride: vec![1] };
-    assert_eq!(a.tensor_f32(&bad, "bad").unwrap_err().to_string(), format!("{file}: tensor `bad`: storage `9` missing from the archive"));
+    let bad =
+        TensorRef { storage_key: "9".into(), dtype: StorageDtype::F32, offset: 0, shape: vec![1], stride: vec![1] };
+    assert_eq!(
+        a.tensor_f32(&bad, "bad").unwrap_err().to_string(),
+        format!("{file}: tensor `bad`: storage `9` missing from the archive")
+    );
     std::fs::remove_file(&path).unwrap();
 
     // In the pickle itself, an overflowing size is refused when the file is opened.
     let path = archive("overflow", &tensors(&[("w", 0, &[1 << 32, 1 << 32, 1 << 32], &[1, 1, 1])]), &storage);
     let e = TorchArchive::open(&path).err().unwrap().to_string();
-    assert!(e.starts_with(&format!("{}: tensor on storage `0` with size [4294967296, 4294967296, 4294967296]", path.display())) && e.contains("overflows"), "{e}");
+    assert!(
+        e.starts_with(&format!(
+            "{}: tensor on storage `0` with size [4294967296, 4294967296, 4294967296]",
+            path.display()
+        )) && e.contains("overflows"),
+        "{e}"
+    );
     std::fs::remove_file(&path).unwrap();
 }

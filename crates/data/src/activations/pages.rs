@@ -147,7 +147,10 @@ impl<'a> ChunkReader for ChunkBytes<'a> {
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
         let s = start as usize;
-        self.0.get(s..s + length).map(bytes::Bytes::copy_from_slice).ok_or_else(|| ParquetError::EOF(format!("range {s}+{length} past the chunk")))
+        self.0
+            .get(s..s + length)
+            .map(bytes::Bytes::copy_from_slice)
+            .ok_or_else(|| ParquetError::EOF(format!("range {s}+{length} past the chunk")))
     }
 }
 
@@ -156,7 +159,15 @@ impl<'a> ChunkReader for ChunkBytes<'a> {
 /// every `PAGE_BYTES` of values, and returns what `append_column` needs. The pages
 /// carry what the column writer writes with statistics off: levels, values and an
 /// offset index. Deterministic: the bytes depend only on the values.
-pub(super) fn encode_hook_chunk(out: &mut Vec<u8>, descr: ColumnDescPtr, buf: &HookBuf, n: usize, d: usize, codec: &PageCodec, split: bool) -> std::result::Result<ColumnCloseResult, ParquetError> {
+pub(super) fn encode_hook_chunk(
+    out: &mut Vec<u8>,
+    descr: ColumnDescPtr,
+    buf: &HookBuf,
+    n: usize,
+    d: usize,
+    codec: &PageCodec,
+    split: bool,
+) -> std::result::Result<ColumnCloseResult, ParquetError> {
     out.clear();
     let encoding = if split { Encoding::BYTE_STREAM_SPLIT } else { Encoding::PLAIN };
     let w = buf.width();
@@ -174,9 +185,20 @@ pub(super) fn encode_hook_chunk(out: &mut Vec<u8>, descr: ColumnDescPtr, buf: &H
         buf.encode(r0 * d, (r0 + rows) * d, split, &mut page);
         let uncompressed_size = page.len();
         let data = codec.compress(page)?;
-        let page = Page::DataPage { buf: data.into(), num_values: (rows * d) as u32, encoding, def_level_encoding: Encoding::RLE, rep_level_encoding: Encoding::RLE, statistics: None };
+        let page = Page::DataPage {
+            buf: data.into(),
+            num_values: (rows * d) as u32,
+            encoding,
+            def_level_encoding: Encoding::RLE,
+            rep_level_encoding: Encoding::RLE,
+            statistics: None,
+        };
         let spec = pages.write_page(CompressedPage::new(page, uncompressed_size))?;
-        locations.push(PageLocation { offset: spec.offset as i64, compressed_page_size: spec.compressed_size as i32, first_row_index: r0 as i64 });
+        locations.push(PageLocation {
+            offset: spec.offset as i64,
+            compressed_page_size: spec.compressed_size as i32,
+            first_row_index: r0 as i64,
+        });
         compressed += spec.compressed_size as i64;
         uncompressed += spec.uncompressed_size as i64;
         count += 1;

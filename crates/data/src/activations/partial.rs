@@ -32,7 +32,8 @@ fn host_tag() -> &'static str {
             .ok()
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_default();
-        let tag: String = raw.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        let tag: String =
+            raw.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
         if tag.is_empty() { "host".into() } else { tag }
     })
 }
@@ -51,7 +52,8 @@ impl TempFile {
         let salt = crate::rng::SplitMix64::new(nanos ^ (std::process::id() as u64).rotate_left(32)).next_u64();
         // The counter keeps names unique within the process, pid and host across
         // processes; the salt guards against a reused pid.
-        let path = dir.join(format!("{base}.{}-{}-{:08x}{:08x}.tmp", host_tag(), std::process::id(), salt as u32, n as u32));
+        let path =
+            dir.join(format!("{base}.{}-{}-{:08x}{:08x}.tmp", host_tag(), std::process::id(), salt as u32, n as u32));
         live_temps().lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
         TempFile { path }
     }
@@ -84,7 +86,11 @@ pub(super) fn temp_abandoned(path: &Path, name: &str) -> bool {
             return !Path::new(&format!("/proc/{pid}")).exists();
         }
     }
-    std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age >= STALE_TEMP)
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= STALE_TEMP)
 }
 
 /// Name of the file holding the recorded blake3 of a partial-directory shard.
@@ -118,12 +124,23 @@ pub(super) fn write_hash_file(dir: &Path, shard_file: &str, hash: &str) -> Resul
 
 /// Checks a complete shard of the partial directory: its recorded hash, its row
 /// count and its bytes. Returns its size and hash, or why it is not kept.
-pub(super) fn check_partial_shard(dir: &Path, file: &str, rows_per_shard: u64) -> std::result::Result<(u64, String), String> {
+pub(super) fn check_partial_shard(
+    dir: &Path,
+    file: &str,
+    rows_per_shard: u64,
+) -> std::result::Result<(u64, String), String> {
     let path = dir.join(file);
     let hash_path = dir.join(hash_file_name(file));
     let recorded = match std::fs::read_to_string(&hash_path) {
-        Ok(text) => text.split_whitespace().next().map(str::to_string).filter(|h| is_blake3_hex(h)).ok_or_else(|| format!("its recorded hash {} is unreadable", hash_path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(format!("no recorded hash ({} is missing)", hash_file_name(file))),
+        Ok(text) => text
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+            .filter(|h| is_blake3_hex(h))
+            .ok_or_else(|| format!("its recorded hash {} is unreadable", hash_path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("no recorded hash ({} is missing)", hash_file_name(file)));
+        }
         Err(e) => return Err(format!("{}: {e}", hash_path.display())),
     };
     match shard_rows(&path) {

@@ -1,9 +1,16 @@
 //! [`ShardedWriter`]: row groups buffered and written into shards of the partial
 //! directory, resumed per shard, and moved into the store by `finish`.
 
-use super::pages::{ChunkBytes, F16_REFUSED, F32_REFUSED, HookBuf, PageCodec, append_f16, append_f32, encode_hook_chunk, refused};
-use super::partial::{HashingFile, TempFile, blake3_file, check_partial_shard, hash_file_name, sync_dir, temp_abandoned, write_hash_file};
-use super::{ACTIVATIONS_FORMAT_VERSION, Compression, Dtype, Rows, STORE_JSON, ShardInfo, StoreInfo, StoreMeta, WRITER_JSON, WriterOptions, shard_name};
+use super::pages::{
+    ChunkBytes, F16_REFUSED, F32_REFUSED, HookBuf, PageCodec, append_f16, append_f32, encode_hook_chunk, refused,
+};
+use super::partial::{
+    HashingFile, TempFile, blake3_file, check_partial_shard, hash_file_name, sync_dir, temp_abandoned, write_hash_file,
+};
+use super::{
+    ACTIVATIONS_FORMAT_VERSION, Compression, Dtype, Rows, STORE_JSON, ShardInfo, StoreInfo, StoreMeta, WRITER_JSON,
+    WriterOptions, shard_name,
+};
 use crate::error::{DataError, Result, format, io, pq};
 use crate::tokens::kv_list;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -52,7 +59,11 @@ pub struct ShardedWriter {
 }
 
 fn schema_for(meta: &StoreMeta) -> SchemaRef {
-    let mut fields = vec![Field::new("seq", DataType::UInt64, false), Field::new("pos", DataType::UInt32, false), Field::new("token", DataType::UInt32, false)];
+    let mut fields = vec![
+        Field::new("seq", DataType::UInt64, false),
+        Field::new("pos", DataType::UInt32, false),
+        Field::new("token", DataType::UInt32, false),
+    ];
     for h in &meta.hooks {
         let item = Arc::new(Field::new("item", meta.dtype.arrow(), false));
         fields.push(Field::new(&h.name, DataType::FixedSizeList(item, h.d as i32), false));
@@ -65,7 +76,9 @@ fn properties(schema: &Schema, meta: &StoreMeta, opts: &WriterOptions) -> Result
     let codec = match opts.compression {
         Compression::None => C::UNCOMPRESSED,
         Compression::Lz4 => C::LZ4_RAW,
-        Compression::Zstd(l) | Compression::SplitZstd(l) => C::ZSTD(ZstdLevel::try_new(l).map_err(|e| DataError::Config { what: "compression", message: e.to_string() })?),
+        Compression::Zstd(l) | Compression::SplitZstd(l) => C::ZSTD(
+            ZstdLevel::try_new(l).map_err(|e| DataError::Config { what: "compression", message: e.to_string() })?,
+        ),
     };
     let mut kv = BTreeMap::new();
     kv.insert("saepipe.format".to_string(), "activations".to_string());
@@ -81,7 +94,9 @@ fn properties(schema: &Schema, meta: &StoreMeta, opts: &WriterOptions) -> Result
         .set_max_row_group_size(opts.row_group_rows)
         .set_key_value_metadata(Some(kv_list(&kv)));
     if let Compression::SplitZstd(_) = opts.compression {
-        let descr = ArrowSchemaConverter::new().convert(schema).map_err(|e| DataError::Config { what: "schema", message: e.to_string() })?;
+        let descr = ArrowSchemaConverter::new()
+            .convert(schema)
+            .map_err(|e| DataError::Config { what: "schema", message: e.to_string() })?;
         for col in descr.columns() {
             if meta.hooks.iter().any(|h| col.path().parts()[0] == h.name) {
                 b = b.set_column_encoding(col.path().clone(), Encoding::BYTE_STREAM_SPLIT);
@@ -114,7 +129,10 @@ impl ShardedWriter {
     /// host, or another writer in this one) are left alone.
     pub fn open(dir: &Path, meta: StoreMeta, opts: WriterOptions) -> Result<ShardedWriter> {
         if opts.rows_per_shard == 0 || opts.row_group_rows == 0 {
-            return Err(DataError::Config { what: "writer options", message: "rows_per_shard and row_group_rows must be at least 1".into() });
+            return Err(DataError::Config {
+                what: "writer options",
+                message: "rows_per_shard and row_group_rows must be at least 1".into(),
+            });
         }
         if meta.hooks.is_empty() {
             return Err(DataError::Config { what: "store metadata", message: "no hooks".into() });
@@ -129,19 +147,28 @@ impl ShardedWriter {
         let mut record = true;
         if wj.is_file() {
             let text = std::fs::read_to_string(&wj).map_err(io(&wj))?;
-            let old: serde_json::Value = serde_json::from_str(&text).map_err(|e| format(&wj, format!("invalid JSON: {e}")))?;
+            let old: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format(&wj, format!("invalid JSON: {e}")))?;
             let old_allowed = old["options"]["allow_nonfinite"].as_bool().unwrap_or(false);
             if old != identity_with(old_allowed) {
-                return Err(format(&wj, "this partial store was started with different metadata or options; remove the directory to start over"));
+                return Err(format(
+                    &wj,
+                    "this partial store was started with different metadata or options; remove the directory to start over",
+                ));
             }
             if old_allowed && !opts.allow_nonfinite {
-                restart = Some("saved shards were written with allow_nonfinite and may hold non-finite values".to_string());
+                restart =
+                    Some("saved shards were written with allow_nonfinite and may hold non-finite values".to_string());
             }
             record = old_allowed != opts.allow_nonfinite;
         }
         if record {
             let tmp = TempFile::new(dir, WRITER_JSON);
-            std::fs::write(&tmp.path, serde_json::to_vec_pretty(&identity_with(opts.allow_nonfinite)).expect("serializable")).map_err(io(&tmp.path))?;
+            std::fs::write(
+                &tmp.path,
+                serde_json::to_vec_pretty(&identity_with(opts.allow_nonfinite)).expect("serializable"),
+            )
+            .map_err(io(&tmp.path))?;
             std::fs::rename(&tmp.path, &wj).map_err(io(&wj))?;
         }
         // Removal tolerates files that vanish meanwhile (another writer removing them).
@@ -171,7 +198,13 @@ impl ShardedWriter {
             }
             match check_partial_shard(dir, &file, opts.rows_per_shard as u64) {
                 Ok((bytes, hash)) => {
-                    shards.push(ShardInfo { file, first_row: i as u64 * opts.rows_per_shard as u64, rows: opts.rows_per_shard as u64, bytes, blake3: Some(hash) });
+                    shards.push(ShardInfo {
+                        file,
+                        first_row: i as u64 * opts.rows_per_shard as u64,
+                        rows: opts.rows_per_shard as u64,
+                        bytes,
+                        blake3: Some(hash),
+                    });
                     i += 1;
                 }
                 Err(reason) => {
@@ -189,7 +222,10 @@ impl ShardedWriter {
                 Some(stem) => (stem, false),
                 None => (name, true),
             };
-            if let Some(k) = stem.strip_prefix("shard-").and_then(|n| n.strip_suffix(".parquet")).and_then(|n| n.parse::<usize>().ok())
+            if let Some(k) = stem
+                .strip_prefix("shard-")
+                .and_then(|n| n.strip_suffix(".parquet"))
+                .and_then(|n| n.parse::<usize>().ok())
                 && k >= i
             {
                 if is_shard && k > i {
@@ -199,20 +235,31 @@ impl ShardedWriter {
             }
         }
         later.sort();
-        discarded.extend(later.into_iter().map(|f| format!("{f}: comes after {}, which is written again; discarded", shard_name(i))));
+        discarded.extend(
+            later.into_iter().map(|f| format!("{f}: comes after {}, which is written again; discarded", shard_name(i))),
+        );
         let schema = schema_for(&meta);
         let props = Arc::new(properties(&schema, &meta, &opts)?);
-        let descr: SchemaDescriptor = ArrowSchemaConverter::new().convert(&schema).map_err(|e| DataError::Config { what: "schema", message: e.to_string() })?;
+        let descr: SchemaDescriptor = ArrowSchemaConverter::new()
+            .convert(&schema)
+            .map_err(|e| DataError::Config { what: "schema", message: e.to_string() })?;
         let parquet_schema = descr.root_schema_ptr();
         let hook_columns: Vec<ColumnDescPtr> = (0..meta.hooks.len()).map(|k| descr.column(3 + k)).collect();
         for (h, c) in meta.hooks.iter().zip(&hook_columns) {
             // The level encoding below assumes a required list of required values.
             if h.d == 0 || c.max_def_level() != 1 || c.max_rep_level() != 1 {
-                return Err(DataError::Config { what: "store metadata", message: format!("hook `{}`: width must be at least 1", h.name) });
+                return Err(DataError::Config {
+                    what: "store metadata",
+                    message: format!("hook `{}`: width must be at least 1", h.name),
+                });
             }
         }
         let codec = PageCodec::new(&opts.compression)?;
-        let hooks = meta.hooks.iter().map(|_| if meta.dtype == Dtype::F32 { HookBuf::F32(Vec::new()) } else { HookBuf::F16(Vec::new()) }).collect();
+        let hooks = meta
+            .hooks
+            .iter()
+            .map(|_| if meta.dtype == Dtype::F32 { HookBuf::F32(Vec::new()) } else { HookBuf::F16(Vec::new()) })
+            .collect();
         let resume_row = i as u64 * opts.rows_per_shard as u64;
         Ok(ShardedWriter {
             dir: dir.into(),
@@ -277,18 +324,32 @@ impl ShardedWriter {
     pub fn push(&mut self, first_row: u64, rows: &Rows) -> Result<()> {
         let n = rows.seq.len();
         if rows.pos.len() != n || rows.token.len() != n {
-            return Err(format(&self.dir, format!("push: {n} seq values but {} pos and {} token values", rows.pos.len(), rows.token.len())));
+            return Err(format(
+                &self.dir,
+                format!("push: {n} seq values but {} pos and {} token values", rows.pos.len(), rows.token.len()),
+            ));
         }
         if rows.hooks.len() != self.meta.hooks.len() {
-            return Err(format(&self.dir, format!("push: {} hook arrays for {} hooks", rows.hooks.len(), self.meta.hooks.len())));
+            return Err(format(
+                &self.dir,
+                format!("push: {} hook arrays for {} hooks", rows.hooks.len(), self.meta.hooks.len()),
+            ));
         }
         for (h, v) in self.meta.hooks.iter().zip(rows.hooks) {
             if v.len() != n * h.d {
-                return Err(DataError::Shape { path: self.dir.clone(), hook: h.name.clone(), expected: h.d, found: v.len().checked_div(n).unwrap_or(0) });
+                return Err(DataError::Shape {
+                    path: self.dir.clone(),
+                    hook: h.name.clone(),
+                    expected: h.d,
+                    found: v.len().checked_div(n).unwrap_or(0),
+                });
             }
         }
         if first_row > self.rows_done {
-            return Err(format(&self.dir, format!("push: rows start at {first_row} but the store has rows up to {} only", self.rows_done)));
+            return Err(format(
+                &self.dir,
+                format!("push: rows start at {first_row} but the store has rows up to {} only", self.rows_done),
+            ));
         }
         let mut start = ((self.rows_done - first_row) as usize).min(n);
         while start < n {
@@ -330,7 +391,12 @@ impl ShardedWriter {
                         }
                     }
                     let limit = if self.meta.dtype == Dtype::F16 { F16_REFUSED } else { F32_REFUSED };
-                    let (at, x) = vals.iter().copied().enumerate().find(|&(_, x)| refused(x, limit)).expect("a non-finite value was counted");
+                    let (at, x) = vals
+                        .iter()
+                        .copied()
+                        .enumerate()
+                        .find(|&(_, x)| refused(x, limit))
+                        .expect("a non-finite value was counted");
                     let value = if x.is_nan() {
                         "NaN".to_string()
                     } else if x.is_infinite() {
@@ -338,7 +404,12 @@ impl ShardedWriter {
                     } else {
                         format!("{x}, beyond the float16 range")
                     };
-                    return Err(DataError::NonFinite { path: self.dir.clone(), hook: h.name.clone(), row: first_row + (start + at / h.d) as u64, value });
+                    return Err(DataError::NonFinite {
+                        path: self.dir.clone(),
+                        hook: h.name.clone(),
+                        row: first_row + (start + at / h.d) as u64,
+                        value,
+                    });
                 }
                 nonfinite += bad;
             }
@@ -370,7 +441,8 @@ impl ShardedWriter {
             let tmp = TempFile::new(&self.dir, &shard_name(index));
             let file = std::fs::File::create(&tmp.path).map_err(io(&tmp.path))?;
             let file = HashingFile::new(file);
-            let writer = SerializedFileWriter::new(file, self.parquet_schema.clone(), self.props.clone()).map_err(pq(&tmp.path))?;
+            let writer = SerializedFileWriter::new(file, self.parquet_schema.clone(), self.props.clone())
+                .map_err(pq(&tmp.path))?;
             self.current = Some(OpenShard { index, tmp, writer, rows: 0 });
         }
         let shard = self.current.as_mut().expect("opened above");
@@ -392,7 +464,16 @@ impl ShardedWriter {
             col.close().map_err(&e)?;
         }
         for (k, (h, buf)) in self.meta.hooks.iter().zip(self.hooks.iter_mut()).enumerate() {
-            let close = encode_hook_chunk(&mut self.chunk, self.hook_columns[k].clone(), buf, n, h.d, &self.codec, PageCodec::split(&self.opts.compression)).map_err(&e)?;
+            let close = encode_hook_chunk(
+                &mut self.chunk,
+                self.hook_columns[k].clone(),
+                buf,
+                n,
+                h.d,
+                &self.codec,
+                PageCodec::split(&self.opts.compression),
+            )
+            .map_err(&e)?;
             rg.append_column(&ChunkBytes(&self.chunk), close).map_err(&e)?;
             buf.clear();
         }
@@ -425,7 +506,13 @@ impl ShardedWriter {
         std::fs::rename(&tmp, &dest).map_err(io(&tmp))?;
         drop(shard.tmp);
         sync_dir(&self.dir)?;
-        self.shards.push(ShardInfo { file: name, first_row: shard.index as u64 * self.opts.rows_per_shard as u64, rows: shard.rows as u64, bytes, blake3: Some(hash) });
+        self.shards.push(ShardInfo {
+            file: name,
+            first_row: shard.index as u64 * self.opts.rows_per_shard as u64,
+            rows: shard.rows as u64,
+            bytes,
+            blake3: Some(hash),
+        });
         Ok(())
     }
 
@@ -443,7 +530,11 @@ impl ShardedWriter {
             let check = |what: &str| -> Result<()> {
                 let found = blake3_file(&to).map_err(io(&to))?;
                 if found != expected {
-                    return Err(DataError::Damaged { path: to.clone(), expected: format!("blake3 {expected} ({what})"), found: format!("blake3 {found}") });
+                    return Err(DataError::Damaged {
+                        path: to.clone(),
+                        expected: format!("blake3 {expected} ({what})"),
+                        found: format!("blake3 {found}"),
+                    });
                 }
                 Ok(())
             };

@@ -44,14 +44,21 @@ pub fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
         });
     }
     let ln_final = Some((g("ln_f.weight", &[d])?, g("ln_f.bias", &[d])?));
-    let w_u = if !cfg.tie_word_embeddings && t.contains("lm_head.weight") { transpose(&t.get("lm_head.weight", &[v, d])?, v, d) } else { transpose(&w_e, v, d) };
+    let w_u = if !cfg.tie_word_embeddings && t.contains("lm_head.weight") {
+        transpose(&t.get("lm_head.weight", &[v, d])?, v, d)
+    } else {
+        transpose(&w_e, v, d)
+    };
     Ok(Params { w_e, w_pos, layers, ln_final, w_u, b_u: vec![0.0; v] })
 }
 
 /// HF tensor names and shapes (`transformers` naming, untied lm_head omitted when tied).
 pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (d, v, f) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
-    let mut t = vec![("transformer.wte.weight".to_string(), vec![v, d]), ("transformer.wpe.weight".to_string(), vec![cfg.n_ctx, d])];
+    let mut t = vec![
+        ("transformer.wte.weight".to_string(), vec![v, d]),
+        ("transformer.wpe.weight".to_string(), vec![cfg.n_ctx, d]),
+    ];
     for l in 0..cfg.n_layers {
         for (n, s) in [
             ("ln_1.weight", vec![d]),

@@ -121,9 +121,13 @@ fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[
 
 fn hub_answer(repo: &Repo, path: &str, lfs_url: &str, s: &mut TcpStream) {
     let (id, sha) = (repo.repo, repo.sha);
-    let error = |s: &mut TcpStream, status: &str, code: &str| respond(s, status, &[("X-Error-Code", code.into()), ("X-Error-Message", format!("{code} for {path}"))], b"{}");
+    let error = |s: &mut TcpStream, status: &str, code: &str| {
+        respond(s, status, &[("X-Error-Code", code.into()), ("X-Error-Message", format!("{code} for {path}"))], b"{}")
+    };
     if let Some(rest) = path.strip_prefix("/api/models/") {
-        let Some((asked, rev)) = rest.split_once("/revision/") else { return error(s, "404 Not Found", "EntryNotFound") };
+        let Some((asked, rev)) = rest.split_once("/revision/") else {
+            return error(s, "404 Not Found", "EntryNotFound");
+        };
         if asked != id {
             // The hub answers 401 for repositories it will not reveal.
             return error(s, "401 Unauthorized", "RepoNotFound");
@@ -133,9 +137,16 @@ fn hub_answer(repo: &Repo, path: &str, lfs_url: &str, s: &mut TcpStream) {
         }
         let siblings: Vec<_> = repo.files.keys().map(|f| serde_json::json!({ "rfilename": f })).collect();
         let body = serde_json::json!({ "id": id, "sha": sha, "siblings": siblings }).to_string();
-        return respond(s, "200 OK", &[("Content-Type", "application/json".into()), ("X-Repo-Commit", sha.into())], body.as_bytes());
+        return respond(
+            s,
+            "200 OK",
+            &[("Content-Type", "application/json".into()), ("X-Repo-Commit", sha.into())],
+            body.as_bytes(),
+        );
     }
-    let Some(rest) = path.strip_prefix(&format!("/{id}/resolve/")) else { return error(s, "401 Unauthorized", "RepoNotFound") };
+    let Some(rest) = path.strip_prefix(&format!("/{id}/resolve/")) else {
+        return error(s, "401 Unauthorized", "RepoNotFound");
+    };
     let Some((rev, file)) = rest.split_once('/') else { return error(s, "404 Not Found", "EntryNotFound") };
     assert_eq!(rev, sha, "files are fetched at the resolved commit");
     let Some(data) = repo.files.get(file) else { return error(s, "404 Not Found", "EntryNotFound") };
@@ -152,7 +163,12 @@ fn hub_answer(repo: &Repo, path: &str, lfs_url: &str, s: &mut TcpStream) {
         respond(s, "302 Found", &headers, b"");
     } else {
         // A weak ETag, as the hub sends for git-stored files.
-        respond(s, "200 OK", &[("X-Repo-Commit", sha.into()), ("ETag", format!("W/\"{}\"", &sha256(data)[..40]))], data);
+        respond(
+            s,
+            "200 OK",
+            &[("X-Repo-Commit", sha.into()), ("ETag", format!("W/\"{}\"", &sha256(data)[..40]))],
+            data,
+        );
     }
 }
 
@@ -163,7 +179,9 @@ fn lfs_answer(repo: &Repo, path: &str, s: &mut TcpStream) {
         Fault::None => respond(s, "200 OK", &[("ETag", format!("\"{h}\""))], &data),
         Fault::Corrupt => respond(s, "200 OK", &[], &vec![0u8; data.len()]),
         Fault::Truncate => {
-            let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", data.len()).as_bytes());
+            let _ = s.write_all(
+                format!("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", data.len()).as_bytes(),
+            );
             let _ = s.write_all(&data[..data.len() / 2]);
         }
     }

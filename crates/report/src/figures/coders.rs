@@ -5,8 +5,7 @@ use crate::data::PlotData;
 use crate::error::{Result, invalid};
 use crate::figures::matching::SinglePanel;
 use crate::render::{
-    Figure, FigureOptions, LegendEntry, LineKind, LinePanel, LineSpec, no_data_figure, render,
-    resolve,
+    Figure, FigureOptions, LegendEntry, LineKind, LinePanel, LineSpec, no_data_figure, render, resolve,
 };
 use crate::style::{self, Marker};
 
@@ -28,19 +27,11 @@ const NAME: &str = "sparsity_faithfulness";
 /// Figure 4: L0 vs. spliced-in CE loss, one marked series per family (sorted by L0),
 /// plus the clean LM's CE loss as a dashed reference line. L0 is on a log axis when it
 /// spans more than 4×.
-pub fn sparsity_faithfulness(
-    points: &[CoderPoint],
-    clean_ce: Option<f64>,
-    opts: &FigureOptions,
-) -> Result<Figure> {
+pub fn sparsity_faithfulness(points: &[CoderPoint], clean_ce: Option<f64>, opts: &FigureOptions) -> Result<Figure> {
     let (name, title) = resolve(opts, NAME, "Sparsity–faithfulness frontier")?;
     for p in points {
         if p.l0 < 0.0 || p.l0.is_infinite() {
-            return Err(invalid(
-                &name,
-                "l0",
-                format!("coder `{}`: {} is not a valid L0", p.label, p.l0),
-            ));
+            return Err(invalid(&name, "l0", format!("coder `{}`: {} is not a valid L0", p.label, p.l0)));
         }
         if p.ce_loss < 0.0 || p.ce_loss.is_infinite() {
             return Err(invalid(
@@ -53,57 +44,26 @@ pub fn sparsity_faithfulness(
     if let Some(c) = clean_ce
         && !(c.is_finite() && c >= 0.0)
     {
-        return Err(invalid(
-            &name,
-            "clean_ce",
-            format!("{c} is not a valid CE loss"),
-        ));
+        return Err(invalid(&name, "clean_ce", format!("{c} is not a valid CE loss")));
     }
     let data = PlotData::default()
         .with_str("family", points.iter().map(|p| p.family.clone()).collect())
         .with_str("label", points.iter().map(|p| p.label.clone()).collect())
         .with_f64("l0", points.iter().map(|p| p.l0).collect())
         .with_f64("ce_loss", points.iter().map(|p| p.ce_loss).collect())
-        .with_f64(
-            "clean_ce",
-            points
-                .iter()
-                .map(|_| clean_ce.unwrap_or(f64::NAN))
-                .collect(),
-        );
-    let usable: Vec<&CoderPoint> = points
-        .iter()
-        .filter(|p| p.l0.is_finite() && p.ce_loss.is_finite())
-        .collect();
+        .with_f64("clean_ce", points.iter().map(|_| clean_ce.unwrap_or(f64::NAN)).collect());
+    let usable: Vec<&CoderPoint> = points.iter().filter(|p| p.l0.is_finite() && p.ce_loss.is_finite()).collect();
     if usable.is_empty() {
-        return no_data_figure(
-            name,
-            title,
-            opts,
-            "no coder has a finite L0 and CE loss",
-            data,
-        );
+        return no_data_figure(name, title, opts, "no coder has a finite L0 and CE loss", data);
     }
     // A log axis cannot show L0 = 0; such coders are in the data table only.
     let x = {
         let a = Axis::auto(usable.iter().map(|p| p.l0), 4.0);
-        if usable.iter().any(|p| p.l0 <= 0.0) {
-            Axis::linear(0.0, a.inv(a.hi), 6)
-        } else {
-            a
-        }
+        if usable.iter().any(|p| p.l0 <= 0.0) { Axis::linear(0.0, a.inv(a.hi), 6) } else { a }
     };
     let y = Axis::linear(
-        usable
-            .iter()
-            .map(|p| p.ce_loss)
-            .chain(clean_ce)
-            .fold(f64::INFINITY, f64::min),
-        usable
-            .iter()
-            .map(|p| p.ce_loss)
-            .chain(clean_ce)
-            .fold(f64::NEG_INFINITY, f64::max),
+        usable.iter().map(|p| p.ce_loss).chain(clean_ce).fold(f64::INFINITY, f64::min),
+        usable.iter().map(|p| p.ce_loss).chain(clean_ce).fold(f64::NEG_INFINITY, f64::max),
         6,
     );
     let mut families: Vec<&str> = Vec::new();
@@ -130,26 +90,13 @@ pub fn sparsity_faithfulness(
         });
     }
     for (i, fam) in families.iter().enumerate() {
-        let mut pts: Vec<(f64, f64)> = usable
-            .iter()
-            .filter(|p| p.family == *fam)
-            .map(|p| (x.fwd(p.l0), p.ce_loss))
-            .collect();
+        let mut pts: Vec<(f64, f64)> =
+            usable.iter().filter(|p| p.family == *fam).map(|p| (x.fwd(p.l0), p.ce_loss)).collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (color, marker) = (style::categorical(i), style::marker_cycle(i));
         let n = pts.len();
-        lines.push(LineSpec {
-            color,
-            marker,
-            line: LineKind::Solid,
-            points: pts,
-        });
-        legend.push(LegendEntry {
-            label: format!("{fam} ({n})"),
-            color,
-            line: LineKind::Solid,
-            marker,
-        });
+        lines.push(LineSpec { color, marker, line: LineKind::Solid, points: pts });
+        legend.push(LegendEntry { label: format!("{fam} ({n})"), color, line: LineKind::Solid, marker });
     }
     let panel = LinePanel {
         caption: None,
@@ -159,16 +106,5 @@ pub fn sparsity_faithfulness(
         y_desc: "CE loss with coder spliced in (nats/token)".into(),
         lines,
     };
-    render(
-        name,
-        title.clone(),
-        opts,
-        &SinglePanel {
-            title: &title,
-            legend,
-            panel,
-        },
-        data,
-        None,
-    )
+    render(name, title.clone(), opts, &SinglePanel { title: &title, legend, panel }, data, None)
 }

@@ -7,8 +7,8 @@ use crate::axis::{Axis, nice_step};
 use crate::data::PlotData;
 use crate::error::{Result, invalid};
 use crate::render::{
-    DrawResult, Figure, FigureOptions, LegendEntry, LineKind, Painter, build_chart, de,
-    legend_strip, no_data_figure, render, resolve, title_area,
+    DrawResult, Figure, FigureOptions, LegendEntry, LineKind, Painter, build_chart, de, legend_strip, no_data_figure,
+    render, resolve, title_area,
 };
 use crate::style::{self, Marker};
 
@@ -50,14 +50,8 @@ pub fn feature_density(saes: &[FeatureDensity], opts: &FigureOptions) -> Result<
     let width = -lo / n_bins as f64;
 
     let mut hists = Vec::new();
-    let (mut d_sae, mut d_lo, mut d_hi, mut d_count, mut d_dead, mut d_n) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let (mut d_sae, mut d_lo, mut d_hi, mut d_count, mut d_dead, mut d_n) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for s in saes {
         let mut counts = vec![0i64; n_bins];
         let mut dead = 0i64;
@@ -86,12 +80,7 @@ pub fn feature_density(saes: &[FeatureDensity], opts: &FigureOptions) -> Result<
         .with_i64("count", d_count)
         .with_i64("n_dead", d_dead)
         .with_i64("n_features", d_n);
-    let max_count = hists
-        .iter()
-        .flat_map(|h| h.1.iter())
-        .copied()
-        .max()
-        .unwrap_or(0);
+    let max_count = hists.iter().flat_map(|h| h.1.iter()).copied().max().unwrap_or(0);
     if max_count == 0 {
         let reason = if saes.iter().all(|s| s.firing_fraction.is_empty()) {
             "no feature densities were given".to_string()
@@ -101,13 +90,7 @@ pub fn feature_density(saes: &[FeatureDensity], opts: &FigureOptions) -> Result<
         };
         return no_data_figure(name, title, opts, &reason, data);
     }
-    let painter = Density {
-        title: &title,
-        hists,
-        lo,
-        width,
-        max_count,
-    };
+    let painter = Density { title: &title, hists, lo, width, max_count };
     render(name, title.clone(), opts, &painter, data, None)
 }
 
@@ -160,8 +143,7 @@ impl Painter for Density<'_> {
             pts.push((0.0, 0.0));
             chart
                 .draw_series(
-                    AreaSeries::new(pts, 0.0, color.mix(0.18))
-                        .border_style(ShapeStyle::from(&color).stroke_width(2)),
+                    AreaSeries::new(pts, 0.0, color.mix(0.18)).border_style(ShapeStyle::from(&color).stroke_width(2)),
                 )
                 .map_err(de)?;
         }

@@ -9,8 +9,8 @@ use crate::axis::{Axis, nice_step, trim_num};
 use crate::data::PlotData;
 use crate::error::{ReportError, Result, invalid};
 use crate::render::{
-    DrawResult, Figure, FigureOptions, LegendEntry, LineKind, LinePanel, LineSpec, Painter,
-    build_chart, de, legend_strip, no_data_figure, render, resolve, title_area,
+    DrawResult, Figure, FigureOptions, LegendEntry, LineKind, LinePanel, LineSpec, Painter, build_chart, de,
+    legend_strip, no_data_figure, render, resolve, title_area,
 };
 use crate::style::{self, Marker};
 
@@ -32,29 +32,14 @@ pub struct MatchedFraction {
 /// checkpoint (one entry per reference feature). A feature is matched at threshold `d`
 /// when `1 − similarity ≤ d`; non-finite similarities (dead or unassigned features)
 /// never match but still count in the denominator.
-pub fn matched_fractions(
-    step: u64,
-    similarities: &[f64],
-    thresholds: &[f64],
-) -> Vec<MatchedFraction> {
+pub fn matched_fractions(step: u64, similarities: &[f64], thresholds: &[f64]) -> Vec<MatchedFraction> {
     thresholds
         .iter()
         .map(|&threshold| {
             let n = similarities.len();
-            let matched = similarities
-                .iter()
-                .filter(|s| s.is_finite() && 1.0 - **s <= threshold + 1e-12)
-                .count();
-            let fraction = if n == 0 {
-                f64::NAN
-            } else {
-                matched as f64 / n as f64
-            };
-            MatchedFraction {
-                step,
-                threshold,
-                fraction,
-            }
+            let matched = similarities.iter().filter(|s| s.is_finite() && 1.0 - **s <= threshold + 1e-12).count();
+            let fraction = if n == 0 { f64::NAN } else { matched as f64 / n as f64 };
+            MatchedFraction { step, threshold, fraction }
         })
         .collect()
 }
@@ -65,80 +50,41 @@ const FRACTION_NAME: &str = "matched_fraction";
 /// distance threshold. The step axis is symlog (log10(1 + step)) when checkpoints span
 /// orders of magnitude, so step 0 is shown.
 pub fn matched_fraction_vs_step(rows: &[MatchedFraction], opts: &FigureOptions) -> Result<Figure> {
-    let (name, title) = resolve(
-        opts,
-        FRACTION_NAME,
-        "Reference features matched through LM training",
-    )?;
+    let (name, title) = resolve(opts, FRACTION_NAME, "Reference features matched through LM training")?;
     for (i, r) in rows.iter().enumerate() {
         if !r.threshold.is_finite() {
-            return Err(invalid(
-                &name,
-                "threshold",
-                format!("row {i}: threshold is {}", r.threshold),
-            ));
+            return Err(invalid(&name, "threshold", format!("row {i}: threshold is {}", r.threshold)));
         }
         if r.fraction.is_finite() && !(-1e-9..=1.0 + 1e-9).contains(&r.fraction) {
             return Err(invalid(
                 &name,
                 "fraction",
-                format!(
-                    "row {i} (step {}): {} is outside [0, 1]",
-                    r.step, r.fraction
-                ),
+                format!("row {i} (step {}): {} is outside [0, 1]", r.step, r.fraction),
             ));
         }
         if r.fraction.is_infinite() {
-            return Err(invalid(
-                &name,
-                "fraction",
-                format!("row {i} (step {}): infinite", r.step),
-            ));
+            return Err(invalid(&name, "fraction", format!("row {i} (step {}): infinite", r.step)));
         }
     }
     let mut sorted = rows.to_vec();
-    sorted.sort_by(|a, b| {
-        a.threshold
-            .total_cmp(&b.threshold)
-            .then(a.step.cmp(&b.step))
-    });
+    sorted.sort_by(|a, b| a.threshold.total_cmp(&b.threshold).then(a.step.cmp(&b.step)));
     let data = PlotData::default()
         .with_i64("step", sorted.iter().map(|r| r.step as i64).collect())
         .with_f64("threshold", sorted.iter().map(|r| r.threshold).collect())
         .with_f64("fraction", sorted.iter().map(|r| r.fraction).collect());
     if !sorted.iter().any(|r| r.fraction.is_finite()) {
-        return no_data_figure(
-            name,
-            title,
-            opts,
-            "no finite matched fractions were given",
-            data,
-        );
+        return no_data_figure(name, title, opts, "no finite matched fractions were given", data);
     }
 
     let thresholds = super::sorted_unique(sorted.iter().map(|r| r.threshold).collect());
-    let x = Axis::checkpoint_steps(
-        sorted
-            .iter()
-            .filter(|r| r.fraction.is_finite())
-            .map(|r| r.step as f64),
-    );
+    let x = Axis::checkpoint_steps(sorted.iter().filter(|r| r.fraction.is_finite()).map(|r| r.step as f64));
     let n = thresholds.len();
     let mut lines = Vec::new();
     let mut legend = Vec::new();
     for (i, &t) in thresholds.iter().enumerate() {
         let color = style::sequential(i, n);
-        let points = sorted
-            .iter()
-            .filter(|r| r.threshold == t)
-            .map(|r| (x.fwd(r.step as f64), r.fraction))
-            .collect();
-        lines.push(LineSpec {
-            color,
-            marker: Marker::Circle,
-            line: LineKind::Solid,
-            points,
-        });
+        let points = sorted.iter().filter(|r| r.threshold == t).map(|r| (x.fwd(r.step as f64), r.fraction)).collect();
+        lines.push(LineSpec { color, marker: Marker::Circle, line: LineKind::Solid, points });
         legend.push(LegendEntry {
             label: format!("distance ≤ {}", trim_num(t, 3)),
             color,
@@ -154,18 +100,7 @@ pub fn matched_fraction_vs_step(rows: &[MatchedFraction], opts: &FigureOptions) 
         y_desc: "fraction of reference features matched".into(),
         lines,
     };
-    render(
-        name,
-        title.clone(),
-        opts,
-        &SinglePanel {
-            title: &title,
-            legend,
-            panel,
-        },
-        data,
-        None,
-    )
+    render(name, title.clone(), opts, &SinglePanel { title: &title, legend, panel }, data, None)
 }
 
 /// Title, legend strip and one line panel.
@@ -202,11 +137,7 @@ pub fn similarity_heatmap(
     n_bins: usize,
     opts: &FigureOptions,
 ) -> Result<Figure> {
-    let (name, title) = resolve(
-        opts,
-        HEATMAP_NAME,
-        "Matched-feature similarity through LM training",
-    )?;
+    let (name, title) = resolve(opts, HEATMAP_NAME, "Matched-feature similarity through LM training")?;
     if !(1..=500).contains(&n_bins) {
         return Err(ReportError::InvalidOptions {
             figure: name,
@@ -217,11 +148,7 @@ pub fn similarity_heatmap(
     let mut cps: Vec<&CheckpointSimilarities> = checkpoints.iter().collect();
     cps.sort_by_key(|c| c.step);
     if let Some(w) = cps.windows(2).find(|w| w[0].step == w[1].step) {
-        return Err(invalid(
-            &name,
-            "step",
-            format!("checkpoint step {} appears twice", w[0].step),
-        ));
+        return Err(invalid(&name, "step", format!("checkpoint step {} appears twice", w[0].step)));
     }
     let mut min = 0.0f64;
     for c in &cps {
@@ -230,10 +157,7 @@ pub fn similarity_heatmap(
                 return Err(invalid(
                     &name,
                     "similarities",
-                    format!(
-                        "step {}, feature {j}: {s} is not a cosine similarity",
-                        c.step
-                    ),
+                    format!("step {}, feature {j}: {s} is not a cosine similarity", c.step),
                 ));
             }
             if s.is_finite() {
@@ -247,14 +171,8 @@ pub fn similarity_heatmap(
     let width = (1.0 - lo) / n_bins as f64;
     // counts[c][b], fraction of the checkpoint's finite similarities.
     let mut grid = Vec::with_capacity(cps.len());
-    let (mut d_step, mut d_lo, mut d_hi, mut d_count, mut d_frac, mut d_unmatched) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let (mut d_step, mut d_lo, mut d_hi, mut d_count, mut d_frac, mut d_unmatched) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for c in &cps {
         let mut counts = vec![0i64; n_bins];
         let mut finite = 0i64;
@@ -266,16 +184,8 @@ pub fn similarity_heatmap(
             }
         }
         let unmatched = c.similarities.len() as i64 - finite;
-        let fracs: Vec<f64> = counts
-            .iter()
-            .map(|&k| {
-                if finite > 0 {
-                    k as f64 / finite as f64
-                } else {
-                    f64::NAN
-                }
-            })
-            .collect();
+        let fracs: Vec<f64> =
+            counts.iter().map(|&k| if finite > 0 { k as f64 / finite as f64 } else { f64::NAN }).collect();
         for b in 0..n_bins {
             d_step.push(c.step as i64);
             d_lo.push(lo + b as f64 * width);
@@ -293,32 +203,14 @@ pub fn similarity_heatmap(
         .with_i64("count", d_count)
         .with_f64("fraction", d_frac)
         .with_i64("n_unmatched", d_unmatched);
-    let vmax = grid
-        .iter()
-        .flatten()
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max);
+    let vmax = grid.iter().flatten().copied().filter(|v| v.is_finite()).fold(0.0, f64::max);
     if vmax <= 0.0 {
-        let reason = if cps.is_empty() {
-            "no checkpoints were given"
-        } else {
-            "no checkpoint has a finite matched similarity"
-        };
+        let reason =
+            if cps.is_empty() { "no checkpoints were given" } else { "no checkpoint has a finite matched similarity" };
         return no_data_figure(name, title, opts, reason, data);
     }
-    let labels: Vec<String> = cps
-        .iter()
-        .map(|c| crate::axis::fmt_compact(c.step as f64))
-        .collect();
-    let painter = Heatmap {
-        title: &title,
-        labels,
-        grid,
-        lo,
-        width,
-        vmax,
-    };
+    let labels: Vec<String> = cps.iter().map(|c| crate::axis::fmt_compact(c.step as f64)).collect();
+    let painter = Heatmap { title: &title, labels, grid, lo, width, vmax };
     render(name, title.clone(), opts, &painter, data, None)
 }
 
@@ -342,29 +234,15 @@ impl Painter for Heatmap<'_> {
         let max_labels = ((w.saturating_sub(COLORBAR_W + 100)) / 60).max(2) as usize;
         let x = Axis::categorical(self.labels.clone(), max_labels);
         let y = Axis::linear_fixed(self.lo, 1.0, if self.lo < -0.4 { 0.2 } else { 0.1 });
-        let mut chart = build_chart(
-            &main,
-            None,
-            &x,
-            &y,
-            "LM training step (checkpoint)",
-            "matched cosine similarity",
-            10,
-        )?;
+        let mut chart =
+            build_chart(&main, None, &x, &y, "LM training step (checkpoint)", "matched cosine similarity", 10)?;
         let no_match = RGBColor(0xe4, 0xe4, 0xe4);
         for (i, fracs) in self.grid.iter().enumerate() {
             chart
                 .draw_series(fracs.iter().enumerate().map(|(b, &f)| {
-                    let c = if f.is_finite() {
-                        style::viridis(color_pos(f, self.vmax))
-                    } else {
-                        no_match
-                    };
+                    let c = if f.is_finite() { style::viridis(color_pos(f, self.vmax)) } else { no_match };
                     let y0 = self.lo + b as f64 * self.width;
-                    Rectangle::new(
-                        [(i as f64, y0), (i as f64 + 1.0, y0 + self.width)],
-                        c.filled(),
-                    )
+                    Rectangle::new([(i as f64, y0), (i as f64 + 1.0, y0 + self.width)], c.filled())
                 }))
                 .map_err(de)?;
         }
@@ -402,45 +280,29 @@ fn colorbar<DB: DrawingBackend>(
         let y1 = bottom as f64 - h * k as f64 / BANDS as f64;
         let y0 = bottom as f64 - h * (k + 1) as f64 / BANDS as f64;
         let c = style::viridis((k as f64 + 0.5) / BANDS as f64);
-        root.draw(&Rectangle::new(
-            [(x0, y0.floor() as i32), (x0 + BAR_W, y1.ceil() as i32)],
-            c.filled(),
-        ))
-        .map_err(de)?;
+        root.draw(&Rectangle::new([(x0, y0.floor() as i32), (x0 + BAR_W, y1.ceil() as i32)], c.filled()))
+            .map_err(de)?;
     }
-    root.draw(&Rectangle::new(
-        [(x0, top), (x0 + BAR_W, bottom)],
-        ShapeStyle::from(&style::REFERENCE).stroke_width(1),
-    ))
-    .map_err(de)?;
+    root.draw(&Rectangle::new([(x0, top), (x0 + BAR_W, bottom)], ShapeStyle::from(&style::REFERENCE).stroke_width(1)))
+        .map_err(de)?;
     let step = nice_step(vmax / 6.0);
-    let tick = style::text_style(style::TICK_SIZE, style::TICK_TEXT)
-        .pos(Pos::new(HPos::Left, VPos::Center));
+    let tick = style::text_style(style::TICK_SIZE, style::TICK_TEXT).pos(Pos::new(HPos::Left, VPos::Center));
     let mut widest = 0;
     let mut k = 0.0;
     while k * step <= vmax * (1.0 + 1e-9) {
         let v = k * step;
         let y = bottom - (color_pos(v, vmax) * h).round() as i32;
-        root.draw(&PathElement::new(
-            vec![(x0 + BAR_W, y), (x0 + BAR_W + 5, y)],
-            style::REFERENCE,
-        ))
-        .map_err(de)?;
+        root.draw(&PathElement::new(vec![(x0 + BAR_W, y), (x0 + BAR_W + 5, y)], style::REFERENCE)).map_err(de)?;
         let label = trim_num(v, 4);
         widest = widest.max(root.estimate_text_size(&label, &tick).map_err(de)?.0 as i32);
-        root.draw(&Text::new(label, (x0 + BAR_W + 8, y), tick.clone()))
-            .map_err(de)?;
+        root.draw(&Text::new(label, (x0 + BAR_W + 8, y), tick.clone())).map_err(de)?;
         k += 1.0;
     }
     let desc_style = style::text_style(style::DESC_SIZE, style::TEXT)
         .transform(FontTransform::Rotate270)
         .pos(Pos::new(HPos::Center, VPos::Center));
-    root.draw(&Text::new(
-        desc.to_string(),
-        (x0 + BAR_W + 16 + widest + 10, (top + bottom) / 2),
-        desc_style,
-    ))
-    .map_err(de)?;
+    root.draw(&Text::new(desc.to_string(), (x0 + BAR_W + 16 + widest + 10, (top + bottom) / 2), desc_style))
+        .map_err(de)?;
     Ok(())
 }
 
@@ -460,63 +322,34 @@ const LOSSES_NAME: &str = "sae_losses_per_checkpoint";
 
 /// Figure 3: SAE MSE, L0 and explained variance per LM checkpoint, as three panels that
 /// share the step axis. NaN values leave gaps.
-pub fn sae_losses_per_checkpoint(
-    rows: &[CheckpointLosses],
-    opts: &FigureOptions,
-) -> Result<Figure> {
+pub fn sae_losses_per_checkpoint(rows: &[CheckpointLosses], opts: &FigureOptions) -> Result<Figure> {
     let (name, title) = resolve(opts, LOSSES_NAME, "SAE quality per LM checkpoint")?;
     let mut rows = rows.to_vec();
     rows.sort_by_key(|r| r.step);
     for r in &rows {
         for (field, v) in [("mse", r.mse), ("l0", r.l0)] {
             if v < 0.0 || v.is_infinite() {
-                return Err(invalid(
-                    &name,
-                    field,
-                    format!("step {}: {v} is not a valid {field}", r.step),
-                ));
+                return Err(invalid(&name, field, format!("step {}: {v} is not a valid {field}", r.step)));
             }
         }
         if r.explained_variance.is_infinite() || r.explained_variance > 1.0 + 1e-9 {
-            return Err(invalid(
-                &name,
-                "explained_variance",
-                format!("step {}: {} > 1", r.step, r.explained_variance),
-            ));
+            return Err(invalid(&name, "explained_variance", format!("step {}: {} > 1", r.step, r.explained_variance)));
         }
     }
     let data = PlotData::default()
         .with_i64("step", rows.iter().map(|r| r.step as i64).collect())
         .with_f64("mse", rows.iter().map(|r| r.mse).collect())
         .with_f64("l0", rows.iter().map(|r| r.l0).collect())
-        .with_f64(
-            "explained_variance",
-            rows.iter().map(|r| r.explained_variance).collect(),
-        );
-    let any = rows
-        .iter()
-        .any(|r| r.mse.is_finite() || r.l0.is_finite() || r.explained_variance.is_finite());
+        .with_f64("explained_variance", rows.iter().map(|r| r.explained_variance).collect());
+    let any = rows.iter().any(|r| r.mse.is_finite() || r.l0.is_finite() || r.explained_variance.is_finite());
     if !any {
-        return no_data_figure(
-            name,
-            title,
-            opts,
-            "no checkpoint has a finite MSE, L0 or explained variance",
-            data,
-        );
+        return no_data_figure(name, title, opts, "no checkpoint has a finite MSE, L0 or explained variance", data);
     }
     let x = Axis::checkpoint_steps(rows.iter().map(|r| r.step as f64));
     let x_desc = format!("LM training step{}", x.description_suffix());
-    let metric = |i: usize,
-                  caption: &str,
-                  y_desc: &str,
-                  get: fn(&CheckpointLosses) -> f64,
-                  log_ratio: f64| {
+    let metric = |i: usize, caption: &str, y_desc: &str, get: fn(&CheckpointLosses) -> f64, log_ratio: f64| {
         let y = Axis::auto(rows.iter().map(get), log_ratio);
-        let points = rows
-            .iter()
-            .map(|r| (x.fwd(r.step as f64), y.fwd(get(r))))
-            .collect();
+        let points = rows.iter().map(|r| (x.fwd(r.step as f64), y.fwd(get(r)))).collect();
         LinePanel {
             caption: Some(caption.to_string()),
             x: x.clone(),
@@ -532,28 +365,11 @@ pub fn sae_losses_per_checkpoint(
         }
     };
     let panels = vec![
-        metric(
-            0,
-            "Reconstruction MSE",
-            "mean squared error",
-            |r| r.mse,
-            30.0,
-        ),
+        metric(0, "Reconstruction MSE", "mean squared error", |r| r.mse, 30.0),
         metric(1, "L0", "active features per token", |r| r.l0, 30.0),
-        metric(
-            3,
-            "Explained variance",
-            "fraction of variance",
-            |r| r.explained_variance,
-            f64::INFINITY,
-        ),
+        metric(3, "Explained variance", "fraction of variance", |r| r.explained_variance, f64::INFINITY),
     ];
-    let painter = PanelGrid {
-        title: &title,
-        legend: Vec::new(),
-        panels,
-        cols: 3,
-    };
+    let painter = PanelGrid { title: &title, legend: Vec::new(), panels, cols: 3 };
     render(name, title.clone(), opts, &painter, data, None)
 }
 
@@ -574,11 +390,7 @@ impl Painter for PanelGrid<'_> {
         for (i, (panel, cell)) in self.panels.iter().zip(cells.iter()).enumerate() {
             // Panels share the x axis: describe it on the bottom row only.
             if i / self.cols + 1 < rows {
-                LinePanel {
-                    x_desc: String::new(),
-                    ..panel.clone()
-                }
-                .draw(cell, 14)?;
+                LinePanel { x_desc: String::new(), ..panel.clone() }.draw(cell, 14)?;
             } else {
                 panel.draw(cell, 14)?;
             }

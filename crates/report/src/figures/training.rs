@@ -5,8 +5,7 @@ use crate::data::PlotData;
 use crate::error::{Result, invalid};
 use crate::figures::matching::PanelGrid;
 use crate::render::{
-    Figure, FigureOptions, LegendEntry, LineKind, LinePanel, LineSpec, decimate, no_data_figure,
-    render, resolve,
+    Figure, FigureOptions, LegendEntry, LineKind, LinePanel, LineSpec, decimate, no_data_figure, render, resolve,
 };
 use crate::style::{self, Marker};
 
@@ -29,11 +28,7 @@ const NAME: &str = "training_curves";
 
 /// Colours repeat after ten runs; later runs are dashed so they stay distinguishable.
 fn line_kind(i: usize) -> LineKind {
-    if i < style::N_CATEGORICAL {
-        LineKind::Solid
-    } else {
-        LineKind::Dashed
-    }
+    if i < style::N_CATEGORICAL { LineKind::Solid } else { LineKind::Dashed }
 }
 /// Points per drawn line; the plot data keeps every logged step.
 const MAX_DRAWN_POINTS: usize = 1500;
@@ -51,41 +46,19 @@ pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<F
             ("dead_fraction", r.dead_fraction.len()),
         ] {
             if len != 0 && len != n {
-                return Err(invalid(
-                    &name,
-                    col,
-                    format!("run `{}`: {len} values for {n} steps", r.run),
-                ));
+                return Err(invalid(&name, col, format!("run `{}`: {len} values for {n} steps", r.run)));
             }
         }
-        if let Some((j, v)) = r
-            .dead_fraction
-            .iter()
-            .enumerate()
-            .find(|(_, v)| v.is_finite() && !(0.0..=1.0).contains(*v))
+        if let Some((j, v)) =
+            r.dead_fraction.iter().enumerate().find(|(_, v)| v.is_finite() && !(0.0..=1.0).contains(*v))
         {
-            return Err(invalid(
-                &name,
-                "dead_fraction",
-                format!("run `{}`, row {j}: {v} is outside [0, 1]", r.run),
-            ));
+            return Err(invalid(&name, "dead_fraction", format!("run `{}`, row {j}: {v} is outside [0, 1]", r.run)));
         }
     }
     let col = |v: &Vec<f64>, n: usize| {
-        if v.is_empty() {
-            vec![f64::NAN; n]
-        } else {
-            v.clone()
-        }
+        if v.is_empty() { vec![f64::NAN; n] } else { v.clone() }
     };
-    let mut data = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let mut data = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in runs {
         let n = r.step.len();
         data.0.extend(std::iter::repeat_n(r.run.clone(), n));
@@ -95,9 +68,7 @@ pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<F
         data.4.extend(col(&r.l0, n));
         data.5.extend(col(&r.dead_fraction, n));
     }
-    let any_finite = [&data.2, &data.3, &data.4, &data.5]
-        .iter()
-        .any(|c| c.iter().any(|v| v.is_finite()));
+    let any_finite = [&data.2, &data.3, &data.4, &data.5].iter().any(|c| c.iter().any(|v| v.is_finite()));
     let table = PlotData::default()
         .with_str("run", data.0)
         .with_i64("step", data.1)
@@ -115,23 +86,13 @@ pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<F
     }
 
     let x = Axis::linear(
-        runs.iter()
-            .flat_map(|r| r.step.iter())
-            .map(|&s| s as f64)
-            .fold(f64::INFINITY, f64::min),
-        runs.iter()
-            .flat_map(|r| r.step.iter())
-            .map(|&s| s as f64)
-            .fold(f64::NEG_INFINITY, f64::max),
+        runs.iter().flat_map(|r| r.step.iter()).map(|&s| s as f64).fold(f64::INFINITY, f64::min),
+        runs.iter().flat_map(|r| r.step.iter()).map(|&s| s as f64).fold(f64::NEG_INFINITY, f64::max),
         5,
     );
     let mut sparsity_names: Vec<&str> = Vec::new();
     for r in runs.iter().filter(|r| !r.sparsity_loss.is_empty()) {
-        let n = if r.sparsity_loss_name.is_empty() {
-            "sparsity"
-        } else {
-            r.sparsity_loss_name.as_str()
-        };
+        let n = if r.sparsity_loss_name.is_empty() { "sparsity" } else { r.sparsity_loss_name.as_str() };
         if !sparsity_names.contains(&n) {
             sparsity_names.push(n);
         }
@@ -155,12 +116,8 @@ pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<F
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let pts: Vec<(f64, f64)> = r
-                    .step
-                    .iter()
-                    .zip(get(r))
-                    .map(|(&s, &v)| (x.fwd(s as f64), y.fwd(v)))
-                    .collect();
+                let pts: Vec<(f64, f64)> =
+                    r.step.iter().zip(get(r)).map(|(&s, &v)| (x.fwd(s as f64), y.fwd(v))).collect();
                 LineSpec {
                     color: style::categorical(i),
                     marker: Marker::None,
@@ -182,13 +139,7 @@ pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<F
         panel("Reconstruction MSE".into(), "loss", |r| &r.mse, 10.0, false),
         panel(sparsity_title, "loss", |r| &r.sparsity_loss, 10.0, false),
         panel("L0".into(), "features/token", |r| &r.l0, 10.0, false),
-        panel(
-            "Dead features".into(),
-            "fraction",
-            |r| &r.dead_fraction,
-            0.0,
-            true,
-        ),
+        panel("Dead features".into(), "fraction", |r| &r.dead_fraction, 0.0, true),
     ];
     let legend = runs
         .iter()
@@ -200,17 +151,5 @@ pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<F
             marker: Marker::None,
         })
         .collect();
-    render(
-        name,
-        title.clone(),
-        opts,
-        &PanelGrid {
-            title: &title,
-            legend,
-            panels,
-            cols: 2,
-        },
-        table,
-        None,
-    )
+    render(name, title.clone(), opts, &PanelGrid { title: &title, legend, panels, cols: 2 }, table, None)
 }

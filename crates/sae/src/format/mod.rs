@@ -36,16 +36,10 @@ pub fn detect_format(path: &Path) -> Result<Format> {
             "bin" => format!("a torch pickle file (`.{ext}`); coder files of the transcoder paper end in `.pt`, no reader for `.{ext}` is registered"),
             _ => "a single file; sparse coders are directories (SAELens: cfg.json + sae_weights.safetensors, sparsify: cfg.json + sae.safetensors) or transcoder-paper `.pt` files".to_string(),
         };
-        return Err(SaeError::UnsupportedFormat {
-            path: path.into(),
-            found,
-        });
+        return Err(SaeError::UnsupportedFormat { path: path.into(), found });
     }
     if !path.is_dir() {
-        return Err(SaeError::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
-        ));
+        return Err(SaeError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory")));
     }
     let has = |f: &str| path.join(f).is_file();
     if has(saelens::CFG_FILE) && has(saelens::WEIGHTS_FILE) {
@@ -59,11 +53,7 @@ pub fn detect_format(path: &Path) -> Result<Format> {
         .filter_map(|e| e.ok())
         .map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            if e.path().is_dir() {
-                format!("{n}/")
-            } else {
-                n
-            }
+            if e.path().is_dir() { format!("{n}/") } else { n }
         })
         .collect();
     names.sort();
@@ -79,11 +69,7 @@ pub fn detect_format(path: &Path) -> Result<Format> {
         "an empty directory".to_string()
     } else {
         let shown: Vec<&str> = names.iter().take(12).map(String::as_str).collect();
-        format!(
-            "files [{}]{}",
-            shown.join(", "),
-            if names.len() > 12 { ", ..." } else { "" }
-        )
+        format!("files [{}]{}", shown.join(", "), if names.len() > 12 { ", ..." } else { "" })
     };
     if !subdirs_with_coders.is_empty() {
         found.push_str(&format!(
@@ -91,10 +77,7 @@ pub fn detect_format(path: &Path) -> Result<Format> {
             subdirs_with_coders
         ));
     }
-    Err(SaeError::UnsupportedFormat {
-        path: path.into(),
-        found,
-    })
+    Err(SaeError::UnsupportedFormat { path: path.into(), found })
 }
 
 /// Loads a sparse coder from a directory or file of any supported format.

@@ -44,10 +44,7 @@ const STRUCTURAL_KEYS: &[&str] = &[
 
 fn read_json(path: &Path) -> Result<Map<String, Value>> {
     let text = std::fs::read_to_string(path).map_err(|e| SaeError::io(path, e))?;
-    match serde_json::from_str::<Value>(&text).map_err(|e| SaeError::Json {
-        path: path.into(),
-        source: e,
-    })? {
+    match serde_json::from_str::<Value>(&text).map_err(|e| SaeError::Json { path: path.into(), source: e })? {
         Value::Object(m) => Ok(m),
         _ => Err(SaeError::config(path, "<root>", "expected a JSON object")),
     }
@@ -55,23 +52,16 @@ fn read_json(path: &Path) -> Result<Map<String, Value>> {
 
 fn usize_field(cfg: &Map<String, Value>, path: &Path, key: &str) -> Result<usize> {
     match cfg.get(key) {
-        Some(v) => v.as_u64().map(|x| x as usize).ok_or_else(|| {
-            SaeError::config(
-                path,
-                key,
-                format!("expected a non-negative integer, found {v}"),
-            )
-        }),
+        Some(v) => v
+            .as_u64()
+            .map(|x| x as usize)
+            .ok_or_else(|| SaeError::config(path, key, format!("expected a non-negative integer, found {v}"))),
         None => Err(SaeError::config(path, key, "missing")),
     }
 }
 
 fn parse_version(v: &str) -> Option<u64> {
-    v.trim_start_matches('v')
-        .split(['.', '-'])
-        .next()?
-        .parse()
-        .ok()
+    v.trim_start_matches('v').split(['.', '-']).next()?.parse().ok()
 }
 
 /// Reads a SAELens SAE or transcoder directory.
@@ -83,28 +73,21 @@ pub fn read_saelens(dir: &Path) -> Result<SparseCoder> {
         .or_else(|| raw.get("metadata").and_then(|m| m.get("sae_lens_version")))
         .and_then(Value::as_str)
         .map(str::to_string);
-    let pre6 = version
-        .as_deref()
-        .and_then(parse_version)
-        .is_none_or(|major| major < 6);
-    let (cfg, metadata) = if pre6 {
-        flat_to_v6(&raw)
-    } else {
-        split_v6(&raw)
-    };
+    let pre6 = version.as_deref().and_then(parse_version).is_none_or(|major| major < 6);
+    let (cfg, metadata) = if pre6 { flat_to_v6(&raw) } else { split_v6(&raw) };
     let p = cfg_path.as_path();
 
-    let arch = cfg
-        .get("architecture")
-        .and_then(Value::as_str)
-        .unwrap_or("standard")
-        .to_string();
+    let arch = cfg.get("architecture").and_then(Value::as_str).unwrap_or("standard").to_string();
     let d_in = usize_field(&cfg, p, "d_in")?;
     let d_sae = usize_field(&cfg, p, "d_sae")?;
     let normalize = match cfg.get("normalize_activations") {
         None | Some(Value::Null) => Normalization::None,
         Some(Value::Bool(b)) => {
-            if *b { Normalization::ExpectedAverageOnlyIn } else { Normalization::None }
+            if *b {
+                Normalization::ExpectedAverageOnlyIn
+            } else {
+                Normalization::None
+            }
         }
         Some(Value::String(s)) => Normalization::parse(s).ok_or_else(|| {
             SaeError::config(
@@ -139,31 +122,15 @@ pub fn read_saelens(dir: &Path) -> Result<SparseCoder> {
             });
         }
     };
-    let d_out = if transcoder {
-        usize_field(&cfg, p, "d_out")?
-    } else {
-        d_in
-    };
-    let apply_b_dec_to_input = if transcoder {
-        false
-    } else {
-        cfg.get("apply_b_dec_to_input")
-            .and_then(Value::as_bool)
-            .unwrap_or(true)
-    };
+    let d_out = if transcoder { usize_field(&cfg, p, "d_out")? } else { d_in };
+    let apply_b_dec_to_input =
+        if transcoder { false } else { cfg.get("apply_b_dec_to_input").and_then(Value::as_bool).unwrap_or(true) };
     let k = || -> Result<usize> {
         let k = usize_field(&cfg, p, "k").or_else(|_| {
-            cfg.get("k")
-                .and_then(Value::as_f64)
-                .map(|x| x as usize)
-                .ok_or_else(|| SaeError::config(p, "k", "missing"))
+            cfg.get("k").and_then(Value::as_f64).map(|x| x as usize).ok_or_else(|| SaeError::config(p, "k", "missing"))
         })?;
         if k == 0 || k > d_sae {
-            return Err(SaeError::config(
-                p,
-                "k",
-                format!("{k} is not in 1..={d_sae}"),
-            ));
+            return Err(SaeError::config(p, "k", format!("{k} is not in 1..={d_sae}")));
         }
         Ok(k)
     };
@@ -178,27 +145,14 @@ pub fn read_saelens(dir: &Path) -> Result<SparseCoder> {
         "relu" => (Activation::Relu, vec_sae("b_enc")?),
         "topk" => (Activation::TopK { k: k()? }, vec_sae("b_enc")?),
         "groupmax" => (Activation::GroupMax { k: k()? }, vec_sae("b_enc")?),
-        "jumprelu" => (
-            Activation::JumpRelu {
-                threshold: vec_sae("threshold")?,
-            },
-            vec_sae("b_enc")?,
-        ),
+        "jumprelu" => (Activation::JumpRelu { threshold: vec_sae("threshold")? }, vec_sae("b_enc")?),
         "gated" => (
-            Activation::Gated {
-                b_gate: vec_sae("b_gate")?,
-                b_mag: vec_sae("b_mag")?,
-                r_mag: vec_sae("r_mag")?,
-            },
+            Activation::Gated { b_gate: vec_sae("b_gate")?, b_mag: vec_sae("b_mag")?, r_mag: vec_sae("r_mag")? },
             Vec::new(),
         ),
         _ => unreachable!(),
     };
-    let w_skip = if skip {
-        Some(w.f32("W_skip", Some(&[d_out, d_in]))?)
-    } else {
-        None
-    };
+    let w_skip = if skip { Some(w.f32("W_skip", Some(&[d_out, d_in]))?) } else { None };
 
     // Old SAELens fine-tuned a per-latent scale applied before the decoder;
     // folding it into W_dec rows keeps the outputs and activations unchanged.
@@ -206,9 +160,7 @@ pub fn read_saelens(dir: &Path) -> Result<SparseCoder> {
         let s = vec_sae("scaling_factor")?;
         if s.iter().any(|&v| v != 1.0) {
             for (j, &sj) in s.iter().enumerate() {
-                w_dec[j * d_out..(j + 1) * d_out]
-                    .iter_mut()
-                    .for_each(|v| *v *= sj);
+                w_dec[j * d_out..(j + 1) * d_out].iter_mut().for_each(|v| *v *= sj);
             }
         }
     }
@@ -230,17 +182,10 @@ pub fn read_saelens(dir: &Path) -> Result<SparseCoder> {
         metadata,
         log_sparsity,
     };
-    if family == "topk"
-        && cfg
-            .get("rescale_acts_by_decoder_norm")
-            .and_then(Value::as_bool)
-            == Some(true)
-    {
+    if family == "topk" && cfg.get("rescale_acts_by_decoder_norm").and_then(Value::as_bool) == Some(true) {
         coder.fold_decoder_norms();
     }
-    coder
-        .validate()
-        .map_err(|e| SaeError::config(p, "<weights>", e.to_string()))?;
+    coder.validate().map_err(|e| SaeError::config(p, "<weights>", e.to_string()))?;
     Ok(coder)
 }
 
@@ -250,29 +195,19 @@ fn read_sparsity(dir: &Path, d_sae: usize) -> Result<Option<Vec<f32>>> {
         return Ok(None);
     }
     let f = StFile::open(&sp)?;
-    let name = if f.has("sparsity") {
-        "sparsity"
-    } else {
-        "log_feature_sparsity"
-    };
+    let name = if f.has("sparsity") { "sparsity" } else { "log_feature_sparsity" };
     Ok(Some(f.f32(name, Some(&[d_sae]))?))
 }
 
 /// Splits a v6 config into the coder fields and its metadata block.
 fn split_v6(raw: &Map<String, Value>) -> (Map<String, Value>, Metadata) {
-    let meta = raw
-        .get("metadata")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let meta = raw.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
     let mut cfg = raw.clone();
     cfg.remove("metadata");
     let mut metadata = Metadata::from_json_map(&meta);
     if let Some(r) = raw.get("reshape_activations").and_then(Value::as_str) {
         if r != "none" {
-            metadata
-                .extra
-                .insert("reshape_activations".into(), Value::String(r.into()));
+            metadata.extra.insert("reshape_activations".into(), Value::String(r.into()));
         }
     }
     (cfg, metadata)
@@ -311,20 +246,13 @@ fn flat_to_v6(raw: &Map<String, Value>) -> (Map<String, Value>, Metadata) {
         cfg.insert("architecture".into(), Value::String("standard".into()));
     }
     if act == "topk" {
-        if let Some(k) = cfg
-            .get("activation_fn_kwargs")
-            .and_then(|kw| kw.get("k"))
-            .cloned()
-        {
+        if let Some(k) = cfg.get("activation_fn_kwargs").and_then(|kw| kw.get("k")).cloned() {
             cfg.insert("architecture".into(), Value::String("topk".into()));
             cfg.insert("k".into(), k);
         }
     } else if act != "relu" && cfg.get("architecture").and_then(Value::as_str) == Some("standard") {
         // e.g. "tanh-relu": keep it visible so the reader rejects it by name.
-        cfg.insert(
-            "architecture".into(),
-            Value::String(format!("standard/{act}")),
-        );
+        cfg.insert("architecture".into(), Value::String(format!("standard/{act}")));
     }
     (cfg, Metadata::from_json_map(&meta))
 }
@@ -334,11 +262,8 @@ pub fn write_saelens(coder: &SparseCoder, dir: &Path) -> Result<()> {
     coder.validate()?;
     std::fs::create_dir_all(dir).map_err(|e| SaeError::io(dir, e))?;
     let mut meta = coder.metadata.to_json_map();
-    let reshape = meta
-        .remove("reshape_activations")
-        .unwrap_or_else(|| json!("none"));
-    meta.entry("sae_lens_version")
-        .or_insert_with(|| json!(WRITTEN_SAELENS_VERSION));
+    let reshape = meta.remove("reshape_activations").unwrap_or_else(|| json!("none"));
+    meta.entry("sae_lens_version").or_insert_with(|| json!(WRITTEN_SAELENS_VERSION));
     meta.insert("saepipe_version".into(), json!(env!("CARGO_PKG_VERSION")));
     let mut cfg = Map::new();
     cfg.insert("architecture".into(), json!(coder.architecture_name()));
@@ -346,14 +271,8 @@ pub fn write_saelens(coder: &SparseCoder, dir: &Path) -> Result<()> {
     cfg.insert("d_sae".into(), json!(coder.d_sae));
     cfg.insert("dtype".into(), json!("float32"));
     cfg.insert("device".into(), json!("cpu"));
-    cfg.insert(
-        "apply_b_dec_to_input".into(),
-        json!(coder.apply_b_dec_to_input && !coder.is_transcoder()),
-    );
-    cfg.insert(
-        "normalize_activations".into(),
-        json!(coder.normalize.as_str()),
-    );
+    cfg.insert("apply_b_dec_to_input".into(), json!(coder.apply_b_dec_to_input && !coder.is_transcoder()));
+    cfg.insert("normalize_activations".into(), json!(coder.normalize.as_str()));
     cfg.insert("reshape_activations".into(), reshape);
     if coder.is_transcoder() {
         cfg.insert("d_out".into(), json!(coder.d_out));
@@ -372,22 +291,12 @@ pub fn write_saelens(coder: &SparseCoder, dir: &Path) -> Result<()> {
 
     let (d_in, d_sae, d_out) = (coder.d_in, coder.d_sae, coder.d_out);
     let mut t: Vec<(String, Out)> = vec![
-        (
-            "W_enc".into(),
-            Out::F32(vec![d_in, d_sae], coder.w_enc.clone()),
-        ),
-        (
-            "W_dec".into(),
-            Out::F32(vec![d_sae, d_out], coder.w_dec.clone()),
-        ),
+        ("W_enc".into(), Out::F32(vec![d_in, d_sae], coder.w_enc.clone())),
+        ("W_dec".into(), Out::F32(vec![d_sae, d_out], coder.w_dec.clone())),
         ("b_dec".into(), Out::F32(vec![d_out], coder.b_dec.clone())),
     ];
     match &coder.activation {
-        Activation::Gated {
-            b_gate,
-            b_mag,
-            r_mag,
-        } => {
+        Activation::Gated { b_gate, b_mag, r_mag } => {
             t.push(("b_gate".into(), Out::F32(vec![d_sae], b_gate.clone())));
             t.push(("b_mag".into(), Out::F32(vec![d_sae], b_mag.clone())));
             t.push(("r_mag".into(), Out::F32(vec![d_sae], r_mag.clone())));
@@ -404,11 +313,7 @@ pub fn write_saelens(coder: &SparseCoder, dir: &Path) -> Result<()> {
     }
     st::write(&dir.join(WEIGHTS_FILE), t, None)?;
     if let Some(s) = &coder.log_sparsity {
-        st::write(
-            &dir.join(SPARSITY_FILE),
-            vec![("sparsity".into(), Out::F32(vec![d_sae], s.clone()))],
-            None,
-        )?;
+        st::write(&dir.join(SPARSITY_FILE), vec![("sparsity".into(), Out::F32(vec![d_sae], s.clone()))], None)?;
     }
     Ok(())
 }

@@ -23,32 +23,15 @@ pub const WEIGHTS_FILE: &str = "sae.safetensors";
 pub fn read_sparsify(dir: &Path) -> Result<SparseCoder> {
     let cfg_path = dir.join(CFG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| SaeError::io(&cfg_path, e))?;
-    let cfg: Value = serde_json::from_str(&text).map_err(|e| SaeError::Json {
-        path: cfg_path.clone(),
-        source: e,
-    })?;
-    let obj = cfg
-        .as_object()
-        .ok_or_else(|| SaeError::config(&cfg_path, "<root>", "expected a JSON object"))?;
+    let cfg: Value = serde_json::from_str(&text).map_err(|e| SaeError::Json { path: cfg_path.clone(), source: e })?;
+    let obj = cfg.as_object().ok_or_else(|| SaeError::config(&cfg_path, "<root>", "expected a JSON object"))?;
     let get_u = |key: &str| obj.get(key).and_then(Value::as_u64).map(|v| v as usize);
-    let d_in = get_u("d_in")
-        .ok_or_else(|| SaeError::config(&cfg_path, "d_in", "missing or not an integer"))?;
+    let d_in = get_u("d_in").ok_or_else(|| SaeError::config(&cfg_path, "d_in", "missing or not an integer"))?;
     let k = get_u("k").unwrap_or(32);
     let num_latents = get_u("num_latents").unwrap_or(0);
-    let d_sae = if num_latents > 0 {
-        num_latents
-    } else {
-        d_in * get_u("expansion_factor").unwrap_or(32)
-    };
-    let transcode = obj
-        .get("transcode")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let activation = match obj
-        .get("activation")
-        .and_then(Value::as_str)
-        .unwrap_or("topk")
-    {
+    let d_sae = if num_latents > 0 { num_latents } else { d_in * get_u("expansion_factor").unwrap_or(32) };
+    let transcode = obj.get("transcode").and_then(Value::as_bool).unwrap_or(false);
+    let activation = match obj.get("activation").and_then(Value::as_str).unwrap_or("topk") {
         "topk" => Activation::TopK { k },
         "groupmax" => Activation::GroupMax { k },
         other => {
@@ -76,11 +59,7 @@ pub fn read_sparsify(dir: &Path) -> Result<SparseCoder> {
     let d_out = dec_shape[1];
     let w_dec = w.f32("W_dec", Some(&[d_sae, d_out]))?;
     let b_dec = w.f32("b_dec", Some(&[d_out]))?;
-    let w_skip = if w.has("W_skip") {
-        Some(w.f32("W_skip", Some(&[d_out, d_in]))?)
-    } else {
-        None
-    };
+    let w_skip = if w.has("W_skip") { Some(w.f32("W_skip", Some(&[d_out, d_in]))?) } else { None };
 
     // encoder.weight is [d_sae, d_in]; the coder keeps SAELens's [d_in, d_sae].
     let mut w_enc = vec![0f32; d_in * d_sae];
@@ -91,9 +70,7 @@ pub fn read_sparsify(dir: &Path) -> Result<SparseCoder> {
     }
     let mut metadata = Metadata::default();
     if let Some(name) = dir.file_name().and_then(|s| s.to_str()) {
-        metadata
-            .extra
-            .insert("sparsify_hookpoint".into(), Value::String(name.into()));
+        metadata.extra.insert("sparsify_hookpoint".into(), Value::String(name.into()));
     }
     metadata.extra.insert("sparsify_cfg".into(), cfg.clone());
     let coder = SparseCoder {
@@ -112,8 +89,6 @@ pub fn read_sparsify(dir: &Path) -> Result<SparseCoder> {
         metadata,
         log_sparsity: None,
     };
-    coder
-        .validate()
-        .map_err(|e| SaeError::config(&cfg_path, "<weights>", e.to_string()))?;
+    coder.validate().map_err(|e| SaeError::config(&cfg_path, "<weights>", e.to_string()))?;
     Ok(coder)
 }

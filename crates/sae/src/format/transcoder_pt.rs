@@ -38,9 +38,7 @@ fn torch_error(path: &Path, e: TorchFileError) -> SaeError {
         TorchFileError::Io { path, source } => SaeError::Io { path, source },
         TorchFileError::NotArchive { message, .. } => SaeError::UnsupportedFormat {
             path: path.into(),
-            found: format!(
-                "a torch pickle file that is not a readable torch.save zip archive ({message})"
-            ),
+            found: format!("a torch pickle file that is not a readable torch.save zip archive ({message})"),
         },
         other => SaeError::Invalid(other.to_string()),
     }
@@ -79,9 +77,7 @@ fn to_json(v: &Value) -> Json {
         Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
         Value::Str(s) => Json::String(s.clone()),
         Value::Bytes(b) => Json::String(format!("<{} bytes>", b.len())),
-        Value::List(items) | Value::Tuple(items) => {
-            Json::Array(items.iter().map(to_json).collect())
-        }
+        Value::List(items) | Value::Tuple(items) => Json::Array(items.iter().map(to_json).collect()),
         Value::Dict(items) => Json::Object(
             items
                 .iter()
@@ -109,13 +105,8 @@ fn to_json(v: &Value) -> Json {
 
 /// Reads a transcoder-paper `.pt` file (a transcoder or a plain SAE).
 pub fn load_transcoder_pt(path: &Path) -> Result<SparseCoder> {
-    let archive = TorchArchive::open_with(
-        path,
-        UnpickleOptions {
-            allow_objects: true,
-        },
-    )
-    .map_err(|e| torch_error(path, e))?;
+    let archive =
+        TorchArchive::open_with(path, UnpickleOptions { allow_objects: true }).map_err(|e| torch_error(path, e))?;
     let file = path.display().to_string();
     let root = &archive.root;
     let shape_err = |what: String| SaeError::config(path, "<root>", what);
@@ -128,11 +119,7 @@ pub fn load_transcoder_pt(path: &Path) -> Result<SparseCoder> {
     let (cfg, sd) = match (root.get("cfg"), root.get("state_dict")) {
         (Some(c), Some(s)) => (c, s),
         (None, _) | (_, None) => {
-            let missing = if root.get("cfg").is_none() {
-                "cfg"
-            } else {
-                "state_dict"
-            };
+            let missing = if root.get("cfg").is_none() { "cfg" } else { "state_dict" };
             return Err(SaeError::config(
                 path,
                 missing,
@@ -147,10 +134,7 @@ pub fn load_transcoder_pt(path: &Path) -> Result<SparseCoder> {
         return Err(SaeError::config(
             path,
             "cfg",
-            format!(
-                "expected the run config (an object or dict), found {}",
-                describe(cfg)
-            ),
+            format!("expected the run config (an object or dict), found {}", describe(cfg)),
         ));
     }
     if sd.as_dict().is_none() {
@@ -165,17 +149,13 @@ pub fn load_transcoder_pt(path: &Path) -> Result<SparseCoder> {
     let cfg_usize = |k: &str| -> Result<Option<usize>> {
         match field(k) {
             None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .filter(|&i| i > 0)
-                .map(|i| Some(i as usize))
-                .ok_or_else(|| {
-                    SaeError::config(
-                        path,
-                        &format!("cfg.{k}"),
-                        format!("expected a positive integer, found {}", describe(v)),
-                    )
-                }),
+            Some(v) => v.as_i64().filter(|&i| i > 0).map(|i| Some(i as usize)).ok_or_else(|| {
+                SaeError::config(
+                    path,
+                    &format!("cfg.{k}"),
+                    format!("expected a positive integer, found {}", describe(v)),
+                )
+            }),
         }
     };
     let cfg_str = |k: &str| field(k).and_then(Value::as_str).map(str::to_string);
@@ -188,10 +168,7 @@ pub fn load_transcoder_pt(path: &Path) -> Result<SparseCoder> {
                 &format!("state_dict.{name}"),
                 format!("expected a tensor, found {}", describe(other)),
             )),
-            None => Err(SaeError::MissingTensor {
-                file: file.clone(),
-                name: name.into(),
-            }),
+            None => Err(SaeError::MissingTensor { file: file.clone(), name: name.into() }),
         }
     };
     let read = |name: &str, expected: &[usize]| -> Result<Vec<f32>> {
@@ -204,19 +181,10 @@ pub fn load_transcoder_pt(path: &Path) -> Result<SparseCoder> {
                 found: t.shape.clone(),
             });
         }
-        if !matches!(
-            t.dtype,
-            StorageDtype::F32 | StorageDtype::F64 | StorageDtype::F16 | StorageDtype::BF16
-        ) {
-            return Err(SaeError::BadDtype {
-                file: file.clone(),
-                name: name.into(),
-                dtype: format!("{:?}", t.dtype),
-            });
+        if !matches!(t.dtype, StorageDtype::F32 | StorageDtype::F64 | StorageDtype::F16 | StorageDtype::BF16) {
+            return Err(SaeError::BadDtype { file: file.clone(), name: name.into(), dtype: format!("{:?}", t.dtype) });
         }
-        archive
-            .tensor_f32(t, name)
-            .map_err(|e| torch_error(path, e))
+        archive.tensor_f32(t, name).map_err(|e| torch_error(path, e))
     };
 
     // Dimensions: from the config where it has them, else from W_enc / W_dec.
@@ -225,39 +193,23 @@ pub fn load_transcoder_pt(path: &Path) -> Result<SparseCoder> {
         Some(d) => d,
         None if enc_shape.len() == 2 => enc_shape[0],
         None => {
-            return Err(SaeError::config(
-                path,
-                "cfg.d_in",
-                "missing, and W_enc is not a matrix",
-            ));
+            return Err(SaeError::config(path, "cfg.d_in", "missing, and W_enc is not a matrix"));
         }
     };
     let d_sae = match cfg_usize("d_sae")? {
         Some(d) => d,
         None if enc_shape.len() == 2 => enc_shape[1],
         None => {
-            return Err(SaeError::config(
-                path,
-                "cfg.d_sae",
-                "missing, and W_enc is not a matrix",
-            ));
+            return Err(SaeError::config(path, "cfg.d_sae", "missing, and W_enc is not a matrix"));
         }
     };
     let transcoder = match field("is_transcoder") {
         Some(v) => v.as_bool().ok_or_else(|| {
-            SaeError::config(
-                path,
-                "cfg.is_transcoder",
-                format!("expected a boolean, found {}", describe(v)),
-            )
+            SaeError::config(path, "cfg.is_transcoder", format!("expected a boolean, found {}", describe(v)))
         })?,
         None => sd.get("b_dec_out").is_some(),
     };
-    let d_out = if transcoder {
-        cfg_usize("d_out")?.unwrap_or(d_in)
-    } else {
-        d_in
-    };
+    let d_out = if transcoder { cfg_usize("d_out")?.unwrap_or(d_in) } else { d_in };
 
     let w_enc = read("W_enc", &[d_in, d_sae])?;
     let b_enc = read("b_enc", &[d_sae])?;
@@ -270,10 +222,7 @@ pub fn load_transcoder_pt(path: &Path) -> Result<SparseCoder> {
         for (i, &bi) in b_dec_in.iter().enumerate() {
             if bi != 0.0 {
                 let row = &w_enc[i * d_sae..(i + 1) * d_sae];
-                folded
-                    .iter_mut()
-                    .zip(row)
-                    .for_each(|(f, &w)| *f -= bi as f64 * w as f64);
+                folded.iter_mut().zip(row).for_each(|(f, &w)| *f -= bi as f64 * w as f64);
             }
         }
         (folded.into_iter().map(|v| v as f32).collect(), b_out)
@@ -287,48 +236,17 @@ pub fn load_transcoder_pt(path: &Path) -> Result<SparseCoder> {
             m.insert(k.into(), v);
         }
     };
-    put(
-        &mut meta,
-        "model_name",
-        cfg_str("model_name").map(Json::String),
-    );
-    put(
-        &mut meta,
-        "hook_name",
-        cfg_str("hook_point").map(Json::String),
-    );
-    put(
-        &mut meta,
-        "hook_head_index",
-        field("hook_point_head_index")
-            .and_then(Value::as_i64)
-            .map(Json::from),
-    );
+    put(&mut meta, "model_name", cfg_str("model_name").map(Json::String));
+    put(&mut meta, "hook_name", cfg_str("hook_point").map(Json::String));
+    put(&mut meta, "hook_head_index", field("hook_point_head_index").and_then(Value::as_i64).map(Json::from));
     if transcoder {
-        put(
-            &mut meta,
-            "hook_name_out",
-            cfg_str("out_hook_point").map(Json::String),
-        );
+        put(&mut meta, "hook_name_out", cfg_str("out_hook_point").map(Json::String));
     }
-    put(
-        &mut meta,
-        "context_size",
-        field("context_size")
-            .and_then(Value::as_i64)
-            .map(Json::from),
-    );
-    put(
-        &mut meta,
-        "dataset_path",
-        cfg_str("dataset_path").map(Json::String),
-    );
+    put(&mut meta, "context_size", field("context_size").and_then(Value::as_i64).map(Json::from));
+    put(&mut meta, "dataset_path", cfg_str("dataset_path").map(Json::String));
     let mut metadata = Metadata::from_json_map(&meta);
     let mut source = Map::new();
-    source.insert(
-        "format".into(),
-        Json::String("transcoder_circuits .pt".into()),
-    );
+    source.insert("format".into(), Json::String("transcoder_circuits .pt".into()));
     if let Some(name) = path.file_name().and_then(|s| s.to_str()) {
         source.insert("file".into(), Json::String(name.into()));
     }
@@ -338,12 +256,8 @@ pub fn load_transcoder_pt(path: &Path) -> Result<SparseCoder> {
     if transcoder {
         source.insert("b_dec_folded_into_b_enc".into(), Json::Bool(true));
     }
-    metadata
-        .extra
-        .insert("transcoder_pt".into(), Json::Object(source));
-    metadata
-        .extra
-        .insert("transcoder_pt_cfg".into(), to_json(cfg));
+    metadata.extra.insert("transcoder_pt".into(), Json::Object(source));
+    metadata.extra.insert("transcoder_pt_cfg".into(), to_json(cfg));
 
     let coder = SparseCoder {
         activation: Activation::Relu,
@@ -361,8 +275,6 @@ pub fn load_transcoder_pt(path: &Path) -> Result<SparseCoder> {
         metadata,
         log_sparsity: None,
     };
-    coder
-        .validate()
-        .map_err(|e| SaeError::config(path, "<weights>", e.to_string()))?;
+    coder.validate().map_err(|e| SaeError::config(path, "<weights>", e.to_string()))?;
     Ok(coder)
 }

@@ -52,9 +52,7 @@ pub(super) fn validate(arch: &TrainArch, d_sae: usize) -> Result<()> {
         return Ok(());
     };
     let bad = |what: &str, v: f32, need: &str| {
-        Err(SaeError::Invalid(format!(
-            "train config: jumprelu {what} = {v} must be {need}"
-        )))
+        Err(SaeError::Invalid(format!("train config: jumprelu {what} = {v} must be {need}")))
     };
     if !(l0_coefficient.is_finite() && l0_coefficient >= 0.0) {
         return bad("l0_coefficient", l0_coefficient, "finite and >= 0");
@@ -75,12 +73,10 @@ pub(super) fn validate(arch: &TrainArch, d_sae: usize) -> Result<()> {
             bad("tanh_scale", tanh_scale, "finite and > 0")
         }
         JumpReluSparsityLoss::Quadratic => match target_l0 {
-            None => Err(SaeError::Invalid(
-                "train config: jumprelu sparsity_loss_mode quadratic needs target_l0".into(),
-            )),
-            Some(t) if !(t > 0.0 && t <= d_sae as f32) => {
-                bad("target_l0", t, &format!("in (0, d_sae = {d_sae}]"))
+            None => {
+                Err(SaeError::Invalid("train config: jumprelu sparsity_loss_mode quadratic needs target_l0".into()))
             }
+            Some(t) if !(t > 0.0 && t <= d_sae as f32) => bad("target_l0", t, &format!("in (0, d_sae = {d_sae}]")),
             _ => Ok(()),
         },
         _ => Ok(()),
@@ -300,8 +296,7 @@ impl Trainer {
         let cn = coef * inv_n;
         let pcn = jc.pre_act.unwrap_or(0.0) * inv_n;
         let mut out = FbOut::new(n, d_sae, d_out, keep_selection);
-        let (mut mse, mut sparsity, mut pre_loss, mut var, mut nnz) =
-            (0f64, 0f64, 0f64, 0f64, 0usize);
+        let (mut mse, mut sparsity, mut pre_loss, mut var, mut nnz) = (0f64, 0f64, 0f64, 0f64, 0usize);
         let mut thr_grad = vec![0f32; d_sae];
         let mut c0 = 0;
         while c0 < n {
@@ -341,19 +336,25 @@ impl Trainer {
                 }
                 out.g.resize(g0 + m * d_out, 0.0);
                 let skip = (!skip_out.is_empty()).then(|| &skip_out[c0 * d_out..c1 * d_out]);
-                let (se, sv) = dense_decode_error(&a_dense, m, p, d_sae, d_out, skip, &y[c0 * d_out..c1 * d_out], &ybar, inv_n, &mut out.g[g0..]);
+                let (se, sv) = dense_decode_error(
+                    &a_dense,
+                    m,
+                    p,
+                    d_sae,
+                    d_out,
+                    skip,
+                    &y[c0 * d_out..c1 * d_out],
+                    &ybar,
+                    inv_n,
+                    &mut out.g[g0..],
+                );
                 mse += se;
                 var += sv;
                 let g = &out.g[g0..];
                 // dp = g · W_decᵀ (dL/df of the MSE), then overwritten per row
                 // with dL/dpre.
                 let mut dp = vec![0f32; m * d_sae];
-                linalg::gemm(
-                    MatRef::row_major(g, m, d_out),
-                    MatRef::row_major(&p.dec, d_sae, d_out).t(),
-                    &mut dp,
-                    0.0,
-                );
+                linalg::gemm(MatRef::row_major(g, m, d_out), MatRef::row_major(&p.dec, d_sae, d_out).t(), &mut dp, 0.0);
                 let rows: Vec<(Vec<Terms>, Vec<Terms>, f64, f64)> = dp
                     .par_chunks_mut(d_sae)
                     .enumerate()
@@ -364,9 +365,7 @@ impl Trainer {
                         let mut row_pre = 0f64;
                         let term = |i: usize, c: &Csr| {
                             let j = c.idx[i] as usize;
-                            jc.terms(c.val[i], thr[j], dec_norms[j], dead[j], cn, pcn, sg, || {
-                                dr[j]
-                            })
+                            jc.terms(c.val[i], thr[j], dec_norms[j], dead[j], cn, pcn, sg, || dr[j])
                         };
                         let ta: Vec<Terms> = act.row(r).map(|i| term(i, &act)).collect();
                         let te: Vec<Terms> = ext.row(r).map(|i| term(i, &ext)).collect();
@@ -402,26 +401,14 @@ impl Trainer {
                     &mut grads.dec,
                     1.0,
                 );
-                linalg::gemm(
-                    MatRef::row_major(&dp, m, d_sae).t(),
-                    MatRef::row_major(xc, m, d_in),
-                    &mut grads.enc,
-                    1.0,
-                );
+                linalg::gemm(MatRef::row_major(&dp, m, d_sae).t(), MatRef::row_major(xc, m, d_in), &mut grads.enc, 1.0);
                 for dr in dp.chunks_exact(d_sae) {
-                    grads.b_enc[..d_sae]
-                        .iter_mut()
-                        .zip(dr)
-                        .for_each(|(b, v)| *b += v);
+                    grads.b_enc[..d_sae].iter_mut().zip(dr).for_each(|(b, v)| *b += v);
                 }
                 for (j, &c) in ncoef.iter().enumerate() {
                     if c != 0.0 && dec_norms[j] > 0.0 {
                         let w = &p.dec[j * d_out..(j + 1) * d_out];
-                        linalg::axpy(
-                            c / dec_norms[j],
-                            w,
-                            &mut grads.dec[j * d_out..(j + 1) * d_out],
-                        );
+                        linalg::axpy(c / dec_norms[j], w, &mut grads.dec[j * d_out..(j + 1) * d_out]);
                     }
                 }
             } else {
@@ -446,7 +433,18 @@ impl Trainer {
                             let gr = c0 + r;
                             let skip = (!skip_out.is_empty()).then(|| &skip_out[gr * d_out..(gr + 1) * d_out]);
                             let g = &mut o.g[(r - r0) * d_out..(r - r0 + 1) * d_out];
-                            let (se, sv) = sparse_decode_error_row(p, &act, r, d_out, skip, &y[gr * d_out..(gr + 1) * d_out], &ybar, inv_n, &mut yhat, g);
+                            let (se, sv) = sparse_decode_error_row(
+                                p,
+                                &act,
+                                r,
+                                d_out,
+                                skip,
+                                &y[gr * d_out..(gr + 1) * d_out],
+                                &ybar,
+                                inv_n,
+                                &mut yhat,
+                                g,
+                            );
                             o.mse += se;
                             o.var += sv;
                             let g = &o.g[(r - r0) * d_out..(r - r0 + 1) * d_out];
@@ -457,16 +455,9 @@ impl Trainer {
                                 for i in c.row(r) {
                                     let j = c.idx[i] as usize;
                                     let w = &p.dec[j * d_out..(j + 1) * d_out];
-                                    let t = jc.terms(
-                                        c.val[i],
-                                        thr[j],
-                                        dec_norms[j],
-                                        dead[j],
-                                        cn,
-                                        pcn,
-                                        sg,
-                                        || linalg::dot(w, g),
-                                    );
+                                    let t = jc.terms(c.val[i], thr[j], dec_norms[j], dead[j], cn, pcn, sg, || {
+                                        linalg::dot(w, g)
+                                    });
                                     o.sparsity += t.tanh as f64;
                                     o.pre_loss += t.pre_loss as f64;
                                     ts.push(t);
@@ -503,11 +494,7 @@ impl Trainer {
                     for (c, ts, is_act) in [(&act, &t_act, true), (&ext, &t_ext, false)] {
                         for i in c.row(r) {
                             let j = c.idx[i] as usize;
-                            list[fill[j]] = JEntry {
-                                row: r as u32,
-                                f: if is_act { c.val[i] } else { 0.0 },
-                                t: ts[i],
-                            };
+                            list[fill[j]] = JEntry { row: r as u32, f: if is_act { c.val[i] } else { 0.0 }, t: ts[i] };
                             fill[j] += 1;
                         }
                     }

@@ -1,7 +1,7 @@
 //! The globals the unpickler may resolve, and what calling them builds.
 
-use super::working::{brief, leaf, Arena, Budget, Scalar, W};
-use crate::{dims, view_extent, StorageDtype, TensorRef, Value, MAX_TENSOR_DIMS};
+use super::working::{Arena, Budget, Scalar, W, brief, leaf};
+use crate::{MAX_TENSOR_DIMS, StorageDtype, TensorRef, Value, dims, view_extent};
 
 /// Callables and classes the unpickler may resolve.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,7 +41,21 @@ pub(super) fn allowed_global(module: &str, name: &str) -> Option<Allowed> {
                 Allowed::Storage(d)
             } else if matches!(
                 n,
-                "float64" | "float32" | "float16" | "bfloat16" | "int64" | "int32" | "int16" | "int8" | "uint8" | "bool" | "float" | "double" | "half" | "long" | "int"
+                "float64"
+                    | "float32"
+                    | "float16"
+                    | "bfloat16"
+                    | "int64"
+                    | "int32"
+                    | "int16"
+                    | "int8"
+                    | "uint8"
+                    | "bool"
+                    | "float"
+                    | "double"
+                    | "half"
+                    | "long"
+                    | "int"
             ) {
                 Allowed::TorchDtype
             } else {
@@ -57,7 +71,13 @@ pub(super) fn call(f: &W, args: Vec<W>, arena: &mut Arena, budget: &mut Budget) 
         return Err(format!("calling a non-global ({})", brief(f)));
     };
     let mut usizes = |w: &W| -> std::result::Result<Vec<usize>, String> {
-        w.items(budget)?.ok_or("tensor size/stride is not a tuple")?.iter().map(|x| x.int().filter(|&i| i >= 0).map(|i| i as usize).ok_or_else(|| "bad tensor size/stride".to_string())).collect()
+        w.items(budget)?
+            .ok_or("tensor size/stride is not a tuple")?
+            .iter()
+            .map(|x| {
+                x.int().filter(|&i| i >= 0).map(|i| i as usize).ok_or_else(|| "bad tensor size/stride".to_string())
+            })
+            .collect()
     };
     match kind {
         Allowed::OrderedDict => {
@@ -87,12 +107,22 @@ pub(super) fn call(f: &W, args: Vec<W>, arena: &mut Arena, budget: &mut Budget) 
                 return Err(format!("{name}: size and stride differ in rank"));
             }
             if shape.len() > MAX_TENSOR_DIMS {
-                return Err(format!("tensor on storage `{key}` has {} dimensions, over the limit of {MAX_TENSOR_DIMS} (MAX_TENSOR_DIMS)", shape.len()));
+                return Err(format!(
+                    "tensor on storage `{key}` has {} dimensions, over the limit of {MAX_TENSOR_DIMS} (MAX_TENSOR_DIMS)",
+                    shape.len()
+                ));
             }
             let offset = offset.int().filter(|&i| i >= 0).ok_or("bad storage offset")? as usize;
             // Sizes the file only claims: they must at least be computable.
-            if view_extent(offset, &shape, &stride).and_then(|(_, last)| last.unwrap_or(0).checked_add(1)?.checked_mul(8)).is_none() {
-                return Err(format!("tensor on storage `{key}` with size {}, stride {} and offset {offset}: its element count or extent overflows", dims(&shape), dims(&stride)));
+            if view_extent(offset, &shape, &stride)
+                .and_then(|(_, last)| last.unwrap_or(0).checked_add(1)?.checked_mul(8))
+                .is_none()
+            {
+                return Err(format!(
+                    "tensor on storage `{key}` with size {}, stride {} and offset {offset}: its element count or extent overflows",
+                    dims(&shape),
+                    dims(&stride)
+                ));
             }
             budget.bytes(key.len() + 16 * shape.len())?;
             Ok(leaf(Value::Tensor(TensorRef { storage_key: key.to_string(), dtype: *dtype, offset, shape, stride })))

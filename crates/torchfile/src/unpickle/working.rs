@@ -2,7 +2,7 @@
 //! their conversion into a [`Value`].
 
 use super::globals::Allowed;
-use crate::{StorageDtype, Value, MAX_CONTAINER_LEN, MAX_DEPTH, MAX_PICKLE_OPS, MAX_VALUE_BYTES, MAX_VALUE_NODES};
+use crate::{MAX_CONTAINER_LEN, MAX_DEPTH, MAX_PICKLE_OPS, MAX_VALUE_BYTES, MAX_VALUE_NODES, StorageDtype, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -150,14 +150,18 @@ impl Budget {
     pub(super) fn ops(&mut self, n: usize) -> std::result::Result<(), String> {
         self.ops += n as u64;
         if self.ops > MAX_PICKLE_OPS {
-            return Err(format!("pickle needs more than {MAX_PICKLE_OPS} operations (opcodes plus container items copied), the limit MAX_PICKLE_OPS"));
+            return Err(format!(
+                "pickle needs more than {MAX_PICKLE_OPS} operations (opcodes plus container items copied), the limit MAX_PICKLE_OPS"
+            ));
         }
         Ok(())
     }
     pub(super) fn bytes(&mut self, n: usize) -> std::result::Result<(), String> {
         self.bytes += n as u64;
         if self.bytes > MAX_VALUE_BYTES {
-            return Err(format!("pickle allocates more than {MAX_VALUE_BYTES} bytes of text and data, the limit MAX_VALUE_BYTES"));
+            return Err(format!(
+                "pickle allocates more than {MAX_VALUE_BYTES} bytes of text and data, the limit MAX_VALUE_BYTES"
+            ));
         }
         Ok(())
     }
@@ -165,7 +169,9 @@ impl Budget {
 
 pub(super) fn check_len(n: usize, what: &str) -> std::result::Result<(), String> {
     if n > MAX_CONTAINER_LEN {
-        return Err(format!("{what} of {n} items is over the limit of {MAX_CONTAINER_LEN} items per container (MAX_CONTAINER_LEN)"));
+        return Err(format!(
+            "{what} of {n} items is over the limit of {MAX_CONTAINER_LEN} items per container (MAX_CONTAINER_LEN)"
+        ));
     }
     Ok(())
 }
@@ -210,7 +216,9 @@ impl Drop for Arena {
                     drop(pairs);
                 }
                 W::Object(o) => {
-                    let parts = o.try_borrow_mut().map(|mut o| (std::mem::take(&mut o.args), std::mem::replace(&mut o.state, W::Mark)));
+                    let parts = o
+                        .try_borrow_mut()
+                        .map(|mut o| (std::mem::take(&mut o.args), std::mem::replace(&mut o.state, W::Mark)));
                     drop(parts);
                 }
                 _ => {}
@@ -267,7 +275,7 @@ impl Convert {
                     Value::Bytes(b) => b.len(),
                     Value::Tensor(t) => t.storage_key.len() + 16 * t.shape.len(),
                     _ => 0,
-                })
+                });
             }
             W::Scalar(_) => return leaf(0),
             W::Global(_, name) => return leaf(name.len()),
@@ -292,10 +300,14 @@ impl Convert {
             size.bytes += child.bytes;
             size.height = size.height.max(child.height + 1);
             if size.nodes > MAX_VALUE_NODES {
-                return Err(format!("value has more than {MAX_VALUE_NODES} nodes counted as a tree (a shared object once per reference), the limit MAX_VALUE_NODES"));
+                return Err(format!(
+                    "value has more than {MAX_VALUE_NODES} nodes counted as a tree (a shared object once per reference), the limit MAX_VALUE_NODES"
+                ));
             }
             if size.bytes > MAX_VALUE_BYTES {
-                return Err(format!("value has more than {MAX_VALUE_BYTES} bytes of text and data counted as a tree (a shared object once per reference), the limit MAX_VALUE_BYTES"));
+                return Err(format!(
+                    "value has more than {MAX_VALUE_BYTES} bytes of text and data counted as a tree (a shared object once per reference), the limit MAX_VALUE_BYTES"
+                ));
             }
             Ok(())
         };
@@ -334,7 +346,11 @@ impl Convert {
             W::Dict(d) => Value::Dict(d.borrow().iter().map(|(k, v)| (self.build(k), self.build(v))).collect()),
             W::Object(o) => {
                 let o = o.borrow();
-                Value::Object { class: o.class.to_string(), args: o.args.iter().map(|w| self.build(w)).collect(), state: Arc::new(self.build(&o.state)) }
+                Value::Object {
+                    class: o.class.to_string(),
+                    args: o.args.iter().map(|w| self.build(w)).collect(),
+                    state: Arc::new(self.build(&o.state)),
+                }
             }
             _ => unreachable!("leaves return above"),
         };
