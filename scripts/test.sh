@@ -17,6 +17,16 @@ if [ -z "${SAEPIPE_NVRTC_LIB:-}" ]; then
   export SAEPIPE_NVRTC_LIB="$PWD/$lib"
 fi
 
+# Code habits first (cheap, and a failure here says what to fix): formatting,
+# lints with warnings denied, and the API docs (broken intra-doc links, missing
+# docs on the library crates) with warnings denied.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
 cargo test --workspace --locked "$@"
 # GPU kernel tests skip without a GPU; show that they did.
 cargo test --locked -p saepipe-cuda --test gpu_kernels -- --nocapture 2>&1 | grep -E "SKIPPED|test result" || true

@@ -180,7 +180,7 @@ fn killed_collection_resumes_and_gives_identical_shards() {
     if got != want {
         let summary = |v: &[(String, Vec<u8>)]| {
             v.iter()
-                .map(|(n, b)| format!("{n}:{}:{}", b.len(), blake3::hash(b).to_hex()[..8].to_string()))
+                .map(|(n, b)| format!("{n}:{}:{}", b.len(), &blake3::hash(b).to_hex()[..8]))
                 .collect::<Vec<_>>()
                 .join(" ")
         };

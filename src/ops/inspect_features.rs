@@ -4,7 +4,7 @@
 //! result — the top-activating tokens of an activation store with their text
 //! context, the histogram of their activations, and, given the model, the
 //! tokens whose logits each feature's decoder direction raises and lowers most
-//! (W_dec[f] · W_U, without the final LayerNorm, as feature dashboards do).
+//! (`W_dec[f] · W_U`, without the final LayerNorm, as feature dashboards do).
 //!
 //! Outputs: `features.parquet` (every feature: density, mean and max
 //! activation), `examples.parquet` (chosen features × top examples, with left
@@ -33,9 +33,20 @@ struct FeatureScan {
     top: Vec<BinaryHeap<Reverse<(OrdF32, usize)>>>,
 }
 
-#[derive(Clone, Copy, PartialEq, PartialOrd)]
+/// An f32 under IEEE total order, so activations can sit in a heap.
+#[derive(Clone, Copy)]
 struct OrdF32(f32);
+impl PartialEq for OrdF32 {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
 impl Eq for OrdF32 {}
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 impl Ord for OrdF32 {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
@@ -124,7 +135,10 @@ fn sparkline(counts: &[u64]) -> String {
 }
 
 /// Tokens whose logits the feature's decoder row raises (descending) and lowers (ascending).
-fn logit_tokens(w_dec_row: &[f32], w_u: &[f32], vocab: usize, n: usize) -> (Vec<(u32, f32)>, Vec<(u32, f32)>) {
+/// Token ids with their logit effect, strongest first.
+type TokenEffects = Vec<(u32, f32)>;
+
+fn logit_tokens(w_dec_row: &[f32], w_u: &[f32], vocab: usize, n: usize) -> (TokenEffects, TokenEffects) {
     let mut effect = vec![0f32; vocab];
     for (d, &w) in w_dec_row.iter().enumerate() {
         let row = &w_u[d * vocab..(d + 1) * vocab];

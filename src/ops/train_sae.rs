@@ -248,7 +248,7 @@ fn diverged(e: anyhow::Error, checkpoint_step: Option<u64>, partial_dir: &Path) 
 /// state (same initialisation, same batches) and hands it back for checkpoints
 /// and the final coder, so a checkpoint from either device resumes on either.
 enum Backend {
-    Cpu(Trainer),
+    Cpu(Box<Trainer>),
     Cuda(Box<saepipe_cuda::GpuTopKTrainer>),
 }
 
@@ -262,7 +262,7 @@ impl Backend {
         log: &mut dyn std::io::Write,
     ) -> Result<Backend> {
         let saepipe_cuda::Device::Cuda(ordinal) = device else {
-            return Ok(Backend::Cpu(trainer));
+            return Ok(Backend::Cpu(Box::new(trainer)));
         };
         let gpu = super::device::start_gpu(ordinal, params)?;
         match saepipe_cuda::GpuTopKTrainer::from_state(gpu, trainer.state()) {
@@ -272,7 +272,7 @@ impl Backend {
             }
             Err(saepipe_cuda::CudaError::Unsupported(why)) => {
                 let _ = writeln!(log, "training on the CPU: {why}");
-                Ok(Backend::Cpu(trainer))
+                Ok(Backend::Cpu(Box::new(trainer)))
             }
             Err(e) => Err(e.into()),
         }
@@ -301,7 +301,7 @@ impl Backend {
 
     fn into_cpu(self) -> Result<Trainer> {
         match self {
-            Backend::Cpu(t) => Ok(t),
+            Backend::Cpu(t) => Ok(*t),
             Backend::Cuda(t) => Ok(Trainer::restore(t.state()?)?),
         }
     }

@@ -84,7 +84,7 @@ impl Diagnostics {
         self.error(pos, stage, param, format!("unknown {what} `{name}`")).help = help;
     }
     pub fn sort(&mut self) {
-        self.items.sort_by(|a, b| a.pos.cmp(&b.pos));
+        self.items.sort_by_key(|a| a.pos);
         self.items.dedup();
     }
 }

@@ -123,10 +123,10 @@ pub fn interpolate(node: &Node, scope: &Scope) -> Result<Node, (Pos, String)> {
 /// whole-value substitution (the result is always a command line string).
 fn interpolate_str(s: &str, pos: Pos, scope: &Scope, shell: bool) -> Result<Node, (Pos, String)> {
     // Whole-value substitution keeps the variable's type.
-    if let Some(inner) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')).filter(|_| !shell) {
-        if !inner.contains(['{', '}', '$']) {
-            return scope.lookup(inner, pos);
-        }
+    if let Some(inner) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')).filter(|_| !shell)
+        && !inner.contains(['{', '}', '$'])
+    {
+        return scope.lookup(inner, pos);
     }
     let mut out = String::new();
     let mut rest = s;

@@ -214,7 +214,7 @@ pub fn load_str(
                     format!("expected a mapping of stage names to stages, found {}", e.value.kind()),
                 );
             }
-            Some(stages) if stages.is_empty() => {
+            Some([]) => {
                 d.error(e.value.pos, None, Some("stages"), "the pipeline has no stages");
             }
             Some(stages) => {

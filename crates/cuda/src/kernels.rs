@@ -268,7 +268,7 @@ impl Gpu {
         if self.tf32.load(Ordering::Relaxed) && self.blas().is_some() { Precision::Tf32 } else { Precision::F32 }
     }
 
-    /// C [m, n] = A [m, k] · B [n, k]ᵀ + bias [n]: cuBLAS when available (SGEMM,
+    /// `C [m, n] = A [m, k] · B [n, k]ᵀ + bias [n]`: cuBLAS when available (SGEMM,
     /// or on TF32 tensor cores when [`Precision::Tf32`] is set), else the own f32 kernel.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_nt_bias(
@@ -401,7 +401,7 @@ impl Gpu {
         )
     }
 
-    /// out [rows, d] = bias + Σ_j val[r,j]·W[idx[r,j], :].
+    /// `out [rows, d] = bias + Σ_j val[r,j]·W[idx[r,j], :]`.
     #[allow(clippy::too_many_arguments)]
     pub fn sparse_decode(
         &self,
@@ -568,7 +568,7 @@ impl GpuTopKSae {
     }
 
     /// Encode (x − b_dec)·W_enc + b_enc, keep the top k (then ReLU), decode.
-    /// Returns (indices [n,k], values [n,k], reconstruction [n,d_in]) on the host.
+    /// Returns (indices `[n,k]`, values `[n,k]`, reconstruction `[n,d_in]`) on the host.
     pub fn forward(&self, gpu: &Gpu, x: &[f32], n: usize) -> Result<(Vec<i32>, Vec<f32>, Vec<f32>)> {
         let pre = self.pre(gpu, x, n)?;
         let (idx, val) = gpu.topk_rows(&pre, n, self.d_sae, self.k, true)?;

@@ -33,7 +33,7 @@ pub trait LmOps {
     fn write(&self, buf: &mut Self::F, host: &[f32]) -> Result<()>;
     /// dst[..n] = src[offset..offset + n], on the device.
     fn copy_range(&self, src: &Self::F, offset: usize, n: usize, dst: &mut Self::F) -> Result<()>;
-    /// c [m, n] = a [m, k] · b [n, k]ᵀ (+ bias [n]).
+    /// `c [m, n] = a [m, k] · b [n, k]ᵀ (+ bias [n])`.
     #[allow(clippy::too_many_arguments)]
     fn gemm_nt_bias(
         &self,
@@ -45,7 +45,7 @@ pub trait LmOps {
         n: usize,
         k: usize,
     ) -> Result<()>;
-    /// out = LayerNorm(x) [· w + b] row by row; scale [rows] = sqrt(var + eps).
+    /// `out = LayerNorm(x) [· w + b]` row by row; `scale [rows] = sqrt(var + eps)`.
     #[allow(clippy::too_many_arguments)]
     fn layer_norm(
         &self,
@@ -91,9 +91,9 @@ pub trait LmOps {
         scores: Option<&mut Self::F>,
         pattern: Option<&mut Self::F>,
     ) -> Result<()>;
-    /// out [rows, d] = w[idx[r], :].
+    /// `out [rows, d] = w[idx[r], :]`.
     fn gather_rows(&self, w: &Self::F, idx: &Self::I, rows: usize, d: usize, out: &mut Self::F) -> Result<()>;
-    /// out [rows] = logsumexp(logits[r]) − logits[r, target[r]]; 0 where target < 0.
+    /// `out [rows] = logsumexp(logits[r]) − logits[r, target[r]]`; 0 where target < 0.
     fn token_ce(&self, logits: &Self::F, rows: usize, vocab: usize, target: &Self::I, out: &mut Self::F) -> Result<()>;
 }
 

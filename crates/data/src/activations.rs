@@ -1,5 +1,5 @@
 //! The activation store: Parquet shards, one row per token (`seq` u64, `pos` u32,
-//! `token` u32, then one FixedSizeList<Float32|Float16>[d] column per hook, named
+//! `token` u32, then one `FixedSizeList<Float32|Float16>[d]` column per hook, named
 //! after the hook), plus `store.json` at the store root.
 //!
 //! Resumable per shard: a shard is written under a temporary name unique to its

@@ -1,5 +1,5 @@
 //! The token table: one Parquet file, one row per context (`seq` u64,
-//! `tokens` FixedSizeList<u32>[context_size]), metadata as key-value pairs.
+//! `tokens` `FixedSizeList<u32>[context_size]`), metadata as key-value pairs.
 //! Written in row groups of [`ROW_GROUP_CONTEXTS`] contexts so memory stays bounded,
 //! to a temporary name renamed into place when complete.
 

@@ -189,7 +189,7 @@ impl CsrActivations {
     /// Writes the versioned little-endian binary format read by [`CsrActivations::read_binary`]
     /// (also read by `scripts/bench/matching_scipy.py`):
     /// magic `SAEPCSR\0`, u32 version = 1, u64 n_tokens, u64 n_features, u64 nnz,
-    /// u64 row_ptr[n_tokens + 1], u32 indices[nnz], f32 values[nnz].
+    /// `u64 row_ptr[n_tokens + 1], u32 indices[nnz], f32 values[nnz]`.
     pub fn write_binary(&self, path: &std::path::Path) -> Result<()> {
         let io = |e: std::io::Error| Error::Io { path: path.display().to_string(), msg: e.to_string() };
         let f = std::fs::File::create(path).map_err(io)?;

@@ -324,7 +324,7 @@ impl std::fmt::Debug for HubEndpoint {
 }
 
 impl HubEndpoint {
-    /// HF_ENDPOINT (default https://huggingface.co); the token from HF_TOKEN,
+    /// HF_ENDPOINT (default `https://huggingface.co`); the token from HF_TOKEN,
     /// else the file HF_TOKEN_PATH or $HF_HOME/token that `huggingface-cli login` writes.
     pub fn from_env() -> HubEndpoint {
         let var = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());

@@ -17,7 +17,7 @@ impl SharedMut {
     }
 }
 
-/// out[m, n] = a[m, k] · b[k, n] (+ bias[n]); all row-major; over the rayon pool.
+/// `out[m, n] = a[m, k] · b[k, n] (+ bias[n])`; all row-major; over the rayon pool.
 pub fn matmul_bias(a: &[f32], b: &[f32], bias: Option<&[f32]>, out: &mut [f32], m: usize, k: usize, n: usize) {
     assert_eq!(a.len(), m * k);
     assert_eq!(b.len(), k * n);

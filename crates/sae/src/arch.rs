@@ -9,7 +9,7 @@ pub enum Activation {
     Relu,
     /// Keep the k largest pre-activations per row, then ReLU.
     TopK { k: usize },
-    /// f = ReLU(pre) · 1[pre > threshold_j] (also the inference form of BatchTopK).
+    /// `f = ReLU(pre) · 1[pre > threshold_j]` (also the inference form of BatchTopK).
     JumpRelu { threshold: Vec<f32> },
     /// Gated encoder: gate = 1[x'W_enc + b_gate > 0], magnitude =
     /// ReLU(x'(W_enc ⊙ exp(r_mag)) + b_mag), f = gate · magnitude. No `b_enc`.

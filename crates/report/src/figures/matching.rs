@@ -314,7 +314,7 @@ pub struct CheckpointLosses {
     pub mse: f64,
     /// Mean number of active features per token.
     pub l0: f64,
-    /// 1 − Σ‖x − x̂‖² / Σ‖x − E[x]‖².
+    /// `1 − Σ‖x − x̂‖² / Σ‖x − E[x]‖²`.
     pub explained_variance: f64,
 }
 
