@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cache = Cache::open(&dir.path().join("cache"))?;
     let opts = RunOptions { jobs: 2, keep_going: false, quiet: true, isolate: false };
+    let ops = saepipe::ops::registry();
 
     // 1. 100 stages: ten chains of ten.
     let mut yaml = String::from("version: 1\nname: bench100\nstages:\n");
@@ -36,13 +37,13 @@ fn main() -> anyhow::Result<()> {
     }
     let f100 = dir.path().join("p100.yaml");
     std::fs::write(&f100, &yaml)?;
-    let p = load(&f100, &LoadOptions::default())?;
+    let p = load(&ops, &f100, &LoadOptions::default())?;
     let plan = make_plan(&p, &cache, &Selection::default(), VerifyPolicy::Auto)?;
     run(&p, &cache, &plan, &opts)?;
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let p = load(&f100, &LoadOptions::default())?;
+        let p = load(&ops, &f100, &LoadOptions::default())?;
         let plan = make_plan(&p, &cache, &Selection::default(), VerifyPolicy::Auto)?;
         let report = run(&p, &cache, &plan, &opts)?;
         assert!(report.stages.iter().all(|s| s.status == "hit"));
@@ -61,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     let mut times = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let p = load(&f1000, &LoadOptions::default())?;
+        let p = load(&ops, &f1000, &LoadOptions::default())?;
         let plan = make_plan(&p, &cache, &Selection::default(), VerifyPolicy::Auto)?;
         assert_eq!(plan.items.len(), 1000);
         times.push(t.elapsed().as_secs_f64());

@@ -1,6 +1,8 @@
-// Shared device helpers, prepended by saepipe to every kernel file before NVRTC
-// compiles it. Kernels use no CUDA toolkit headers: a machine with only the
+// Shared device helpers, included by every kernel file (NVRTC gets this file as
+// a named header). Kernels use no CUDA toolkit headers: a machine with only the
 // driver and libnvrtc (e.g. pip's nvidia-cuda-nvrtc) can compile them.
+
+#pragma once
 
 #define SAEPIPE_WARP 32
 

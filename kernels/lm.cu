@@ -3,6 +3,8 @@
 // GPT-NeoX rotary embeddings and causal softmax attention. Dense projections
 // go through cuBLAS.
 
+#include "common.cuh"
+
 // out = (x - mean) / sqrt(var + eps) [* w + b]; scale_out[r] = sqrt(var + eps)
 // (TransformerLens's lnX.hook_scale). w/b may be null (folded layer norm).
 // One block per row.

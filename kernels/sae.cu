@@ -8,6 +8,8 @@
 // [d_sae, d_in], so that encoder-side gathers and gradients are row operations
 // exactly like the decoder's W_dec [d_sae, d_out].
 
+#include "common.cuh"
+
 #define GEMM_TM 64
 #define GEMM_TN 64
 #define GEMM_TK 16

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Needs the Rust toolchain and python3 with pip: the
 # script installs the NVRTC library from PyPI (no GPU or CUDA toolkit needed) so
-# every CUDA kernel is compiled for sm_80 and sm_90. Tests build their own tiny
-# models and data and never touch the network otherwise.
+# every CUDA kernel is compiled for sm_80 and sm_90, and moto's S3 server (into
+# a virtualenv under target/) for the remote-cache tests, and starts a local
+# Slurm (scripts/slurm_local.sh; needs root). Tests build their own tiny models
+# and data and never touch the network otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,25 @@ if [ -z "${SAEPIPE_NVRTC_LIB:-}" ]; then
     lib=$(ls "$nvrtc_dir"/nvidia/cuda_nvrtc/lib/libnvrtc.so.* | grep -v builtins | grep -v alt | head -n 1)
   fi
   export SAEPIPE_NVRTC_LIB="$PWD/$lib"
+fi
+
+# moto's standalone S3 server (from PyPI) backs the remote-cache tests.
+moto_dir=target/moto-venv
+if [ -z "${SAEPIPE_MOTO_SERVER:-}" ]; then
+  if [ ! -x "$moto_dir/bin/moto_server" ]; then
+    echo "installing moto[server] from PyPI into $moto_dir (a local S3 server for the remote tests)" >&2
+    python3 -m venv "$moto_dir"
+    "$moto_dir/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.2.5" >&2
+  fi
+  export SAEPIPE_MOTO_SERVER="$PWD/$moto_dir/bin/moto_server"
+fi
+
+# A one-node Slurm (slurm-wlm and munge from Debian, started as root) for the
+# cluster tests; stopped when the suite ends.
+if [ -z "${SLURM_CONF:-}" ]; then
+  SLURM_CONF=$(scripts/slurm_local.sh start target/slurm)
+  export SLURM_CONF
+  trap 'scripts/slurm_local.sh stop target/slurm' EXIT
 fi
 
 # Code habits first (cheap, and a failure here says what to fix): formatting,

@@ -1,5 +1,6 @@
 use clap::Parser;
 use saepipe::cli::{Cli, Exit, exit, main as run};
+use saepipe::engine::{cancel_requested, request_cancel};
 
 fn main() {
     let cli = Cli::parse();
@@ -7,15 +8,17 @@ fn main() {
     // save their progress and stop, locks and temporaries are released, the run
     // record is written. A second one exits at once.
     let _ = ctrlc::set_handler(|| {
-        if saepipe::ops::cancel_requested() {
+        if cancel_requested() {
             eprintln!("\nstopping now");
             std::process::exit(130);
         }
-        saepipe::ops::request_cancel();
+        request_cancel();
         eprintln!("\ninterrupted: running stages save their progress and stop (press Ctrl-C again to exit at once)");
     });
     let verbose = cli.verbose || std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
-    let code = match run(cli) {
+    // The stage kinds this binary ships; the engine knows them only through this registry.
+    let ops = saepipe::ops::registry();
+    let code = match run(cli, &ops) {
         Ok(code) => code,
         Err(e) => {
             match e.downcast_ref::<Exit>() {

@@ -83,7 +83,7 @@ fn checkpoint_matching_pipeline_end_to_end() {
     let evaluated = artifacts(&cache, "evaluate");
     assert_eq!(evaluated.len(), 10, "{evaluated:?}");
     for (inst, dir) in &evaluated {
-        let m = saepipe::ops::table::Table::read_parquet(&dir.join("metrics.parquet")).unwrap();
+        let m = saepipe::ops::table::read_parquet(&dir.join("metrics.parquet")).unwrap();
         assert_eq!(m.strings("coder").unwrap(), vec![inst.replace("evaluate", "train")]);
         let (ev, l0, score) =
             (m.f64("explained_variance").unwrap()[0], m.f64("l0").unwrap()[0], m.f64("ce_loss_score").unwrap()[0]);
@@ -96,7 +96,7 @@ fn checkpoint_matching_pipeline_end_to_end() {
 
     // Matching: most features alive; later checkpoints match the final one better.
     let matched = artifacts(&cache, "match");
-    let summary = saepipe::ops::table::Table::read_parquet(&matched[0].1.join("summary.parquet")).unwrap();
+    let summary = saepipe::ops::table::read_parquet(&matched[0].1.join("summary.parquet")).unwrap();
     let steps = summary.f64("step").unwrap();
     let (n, dead) = (summary.f64("n_features").unwrap(), summary.f64("dead").unwrap());
     for i in 0..steps.len() {
@@ -113,11 +113,11 @@ fn checkpoint_matching_pipeline_end_to_end() {
     // Feature inspection of the reference: best and worst matched features, with
     // histograms and logit effects.
     let feats = &artifacts(&cache, "features")[0].1;
-    let logits = saepipe::ops::table::Table::read_parquet(&feats.join("logits.parquet")).unwrap();
-    let hist = saepipe::ops::table::Table::read_parquet(&feats.join("histograms.parquet")).unwrap();
+    let logits = saepipe::ops::table::read_parquet(&feats.join("logits.parquet")).unwrap();
+    let hist = saepipe::ops::table::read_parquet(&feats.join("histograms.parquet")).unwrap();
     assert_eq!(logits.rows(), 24 * 2 * 8, "24 features x (positive, negative) x 8 tokens");
     assert_eq!(hist.rows(), 24 * 16);
-    let pairs = saepipe::ops::table::Table::read_parquet(&matched[0].1.join("pairs.parquet")).unwrap();
+    let pairs = saepipe::ops::table::read_parquet(&matched[0].1.join("pairs.parquet")).unwrap();
     let shown = logits.f64("feature").unwrap()[0] as i64;
     let (sae, feature, sim) =
         (pairs.strings("sae").unwrap(), pairs.f64("reference_feature").unwrap(), pairs.f64("similarity").unwrap());
@@ -248,15 +248,14 @@ fn toy_sae_pipeline() {
         assert!(Path::new(line.rsplit_once(": ").unwrap().1).is_file(), "{line}");
     }
     let evaluated = artifacts(&cache, "evaluate");
-    let m = saepipe::ops::table::Table::read_parquet(&evaluated[0].1.join("metrics.parquet")).unwrap();
+    let m = saepipe::ops::table::read_parquet(&evaluated[0].1.join("metrics.parquet")).unwrap();
     let (ev, score) = (m.f64("explained_variance").unwrap()[0], m.f64("ce_loss_score").unwrap()[0]);
     assert!(ev >= 0.8, "held-out explained variance {ev}");
     assert!(score > 0.5, "CE loss score {score}");
     let features =
-        saepipe::ops::table::Table::read_parquet(&artifacts(&cache, "features")[0].1.join("features.parquet")).unwrap();
+        saepipe::ops::table::read_parquet(&artifacts(&cache, "features")[0].1.join("features.parquet")).unwrap();
     assert_eq!(features.rows(), 512);
-    let logits =
-        saepipe::ops::table::Table::read_parquet(&artifacts(&cache, "features")[0].1.join("logits.parquet")).unwrap();
+    let logits = saepipe::ops::table::read_parquet(&artifacts(&cache, "features")[0].1.join("logits.parquet")).unwrap();
     assert_eq!(logits.rows(), 24 * 2 * 8);
 }
 

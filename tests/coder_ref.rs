@@ -10,7 +10,7 @@ mod fake_hub;
 
 use fake_hub::{FakeHub, Fault, Repo, sha256};
 use saepipe::ops::coder_ref::{label, resolve_with};
-use saepipe::ops::table::Table;
+use saepipe::ops::table::read_parquet;
 use saepipe_model::hub::HubCache;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -219,7 +219,7 @@ fn evaluate_takes_hub_coders_and_keys_them_by_content() {
         .map(|e| e.unwrap().path())
         .find(|d| std::fs::read_to_string(d.join("manifest.json")).unwrap().contains("\"evaluate\""))
         .unwrap();
-    let m = Table::read_parquet(&dir.join("metrics.parquet")).unwrap();
+    let m = read_parquet(&dir.join("metrics.parquet")).unwrap();
     assert_eq!(m.strings("coder").unwrap(), ["blocks.1.hook_mlp_out", "local_sae"]);
     assert_eq!(m.strings("architecture").unwrap()[0], "topk");
 

@@ -3,7 +3,7 @@
 //! tables, agreement with the library on the same tokens, cache hits on rerun,
 //! and a clear error for a coder that does not fit its hook.
 
-use saepipe::ops::table::Table;
+use saepipe::ops::table::read_parquet;
 use saepipe_data::TokenTableReader;
 use saepipe_eval::{EvalOptions, NamedCoder, evaluate};
 use saepipe_model::{LoadOptions, Model};
@@ -77,7 +77,7 @@ fn the_sweep_pipeline_runs_on_the_toy_model() {
 
     let cache = t.path().join("cache");
     let dir = artifact_of(&cache, "evaluate");
-    let m = Table::read_parquet(&dir.join("metrics.parquet")).unwrap();
+    let m = read_parquet(&dir.join("metrics.parquet")).unwrap();
     assert_eq!(m.rows(), 4);
     let kinds = m.strings("kind").unwrap();
     assert_eq!(kinds.iter().filter(|k| *k == "transcoder").count(), 1, "{kinds:?}");
@@ -117,7 +117,7 @@ fn the_sweep_pipeline_runs_on_the_toy_model() {
     let clean = m.f64("ce_clean").unwrap();
     assert!(clean.iter().all(|&c| c == clean[0]));
 
-    let f = Table::read_parquet(&dir.join("features.parquet")).unwrap();
+    let f = read_parquet(&dir.join("features.parquet")).unwrap();
     assert_eq!(f.rows(), 3 * 64 + 128);
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["tokens"], 2048);
@@ -241,8 +241,7 @@ fn collection_and_evaluation_on_cuda_match_the_cpu_or_fail_clearly() {
         assert!(err < 1e-4, "{}: GPU store differs from the CPU store by {err} (relative)", hooks[i]);
     }
     let metrics = |dev: &str| {
-        Table::read_parquet(&artifact_of(&t.path().join(format!("cache-{dev}")), "evaluate").join("metrics.parquet"))
-            .unwrap()
+        read_parquet(&artifact_of(&t.path().join(format!("cache-{dev}")), "evaluate").join("metrics.parquet")).unwrap()
     };
     let (g, c) = (metrics("cuda"), metrics("cpu"));
     // The standard SAE encodes on the CPU, the TopK SAE on the GPU.

@@ -2,6 +2,7 @@
 //! `plan` can say *why* a stage will rerun (which parameter or input changed).
 
 use super::keys::KeyMaterial;
+use super::names::safe_name;
 use anyhow::Result;
 use saepipe_cache::{Cache, Key};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,6 @@ pub struct IndexEntry {
 }
 
 fn path(cache: &Cache, pipeline: &str, instance: &str) -> PathBuf {
-    use super::scheduler::safe_name;
     // The hash keeps `a[x/y]` and `a[x_y]` apart after sanitizing.
     let tag = blake3::hash(instance.as_bytes()).to_hex();
     cache.root().join("index").join(safe_name(pipeline)).join(format!("{}-{}.json", safe_name(instance), &tag[..8]))

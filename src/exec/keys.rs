@@ -3,8 +3,8 @@
 //! artifacts and content fingerprints of external files. Keys never depend on
 //! outputs, so every key of a pipeline is known before anything runs.
 
-use crate::pipeline::schema::ParamType;
-use crate::pipeline::spec::{Instance, Pipeline};
+use crate::engine::{NotDownloaded, ParamType};
+use crate::pipeline::{Instance, Pipeline, dag};
 use anyhow::{Context, Result, bail};
 use saepipe_cache::{Cache, Key};
 use serde::{Deserialize, Serialize};
@@ -135,7 +135,7 @@ impl KeyMaterial {
 
 /// Computes the recipe of every instance, in dependency order.
 pub fn materials(p: &Pipeline, cache: &Cache) -> Result<Vec<(KeyMaterial, Key)>> {
-    let order = crate::pipeline::dag::topo_order(p);
+    let order = dag::topo_order(p);
     let mut out: Vec<Option<(KeyMaterial, Key)>> = vec![None; p.instances.len()];
     for i in order {
         let inst = &p.instances[i];
@@ -166,7 +166,7 @@ fn material(p: &Pipeline, inst: &Instance, cache: &Cache, done: &[Option<(KeyMat
         }
         // A read-only command: the key is unknown until the download (a placeholder
         // that matches no artifact), and the plan says why.
-        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<crate::ops::NotDownloaded>()) {
+        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<NotDownloaded>()) {
             Some(nd) => {
                 external.insert(PENDING.to_string(), nd.to_string());
             }

@@ -1,8 +1,11 @@
-//! The engine: cache keys, plans, the scheduler and single-stage execution.
+//! Execution: cache keys, plans, the scheduler and single-stage execution,
+//! for the ops of the pipeline's registry.
 
 pub mod index;
 pub mod keys;
+mod names;
 pub mod plan;
 pub mod progress;
+pub mod remote;
 pub mod scheduler;
 pub mod stage;

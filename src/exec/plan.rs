@@ -2,7 +2,7 @@
 
 use super::index;
 use super::keys::{self, KeyMaterial};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, dag};
 use anyhow::{Result, bail};
 use saepipe_cache::{Cache, Key, VerifyMode};
 use std::collections::BTreeSet;
@@ -72,9 +72,7 @@ fn resolve_names(p: &Pipeline, names: &[String], what: &str) -> Result<BTreeSet<
             None => {
                 let mut cands: Vec<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
                 cands.extend(p.instances.iter().map(|i| i.id.as_str()));
-                let hint = crate::pipeline::diag::did_you_mean(n, cands)
-                    .map(|c| format!(" (did you mean `{c}`?)"))
-                    .unwrap_or_default();
+                let hint = saepipe_core::suggest::hint(n, cands);
                 bail!("{what} `{n}` is not a stage or stage instance of {}{hint}", p.file.display());
             }
         }
@@ -98,7 +96,7 @@ pub fn with_ancestors(p: &Pipeline, roots: &BTreeSet<usize>) -> BTreeSet<usize> 
 
 fn with_descendants(p: &Pipeline, roots: &BTreeSet<usize>) -> BTreeSet<usize> {
     let mut seen = roots.clone();
-    let order = crate::pipeline::dag::topo_order(p);
+    let order = dag::topo_order(p);
     for i in order {
         if p.deps(i).iter().any(|d| seen.contains(d)) {
             seen.insert(i);
@@ -116,7 +114,7 @@ pub fn make_plan(p: &Pipeline, cache: &Cache, sel: &Selection, verify: VerifyPol
     let forced = with_descendants(p, &resolve_names(p, &sel.force, "--force")?);
     let materials = keys::materials(p, cache)?;
     let mut items = Vec::new();
-    for i in crate::pipeline::dag::topo_order(p) {
+    for i in dag::topo_order(p) {
         if !selected.contains(&i) {
             continue;
         }

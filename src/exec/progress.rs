@@ -1,7 +1,7 @@
 //! Progress display: one bar per running stage on a terminal, plain log lines
 //! otherwise (CI logs, `--quiet`, output piped to a file).
 
-use crate::ops::ProgressSink;
+use crate::engine::ProgressSink;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;

@@ -2,10 +2,11 @@
 //! stage per device at a time, failures stopping (or with `--keep-going`, only
 //! skipping) what depends on them. Writes a JSON run record and per-stage logs.
 
+use super::names::safe_name;
 use super::plan::{Action, Plan, human_bytes};
 use super::progress::Reporter;
 use super::stage::{self, Outcome, StageJob, StageResult};
-use crate::ops::Resource;
+use crate::engine::{OpRegistry, Resource, StageStop, cancel_requested};
 use crate::pipeline::Pipeline;
 use anyhow::{Context, Result, anyhow};
 use saepipe_cache::Cache;
@@ -20,7 +21,8 @@ pub struct RunOptions {
     pub jobs: usize,
     pub keep_going: bool,
     pub quiet: bool,
-    /// Run every stage in its own `saepipe exec-stage` process.
+    /// Run every stage in its own `saepipe exec-stage` process. The child is
+    /// this executable, so it knows the ops of the binary's registry only.
     pub isolate: bool,
 }
 
@@ -33,6 +35,9 @@ pub struct InstanceReport {
     pub seconds: f64,
     pub bytes: u64,
     pub error: Option<String>,
+    /// A problem that did not fail the stage (a failed push to the remote).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     pub log: Option<String>,
 }
 
@@ -87,6 +92,7 @@ pub fn job_for(p: &Pipeline, plan: &Plan, pos: usize) -> StageJob {
         force: item.forced || item.action == Action::Rebuild,
         planned_generation: item.generation.clone(),
         threads: rayon_threads(),
+        remote: p.remote.clone(),
     }
 }
 
@@ -94,11 +100,7 @@ fn rayon_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// A stage instance id as a file name (`train[step1]` → `train_step1_`).
-pub(crate) fn safe_name(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_=.,".contains(c) { c } else { '_' }).collect()
-}
-
+/// Runs `plan` (made for `p`) against `cache`, with the ops `p` was loaded with.
 pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     let started = Instant::now();
     let started_unix = now_unix();
@@ -149,7 +151,7 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
             // Launch what can start, in plan (dependency) order.
             ready.sort_unstable();
             let mut i = 0;
-            if crate::ops::cancel_requested() {
+            if cancel_requested() {
                 stop = true;
             }
             while !stop && running < jobs && i < ready.len() {
@@ -190,12 +192,11 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                     let result = if isolate {
                         run_isolated(cache, &job, &record_dir, &log_path)
                     } else {
-                        run_in_process(cache, &job, &progress, &log_path)
+                        run_in_process(&p.ops, cache, &job, &progress, &log_path)
                     };
                     progress.finish();
-                    let result = result.map_err(|e| {
-                        (format!("{e:#}"), crate::ops::StageStop::of(&e) == Some(crate::ops::StageStop::Interrupted))
-                    });
+                    let result =
+                        result.map_err(|e| (format!("{e:#}"), StageStop::of(&e) == Some(StageStop::Interrupted)));
                     let _ = tx.send((pos, resource, result, log_path));
                 });
             }
@@ -213,6 +214,9 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                     if r.outcome != Outcome::Hit {
                         reporter.println(&format!("done {} in {:.1}s ({})", inst.id, r.seconds, r.outcome.label()));
                     }
+                    if let Some(w) = &r.warning {
+                        reporter.println(&format!("warning: {}: {w}", inst.id));
+                    }
                     reports[pos] = Some(InstanceReport {
                         instance: inst.id.clone(),
                         op: inst.op.name().into(),
@@ -221,6 +225,7 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                         seconds: r.seconds,
                         bytes: r.bytes,
                         error: None,
+                        warning: r.warning.clone(),
                         log,
                     });
                     for &d in &dependents[pos] {
@@ -240,6 +245,7 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                         seconds: 0.0,
                         bytes: 0,
                         error: None,
+                        warning: None,
                         log,
                     });
                     stop = true;
@@ -254,6 +260,7 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                         seconds: 0.0,
                         bytes: 0,
                         error: Some(e),
+                        warning: None,
                         log,
                     });
                     skip_downstream(pos, &dependents, plan, p, &mut reports);
@@ -280,13 +287,14 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                     seconds: 0.0,
                     bytes: 0,
                     error: None,
+                    warning: None,
                     log: None,
                 }
             })
         })
         .collect();
     let failed = stages.iter().filter(|s| s.status == "failed").count();
-    let interrupted = crate::ops::cancel_requested();
+    let interrupted = cancel_requested();
     let report = RunReport {
         pipeline: p.name.clone(),
         file: p.file.display().to_string(),
@@ -322,6 +330,7 @@ fn skip_downstream(
                 seconds: 0.0,
                 bytes: 0,
                 error: Some(format!("needs {} which failed", p.instances[plan.items[pos].idx].id)),
+                warning: None,
                 log: None,
             });
             stack.extend(dependents[d].iter().copied());
@@ -330,13 +339,14 @@ fn skip_downstream(
 }
 
 fn run_in_process(
+    ops: &OpRegistry,
     cache: &Cache,
     job: &StageJob,
     progress: &super::progress::StageProgress,
     log_path: &Path,
 ) -> Result<StageResult> {
     let mut log = std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let r = stage::execute(cache, job, progress, &mut log);
+    let r = stage::execute(ops, cache, job, progress, &mut log);
     if let Err(e) = &r {
         use std::io::Write;
         let _ = writeln!(log, "error: {e:#}");
@@ -365,8 +375,8 @@ fn run_isolated(cache: &Cache, job: &StageJob, record_dir: &Path, log_path: &Pat
         .stderr(log)
         .status()
         .context("starting saepipe exec-stage")?;
-    if status.code() == Some(130) && crate::ops::cancel_requested() {
-        return Err(crate::ops::StageStop::Interrupted.into());
+    if status.code() == Some(130) && cancel_requested() {
+        return Err(StageStop::Interrupted.into());
     }
     if !status.success() {
         let tail = std::fs::read_to_string(log_path).unwrap_or_default();
@@ -374,7 +384,7 @@ fn run_isolated(cache: &Cache, job: &StageJob, record_dir: &Path, log_path: &Pat
         return Err(anyhow!("exec-stage exited with {status}: {}", last.join(" | ")));
     }
     let r: ExecResult = serde_json::from_slice(&std::fs::read(&result_file)?)?;
-    Ok(StageResult { outcome: r.outcome, bytes: r.bytes, seconds: r.seconds })
+    Ok(StageResult { outcome: r.outcome, bytes: r.bytes, seconds: r.seconds, warning: r.warning })
 }
 
 #[derive(Serialize, serde::Deserialize)]
@@ -382,21 +392,28 @@ pub struct ExecResult {
     pub outcome: Outcome,
     pub bytes: u64,
     pub seconds: f64,
+    #[serde(default)]
+    pub warning: Option<String>,
 }
 
-/// Body of the hidden `exec-stage` subcommand.
-pub fn exec_stage(cache: &Cache, job_file: &Path, result_file: Option<&Path>) -> Result<()> {
+/// Body of the hidden `exec-stage` subcommand: runs the job with the op of `ops` it names.
+pub fn exec_stage(ops: &OpRegistry, cache: &Cache, job_file: &Path, result_file: Option<&Path>) -> Result<()> {
     let job: StageJob =
         serde_json::from_slice(&std::fs::read(job_file).with_context(|| format!("reading {}", job_file.display()))?)
             .with_context(|| format!("{} is not a stage job description", job_file.display()))?;
     let reporter = Reporter::Plain;
     let progress = reporter.stage(&job.instance);
     let mut out = std::io::stderr();
-    let r = stage::execute(cache, &job, &progress, &mut out)?;
+    let r = stage::execute(ops, cache, &job, &progress, &mut out)?;
     if let Some(rf) = result_file {
         std::fs::write(
             rf,
-            serde_json::to_vec(&ExecResult { outcome: r.outcome, bytes: r.bytes, seconds: r.seconds })?,
+            serde_json::to_vec(&ExecResult {
+                outcome: r.outcome,
+                bytes: r.bytes,
+                seconds: r.seconds,
+                warning: r.warning.clone(),
+            })?,
         )?;
     }
     Ok(())

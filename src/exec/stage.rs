@@ -13,7 +13,7 @@
 //!   waits for the new holder and takes its result.
 
 use super::keys::KeyMaterial;
-use crate::ops::{self, Op, Params, ProgressSink, StageCtx, StageStop};
+use crate::engine::{Op, OpRegistry, Params, ProgressSink, RemoteSettings, StageCtx, StageStop};
 use anyhow::{Context, Result, anyhow, bail};
 use saepipe_cache::{Cache, Key, Lease, LockGuard, ManifestDraft, VerifyMode};
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,9 @@ pub struct StageJob {
     #[serde(default)]
     pub planned_generation: Option<PathBuf>,
     pub threads: usize,
+    /// The run's remote cache: pulled from on a miss, pushed to after computing.
+    #[serde(default)]
+    pub remote: Option<RemoteSettings>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +54,8 @@ pub enum Outcome {
     WaitedHit,
     Ran,
     Resumed,
+    /// Downloaded from the run's remote cache and verified.
+    Pulled,
 }
 
 impl Outcome {
@@ -60,6 +65,7 @@ impl Outcome {
             Outcome::WaitedHit => "hit (waited)",
             Outcome::Ran => "ran",
             Outcome::Resumed => "resumed",
+            Outcome::Pulled => "pulled",
         }
     }
 }
@@ -68,6 +74,8 @@ pub struct StageResult {
     pub outcome: Outcome,
     pub bytes: u64,
     pub seconds: f64,
+    /// Something the user should know that did not fail the stage (a failed push).
+    pub warning: Option<String>,
 }
 
 fn now_unix() -> f64 {
@@ -77,17 +85,20 @@ fn now_unix() -> f64 {
 /// How often a stage that lost its lock goes back to wait for it before giving up.
 const MAX_LOCK_LOSSES: usize = 3;
 
+/// Runs `job` (or takes its artifact from the cache), with the op of `ops`
+/// that the job names; inputs' producers are looked up there too.
 pub fn execute(
+    ops: &OpRegistry,
     cache: &Cache,
     job: &StageJob,
     progress: &dyn ProgressSink,
     log: &mut dyn std::io::Write,
 ) -> Result<StageResult> {
     let start = Instant::now();
-    let op = ops::find(&job.op).ok_or_else(|| anyhow!("unknown op `{}`", job.op))?;
+    let op = ops.get(&job.op)?;
     let hit = |outcome: Outcome, bytes: u64| -> Result<StageResult> {
         super::index::record(cache, &job.pipeline, &job.instance, &job.key, &job.material)?;
-        Ok(StageResult { outcome, bytes, seconds: start.elapsed().as_secs_f64() })
+        Ok(StageResult { outcome, bytes, seconds: start.elapsed().as_secs_f64(), warning: None })
     };
     if !job.force
         && let Some(m) = cache.lookup(&job.key)?
@@ -113,8 +124,29 @@ pub fn execute(
         if let Some(m) = already_done(cache, job)? {
             return hit(Outcome::WaitedHit, m);
         }
-        match run_locked(cache, job, op, &lock, progress, log, start)? {
-            Some(r) => return Ok(r),
+        // Under the lock, so concurrent runs download an artifact once.
+        if !job.force
+            && let Some(remote) = job.remote.as_ref().filter(|r| r.pull)
+        {
+            match super::remote::pull(remote, cache, &job.key, progress, log) {
+                super::remote::Pulled::Yes(bytes) => return hit(Outcome::Pulled, bytes),
+                super::remote::Pulled::Absent => {}
+                super::remote::Pulled::Failed(why) => {
+                    let _ = writeln!(log, "warning: could not pull from the remote ({why}); computing the stage");
+                    progress.message("remote unavailable; computing the stage");
+                }
+            }
+        }
+        match run_locked(ops, cache, job, op, &lock, progress, log, start)? {
+            Some(mut r) => {
+                drop(lock);
+                if let Some(remote) = job.remote.as_ref().filter(|r| r.push) {
+                    r.warning = super::remote::push(remote, cache, &job.key, progress, log)
+                        .err()
+                        .map(|e| format!("computed and cached locally, but the push failed: {e}"));
+                }
+                return Ok(r);
+            }
             None => {
                 // Another process broke our lock (we were suspended or stalled past the
                 // staleness threshold) and owns the stage now: wait for it.
@@ -151,7 +183,9 @@ fn already_done(cache: &Cache, job: &StageJob) -> Result<Option<u64>> {
 }
 
 /// Runs the op and publishes; `Ok(None)` if the lock was lost on the way.
+#[allow(clippy::too_many_arguments)] // the state of one `execute` call, handed down once
 fn run_locked(
+    ops: &OpRegistry,
     cache: &Cache,
     job: &StageJob,
     op: &dyn Op,
@@ -166,7 +200,7 @@ fn run_locked(
     for (label, targets) in &job.inputs {
         let mut paths = Vec::new();
         for (i, (key, output)) in targets.iter().enumerate() {
-            let lease = lease_verified(cache, label, key, op)?;
+            let lease = lease_verified(ops, cache, label, key, op)?;
             paths.push(match output {
                 Some(o) => lease.dir().join(o),
                 None => lease.dir().to_path_buf(),
@@ -233,16 +267,17 @@ fn run_locked(
         outcome: if resumed { Outcome::Resumed } else { Outcome::Ran },
         bytes: manifest.total_bytes,
         seconds,
+        warning: None,
     }))
 }
 
 /// Leases an input artifact and re-hashes every file of it that its reader does
 /// not verify itself; a damaged input is never handed to the op.
-fn lease_verified(cache: &Cache, label: &str, key: &Key, consumer: &dyn Op) -> Result<Lease> {
+fn lease_verified(ops: &OpRegistry, cache: &Cache, label: &str, key: &Key, consumer: &dyn Op) -> Result<Lease> {
     let lease = cache.lease(key)?.ok_or_else(|| {
         anyhow!("input `{label}` (artifact {}) is missing from the cache: run again to rebuild it", key.short())
     })?;
-    let producer = ops::find(&lease.manifest().op);
+    let producer = ops.find(&lease.manifest().op);
     let self_verified = |path: &str| {
         consumer.reads_inputs_through_verifying_readers()
             && producer.is_some_and(|p| p.verified_on_read().iter().any(|pat| glob_match(pat, path)))

@@ -13,7 +13,7 @@
 //! group with it, so no orphan keeps writing after the driver is gone.
 
 use super::{Op, StageCtx, StageStop};
-use crate::pipeline::schema::{ParamSpec, ParamType};
+use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::io::Read;

@@ -4,7 +4,7 @@
 //! concurrency and overhead tests and benchmarks; hidden from `saepipe ops`.
 
 use super::{Op, StageCtx};
-use crate::pipeline::schema::{ParamSpec, ParamType};
+use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! the scheduler resource it holds, and the language model on that device.
 
 use super::{Params, Resource};
-use crate::pipeline::schema::{ParamSpec, ParamType};
+use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result};
 use saepipe_cuda::{Device, DeviceSpec, Gpu, Precision};
 use saepipe_model::{Model, Runner};
@@ -62,7 +62,7 @@ pub fn runner_on(gpu: Option<Arc<Gpu>>, model: Model) -> Result<Box<dyn Runner>>
         Some(gpu) => {
             let ordinal = gpu.ctx.ordinal();
             Ok(Box::new(
-                saepipe_cuda::GpuModel::on_gpu(gpu, &model)
+                saepipe_model::DeviceModel::new(saepipe_cuda::GpuOps::new(gpu), &model)
                     .with_context(|| format!("copying the model's weights to cuda:{ordinal}"))?,
             ))
         }

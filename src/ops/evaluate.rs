@@ -4,16 +4,14 @@
 //! Output: `metrics.parquet` (one row per coder), `features.parquet` (one row per
 //! coder and feature) and `summary.json` (the same metrics and the options).
 
-use super::collect_activations::{CollectActivationsOp, ln_hook, processing};
-use super::table::{Column, Table};
+use super::table::{Column, Table, write_parquet};
 use super::train_sae::{coder_label, load_trained_coder};
-use super::{Op, Params, StageCtx, model_ref};
-use crate::pipeline::schema::{ParamSpec, ParamType};
+use super::{Op, Params, StageCtx, model_params};
+use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use saepipe_cuda::{Gpu, GpuTopKSae};
 use saepipe_data::TokenTableReader;
 use saepipe_eval::{CoderForward, CoderReport, EvalOptions, NamedCoder, evaluate_until};
-use saepipe_model::{LoadOptions, Model};
 use saepipe_sae::SparseActs;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -95,7 +93,8 @@ impl CoderForward for GpuCoder {
         format!("cuda:{}", self.gpu.ctx.ordinal())
     }
     fn forward(&self, x: &[f32], n: usize) -> std::result::Result<(SparseActs, Vec<f32>), String> {
-        self.sae.forward_csr(&self.gpu, x, n).map_err(|e| e.to_string())
+        let (acts, out) = self.sae.forward_csr(&self.gpu, x, n).map_err(|e| e.to_string())?;
+        Ok((acts.into(), out))
     }
 }
 
@@ -103,14 +102,12 @@ impl CoderForward for GpuCoder {
 fn gpu_coders(gpu: &Arc<Gpu>, coders: &mut [NamedCoder]) -> Result<Vec<String>> {
     let mut moved = Vec::new();
     for nc in coders.iter_mut() {
-        match GpuTopKSae::from_coder(gpu, &nc.coder) {
-            Ok(sae) => {
-                nc.on_device = Some(Box::new(GpuCoder { gpu: gpu.clone(), sae }));
-                moved.push(nc.label.clone());
-            }
-            Err(saepipe_cuda::CudaError::Unsupported(_)) => {}
-            Err(e) => return Err(e).with_context(|| format!("copying coder `{}` to the GPU", nc.label)),
-        }
+        // The GPU encodes plain TopK SAEs; every other coder stays on the CPU.
+        let Some(tensors) = nc.coder.as_topk_sae() else { continue };
+        let sae = GpuTopKSae::from_tensors(gpu, &tensors)
+            .with_context(|| format!("copying coder `{}` to the GPU", nc.label))?;
+        nc.on_device = Some(Box::new(GpuCoder { gpu: gpu.clone(), sae }));
+        moved.push(nc.label.clone());
     }
     Ok(moved)
 }
@@ -190,30 +187,14 @@ impl Op for EvaluateOp {
     }
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
-        vec![
-            ParamSpec::required(
-                "model",
-                Str,
-                "model reference: a directory, toy/<name>@<rev>, or <org>/<name>@<rev> in the local HF cache",
-            ),
+        let mut specs = model_params::forward();
+        specs.extend([
             ParamSpec::required("tokens", Artifact, "a tokenize stage (evaluation tokens)"),
             ParamSpec::maybe("saes", Artifacts, "coders from training stages, e.g. train[*]"),
             ParamSpec::maybe(
                 "paths",
                 List(Box::new(Str)),
                 "coders by reference: SAELens or sparsify directories or transcoder-paper .pt files on disk, or hf:<owner>/<repo>[@<rev>]/<path> in a Hugging Face repo (downloaded into the HF cache); hashed by content",
-            ),
-            ParamSpec::optional(
-                "processing",
-                Str,
-                json!("none"),
-                "weight processing: none (from_pretrained_no_processing, as SAELens evaluates), full / transformer_lens, or steps joined by +",
-            ),
-            ParamSpec::optional(
-                "ln_hook",
-                Enum(&["pre_affine", "post_affine"]),
-                json!("pre_affine"),
-                "lnX.hook_normalized as TransformerLens 3.x (pre_affine) or 2.x (post_affine)",
             ),
             ParamSpec::optional(
                 "batch_size",
@@ -236,12 +217,12 @@ impl Op for EvaluateOp {
                 json!(0.1),
                 "features firing on more than this fraction of tokens count as dense",
             ),
-            ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),
-            super::device::precision_param(),
-        ]
+        ]);
+        specs.extend(model_params::device());
+        specs
     }
     fn external_inputs(&self, params: &Params, base_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-        let mut out = CollectActivationsOp.external_inputs(params, base_dir)?;
+        let mut out = model_params::external_inputs(params, base_dir)?;
         // `paths` are references (local or hub), keyed by the content they resolve to.
         for (i, spec) in params.str_list("paths")?.iter().enumerate() {
             out.push((format!("paths[{i}]"), super::coder_ref::resolve(spec, base_dir).context("parameter `paths`")?));
@@ -251,12 +232,7 @@ impl Op for EvaluateOp {
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
         let p = ctx.params.clone();
         let device = super::device::resolve(&p)?;
-        let model_dir = model_ref::resolve(p.str("model")?, &ctx.base_dir)?;
-        let model = Model::load(
-            &model_dir,
-            &LoadOptions { processing: Some(processing(p.str("processing")?)?), ln_hook: ln_hook(p.str("ln_hook")?) },
-        )
-        .with_context(|| format!("loading model {}", model_dir.display()))?;
+        let (_, model) = model_params::load(&p, &ctx.base_dir)?;
         let mut coders = load_coders(ctx)?;
         let gpu = super::device::gpu_for(device, &p)?;
         let model = super::device::runner_on(gpu.clone(), model)?;
@@ -317,8 +293,8 @@ impl Op for EvaluateOp {
 
         let excluded = exclude.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         std::fs::create_dir_all(&ctx.out_dir)?;
-        metrics_table(&eval.coders, &excluded).write_parquet(&ctx.out_dir.join("metrics.parquet"))?;
-        features_table(&eval.coders).write_parquet(&ctx.out_dir.join("features.parquet"))?;
+        write_parquet(&metrics_table(&eval.coders, &excluded), &ctx.out_dir.join("metrics.parquet"))?;
+        write_parquet(&features_table(&eval.coders), &ctx.out_dir.join("features.parquet"))?;
         let summary = json!({
             "model": p.str("model")?,
             "tokens": eval.n_tokens,

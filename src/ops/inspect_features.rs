@@ -12,10 +12,10 @@
 //! features × activation bins), `logits.parquet` (chosen features × top
 //! positive and negative tokens; only with `model`) and `report.html`.
 
-use super::table::{Column, Table};
+use super::table::{Column, Table, read_parquet, write_parquet};
 use super::train_sae::{coder_label, load_trained_coder};
-use super::{Op, Params, StageCtx};
-use crate::pipeline::schema::{ParamSpec, ParamType};
+use super::{Op, Params, StageCtx, model_params};
+use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use saepipe_data::{ActivationReader, Tokenizer};
 use saepipe_report::{Cell, Report};
@@ -89,7 +89,7 @@ fn spread(count: &[u64], n: usize) -> Vec<usize> {
 /// The best and the worst matched live reference features of one compared SAE
 /// in a `match_features` result (`pairs.parquet`), half of `n` each.
 fn from_matches(dir: &std::path::Path, sae: &str, compared: Option<&str>, n: usize) -> Result<Vec<usize>> {
-    let pairs = Table::read_parquet(&dir.join("pairs.parquet"))?;
+    let pairs = read_parquet(&dir.join("pairs.parquet"))?;
     let labels = pairs.strings("sae")?;
     let compared = match compared {
         Some(c) => c.to_string(),
@@ -214,9 +214,7 @@ impl Op for InspectFeaturesOp {
                 "a match_features stage whose reference is this SAE: show its best and worst matched features instead",
             ),
             ParamSpec::maybe("compared", Str, "with `matches`: the compared SAE (default: the first)"),
-            ParamSpec::maybe(
-                "model",
-                Str,
+            model_params::optional_model(
                 "model reference: adds the tokens each feature's decoder direction promotes and suppresses (W_dec·W_U)",
             ),
             ParamSpec::optional("logit_tokens", Int, json!(8), "promoted and suppressed tokens listed per feature")
@@ -234,10 +232,7 @@ impl Op for InspectFeaturesOp {
         params: &Params,
         base_dir: &std::path::Path,
     ) -> Result<Vec<(String, std::path::PathBuf)>> {
-        match params.get("model") {
-            Some(_) => super::collect_activations::CollectActivationsOp.external_inputs(params, base_dir),
-            None => Ok(Vec::new()),
-        }
+        model_params::external_inputs(params, base_dir)
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
         let p = ctx.params.clone();
@@ -291,12 +286,14 @@ impl Op for InspectFeaturesOp {
         let mean: Vec<f64> = (0..coder.d_sae)
             .map(|f| if scan.count[f] > 0 { scan.sum[f] / scan.count[f] as f64 } else { 0.0 })
             .collect();
-        Table::default()
-            .with("feature", Column::I64((0..coder.d_sae as i64).collect()))
-            .with("density", Column::F64(density.clone()))
-            .with("mean_activation", Column::F64(mean))
-            .with("max_activation", Column::F64(scan.max.iter().map(|&x| x as f64).collect()))
-            .write_parquet(&ctx.out_dir.join("features.parquet"))?;
+        write_parquet(
+            &Table::default()
+                .with("feature", Column::I64((0..coder.d_sae as i64).collect()))
+                .with("density", Column::F64(density.clone()))
+                .with("mean_activation", Column::F64(mean))
+                .with("max_activation", Column::F64(scan.max.iter().map(|&x| x as f64).collect())),
+            &ctx.out_dir.join("features.parquet"),
+        )?;
 
         let (left_n, right_n) = (p.usize("context_left")?, p.usize("context_right")?);
         let decode = |ids: &[u32]| tokenizer.decode(ids).unwrap_or_default();
@@ -338,15 +335,17 @@ impl Op for InspectFeaturesOp {
                 ex.6.push(right);
             }
         }
-        Table::default()
-            .with("feature", Column::I64(ex.0))
-            .with("rank", Column::I64(ex.1))
-            .with("activation", Column::F64(ex.2))
-            .with("seq", Column::I64(ex.3))
-            .with("token", Column::Str(ex.4))
-            .with("left_context", Column::Str(ex.5))
-            .with("right_context", Column::Str(ex.6))
-            .write_parquet(&ctx.out_dir.join("examples.parquet"))?;
+        write_parquet(
+            &Table::default()
+                .with("feature", Column::I64(ex.0))
+                .with("rank", Column::I64(ex.1))
+                .with("activation", Column::F64(ex.2))
+                .with("seq", Column::I64(ex.3))
+                .with("token", Column::Str(ex.4))
+                .with("left_context", Column::Str(ex.5))
+                .with("right_context", Column::Str(ex.6)),
+            &ctx.out_dir.join("examples.parquet"),
+        )?;
 
         let bins = p.usize("histogram_bins")?.max(1);
         let mut per_feature: std::collections::HashMap<u32, Vec<f32>> =
@@ -369,19 +368,19 @@ impl Op for InspectFeaturesOp {
             }
             sparklines.push(sparkline(&counts));
         }
-        Table::default()
-            .with("feature", Column::I64(hist.0))
-            .with("bin", Column::I64(hist.1))
-            .with("lo", Column::F64(hist.2))
-            .with("hi", Column::F64(hist.3))
-            .with("count", Column::I64(hist.4))
-            .write_parquet(&ctx.out_dir.join("histograms.parquet"))?;
+        write_parquet(
+            &Table::default()
+                .with("feature", Column::I64(hist.0))
+                .with("bin", Column::I64(hist.1))
+                .with("lo", Column::F64(hist.2))
+                .with("hi", Column::F64(hist.3))
+                .with("count", Column::I64(hist.4)),
+            &ctx.out_dir.join("histograms.parquet"),
+        )?;
 
         let mut logit_cells: Vec<(String, String)> = vec![(String::new(), String::new()); features.len()];
         if let Some(spec) = p.opt_str("model") {
-            let model_dir = super::model_ref::resolve(spec, &ctx.base_dir)?;
-            let model = saepipe_model::Model::load(&model_dir, &saepipe_model::LoadOptions::default())
-                .with_context(|| format!("loading model {}", model_dir.display()))?;
+            let (_, model) = model_params::load(&p, &ctx.base_dir)?;
             let (d_model, vocab) = (model.cfg.d_model, model.cfg.d_vocab);
             if coder.d_out != d_model {
                 bail!(
@@ -413,14 +412,16 @@ impl Op for InspectFeaturesOp {
                 };
                 logit_cells[i] = (show(&up), show(&down));
             }
-            Table::default()
-                .with("feature", Column::I64(lg.0))
-                .with("direction", Column::Str(lg.1))
-                .with("rank", Column::I64(lg.2))
-                .with("token_id", Column::I64(lg.3))
-                .with("token", Column::Str(lg.4))
-                .with("logit_effect", Column::F64(lg.5))
-                .write_parquet(&ctx.out_dir.join("logits.parquet"))?;
+            write_parquet(
+                &Table::default()
+                    .with("feature", Column::I64(lg.0))
+                    .with("direction", Column::Str(lg.1))
+                    .with("rank", Column::I64(lg.2))
+                    .with("token_id", Column::I64(lg.3))
+                    .with("token", Column::Str(lg.4))
+                    .with("logit_effect", Column::F64(lg.5)),
+                &ctx.out_dir.join("logits.parquet"),
+            )?;
         }
 
         let dead = scan.count.iter().filter(|&&c| c == 0).count();

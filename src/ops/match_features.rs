@@ -11,10 +11,10 @@
 //! and `summary.parquet` (one row per compared SAE, with the fraction of live
 //! reference features matched within each distance threshold).
 
-use super::table::{Column, Table};
+use super::table::{Column, Table, write_parquet};
 use super::train_sae::{coder_label, load_trained_coder};
 use super::{Op, StageCtx};
-use crate::pipeline::schema::{ParamSpec, ParamType};
+use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use saepipe_data::ActivationReader;
 use saepipe_matching::{
@@ -68,10 +68,9 @@ fn encode_store(
 ) -> Result<(CsrActivations, Vec<u32>)> {
     // TopK coders encode on the GPU when there is one; everything else on the CPU.
     let on_gpu = match gpu {
-        Some(g) => match saepipe_cuda::GpuTopKSae::from_coder(g, coder) {
-            Ok(sae) => Some((g, sae)),
-            Err(saepipe_cuda::CudaError::Unsupported(_)) => None,
-            Err(e) => return Err(e.into()),
+        Some(g) => match coder.as_topk_sae() {
+            Some(t) => Some((g, saepipe_cuda::GpuTopKSae::from_tensors(g, &t)?)),
+            None => None,
         },
         None => None,
     };
@@ -97,7 +96,7 @@ fn encode_store(
         let take = b.rows.min(n - tokens.len());
         let x = &b.hooks[0][..take * coder.d_in];
         let acts = match &on_gpu {
-            Some((g, sae)) => sae.encode_topk(g, x, take)?,
+            Some((g, sae)) => sae.encode_topk(g, x, take)?.into(),
             None => coder.encode(x, take)?,
         };
         for r in 0..take {
@@ -299,8 +298,8 @@ impl Op for MatchFeaturesOp {
             summary.push(&other, &s);
             ctx.progress.set_position(i as u64 + 1);
         }
-        pairs.into_table().write_parquet(&ctx.out_dir.join("pairs.parquet"))?;
-        summary.into_table(&thresholds).write_parquet(&ctx.out_dir.join("summary.parquet"))?;
+        write_parquet(&pairs.into_table(), &ctx.out_dir.join("pairs.parquet"))?;
+        write_parquet(&summary.into_table(&thresholds), &ctx.out_dir.join("summary.parquet"))?;
         Ok(
             json!({ "reference": reference.label, "compared": saes.len(), "similarity": kind.name(), "n_tokens": n_tokens }),
         )

@@ -6,10 +6,10 @@
 //! Artifact layout: `report.html`, `figures/<name>.svg|png`, `data/<name>.parquet`.
 
 use super::match_features::revision_step;
-use super::table::{Column, Table};
+use super::table::{Table, read_parquet, write_parquet};
 use super::train_sae::{coder_label, load_trained_coder};
 use super::{Op, StageCtx};
-use crate::pipeline::schema::{ParamSpec, ParamType};
+use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use saepipe_report as rep;
 use saepipe_report::{Cell, Figure, FigureOptions, Report};
@@ -36,22 +36,9 @@ fn read_trained(dir: &Path) -> Result<Trained> {
     let coder = load_trained_coder(dir)?;
     let label = coder_label(&coder, dir);
     let step = revision_step(summary["model"].as_str().unwrap_or(""));
-    let losses = Table::read_parquet(&dir.join("losses.parquet"))?;
+    let losses = read_parquet(&dir.join("losses.parquet"))?;
     let density = coder.log_sparsity.as_ref().map(|l| l.iter().map(|&x| 10f64.powf(x as f64)).collect());
     Ok(Trained { label, step, summary, losses, density })
-}
-
-fn to_table(d: &rep::PlotData) -> Table {
-    let mut t = Table::default();
-    for c in &d.columns {
-        let col = match &c.data {
-            rep::ColumnData::F64(v) => Column::F64(v.clone()),
-            rep::ColumnData::I64(v) => Column::I64(v.clone()),
-            rep::ColumnData::Str(v) => Column::Str(v.clone()),
-        };
-        t = t.with(&c.name, col);
-    }
-    t
 }
 
 fn save_figure(out: &Path, fig: &Figure, report: &mut Report) -> Result<()> {
@@ -59,7 +46,7 @@ fn save_figure(out: &Path, fig: &Figure, report: &mut Report) -> Result<()> {
     std::fs::create_dir_all(out.join("data"))?;
     std::fs::write(out.join("figures").join(format!("{}.svg", fig.name)), &fig.svg)?;
     std::fs::write(out.join("figures").join(format!("{}.png", fig.name)), &fig.png)?;
-    to_table(&fig.data).write_parquet(&out.join("data").join(format!("{}.parquet", fig.name)))?;
+    write_parquet(&fig.data, &out.join("data").join(format!("{}.parquet", fig.name)))?;
     report.add_figure(fig);
     Ok(())
 }
@@ -115,8 +102,8 @@ impl Op for PlotOp {
         let step_of: BTreeMap<String, f64> = trained.iter().map(|t| (t.label.clone(), t.step)).collect();
 
         for dir in &matches {
-            let summary = Table::read_parquet(&dir.join("summary.parquet"))?;
-            let pairs = Table::read_parquet(&dir.join("pairs.parquet"))?;
+            let summary = read_parquet(&dir.join("summary.parquet"))?;
+            let pairs = read_parquet(&dir.join("pairs.parquet"))?;
             let (labels, steps) = (summary.strings("sae")?, summary.f64("step")?);
             let threshold_cols: Vec<(f64, String)> = summary
                 .columns
@@ -190,7 +177,7 @@ impl Op for PlotOp {
             );
         }
         for dir in &evals {
-            let m = Table::read_parquet(&dir.join("metrics.parquet"))?;
+            let m = read_parquet(&dir.join("metrics.parquet"))?;
             let (coders, kinds) = (m.strings("coder")?, m.strings("kind")?);
             let (l0, ce, ce_clean, ev, mse, score) = (
                 m.f64("l0")?,
@@ -228,7 +215,7 @@ impl Op for PlotOp {
                 &["coder", "kind", "L0", "MSE", "explained variance", "CE clean", "CE spliced", "CE loss score"],
                 cells,
             )?;
-            if let Ok(f) = Table::read_parquet(&dir.join("features.parquet")) {
+            if let Ok(f) = read_parquet(&dir.join("features.parquet")) {
                 let (c, d) = (f.strings("coder")?, f.f64("density")?);
                 for name in coders.iter() {
                     let firing_fraction = c.iter().zip(&d).filter(|(x, _)| *x == name).map(|(_, &v)| v).collect();

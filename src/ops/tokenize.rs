@@ -1,7 +1,7 @@
 //! `tokenize`: a text corpus → a Parquet token table of fixed-length contexts.
 
 use super::{Op, Params, StageCtx, model_ref};
-use crate::pipeline::schema::{ParamSpec, ParamType};
+use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Result, bail};
 use saepipe_data::corpus::FileFormat;
 use saepipe_data::{Corpus, FormatChoice, Mode, Tl2Pad, TokenizeOptions, Tokenizer, tokenize_to_table};

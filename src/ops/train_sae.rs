@@ -19,9 +19,9 @@
 //! logged step) and `summary.json` (no timings, so reruns are byte-identical;
 //! the manifest records how long the stage took).
 
-use super::table::{Column, Table};
+use super::table::{Column, Table, write_parquet};
 use super::{Op, Params, StageCtx};
-use crate::pipeline::schema::{ParamSpec, ParamType};
+use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use saepipe_data::ActivationReader;
 use saepipe_sae::train::JumpReluSparsityLoss;
@@ -569,7 +569,7 @@ impl Op for TrainSaeOp {
         meta.extra.insert("saepipe_training_tokens".into(), json!(total_steps * batch as u64));
         meta.extra.insert("saepipe_activation_store".into(), json!(info.meta.token_artifact));
         saepipe_sae::write_saelens(&coder, &ctx.out_dir.join("sae"))?;
-        losses_table(&rows).write_parquet(&ctx.out_dir.join("losses.parquet"))?;
+        write_parquet(&losses_table(&rows), &ctx.out_dir.join("losses.parquet"))?;
         let final_stats = last
             .map(|s| stats_row(&s, total_steps * batch as u64))
             .or_else(|| rows.last().cloned())

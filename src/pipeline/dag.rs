@@ -1,7 +1,7 @@
 //! The stage-instance DAG: cycle detection and Graphviz / Mermaid export.
 
 use super::diag::Diagnostics;
-use super::spec::Pipeline;
+use super::types::Pipeline;
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 

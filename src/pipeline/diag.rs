@@ -2,6 +2,7 @@
 //! line, column, stage and parameter it concerns.
 
 use super::yaml::Pos;
+use saepipe_core::suggest::did_you_mean;
 use std::fmt;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -100,13 +101,3 @@ impl fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
-
-/// Closest candidate by edit distance, if it is close enough to be a plausible typo.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(name, c), c))
-        .filter(|(d, c)| *d <= (name.len().max(c.len()) / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}

@@ -9,8 +9,9 @@
 //! so a value is one word and never parsed as shell syntax: `echo ${msg}` prints
 //! the value verbatim, whatever it contains.
 
-use super::schema::ParamType;
 use super::yaml::{Entry, Node, Pos, Yaml};
+use crate::engine::ParamType;
+use saepipe_core::suggest::hint;
 use std::collections::BTreeMap;
 
 pub struct Scope<'a> {
@@ -58,9 +59,7 @@ impl Scope<'_> {
             } else {
                 format!("undefined variable `{expr}`")
             };
-            if let Some(s) = super::diag::did_you_mean(expr, names.iter().map(String::as_str)) {
-                msg.push_str(&format!(" (did you mean `{s}`?)"));
-            }
+            msg.push_str(&hint(expr, names.iter().map(String::as_str)));
             (pos, msg)
         })
     }

@@ -1,12 +1,16 @@
 //! What the user writes: the YAML pipeline spec, its validation, variable
 //! interpolation, `foreach`/`matrix` expansion and the stage-instance DAG.
+//! Stage kinds come from the [`OpRegistry`](crate::engine::OpRegistry) the
+//! caller passes to [`load`].
 
+pub mod check;
 pub mod dag;
 pub mod diag;
 pub mod interp;
 pub mod refs;
-pub mod schema;
 pub mod spec;
+pub mod types;
 pub mod yaml;
 
-pub use spec::{Instance, LoadError, LoadOptions, Pipeline, load};
+pub use spec::{LoadError, LoadOptions, load};
+pub use types::{InputRef, Instance, Pipeline, StageDef, Target};

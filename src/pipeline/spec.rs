@@ -3,18 +3,22 @@
 //! Every phase collects diagnostics instead of stopping at the first problem, so
 //! a user sees all errors of a file at once.
 
+use super::check;
+use super::dag;
 use super::diag::Diagnostics;
 use super::interp::{Scope, interpolate, interpolate_typed};
 use super::refs::{self, Selector};
-use super::schema::{self, ParamType};
+use super::types::{InputRef, Instance, Pipeline, StageDef, Target};
 use super::yaml::{self, Entry, Node, Pos, Yaml};
-use crate::ops::{self, Op, Params};
+use crate::engine::{OpRegistry, ParamType, Params};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 pub const FORMAT_VERSION: i64 = 1;
-const TOP_LEVEL_KEYS: &[&str] = &["version", "name", "description", "vars", "defaults", "cache_dir", "stages"];
+const TOP_LEVEL_KEYS: &[&str] = &["version", "name", "description", "vars", "defaults", "cache_dir", "cache", "stages"];
+/// Keys of the top-level `cache:` mapping.
+const CACHE_KEYS: &[&str] = &["remote", "pull", "push"];
 const STAGE_KEYS: &[&str] = &["op", "foreach", "matrix", "needs", "description"];
 
 #[derive(Debug, Default, Clone)]
@@ -41,87 +45,20 @@ impl std::fmt::Display for LoadError {
 }
 impl std::error::Error for LoadError {}
 
-pub struct Pipeline {
-    pub file: PathBuf,
-    pub name: String,
-    pub base_dir: PathBuf,
-    pub cache_dir: Option<PathBuf>,
-    pub stages: Vec<StageDef>,
-    pub instances: Vec<Instance>,
-}
-
-pub struct StageDef {
-    pub name: String,
-    pub op: &'static dyn Op,
-    pub pos: Pos,
-    /// Indices into `Pipeline::instances`.
-    pub instances: Vec<usize>,
-    pub expanded: bool,
-}
-
-#[derive(Clone, Debug)]
-pub struct Target {
-    pub instance: usize,
-    pub output: Option<String>,
-}
-
-#[derive(Clone, Debug)]
-pub struct InputRef {
-    /// Parameter label the op reads it by: `tokens`, `saes`, `inputs.data`.
-    pub label: String,
-    pub targets: Vec<Target>,
-}
-
-pub struct Instance {
-    /// `stage` or `stage[key]`.
-    pub id: String,
-    pub stage: String,
-    pub key: Option<String>,
-    pub op: &'static dyn Op,
-    /// Validated parameters: defaults filled, paths absolute, references as written.
-    pub params: Params,
-    pub inputs: Vec<InputRef>,
-    /// Explicit ordering dependencies from `needs:`.
-    pub needs: Vec<usize>,
-    pub pos: Pos,
-}
-
-impl Pipeline {
-    pub fn instance_index(&self) -> HashMap<&str, usize> {
-        self.instances.iter().enumerate().map(|(i, x)| (x.id.as_str(), i)).collect()
-    }
-    /// Instances a stage instance depends on (inputs and `needs`), without repeats.
-    pub fn deps(&self, i: usize) -> Vec<usize> {
-        let inst = &self.instances[i];
-        let mut out: Vec<usize> = inst
-            .inputs
-            .iter()
-            .flat_map(|r| r.targets.iter().map(|t| t.instance))
-            .chain(inst.needs.iter().copied())
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
-    }
-    /// Resolves a stage name (`train`: all instances) or instance id (`train[x]`).
-    pub fn select(&self, name: &str) -> Option<Vec<usize>> {
-        if let Some(s) = self.stages.iter().find(|s| s.name == name) {
-            return Some(s.instances.clone());
-        }
-        self.instances.iter().position(|x| x.id == name).map(|i| vec![i])
-    }
-}
-
-pub fn load(path: &Path, opts: &LoadOptions) -> Result<Pipeline, LoadError> {
+/// Reads and loads the pipeline file at `path`; its stages may use the ops of `ops`.
+pub fn load(ops: &OpRegistry, path: &Path, opts: &LoadOptions) -> Result<Pipeline, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io(path.to_path_buf(), e))?;
     let overrides = match &opts.params_file {
         Some(p) => Some((p.clone(), std::fs::read_to_string(p).map_err(|e| LoadError::Io(p.clone(), e))?)),
         None => None,
     };
-    load_str(path, &text, opts, overrides.as_ref().map(|(p, t)| (p.as_path(), t.as_str())))
+    load_str(ops, path, &text, opts, overrides.as_ref().map(|(p, t)| (p.as_path(), t.as_str())))
 }
 
+/// Loads pipeline `text` (read from `path`, which names it in diagnostics and
+/// anchors relative paths), with an optional params file's name and text.
 pub fn load_str(
+    ops: &OpRegistry,
     path: &Path,
     text: &str,
     opts: &LoadOptions,
@@ -193,11 +130,20 @@ pub fn load_str(
         }
     });
 
+    let remote = load_remote(&root, &mut d);
     let vars = load_vars(&root, opts, params_file, &mut d);
-    let defaults = load_defaults(&root, &mut d);
+    let defaults = load_defaults(ops, &root, &mut d);
 
-    let mut p =
-        Pipeline { file: path.to_path_buf(), name, base_dir, cache_dir, stages: Vec::new(), instances: Vec::new() };
+    let mut p = Pipeline {
+        file: path.to_path_buf(),
+        name,
+        base_dir,
+        cache_dir,
+        remote,
+        stages: Vec::new(),
+        instances: Vec::new(),
+        ops: ops.clone(),
+    };
     // Raw (unresolved) references per instance, resolved once all stages are known.
     let mut raw_refs: Vec<Vec<(String, String, Pos)>> = Vec::new();
     let mut raw_needs: Vec<Vec<(String, Pos)>> = Vec::new();
@@ -227,13 +173,59 @@ pub fn load_str(
     check_defaults_used(&defaults, &p, &mut d);
     resolve_refs(&mut p, &raw_refs, &raw_needs, &mut d);
     if d.is_empty() {
-        super::dag::check_acyclic(&p, &mut d);
+        dag::check_acyclic(&p, &mut d);
     }
     if d.is_empty() {
         Ok(p)
     } else {
         d.sort();
         Err(LoadError::Invalid(d))
+    }
+}
+
+/// The top-level `cache:` mapping: `remote` (a URL), `pull` and `push`
+/// (booleans, both true by default).
+fn load_remote(root: &Node, d: &mut Diagnostics) -> Option<crate::engine::RemoteSettings> {
+    let e = root.get("cache")?;
+    let Some(entries) = e.value.as_map() else {
+        d.error(e.value.pos, None, Some("cache"), format!("expected a mapping, found {}", e.value.kind()));
+        return None;
+    };
+    let mut url = None;
+    let (mut pull, mut push) = (true, true);
+    for entry in entries {
+        match entry.key.as_str() {
+            "remote" => match entry.value.as_str() {
+                Some(u) if !u.is_empty() => url = Some(u.to_string()),
+                _ => {
+                    d.error(
+                        entry.value.pos,
+                        None,
+                        Some("cache.remote"),
+                        "expected a URL (s3://, gs://, az://, https://, file://) or a directory",
+                    );
+                }
+            },
+            "pull" | "push" => match entry.value.value {
+                Yaml::Bool(b) => *(if entry.key == "pull" { &mut pull } else { &mut push }) = b,
+                _ => {
+                    d.error(
+                        entry.value.pos,
+                        None,
+                        Some(&format!("cache.{}", entry.key)),
+                        format!("expected true or false, found {}", entry.value.kind()),
+                    );
+                }
+            },
+            other => d.unknown(entry.key_pos, None, Some("cache"), "cache setting", other, CACHE_KEYS.iter().copied()),
+        }
+    }
+    match url {
+        Some(url) => Some(crate::engine::RemoteSettings { url, pull, push }),
+        None => {
+            d.error(e.value.pos, None, Some("cache"), "`cache:` needs `remote: URL`");
+            None
+        }
     }
 }
 
@@ -323,7 +315,7 @@ struct Defaults {
     per_op: HashMap<String, Vec<Entry>>,
 }
 
-fn load_defaults(root: &Node, d: &mut Diagnostics) -> Defaults {
+fn load_defaults(ops: &OpRegistry, root: &Node, d: &mut Diagnostics) -> Defaults {
     let mut out = Defaults { global: Vec::new(), per_op: HashMap::new() };
     let Some(e) = root.get("defaults") else { return out };
     let Some(m) = e.value.as_map() else {
@@ -331,7 +323,7 @@ fn load_defaults(root: &Node, d: &mut Diagnostics) -> Defaults {
         return out;
     };
     for entry in m {
-        if let Some(op) = ops::find(&entry.key) {
+        if let Some(op) = ops.find(&entry.key) {
             match entry.value.as_map() {
                 Some(params) => {
                     let specs = op.params();
@@ -530,17 +522,10 @@ fn load_stage(
                 d.error(e.value.pos, Some(name), Some("op"), "expected the name of an op");
                 return;
             }
-            Some(op_name) => match ops::find(op_name) {
+            Some(op_name) => match p.ops.find(op_name) {
                 Some(op) => op,
                 None => {
-                    d.unknown(
-                        e.value.pos,
-                        Some(name),
-                        None,
-                        "op",
-                        op_name,
-                        ops::registry().iter().filter(|o| !o.hidden()).map(|o| o.name()),
-                    );
+                    d.unknown(e.value.pos, Some(name), None, "op", op_name, p.ops.visible().map(|o| o.name()));
                     return;
                 }
             },
@@ -592,7 +577,7 @@ fn load_stage(
                     continue;
                 }
             };
-            let node = match schema::check_param(&node, spec) {
+            let node = match check::check_param(&node, spec) {
                 Ok(n) => n,
                 Err((pos, msg)) => {
                     d.error(pos, Some(&id), Some(spec.name), msg);
@@ -609,7 +594,7 @@ fn load_stage(
             absolutize_paths(&mut value, &spec.ty, &p.base_dir);
             params.insert(spec.name.to_string(), value);
         }
-        let params = ops::Params(params);
+        let params = Params(params);
         for (param, index, msg) in op.check_params(&params, &p.base_dir) {
             let pos = positions
                 .get(param)

@@ -415,9 +415,8 @@ mod tests {
             let refs = vec![format!("*{}", w[0]); 10].join(", ");
             text.push_str(&format!("{}: &{} [{refs}]\n", w[1], w[1]));
         }
-        let start = std::time::Instant::now();
+        // Refused at the alias that crosses the limit, before expanding it.
         let e = parse(&text).unwrap_err();
-        assert!(start.elapsed() < std::time::Duration::from_secs(1));
         assert!(e.message.contains("expands past the limit of 1000000"), "{}", e.message);
         // Level f (line 6) holds 10 copies of e (111,111 nodes each): the 9th crosses.
         assert_eq!(e.pos.line, 6, "{e:?}");

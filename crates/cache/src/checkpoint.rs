@@ -10,7 +10,7 @@
 
 use crate::error::{CacheError, IoContext, Result};
 use crate::fingerprint::hash_file;
-use crate::lock;
+use crate::host;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ fn pointer_path(dir: &Path, name: &str) -> PathBuf {
 /// A fresh path in `dir` for the part `part` of checkpoint `name`; write the
 /// part there, then pass it to [`commit_checkpoint`].
 pub fn checkpoint_part_path(dir: &Path, name: &str, part: &str) -> PathBuf {
-    dir.join(format!("{name}.{part}.{}", lock::unique_token()))
+    dir.join(format!("{name}.{part}.{}", host::unique_token()))
 }
 
 /// Makes the written parts the current checkpoint `name` (hashing each), then
@@ -53,11 +53,11 @@ pub fn commit_checkpoint(dir: &Path, name: &str, parts: &[(&str, &Path)]) -> Res
     }
     let keep: Vec<String> = files.values().map(|e| e.file.clone()).collect();
     let pointer = pointer_path(dir, name);
-    crate::store::write_atomically(
+    crate::files::write_atomically(
         &pointer,
         &serde_json::to_vec_pretty(&Pointer { format_version: POINTER_VERSION, files }).unwrap(),
     )?;
-    crate::store::sync_dir(dir)?;
+    crate::files::sync_dir(dir)?;
     // Earlier parts (and parts of writers that died) are garbage now.
     let prefix = format!("{name}.");
     for e in std::fs::read_dir(dir).ctx("listing", dir)?.filter_map(|e| e.ok()) {

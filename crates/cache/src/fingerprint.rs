@@ -7,13 +7,14 @@
 //! the filesystem's timestamp granularity goes unnoticed.
 
 use crate::error::{CacheError, IoContext, Result};
+use crate::files::write_atomically;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters of a [`crate::Cache`]'s fingerprinting since it was opened.
+/// Counters of a cache's fingerprinting since it was opened (`Cache::stats`).
 #[derive(Default, Debug)]
 pub struct FingerprintStats {
     /// Files actually read and hashed (memo misses).
@@ -25,12 +26,15 @@ pub struct FingerprintStats {
 }
 
 impl FingerprintStats {
+    /// Files read and hashed so far (memo misses).
     pub fn files_hashed(&self) -> u64 {
         self.files_hashed.load(Ordering::Relaxed)
     }
+    /// Bytes read by those hashes.
     pub fn bytes_hashed(&self) -> u64 {
         self.bytes_hashed.load(Ordering::Relaxed)
     }
+    /// Fingerprints served from the memo without reading the file.
     pub fn memo_hits(&self) -> u64 {
         self.memo_hits.load(Ordering::Relaxed)
     }
@@ -70,15 +74,20 @@ pub fn hash_file(path: &Path) -> Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-impl crate::Cache {
+/// The fingerprint memo of a cache: its `fingerprints/` directory and counters.
+pub(crate) struct Memo<'a> {
+    pub(crate) dir: PathBuf,
+    pub(crate) stats: &'a FingerprintStats,
+}
+
+impl Memo<'_> {
     fn memo_path(&self, canonical: &Path) -> PathBuf {
         let name = blake3::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
-        self.root().join("fingerprints").join(format!("{name}.json"))
+        self.dir.join(format!("{name}.json"))
     }
 
-    /// blake3 hex of the file's content; memoized by (canonical path, size, mtime,
-    /// ctime, inode). Symbolic links are followed.
-    pub fn fingerprint_file(&self, path: &Path) -> Result<String> {
+    /// blake3 hex of a file's content, from the memo when its stamp is unchanged.
+    pub(crate) fn file(&self, path: &Path) -> Result<String> {
         let canon = std::fs::canonicalize(path).ctx("resolving", path)?;
         let mut meta = std::fs::metadata(&canon).ctx("reading metadata of", &canon)?;
         if !meta.is_file() {
@@ -103,7 +112,7 @@ impl crate::Cache {
             if Stamp::of(&after) == Stamp::of(&meta) {
                 let entry = MemoEntry { path: canon_str, stamp: Stamp::of(&meta), blake3: blake3.clone() };
                 // A failure to memoize only costs a re-hash next time.
-                let _ = crate::store::write_atomically(&memo_path, &serde_json::to_vec(&entry).unwrap());
+                let _ = write_atomically(&memo_path, &serde_json::to_vec(&entry).unwrap());
                 return Ok(blake3);
             }
             meta = after;
@@ -111,10 +120,8 @@ impl crate::Cache {
         Err(CacheError::Fingerprint { path: canon, message: "the file kept changing while it was being hashed".into() })
     }
 
-    /// Stable hash of a directory tree: its sorted relative `/`-separated file
-    /// paths and their content fingerprints, independent of where the tree lives.
-    /// Symbolic links are followed (cycles are skipped); empty directories do not count.
-    pub fn fingerprint_dir(&self, dir: &Path) -> Result<String> {
+    /// Hash of a directory tree's relative paths and file fingerprints.
+    pub(crate) fn dir(&self, dir: &Path) -> Result<String> {
         let canon = std::fs::canonicalize(dir).ctx("resolving", dir)?;
         if !std::fs::metadata(&canon).ctx("reading metadata of", &canon)?.is_dir() {
             return Err(CacheError::Fingerprint { path: canon, message: "is not a directory".into() });
@@ -122,7 +129,7 @@ impl crate::Cache {
         let mut files = Vec::new();
         collect_files(&canon, "", &mut vec![canon.clone()], &mut files)?;
         files.sort_by(|a, b| a.0.cmp(&b.0));
-        let prints = files.par_iter().map(|(_, path)| self.fingerprint_file(path)).collect::<Result<Vec<_>>>()?;
+        let prints = files.par_iter().map(|(_, path)| self.file(path)).collect::<Result<Vec<_>>>()?;
         let mut h = blake3::Hasher::new();
         h.update(b"saepipe-dir-v1\n");
         for ((rel, _), fp) in files.iter().zip(prints) {

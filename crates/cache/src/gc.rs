@@ -2,18 +2,21 @@
 //! rest and whatever crashed or finished writers left behind.
 
 use crate::error::{IoContext, Result};
+use crate::files::{remove_tree, tree_size};
+use crate::host;
 use crate::key::Key;
 use crate::lock;
-use crate::store::{remove_tree, tree_size};
 use std::collections::HashSet;
 use std::path::Path;
 
+/// What one [`Cache::gc`](crate::Cache::gc) run removed (or would remove) and kept.
 #[derive(Clone, Debug, Default)]
 pub struct GcReport {
     /// What was (or, in a dry run, would be) removed, with its size in bytes.
     pub removed: Vec<(String, u64)>,
     /// Published artifacts kept (reached, or locked by a live writer).
     pub kept: usize,
+    /// Whether this was a dry run (nothing was actually deleted).
     pub dry_run: bool,
 }
 
@@ -44,7 +47,8 @@ impl crate::Cache {
     /// - staging directories in `tmp/` whose writer is gone (a dead pid on this
     ///   host; for other hosts, no live lock on the key and untouched for
     ///   `stale_after`), and leftovers of removals;
-    /// - `partial/` progress whose key is not in `keep` and not locked by a live writer;
+    /// - `partial/` progress and `downloads/` from remotes whose key is not in `keep`
+    ///   and not locked by a live writer;
     /// - stale lock and lease files and stray temporaries of locks and fingerprint memos.
     pub fn gc(&self, keep: &HashSet<Key>, dry_run: bool) -> Result<GcReport> {
         let mut report = GcReport { dry_run, ..Default::default() };
@@ -125,10 +129,10 @@ impl crate::Cache {
                 [_, "removing", _] => true,
                 [key, pid, nonce] if pid.parse::<u32>().is_ok() => {
                     let local = match nonce.split_once('-') {
-                        Some((tag, _)) => tag == lock::host_tag(),
+                        Some((tag, _)) => tag == host::host_tag(),
                         None => true,
                     };
-                    if local { !lock::pid_alive(pid.parse().unwrap()) } else { !self.lock_is_live(key) && old(&path) }
+                    if local { !host::pid_alive(pid.parse().unwrap()) } else { !self.lock_is_live(key) && old(&path) }
                 }
                 _ => old(&path),
             };
@@ -141,6 +145,13 @@ impl crate::Cache {
             let wanted = name.parse::<Key>().is_ok_and(|k| keep.contains(&k));
             if !wanted && !self.lock_is_live(&name) {
                 remove(format!("partial progress {}", name.get(..12).unwrap_or(&name)), &path, &mut report)?;
+            }
+        }
+        // Unfinished downloads from a remote: the same rule as partial progress.
+        for (name, path) in entries(&self.root().join("downloads"))? {
+            let wanted = name.parse::<Key>().is_ok_and(|k| keep.contains(&k));
+            if !wanted && !self.lock_is_live(&name) {
+                remove(format!("unfinished download {}", name.get(..12).unwrap_or(&name)), &path, &mut report)?;
             }
         }
 

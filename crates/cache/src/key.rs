@@ -13,10 +13,12 @@ pub struct Key(pub [u8; 32]);
 pub const KEY_HEX_LEN: usize = 64;
 
 impl Key {
+    /// The key of everything fed to `h` so far.
     pub fn from_hasher(h: blake3::Hasher) -> Key {
         Key(*h.finalize().as_bytes())
     }
 
+    /// The 32 digest bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -23,10 +23,14 @@
 //! processes (or hosts on a shared filesystem) agree that each key is computed
 //! once; locks of dead holders are detected and broken safely.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 mod error;
+mod files;
 mod fingerprint;
 mod gc;
+mod host;
 mod key;
 mod lock;
 mod manifest;
@@ -35,9 +39,8 @@ mod store;
 pub use error::{CacheError, Result};
 pub use fingerprint::{FingerprintStats, hash_file};
 pub use gc::GcReport;
+pub use host::{HOSTNAME_ENV, hostname, pid_alive};
 pub use key::{KEY_HEX_LEN, Key};
-pub use lock::{
-    HEARTBEAT_EVERY, HOSTNAME_ENV, Lease, LockGuard, LockInfo, LockTiming, STALE_AFTER, hostname, pid_alive,
-};
+pub use lock::{HEARTBEAT_EVERY, Lease, LockGuard, LockInfo, LockTiming, STALE_AFTER};
 pub use manifest::{FileEntry, MANIFEST_FILE, MANIFEST_FORMAT_VERSION, Manifest, ManifestDraft};
 pub use store::{ArtifactSummary, CACHE_FORMAT_VERSION, CACHE_MARKER_FILE, Cache, Staging, VerifyMode, VerifyReport};

@@ -13,13 +13,13 @@
 //! taken, and two processes would compute the same key.
 
 use crate::error::{IoContext, Result};
+use crate::files::sibling;
+use crate::host::{hostname, pid_alive, unique_token};
 use crate::key::Key;
 use serde::{Deserialize, Serialize};
-use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{OnceLock, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// How often a holder refreshes its heartbeat by default.
@@ -30,7 +30,10 @@ pub const STALE_AFTER: Duration = Duration::from_secs(30);
 /// Heartbeat period and staleness threshold of a cache's locks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockTiming {
+    /// How often a holder rewrites its heartbeat (default [`HEARTBEAT_EVERY`]).
     pub heartbeat: Duration,
+    /// Heartbeat age after which a lock or lease counts as abandoned (default
+    /// [`STALE_AFTER`]); must be well over twice `heartbeat`.
     pub stale_after: Duration,
 }
 
@@ -43,9 +46,13 @@ impl Default for LockTiming {
 /// Who holds a lock; this is the content of the lock file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct LockInfo {
+    /// Process id of the holder, on `host`.
     pub pid: u32,
+    /// Host name of the holder (see [`hostname`]).
     pub host: String,
+    /// When the lock was taken, in seconds since the Unix epoch.
     pub started_unix: f64,
+    /// When the holder last refreshed the lock, in seconds since the Unix epoch.
     pub heartbeat_unix: f64,
     /// Distinguishes holders with the same pid (threads of one process, reused pids).
     #[serde(default)]
@@ -69,7 +76,9 @@ impl LockInfo {
         self.is_stale_after(STALE_AFTER)
     }
 
-    pub fn is_stale_after(&self, stale_after: Duration) -> bool {
+    /// Stale: the holder is a dead process on this host, or its heartbeat is
+    /// older than `stale_after`.
+    pub(crate) fn is_stale_after(&self, stale_after: Duration) -> bool {
         if self.host == hostname() && !pid_alive(self.pid) {
             return true;
         }
@@ -91,69 +100,6 @@ impl LockInfo {
 
 pub(crate) fn now_unix() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-/// Environment variable that overrides the host name recorded in locks (for
-/// hosts that share a name, e.g. containers, on one filesystem).
-pub const HOSTNAME_ENV: &str = "SAEPIPE_CACHE_HOSTNAME";
-
-/// This machine's host name as recorded in lock files (`SAEPIPE_CACHE_HOSTNAME` if set).
-pub fn hostname() -> String {
-    static NAME: OnceLock<String> = OnceLock::new();
-    NAME.get_or_init(|| {
-        if let Some(name) = std::env::var(HOSTNAME_ENV).ok().filter(|n| !n.is_empty()) {
-            return name;
-        }
-        let mut buf = [0u8; 256];
-        // SAFETY: buf is valid for its length; gethostname NUL-terminates on success.
-        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-        if rc != 0 {
-            return "unknown-host".into();
-        }
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    })
-    .clone()
-}
-
-/// 8 hex characters identifying this host in staging directory names.
-pub(crate) fn host_tag() -> String {
-    blake3::hash(hostname().as_bytes()).to_hex()[..8].to_string()
-}
-
-/// Whether a process with this pid exists on this host.
-pub fn pid_alive(pid: u32) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// 16 hex characters, unique across threads, processes and hosts.
-pub(crate) fn unique_token() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = blake3::Hasher::new();
-    h.update(hostname().as_bytes());
-    h.update(&std::process::id().to_le_bytes());
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    h.update(&nanos.to_le_bytes());
-    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    h.update(format!("{:?}", std::thread::current().id()).as_bytes());
-    let mut entropy = [0u8; 16];
-    if getrandom::fill(&mut entropy).is_ok() {
-        h.update(&entropy);
-    }
-    h.finalize().to_hex()[..16].to_string()
-}
-
-/// `path` with `.suffix` appended (`x.lock` -> `x.lock.break`).
-pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut s: OsString = path.as_os_str().to_owned();
-    s.push(".");
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 pub(crate) fn read_info(path: &Path) -> Option<LockInfo> {
@@ -322,10 +268,6 @@ impl LockGuard {
         LockGuard { path: path.to_path_buf(), info, stop: Some(stop), thread }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The lock as taken (pid, host, start time, token).
     pub fn info(&self) -> &LockInfo {
         &self.info
@@ -426,6 +368,7 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The leased artifact's key.
     pub fn key(&self) -> &Key {
         &self.key
     }
@@ -435,6 +378,7 @@ impl Lease {
         &self.dir
     }
 
+    /// The manifest of the leased generation.
     pub fn manifest(&self) -> &crate::Manifest {
         &self.manifest
     }

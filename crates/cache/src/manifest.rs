@@ -7,13 +7,17 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Version of the manifest format; [`Manifest::read`] rejects any other.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// File name of the manifest inside an artifact directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// What the engine knows about an artifact before its files are hashed.
 #[derive(Clone, Debug, Default)]
 pub struct ManifestDraft {
+    /// Name of the op (stage kind) that produced the artifact.
     pub op: String,
+    /// The op's implementation version (part of the key).
     pub op_version: u32,
     /// Name of the stage instance that produced it.
     pub stage: String,
@@ -23,40 +27,62 @@ pub struct ManifestDraft {
     pub inputs: BTreeMap<String, Key>,
     /// Fingerprints of external inputs (dataset files, weights) by label.
     pub external: BTreeMap<String, String>,
+    /// Summary numbers the op reported (a JSON object, or null).
     pub metrics: serde_json::Value,
+    /// When the stage started, in seconds since the Unix epoch.
     pub started_unix: f64,
+    /// Wall-clock seconds the stage took.
     pub seconds: f64,
     /// Whether the stage continued from saved partial progress.
     pub resumed: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// One payload file of an artifact, as listed in its manifest.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct FileEntry {
     /// Relative to the artifact directory, `/`-separated.
     pub path: String,
+    /// Size in bytes.
     pub size: u64,
     /// blake3 of the content, 64 lowercase hex characters.
     pub blake3: String,
 }
 
+/// The content of a published artifact's `manifest.json`: the fields of its
+/// [`ManifestDraft`] plus what the cache recorded when publishing it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
+    /// Always [`MANIFEST_FORMAT_VERSION`] once read.
     pub format_version: u32,
+    /// Version of the saepipe that published the artifact.
     pub saepipe_version: String,
+    /// The artifact's key.
     pub key: Key,
+    /// See [`ManifestDraft::op`].
     pub op: String,
+    /// See [`ManifestDraft::op_version`].
     pub op_version: u32,
+    /// See [`ManifestDraft::stage`].
     pub stage: String,
+    /// See [`ManifestDraft::params`].
     pub params: serde_json::Value,
+    /// See [`ManifestDraft::inputs`].
     pub inputs: BTreeMap<String, Key>,
+    /// See [`ManifestDraft::external`].
     pub external: BTreeMap<String, String>,
+    /// See [`ManifestDraft::metrics`].
     pub metrics: serde_json::Value,
+    /// See [`ManifestDraft::started_unix`].
     pub started_unix: f64,
+    /// See [`ManifestDraft::seconds`].
     pub seconds: f64,
+    /// See [`ManifestDraft::resumed`].
     pub resumed: bool,
-    /// Sorted by path.
+    /// Every payload file (not the manifest itself), sorted by path.
     pub files: Vec<FileEntry>,
+    /// Sum of the files' sizes, in bytes.
     pub total_bytes: u64,
+    /// When the artifact was published, in seconds since the Unix epoch.
     pub created_unix: f64,
 }
 
@@ -96,9 +122,15 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).ctx("reading", path),
         };
-        let bad = |message: String| CacheError::Manifest { path: path.to_path_buf(), message };
+        Manifest::parse(&bytes, path).map(Some)
+    }
+
+    /// Parses and checks manifest bytes read from `origin` (a file, or an
+    /// object on a remote, named in errors), with the checks of [`read`](Self::read).
+    pub fn parse(bytes: &[u8], origin: &Path) -> Result<Manifest> {
+        let bad = |message: String| CacheError::Manifest { path: origin.to_path_buf(), message };
         // Check the version first so a future format is reported as such, not as a parse error.
-        let version = serde_json::from_slice::<serde_json::Value>(&bytes)
+        let version = serde_json::from_slice::<serde_json::Value>(bytes)
             .map_err(|e| bad(e.to_string()))?
             .get("format_version")
             .and_then(|v| v.as_u64());
@@ -108,11 +140,16 @@ impl Manifest {
                 "manifest format version {v} is not supported (this saepipe reads version {MANIFEST_FORMAT_VERSION})"
             )));
         }
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
         if let Some(f) = m.files.iter().find(|f| !is_safe_relative(&f.path)) {
             return Err(bad(format!("file path `{}` is not a plain relative path", f.path)));
         }
-        Ok(Some(m))
+        if let Some(f) =
+            m.files.iter().find(|f| f.blake3.len() != 64 || !f.blake3.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(bad(format!("file `{}` has no valid blake3", f.path)));
+        }
+        Ok(m)
     }
 }
 

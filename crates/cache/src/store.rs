@@ -2,17 +2,19 @@
 //! listing and removal.
 
 use crate::error::{CacheError, IoContext, Result};
-use crate::fingerprint::{FingerprintStats, hash_file};
+use crate::files::{rel_path, remove_tree, sibling, sync_dir, walk, write_atomically};
+use crate::fingerprint::{self, FingerprintStats, hash_file};
+use crate::host;
 use crate::key::Key;
 use crate::lock::{self, LockTiming};
 use crate::manifest::{FileEntry, MANIFEST_FILE, Manifest, ManifestDraft};
 use rayon::prelude::*;
 use std::collections::HashSet;
-use std::fs::FileType;
 use std::path::{Path, PathBuf};
 
 /// Version of the directory layout, recorded in `<root>/saepipe-cache.json`.
 pub const CACHE_FORMAT_VERSION: u32 = 1;
+/// File at the cache root that marks a saepipe cache and records its layout version.
 pub const CACHE_MARKER_FILE: &str = "saepipe-cache.json";
 const LAYOUT: &[&str] = &["artifacts", "generations", "leases", "tmp", "partial", "locks", "fingerprints", "runs"];
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by saepipe.\n# For information about cache directory tags see https://bford.info/cachedir/\n";
@@ -27,6 +29,7 @@ pub struct Cache {
     read_only: bool,
 }
 
+/// How thoroughly [`Cache::verify`] checks an artifact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VerifyMode {
     /// Manifest readable, every listed file present with the recorded size.
@@ -35,71 +38,31 @@ pub enum VerifyMode {
     Full,
 }
 
+/// The outcome of verifying one artifact.
 #[derive(Clone, Debug)]
 pub struct VerifyReport {
+    /// The artifact checked (for an entry of `artifacts/` whose name is not a
+    /// key, the key of empty input; the entry's name comes with the report).
     pub key: Key,
+    /// Whether `problems` is empty.
     pub ok: bool,
+    /// One line per problem found, naming the file involved.
     pub problems: Vec<String>,
 }
 
+/// One published artifact, as `cache ls` shows it.
 #[derive(Clone, Debug)]
 pub struct ArtifactSummary {
+    /// The artifact's key.
     pub key: Key,
+    /// The op that produced it.
     pub op: String,
+    /// The stage instance that produced it.
     pub stage: String,
+    /// Total size of its payload files, in bytes.
     pub bytes: u64,
+    /// When it was published, in seconds since the Unix epoch.
     pub created_unix: f64,
-}
-
-pub(crate) fn sync_dir(path: &Path) -> Result<()> {
-    std::fs::File::open(path).and_then(|f| f.sync_all()).ctx("syncing directory", path)
-}
-
-/// `/`-joined relative path of `path` under `base`.
-pub(crate) fn rel_path(base: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(base).unwrap_or(path);
-    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
-}
-
-/// Every non-directory entry under `dir` (symlinks not followed), and every subdirectory.
-pub(crate) fn walk(dir: &Path, entries: &mut Vec<(PathBuf, FileType)>, dirs: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).ctx("listing", dir)? {
-        let entry = entry.ctx("listing", dir)?;
-        let path = entry.path();
-        let ft = entry.file_type().ctx("reading file type of", &path)?;
-        if ft.is_dir() {
-            walk(&path, entries, dirs)?;
-            dirs.push(path);
-        } else {
-            entries.push((path, ft));
-        }
-    }
-    Ok(())
-}
-
-/// Bytes of everything under `path` (or of `path` itself if it is a file).
-pub(crate) fn tree_size(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    let (mut entries, mut dirs) = (Vec::new(), Vec::new());
-    let _ = walk(path, &mut entries, &mut dirs);
-    entries.iter().filter_map(|(p, _)| std::fs::symlink_metadata(p).ok()).map(|m| m.len()).sum()
-}
-
-/// Deletes a tree that may be deleted concurrently by someone else.
-pub(crate) fn remove_tree(path: &Path) -> Result<()> {
-    let r = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) => Err(e),
-    };
-    match r {
-        Ok(()) => Ok(()),
-        Err(_) if std::fs::symlink_metadata(path).is_err() => Ok(()),
-        Err(e) => Err(e).ctx("removing", path),
-    }
 }
 
 impl Cache {
@@ -160,10 +123,12 @@ impl Cache {
         self
     }
 
+    /// The heartbeat period and staleness threshold of this cache's locks and leases.
     pub fn lock_timing(&self) -> LockTiming {
         self.timing
     }
 
+    /// The cache directory (canonical).
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -180,8 +145,28 @@ impl Cache {
         current_generation(&self.root, key).map(|g| g.dir(&self.root, key))
     }
 
+    /// `runs/`, where the engine writes its run records.
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("runs")
+    }
+
+    /// blake3 hex of a file's content, memoized by (canonical path, size, mtime,
+    /// ctime, inode) under `fingerprints/`, so an unchanged file is read once.
+    /// Symbolic links are followed; a directory is an error (use
+    /// [`fingerprint_dir`](Self::fingerprint_dir)).
+    pub fn fingerprint_file(&self, path: &Path) -> Result<String> {
+        self.fingerprint_memo().file(path)
+    }
+
+    /// Stable hash of a directory tree: its sorted relative `/`-separated file
+    /// paths and their content fingerprints, independent of where the tree lives.
+    /// Symbolic links are followed (cycles are skipped); empty directories do not count.
+    pub fn fingerprint_dir(&self, dir: &Path) -> Result<String> {
+        self.fingerprint_memo().dir(dir)
+    }
+
+    fn fingerprint_memo(&self) -> fingerprint::Memo<'_> {
+        fingerprint::Memo { dir: self.root.join("fingerprints"), stats: &self.stats }
     }
 
     /// The manifest of a published artifact; `Ok(None)` for a missing artifact and
@@ -229,7 +214,7 @@ impl Cache {
     pub fn begin(&self, key: &Key) -> Result<Staging> {
         let tmp = self.root.join("tmp");
         std::fs::create_dir_all(&tmp).ctx("creating", &tmp)?;
-        let dir = tmp.join(format!("{key}.{}.{}-{}", std::process::id(), lock::host_tag(), lock::unique_token()));
+        let dir = tmp.join(format!("{key}.{}.{}-{}", std::process::id(), host::host_tag(), host::unique_token()));
         std::fs::create_dir(&dir).ctx("creating staging directory", &dir)?;
         Ok(Staging { dir, key: *key, root: self.root.clone(), timing: self.timing, committed: false })
     }
@@ -242,13 +227,25 @@ impl Cache {
         Ok(p)
     }
 
+    /// Where a download of `key` from a remote cache keeps its files until they
+    /// are verified and published (created on demand; survives crashes so the
+    /// next pull resumes; removed by gc like partial progress). Separate from
+    /// [`partial_dir`](Self::partial_dir), which belongs to the op.
+    pub fn download_dir(&self, key: &Key) -> Result<PathBuf> {
+        let p = self.root.join("downloads").join(key.to_string());
+        std::fs::create_dir_all(&p).ctx("creating", &p)?;
+        Ok(p)
+    }
+
+    /// Deletes `key`'s resumable progress (once its artifact is published, or to
+    /// start over); a missing directory is not an error.
     pub fn clear_partial(&self, key: &Key) -> Result<()> {
         let p = self.root.join("partial").join(key.to_string());
         if std::fs::symlink_metadata(&p).is_err() {
             return Ok(());
         }
         // Move it out of the way first so a crash mid-delete leaves no half-cleared progress.
-        let grave = self.root.join("tmp").join(format!("{key}.removing.{}", lock::unique_token()));
+        let grave = self.root.join("tmp").join(format!("{key}.removing.{}", host::unique_token()));
         match std::fs::rename(&p, &grave) {
             Ok(()) => remove_tree(&grave),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -359,7 +356,7 @@ impl Cache {
     pub fn remove(&self, key: &Key) -> Result<()> {
         let dir = self.artifact_dir(key);
         let current = current_generation(&self.root, key);
-        let grave = self.root.join("tmp").join(format!("{key}.removing.{}", lock::unique_token()));
+        let grave = self.root.join("tmp").join(format!("{key}.removing.{}", host::unique_token()));
         match std::fs::rename(&dir, &grave) {
             Ok(()) => {
                 sync_dir(&self.root.join("artifacts"))?;
@@ -387,7 +384,7 @@ impl Cache {
             }
             // Under the key's lock, so no writer publishes meanwhile; a busy key waits for the next open.
             let Some(_lock) = self.try_lock(&key)? else { continue };
-            let gen_name = format!("{key}.{}", lock::unique_token());
+            let gen_name = format!("{key}.{}", host::unique_token());
             let gen_dir = self.root.join("generations").join(&gen_name);
             let link = self.artifact_dir(&key);
             std::fs::rename(&link, &gen_dir).ctx("adopting artifact", &link)?;
@@ -478,23 +475,12 @@ pub(crate) fn retire(root: &Path, timing: LockTiming, key: &Key, g: &Generation)
         return Ok(());
     }
     let dir = root.join("generations").join(name);
-    let grave = root.join("tmp").join(format!("{key}.removing.{}", lock::unique_token()));
+    let grave = root.join("tmp").join(format!("{key}.removing.{}", host::unique_token()));
     match std::fs::rename(&dir, &grave) {
         Ok(()) => remove_tree(&grave),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).ctx("retiring", &dir),
     }
-}
-
-/// Writes a small file via a uniquely named temporary and a rename.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = lock::sibling(path, &format!("tmp.{}", lock::unique_token()));
-    std::fs::write(&tmp, bytes).ctx("writing", &tmp)?;
-    std::fs::rename(&tmp, path)
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
-        .ctx("writing", path)
 }
 
 /// An artifact being written. Dropped without `commit`, it leaves nothing behind.
@@ -522,10 +508,6 @@ impl Staging {
         &self.dir
     }
 
-    pub fn key(&self) -> &Key {
-        &self.key
-    }
-
     fn link(&self) -> PathBuf {
         self.root.join("artifacts").join(self.key.to_string())
     }
@@ -551,12 +533,46 @@ impl Staging {
         self.commit_with(draft, Replace::Always)
     }
 
-    fn commit_with(mut self, draft: ManifestDraft, replace: Replace) -> Result<Manifest> {
+    fn commit_with(self, draft: ManifestDraft, replace: Replace) -> Result<Manifest> {
         if replace == Replace::IfAbsentOrDamaged
             && let Some(existing) = self.published()
         {
             return Ok(existing);
         }
+        let files = self.hash_payload()?;
+        let manifest = Manifest::from_draft(self.key, draft, files, lock::now_unix());
+        self.write_manifest_and_publish(manifest, replace)
+    }
+
+    /// Publishes files fetched from elsewhere (a remote cache) under the
+    /// manifest they were published with there, after checking that the staged
+    /// files are exactly that manifest's files, sizes and blake3. An artifact
+    /// already published under the key is kept and its manifest returned.
+    pub fn commit_fetched(self, manifest: Manifest) -> Result<Manifest> {
+        if let Some(existing) = self.published() {
+            return Ok(existing);
+        }
+        let mismatch = |message: String| CacheError::Payload { path: self.dir.clone(), message };
+        if manifest.key != self.key {
+            return Err(mismatch(format!("fetched manifest is for key {}, not {}", manifest.key, self.key)));
+        }
+        let files = self.hash_payload()?;
+        if files != manifest.files {
+            let have: HashSet<&FileEntry> = files.iter().collect();
+            let want: HashSet<&FileEntry> = manifest.files.iter().collect();
+            let what = match (want.difference(&have).next(), have.difference(&want).next()) {
+                (Some(w), _) => format!("`{}` is missing or differs from the manifest", w.path),
+                (None, Some(h)) => format!("`{}` is not in the manifest", h.path),
+                (None, None) => "the file list differs from the manifest".to_string(),
+            };
+            return Err(mismatch(format!("fetched files do not match their manifest: {what}")));
+        }
+        self.write_manifest_and_publish(manifest, Replace::IfAbsentOrDamaged)
+    }
+
+    /// Fsyncs and hashes every staged payload file (sorted by path), rejecting
+    /// what cannot be published.
+    fn hash_payload(&self) -> Result<Vec<FileEntry>> {
         let (mut entries, mut dirs) = (Vec::new(), Vec::new());
         walk(&self.dir, &mut entries, &mut dirs)?;
         let mut rels = Vec::with_capacity(entries.len());
@@ -593,9 +609,13 @@ impl Staging {
         for d in &dirs {
             sync_dir(d)?;
         }
-        let manifest = Manifest::from_draft(self.key, draft, files, lock::now_unix());
+        Ok(files)
+    }
+
+    /// Writes `manifest.json` last (atomically) and publishes the directory.
+    fn write_manifest_and_publish(mut self, manifest: Manifest, replace: Replace) -> Result<Manifest> {
         let mpath = self.dir.join(MANIFEST_FILE);
-        let mtmp = lock::sibling(&mpath, &format!("tmp.{}", lock::unique_token()));
+        let mtmp = sibling(&mpath, &format!("tmp.{}", host::unique_token()));
         {
             use std::io::Write;
             let mut f = std::fs::File::create(&mtmp).ctx("writing", &mtmp)?;
@@ -611,7 +631,7 @@ impl Staging {
     /// link at it (`None`), or finds that another writer published first
     /// (`Some(their manifest)`).
     fn publish(&mut self, replace: Replace) -> Result<Option<Manifest>> {
-        let gen_name = format!("{}.{}", self.key, lock::unique_token());
+        let gen_name = format!("{}.{}", self.key, host::unique_token());
         let generations = self.root.join("generations");
         std::fs::create_dir_all(&generations).ctx("creating", &generations)?;
         let gen_dir = generations.join(&gen_name);
@@ -640,7 +660,7 @@ impl Staging {
                 Some(Generation::Plain) => {
                     // A plain directory cannot be replaced by a rename: move it aside
                     // first; if it turns out someone published a moment ago, put it back.
-                    let grave = self.root.join("tmp").join(format!("{}.removing.{}", self.key, lock::unique_token()));
+                    let grave = self.root.join("tmp").join(format!("{}.removing.{}", self.key, host::unique_token()));
                     match std::fs::rename(&link, &grave) {
                         Ok(()) => {
                             let theirs = replace == Replace::IfAbsentOrDamaged
@@ -659,7 +679,7 @@ impl Staging {
                 }
                 old => {
                     // A fresh link renamed over the old one: readers see the old or the new, never neither.
-                    let tmp_link = self.root.join("tmp").join(format!("{}.link.{}", self.key, lock::unique_token()));
+                    let tmp_link = self.root.join("tmp").join(format!("{}.link.{}", self.key, host::unique_token()));
                     std::os::unix::fs::symlink(link_target(&gen_name), &tmp_link).ctx("linking artifact", &tmp_link)?;
                     if let Err(e) = std::fs::rename(&tmp_link, &link) {
                         let _ = std::fs::remove_file(&tmp_link);

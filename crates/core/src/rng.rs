@@ -17,21 +17,32 @@ pub fn mix64(state: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The sequential SplitMix64 generator.
+/// The sequential SplitMix64 generator: outputs `mix64(s)`, `mix64(s + step)`,
+/// `mix64(s + 2·step)`, … The standard generator steps by the golden gamma; a
+/// counter stream ([`SplitMix64::counter`]) steps by one, so its `k`-th output
+/// can also be computed on its own as `mix64(s + k)`.
 #[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
+pub struct SplitMix64 {
+    state: u64,
+    step: u64,
+}
 
 impl SplitMix64 {
-    /// A generator whose first output is `mix64(seed)`.
+    /// The standard generator, whose first output is `mix64(seed)`.
     pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
+        SplitMix64 { state: seed, step: GOLDEN }
+    }
+
+    /// The counter stream `mix64(start)`, `mix64(start + 1)`, …
+    pub fn counter(start: u64) -> SplitMix64 {
+        SplitMix64 { state: start, step: 1 }
     }
 
     /// The next 64 random bits.
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
-        let z = mix64(self.0);
-        self.0 = self.0.wrapping_add(GOLDEN);
+        let z = mix64(self.state);
+        self.state = self.state.wrapping_add(self.step);
         z
     }
 
@@ -107,6 +118,20 @@ mod tests {
         assert_eq!(r.next_u64(), 6457827717110365317);
         assert_eq!(r.next_u64(), 3203168211198807973);
         assert_eq!(mix64(1234567), 6457827717110365317);
+    }
+
+    #[test]
+    fn counter_stream_is_mix64_of_a_counter() {
+        let mut r = SplitMix64::counter(u64::MAX - 1);
+        assert_eq!([r.next_u64(), r.next_u64(), r.next_u64()], [mix64(u64::MAX - 1), mix64(u64::MAX), mix64(0)]);
+    }
+
+    #[test]
+    fn conversions_reference_values() {
+        let mut r = SplitMix64::new(1234567);
+        let first = 6457827717110365317u64;
+        assert_eq!(r.clone().uniform(), (first >> 11) as f64 / (1u64 << 53) as f64);
+        assert_eq!(r.below(1000), ((first as u128 * 1000) >> 64) as u64);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!
 //! For each shape this writes an HF-format checkpoint (random f32 weights, see
 //! `saepipe_model::synth`) and a token file to a temporary directory, loads it,
-//! copies it to the GPU (`GpuModel::on_gpu`), times saepipe's workloads, then runs
+//! copies it to the GPU (`DeviceModel::new(GpuOps::new(gpu), &model)`), times saepipe's workloads, then runs
 //! scripts/bench/model_tl.py --device cuda on the same files (TransformerLens's
 //! converters, no weight processing, TF32 off) and prints tokens/s of both, the
 //! ratio saepipe / TransformerLens, peak GPU memory, and the mean cross-entropy
@@ -35,8 +35,8 @@
 //! own kernel); the line starting `device:` says which.
 
 use cudarc::driver::sys;
-use saepipe_cuda::{DeviceSpec, Gpu, GpuModel};
-use saepipe_model::{LoadOptions, Model, RunRequest, Runner, synth};
+use saepipe_cuda::{DeviceSpec, Gpu, GpuOps};
+use saepipe_model::{DeviceModel, LoadOptions, Model, RunRequest, Runner, synth};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -264,7 +264,7 @@ fn bench_shape(
     if let Some(p) = pool {
         p.reset_peak();
     }
-    let gm = GpuModel::on_gpu(gpu.clone(), &model)?;
+    let gm = DeviceModel::new(GpuOps::new(gpu.clone()), &model)?;
     // The CPU reference: the same collection and loss, once.
     let cpu_ref = if o.cpu_check {
         let t = Instant::now();

@@ -2,20 +2,28 @@
 
 use crate::error::{CudaError, Result};
 
+/// A device as asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceSpec {
+    /// The first GPU when there is one, else the CPU.
     Auto,
+    /// The CPU.
     Cpu,
+    /// CUDA device N.
     Cuda(usize),
 }
 
+/// A device that exists on this machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
+    /// The CPU.
     Cpu,
+    /// CUDA device N.
     Cuda(usize),
 }
 
 impl DeviceSpec {
+    /// `auto`, `cpu`, `cuda` (= `cuda:0`, also `gpu`) or `cuda:N`.
     pub fn parse(s: &str) -> Result<DeviceSpec> {
         match s.trim() {
             "auto" => Ok(DeviceSpec::Auto),

@@ -10,14 +10,18 @@ use cudarc::driver::{
     PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
-use saepipe_sae::{Activation, Normalization, SparseActs, SparseCoder};
+use saepipe_core::compute::{Csr, TopKSae};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// A CUDA device with saepipe's kernels loaded, one stream and (when
+/// libcublas loads) a cuBLAS handle.
 pub struct Gpu {
+    /// The device's context.
     pub ctx: Arc<CudaContext>,
+    /// The stream all work goes to.
     pub stream: Arc<CudaStream>,
     sae: Arc<CudaModule>,
     lm: Arc<CudaModule>,
@@ -38,6 +42,7 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// `f32` (or `float32`) or `tf32`.
     pub fn parse(s: &str) -> Result<Precision> {
         match s {
             "f32" | "float32" => Ok(Precision::F32),
@@ -62,10 +67,15 @@ pub fn arch_for(cc: (i32, i32)) -> &'static str {
 /// A kernel argument: device pointers travel as u64.
 #[derive(Clone, Copy, Debug)]
 pub enum Arg {
+    /// A device address.
     Ptr(u64),
+    /// C `int`.
     I32(i32),
+    /// C `unsigned int`.
     U32(u32),
+    /// C `unsigned long long` (element counts that may exceed 2^31).
     U64(u64),
+    /// C `float`.
     F32(f32),
 }
 
@@ -105,6 +115,7 @@ pub fn per_row(rows: usize, threads: u32) -> LaunchConfig {
 }
 
 impl Gpu {
+    /// Opens device `ordinal` and compiles (or loads from `kernel_cache`) the kernel files for it.
     pub fn new(ordinal: usize, kernel_cache: Option<&Path>) -> Result<Gpu> {
         let ctx = CudaContext::new(ordinal)?;
         // One stream does all the work, so cudarc's cross-stream event tracking is not needed.
@@ -138,10 +149,12 @@ impl Gpu {
         Ok(f)
     }
 
+    /// A kernel of kernels/sae.cu.
     pub fn sae_fn(&self, name: &'static str) -> Result<CudaFunction> {
         self.function(false, name)
     }
 
+    /// A kernel of kernels/lm.cu.
     pub fn lm_fn(&self, name: &'static str) -> Result<CudaFunction> {
         self.function(true, name)
     }
@@ -181,22 +194,27 @@ impl Gpu {
         Arg::Ptr(p + (offset * std::mem::size_of::<T>()) as u64)
     }
 
+    /// Device address of `s`.
     pub fn ptr<T>(&self, s: &CudaSlice<T>) -> Arg {
         self.ptr_at(s, 0)
     }
 
+    /// A device copy of `host`.
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         Ok(self.stream.clone_htod(host)?)
     }
 
+    /// A host copy of `dev`.
     pub fn download<T: DeviceRepr + Default + Clone>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
         Ok(self.stream.clone_dtoh(dev)?)
     }
 
+    /// A zeroed buffer of `n` values (at least one, as CUDA has no empty allocations).
     pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
         Ok(self.stream.alloc_zeros::<T>(n.max(1))?)
     }
 
+    /// Waits for the stream's work to finish.
     pub fn synchronize(&self) -> Result<()> {
         Ok(self.stream.synchronize()?)
     }
@@ -438,8 +456,11 @@ impl Gpu {
 /// A TopK SAE resident on the GPU. The encoder is stored transposed
 /// (W_encT [d_sae, d_in]) so encoder gathers and gradients are row operations.
 pub struct GpuTopKSae {
+    /// Input (and output) width.
     pub d_in: usize,
+    /// Number of latents.
     pub d_sae: usize,
+    /// Latents kept per row.
     pub k: usize,
     w_enc_t: CudaSlice<f32>,
     b_enc: CudaSlice<f32>,
@@ -484,21 +505,11 @@ impl GpuTopKSae {
         })
     }
 
-    /// A TopK SAE from the CPU coder (e.g. `Trainer::to_coder()` or a loaded SAELens file).
-    pub fn from_coder(gpu: &Gpu, c: &SparseCoder) -> Result<GpuTopKSae> {
-        let Activation::TopK { k } = c.activation else {
-            return Err(CudaError::Unsupported(format!("GPU encoding implements TopK coders, not {:?}", c.activation)));
-        };
-        if c.transcoder
-            || c.d_in != c.d_out
-            || c.w_skip.is_some()
-            || !matches!(c.normalize, Normalization::None | Normalization::ExpectedAverageOnlyIn)
-        {
-            return Err(CudaError::Unsupported("GPU encoding of transcoders or input-normalised SAEs".into()));
-        }
-        let mut sae = GpuTopKSae::upload(gpu, &c.w_enc, &c.b_enc, &c.w_dec, &c.b_dec, c.d_in, c.d_sae, k)?;
-        if !c.apply_b_dec_to_input {
-            sae.b_in = gpu.zeros(c.d_in)?;
+    /// A TopK SAE given as tensors (the sparse-coder crate's coders convert to [`TopKSae`]).
+    pub fn from_tensors(gpu: &Gpu, t: &TopKSae) -> Result<GpuTopKSae> {
+        let mut sae = GpuTopKSae::upload(gpu, t.w_enc, t.b_enc, t.w_dec, t.b_dec, t.d_in, t.d_sae, t.k)?;
+        if !t.b_dec_on_input {
+            sae.b_in = gpu.zeros(t.d_in)?;
         }
         Ok(sae)
     }
@@ -580,7 +591,7 @@ impl GpuTopKSae {
     /// Batched TopK encode to CSR, as the CPU coder's sparse encode: per row the
     /// k largest pre-activations that are positive, in increasing latent order
     /// (feature matching and activation statistics consume this form).
-    pub fn encode_topk(&self, gpu: &Gpu, x: &[f32], n: usize) -> Result<SparseActs> {
+    pub fn encode_topk(&self, gpu: &Gpu, x: &[f32], n: usize) -> Result<Csr> {
         let (idx, val) = self.encode_positive(gpu, x, n)?;
         self.csr(gpu, &idx, &val, n)
     }
@@ -588,7 +599,7 @@ impl GpuTopKSae {
     /// Encode and decode as the CPU coder's `forward`: the sparse code in CSR
     /// form (positive top-k values, increasing latent order) and the
     /// reconstruction [n, d_in] (evaluation consumes both).
-    pub fn forward_csr(&self, gpu: &Gpu, x: &[f32], n: usize) -> Result<(SparseActs, Vec<f32>)> {
+    pub fn forward_csr(&self, gpu: &Gpu, x: &[f32], n: usize) -> Result<(Csr, Vec<f32>)> {
         let (idx, val) = self.encode_positive(gpu, x, n)?;
         let mut out = gpu.zeros::<f32>(n * self.d_in)?;
         // Dropped slots (index -1) are skipped by the decoder.
@@ -605,9 +616,9 @@ impl GpuTopKSae {
         Ok((idx, val))
     }
 
-    fn csr(&self, gpu: &Gpu, idx: &CudaSlice<i32>, val: &CudaSlice<f32>, n: usize) -> Result<SparseActs> {
+    fn csr(&self, gpu: &Gpu, idx: &CudaSlice<i32>, val: &CudaSlice<f32>, n: usize) -> Result<Csr> {
         let (idx, val) = (gpu.download(idx)?, gpu.download(val)?);
-        let mut csr = SparseActs::empty(self.d_sae);
+        let mut csr = Csr { cols: self.d_sae, row_ptr: vec![0], ..Csr::default() };
         for r in 0..n {
             for j in r * self.k..(r + 1) * self.k {
                 if idx[j] >= 0 {

@@ -2,17 +2,24 @@
 //! run time by NVRTC for the GPU at hand and cached on disk; the driver and NVRTC
 //! are loaded dynamically, so saepipe builds and runs its CPU path on machines
 //! without CUDA.
+//!
+//! The crate knows tensors, not models: [`GpuOps`] implements the forward's
+//! device operations ([`saepipe_core::compute::DeviceOps`]) and
+//! [`GpuTopKSae`] encodes with a TopK SAE given as tensors
+//! ([`saepipe_core::compute::TopKSae`]). The exception is [`GpuTopKTrainer`],
+//! which still mirrors the CPU trainer's state types.
+#![warn(missing_docs)]
 
 mod device;
 mod error;
 pub mod kernels;
 pub mod lm;
-pub mod lm_reference;
 pub mod nvrtc;
+#[allow(missing_docs)]
 pub mod train;
 
 pub use device::{Device, DeviceSpec, gpu_count};
 pub use error::{CudaError, Result};
 pub use kernels::{Gpu, GpuTopKSae, Precision};
-pub use lm::{GpuModel, LmForward};
+pub use lm::GpuOps;
 pub use train::GpuTopKTrainer;

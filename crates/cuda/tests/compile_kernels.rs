@@ -1,5 +1,6 @@
-//! Every kernel file must compile with NVRTC for sm_80 (A100) and sm_90 (H100).
-//! Runs without a GPU: only libnvrtc is needed. In CI (`CI` set) a missing NVRTC
+//! Every kernel file must compile with NVRTC for sm_80 (A100) and sm_90 (H100),
+//! each as its own translation unit with the headers it includes. Runs without
+//! a GPU: only libnvrtc is needed. In CI (`CI` set) a missing NVRTC
 //! is a failure — the test command installs it — elsewhere the test says loudly
 //! that it skipped.
 
@@ -35,6 +36,23 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
             assert_eq!(nvrtc::compile(file, arch, Some(cache.path())).unwrap(), ptx);
         }
         eprintln!("{file}: {} kernels compiled for sm_80 and sm_90", kernels.len());
+    }
+}
+
+/// Each file includes its headers itself (so nvcc and clangd can compile it
+/// from kernels/), and NVRTC is given every header a file includes.
+#[test]
+fn every_kernel_file_includes_its_headers() {
+    for (file, src) in nvrtc::KERNEL_FILES {
+        let includes: Vec<&str> = src
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("#include"))
+            .map(|l| l.trim().trim_matches(|c| c == '"' || c == '<' || c == '>'))
+            .collect();
+        assert!(includes.contains(&"common.cuh"), "{file} does not include common.cuh");
+        for inc in includes {
+            assert!(nvrtc::HEADERS.iter().any(|(h, _)| *h == inc), "{file} includes {inc}, which NVRTC is not given");
+        }
     }
 }
 

@@ -1,15 +1,15 @@
 //! GPU kernels against CPU references: every kernel of kernels/sae.cu and
-//! kernels/lm.cu, the TopK SAE forward and encode, and GPU training against the
-//! CPU trainer. These need an NVIDIA GPU: without one each test prints SKIPPED
+//! kernels/lm.cu (the LM kernels against the CPU implementation of the same
+//! device operations, `saepipe_model::cpu::CpuOps`), the TopK SAE forward and
+//! encode, and GPU training against the CPU trainer. These need an NVIDIA GPU: without one each test prints SKIPPED
 //! (never a silent pass); set SAEPIPE_REQUIRE_GPU=1 to make a missing GPU a
 //! failure (what a GPU CI job does).
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
+use saepipe_core::compute::{Activation, DeviceOps, Heads};
 use saepipe_cuda::kernels::{Arg, Gpu, GpuTopKSae, NULL, grid_1d, per_row};
-use saepipe_cuda::lm::{GpuOps, LmOps};
-use saepipe_cuda::lm_reference::HostOps;
-use saepipe_cuda::{GpuTopKTrainer, nvrtc};
-use saepipe_model::Activation;
+use saepipe_cuda::{GpuOps, GpuTopKTrainer, nvrtc};
+use saepipe_model::cpu::CpuOps;
 use saepipe_sae::train::{TrainArch, TrainConfig, Trainer};
 use std::sync::Arc;
 
@@ -744,7 +744,7 @@ fn layer_norm_matches_cpu() {
         )
         .unwrap();
         let (mut want, mut want_s) = (vec![0f32; rows * d], vec![0f32; rows]);
-        HostOps.layer_norm(&x, rows, d, eps, affine.then_some((&w, &b)), &mut want, &mut want_s).unwrap();
+        CpuOps.layer_norm(&x, rows, d, eps, affine.then_some((&w, &b)), &mut want, &mut want_s).unwrap();
         assert_close("layer_norm", &dl(&g, &out), &want, 1e-5);
         assert_close("layer_norm scale", &dl(&g, &scale), &want_s, 1e-5);
     }
@@ -761,7 +761,7 @@ fn gelus_and_adds_match_cpu() {
         let xd = g.upload(&x).unwrap();
         g.launch_lm(kernel, grid_1d(n), &[g.ptr(&xd), Arg::U64(n as u64)]).unwrap();
         let mut want = x.clone();
-        HostOps.activation(&mut want, n, act).unwrap();
+        CpuOps.activation(&mut want, n, act).unwrap();
         assert_close(kernel, &dl(&g, &xd), &want, 1e-6);
     }
     let (bias, y) = (r.vec(d, 1.0), r.vec(n, 1.0));
@@ -785,7 +785,7 @@ fn rotary_matches_cpu() {
     )
     .unwrap();
     let mut want = q.clone();
-    HostOps.rotary(&mut want, batch, ctx, heads, d_head, rot, base).unwrap();
+    CpuOps.rotary(&mut want, Heads { batch, ctx, heads, d_head }, rot, base).unwrap();
     assert_close("rotary_neox", &dl(&g, &qd), &want, 2e-5);
 }
 
@@ -824,7 +824,8 @@ fn causal_attention_matches_cpu() {
     )
     .unwrap();
     let (mut wz, mut ws, mut wp) = (vec![0f32; n], vec![0f32; sc.len()], vec![0f32; sc.len()]);
-    HostOps.attention(&q, &k, &v, batch, ctx, heads, d_head, scale, &mut wz, Some(&mut ws), Some(&mut wp)).unwrap();
+    let shape = Heads { batch, ctx, heads, d_head };
+    CpuOps.attention(&q, &k, &v, shape, scale, &mut wz, Some(&mut ws), Some(&mut wp)).unwrap();
     assert_close("attention z", &dl(&g, &z), &wz, 1e-5);
     assert_close("attention pattern", &dl(&g, &pat), &wp, 1e-5);
     let gs = dl(&g, &sc);
@@ -853,7 +854,7 @@ fn causal_attention_matches_cpu() {
 }
 
 #[test]
-fn embedding_affine_relu_and_loss_kernels_match_host_reference() {
+fn embedding_affine_relu_and_loss_kernels_match_cpu() {
     let Some(g) = gpu() else { return };
     let ops = GpuOps(Arc::new(g));
     let g = &ops.0;
@@ -866,7 +867,7 @@ fn embedding_affine_relu_and_loss_kernels_match_host_reference() {
     g.launch_lm("gather_rows", grid_1d(rows * d), &[g.ptr(&wd), g.ptr(&idd), rows.into(), d.into(), g.ptr(&out)])
         .unwrap();
     let mut want = vec![0f32; rows * d];
-    HostOps.gather_rows(&w, &idx, rows, d, &mut want).unwrap();
+    CpuOps.gather_rows(&w, &idx, rows, d, &mut want).unwrap();
     assert_eq!(dl(g, &out), want, "gather_rows");
 
     let (x, sw, sb) = (r.vec(rows * d, 3.0), r.vec(d, 1.0), r.vec(d, 1.0));
@@ -874,7 +875,7 @@ fn embedding_affine_relu_and_loss_kernels_match_host_reference() {
     g.launch_lm("scale_shift_rows", grid_1d(rows * d), &[g.ptr(&xd), rows.into(), d.into(), g.ptr(&swd), g.ptr(&sbd)])
         .unwrap();
     let mut want = x.clone();
-    HostOps.scale_shift(&mut want, rows, d, &sw, &sb).unwrap();
+    CpuOps.scale_shift(&mut want, rows, d, &sw, &sb).unwrap();
     assert_close("scale_shift_rows", &dl(g, &xd), &want, 1e-6);
 
     let xd = g.upload(&x).unwrap();
@@ -890,7 +891,7 @@ fn embedding_affine_relu_and_loss_kernels_match_host_reference() {
     g.launch_lm("token_ce", per_row(rows, 256), &[g.ptr(&ld), rows.into(), vocab.into(), g.ptr(&td), g.ptr(&out)])
         .unwrap();
     let mut want = vec![0f32; rows];
-    HostOps.token_ce(&logits, rows, vocab, &target, &mut want).unwrap();
+    CpuOps.token_ce(&logits, rows, vocab, &target, &mut want).unwrap();
     assert_close("token_ce", &dl(g, &out), &want, 1e-5);
 }
 
@@ -960,7 +961,7 @@ fn encode_topk_matches_cpu_coder() {
     // pre-activations (those rows keep fewer entries).
     coder.b_enc.iter_mut().for_each(|b| *b -= 1.6);
     let x = r.vec(n * d, 1.0);
-    let sae = GpuTopKSae::from_coder(&g, &coder).unwrap();
+    let sae = GpuTopKSae::from_tensors(&g, &coder.as_topk_sae().expect("a plain TopK SAE")).unwrap();
     let got = sae.encode_topk(&g, &x, n).unwrap();
     let want = coder.encode(&x, n).unwrap();
     assert_eq!(got.row_ptr.len(), n + 1);

@@ -22,18 +22,24 @@ use crate::error::{DataError, Result, format, io};
 use arrow_schema::DataType;
 use std::path::Path;
 
+/// Version of the store format (`store.json` and shard metadata); readers reject others.
 pub const ACTIVATIONS_FORMAT_VERSION: u32 = 1;
-pub const STORE_JSON: &str = "store.json";
+/// The store's index file, written last at the store root.
+pub(crate) const STORE_JSON: &str = "store.json";
 const WRITER_JSON: &str = "writer.json";
 
+/// Element type of the stored activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
+    /// 32-bit float (exact).
     F32,
+    /// IEEE half precision: half the bytes; readers widen it to f32.
     F16,
 }
 
 impl Dtype {
+    /// `f32`/`float32` or `f16`/`float16`; `None` for anything else.
     pub fn parse(s: &str) -> Option<Dtype> {
         match s {
             "f32" | "float32" => Some(Dtype::F32),
@@ -42,6 +48,7 @@ impl Dtype {
         }
     }
 
+    /// Bytes per element.
     pub fn bytes(self) -> usize {
         match self {
             Dtype::F32 => 4,
@@ -57,24 +64,33 @@ impl Dtype {
     }
 }
 
+/// One stored hook: its column name and width.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HookSpec {
+    /// TransformerLens hook name, e.g. `blocks.3.hook_resid_pre`; also the column name.
     pub name: String,
+    /// Values per token (e.g. `d_model`).
     pub d: usize,
 }
 
 /// What a store records about how it was made.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoreMeta {
+    /// The model the activations come from (e.g. `EleutherAI/pythia-70m-deduped`).
     pub model: String,
+    /// Hub revision of the model (branch, tag or commit), if one was named.
     pub revision: Option<String>,
+    /// blake3 fingerprint of the model's weight files.
     pub weight_fingerprint: String,
+    /// The stored hooks, in column order.
     pub hooks: Vec<HookSpec>,
+    /// Element type of every hook column.
     pub dtype: Dtype,
     /// Weight processing applied (fold_ln, center_writing_weights, ...).
     pub processing: serde_json::Value,
     /// Cache key of the token table the activations were computed on.
     pub token_artifact: String,
+    /// Tokens per context (sequence) the model was run on.
     pub context_size: usize,
     /// Engine fields, free-form.
     #[serde(default)]
@@ -85,15 +101,19 @@ pub struct StoreMeta {
 /// activations barely compress, so the default is none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Compression {
+    /// Uncompressed pages (`none`).
     #[default]
     None,
+    /// LZ4 (`lz4`).
     Lz4,
+    /// zstd at the given level (`zstd-N`; `zstd` is level 1).
     Zstd(i32),
     /// Parquet BYTE_STREAM_SPLIT encoding of the float columns, then zstd.
     SplitZstd(i32),
 }
 
 impl Compression {
+    /// Parses the names [`name`](Self::name) writes (plus `uncompressed` and `zstd`).
     pub fn parse(s: &str) -> Option<Compression> {
         let level = |p: &str| s.strip_prefix(p).and_then(|l| l.parse().ok());
         match s {
@@ -104,6 +124,7 @@ impl Compression {
         }
     }
 
+    /// The name used in `store.json` and options: `none`, `lz4`, `zstd-N`, `bss-zstd-N`.
     pub fn name(self) -> String {
         match self {
             Compression::None => "none".into(),
@@ -129,10 +150,14 @@ impl<'de> serde::Deserialize<'de> for Compression {
     }
 }
 
+/// How a [`ShardedWriter`] lays out the store.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WriterOptions {
+    /// Rows (tokens) per shard file; every shard but the last holds exactly this many.
     pub rows_per_shard: usize,
+    /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// Compression of the shards.
     pub compression: Compression,
     /// Store NaN and infinite activations (and, in float16 stores, values beyond the
     /// float16 range) instead of refusing them with [`DataError::NonFinite`]; they are
@@ -161,11 +186,16 @@ impl WriterOptions {
     }
 }
 
+/// One shard as `store.json` lists it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ShardInfo {
+    /// File name under the store root (`shard-NNNNN.parquet`).
     pub file: String,
+    /// Store row of the shard's first row.
     pub first_row: u64,
+    /// Rows in the shard.
     pub rows: u64,
+    /// Size of the file in bytes.
     pub bytes: u64,
     /// blake3 of the shard file (64 lowercase hex digits). Absent in stores written
     /// before saepipe recorded it; those are read without the content check.
@@ -176,12 +206,19 @@ pub struct ShardInfo {
 /// The content of `store.json`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoreInfo {
+    /// Always `saepipe-activations`.
     pub format: String,
+    /// Always [`ACTIVATIONS_FORMAT_VERSION`] once loaded.
     pub format_version: u32,
+    /// How the store was made.
     pub meta: StoreMeta,
+    /// Rows (tokens) in the store.
     pub total_tokens: u64,
+    /// See [`WriterOptions::rows_per_shard`].
     pub rows_per_shard: usize,
+    /// See [`WriterOptions::compression`].
     pub compression: Compression,
+    /// Every shard in row order.
     pub shards: Vec<ShardInfo>,
 }
 
@@ -212,12 +249,17 @@ impl StoreInfo {
 
 /// Rows handed to the writer: `hooks[i]` holds rows × d values of `meta.hooks[i]`.
 pub struct Rows<'a> {
+    /// Context (sequence) index of each row.
     pub seq: &'a [u64],
+    /// Position of each row within its context.
     pub pos: &'a [u32],
+    /// Token id of each row.
     pub token: &'a [u32],
+    /// One slice per stored hook, in [`StoreMeta::hooks`] order: rows × d values, row-major.
     pub hooks: &'a [&'a [f32]],
 }
 
-pub fn shard_name(i: usize) -> String {
+/// File name of shard `i`.
+pub(crate) fn shard_name(i: usize) -> String {
     format!("shard-{i:05}.parquet")
 }

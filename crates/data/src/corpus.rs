@@ -15,14 +15,20 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FileFormat {
     /// One JSON object per line; the document is the string in `field`.
-    Jsonl { field: String },
+    Jsonl {
+        /// The JSON field holding the text.
+        field: String,
+    },
     /// One document per line (line breaks removed; empty lines are empty documents,
     /// as the Hugging Face `text` loader keeps them).
     TextLines,
     /// The whole file is one document.
     TextFile,
     /// The document is the string column `column`.
-    Parquet { column: String },
+    Parquet {
+        /// The column holding the text.
+        column: String,
+    },
 }
 
 /// Which format to read files with.
@@ -32,12 +38,14 @@ pub enum FormatChoice {
     /// anything else → text, one document per line. JSONL field and Parquet column
     /// are `text_field`.
     Auto,
+    /// This format for every file.
     Fixed(FileFormat),
 }
 
 /// An ordered list of corpus files, each with its format.
 #[derive(Clone, Debug)]
 pub struct Corpus {
+    /// The files in reading order, with the format each is read with.
     pub files: Vec<(PathBuf, FileFormat)>,
 }
 

@@ -1,11 +1,14 @@
 //! saepipe's data layer: corpus tokenization, the Parquet token table and the
 //! sharded, resumable Parquet activation store (formats: docs/formats.md).
 
+#![warn(missing_docs)]
+
 pub mod activations;
 pub mod corpus;
 mod error;
 pub mod reader;
 pub mod rng;
+pub mod table;
 pub mod tokenize;
 pub mod tokens;
 

@@ -24,15 +24,21 @@ use std::sync::{Arc, Mutex};
 /// A batch of rows. `hooks[i]` holds `rows × d_i` values of the i-th requested hook.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
+    /// Rows in the batch.
     pub rows: usize,
+    /// Context (sequence) index of each row.
     pub seq: Vec<u64>,
+    /// Position of each row within its context.
     pub pos: Vec<u32>,
+    /// Token id of each row.
     pub token: Vec<u32>,
+    /// One `rows × d` row-major buffer per requested hook (f16 stores are widened).
     pub hooks: Vec<Vec<f32>>,
 }
 
+/// The order rows come out in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Order {
+pub(crate) enum Order {
     Sequential,
     /// Shard order permuted with the seed, rows through a shuffle buffer of `buffer_rows`.
     Shuffled {
@@ -41,6 +47,8 @@ pub enum Order {
     },
 }
 
+/// A reader of chosen hooks of an activation store; [`batches`](Self::batches)
+/// makes one pass, as often as wanted.
 pub struct ActivationReader {
     dir: PathBuf,
     info: StoreInfo,
@@ -191,10 +199,12 @@ impl ActivationReader {
         })
     }
 
+    /// The store's `store.json`.
     pub fn info(&self) -> &StoreInfo {
         &self.info
     }
 
+    /// Rows (tokens) in the store; one pass yields this many.
     pub fn total_rows(&self) -> u64 {
         self.info.total_tokens
     }
@@ -204,11 +214,14 @@ impl ActivationReader {
         self.hooks.iter().map(|h| h.1).collect()
     }
 
+    /// Rows in store order (the default).
     pub fn sequential(mut self) -> Self {
         self.order = Order::Sequential;
         self
     }
 
+    /// Shard order permuted with `seed`, rows through a shuffle buffer of
+    /// `buffer_rows` (at least 1); the same seed gives the same order.
     pub fn shuffled(mut self, seed: u64, buffer_rows: usize) -> Self {
         self.order = Order::Shuffled { seed, buffer_rows: buffer_rows.max(1) };
         self
@@ -248,6 +261,8 @@ impl ActivationReader {
     }
 }
 
+/// The batches of one pass, fed by a background decoding thread; after an error
+/// it yields nothing more.
 pub struct BatchIter {
     rx: Option<Receiver<Result<Batch>>>,
 }

@@ -35,16 +35,22 @@ use std::path::{Path, PathBuf};
 /// BOS/EOS/pad token ids of a tokenizer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpecialTokens {
+    /// Beginning-of-sequence token.
     pub bos: Option<u32>,
+    /// End-of-sequence token (also the document separator in TransformerLens modes).
     pub eos: Option<u32>,
+    /// Padding token.
     pub pad: Option<u32>,
 }
 
+/// A Hugging Face tokenizer (`tokenizer.json`, no network) with its special tokens.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The `tokenizer.json` it was loaded from (named in errors).
     pub path: PathBuf,
     /// blake3 (hex) of tokenizer.json: recorded with every token table.
     pub fingerprint: String,
+    /// BOS/EOS/pad as found next to the file (see [`from_file`](Self::from_file)).
     pub special: SpecialTokens,
 }
 
@@ -110,11 +116,14 @@ impl Tokenizer {
         })
     }
 
+    /// The same tokenizer with other special tokens (overriding what the files say).
     pub fn with_special(mut self, special: SpecialTokens) -> Tokenizer {
         self.special = special;
         self
     }
 
+    /// Token ids of `text`; with `add_special_tokens`, the tokenizer's post-processor
+    /// adds its special tokens (as transformers' `add_special_tokens=True`).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let enc = self
             .inner
@@ -128,31 +137,39 @@ impl Tokenizer {
         docs.par_iter().map(|d| self.encode(d, add_special_tokens)).collect()
     }
 
+    /// Id of a token string (special tokens included), if it is in the vocabulary.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
 
+    /// Text of token ids, special tokens kept.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, false)
             .map_err(|e| DataError::Tokenizer { path: self.path.clone(), message: e.to_string() })
     }
 
+    /// Vocabulary size, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
 }
 
+/// How documents are packed into contexts (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
+    /// SAELens `concat_and_batch_sequences` (`saelens`).
     SaeLens,
+    /// TransformerLens 3.x `tokenize_and_concatenate` (`transformer_lens`).
     TransformerLens,
+    /// TransformerLens 2.x `tokenize_and_concatenate` (`transformer_lens_2`).
     #[serde(rename = "transformer_lens_2")]
     TransformerLens2,
 }
 
 impl Mode {
+    /// The mode's name in pipelines: `saelens`, `transformer_lens`, `transformer_lens_2`.
     pub fn name(self) -> &'static str {
         match self {
             Mode::SaeLens => "saelens",
@@ -161,6 +178,7 @@ impl Mode {
         }
     }
 
+    /// The mode called `name` (see [`name`](Self::name)).
     pub fn from_name(name: &str) -> Option<Mode> {
         [Mode::SaeLens, Mode::TransformerLens, Mode::TransformerLens2].into_iter().find(|m| m.name() == name)
     }
@@ -183,16 +201,22 @@ pub enum Tl2Pad {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Special {
+    /// The tokenizer's BOS (an error if it has none).
     Bos,
+    /// The tokenizer's EOS (an error if it has none).
     Eos,
+    /// This token id.
     Id(u32),
 }
 
 /// SAELens packing tokens; the defaults are SAELens's (`bos`, none, `bos`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SaeLensOptions {
+    /// Token every context starts with.
     pub begin_batch_token: Option<Special>,
+    /// Token put before every document.
     pub begin_sequence_token: Option<Special>,
+    /// Token between documents inside a context.
     pub sequence_separator_token: Option<Special>,
 }
 
@@ -214,6 +238,7 @@ pub struct TlOptions {
     pub batch_docs: usize,
     /// `num_proc` (10); `None` = one shard (num_proc=None or 1, or a streaming dataset).
     pub num_proc: Option<usize>,
+    /// Prepend BOS to every row (rows are then ctx−1 tokens of text plus BOS).
     pub add_bos_token: bool,
     /// `transformer_lens_2` only: the pad token of a tokenizer that defines none.
     #[serde(default)]
@@ -241,19 +266,25 @@ impl Default for TlOptions {
     }
 }
 
+/// Everything that decides the contexts a corpus tokenizes into.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TokenizeOptions {
+    /// The packing.
     pub mode: Mode,
+    /// Tokens per context (at least 2).
     pub context_size: usize,
     /// Stop after floor(max_tokens / context_size) contexts.
     pub max_tokens: Option<u64>,
     /// Shuffle documents before tokenizing: (seed, shuffle buffer size in documents).
     pub shuffle: Option<(u64, usize)>,
+    /// Options of [`Mode::SaeLens`].
     pub saelens: SaeLensOptions,
+    /// Options of the TransformerLens modes.
     pub transformer_lens: TlOptions,
 }
 
 impl TokenizeOptions {
+    /// `mode` and `context_size` with every other option at its default.
     pub fn new(mode: Mode, context_size: usize) -> TokenizeOptions {
         TokenizeOptions {
             mode,
@@ -267,7 +298,7 @@ impl TokenizeOptions {
 }
 
 /// Exact port of SAELens `concat_and_batch_sequences` (concatenating mode), streaming.
-pub struct SaeLensPacker {
+pub(crate) struct SaeLensPacker {
     ctx: usize,
     begin_batch: Option<u32>,
     begin_sequence: Option<u32>,
@@ -276,7 +307,7 @@ pub struct SaeLensPacker {
 }
 
 impl SaeLensPacker {
-    pub fn new(
+    pub(crate) fn new(
         ctx: usize,
         begin_batch: Option<u32>,
         begin_sequence: Option<u32>,
@@ -286,7 +317,7 @@ impl SaeLensPacker {
     }
 
     /// Adds one document; calls `emit` with each context it completes.
-    pub fn push(&mut self, tokens: &[u32], emit: &mut impl FnMut(&[u32]) -> Result<bool>) -> Result<bool> {
+    pub(crate) fn push(&mut self, tokens: &[u32], emit: &mut impl FnMut(&[u32]) -> Result<bool>) -> Result<bool> {
         let ctx = self.ctx;
         let mut offset = 0usize;
         let mut is_start = true;
@@ -345,7 +376,7 @@ impl SaeLensPacker {
 /// Document counts of the `datasets.Dataset.map` batches TransformerLens tokenizes,
 /// for `n_docs` documents: `num_proc` contiguous shards (as `Dataset.shard(contiguous=True)`
 /// splits them, num_proc capped at n_docs), each cut into batches of `batch_docs`.
-pub fn tl_batch_sizes(n_docs: u64, batch_docs: usize, num_proc: Option<usize>) -> Vec<usize> {
+pub(crate) fn tl_batch_sizes(n_docs: u64, batch_docs: usize, num_proc: Option<usize>) -> Vec<usize> {
     let shards = match num_proc {
         Some(p) if p as u64 > n_docs => n_docs.max(1),
         Some(p) => p.max(1) as u64,
@@ -365,7 +396,7 @@ pub fn tl_batch_sizes(n_docs: u64, batch_docs: usize, num_proc: Option<usize>) -
 }
 
 /// TransformerLens rows of one map batch of tokenized documents.
-pub fn tl_rows(
+pub(crate) fn tl_rows(
     docs: &[Vec<u32>],
     ctx: usize,
     add_bos: bool,
@@ -426,14 +457,14 @@ fn py_isspace(c: char) -> bool {
 /// The tokenizer as TransformerLens 2.x `tokenize_and_concatenate` uses it: the EOS
 /// string that joins documents and the pad id it removes (with `<PAD>` added as a special
 /// token when that is the pad).
-pub struct Tl2Tokenizer {
+pub(crate) struct Tl2Tokenizer {
     tok: Tokenizer,
     eos_text: String,
-    pub pad: u32,
+    pub(crate) pad: u32,
 }
 
 impl Tl2Tokenizer {
-    pub fn new(tok: &Tokenizer, missing_pad: Tl2Pad) -> Result<Tl2Tokenizer> {
+    pub(crate) fn new(tok: &Tokenizer, missing_pad: Tl2Pad) -> Result<Tl2Tokenizer> {
         let err =
             |m: &str| DataError::Tokenizer { path: tok.path.clone(), message: format!("transformer_lens_2 mode: {m}") };
         let eos = tok.special.eos.ok_or_else(|| err("the tokenizer has no EOS token"))?;
@@ -459,7 +490,7 @@ impl Tl2Tokenizer {
 
     /// The tokens of one map batch of documents after pad removal, or `None` for a
     /// batch whose text is whitespace only (`tokenize_and_concatenate` returns no row).
-    pub fn batch_tokens(&self, docs: &[String]) -> Result<Option<Vec<u32>>> {
+    pub(crate) fn batch_tokens(&self, docs: &[String]) -> Result<Option<Vec<u32>>> {
         let text = docs.join(self.eos_text.as_str());
         if text.chars().all(py_isspace) {
             return Ok(None);
@@ -483,7 +514,7 @@ impl Tl2Tokenizer {
 const TL2_CHUNKS: usize = 20;
 
 /// TransformerLens 2.x rows of one map batch of documents (text).
-pub fn tl2_rows(
+pub(crate) fn tl2_rows(
     docs: &[String],
     tok: &Tl2Tokenizer,
     ctx: usize,
@@ -615,7 +646,9 @@ pub fn for_each_context(
 /// Summary of a tokenization run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct TokenizeSummary {
+    /// Contexts written.
     pub contexts: u64,
+    /// Tokens written (`contexts * context_size`).
     pub tokens: u64,
 }
 

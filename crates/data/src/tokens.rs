@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Version of the token table format; readers reject others.
 pub const TOKENS_FORMAT_VERSION: u32 = 1;
+/// Contexts per Parquet row group (what the writer buffers before writing).
 pub const ROW_GROUP_CONTEXTS: usize = 8192;
 
 /// What a token table records about how it was made.
@@ -24,11 +26,15 @@ pub const ROW_GROUP_CONTEXTS: usize = 8192;
 pub struct TokenTableMeta {
     /// blake3 (hex) of the tokenizer.json bytes.
     pub tokenizer_fingerprint: String,
-    /// `saelens` or `transformer_lens`.
+    /// The packing, as [`Mode::name`](crate::Mode::name) writes it.
     pub mode: String,
+    /// Tokens per context (row).
     pub context_size: usize,
+    /// The tokenizer's BOS id when the table was made.
     pub bos_id: Option<u32>,
+    /// The tokenizer's EOS id.
     pub eos_id: Option<u32>,
+    /// The pad id (TransformerLens modes pad short batches with it).
     pub pad_id: Option<u32>,
     /// Free-form description of the corpus and options (JSON).
     pub extra: serde_json::Value,
@@ -126,6 +132,8 @@ pub struct TokenTableWriter {
 }
 
 impl TokenTableWriter {
+    /// Starts writing the table `path`, under a `.parquet.tmp` name until
+    /// [`finish`](Self::finish) renames it.
     pub fn create(path: &Path, meta: TokenTableMeta) -> Result<TokenTableWriter> {
         if meta.context_size == 0 {
             return Err(DataError::Config { what: "context_size", message: "must be at least 1".into() });
@@ -145,10 +153,12 @@ impl TokenTableWriter {
         Ok(TokenTableWriter { path: path.into(), tmp, meta, writer, schema, buf: Vec::new(), contexts: 0 })
     }
 
+    /// Contexts pushed so far.
     pub fn contexts(&self) -> u64 {
         self.contexts
     }
 
+    /// Appends one context of exactly `context_size` tokens.
     pub fn push(&mut self, context: &[u32]) -> Result<()> {
         if context.len() != self.meta.context_size {
             return Err(format(
@@ -197,13 +207,16 @@ impl TokenTableWriter {
 /// Reads a token table back, context by context, one row group in memory at a time.
 pub struct TokenTableReader {
     path: PathBuf,
+    /// The table's metadata.
     pub meta: TokenTableMeta,
+    /// Contexts (rows) in the table.
     pub num_contexts: u64,
     reader: ParquetRecordBatchReader,
     current: Option<(Arc<FixedSizeListArray>, usize)>,
 }
 
 impl TokenTableReader {
+    /// Opens a table, checking its format version, metadata and column type.
     pub fn open(path: &Path) -> Result<TokenTableReader> {
         let file = std::fs::File::open(path).map_err(io(path))?;
         let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq(path))?;

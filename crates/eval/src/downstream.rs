@@ -87,14 +87,22 @@ pub struct Downstream {
     pub kl_zero: Mean,
 }
 
+/// How splicing a coder in changes the model's predictions (means over counted positions).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct DownstreamMetrics {
+    /// Next-token cross-entropy of the unmodified model (nats).
     pub ce_clean: f64,
+    /// The same with the coder's output in place of the hook's value.
     pub ce_spliced: f64,
+    /// The same with the hook set to 0.
     pub ce_zero_ablation: f64,
+    /// (CE_zero − CE_spliced) / (CE_zero − CE_clean): 1 is perfect, 0 no better than zeros.
     pub ce_loss_score: f64,
+    /// KL(p_clean ‖ p_spliced) of the next-token distributions.
     pub kl_spliced: f64,
+    /// KL(p_clean ‖ p_zero).
     pub kl_zero_ablation: f64,
+    /// (KL_zero − KL_spliced) / KL_zero.
     pub kl_div_score: f64,
 }
 

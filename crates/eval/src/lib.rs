@@ -8,6 +8,7 @@
 //! ([`saepipe_model::Model::run_from`]) so the layers below a hook run once for
 //! the whole sweep.
 
+#![warn(missing_docs)]
 // `is_multiple_of` is newer than the workspace's rust-version.
 #![allow(clippy::manual_is_multiple_of)]
 
@@ -18,7 +19,7 @@ mod recon;
 
 pub use downstream::DownstreamMetrics;
 pub use error::{EvalError, Result};
-pub use plan::{Placement, Plan, Site, Start, plan};
+use plan::{Site, Start};
 pub use recon::{FeatureStats, ReconMetrics};
 
 use downstream::{Downstream, Mean};
@@ -33,18 +34,23 @@ use std::time::Instant;
 pub trait CoderForward {
     /// Where it runs, for logs.
     fn device(&self) -> String;
+    /// Encodes and decodes `n` rows of `x` (`n × d_in`, row-major): the latents
+    /// and the `n × d_out` reconstruction; `Err` carries a message for the user.
     fn forward(&self, x: &[f32], n: usize) -> std::result::Result<(SparseActs, Vec<f32>), String>;
 }
 
 /// A coder and the name it is reported under.
 pub struct NamedCoder {
+    /// Name in reports and errors (unique within one evaluation by convention).
     pub label: String,
+    /// The coder; its metadata says which hooks it reads and writes.
     pub coder: SparseCoder,
     /// Runs the coder's forward instead of the CPU coder when set.
     pub on_device: Option<Box<dyn CoderForward>>,
 }
 
 impl NamedCoder {
+    /// A coder evaluated on the CPU.
     pub fn new(label: impl Into<String>, coder: SparseCoder) -> NamedCoder {
         NamedCoder { label: label.into(), coder, on_device: None }
     }
@@ -60,6 +66,7 @@ impl NamedCoder {
     }
 }
 
+/// Settings of [`evaluate`].
 #[derive(Clone, Debug)]
 pub struct EvalOptions {
     /// Contexts per forward pass; per-batch metrics (`relative_reconstruction_bias`,
@@ -77,19 +84,30 @@ impl Default for EvalOptions {
     }
 }
 
+/// The metrics of one coder (docs/evaluate.md defines each).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct CoderReport {
+    /// The coder's [`NamedCoder::label`].
     pub label: String,
     /// `sae` or `transcoder`.
     pub kind: &'static str,
+    /// Architecture name, e.g. `standard`, `topk`, `jumprelu_transcoder`.
     pub architecture: String,
+    /// Hook the coder reads.
     pub hook_in: String,
+    /// Hook its output replaces (the same as `hook_in` for an SAE).
     pub hook_out: String,
+    /// Number of latents.
     pub d_sae: usize,
+    /// Reconstruction and sparsity.
     pub recon: ReconMetrics,
+    /// Effect on the model's loss when spliced in.
     pub downstream: DownstreamMetrics,
+    /// Latents that never fired on a counted token.
     pub dead_features: u64,
+    /// Latents firing on more than [`EvalOptions::dense_threshold`] of the tokens.
     pub dense_features: u64,
+    /// Per-latent statistics (not serialized with the report).
     #[serde(skip)]
     pub features: FeatureStats,
 }
@@ -97,18 +115,26 @@ pub struct CoderReport {
 /// Wall-clock seconds spent in each part of an evaluation.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Timing {
+    /// Clean runs of the model (with captures).
     pub clean_s: f64,
+    /// Runs with a replaced hook zeroed.
     pub zero_ablation_s: f64,
     /// Encoding and decoding.
     pub coders_s: f64,
+    /// Runs with a coder's output spliced in.
     pub spliced_s: f64,
+    /// The whole evaluation.
     pub total_s: f64,
 }
 
+/// The result of [`evaluate`].
 #[derive(Clone, Debug)]
 pub struct Evaluation {
+    /// One report per coder, in the order given.
     pub coders: Vec<CoderReport>,
+    /// Where the time went.
     pub timing: Timing,
+    /// Tokens evaluated (special tokens included).
     pub n_tokens: usize,
 }
 

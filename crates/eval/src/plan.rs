@@ -3,7 +3,7 @@
 
 use crate::NamedCoder;
 use crate::error::{EvalError, Result};
-use saepipe_model::Runner;
+use saepipe_model::{HookName, Runner};
 
 /// Where a run with a replaced hook starts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,25 +40,12 @@ pub struct Plan {
     pub capture: Vec<String>,
 }
 
-fn layer_of(hook: &str) -> Option<usize> {
-    hook.strip_prefix("blocks.")?.split('.').next()?.parse().ok()
-}
-
-/// Width of one row of a hook's tensor (heads flattened, as SAELens does).
-fn width(model: &dyn Runner, hook: &str) -> usize {
-    saepipe_model::hook_shape(model.config(), hook, 1, 1).iter().skip(2).product()
-}
-
-fn start_of(model: &dyn Runner, hook: &str) -> Start {
+fn start_of(model: &dyn Runner, hook: &HookName) -> Start {
     let n = model.config().n_layers;
-    match layer_of(hook) {
+    match hook.layer() {
         Some(l) => Start::Layer { layer: l, resid: format!("blocks.{l}.hook_resid_pre") },
-        None if hook.starts_with("ln_final.") || hook.starts_with("unembed.") => {
-            if n == 0 {
-                Start::Tokens
-            } else {
-                Start::Layer { layer: n, resid: format!("blocks.{}.hook_resid_post", n - 1) }
-            }
+        None if hook.is_head() && n > 0 => {
+            Start::Layer { layer: n, resid: format!("blocks.{}.hook_resid_post", n - 1) }
         }
         None => Start::Tokens,
     }
@@ -92,19 +79,25 @@ pub fn plan(model: &dyn Runner, coders: &[NamedCoder]) -> Result<Plan> {
             }
             None => hook_in.clone(),
         };
+        let mut checked = Vec::with_capacity(2);
         for (hook, dim, what) in [(&hook_in, c.d_in, "d_in"), (&hook_out, c.d_out, "d_out")] {
-            saepipe_model::check_hook(model.config(), hook).map_err(|e| setup(e.to_string()))?;
-            let w = width(model, hook);
+            let h = HookName::check(model.config(), hook).map_err(|e| setup(e.to_string()))?;
+            if h.is_attention_map() {
+                return Err(setup(format!("hook `{hook}` is an attention map, not a per-token activation")));
+            }
+            // A coder reads one row per token (heads flattened, as SAELens does).
+            let w = h.token_width(model.config(), 1);
             if w != dim {
                 return Err(setup(format!("{what} {dim} does not match the width {w} of hook `{hook}`")));
             }
+            checked.push(h);
         }
         if order(&hook_in) > order(&hook_out) {
             return Err(setup(format!(
                 "input hook `{hook_in}` comes after output hook `{hook_out}` in the forward pass"
             )));
         }
-        let site = Site { hook_out: hook_out.clone(), start: start_of(model, &hook_out) };
+        let site = Site { hook_out: hook_out.clone(), start: start_of(model, &checked[1]) };
         let idx = match sites.iter().position(|s| *s == site) {
             Some(i) => i,
             None => {

@@ -63,21 +63,35 @@ pub struct Recon {
 /// Final values; NaN where nothing was counted.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ReconMetrics {
+    /// Tokens counted (special tokens excluded).
     pub n_tokens: u64,
+    /// All tokens evaluated.
     pub n_tokens_total: u64,
+    /// Mean number of non-zero latents per token.
     pub l0: f64,
+    /// `l0` over all tokens, special tokens included.
     pub l0_with_bos: f64,
+    /// Mean Σ|f| of the latents per token.
     pub l1: f64,
+    /// Mean ‖x − x̂‖² per token, summed over dimensions.
     pub mse: f64,
+    /// Mean cos(x, x̂) (0 for a zero vector).
     pub cosine_similarity: f64,
+    /// Mean ‖x‖.
     pub l2_norm_in: f64,
+    /// Mean ‖x̂‖.
     pub l2_norm_out: f64,
+    /// Mean ‖x̂‖/‖x‖ (‖x‖ < 1e-4 counts as 1).
     pub l2_ratio: f64,
+    /// E‖x̂‖² / E⟨x, x̂⟩ within each batch, averaged over batches.
     pub relative_reconstruction_bias: f64,
+    /// 1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²) over all counted tokens.
     pub explained_variance: f64,
+    /// Mean over tokens of 1 − ‖x − x̂‖² / ‖x − mean_batch(x)‖² (SAELens before its fix).
     pub explained_variance_legacy: f64,
 }
 
+/// Per-latent statistics over the counted tokens, indexed by latent.
 #[derive(Clone, Debug, Default)]
 pub struct FeatureStats {
     /// Fraction of counted tokens on which the feature is non-zero.

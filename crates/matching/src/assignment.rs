@@ -7,7 +7,7 @@
 //! graph with a binary heap and is followed by a certificate checked against the
 //! full (implicit) similarity matrix.
 
-use crate::similarity::{Background, RowCandidates, RowScratch, SimilarityOracle, row_candidates};
+use crate::similarity::{Background, CandidateGraph, RowCandidates, RowScratch, SimilarityOracle, row_candidates};
 use crate::{Error, Result};
 use rayon::prelude::*;
 use std::collections::BinaryHeap;
@@ -18,9 +18,13 @@ const NONE: u32 = u32::MAX;
 /// `u[i] + v[j] >= sim[i][j]` for all pairs, with equality on assigned pairs.
 #[derive(Debug, Clone)]
 pub struct DenseSolution {
+    /// Column of each row (`None` only for rows left over when `n_rows > n_cols`).
     pub row_to_col: Vec<Option<u32>>,
+    /// Total similarity of the assignment.
     pub total: f64,
+    /// Row duals.
     pub u: Vec<f64>,
+    /// Column duals.
     pub v: Vec<f64>,
 }
 
@@ -133,68 +137,6 @@ fn sap_dense(nr: usize, nc: usize, cost: impl Fn(usize, usize) -> f64) -> (Vec<u
     (col4row, u, v)
 }
 
-/// Sparse candidate graph: for each row, listed (column, similarity) edges with exact
-/// similarities, the row maximum, and an upper bound on every unlisted similarity
-/// (`-inf` when the row lists every column).
-#[derive(Debug, Clone)]
-pub struct CandidateGraph {
-    pub n_rows: usize,
-    pub n_cols: usize,
-    pub row_ptr: Vec<usize>,
-    pub cols: Vec<u32>,
-    pub sims: Vec<f32>,
-    pub row_max: Vec<f32>,
-    pub bound: Vec<f32>,
-}
-
-impl CandidateGraph {
-    pub fn from_rows(n_cols: usize, rows: impl IntoIterator<Item = RowCandidates>) -> Self {
-        let mut g = CandidateGraph {
-            n_rows: 0,
-            n_cols,
-            row_ptr: vec![0],
-            cols: Vec::new(),
-            sims: Vec::new(),
-            row_max: Vec::new(),
-            bound: Vec::new(),
-        };
-        for r in rows {
-            g.push_row(&r);
-        }
-        g
-    }
-
-    fn push_row(&mut self, r: &RowCandidates) {
-        for &(j, s) in &r.entries {
-            self.cols.push(j);
-            self.sims.push(s);
-        }
-        self.row_ptr.push(self.cols.len());
-        self.row_max.push(r.row_max);
-        self.bound.push(r.bound);
-        self.n_rows += 1;
-    }
-
-    pub fn n_edges(&self) -> usize {
-        self.cols.len()
-    }
-
-    #[inline]
-    pub fn row(&self, i: usize) -> (&[u32], &[f32]) {
-        let (s, e) = (self.row_ptr[i], self.row_ptr[i + 1]);
-        (&self.cols[s..e], &self.sims[s..e])
-    }
-
-    fn row_candidates(&self, i: usize) -> RowCandidates {
-        let (c, s) = self.row(i);
-        RowCandidates {
-            entries: c.iter().copied().zip(s.iter().copied()).collect(),
-            row_max: self.row_max[i],
-            bound: self.bound[i],
-        }
-    }
-}
-
 /// Options of the certified sparse solver.
 #[derive(Debug, Clone)]
 pub struct SparseOptions {
@@ -239,7 +181,9 @@ pub struct SparseSolution {
     pub violations: usize,
     /// Rows that the last solve left on the zero-similarity fallback (completed afterwards).
     pub fallback_rows: usize,
+    /// Row duals.
     pub u: Vec<f64>,
+    /// Column duals.
     pub v: Vec<f64>,
     /// Per solve: candidate edges, seconds in the augmenting-path solve, seconds in
     /// completion + certificate check, violations found.
@@ -248,11 +192,16 @@ pub struct SparseSolution {
     pub graph: CandidateGraph,
 }
 
+/// Statistics of one solve of the certificate loop.
 #[derive(Debug, Clone, Copy)]
 pub struct RoundStats {
+    /// Candidate edges the solve ran on.
     pub edges: usize,
+    /// Seconds in the augmenting-path solve.
     pub solve_seconds: f64,
+    /// Seconds in completion and the certificate check.
     pub check_seconds: f64,
+    /// Dual violations the check found.
     pub violations: usize,
 }
 

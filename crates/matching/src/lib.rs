@@ -9,6 +9,8 @@
 //!
 //! [`match_features`] wires these together.
 
+#![warn(missing_docs)]
+
 pub mod assignment;
 pub mod matcher;
 pub mod rng;
@@ -16,12 +18,11 @@ pub mod similarity;
 pub mod sparse;
 pub mod summary;
 
-pub use assignment::{
-    CandidateGraph, DenseSolution, SparseOptions, SparseSolution, solve_dense_max, solve_sparse_certified,
-};
+pub use assignment::{DenseSolution, SparseOptions, SparseSolution, solve_dense_max, solve_sparse_certified};
 pub use matcher::{MatchConfig, MatchResult, SaeInputs, Strategy, match_features};
 pub use similarity::{
-    ActivationOracle, DenseCosineOracle, DenseWeights, MatrixOracle, SimilarityKind, SimilarityOracle, candidate_graph,
+    ActivationOracle, CandidateGraph, DenseCosineOracle, DenseWeights, MatrixOracle, SimilarityKind, SimilarityOracle,
+    candidate_graph,
 };
 pub use sparse::{CscActivations, CsrActivations, FeatureStats};
 pub use summary::{DEFAULT_DISTANCE_THRESHOLDS, MatchSummary, PairRow, summarize};
@@ -29,22 +30,83 @@ pub use summary::{DEFAULT_DISTANCE_THRESHOLDS, MatchSummary, PairRow, summarize}
 /// Errors of the matching crate; each names the input or field involved.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Sparse activations are malformed (bad `row_ptr`, index out of range,
+    /// duplicate feature in a token, non-finite value) or a binary file of them is.
     #[error("activations `{name}`: {msg}")]
-    InvalidActivations { name: String, msg: String },
+    InvalidActivations {
+        /// Name of the SAE or file the activations belong to.
+        name: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A weight matrix has fewer or more values than its stated shape.
     #[error("weights `{name}`: expected {expected} values ({rows} x {cols}), got {got}")]
-    WeightShape { name: String, rows: usize, cols: usize, expected: usize, got: usize },
+    WeightShape {
+        /// Name of the weights (SAE and matrix).
+        name: String,
+        /// Stated rows (features).
+        rows: usize,
+        /// Stated columns (`d_in`).
+        cols: usize,
+        /// `rows * cols`.
+        expected: usize,
+        /// Values actually given.
+        got: usize,
+    },
+    /// The two SAEs disagree on a size that must match (tokens, `d_in`).
     #[error("SAEs disagree on {what}: A has {a}, B has {b}")]
-    Mismatch { what: String, a: usize, b: usize },
+    Mismatch {
+        /// The size in question.
+        what: String,
+        /// Its value for SAE A.
+        a: usize,
+        /// Its value for SAE B.
+        b: usize,
+    },
+    /// The chosen similarity kind needs an input that was not given.
     #[error("similarity kind `{kind}` needs {needs}, which was not given for SAE {side}")]
-    MissingInput { kind: &'static str, needs: &'static str, side: char },
+    MissingInput {
+        /// The similarity kind ([`SimilarityKind::name`]).
+        kind: &'static str,
+        /// The missing input (`activations`, `W_dec`, `W_enc`).
+        needs: &'static str,
+        /// `'A'` or `'B'`.
+        side: char,
+    },
+    /// An explicit similarity matrix has the wrong number of values.
     #[error("similarity matrix: expected {expected} values ({rows} x {cols}), got {got}")]
-    MatrixShape { rows: usize, cols: usize, expected: usize, got: usize },
+    MatrixShape {
+        /// Stated rows.
+        rows: usize,
+        /// Stated columns.
+        cols: usize,
+        /// `rows * cols`.
+        expected: usize,
+        /// Values actually given.
+        got: usize,
+    },
+    /// A similarity given to a solver is NaN or infinite.
     #[error("similarity matrix entry ({row}, {col}) is not finite: {value}")]
-    NonFinite { row: usize, col: usize, value: f64 },
+    NonFinite {
+        /// Row of the entry.
+        row: usize,
+        /// Column of the entry.
+        col: usize,
+        /// The value.
+        value: f64,
+    },
+    /// A [`MatchConfig`] or [`SparseOptions`] value is out of range.
     #[error("matching config: {0}")]
     Config(String),
+    /// Reading or writing a file failed.
     #[error("{path}: {msg}")]
-    Io { path: String, msg: String },
+    Io {
+        /// The file.
+        path: String,
+        /// What failed.
+        msg: String,
+    },
 }
 
+/// Result of the matching crate.
 pub type Result<T> = std::result::Result<T, Error>;

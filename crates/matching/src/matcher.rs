@@ -20,16 +20,22 @@ pub enum Strategy {
     Sparse,
 }
 
+/// Settings of [`match_features`]; the defaults suit SAEs of up to ~100k features.
 #[derive(Debug, Clone)]
 pub struct MatchConfig {
+    /// Which similarity between features is maximized.
     pub kind: SimilarityKind,
+    /// Dense or sparse assignment (or chosen by size).
     pub strategy: Strategy,
-    /// Candidates kept per feature in the sparse path.
+    /// Candidates kept per feature in the sparse path (at least 1).
     pub top_m: usize,
+    /// Largest dense similarity matrix (f32, live rows x live columns) `Auto` builds, in bytes.
     pub dense_budget_bytes: u64,
     /// The dense solver is O(n^3) in the worst case; above this size Auto goes sparse.
     pub dense_max_n: usize,
+    /// See [`SparseOptions::max_rounds`].
     pub max_rounds: usize,
+    /// See [`SparseOptions::tol`].
     pub tol: f64,
     /// Rows of the decoder/encoder similarity materialized per thread at a time.
     pub gemm_block_rows: usize,
@@ -55,37 +61,52 @@ impl Default for MatchConfig {
 /// kind; `w_dec` (`[d_sae, d_in]`) for `decoder`; `w_enc` (`[d_in, d_sae]`) for `encoder`.
 #[derive(Debug, Clone, Copy)]
 pub struct SaeInputs<'a> {
+    /// Name used in error messages.
     pub name: &'a str,
+    /// Feature activations over the token sample (the same tokens for both SAEs).
     pub acts: Option<&'a CsrActivations>,
+    /// Decoder weights, one row of `d_in` per feature.
     pub w_dec: Option<DenseWeights<'a>>,
+    /// Encoder weights, one column of `d_in` per feature.
     pub w_enc: Option<DenseWeights<'a>>,
 }
 
 /// Matching of reference SAE A onto SAE B.
 #[derive(Debug, Clone)]
 pub struct MatchResult {
+    /// The similarity that was maximized.
     pub kind: SimilarityKind,
     /// "dense" or "sparse".
     pub method: &'static str,
+    /// Features (`d_sae`) of SAE A.
     pub n_features_a: usize,
+    /// Features (`d_sae`) of SAE B.
     pub n_features_b: usize,
+    /// Per-feature statistics of A, when its activations were given.
     pub stats_a: Option<Vec<FeatureStats>>,
+    /// Per-feature statistics of B, when its activations were given.
     pub stats_b: Option<Vec<FeatureStats>>,
-    /// Features that never fire on the sample; they are excluded from matching.
+    /// Features of A that never fire on the sample; they are excluded from matching
+    /// (all false without activations).
     pub dead_a: Vec<bool>,
+    /// Dead features of B, as for `dead_a`.
     pub dead_b: Vec<bool>,
     /// Matched B feature of each A feature (None: dead, or unmatched because B has
     /// fewer live features).
     pub a_to_b: Vec<Option<u32>>,
     /// Similarity of each A feature's matched pair.
     pub similarity: Vec<Option<f32>>,
+    /// Sum of the matched pairs' similarities.
     pub total: f64,
     /// Upper bound on the optimal total from the duals (equals `total` when certified).
     pub dual_bound: f64,
     /// The assignment is proven optimal over the full similarity matrix.
     pub certified: bool,
+    /// Assignment solves run (1 for the dense path).
     pub solves: usize,
+    /// Rows whose candidate lists the sparse path had to enlarge.
     pub enlarged_rows: usize,
+    /// Similarities the solver saw: candidate edges (sparse) or rows x columns (dense).
     pub candidate_edges: usize,
 }
 

@@ -2,25 +2,27 @@
 //!
 //! `unit(seed, k)` is a counter-based SplitMix64 stream mapped to an f32 in [0, 1)
 //! with 24 random bits, so numpy can reproduce every value bit-exactly
-//! (`scripts/fixtures/matching_scipy.py` implements the same functions).
+//! (`scripts/fixtures/matching_scipy.py` implements the same functions). The
+//! mixing function is saepipe's one generator, [`saepipe_core::rng`].
 
 use crate::sparse::CsrActivations;
+use saepipe_core::rng::SplitMix64;
 
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+/// The SplitMix64 output function ([`saepipe_core::rng::mix64`]), under the
+/// name the Python scripts use.
+pub use saepipe_core::rng::mix64 as splitmix64;
+
 const SEED_MUL: u64 = 0xD1B5_4A32_D192_ED03;
 
-#[inline]
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(GOLDEN);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// Where stream `seed` starts counting.
+fn stream_start(seed: u64) -> u64 {
+    seed.wrapping_mul(SEED_MUL)
 }
 
 /// The `k`-th 64-bit value of stream `seed`.
 #[inline]
 pub fn bits(seed: u64, k: u64) -> u64 {
-    splitmix64(seed.wrapping_mul(SEED_MUL).wrapping_add(k))
+    splitmix64(stream_start(seed).wrapping_add(k))
 }
 
 /// The `k`-th f32 in [0, 1) of stream `seed` (24 random bits, exact in f32).
@@ -79,41 +81,43 @@ pub fn test_matrix(kind: &str, seed: u64, n_rows: usize, n_cols: usize) -> Optio
     Some(m)
 }
 
-/// Sequential SplitMix64 generator for synthetic data.
+/// Stream `seed` read sequentially (its `k`-th draw is [`bits`]`(seed, k)`), for
+/// synthetic data.
 #[derive(Debug, Clone)]
-pub struct SplitMix {
-    state: u64,
-}
+pub struct SplitMix(SplitMix64);
 
 impl SplitMix {
+    /// Stream `seed` from its start.
     pub fn new(seed: u64) -> Self {
-        Self { state: seed.wrapping_mul(SEED_MUL) }
+        Self(SplitMix64::counter(stream_start(seed)))
     }
+    /// The next 64 random bits.
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
-        let z = splitmix64(self.state);
-        self.state = self.state.wrapping_add(1);
-        z
+        self.0.next_u64()
     }
+    /// Uniform in [0, 1) with 53 random bits.
     #[inline]
     pub fn f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        self.0.uniform()
     }
+    /// A number in `0..n`.
     #[inline]
     pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+        self.0.below(n)
     }
+    /// A standard normal draw.
     pub fn gauss(&mut self) -> f64 {
-        let u1 = self.f64().max(1e-300);
-        let u2 = self.f64();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        self.0.normal()
     }
 }
 
 /// Parameters of a synthetic pair of SAEs over the same tokens.
 #[derive(Debug, Clone)]
 pub struct SyntheticSpec {
+    /// Tokens (rows) of both activation sets.
     pub n_tokens: usize,
+    /// Features of each SAE.
     pub n_features: usize,
     /// Mean number of active A features per token.
     pub l0: usize,
@@ -128,10 +132,12 @@ pub struct SyntheticSpec {
     /// Fraction of A features whose B counterpart is another A feature's counterpart
     /// (two A features absorbed into one B feature), so matches contend.
     pub merge_frac: f64,
+    /// Seed of the stream every draw comes from.
     pub seed: u64,
 }
 
 impl SyntheticSpec {
+    /// A spec with the default shape parameters (L0 32, 1% dead, 85% kept, …).
     pub fn new(n_tokens: usize, n_features: usize, seed: u64) -> Self {
         Self {
             n_tokens,

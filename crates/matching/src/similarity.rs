@@ -2,7 +2,6 @@
 //! problem (rows = live A features, columns = live B features) that yields exact
 //! rows, exact pairs, and a sparse top-m candidate graph.
 
-use crate::assignment::CandidateGraph;
 use crate::sparse::{CscActivations, CsrActivations, FeatureStats};
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -22,6 +21,7 @@ pub enum SimilarityKind {
 }
 
 impl SimilarityKind {
+    /// The kind as written in pipelines and outputs (`"activations"`, `"pearson"`, …).
     pub fn name(&self) -> &'static str {
         match self {
             Self::Activations => "activations",
@@ -40,10 +40,20 @@ pub enum Background<'a> {
     /// Unlisted columns have similarity exactly 0 (features that never co-fire).
     Zero,
     /// Unlisted (i, j) have similarity `-r[i] * s[j]` (Pearson of never co-firing features).
-    RankOne { r: &'a [f32], s: &'a [f32], s_min: f32, s_max: f32 },
+    RankOne {
+        /// Per-row factor, one per problem row.
+        r: &'a [f32],
+        /// Per-column factor, one per problem column.
+        s: &'a [f32],
+        /// Smallest value of `s`.
+        s_min: f32,
+        /// Largest value of `s`.
+        s_max: f32,
+    },
 }
 
 impl Background<'_> {
+    /// The background similarity of pair (i, j) (0 for [`Background::None`]).
     #[inline]
     pub fn value(&self, i: usize, j: usize) -> f32 {
         match *self {
@@ -79,11 +89,14 @@ pub struct RowScratch {
 
 /// Exact similarities of a matching problem.
 pub trait SimilarityOracle: Sync {
+    /// Rows of the problem (live A features).
     fn n_rows(&self) -> usize;
+    /// Columns of the problem (live B features).
     fn n_cols(&self) -> usize;
     /// Appends the explicitly listed exact similarities of row `i` as (column, similarity);
     /// every other column has the value given by [`SimilarityOracle::background`].
     fn row_entries(&self, i: usize, scratch: &mut RowScratch, out: &mut Vec<(u32, f32)>);
+    /// The similarity of every (row, column) that `row_entries` does not list.
     fn background(&self) -> Background<'_>;
     /// Exact similarity of one pair.
     fn pair(&self, i: usize, j: usize) -> f32;
@@ -115,7 +128,7 @@ pub struct ActivationOracle<'a> {
 }
 
 /// Live feature ids (count > 0).
-pub fn live_features(stats: &[FeatureStats]) -> Vec<u32> {
+pub(crate) fn live_features(stats: &[FeatureStats]) -> Vec<u32> {
     stats.iter().enumerate().filter(|(_, s)| !s.is_dead()).map(|(f, _)| f as u32).collect()
 }
 
@@ -295,8 +308,9 @@ pub struct DenseCosineOracle {
     /// L2-normalized feature vectors, row-major (n_rows x d); zero vectors stay zero.
     a: Vec<f32>,
     b: Vec<f32>,
-    /// Problem row -> A feature id, column -> B feature id.
+    /// Problem row -> A feature id.
     pub row_feature: Vec<u32>,
+    /// Problem column -> B feature id.
     pub col_feature: Vec<u32>,
 }
 
@@ -304,10 +318,15 @@ pub struct DenseCosineOracle {
 /// `[d, n_features]` (W_enc): `feature_major = false` means features are columns.
 #[derive(Debug, Clone, Copy)]
 pub struct DenseWeights<'a> {
+    /// Name used in error messages.
     pub name: &'a str,
+    /// `n_features * d` values in the layout `feature_major` says.
     pub data: &'a [f32],
+    /// Number of features (`d_sae`).
     pub n_features: usize,
+    /// Length of each feature vector (`d_in`).
     pub d: usize,
+    /// `true`: `[n_features, d]` row-major (W_dec); `false`: `[d, n_features]` (W_enc).
     pub feature_major: bool,
 }
 
@@ -477,10 +496,81 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Candidates of one row: the top-m listed entries (descending), the largest
 /// similarity of the row, and an upper bound on every similarity not kept.
 #[derive(Debug, Clone)]
-pub struct RowCandidates {
-    pub entries: Vec<(u32, f32)>,
-    pub row_max: f32,
-    pub bound: f32,
+pub(crate) struct RowCandidates {
+    pub(crate) entries: Vec<(u32, f32)>,
+    pub(crate) row_max: f32,
+    pub(crate) bound: f32,
+}
+
+/// Sparse candidate graph: for each row, listed (column, similarity) edges with exact
+/// similarities, the row maximum, and an upper bound on every unlisted similarity
+/// (`-inf` when the row lists every column).
+#[derive(Debug, Clone)]
+pub struct CandidateGraph {
+    /// Rows of the problem.
+    pub n_rows: usize,
+    /// Columns of the problem.
+    pub n_cols: usize,
+    /// `n_rows + 1` offsets into `cols`/`sims`.
+    pub row_ptr: Vec<usize>,
+    /// Column of each edge.
+    pub cols: Vec<u32>,
+    /// Exact similarity of each edge.
+    pub sims: Vec<f32>,
+    /// Largest similarity of each row, listed or not.
+    pub row_max: Vec<f32>,
+    /// Upper bound on each row's unlisted similarities (`-inf` when it lists every column).
+    pub bound: Vec<f32>,
+}
+
+impl CandidateGraph {
+    pub(crate) fn from_rows(n_cols: usize, rows: impl IntoIterator<Item = RowCandidates>) -> Self {
+        let mut g = CandidateGraph {
+            n_rows: 0,
+            n_cols,
+            row_ptr: vec![0],
+            cols: Vec::new(),
+            sims: Vec::new(),
+            row_max: Vec::new(),
+            bound: Vec::new(),
+        };
+        for r in rows {
+            g.push_row(&r);
+        }
+        g
+    }
+
+    fn push_row(&mut self, r: &RowCandidates) {
+        for &(j, s) in &r.entries {
+            self.cols.push(j);
+            self.sims.push(s);
+        }
+        self.row_ptr.push(self.cols.len());
+        self.row_max.push(r.row_max);
+        self.bound.push(r.bound);
+        self.n_rows += 1;
+    }
+
+    /// Number of listed edges over all rows.
+    pub fn n_edges(&self) -> usize {
+        self.cols.len()
+    }
+
+    /// The (columns, similarities) listed for row `i`.
+    #[inline]
+    pub fn row(&self, i: usize) -> (&[u32], &[f32]) {
+        let (s, e) = (self.row_ptr[i], self.row_ptr[i + 1]);
+        (&self.cols[s..e], &self.sims[s..e])
+    }
+
+    pub(crate) fn row_candidates(&self, i: usize) -> RowCandidates {
+        let (c, s) = self.row(i);
+        RowCandidates {
+            entries: c.iter().copied().zip(s.iter().copied()).collect(),
+            row_max: self.row_max[i],
+            bound: self.bound[i],
+        }
+    }
 }
 
 /// Bounded min-heap keeping the m+1 largest values (the (m+1)-th is the bound on
@@ -588,7 +678,7 @@ pub fn candidate_graph(oracle: &dyn SimilarityOracle, m: usize) -> CandidateGrap
 
 /// Exact row `i` candidates, keeping the top `m` (used to enlarge a row after a
 /// failed certificate).
-pub fn row_candidates(oracle: &dyn SimilarityOracle, i: usize, m: usize, sc: &mut RowScratch) -> RowCandidates {
+pub(crate) fn row_candidates(oracle: &dyn SimilarityOracle, i: usize, m: usize, sc: &mut RowScratch) -> RowCandidates {
     let mut buf = Vec::new();
     oracle.row_entries(i, sc, &mut buf);
     let mut heap = TopM::new(m);
@@ -630,13 +720,18 @@ pub fn dense_matrix(oracle: &dyn SimilarityOracle) -> Vec<f32> {
 /// columns are the exact-zero background, as for activation similarities.
 #[derive(Debug, Clone)]
 pub struct MatrixOracle {
+    /// Rows.
     pub n_rows: usize,
+    /// Columns.
     pub n_cols: usize,
+    /// `n_rows * n_cols` similarities, row-major.
     pub data: Vec<f32>,
+    /// Treat zeros as the [`Background::Zero`] instead of listing them.
     pub zero_background: bool,
 }
 
 impl MatrixOracle {
+    /// Checks that `data` holds `n_rows * n_cols` values.
     pub fn new(n_rows: usize, n_cols: usize, data: Vec<f32>, zero_background: bool) -> Result<Self> {
         if data.len() != n_rows * n_cols {
             return Err(Error::MatrixShape { rows: n_rows, cols: n_cols, expected: n_rows * n_cols, got: data.len() });
@@ -644,6 +739,7 @@ impl MatrixOracle {
         Ok(Self { n_rows, n_cols, data, zero_background })
     }
 
+    /// The same problem with rows and columns swapped.
     pub fn transposed(&self) -> Self {
         let (nr, nc) = (self.n_rows, self.n_cols);
         let mut t = vec![0f32; nr * nc];

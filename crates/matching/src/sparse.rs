@@ -10,10 +10,15 @@ use std::io::{Read, Write};
 /// with values `values[..]`. A feature appears at most once per token.
 #[derive(Debug, Clone)]
 pub struct CsrActivations {
+    /// Tokens (rows).
     pub n_tokens: usize,
+    /// Features of the SAE (`d_sae`).
     pub n_features: usize,
+    /// `n_tokens + 1` offsets into `indices`/`values`, starting at 0, non-decreasing.
     pub row_ptr: Vec<usize>,
+    /// Feature of each non-zero.
     pub indices: Vec<u32>,
+    /// Activation of each non-zero (finite).
     pub values: Vec<f32>,
 }
 
@@ -21,10 +26,15 @@ pub struct CsrActivations {
 /// in increasing token order.
 #[derive(Debug, Clone)]
 pub struct CscActivations {
+    /// Tokens.
     pub n_tokens: usize,
+    /// Features (columns).
     pub n_features: usize,
+    /// `n_features + 1` offsets into `tokens`/`values`.
     pub col_ptr: Vec<usize>,
+    /// Token of each non-zero.
     pub tokens: Vec<u32>,
+    /// Activation of each non-zero.
     pub values: Vec<f32>,
 }
 
@@ -35,7 +45,9 @@ pub struct FeatureStats {
     pub count: u64,
     /// `count / n_tokens`.
     pub density: f64,
+    /// Sum of the activations over tokens.
     pub sum: f64,
+    /// Sum of the squared activations over tokens.
     pub sum_sq: f64,
     /// L2 norm of the activation vector over tokens.
     pub l2: f64,
@@ -44,6 +56,7 @@ pub struct FeatureStats {
 }
 
 impl FeatureStats {
+    /// Never fires on the sample.
     pub fn is_dead(&self) -> bool {
         self.count == 0
     }
@@ -130,10 +143,12 @@ impl CsrActivations {
         Self::new(name, n_tokens, n_features, row_ptr, indices, values)
     }
 
+    /// Number of non-zero activations.
     pub fn nnz(&self) -> usize {
         self.indices.len()
     }
 
+    /// The (features, activations) of token `t`.
     #[inline]
     pub fn row(&self, t: usize) -> (&[u32], &[f32]) {
         let (s, e) = (self.row_ptr[t], self.row_ptr[t + 1]);
@@ -217,6 +232,8 @@ impl CsrActivations {
         w.flush().map_err(io)
     }
 
+    /// Reads a file written by [`write_binary`](Self::write_binary), rejecting
+    /// other versions and validating the content as [`new`](Self::new) does.
     pub fn read_binary(path: &std::path::Path) -> Result<Self> {
         let pstr = path.display().to_string();
         let io = |e: std::io::Error| Error::Io { path: pstr.clone(), msg: e.to_string() };
@@ -254,6 +271,7 @@ const CSR_MAGIC: &[u8; 8] = b"SAEPCSR\0";
 const CSR_VERSION: u32 = 1;
 
 impl CscActivations {
+    /// The (tokens, activations) where feature `f` fires, tokens increasing.
     #[inline]
     pub fn col(&self, f: usize) -> (&[u32], &[f32]) {
         let (s, e) = (self.col_ptr[f], self.col_ptr[f + 1]);

@@ -10,20 +10,28 @@ pub const DEFAULT_DISTANCE_THRESHOLDS: [f64; 5] = [0.1, 0.3, 0.5, 0.7, 0.9];
 /// One row per reference (A) feature.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PairRow {
+    /// The reference feature.
     pub feature_a: u32,
+    /// Its match in B (`None`: dead, or left unmatched).
     pub feature_b: Option<u32>,
+    /// Similarity of the pair, of the kind that was matched.
     pub similarity: Option<f32>,
     /// Cosine of the two decoder rows, when both W_dec are given.
     pub decoder_cosine: Option<f32>,
     /// Firing densities over the token sample, when activations are given.
     pub density_a: Option<f64>,
+    /// Firing density of the matched B feature.
     pub density_b: Option<f64>,
+    /// The A feature is dead on the sample.
     pub dead_a: bool,
+    /// The matched B feature is dead (`None` when unmatched).
     pub dead_b: Option<bool>,
 }
 
+/// How many matched pairs lie within one distance threshold.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ThresholdRow {
+    /// The threshold on `1 - similarity`.
     pub distance: f64,
     /// Live reference features matched with `1 - similarity <= distance`.
     pub n_within: usize,
@@ -31,20 +39,34 @@ pub struct ThresholdRow {
     pub fraction: f64,
 }
 
+/// Headline numbers of a matching (one JSON object in the op's output).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MatchSummary {
+    /// The similarity that was matched.
     pub kind: SimilarityKind,
+    /// `"dense"` or `"sparse"`.
     pub method: String,
+    /// Features of SAE A.
     pub n_features_a: usize,
+    /// Features of SAE B.
     pub n_features_b: usize,
+    /// Dead features of A.
     pub dead_a: usize,
+    /// Dead features of B.
     pub dead_b: usize,
+    /// Matched pairs.
     pub n_matched: usize,
+    /// One row per distance threshold, in the order given.
     pub thresholds: Vec<ThresholdRow>,
+    /// Median similarity of the matched pairs (`None` when nothing matched).
     pub median_similarity: Option<f64>,
+    /// Mean similarity of the matched pairs (`None` when nothing matched).
     pub mean_similarity: Option<f64>,
+    /// Sum of the matched pairs' similarities.
     pub total_similarity: f64,
+    /// See [`MatchResult::dual_bound`].
     pub dual_bound: f64,
+    /// See [`MatchResult::certified`].
     pub certified: bool,
 }
 

@@ -10,14 +10,8 @@ pub enum Arch {
     NeoX,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// tanh approximation (GPT-2's `gelu_new`).
-    GeluNew,
-    /// exact erf GELU.
-    Gelu,
-    Relu,
-}
+/// The MLP non-linearity (a tensor-level kind shared with the compute backends).
+pub use saepipe_core::compute::Activation;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {

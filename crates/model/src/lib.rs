@@ -1,13 +1,18 @@
 //! saepipe's language-model runtime: HF `config.json` + checkpoints (safetensors,
 //! sharded or not, and `pytorch_model*.bin` through a restricted unpickler) of
 //! GPT-2 and GPT-NeoX (Pythia) models, the HF cache layout, TransformerLens
-//! weight processing, and a CPU forward pass exposing every TransformerLens hook
-//! point by name.
+//! weight processing, and a forward pass exposing every TransformerLens hook
+//! point by name, written once over the device operations of
+//! [`saepipe_core::compute`]: [`Model`] runs it on the CPU ([`cpu::CpuOps`]),
+//! [`DeviceModel`] on another backend (the CUDA one's `GpuOps`).
 
 pub mod arch;
 pub mod config;
+pub mod cpu;
+pub mod device;
 mod error;
 pub mod forward;
+pub mod hook;
 pub mod hub;
 pub mod linalg;
 pub mod params;
@@ -17,26 +22,20 @@ pub mod synth;
 pub mod weights;
 
 pub use config::{Activation, Arch, ModelConfig};
+pub use device::DeviceModel;
 pub use error::{ModelError, Result};
-pub use forward::{HookFn, LnHook, Needs, RunOutput, RunRequest, hook_names, hook_shape, needs};
+pub use forward::{HookFn, LnHook, RunOutput, RunRequest};
+pub use hook::{HookName, Needs, check_hook, hook_names, hook_shape, needs};
 pub use processing::Processing;
 
-use forward::{Forward, Hooks};
+use forward::Forward;
 use params::Params;
-use rayon::prelude::*;
 use std::path::Path;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
     pub processing: Option<Processing>,
     pub ln_hook: LnHook,
-}
-
-/// A valid hook point; `layer` is the block index for `blocks.{L}.…` hooks.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HookPoint {
-    pub name: String,
-    pub layer: Option<usize>,
 }
 
 pub struct Model {
@@ -66,44 +65,18 @@ impl Model {
     }
 
     /// Checks a hook name, suggesting the closest valid one when it is unknown.
-    pub fn check_hook(&self, name: &str) -> Result<HookPoint> {
+    pub fn check_hook(&self, name: &str) -> Result<HookName> {
         check_hook(&self.cfg, name)
     }
 
     /// TransformerLens shape of a hook's tensor for `batch` × `ctx` tokens.
     pub fn hook_shape(&self, name: &str, batch: usize, ctx: usize) -> Result<Vec<usize>> {
-        self.check_hook(name)?;
-        Ok(hook_shape(&self.cfg, name, batch, ctx))
+        Ok(self.check_hook(name)?.shape(&self.cfg, batch, ctx))
     }
 
     /// Runs a batch of `batch` sequences of `ctx` tokens (row-major [batch, ctx]).
     pub fn run(&self, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput> {
-        check_run_inputs(&self.cfg, tokens, batch, ctx, req)?;
-        let d = self.cfg.d_model;
-        let mut hooks = Hooks::new(req);
-        let mut resid = vec![0f32; tokens.len() * d];
-        resid
-            .par_chunks_mut(d)
-            .zip(tokens.par_iter())
-            .for_each(|(row, &t)| row.copy_from_slice(&self.params.w_e[t as usize * d..(t as usize + 1) * d]));
-        hooks.visit_embed("hook_embed", &mut resid, &[batch, ctx, d]);
-        if let Some(w_pos) = &self.params.w_pos {
-            let mut pos = vec![0f32; tokens.len() * d];
-            pos.par_chunks_mut(d)
-                .enumerate()
-                .for_each(|(i, row)| row.copy_from_slice(&w_pos[(i % ctx) * d..(i % ctx + 1) * d]));
-            hooks.visit_embed("hook_pos_embed", &mut pos, &[batch, ctx, d]);
-            resid.iter_mut().zip(&pos).for_each(|(r, p)| *r += p);
-        }
-        Forward { cfg: &self.cfg, p: &self.params, ln_hook: self.ln_hook }.run_blocks(
-            resid,
-            0,
-            Some(tokens),
-            batch,
-            ctx,
-            &mut hooks,
-        )?;
-        Ok(hooks.finish())
+        self.forward().run(tokens, batch, ctx, req)
     }
 
     /// Continues from the residual stream entering block `layer` (the value of
@@ -118,34 +91,13 @@ impl Model {
         ctx: usize,
         req: &mut RunRequest,
     ) -> Result<RunOutput> {
-        check_run_from_inputs(&self.cfg, &resid, layer, tokens, batch, ctx, req)?;
-        let mut hooks = Hooks::new(req);
-        Forward { cfg: &self.cfg, p: &self.params, ln_hook: self.ln_hook }.run_blocks(
-            resid,
-            layer,
-            Some(tokens),
-            batch,
-            ctx,
-            &mut hooks,
-        )?;
-        Ok(hooks.finish())
+        self.forward().run_from(resid, layer, tokens, batch, ctx, req)
     }
-}
 
-/// Checks a hook name against a configuration, suggesting the closest valid
-/// one when it is unknown.
-pub fn check_hook(cfg: &ModelConfig, name: &str) -> Result<HookPoint> {
-    let names = hook_names(cfg);
-    if names.iter().any(|n| n == name) {
-        let layer = name.strip_prefix("blocks.").and_then(|r| r.split('.').next()).and_then(|l| l.parse().ok());
-        return Ok(HookPoint { name: name.to_string(), layer });
+    /// The forward over this model's parameters on the CPU, in place.
+    fn forward(&self) -> Forward<'_, cpu::CpuOps> {
+        Forward { ops: &cpu::CpuOps, cfg: &self.cfg, p: &self.params, ln_hook: self.ln_hook }
     }
-    let best = names.iter().map(|n| (strsim::levenshtein(name, n), n)).min_by_key(|(d, _)| *d);
-    let hint = match best {
-        Some((d, n)) if d <= name.len() / 3 + 2 => format!(" (did you mean `{n}`?)"),
-        _ => String::new(),
-    };
-    Err(ModelError::UnknownHook { name: name.to_string(), hint })
 }
 
 /// The checks every backend makes before a run: token shape and range, hook

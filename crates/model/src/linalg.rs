@@ -58,17 +58,33 @@ pub fn matmul_bias(a: &[f32], b: &[f32], bias: Option<&[f32]>, out: &mut [f32], 
     }
 }
 
-/// LayerNorm without affine: returns normalized rows and writes each row's
-/// scale sqrt(var + eps) (TransformerLens's hook_scale).
-pub fn layer_norm(x: &[f32], d: usize, eps: f32, normalized: &mut [f32], scale: &mut [f32]) {
+/// LayerNorm of rows of `d` values, then `· w + b` when `affine` is given;
+/// writes each row's scale sqrt(var + eps) (TransformerLens's hook_scale).
+pub fn layer_norm(
+    x: &[f32],
+    d: usize,
+    eps: f32,
+    affine: Option<(&[f32], &[f32])>,
+    normalized: &mut [f32],
+    scale: &mut [f32],
+) {
     normalized.par_chunks_mut(d).zip(x.par_chunks(d)).zip(scale.par_iter_mut()).for_each(|((o, row), s)| {
         let mean = row.iter().sum::<f32>() / d as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
         let sc = (var + eps).sqrt();
         *s = sc;
         let inv = 1.0 / sc;
-        for (o, v) in o.iter_mut().zip(row) {
-            *o = (v - mean) * inv;
+        match affine {
+            Some((w, b)) => {
+                for (((o, v), w), b) in o.iter_mut().zip(row).zip(w).zip(b) {
+                    *o = (v - mean) * inv * w + b;
+                }
+            }
+            None => {
+                for (o, v) in o.iter_mut().zip(row) {
+                    *o = (v - mean) * inv;
+                }
+            }
         }
     });
 }

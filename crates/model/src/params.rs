@@ -1,49 +1,87 @@
 //! Model parameters in TransformerLens's layout (so weight processing and hook
 //! semantics follow TransformerLens exactly), all f32, row-major.
+//!
+//! The same structure holds a copy on a device: `T` is the backend's buffer
+//! type ([`DeviceOps::F`]), and weight matrices are in the layout the backend's
+//! matrix product reads ([`DeviceOps::matrix`]). On the host `T = Vec<f32>`
+//! and the matrices stay [in, out], which is the CPU backend's own layout.
 
+use crate::config::ModelConfig;
+use saepipe_core::compute::{DeviceOps, Result};
+
+pub use saepipe_core::compute::transpose;
+
+/// One transformer block's parameters.
 #[derive(Clone, Debug)]
-pub struct LayerParams {
+pub struct LayerParams<T = Vec<f32>> {
     /// LayerNorm affine; `None` once folded into the following weights.
-    pub ln1: Option<(Vec<f32>, Vec<f32>)>,
+    pub ln1: Option<(T, T)>,
     /// [d_model, n_heads * d_head]: q = x · W_Q + b_Q (heads contiguous).
-    pub w_q: Vec<f32>,
-    pub b_q: Vec<f32>,
-    pub w_k: Vec<f32>,
-    pub b_k: Vec<f32>,
-    pub w_v: Vec<f32>,
-    pub b_v: Vec<f32>,
+    pub w_q: T,
+    pub b_q: T,
+    pub w_k: T,
+    pub b_k: T,
+    pub w_v: T,
+    pub b_v: T,
     /// [n_heads * d_head, d_model]
-    pub w_o: Vec<f32>,
-    pub b_o: Vec<f32>,
-    pub ln2: Option<(Vec<f32>, Vec<f32>)>,
+    pub w_o: T,
+    pub b_o: T,
+    pub ln2: Option<(T, T)>,
     /// [d_model, d_mlp]
-    pub w_in: Vec<f32>,
-    pub b_in: Vec<f32>,
+    pub w_in: T,
+    pub b_in: T,
     /// [d_mlp, d_model]
-    pub w_out: Vec<f32>,
-    pub b_out: Vec<f32>,
+    pub w_out: T,
+    pub b_out: T,
 }
 
+/// A model's parameters.
 #[derive(Clone, Debug)]
-pub struct Params {
+pub struct Params<T = Vec<f32>> {
     /// [d_vocab, d_model]
-    pub w_e: Vec<f32>,
+    pub w_e: T,
     /// [n_ctx, d_model] for learned positions.
-    pub w_pos: Option<Vec<f32>>,
-    pub layers: Vec<LayerParams>,
-    pub ln_final: Option<(Vec<f32>, Vec<f32>)>,
+    pub w_pos: Option<T>,
+    pub layers: Vec<LayerParams<T>>,
+    pub ln_final: Option<(T, T)>,
     /// [d_model, d_vocab]
-    pub w_u: Vec<f32>,
-    pub b_u: Vec<f32>,
+    pub w_u: T,
+    pub b_u: T,
 }
 
-/// Transpose of a row-major [rows, cols] matrix.
-pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; m.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = m[r * cols + c];
+impl Params {
+    /// A copy on the device of `ops`, each matrix in the layout its products read.
+    pub fn to_device<O: DeviceOps>(&self, cfg: &ModelConfig, ops: &O) -> Result<Params<O::F>> {
+        let (d, hd, f) = (cfg.d_model, cfg.n_heads * cfg.d_head, cfg.d_mlp);
+        let pair = |a: &Option<(Vec<f32>, Vec<f32>)>| -> Result<Option<(O::F, O::F)>> {
+            a.as_ref().map(|(w, b)| Ok((ops.upload(w)?, ops.upload(b)?))).transpose()
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for lp in &self.layers {
+            layers.push(LayerParams {
+                ln1: pair(&lp.ln1)?,
+                w_q: ops.matrix(&lp.w_q, d, hd)?,
+                b_q: ops.upload(&lp.b_q)?,
+                w_k: ops.matrix(&lp.w_k, d, hd)?,
+                b_k: ops.upload(&lp.b_k)?,
+                w_v: ops.matrix(&lp.w_v, d, hd)?,
+                b_v: ops.upload(&lp.b_v)?,
+                w_o: ops.matrix(&lp.w_o, hd, d)?,
+                b_o: ops.upload(&lp.b_o)?,
+                ln2: pair(&lp.ln2)?,
+                w_in: ops.matrix(&lp.w_in, d, f)?,
+                b_in: ops.upload(&lp.b_in)?,
+                w_out: ops.matrix(&lp.w_out, f, d)?,
+                b_out: ops.upload(&lp.b_out)?,
+            });
         }
+        Ok(Params {
+            w_e: ops.upload(&self.w_e)?,
+            w_pos: self.w_pos.as_ref().map(|w| ops.upload(w)).transpose()?,
+            layers,
+            ln_final: pair(&self.ln_final)?,
+            w_u: ops.matrix(&self.w_u, d, cfg.d_vocab)?,
+            b_u: ops.upload(&self.b_u)?,
+        })
     }
-    out
 }

@@ -25,7 +25,7 @@ pub fn write_random_hf_model(dir: &Path, config: &serde_json::Value, seed: u64) 
         move |source| ModelError::Io { path, source }
     };
     std::fs::write(&cfg_path, serde_json::to_string_pretty(config).expect("JSON value")).map_err(io(&cfg_path))?;
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut rng = saepipe_core::rng::SplitMix64::new(seed);
     let shapes = tensor_shapes(&cfg);
     let data: Vec<Vec<u8>> = shapes
         .iter()
@@ -34,8 +34,7 @@ pub fn write_random_hf_model(dir: &Path, config: &serde_json::Value, seed: u64) 
             let is_ln_weight = shape.len() == 1 && name.ends_with("weight");
             let mut out = Vec::with_capacity(4 * n);
             for _ in 0..n {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let u = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                let u = (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
                 let x = if is_ln_weight { 1.0 + 0.1 * u } else { 0.12 * u };
                 out.extend(x.to_le_bytes());
             }

@@ -189,7 +189,7 @@ fn pythia_70m_shapes() {
     ];
     check_all_hooks(&model, &per_layer, &global, &dims);
     assert!(model.check_hook("blocks.3.hook_resid_mid").is_err(), "parallel blocks have no resid_mid");
-    assert_eq!(model.check_hook("blocks.3.hook_resid_pre").unwrap().layer, Some(3));
+    assert_eq!(model.check_hook("blocks.3.hook_resid_pre").unwrap().layer(), Some(3));
 }
 
 #[test]

@@ -2,32 +2,12 @@
 //! (fixtures from scripts/fixtures/model_tl.py) within 1e-4 relative, for GPT-2 and
 //! GPT-NeoX, without and with weight processing.
 
+#[path = "support/golden.rs"]
+mod golden;
+
+use golden::{check_post_affine, check_runner, fixture};
 use saepipe_model::{LnHook, LoadOptions, Model, Processing, RunRequest};
 use safetensors::SafeTensors;
-use std::path::PathBuf;
-
-fn fixture(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tl").join(arch)
-}
-
-fn to_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-}
-
-/// max |a − b| / max |b| over finite entries; infinities must match exactly.
-fn rel_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().filter(|x| x.is_finite()).fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-    let mut err = 0f32;
-    for (g, w) in got.iter().zip(want) {
-        if w.is_finite() {
-            err = err.max((g - w).abs());
-        } else {
-            assert_eq!(g, w, "infinite entries differ");
-        }
-    }
-    err / scale
-}
 
 fn check(arch: &str, mode: &str, processing: Processing) {
     check_dir(&fixture(arch), arch, mode, processing);
@@ -35,57 +15,8 @@ fn check(arch: &str, mode: &str, processing: Processing) {
 
 /// Loads the weights in `model_dir` and compares every hook with the goldens of `arch`.
 fn check_dir(model_dir: &std::path::Path, arch: &str, mode: &str, processing: Processing) {
-    let dir = fixture(arch);
     let model = Model::load(model_dir, &LoadOptions { processing: Some(processing), ..Default::default() }).unwrap();
-    let tokens: Vec<Vec<u32>> =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).unwrap()).unwrap();
-    let (batch, ctx) = (tokens.len(), tokens[0].len());
-    let flat: Vec<u32> = tokens.concat();
-    let bytes = std::fs::read(dir.join(format!("hooks_{mode}.safetensors"))).unwrap();
-    let golden = SafeTensors::deserialize(&bytes).unwrap();
-    let hooks: Vec<String> = golden.names().into_iter().filter(|n| n.contains("hook")).map(String::from).collect();
-    assert_eq!(
-        {
-            let mut a = hooks.clone();
-            a.sort();
-            a
-        },
-        {
-            let mut b = model.hook_names();
-            b.sort();
-            b
-        },
-        "{arch}: hook names differ from TransformerLens"
-    );
-    let mut req = RunRequest {
-        capture: hooks.iter().cloned().collect(),
-        want_logits: true,
-        want_loss: true,
-        ..Default::default()
-    };
-    let out = model.run(&flat, batch, ctx, &mut req).unwrap();
-    let mut worst = (0f32, String::new());
-    for name in &hooks {
-        let t = golden.tensor(name).unwrap();
-        let (shape, got) = &out.captured[name];
-        assert_eq!(shape.as_slice(), t.shape(), "{arch}/{mode}: shape of {name}");
-        let e = rel_err(got, &to_f32(t.data()));
-        if e > worst.0 {
-            worst = (e, name.clone());
-        }
-        assert!(e < 1e-4, "{arch}/{mode}: {name} differs from TransformerLens by {e:e} (relative)");
-    }
-    let e = rel_err(out.logits.as_ref().unwrap(), &to_f32(golden.tensor("logits").unwrap().data()));
-    assert!(e < 1e-4, "{arch}/{mode}: logits differ by {e:e}");
-    let e = rel_err(out.loss_per_token.as_ref().unwrap(), &to_f32(golden.tensor("loss_per_token").unwrap().data()));
-    assert!(e < 1e-4, "{arch}/{mode}: loss differs by {e:e}");
-    // Loss alone takes another path (logits made and consumed in row blocks).
-    let mut loss_only = RunRequest { want_loss: true, ..Default::default() };
-    let out = model.run(&flat, batch, ctx, &mut loss_only).unwrap();
-    assert!(out.logits.is_none() && out.captured.is_empty());
-    let e = rel_err(out.loss_per_token.as_ref().unwrap(), &to_f32(golden.tensor("loss_per_token").unwrap().data()));
-    assert!(e < 1e-4, "{arch}/{mode}: loss-only run differs by {e:e}");
-    eprintln!("{arch}/{mode}: {} hooks match; worst {} at {:e}", hooks.len(), worst.1, worst.0);
+    check_runner(&model, arch, mode, 1e-4);
 }
 
 #[test]
@@ -136,31 +67,12 @@ fn gpt2_from_pytorch_model_bin() {
 #[test]
 fn post_affine_ln_hooks_match_transformer_lens_2_semantics() {
     for arch in ["gpt2", "neox"] {
-        let dir = fixture(arch);
-        let model = Model::load(&dir, &LoadOptions { processing: Some(Processing::NONE), ln_hook: LnHook::PostAffine })
-            .unwrap();
-        let tokens: Vec<Vec<u32>> =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json")).unwrap()).unwrap();
-        let (batch, ctx) = (tokens.len(), tokens[0].len());
-        let post_bytes = std::fs::read(dir.join("hooks_none_postaffine.safetensors")).unwrap();
-        let post = SafeTensors::deserialize(&post_bytes).unwrap();
-        let pre_bytes = std::fs::read(dir.join("hooks_none.safetensors")).unwrap();
-        let pre = SafeTensors::deserialize(&pre_bytes).unwrap();
-        let mut req =
-            RunRequest { capture: model.hook_names().into_iter().collect(), want_loss: true, ..Default::default() };
-        let out = model.run(&tokens.concat(), batch, ctx, &mut req).unwrap();
-        let ln_hooks: Vec<String> = post.names().into_iter().map(String::from).collect();
-        assert_eq!(ln_hooks.len(), 2 * 2 + 1);
-        for name in model.hook_names() {
-            let want = if ln_hooks.contains(&name) { post.tensor(&name).unwrap() } else { pre.tensor(&name).unwrap() };
-            let e = rel_err(&out.captured[&name].1, &to_f32(want.data()));
-            assert!(e < 1e-4, "{arch}/post-affine: {name} differs by {e:e}");
-        }
-        // The pre-affine value differs from the post-affine one (non-trivial LN weights).
-        let name = "blocks.0.ln2.hook_normalized";
-        assert!(rel_err(&out.captured[name].1, &to_f32(pre.tensor(name).unwrap().data())) > 1e-2);
-        let e = rel_err(out.loss_per_token.as_ref().unwrap(), &to_f32(pre.tensor("loss_per_token").unwrap().data()));
-        assert!(e < 1e-4, "{arch}: hook semantics must not change the loss ({e:e})");
+        let model = Model::load(
+            &fixture(arch),
+            &LoadOptions { processing: Some(Processing::NONE), ln_hook: LnHook::PostAffine },
+        )
+        .unwrap();
+        check_post_affine(&model, arch, 1e-4);
     }
 }
 

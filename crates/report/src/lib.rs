@@ -2,7 +2,7 @@
 //!
 //! Figure builders take plain Rust data (the plot stage reads the evaluation, matching
 //! and training tables and passes their columns in) and return a [`Figure`]: the same
-//! drawing as SVG and PNG plus the plotted numbers as a columnar [`PlotData`] table.
+//! drawing as SVG and PNG plus the plotted numbers as a column [`Table`].
 //! Text in PNGs is rendered from an embedded DejaVu Sans font, so no system fonts are
 //! needed. [`Report`] assembles sections, figures and tables into one self-contained
 //! HTML file (no external resources).
@@ -11,16 +11,16 @@
 //! (`Figure::no_data` is set); malformed inputs (mismatched lengths, out-of-range
 //! values) give a [`ReportError`] naming the figure, field and row.
 
+#![warn(missing_docs)]
+
 mod axis;
-pub mod data;
-pub mod error;
+mod error;
 pub mod figures;
 mod render;
 pub mod report;
 mod style;
 pub mod synthetic;
 
-pub use data::{Column, ColumnData, PlotData};
 pub use error::{ReportError, Result};
 pub use figures::coders::{CoderPoint, sparsity_faithfulness};
 pub use figures::density::{FeatureDensity, feature_density};
@@ -31,3 +31,4 @@ pub use figures::matching::{
 pub use figures::training::{TrainingCurve, training_curves};
 pub use render::{Figure, FigureOptions};
 pub use report::{Cell, Report};
+pub use saepipe_core::table::{Column, Table};

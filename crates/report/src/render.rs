@@ -6,9 +6,9 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::axis::{Axis, AxisRange};
-use crate::data::PlotData;
 use crate::error::{ReportError, Result};
 use crate::style::{self, Marker};
+use saepipe_core::table::Table;
 
 /// Size and naming of a figure.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,17 +30,20 @@ impl Default for FigureOptions {
 }
 
 impl FigureOptions {
+    /// These options with another pixel size.
     pub fn with_size(mut self, width: u32, height: u32) -> Self {
         self.width = width;
         self.height = height;
         self
     }
 
+    /// These options with the title replaced.
     pub fn with_title(mut self, title: impl Into<String>) -> Self {
         self.title = Some(title.into());
         self
     }
 
+    /// These options with the file stem replaced.
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -52,15 +55,18 @@ impl FigureOptions {
 pub struct Figure {
     /// File stem, e.g. `matched_fraction` (→ `matched_fraction.svg`, `.png`, `.parquet`).
     pub name: String,
+    /// The title drawn above the plot.
     pub title: String,
+    /// Pixel width.
     pub width: u32,
+    /// Pixel height.
     pub height: u32,
     /// Standalone SVG document.
     pub svg: String,
     /// RGB, 8-bit PNG of `width` × `height` pixels.
     pub png: Vec<u8>,
     /// The plotted numbers in long format.
-    pub data: PlotData,
+    pub data: Table,
     /// `Some(reason)` when the input had nothing to plot and the figure is a "no data"
     /// placeholder.
     pub no_data: Option<String>,
@@ -106,7 +112,7 @@ pub(crate) fn render(
     title: String,
     opts: &FigureOptions,
     painter: &impl Painter,
-    data: PlotData,
+    data: Table,
     no_data: Option<String>,
 ) -> Result<Figure> {
     style::ensure_fonts()?;
@@ -191,7 +197,7 @@ pub(crate) fn no_data_figure(
     title: String,
     opts: &FigureOptions,
     reason: &str,
-    data: PlotData,
+    data: Table,
 ) -> Result<Figure> {
     let painter = NoData { title: &title, reason };
     render(name.clone(), title.clone(), opts, &painter, data, Some(reason.to_string()))

@@ -11,8 +11,11 @@ use crate::render::Figure;
 /// A table cell. Numbers are right-aligned and formatted compactly; NaN shows as "–".
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
+    /// Text, left-aligned.
     Text(String),
+    /// A float.
     Number(f64),
+    /// An integer.
     Int(i64),
 }
 
@@ -73,6 +76,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// An empty report titled `title`.
     pub fn new(title: impl Into<String>) -> Self {
         Report { title: title.into(), blocks: Vec::new(), png_links: true }
     }
@@ -91,6 +95,7 @@ impl Report {
         self
     }
 
+    /// A figure, inline as SVG (with its PNG as a link if enabled).
     pub fn add_figure(&mut self, fig: &Figure) -> &mut Self {
         self.blocks.push(Block::Figure {
             name: fig.name.clone(),

@@ -5,35 +5,7 @@ use crate::figures::coders::CoderPoint;
 use crate::figures::density::FeatureDensity;
 use crate::figures::matching::{CheckpointLosses, CheckpointSimilarities};
 use crate::figures::training::TrainingCurve;
-
-/// Small deterministic PRNG (SplitMix64) with a normal sampler.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(1e-300);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-}
+use saepipe_core::rng::SplitMix64;
 
 /// A Pythia-like checkpoint schedule: 0, 1, 2, 4, …, 512, then 1000 … 143000.
 pub fn pythia_steps() -> Vec<u64> {
@@ -52,7 +24,7 @@ fn progress(step: u64) -> f64 {
 /// checkpoint is the reference itself (all similarities 1). Early checkpoints have a few
 /// dead features (NaN).
 pub fn checkpoint_similarities(d_sae: usize, seed: u64) -> Vec<CheckpointSimilarities> {
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let steps = pythia_steps();
     let last = *steps.last().unwrap();
     steps
@@ -78,7 +50,7 @@ pub fn checkpoint_similarities(d_sae: usize, seed: u64) -> Vec<CheckpointSimilar
 
 /// SAE losses per checkpoint: MSE falls, L0 rises then settles, EV improves.
 pub fn checkpoint_losses(seed: u64) -> Vec<CheckpointLosses> {
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     pythia_steps()
         .into_iter()
         .map(|step| {
@@ -107,7 +79,7 @@ pub fn coder_sweep() -> (Vec<CoderPoint>, f64) {
 
 /// Log-normal firing frequencies with a share of dead features per SAE.
 pub fn feature_densities(d_sae: usize, seed: u64) -> Vec<FeatureDensity> {
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     [("L1 λ=5", -2.6, 0.7, 0.02), ("L1 λ=10", -3.2, 0.9, 0.09), ("TopK k=32", -2.3, 0.5, 0.004)]
         .into_iter()
         .map(|(name, mu, sd, dead)| FeatureDensity {
@@ -122,7 +94,7 @@ pub fn feature_densities(d_sae: usize, seed: u64) -> Vec<FeatureDensity> {
 /// Three training runs logged every `every` steps up to `steps`: two L1 SAEs and a TopK
 /// SAE with an AuxK loss.
 pub fn training_runs(steps: u64, every: u64, seed: u64) -> Vec<TrainingCurve> {
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut runs = Vec::new();
     for (run, kind, final_mse, final_l0, dead_final) in
         [("l1_5", "L1", 0.06, 60.0, 0.02), ("l1_10", "L1", 0.09, 28.0, 0.08), ("topk_32", "AuxK", 0.05, 32.0, 0.01)]

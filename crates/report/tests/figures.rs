@@ -2,8 +2,8 @@
 //! malformed inputs give a "no data" figure or a clear error.
 
 use saepipe_report::{
-    CheckpointLosses, CheckpointSimilarities, CoderPoint, ColumnData, DEFAULT_DISTANCE_THRESHOLDS, FeatureDensity,
-    Figure, FigureOptions, MatchedFraction, ReportError, TrainingCurve, feature_density, matched_fraction_vs_step,
+    CheckpointLosses, CheckpointSimilarities, CoderPoint, Column, DEFAULT_DISTANCE_THRESHOLDS, FeatureDensity, Figure,
+    FigureOptions, MatchedFraction, ReportError, TrainingCurve, feature_density, matched_fraction_vs_step,
     matched_fractions, sae_losses_per_checkpoint, similarity_heatmap, sparsity_faithfulness, synthetic,
     training_curves,
 };
@@ -67,7 +67,7 @@ fn check_figure(fig: &Figure, opts: &FigureOptions, must_contain: &[&str]) {
     // Lines, markers or cells in colour, not just black on white.
     assert!(img.distinct_colors() > 20, "{}: only {} colours", fig.name, img.distinct_colors());
     assert!(fig.data.is_rectangular(), "{}: ragged plot data", fig.name);
-    assert!(fig.data.n_rows() > 0, "{}: empty plot data", fig.name);
+    assert!(fig.data.rows() > 0, "{}: empty plot data", fig.name);
 }
 
 fn opts() -> FigureOptions {
@@ -98,7 +98,7 @@ fn matched_fraction_figure() {
     );
     assert_eq!(fig.name, "matched_fraction");
     assert_eq!(fig.data.column_names(), ["step", "threshold", "fraction"]);
-    assert_eq!(fig.data.n_rows(), rows.len());
+    assert_eq!(fig.data.rows(), rows.len());
 }
 
 #[test]
@@ -116,8 +116,8 @@ fn heatmap_figure_and_binning() {
     let sims = synthetic::checkpoint_similarities(1024, 2);
     let fig = similarity_heatmap(&sims, 20, &opts()).unwrap();
     check_figure(&fig, &opts(), &["matched cosine similarity", "LM training step (checkpoint)", "sqrt scale"]);
-    assert_eq!(fig.data.n_rows(), sims.len() * 20);
-    let Some(ColumnData::F64(frac)) = fig.data.column("fraction") else { panic!("fraction column") };
+    assert_eq!(fig.data.rows(), sims.len() * 20);
+    let Some(Column::F64(frac)) = fig.data.get("fraction") else { panic!("fraction column") };
     for c in frac.chunks(20) {
         let s: f64 = c.iter().sum();
         assert!((s - 1.0).abs() < 1e-9, "per-checkpoint fractions sum to {s}");
@@ -128,9 +128,9 @@ fn heatmap_figure_and_binning() {
 
     let exact = [CheckpointSimilarities { step: 5, similarities: vec![0.0, 0.05, 0.5, 1.0, f64::NAN] }];
     let fig = similarity_heatmap(&exact, 10, &opts()).unwrap();
-    let Some(ColumnData::I64(count)) = fig.data.column("count") else { panic!("count column") };
+    let Some(Column::I64(count)) = fig.data.get("count") else { panic!("count column") };
     assert_eq!(count, &vec![2, 0, 0, 0, 0, 1, 0, 0, 0, 1]);
-    let Some(ColumnData::I64(unmatched)) = fig.data.column("n_unmatched") else { panic!() };
+    let Some(Column::I64(unmatched)) = fig.data.get("n_unmatched") else { panic!() };
     assert!(unmatched.iter().all(|&u| u == 1));
 }
 
@@ -179,7 +179,7 @@ fn losses_with_gaps_still_render() {
         .collect();
     let fig = sae_losses_per_checkpoint(&nan_rows, &opts()).unwrap();
     assert!(fig.no_data.is_some());
-    assert_eq!(fig.data.n_rows(), 3);
+    assert_eq!(fig.data.rows(), 3);
 }
 
 #[test]
@@ -197,7 +197,7 @@ fn frontier_figure() {
             "clean LM (no coder)",
         ],
     );
-    let Some(ColumnData::Str(fam)) = fig.data.column("family") else { panic!() };
+    let Some(Column::Str(fam)) = fig.data.get("family") else { panic!() };
     assert_eq!(fam.iter().filter(|f| *f == "SAE").count(), 4);
     // Without the clean reference and with L0 = 0 (linear axis) it still renders.
     let mut p = points.clone();
@@ -223,9 +223,9 @@ fn density_figure_counts_dead_separately() {
         &opts(),
         &["log10 firing frequency (fraction of tokens)", "features per bin (count)", "dead of 4096"],
     );
-    let Some(ColumnData::Str(sae)) = fig.data.column("sae") else { panic!() };
-    let Some(ColumnData::I64(count)) = fig.data.column("count") else { panic!() };
-    let Some(ColumnData::I64(dead)) = fig.data.column("n_dead") else { panic!() };
+    let Some(Column::Str(sae)) = fig.data.get("sae") else { panic!() };
+    let Some(Column::I64(count)) = fig.data.get("count") else { panic!() };
+    let Some(Column::I64(dead)) = fig.data.get("n_dead") else { panic!() };
     for s in &d {
         let rows: Vec<usize> = (0..sae.len()).filter(|&i| sae[i] == s.name).collect();
         let binned: i64 = rows.iter().map(|&i| count[i]).sum();
@@ -258,7 +258,7 @@ fn training_figure() {
         &["L1 / AuxK loss", "Dead features", "training step", "features/token", "l1_5", "topk_32"],
     );
     let total: usize = runs.iter().map(|r| r.step.len()).sum();
-    assert_eq!(fig.data.n_rows(), total, "plot data keeps every logged step");
+    assert_eq!(fig.data.rows(), total, "plot data keeps every logged step");
     // Drawn lines are thinned: the SVG stays small for long logs.
     assert!(fig.svg.len() < 400_000, "SVG is {} bytes", fig.svg.len());
 }
@@ -272,7 +272,7 @@ fn training_validation_and_missing_metrics() {
     r.mse.push(0.25);
     let fig = training_curves(&[r], &opts()).unwrap();
     assert!(fig.no_data.is_none());
-    let Some(ColumnData::F64(l0)) = fig.data.column("l0") else { panic!() };
+    let Some(Column::F64(l0)) = fig.data.get("l0") else { panic!() };
     assert!(l0.iter().all(|v| v.is_nan()));
     let fig = training_curves(&[], &opts()).unwrap();
     assert!(fig.no_data.is_some());

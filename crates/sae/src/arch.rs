@@ -8,18 +8,36 @@ pub enum Activation {
     /// f = ReLU(pre).
     Relu,
     /// Keep the k largest pre-activations per row, then ReLU.
-    TopK { k: usize },
+    TopK {
+        /// Active latents per row.
+        k: usize,
+    },
     /// `f = ReLU(pre) · 1[pre > threshold_j]` (also the inference form of BatchTopK).
-    JumpRelu { threshold: Vec<f32> },
+    JumpRelu {
+        /// Per-latent threshold `[d_sae]`.
+        threshold: Vec<f32>,
+    },
     /// Gated encoder: gate = 1[x'W_enc + b_gate > 0], magnitude =
     /// ReLU(x'(W_enc ⊙ exp(r_mag)) + b_mag), f = gate · magnitude. No `b_enc`.
-    Gated { b_gate: Vec<f32>, b_mag: Vec<f32>, r_mag: Vec<f32> },
+    Gated {
+        /// Gate bias `[d_sae]`.
+        b_gate: Vec<f32>,
+        /// Magnitude bias `[d_sae]`.
+        b_mag: Vec<f32>,
+        /// Log-scale of the magnitude path's encoder columns `[d_sae]`.
+        r_mag: Vec<f32>,
+    },
     /// EleutherAI sparsify "groupmax": latents split into k contiguous groups,
     /// the maximum of ReLU(pre) in each group is kept.
-    GroupMax { k: usize },
+    GroupMax {
+        /// Number of groups (= active latents per row).
+        k: usize,
+    },
 }
 
 impl Activation {
+    /// Short lowercase name of the activation family (`relu`, `topk`,
+    /// `jumprelu`, `gated`, `groupmax`), without its parameters.
     pub fn family(&self) -> &'static str {
         match self {
             Activation::Relu => "relu",
@@ -35,6 +53,7 @@ impl Activation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Normalization {
+    /// None: inputs are used as given.
     #[default]
     None,
     /// A constant scaling factor was folded into the weights at save time:
@@ -47,6 +66,7 @@ pub enum Normalization {
 }
 
 impl Normalization {
+    /// The SAELens `normalize_activations` string.
     pub fn as_str(self) -> &'static str {
         match self {
             Normalization::None => "none",
@@ -55,6 +75,8 @@ impl Normalization {
             Normalization::LayerNorm => "layer_norm",
         }
     }
+
+    /// Parses a SAELens `normalize_activations` string (`None` if unknown).
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "none" => Normalization::None,

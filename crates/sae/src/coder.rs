@@ -13,22 +13,30 @@ use crate::meta::Metadata;
 /// only non-zero activations stored.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SparseActs {
+    /// Number of latents (the column count of the dense form).
     pub d_sae: usize,
+    /// Row offsets `[n_rows + 1]`, starting at 0.
     pub row_ptr: Vec<usize>,
+    /// Latent index of each stored activation.
     pub idx: Vec<u32>,
+    /// Value of each stored activation.
     pub val: Vec<f32>,
 }
 
 impl SparseActs {
+    /// No rows.
     pub fn empty(d_sae: usize) -> Self {
         SparseActs { d_sae, row_ptr: vec![0], idx: Vec::new(), val: Vec::new() }
     }
+    /// Number of rows.
     pub fn n_rows(&self) -> usize {
         self.row_ptr.len() - 1
     }
+    /// Number of stored (non-zero) activations.
     pub fn nnz(&self) -> usize {
         self.idx.len()
     }
+    /// Latents and values of row `r`.
     pub fn row(&self, r: usize) -> (&[u32], &[f32]) {
         let (a, b) = (self.row_ptr[r], self.row_ptr[r + 1]);
         (&self.idx[a..b], &self.val[a..b])
@@ -37,6 +45,7 @@ impl SparseActs {
     pub fn mean_l0(&self) -> f64 {
         if self.n_rows() == 0 { 0.0 } else { self.nnz() as f64 / self.n_rows() as f64 }
     }
+    /// Dense `[n_rows, d_sae]`, row-major, zeros where nothing is stored.
     pub fn to_dense(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.n_rows() * self.d_sae];
         for r in 0..self.n_rows() {
@@ -76,9 +85,13 @@ impl SparseActs {
 /// Tensors use SAELens v6 names and layouts, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SparseCoder {
+    /// Latent activation function and its parameters.
     pub activation: Activation,
+    /// Input width.
     pub d_in: usize,
+    /// Number of latents.
     pub d_sae: usize,
+    /// Output width (= `d_in` for SAEs).
     pub d_out: usize,
     /// `[d_in, d_sae]`
     pub w_enc: Vec<f32>,
@@ -92,10 +105,12 @@ pub struct SparseCoder {
     pub w_skip: Option<Vec<f32>>,
     /// Subtract `b_dec` from the (normalized) input before encoding (SAEs only).
     pub apply_b_dec_to_input: bool,
+    /// Run-time input normalization.
     pub normalize: Normalization,
     /// True when the output hook differs from the input hook. Transcoders never
     /// undo the input normalization on their output (SAELens semantics).
     pub transcoder: bool,
+    /// Provenance (model, hooks, dataset, …).
     pub metadata: Metadata,
     /// log10(firing frequency + 1e-10) per latent, when known.
     pub log_sparsity: Option<Vec<f32>>,
@@ -105,6 +120,36 @@ struct RowNorm {
     /// For ConstantNormRescale: the factor applied; for LayerNorm: (mu, std).
     a: f32,
     b: f32,
+}
+
+impl SparseCoder {
+    /// This coder as the tensors of a plain TopK SAE (what the GPU encoder
+    /// takes), or `None` when it is something else: another activation, a
+    /// transcoder, a skip connection or an input normalization done at run time.
+    pub fn as_topk_sae(&self) -> Option<saepipe_core::compute::TopKSae<'_>> {
+        let Activation::TopK { k } = self.activation else { return None };
+        let plain = !self.transcoder
+            && self.d_in == self.d_out
+            && self.w_skip.is_none()
+            && matches!(self.normalize, Normalization::None | Normalization::ExpectedAverageOnlyIn);
+        plain.then_some(saepipe_core::compute::TopKSae {
+            d_in: self.d_in,
+            d_sae: self.d_sae,
+            k,
+            w_enc: &self.w_enc,
+            b_enc: &self.b_enc,
+            w_dec: &self.w_dec,
+            b_dec: &self.b_dec,
+            b_dec_on_input: self.apply_b_dec_to_input,
+        })
+    }
+}
+
+/// Sparse rows computed by a backend, as activations of `csr.cols` latents.
+impl From<saepipe_core::compute::Csr> for SparseActs {
+    fn from(csr: saepipe_core::compute::Csr) -> SparseActs {
+        SparseActs { d_sae: csr.cols, row_ptr: csr.row_ptr, idx: csr.idx, val: csr.val }
+    }
 }
 
 impl SparseCoder {
@@ -197,6 +242,8 @@ impl SparseCoder {
         if fam == "standard" { tc.to_string() } else { format!("{fam}_{tc}") }
     }
 
+    /// Whether the output is another hook than the input (transcoders and
+    /// skip transcoders).
     pub fn is_transcoder(&self) -> bool {
         self.transcoder || self.w_skip.is_some()
     }

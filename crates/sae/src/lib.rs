@@ -16,6 +16,7 @@
 //! - Training: [`Trainer`] (ReLU+L1, TopK+AuxK, BatchTopK, JumpReLU; SAEs, transcoders,
 //!   skip transcoders), checkpointed with [`TrainerState`]; see [`train`].
 
+#![warn(missing_docs)]
 // Let-chains and `is_multiple_of` are newer than the workspace's rust-version.
 #![allow(clippy::collapsible_if, clippy::manual_is_multiple_of)]
 

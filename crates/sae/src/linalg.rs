@@ -9,10 +9,15 @@ use rayon::prelude::*;
 /// A read-only matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {
+    /// The elements (the view may use a subset).
     pub data: &'a [f32],
+    /// Number of rows.
     pub rows: usize,
+    /// Number of columns.
     pub cols: usize,
+    /// Row stride, in elements.
     pub rs: usize,
+    /// Column stride, in elements.
     pub cs: usize,
 }
 
@@ -92,6 +97,7 @@ pub fn gemm(a: MatRef, b: MatRef, c: &mut [f32], beta: f32) {
     });
 }
 
+/// Dot product of two equal-length slices, with a fixed summation order.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent accumulators let the compiler vectorise.

@@ -7,26 +7,34 @@ use serde_json::{Map, Value};
 /// in `extra` and written back on save.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
+    /// Model the coder was trained on (TransformerLens / hub name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_name: Option<String>,
     /// Input hook point (TransformerLens name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_name: Option<String>,
+    /// Attention head of the hook, for per-head hooks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_head_index: Option<i64>,
     /// Output hook point of a transcoder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_name_out: Option<String>,
+    /// Tokens per training sequence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_size: Option<u64>,
+    /// Whether a BOS token was prepended to each sequence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepend_bos: Option<bool>,
+    /// Training dataset (hub name or path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_path: Option<String>,
+    /// Extra model-loading arguments, verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_from_pretrained_kwargs: Option<Value>,
+    /// SAELens version that wrote the config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sae_lens_version: Option<String>,
+    /// Every other key, kept verbatim.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -61,6 +69,7 @@ impl Metadata {
         m
     }
 
+    /// The metadata as a JSON object (the `metadata` block of `cfg.json`).
     pub fn to_json_map(&self) -> Map<String, Value> {
         match serde_json::to_value(self) {
             Ok(Value::Object(m)) => m,

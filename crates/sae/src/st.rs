@@ -9,11 +9,13 @@ use crate::error::{Result, SaeError};
 
 /// An opened safetensors file (the bytes are kept in memory).
 pub struct StFile {
+    /// The path it was opened from, as shown in error messages.
     pub name: String,
     bytes: Vec<u8>,
 }
 
 impl StFile {
+    /// Reads and validates the file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| SaeError::io(path, e))?;
         let f = StFile { name: path.display().to_string(), bytes };
@@ -26,6 +28,7 @@ impl StFile {
             .map_err(|e| SaeError::Safetensors { file: self.name.clone(), message: e.to_string() })
     }
 
+    /// Tensor names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> =
             self.parse().map(|s| s.names().into_iter().map(String::from).collect()).unwrap_or_default();
@@ -33,15 +36,18 @@ impl StFile {
         v
     }
 
+    /// Whether a tensor `name` exists.
     pub fn has(&self, name: &str) -> bool {
         self.parse().map(|s| s.tensor(name).is_ok()).unwrap_or(false)
     }
 
+    /// The string metadata of the header (`__metadata__`), if any.
     pub fn metadata(&self) -> Option<HashMap<String, String>> {
         let (_, m) = SafeTensors::read_metadata(&self.bytes).ok()?;
         m.metadata().clone()
     }
 
+    /// Shape of tensor `name`.
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
         let st = self.parse()?;
         let t = st.tensor(name).map_err(|_| SaeError::MissingTensor { file: self.name.clone(), name: name.into() })?;
@@ -110,8 +116,11 @@ impl StFile {
 
 /// Owned tensor to write.
 pub enum Out {
+    /// f32 data with its shape.
     F32(Vec<usize>, Vec<f32>),
+    /// f64 data with its shape.
     F64(Vec<usize>, Vec<f64>),
+    /// u64 data with its shape.
     U64(Vec<usize>, Vec<u64>),
 }
 

@@ -16,6 +16,8 @@ pub struct TorchArchive {
     mmap: Mmap,
     /// storage key → (byte offset, byte length) inside the file.
     storages: HashMap<String, (usize, usize)>,
+    /// The unpickled `data.pkl`: what `torch.load` would return, with tensors
+    /// as [`Value::Tensor`] references into this archive.
     pub root: Value,
 }
 
@@ -69,6 +71,7 @@ impl TorchArchive {
         Ok(TorchArchive { path: path.into(), mmap, storages, root })
     }
 
+    /// The file this archive was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }

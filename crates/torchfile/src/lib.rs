@@ -40,6 +40,8 @@
 //! visits shared parts once per reference, which is what [`MAX_VALUE_NODES`],
 //! [`MAX_VALUE_BYTES`] and [`MAX_DEPTH`] bound.
 
+#![warn(missing_docs)]
+
 mod archive;
 mod limits;
 mod unpickle;
@@ -57,33 +59,70 @@ use std::sync::Arc;
 /// Errors of the reader. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TorchFileError {
+    /// The file could not be opened or mapped.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS reported.
+        source: std::io::Error,
+    },
     /// The file is not a `torch.save` zip archive this reader understands
     /// (not a zip, legacy serialization, no `data.pkl`, big-endian, …).
     #[error("{file}: {message}")]
-    NotArchive { file: String, message: String },
+    NotArchive {
+        /// The file, as given.
+        file: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The pickle or a tensor inside the archive is malformed or unsupported.
+    /// Also the error for going past one of the crate's limits (the message
+    /// names the limit).
     #[error("{file}: {message}")]
-    Pickle { file: String, message: String },
+    Pickle {
+        /// The file (or the `source` name given to [`unpickle`]).
+        file: String,
+        /// What is wrong, naming the tensor or opcode involved.
+        message: String,
+    },
+    /// The pickle references a global this reader refuses to resolve: a
+    /// callable outside the tensor-rebuilding allow-list, or (without
+    /// [`UnpickleOptions::allow_objects`]) any unknown class.
     #[error("pickle in {file} asks for forbidden global {global}")]
-    ForbiddenGlobal { file: String, global: String },
+    ForbiddenGlobal {
+        /// The file (or the `source` name given to [`unpickle`]).
+        file: String,
+        /// The global as `module.name`, e.g. `builtins.eval`.
+        global: String,
+    },
 }
 
+/// Result of this crate's readers.
 pub type Result<T> = std::result::Result<T, TorchFileError>;
 
 /// Element type of a torch storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StorageDtype {
+    /// `torch.float64` (`DoubleStorage`).
     F64,
+    /// `torch.float32` (`FloatStorage`).
     F32,
+    /// `torch.float16` (`HalfStorage`).
     F16,
+    /// `torch.bfloat16` (`BFloat16Storage`).
     BF16,
+    /// `torch.int64` (`LongStorage`).
     I64,
+    /// `torch.int32` (`IntStorage`).
     I32,
+    /// `torch.int16` (`ShortStorage`).
     I16,
+    /// `torch.int8` (`CharStorage`).
     I8,
+    /// `torch.uint8` (`ByteStorage`).
     U8,
+    /// `torch.bool` (`BoolStorage`), one byte per element.
     Bool,
 }
 
@@ -103,6 +142,7 @@ impl StorageDtype {
             _ => return None,
         })
     }
+    /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
             StorageDtype::F64 | StorageDtype::I64 => 8,
@@ -116,10 +156,13 @@ impl StorageDtype {
 /// A tensor inside a torch archive: a strided view of one storage.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorRef {
+    /// Name of the storage's entry under `<prefix>/data/` in the archive.
     pub storage_key: String,
+    /// Element type of the storage (and so of the view).
     pub dtype: StorageDtype,
     /// Offset into the storage, in elements.
     pub offset: usize,
+    /// Size of each dimension (torch's `size()`); empty for a scalar.
     pub shape: Vec<usize>,
     /// Strides in elements.
     pub stride: Vec<usize>,
@@ -129,16 +172,26 @@ pub struct TensorRef {
 /// references more than once is one allocation, shared by every reference.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// Python `None`.
     None,
+    /// Python `bool`.
     Bool(bool),
+    /// Python `int` (a pickled integer that does not fit in `i64` is an error).
     Int(i64),
+    /// Python `float`.
     Float(f64),
+    /// Python `str`.
     Str(String),
+    /// Python `bytes`.
     Bytes(Vec<u8>),
+    /// Python `list`; sets and frozensets also come back as lists.
     List(Arc<[Value]>),
+    /// Python `tuple`.
     Tuple(Arc<[Value]>),
     /// Insertion-ordered (dict and OrderedDict).
     Dict(Arc<[(Value, Value)]>),
+    /// A tensor (`torch._utils._rebuild_tensor_v2`), not yet read: see
+    /// [`TorchArchive::tensor_f32`].
     Tensor(TensorRef),
     /// An allowed non-callable global such as `torch.float32`, as `module.name`
     /// (in object mode also any other class or function referenced as data).
@@ -148,8 +201,11 @@ pub enum Value {
     /// `state` what `BUILD` would have passed to `__setstate__` (usually a dict
     /// of attributes; [`Value::None`] when there was no BUILD).
     Object {
+        /// `module.Name` of the class.
         class: String,
+        /// Arguments `__new__` (or the reduce call) would have got.
         args: Arc<[Value]>,
+        /// What `BUILD` would have passed to `__setstate__`.
         state: Arc<Value>,
     },
 }
@@ -174,12 +230,14 @@ impl Value {
             _ => None,
         }
     }
+    /// The text of a [`Value::Str`].
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
             _ => None,
         }
     }
+    /// A [`Value::Float`], or a [`Value::Int`] converted to `f64`.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Int(i) => Some(*i as f64),
@@ -187,6 +245,7 @@ impl Value {
             _ => None,
         }
     }
+    /// A [`Value::Int`], or a [`Value::Bool`] as 0/1 (Python's `bool` is an `int`).
     pub fn as_i64(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
@@ -194,18 +253,21 @@ impl Value {
             _ => None,
         }
     }
+    /// The value of a [`Value::Bool`].
     pub fn as_bool(&self) -> Option<bool> {
         match self {
             Value::Bool(b) => Some(*b),
             _ => None,
         }
     }
+    /// The tensor reference of a [`Value::Tensor`].
     pub fn as_tensor(&self) -> Option<&TensorRef> {
         match self {
             Value::Tensor(t) => Some(t),
             _ => None,
         }
     }
+    /// The (key, value) pairs of a [`Value::Dict`], in insertion order.
     pub fn as_dict(&self) -> Option<&[(Value, Value)]> {
         match self {
             Value::Dict(d) => Some(d),

@@ -11,7 +11,6 @@ use std::cell::Cell;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// Counts the heap bytes live on this thread and their peak, so a test sees
 /// what one call cost, whatever the tests on other threads allocate.
@@ -143,9 +142,7 @@ fn shared_references_stay_one_allocation() {
 fn billion_laughs_is_refused_at_once_by_the_tree_size_limit() {
     let p = laughs(30);
     assert!(p.len() < 753, "{}", p.len());
-    let start = Instant::now();
     let (e, peak, live) = measured(|| unpickle(&p, "dir/coder.pt").unwrap_err().to_string());
-    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
     assert!(peak < 64 << 10, "{peak} bytes");
     assert_eq!(live as usize, e.capacity());
     assert!(
@@ -172,9 +169,7 @@ fn archive(test: &str, pickle: &[u8], storage: &[u8]) -> PathBuf {
 #[test]
 fn billion_laughs_coder_file_is_refused_naming_it() {
     let path = archive("laughs", &laughs(30), &[]);
-    let start = Instant::now();
     let e = TorchArchive::open_with(&path, UnpickleOptions { allow_objects: true }).err().unwrap().to_string();
-    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
     assert!(e.starts_with(&format!("{}: ", path.display())) && e.contains("MAX_VALUE_NODES"), "{e}");
     std::fs::remove_file(path).unwrap();
 }
@@ -343,7 +338,6 @@ fn operation_and_container_limits() {
         p.extend([0x85, b'R', b'0']); // TUPLE1, REDUCE, POP
     }
     p.extend([b'N', b'.']);
-    let start = Instant::now();
     let e = unpickle(&p, "ops.pt").unwrap_err().to_string();
     assert!(
         e.starts_with("ops.pt: ")
@@ -351,7 +345,6 @@ fn operation_and_container_limits() {
             && e.contains("MAX_PICKLE_OPS"),
         "{e}"
     );
-    assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
 
     // A list one item over the limit.
     let mut p = PROTO2.to_vec();

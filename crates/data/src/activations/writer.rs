@@ -311,6 +311,7 @@ impl ShardedWriter {
         self.rows_done
     }
 
+    /// The metadata the store is written with.
     pub fn meta(&self) -> &StoreMeta {
         &self.meta
     }

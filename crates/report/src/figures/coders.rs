@@ -1,13 +1,13 @@
 //! Sparsity–faithfulness frontier: L0 vs. CE loss with the coder spliced in.
 
 use crate::axis::Axis;
-use crate::data::PlotData;
 use crate::error::{Result, invalid};
 use crate::figures::matching::SinglePanel;
 use crate::render::{
     Figure, FigureOptions, LegendEntry, LineKind, LinePanel, LineSpec, no_data_figure, render, resolve,
 };
 use crate::style::{self, Marker};
+use saepipe_core::table::{Column, Table};
 
 /// One evaluated coder (an SAE or a transcoder).
 #[derive(Debug, Clone, PartialEq)]
@@ -46,12 +46,12 @@ pub fn sparsity_faithfulness(points: &[CoderPoint], clean_ce: Option<f64>, opts:
     {
         return Err(invalid(&name, "clean_ce", format!("{c} is not a valid CE loss")));
     }
-    let data = PlotData::default()
-        .with_str("family", points.iter().map(|p| p.family.clone()).collect())
-        .with_str("label", points.iter().map(|p| p.label.clone()).collect())
-        .with_f64("l0", points.iter().map(|p| p.l0).collect())
-        .with_f64("ce_loss", points.iter().map(|p| p.ce_loss).collect())
-        .with_f64("clean_ce", points.iter().map(|_| clean_ce.unwrap_or(f64::NAN)).collect());
+    let data = Table::default()
+        .with("family", Column::Str(points.iter().map(|p| p.family.clone()).collect()))
+        .with("label", Column::Str(points.iter().map(|p| p.label.clone()).collect()))
+        .with("l0", Column::F64(points.iter().map(|p| p.l0).collect()))
+        .with("ce_loss", Column::F64(points.iter().map(|p| p.ce_loss).collect()))
+        .with("clean_ce", Column::F64(points.iter().map(|_| clean_ce.unwrap_or(f64::NAN)).collect()));
     let usable: Vec<&CoderPoint> = points.iter().filter(|p| p.l0.is_finite() && p.ce_loss.is_finite()).collect();
     if usable.is_empty() {
         return no_data_figure(name, title, opts, "no coder has a finite L0 and CE loss", data);

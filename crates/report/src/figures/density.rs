@@ -4,18 +4,20 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::axis::{Axis, nice_step};
-use crate::data::PlotData;
 use crate::error::{Result, invalid};
 use crate::render::{
     DrawResult, Figure, FigureOptions, LegendEntry, LineKind, Painter, build_chart, de, legend_strip, no_data_figure,
     render, resolve, title_area,
 };
 use crate::style::{self, Marker};
+use saepipe_core::table::{Column, Table};
 
 /// Per-feature firing frequency of one SAE (fraction of tokens on which it is active).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureDensity {
+    /// The SAE's name in the legend.
     pub name: String,
+    /// One value in [0, 1] per feature; 0 for a dead feature.
     pub firing_fraction: Vec<f64>,
 }
 
@@ -73,13 +75,13 @@ pub fn feature_density(saes: &[FeatureDensity], opts: &FigureOptions) -> Result<
         }
         hists.push((s.name.clone(), counts, dead, s.firing_fraction.len()));
     }
-    let data = PlotData::default()
-        .with_str("sae", d_sae)
-        .with_f64("log10_freq_lo", d_lo)
-        .with_f64("log10_freq_hi", d_hi)
-        .with_i64("count", d_count)
-        .with_i64("n_dead", d_dead)
-        .with_i64("n_features", d_n);
+    let data = Table::default()
+        .with("sae", Column::Str(d_sae))
+        .with("log10_freq_lo", Column::F64(d_lo))
+        .with("log10_freq_hi", Column::F64(d_hi))
+        .with("count", Column::I64(d_count))
+        .with("n_dead", Column::I64(d_dead))
+        .with("n_features", Column::I64(d_n));
     let max_count = hists.iter().flat_map(|h| h.1.iter()).copied().max().unwrap_or(0);
     if max_count == 0 {
         let reason = if saes.iter().all(|s| s.firing_fraction.is_empty()) {

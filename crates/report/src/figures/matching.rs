@@ -6,13 +6,13 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::axis::{Axis, nice_step, trim_num};
-use crate::data::PlotData;
 use crate::error::{ReportError, Result, invalid};
 use crate::render::{
     DrawResult, Figure, FigureOptions, LegendEntry, LineKind, LinePanel, LineSpec, Painter, build_chart, de,
     legend_strip, no_data_figure, render, resolve, title_area,
 };
 use crate::style::{self, Marker};
+use saepipe_core::table::{Column, Table};
 
 /// Distance thresholds of the checkpoint-matching study (distance = 1 − cosine similarity).
 pub const DEFAULT_DISTANCE_THRESHOLDS: [f64; 5] = [0.1, 0.3, 0.5, 0.7, 0.9];
@@ -68,10 +68,10 @@ pub fn matched_fraction_vs_step(rows: &[MatchedFraction], opts: &FigureOptions) 
     }
     let mut sorted = rows.to_vec();
     sorted.sort_by(|a, b| a.threshold.total_cmp(&b.threshold).then(a.step.cmp(&b.step)));
-    let data = PlotData::default()
-        .with_i64("step", sorted.iter().map(|r| r.step as i64).collect())
-        .with_f64("threshold", sorted.iter().map(|r| r.threshold).collect())
-        .with_f64("fraction", sorted.iter().map(|r| r.fraction).collect());
+    let data = Table::default()
+        .with("step", Column::I64(sorted.iter().map(|r| r.step as i64).collect()))
+        .with("threshold", Column::F64(sorted.iter().map(|r| r.threshold).collect()))
+        .with("fraction", Column::F64(sorted.iter().map(|r| r.fraction).collect()));
     if !sorted.iter().any(|r| r.fraction.is_finite()) {
         return no_data_figure(name, title, opts, "no finite matched fractions were given", data);
     }
@@ -122,7 +122,9 @@ impl Painter for SinglePanel<'_> {
 /// (one per reference feature; NaN for dead/unassigned features).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointSimilarities {
+    /// Training step of the LM checkpoint.
     pub step: u64,
+    /// One similarity in [-1, 1] (or NaN) per reference feature.
     pub similarities: Vec<f64>,
 }
 
@@ -196,13 +198,13 @@ pub fn similarity_heatmap(
         }
         grid.push(fracs);
     }
-    let data = PlotData::default()
-        .with_i64("step", d_step)
-        .with_f64("bin_lo", d_lo)
-        .with_f64("bin_hi", d_hi)
-        .with_i64("count", d_count)
-        .with_f64("fraction", d_frac)
-        .with_i64("n_unmatched", d_unmatched);
+    let data = Table::default()
+        .with("step", Column::I64(d_step))
+        .with("bin_lo", Column::F64(d_lo))
+        .with("bin_hi", Column::F64(d_hi))
+        .with("count", Column::I64(d_count))
+        .with("fraction", Column::F64(d_frac))
+        .with("n_unmatched", Column::I64(d_unmatched));
     let vmax = grid.iter().flatten().copied().filter(|v| v.is_finite()).fold(0.0, f64::max);
     if vmax <= 0.0 {
         let reason =
@@ -309,6 +311,7 @@ fn colorbar<DB: DrawingBackend>(
 /// SAE metrics of one checkpoint's SAE (evaluated on its own LM checkpoint).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CheckpointLosses {
+    /// Training step of the LM checkpoint.
     pub step: u64,
     /// Mean squared reconstruction error.
     pub mse: f64,
@@ -336,11 +339,11 @@ pub fn sae_losses_per_checkpoint(rows: &[CheckpointLosses], opts: &FigureOptions
             return Err(invalid(&name, "explained_variance", format!("step {}: {} > 1", r.step, r.explained_variance)));
         }
     }
-    let data = PlotData::default()
-        .with_i64("step", rows.iter().map(|r| r.step as i64).collect())
-        .with_f64("mse", rows.iter().map(|r| r.mse).collect())
-        .with_f64("l0", rows.iter().map(|r| r.l0).collect())
-        .with_f64("explained_variance", rows.iter().map(|r| r.explained_variance).collect());
+    let data = Table::default()
+        .with("step", Column::I64(rows.iter().map(|r| r.step as i64).collect()))
+        .with("mse", Column::F64(rows.iter().map(|r| r.mse).collect()))
+        .with("l0", Column::F64(rows.iter().map(|r| r.l0).collect()))
+        .with("explained_variance", Column::F64(rows.iter().map(|r| r.explained_variance).collect()));
     let any = rows.iter().any(|r| r.mse.is_finite() || r.l0.is_finite() || r.explained_variance.is_finite());
     if !any {
         return no_data_figure(name, title, opts, "no checkpoint has a finite MSE, L0 or explained variance", data);

@@ -1,24 +1,29 @@
 //! Training loss curves of several SAE/transcoder runs.
 
 use crate::axis::Axis;
-use crate::data::PlotData;
 use crate::error::{Result, invalid};
 use crate::figures::matching::PanelGrid;
 use crate::render::{
     Figure, FigureOptions, LegendEntry, LineKind, LinePanel, LineSpec, decimate, no_data_figure, render, resolve,
 };
 use crate::style::{self, Marker};
+use saepipe_core::table::{Column, Table};
 
 /// The training log of one run, column by column. A metric that the run did not log is
 /// an empty vector; otherwise every column has one value per logged step.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TrainingCurve {
+    /// The run's name in the legend.
     pub run: String,
     /// Name of the sparsity term in `sparsity_loss`, e.g. `"L1"` or `"AuxK"`.
     pub sparsity_loss_name: String,
+    /// Training step of each logged value.
     pub step: Vec<u64>,
+    /// Reconstruction MSE loss.
     pub mse: Vec<f64>,
+    /// The sparsity (or auxiliary) loss term.
     pub sparsity_loss: Vec<f64>,
+    /// Mean number of active features per token.
     pub l0: Vec<f64>,
     /// Fraction of features counted as dead at that step, in [0, 1].
     pub dead_fraction: Vec<f64>,
@@ -69,13 +74,13 @@ pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<F
         data.5.extend(col(&r.dead_fraction, n));
     }
     let any_finite = [&data.2, &data.3, &data.4, &data.5].iter().any(|c| c.iter().any(|v| v.is_finite()));
-    let table = PlotData::default()
-        .with_str("run", data.0)
-        .with_i64("step", data.1)
-        .with_f64("mse", data.2)
-        .with_f64("sparsity_loss", data.3)
-        .with_f64("l0", data.4)
-        .with_f64("dead_fraction", data.5);
+    let table = Table::default()
+        .with("run", Column::Str(data.0))
+        .with("step", Column::I64(data.1))
+        .with("mse", Column::F64(data.2))
+        .with("sparsity_loss", Column::F64(data.3))
+        .with("l0", Column::F64(data.4))
+        .with("dead_fraction", Column::F64(data.5));
     if !any_finite {
         let reason = if runs.iter().all(|r| r.step.is_empty()) {
             "no training steps were logged"

@@ -12,8 +12,11 @@ use crate::error::{Result, SaeError};
 use crate::meta::Metadata;
 use crate::st::{self, Out, StFile};
 
+/// Config file of a SAELens directory.
 pub const CFG_FILE: &str = "cfg.json";
+/// Weights file of a SAELens directory.
 pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
+/// Optional firing-sparsity file of a SAELens directory (key `sparsity`).
 pub const SPARSITY_FILE: &str = "sparsity.safetensors";
 
 /// The SAELens config version saepipe writes (the v6 layout with a nested

@@ -17,9 +17,12 @@ use crate::error::{Result, SaeError};
 use crate::meta::Metadata;
 use crate::st::StFile;
 
+/// Config file of a sparsify directory.
 pub const CFG_FILE: &str = "cfg.json";
+/// Weights file of a sparsify directory.
 pub const WEIGHTS_FILE: &str = "sae.safetensors";
 
+/// Reads an EleutherAI sparsify directory (`cfg.json` + `sae.safetensors`).
 pub fn read_sparsify(dir: &Path) -> Result<SparseCoder> {
     let cfg_path = dir.join(CFG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| SaeError::io(&cfg_path, e))?;

@@ -18,12 +18,17 @@
 //! With `ste_to_input` both also reach `pre` with the opposite sign
 //! (`∂/∂pre = −∂/∂θ`), as in SAELens. Only entries that are active, inside
 //! the kernel's window, or (pre-activation loss) dead and below θ carry a
-//! gradient; they are collected per row like the ReLU path's active entries,
-//! and chunks where they are dense go through GEMMs instead.
+//! gradient; they are collected per row (the row kernel [`JumpKernel`] of
+//! the shared chunked driver), and chunks where they are dense go through
+//! GEMMs instead.
 
 use rayon::prelude::*;
 
-use super::*;
+use super::driver::{LatentGrads, LatentRows, RowKernel, RowTerms, SparseRow};
+use super::sparse::Entry;
+use super::{Csr, JumpReluSparsityLoss, Params, TrainArch, Trainer};
+use crate::error::{Result, SaeError};
+use crate::linalg;
 
 /// The JumpReLU hyper-parameters the forward/backward needs.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +90,7 @@ pub(super) fn validate(arch: &TrainArch, d_sae: usize) -> Result<()> {
 
 /// One (row, latent) entry's share of the backward pass and of the losses.
 #[derive(Debug, Clone, Copy, Default)]
-struct Terms {
+pub(super) struct Terms {
     /// dL/dpre.
     dpre: f32,
     /// dL/dθ_j (pseudo-derivatives plus the pre-activation loss).
@@ -188,27 +193,8 @@ impl JumpCfg {
     }
 }
 
-/// One (row, latent) entry in the per-latent lists of the sparse path.
-#[derive(Clone, Copy, Default)]
-struct JEntry {
-    row: u32,
-    /// The activation f (0 for inactive entries).
-    f: f32,
-    t: Terms,
-}
-
-/// Per-row-block output of the sparse path.
-struct JRows {
-    g: Vec<f32>,
-    act: Vec<Terms>,
-    ext: Vec<Terms>,
-    mse: f64,
-    var: f64,
-    sparsity: f64,
-    pre_loss: f64,
-}
-
 impl Trainer {
+    /// The JumpReLU hyper-parameters (`None` for other architectures).
     pub(super) fn jump_cfg(&self) -> Option<JumpCfg> {
         match self.cfg.arch {
             TrainArch::JumpRelu {
@@ -270,299 +256,181 @@ impl Trainer {
         }
         (act, ext)
     }
+}
 
-    /// [`Trainer::forward_backward`] for JumpReLU; `coef` is the sparsity
-    /// coefficient at this step. Fills `grads`, θ's gradient in
-    /// `grads.b_enc[d_sae..]`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn forward_backward_jump(
-        &self,
-        jc: &JumpCfg,
-        x: &[f32],
-        y: &[f32],
+/// [`RowKernel`] of JumpReLU. Active entries are `pre > θ` (values pre);
+/// the other entries (values pre) are those inside the kernel window or,
+/// with the pre-activation loss, dead and below θ. Its per-latent
+/// accumulator is dL/dθ.
+pub(super) struct JumpKernel<'a> {
+    tr: &'a Trainer,
+    jc: JumpCfg,
+    /// θ, `[d_sae]`.
+    thr: &'a [f32],
+    dead: &'a [bool],
+    dec_norms: &'a [f32],
+    /// Sparsity coefficient at this step.
+    coef: f32,
+    /// `coef / n`.
+    cn: f32,
+    /// Pre-activation loss coefficient / n (0 without it).
+    pcn: f32,
+}
+
+impl<'a> JumpKernel<'a> {
+    /// The kernel for a batch of `n` rows with sparsity coefficient `coef`.
+    pub(super) fn new(
+        tr: &'a Trainer,
+        jc: JumpCfg,
         n: usize,
         coef: f32,
-        dead: &[bool],
-        grads: &mut Params,
-        keep_selection: bool,
-    ) -> FbOut {
-        let (d_in, d_out, d_sae) = (self.d_in, self.d_out, self.d_sae);
-        let p = &self.params;
-        let thr = &p.b_enc[d_sae..];
-        let StepInputs { xin, dec_norms, skip_out, ybar } = self.step_inputs(x, y, n, grads);
-
-        let chunk = self.chunk_rows(n);
+        dead: &'a [bool],
+        dec_norms: &'a [f32],
+    ) -> Self {
         let inv_n = 1.0 / n as f32;
-        let cn = coef * inv_n;
-        let pcn = jc.pre_act.unwrap_or(0.0) * inv_n;
-        let mut out = FbOut::new(n, d_sae, d_out, keep_selection);
-        let (mut mse, mut sparsity, mut pre_loss, mut var, mut nnz) = (0f64, 0f64, 0f64, 0f64, 0usize);
-        let mut thr_grad = vec![0f32; d_sae];
-        let mut c0 = 0;
-        while c0 < n {
-            let c1 = (c0 + chunk).min(n);
-            let m = c1 - c0;
-            let xc = &xin[c0 * d_in..c1 * d_in];
-            let (act, ext) = self.select_jump(jc, xc, m, dead);
-            nnz += act.idx.len();
-            for (&j, &v) in act.idx.iter().zip(&act.val) {
-                out.fire_count[j as usize] += 1;
-                out.min_pos = out.min_pos.min(v);
-            }
-            if let Some((ptr, idx)) = &mut out.selection {
-                // The kinks of the true loss: the active set, and the
-                // pre-activation loss's ReLU(θ − pre) > 0 entries.
-                for r in 0..m {
-                    idx.extend(act.idx[act.row(r)].iter());
-                    for i in ext.row(r) {
-                        let j = ext.idx[i] as usize;
-                        if pcn != 0.0 && dead[j] && thr[j] - ext.val[i] > 0.0 {
-                            idx.push(ext.idx[i]);
-                        }
-                    }
-                    ptr.push(idx.len());
-                }
-            }
-            let entries = act.idx.len() + ext.idx.len();
-            let g0 = out.g.len();
-
-            if entries.saturating_mul(self.dense_above_one_in) > m * d_sae {
-                // Dense: ŷ, g and dL/df for every entry through GEMMs.
-                let mut a_dense = vec![0f32; m * d_sae];
-                for r in 0..m {
-                    for i in act.row(r) {
-                        a_dense[r * d_sae + act.idx[i] as usize] = act.val[i];
-                    }
-                }
-                out.g.resize(g0 + m * d_out, 0.0);
-                let skip = (!skip_out.is_empty()).then(|| &skip_out[c0 * d_out..c1 * d_out]);
-                let (se, sv) = dense_decode_error(
-                    &a_dense,
-                    m,
-                    p,
-                    d_sae,
-                    d_out,
-                    skip,
-                    &y[c0 * d_out..c1 * d_out],
-                    &ybar,
-                    inv_n,
-                    &mut out.g[g0..],
-                );
-                mse += se;
-                var += sv;
-                let g = &out.g[g0..];
-                // dp = g · W_decᵀ (dL/df of the MSE), then overwritten per row
-                // with dL/dpre.
-                let mut dp = vec![0f32; m * d_sae];
-                linalg::gemm(MatRef::row_major(g, m, d_out), MatRef::row_major(&p.dec, d_sae, d_out).t(), &mut dp, 0.0);
-                let rows: Vec<(Vec<Terms>, Vec<Terms>, f64, f64)> = dp
-                    .par_chunks_mut(d_sae)
-                    .enumerate()
-                    .map(|(r, dr)| {
-                        let l0 = act.row(r).len() as f32;
-                        let sg = jc.step_grad(l0);
-                        let mut row_sparsity = jc.row_loss(l0);
-                        let mut row_pre = 0f64;
-                        let term = |i: usize, c: &Csr| {
-                            let j = c.idx[i] as usize;
-                            jc.terms(c.val[i], thr[j], dec_norms[j], dead[j], cn, pcn, sg, || dr[j])
-                        };
-                        let ta: Vec<Terms> = act.row(r).map(|i| term(i, &act)).collect();
-                        let te: Vec<Terms> = ext.row(r).map(|i| term(i, &ext)).collect();
-                        for t in ta.iter().chain(&te) {
-                            row_sparsity += t.tanh as f64;
-                            row_pre += t.pre_loss as f64;
-                        }
-                        dr.iter_mut().for_each(|v| *v = 0.0);
-                        for (i, t) in act.row(r).zip(&ta) {
-                            dr[act.idx[i] as usize] = t.dpre;
-                        }
-                        for (i, t) in ext.row(r).zip(&te) {
-                            dr[ext.idx[i] as usize] = t.dpre;
-                        }
-                        (ta, te, row_sparsity, row_pre)
-                    })
-                    .collect();
-                let mut ncoef = vec![0f32; d_sae];
-                for (r, (ta, te, rs, rp)) in rows.iter().enumerate() {
-                    for (c, ts) in [(&act, ta), (&ext, te)] {
-                        for (i, t) in c.row(r).zip(ts) {
-                            let j = c.idx[i] as usize;
-                            thr_grad[j] += t.dthr;
-                            ncoef[j] += t.ncoef;
-                        }
-                    }
-                    sparsity += rs;
-                    pre_loss += rp;
-                }
-                linalg::gemm(
-                    MatRef::row_major(&a_dense, m, d_sae).t(),
-                    MatRef::row_major(g, m, d_out),
-                    &mut grads.dec,
-                    1.0,
-                );
-                linalg::gemm(MatRef::row_major(&dp, m, d_sae).t(), MatRef::row_major(xc, m, d_in), &mut grads.enc, 1.0);
-                for dr in dp.chunks_exact(d_sae) {
-                    grads.b_enc[..d_sae].iter_mut().zip(dr).for_each(|(b, v)| *b += v);
-                }
-                for (j, &c) in ncoef.iter().enumerate() {
-                    if c != 0.0 && dec_norms[j] > 0.0 {
-                        let w = &p.dec[j * d_out..(j + 1) * d_out];
-                        linalg::axpy(c / dec_norms[j], w, &mut grads.dec[j * d_out..(j + 1) * d_out]);
-                    }
-                }
-            } else {
-                // Sparse: per row block, the residual gradient and each
-                // entry's terms; then per latent, its gradient rows.
-                let blocks: Vec<JRows> = (0..m.div_ceil(ROW_BLOCK))
-                    .into_par_iter()
-                    .map(|bi| {
-                        let r0 = bi * ROW_BLOCK;
-                        let r1 = (r0 + ROW_BLOCK).min(m);
-                        let mut o = JRows {
-                            g: vec![0.0; (r1 - r0) * d_out],
-                            act: Vec::with_capacity(act.ptr[r1] - act.ptr[r0]),
-                            ext: Vec::with_capacity(ext.ptr[r1] - ext.ptr[r0]),
-                            mse: 0.0,
-                            var: 0.0,
-                            sparsity: 0.0,
-                            pre_loss: 0.0,
-                        };
-                        let mut yhat = vec![0f32; d_out];
-                        for r in r0..r1 {
-                            let gr = c0 + r;
-                            let skip = (!skip_out.is_empty()).then(|| &skip_out[gr * d_out..(gr + 1) * d_out]);
-                            let g = &mut o.g[(r - r0) * d_out..(r - r0 + 1) * d_out];
-                            let (se, sv) = sparse_decode_error_row(
-                                p,
-                                &act,
-                                r,
-                                d_out,
-                                skip,
-                                &y[gr * d_out..(gr + 1) * d_out],
-                                &ybar,
-                                inv_n,
-                                &mut yhat,
-                                g,
-                            );
-                            o.mse += se;
-                            o.var += sv;
-                            let g = &o.g[(r - r0) * d_out..(r - r0 + 1) * d_out];
-                            let l0 = act.row(r).len() as f32;
-                            let sg = jc.step_grad(l0);
-                            o.sparsity += jc.row_loss(l0);
-                            for (c, ts) in [(&act, &mut o.act), (&ext, &mut o.ext)] {
-                                for i in c.row(r) {
-                                    let j = c.idx[i] as usize;
-                                    let w = &p.dec[j * d_out..(j + 1) * d_out];
-                                    let t = jc.terms(c.val[i], thr[j], dec_norms[j], dead[j], cn, pcn, sg, || {
-                                        linalg::dot(w, g)
-                                    });
-                                    o.sparsity += t.tanh as f64;
-                                    o.pre_loss += t.pre_loss as f64;
-                                    ts.push(t);
-                                }
-                            }
-                        }
-                        o
-                    })
-                    .collect();
-                let mut t_act = Vec::with_capacity(act.idx.len());
-                let mut t_ext = Vec::with_capacity(ext.idx.len());
-                for o in blocks {
-                    out.g.extend(o.g);
-                    t_act.extend(o.act);
-                    t_ext.extend(o.ext);
-                    mse += o.mse;
-                    var += o.var;
-                    sparsity += o.sparsity;
-                    pre_loss += o.pre_loss;
-                }
-                let g = &out.g[g0..];
-
-                // Per-latent lists (counting sort, stable in row order).
-                let mut counts = vec![0usize; d_sae + 1];
-                for &j in act.idx.iter().chain(&ext.idx) {
-                    counts[j as usize + 1] += 1;
-                }
-                for j in 0..d_sae {
-                    counts[j + 1] += counts[j];
-                }
-                let mut fill = counts.clone();
-                let mut list = vec![JEntry::default(); entries];
-                for r in 0..m {
-                    for (c, ts, is_act) in [(&act, &t_act, true), (&ext, &t_ext, false)] {
-                        for i in c.row(r) {
-                            let j = c.idx[i] as usize;
-                            list[fill[j]] = JEntry { row: r as u32, f: if is_act { c.val[i] } else { 0.0 }, t: ts[i] };
-                            fill[j] += 1;
-                        }
-                    }
-                }
-                let (gb_enc, _) = grads.b_enc.split_at_mut(d_sae);
-                grads
-                    .enc
-                    .par_chunks_mut(d_in)
-                    .zip(grads.dec.par_chunks_mut(d_out))
-                    .zip(gb_enc.par_iter_mut())
-                    .zip(thr_grad.par_iter_mut())
-                    .enumerate()
-                    .for_each(|(j, (((ge, gd), gb), gt))| {
-                        let ents = &list[counts[j]..counts[j + 1]];
-                        if ents.is_empty() {
-                            return;
-                        }
-                        let mut nc = 0f32;
-                        for e in ents {
-                            let r = e.row as usize;
-                            if e.f != 0.0 {
-                                linalg::axpy(e.f, &g[r * d_out..(r + 1) * d_out], gd);
-                            }
-                            if e.t.dpre != 0.0 {
-                                linalg::axpy(e.t.dpre, &xc[r * d_in..(r + 1) * d_in], ge);
-                                *gb += e.t.dpre;
-                            }
-                            *gt += e.t.dthr;
-                            nc += e.t.ncoef;
-                        }
-                        if nc != 0.0 && dec_norms[j] > 0.0 {
-                            let w = &p.dec[j * d_out..(j + 1) * d_out];
-                            linalg::axpy(nc / dec_norms[j], w, gd);
-                        }
-                    });
-            }
-            let g = &out.g[g0..];
-            for r in g.chunks_exact(d_out) {
-                linalg::axpy(1.0, r, &mut grads.b_dec);
-            }
-            if let Some(gs) = &mut grads.skip {
-                linalg::gemm(
-                    MatRef::row_major(g, m, d_out).t(),
-                    MatRef::row_major(&x[c0 * d_in..c1 * d_in], m, d_in),
-                    gs,
-                    1.0,
-                );
-            }
-            c0 = c1;
+        JumpKernel {
+            tr,
+            jc,
+            thr: &tr.params.b_enc[tr.d_sae..],
+            dead,
+            dec_norms,
+            coef,
+            cn: coef * inv_n,
+            pcn: jc.pre_act.unwrap_or(0.0) * inv_n,
         }
-        grads.b_enc[d_sae..].copy_from_slice(&thr_grad);
-        // Input side of b_dec: −Σ_j (Σ_t dpre_tj) enc_j.
-        if self.cfg.apply_b_dec_to_input && !self.cfg.transcoder {
-            for j in 0..d_sae {
-                let gb = grads.b_enc[j];
-                if gb != 0.0 {
-                    linalg::axpy(-gb, &p.enc[j * d_in..(j + 1) * d_in], &mut grads.b_dec);
-                }
-            }
-        }
-        let nf = n as f64;
-        out.parts = LossParts {
-            mse: mse / nf,
-            l1: coef as f64 * sparsity / nf,
-            auxk: jc.pre_act.unwrap_or(0.0) as f64 * pre_loss / nf,
-            l0: nnz as f64 / nf,
-            explained_variance: if var > 0.0 { 1.0 - mse / var } else { 0.0 },
-        };
-        out
+    }
+
+    /// Terms of entry `i` of `c` (row with step gradient `sg`); `s_mse`
+    /// gives the MSE's dL/df when needed.
+    #[inline]
+    fn term(&self, c: &Csr, i: usize, sg: f32, s_mse: impl FnOnce(usize) -> f32) -> Terms {
+        let j = c.idx[i] as usize;
+        self.jc.terms(c.val[i], self.thr[j], self.dec_norms[j], self.dead[j], self.cn, self.pcn, sg, || s_mse(j))
     }
 }
+
+impl RowKernel for JumpKernel<'_> {
+    type Term = Terms;
+
+    fn select(&self, xin: &[f32], m: usize) -> (Csr, Csr) {
+        self.tr.select_jump(&self.jc, xin, m, self.dead)
+    }
+
+    fn record(&self, act: &Csr, ext: &Csr, r: usize, idx: &mut Vec<u32>) {
+        // The kinks of the true loss: the active set, and the
+        // pre-activation loss's ReLU(θ − pre) > 0 entries.
+        idx.extend(act.idx[act.row(r)].iter());
+        for i in ext.row(r) {
+            let j = ext.idx[i] as usize;
+            if self.pcn != 0.0 && self.dead[j] && self.thr[j] - ext.val[i] > 0.0 {
+                idx.push(ext.idx[i]);
+            }
+        }
+    }
+
+    fn dense(&self, act: &Csr, ext: &Csr, m: usize) -> bool {
+        (act.idx.len() + ext.idx.len()).saturating_mul(self.tr.dense_above_one_in) > m * self.tr.d_sae
+    }
+
+    fn dense_rows(
+        &self,
+        act: &Csr,
+        ext: &Csr,
+        _a_dense: &[f32],
+        dp: &mut [f32],
+        sums: &mut [f64; 2],
+        thr_grad: &mut [f32],
+    ) -> Vec<f32> {
+        let (d_sae, jc) = (self.tr.d_sae, &self.jc);
+        // dp holds dL/df of the MSE; each row becomes dL/dpre.
+        let rows: Vec<(Vec<Terms>, Vec<Terms>, f64, f64)> = dp
+            .par_chunks_mut(d_sae)
+            .enumerate()
+            .map(|(r, dr)| {
+                let l0 = act.row(r).len() as f32;
+                let sg = jc.step_grad(l0);
+                let mut row_sparsity = jc.row_loss(l0);
+                let mut row_pre = 0f64;
+                let ta: Vec<Terms> = act.row(r).map(|i| self.term(act, i, sg, |j| dr[j])).collect();
+                let te: Vec<Terms> = ext.row(r).map(|i| self.term(ext, i, sg, |j| dr[j])).collect();
+                for t in ta.iter().chain(&te) {
+                    row_sparsity += t.tanh as f64;
+                    row_pre += t.pre_loss as f64;
+                }
+                dr.iter_mut().for_each(|v| *v = 0.0);
+                for (i, t) in act.row(r).zip(&ta) {
+                    dr[act.idx[i] as usize] = t.dpre;
+                }
+                for (i, t) in ext.row(r).zip(&te) {
+                    dr[ext.idx[i] as usize] = t.dpre;
+                }
+                (ta, te, row_sparsity, row_pre)
+            })
+            .collect();
+        let mut ncoef = vec![0f32; d_sae];
+        for (r, (ta, te, rs, rp)) in rows.iter().enumerate() {
+            for (c, ts) in [(act, ta), (ext, te)] {
+                for (i, t) in c.row(r).zip(ts) {
+                    let j = c.idx[i] as usize;
+                    thr_grad[j] += t.dthr;
+                    ncoef[j] += t.ncoef;
+                }
+            }
+            sums[0] += rs;
+            sums[1] += rp;
+        }
+        ncoef
+    }
+
+    fn sparse_row(&self, row: SparseRow<'_>, out: &mut RowTerms<Terms>) {
+        let SparseRow { act, ext, r, g, .. } = row;
+        let (d_out, jc) = (self.tr.d_out, &self.jc);
+        let dec = &self.tr.params.dec;
+        let l0 = act.row(r).len() as f32;
+        let sg = jc.step_grad(l0);
+        out.sums[0] += jc.row_loss(l0);
+        for (c, ts) in [(act, &mut out.act), (ext, &mut out.ext)] {
+            for i in c.row(r) {
+                let t = self.term(c, i, sg, |j| linalg::dot(&dec[j * d_out..(j + 1) * d_out], g));
+                out.sums[0] += t.tanh as f64;
+                out.sums[1] += t.pre_loss as f64;
+                ts.push(t);
+            }
+        }
+    }
+
+    fn latent(&self, j: usize, ents: &[Entry<Terms>], rows: &LatentRows<'_>, gr: LatentGrads<'_>) {
+        let (d_in, d_out) = (self.tr.d_in, self.tr.d_out);
+        let mut nc = 0f32;
+        for e in ents {
+            let r = e.row as usize;
+            // The activation f (0 for inactive entries).
+            let f = if e.ext { 0.0 } else { e.val };
+            if f != 0.0 {
+                linalg::axpy(f, &rows.g[r * d_out..(r + 1) * d_out], gr.dec);
+            }
+            if e.term.dpre != 0.0 {
+                linalg::axpy(e.term.dpre, &rows.x[r * d_in..(r + 1) * d_in], gr.enc);
+                *gr.b_enc += e.term.dpre;
+            }
+            *gr.acc += e.term.dthr;
+            nc += e.term.ncoef;
+        }
+        if nc != 0.0 && self.dec_norms[j] > 0.0 {
+            let w = &self.tr.params.dec[j * d_out..(j + 1) * d_out];
+            linalg::axpy(nc / self.dec_norms[j], w, gr.dec);
+        }
+    }
+
+    fn finish(&self, grads: &mut Params, thr_grad: &[f32]) {
+        // θ's gradient follows the bias's (see `Params::b_enc`).
+        grads.b_enc[self.tr.d_sae..].copy_from_slice(thr_grad);
+    }
+
+    fn loss_coefficients(&self) -> [f64; 2] {
+        [self.coef as f64, self.jc.pre_act.unwrap_or(0.0) as f64]
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,13 +1,16 @@
 //! The `saepipe` command line: a thin layer over the library.
 
+use crate::engine::{OpRegistry, StageStop, forbid_downloads};
 use crate::exec::plan::{self, Selection, VerifyPolicy};
 use crate::exec::scheduler::{self, RunOptions};
 use crate::pipeline::{self, LoadOptions, Pipeline, dag};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use saepipe_cache::{Cache, VerifyMode};
-use std::collections::HashSet;
+use saepipe_cache::Cache;
 use std::path::{Path, PathBuf};
+
+mod cache;
+mod remote;
 
 /// Exit codes (documented in docs/cli.md).
 pub mod exit {
@@ -96,6 +99,13 @@ pub enum Command {
         /// Run each stage in its own process (as a cluster executor does).
         #[arg(long)]
         isolate: bool,
+        /// Remote cache (s3://bucket/prefix, gs://, az://, https://, file:///dir); replaces
+        /// the pipeline's `cache: {remote:}`.
+        #[arg(long, value_name = "URL", env = "SAEPIPE_REMOTE")]
+        remote: Option<String>,
+        /// Which way artifacts travel (default: the pipeline's `cache:` settings, else both).
+        #[arg(long, value_enum)]
+        remote_policy: Option<RemotePolicy>,
     },
     /// Show what `run` would do for each stage instance, and why.
     Plan {
@@ -146,12 +156,22 @@ pub enum DagFormat {
 
 #[derive(Subcommand)]
 pub enum CacheCommand {
-    /// List artifacts.
-    Ls,
+    /// List artifacts (of the remote with `--remote`).
+    Ls {
+        /// List this remote cache instead of the local one.
+        #[arg(long, value_name = "URL")]
+        remote: Option<String>,
+    },
     /// Show an artifact's manifest (KEY may be a unique prefix).
     Show { key: String },
-    /// Re-hash artifacts and report corruption (all artifacts if no KEY).
-    Verify { key: Option<String> },
+    /// Re-hash artifacts and report corruption (all artifacts if no KEY); with
+    /// `--remote`, download and check the remote's.
+    Verify {
+        key: Option<String>,
+        /// Verify this remote cache instead of the local one.
+        #[arg(long, value_name = "URL")]
+        remote: Option<String>,
+    },
     /// Remove an artifact.
     Rm { key: String },
     /// Remove everything the given pipelines do not reach, and stale partial work.
@@ -163,7 +183,56 @@ pub enum CacheCommand {
         /// Actually delete (otherwise only report).
         #[arg(long)]
         yes: bool,
+        /// Collect garbage on this remote instead: artifacts the pipelines do not
+        /// reach (all are kept when no pipeline is given) and unlisted blobs.
+        #[arg(long, value_name = "URL")]
+        remote: Option<String>,
+        /// With `--remote`: unlisted blobs younger than this are kept (a push may be writing them).
+        #[arg(long, value_name = "SECONDS", default_value_t = 6 * 3600)]
+        grace_seconds: u64,
     },
+    /// Upload artifacts to a remote: every artifact of a pipeline that is in the
+    /// local cache, or the given keys (unique prefixes).
+    Push {
+        /// Pipeline files and/or artifact keys.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteTarget,
+    },
+    /// Download artifacts from a remote: every artifact of a pipeline that the
+    /// remote has, or the given keys (unique prefixes among the remote's).
+    Pull {
+        /// Pipeline files and/or artifact keys.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteTarget,
+    },
+}
+
+/// Which remote `cache push` / `cache pull` talk to.
+#[derive(Args, Clone)]
+pub struct RemoteTarget {
+    /// The remote (default: $SAEPIPE_REMOTE, else the pipeline's `cache: {remote:}`).
+    #[arg(long, value_name = "URL", env = "SAEPIPE_REMOTE")]
+    pub remote: Option<String>,
+    /// Variable overrides for pipeline targets (NAME=VALUE).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// Which way artifacts travel between a run and its remote.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RemotePolicy {
+    /// Pull on a local miss and push what the run computes.
+    Both,
+    /// Only pull.
+    Pull,
+    /// Only push.
+    Push,
+    /// Leave the remote alone.
+    None,
 }
 
 /// A failure with the exit code it maps to.
@@ -176,9 +245,28 @@ impl std::fmt::Display for Exit {
 }
 impl std::error::Error for Exit {}
 
-fn load(args: &PipelineArgs) -> Result<Pipeline> {
+fn load(ops: &OpRegistry, args: &PipelineArgs) -> Result<Pipeline> {
     let opts = LoadOptions { sets: args.sets.clone(), params_file: args.params.clone() };
-    pipeline::load(&args.file, &opts).map_err(|e| anyhow::Error::new(Exit(exit::INVALID, e.to_string())))
+    pipeline::load(ops, &args.file, &opts).map_err(|e| anyhow::Error::new(Exit(exit::INVALID, e.to_string())))
+}
+
+/// The command line's remote settings over the pipeline's.
+fn apply_remote(p: &mut Pipeline, url: Option<String>, policy: Option<RemotePolicy>) {
+    if let Some(url) = url {
+        let (pull, push) = p.remote.as_ref().map(|r| (r.pull, r.push)).unwrap_or((true, true));
+        p.remote = Some(crate::engine::RemoteSettings { url, pull, push });
+    }
+    if let (Some(policy), Some(r)) = (policy, p.remote.as_mut()) {
+        (r.pull, r.push) = match policy {
+            RemotePolicy::Both => (true, true),
+            RemotePolicy::Pull => (true, false),
+            RemotePolicy::Push => (false, true),
+            RemotePolicy::None => (false, false),
+        };
+    }
+    if p.remote.as_ref().is_some_and(|r| !r.pull && !r.push) {
+        p.remote = None;
+    }
 }
 
 fn cache_root(explicit: Option<&Path>, p: Option<&Pipeline>) -> PathBuf {
@@ -224,10 +312,12 @@ fn policy(v: VerifyArg) -> VerifyPolicy {
     }
 }
 
-pub fn main(cli: Cli) -> Result<i32> {
+/// Runs one command with the stage kinds of `ops`; returns the exit code.
+pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
     match cli.command {
-        Command::Run { pipeline, select, jobs, keep_going, quiet, isolate } => {
-            let p = load(&pipeline)?;
+        Command::Run { pipeline, select, jobs, keep_going, quiet, isolate, remote, remote_policy } => {
+            let mut p = load(ops, &pipeline)?;
+            apply_remote(&mut p, remote, remote_policy);
             let cache = open_cache(&cache_root(pipeline.cache_dir.as_deref(), Some(&p)))?;
             let plan = plan::make_plan(&p, &cache, &selection(&p, &select), policy(select.verify))?;
             if cache.read_only() {
@@ -287,8 +377,8 @@ pub fn main(cli: Cli) -> Result<i32> {
             Ok(if report.failed > 0 { exit::STAGE_FAILED } else { exit::OK })
         }
         Command::Plan { pipeline, select } => {
-            crate::ops::forbid_downloads();
-            let p = load(&pipeline)?;
+            forbid_downloads();
+            let p = load(ops, &pipeline)?;
             let cache = open_cache(&cache_root(pipeline.cache_dir.as_deref(), Some(&p)))?;
             let plan = plan::make_plan(&p, &cache, &selection(&p, &select), policy(select.verify))?;
             let w = plan.items.iter().map(|i| p.instances[i.idx].id.len()).max().unwrap_or(5).max(5);
@@ -307,7 +397,7 @@ pub fn main(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Dag { pipeline, format } => {
-            let p = load(&pipeline)?;
+            let p = load(ops, &pipeline)?;
             if matches!(format, DagFormat::Dot | DagFormat::Both) {
                 print!("{}", dag::to_dot(&p));
             }
@@ -320,19 +410,19 @@ pub fn main(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Validate { pipeline } => {
-            let p = load(&pipeline)?;
+            let p = load(ops, &pipeline)?;
             println!("{}: ok ({} stages, {} stage instances)", p.file.display(), p.stages.len(), p.instances.len());
             Ok(exit::OK)
         }
         Command::Ops { name } => {
             match name {
                 None => {
-                    for op in crate::ops::registry().iter().filter(|o| !o.hidden()) {
+                    for op in ops.visible() {
                         println!("{:<20} {}", op.name(), op.summary());
                     }
                 }
                 Some(n) => {
-                    let op = crate::ops::find(&n).with_context(|| format!("unknown op `{n}`"))?;
+                    let op = ops.find(&n).with_context(|| format!("unknown op `{n}`"))?;
                     println!("{} (version {}): {}\n", op.name(), op.version(), op.summary());
                     for s in op.params() {
                         let req = if s.required {
@@ -357,124 +447,18 @@ pub fn main(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Cache { cache_dir, command } => {
-            crate::ops::forbid_downloads();
-            cache_command(&open_cache(&cache_root(cache_dir.as_deref(), None))?, command)
+            forbid_downloads();
+            cache::cache_command(ops, &open_cache(&cache_root(cache_dir.as_deref(), None))?, command)
         }
         Command::ExecStage { cache_dir, job, result } => {
-            match scheduler::exec_stage(&open_cache(&cache_dir)?, &job, result.as_deref()) {
+            match scheduler::exec_stage(ops, &open_cache(&cache_dir)?, &job, result.as_deref()) {
                 Ok(()) => Ok(exit::OK),
-                Err(e) if crate::ops::StageStop::of(&e) == Some(crate::ops::StageStop::Interrupted) => {
+                Err(e) if StageStop::of(&e) == Some(StageStop::Interrupted) => {
                     eprintln!("{e:#}");
                     Ok(exit::INTERRUPTED)
                 }
                 Err(e) => Err(e),
             }
-        }
-    }
-}
-
-fn cache_command(cache: &Cache, command: CacheCommand) -> Result<i32> {
-    match command {
-        CacheCommand::Ls => {
-            let mut list = cache.list()?;
-            list.sort_by(|a, b| a.created_unix.total_cmp(&b.created_unix));
-            println!("{:<16}  {:<20}  {:<32}  {:>10}", "key", "op", "stage", "size");
-            let mut total = 0;
-            for a in &list {
-                total += a.bytes;
-                println!(
-                    "{:<16}  {:<20}  {:<32}  {:>10}",
-                    &a.key.to_string()[..16],
-                    a.op,
-                    a.stage,
-                    plan::human_bytes(a.bytes)
-                );
-            }
-            println!("{} artifacts, {}", list.len(), plan::human_bytes(total));
-            Ok(exit::OK)
-        }
-        CacheCommand::Show { key } => {
-            let key = cache.resolve_prefix(&key)?;
-            let m = cache.lookup(&key)?.with_context(|| format!("artifact {key} is not in the cache"))?;
-            println!("{}", serde_json::to_string_pretty(&m)?);
-            println!("path: {}", cache.artifact_dir(&key).display());
-            Ok(exit::OK)
-        }
-        CacheCommand::Verify { key } => {
-            // Every entry of artifacts/, including those whose manifest is missing or damaged.
-            let reports = match key {
-                Some(k) => {
-                    let k = match cache.resolve_prefix(&k) {
-                        Ok(k) => k,
-                        Err(_) if k.parse::<saepipe_cache::Key>().is_ok() => k.parse()?,
-                        Err(e) => return Err(e.into()),
-                    };
-                    vec![(k.to_string(), cache.verify(&k, VerifyMode::Full)?)]
-                }
-                None => cache.verify_all(VerifyMode::Full)?,
-            };
-            let mut bad = 0;
-            for (name, r) in &reports {
-                if r.ok {
-                    println!("ok       {name}");
-                } else {
-                    bad += 1;
-                    println!("CORRUPT  {name}");
-                    for p in &r.problems {
-                        println!("           {p}");
-                    }
-                }
-            }
-            println!("{} verified, {} corrupt", reports.len(), bad);
-            Ok(if bad > 0 { exit::CACHE } else { exit::OK })
-        }
-        CacheCommand::Rm { key } => {
-            let key = cache.resolve_prefix(&key)?;
-            cache.remove(&key)?;
-            println!("removed {key}");
-            Ok(exit::OK)
-        }
-        CacheCommand::Gc { pipelines, sets, yes } => {
-            if pipelines.is_empty() {
-                bail!(Exit(
-                    exit::INVALID,
-                    "`cache gc` needs the pipeline files whose artifacts to keep (everything else is removed)".into()
-                ));
-            }
-            let mut keep = HashSet::new();
-            for f in &pipelines {
-                let p = pipeline::load(f, &LoadOptions { sets: sets.clone(), params_file: None })
-                    .map_err(|e| anyhow::Error::new(Exit(exit::INVALID, e.to_string())))?;
-                for (i, (m, k)) in crate::exec::keys::materials(&p, cache)?.into_iter().enumerate() {
-                    // Without the download the key is unknown, so gc cannot tell what to keep.
-                    if let Some(why) = m.pending() {
-                        let msg = format!(
-                            "{}: stage `{}`: {why}; without it gc cannot tell which artifacts the stage reaches and would remove them: fetch it into the local cache first (running the pipeline does)",
-                            f.display(),
-                            p.instances[i].id
-                        );
-                        if yes {
-                            bail!(Exit(exit::INVALID, msg));
-                        }
-                        eprintln!("warning: {msg}");
-                    }
-                    keep.insert(k);
-                }
-            }
-            let report = cache.gc(&keep, !yes)?;
-            let total: u64 = report.removed.iter().map(|(_, b)| b).sum();
-            for (what, bytes) in &report.removed {
-                println!("{} {what} ({})", if yes { "removed" } else { "would remove" }, plan::human_bytes(*bytes));
-            }
-            println!(
-                "{} {} items, {}; kept {} artifacts{}",
-                if yes { "removed" } else { "would remove" },
-                report.removed.len(),
-                plan::human_bytes(total),
-                report.kept,
-                if yes { "" } else { " (dry run: pass --yes to delete)" }
-            );
-            Ok(exit::OK)
         }
     }
 }

@@ -1,0 +1,59 @@
+//! The TransformerLens golden tests of saepipe-model (the same fixtures, the
+//! same comparisons, the same tolerance) run over the CUDA operations: the one
+//! forward on `GpuOps`. Without a GPU each test prints SKIPPED (never a silent
+//! pass); SAEPIPE_REQUIRE_GPU=1 makes a missing GPU a failure.
+
+#[path = "../../model/tests/support/golden.rs"]
+mod golden;
+
+use golden::{check_post_affine, check_runner, fixture};
+use saepipe_cuda::{Gpu, GpuOps};
+use saepipe_model::{DeviceModel, LnHook, LoadOptions, Model, Processing};
+use std::sync::Arc;
+
+fn gpu(test: &str) -> Option<Arc<Gpu>> {
+    match saepipe_cuda::gpu_count() {
+        Ok(n) if n > 0 => Some(Arc::new(Gpu::new(0, None).expect("GPU present but kernels failed to load"))),
+        other => {
+            let why = other.map_or_else(|e| e, |_| "no CUDA device".to_string());
+            if std::env::var_os("SAEPIPE_REQUIRE_GPU").is_some() {
+                panic!("SAEPIPE_REQUIRE_GPU is set but {why}");
+            }
+            eprintln!("SKIPPED {test} (no GPU: {why})");
+            None
+        }
+    }
+}
+
+fn on_gpu(g: &Arc<Gpu>, dir: &std::path::Path, processing: Processing, ln_hook: LnHook) -> DeviceModel<GpuOps> {
+    let model = Model::load(dir, &LoadOptions { processing: Some(processing), ln_hook }).unwrap();
+    DeviceModel::new(GpuOps::new(g.clone()), &model).unwrap()
+}
+
+#[test]
+fn every_hook_matches_transformer_lens_on_the_gpu() {
+    let Some(g) = gpu("every_hook_matches_transformer_lens_on_the_gpu") else { return };
+    for arch in ["gpt2", "neox"] {
+        for mode in [
+            "none",
+            "full",
+            "fold_ln",
+            "fold_ln+center_writing_weights",
+            "fold_ln+center_unembed",
+            "fold_ln+fold_value_biases",
+        ] {
+            let processing = Processing::parse(mode).unwrap();
+            check_runner(&on_gpu(&g, &fixture(arch), processing, LnHook::PreAffine), arch, mode, 1e-4);
+        }
+    }
+    // Same weights from a torch.save checkpoint.
+    check_runner(&on_gpu(&g, &fixture("gpt2_bin"), Processing::NONE, LnHook::PreAffine), "gpt2", "none", 1e-4);
+}
+
+#[test]
+fn post_affine_ln_hooks_match_transformer_lens_2_on_the_gpu() {
+    let Some(g) = gpu("post_affine_ln_hooks_match_transformer_lens_2_on_the_gpu") else { return };
+    for arch in ["gpt2", "neox"] {
+        check_post_affine(&on_gpu(&g, &fixture(arch), Processing::NONE, LnHook::PostAffine), arch, 1e-4);
+    }
+}

@@ -1,0 +1,80 @@
+//! [`StageCtx`]: everything an op may touch while it runs.
+
+use super::control::{StageStop, cancel_requested};
+use super::params::Params;
+use super::progress::ProgressSink;
+use anyhow::{Context, Result, anyhow};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Everything an op may touch while it runs.
+pub struct StageCtx<'a> {
+    pub instance: String,
+    pub params: Params,
+    /// Resolved input artifacts by parameter label (`tokens`, `saes`, `inputs.data`), in order.
+    pub inputs: BTreeMap<String, Vec<PathBuf>>,
+    /// Where the op writes its output; published atomically when `run` returns Ok.
+    pub out_dir: PathBuf,
+    /// Survives crashes: shards or checkpoints written here let a rerun resume.
+    pub partial_dir: PathBuf,
+    /// The pipeline file's directory (relative paths in user parameters resolve here).
+    pub base_dir: PathBuf,
+    pub threads: usize,
+    pub progress: &'a dyn ProgressSink,
+    pub log: &'a mut dyn std::io::Write,
+    /// Whether this process still holds the stage's lock (false once another
+    /// process judged it stale and took the stage over).
+    pub lock_held: &'a dyn Fn() -> bool,
+}
+
+impl StageCtx<'_> {
+    pub fn input(&self, label: &str) -> Result<&Path> {
+        match self.inputs.get(label).map(Vec::as_slice) {
+            Some([one]) => Ok(one),
+            Some(many) => Err(anyhow!("input `{label}` has {} artifacts where one was expected", many.len())),
+            None => Err(anyhow!("input `{label}` was not provided")),
+        }
+    }
+    pub fn input_list(&self, label: &str) -> &[PathBuf] {
+        self.inputs.get(label).map(Vec::as_slice).unwrap_or(&[])
+    }
+    pub fn logln(&mut self, msg: impl AsRef<str>) {
+        let _ = writeln!(self.log, "{}", msg.as_ref());
+    }
+    /// A warning the user must see: into the stage log and onto stderr.
+    pub fn warn(&mut self, msg: impl AsRef<str>) {
+        let line = format!("warning: {}: {}", self.instance, msg.as_ref());
+        eprintln!("{line}");
+        self.logln(line);
+    }
+    /// Called by long ops before writing resumable progress: an error once the
+    /// lock is lost (so a suspended holder that woke up never overwrites the
+    /// progress of the process that took over).
+    pub fn check_lock(&self) -> Result<()> {
+        if (self.lock_held)() { Ok(()) } else { Err(StageStop::LockLost.into()) }
+    }
+
+    /// Whether the user asked to stop (Ctrl-C): the op saves what it can
+    /// resume from, then returns `Err(StageStop::Interrupted.into())`.
+    pub fn cancelled(&self) -> bool {
+        cancel_requested()
+    }
+
+    /// Writes `bytes` to `out_dir/rel` (creating parent directories).
+    pub fn write_output(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.out_dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// The cache key of an input artifact directory (a generation directory's name
+/// carries a nonce; the key does not), or the directory's name outside the cache.
+pub fn artifact_key(dir: &Path) -> String {
+    match saepipe_cache::Manifest::read(&dir.join(saepipe_cache::MANIFEST_FILE)) {
+        Ok(Some(m)) => m.key.to_string(),
+        _ => dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,18 @@
+//! [`ProgressSink`]: how a running op reports progress. The scheduler's
+//! terminal display (`exec::progress`) is one implementation.
+
+/// Progress reporting handed to a running op.
+pub trait ProgressSink: Send + Sync {
+    fn set_total(&self, total: u64, unit: &str);
+    fn set_position(&self, pos: u64);
+    fn message(&self, msg: &str);
+}
+
+/// A sink that shows nothing (for embedding the engine, and for tests).
+pub struct NoProgress;
+
+impl ProgressSink for NoProgress {
+    fn set_total(&self, _total: u64, _unit: &str) {}
+    fn set_position(&self, _pos: u64) {}
+    fn message(&self, _msg: &str) {}
+}
