@@ -29,7 +29,12 @@ impl GcReport {
 
 fn entries(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).ctx("listing", dir)? {
+    let listing = match std::fs::read_dir(dir) {
+        // A folder that a cache made by an older saepipe does not have yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        other => other.ctx("listing", dir)?,
+    };
+    for e in listing {
         let e = e.ctx("listing", dir)?;
         out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
     }

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 pub const CACHE_FORMAT_VERSION: u32 = 1;
 /// File at the cache root that marks a saepipe cache and records its layout version.
 pub const CACHE_MARKER_FILE: &str = "saepipe-cache.json";
-const LAYOUT: &[&str] = &["artifacts", "generations", "leases", "tmp", "partial", "locks", "fingerprints", "runs"];
+const LAYOUT: &[&str] =
+    &["artifacts", "generations", "leases", "tmp", "partial", "downloads", "locks", "fingerprints", "runs"];
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by saepipe.\n# For information about cache directory tags see https://bford.info/cachedir/\n";
 
 /// A cache directory. Cheap to open; safe to share between threads, and between
