@@ -4,39 +4,69 @@ use crate::error::{ModelError, Result};
 use serde_json::Value;
 use std::path::Path;
 
+/// The supported model families, from `config.json`'s `model_type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
+    /// GPT-2 (`gpt2`, HF `GPT2LMHeadModel`): learned positions, sequential residual.
     Gpt2,
+    /// GPT-NeoX and Pythia (`gpt_neox`, HF `GPTNeoXForCausalLM`): rotary
+    /// positions, usually a parallel residual.
     NeoX,
 }
 
 /// The MLP non-linearity (a tensor-level kind shared with the compute backends).
 pub use saepipe_core::compute::Activation;
 
+/// A model's architecture and sizes, read from an HF `config.json` (either
+/// architecture's field names) and named as TransformerLens names them.
+///
+/// [`ModelConfig::from_json`] guarantees `d_model = n_heads · d_head`, an even
+/// `rotary_dim`, positive `n_layers`, `d_vocab` and `d_mlp`, and sizes within
+/// bounds that keep their products from overflowing.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
+    /// Which architecture's tensor names and forward pass apply.
     pub arch: Arch,
+    /// Width of the residual stream (`n_embd` / `hidden_size`).
     pub d_model: usize,
+    /// Number of transformer blocks (`n_layer` / `num_hidden_layers`).
     pub n_layers: usize,
+    /// Attention heads per block (`n_head` / `num_attention_heads`).
     pub n_heads: usize,
+    /// Width of one attention head: `d_model / n_heads`.
     pub d_head: usize,
+    /// Hidden width of the MLP (`n_inner`, default 4·d_model / `intermediate_size`).
     pub d_mlp: usize,
+    /// Vocabulary size (`vocab_size`); token ids are `0..d_vocab`.
     pub d_vocab: usize,
+    /// Maximum context length (`n_positions` / `max_position_embeddings`).
+    /// GPT-2's positions are learned, so its runs cannot be longer.
     pub n_ctx: usize,
+    /// LayerNorm epsilon (`layer_norm_epsilon` / `layer_norm_eps`, default 1e-5).
     pub eps: f32,
+    /// The MLP non-linearity (`activation_function` / `hidden_act`).
     pub act: Activation,
     /// Rotary dimensions per head (GPT-NeoX); 0 for learned positions.
     pub rotary_dim: usize,
+    /// Rotary frequency base θ (`rotary_emb_base` / `rope_theta`, default
+    /// 10000); unused when `rotary_dim` is 0.
     pub rotary_base: f32,
     /// Attention and MLP read the same residual (GPT-NeoX `use_parallel_residual`).
     pub parallel: bool,
     /// GPT-2 `scale_attn_weights`: divide attention scores by sqrt(d_head).
     pub scale_attn_weights: bool,
+    /// GPT-2 `scale_attn_by_inverse_layer_idx`: also divide block `l`'s
+    /// attention scores by `l + 1`.
     pub scale_attn_by_inverse_layer_idx: bool,
     /// GPT-NeoX `attention_bias` (transformers >= 5): QKV and output biases exist.
     pub attention_bias: bool,
+    /// HF `tie_word_embeddings`: the unembedding is the transposed token
+    /// embedding. GPT-2 (default true) reads `lm_head.weight` only when it is
+    /// false; GPT-NeoX always reads its own unembedding.
     pub tie_word_embeddings: bool,
+    /// Beginning-of-sequence token id, when the config declares one.
     pub bos_token_id: Option<u32>,
+    /// End-of-sequence token id, when the config declares one.
     pub eos_token_id: Option<u32>,
 }
 
@@ -54,12 +84,12 @@ fn usize_of(v: &Value, path: &Path, key: &str) -> Result<usize> {
 /// Upper bounds on the sizes a `config.json` may declare: far above any model this
 /// runtime can hold, low enough that products of sizes cannot overflow or request
 /// absurd allocations.
-pub const MAX_HIDDEN_SIZE: usize = 65_536;
-pub const MAX_LAYERS: usize = 1_024;
-pub const MAX_HEADS: usize = 1_024;
-pub const MAX_VOCAB: usize = 10_000_000;
-pub const MAX_CONTEXT: usize = 1_048_576;
-pub const MAX_INTERMEDIATE_SIZE: usize = 1_048_576;
+pub(crate) const MAX_HIDDEN_SIZE: usize = 65_536;
+pub(crate) const MAX_LAYERS: usize = 1_024;
+pub(crate) const MAX_HEADS: usize = 1_024;
+pub(crate) const MAX_VOCAB: usize = 10_000_000;
+pub(crate) const MAX_CONTEXT: usize = 1_048_576;
+pub(crate) const MAX_INTERMEDIATE_SIZE: usize = 1_048_576;
 
 /// [`usize_of`] that also fails, naming the field, above `max`.
 fn bounded(v: &Value, path: &Path, key: &str, max: usize) -> Result<usize> {
@@ -95,6 +125,8 @@ fn activation(name: &str, path: &Path) -> Result<Activation> {
 }
 
 impl ModelConfig {
+    /// Reads and parses the `config.json` at `path` (see [`from_json`](Self::from_json)).
+    /// An unreadable file is [`ModelError::Io`], invalid JSON [`ModelError::Config`].
     pub fn from_file(path: &Path) -> Result<ModelConfig> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
         let v: Value = serde_json::from_str(&text)
@@ -102,7 +134,9 @@ impl ModelConfig {
         Self::from_json(&v, path)
     }
 
-    /// Parses an HF config; `path` names the file in errors.
+    /// Parses an HF config; `path` names the file in errors. An unknown
+    /// `model_type` is [`ModelError::UnknownArchitecture`], a missing, oversized
+    /// or inconsistent field [`ModelError::Config`].
     pub fn from_json(v: &Value, path: &Path) -> Result<ModelConfig> {
         let cfg = Self::parse(v, path)?;
         let bad = |message: String| Err(ModelError::Config { path: path.into(), message });

@@ -22,7 +22,9 @@ use std::time::Duration;
 /// A model reference: `org/name` at a revision (branch, tag or commit).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HubRef {
+    /// The repository, `org/name`.
     pub repo: String,
+    /// A branch, tag or 40-hex-digit commit; `main` when the spec names none.
     pub revision: String,
 }
 
@@ -66,7 +68,9 @@ pub type FileSelector<'a> = dyn FnMut(&[String]) -> std::result::Result<Vec<Stri
 /// The local HF cache: its root directory and whether downloads are disallowed.
 #[derive(Clone, Debug)]
 pub struct HubCache {
+    /// The cache directory holding the `models--org--name` folders.
     pub root: PathBuf,
+    /// Never download (HF_HUB_OFFLINE): a model not in the cache is an error.
     pub offline: bool,
 }
 
@@ -311,6 +315,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub struct HubEndpoint {
     /// Base URL without a trailing slash, e.g. `https://huggingface.co`.
     pub url: String,
+    /// Access token, sent as `Authorization: Bearer` to the hub itself (never
+    /// to the storage hosts downloads redirect to); `None` for public models.
     pub token: Option<String>,
 }
 
@@ -335,6 +341,7 @@ impl HubEndpoint {
         HubEndpoint::new(&var("HF_ENDPOINT").unwrap_or_else(|| "https://huggingface.co".into()), token)
     }
 
+    /// The hub at `url` (a trailing slash is dropped), with an optional token.
     pub fn new(url: &str, token: Option<String>) -> HubEndpoint {
         HubEndpoint { url: url.trim_end_matches('/').to_string(), token }
     }

@@ -6,6 +6,8 @@
 //! [`saepipe_core::compute`]: [`Model`] runs it on the CPU ([`cpu::CpuOps`]),
 //! [`DeviceModel`] on another backend (the CUDA one's `GpuOps`).
 
+#![warn(missing_docs)]
+
 pub mod arch;
 pub mod config;
 pub mod cpu;
@@ -32,16 +34,29 @@ use forward::Forward;
 use params::Params;
 use std::path::Path;
 
+/// How [`Model::load`] prepares a checkpoint. The default loads the weights
+/// as stored, with TransformerLens 3.x `hook_normalized` semantics.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
+    /// TransformerLens weight processing applied after loading. `None` applies
+    /// none (like `from_pretrained_no_processing`); [`Processing::FULL`] is what
+    /// `HookedTransformer.from_pretrained` does by default.
     pub processing: Option<Processing>,
+    /// Whether `lnX.hook_normalized` holds the vector before or after the
+    /// LayerNorm affine; the two agree once LayerNorms are folded.
     pub ln_hook: LnHook,
 }
 
+/// A GPT-2 or GPT-NeoX (Pythia) model held in host memory, run on the CPU.
+/// [`DeviceModel::new`] copies one to another backend.
 pub struct Model {
+    /// Architecture and sizes, from the checkpoint's `config.json`.
     pub cfg: ModelConfig,
+    /// The weights in TransformerLens layout, with `processing` already applied.
     pub params: Params,
+    /// The weight processing that was applied to `params` at load.
     pub processing: Processing,
+    /// The `lnX.hook_normalized` semantics this model's runs follow.
     pub ln_hook: LnHook,
 }
 
@@ -60,6 +75,8 @@ impl Model {
         Ok(Model { cfg, params, processing, ln_hook: opts.ln_hook })
     }
 
+    /// Every hook point of this model, in the order a forward pass visits them
+    /// (see [`hook_names`]).
     pub fn hook_names(&self) -> Vec<String> {
         hook_names(&self.cfg)
     }
@@ -148,6 +165,7 @@ pub fn check_run_from_inputs(
 /// A forward pass with TransformerLens hooks: the CPU [`Model`], or a copy of
 /// it on an accelerator. Stages that only run the model take `&dyn Runner`.
 pub trait Runner {
+    /// The configuration of the model this runs.
     fn config(&self) -> &ModelConfig;
     /// Where the forward runs, for logs ("cpu", "cuda:0").
     fn device(&self) -> String;

@@ -210,6 +210,8 @@ pub fn log_sum_exp(row: &[f32]) -> f32 {
     mx + sum_exp_generic(row, mx).ln() as f32
 }
 
+/// GPT-2's tanh-approximated GELU (`gelu_new`):
+/// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
 #[inline(always)]
 pub fn gelu_new(x: f32) -> f32 {
     0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044715 * x * x * x)).tanh())

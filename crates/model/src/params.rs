@@ -14,24 +14,35 @@ pub use saepipe_core::compute::transpose;
 /// One transformer block's parameters.
 #[derive(Clone, Debug)]
 pub struct LayerParams<T = Vec<f32>> {
-    /// LayerNorm affine; `None` once folded into the following weights.
+    /// The attention's LayerNorm affine (weight, bias), each `[d_model]`
+    /// (TransformerLens `ln1`); `None` once folded into the following weights.
     pub ln1: Option<(T, T)>,
     /// [d_model, n_heads * d_head]: q = x · W_Q + b_Q (heads contiguous).
     pub w_q: T,
+    /// [n_heads * d_head]: query bias.
     pub b_q: T,
+    /// [d_model, n_heads * d_head]: key weight, laid out like `w_q`.
     pub w_k: T,
+    /// [n_heads * d_head]: key bias.
     pub b_k: T,
+    /// [d_model, n_heads * d_head]: value weight, laid out like `w_q`.
     pub w_v: T,
+    /// [n_heads * d_head]: value bias; zero once folded into `b_o`.
     pub b_v: T,
-    /// [n_heads * d_head, d_model]
+    /// [n_heads * d_head, d_model]: attention output, attn_out = z · W_O + b_O.
     pub w_o: T,
+    /// `[d_model]`: attention output bias.
     pub b_o: T,
+    /// The MLP's LayerNorm affine (weight, bias), each `[d_model]` (TransformerLens
+    /// `ln2`); `None` once folded into `w_in` and `b_in`.
     pub ln2: Option<(T, T)>,
     /// [d_model, d_mlp]
     pub w_in: T,
+    /// `[d_mlp]`: MLP input bias (`mlp.hook_pre` = x · W_in + b_in).
     pub b_in: T,
     /// [d_mlp, d_model]
     pub w_out: T,
+    /// `[d_model]`: MLP output bias.
     pub b_out: T,
 }
 
@@ -42,10 +53,14 @@ pub struct Params<T = Vec<f32>> {
     pub w_e: T,
     /// [n_ctx, d_model] for learned positions.
     pub w_pos: Option<T>,
+    /// The transformer blocks, `n_layers` of them, in order.
     pub layers: Vec<LayerParams<T>>,
+    /// The final LayerNorm affine (weight, bias), each `[d_model]`, before the
+    /// unembedding; `None` once folded into `w_u` and `b_u`.
     pub ln_final: Option<(T, T)>,
     /// [d_model, d_vocab]
     pub w_u: T,
+    /// `[d_vocab]`: unembedding bias; zero as loaded, changed by weight processing.
     pub b_u: T,
 }
 

@@ -43,14 +43,19 @@ impl std::ops::Deref for TorchArchive {
 }
 
 impl TorchArchive {
+    /// Memory-maps and unpickles the archive at `path` in the default (strict)
+    /// mode: only tensor-rebuilding globals and plain containers are accepted.
     pub fn open(path: &Path) -> Result<TorchArchive> {
         Ok(TorchArchive(saepipe_torchfile::TorchArchive::open(path)?))
     }
 
+    /// [`open`](Self::open) with explicit unpickler options, e.g.
+    /// `allow_objects` for files that pickle plain config objects.
     pub fn open_with(path: &Path, opts: UnpickleOptions) -> Result<TorchArchive> {
         Ok(TorchArchive(saepipe_torchfile::TorchArchive::open_with(path, opts)?))
     }
 
+    /// The file this archive was opened from.
     pub fn path(&self) -> &Path {
         self.0.path()
     }
@@ -61,6 +66,8 @@ impl TorchArchive {
         Ok(self.0.tensor_f32(t, name)?)
     }
 
+    /// The `saepipe-torchfile` archive this wraps, whose errors are
+    /// [`TorchFileError`]s rather than [`ModelError`]s.
     pub fn into_inner(self) -> saepipe_torchfile::TorchArchive {
         self.0
     }

@@ -5,6 +5,9 @@
 use crate::config::ModelConfig;
 use crate::params::Params;
 
+/// Which TransformerLens weight-processing steps a load applies, one flag per
+/// step. [`Processing::FULL`] and [`Processing::NONE`] are the two presets;
+/// [`Processing::parse`] reads the textual form pipelines use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Processing {
     /// Fold each LayerNorm's affine into the weights that read it.
@@ -97,7 +100,9 @@ fn center_rows(w: &mut [f32], cols: usize) {
     }
 }
 
-pub fn apply(cfg: &ModelConfig, p: &mut Params, opts: Processing) {
+/// Applies the steps of `opts` to host parameters, in TransformerLens's order:
+/// fold_ln, center_writing_weights, center_unembed, fold_value_biases.
+pub(crate) fn apply(cfg: &ModelConfig, p: &mut Params, opts: Processing) {
     let (d, hd, f, v) = (cfg.d_model, cfg.n_heads * cfg.d_head, cfg.d_mlp, cfg.d_vocab);
     if opts.fold_ln {
         for l in &mut p.layers {

@@ -32,6 +32,9 @@ impl Source {
     }
 }
 
+/// The tensors of an HF model directory's checkpoint (one file or several
+/// shards, safetensors or PyTorch), memory-mapped and indexed by HF tensor
+/// name. A tensor is read and converted to f32 only when asked for.
 pub struct TensorFiles {
     sources: Vec<Source>,
     /// tensor name → index into `sources`.
@@ -156,10 +159,12 @@ impl TensorFiles {
         Ok(TensorFiles { sources, index })
     }
 
+    /// Whether any of the files holds a tensor called `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
 
+    /// Every tensor name in the checkpoint, in no particular order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(String::as_str)
     }

@@ -14,7 +14,10 @@ fn columns(m: &[f32], rows: usize, cols: usize, start: usize, width: usize) -> V
     out
 }
 
-pub fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
+/// Reads a GPT-2 checkpoint into unprocessed TransformerLens-layout [`Params`],
+/// splitting the fused `c_attn` into W_Q, W_K, W_V; the unembedding is the
+/// transposed `wte` unless the config unties it and `lm_head.weight` exists.
+pub(crate) fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
     let (d, v, f) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
     // Some checkpoints (the original `gpt2` repo) omit the `transformer.` prefix.
     let p = if t.contains("transformer.wte.weight") { "transformer." } else { "" };

@@ -7,7 +7,10 @@ use crate::error::Result;
 use crate::params::{LayerParams, Params, transpose};
 use crate::weights::TensorFiles;
 
-pub fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
+/// Reads a GPT-NeoX checkpoint into unprocessed TransformerLens-layout
+/// [`Params`]: the per-head interleaved QKV is split into W_Q, W_K, W_V and
+/// every Linear weight is transposed; there are no position embeddings.
+pub(crate) fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
     let (d, v, f, nh, dh) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp, cfg.n_heads, cfg.d_head);
     let g = |name: &str, shape: &[usize]| t.get(&format!("gpt_neox.{name}"), shape);
     let w_e = g("embed_in.weight", &[v, d])?;
