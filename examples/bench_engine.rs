@@ -20,7 +20,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cache = Cache::open(&dir.path().join("cache"))?;
-    let opts = RunOptions { jobs: 2, keep_going: false, quiet: true, isolate: false };
+    let opts = RunOptions { jobs: 2, keep_going: false, quiet: true, isolate: false, slurm: None };
     let ops = saepipe::ops::registry();
 
     // 1. 100 stages: ten chains of ten.

@@ -144,7 +144,7 @@ impl Fixture {
     }
     fn run(&self, p: &Pipeline, jobs: usize, keep_going: bool) -> RunReport {
         let plan = self.plan(p);
-        run(p, &self.cache, &plan, &RunOptions { jobs, keep_going, quiet: true, isolate: false }).unwrap()
+        run(p, &self.cache, &plan, &RunOptions { jobs, keep_going, quiet: true, isolate: false, slurm: None }).unwrap()
     }
     fn trace(&self) -> Vec<String> {
         std::fs::read_to_string(self.path("trace.txt")).unwrap_or_default().lines().map(str::to_string).collect()

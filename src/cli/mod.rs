@@ -106,6 +106,10 @@ pub enum Command {
         /// Which way artifacts travel (default: the pipeline's `cache:` settings, else both).
         #[arg(long, value_enum)]
         remote_policy: Option<RemotePolicy>,
+        /// Where stages run: in this process (`local`) or as Slurm jobs (`slurm`);
+        /// default: the pipeline's `executor:`, else local.
+        #[arg(long, value_enum)]
+        executor: Option<ExecutorArg>,
     },
     /// Show what `run` would do for each stage instance, and why.
     Plan {
@@ -222,6 +226,15 @@ pub struct RemoteTarget {
     pub sets: Vec<String>,
 }
 
+/// Where a run's stages execute.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorArg {
+    /// Threads of this process (or child processes with `--isolate`).
+    Local,
+    /// One `sbatch` job per stage instance to compute.
+    Slurm,
+}
+
 /// Which way artifacts travel between a run and its remote.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum RemotePolicy {
@@ -315,7 +328,7 @@ fn policy(v: VerifyArg) -> VerifyPolicy {
 /// Runs one command with the stage kinds of `ops`; returns the exit code.
 pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
     match cli.command {
-        Command::Run { pipeline, select, jobs, keep_going, quiet, isolate, remote, remote_policy } => {
+        Command::Run { pipeline, select, jobs, keep_going, quiet, isolate, remote, remote_policy, executor } => {
             let mut p = load(ops, &pipeline)?;
             apply_remote(&mut p, remote, remote_policy);
             let cache = open_cache(&cache_root(pipeline.cache_dir.as_deref(), Some(&p)))?;
@@ -341,7 +354,14 @@ pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
             }
             let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             let quiet = quiet || std::env::var_os("SAEPIPE_QUIET").is_some();
-            let report = scheduler::run(&p, &cache, &plan, &RunOptions { jobs, keep_going, quiet, isolate })?;
+            let use_slurm = executor.map(|e| e == ExecutorArg::Slurm).unwrap_or(p.executor_slurm);
+            let slurm = use_slurm.then(|| crate::exec::slurm::SlurmOptions {
+                settings: p.slurm.clone(),
+                poll: std::time::Duration::from_millis(
+                    std::env::var("SAEPIPE_SLURM_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
+                ),
+            });
+            let report = scheduler::run(&p, &cache, &plan, &RunOptions { jobs, keep_going, quiet, isolate, slurm })?;
             if !quiet {
                 print!("{}", report.table());
                 println!("run record: {}", report.record_dir.join("run.json").display());

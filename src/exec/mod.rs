@@ -8,4 +8,5 @@ pub mod plan;
 pub mod progress;
 pub mod remote;
 pub mod scheduler;
+pub mod slurm;
 pub mod stage;

@@ -24,6 +24,8 @@ pub struct RunOptions {
     /// Run every stage in its own `saepipe exec-stage` process. The child is
     /// this executable, so it knows the ops of the binary's registry only.
     pub isolate: bool,
+    /// Run every stage that must be computed as a Slurm job (`exec::slurm`).
+    pub slurm: Option<super::slurm::SlurmOptions>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -175,6 +177,7 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                 let record_dir = record_dir.clone();
                 let action = item.action;
                 let isolate = opts.isolate;
+                let slurm = opts.slurm.clone();
                 scope.spawn(move || {
                     if action != Action::Hit {
                         reporter.println(&format!(
@@ -189,7 +192,9 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                         ));
                     }
                     let progress = reporter.stage(&job.instance);
-                    let result = if isolate {
+                    let result = if let Some(slurm) = slurm.as_ref().filter(|_| action != Action::Hit) {
+                        super::slurm::run_slurm(cache, &job, &log_path, slurm)
+                    } else if isolate {
                         run_isolated(cache, &job, &record_dir, &log_path)
                     } else {
                         run_in_process(&p.ops, cache, &job, &progress, &log_path)

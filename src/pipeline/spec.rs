@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 pub const FORMAT_VERSION: i64 = 1;
-const TOP_LEVEL_KEYS: &[&str] = &["version", "name", "description", "vars", "defaults", "cache_dir", "cache", "stages"];
+const TOP_LEVEL_KEYS: &[&str] =
+    &["version", "name", "description", "vars", "defaults", "cache_dir", "cache", "executor", "slurm", "stages"];
 /// Keys of the top-level `cache:` mapping.
 const CACHE_KEYS: &[&str] = &["remote", "pull", "push"];
 const STAGE_KEYS: &[&str] = &["op", "foreach", "matrix", "needs", "description"];
@@ -131,6 +132,7 @@ pub fn load_str(
     });
 
     let remote = load_remote(&root, &mut d);
+    let (executor_slurm, slurm) = load_executor(&root, &mut d);
     let vars = load_vars(&root, opts, params_file, &mut d);
     let defaults = load_defaults(ops, &root, &mut d);
 
@@ -140,6 +142,8 @@ pub fn load_str(
         base_dir,
         cache_dir,
         remote,
+        executor_slurm,
+        slurm,
         stages: Vec::new(),
         instances: Vec::new(),
         ops: ops.clone(),
@@ -180,6 +184,35 @@ pub fn load_str(
     } else {
         d.sort();
         Err(LoadError::Invalid(d))
+    }
+}
+
+/// `executor: local|slurm` and the `slurm:` settings of every job (checked
+/// here, with did-you-mean, so a typo fails before anything is submitted).
+fn load_executor(root: &Node, d: &mut Diagnostics) -> (bool, saepipe_slurm::SlurmSettings) {
+    let slurm = match root.get("executor").map(|e| (e, e.value.as_str())) {
+        None | Some((_, Some("local"))) => false,
+        Some((_, Some("slurm"))) => true,
+        Some((e, other)) => {
+            let found = other.map(|o| format!("`{o}`")).unwrap_or_else(|| e.value.kind().to_string());
+            d.error(e.value.pos, None, Some("executor"), format!("expected `local` or `slurm`, found {found}"));
+            false
+        }
+    };
+    let Some(e) = root.get("slurm") else { return (slurm, Default::default()) };
+    let serde_json::Value::Object(map) = e.value.to_json() else {
+        d.error(e.value.pos, None, Some("slurm"), format!("expected a mapping, found {}", e.value.kind()));
+        return (slurm, Default::default());
+    };
+    match saepipe_slurm::SlurmSettings::from_json(&map) {
+        Ok(s) => (slurm, s),
+        Err(errors) => {
+            for err in errors {
+                let pos = e.value.get(&err.field).map(|f| f.key_pos).unwrap_or(e.value.pos);
+                d.error(pos, None, Some(&format!("slurm.{}", err.field)), err.message);
+            }
+            (slurm, Default::default())
+        }
     }
 }
 

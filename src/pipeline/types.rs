@@ -14,6 +14,10 @@ pub struct Pipeline {
     pub cache_dir: Option<PathBuf>,
     /// The remote cache from the pipeline's `cache:` mapping (the command line may replace it).
     pub remote: Option<crate::engine::RemoteSettings>,
+    /// `executor: slurm` in the pipeline (the command line may override it).
+    pub executor_slurm: bool,
+    /// The pipeline's `slurm:` settings for its jobs.
+    pub slurm: saepipe_slurm::SlurmSettings,
     pub stages: Vec<StageDef>,
     pub instances: Vec<Instance>,
     /// The stage kinds the pipeline was loaded with; execution looks up the

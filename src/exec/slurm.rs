@@ -1,0 +1,207 @@
+//! The Slurm executor: each stage instance that must be computed becomes one
+//! `sbatch` job running `saepipe exec-stage` on a job description kept in the
+//! (shared) cache. The driver only submits and waits; the cache, not Slurm,
+//! says what finished.
+//!
+//! Re-attach: the job id is written to `jobs/<key>.slurm.json` in the cache
+//! right after `sbatch` answers and before the driver waits. A driver that is
+//! killed and started again finds the record, asks Slurm about the job and, if
+//! it is queued or running (or was requeued after preemption), waits for it
+//! instead of submitting again. Submitting is done under a per-key submission
+//! lock, so two drivers on one cache never submit the same stage twice.
+
+use super::scheduler::ExecResult;
+use super::stage::{Outcome, StageJob, StageResult};
+use crate::engine::{StageStop, cancel_requested};
+use anyhow::{Context, Result, anyhow};
+use saepipe_cache::{Cache, Key};
+use saepipe_slurm::{JobId, JobSpec, RetryPolicy, Slurm, SlurmSettings};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How a run uses Slurm.
+#[derive(Clone, Debug)]
+pub struct SlurmOptions {
+    /// Resources and placement for every stage job (the pipeline's `slurm:`).
+    pub settings: SlurmSettings,
+    /// How often the driver asks Slurm about the jobs it waits on.
+    pub poll: Duration,
+}
+
+/// What the driver records about a submitted job (`jobs/<key>.slurm.json`).
+#[derive(Serialize, Deserialize)]
+struct JobRecord {
+    job_id: JobId,
+    token: String,
+    submitted_unix: f64,
+    instance: String,
+}
+
+/// The files of one key's job in the cache.
+struct JobFiles {
+    job: PathBuf,
+    result: PathBuf,
+    record: PathBuf,
+    script: PathBuf,
+    log: PathBuf,
+}
+
+impl JobFiles {
+    fn of(cache_root: &Path, key: &Key) -> JobFiles {
+        let base = cache_root.join("jobs").join(key.to_string());
+        let with = |ext: &str| PathBuf::from(format!("{}.{ext}", base.display()));
+        JobFiles {
+            job: with("job.json"),
+            result: with("result.json"),
+            record: with("slurm.json"),
+            script: with("sh"),
+            log: with("log"),
+        }
+    }
+}
+
+/// The lock that serializes submissions of one key (distinct from the key's
+/// own lock, which the job takes while it computes).
+fn submit_lock_key(key: &Key) -> Key {
+    let mut h = blake3::Hasher::new();
+    h.update(b"saepipe slurm submission\0");
+    h.update(key.as_bytes());
+    Key::from_hasher(h)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = PathBuf::from(format!("{}.tmp.{}", path.display(), std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).ok();
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs `job` as a Slurm job (or attaches to the one already submitted for its
+/// key) and waits for it; the stage log gets the job's output.
+pub fn run_slurm(cache: &Cache, job: &StageJob, log_path: &Path, opts: &SlurmOptions) -> Result<StageResult> {
+    let start = Instant::now();
+    if !job.force
+        && let Some(m) = cache.lookup(&job.key)?
+    {
+        return Ok(StageResult { outcome: Outcome::Hit, bytes: m.total_bytes, seconds: 0.0, warning: None });
+    }
+    let root = std::path::absolute(cache.root()).context("locating the cache")?;
+    std::fs::create_dir_all(root.join("jobs")).context("creating the cache's jobs folder")?;
+    let files = JobFiles::of(&root, &job.key);
+    let slurm = Slurm::new(RetryPolicy::default(), 10.0);
+    let (id, attached) = {
+        let _submitting = cache.lock(&submit_lock_key(&job.key), &mut |_| {})?;
+        match attachable(&slurm, &files)? {
+            Some(id) => (id, true),
+            None => (submit(&slurm, &root, job, &files, opts)?, false),
+        }
+    };
+    {
+        use std::io::Write;
+        let mut log = std::fs::File::create(log_path)?;
+        let verb = if attached { "attached to" } else { "submitted" };
+        writeln!(log, "{verb} Slurm job {id}; its output: {}", files.log.display())?;
+    }
+    let end = wait(&slurm, id, opts.poll)?;
+    // The job's own output, appended to the run's stage log.
+    if let Ok(text) = std::fs::read_to_string(&files.log) {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new().append(true).open(log_path)?;
+        let _ = log.write_all(text.as_bytes());
+    }
+    if let Ok(bytes) = std::fs::read(&files.result)
+        && let Ok(r) = serde_json::from_slice::<ExecResult>(&bytes)
+    {
+        return Ok(StageResult { outcome: r.outcome, bytes: r.bytes, seconds: r.seconds, warning: r.warning });
+    }
+    if let Some(m) = cache.lookup(&job.key)? {
+        // Published, but the result note was lost (e.g. the node died right after).
+        return Ok(StageResult {
+            outcome: Outcome::Ran,
+            bytes: m.total_bytes,
+            seconds: start.elapsed().as_secs_f64(),
+            warning: None,
+        });
+    }
+    let tail = std::fs::read_to_string(&files.log).unwrap_or_default();
+    let last: Vec<&str> = tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+    Err(anyhow!(
+        "Slurm job {id} ended {}{}{} without publishing the artifact; last lines of {}: {}",
+        end.state,
+        if end.reason.is_empty() { String::new() } else { format!(" ({})", end.reason) },
+        end.exit_code.map(|e| format!(", exit {e}")).unwrap_or_default(),
+        files.log.display(),
+        last.join(" | ")
+    ))
+}
+
+/// The recorded job of this key, if Slurm still runs (or will rerun) it.
+fn attachable(slurm: &Slurm, files: &JobFiles) -> Result<Option<JobId>> {
+    let Ok(bytes) = std::fs::read(&files.record) else { return Ok(None) };
+    let Ok(record) = serde_json::from_slice::<JobRecord>(&bytes) else { return Ok(None) };
+    let info = slurm.query(&[record.job_id])?.remove(&record.job_id);
+    Ok(info.filter(|i| i.state.is_active()).map(|_| record.job_id))
+}
+
+fn submit(slurm: &Slurm, root: &Path, job: &StageJob, files: &JobFiles, opts: &SlurmOptions) -> Result<JobId> {
+    let _ = std::fs::remove_file(&files.result);
+    write_atomically(&files.job, &serde_json::to_vec_pretty(job)?)?;
+    let exe = std::env::current_exe().context("locating the saepipe executable")?;
+    let script = format!(
+        "#!/bin/sh\n# saepipe stage {} of pipeline {} (key {})\nexec {} exec-stage --cache-dir {} --job {} --result {}\n",
+        job.instance,
+        job.pipeline,
+        job.key,
+        shell_quote(&exe.display().to_string()),
+        shell_quote(&root.display().to_string()),
+        shell_quote(&files.job.display().to_string()),
+        shell_quote(&files.result.display().to_string()),
+    );
+    write_atomically(&files.script, script.as_bytes())?;
+    let token = format!("{}-{}", job.key.short(), std::process::id());
+    let spec = JobSpec {
+        name: format!("saepipe:{}:{}:{}", job.pipeline, job.instance, job.key.short()),
+        script: files.script.clone(),
+        log: files.log.clone(),
+        settings: opts.settings.clone(),
+        after_ok: vec![],
+        // Slurm ends a job at its time limit or on preemption with SIGTERM, which
+        // saepipe already answers by saving progress; no early warning signal yet.
+        warn_before_end_secs: None,
+        token: token.clone(),
+    };
+    let id = slurm.submit(&spec).map_err(|e| anyhow!("stage `{}`: {e}", job.instance))?;
+    let record = JobRecord {
+        job_id: id,
+        token,
+        submitted_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+        instance: job.instance.clone(),
+    };
+    write_atomically(&files.record, &serde_json::to_vec_pretty(&record)?)?;
+    Ok(id)
+}
+
+/// Waits until Slurm no longer runs (or will rerun) the job. Ctrl-C stops the
+/// wait, not the job: the next run attaches to it.
+fn wait(slurm: &Slurm, id: JobId, poll: Duration) -> Result<saepipe_slurm::JobInfo> {
+    loop {
+        if cancel_requested() {
+            return Err(anyhow::Error::new(StageStop::Interrupted).context(format!(
+                "stopped waiting for Slurm job {id}; it keeps running and the next run attaches to it"
+            )));
+        }
+        let info = slurm.query(&[id])?.remove(&id).unwrap_or_else(saepipe_slurm::JobInfo::gone);
+        if !info.state.is_active() {
+            return Ok(info);
+        }
+        std::thread::sleep(poll);
+    }
+}
