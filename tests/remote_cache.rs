@@ -4,32 +4,14 @@
 //! credentials come from the environment (moto's server, started here).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "../crates/remote/tests/support/mod.rs"]
 mod support;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_saepipe"));
-    c.env_remove("SAEPIPE_CACHE").env_remove("SAEPIPE_REMOTE").env("SAEPIPE_QUIET", "1");
-    c
-}
-
-fn run(args: &[&str], dir: &Path) -> Output {
-    bin().args(args).current_dir(dir).output().unwrap()
-}
-
-fn run_ok(args: &[&str], dir: &Path) -> String {
-    let out = run(args, dir);
-    assert!(
-        out.status.success(),
-        "saepipe {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use cli::*;
 
 const PIPELINE: &str = r#"
 version: 1
@@ -49,65 +31,19 @@ stages:
     shards: 2
 "#;
 
-/// Every artifact of a cache: key → (file → blake3 of its bytes), manifests included.
-fn artifacts(cache: &Path) -> Vec<(String, Vec<(String, String)>)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir(cache.join("artifacts")) else { return out };
-    for e in dir {
-        let e = e.unwrap();
-        let mut files = Vec::new();
-        for f in std::fs::read_dir(e.path()).unwrap() {
-            let f = f.unwrap();
-            if f.file_type().unwrap().is_file() {
-                let hash = blake3::hash(&std::fs::read(f.path()).unwrap()).to_hex().to_string();
-                files.push((f.file_name().to_string_lossy().into_owned(), hash));
-            }
-        }
-        files.sort();
-        out.push((e.file_name().to_string_lossy().into_owned(), files));
-    }
-    out.sort();
-    out
-}
-
-/// [`artifacts`] without the manifests (which record when and how fast a stage ran).
-fn payloads(cache: &Path) -> Vec<(String, Vec<(String, String)>)> {
-    artifacts(cache)
-        .into_iter()
-        .map(|(k, files)| (k, files.into_iter().filter(|(name, _)| name != "manifest.json").collect()))
-        .collect()
-}
-
-/// The status column of the run record for each stage.
-fn statuses(cache: &Path) -> Vec<(String, String)> {
-    let runs = cache.join("runs");
-    let mut latest: Vec<PathBuf> = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).collect();
-    latest.sort();
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(latest.last().unwrap().join("run.json")).unwrap()).unwrap();
-    let mut out: Vec<(String, String)> = record["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["instance"].as_str().unwrap().to_string(), s["status"].as_str().unwrap().to_string()))
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn a_run_pushes_and_a_fresh_cache_pulls_everything_back() {
     let t = tempfile::tempdir().unwrap();
     std::fs::write(t.path().join("p.yaml"), PIPELINE).unwrap();
     let remote = format!("file://{}", t.path().join("remote").display());
     run_ok(&["run", "p.yaml", "--cache-dir", "c1", "--remote", &remote], t.path());
-    assert_eq!(statuses(&t.path().join("c1")), [("a".into(), "ran".into()), ("b".into(), "ran".into())]);
+    assert_eq!(statuses(&t.path().join("c1")), both("ran"));
     let listed = run_ok(&["cache", "ls", "--remote", &remote], t.path());
     assert!(listed.contains("2 artifacts on"), "{listed}");
 
     // A second person (empty cache): everything comes from the remote, verified.
     run_ok(&["run", "p.yaml", "--cache-dir", "c2", "--remote", &remote], t.path());
-    assert_eq!(statuses(&t.path().join("c2")), [("a".into(), "pulled".into()), ("b".into(), "pulled".into())]);
+    assert_eq!(statuses(&t.path().join("c2")), both("pulled"));
     assert_eq!(artifacts(&t.path().join("c2")), artifacts(&t.path().join("c1")), "byte-identical");
     let verified = run_ok(&["cache", "--cache-dir", "c2", "verify"], t.path());
     assert!(verified.contains("2 verified, 0 corrupt"), "{verified}");
@@ -119,7 +55,7 @@ fn a_run_pushes_and_a_fresh_cache_pulls_everything_back() {
     );
     assert!(run_ok(&["cache", "ls", "--remote", &remote], t.path()).contains("2 artifacts on"));
     run_ok(&["run", "p.yaml", "--cache-dir", "c4", "--remote", &remote, "--remote-policy", "none"], t.path());
-    assert_eq!(statuses(&t.path().join("c4")), [("a".into(), "ran".into()), ("b".into(), "ran".into())]);
+    assert_eq!(statuses(&t.path().join("c4")), both("ran"));
 
     // cache push/pull by pipeline: c3's artifacts go up, then down into c5.
     let pushed =
@@ -155,7 +91,7 @@ fn a_damaged_remote_artifact_is_never_used() {
     assert_eq!(check.status.code(), Some(3));
     // The run notices, computes instead, and ends with correct artifacts.
     run_ok(&["run", "p.yaml", "--cache-dir", "c2", "--remote", &remote, "--remote-policy", "pull"], t.path());
-    assert_eq!(statuses(&t.path().join("c2")), [("a".into(), "ran".into()), ("b".into(), "ran".into())]);
+    assert_eq!(statuses(&t.path().join("c2")), both("ran"));
     assert_eq!(payloads(&t.path().join("c2")), payloads(&t.path().join("c1")));
     let log = std::fs::read_dir(t.path().join("c2/runs")).unwrap().next().unwrap().unwrap().path();
     let text: String = std::fs::read_dir(log.join("logs"))
@@ -246,7 +182,7 @@ fn s3_remote_from_the_pipeline_with_environment_credentials() {
     };
     with_env(&["run", "p.yaml"], "c1");
     with_env(&["run", "p.yaml"], "c2");
-    assert_eq!(statuses(&t.path().join("c2")), [("a".into(), "pulled".into()), ("b".into(), "pulled".into())]);
+    assert_eq!(statuses(&t.path().join("c2")), both("pulled"));
     assert_eq!(artifacts(&t.path().join("c2")), artifacts(&t.path().join("c1")));
     for dir in ["c1", "c2"] {
         for f in walk(&t.path().join(dir)) {
