@@ -300,11 +300,20 @@ fn index_shards(path: &Path) -> Result<Vec<String>> {
     Ok(files)
 }
 
+/// The mode of files written into the hub cache: what a plain file would get
+/// (0666 less the umask), not a temporary file's private 0600, so a hub cache
+/// shared by a group (`umask 002`, setgid directories) stays readable by all
+/// its users.
+fn shared_file_mode() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o666)
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("cache paths have a parent");
     std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp").permissions(shared_file_mode()).tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
@@ -525,6 +534,7 @@ impl<'h> Client<'h> {
                 ));
                 std::fs::create_dir_all(blobs).map_err(io(blobs))?;
                 let mut tmp = tempfile::Builder::new()
+                    .permissions(shared_file_mode())
                     .prefix(&format!("{etag}."))
                     .suffix(".incomplete")
                     .tempfile_in(blobs)
@@ -644,5 +654,21 @@ mod tests {
                 && e.contains("huggingface-cli download EleutherAI/pythia-70m --revision step2000"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn hub_cache_files_get_the_umask_mode_not_a_private_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("refs").join("main");
+        write_atomic(&path, b"abc").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        // Whatever the umask, group and others get read access unless it removes it.
+        let umask = {
+            let probe = t.path().join("probe");
+            std::fs::write(&probe, b"").unwrap();
+            !std::fs::metadata(&probe).unwrap().permissions().mode() & 0o666
+        };
+        assert_eq!(mode, 0o666 & !umask, "mode {mode:o} with umask {umask:o}");
     }
 }
