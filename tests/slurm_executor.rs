@@ -6,7 +6,7 @@
 mod cli;
 use cli::*;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn cluster() -> bool {
@@ -137,4 +137,94 @@ fn slurm_settings_are_checked_and_refusals_name_the_stage() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stage `a`") && err.contains("Invalid partition name specified"), "{err}");
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Tokens → activations → a TopK SAE on the toy LM, trained long enough to be
+/// preempted in the middle.
+fn toy_training(dir: &Path) {
+    let yaml = format!(
+        "version: 1\nname: toy_train\nstages:\n  tokens:\n    op: tokenize\n    corpus: {}\n    tokenizer: toy/toy-grammar@step2000\n    context_size: 64\n    max_tokens: 8192\n  acts:\n    op: collect_activations\n    model: toy/toy-grammar@step2000\n    tokens: tokens\n    hooks:\n      - blocks.0.hook_resid_pre\n    shard_tokens: 2048\n  sae:\n    op: train_sae\n    activations: acts\n    hook: blocks.0.hook_resid_pre\n    architecture: topk\n    d_sae: 256\n    k: 8\n    batch_size: 256\n    total_tokens: 1048576\n    checkpoint_every: 20\n    device: cpu\n",
+        repo().join("models/toy-grammar/corpus-train.jsonl").display()
+    );
+    std::fs::write(dir.join("p.yaml"), yaml).unwrap();
+}
+
+/// A training job preempted mid-run (`scontrol requeue`: SIGTERM, then back to
+/// the queue under the same id): the job saves a checkpoint on the signal, the
+/// driver follows the requeue, the job resumes from the checkpoint, and the
+/// SAE is byte-identical to an uninterrupted local run.
+#[test]
+fn a_preempted_training_job_resumes_from_its_checkpoint() {
+    if !cluster() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    toy_training(t.path());
+    let models = repo().join("models");
+    let run_toy = |args: &[&str]| {
+        let out = bin().args(args).current_dir(t.path()).env("SAEPIPE_MODELS", &models).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run_toy(&["run", "p.yaml", "--cache-dir", "ref"]);
+    // The same inputs in the cluster cache, so only training goes to Slurm.
+    run_toy(&["run", "p.yaml", "--cache-dir", "c", "acts"]);
+    let mut driver = bin()
+        .args(["run", "p.yaml", "--cache-dir", "c", "--executor", "slurm"])
+        .current_dir(t.path())
+        .env("SAEPIPE_MODELS", &models)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cache = t.path().join("c");
+    // Wait for the job's first checkpoint, then preempt it.
+    let t0 = Instant::now();
+    let checkpointed = || {
+        std::fs::read_dir(cache.join("partial"))
+            .map(|d| d.flatten().any(|e| e.path().join("checkpoint.json").exists()))
+            .unwrap_or(false)
+    };
+    while !checkpointed() {
+        assert!(t0.elapsed() < Duration::from_secs(180), "training never checkpointed");
+        assert!(driver.try_wait().unwrap().is_none(), "the run ended before it could be preempted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, id) = job_records(&cache).pop().expect("the training job");
+    assert!(Command::new("scontrol").args(["requeue", &id.to_string()]).status().unwrap().success());
+    // Slurm holds a requeued job back (BeginTime); release it once it is pending again.
+    let t0 = Instant::now();
+    while driver.try_wait().unwrap().is_none() {
+        let _ = Command::new("scontrol")
+            .args(["update", &format!("JobId={id}"), "StartTime=now"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        assert!(t0.elapsed() < Duration::from_secs(300), "the requeued job never finished");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = driver.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = statuses(&cache);
+    assert!(status.contains(&("sae".into(), "resumed".into())), "{status:?}");
+    let log = std::fs::read_to_string(
+        cache.join("jobs").join(
+            job_records(&cache)
+                .iter()
+                .find(|(_, j)| *j == id)
+                .unwrap()
+                .0
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace(".slurm.json", ".log"),
+        ),
+    )
+    .unwrap();
+    assert!(log.contains("resuming from saved progress"), "{log}");
+    assert_eq!(job_records(&cache).len(), 1, "one job, requeued, not a second submission");
+    assert_eq!(payloads(&cache), payloads(&t.path().join("ref")), "byte-identical to the uninterrupted run");
 }
