@@ -9,6 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// One test stops the controller for a while: the tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn cluster() -> bool {
     match std::env::var("SLURM_CONF") {
         Ok(conf) if Path::new(&conf).exists() => true,
@@ -60,6 +67,7 @@ fn job_records(cache: &Path) -> Vec<(PathBuf, u64)> {
 
 #[test]
 fn a_slurm_run_equals_a_local_run_and_reruns_submit_nothing() {
+    let _turn = serial();
     if !cluster() {
         return;
     }
@@ -83,6 +91,7 @@ fn a_slurm_run_equals_a_local_run_and_reruns_submit_nothing() {
 /// attaches to that job instead of submitting a second one.
 #[test]
 fn a_killed_driver_attaches_to_its_running_job() {
+    let _turn = serial();
     if !cluster() {
         return;
     }
@@ -129,6 +138,7 @@ fn slurm_settings_are_checked_and_refusals_name_the_stage() {
     assert!(err.contains("typo.yaml:") && err.contains("did you mean `partition`"), "{err}");
     assert!(err.contains("`time: 4h` is not a Slurm time limit"), "{err}");
 
+    let _turn = serial();
     if !cluster() {
         return;
     }
@@ -159,6 +169,7 @@ fn toy_training(dir: &Path) {
 /// SAE is byte-identical to an uninterrupted local run.
 #[test]
 fn a_preempted_training_job_resumes_from_its_checkpoint() {
+    let _turn = serial();
     if !cluster() {
         return;
     }
@@ -227,4 +238,39 @@ fn a_preempted_training_job_resumes_from_its_checkpoint() {
     assert!(log.contains("resuming from saved progress"), "{log}");
     assert_eq!(job_records(&cache).len(), 1, "one job, requeued, not a second submission");
     assert_eq!(payloads(&cache), payloads(&t.path().join("ref")), "byte-identical to the uninterrupted run");
+}
+
+/// slurmctld stopped for 30 s while a stage's job runs: the driver waits it
+/// out (its queries fail and are retried) and the run ends normally.
+#[test]
+fn a_run_survives_the_controller_going_away_for_30_seconds() {
+    let _turn = serial();
+    if !cluster() {
+        return;
+    }
+    let conf = std::env::var("SLURM_CONF").unwrap();
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("p.yaml"), CHAIN).unwrap();
+    let mut driver = bin()
+        .args(["run", "p.yaml", "--cache-dir", "c", "--executor", "slurm", "--set", "delay=300", "--set", "shards=10"])
+        .current_dir(t.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cache = t.path().join("c");
+    let t0 = Instant::now();
+    while job_records(&cache).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no job was submitted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pattern = format!("^/usr/sbin/slurmctld -f {conf}$");
+    assert!(Command::new("pkill").args(["-TERM", "-f", &pattern]).status().unwrap().success());
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(driver.try_wait().unwrap().is_none(), "the driver gave up while the controller was away");
+    assert!(Command::new("/usr/sbin/slurmctld").args(["-f", &conf]).status().unwrap().success());
+    let out = driver.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(statuses(&cache), both("ran"));
+    assert_eq!(job_records(&cache).len(), 2);
 }
