@@ -6,6 +6,8 @@
 //! [`engine::OpRegistry`]. The stage kinds (`ops`, listed by [`ops::registry`])
 //! know nothing about caching or scheduling.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod engine;
 pub mod exec;

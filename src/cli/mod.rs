@@ -14,6 +14,7 @@ mod remote;
 
 /// Exit codes (documented in docs/cli.md).
 pub mod exit {
+    /// Success: every selected stage is done (or the command did what it was asked).
     pub const OK: i32 = 0;
     /// One or more stages failed.
     pub const STAGE_FAILED: i32 = 1;
@@ -33,16 +34,17 @@ pub mod exit {
     about = "Pipelines for sparse-autoencoder and transcoder research",
     propagate_version = true
 )]
+/// The parsed command line of the `saepipe` binary; run it with [`main`].
 pub struct Cli {
     /// Show error backtraces and debug details.
     #[arg(short, long, global = true)]
     pub verbose: bool,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Args, Clone)]
-pub struct PipelineArgs {
+pub(crate) struct PipelineArgs {
     /// Pipeline file (YAML).
     pub file: PathBuf,
     /// Override a variable: NAME=VALUE (VALUE is parsed as YAML, e.g. `steps=[1,2]`).
@@ -57,7 +59,7 @@ pub struct PipelineArgs {
 }
 
 #[derive(Args, Clone)]
-pub struct SelectArgs {
+pub(crate) struct SelectArgs {
     /// Build only these stages or instances (`train`, `train[step1]`) and what they need.
     pub stages: Vec<String>,
     /// Build up to and including this stage.
@@ -72,7 +74,7 @@ pub struct SelectArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum VerifyArg {
+pub(crate) enum VerifyArg {
     /// Re-hash artifacts up to 64 MiB, check sizes of larger ones.
     Auto,
     Quick,
@@ -80,7 +82,7 @@ pub enum VerifyArg {
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run a pipeline (everything, or the given stages and what they need).
     Run {
         #[command(flatten)]
@@ -152,14 +154,14 @@ pub enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum DagFormat {
+pub(crate) enum DagFormat {
     Dot,
     Mermaid,
     Both,
 }
 
 #[derive(Subcommand)]
-pub enum CacheCommand {
+pub(crate) enum CacheCommand {
     /// List artifacts (of the remote with `--remote`).
     Ls {
         /// List this remote cache instead of the local one.
@@ -217,7 +219,7 @@ pub enum CacheCommand {
 
 /// Which remote `cache push` / `cache pull` talk to.
 #[derive(Args, Clone)]
-pub struct RemoteTarget {
+pub(crate) struct RemoteTarget {
     /// The remote (default: $SAEPIPE_REMOTE, else the pipeline's `cache: {remote:}`).
     #[arg(long, value_name = "URL", env = "SAEPIPE_REMOTE")]
     pub remote: Option<String>,
@@ -228,7 +230,7 @@ pub struct RemoteTarget {
 
 /// Where a run's stages execute.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExecutorArg {
+pub(crate) enum ExecutorArg {
     /// Threads of this process (or child processes with `--isolate`).
     Local,
     /// One `sbatch` job per stage instance to compute.
@@ -237,7 +239,7 @@ pub enum ExecutorArg {
 
 /// Which way artifacts travel between a run and its remote.
 #[derive(Clone, Copy, ValueEnum)]
-pub enum RemotePolicy {
+pub(crate) enum RemotePolicy {
     /// Pull on a local miss and push what the run computes.
     Both,
     /// Only pull.

@@ -27,6 +27,7 @@ impl StageStop {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{what} is not in the local Hugging Face cache (it is downloaded when the stage runs)")]
 pub struct NotDownloaded {
+    /// What is missing, in words: ``model `gpt2` `` or ``coder `hf:...` ``.
     pub what: String,
 }
 

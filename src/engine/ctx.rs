@@ -8,8 +8,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Everything an op may touch while it runs.
+///
+/// Built by the executor for one run of [`Op::run`](super::Op::run); the op reads
+/// its parameters and inputs from it, writes into `out_dir`, and reports through
+/// `progress` and `log`.
 pub struct StageCtx<'a> {
+    /// The instance id (`stage` or `stage[key]`), for messages.
     pub instance: String,
+    /// The instance's validated parameters.
     pub params: Params,
     /// Resolved input artifacts by parameter label (`tokens`, `saes`, `inputs.data`), in order.
     pub inputs: BTreeMap<String, Vec<PathBuf>>,
@@ -19,8 +25,11 @@ pub struct StageCtx<'a> {
     pub partial_dir: PathBuf,
     /// The pipeline file's directory (relative paths in user parameters resolve here).
     pub base_dir: PathBuf,
+    /// CPU threads the op may use.
     pub threads: usize,
+    /// Where the op reports progress (a progress bar, or nothing).
     pub progress: &'a dyn ProgressSink,
+    /// The stage's log (a file in the run record, or stderr); see [`StageCtx::logln`].
     pub log: &'a mut dyn std::io::Write,
     /// Whether this process still holds the stage's lock (false once another
     /// process judged it stale and took the stage over).
@@ -28,6 +37,8 @@ pub struct StageCtx<'a> {
 }
 
 impl StageCtx<'_> {
+    /// The single artifact directory of input `label`; an error when the input is
+    /// missing or refers to several artifacts.
     pub fn input(&self, label: &str) -> Result<&Path> {
         match self.inputs.get(label).map(Vec::as_slice) {
             Some([one]) => Ok(one),
@@ -35,9 +46,11 @@ impl StageCtx<'_> {
             None => Err(anyhow!("input `{label}` was not provided")),
         }
     }
+    /// All artifact directories of input `label`, in order; empty when absent.
     pub fn input_list(&self, label: &str) -> &[PathBuf] {
         self.inputs.get(label).map(Vec::as_slice).unwrap_or(&[])
     }
+    /// Writes one line to the stage log (write errors are ignored).
     pub fn logln(&mut self, msg: impl AsRef<str>) {
         let _ = writeln!(self.log, "{}", msg.as_ref());
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// What a stage needs exclusively while it runs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Resource {
+    /// Nothing exclusive: CPU stages share the machine, limited only by `-j`.
     Cpu,
     /// One GPU stage at a time per device.
     Gpu(usize),
@@ -23,10 +24,14 @@ pub type ParamProblem = (&'static str, Option<usize>, String);
 /// its inputs and writes its output directory; it knows nothing about caching,
 /// locking or scheduling (the engine does all of that).
 pub trait Op: Send + Sync {
+    /// The name pipelines give as a stage's `op:`; unique within a registry.
     fn name(&self) -> &'static str;
     /// Bumped whenever the op's output for the same inputs changes; part of the cache key.
     fn version(&self) -> u32;
+    /// One line saying what the op does, shown by `saepipe ops`.
     fn summary(&self) -> &'static str;
+    /// The parameter schema: every parameter a stage of this op may give,
+    /// checked when the pipeline is loaded.
     fn params(&self) -> Vec<ParamSpec>;
     /// Named outputs (sub-paths of the artifact directory) that references like
     /// `stage.name` may point at.

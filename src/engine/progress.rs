@@ -3,8 +3,12 @@
 
 /// Progress reporting handed to a running op.
 pub trait ProgressSink: Send + Sync {
+    /// Announces the amount of work, `total` units named `unit` (`tokens`,
+    /// `shards`).
     fn set_total(&self, total: u64, unit: &str);
+    /// How many of the total units are done so far.
     fn set_position(&self, pos: u64);
+    /// A short status line (the current phase, a loss value).
     fn message(&self, msg: &str);
 }
 

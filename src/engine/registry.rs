@@ -17,6 +17,7 @@ pub struct OpRegistry {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown op `{name}`{hint}")]
 pub struct UnknownOp {
+    /// The name that was asked for.
     pub name: String,
     /// ` (did you mean `x`?)`, or empty.
     pub hint: String,
@@ -58,10 +59,12 @@ impl OpRegistry {
         self.iter().filter(|o| !o.hidden())
     }
 
+    /// How many ops, hidden ones included.
     pub fn len(&self) -> usize {
         self.ops.len()
     }
 
+    /// Whether the registry has no op.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }

@@ -7,16 +7,21 @@ use serde_json::Value;
 /// The type of a parameter's value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ParamType {
+    /// A string.
     Str,
     /// A shell command line (accepted where a string is). `${...}` values
     /// interpolated into it are inserted single-quoted for POSIX `sh`, so a
     /// value is always one word and never shell syntax.
     ShellCommand,
+    /// An integer (`i64`).
     Int,
+    /// A number; integers are accepted and normalized to floats, so `1` and `1.0` give the same key.
     Float,
+    /// `true` or `false`.
     Bool,
     /// One of a fixed set of strings.
     Enum(&'static [&'static str]),
+    /// A list of values of one type.
     List(Box<ParamType>),
     /// A mapping with string keys and values of one type.
     Map(Box<ParamType>),
@@ -32,6 +37,7 @@ pub enum ParamType {
 }
 
 impl ParamType {
+    /// The type in words, for error messages and `saepipe ops`: `a list of integers`.
     pub fn describe(&self) -> String {
         match self {
             ParamType::Str => "a string".into(),
@@ -74,13 +80,18 @@ impl ParamType {
 /// whether it is part of the cache key.
 #[derive(Clone, Debug)]
 pub struct ParamSpec {
+    /// The parameter's key in the stage's YAML mapping.
     pub name: &'static str,
+    /// The type its value must have.
     pub ty: ParamType,
+    /// Whether a stage must give it (a required parameter has no default).
     pub required: bool,
+    /// The value used when the stage does not give one; `None` leaves it absent.
     pub default: Option<Value>,
     /// Whether the value is part of the cache key. Device choice, thread counts and
     /// progress settings do not change results and so do not change the key.
     pub in_key: bool,
+    /// One-line documentation, shown by `saepipe ops`.
     pub doc: &'static str,
     /// Inclusive bounds of every integer in the value (an `Int` or a list of them),
     /// checked when the pipeline is validated.
@@ -88,9 +99,11 @@ pub struct ParamSpec {
 }
 
 impl ParamSpec {
+    /// A required parameter, part of the cache key.
     pub fn required(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
         ParamSpec { name, ty, required: true, default: None, in_key: true, doc, range: None }
     }
+    /// An optional parameter with a `default`, part of the cache key.
     pub fn optional(name: &'static str, ty: ParamType, default: Value, doc: &'static str) -> Self {
         ParamSpec { name, ty, required: false, default: Some(default), in_key: true, doc, range: None }
     }
@@ -98,6 +111,8 @@ impl ParamSpec {
     pub fn maybe(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
         ParamSpec { name, ty, required: false, default: None, in_key: true, doc, range: None }
     }
+    /// Leaves the parameter out of the cache key: for settings that do not change the
+    /// result (device, threads, progress), so changing them reuses cached artifacts.
     pub fn not_in_key(mut self) -> Self {
         self.in_key = false;
         self

@@ -12,10 +12,16 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The recipe of one stage instance: everything its cache key is a hash of.
+/// Stored with each artifact and in the run index, so a later plan can say what
+/// changed ([`KeyMaterial::diff`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeyMaterial {
+    /// Name of the op.
     pub op: String,
+    /// The op's implementation version ([`Op::version`](crate::engine::Op::version)); bumping it invalidates old artifacts.
     pub op_version: u32,
+    /// The parameters that are part of the key (those not marked `not_in_key`), as validated.
     pub params: BTreeMap<String, Value>,
     /// Input label → keys of the artifacts it reads (`KEY` or `KEY/output`).
     pub inputs: BTreeMap<String, Vec<String>>,
@@ -24,6 +30,7 @@ pub struct KeyMaterial {
 }
 
 impl KeyMaterial {
+    /// The cache key: blake3 of a version tag and the canonical JSON of the recipe.
     pub fn key(&self) -> Key {
         let mut h = blake3::Hasher::new();
         h.update(b"saepipe-key-v1\n");

@@ -1,11 +1,11 @@
 //! Execution: cache keys, plans, the scheduler and single-stage execution,
 //! for the ops of the pipeline's registry.
 
-pub mod index;
+mod index;
 pub mod keys;
 mod names;
 pub mod plan;
-pub mod progress;
+mod progress;
 pub mod remote;
 pub mod scheduler;
 pub mod slurm;

@@ -11,16 +11,21 @@ use std::collections::BTreeSet;
 /// by size and file list (`--verify full` re-hashes everything).
 pub const FULL_VERIFY_MAX_BYTES: u64 = 64 << 20;
 
+/// What the run will do for one stage instance, decided by [`make_plan`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// Take the verified artifact from the cache.
     Hit,
+    /// Run the op, which continues from the progress an interrupted run saved.
     Resume,
+    /// Run the op: the artifact is not cached (or `--force` asked for a new one).
     Run,
     /// The cached artifact is damaged: it is discarded and recomputed.
     Rebuild,
 }
 
 impl Action {
+    /// The word `saepipe plan` prints for this action.
     pub fn label(self) -> &'static str {
         match self {
             Action::Hit => "hit",
@@ -31,15 +36,19 @@ impl Action {
     }
 }
 
+/// How thoroughly the plan checks cached artifacts before counting them as hits (`--verify`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum VerifyPolicy {
     /// Full re-hash for small artifacts, size check for large ones.
     #[default]
     Auto,
+    /// Size and file-list check only, whatever the artifact's size.
     Quick,
+    /// Re-hash every file of every cached artifact.
     Full,
 }
 
+/// Which instances a plan covers and which it recomputes (`saepipe run TARGET... --force NAME...`).
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
     /// Stage names or instance ids to build (with everything they need); empty = all.
@@ -48,17 +57,27 @@ pub struct Selection {
     pub force: Vec<String>,
 }
 
+/// One selected stage instance in a [`Plan`]: its cache key and what will be done about it.
 pub struct PlanItem {
+    /// Index into [`Pipeline::instances`].
     pub idx: usize,
+    /// The instance's cache key: the hash of `material`.
     pub key: Key,
+    /// Everything the key is a hash of (op, version, parameters, input keys, external files).
     pub material: KeyMaterial,
+    /// What the run will do.
     pub action: Action,
+    /// Human-readable reasons for `action` (`not run before`, what changed in the recipe, damage found).
     pub why: Vec<String>,
+    /// Selected by `--force` (directly or downstream of a forced instance): recomputed even if cached.
     pub forced: bool,
     /// The artifact's generation when planned (what a rebuild or `--force` replaces).
     pub generation: Option<std::path::PathBuf>,
 }
 
+/// What a run will do: the output of [`make_plan`], the input of
+/// [`scheduler::run`](super::scheduler::run), which turns each item into a
+/// [`StageJob`](super::stage::StageJob).
 pub struct Plan {
     /// Selected instances in dependency order.
     pub items: Vec<PlanItem>,
@@ -81,7 +100,7 @@ fn resolve_names(p: &Pipeline, names: &[String], what: &str) -> Result<BTreeSet<
 }
 
 /// `roots` plus everything they depend on.
-pub fn with_ancestors(p: &Pipeline, roots: &BTreeSet<usize>) -> BTreeSet<usize> {
+pub(crate) fn with_ancestors(p: &Pipeline, roots: &BTreeSet<usize>) -> BTreeSet<usize> {
     let mut seen = roots.clone();
     let mut stack: Vec<usize> = roots.iter().copied().collect();
     while let Some(i) = stack.pop() {
@@ -105,6 +124,13 @@ fn with_descendants(p: &Pipeline, roots: &BTreeSet<usize>) -> BTreeSet<usize> {
     seen
 }
 
+/// Plans a run of `p` against `cache`: selects the instances `sel` asks for (with
+/// their dependencies), computes every cache key, and decides per instance whether
+/// it is a hit, must run, resume or be rebuilt, verifying cached artifacts as
+/// `verify` says. Reads the cache but changes nothing.
+///
+/// Errors: a target or `--force` name that is no stage or instance of `p`, or a
+/// cache that cannot be read.
 pub fn make_plan(p: &Pipeline, cache: &Cache, sel: &Selection, verify: VerifyPolicy) -> Result<Plan> {
     let selected = if sel.targets.is_empty() {
         (0..p.instances.len()).collect()
@@ -174,6 +200,7 @@ fn decide(
     Ok((Action::Run, why))
 }
 
+/// A byte count in binary units for people: `512 B`, `1.5 MiB`.
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;

@@ -16,10 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// How [`run`] executes a plan: parallelism, failure handling, output and executor.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// Stage instances run at once (`-j`); GPU stages are further limited to one per device.
     pub jobs: usize,
+    /// On a failure, skip only what depends on the failed stage and run the rest (`--keep-going`).
     pub keep_going: bool,
+    /// No progress bars or per-stage lines on the terminal (`--quiet`).
     pub quiet: bool,
     /// Run every stage in its own `saepipe exec-stage` process. The child is
     /// this executable, so it knows the ops of the binary's registry only.
@@ -28,36 +32,57 @@ pub struct RunOptions {
     pub slurm: Option<super::slurm::SlurmOptions>,
 }
 
+/// One stage instance's line in a [`RunReport`] and in the run record `run.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct InstanceReport {
+    /// Instance id: `stage` or `stage[key]`.
     pub instance: String,
+    /// Name of the op (stage kind) it ran.
     pub op: String,
+    /// Its cache key, in hex.
     pub key: String,
+    /// What happened: an [`Outcome`] label (`hit`, `ran`, `pulled`, ...), or `failed`,
+    /// `interrupted`, `skipped` (a dependency failed) or `not run`.
     pub status: String,
+    /// Wall-clock time spent on it, in seconds.
     pub seconds: f64,
+    /// Size of its published artifact in bytes; 0 when there is none.
     pub bytes: u64,
+    /// The error message, when it failed.
     pub error: Option<String>,
     /// A problem that did not fail the stage (a failed push to the remote).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Path of the stage's log file in the run's record directory, when one was written.
     pub log: Option<String>,
 }
 
+/// What a [`run`] did: one [`InstanceReport`] per planned instance, in plan order.
+/// Also written as `run.json` into [`RunReport::record_dir`].
 #[derive(Debug, Serialize)]
 pub struct RunReport {
+    /// The pipeline's `name:`.
     pub pipeline: String,
+    /// The pipeline file, as it was given.
     pub file: String,
+    /// When the run started, in seconds since the Unix epoch.
     pub started_unix: f64,
+    /// Wall-clock duration of the whole run, in seconds.
     pub seconds: f64,
+    /// One entry per plan item, in plan order.
     pub stages: Vec<InstanceReport>,
+    /// How many stage instances failed (skipped ones not counted).
     pub failed: usize,
     /// Stopped by Ctrl-C or SIGTERM: finished stages are cached, running ones saved progress.
     pub interrupted: bool,
+    /// Directory of this run's record (`run.json`) and per-stage logs: under the
+    /// cache's run directory, or the temp directory when the cache is read-only.
     #[serde(skip)]
     pub record_dir: PathBuf,
 }
 
 impl RunReport {
+    /// The stage / status / time / output-size table printed at the end of a run.
     pub fn table(&self) -> String {
         let w = self.stages.iter().map(|s| s.instance.len()).max().unwrap_or(5).max(5);
         let mut out = format!("{:<w$}  {:<13}  {:>9}  {:>10}\n", "stage", "status", "time", "output");
@@ -73,6 +98,9 @@ fn now_unix() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
+/// The self-contained [`StageJob`] for the plan item at position `pos` of `plan`
+/// (made for `p`): its key material, validated parameters, and the keys of the
+/// artifacts its inputs refer to. `pos` must be a valid index into `plan.items`.
 pub fn job_for(p: &Pipeline, plan: &Plan, pos: usize) -> StageJob {
     let item = &plan.items[pos];
     let inst = &p.instances[item.idx];
@@ -392,11 +420,17 @@ fn run_isolated(cache: &Cache, job: &StageJob, record_dir: &Path, log_path: &Pat
     Ok(StageResult { outcome: r.outcome, bytes: r.bytes, seconds: r.seconds, warning: r.warning })
 }
 
+/// What an `exec-stage` child process reports back to the scheduler (as JSON in
+/// its result file): the [`StageResult`] of the stage it ran.
 #[derive(Serialize, serde::Deserialize)]
 pub struct ExecResult {
+    /// How the stage's artifact was obtained.
     pub outcome: Outcome,
+    /// Size of the artifact in bytes.
     pub bytes: u64,
+    /// Time the stage took, in seconds.
     pub seconds: f64,
+    /// A problem that did not fail the stage (a failed push to the remote).
     #[serde(default)]
     pub warning: Option<String>,
 }

@@ -24,14 +24,21 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// A self-contained description of one stage instance's work.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StageJob {
+    /// The pipeline's `name:` (recorded in the manifest and the run index).
     pub pipeline: String,
+    /// Instance id: `stage` or `stage[key]`.
     pub instance: String,
+    /// Name of the op to run, looked up in the registry the job is executed with.
     pub op: String,
+    /// The artifact's cache key.
     pub key: Key,
+    /// What `key` is a hash of; stored with the artifact.
     pub material: KeyMaterial,
+    /// The instance's validated parameters.
     pub params: Params,
     /// Input label → (artifact key, optional named output), in order.
     pub inputs: BTreeMap<String, Vec<(Key, Option<String>)>>,
+    /// Directory relative paths in the parameters are resolved against (the pipeline file's directory).
     pub base_dir: PathBuf,
     /// Recompute even if the artifact exists, publishing a new generation
     /// (`--force`, or a rebuild of a damaged artifact).
@@ -40,25 +47,30 @@ pub struct StageJob {
     /// another run replaced it meanwhile, its result is taken instead.
     #[serde(default)]
     pub planned_generation: Option<PathBuf>,
+    /// CPU threads the op may use.
     pub threads: usize,
     /// The run's remote cache: pulled from on a miss, pushed to after computing.
     #[serde(default)]
     pub remote: Option<RemoteSettings>,
 }
 
+/// How a stage's artifact was obtained; the `status` of a run report line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Found in the cache.
     Hit,
     /// Another process computed it while we waited for its lock.
     WaitedHit,
+    /// The op ran from scratch and its output was published.
     Ran,
+    /// The op ran, continuing from progress saved by an interrupted run.
     Resumed,
     /// Downloaded from the run's remote cache and verified.
     Pulled,
 }
 
 impl Outcome {
+    /// The word run reports and the run record use for this outcome.
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Hit => "hit",
@@ -70,9 +82,13 @@ impl Outcome {
     }
 }
 
+/// What [`execute`] returns for a stage that succeeded.
 pub struct StageResult {
+    /// How the artifact was obtained.
     pub outcome: Outcome,
+    /// Size of the artifact in bytes.
     pub bytes: u64,
+    /// Time spent on the stage, in seconds.
     pub seconds: f64,
     /// Something the user should know that did not fail the stage (a failed push).
     pub warning: Option<String>,

@@ -36,10 +36,14 @@ const OPTIONAL: &[&str] = &["sparsity.safetensors"];
 /// A parsed coder reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CoderRef {
+    /// A local directory or `.pt` file, already resolved against the pipeline's directory.
     Local(PathBuf),
-    /// `path` is `/`-separated inside the repository, empty for its root.
+    /// A coder inside a Hugging Face model repository (`hf:...`).
     Hub {
+        /// The Hugging Face repository and revision.
         hub: HubRef,
+        /// The coder's folder or `.pt` file, `/`-separated inside the
+        /// repository; empty for the repository root.
         path: String,
     },
 }
@@ -56,6 +60,10 @@ fn expand_home(s: &str) -> PathBuf {
 }
 
 impl CoderRef {
+    /// Parses a reference as written in a pipeline (see the module docs); relative
+    /// local paths resolve against `base_dir`. Touches neither the disk nor the network.
+    ///
+    /// Errors: a malformed `hf:` reference, or a hub path with empty, `.` or `..` components.
     pub fn parse(spec: &str, base_dir: &Path) -> Result<CoderRef> {
         let Some(rest) = spec.strip_prefix(HUB_PREFIX) else {
             return Ok(CoderRef::Local(base_dir.join(expand_home(spec))));

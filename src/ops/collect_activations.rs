@@ -14,6 +14,7 @@ use saepipe_model::{HookName, RunRequest};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
+/// The `collect_activations` op: LM activations at hook points, stored as Parquet shards.
 pub struct CollectActivationsOp;
 
 /// Last block a set of hooks needs (TransformerLens `stop_at_layer`), or None

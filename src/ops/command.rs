@@ -21,6 +21,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `command` op: a user's shell command run as a cached stage.
 pub struct CommandOp;
 
 /// The supervisor: runs the user's command line (from `$SAEPIPE_COMMAND`, so it

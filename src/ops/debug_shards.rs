@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::io::Write;
 
+/// The hidden `debug_shards` op: an engine self-test that writes resumable pseudo-random shards.
 pub struct DebugShardsOp;
 
 impl Op for DebugShardsOp {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The `evaluate` op: sparsity and faithfulness metrics of coders spliced into the LM.
 pub struct EvaluateOp;
 
 /// Token ids left out of the metrics: the token table's BOS/EOS/pad for `true`,

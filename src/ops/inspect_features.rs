@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+/// The `inspect_features` op: top-activating contexts of chosen SAE features.
 pub struct InspectFeaturesOp;
 
 /// Per-feature statistics and the current top examples (min-heap of (activation, row)).

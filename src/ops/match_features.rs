@@ -24,6 +24,7 @@ use saepipe_sae::SparseCoder;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
+/// The `match_features` op: one-to-one matching of a reference SAE's features onto other SAEs.
 pub struct MatchFeaturesOp;
 
 /// One SAE ready for matching.

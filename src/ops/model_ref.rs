@@ -13,6 +13,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use saepipe_model::hub::{HubCache, HubEndpoint, HubRef};
 use std::path::{Path, PathBuf};
 
+/// The model's local directory (see the module docs for the reference forms).
+/// A hub model missing from the local cache is downloaded; while downloads are
+/// forbidden the error is a [`NotDownloaded`](crate::engine::NotDownloaded), and
+/// with `HF_HUB_OFFLINE` set it is an error saying how to fetch the model.
 pub fn resolve(spec: &str, base_dir: &Path) -> Result<PathBuf> {
     resolve_allowing(spec, base_dir, super::downloads_allowed())
 }

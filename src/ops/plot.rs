@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The `plot` op: figures and an HTML report from the tables of other stages.
 pub struct PlotOp;
 
 /// What one `train_sae` artifact contributes.

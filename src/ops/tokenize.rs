@@ -8,6 +8,7 @@ use saepipe_data::{Corpus, FormatChoice, Mode, Tl2Pad, TokenizeOptions, Tokenize
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
+/// The `tokenize` op: a text corpus to a Parquet table of fixed-length token contexts.
 pub struct TokenizeOp;
 
 fn corpus_files(path: &Path) -> Result<Vec<PathBuf>> {

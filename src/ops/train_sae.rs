@@ -29,6 +29,7 @@ use saepipe_sae::{BDecInit, LrDecay, StepStats, TrainArch, TrainConfig, Trainer,
 use serde_json::{Value, json};
 use std::path::Path;
 
+/// The `train_sae` op: trains a sparse autoencoder or transcoder on an activation store.
 pub struct TrainSaeOp;
 
 /// Loads a coder from a `train_sae` artifact (its `sae/` directory) or from a

@@ -23,7 +23,7 @@ pub fn topo_order(p: &Pipeline) -> Vec<usize> {
     toposort(&g, None).map(|v| v.into_iter().map(|n| g[n]).collect()).unwrap_or_default()
 }
 
-pub fn check_acyclic(p: &Pipeline, d: &mut Diagnostics) {
+pub(crate) fn check_acyclic(p: &Pipeline, d: &mut Diagnostics) {
     let g = graph(p);
     if toposort(&g, None).is_ok() {
         return;
@@ -44,6 +44,9 @@ fn quote(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// The instance DAG as a Graphviz `digraph` (`saepipe dag --format dot`): one box
+/// per instance labelled with its id and op, input edges labelled with the
+/// parameter, `needs:` edges dashed.
 pub fn to_dot(p: &Pipeline) -> String {
     let mut out = format!(
         "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n",
@@ -66,6 +69,8 @@ pub fn to_dot(p: &Pipeline) -> String {
     out
 }
 
+/// The instance DAG as a Mermaid `flowchart LR` (`saepipe dag --format mermaid`),
+/// for Markdown that renders Mermaid.
 pub fn to_mermaid(p: &Pipeline) -> String {
     let mut out = String::from("flowchart LR\n");
     for (i, inst) in p.instances.iter().enumerate() {

@@ -5,13 +5,22 @@ use super::yaml::Pos;
 use saepipe_core::suggest::did_you_mean;
 use std::fmt;
 
+/// One problem found while loading a pipeline file. Displays as
+/// `FILE:LINE:COL: error: stage ..., parameter ...: MESSAGE`, followed by a
+/// `help:` line when there is help.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Diagnostic {
+    /// The file the problem is in (the pipeline file or a params file).
     pub file: String,
+    /// Where in the file.
     pub pos: Pos,
+    /// The stage (or instance id) concerned, if any.
     pub stage: Option<String>,
+    /// The parameter or top-level key concerned, if any.
     pub param: Option<String>,
+    /// What is wrong.
     pub message: String,
+    /// A suggestion: a did-you-mean, or the values expected.
     pub help: Option<String>,
 }
 
@@ -38,17 +47,23 @@ impl fmt::Display for Diagnostic {
 /// All diagnostics of one file, reported together.
 #[derive(Debug, Default, Clone)]
 pub struct Diagnostics {
+    /// The file the diagnostics are about (the default `file` of new ones).
     pub file: String,
+    /// The problems found; sorted by position after [`Diagnostics::sort`].
     pub items: Vec<Diagnostic>,
 }
 
 impl Diagnostics {
+    /// An empty list for `file`.
     pub fn new(file: impl Into<String>) -> Self {
         Diagnostics { file: file.into(), items: Vec::new() }
     }
+    /// Whether no problem was found.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
+    /// Records an error at `pos`, in `stage` and `param` when given; returns it so
+    /// that a caller can add a `help`.
     pub fn error(
         &mut self,
         pos: Pos,
@@ -84,6 +99,7 @@ impl Diagnostics {
             });
         self.error(pos, stage, param, format!("unknown {what} `{name}`")).help = help;
     }
+    /// Orders the diagnostics by position and drops exact duplicates.
     pub fn sort(&mut self) {
         self.items.sort_by_key(|a| a.pos);
         self.items.dedup();

@@ -3,11 +3,11 @@
 //! Stage kinds come from the [`OpRegistry`](crate::engine::OpRegistry) the
 //! caller passes to [`load`].
 
-pub mod check;
+mod check;
 pub mod dag;
 pub mod diag;
-pub mod interp;
-pub mod refs;
+mod interp;
+mod refs;
 pub mod spec;
 pub mod types;
 pub mod yaml;

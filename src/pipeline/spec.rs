@@ -15,6 +15,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+/// The pipeline file format this saepipe reads: files must say `version: 1`.
 pub const FORMAT_VERSION: i64 = 1;
 const TOP_LEVEL_KEYS: &[&str] =
     &["version", "name", "description", "vars", "defaults", "cache_dir", "cache", "executor", "slurm", "stages"];
@@ -22,6 +23,7 @@ const TOP_LEVEL_KEYS: &[&str] =
 const CACHE_KEYS: &[&str] = &["remote", "pull", "push"];
 const STAGE_KEYS: &[&str] = &["op", "foreach", "matrix", "needs", "description"];
 
+/// Command-line overrides of a pipeline's `vars:` (`--set`, `--params`), applied while loading.
 #[derive(Debug, Default, Clone)]
 pub struct LoadOptions {
     /// `--set name=value` overrides (value parsed as YAML).
@@ -30,9 +32,12 @@ pub struct LoadOptions {
     pub params_file: Option<PathBuf>,
 }
 
+/// Why [`load`] or [`load_str`] produced no pipeline.
 #[derive(Debug)]
 pub enum LoadError {
+    /// The pipeline file or params file (the path) could not be read.
     Io(PathBuf, std::io::Error),
+    /// The file was read but is invalid: every problem found, with positions.
     Invalid(Diagnostics),
 }
 

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 /// 1-based line and column in the source file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pos {
+    /// Line, counting from 1.
     pub line: usize,
+    /// Column, counting from 1.
     pub col: usize,
 }
 
@@ -20,46 +22,65 @@ impl std::fmt::Display for Pos {
     }
 }
 
+/// The value of a YAML node; scalars are typed as YAML 1.2's core schema reads them.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Yaml {
+    /// `null`, `~` or an empty value.
     Null,
+    /// `true` or `false`.
     Bool(bool),
+    /// An integer that fits in `i64`.
     Int(i64),
+    /// A floating-point number, including `.inf` and `.nan`.
     Float(f64),
+    /// Any other scalar, and every quoted one.
     Str(String),
+    /// A list.
     Seq(Vec<Node>),
+    /// A mapping, in source order; keys are unique.
     Map(Vec<Entry>),
 }
 
+/// One `key: value` pair of a mapping.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
+    /// The key (keys are always scalars, taken as text).
     pub key: String,
+    /// Where the key is written.
     pub key_pos: Pos,
+    /// The value.
     pub value: Node,
 }
 
+/// A YAML value with the position it was written at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
+    /// The value.
     pub value: Yaml,
+    /// Where the value starts in the source.
     pub pos: Pos,
 }
 
 impl Node {
+    /// A node holding `value`, placed at `pos`.
     pub fn new(value: Yaml, pos: Pos) -> Node {
         Node { value, pos }
     }
+    /// The string, if the node is a string scalar.
     pub fn as_str(&self) -> Option<&str> {
         match &self.value {
             Yaml::Str(s) => Some(s),
             _ => None,
         }
     }
+    /// The entries, if the node is a mapping.
     pub fn as_map(&self) -> Option<&[Entry]> {
         match &self.value {
             Yaml::Map(m) => Some(m),
             _ => None,
         }
     }
+    /// The entry for `key`, if the node is a mapping that has one.
     pub fn get(&self, key: &str) -> Option<&Entry> {
         self.as_map()?.iter().find(|e| e.key == key)
     }
@@ -112,6 +133,7 @@ impl Node {
 }
 
 impl Yaml {
+    /// Short description of the value's type for error messages: `a string`, `a list`.
     pub fn kind(&self) -> &'static str {
         match self {
             Yaml::Null => "null",
@@ -130,9 +152,12 @@ pub fn format_float(f: f64) -> String {
     if f.is_finite() && f == f.trunc() && f.abs() < 1e15 { format!("{f:.1}") } else { format!("{f}") }
 }
 
+/// A YAML syntax error, or a document this loader refuses (see [`parse`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct YamlError {
+    /// Where the problem is.
     pub pos: Pos,
+    /// What is wrong, for people.
     pub message: String,
 }
 
