@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// A validated pipeline file with every stage expanded into its instances.
 ///
 /// The output of [`load`](super::load) and the input of planning
-/// ([`make_plan`](crate::exec::plan::make_plan)): the YAML is gone, every
+/// (`exec::plan::make_plan`): the YAML is gone, every
 /// reference is resolved to instance indices, and every instance's parameters
 /// have been checked against its op's schema.
 pub struct Pipeline {
