@@ -8,6 +8,7 @@ pub mod dag;
 pub mod diag;
 mod interp;
 mod refs;
+mod run_settings;
 pub mod spec;
 pub mod types;
 pub mod yaml;

@@ -1,0 +1,84 @@
+//! The top-level sections of a pipeline file that say how and where it runs,
+//! not what it computes: the remote cache (`cache:`) and the executor
+//! (`executor:`, `slurm:`). None of them is part of any cache key.
+
+use super::diag::Diagnostics;
+use super::yaml::{Node, Yaml};
+
+/// Keys of the top-level `cache:` mapping.
+const CACHE_KEYS: &[&str] = &["remote", "pull", "push"];
+
+/// `executor: local|slurm` and the `slurm:` settings of every job (checked
+/// here, with did-you-mean, so a typo fails before anything is submitted).
+pub(super) fn load_executor(root: &Node, d: &mut Diagnostics) -> (bool, saepipe_slurm::SlurmSettings) {
+    let slurm = match root.get("executor").map(|e| (e, e.value.as_str())) {
+        None | Some((_, Some("local"))) => false,
+        Some((_, Some("slurm"))) => true,
+        Some((e, other)) => {
+            let found = other.map(|o| format!("`{o}`")).unwrap_or_else(|| e.value.kind().to_string());
+            d.error(e.value.pos, None, Some("executor"), format!("expected `local` or `slurm`, found {found}"));
+            false
+        }
+    };
+    let Some(e) = root.get("slurm") else { return (slurm, Default::default()) };
+    let serde_json::Value::Object(map) = e.value.to_json() else {
+        d.error(e.value.pos, None, Some("slurm"), format!("expected a mapping, found {}", e.value.kind()));
+        return (slurm, Default::default());
+    };
+    match saepipe_slurm::SlurmSettings::from_json(&map) {
+        Ok(s) => (slurm, s),
+        Err(errors) => {
+            for err in errors {
+                let pos = e.value.get(&err.field).map(|f| f.key_pos).unwrap_or(e.value.pos);
+                d.error(pos, None, Some(&format!("slurm.{}", err.field)), err.message);
+            }
+            (slurm, Default::default())
+        }
+    }
+}
+
+/// The top-level `cache:` mapping: `remote` (a URL), `pull` and `push`
+/// (booleans, both true by default).
+pub(super) fn load_remote(root: &Node, d: &mut Diagnostics) -> Option<crate::engine::RemoteSettings> {
+    let e = root.get("cache")?;
+    let Some(entries) = e.value.as_map() else {
+        d.error(e.value.pos, None, Some("cache"), format!("expected a mapping, found {}", e.value.kind()));
+        return None;
+    };
+    let mut url = None;
+    let (mut pull, mut push) = (true, true);
+    for entry in entries {
+        match entry.key.as_str() {
+            "remote" => match entry.value.as_str() {
+                Some(u) if !u.is_empty() => url = Some(u.to_string()),
+                _ => {
+                    d.error(
+                        entry.value.pos,
+                        None,
+                        Some("cache.remote"),
+                        "expected a URL (s3://, gs://, az://, https://, file://) or a directory",
+                    );
+                }
+            },
+            "pull" | "push" => match entry.value.value {
+                Yaml::Bool(b) => *(if entry.key == "pull" { &mut pull } else { &mut push }) = b,
+                _ => {
+                    d.error(
+                        entry.value.pos,
+                        None,
+                        Some(&format!("cache.{}", entry.key)),
+                        format!("expected true or false, found {}", entry.value.kind()),
+                    );
+                }
+            },
+            other => d.unknown(entry.key_pos, None, Some("cache"), "cache setting", other, CACHE_KEYS.iter().copied()),
+        }
+    }
+    match url {
+        Some(url) => Some(crate::engine::RemoteSettings { url, pull, push }),
+        None => {
+            d.error(e.value.pos, None, Some("cache"), "`cache:` needs `remote: URL`");
+            None
+        }
+    }
+}
