@@ -52,17 +52,13 @@ pub fn pull(
         Ok(r) => r,
         Err(e) => return Pulled::Failed(e.to_string()),
     };
-    match remote.has(key) {
-        Ok(true) => {}
-        Ok(false) => return Pulled::Absent,
-        Err(e) => return Pulled::Failed(e.to_string()),
-    }
-    let _ = writeln!(log, "pulling {key} from {}", remote.display());
+    // One request decides: a missing manifest is "absent", not a failure.
     match remote.pull(cache, key, &bytes_progress(progress, "pulling")) {
         Ok(o) => {
             let _ = writeln!(
                 log,
-                "pulled {} ({} downloaded, {} kept from an earlier attempt), verified",
+                "pulled {key} from {}: {} ({} downloaded, {} kept from an earlier attempt), verified",
+                remote.display(),
                 super::plan::human_bytes(o.manifest.total_bytes),
                 super::plan::human_bytes(o.downloaded_bytes),
                 super::plan::human_bytes(o.resumed_bytes)

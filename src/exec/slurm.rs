@@ -13,6 +13,7 @@
 use super::scheduler::ExecResult;
 use super::stage::{Outcome, StageJob, StageResult};
 use crate::engine::{StageStop, cancel_requested};
+use crate::pipeline::shell_quote;
 use anyhow::{Context, Result, anyhow};
 use saepipe_cache::{Cache, Key};
 use saepipe_slurm::{JobId, JobSpec, RetryPolicy, Slurm, SlurmSettings};
@@ -68,10 +69,6 @@ fn submit_lock_key(key: &Key) -> Key {
     h.update(b"saepipe slurm submission\0");
     h.update(key.as_bytes());
     Key::from_hasher(h)
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -13,5 +13,6 @@ pub mod spec;
 pub mod types;
 pub mod yaml;
 
+pub use interp::shell_quote;
 pub use spec::{LoadError, LoadOptions, load};
 pub use types::{InputRef, Instance, Pipeline, StageDef, Target};
