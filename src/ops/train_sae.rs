@@ -24,7 +24,7 @@ use super::{Op, Params, StageCtx};
 use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use saepipe_data::ActivationReader;
-use saepipe_sae::train::JumpReluSparsityLoss;
+use saepipe_sae::train::{JumpReluSparsityLoss, TrainOps};
 use saepipe_sae::{BDecInit, LrDecay, StepStats, TrainArch, TrainConfig, Trainer, TrainerState};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -245,67 +245,30 @@ fn diverged(e: anyhow::Error, checkpoint_step: Option<u64>, partial_dir: &Path) 
     anyhow::anyhow!("{e:#}; {kept}; lower `lr` or `max_grad_norm`")
 }
 
-/// Where the training steps run. The GPU path takes over the CPU trainer's
-/// state (same initialisation, same batches) and hands it back for checkpoints
-/// and the final coder, so a checkpoint from either device resumes on either.
-enum Backend {
-    Cpu(Box<Trainer>),
-    Cuda(Box<saepipe_cuda::GpuTopKTrainer>),
-}
-
-impl Backend {
-    /// Moves `trainer` to the device when it is a GPU and the setup is one the
-    /// GPU trainer implements; otherwise keeps it on the CPU and says why.
-    fn on(
-        device: saepipe_cuda::Device,
-        trainer: Trainer,
-        params: &super::Params,
-        log: &mut dyn std::io::Write,
-    ) -> Result<Backend> {
-        let saepipe_cuda::Device::Cuda(ordinal) = device else {
-            return Ok(Backend::Cpu(Box::new(trainer)));
-        };
-        let gpu = super::device::start_gpu(ordinal, params)?;
-        match saepipe_cuda::GpuTopKTrainer::from_state(gpu, trainer.state()) {
-            Ok(t) => {
-                let _ = writeln!(log, "training on cuda:{ordinal} ({:?} GEMMs)", t.gpu().precision());
-                Ok(Backend::Cuda(Box::new(t)))
-            }
-            Err(saepipe_cuda::CudaError::Unsupported(why)) => {
-                let _ = writeln!(log, "training on the CPU: {why}");
-                Ok(Backend::Cpu(Box::new(trainer)))
-            }
-            Err(e) => Err(e.into()),
-        }
+/// The trainer with its steps on `device`: on a GPU when the GPU backend
+/// trains this setup (the same step over the same initialisation and
+/// batches), otherwise on the CPU with the reason in the log. Checkpoints
+/// are host states, so one from either device resumes on either.
+fn on_device(
+    device: saepipe_cuda::Device,
+    trainer: Trainer,
+    params: &super::Params,
+    log: &mut dyn std::io::Write,
+) -> Result<Trainer<Box<dyn TrainOps>>> {
+    let saepipe_cuda::Device::Cuda(ordinal) = device else {
+        return Ok(trainer.boxed());
+    };
+    if let Err(why) = saepipe_cuda::GpuTrain::supports(&trainer.setup()) {
+        let _ = writeln!(log, "training on the CPU: {why}");
+        return Ok(trainer.boxed());
     }
-
-    fn step(&mut self, x: &[f32], y: Option<&[f32]>, n: usize) -> Result<StepStats> {
-        Ok(match self {
-            Backend::Cpu(t) => t.step(x, y, n)?,
-            Backend::Cuda(t) => t.step(x, n)?,
-        })
-    }
-
-    fn step_count(&self) -> u64 {
-        match self {
-            Backend::Cpu(t) => t.step_count(),
-            Backend::Cuda(t) => t.step_count(),
-        }
-    }
-
-    fn state(&self) -> Result<TrainerState> {
-        Ok(match self {
-            Backend::Cpu(t) => t.state(),
-            Backend::Cuda(t) => t.state()?,
-        })
-    }
-
-    fn into_cpu(self) -> Result<Trainer> {
-        match self {
-            Backend::Cpu(t) => Ok(*t),
-            Backend::Cuda(t) => Ok(Trainer::restore(t.state()?)?),
-        }
-    }
+    let gpu = super::device::start_gpu(ordinal, params)?;
+    let precision = gpu.precision();
+    let trainer = trainer.move_to(|setup, tensors| {
+        saepipe_cuda::GpuTrain::new(gpu, setup, tensors).map(|t| Box::new(t) as Box<dyn TrainOps>)
+    })?;
+    let _ = writeln!(log, "training on {} ({precision:?} GEMMs)", trainer.device());
+    Ok(trainer)
 }
 
 /// Rows for initialising b_dec and the normalisation scale: the first batch of
@@ -501,7 +464,7 @@ impl Op for TrainSaeOp {
                 (Trainer::new(cfg.clone(), d_in, d_out, &init[0], y)?, Vec::new())
             }
         };
-        let mut trainer = Backend::on(device, trainer, &p, ctx.log)?;
+        let mut trainer = on_device(device, trainer, &p, ctx.log)?;
         ctx.progress.set_total(total_steps * batch as u64, "tokens");
         let started = std::time::Instant::now();
         let mut step = trainer.step_count();
@@ -528,13 +491,10 @@ impl Op for TrainSaeOp {
                             &ctx.partial_dir,
                         ));
                     }
-                    Err(e)
-                        if e.downcast_ref::<saepipe_sae::SaeError>()
-                            .is_some_and(|e| matches!(e, saepipe_sae::SaeError::NonFinite { .. })) =>
-                    {
-                        return Err(diverged(e, checkpoint_step, &ctx.partial_dir));
+                    Err(e @ saepipe_sae::SaeError::NonFinite { .. }) => {
+                        return Err(diverged(e.into(), checkpoint_step, &ctx.partial_dir));
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 };
                 if step % log_every == 0 || step + 1 == total_steps {
                     rows.push(stats_row(&s, (step + 1) * batch as u64));
@@ -556,9 +516,8 @@ impl Op for TrainSaeOp {
             }
         }
         let secs = started.elapsed().as_secs_f64();
-        let trainer = trainer.into_cpu()?;
 
-        let mut coder = trainer.to_coder();
+        let mut coder = trainer.to_coder()?;
         let info = reader.info();
         let meta = &mut coder.metadata;
         meta.model_name = Some(info.meta.model.clone());

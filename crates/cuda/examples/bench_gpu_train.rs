@@ -1,11 +1,11 @@
-//! TopK SAE training throughput: GPU trainer vs the CPU trainer on the same
-//! machine (same config, same batches).
+//! TopK SAE training throughput: the trainer's step over the GPU backend vs
+//! the CPU backend on the same machine (same config, same batches).
 //!
 //! cargo run --release -p saepipe-cuda --example bench_gpu_train -- [d_sae ...]
 //! Environment: BENCH_D_IN (512), BENCH_K (32), BENCH_BATCH (4096),
 //! BENCH_GPU_STEPS (30), BENCH_CPU_STEPS (2; 0 skips the CPU).
 
-use saepipe_cuda::{Gpu, GpuTopKTrainer};
+use saepipe_cuda::{Gpu, GpuTrain};
 use saepipe_sae::train::{TrainArch, TrainConfig, Trainer};
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,16 +54,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for &d_sae in &d_saes {
         let cfg = TrainConfig { arch: TrainArch::TopK { k }, d_sae, lr: 2e-4, seed: 1, ..TrainConfig::default() };
         let cpu = Trainer::new(cfg, d, d, &data[0], None)?;
-        let state = cpu.state();
-        let mut gt = GpuTopKTrainer::from_state(gpu.clone(), state.clone())?;
+        let state = cpu.state()?;
+        let mut gt = Trainer::restore(state.clone())?.move_to(|s, t| GpuTrain::new(gpu.clone(), s, t))?;
         for x in data.iter().take(3) {
-            gt.step(x, n)?;
+            gt.step(x, None, n)?;
         }
         gpu.synchronize()?;
         let t = Instant::now();
         let mut last = None;
         for i in 0..gpu_steps {
-            last = Some(gt.step(&data[i % data.len()], n)?);
+            last = Some(gt.step(&data[i % data.len()], None, n)?);
         }
         gpu.synchronize()?;
         let gpu_s = t.elapsed().as_secs_f64() / gpu_steps as f64;

@@ -44,16 +44,6 @@ pub enum CudaError {
     /// Something the CUDA backend does not implement.
     #[error("not supported on the CUDA backend: {0}")]
     Unsupported(String),
-    /// Training produced a non-finite value.
-    #[error("training diverged at step {step}: {what} is {value}")]
-    NonFinite {
-        /// The step.
-        step: u64,
-        /// The quantity.
-        what: &'static str,
-        /// Its value.
-        value: f64,
-    },
     /// The on-disk kernel cache could not be read or written.
     #[error("kernel cache {path}: {source}")]
     Io {

@@ -6,8 +6,8 @@
 //! The crate knows tensors, not models: [`GpuOps`] implements the forward's
 //! device operations ([`saepipe_core::compute::DeviceOps`]) and
 //! [`GpuTopKSae`] encodes with a TopK SAE given as tensors
-//! ([`saepipe_core::compute::TopKSae`]). The exception is [`GpuTopKTrainer`],
-//! which still mirrors the CPU trainer's state types.
+//! ([`saepipe_core::compute::TopKSae`]), and [`GpuTrain`] is the TopK
+//! backend of the training seam ([`saepipe_core::train::TrainOps`]).
 #![warn(missing_docs)]
 
 mod device;
@@ -15,11 +15,10 @@ mod error;
 pub mod kernels;
 pub mod lm;
 pub mod nvrtc;
-#[allow(missing_docs)]
 pub mod train;
 
 pub use device::{Device, DeviceSpec, gpu_count};
 pub use error::{CudaError, Result};
 pub use kernels::{Gpu, GpuTopKSae, Precision};
 pub use lm::GpuOps;
-pub use train::GpuTopKTrainer;
+pub use train::GpuTrain;

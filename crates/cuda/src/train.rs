@@ -1,20 +1,24 @@
-//! TopK SAE training on the GPU, step for step the CPU trainer's
-//! (`saepipe_sae::Trainer` with `TrainArch::TopK`): same loss (MSE + AuxK),
-//! gradients, tangent projection of decoder-row gradients, global-norm clipping,
-//! Adam, unit-norm decoder rows and dead-latent bookkeeping. State converts to
-//! and from [`TrainerState`], so checkpoints move freely between the two.
+//! The training seam's CUDA backend for TopK SAEs ([`GpuTrain`]): the device
+//! work of `saepipe_sae::Trainer`'s step — the same loss (MSE + AuxK),
+//! gradients, tangent projection of decoder-row gradients, Adam and
+//! unit-norm decoder rows as the CPU backend. The step itself (dead latents,
+//! the AuxK term, clipping, the learning rate, firing statistics) is the
+//! trainer's, shared with the CPU; this file only knows tensors.
 //!
-//! Per step: encoder GEMM, per-row top-k (and AuxK top-k over dead latents),
-//! sparse decode, residual gradients, then every weight gradient by segmented
-//! accumulation over the (row, latent) entries grouped by latent — only active
-//! latents' rows are touched and no atomics hit the weights. One host
-//! synchronisation per step reads the loss parts, the gradient norm (for
-//! clipping) and the firing counts.
+//! Gradients: encoder GEMM, per-row top-k (and AuxK top-k over dead
+//! latents), sparse decode, residual gradients, then every weight gradient
+//! by segmented accumulation over the (row, latent) entries grouped by
+//! latent — only active latents' rows are touched and no atomics hit the
+//! weights. One host synchronisation per step reads the loss parts, the
+//! gradient norm (for clipping) and the firing counts.
 
 use crate::error::{CudaError, Result};
 use crate::kernels::{Arg, Gpu, NULL, grid_1d, per_row};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, ValidAsZeroBits};
-use saepipe_sae::train::{Params, StepStats, TrainArch, TrainConfig, TrainerState};
+use saepipe_core::compute::Result as ComputeResult;
+use saepipe_core::train::{
+    AdamStep, CoderKind, CoderSetup, LossParts, Params, StepBatch, StepSums, TrainOps, TrainTensors,
+};
 use std::sync::Arc;
 
 /// Blocks of `sum_squares_partial` per gradient tensor.
@@ -60,6 +64,8 @@ impl DevParams {
 /// Per-batch buffers, grown when a larger batch arrives.
 struct Scratch {
     rows: usize,
+    /// Entry slots per row (top-k plus AuxK).
+    k2: usize,
     x: CudaSlice<f32>,
     xs: CudaSlice<f32>,
     xin: CudaSlice<f32>,
@@ -80,25 +86,18 @@ struct Scratch {
     row_ae: CudaSlice<f32>,
 }
 
-pub struct GpuTopKTrainer {
+/// TopK SAE training tensors on a GPU, with their gradients and scratch.
+pub struct GpuTrain {
     gpu: Arc<Gpu>,
-    cfg: TrainConfig,
     d: usize,
     d_sae: usize,
     k: usize,
-    /// AuxK latents per row as configured (before capping by the dead count).
-    k_aux_cfg: usize,
+    /// Whether b_dec is subtracted from the scaled input before encoding.
+    apply_b_dec: bool,
     params: DevParams,
     adam_m: DevParams,
     adam_v: DevParams,
     grads: DevParams,
-    step: u64,
-    tokens_seen: u64,
-    tokens_since_fired: Vec<u64>,
-    fire_counts: Vec<u64>,
-    batch_threshold: f64,
-    scale_in: f32,
-    scale_out: f32,
     scratch: Option<Scratch>,
     counts: CudaSlice<i32>,
     offsets: CudaSlice<i32>,
@@ -115,43 +114,36 @@ fn alloc<T: DeviceRepr + ValidAsZeroBits>(gpu: &Gpu, n: usize) -> Result<CudaSli
     gpu.zeros::<T>(n)
 }
 
-impl GpuTopKTrainer {
-    /// Takes over a CPU trainer's state (e.g. `Trainer::new(..)?.state()`).
-    /// Supports SAEs with `TrainArch::TopK`; other setups are refused with the reason.
-    pub fn from_state(gpu: Arc<Gpu>, s: TrainerState) -> Result<GpuTopKTrainer> {
-        let k = match s.cfg.arch {
-            TrainArch::TopK { k } => k,
-            ref other => {
-                return Err(CudaError::Unsupported(format!(
-                    "GPU training implements TopK SAEs; {other:?} trains on the CPU"
-                )));
-            }
+impl GpuTrain {
+    /// The k of a setup the GPU trains (TopK SAEs without a skip
+    /// connection), or why it does not.
+    pub fn supports(setup: &CoderSetup) -> std::result::Result<usize, String> {
+        let CoderKind::TopK { k } = setup.kind else {
+            return Err(format!("GPU training implements TopK SAEs; {:?} trains on the CPU", setup.kind));
         };
-        if s.cfg.transcoder || s.d_in != s.d_out || s.cfg.skip_connection || s.params.skip.is_some() {
-            return Err(CudaError::Unsupported(
-                "GPU training of transcoders / skip connections; use the CPU trainer".into(),
-            ));
+        if setup.d_in != setup.d_out || setup.skip_connection {
+            return Err("GPU training of transcoders / skip connections; use the CPU trainer".into());
         }
-        let (d, d_sae) = (s.d_in, s.cfg.d_sae);
+        Ok(k)
+    }
+
+    /// Uploads a trainer's tensors (`Trainer::move_to`). Setups other than
+    /// [`GpuTrain::supports`]'s are refused with the reason.
+    pub fn new(gpu: Arc<Gpu>, setup: &CoderSetup, t: TrainTensors) -> Result<GpuTrain> {
+        let k = GpuTrain::supports(setup).map_err(CudaError::Unsupported)?;
+        let (d, d_sae) = (setup.d_in, setup.d_sae);
         if k == 0 || k > d_sae {
             return Err(CudaError::Shape(format!("k = {k} must be in 1..={d_sae}")));
         }
-        let ok = |p: &Params| {
-            p.enc.len() == d_sae * d && p.b_enc.len() == d_sae && p.dec.len() == d_sae * d && p.b_dec.len() == d
-        };
-        if !(ok(&s.params) && ok(&s.adam_m) && ok(&s.adam_v))
-            || s.tokens_since_fired.len() != d_sae
-            || s.fire_counts.len() != d_sae
-        {
-            return Err(CudaError::Shape(format!("trainer state does not match its config (d_in {d}, d_sae {d_sae})")));
+        if !(t.params.fits(setup) && t.adam_m.fits(setup) && t.adam_v.fits(setup)) {
+            return Err(CudaError::Shape(format!("training tensors do not match d_in {d}, d_sae {d_sae}")));
         }
-        let k_aux_cfg = s.cfg.aux_k.unwrap_or(d / 2).max(1);
         let splits = d_sae.div_ceil(BDEC_SPLIT_ROWS);
         let g = &gpu;
-        Ok(GpuTopKTrainer {
-            params: DevParams::upload(g, &s.params)?,
-            adam_m: DevParams::upload(g, &s.adam_m)?,
-            adam_v: DevParams::upload(g, &s.adam_v)?,
+        Ok(GpuTrain {
+            params: DevParams::upload(g, &t.params)?,
+            adam_m: DevParams::upload(g, &t.adam_m)?,
+            adam_v: DevParams::upload(g, &t.adam_v)?,
             grads: DevParams::zeros(g, d, d_sae)?,
             counts: alloc(g, d_sae)?,
             offsets: alloc(g, d_sae + 1)?,
@@ -166,121 +158,84 @@ impl GpuTopKTrainer {
             d,
             d_sae,
             k,
-            k_aux_cfg,
-            step: s.step,
-            tokens_seen: s.tokens_seen,
-            tokens_since_fired: s.tokens_since_fired,
-            fire_counts: s.fire_counts,
-            batch_threshold: s.batch_threshold,
-            scale_in: s.scale_in,
-            scale_out: s.scale_out,
-            cfg: s.cfg,
+            apply_b_dec: setup.apply_b_dec_to_input,
             gpu,
         })
     }
 
-    pub fn step_count(&self) -> u64 {
-        self.step
-    }
-
-    pub fn tokens_seen(&self) -> u64 {
-        self.tokens_seen
-    }
-
+    /// The device it trains on.
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
     }
 
-    /// The full state on the host; `Trainer::restore(state)` continues on the
-    /// CPU, and `Trainer::restore(state)?.to_coder()` gives the inference coder.
-    pub fn state(&self) -> Result<TrainerState> {
-        let g = &self.gpu;
-        Ok(TrainerState {
-            cfg: self.cfg.clone(),
-            d_in: self.d,
-            d_out: self.d,
-            step: self.step,
-            tokens_seen: self.tokens_seen,
-            params: self.params.download(g)?,
-            adam_m: self.adam_m.download(g)?,
-            adam_v: self.adam_v.download(g)?,
-            tokens_since_fired: self.tokens_since_fired.clone(),
-            fire_counts: self.fire_counts.clone(),
-            batch_threshold: self.batch_threshold,
-            scale_in: self.scale_in,
-            scale_out: self.scale_out,
-        })
-    }
-
-    /// Learning rate at `step`: the CPU trainer's schedule.
-    pub fn lr_at(&self, step: u64) -> f32 {
-        self.cfg.lr_at(step)
-    }
-
-    fn k2_max(&self) -> usize {
-        self.k + if self.cfg.aux_k_coefficient > 0.0 { self.k_aux_cfg.min(self.d_sae) } else { 0 }
-    }
-
-    fn ensure_scratch(&mut self, n: usize) -> Result<()> {
-        if self.scratch.as_ref().is_some_and(|s| s.rows >= n) {
+    /// Buffers for `n` rows of `k2` entries. The AuxK share grows with the
+    /// dead latents, so entry slots grow geometrically (to k + d_sae at most).
+    fn ensure_scratch(&mut self, n: usize, k2: usize) -> Result<()> {
+        if self.scratch.as_ref().is_some_and(|s| s.rows >= n && s.k2 >= k2) {
             return Ok(());
         }
-        self.scratch = None; // free the old buffers first
+        let (rows, k2) = match self.scratch.take() {
+            // Free the old buffers first.
+            Some(old) => (old.rows.max(n), k2.max((2 * old.k2).min(self.k + self.d_sae))),
+            None => (n, k2),
+        };
         let g = &self.gpu;
-        let (d, e) = (self.d, n * self.k2_max());
+        let (d, e) = (self.d, rows * k2);
         self.scratch = Some(Scratch {
-            rows: n,
-            x: alloc(g, n * d)?,
-            xs: alloc(g, n * d)?,
-            xin: alloc(g, n * d)?,
-            pre: alloc(g, n * self.d_sae)?,
+            rows,
+            k2,
+            x: alloc(g, rows * d)?,
+            xs: alloc(g, rows * d)?,
+            xin: alloc(g, rows * d)?,
+            pre: alloc(g, rows * self.d_sae)?,
             pre_aux: None,
             idx: alloc(g, e)?,
             val: alloc(g, e)?,
             dpre: alloc(g, e)?,
             perm: alloc(g, e)?,
             sort_tmp: alloc(g, e)?,
-            yhat: alloc(g, n * d)?,
-            g: alloc(g, n * d)?,
-            a: alloc(g, n * d)?,
-            h: alloc(g, n * d)?,
-            row_se: alloc(g, n)?,
-            row_var: alloc(g, n)?,
-            row_ae: alloc(g, n)?,
+            yhat: alloc(g, rows * d)?,
+            g: alloc(g, rows * d)?,
+            a: alloc(g, rows * d)?,
+            h: alloc(g, rows * d)?,
+            row_se: alloc(g, rows)?,
+            row_var: alloc(g, rows)?,
+            row_ae: alloc(g, rows)?,
         });
         Ok(())
     }
 
-    /// One optimisation step on `n` rows of `x` [n, d_in] (unscaled activations).
-    pub fn step(&mut self, x: &[f32], n: usize) -> Result<StepStats> {
-        let (d, d_sae, k) = (self.d, self.d_sae, self.k);
+    /// The gradients of a batch into `self.grads`; see [`TrainOps::gradients`].
+    fn compute_gradients(&mut self, b: &StepBatch<'_>) -> Result<StepSums> {
+        let (d, d_sae, k, n, x) = (self.d, self.d_sae, self.k, b.n, b.x);
         if n == 0 {
             return Err(CudaError::Shape("training step on an empty batch".into()));
         }
-        if x.len() != n * d {
-            return Err(CudaError::Shape(format!("batch has {} values, expected {n} x {d}", x.len())));
+        if x.len() != n * d || b.dead.len() != d_sae {
+            return Err(CudaError::Shape(format!(
+                "batch has {} values and {} latent flags, expected {n} x {d} and {d_sae}",
+                x.len(),
+                b.dead.len()
+            )));
         }
-        self.ensure_scratch(n)?;
-        let dead: Vec<bool> = self.tokens_since_fired.iter().map(|&t| t >= self.cfg.dead_after_tokens).collect();
-        let n_dead = dead.iter().filter(|&&b| b).count();
-        let use_aux = self.cfg.aux_k_coefficient > 0.0 && n_dead > 0;
-        let k_aux = if use_aux { self.k_aux_cfg.min(n_dead) } else { 0 };
-        let aux_scale =
-            if use_aux { (n_dead as f32 / self.k_aux_cfg as f32).min(1.0) * self.cfg.aux_k_coefficient } else { 0.0 };
+        let (use_aux, k_aux, aux_scale) = match b.aux {
+            Some(a) if a.k_aux > 0 => (true, a.k_aux.min(d_sae), a.scale),
+            _ => (false, 0, 0.0),
+        };
         let k2 = k + k_aux;
+        self.ensure_scratch(n, k2)?;
         let inv_n = 1.0 / n as f32;
-        let lr = self.lr_at(self.step);
 
         let gpu = self.gpu.clone();
         let g = &*gpu;
         let s = self.scratch.as_mut().expect("scratch allocated above");
         let p = &self.params;
         g.stream.memcpy_htod(x, &mut s.x.slice_mut(0..n * d))?;
-        let b_dec_in = if self.cfg.apply_b_dec_to_input { g.ptr(&p.b_dec) } else { NULL };
+        let b_dec_in = if self.apply_b_dec { g.ptr(&p.b_dec) } else { NULL };
         g.launch(
             "prepare_input",
             grid_1d(n * d),
-            &[g.ptr(&s.x), n.into(), d.into(), self.scale_in.into(), b_dec_in, g.ptr(&s.xs), g.ptr(&s.xin)],
+            &[g.ptr(&s.x), n.into(), d.into(), b.scale_in.into(), b_dec_in, g.ptr(&s.xs), g.ptr(&s.xin)],
         )?;
 
         // Forward: pre-activations, top-k (positive values only) and the reconstruction.
@@ -291,7 +246,7 @@ impl GpuTopKTrainer {
                 s.pre_aux = Some(alloc(g, s.rows * d_sae)?);
             }
             let pa = s.pre_aux.as_mut().expect("allocated above");
-            let mask: Vec<u8> = dead.iter().map(|&b| b as u8).collect();
+            let mask: Vec<u8> = b.dead.iter().map(|&b| b as u8).collect();
             g.stream.memcpy_htod(&mask, &mut self.dead)?;
             g.stream.memcpy_dtod(&s.pre.slice(0..n * d_sae), &mut pa.slice_mut(0..n * d_sae))?;
             g.launch("mask_live_latents", grid_1d(n * d_sae), &[g.ptr(pa), n.into(), d_sae.into(), g.ptr(&self.dead)])?;
@@ -443,7 +398,7 @@ impl GpuTopKTrainer {
         )?;
         // b_dec: Σ_t g_t, and through the encoder input x − b_dec: −Σ_j (∂L/∂b_enc)_j enc_j.
         g.launch("column_sum", grid_1d(d), &[g.ptr(&s.g), n.into(), d.into(), 1.0f32.into(), g.ptr(&gr.b_dec)])?;
-        if self.cfg.apply_b_dec_to_input {
+        if self.apply_b_dec {
             let splits = d_sae.div_ceil(BDEC_SPLIT_ROWS);
             let cfg = LaunchConfig {
                 grid_dim: (d.div_ceil(128) as u32, splits as u32, 1),
@@ -491,25 +446,26 @@ impl GpuTopKTrainer {
         let var_sum = sum(&s.row_var)?;
         let aux_sum = if use_aux { sum(&s.row_ae)? } else { 0.0 };
         let grad_norm = g.download(&self.norm_partial)?.iter().sum::<f64>().sqrt();
-        let fire = g.download(&self.fire)?;
+        let fire: Vec<u64> = g.download(&self.fire)?.into_iter().map(|c| c as u64).collect();
         let nf = n as f64;
-        let (mse, auxk) = (mse_sum / nf, aux_scale as f64 * aux_sum / nf);
-        let loss = mse + auxk;
-        if !loss.is_finite() {
-            return Err(CudaError::NonFinite { step: self.step, what: "loss", value: loss });
-        }
-        if !grad_norm.is_finite() {
-            return Err(CudaError::NonFinite { step: self.step, what: "gradient norm", value: grad_norm });
-        }
-        let clip = match self.cfg.max_grad_norm {
-            Some(m) if grad_norm > m as f64 => (m as f64 / grad_norm) as f32,
-            _ => 1.0,
+        let parts = LossParts {
+            mse: mse_sum / nf,
+            l1: 0.0,
+            auxk: aux_scale as f64 * aux_sum / nf,
+            l0: fire.iter().sum::<u64>() as f64 / nf,
+            explained_variance: if var_sum > 0.0 { 1.0 - mse_sum / var_sum } else { 0.0 },
         };
+        // TopK keeps positive values only; the smallest is not needed (no BatchTopK here).
+        Ok(StepSums { parts, grad_norm, fire_count: fire, min_pos: f32::INFINITY })
+    }
 
-        // Adam on every tensor, then unit-norm decoder rows.
-        let (b1, b2, eps) = (self.cfg.adam_beta1, self.cfg.adam_beta2, self.cfg.adam_eps);
-        let t = (self.step + 1) as i32;
-        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+    /// Adam on every tensor, then unit-norm decoder rows; see [`TrainOps::update`].
+    fn apply_update(&mut self, a: &AdamStep) -> Result<()> {
+        let g = &*self.gpu;
+        let (d, d_sae) = (self.d, self.d_sae);
+        let (b1, b2, eps, lr, clip) = (a.beta1, a.beta2, a.eps, a.lr, a.clip);
+        let (bc1, bc2) = a.bias_corrections();
+        let gr = &self.grads;
         let (pm, mm, vm) = (&self.params, &self.adam_m, &self.adam_v);
         for (pp, gg, m, v) in [
             (&pm.enc, &gr.enc, &mm.enc, &vm.enc),
@@ -539,28 +495,29 @@ impl GpuTopKTrainer {
         }
         g.launch("normalize_rows", per_row(d_sae, 128), &[g.ptr(&pm.dec), d_sae.into(), d.into()])?;
 
-        let mut nnz = 0u64;
-        for ((t, total), &c) in self.tokens_since_fired.iter_mut().zip(&mut self.fire_counts).zip(&fire) {
-            let c = c as u64;
-            nnz += c;
-            *total += c;
-            *t = if c > 0 { 0 } else { t.saturating_add(n as u64) };
-        }
-        let stats = StepStats {
-            step: self.step,
-            loss,
-            mse,
-            l1: None,
-            l1_coefficient: None,
-            auxk: Some(auxk),
-            l0: nnz as f64 / nf,
-            dead_fraction: n_dead as f64 / d_sae as f64,
-            explained_variance: if var_sum > 0.0 { 1.0 - mse_sum / var_sum } else { 0.0 },
-            lr,
-            grad_norm,
-        };
-        self.step += 1;
-        self.tokens_seen += n as u64;
-        Ok(stats)
+        Ok(())
+    }
+}
+
+impl TrainOps for GpuTrain {
+    fn device(&self) -> String {
+        format!("cuda:{}", self.gpu.ctx.ordinal())
+    }
+
+    fn gradients(&mut self, batch: &StepBatch<'_>) -> ComputeResult<StepSums> {
+        Ok(self.compute_gradients(batch)?)
+    }
+
+    fn update(&mut self, adam: &AdamStep) -> ComputeResult<()> {
+        Ok(self.apply_update(adam)?)
+    }
+
+    fn tensors(&self) -> ComputeResult<TrainTensors> {
+        let g = &self.gpu;
+        Ok(TrainTensors {
+            params: self.params.download(g)?,
+            adam_m: self.adam_m.download(g)?,
+            adam_v: self.adam_v.download(g)?,
+        })
     }
 }

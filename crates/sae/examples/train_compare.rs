@@ -138,7 +138,7 @@ fn run(
     }
     let train_seconds = start.elapsed().as_secs_f64();
 
-    let coder = t.to_coder();
+    let coder = t.to_coder()?;
     let (acts, out) = coder.forward(&x_eval, m)?;
     let l0 = acts.val.iter().filter(|v| **v != 0.0).count() as f64 / m as f64;
     let mut mean = vec![0f64; d_in];

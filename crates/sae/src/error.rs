@@ -103,6 +103,9 @@ pub enum SaeError {
         /// The value (NaN or ±∞).
         value: f64,
     },
+    /// A training backend's device operation failed.
+    #[error("training on the device: {0}")]
+    Compute(#[from] saepipe_core::compute::ComputeError),
 }
 
 /// Result with a [`SaeError`].

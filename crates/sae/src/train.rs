@@ -23,21 +23,25 @@
 //! count. A trainer restored from [`TrainerState`] and fed the same batches in
 //! the same order continues bit-identically.
 //!
-//! Layout: [`TrainConfig`] and the reported statistics (`config`), the
+//! Layout: the step itself is written once, here ([`Trainer::step`]), over
+//! the training seam [`TrainOps`]: the CPU backend [`CpuTrain`] (`cpu`)
+//! trains every architecture, `saepipe-cuda`'s trains TopK. Around it:
+//! [`TrainConfig`] and the reported statistics (`config`), the
 //! initialisation (`init`), the selection of active latents (`select`,
 //! over the sparse rows of `sparse`), one chunked forward/backward driver
 //! (`driver`) with a row kernel per architecture family (`topk`,
 //! `jumprelu`), Adam (`optimizer`) and checkpoints (`state`).
 
-use rayon::prelude::*;
+use saepipe_core::compute::ComputeError;
+use saepipe_core::train::{AdamStep, AuxK, StepBatch};
 
 use crate::arch::{Activation, Normalization};
 use crate::coder::SparseCoder;
 use crate::error::{Result, SaeError};
-use crate::linalg;
 use crate::meta::Metadata;
 
 mod config;
+mod cpu;
 mod driver;
 mod init;
 mod jumprelu;
@@ -49,26 +53,25 @@ mod state;
 mod tests;
 mod topk;
 
-pub use config::{BDecInit, JumpReluSparsityLoss, LossParts, LrDecay, StepStats, TrainArch, TrainConfig};
-pub use state::{Params, STATE_VERSION, TrainerState};
+pub use config::{BDecInit, JumpReluSparsityLoss, LrDecay, StepStats, TrainArch, TrainConfig};
+pub use cpu::CpuTrain;
+pub use saepipe_core::train::{CoderSetup, LossParts, Params, TrainOps, TrainTensors};
+pub use state::{STATE_VERSION, TrainerState};
 
 use driver::DENSE_ABOVE_ONE_IN;
 use init::check_len;
-use optimizer::grad_norm;
 use sparse::Csr;
 
-/// A sparse coder in training: parameters, Adam moments, firing statistics
-/// and the step counter. Built by [`Trainer::new`] (or [`Trainer::restore`]),
-/// advanced by [`Trainer::step`], exported by [`Trainer::to_coder`].
-pub struct Trainer {
+/// A sparse coder in training: the step counter, the firing statistics and
+/// the activation scales, with the tensors held by a backend `B` (the CPU
+/// by default). Built by [`Trainer::new`] (or [`Trainer::restore`]),
+/// advanced by [`Trainer::step`], moved to another backend by
+/// [`Trainer::move_to`], exported by [`Trainer::to_coder`].
+pub struct Trainer<B: TrainOps = CpuTrain> {
     cfg: TrainConfig,
     d_in: usize,
     d_out: usize,
     d_sae: usize,
-    /// Exposed for inspection and tests; change only between steps.
-    pub params: Params,
-    adam_m: Params,
-    adam_v: Params,
     step: u64,
     tokens_seen: u64,
     tokens_since_fired: Vec<u64>,
@@ -76,19 +79,26 @@ pub struct Trainer {
     batch_threshold: f64,
     scale_in: f32,
     scale_out: f32,
-    grads: Params,
-    /// Forces the row-chunk size of forward/backward (tests).
-    chunk_rows_override: Option<usize>,
-    /// Density (one active entry in this many) above which chunks go dense.
-    dense_above_one_in: usize,
+    /// Where the tensors live and the step's device work runs.
+    pub(crate) ops: B,
 }
 
-impl Trainer {
+impl<B: TrainOps> Trainer<B> {
     /// The configuration in use (after [`Trainer::new`]'s adjustments:
     /// `transcoder` set when d_in != d_out, `apply_b_dec_to_input` off for
     /// transcoders).
     pub fn config(&self) -> &TrainConfig {
         &self.cfg
+    }
+
+    /// What a backend is built for: the architecture kind and the widths.
+    pub fn setup(&self) -> CoderSetup {
+        cpu::setup(&self.cfg, self.d_in, self.d_out)
+    }
+
+    /// Where the steps run ("cpu", "cuda:0").
+    pub fn device(&self) -> String {
+        self.ops.device()
     }
 
     /// Optimisation steps taken.
@@ -101,60 +111,55 @@ impl Trainer {
         self.tokens_seen
     }
 
-    fn unit_decoder(&self) -> bool {
-        matches!(self.cfg.arch, TrainArch::TopK { .. } | TrainArch::BatchTopK { .. })
-    }
-
-    /// The per-latent JumpReLU threshold θ (`None` for other architectures).
-    pub fn threshold(&self) -> Option<&[f32]> {
-        matches!(self.cfg.arch, TrainArch::JumpRelu { .. }).then(|| &self.params.b_enc[self.d_sae..])
-    }
-
     /// Learning rate used at step `step`.
     pub fn lr_at(&self, step: u64) -> f32 {
         self.cfg.lr_at(step)
-    }
-
-    /// Coefficient of the sparsity term at `step`: L1 (standard) or L0
-    /// (JumpReLU), each with its linear warm-up.
-    fn sparsity_coefficient_at(&self, step: u64) -> f32 {
-        self.cfg.arch.sparsity_coefficient_at(step)
     }
 
     fn dead_mask(&self) -> Vec<bool> {
         self.tokens_since_fired.iter().map(|&t| t >= self.cfg.dead_after_tokens).collect()
     }
 
-    fn scaled(&self, v: &[f32], s: f32) -> Vec<f32> {
-        v.iter().map(|a| a * s).collect()
+    /// Fraction of latents currently counted as dead.
+    pub fn dead_fraction(&self) -> f64 {
+        self.dead_mask().iter().filter(|&&d| d).count() as f64 / self.d_sae as f64
     }
 
-    /// Loss and exact gradients for a batch, without updating anything.
-    /// Shapes as in [`Trainer::step`]; `y` is required for transcoders and
-    /// ignored (= x) for SAEs. The gradients are wrt [`Trainer::params`] of
-    /// the scaled problem (see [`TrainConfig::normalize_activations`]).
-    pub fn loss_and_grads(&mut self, x: &[f32], y: Option<&[f32]>, n: usize) -> Result<(LossParts, Params)> {
-        let (xs, ys) = self.prepare_batch(x, y, n)?;
-        let l1c = self.sparsity_coefficient_at(self.step);
-        let dead = self.dead_mask();
-        let mut grads = self.params.zeros_like();
-        let out = self.forward_backward(&xs, ys.as_deref().unwrap_or(&xs), n, l1c, &dead, &mut grads, None, false);
-        Ok((out.parts, grads))
+    /// The AuxK term with `n_dead` dead latents: TopK and BatchTopK with a
+    /// positive coefficient, `min(n_dead, k_aux)` latents per row, weighted
+    /// by `c · min(n_dead / k_aux, 1)`.
+    fn aux_term(&self, n_dead: usize) -> Option<AuxK> {
+        let topk = matches!(self.cfg.arch, TrainArch::TopK { .. } | TrainArch::BatchTopK { .. });
+        if !topk || self.cfg.aux_k_coefficient <= 0.0 || n_dead == 0 {
+            return None;
+        }
+        let k_aux = self.cfg.aux_k.unwrap_or(self.d_out / 2).max(1);
+        Some(AuxK {
+            k_aux: k_aux.min(n_dead),
+            scale: (n_dead as f32 / k_aux as f32).min(1.0) * self.cfg.aux_k_coefficient,
+        })
     }
 
-    fn prepare_batch(&self, x: &[f32], y: Option<&[f32]>, n: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    /// The checked batch `x` (`[n, d_in]`) → `y` (`[n, d_out]`, required
+    /// for transcoders) with the terms of the current step.
+    fn batch<'a>(&self, x: &'a [f32], y: Option<&'a [f32]>, n: usize, dead: &'a [bool]) -> Result<StepBatch<'a>> {
         check_len("d_in", x, n, self.d_in)?;
-        let ys = if self.cfg.transcoder {
-            let y = y.ok_or_else(|| SaeError::Invalid("transcoder training step needs targets y".into()))?;
+        if self.cfg.transcoder && y.is_none() {
+            return Err(SaeError::Invalid("transcoder training step needs targets y".into()));
+        }
+        if let Some(y) = y {
             check_len("d_out", y, n, self.d_out)?;
-            Some(self.scaled(y, self.scale_out))
-        } else {
-            if let Some(y) = y {
-                check_len("d_out", y, n, self.d_out)?;
-            }
-            None
-        };
-        Ok((self.scaled(x, self.scale_in), ys))
+        }
+        Ok(StepBatch {
+            x,
+            y: if self.cfg.transcoder { y } else { None },
+            n,
+            scale_in: self.scale_in,
+            scale_out: self.scale_out,
+            dead,
+            aux: self.aux_term(dead.iter().filter(|&&d| d).count()),
+            sparsity_coefficient: self.cfg.arch.sparsity_coefficient_at(self.step),
+        })
     }
 
     /// One optimisation step on a batch of `n` rows: `x` is `[n, d_in]`
@@ -166,29 +171,15 @@ impl Trainer {
         if n == 0 {
             return Err(SaeError::Invalid("training step on an empty batch".into()));
         }
-        let (xs, ys) = self.prepare_batch(x, y, n)?;
-        let l1c = self.sparsity_coefficient_at(self.step);
         let dead = self.dead_mask();
-        let n_dead = dead.iter().filter(|&&d| d).count();
-        let mut grads = std::mem::replace(&mut self.grads, Params::empty());
-        let fb = self.forward_backward(&xs, ys.as_deref().unwrap_or(&xs), n, l1c, &dead, &mut grads, None, false);
-        let parts = fb.parts;
+        let batch = self.batch(x, y, n, &dead)?;
+        let sums = self.ops.gradients(&batch)?;
+        let (parts, grad_norm) = (sums.parts, sums.grad_norm);
         let loss = parts.total();
         if !loss.is_finite() {
-            self.grads = grads;
             return Err(SaeError::NonFinite { step: self.step, what: "loss", value: loss });
         }
-        if self.unit_decoder() {
-            // Only the tangential part of a unit-norm row's gradient matters.
-            let d_out = self.d_out;
-            grads.dec.par_chunks_mut(d_out).zip(self.params.dec.par_chunks(d_out)).for_each(|(g, w)| {
-                let p = linalg::dot(g, w);
-                linalg::axpy(-p, w, g);
-            });
-        }
-        let grad_norm = grad_norm(&grads);
         if !grad_norm.is_finite() {
-            self.grads = grads;
             return Err(SaeError::NonFinite { step: self.step, what: "gradient norm", value: grad_norm });
         }
         let clip = match self.cfg.max_grad_norm {
@@ -196,33 +187,22 @@ impl Trainer {
             _ => 1.0,
         };
         let lr = self.lr_at(self.step);
-        self.adam(&grads, clip, lr);
-        self.grads = grads;
-        if matches!(self.cfg.arch, TrainArch::JumpRelu { .. }) {
-            // SAELens projects θ onto θ ≥ 0 before every forward pass (below
-            // zero the gate would pass negative pre-activations); doing it
-            // after the update gives the same values and leaves Adam alone.
-            let d_sae = self.d_sae;
-            self.params.b_enc[d_sae..].iter_mut().for_each(|v| *v = v.max(0.0));
-        }
-        if self.unit_decoder() {
-            let d_out = self.d_out;
-            self.params.dec.par_chunks_mut(d_out).for_each(|w| {
-                let nrm = w.iter().map(|v| v * v).sum::<f32>().sqrt();
-                if nrm > 0.0 {
-                    w.iter_mut().for_each(|v| *v /= nrm);
-                }
-            });
-        }
+        self.ops.update(&AdamStep {
+            lr,
+            clip,
+            beta1: self.cfg.adam_beta1,
+            beta2: self.cfg.adam_beta2,
+            eps: self.cfg.adam_eps,
+            t: self.step + 1,
+        })?;
         // Firing statistics and the BatchTopK threshold.
-        let min_pos = fb.min_pos;
-        for ((t, total), &c) in self.tokens_since_fired.iter_mut().zip(&mut self.fire_counts).zip(&fb.fire_count) {
+        for ((t, total), &c) in self.tokens_since_fired.iter_mut().zip(&mut self.fire_counts).zip(&sums.fire_count) {
             *total += c;
             *t = if c > 0 { 0 } else { t.saturating_add(n as u64) };
         }
         if let TrainArch::BatchTopK { threshold_lr, .. } = self.cfg.arch {
-            if min_pos.is_finite() {
-                self.batch_threshold = (1.0 - threshold_lr) * self.batch_threshold + threshold_lr * min_pos as f64;
+            if sums.min_pos.is_finite() {
+                self.batch_threshold = (1.0 - threshold_lr) * self.batch_threshold + threshold_lr * sums.min_pos as f64;
             }
         }
         let sparsity_term = matches!(self.cfg.arch, TrainArch::Standard { .. } | TrainArch::JumpRelu { .. });
@@ -231,14 +211,14 @@ impl Trainer {
             loss,
             mse: parts.mse,
             l1: sparsity_term.then_some(parts.l1),
-            l1_coefficient: sparsity_term.then_some(l1c),
+            l1_coefficient: sparsity_term.then_some(batch.sparsity_coefficient),
             auxk: match self.cfg.arch {
                 TrainArch::Standard { .. } => None,
                 TrainArch::JumpRelu { pre_act_loss_coefficient, .. } => pre_act_loss_coefficient.map(|_| parts.auxk),
                 _ => Some(parts.auxk),
             },
             l0: parts.l0,
-            dead_fraction: n_dead as f64 / self.d_sae as f64,
+            dead_fraction: dead.iter().filter(|&&d| d).count() as f64 / self.d_sae as f64,
             explained_variance: parts.explained_variance,
             lr,
             grad_norm,
@@ -248,13 +228,108 @@ impl Trainer {
         Ok(stats)
     }
 
+    /// The same trainer with its tensors on another backend, built by `to`
+    /// from the setup and the tensors. If `to` fails the trainer is gone:
+    /// ask the backend first whether it supports [`Trainer::setup`].
+    pub fn move_to<C: TrainOps, E: Into<ComputeError>>(
+        self,
+        to: impl FnOnce(&CoderSetup, TrainTensors) -> std::result::Result<C, E>,
+    ) -> Result<Trainer<C>> {
+        let setup = self.setup();
+        self.replace_ops(|ops| {
+            let tensors = ops.into_tensors()?;
+            to(&setup, tensors).map_err(|e| SaeError::Compute(e.into()))
+        })
+    }
+
+    /// The same trainer behind a boxed backend (one type for every device).
+    pub fn boxed(self) -> Trainer<Box<dyn TrainOps>>
+    where
+        B: 'static,
+    {
+        let boxed: std::result::Result<_, SaeError> = self.replace_ops(|ops| Ok(Box::new(ops) as Box<dyn TrainOps>));
+        boxed.unwrap_or_else(|_| unreachable!("boxing a backend cannot fail"))
+    }
+
+    /// The trainer with the backend `make` builds from this one's.
+    fn replace_ops<C: TrainOps, E>(
+        self,
+        make: impl FnOnce(B) -> std::result::Result<C, E>,
+    ) -> std::result::Result<Trainer<C>, E> {
+        let Trainer {
+            cfg,
+            d_in,
+            d_out,
+            d_sae,
+            step,
+            tokens_seen,
+            tokens_since_fired,
+            fire_counts,
+            batch_threshold,
+            scale_in,
+            scale_out,
+            ops,
+        } = self;
+        Ok(Trainer {
+            ops: make(ops)?,
+            cfg,
+            d_in,
+            d_out,
+            d_sae,
+            step,
+            tokens_seen,
+            tokens_since_fired,
+            fire_counts,
+            batch_threshold,
+            scale_in,
+            scale_out,
+        })
+    }
+}
+
+impl Trainer {
+    /// The tensors in training (exposed for inspection).
+    pub fn params(&self) -> &Params {
+        &self.ops.params
+    }
+
+    /// The per-latent JumpReLU threshold θ (`None` for other architectures).
+    pub fn threshold(&self) -> Option<&[f32]> {
+        matches!(self.cfg.arch, TrainArch::JumpRelu { .. }).then(|| &self.ops.params.b_enc[self.d_sae..])
+    }
+
+    /// Coefficient of the sparsity term at `step`: L1 (standard) or L0
+    /// (JumpReLU), each with its linear warm-up.
+    #[cfg(test)]
+    fn sparsity_coefficient_at(&self, step: u64) -> f32 {
+        self.cfg.arch.sparsity_coefficient_at(step)
+    }
+
+    /// Loss and exact gradients for a batch, without updating anything.
+    /// Shapes as in [`Trainer::step`]; `y` is required for transcoders and
+    /// ignored (= x) for SAEs. The gradients are wrt [`Trainer::params`] of
+    /// the scaled problem (see [`TrainConfig::normalize_activations`]).
+    pub fn loss_and_grads(&mut self, x: &[f32], y: Option<&[f32]>, n: usize) -> Result<(LossParts, Params)> {
+        let dead = self.dead_mask();
+        let b = self.batch(x, y, n, &dead)?;
+        let (xs, ys) = self.ops.scaled(&b);
+        let mut grads = self.ops.params.zeros_like();
+        let out = self.ops.forward_backward(&xs, ys.as_deref().unwrap_or(&xs), &b, &mut grads, None, false);
+        Ok((out.parts, grads))
+    }
+}
+
+impl<B: TrainOps> Trainer<B> {
     /// The trained coder in inference form (SAELens conventions), with the
     /// activation scaling folded into the weights. Metadata is left for the
     /// caller to fill (hooks, model, dataset); `log_sparsity` comes from the
     /// firing counts seen in training.
-    pub fn to_coder(&self) -> SparseCoder {
+    pub fn to_coder(&self) -> Result<SparseCoder> {
+        Ok(self.coder_from(&self.ops.tensors()?.params))
+    }
+
+    fn coder_from(&self, p: &Params) -> SparseCoder {
         let (d_in, d_sae, d_out) = (self.d_in, self.d_sae, self.d_out);
-        let p = &self.params;
         let (si, so) = (self.scale_in, self.scale_out);
         let mut w_enc = vec![0f32; d_in * d_sae];
         for j in 0..d_sae {
@@ -305,10 +380,5 @@ impl Trainer {
             metadata,
             log_sparsity,
         }
-    }
-
-    /// Fraction of latents currently counted as dead.
-    pub fn dead_fraction(&self) -> f64 {
-        self.dead_mask().iter().filter(|&&d| d).count() as f64 / self.d_sae as f64
     }
 }

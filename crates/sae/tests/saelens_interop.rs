@@ -301,7 +301,7 @@ mod common {
                 let y = data(step + 500, d_out);
                 t.step(&x, transcoder.then_some(&y[..]), n).unwrap();
             }
-            let mut c = t.to_coder();
+            let mut c = t.to_coder().unwrap();
             c.metadata.model_name = Some("toy".into());
             c.metadata.hook_name = Some("blocks.0.hook_resid_pre".into());
             if transcoder {

@@ -79,7 +79,7 @@ fn train_planted(cfg: TrainConfig, steps: usize) -> (f64, f64) {
         let x = data.batch(256, 3);
         last = Some(t.step(&x, None, 256).unwrap());
     }
-    let coder = t.to_coder();
+    let coder = t.to_coder().unwrap();
     let cos = data.mean_max_cos(&coder.w_dec);
     let s = last.unwrap();
     eprintln!("{:?}: mean max cos {cos:.3}, last step {s:?}", t.config().arch);
@@ -142,7 +142,7 @@ fn jumprelu_recovers_planted_features() {
     let thr = t.threshold().unwrap().to_vec();
     assert!(thr.iter().all(|&v| v >= 0.0));
     assert!(thr.iter().any(|&v| v > 0.05), "thresholds should have grown: {thr:?}");
-    let coder = t.to_coder();
+    let coder = t.to_coder().unwrap();
     assert_eq!(coder.architecture_name(), "jumprelu");
     let acts = coder.encode(&data.batch(512, 3), 512).unwrap();
     assert!((2.0..5.0).contains(&acts.mean_l0()), "inference L0 {}", acts.mean_l0());
@@ -165,7 +165,7 @@ fn batchtopk_keeps_k_per_row_on_average_and_saves_as_jumprelu() {
         let s = t.step(&x, None, 128).unwrap();
         assert_eq!(s.l0, 4.0, "BatchTopK keeps exactly k·n activations per batch");
     }
-    let coder = t.to_coder();
+    let coder = t.to_coder().unwrap();
     let thr = match &coder.activation {
         saepipe_sae::Activation::JumpRelu { threshold } => threshold[0],
         other => panic!("expected jumprelu, got {other:?}"),
@@ -221,7 +221,7 @@ fn resume_from_checkpoint_is_bit_identical() {
         let ckpt = tmp.path().join("state.safetensors");
         for (i, b) in batches.iter().enumerate() {
             if i == 6 {
-                a.state().save(&ckpt).unwrap();
+                a.state().unwrap().save(&ckpt).unwrap();
             }
             a.step(b, None, 100).unwrap();
         }
@@ -232,15 +232,46 @@ fn resume_from_checkpoint_is_bit_identical() {
         for batch in &batches[6..] {
             last = Some(b.step(batch, None, 100).unwrap());
         }
-        assert_eq!(a.state(), b.state(), "{arch:?}: resumed run differs");
+        assert_eq!(a.state().unwrap(), b.state().unwrap(), "{arch:?}: resumed run differs");
         assert_eq!(last.unwrap().step, 11);
         // Same seed, fresh run: identical too.
         let mut c = Trainer::new(cfg, 32, 32, &batches[0], None).unwrap();
         for batch in &batches {
             c.step(batch, None, 100).unwrap();
         }
-        assert_eq!(a.state(), c.state());
+        assert_eq!(a.state().unwrap(), c.state().unwrap());
     }
+}
+
+#[test]
+fn a_trainer_behind_a_boxed_backend_steps_the_same() {
+    // The step is written once over the training seam; moving the tensors
+    // behind another backend type mid-run changes nothing.
+    let mut data = Planted::new(16, 32, 5);
+    let batches: Vec<Vec<f32>> = (0..8).map(|_| data.batch(64, 2)).collect();
+    let cfg = TrainConfig {
+        arch: TrainArch::TopK { k: 3 },
+        d_sae: 40,
+        lr: 1e-2,
+        dead_after_tokens: 64,
+        max_grad_norm: Some(0.1),
+        seed: 9,
+        ..Default::default()
+    };
+    let mut plain = Trainer::new(cfg.clone(), 16, 16, &batches[0], None).unwrap();
+    let mut moved = Trainer::new(cfg, 16, 16, &batches[0], None).unwrap();
+    for b in &batches[..4] {
+        plain.step(b, None, 64).unwrap();
+        moved.step(b, None, 64).unwrap();
+    }
+    let mut moved = moved.boxed();
+    assert_eq!(moved.device(), "cpu");
+    for b in &batches[4..] {
+        assert_eq!(plain.step(b, None, 64).unwrap(), moved.step(b, None, 64).unwrap());
+    }
+    assert_eq!(plain.state().unwrap(), moved.state().unwrap());
+    let (a, b) = (plain.to_coder().unwrap(), moved.to_coder().unwrap());
+    assert_eq!((a.w_enc, a.w_dec, a.log_sparsity), (b.w_enc, b.w_dec, b.log_sparsity));
 }
 
 #[test]
@@ -249,7 +280,7 @@ fn different_seeds_give_different_inits() {
     let cfg = TrainConfig { arch: TrainArch::TopK { k: 4 }, d_sae: 64, ..Default::default() };
     let a = Trainer::new(cfg.clone(), 32, 32, &x, None).unwrap();
     let b = Trainer::new(TrainConfig { seed: 1, ..cfg }, 32, 32, &x, None).unwrap();
-    assert_ne!(a.params.dec, b.params.dec);
+    assert_ne!(a.params().dec, b.params().dec);
 }
 
 #[test]
@@ -262,11 +293,11 @@ fn non_finite_loss_names_the_step() {
     t.step(&data.batch(32, 3), None, 32).unwrap();
     let mut bad = data.batch(32, 3);
     bad[5] = f32::NAN;
-    let before = t.state();
+    let before = t.state().unwrap();
     let err = t.step(&bad, None, 32).unwrap_err();
     assert!(matches!(err, SaeError::NonFinite { step: 2, .. }), "{err:?}");
     assert!(err.to_string().contains("step 2"), "{err}");
-    assert_eq!(t.state(), before, "a failed step must not change the trainer");
+    assert_eq!(t.state().unwrap(), before, "a failed step must not change the trainer");
 }
 
 #[test]
@@ -306,7 +337,7 @@ fn saved_coder_reproduces_training_forward() {
         }
         let x: Vec<f32> = data.batch(64, 3).iter().map(|v| v * 7.0).collect();
         let (parts, _) = t.loss_and_grads(&x, None, 64).unwrap();
-        let coder = t.to_coder();
+        let coder = t.to_coder().unwrap();
         let (acts, out) = coder.forward(&x, 64).unwrap();
         let mse_raw: f64 = out.iter().zip(&x).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / 64.0;
         let s = (32f64).sqrt() / {
@@ -375,7 +406,7 @@ fn skip_transcoder_learns_a_linear_map_plus_sparse_part() {
     }
     let (first, last) = (first.unwrap(), last.unwrap());
     assert!(last > 0.8 && last > first + 0.5, "explained variance {first} -> {last}");
-    let coder = t.to_coder();
+    let coder = t.to_coder().unwrap();
     assert_eq!(coder.architecture_name(), "topk_skip_transcoder");
     let (x, y) = make(64);
     let out = coder.forward(&x, 64).unwrap().1;

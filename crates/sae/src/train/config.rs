@@ -1,5 +1,6 @@
 //! Training hyper-parameters ([`TrainConfig`], [`TrainArch`]) and what a step
-//! reports ([`StepStats`], [`LossParts`]).
+//! reports ([`StepStats`]; the loss terms of a batch are
+//! [`LossParts`](saepipe_core::train::LossParts)).
 
 use serde::{Deserialize, Serialize};
 
@@ -308,28 +309,4 @@ pub struct StepStats {
     pub lr: f32,
     /// Global L2 norm of the gradient before clipping.
     pub grad_norm: f64,
-}
-
-/// Loss terms of a batch. `l1` is the sparsity term (weighted L1, or
-/// JumpReLU's L0-type loss) and `auxk` the AuxK term (or JumpReLU's
-/// pre-activation loss), each multiplied by its coefficient.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LossParts {
-    /// Mean over rows of the summed squared reconstruction error.
-    pub mse: f64,
-    /// Sparsity term times its coefficient (0 for TopK/BatchTopK).
-    pub l1: f64,
-    /// AuxK term (or JumpReLU's pre-activation loss) times its coefficient.
-    pub auxk: f64,
-    /// Mean number of active latents per row.
-    pub l0: f64,
-    /// `1 − Σ‖ŷ − y‖² / Σ‖y − ȳ‖²` over the batch.
-    pub explained_variance: f64,
-}
-
-impl LossParts {
-    /// The loss that is minimised: `mse + l1 + auxk`.
-    pub fn total(&self) -> f64 {
-        self.mse + self.l1 + self.auxk
-    }
 }

@@ -1,6 +1,6 @@
 //! The chunked forward/backward shared by every architecture.
 //!
-//! [`Trainer::forward_backward`] runs over a batch in chunks of rows: it
+//! [`CpuTrain::forward_backward`] runs over a batch in chunks of rows: it
 //! selects each chunk's entries, decodes, forms the residual gradient
 //! `g = 2(ŷ − y)/n` and accumulates every gradient, either through dense
 //! GEMMs (chunks where many latents are active) or sparsely, per row and
@@ -14,18 +14,19 @@
 //! are accumulated by one task in row order.
 
 use rayon::prelude::*;
+use saepipe_core::train::StepBatch;
 
 use super::jumprelu::JumpKernel;
 use super::sparse::{Entry, by_latent};
 use super::topk::ReluTopK;
-use super::{Csr, LossParts, Params, TrainArch, Trainer};
+use super::{CpuTrain, Csr, LossParts, Params, TrainArch};
 use crate::linalg::{self, MatRef, ROW_BLOCK};
 
 /// Chunks where more than one entry in this many is selected train through
 /// dense GEMMs instead of the sparse gather/scatter path.
 pub(super) const DENSE_ABOVE_ONE_IN: usize = 16;
 
-/// What every training step computes first; see [`Trainer::step_inputs`].
+/// What every training step computes first; see [`CpuTrain::step_inputs`].
 pub(super) struct StepInputs {
     /// Encoder input rows `[n, d_in]`.
     pub(super) xin: Vec<f32>,
@@ -37,7 +38,7 @@ pub(super) struct StepInputs {
     pub(super) ybar: Vec<f64>,
 }
 
-/// Result of [`Trainer::forward_backward`].
+/// Result of [`CpuTrain::forward_backward`].
 pub(super) struct FbOut {
     pub(super) parts: LossParts,
     /// Rows on which each latent was active.
@@ -119,7 +120,7 @@ pub(super) struct LatentGrads<'a> {
     pub(super) acc: &'a mut f32,
 }
 
-/// The architecture-specific part of [`Trainer::forward_backward`].
+/// The architecture-specific part of [`CpuTrain::forward_backward`].
 pub(super) trait RowKernel: Sync {
     /// Backward terms of one selected entry, from the row pass to the
     /// latent pass.
@@ -176,7 +177,7 @@ pub(super) trait RowKernel: Sync {
     fn loss_coefficients(&self) -> [f64; 2];
 }
 
-/// The batch-wide inputs of [`Trainer::drive`]'s chunks.
+/// The batch-wide inputs of [`CpuTrain::drive`]'s chunks.
 struct Batch<'a> {
     /// Targets `[n, d_out]` (scaled).
     y: &'a [f32],
@@ -204,7 +205,7 @@ struct Chunk<'a> {
     ext: Csr,
 }
 
-/// Running sums of [`Trainer::drive`] over the chunks of a batch.
+/// Running sums of [`CpuTrain::drive`] over the chunks of a batch.
 struct Running {
     /// Σ squared error.
     mse: f64,
@@ -298,7 +299,7 @@ fn residual_grad_row(g: &mut [f32], yr: &[f32], ybar: &[f64], inv_n: f32) -> (f6
     (se, sv)
 }
 
-impl Trainer {
+impl CpuTrain {
     /// What every training step computes first: the encoder input, decoder row
     /// norms, the skip connection's output, the mean target (for explained
     /// variance); and zeroed gradients.
@@ -352,30 +353,29 @@ impl Trainer {
         }
     }
 
-    /// Forward and backward over a (scaled) batch. Fills `grads`. `coef` is
-    /// the sparsity coefficient at this step. `fixed_resid` replaces the
-    /// residual seen by the AuxK term (gradient checks of its stop-gradient);
-    /// `keep_selection` returns the selected (row, latent) sets.
-    #[allow(clippy::too_many_arguments)]
+    /// Forward and backward over a (scaled) batch `x` → `y` with the terms
+    /// of `b` (rows, dead latents, AuxK, sparsity coefficient). Fills
+    /// `grads`. `fixed_resid` replaces the residual seen by the AuxK term
+    /// (gradient checks of its stop-gradient); `keep_selection` returns the
+    /// selected (row, latent) sets.
     pub(super) fn forward_backward(
         &self,
         x: &[f32],
         y: &[f32],
-        n: usize,
-        coef: f32,
-        dead: &[bool],
+        b: &StepBatch<'_>,
         grads: &mut Params,
         fixed_resid: Option<&[f32]>,
         keep_selection: bool,
     ) -> FbOut {
+        let n = b.n;
         let inputs = self.step_inputs(x, y, n, grads);
         match self.jump_cfg() {
             Some(jc) => {
-                let k = JumpKernel::new(self, jc, n, coef, dead, &inputs.dec_norms);
+                let k = JumpKernel::new(self, jc, n, b.sparsity_coefficient, b.dead, &inputs.dec_norms);
                 self.drive(&k, x, y, n, &inputs, grads, keep_selection)
             }
             None => {
-                let k = ReluTopK::new(self, n, coef, dead, &inputs.dec_norms, fixed_resid);
+                let k = ReluTopK::new(self, b, &inputs.dec_norms, fixed_resid);
                 self.drive(&k, x, y, n, &inputs, grads, keep_selection)
             }
         }

@@ -4,7 +4,10 @@
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
-use super::{BDecInit, DENSE_ABOVE_ONE_IN, Params, TrainArch, TrainConfig, Trainer, jumprelu};
+use saepipe_core::train::TrainTensors;
+
+use super::cpu::CpuTrain;
+use super::{BDecInit, Params, TrainArch, TrainConfig, Trainer, jumprelu};
 use crate::error::{Result, SaeError};
 
 /// Standard normal samples from a seeded ChaCha8 stream.
@@ -154,16 +157,12 @@ impl Trainer {
             b_enc.resize(2 * d_sae, initial_threshold);
         }
         let params = Params { enc, b_enc, dec, b_dec, skip };
+        let tensors = TrainTensors { adam_m: params.zeros_like(), adam_v: params.zeros_like(), params };
         Ok(Trainer {
             d_in,
             d_out,
             d_sae,
-            adam_m: params.zeros_like(),
-            adam_v: params.zeros_like(),
-            grads: params.zeros_like(),
-            chunk_rows_override: None,
-            dense_above_one_in: DENSE_ABOVE_ONE_IN,
-            params,
+            ops: CpuTrain::new(cfg.clone(), d_in, d_out, tensors),
             step: 0,
             tokens_seen: 0,
             tokens_since_fired: vec![0; d_sae],
@@ -197,8 +196,8 @@ mod tests {
             ..Default::default()
         };
         let t = Trainer::new(cfg.clone(), 2, 2, &y, None).unwrap();
-        assert_eq!(t.params.b_dec, m);
+        assert_eq!(t.ops.params.b_dec, m);
         let t = Trainer::new(TrainConfig { b_dec_init: BDecInit::Mean, ..cfg }, 2, 2, &y, None).unwrap();
-        assert!(t.params.b_dec[0] > 10.0);
+        assert!(t.ops.params.b_dec[0] > 10.0);
     }
 }

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use super::driver::{LatentGrads, LatentRows, RowKernel, RowTerms, SparseRow};
 use super::sparse::Entry;
-use super::{Csr, JumpReluSparsityLoss, Params, TrainArch, Trainer};
+use super::{CpuTrain, Csr, JumpReluSparsityLoss, Params, TrainArch};
 use crate::error::{Result, SaeError};
 use crate::linalg;
 
@@ -193,7 +193,7 @@ impl JumpCfg {
     }
 }
 
-impl Trainer {
+impl CpuTrain {
     /// The JumpReLU hyper-parameters (`None` for other architectures).
     pub(super) fn jump_cfg(&self) -> Option<JumpCfg> {
         match self.cfg.arch {
@@ -263,7 +263,7 @@ impl Trainer {
 /// with the pre-activation loss, dead and below θ. Its per-latent
 /// accumulator is dL/dθ.
 pub(super) struct JumpKernel<'a> {
-    tr: &'a Trainer,
+    tr: &'a CpuTrain,
     jc: JumpCfg,
     /// θ, `[d_sae]`.
     thr: &'a [f32],
@@ -280,7 +280,7 @@ pub(super) struct JumpKernel<'a> {
 impl<'a> JumpKernel<'a> {
     /// The kernel for a batch of `n` rows with sparsity coefficient `coef`.
     pub(super) fn new(
-        tr: &'a Trainer,
+        tr: &'a CpuTrain,
         jc: JumpCfg,
         n: usize,
         coef: f32,

@@ -2,21 +2,19 @@
 
 use rayon::prelude::*;
 
-use super::{Params, Trainer};
+use saepipe_core::train::AdamStep;
+
+use super::{CpuTrain, Params};
 
 /// Elements per parallel task of the element-wise passes; the partial sums
 /// of [`grad_norm`] are taken over these blocks, so it fixes the rounding.
 const CHUNK: usize = 4096;
 
-impl Trainer {
-    /// One Adam update of every parameter with the gradient `g · clip` at
-    /// learning rate `lr`, at step `self.step` (bias corrections use
-    /// `self.step + 1`).
-    pub(super) fn adam(&mut self, g: &Params, clip: f32, lr: f32) {
-        let (b1, b2, eps) = (self.cfg.adam_beta1, self.cfg.adam_beta2, self.cfg.adam_eps);
-        let t = (self.step + 1) as i32;
-        let bc1 = 1.0 - b1.powi(t);
-        let bc2 = 1.0 - b2.powi(t);
+impl CpuTrain {
+    /// One Adam update of every parameter with the gradient `g · clip`.
+    pub(super) fn adam(&mut self, g: &Params, a: &AdamStep) {
+        let (b1, b2, eps, clip, lr) = (a.beta1, a.beta2, a.eps, a.clip, a.lr);
+        let (bc1, bc2) = a.bias_corrections();
         let upd = |p: &mut Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, g: &Vec<f32>| {
             p.par_chunks_mut(CHUNK)
                 .zip(m.par_chunks_mut(CHUNK))

@@ -4,11 +4,11 @@
 
 use rayon::prelude::*;
 
-use super::{Csr, TrainArch, Trainer};
+use super::{CpuTrain, Csr, TrainArch};
 use crate::coder::topk_indices;
 use crate::linalg::{self, MatRef};
 
-impl Trainer {
+impl CpuTrain {
     /// Pre-activations of a block of rows `[rows, d_sae]`.
     pub(super) fn pre_block(&self, xin: &[f32], rows: usize, pre: &mut Vec<f32>) {
         let (d_in, d_sae) = (self.d_in, self.d_sae);
@@ -188,7 +188,7 @@ fn push_top_aux(p: &[f32], k: usize, dead_ids: &[u32], vals: &mut Vec<f32>, sel:
 mod tests {
     use super::*;
     use crate::train::tests::{lcg, randomize};
-    use crate::train::{BDecInit, TrainConfig};
+    use crate::train::{BDecInit, TrainConfig, Trainer};
 
     #[test]
     fn batch_topk_selection_is_exact_when_rows_are_unbalanced() {
@@ -206,10 +206,10 @@ mod tests {
         };
         let mut t = Trainer::new(cfg, d, d, &x, None).unwrap();
         randomize(&mut t, 3);
-        let xin = t.encoder_input(&x);
-        let (act, _) = t.select(&xin, n, &vec![false; d_sae], 0);
+        let xin = t.ops.encoder_input(&x);
+        let (act, _) = t.ops.select(&xin, n, &vec![false; d_sae], 0);
         let mut pre = Vec::new();
-        t.pre_block(&xin, n, &mut pre);
+        t.ops.pre_block(&xin, n, &mut pre);
         let mut all: Vec<(f32, usize)> =
             pre.iter().copied().enumerate().filter(|(_, v)| *v > 0.0).map(|(i, v)| (v, i)).collect();
         all.sort_by(|a, b| b.0.total_cmp(&a.0));

@@ -1,58 +1,14 @@
-//! Trainable tensors ([`Params`]) and the checkpoint of a trainer
-//! ([`TrainerState`]): in memory and as one safetensors file.
+//! The checkpoint of a trainer ([`TrainerState`]): in memory and as one
+//! safetensors file.
 
 use std::path::Path;
 
-use super::{DENSE_ABOVE_ONE_IN, TrainArch, TrainConfig, Trainer};
+use saepipe_core::train::TrainTensors;
+
+use super::cpu::CpuTrain;
+use super::{Params, TrainArch, TrainConfig, TrainOps, Trainer};
 use crate::error::{Result, SaeError};
 use crate::st::{self, Out, StFile};
-
-/// Trainable tensors. The encoder is kept as `[d_sae, d_in]` (one contiguous
-/// row per latent) so sparse encoder gradients touch whole rows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Params {
-    /// Encoder `[d_sae, d_in]`, row-major (the transpose of SAELens `W_enc`).
-    pub enc: Vec<f32>,
-    /// `[d_sae]`; for [`TrainArch::JumpRelu`] `[2 · d_sae]`: the encoder bias
-    /// followed by the per-latent threshold θ (so Adam, gradient clipping and
-    /// checkpoints treat θ like any other parameter). See
-    /// [`Trainer::threshold`].
-    pub b_enc: Vec<f32>,
-    /// Decoder `[d_sae, d_out]`, row-major (SAELens `W_dec`).
-    pub dec: Vec<f32>,
-    /// Decoder bias `[d_out]`.
-    pub b_dec: Vec<f32>,
-    /// Skip connection `[d_out, d_in]` when
-    /// [`TrainConfig::skip_connection`] is set.
-    pub skip: Option<Vec<f32>>,
-}
-
-impl Params {
-    /// Zeros of the same shapes.
-    pub(super) fn zeros_like(&self) -> Params {
-        Params {
-            enc: vec![0.0; self.enc.len()],
-            b_enc: vec![0.0; self.b_enc.len()],
-            dec: vec![0.0; self.dec.len()],
-            b_dec: vec![0.0; self.b_dec.len()],
-            skip: self.skip.as_ref().map(|s| vec![0.0; s.len()]),
-        }
-    }
-
-    /// No tensors at all (a placeholder while the gradient buffers are lent out).
-    pub(super) fn empty() -> Params {
-        Params { enc: vec![], b_enc: vec![], dec: vec![], b_dec: vec![], skip: None }
-    }
-
-    /// The tensors with their names, in a fixed order.
-    pub(super) fn tensors(&self) -> Vec<(&'static str, &Vec<f32>)> {
-        let mut v = vec![("enc", &self.enc), ("b_enc", &self.b_enc), ("dec", &self.dec), ("b_dec", &self.b_dec)];
-        if let Some(s) = &self.skip {
-            v.push(("skip", s));
-        }
-        v
-    }
-}
 
 /// Everything needed to continue training exactly where it stopped.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,40 +44,37 @@ pub struct TrainerState {
 /// Version of the trainer-state file written by [`TrainerState::save`].
 pub const STATE_VERSION: &str = "1";
 
-impl Trainer {
-    /// A copy of everything [`Trainer::restore`] needs to continue bit-identically.
-    pub fn state(&self) -> TrainerState {
-        TrainerState {
+impl<B: TrainOps> Trainer<B> {
+    /// A copy of everything [`Trainer::restore`] needs to continue
+    /// bit-identically (on any backend).
+    pub fn state(&self) -> Result<TrainerState> {
+        let t = self.ops.tensors()?;
+        Ok(TrainerState {
             cfg: self.cfg.clone(),
             d_in: self.d_in,
             d_out: self.d_out,
             step: self.step,
             tokens_seen: self.tokens_seen,
-            params: self.params.clone(),
-            adam_m: self.adam_m.clone(),
-            adam_v: self.adam_v.clone(),
+            params: t.params,
+            adam_m: t.adam_m,
+            adam_v: t.adam_v,
             tokens_since_fired: self.tokens_since_fired.clone(),
             fire_counts: self.fire_counts.clone(),
             batch_threshold: self.batch_threshold,
             scale_in: self.scale_in,
             scale_out: self.scale_out,
-        }
+        })
     }
+}
 
-    /// A trainer from a saved state; fails if the tensor shapes do not match
-    /// the state's config and dimensions.
+impl Trainer {
+    /// A trainer on the CPU from a saved state; fails if the tensor shapes
+    /// do not match the state's config and dimensions.
     pub fn restore(s: TrainerState) -> Result<Trainer> {
         let d_sae = s.cfg.d_sae;
         let (d_in, d_out) = (s.d_in, s.d_out);
-        let b_enc_len = b_enc_len(&s.cfg.arch, d_sae);
-        let shapes_ok = |p: &Params| {
-            p.enc.len() == d_sae * d_in
-                && p.b_enc.len() == b_enc_len
-                && p.dec.len() == d_sae * d_out
-                && p.b_dec.len() == d_out
-                && p.skip.as_ref().map(Vec::len) == s.cfg.skip_connection.then_some(d_out * d_in)
-        };
-        if !(shapes_ok(&s.params) && shapes_ok(&s.adam_m) && shapes_ok(&s.adam_v))
+        let setup = super::cpu::setup(&s.cfg, d_in, d_out);
+        if !(s.params.fits(&setup) && s.adam_m.fits(&setup) && s.adam_v.fits(&setup))
             || s.tokens_since_fired.len() != d_sae
             || s.fire_counts.len() != d_sae
         {
@@ -129,16 +82,11 @@ impl Trainer {
                 "trainer state does not match its config (d_in {d_in}, d_sae {d_sae}, d_out {d_out})"
             )));
         }
+        let tensors = TrainTensors { params: s.params, adam_m: s.adam_m, adam_v: s.adam_v };
         Ok(Trainer {
             d_in,
             d_out,
             d_sae,
-            grads: s.params.zeros_like(),
-            chunk_rows_override: None,
-            dense_above_one_in: DENSE_ABOVE_ONE_IN,
-            params: s.params,
-            adam_m: s.adam_m,
-            adam_v: s.adam_v,
             step: s.step,
             tokens_seen: s.tokens_seen,
             tokens_since_fired: s.tokens_since_fired,
@@ -146,16 +94,9 @@ impl Trainer {
             batch_threshold: s.batch_threshold,
             scale_in: s.scale_in,
             scale_out: s.scale_out,
+            ops: CpuTrain::new(s.cfg.clone(), d_in, d_out, tensors),
             cfg: s.cfg,
         })
-    }
-}
-
-/// Length of [`Params::b_enc`]: the bias, plus θ for JumpReLU.
-fn b_enc_len(arch: &TrainArch, d_sae: usize) -> usize {
-    match arch {
-        TrainArch::JumpRelu { .. } => 2 * d_sae,
-        _ => d_sae,
     }
 }
 

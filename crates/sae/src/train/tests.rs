@@ -11,13 +11,13 @@ pub(crate) fn lcg(seed: &mut u64) -> f32 {
 
 pub(crate) fn randomize(t: &mut Trainer, seed: u64) {
     let mut s = seed;
-    for v in t.params.enc.iter_mut().chain(t.params.dec.iter_mut()) {
+    for v in t.ops.params.enc.iter_mut().chain(t.ops.params.dec.iter_mut()) {
         *v = lcg(&mut s) * 0.6;
     }
-    for v in t.params.b_enc.iter_mut().chain(t.params.b_dec.iter_mut()) {
+    for v in t.ops.params.b_enc.iter_mut().chain(t.ops.params.b_dec.iter_mut()) {
         *v = lcg(&mut s) * 0.3;
     }
-    if let Some(sk) = &mut t.params.skip {
+    if let Some(sk) = &mut t.ops.params.skip {
         sk.iter_mut().for_each(|v| *v = lcg(&mut s) * 0.3);
     }
 }
@@ -31,11 +31,11 @@ pub(crate) fn eval(
     n: usize,
     fixed: Option<&[f32]>,
 ) -> (LossParts, Params, Vec<usize>, Vec<u32>, Vec<f32>) {
-    let (xs, ys) = t.prepare_batch(x, y, n).unwrap();
     let dead = t.dead_mask();
-    let l1c = t.sparsity_coefficient_at(t.step);
-    let mut grads = t.params.zeros_like();
-    let out = t.forward_backward(&xs, ys.as_deref().unwrap_or(&xs), n, l1c, &dead, &mut grads, fixed, true);
+    let b = t.batch(x, y, n, &dead).unwrap();
+    let (xs, ys) = t.ops.scaled(&b);
+    let mut grads = t.ops.params.zeros_like();
+    let out = t.ops.forward_backward(&xs, ys.as_deref().unwrap_or(&xs), &b, &mut grads, fixed, true);
     let (ptr, sel) = out.selection.unwrap();
     let e: Vec<f32> = out.g.iter().map(|v| v * n as f32 / 2.0).collect();
     (out.parts, grads, ptr, sel, e)
@@ -52,7 +52,7 @@ pub(crate) fn check_grads(cfg: TrainConfig, d_in: usize, d_out: usize, dead: &[u
 pub(crate) fn set_thresholds(t: &mut Trainer, seed: u64) {
     let d_sae = t.d_sae;
     let mut s = seed;
-    for v in &mut t.params.b_enc[d_sae..] {
+    for v in &mut t.ops.params.b_enc[d_sae..] {
         *v = 0.05 + 0.25 * lcg(&mut s).abs();
     }
 }
@@ -90,11 +90,11 @@ pub(crate) fn check_grads_with(cfg: TrainConfig, d_in: usize, d_out: usize, dead
     let mut skipped = 0;
     for name in names {
         let len = match name {
-            "enc" => t.params.enc.len(),
-            "b_enc" => t.params.b_enc.len(),
-            "dec" => t.params.dec.len(),
-            "b_dec" => t.params.b_dec.len(),
-            _ => t.params.skip.as_ref().map_or(0, Vec::len),
+            "enc" => t.ops.params.enc.len(),
+            "b_enc" => t.ops.params.b_enc.len(),
+            "dec" => t.ops.params.dec.len(),
+            "b_dec" => t.ops.params.b_dec.len(),
+            _ => t.ops.params.skip.as_ref().map_or(0, Vec::len),
         };
         for i in 0..len {
             if jump && name == "b_enc" && i >= t.d_sae && !check_threshold {
@@ -102,11 +102,11 @@ pub(crate) fn check_grads_with(cfg: TrainConfig, d_in: usize, d_out: usize, dead
             }
             let get = |t: &mut Trainer| -> *mut f32 {
                 match name {
-                    "enc" => &mut t.params.enc[i],
-                    "b_enc" => &mut t.params.b_enc[i],
-                    "dec" => &mut t.params.dec[i],
-                    "b_dec" => &mut t.params.b_dec[i],
-                    _ => &mut t.params.skip.as_mut().unwrap()[i],
+                    "enc" => &mut t.ops.params.enc[i],
+                    "b_enc" => &mut t.ops.params.b_enc[i],
+                    "dec" => &mut t.ops.params.dec[i],
+                    "b_dec" => &mut t.ops.params.b_dec[i],
+                    _ => &mut t.ops.params.skip.as_mut().unwrap()[i],
                 }
             };
             let orig = unsafe { *get(&mut t) };
@@ -169,7 +169,7 @@ pub(crate) fn jr(
 /// against the default).
 pub(crate) fn assert_chunking_invariant(t: &mut Trainer, x: &[f32], y: Option<&[f32]>, n: usize) {
     let (p1, g1) = t.loss_and_grads(x, y, n).unwrap();
-    t.chunk_rows_override = Some(3);
+    t.ops.chunk_rows_override = Some(3);
     let (p2, g2) = t.loss_and_grads(x, y, n).unwrap();
     assert!((p1.total() - p2.total()).abs() < 1e-9 * p1.total().abs().max(1.0));
     assert_eq!(p1.l0, p2.l0);
@@ -295,9 +295,9 @@ fn dense_and_sparse_relu_paths_agree() {
         let yo = skip.then_some(y.as_slice());
         let mut t = Trainer::new(cfg, d_in, d_out, &x, yo).unwrap();
         randomize(&mut t, 4);
-        t.dense_above_one_in = usize::MAX; // every chunk dense
+        t.ops.dense_above_one_in = usize::MAX; // every chunk dense
         let (p1, g1) = t.loss_and_grads(&x, yo, n).unwrap();
-        t.dense_above_one_in = 0; // every chunk sparse
+        t.ops.dense_above_one_in = 0; // every chunk sparse
         let (p2, g2) = t.loss_and_grads(&x, yo, n).unwrap();
         assert!(p1.l0 > 1.0, "ReLU should fire on several latents");
         assert!((p1.total() - p2.total()).abs() < 1e-6 * p1.total().abs().max(1.0), "{p1:?} vs {p2:?}");

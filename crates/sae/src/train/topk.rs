@@ -8,15 +8,16 @@
 //! is `λ · mean_t Σ_j f_tj ‖W_dec_j‖`.
 
 use rayon::prelude::*;
+use saepipe_core::train::StepBatch;
 
 use super::driver::{LatentGrads, LatentRows, RowKernel, RowTerms, SparseRow};
 use super::sparse::Entry;
-use super::{Csr, Params, TrainArch, Trainer};
+use super::{CpuTrain, Csr, Params, TrainArch};
 use crate::linalg;
 
 /// [`RowKernel`] of ReLU + L1, TopK and BatchTopK. Its entry term is dL/dpre.
 pub(super) struct ReluTopK<'a> {
-    tr: &'a Trainer,
+    tr: &'a CpuTrain,
     dead: &'a [bool],
     dec_norms: &'a [f32],
     /// Replaces the residual seen by the AuxK term (gradient checks).
@@ -34,36 +35,29 @@ pub(super) struct ReluTopK<'a> {
 }
 
 impl<'a> ReluTopK<'a> {
-    /// The kernel for a batch of `n` rows with L1 coefficient `l1c` and the
-    /// dead-latent mask `dead`.
+    /// The kernel for the batch `b` (its rows, dead latents, AuxK term and
+    /// L1 coefficient).
     pub(super) fn new(
-        tr: &'a Trainer,
-        n: usize,
-        l1c: f32,
-        dead: &'a [bool],
+        tr: &'a CpuTrain,
+        b: &StepBatch<'a>,
         dec_norms: &'a [f32],
         fixed_resid: Option<&'a [f32]>,
     ) -> Self {
-        let n_dead = dead.iter().filter(|&&d| d).count();
         let standard = matches!(tr.cfg.arch, TrainArch::Standard { .. });
-        let k_aux_cfg = tr.cfg.aux_k.unwrap_or(tr.d_out / 2).max(1);
-        let use_aux = !standard && tr.cfg.aux_k_coefficient > 0.0 && n_dead > 0;
+        // ReLU + L1 has no AuxK term.
+        let aux = if standard { None } else { b.aux };
         ReluTopK {
             tr,
-            dead,
+            dead: b.dead,
             dec_norms,
             fixed_resid,
-            l1c,
-            inv_n: 1.0 / n as f32,
+            l1c: if standard { b.sparsity_coefficient } else { 0.0 },
+            inv_n: 1.0 / b.n as f32,
             standard,
             batch_topk: matches!(tr.cfg.arch, TrainArch::BatchTopK { .. }),
-            use_aux,
-            k_aux: if use_aux { k_aux_cfg.min(n_dead) } else { 0 },
-            aux_scale: if use_aux {
-                (n_dead as f32 / k_aux_cfg as f32).min(1.0) * tr.cfg.aux_k_coefficient
-            } else {
-                0.0
-            },
+            use_aux: aux.is_some(),
+            k_aux: aux.map_or(0, |a| a.k_aux),
+            aux_scale: aux.map_or(0.0, |a| a.scale),
         }
     }
 

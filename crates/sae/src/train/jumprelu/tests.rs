@@ -80,7 +80,7 @@ fn naive_jumprelu(
         panic!("not jumprelu")
     };
     let (d_in, d_out, d_sae) = (t.d_in, t.d_out, t.d_sae);
-    let p = &t.params;
+    let p = &t.ops.params;
     let (bw, a, nf) = (bandwidth as f64, tanh_scale as f64, n as f64);
     let tl0 = target_l0.unwrap_or(1.0) as f64;
     let pc = pre_act_loss_coefficient.map(|c| c as f64);
@@ -231,7 +231,7 @@ fn jumprelu_pseudo_gradients_follow_saelens_formulas() {
         let ((mse, sp, pl), want, window) = naive_jumprelu(&t, &x, yref, n, coef, &dead);
         assert!(window > 5, "{arch:?}: only {window} entries in the kernel window");
         for dense in [false, true] {
-            t.dense_above_one_in = if dense { usize::MAX } else { 0 };
+            t.ops.dense_above_one_in = if dense { usize::MAX } else { 0 };
             let (parts, got) = t.loss_and_grads(&x, yo, n).unwrap();
             let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 + 1e-4 * b.abs();
             assert!(
@@ -289,10 +289,10 @@ fn jumprelu_gradients_match_saelens_autograd() {
         let mut t = Trainer::new(cfg, d_in, d_in, &x, None).unwrap();
         let transpose =
             |w: &[f32]| -> Vec<f32> { (0..d_sae * d_in).map(|ji| w[(ji % d_in) * d_sae + ji / d_in]).collect() };
-        t.params.enc = transpose(&get("W_enc"));
-        t.params.b_enc = [get("b_enc"), get("threshold")].concat();
-        t.params.dec = get("W_dec");
-        t.params.b_dec = get("b_dec");
+        t.ops.params.enc = transpose(&get("W_enc"));
+        t.ops.params.b_enc = [get("b_enc"), get("threshold")].concat();
+        t.ops.params.dec = get("W_dec");
+        t.ops.params.b_dec = get("b_dec");
         for (j, &d) in get("dead").iter().enumerate() {
             t.tokens_since_fired[j] = if d > 0.5 { 100 } else { 0 };
         }
@@ -305,7 +305,7 @@ fn jumprelu_gradients_match_saelens_autograd() {
         let losses = &c["losses"];
         let loss = |k: &str| losses[k].as_f64().unwrap_or(0.0);
         for dense in [false, true] {
-            t.dense_above_one_in = if dense { usize::MAX } else { 0 };
+            t.ops.dense_above_one_in = if dense { usize::MAX } else { 0 };
             let (parts, got) = t.loss_and_grads(&x, None, n).unwrap();
             for (ours, theirs) in
                 [(parts.mse, loss("mse_loss")), (parts.l1, loss("l0_loss")), (parts.auxk, loss("pre_act_loss"))]
@@ -364,5 +364,5 @@ fn jumprelu_l0_coefficient_warms_up_like_saelens() {
     let got: Vec<f32> = (0..6).map(|s| t.sparsity_coefficient_at(s)).collect();
     assert_eq!(got, [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]);
     assert_eq!(t.threshold(), Some(&[0.01f32; 4][..]));
-    assert_eq!(t.params.b_enc[..4], [0.0; 4]);
+    assert_eq!(t.ops.params.b_enc[..4], [0.0; 4]);
 }
