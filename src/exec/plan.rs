@@ -2,6 +2,8 @@
 
 use super::index;
 use super::keys::{self, KeyMaterial};
+/// Re-exported for the commands that print sizes.
+pub use super::progress::human_bytes;
 use crate::pipeline::{Pipeline, dag};
 use anyhow::{Result, bail};
 use saepipe_cache::{Cache, Key, VerifyMode};
@@ -198,16 +200,4 @@ fn decide(
         }
     };
     Ok((Action::Run, why))
-}
-
-/// A byte count in binary units for people: `512 B`, `1.5 MiB`.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }

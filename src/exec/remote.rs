@@ -33,8 +33,8 @@ fn bytes_progress<'a>(progress: &'a dyn ProgressSink, verb: &'static str) -> imp
             *last = std::time::Instant::now();
             progress.message(&format!(
                 "{verb} {} of {}",
-                super::plan::human_bytes(done),
-                super::plan::human_bytes(total)
+                super::progress::human_bytes(done),
+                super::progress::human_bytes(total)
             ));
         }
     }
@@ -59,9 +59,9 @@ pub fn pull(
                 log,
                 "pulled {key} from {}: {} ({} downloaded, {} kept from an earlier attempt), verified",
                 remote.display(),
-                super::plan::human_bytes(o.manifest.total_bytes),
-                super::plan::human_bytes(o.downloaded_bytes),
-                super::plan::human_bytes(o.resumed_bytes)
+                super::progress::human_bytes(o.manifest.total_bytes),
+                super::progress::human_bytes(o.downloaded_bytes),
+                super::progress::human_bytes(o.resumed_bytes)
             );
             Pulled::Yes(o.manifest.total_bytes)
         }
@@ -86,7 +86,7 @@ pub fn push(
                 "pushed to {}: {} file(s), {} uploaded{}",
                 remote.display(),
                 o.uploaded_files,
-                super::plan::human_bytes(o.uploaded_bytes),
+                super::progress::human_bytes(o.uploaded_bytes),
                 if o.already_on_remote { " (the remote already had the artifact)" } else { "" }
             );
             Ok(())

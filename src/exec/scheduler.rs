@@ -5,7 +5,7 @@
 use super::names::safe_name;
 use super::plan::{Action, Plan, human_bytes};
 use super::progress::Reporter;
-use super::stage::{self, Outcome, StageJob, StageResult};
+use super::stage::{self, ExecResult, Outcome, StageJob, StageResult};
 use crate::engine::{OpRegistry, Resource, StageStop, cancel_requested};
 use crate::pipeline::Pipeline;
 use anyhow::{Context, Result, anyhow};
@@ -418,21 +418,6 @@ fn run_isolated(cache: &Cache, job: &StageJob, record_dir: &Path, log_path: &Pat
     }
     let r: ExecResult = serde_json::from_slice(&std::fs::read(&result_file)?)?;
     Ok(StageResult { outcome: r.outcome, bytes: r.bytes, seconds: r.seconds, warning: r.warning })
-}
-
-/// What an `exec-stage` child process reports back to the scheduler (as JSON in
-/// its result file): the [`StageResult`] of the stage it ran.
-#[derive(Serialize, serde::Deserialize)]
-pub struct ExecResult {
-    /// How the stage's artifact was obtained.
-    pub outcome: Outcome,
-    /// Size of the artifact in bytes.
-    pub bytes: u64,
-    /// Time the stage took, in seconds.
-    pub seconds: f64,
-    /// A problem that did not fail the stage (a failed push to the remote).
-    #[serde(default)]
-    pub warning: Option<String>,
 }
 
 /// Body of the hidden `exec-stage` subcommand: runs the job with the op of `ops` it names.

@@ -10,8 +10,7 @@
 //! instead of submitting again. Submitting is done under a per-key submission
 //! lock, so two drivers on one cache never submit the same stage twice.
 
-use super::scheduler::ExecResult;
-use super::stage::{Outcome, StageJob, StageResult};
+use super::stage::{ExecResult, Outcome, StageJob, StageResult};
 use crate::engine::{StageStop, cancel_requested};
 use crate::pipeline::shell_quote;
 use anyhow::{Context, Result, anyhow};

@@ -356,3 +356,18 @@ mod tests {
         assert!(!super::glob_match("a*a", "a"));
     }
 }
+
+/// What an `exec-stage` child process reports back to the scheduler (as JSON in
+/// its result file): the [`StageResult`] of the stage it ran.
+#[derive(Serialize, Deserialize)]
+pub struct ExecResult {
+    /// How the stage's artifact was obtained.
+    pub outcome: Outcome,
+    /// Size of the artifact in bytes.
+    pub bytes: u64,
+    /// Time the stage took, in seconds.
+    pub seconds: f64,
+    /// A problem that did not fail the stage (a failed push to the remote).
+    #[serde(default)]
+    pub warning: Option<String>,
+}

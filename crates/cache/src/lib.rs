@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+mod access;
 pub mod checkpoint;
 mod error;
 mod files;
@@ -36,11 +37,12 @@ mod lock;
 mod manifest;
 mod store;
 
+pub use access::Lease;
 pub use error::{CacheError, Result};
 pub use fingerprint::{FingerprintStats, hash_file};
 pub use gc::GcReport;
 pub use host::{HOSTNAME_ENV, hostname, pid_alive};
 pub use key::{KEY_HEX_LEN, Key};
-pub use lock::{HEARTBEAT_EVERY, Lease, LockGuard, LockInfo, LockTiming, STALE_AFTER};
+pub use lock::{HEARTBEAT_EVERY, LockGuard, LockInfo, LockTiming, STALE_AFTER};
 pub use manifest::{FileEntry, MANIFEST_FILE, MANIFEST_FORMAT_VERSION, Manifest, ManifestDraft};
 pub use store::{ArtifactSummary, CACHE_FORMAT_VERSION, CACHE_MARKER_FILE, Cache, Staging, VerifyMode, VerifyReport};

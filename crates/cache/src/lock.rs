@@ -60,7 +60,7 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
-    fn new_for_us() -> LockInfo {
+    pub(crate) fn new_for_us() -> LockInfo {
         let now = now_unix();
         LockInfo {
             pid: std::process::id(),
@@ -151,7 +151,7 @@ impl Holder {
 }
 
 /// Creates `path` exclusively with `info` in it; `Ok(false)` if it already exists.
-fn create_exclusive(path: &Path, info: &LockInfo) -> Result<bool> {
+pub(crate) fn create_exclusive(path: &Path, info: &LockInfo) -> Result<bool> {
     match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
         Ok(mut f) => {
             let written = f.write_all(&serde_json::to_vec(info).unwrap()).and_then(|()| f.sync_all());
@@ -242,7 +242,7 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
-    fn start(path: &Path, info: LockInfo, timing: LockTiming) -> LockGuard {
+    pub(crate) fn start(path: &Path, info: LockInfo, timing: LockTiming) -> LockGuard {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = {
             let (path, mut info) = (path.to_path_buf(), info.clone());
@@ -301,48 +301,6 @@ pub(crate) fn try_acquire(path: &Path, timing: LockTiming) -> Result<Option<Lock
     Ok(None)
 }
 
-impl crate::Cache {
-    pub(crate) fn lock_path(&self, key: &Key) -> PathBuf {
-        self.root().join("locks").join(format!("{key}.lock"))
-    }
-
-    /// Takes the lock of `key` if it is free (or stale); never waits.
-    pub fn try_lock(&self, key: &Key) -> Result<Option<LockGuard>> {
-        try_acquire(&self.lock_path(key), self.lock_timing())
-    }
-
-    /// Blocks until the lock of `key` is ours. `on_wait` is called once, with the
-    /// current holder, when waiting starts. Polls with a backoff of 50 ms to 500 ms.
-    pub fn lock(&self, key: &Key, on_wait: &mut dyn FnMut(&LockInfo)) -> Result<LockGuard> {
-        let path = self.lock_path(key);
-        let mut backoff = Duration::from_millis(50);
-        let mut told = false;
-        loop {
-            if let Some(g) = try_acquire(&path, self.lock_timing())? {
-                return Ok(g);
-            }
-            if !told {
-                told = read_info(&path).map(|info| on_wait(&info)).is_some();
-            }
-            // Jitter keeps several waiters from polling in lockstep.
-            let jitter = 0.8 + 0.4 * (u64::from_str_radix(&unique_token()[..4], 16).unwrap_or(0) as f64 / 65535.0);
-            std::thread::sleep(backoff.mul_f64(jitter));
-            backoff = (backoff * 3 / 2).min(Duration::from_millis(500));
-        }
-    }
-
-    /// The current holder of `key`'s lock, if it is held and readable (stale or not).
-    pub fn lock_holder(&self, key: &Key) -> Option<LockInfo> {
-        read_info(&self.lock_path(key))
-    }
-
-    /// Whether `key`'s lock (given as the key's hex) is held by a live holder.
-    pub(crate) fn lock_is_live(&self, key_hex: &str) -> bool {
-        let h = holder(&self.root().join("locks").join(format!("{key_hex}.lock")));
-        !matches!(h, Holder::Absent) && !h.is_stale(self.lock_timing())
-    }
-}
-
 /// Lease files of `key` (`leases/<key>.<token>.lease`) whose holders are alive.
 pub(crate) fn live_leases(root: &Path, timing: LockTiming, key: &Key) -> usize {
     let prefix = format!("{key}.");
@@ -353,77 +311,4 @@ pub(crate) fn live_leases(root: &Path, timing: LockTiming, key: &Key) -> usize {
             name.starts_with(&prefix) && name.ends_with(".lease") && !holder(&e.path()).is_stale(timing)
         })
         .count()
-}
-
-/// A reader's hold on one generation of an artifact: while it lives (and its
-/// holder's heartbeat is fresh), a rebuild, `--force`, `cache rm` or gc never
-/// deletes the generation it points at. Taken before the generation is
-/// resolved, so a replacement that happens in between sees the lease.
-pub struct Lease {
-    key: Key,
-    dir: PathBuf,
-    manifest: crate::Manifest,
-    /// `None` on a read-only cache, where no one can delete anything anyway.
-    _file: Option<LockGuard>,
-}
-
-impl Lease {
-    /// The leased artifact's key.
-    pub fn key(&self) -> &Key {
-        &self.key
-    }
-
-    /// The generation's directory: every path under it stays valid while the lease lives.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The manifest of the leased generation.
-    pub fn manifest(&self) -> &crate::Manifest {
-        &self.manifest
-    }
-
-    /// Re-hashes the leased generation's files against its manifest, except
-    /// those `skip` names (files their readers verify as they read them), and
-    /// says what is damaged; empty when everything matches.
-    pub fn damaged_files(&self, skip: &dyn Fn(&str) -> bool) -> Vec<String> {
-        let files: Vec<crate::FileEntry> = self.manifest.files.iter().filter(|f| !skip(&f.path)).cloned().collect();
-        crate::store::check_files(&self.dir, &files, crate::VerifyMode::Full)
-    }
-}
-
-impl crate::Cache {
-    /// Leases the current generation of `key` for reading; `None` if the key has
-    /// no valid published artifact.
-    pub fn lease(&self, key: &Key) -> Result<Option<Lease>> {
-        let file = if self.read_only() {
-            None
-        } else {
-            let dir = self.root().join("leases");
-            std::fs::create_dir_all(&dir).ctx("creating", &dir)?;
-            let info = LockInfo::new_for_us();
-            let path = dir.join(format!("{key}.{}.lease", info.token));
-            if !create_exclusive(&path, &info)? {
-                return Err(crate::CacheError::Io {
-                    action: "creating lease",
-                    path,
-                    source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-                });
-            }
-            Some(LockGuard::start(&path, info, self.lock_timing()))
-        };
-        // Resolve the generation only now that the lease is visible.
-        let Some(g) = crate::store::current_generation(self.root(), key) else { return Ok(None) };
-        let dir = g.dir(self.root(), key);
-        match crate::Manifest::read(&dir.join(crate::MANIFEST_FILE)) {
-            Ok(Some(m)) if m.key == *key => Ok(Some(Lease { key: *key, dir, manifest: m, _file: file })),
-            Ok(_) | Err(crate::CacheError::Manifest { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Readers currently holding a lease on `key` (live holders only).
-    pub fn live_leases(&self, key: &Key) -> usize {
-        live_leases(self.root(), self.lock_timing(), key)
-    }
 }
