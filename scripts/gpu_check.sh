@@ -34,7 +34,7 @@ die() {
 }
 
 # Test binaries (package, test target) and examples that hold the GPU checks.
-cuda_tests=(gpu_kernels lm_forward tl_golden_gpu compile_kernels)
+cuda_tests=(gpu_kernels gpu_lm_kernels gpu_train lm_forward tl_golden_gpu compile_kernels)
 main_tests=(evaluate_op checkpoint_matching)
 examples=(bench_gpu_encode bench_gpu_train bench_gpu_forward)
 

@@ -149,6 +149,76 @@ fn slurm_settings_are_checked_and_refusals_name_the_stage() {
     assert!(err.contains("stage `a`") && err.contains("Invalid partition name specified"), "{err}");
 }
 
+/// A pipeline with per-stage settings: `a` runs in the driver (`local`),
+/// `flaky` fails on its first try and has one retry, `b` is a plain job.
+fn stagewise(marker: &Path, flaky_retries: u32) -> String {
+    format!(
+        r#"version: 1
+name: stagewise
+executor: slurm
+slurm:
+  retries: 0
+stages:
+  a:
+    op: debug_shards
+    seed: 3
+    shards: 2
+    slurm:
+      local: true
+  flaky:
+    op: command
+    run: 'test -f {m} || {{ touch {m}; echo first try fails; exit 3; }}; echo ok > "$SAEPIPE_OUT/ok.txt"'
+    slurm:
+      retries: {flaky_retries}
+  b:
+    op: debug_shards
+    inputs: [a]
+    shards: 2
+"#,
+        m = marker.display()
+    )
+}
+
+#[test]
+fn stages_run_locally_or_retry_as_their_own_settings_say() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(
+        t.path().join("typo.yaml"),
+        stagewise(&t.path().join("m"), 1).replace("      local: true", "      locl: true"),
+    )
+    .unwrap();
+    let out = bin().args(["validate", "typo.yaml"]).current_dir(t.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("typo.yaml:") && err.contains("did you mean `local`") && err.contains("`a`"), "{err}");
+
+    let _turn = serial();
+    if !cluster() {
+        return;
+    }
+    // Without a retry the flaky stage fails, naming the job's end and its output.
+    std::fs::write(t.path().join("once.yaml"), stagewise(&t.path().join("m1"), 0)).unwrap();
+    let out = bin().args(["run", "once.yaml", "--cache-dir", "c1"]).current_dir(t.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("flaky") && err.contains("exit 3") && err.contains("first try fails"), "{err}");
+
+    // With one retry it succeeds on the second job; `a` never becomes a job.
+    std::fs::write(t.path().join("p.yaml"), stagewise(&t.path().join("m2"), 1)).unwrap();
+    run_ok(&["run", "p.yaml", "--cache-dir", "c"], t.path());
+    let cache = t.path().join("c");
+    let mut want = both("ran");
+    want.push(("flaky".into(), "ran".into()));
+    want.sort();
+    assert_eq!(statuses(&cache), want);
+    assert_eq!(job_records(&cache).len(), 2, "`a` ran in the driver: {:?}", job_records(&cache));
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(cache.join("runs")).unwrap().map(|e| e.unwrap().path()).collect();
+    runs.sort();
+    let log = std::fs::read_to_string(runs.last().unwrap().join("logs/flaky.log")).unwrap();
+    assert!(log.contains("attempt 1 of 2: Slurm job") && log.contains("first try fails"), "{log}");
+    assert_eq!(log.matches("submitted Slurm job").count(), 2, "{log}");
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -205,7 +205,13 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                 let record_dir = record_dir.clone();
                 let action = item.action;
                 let isolate = opts.isolate;
-                let slurm = opts.slurm.clone();
+                // The stage's own settings over the pipeline's; `local: true`
+                // stages run here, in the driver.
+                let slurm = opts.slurm.as_ref().and_then(|o| {
+                    let stage = p.stages.iter().find(|s| s.name == inst.stage);
+                    let settings = stage.map_or_else(|| o.settings.clone(), |s| s.slurm.over(&o.settings));
+                    (settings.local != Some(true)).then_some(super::slurm::SlurmOptions { settings, poll: o.poll })
+                });
                 scope.spawn(move || {
                     if action != Action::Hit {
                         reporter.println(&format!(

@@ -15,7 +15,7 @@ use crate::engine::{StageStop, cancel_requested};
 use crate::pipeline::shell_quote;
 use anyhow::{Context, Result, anyhow};
 use saepipe_cache::{Cache, Key};
-use saepipe_slurm::{JobId, JobSpec, RetryPolicy, Slurm, SlurmSettings};
+use saepipe_slurm::{JobId, JobSpec, JobState, RetryPolicy, Slurm, SlurmSettings};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -78,7 +78,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Runs `job` as a Slurm job (or attaches to the one already submitted for its
-/// key) and waits for it; the stage log gets the job's output.
+/// key) and waits for it; the stage log gets the job's output. A job that ends
+/// without publishing is resubmitted up to `retries` times (requeues after
+/// preemption are Slurm's and are followed, not counted); the error names
+/// every attempt's end.
 pub fn run_slurm(cache: &Cache, job: &StageJob, log_path: &Path, opts: &SlurmOptions) -> Result<StageResult> {
     let start = Instant::now();
     if !job.force
@@ -90,50 +93,95 @@ pub fn run_slurm(cache: &Cache, job: &StageJob, log_path: &Path, opts: &SlurmOpt
     std::fs::create_dir_all(root.join("jobs")).context("creating the cache's jobs folder")?;
     let files = JobFiles::of(&root, &job.key);
     let slurm = Slurm::new(RetryPolicy::default(), 10.0);
+    std::fs::File::create(log_path)?;
+    let retries = opts.settings.retries.unwrap_or(0);
+    let mut failures = Vec::new();
+    for attempt in 0..=retries {
+        match attempt_once(cache, &slurm, &root, job, &files, log_path, opts, start)? {
+            Ok(result) => return Ok(result),
+            Err(failure) => {
+                append_log(log_path, &format!("attempt {} of {}: {failure}\n", attempt + 1, retries + 1))?;
+                failures.push(failure);
+                if cancel_requested() {
+                    break;
+                }
+            }
+        }
+    }
+    let tries = match failures.len() {
+        1 => String::new(),
+        n => format!(" ({n} attempts; `retries: {retries}`)"),
+    };
+    Err(anyhow!("{}{tries}", failures.join("; then ")))
+}
+
+fn append_log(log_path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
+    log.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// One submission (or attachment) and its wait: the stage's result, or why
+/// the job ended without publishing the artifact (`Err` of the inner result;
+/// the outer one is a failure of the driver itself).
+#[allow(clippy::too_many_arguments)]
+fn attempt_once(
+    cache: &Cache,
+    slurm: &Slurm,
+    root: &Path,
+    job: &StageJob,
+    files: &JobFiles,
+    log_path: &Path,
+    opts: &SlurmOptions,
+    start: Instant,
+) -> Result<std::result::Result<StageResult, String>> {
     let (id, attached) = {
         let _submitting = cache.lock(&submit_lock_key(&job.key), &mut |_| {})?;
-        match attachable(&slurm, &files)? {
+        match attachable(slurm, files)? {
             Some(id) => (id, true),
-            None => (submit(&slurm, &root, job, &files, opts)?, false),
+            None => (submit(slurm, root, job, files, opts)?, false),
         }
     };
-    {
-        use std::io::Write;
-        let mut log = std::fs::File::create(log_path)?;
-        let verb = if attached { "attached to" } else { "submitted" };
-        writeln!(log, "{verb} Slurm job {id}; its output: {}", files.log.display())?;
-    }
-    let end = wait(&slurm, id, opts.poll)?;
+    let verb = if attached { "attached to" } else { "submitted" };
+    append_log(log_path, &format!("{verb} Slurm job {id}; its output: {}\n", files.log.display()))?;
+    let end = wait(slurm, id, opts.poll)?;
     // The job's own output, appended to the run's stage log.
     if let Ok(text) = std::fs::read_to_string(&files.log) {
-        use std::io::Write;
-        let mut log = std::fs::OpenOptions::new().append(true).open(log_path)?;
-        let _ = log.write_all(text.as_bytes());
+        append_log(log_path, &text)?;
     }
     if let Ok(bytes) = std::fs::read(&files.result)
         && let Ok(r) = serde_json::from_slice::<ExecResult>(&bytes)
     {
-        return Ok(StageResult { outcome: r.outcome, bytes: r.bytes, seconds: r.seconds, warning: r.warning });
+        return Ok(Ok(StageResult { outcome: r.outcome, bytes: r.bytes, seconds: r.seconds, warning: r.warning }));
     }
     if let Some(m) = cache.lookup(&job.key)? {
         // Published, but the result note was lost (e.g. the node died right after).
-        return Ok(StageResult {
+        return Ok(Ok(StageResult {
             outcome: Outcome::Ran,
             bytes: m.total_bytes,
             seconds: start.elapsed().as_secs_f64(),
             warning: None,
-        });
+        }));
     }
-    let tail = std::fs::read_to_string(&files.log).unwrap_or_default();
-    let last: Vec<&str> = tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-    Err(anyhow!(
-        "Slurm job {id} ended {}{}{} without publishing the artifact; last lines of {}: {}",
+    let text = std::fs::read_to_string(&files.log).unwrap_or_default();
+    // A panic's backtrace says little to a user; the lines before it do.
+    let lines = text.lines().take_while(|l| !l.trim().eq_ignore_ascii_case("stack backtrace:"));
+    let lines: Vec<&str> = lines.filter(|l| !l.trim().is_empty()).collect();
+    let last = &lines[lines.len().saturating_sub(5)..];
+    let hint = match end.state {
+        JobState::OutOfMemory => " (raise the stage's `slurm: {mem: ...}`)",
+        JobState::Timeout => " (raise the stage's `slurm: {time: ...}`; long stages resume from their checkpoint)",
+        _ => "",
+    };
+    Ok(Err(format!(
+        "Slurm job {id} ended {}{}{}{hint} without publishing the artifact; last lines of {}: {}",
         end.state,
         if end.reason.is_empty() { String::new() } else { format!(" ({})", end.reason) },
         end.exit_code.map(|e| format!(", exit {e}")).unwrap_or_default(),
         files.log.display(),
         last.join(" | ")
-    ))
+    )))
 }
 
 /// The recorded job of this key, if Slurm still runs (or will rerun) it.

@@ -3,7 +3,7 @@
 //! (`executor:`, `slurm:`). None of them is part of any cache key.
 
 use super::diag::Diagnostics;
-use super::yaml::{Node, Yaml};
+use super::yaml::{Entry, Node, Yaml};
 
 /// Keys of the top-level `cache:` mapping.
 const CACHE_KEYS: &[&str] = &["remote", "pull", "push"];
@@ -20,19 +20,25 @@ pub(super) fn load_executor(root: &Node, d: &mut Diagnostics) -> (bool, saepipe_
             false
         }
     };
-    let Some(e) = root.get("slurm") else { return (slurm, Default::default()) };
+    let settings = root.get("slurm").map(|e| load_slurm(e, None, d)).unwrap_or_default();
+    (slurm, settings)
+}
+
+/// A `slurm:` mapping: the pipeline's (`stage` None) or one stage's, whose
+/// settings go over the pipeline's. Every problem is reported at its field.
+pub(super) fn load_slurm(e: &Entry, stage: Option<&str>, d: &mut Diagnostics) -> saepipe_slurm::SlurmSettings {
     let serde_json::Value::Object(map) = e.value.to_json() else {
-        d.error(e.value.pos, None, Some("slurm"), format!("expected a mapping, found {}", e.value.kind()));
-        return (slurm, Default::default());
+        d.error(e.value.pos, stage, Some("slurm"), format!("expected a mapping, found {}", e.value.kind()));
+        return Default::default();
     };
     match saepipe_slurm::SlurmSettings::from_json(&map) {
-        Ok(s) => (slurm, s),
+        Ok(s) => s,
         Err(errors) => {
             for err in errors {
                 let pos = e.value.get(&err.field).map(|f| f.key_pos).unwrap_or(e.value.pos);
-                d.error(pos, None, Some(&format!("slurm.{}", err.field)), err.message);
+                d.error(pos, stage, Some(&format!("slurm.{}", err.field)), err.message);
             }
-            (slurm, Default::default())
+            Default::default()
         }
     }
 }

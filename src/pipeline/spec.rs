@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 pub const FORMAT_VERSION: i64 = 1;
 const TOP_LEVEL_KEYS: &[&str] =
     &["version", "name", "description", "vars", "defaults", "cache_dir", "cache", "executor", "slurm", "stages"];
-const STAGE_KEYS: &[&str] = &["op", "foreach", "matrix", "needs", "description"];
+const STAGE_KEYS: &[&str] = &["op", "foreach", "matrix", "needs", "description", "slurm"];
 
 /// Command-line overrides of a pipeline's `vars:` (`--set`, `--params`), applied while loading.
 #[derive(Debug, Default, Clone)]
@@ -502,7 +502,8 @@ fn load_stage(
     }
     let Some(exps) = expansions(name, &st.value, vars, d) else { return };
     let expanded = exps[0].key.is_some();
-    let mut def = StageDef { name: name.to_string(), op, pos: st.key_pos, instances: Vec::new(), expanded };
+    let slurm = st.value.get("slurm").map(|e| super::run_settings::load_slurm(e, Some(name), d)).unwrap_or_default();
+    let mut def = StageDef { name: name.to_string(), op, pos: st.key_pos, instances: Vec::new(), expanded, slurm };
     for exp in exps {
         let id = match &exp.key {
             Some(k) => format!("{name}[{k}]"),

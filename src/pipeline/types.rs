@@ -51,6 +51,8 @@ pub struct StageDef {
     /// Whether `foreach`/`matrix` expanded it (its instances are `stage[key]`), so
     /// that references must pick an instance or take them all.
     pub expanded: bool,
+    /// The stage's own `slurm:` settings (over the pipeline's; not in any key).
+    pub slurm: saepipe_slurm::SlurmSettings,
 }
 
 /// One artifact a reference points at.
