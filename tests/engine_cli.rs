@@ -210,6 +210,41 @@ fn two_processes_compute_each_stage_once() {
     assert!(verify.status.success());
 }
 
+/// Two drivers started on one cache with one worker each split six
+/// independent stages instead of waiting on each other: each stage runs once,
+/// and each driver computes some of them.
+#[test]
+fn two_drivers_split_the_ready_stages() {
+    let t = tempfile::tempdir().unwrap();
+    let yaml = "version: 1\nname: split\nstages:\n  s:\n    op: debug_shards\n    foreach: [1, 2, 3, 4, 5, 6]\n    seed: ${item}\n    shards: 4\n    delay_ms: 150\n";
+    write(t.path(), "p.yaml", yaml);
+    let spawn = || {
+        bin()
+            .args(["run", "p.yaml", "--jobs", "1"])
+            .current_dir(t.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let start = Instant::now();
+    let c1 = spawn();
+    std::thread::sleep(Duration::from_millis(100));
+    let c2 = spawn();
+    let (o1, o2) = (c1.wait_with_output().unwrap(), c2.wait_with_output().unwrap());
+    eprintln!("two drivers: {:.1} s for six stages of ~0.6 s", start.elapsed().as_secs_f64());
+    assert!(o1.status.success() && o2.status.success());
+    let (s1, s2) = (String::from_utf8_lossy(&o1.stdout), String::from_utf8_lossy(&o2.stdout));
+    let ran = |s: &str| -> Vec<String> {
+        s.lines().filter(|l| l.starts_with("s[") && l.contains(" ran ")).map(|l| l[..4].to_string()).collect()
+    };
+    let (r1, r2) = (ran(&s1), ran(&s2));
+    let mut all: Vec<String> = r1.iter().chain(&r2).cloned().collect();
+    all.sort();
+    assert_eq!(all, ["s[1]", "s[2]", "s[3]", "s[4]", "s[5]", "s[6]"], "each stage once:\n{s1}\n{s2}");
+    assert!(r1.len() >= 2 && r2.len() >= 2, "the drivers split the work ({r1:?} / {r2:?}):\n{s1}\n{s2}");
+}
+
 #[test]
 fn stale_lock_of_killed_process_is_broken() {
     let t = tempfile::tempdir().unwrap();

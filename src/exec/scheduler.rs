@@ -178,8 +178,15 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
         // A failure travels as its message and whether it was a Ctrl-C stop.
         let (tx, rx) = mpsc::channel::<(usize, Resource, Result<StageResult, (String, bool)>, PathBuf)>();
         loop {
-            // Launch what can start, in plan (dependency) order.
-            ready.sort_unstable();
+            // Launch what can start, in plan (dependency) order, except that
+            // stages another driver computes right now go last: several
+            // drivers on one cache split the ready stages between them
+            // instead of waiting on each other (the key locks still make
+            // each stage run once).
+            ready.sort_unstable_by_key(|&pos| {
+                let item = &plan.items[pos];
+                (item.action != Action::Hit && cache.lock_is_held(&item.key), pos)
+            });
             let mut i = 0;
             if cancel_requested() {
                 stop = true;

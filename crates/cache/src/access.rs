@@ -45,6 +45,12 @@ impl Cache {
         read_info(&self.lock_path(key))
     }
 
+    /// Whether someone (another driver, another host) holds `key`'s lock and
+    /// is alive: a scheduler takes other ready stages first.
+    pub fn lock_is_held(&self, key: &Key) -> bool {
+        self.lock_is_live(&key.to_string())
+    }
+
     /// Whether `key`'s lock (given as the key's hex) is held by a live holder.
     pub(crate) fn lock_is_live(&self, key_hex: &str) -> bool {
         let h = holder(&self.root().join("locks").join(format!("{key_hex}.lock")));
