@@ -219,6 +219,69 @@ fn stages_run_locally_or_retry_as_their_own_settings_say() {
     assert_eq!(log.matches("submitted Slurm job").count(), 2, "{log}");
 }
 
+/// `status` as rows of (stage, state, job id).
+fn status(dir: &Path, args: &[&str]) -> Vec<(String, String, String)> {
+    let mut all = vec!["status"];
+    all.extend(args);
+    let out = run_ok(&all, dir);
+    out.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split("  ").map(str::trim).filter(|f| !f.is_empty()).collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn detach_then_status_then_attach() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("p.yaml"), CHAIN).unwrap();
+    // Without Slurm as the executor there is nothing to detach from.
+    let out = bin().args(["run", "p.yaml", "--detach"]).current_dir(t.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`--detach` needs the Slurm executor"));
+
+    let _turn = serial();
+    if !cluster() {
+        return;
+    }
+    let args = ["p.yaml", "--cache-dir", "c", "--set", "delay=300", "--set", "shards=8"];
+    let before = status(t.path(), &args);
+    assert_eq!(before.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(), ["not run", "not run"], "{before:?}");
+
+    let mut detach = vec!["run", "--executor", "slurm", "--detach"];
+    detach.extend(args);
+    let started = Instant::now();
+    let out = run_ok(&detach, t.path());
+    let cache = t.path().join("c");
+    let jobs = job_records(&cache);
+    assert_eq!(jobs.len(), 2, "both stages submitted at once: {out}");
+    assert!(out.lines().filter(|l| l.contains("submitted")).count() == 2, "{out}");
+    eprintln!("detach returned after {:.1} s", started.elapsed().as_secs_f64());
+    // b waits on a through Slurm, not through the driver.
+    let ids: Vec<String> = jobs.iter().map(|j| j.1.to_string()).collect();
+    let b_id = out.lines().find(|l| l.starts_with("b ")).unwrap().split_whitespace().nth(1).unwrap().to_string();
+    let a_id = ids.iter().find(|i| **i != b_id).unwrap();
+    let show = Command::new("scontrol").args(["show", "job", &b_id]).output().unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.contains(&format!("afterok:{a_id}")), "{show}");
+
+    let during = status(t.path(), &args);
+    assert!(during.iter().all(|r| r.1 != "not run" && r.2 != "-"), "{during:?}");
+    // A second detach submits nothing.
+    run_ok(&detach, t.path());
+    assert_eq!(job_records(&cache), jobs);
+
+    // Attach: the run waits for the detached jobs and submits nothing new.
+    let mut attach = vec!["run", "--executor", "slurm"];
+    attach.extend(args);
+    run_ok(&attach, t.path());
+    assert_eq!(job_records(&cache), jobs, "the run attached instead of submitting");
+    let after = status(t.path(), &args);
+    assert_eq!(after.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(), ["cached", "cached"], "{after:?}");
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -112,6 +112,19 @@ pub(crate) enum Command {
         /// default: the pipeline's `executor:`, else local.
         #[arg(long, value_enum)]
         executor: Option<ExecutorArg>,
+        /// With the Slurm executor: submit every stage that must be computed
+        /// (each after its inputs' jobs) and exit; `saepipe status` shows them
+        /// and a later `saepipe run` attaches.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Show where each stage instance stands: cached, its Slurm job's state
+    /// (with job id, time since submission and log), or not run.
+    Status {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        #[command(flatten)]
+        select: SelectArgs,
     },
     /// Show what `run` would do for each stage instance, and why.
     Plan {
@@ -330,7 +343,18 @@ fn policy(v: VerifyArg) -> VerifyPolicy {
 /// Runs one command with the stage kinds of `ops`; returns the exit code.
 pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
     match cli.command {
-        Command::Run { pipeline, select, jobs, keep_going, quiet, isolate, remote, remote_policy, executor } => {
+        Command::Run {
+            pipeline,
+            select,
+            jobs,
+            keep_going,
+            quiet,
+            isolate,
+            remote,
+            remote_policy,
+            executor,
+            detach,
+        } => {
             let mut p = load(ops, &pipeline)?;
             apply_remote(&mut p, remote, remote_policy);
             let cache = open_cache(&cache_root(pipeline.cache_dir.as_deref(), Some(&p)))?;
@@ -363,6 +387,27 @@ pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
                     std::env::var("SAEPIPE_SLURM_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
                 ),
             });
+            if detach {
+                let Some(slurm) = slurm else {
+                    bail!(Exit(
+                        exit::INVALID,
+                        "`--detach` needs the Slurm executor (`--executor slurm` or `executor: slurm` in the pipeline)"
+                            .into()
+                    ));
+                };
+                let rows = crate::exec::detach::detach(&p, &cache, &plan, &slurm)?;
+                let w = rows.iter().map(|r| r.instance.len()).max().unwrap_or(5).max(5);
+                println!("{:<w$}  {:>8}  state", "stage", "job");
+                for r in &rows {
+                    let job = r.job.map(|j| j.to_string()).unwrap_or_else(|| "-".into());
+                    println!("{:<w$}  {job:>8}  {}", r.instance, r.state);
+                }
+                let file = pipeline.file.display();
+                println!(
+                    "watch with `saepipe status {file}` (with the same --set/--cache-dir options); the same `saepipe run` without --detach attaches to the jobs"
+                );
+                return Ok(exit::OK);
+            }
             let report = scheduler::run(&p, &cache, &plan, &RunOptions { jobs, keep_going, quiet, isolate, slurm })?;
             if !quiet {
                 print!("{}", report.table());
@@ -397,6 +442,22 @@ pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
                 return Ok(exit::INTERRUPTED);
             }
             Ok(if report.failed > 0 { exit::STAGE_FAILED } else { exit::OK })
+        }
+        Command::Status { pipeline, select } => {
+            forbid_downloads();
+            let p = load(ops, &pipeline)?;
+            let cache = open_cache(&cache_root(pipeline.cache_dir.as_deref(), Some(&p)))?;
+            let plan = plan::make_plan(&p, &cache, &selection(&p, &select), policy(select.verify))?;
+            let rows = crate::exec::detach::status(&p, &cache, &plan)?;
+            let w = rows.iter().map(|r| r.instance.len()).max().unwrap_or(5).max(5);
+            println!("{:<w$}  {:<28}  {:>8}  {:>9}  log", "stage", "state", "job", "elapsed");
+            for r in &rows {
+                let job = r.job.map(|j| j.to_string()).unwrap_or_else(|| "-".into());
+                let elapsed = r.elapsed.map(|e| format!("{e:.0}s")).unwrap_or_else(|| "-".into());
+                let log = r.log.as_ref().map(|l| l.display().to_string()).unwrap_or_default();
+                println!("{:<w$}  {:<28}  {job:>8}  {elapsed:>9}  {log}", r.instance, r.state);
+            }
+            Ok(exit::OK)
         }
         Command::Plan { pipeline, select } => {
             forbid_downloads();

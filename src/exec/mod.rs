@@ -1,6 +1,7 @@
 //! Execution: cache keys, plans, the scheduler and single-stage execution,
 //! for the ops of the pipeline's registry.
 
+pub mod detach;
 mod index;
 pub mod keys;
 mod names;

@@ -31,24 +31,24 @@ pub struct SlurmOptions {
 
 /// What the driver records about a submitted job (`jobs/<key>.slurm.json`).
 #[derive(Serialize, Deserialize)]
-struct JobRecord {
-    job_id: JobId,
+pub(super) struct JobRecord {
+    pub(super) job_id: JobId,
     token: String,
-    submitted_unix: f64,
+    pub(super) submitted_unix: f64,
     instance: String,
 }
 
 /// The files of one key's job in the cache.
-struct JobFiles {
+pub(super) struct JobFiles {
     job: PathBuf,
     result: PathBuf,
-    record: PathBuf,
+    pub(super) record: PathBuf,
     script: PathBuf,
-    log: PathBuf,
+    pub(super) log: PathBuf,
 }
 
 impl JobFiles {
-    fn of(cache_root: &Path, key: &Key) -> JobFiles {
+    pub(super) fn of(cache_root: &Path, key: &Key) -> JobFiles {
         let base = cache_root.join("jobs").join(key.to_string());
         let with = |ext: &str| PathBuf::from(format!("{}.{ext}", base.display()));
         JobFiles {
@@ -63,7 +63,7 @@ impl JobFiles {
 
 /// The lock that serializes submissions of one key (distinct from the key's
 /// own lock, which the job takes while it computes).
-fn submit_lock_key(key: &Key) -> Key {
+pub(super) fn submit_lock_key(key: &Key) -> Key {
     let mut h = blake3::Hasher::new();
     h.update(b"saepipe slurm submission\0");
     h.update(key.as_bytes());
@@ -140,7 +140,7 @@ fn attempt_once(
         let _submitting = cache.lock(&submit_lock_key(&job.key), &mut |_| {})?;
         match attachable(slurm, files)? {
             Some(id) => (id, true),
-            None => (submit(slurm, root, job, files, opts)?, false),
+            None => (submit(slurm, root, job, files, opts, vec![])?, false),
         }
     };
     let verb = if attached { "attached to" } else { "submitted" };
@@ -184,15 +184,28 @@ fn attempt_once(
     )))
 }
 
+/// The recorded job of this key (the record itself, or `None`).
+pub(super) fn record(files: &JobFiles) -> Option<JobRecord> {
+    serde_json::from_slice(&std::fs::read(&files.record).ok()?).ok()
+}
+
 /// The recorded job of this key, if Slurm still runs (or will rerun) it.
-fn attachable(slurm: &Slurm, files: &JobFiles) -> Result<Option<JobId>> {
-    let Ok(bytes) = std::fs::read(&files.record) else { return Ok(None) };
-    let Ok(record) = serde_json::from_slice::<JobRecord>(&bytes) else { return Ok(None) };
+pub(super) fn attachable(slurm: &Slurm, files: &JobFiles) -> Result<Option<JobId>> {
+    let Some(record) = record(files) else { return Ok(None) };
     let info = slurm.query(&[record.job_id])?.remove(&record.job_id);
     Ok(info.filter(|i| i.state.is_active()).map(|_| record.job_id))
 }
 
-fn submit(slurm: &Slurm, root: &Path, job: &StageJob, files: &JobFiles, opts: &SlurmOptions) -> Result<JobId> {
+/// Submits `job` (after the jobs `after_ok`, which must succeed first) and
+/// records its id in the cache before returning.
+pub(super) fn submit(
+    slurm: &Slurm,
+    root: &Path,
+    job: &StageJob,
+    files: &JobFiles,
+    opts: &SlurmOptions,
+    after_ok: Vec<JobId>,
+) -> Result<JobId> {
     let _ = std::fs::remove_file(&files.result);
     write_atomically(&files.job, &serde_json::to_vec_pretty(job)?)?;
     let exe = std::env::current_exe().context("locating the saepipe executable")?;
@@ -213,7 +226,7 @@ fn submit(slurm: &Slurm, root: &Path, job: &StageJob, files: &JobFiles, opts: &S
         script: files.script.clone(),
         log: files.log.clone(),
         settings: opts.settings.clone(),
-        after_ok: vec![],
+        after_ok,
         // Slurm ends a job at its time limit or on preemption with SIGTERM, which
         // saepipe already answers by saving progress; no early warning signal yet.
         warn_before_end_secs: None,
