@@ -415,7 +415,7 @@ impl crate::Cache {
         // Resolve the generation only now that the lease is visible.
         let Some(g) = crate::store::current_generation(self.root(), key) else { return Ok(None) };
         let dir = g.dir(self.root(), key);
-        match crate::Manifest::read(&dir.join(crate::MANIFEST_FILE)) {
+        match crate::Manifest::read_in(&dir) {
             Ok(Some(m)) if m.key == *key => Ok(Some(Lease { key: *key, dir, manifest: m, _file: file })),
             Ok(_) | Err(crate::CacheError::Manifest { .. }) => Ok(None),
             Err(e) => Err(e),
