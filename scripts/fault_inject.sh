@@ -116,7 +116,7 @@ import json, os, sys
 rows = []
 for name in os.listdir(sys.argv[1]):
     try:
-        m = json.load(open(os.path.join(sys.argv[1], name, "manifest.json")))
+        m = json.load(open(os.path.join(sys.argv[1], name, "_manifest.json")))
     except Exception as e:
         rows.append(f"{name}: unreadable manifest ({e})")
         continue
@@ -153,7 +153,7 @@ while [ $SECONDS -lt $deadline ]; do
   kind=$((RANDOM % 4))
   if [ $kind -eq 3 ]; then
     cp -a "$work/$m/ref/cache" "$t/cache"
-    victim=$(find "$t/cache/generations" -type f ! -name manifest.json -size +0 | shuf -n 1)
+    victim=$(find "$t/cache/generations" -type f ! -name _manifest.json -size +0 | shuf -n 1)
     size=$(stat -c %s "$victim")
     printf '\xff' | dd of="$victim" bs=1 seek=$((RANDOM % size)) conv=notrunc status=none
   fi

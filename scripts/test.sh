@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Needs the Rust toolchain and python3 with pip: the
 # script installs the NVRTC library from PyPI (no GPU or CUDA toolkit needed) so
-# every CUDA kernel is compiled for sm_80 and sm_90, and moto's S3 server (into
-# a virtualenv under target/) for the remote-cache tests, and starts a local
+# every CUDA kernel is compiled for sm_80 and sm_90, moto's S3 server (into a
+# virtualenv under target/) for the remote-cache tests and the Python dataset
+# readers (another virtualenv) for the plain-dataset tests, and starts a local
 # Slurm (scripts/slurm_local.sh; needs root). Tests build their own tiny models
 # and data and never touch the network otherwise.
 set -euo pipefail
@@ -28,6 +29,13 @@ if [ -z "${SAEPIPE_MOTO_SERVER:-}" ]; then
     "$moto_dir/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.2.5" >&2
   fi
   export SAEPIPE_MOTO_SERVER="$PWD/$moto_dir/bin/moto_server"
+fi
+
+# pandas, pyarrow, polars and DuckDB (from PyPI, pinned) open activation stores
+# as plain datasets in tests/plain_datasets.rs.
+if [ -z "${SAEPIPE_READERS_PYTHON:-}" ]; then
+  SAEPIPE_READERS_PYTHON=$(scripts/py_readers_venv.sh target/readers-venv)
+  export SAEPIPE_READERS_PYTHON
 fi
 
 # A one-node Slurm (slurm-wlm and munge from Debian, started as root) for the

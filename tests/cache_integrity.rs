@@ -242,13 +242,13 @@ fn cache_verify_reports_damaged_and_missing_manifests() {
     let (a, b) = (artifact(t.path(), "p.yaml", "a"), artifact(t.path(), "p.yaml", "b"));
     let ok = run(t.path(), &["cache", "verify"]);
     assert!(ok.status.success() && text(&ok).contains("2 verified, 0 corrupt"), "{}", text(&ok));
-    std::fs::write(a.join("manifest.json"), b"garbage").unwrap();
-    std::fs::remove_file(b.join("manifest.json")).unwrap();
+    std::fs::write(a.join("_manifest.json"), b"garbage").unwrap();
+    std::fs::remove_file(b.join("_manifest.json")).unwrap();
     let o = run(t.path(), &["cache", "verify"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(3), "{out}");
     assert!(out.contains("2 verified, 2 corrupt"), "{out}");
-    assert!(out.contains("manifest.json unreadable") && out.contains("manifest.json is missing"), "{out}");
+    assert!(out.contains("_manifest.json unreadable") && out.contains("_manifest.json is missing"), "{out}");
 }
 
 #[test]

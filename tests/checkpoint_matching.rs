@@ -38,7 +38,7 @@ fn artifacts(cache: &Path, stage: &str) -> Vec<(String, PathBuf)> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(cache.join("artifacts")).unwrap() {
         let dir = e.unwrap().path();
-        let Ok(bytes) = std::fs::read(dir.join("manifest.json")) else { continue };
+        let Ok(bytes) = std::fs::read(dir.join("_manifest.json")) else { continue };
         let m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let inst = m["stage"].as_str().unwrap_or("").to_string();
         if inst == stage || inst.starts_with(&format!("{stage}[")) {

@@ -217,7 +217,7 @@ fn evaluate_takes_hub_coders_and_keys_them_by_content() {
     let dir = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|d| std::fs::read_to_string(d.join("manifest.json")).unwrap().contains("\"evaluate\""))
+        .find(|d| std::fs::read_to_string(d.join("_manifest.json")).unwrap().contains("\"evaluate\""))
         .unwrap();
     let m = read_parquet(&dir.join("metrics.parquet")).unwrap();
     assert_eq!(m.strings("coder").unwrap(), ["blocks.1.hook_mlp_out", "local_sae"]);

@@ -36,7 +36,7 @@ fn pipeline(dir: &Path, hooks: &str) {
 fn artifact_of(cache: &Path, stage: &str) -> PathBuf {
     for e in std::fs::read_dir(cache.join("artifacts")).unwrap() {
         let dir = e.unwrap().path();
-        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("_manifest.json")).unwrap()).unwrap();
         if m["stage"] == stage {
             return dir;
         }

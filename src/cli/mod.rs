@@ -10,6 +10,7 @@ use saepipe_cache::Cache;
 use std::path::{Path, PathBuf};
 
 mod cache;
+mod export;
 mod remote;
 
 /// Exit codes (documented in docs/cli.md).
@@ -20,8 +21,8 @@ pub mod exit {
     pub const STAGE_FAILED: i32 = 1;
     /// The pipeline file or command line is invalid.
     pub const INVALID: i32 = 2;
-    /// Cache or I/O problem (unreadable cache, corrupt artifact found by `cache verify`,
-    /// a read-only cache that lacks a stage).
+    /// Cache or I/O problem (unreadable cache, corrupt artifact found by `cache verify`
+    /// or `export`, a read-only cache that lacks a stage).
     pub const CACHE: i32 = 3;
     /// Stopped by Ctrl-C or SIGTERM (progress saved; rerun to resume).
     pub const INTERRUPTED: i32 = 130;
@@ -153,6 +154,21 @@ pub(crate) enum Command {
         cache_dir: Option<PathBuf>,
         #[command(subcommand)]
         command: CacheCommand,
+    },
+    /// Copy an artifact out of the cache into a directory that tools without
+    /// saepipe open as it is (pandas, pyarrow, polars, DuckDB), described by
+    /// `_README.md` and `_saepipe.json`.
+    Export {
+        /// The artifact's key, or a unique prefix of it (as `cache ls` shows).
+        key: String,
+        /// Where to put it: a new or empty directory.
+        dir: PathBuf,
+        /// Cache directory (default: $SAEPIPE_CACHE, else ./cache).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Copy every file instead of hard-linking it to the cache's copy.
+        #[arg(long)]
+        copy: bool,
     },
     /// Run one serialized stage instance (used by `run --isolate` and cluster executors).
     #[command(hide = true)]
@@ -532,6 +548,10 @@ pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
         Command::Cache { cache_dir, command } => {
             forbid_downloads();
             cache::cache_command(ops, &open_cache(&cache_root(cache_dir.as_deref(), None))?, command)
+        }
+        Command::Export { key, dir, cache_dir, copy } => {
+            forbid_downloads();
+            export::export(&open_cache(&cache_root(cache_dir.as_deref(), None))?, &key, &dir, copy)
         }
         Command::ExecStage { cache_dir, job, result } => {
             match scheduler::exec_stage(ops, &open_cache(&cache_dir)?, &job, result.as_deref()) {

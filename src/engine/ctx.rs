@@ -86,7 +86,7 @@ impl StageCtx<'_> {
 /// The cache key of an input artifact directory (a generation directory's name
 /// carries a nonce; the key does not), or the directory's name outside the cache.
 pub fn artifact_key(dir: &Path) -> String {
-    match saepipe_cache::Manifest::read(&dir.join(saepipe_cache::MANIFEST_FILE)) {
+    match saepipe_cache::Manifest::read_in(dir) {
         Ok(Some(m)) => m.key.to_string(),
         _ => dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
     }

@@ -351,8 +351,8 @@ mod tests {
     #[test]
     fn glob() {
         assert!(super::glob_match("shard-*.parquet", "shard-00001.parquet"));
-        assert!(!super::glob_match("shard-*.parquet", "store.json"));
-        assert!(super::glob_match("store.json", "store.json"));
+        assert!(!super::glob_match("shard-*.parquet", "_store.json"));
+        assert!(super::glob_match("_store.json", "_store.json"));
         assert!(!super::glob_match("a*a", "a"));
     }
 }

@@ -32,7 +32,9 @@ impl Op for CollectActivationsOp {
         "collect_activations"
     }
     fn version(&self) -> u32 {
-        // 2: store.json carries each shard's blake3, checked by every reader.
+        // 2: the store index carries each shard's blake3, checked by every reader.
+        // Not bumped when the index became `_store.json`: readers take either
+        // name, so stores under existing keys stay valid and are not recomputed.
         2
     }
     fn summary(&self) -> &'static str {

@@ -60,7 +60,15 @@ pub fn artifacts(cache: &Path) -> Vec<(String, Vec<(String, String)>)> {
 pub fn payloads(cache: &Path) -> Vec<(String, Vec<(String, String)>)> {
     artifacts(cache)
         .into_iter()
-        .map(|(k, files)| (k, files.into_iter().filter(|(name, _)| name != "manifest.json").collect()))
+        .map(|(k, files)| {
+            (
+                k,
+                files
+                    .into_iter()
+                    .filter(|(name, _)| !["_manifest.json", "manifest.json"].contains(&name.as_str()))
+                    .collect(),
+            )
+        })
         .collect()
 }
 

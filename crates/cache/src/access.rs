@@ -5,7 +5,7 @@ use crate::error::{CacheError, IoContext, Result};
 use crate::host::unique_token;
 use crate::key::Key;
 use crate::lock::{Holder, LockGuard, LockInfo, create_exclusive, holder, live_leases, read_info, try_acquire};
-use crate::manifest::{FileEntry, MANIFEST_FILE, Manifest};
+use crate::manifest::{FileEntry, Manifest};
 use crate::store::{Cache, VerifyMode, check_files, current_generation};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,7 +118,7 @@ impl Cache {
         // Resolve the generation only now that the lease is visible.
         let Some(g) = current_generation(self.root(), key) else { return Ok(None) };
         let dir = g.dir(self.root(), key);
-        match Manifest::read(&dir.join(MANIFEST_FILE)) {
+        match Manifest::read_in(&dir) {
             Ok(Some(m)) if m.key == *key => Ok(Some(Lease { key: *key, dir, manifest: m, _file: file })),
             Ok(_) | Err(CacheError::Manifest { .. }) => Ok(None),
             Err(e) => Err(e),

@@ -36,7 +36,7 @@ pub enum CacheError {
     /// Text that should be a key prefix is empty, too long or not hexadecimal.
     #[error("`{0}` is not a key prefix (expected 1 to 64 hexadecimal characters)")]
     BadKeyPrefix(String),
-    /// A `manifest.json` is malformed, of an unknown version or lists an unsafe path.
+    /// A `_manifest.json` is malformed, of an unknown version or lists an unsafe path.
     #[error("manifest {path}: {message}")]
     Manifest {
         /// The manifest file.

@@ -1,16 +1,21 @@
-//! `manifest.json`: what an artifact is (op, parameters, inputs) and what it holds
+//! `_manifest.json`: what an artifact is (op, parameters, inputs) and what it holds
 //! (every payload file with its size and blake3).
 
 use crate::error::{CacheError, IoContext, Result};
 use crate::key::Key;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Version of the manifest format; [`Manifest::read`] rejects any other.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
-/// File name of the manifest inside an artifact directory.
-pub const MANIFEST_FILE: &str = "manifest.json";
+/// File name of the manifest inside an artifact directory. The leading `_` makes
+/// dataset readers (pyarrow, and so pandas) skip it, so a directory of
+/// Parquet files opens as a dataset as it is.
+pub const MANIFEST_FILE: &str = "_manifest.json";
+/// The manifest's name in artifacts published by earlier saepipe versions;
+/// still read where [`MANIFEST_FILE`] is absent (caches and remotes hold such artifacts).
+pub const LEGACY_MANIFEST_FILE: &str = "manifest.json";
 
 /// What the engine knows about an artifact before its files are hashed.
 #[derive(Clone, Debug, Default)]
@@ -48,7 +53,7 @@ pub struct FileEntry {
     pub blake3: String,
 }
 
-/// The content of a published artifact's `manifest.json`: the fields of its
+/// The content of a published artifact's `_manifest.json`: the fields of its
 /// [`ManifestDraft`] plus what the cache recorded when publishing it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -111,6 +116,26 @@ impl Manifest {
     /// The entry of a payload file, by its relative path.
     pub fn file(&self, path: &str) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.path == path)
+    }
+
+    /// The manifest file of an artifact directory: [`MANIFEST_FILE`], or
+    /// [`LEGACY_MANIFEST_FILE`] where only that one exists. Published artifacts
+    /// never change, so the answer cannot go stale.
+    pub fn path_in(dir: &Path) -> PathBuf {
+        let current = dir.join(MANIFEST_FILE);
+        if std::fs::symlink_metadata(&current).is_err() {
+            let legacy = dir.join(LEGACY_MANIFEST_FILE);
+            if std::fs::symlink_metadata(&legacy).is_ok() {
+                return legacy;
+            }
+        }
+        current
+    }
+
+    /// Reads and checks the manifest of an artifact directory (under either
+    /// name, see [`path_in`](Self::path_in)), as [`read`](Self::read) does.
+    pub fn read_in(dir: &Path) -> Result<Option<Manifest>> {
+        Manifest::read(&Manifest::path_in(dir))
     }
 
     /// Reads and checks a manifest file: `Ok(None)` if it does not exist,

@@ -7,13 +7,19 @@ use crate::fingerprint::{self, FingerprintStats, hash_file};
 use crate::host;
 use crate::key::Key;
 use crate::lock::{self, LockTiming};
-use crate::manifest::{FileEntry, MANIFEST_FILE, Manifest, ManifestDraft};
+use crate::manifest::{FileEntry, LEGACY_MANIFEST_FILE, MANIFEST_FILE, Manifest, ManifestDraft};
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// Version of the directory layout, recorded in `<root>/saepipe-cache.json`.
-pub const CACHE_FORMAT_VERSION: u32 = 1;
+/// 2: manifests are named `_manifest.json` (1: `manifest.json`). A version 1
+/// cache is read as it is and marked 2 when opened for writing, because a
+/// saepipe that knows only version 1 would take the artifacts published here
+/// for damaged ones (its gc would delete them); it refuses the cache instead.
+pub const CACHE_FORMAT_VERSION: u32 = 2;
+/// The oldest layout version this saepipe opens (its artifacts are read as they are).
+const OLDEST_CACHE_FORMAT_VERSION: u32 = 1;
 /// File at the cache root that marks a saepipe cache and records its layout version.
 pub const CACHE_MARKER_FILE: &str = "saepipe-cache.json";
 const LAYOUT: &[&str] =
@@ -82,15 +88,23 @@ impl Cache {
                 let v: serde_json::Value = serde_json::from_slice(&bytes)
                     .map_err(|e| format_err(format!("{CACHE_MARKER_FILE} is unreadable: {e}")))?;
                 let version = v.get("format_version").and_then(|x| x.as_u64());
-                if version != Some(CACHE_FORMAT_VERSION as u64) {
-                    let shown = version.map(|x| x.to_string()).unwrap_or_else(|| "missing".into());
-                    return Err(format_err(format!(
-                        "cache format version {shown} is not supported (this saepipe uses version {CACHE_FORMAT_VERSION}); use another cache directory or a matching saepipe"
-                    )));
+                match version {
+                    Some(v) if v == CACHE_FORMAT_VERSION as u64 => {}
+                    Some(v) if (OLDEST_CACHE_FORMAT_VERSION as u64..CACHE_FORMAT_VERSION as u64).contains(&v) => {
+                        if !read_only {
+                            write_atomically(&marker, marker_json().as_bytes())?;
+                        }
+                    }
+                    _ => {
+                        let shown = version.map(|x| x.to_string()).unwrap_or_else(|| "missing".into());
+                        return Err(format_err(format!(
+                            "cache format version {shown} is not supported (this saepipe uses version {CACHE_FORMAT_VERSION} and reads versions {OLDEST_CACHE_FORMAT_VERSION} to {CACHE_FORMAT_VERSION}); use another cache directory or a matching saepipe"
+                        )));
+                    }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !read_only => {
-                write_atomically(&marker, format!("{{\"format_version\": {CACHE_FORMAT_VERSION}}}\n").as_bytes())?;
+                write_atomically(&marker, marker_json().as_bytes())?;
             }
             Err(e) => return Err(e).ctx("reading", &marker),
         }
@@ -173,7 +187,7 @@ impl Cache {
     /// The manifest of a published artifact; `Ok(None)` for a missing artifact and
     /// also for a directory whose manifest is missing, damaged or for another key.
     pub fn lookup(&self, key: &Key) -> Result<Option<Manifest>> {
-        match Manifest::read(&self.artifact_dir(key).join(MANIFEST_FILE)) {
+        match Manifest::read_in(&self.artifact_dir(key)) {
             Ok(m) => Ok(m.filter(|m| m.key == *key)),
             Err(CacheError::Manifest { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -268,24 +282,27 @@ impl Cache {
             problems.push(format!("artifact link points to a missing generation ({target})"));
             return Ok(VerifyReport { key: *key, ok: false, problems });
         }
-        let m = match Manifest::read(&dir.join(MANIFEST_FILE)) {
+        // Named as found: `_manifest.json`, or `manifest.json` in artifacts of older versions.
+        let mpath = Manifest::path_in(&dir);
+        let mname = rel_path(&dir, &mpath);
+        let m = match Manifest::read(&mpath) {
             Ok(Some(m)) => m,
             Ok(None) => {
-                problems.push("manifest.json is missing".to_string());
+                problems.push(format!("{MANIFEST_FILE} is missing"));
                 return Ok(VerifyReport { key: *key, ok: false, problems });
             }
             Err(CacheError::Manifest { message, .. }) => {
-                problems.push(format!("manifest.json unreadable: {message}"));
+                problems.push(format!("{mname} unreadable: {message}"));
                 return Ok(VerifyReport { key: *key, ok: false, problems });
             }
             Err(e) => return Err(e),
         };
         if m.key != *key {
-            problems.push(format!("manifest.json is for key {} instead", m.key));
+            problems.push(format!("{mname} is for key {} instead", m.key));
         }
         let listed: u64 = m.files.iter().map(|f| f.size).sum();
         if listed != m.total_bytes {
-            problems.push(format!("manifest.json: total_bytes {} != sum of file sizes {listed}", m.total_bytes));
+            problems.push(format!("{mname}: total_bytes {} != sum of file sizes {listed}", m.total_bytes));
         }
         problems.extend(check_files(&dir, &m.files, mode));
         if mode == VerifyMode::Full {
@@ -295,7 +312,7 @@ impl Cache {
             let mut extra: Vec<String> = entries
                 .iter()
                 .map(|(p, _)| rel_path(&dir, p))
-                .filter(|r| r != MANIFEST_FILE && !listed.contains(r.as_str()))
+                .filter(|r| *r != mname && !listed.contains(r.as_str()))
                 .collect();
             extra.sort();
             problems.extend(extra.into_iter().map(|r| format!("file {r}: not in the manifest")));
@@ -393,6 +410,11 @@ impl Cache {
         }
         Ok(())
     }
+}
+
+/// `saepipe-cache.json` of this layout version.
+fn marker_json() -> String {
+    format!("{{\"format_version\": {CACHE_FORMAT_VERSION}}}\n")
 }
 
 /// Problems of the listed files of an artifact directory (in parallel): missing,
@@ -515,10 +537,10 @@ impl Staging {
 
     /// The artifact already published under this key, if any.
     fn published(&self) -> Option<Manifest> {
-        Manifest::read(&self.link().join(MANIFEST_FILE)).ok().flatten().filter(|m| m.key == self.key)
+        Manifest::read_in(&self.link()).ok().flatten().filter(|m| m.key == self.key)
     }
 
-    /// Hashes and fsyncs every payload file and directory, writes `manifest.json`
+    /// Hashes and fsyncs every payload file and directory, writes `_manifest.json`
     /// last, moves the directory into `generations/` and links `artifacts/<key>`
     /// to it. If another writer published the key first, its artifact stays and
     /// its manifest is returned.
@@ -591,8 +613,9 @@ impl Staging {
                 return Err(payload_err("file names must be valid UTF-8"));
             }
             let rel = rel_path(&self.dir, path);
-            if rel == MANIFEST_FILE {
-                return Err(payload_err("manifest.json is written by the cache; ops may not write it"));
+            // Either name would be read as the manifest (the old one where the new is absent).
+            if rel == MANIFEST_FILE || rel == LEGACY_MANIFEST_FILE {
+                return Err(payload_err(&format!("{rel} is written by the cache; ops may not write it")));
             }
             rels.push(rel);
         }
@@ -613,7 +636,7 @@ impl Staging {
         Ok(files)
     }
 
-    /// Writes `manifest.json` last (atomically) and publishes the directory.
+    /// Writes `_manifest.json` last (atomically) and publishes the directory.
     fn write_manifest_and_publish(mut self, manifest: Manifest, replace: Replace) -> Result<Manifest> {
         let mpath = self.dir.join(MANIFEST_FILE);
         let mtmp = sibling(&mpath, &format!("tmp.{}", host::unique_token()));
@@ -665,10 +688,7 @@ impl Staging {
                     match std::fs::rename(&link, &grave) {
                         Ok(()) => {
                             let theirs = replace == Replace::IfAbsentOrDamaged
-                                && Manifest::read(&grave.join(MANIFEST_FILE))
-                                    .ok()
-                                    .flatten()
-                                    .is_some_and(|m| m.key == self.key);
+                                && Manifest::read_in(&grave).ok().flatten().is_some_and(|m| m.key == self.key);
                             if !(theirs && std::fs::rename(&grave, &link).is_ok()) {
                                 let _ = remove_tree(&grave);
                             }

@@ -122,8 +122,8 @@ fn verify_all_reports_damaged_and_missing_manifests_and_dangling_links() {
     for k in [ok, garbage, missing, dangling] {
         publish(&c, &k, b"x");
     }
-    std::fs::write(c.artifact_dir(&garbage).join("manifest.json"), b"garbage").unwrap();
-    std::fs::remove_file(c.artifact_dir(&missing).join("manifest.json")).unwrap();
+    std::fs::write(c.artifact_dir(&garbage).join("_manifest.json"), b"garbage").unwrap();
+    std::fs::remove_file(c.artifact_dir(&missing).join("_manifest.json")).unwrap();
     std::fs::remove_dir_all(c.generation_dir(&dangling).unwrap()).unwrap();
     std::fs::create_dir(c.root().join("artifacts").join("not-a-key")).unwrap();
     let reports = c.verify_all(VerifyMode::Full).unwrap();

@@ -61,10 +61,17 @@ fn open_creates_layout_and_rejects_other_versions() {
             .unwrap()
             .starts_with("Signature: 8a477f597d28d172789f06886806bc55")
     );
-    let marker: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root.join("saepipe-cache.json")).unwrap()).unwrap();
-    assert_eq!(marker["format_version"], 1);
+    let marker = |root: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(root.join("saepipe-cache.json")).unwrap()).unwrap()
+    };
+    assert_eq!(marker(&root)["format_version"], 2);
     Cache::open(&root).unwrap();
+
+    // A version 1 cache (manifests named `manifest.json`) opens and is marked 2,
+    // so that a saepipe knowing only version 1 refuses it.
+    std::fs::write(root.join("saepipe-cache.json"), b"{\"format_version\": 1}").unwrap();
+    Cache::open(&root).unwrap();
+    assert_eq!(marker(&root)["format_version"], 2);
 
     std::fs::write(root.join("saepipe-cache.json"), b"{\"format_version\": 99}").unwrap();
     let e = Cache::open(&root).err().unwrap().to_string();
@@ -112,8 +119,9 @@ fn commit_then_lookup_round_trips_the_manifest() {
 
     assert_eq!(c.lookup(&k).unwrap().unwrap(), m);
     let on_disk: Manifest =
-        serde_json::from_slice(&std::fs::read(c.artifact_dir(&k).join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(c.artifact_dir(&k).join("_manifest.json")).unwrap()).unwrap();
     assert_eq!(on_disk, m);
+    assert!(!c.artifact_dir(&k).join("manifest.json").exists(), "written under the new name only");
     assert!(c.artifact_dir(&k).join("empty").is_dir(), "empty directories are published too");
     assert_eq!(count(&t.path().join("tmp")), 0, "staging is gone after commit");
     assert!(c.verify(&k, VerifyMode::Full).unwrap().ok);
@@ -185,18 +193,18 @@ fn manifests_for_other_keys_or_versions_are_not_artifacts() {
     publish(&c, &a, b"x");
     // A copy under the wrong name must not be served for that name.
     std::fs::create_dir_all(c.artifact_dir(&b)).unwrap();
-    std::fs::copy(c.artifact_dir(&a).join("manifest.json"), c.artifact_dir(&b).join("manifest.json")).unwrap();
+    std::fs::copy(c.artifact_dir(&a).join("_manifest.json"), c.artifact_dir(&b).join("_manifest.json")).unwrap();
     assert!(c.lookup(&b).unwrap().is_none());
     assert!(c.verify(&b, VerifyMode::Quick).unwrap().problems.iter().any(|p| p.contains("is for key")));
 
-    let mpath = c.artifact_dir(&a).join("manifest.json");
+    let mpath = c.artifact_dir(&a).join("_manifest.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
     v["format_version"] = 7.into();
     std::fs::write(&mpath, serde_json::to_vec(&v).unwrap()).unwrap();
     assert!(c.lookup(&a).unwrap().is_none());
     let r = c.verify(&a, VerifyMode::Quick).unwrap();
     assert!(
-        r.problems[0].contains("manifest.json unreadable: manifest format version 7 is not supported"),
+        r.problems[0].contains("_manifest.json unreadable: manifest format version 7 is not supported"),
         "{:?}",
         r.problems
     );
@@ -246,13 +254,13 @@ fn verify_detects_truncation_bitflips_missing_extra_files_and_garbage_manifests(
     for r in [quick(&c), full(&c)] {
         assert_eq!(r.problems, ["file sub/data.bin: missing"]);
     }
-    std::fs::write(c.artifact_dir(&k).join("manifest.json"), b"garbage").unwrap();
+    std::fs::write(c.artifact_dir(&k).join("_manifest.json"), b"garbage").unwrap();
     for r in [quick(&c), full(&c)] {
-        assert!(!r.ok && r.problems[0].starts_with("manifest.json unreadable: "), "{:?}", r.problems);
+        assert!(!r.ok && r.problems[0].starts_with("_manifest.json unreadable: "), "{:?}", r.problems);
     }
     assert!(c.lookup(&k).unwrap().is_none());
-    std::fs::remove_file(c.artifact_dir(&k).join("manifest.json")).unwrap();
-    assert_eq!(quick(&c).problems, ["manifest.json is missing"]);
+    std::fs::remove_file(c.artifact_dir(&k).join("_manifest.json")).unwrap();
+    assert_eq!(quick(&c).problems, ["_manifest.json is missing"]);
     c.remove(&k).unwrap();
     assert_eq!(quick(&c).problems, ["artifact is missing"]);
 }
@@ -267,13 +275,43 @@ fn commit_refuses_links_and_own_manifests_and_leaves_nothing() {
     std::os::unix::fs::symlink("real", s.dir().join("link")).unwrap();
     let e = s.commit(draft("s")).unwrap_err().to_string();
     assert!(e.contains("link") && e.contains("symbolic links cannot be published"), "{e}");
-    let s = c.begin(&k).unwrap();
-    std::fs::write(s.dir().join("manifest.json"), b"{}").unwrap();
-    let e = s.commit(draft("s")).unwrap_err().to_string();
-    assert!(e.contains("manifest.json is written by the cache"), "{e}");
+    for name in ["_manifest.json", "manifest.json"] {
+        let s = c.begin(&k).unwrap();
+        std::fs::write(s.dir().join(name), b"{}").unwrap();
+        let e = s.commit(draft("s")).unwrap_err().to_string();
+        assert!(e.contains(&format!("{name} is written by the cache")), "{e}");
+    }
     assert!(c.lookup(&k).unwrap().is_none());
     assert_eq!(count(&t.path().join("tmp")), 0);
     assert_eq!(count(&t.path().join("artifacts")), 0);
+}
+
+#[test]
+fn artifacts_with_the_old_manifest_name_are_still_artifacts() {
+    let t = tempfile::tempdir().unwrap();
+    let c = Cache::open(t.path()).unwrap();
+    let (old, other) = (key(20), key(21));
+    let m = publish(&c, &old, b"old");
+    publish(&c, &other, b"other");
+    // As saepipe wrote artifacts before the manifest was named `_manifest.json`.
+    let dir = c.generation_dir(&old).unwrap();
+    std::fs::rename(dir.join("_manifest.json"), dir.join("manifest.json")).unwrap();
+
+    assert_eq!(c.lookup(&old).unwrap().unwrap(), m);
+    assert_eq!(c.resolve_prefix(&old.to_string()[..10]).unwrap(), old);
+    assert_eq!(c.list().unwrap().len(), 2);
+    assert!(c.verify(&old, VerifyMode::Full).unwrap().ok, "its manifest is not an unlisted file");
+    assert_eq!(c.lease(&old).unwrap().unwrap().manifest(), &m);
+    // A second writer of the key finds it published and keeps it.
+    let s = c.begin(&old).unwrap();
+    std::fs::write(s.dir().join("f"), b"new").unwrap();
+    assert_eq!(s.commit(draft("again")).unwrap(), m);
+    assert!(c.artifact_dir(&old).join("manifest.json").is_file());
+    // gc keeps it when reached and removes it as an artifact (not as damage) otherwise.
+    assert!(c.gc(&HashSet::from([old, other]), false).unwrap().removed.is_empty());
+    let report = c.gc(&HashSet::from([other]), false).unwrap();
+    assert_eq!(report.removed.len(), 1, "{:?}", report.removed);
+    assert!(report.removed[0].0.starts_with(&format!("artifact {}", old.short())), "{:?}", report.removed);
 }
 
 #[test]

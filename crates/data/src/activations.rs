@@ -1,6 +1,8 @@
 //! The activation store: Parquet shards, one row per token (`seq` u64, `pos` u32,
 //! `token` u32, then one `FixedSizeList<Float32|Float16>[d]` column per hook, named
-//! after the hook), plus `store.json` at the store root.
+//! after the hook), plus the store index `_store.json` at the store root. The
+//! index's name starts with `_`, so pyarrow (and pandas) skip it and the store
+//! directory opens as a Parquet dataset as it is.
 //!
 //! Resumable per shard: a shard is written under a temporary name unique to its
 //! writer, fsynced, its blake3 recorded next to it (`shard-NNNNN.parquet.blake3`) and
@@ -9,7 +11,7 @@
 //! recorded hash; a killed run redoes at most one shard. Every shard holds exactly
 //! `rows_per_shard` rows (the last one may hold fewer) and row groups are cut at fixed
 //! row counts, so the bytes of a shard depend only on its rows and the metadata:
-//! rewriting after a resume gives identical files. `store.json` records every
+//! rewriting after a resume gives identical files. `_store.json` records every
 //! shard's size and blake3; the reader checks both before it decodes a shard.
 
 mod pages;
@@ -20,12 +22,17 @@ pub use writer::ShardedWriter;
 
 use crate::error::{DataError, Result, format, io};
 use arrow_schema::DataType;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Version of the store format (`store.json` and shard metadata); readers reject others.
+/// Version of the store format (the index and shard metadata); readers reject others.
+/// Still 1 with the index renamed `_store.json`: its content is unchanged and
+/// readers accept either name.
 pub const ACTIVATIONS_FORMAT_VERSION: u32 = 1;
 /// The store's index file, written last at the store root.
-pub(crate) const STORE_JSON: &str = "store.json";
+pub const STORE_INDEX_FILE: &str = "_store.json";
+/// The index's name in stores written by earlier saepipe versions; read where
+/// [`STORE_INDEX_FILE`] is absent.
+pub const LEGACY_STORE_INDEX_FILE: &str = "store.json";
 const WRITER_JSON: &str = "writer.json";
 
 /// Element type of the stored activations.
@@ -124,7 +131,7 @@ impl Compression {
         }
     }
 
-    /// The name used in `store.json` and options: `none`, `lz4`, `zstd-N`, `bss-zstd-N`.
+    /// The name used in the store index and options: `none`, `lz4`, `zstd-N`, `bss-zstd-N`.
     pub fn name(self) -> String {
         match self {
             Compression::None => "none".into(),
@@ -186,7 +193,7 @@ impl WriterOptions {
     }
 }
 
-/// One shard as `store.json` lists it.
+/// One shard as the store index lists it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ShardInfo {
     /// File name under the store root (`shard-NNNNN.parquet`).
@@ -203,7 +210,7 @@ pub struct ShardInfo {
     pub blake3: Option<String>,
 }
 
-/// The content of `store.json`.
+/// The content of the store index (`_store.json`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoreInfo {
     /// Always `saepipe-activations`.
@@ -223,9 +230,22 @@ pub struct StoreInfo {
 }
 
 impl StoreInfo {
-    /// Reads and checks `store.json` of a store directory.
+    /// The index file of a store directory: [`STORE_INDEX_FILE`], or
+    /// [`LEGACY_STORE_INDEX_FILE`] where only that one exists.
+    pub fn index_path(store_dir: &Path) -> PathBuf {
+        let current = store_dir.join(STORE_INDEX_FILE);
+        if !current.exists() {
+            let legacy = store_dir.join(LEGACY_STORE_INDEX_FILE);
+            if legacy.exists() {
+                return legacy;
+            }
+        }
+        current
+    }
+
+    /// Reads and checks the index of a store directory (under either name).
     pub fn load(store_dir: &Path) -> Result<StoreInfo> {
-        let path = store_dir.join(STORE_JSON);
+        let path = StoreInfo::index_path(store_dir);
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format(&path, format!("invalid JSON: {e}")))?;

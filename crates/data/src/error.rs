@@ -59,7 +59,7 @@ pub enum DataError {
     /// A requested hook is not in the store.
     #[error("{path}: no activations for hook `{hook}` (this store has: {available})")]
     MissingHook {
-        /// The store's `store.json`.
+        /// The store's index (`_store.json`).
         path: PathBuf,
         /// The hook asked for.
         hook: String,
@@ -86,15 +86,15 @@ pub enum DataError {
         /// Why it is invalid.
         message: String,
     },
-    /// A store shard whose bytes differ from what `store.json` records (size or
+    /// A store shard whose bytes differ from what the store index records (size or
     /// blake3): the store is damaged; nothing decoded from the shard was used.
     #[error(
-        "{path}: the activation store is damaged: this shard's content does not match store.json (expected {expected}, found {found}); its bytes were not used (remove the store so it is computed again)"
+        "{path}: the activation store is damaged: this shard's content does not match the store index (expected {expected}, found {found}); its bytes were not used (remove the store so it is computed again)"
     )]
     Damaged {
         /// The shard file.
         path: PathBuf,
-        /// What `store.json` records (the size or the blake3).
+        /// What the store index records (the size or the blake3).
         expected: String,
         /// What the file has.
         found: String,

@@ -13,7 +13,8 @@ pub mod tokenize;
 pub mod tokens;
 
 pub use activations::{
-    ACTIVATIONS_FORMAT_VERSION, Compression, Dtype, HookSpec, Rows, ShardedWriter, StoreInfo, StoreMeta, WriterOptions,
+    ACTIVATIONS_FORMAT_VERSION, Compression, Dtype, HookSpec, LEGACY_STORE_INDEX_FILE, Rows, STORE_INDEX_FILE,
+    ShardedWriter, StoreInfo, StoreMeta, WriterOptions,
 };
 pub use corpus::{Corpus, FileFormat, FormatChoice};
 pub use error::{DataError, Result};

@@ -2,13 +2,13 @@
 //! shuffled (seeded shard order + row shuffle buffer, docs/formats.md), decoded on a
 //! background thread that stays at most `prefetch` batches ahead.
 //!
-//! Every shard is read into memory whole and checked against `store.json` (size,
+//! Every shard is read into memory whole and checked against the store index (size,
 //! and blake3 where the store records it) before anything is decoded from it: a
 //! damaged shard is [`DataError::Damaged`] and none of its rows are returned. One
 //! shard is in memory at a time (shards are about 256 MiB by default); its buffer
 //! is kept by the reader for the next shard and the next pass.
 
-use crate::activations::{Dtype, STORE_JSON, ShardInfo, StoreInfo};
+use crate::activations::{Dtype, ShardInfo, StoreInfo};
 use crate::error::{DataError, Result, format, io, pq};
 use crate::rng::SplitMix64;
 use arrow_array::{Array, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, UInt32Array, UInt64Array};
@@ -91,7 +91,7 @@ const LOAD_BLOCK: usize = 4 << 20;
 
 /// Reads a whole shard into `buf` (an earlier shard's buffer, reused), hashing it
 /// block by block as it arrives, and checks its size and blake3 against
-/// `store.json`: only checked bytes are decoded.
+/// the store index: only checked bytes are decoded.
 fn load_shard(path: &Path, shard: &ShardInfo, mut buf: Vec<u8>) -> Result<bytes::Bytes> {
     let mut file = std::fs::File::open(path).map_err(io(path))?;
     let len = file.metadata().map_err(io(path))?.len();
@@ -152,9 +152,9 @@ fn check_hook(path: &Path, schema: &arrow_schema::Schema, hook: &str, d: usize) 
 }
 
 impl ActivationReader {
-    /// Opens a store (its `store.json` and every shard's footer) for the given hooks.
+    /// Opens a store (its index `_store.json` and every shard's footer) for the given hooks.
     /// Errors name the file: missing hook, width mismatch, unreadable shard, unknown
-    /// version, a shard whose size differs from `store.json` ([`DataError::Damaged`]).
+    /// version, a shard whose size differs from the index ([`DataError::Damaged`]).
     /// Shard contents are checked against their recorded blake3 as they are read.
     pub fn open(store_dir: &Path, hooks: &[&str]) -> Result<ActivationReader> {
         let info = StoreInfo::load(store_dir)?;
@@ -163,7 +163,7 @@ impl ActivationReader {
             let Some(spec) = info.meta.hooks.iter().find(|s| s.name == h) else {
                 let available: Vec<&str> = info.meta.hooks.iter().map(|s| s.name.as_str()).collect();
                 return Err(DataError::MissingHook {
-                    path: store_dir.join(STORE_JSON),
+                    path: StoreInfo::index_path(store_dir),
                     hook: h.into(),
                     available: available.join(", "),
                 });
@@ -182,7 +182,7 @@ impl ActivationReader {
             if b.metadata().file_metadata().num_rows() as u64 != s.rows {
                 return Err(format(
                     &path,
-                    format!("holds {} rows, store.json says {}", b.metadata().file_metadata().num_rows(), s.rows),
+                    format!("holds {} rows, the store index says {}", b.metadata().file_metadata().num_rows(), s.rows),
                 ));
             }
             for (h, d) in &specs {
@@ -199,7 +199,7 @@ impl ActivationReader {
         })
     }
 
-    /// The store's `store.json`.
+    /// The store's index.
     pub fn info(&self) -> &StoreInfo {
         &self.info
     }

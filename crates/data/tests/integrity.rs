@@ -1,4 +1,4 @@
-//! Activation store integrity: per-shard blake3 in store.json checked on read,
+//! Activation store integrity: per-shard blake3 in the store index checked on read,
 //! partial shards checked on resume, unique temporaries shared partial directories
 //! survive, non-finite activations refused (or stored and counted).
 
@@ -114,9 +114,10 @@ fn store_json_records_each_shards_blake3() {
         assert_eq!(h, blake3::hash(&bytes).to_hex().as_str());
         assert_eq!(s.bytes, bytes.len() as u64);
     }
-    // Nothing but the shards and store.json in the store; the partial directory is gone.
+    // Nothing but the shards and the index (named so dataset readers skip it) in
+    // the store; the partial directory is gone.
     let mut want: Vec<String> = info.shards.iter().map(|s| s.file.clone()).collect();
-    want.push("store.json".into());
+    want.push("_store.json".into());
     want.sort();
     assert_eq!(names(&t.path().join("store")), want);
     assert!(!t.path().join("partial").exists());
@@ -186,11 +187,14 @@ fn a_truncated_shard_is_damaged() {
 }
 
 #[test]
-fn a_store_json_without_hashes_still_reads() {
+fn an_old_store_json_without_hashes_still_reads() {
     let t = tempfile::tempdir().unwrap();
     write_all(t.path(), Dtype::F32);
     let dir = t.path().join("store");
+    // As older versions wrote it: the index named `store.json`, no shard hashes.
     let sj = dir.join("store.json");
+    std::fs::rename(dir.join("_store.json"), &sj).unwrap();
+    assert_eq!(StoreInfo::index_path(&dir), sj);
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&sj).unwrap()).unwrap();
     for s in v["shards"].as_array_mut().unwrap() {
         assert!(s.as_object_mut().unwrap().remove("blake3").is_some());

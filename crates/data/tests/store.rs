@@ -205,13 +205,13 @@ fn errors_name_the_file_and_hook() {
 
     match ActivationReader::open(&dir, &["blocks.9.hook_resid_post"]) {
         Err(e @ DataError::MissingHook { .. }) => {
-            assert!(e.to_string().contains("store.json") && e.to_string().contains("blocks.0.hook_resid_pre"), "{e}")
+            assert!(e.to_string().contains("_store.json") && e.to_string().contains("blocks.0.hook_resid_pre"), "{e}")
         }
         other => panic!("{:?}", other.err()),
     }
 
-    // Width mismatch between store.json and the shards.
-    let sj = dir.join("store.json");
+    // Width mismatch between the store index and the shards.
+    let sj = dir.join("_store.json");
     let orig = std::fs::read_to_string(&sj).unwrap();
     std::fs::write(&sj, orig.replace("\"d\": 5", "\"d\": 6")).unwrap();
     match ActivationReader::open(&dir, &[HOOKS[1].0]) {

@@ -10,7 +10,9 @@
 //!   what its bytes must hash to);
 //! - `artifacts/<key>.json`: the artifact's manifest, byte for byte as the
 //!   local cache wrote it, uploaded only after every blob it lists is on the
-//!   remote, with a create-only put.
+//!   remote, with a create-only put. The object's name does not depend on
+//!   the manifest's file name in the cache (`_manifest.json`, `manifest.json`
+//!   in artifacts of older versions): a pull publishes it under the current one.
 //!
 //! Hence the guarantees: an artifact is visible on the remote only once all its
 //! files are; two pushers of one key cannot corrupt it (blobs are immutable by

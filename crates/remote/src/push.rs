@@ -7,7 +7,7 @@ use crate::layout::{LAYOUT_VERSION, is_blake3_hex};
 use crate::{Progress, Remote};
 use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use saepipe_cache::{Cache, FileEntry, Key, MANIFEST_FILE};
+use saepipe_cache::{Cache, FileEntry, Key, Manifest};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::AsyncReadExt;
@@ -63,7 +63,8 @@ impl Remote {
                 actual: f.blake3.clone(),
             });
         }
-        let manifest_path = lease.dir().join(MANIFEST_FILE);
+        // The bytes as published (under the manifest's old name in artifacts of older versions).
+        let manifest_path = Manifest::path_in(lease.dir());
         let manifest_bytes = std::fs::read(&manifest_path).io("reading", &manifest_path)?;
         let total = manifest.total_bytes;
         let done = AtomicU64::new(0);

@@ -77,6 +77,31 @@ fn s3_round_trip_on_moto() {
     round_trip(&remote);
 }
 
+/// An artifact published before the manifest was named `_manifest.json`
+/// pushes as it is (the remote keeps the manifest's bytes) and is pulled under
+/// the current name.
+#[test]
+fn artifacts_with_the_old_manifest_name_push_and_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Remote::open(dir.path().join("remote").to_str().unwrap()).unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ca, cb) = (cache_in(a.path()), cache_in(b.path()));
+    let k = key("old manifest name");
+    publish(&ca, &k, &sample_files(5));
+    let generation = ca.generation_dir(&k).unwrap();
+    std::fs::rename(generation.join("_manifest.json"), generation.join("manifest.json")).unwrap();
+    let old_bytes = std::fs::read(generation.join("manifest.json")).unwrap();
+
+    assert_eq!(remote.push(&ca, &k, &no_progress).unwrap().uploaded_files, 3);
+    let pulled = remote.pull(&cb, &k, &no_progress).unwrap();
+    assert_eq!(pulled.manifest, ca.lookup(&k).unwrap().unwrap());
+    let there = cb.artifact_dir(&k);
+    assert_eq!(std::fs::read(there.join("_manifest.json")).unwrap(), old_bytes, "same bytes, new name");
+    assert!(!there.join("manifest.json").exists());
+    assert_eq!(read_artifact(&cb, &k), read_artifact(&ca, &k));
+    assert!(cb.verify(&k, saepipe_cache::VerifyMode::Full).unwrap().ok);
+}
+
 /// A flipped byte in a blob on the remote: pull refuses (after one fresh
 /// download), publishes nothing, and verify names the file.
 #[test]

@@ -8,8 +8,8 @@ use super::partial::{
     HashingFile, TempFile, blake3_file, check_partial_shard, hash_file_name, sync_dir, temp_abandoned, write_hash_file,
 };
 use super::{
-    ACTIVATIONS_FORMAT_VERSION, Compression, Dtype, Rows, STORE_JSON, ShardInfo, StoreInfo, StoreMeta, WRITER_JSON,
-    WriterOptions, shard_name,
+    ACTIVATIONS_FORMAT_VERSION, Compression, Dtype, Rows, STORE_INDEX_FILE, ShardInfo, StoreInfo, StoreMeta,
+    WRITER_JSON, WriterOptions, shard_name,
 };
 use crate::error::{DataError, Result, format, io, pq};
 use crate::tokens::kv_list;
@@ -518,7 +518,7 @@ impl ShardedWriter {
     }
 
     /// Writes the last (short) shard, moves the shards into `dest_dir` (created; on
-    /// the same filesystem, by rename) and writes `store.json` there last. A shard
+    /// the same filesystem, by rename) and writes `_store.json` there last. A shard
     /// that another writer of the same partial directory already moved into
     /// `dest_dir` is accepted when its bytes match this writer's.
     pub fn finish(mut self, dest_dir: &Path) -> Result<StoreInfo> {
@@ -567,8 +567,9 @@ impl ShardedWriter {
             compression: self.opts.compression,
             shards: self.shards.clone(),
         };
-        let sj = dest_dir.join(STORE_JSON);
-        let tmp = TempFile::new(dest_dir, STORE_JSON);
+        let sj = dest_dir.join(STORE_INDEX_FILE);
+        // Its temporary's name starts with `_` too: nothing but shards is ever visible to dataset readers.
+        let tmp = TempFile::new(dest_dir, STORE_INDEX_FILE);
         std::fs::write(&tmp.path, serde_json::to_vec_pretty(&info).expect("serializable")).map_err(io(&tmp.path))?;
         std::fs::rename(&tmp.path, &sj).map_err(io(&sj))?;
         sync_dir(dest_dir)?;
