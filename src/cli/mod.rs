@@ -127,6 +127,13 @@ pub(crate) enum Command {
         #[command(flatten)]
         select: SelectArgs,
     },
+    /// Download every model, tokenizer and coder the pipeline needs into the
+    /// local caches (on a login node), so the run itself needs no network
+    /// (`HF_HUB_OFFLINE=1` on compute nodes).
+    Fetch {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
     /// Show what `run` would do for each stage instance, and why.
     Plan {
         #[command(flatten)]
@@ -473,6 +480,33 @@ pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
                 let log = r.log.as_ref().map(|l| l.display().to_string()).unwrap_or_default();
                 println!("{:<w$}  {:<28}  {job:>8}  {elapsed:>9}  {log}", r.instance, r.state);
             }
+            Ok(exit::OK)
+        }
+        Command::Fetch { pipeline } => {
+            let p = load(ops, &pipeline)?;
+            // Every external input each stage instance is keyed by, resolved as a
+            // run would resolve it (downloading what is missing), once each.
+            let mut ready: Vec<(String, String, PathBuf)> = Vec::new();
+            for inst in &p.instances {
+                let inputs = inst
+                    .op
+                    .external_inputs(&inst.params, &p.base_dir)
+                    .with_context(|| format!("stage `{}`: fetching its inputs", inst.id))?;
+                for (label, path) in inputs {
+                    if !ready.iter().any(|(_, _, have)| *have == path) {
+                        ready.push((inst.id.clone(), label, path));
+                    }
+                }
+            }
+            let w = ready.iter().map(|r| r.0.len() + r.1.len() + 1).max().unwrap_or(5).max(5);
+            for (stage, label, path) in &ready {
+                println!("{:<w$}  {}", format!("{stage}.{label}"), path.display());
+            }
+            println!(
+                "{} external input(s) of {} are local; the run needs no network (HF_HUB_OFFLINE=1 works)",
+                ready.len(),
+                p.file.display()
+            );
             Ok(exit::OK)
         }
         Command::Plan { pipeline, select } => {
