@@ -53,8 +53,9 @@ impl Cache {
 
     /// Whether `key`'s lock (given as the key's hex) is held by a live holder.
     pub(crate) fn lock_is_live(&self, key_hex: &str) -> bool {
-        let h = holder(&self.root().join("locks").join(format!("{key_hex}.lock")));
-        !matches!(h, Holder::Absent) && !h.is_stale(self.lock_timing())
+        let path = self.root().join("locks").join(format!("{key_hex}.lock"));
+        let h = holder(&path);
+        !matches!(h, Holder::Absent) && !h.is_stale(&path, self.lock_timing())
     }
 }
 

@@ -161,7 +161,7 @@ impl crate::Cache {
         }
 
         for (name, path) in entries(&self.root().join("locks"))? {
-            let stale = lock::holder(&path).is_stale(timing);
+            let stale = lock::holder(&path).is_stale(&path, timing);
             if !stale {
                 continue;
             }
@@ -178,7 +178,7 @@ impl crate::Cache {
         }
 
         for (name, path) in entries(&self.root().join("leases"))? {
-            if lock::holder(&path).is_stale(timing) {
+            if lock::holder(&path).is_stale(&path, timing) {
                 remove(format!("stale lease {name}"), &path, &mut report)?;
             }
         }

@@ -1,10 +1,13 @@
 //! Per-key locks shared by processes (and hosts, on a shared filesystem).
 //!
 //! A lock is a JSON file (`locks/<key>.lock`) created exclusively (`O_EXCL`). Its
-//! holder rewrites the heartbeat in it every [`LockTiming::heartbeat`]. A lock is
-//! stale when its holder is a dead process on this host, or when its heartbeat is
-//! older than [`LockTiming::stale_after`] (holders on other hosts; this assumes the
-//! hosts' clocks agree to well within that time).
+//! holder rewrites it (temporary file + rename) every [`LockTiming::heartbeat`].
+//! A lock is stale when its holder is a dead process on this host, or when it has
+//! not been rewritten for [`LockTiming::stale_after`]. For a holder on another
+//! host that age is measured on the file system's clock, not on either host's:
+//! the lock file's modification time against that of a probe file created next
+//! to it now (on NFS the server sets both), so hosts whose clocks disagree by
+//! seconds or hours never break each other's live locks.
 //!
 //! Breaking a stale lock is serialized through a short-lived breaker file
 //! (`<key>.lock.break`): the breaker re-reads the lock under it and removes it only
@@ -132,12 +135,39 @@ pub(crate) fn file_age(path: &Path) -> Option<Duration> {
     std::fs::symlink_metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok())
 }
 
+/// Now, on the clock of the file system holding `dir`: the modification time
+/// of a probe file created there (`None` where nothing can be created).
+pub(crate) fn fs_now(dir: &Path) -> Option<std::time::SystemTime> {
+    let probe = dir.join(format!(".clock.{}", unique_token()));
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&probe).ok()?;
+    let now = file.metadata().and_then(|m| m.modified()).ok();
+    drop(file);
+    let _ = std::fs::remove_file(&probe);
+    now
+}
+
+/// How long ago the file at `path` was last written, on its file system's clock.
+fn fs_age(path: &Path) -> Option<Duration> {
+    let written = std::fs::symlink_metadata(path).and_then(|m| m.modified()).ok()?;
+    let now = fs_now(path.parent()?)?;
+    Some(now.duration_since(written).unwrap_or(Duration::ZERO))
+}
+
 impl Holder {
-    pub(crate) fn is_stale(&self, timing: LockTiming) -> bool {
+    /// Whether the holder of the lock (or lease) at `path` is gone: a dead
+    /// process on this host, a holder here whose heartbeat stopped (e.g.
+    /// suspended), or a file nobody rewrote for `stale_after` on the file
+    /// system's clock (holders on other hosts, unreadable files).
+    pub(crate) fn is_stale(&self, path: &Path, timing: LockTiming) -> bool {
         match self {
             Holder::Absent => false,
-            Holder::Unreadable { age } => age.is_some_and(|a| a > timing.stale_after),
-            Holder::Held(info) => info.is_stale_after(timing.stale_after),
+            Holder::Held(info) if info.host == hostname() => info.is_stale_after(timing.stale_after),
+            Holder::Held(info) => match fs_age(path) {
+                Some(age) => age > timing.stale_after,
+                // A file system we cannot write to: the holder's own clock.
+                None => info.is_stale_after(timing.stale_after),
+            },
+            Holder::Unreadable { age } => fs_age(path).or(*age).is_some_and(|a| a > timing.stale_after),
         }
     }
 
@@ -188,7 +218,7 @@ impl Breaker {
         // unique name; if what we moved turns out to be a live breaker, put it back
         // (hard_link never overwrites).
         let judged = holder(&path);
-        if !judged.is_stale(timing) {
+        if !judged.is_stale(&path, timing) {
             return Ok(None);
         }
         let grave = sibling(&path, &format!("stale.{}", unique_token()));
@@ -214,7 +244,7 @@ impl Drop for Breaker {
 /// Removes the lock at `path` if it is stale; true if it is gone now.
 pub(crate) fn break_if_stale(path: &Path, timing: LockTiming) -> Result<bool> {
     let judged = holder(path);
-    if !judged.is_stale(timing) {
+    if !judged.is_stale(path, timing) {
         return Ok(matches!(judged, Holder::Absent));
     }
     let Some(_breaker) = Breaker::acquire(sibling(path, "break"), timing)? else {
@@ -223,7 +253,7 @@ pub(crate) fn break_if_stale(path: &Path, timing: LockTiming) -> Result<bool> {
     // Under the breaker nobody else removes the lock, so if it is still the holder
     // we judged, it is still stale and no one else's fresh lock.
     let now = holder(path);
-    if !judged.same_as(&now) || !now.is_stale(timing) {
+    if !judged.same_as(&now) || !now.is_stale(path, timing) {
         return Ok(matches!(now, Holder::Absent));
     }
     match std::fs::remove_file(path) {
@@ -308,7 +338,7 @@ pub(crate) fn live_leases(root: &Path, timing: LockTiming, key: &Key) -> usize {
     rd.filter_map(|e| e.ok())
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with(&prefix) && name.ends_with(".lease") && !holder(&e.path()).is_stale(timing)
+            name.starts_with(&prefix) && name.ends_with(".lease") && !holder(&e.path()).is_stale(&e.path(), timing)
         })
         .count()
 }

@@ -239,6 +239,47 @@ fn heartbeats_keep_a_lock_alive_and_a_frozen_holder_loses_it() {
     child.wait().unwrap();
 }
 
+/// Locks of holders on other hosts are judged on the file system's clock:
+/// a host whose clock runs an hour behind writes heartbeats that look an
+/// hour old, and one whose clock runs ahead writes heartbeats from the
+/// future. Neither clock matters, only when the file was last rewritten.
+#[test]
+fn locks_of_other_hosts_age_on_the_file_system_clock_not_theirs() {
+    let t = tempfile::tempdir().unwrap();
+    let c = open(t.path(), false);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let write = |n: u32, host: &str, heartbeat: f64| {
+        let info = LockInfo {
+            pid: 1,
+            host: host.into(),
+            started_unix: heartbeat,
+            heartbeat_unix: heartbeat,
+            token: format!("t{n}"),
+        };
+        let path = c.root().join("locks").join(format!("{}.lock", key(n)));
+        std::fs::write(&path, serde_json::to_vec(&info).unwrap()).unwrap();
+        path
+    };
+    // Just rewritten by a host whose clock is an hour slow: alive.
+    write(3, "slow-clock-node", now - 3600.0);
+    assert!(c.try_lock(&key(3)).unwrap().is_none(), "a live lock was broken because its host's clock is slow");
+    assert!(c.lock_is_held(&key(3)));
+    // Not rewritten for 40 s (well past stale_after) by a host whose clock is an hour fast: gone.
+    let path = write(4, "fast-clock-node", now + 3600.0);
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(40)).unwrap();
+    drop(f);
+    assert!(!c.lock_is_held(&key(4)));
+    let g = c.try_lock(&key(4)).unwrap().expect("the abandoned lock is broken at once");
+    assert!(g.still_held());
+    // The clock probes leave nothing behind.
+    let names: Vec<String> = std::fs::read_dir(c.root().join("locks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with(".clock.")), "{names:?}");
+}
+
 #[test]
 fn processes_racing_to_break_a_stale_lock_still_take_turns() {
     let t = tempfile::tempdir().unwrap();
