@@ -81,6 +81,7 @@ impl Cache {
         }
         let root = std::fs::canonicalize(root).ctx("resolving", root)?;
         let read_only = !writable(&root);
+        let group_shared = !read_only && share_with_group(&root);
         let marker = root.join(CACHE_MARKER_FILE);
         let format_err = |message: String| CacheError::Format { root: root.clone(), message };
         match std::fs::read(&marker) {
@@ -120,6 +121,9 @@ impl Cache {
         for d in LAYOUT {
             let p = cache.root.join(d);
             std::fs::create_dir_all(&p).ctx("creating", &p)?;
+            if group_shared {
+                open_to_group(&p);
+            }
         }
         cache.adopt_plain_artifact_dirs()?;
         Ok(cache)
@@ -449,6 +453,41 @@ pub(crate) fn check_files(dir: &Path, files: &[FileEntry], mode: VerifyMode) -> 
 }
 
 /// Whether this process may create files in the cache directory.
+/// A cache directory with the setgid bit is shared by a group (a team cache
+/// on a shared file system): its files belong to the directory's group, and
+/// this process then creates files and directories with the group's
+/// permissions equal to the owner's (the umask's group bits are cleared; its
+/// bits for others are kept), so every member can take locks, resume partial
+/// work, publish, rebuild and collect. Returns whether the cache is shared.
+fn share_with_group(root: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = std::fs::metadata(root).is_ok_and(|m| m.permissions().mode() & 0o2000 != 0);
+    if shared {
+        // SAFETY: umask only swaps the process's file-creation mask.
+        unsafe {
+            let old = libc::umask(0o022);
+            libc::umask(old & !0o070);
+        }
+    }
+    shared
+}
+
+/// Group permissions like the owner's, and setgid, on a directory this
+/// process owns (made before the cache was shared, or by an older saepipe).
+fn open_to_group(dir: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(m) = std::fs::metadata(dir) else { return };
+    // SAFETY: geteuid has no preconditions.
+    if m.uid() != unsafe { libc::geteuid() } {
+        return;
+    }
+    let mode = m.permissions().mode();
+    let want = mode | ((mode & 0o700) >> 3) | 0o2000;
+    if want != mode {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(want));
+    }
+}
+
 fn writable(root: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(root.as_os_str().as_bytes()) else { return false };
