@@ -17,6 +17,9 @@ pub(super) fn cache_command(ops: &OpRegistry, cache: &Cache, command: CacheComma
             super::remote::gc(ops, cache, &url, &pipelines, &sets, yes, grace_seconds)
         }
         CacheCommand::Push { targets, remote } => super::remote::push(ops, cache, &targets, &remote),
+        CacheCommand::Promote { targets, team, sets } => {
+            super::promote::promote(ops, cache, &targets, team.as_deref(), &sets)
+        }
         CacheCommand::Pull { targets, remote } => super::remote::pull(ops, cache, &targets, &remote),
         CacheCommand::Ls { remote: None } => {
             let mut list = cache.list()?;

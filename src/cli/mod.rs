@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 mod cache;
 mod export;
+mod promote;
 mod remote;
 
 /// Exit codes (documented in docs/cli.md).
@@ -57,6 +58,10 @@ pub(crate) struct PipelineArgs {
     /// Cache directory (default: $SAEPIPE_CACHE, the pipeline's `cache_dir`, or ./cache).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// A read-only team cache under the private one: its artifacts are used in
+    /// place; replaces the pipeline's `cache: {team:}`.
+    #[arg(long, value_name = "DIR", env = "SAEPIPE_TEAM_CACHE")]
+    pub team_cache: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -251,6 +256,19 @@ pub(crate) enum CacheCommand {
         #[command(flatten)]
         remote: RemoteTarget,
     },
+    /// Publish artifacts of this (private) cache in the team cache: every
+    /// artifact of a pipeline that is here, or the given keys.
+    Promote {
+        /// Pipeline files and/or artifact keys.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// The team cache (default: $SAEPIPE_TEAM_CACHE, else the pipeline's `cache: {team:}`).
+        #[arg(long, value_name = "DIR", env = "SAEPIPE_TEAM_CACHE")]
+        team: Option<PathBuf>,
+        /// Override a pipeline variable: NAME=VALUE.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        sets: Vec<String>,
+    },
 }
 
 /// Which remote `cache push` / `cache pull` talk to.
@@ -298,7 +316,12 @@ impl std::error::Error for Exit {}
 
 fn load(ops: &OpRegistry, args: &PipelineArgs) -> Result<Pipeline> {
     let opts = LoadOptions { sets: args.sets.clone(), params_file: args.params.clone() };
-    pipeline::load(ops, &args.file, &opts).map_err(|e| anyhow::Error::new(Exit(exit::INVALID, e.to_string())))
+    let mut p =
+        pipeline::load(ops, &args.file, &opts).map_err(|e| anyhow::Error::new(Exit(exit::INVALID, e.to_string())))?;
+    if let Some(team) = &args.team_cache {
+        p.team_cache = Some(std::path::absolute(team).unwrap_or_else(|_| team.clone()));
+    }
+    Ok(p)
 }
 
 /// The command line's remote settings over the pipeline's.

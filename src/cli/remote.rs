@@ -29,22 +29,33 @@ fn bar(verb: &str, label: &str) -> ProgressBar {
     pb
 }
 
-fn is_pipeline_file(target: &str) -> bool {
+pub(super) fn is_pipeline_file(target: &str) -> bool {
     let p = Path::new(target);
     p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
 }
 
 /// An artifact key with the stage instance (or key prefix) it is shown as.
-type Labelled = (Key, String);
+pub(super) type Labelled = (Key, String);
 
 /// The artifacts a pipeline file reaches, labelled by stage instance, and its
 /// remote setting. Keys that need a hub download first are left out (said so).
-fn pipeline_keys(
+pub(super) fn pipeline_keys(
     ops: &OpRegistry,
     cache: &Cache,
     file: &Path,
     sets: &[String],
 ) -> Result<(Vec<Labelled>, Option<String>)> {
+    let (keys, p) = pipeline_keys_and_settings(ops, cache, file, sets)?;
+    Ok((keys, p.remote.map(|r| r.url)))
+}
+
+/// [`pipeline_keys`] with the loaded pipeline (for its other cache settings).
+pub(super) fn pipeline_keys_and_settings(
+    ops: &OpRegistry,
+    cache: &Cache,
+    file: &Path,
+    sets: &[String],
+) -> Result<(Vec<Labelled>, pipeline::Pipeline)> {
     let p = pipeline::load(ops, file, &LoadOptions { sets: sets.to_vec(), params_file: None })
         .map_err(|e| anyhow::Error::new(Exit(exit::INVALID, e.to_string())))?;
     let mut keys = Vec::new();
@@ -55,7 +66,7 @@ fn pipeline_keys(
         }
         keys.push((k, p.instances[i].id.clone()));
     }
-    Ok((keys, p.remote.map(|r| r.url)))
+    Ok((keys, p))
 }
 
 /// The remote URL: given, else from the first pipeline target.

@@ -84,7 +84,7 @@ pub fn detach(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &SlurmOptions) -> 
 pub struct StatusRow {
     /// The stage instance.
     pub instance: String,
-    /// `cached`, the job's Slurm state (`queued`, `running`, `failed`, ...),
+    /// `cached` (or `cached (team)`), the job's Slurm state (`queued`, `running`, `failed`, ...),
     /// `running here` for a local run holding its lock, or `not run`.
     pub state: String,
     /// The recorded Slurm job, if any.
@@ -116,6 +116,10 @@ pub fn status(p: &Pipeline, cache: &Cache, plan: &Plan) -> Result<Vec<StatusRow>
     };
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let team = match &p.team_cache {
+        Some(dir) => super::team::open(dir, cache)?,
+        None => None,
+    };
     let mut out = Vec::new();
     for (item, (rec, files)) in plan.items.iter().zip(records) {
         let inst = &p.instances[item.idx];
@@ -123,6 +127,8 @@ pub fn status(p: &Pipeline, cache: &Cache, plan: &Plan) -> Result<Vec<StatusRow>
             StatusRow { instance: inst.id.clone(), state: String::new(), job: None, elapsed: None, log: None };
         if cache.lookup(&item.key)?.is_some() {
             row.state = "cached".into();
+        } else if team.as_ref().map(|t| t.lookup(&item.key)).transpose()?.flatten().is_some() {
+            row.state = "cached (team)".into();
         } else if let Some(rec) = rec {
             let info = infos.get(&rec.job_id).cloned().unwrap_or_else(saepipe_slurm::JobInfo::gone);
             row.state = info.state.to_string();

@@ -11,3 +11,4 @@ pub mod remote;
 pub mod scheduler;
 pub mod slurm;
 pub mod stage;
+pub mod team;

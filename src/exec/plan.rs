@@ -75,7 +75,12 @@ pub struct PlanItem {
     pub forced: bool,
     /// The artifact's generation when planned (what a rebuild or `--force` replaces).
     pub generation: Option<std::path::PathBuf>,
+    /// The team cache's copy was found damaged: compute privately, never use it.
+    pub skip_team: bool,
 }
+
+/// How the plan says a team cache's copy failed verification.
+const TEAM_COPY_DAMAGED: &str = "the team cache's copy is damaged";
 
 /// What a run will do: the output of [`make_plan`], the input of
 /// [`scheduler::run`](super::scheduler::run), which turns each item into a
@@ -141,6 +146,10 @@ pub fn make_plan(p: &Pipeline, cache: &Cache, sel: &Selection, verify: VerifyPol
     };
     let forced = with_descendants(p, &resolve_names(p, &sel.force, "--force")?);
     let materials = keys::materials(p, cache)?;
+    let team = match &p.team_cache {
+        Some(dir) => super::team::open(dir, cache)?,
+        None => None,
+    };
     let mut items = Vec::new();
     for i in dag::topo_order(p) {
         if !selected.contains(&i) {
@@ -152,17 +161,20 @@ pub fn make_plan(p: &Pipeline, cache: &Cache, sel: &Selection, verify: VerifyPol
         let (action, why) = if is_forced {
             (Action::Run, vec!["forced (--force)".to_string()])
         } else {
-            decide(p, cache, &inst.id, &key, &material, verify)?
+            decide(p, cache, team.as_ref(), &inst.id, &key, &material, verify)?
         };
         let generation = cache.generation_dir(&key);
-        items.push(PlanItem { idx: i, key, material, action, why, forced: is_forced, generation });
+        let skip_team = why.iter().any(|w| w.starts_with(TEAM_COPY_DAMAGED));
+        items.push(PlanItem { idx: i, key, material, action, why, forced: is_forced, generation, skip_team });
     }
     Ok(Plan { items })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn decide(
     p: &Pipeline,
     cache: &Cache,
+    team: Option<&Cache>,
     id: &str,
     key: &Key,
     material: &KeyMaterial,
@@ -171,19 +183,34 @@ fn decide(
     if let Some(why) = material.pending() {
         return Ok((Action::Run, vec![format!("to download: {why}")]));
     }
+    let mode = |bytes: u64| match verify {
+        VerifyPolicy::Full => VerifyMode::Full,
+        VerifyPolicy::Quick => VerifyMode::Quick,
+        VerifyPolicy::Auto if bytes <= FULL_VERIFY_MAX_BYTES => VerifyMode::Full,
+        VerifyPolicy::Auto => VerifyMode::Quick,
+    };
     if let Some(m) = cache.lookup(key)? {
-        let mode = match verify {
-            VerifyPolicy::Full => VerifyMode::Full,
-            VerifyPolicy::Quick => VerifyMode::Quick,
-            VerifyPolicy::Auto if m.total_bytes <= FULL_VERIFY_MAX_BYTES => VerifyMode::Full,
-            VerifyPolicy::Auto => VerifyMode::Quick,
-        };
-        let report = cache.verify(key, mode)?;
+        let report = cache.verify(key, mode(m.total_bytes))?;
         return Ok(if report.ok {
             (Action::Hit, vec![format!("cached {}", human_bytes(m.total_bytes))])
         } else {
             (Action::Rebuild, report.problems.iter().map(|p| format!("cached artifact damaged: {p}")).collect())
         });
+    }
+    let mut team_damage = Vec::new();
+    if let Some(team) = team
+        && let Some(m) = team.lookup(key)?
+    {
+        let report = team.verify(key, mode(m.total_bytes))?;
+        if report.ok {
+            let why = format!("in the team cache {} ({})", team.root().display(), human_bytes(m.total_bytes));
+            return Ok((Action::Hit, vec![why]));
+        }
+        // A damaged team copy is left alone (it is not ours) and computed privately.
+        team_damage = report.problems.iter().map(|p| format!("{TEAM_COPY_DAMAGED}: {p}")).collect();
+    }
+    if !team_damage.is_empty() {
+        return Ok((Action::Run, team_damage));
     }
     let partial = cache.root().join("partial").join(key.to_string());
     if std::fs::read_dir(&partial).map(|mut d| d.next().is_some()).unwrap_or(false) {

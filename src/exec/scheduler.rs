@@ -123,6 +123,8 @@ pub fn job_for(p: &Pipeline, plan: &Plan, pos: usize) -> StageJob {
         planned_generation: item.generation.clone(),
         threads: rayon_threads(),
         remote: p.remote.clone(),
+        team: p.team_cache.clone(),
+        skip_team: item.skip_team,
     }
 }
 

@@ -14,7 +14,7 @@
 
 use super::keys::KeyMaterial;
 use crate::engine::{Op, OpRegistry, Params, ProgressSink, RemoteSettings, StageCtx, StageStop};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use saepipe_cache::{Cache, Key, Lease, LockGuard, ManifestDraft, VerifyMode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,6 +52,12 @@ pub struct StageJob {
     /// The run's remote cache: pulled from on a miss, pushed to after computing.
     #[serde(default)]
     pub remote: Option<RemoteSettings>,
+    /// The read-only team cache under `cache` (its artifacts are used in place).
+    #[serde(default)]
+    pub team: Option<PathBuf>,
+    /// The plan found the team's copy of this artifact damaged: compute it privately.
+    #[serde(default)]
+    pub skip_team: bool,
 }
 
 /// How a stage's artifact was obtained; the `status` of a run report line.
@@ -67,6 +73,8 @@ pub enum Outcome {
     Resumed,
     /// Downloaded from the run's remote cache and verified.
     Pulled,
+    /// Found in the team cache and used from there.
+    TeamHit,
 }
 
 impl Outcome {
@@ -78,6 +86,7 @@ impl Outcome {
             Outcome::Ran => "ran",
             Outcome::Resumed => "resumed",
             Outcome::Pulled => "pulled",
+            Outcome::TeamHit => "hit (team)",
         }
     }
 }
@@ -121,6 +130,16 @@ pub fn execute(
     {
         return hit(Outcome::Hit, m.total_bytes);
     }
+    let team = match &job.team {
+        Some(dir) => super::team::open(dir, cache)?,
+        None => None,
+    };
+    if !job.force
+        && !job.skip_team
+        && let Some(m) = team.as_ref().map(|t| t.lookup(&job.key)).transpose()?.flatten()
+    {
+        return hit(Outcome::TeamHit, m.total_bytes);
+    }
     if cache.read_only() {
         bail!(
             "the cache {} is read-only and this stage is not in it; run it with a writable cache (`--cache-dir`)",
@@ -153,7 +172,7 @@ pub fn execute(
                 }
             }
         }
-        match run_locked(ops, cache, job, op, &lock, progress, log, start)? {
+        match run_locked(ops, cache, team.as_ref(), job, op, &lock, progress, log, start)? {
             Some(mut r) => {
                 drop(lock);
                 if let Some(remote) = job.remote.as_ref().filter(|r| r.push) {
@@ -203,6 +222,7 @@ fn already_done(cache: &Cache, job: &StageJob) -> Result<Option<u64>> {
 fn run_locked(
     ops: &OpRegistry,
     cache: &Cache,
+    team: Option<&Cache>,
     job: &StageJob,
     op: &dyn Op,
     lock: &LockGuard,
@@ -216,7 +236,7 @@ fn run_locked(
     for (label, targets) in &job.inputs {
         let mut paths = Vec::new();
         for (i, (key, output)) in targets.iter().enumerate() {
-            let lease = lease_verified(ops, cache, label, key, op)?;
+            let lease = lease_verified(ops, cache, team, label, key, op)?;
             paths.push(match output {
                 Some(o) => lease.dir().join(o),
                 None => lease.dir().to_path_buf(),
@@ -289,16 +309,39 @@ fn run_locked(
 
 /// Leases an input artifact and re-hashes every file of it that its reader does
 /// not verify itself; a damaged input is never handed to the op.
-fn lease_verified(ops: &OpRegistry, cache: &Cache, label: &str, key: &Key, consumer: &dyn Op) -> Result<Lease> {
-    let lease = cache.lease(key)?.ok_or_else(|| {
-        anyhow!("input `{label}` (artifact {}) is missing from the cache: run again to rebuild it", key.short())
-    })?;
+/// An input missing from the private cache is taken from the team cache, in place.
+fn lease_verified(
+    ops: &OpRegistry,
+    cache: &Cache,
+    team: Option<&Cache>,
+    label: &str,
+    key: &Key,
+    consumer: &dyn Op,
+) -> Result<Lease> {
+    let (lease, from_team) = match cache.lease(key)? {
+        Some(l) => (l, None),
+        None => match team.map(|t| t.lease(key).map(|l| l.map(|l| (l, t)))).transpose()?.flatten() {
+            Some((l, t)) => (l, Some(t)),
+            None => {
+                bail!("input `{label}` (artifact {}) is missing from the cache: run again to rebuild it", key.short())
+            }
+        },
+    };
     let producer = ops.find(&lease.manifest().op);
     let self_verified = |path: &str| {
         consumer.reads_inputs_through_verifying_readers()
             && producer.is_some_and(|p| p.verified_on_read().iter().any(|pat| glob_match(pat, path)))
     };
     let damaged = lease.damaged_files(&self_verified);
+    if let (false, Some(t)) = (damaged.is_empty(), from_team) {
+        bail!(
+            "input `{label}` (artifact {}) is damaged in the team cache {}: {}; the team copy is left as it is (check it with `saepipe cache --cache-dir {} verify`)",
+            key.short(),
+            t.root().display(),
+            damaged.join("; "),
+            t.root().display()
+        );
+    }
     if !damaged.is_empty() {
         let retired = retire(cache, key, lease.dir());
         bail!("input `{label}` (artifact {}) is damaged: {}; {retired}", key.short(), damaged.join("; "));

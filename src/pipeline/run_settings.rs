@@ -6,7 +6,7 @@ use super::diag::Diagnostics;
 use super::yaml::{Entry, Node, Yaml};
 
 /// Keys of the top-level `cache:` mapping.
-const CACHE_KEYS: &[&str] = &["remote", "pull", "push"];
+const CACHE_KEYS: &[&str] = &["remote", "pull", "push", "team"];
 
 /// `executor: local|slurm` and the `slurm:` settings of every job (checked
 /// here, with did-you-mean, so a typo fails before anything is submitted).
@@ -44,14 +44,20 @@ pub(super) fn load_slurm(e: &Entry, stage: Option<&str>, d: &mut Diagnostics) ->
 }
 
 /// The top-level `cache:` mapping: `remote` (a URL), `pull` and `push`
-/// (booleans, both true by default).
-pub(super) fn load_remote(root: &Node, d: &mut Diagnostics) -> Option<crate::engine::RemoteSettings> {
-    let e = root.get("cache")?;
+/// (booleans, both true by default), and `team` (a read-only team cache
+/// directory under the private one, relative to `base_dir`).
+pub(super) fn load_cache_section(
+    root: &Node,
+    base_dir: &std::path::Path,
+    d: &mut Diagnostics,
+) -> (Option<crate::engine::RemoteSettings>, Option<std::path::PathBuf>) {
+    let Some(e) = root.get("cache") else { return (None, None) };
     let Some(entries) = e.value.as_map() else {
         d.error(e.value.pos, None, Some("cache"), format!("expected a mapping, found {}", e.value.kind()));
-        return None;
+        return (None, None);
     };
     let mut url = None;
+    let mut team = None;
     let (mut pull, mut push) = (true, true);
     for entry in entries {
         match entry.key.as_str() {
@@ -64,6 +70,12 @@ pub(super) fn load_remote(root: &Node, d: &mut Diagnostics) -> Option<crate::eng
                         Some("cache.remote"),
                         "expected a URL (s3://, gs://, az://, https://, file://) or a directory",
                     );
+                }
+            },
+            "team" => match entry.value.as_str() {
+                Some(dir) if !dir.is_empty() => team = Some(base_dir.join(dir)),
+                _ => {
+                    d.error(entry.value.pos, None, Some("cache.team"), "expected the team cache's directory");
                 }
             },
             "pull" | "push" => match entry.value.value {
@@ -80,11 +92,9 @@ pub(super) fn load_remote(root: &Node, d: &mut Diagnostics) -> Option<crate::eng
             other => d.unknown(entry.key_pos, None, Some("cache"), "cache setting", other, CACHE_KEYS.iter().copied()),
         }
     }
-    match url {
-        Some(url) => Some(crate::engine::RemoteSettings { url, pull, push }),
-        None => {
-            d.error(e.value.pos, None, Some("cache"), "`cache:` needs `remote: URL`");
-            None
-        }
+    let remote = url.map(|url| crate::engine::RemoteSettings { url, pull, push });
+    if remote.is_none() && team.is_none() {
+        d.error(e.value.pos, None, Some("cache"), "`cache:` needs `remote: URL` or `team: DIR`");
     }
+    (remote, team)
 }

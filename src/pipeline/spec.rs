@@ -134,7 +134,7 @@ pub fn load_str(
         }
     });
 
-    let remote = super::run_settings::load_remote(&root, &mut d);
+    let (remote, team_cache) = super::run_settings::load_cache_section(&root, &base_dir, &mut d);
     let (executor_slurm, slurm) = super::run_settings::load_executor(&root, &mut d);
     let vars = load_vars(&root, opts, params_file, &mut d);
     let defaults = load_defaults(ops, &root, &mut d);
@@ -145,6 +145,7 @@ pub fn load_str(
         base_dir,
         cache_dir,
         remote,
+        team_cache,
         executor_slurm,
         slurm,
         stages: Vec::new(),

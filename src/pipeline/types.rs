@@ -25,6 +25,10 @@ pub struct Pipeline {
     pub cache_dir: Option<PathBuf>,
     /// The remote cache from the pipeline's `cache:` mapping (the command line may replace it).
     pub remote: Option<crate::engine::RemoteSettings>,
+    /// A read-only team cache under the private one (`cache: {team: DIR}`,
+    /// `--team-cache`): its artifacts are used in place, new ones go to the
+    /// private cache.
+    pub team_cache: Option<PathBuf>,
     /// `executor: slurm` in the pipeline (the command line may override it).
     pub executor_slurm: bool,
     /// The pipeline's `slurm:` settings for its jobs.
