@@ -302,6 +302,28 @@ fn toy_training(dir: &Path) {
 /// SAE is byte-identical to an uninterrupted local run.
 #[test]
 fn a_preempted_training_job_resumes_from_its_checkpoint() {
+    interrupt_training(Interruption::Requeue);
+}
+
+/// Slurm's warning ahead of the time limit (SIGUSR1 to the batch shell, as
+/// `--signal=B:USR1@N` sends it): the job saves its checkpoint, requeues
+/// itself, and resumes from it under the same job id.
+#[test]
+fn a_job_warned_of_its_time_limit_checkpoints_and_requeues_itself() {
+    interrupt_training(Interruption::TimeLimitWarning);
+}
+
+#[derive(PartialEq)]
+enum Interruption {
+    /// `scontrol requeue` from outside (preemption, node failure).
+    Requeue,
+    /// The time-limit warning signal.
+    TimeLimitWarning,
+}
+
+/// Trains through Slurm, interrupts the job at its first checkpoint, and
+/// checks that the stage resumes in the same job, byte-identical.
+fn interrupt_training(how: Interruption) {
     let _turn = serial();
     if !cluster() {
         return;
@@ -325,7 +347,7 @@ fn a_preempted_training_job_resumes_from_its_checkpoint() {
         .spawn()
         .unwrap();
     let cache = t.path().join("c");
-    // Wait for the job's first checkpoint, then preempt it.
+    // Wait for the job's first checkpoint, then interrupt it.
     let t0 = Instant::now();
     let checkpointed = || {
         std::fs::read_dir(cache.join("partial"))
@@ -334,11 +356,17 @@ fn a_preempted_training_job_resumes_from_its_checkpoint() {
     };
     while !checkpointed() {
         assert!(t0.elapsed() < Duration::from_secs(180), "training never checkpointed");
-        assert!(driver.try_wait().unwrap().is_none(), "the run ended before it could be preempted");
+        assert!(driver.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
         std::thread::sleep(Duration::from_millis(50));
     }
     let (_, id) = job_records(&cache).pop().expect("the training job");
-    assert!(Command::new("scontrol").args(["requeue", &id.to_string()]).status().unwrap().success());
+    let interrupted = match how {
+        Interruption::Requeue => Command::new("scontrol").args(["requeue", &id.to_string()]).status(),
+        Interruption::TimeLimitWarning => {
+            Command::new("scancel").args(["--signal=USR1", "--batch", &id.to_string()]).status()
+        }
+    };
+    assert!(interrupted.unwrap().success());
     // Slurm holds a requeued job back (BeginTime); release it once it is pending again.
     let t0 = Instant::now();
     while driver.try_wait().unwrap().is_none() {
@@ -369,6 +397,9 @@ fn a_preempted_training_job_resumes_from_its_checkpoint() {
     )
     .unwrap();
     assert!(log.contains("resuming from saved progress"), "{log}");
+    if how == Interruption::TimeLimitWarning {
+        assert!(log.contains(&format!("progress saved; job {id} requeued to resume from it")), "{log}");
+    }
     assert_eq!(job_records(&cache).len(), 1, "one job, requeued, not a second submission");
     assert_eq!(payloads(&cache), payloads(&t.path().join("ref")), "byte-identical to the uninterrupted run");
 }

@@ -13,6 +13,7 @@ mod cache;
 mod export;
 mod promote;
 mod remote;
+mod slurm_warning;
 
 /// Exit codes (documented in docs/cli.md).
 pub mod exit {
@@ -611,10 +612,12 @@ pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
             export::export(&open_cache(&cache_root(cache_dir.as_deref(), None))?, &key, &dir, copy)
         }
         Command::ExecStage { cache_dir, job, result } => {
+            slurm_warning::install();
             match scheduler::exec_stage(ops, &open_cache(&cache_dir)?, &job, result.as_deref()) {
                 Ok(()) => Ok(exit::OK),
                 Err(e) if StageStop::of(&e) == Some(StageStop::Interrupted) => {
                     eprintln!("{e:#}");
+                    slurm_warning::requeue_if_warned();
                     Ok(exit::INTERRUPTED)
                 }
                 Err(e) => Err(e),

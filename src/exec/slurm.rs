@@ -227,9 +227,9 @@ pub(super) fn submit(
         log: files.log.clone(),
         settings: opts.settings.clone(),
         after_ok,
-        // Slurm ends a job at its time limit or on preemption with SIGTERM, which
-        // saepipe already answers by saving progress; no early warning signal yet.
-        warn_before_end_secs: None,
+        // Before its time limit the job gets SIGUSR1: it saves its progress and
+        // requeues itself (exec-stage), so the stage resumes in the same job.
+        warn_before_end_secs: opts.settings.warning_secs(),
         token: token.clone(),
     };
     let id = slurm.submit(&spec).map_err(|e| anyhow!("stage `{}`: {e}", job.instance))?;

@@ -12,5 +12,5 @@ mod state;
 
 pub use client::{JobId, JobSpec, RetryPolicy, Slurm};
 pub use error::SlurmError;
-pub use settings::{SETTING_NAMES, SettingError, SlurmSettings};
+pub use settings::{DEFAULT_WARN_BEFORE_SECS, SETTING_NAMES, SettingError, SlurmSettings};
 pub use state::{JobInfo, JobState};

@@ -5,8 +5,20 @@
 use serde_json::Value;
 
 /// The setting names, as written in a pipeline's `slurm:` mappings.
-pub const SETTING_NAMES: &[&str] =
-    &["partition", "account", "qos", "time", "mem", "cpus", "gpus", "constraint", "extra", "local", "retries"];
+pub const SETTING_NAMES: &[&str] = &[
+    "partition",
+    "account",
+    "qos",
+    "time",
+    "mem",
+    "cpus",
+    "gpus",
+    "constraint",
+    "extra",
+    "local",
+    "retries",
+    "warn_before",
+];
 
 /// Resources and placement for one job. Unset fields are left to the cluster's
 /// defaults (or to the pipeline-level settings when merged).
@@ -34,7 +46,15 @@ pub struct SlurmSettings {
     pub local: Option<bool>,
     /// Resubmissions after a genuine failure (not counting preemption requeues).
     pub retries: Option<u32>,
+    /// Seconds before the time limit at which the job is warned (SIGUSR1) to
+    /// save its progress and requeue itself; [`DEFAULT_WARN_BEFORE_SECS`]
+    /// when `time` is set, 0 turns the warning off.
+    pub warn_before: Option<u32>,
 }
+
+/// The default of [`SlurmSettings::warn_before`]: enough for a checkpoint of
+/// a large SAE on a slow shared file system.
+pub const DEFAULT_WARN_BEFORE_SECS: u32 = 180;
 
 /// A setting that could not be read, with the field it concerns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +122,10 @@ impl SlurmSettings {
                     Some(n) if n <= 100 => s.retries = Some(n as u32),
                     _ => err(name, format!("`retries` must be an integer from 0 to 100, found {}", kind(v))),
                 },
+                "warn_before" => match v.as_u64() {
+                    Some(n) if n <= 86_400 => s.warn_before = Some(n as u32),
+                    _ => err(name, format!("`warn_before` must be seconds from 0 to 86400, found {}", kind(v))),
+                },
                 "local" => match v.as_bool() {
                     Some(b) => s.local = Some(b),
                     None => err(name, format!("`local` must be true or false, found {}", kind(v))),
@@ -137,7 +161,15 @@ impl SlurmSettings {
             extra: base.extra.iter().chain(&self.extra).cloned().collect(),
             local: self.local.or(base.local),
             retries: self.retries.or(base.retries),
+            warn_before: self.warn_before.or(base.warn_before),
         }
+    }
+
+    /// Seconds before the time limit at which the job gets its warning signal
+    /// (`None`: no time limit set, or the warning is off).
+    pub fn warning_secs(&self) -> Option<u32> {
+        self.time.as_ref()?;
+        Some(self.warn_before.unwrap_or(DEFAULT_WARN_BEFORE_SECS)).filter(|&s| s > 0)
     }
 
     /// The sbatch arguments for these settings.
@@ -246,6 +278,18 @@ mod tests {
         assert_eq!(errs.len(), 5, "{text:?}");
         assert!(text.iter().any(|t| t.contains("did you mean `partition`")), "{text:?}");
         assert!(text.iter().any(|t| t.starts_with("time:")), "{text:?}");
+    }
+
+    #[test]
+    fn the_time_limit_warning_needs_a_time_limit_and_can_be_turned_off() {
+        assert_eq!(read(json!({"partition": "gpu"})).unwrap().warning_secs(), None);
+        assert_eq!(read(json!({"time": "4:00:00"})).unwrap().warning_secs(), Some(DEFAULT_WARN_BEFORE_SECS));
+        let stage = read(json!({"warn_before": 600})).unwrap();
+        assert_eq!(stage.over(&read(json!({"time": 90})).unwrap()).warning_secs(), Some(600));
+        assert_eq!(read(json!({"time": 90, "warn_before": 0})).unwrap().warning_secs(), None);
+        let errs = read(json!({"warn_before": "soon"})).unwrap_err();
+        assert!(errs[0].message.contains("`warn_before` must be seconds"), "{errs:?}");
+        assert!(!read(json!({"time": 90})).unwrap().sbatch_args().iter().any(|a| a.contains("USR1")));
     }
 
     #[test]
