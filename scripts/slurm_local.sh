@@ -44,6 +44,8 @@ host=$(hostname -s)
 cpus=$(nproc)
 mem_mb=$(awk '/MemTotal/ { print int($2 / 1024 * 0.8) }' /proc/meminfo)
 mkdir -p "$dir/state" "$dir/spool" "$dir/log"
+# Memory is a consumable resource and the accounting plugin kills a job that
+# exceeds its --mem (no cgroups needed), as a real cluster's limits would.
 cat >"$dir/slurm.conf" <<CONF
 ClusterName=saepipe-test
 SlurmctldHost=$host
@@ -59,11 +61,14 @@ SlurmdLogFile=$dir/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
+SelectTypeParameters=CR_CPU_Memory
+DefMemPerCPU=2048
 SchedulerType=sched/backfill
 ReturnToService=2
 MinJobAge=300
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=1
+JobAcctGatherParams=OverMemoryKill
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MpiDefault=none

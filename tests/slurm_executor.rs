@@ -282,6 +282,34 @@ fn detach_then_status_then_attach() {
     assert_eq!(after.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(), ["cached", "cached"], "{after:?}");
 }
 
+/// A stage that needs more memory than its job asked for fails with a
+/// message that says so and names the setting to raise.
+#[test]
+fn a_job_over_its_memory_limit_says_so() {
+    let _turn = serial();
+    if !cluster() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let yaml = r#"version: 1
+name: oom
+executor: slurm
+stages:
+  big:
+    op: command
+    run: 'python3 -c "x = bytearray(600 * 2**20); x[::4096] = bytes(len(x[::4096])); import time; time.sleep(8)"'
+    slurm: {mem: 60M}
+"#;
+    std::fs::write(t.path().join("p.yaml"), yaml).unwrap();
+    let out = bin().args(["run", "p.yaml"]).current_dir(t.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stage `big`") && err.contains("out of memory: raise the stage's `slurm: {mem: ...}`"),
+        "{err}"
+    );
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -169,10 +169,19 @@ fn attempt_once(
     let lines = text.lines().take_while(|l| !l.trim().eq_ignore_ascii_case("stack backtrace:"));
     let lines: Vec<&str> = lines.filter(|l| !l.trim().is_empty()).collect();
     let last = &lines[lines.len().saturating_sub(5)..];
-    let hint = match end.state {
-        JobState::OutOfMemory => " (raise the stage's `slurm: {mem: ...}`)",
-        JobState::Timeout => " (raise the stage's `slurm: {time: ...}`; long stages resume from their checkpoint)",
-        _ => "",
+    // Slurm reports a memory kill as OUT_OF_MEMORY where cgroups enforce the
+    // limit, and as a failure with this line in the job's output where its
+    // accounting does (JobAcctGatherParams=OverMemoryKill).
+    let out_of_memory = end.state == JobState::OutOfMemory
+        || text.contains("xceeded job memory limit")
+        || text.contains("oom_kill event")
+        || text.contains("oom-kill");
+    let hint = if out_of_memory {
+        " (out of memory: raise the stage's `slurm: {mem: ...}`)"
+    } else if end.state == JobState::Timeout {
+        " (raise the stage's `slurm: {time: ...}`; long stages resume from their checkpoint)"
+    } else {
+        ""
     };
     Ok(Err(format!(
         "Slurm job {id} ended {}{}{}{hint} without publishing the artifact; last lines of {}: {}",
