@@ -310,6 +310,40 @@ stages:
     );
 }
 
+/// Twelve independent stages go to Slurm together (not two at a time, as the
+/// driver host's two cores would allow locally), and each runs once.
+#[test]
+fn many_jobs_are_in_flight_at_once() {
+    let _turn = serial();
+    if !cluster() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let yaml = "version: 1\nname: wide\nstages:\n  s:\n    op: debug_shards\n    foreach: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]\n    seed: ${item}\n    shards: 4\n    delay_ms: 400\n";
+    std::fs::write(t.path().join("p.yaml"), yaml).unwrap();
+    let mut driver = bin()
+        .args(["run", "p.yaml", "--executor", "slurm"])
+        .current_dir(t.path())
+        .env("SAEPIPE_SLURM_POLL_MS", "300")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut most = 0;
+    while driver.try_wait().unwrap().is_none() {
+        let q = Command::new("squeue").args(["-h", "-o", "%j"]).output().unwrap();
+        let ours = String::from_utf8_lossy(&q.stdout).lines().filter(|l| l.starts_with("saepipe:wide:")).count();
+        most = most.max(ours);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = driver.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cache = t.path().join("cache");
+    assert_eq!(job_records(&cache).len(), 12);
+    assert!(statuses(&cache).iter().all(|(_, s)| s == "ran"), "{:?}", statuses(&cache));
+    assert!(most >= 8, "at most {most} jobs were queued or running at once");
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -96,7 +96,8 @@ pub(crate) enum Command {
         pipeline: PipelineArgs,
         #[command(flatten)]
         select: SelectArgs,
-        /// Stage instances to run at once (default: number of CPU cores).
+        /// Stage instances to run at once (default: number of CPU cores; with
+        /// the Slurm executor, jobs in flight: 100).
         #[arg(short, long)]
         jobs: Option<usize>,
         /// Keep running independent stages after a failure.
@@ -357,6 +358,10 @@ fn cache_root(explicit: Option<&Path>, p: Option<&Pipeline>) -> PathBuf {
 /// cache must use the same value.
 pub const LOCK_TIMEOUT_ENV: &str = "SAEPIPE_LOCK_TIMEOUT";
 
+/// Stage jobs a driver keeps submitted or running at once with the Slurm
+/// executor unless `-j` says otherwise.
+const SLURM_JOBS_IN_FLIGHT: usize = 100;
+
 fn open_cache(root: &Path) -> Result<Cache> {
     let cache = Cache::open(root)
         .map_err(|e| anyhow::Error::new(Exit(exit::CACHE, format!("cannot open cache {}: {e}", root.display()))))?;
@@ -425,14 +430,24 @@ pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
                     ));
                 }
             }
-            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+
             let quiet = quiet || std::env::var_os("SAEPIPE_QUIET").is_some();
             let use_slurm = executor.map(|e| e == ExecutorArg::Slurm).unwrap_or(p.executor_slurm);
-            let slurm = use_slurm.then(|| crate::exec::slurm::SlurmOptions {
-                settings: p.slurm.clone(),
-                poll: std::time::Duration::from_millis(
-                    std::env::var("SAEPIPE_SLURM_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
-                ),
+            // Slurm jobs wait in the queue, not on this host: many may be in flight.
+            let jobs = jobs.unwrap_or_else(|| {
+                if use_slurm {
+                    SLURM_JOBS_IN_FLIGHT
+                } else {
+                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+                }
+            });
+            let slurm = use_slurm.then(|| {
+                crate::exec::slurm::SlurmOptions::new(
+                    p.slurm.clone(),
+                    std::time::Duration::from_millis(
+                        std::env::var("SAEPIPE_SLURM_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
+                    ),
+                )
             });
             if detach {
                 let Some(slurm) = slurm else {

@@ -37,7 +37,7 @@ pub struct Detached {
 pub fn detach(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &SlurmOptions) -> Result<Vec<Detached>> {
     let root = std::path::absolute(cache.root()).context("locating the cache")?;
     std::fs::create_dir_all(root.join("jobs")).context("creating the cache's jobs folder")?;
-    let slurm = Slurm::new(RetryPolicy::default(), 10.0);
+    let slurm = &*opts.client;
     let pos_of: HashMap<usize, usize> = plan.items.iter().enumerate().map(|(pos, it)| (it.idx, pos)).collect();
     // Per plan position: its job, or why it has none (`None`: cached).
     let mut job_of: HashMap<usize, JobId> = HashMap::new();
@@ -60,15 +60,15 @@ pub fn detach(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &SlurmOptions) -> 
         } else {
             let stage = p.stages.iter().find(|s| s.name == inst.stage);
             let settings = stage.map_or_else(|| opts.settings.clone(), |s| s.slurm.over(&opts.settings));
-            let opts = SlurmOptions { settings, poll: opts.poll };
+            let opts = opts.with_settings(settings);
             let job = job_for(p, plan, pos);
             let files = JobFiles::of(&root, &item.key);
             let _submitting = cache.lock(&submit_lock_key(&item.key), &mut |_| {})?;
-            let (id, state) = match attachable(&slurm, &files)? {
+            let (id, state) = match attachable(slurm, &files)? {
                 Some(id) => (id, "already queued"),
                 None => {
                     let after: Vec<JobId> = deps.iter().filter_map(|d| job_of.get(d).copied()).collect();
-                    (submit(&slurm, &root, &job, &files, &opts, after)?, "submitted")
+                    (submit(slurm, &root, &job, &files, &opts, after)?, "submitted")
                 }
             };
             job_of.insert(pos, id);

@@ -10,5 +10,6 @@ mod progress;
 pub mod remote;
 pub mod scheduler;
 pub mod slurm;
+mod slurm_watch;
 pub mod stage;
 pub mod team;

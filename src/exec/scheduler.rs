@@ -197,7 +197,15 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                 let pos = ready[i];
                 let item = &plan.items[pos];
                 let inst = &p.instances[item.idx];
-                let resource = inst.op.resource(&inst.params);
+                // The stage's own settings over the pipeline's; `local: true`
+                // stages (and hits) run here, in the driver.
+                let slurm = opts.slurm.as_ref().filter(|_| item.action != Action::Hit).and_then(|o| {
+                    let stage = p.stages.iter().find(|s| s.name == inst.stage);
+                    let settings = stage.map_or_else(|| o.settings.clone(), |s| s.slurm.over(&o.settings));
+                    (settings.local != Some(true)).then(|| o.with_settings(settings))
+                });
+                // A Slurm job brings its own GPU: only stages run here share this host's.
+                let resource = if slurm.is_some() { Resource::Cpu } else { inst.op.resource(&inst.params) };
                 if resource != Resource::Cpu && busy.contains(&resource) {
                     i += 1;
                     continue;
@@ -214,13 +222,6 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                 let record_dir = record_dir.clone();
                 let action = item.action;
                 let isolate = opts.isolate;
-                // The stage's own settings over the pipeline's; `local: true`
-                // stages run here, in the driver.
-                let slurm = opts.slurm.as_ref().and_then(|o| {
-                    let stage = p.stages.iter().find(|s| s.name == inst.stage);
-                    let settings = stage.map_or_else(|| o.settings.clone(), |s| s.slurm.over(&o.settings));
-                    (settings.local != Some(true)).then_some(super::slurm::SlurmOptions { settings, poll: o.poll })
-                });
                 scope.spawn(move || {
                     if action != Action::Hit {
                         reporter.println(&format!(
@@ -235,7 +236,7 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                         ));
                     }
                     let progress = reporter.stage(&job.instance);
-                    let result = if let Some(slurm) = slurm.as_ref().filter(|_| action != Action::Hit) {
+                    let result = if let Some(slurm) = slurm.as_ref() {
                         super::slurm::run_slurm(cache, &job, &log_path, slurm)
                     } else if isolate {
                         run_isolated(cache, &job, &record_dir, &log_path)

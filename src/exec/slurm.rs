@@ -10,24 +10,53 @@
 //! instead of submitting again. Submitting is done under a per-key submission
 //! lock, so two drivers on one cache never submit the same stage twice.
 
+use super::slurm_watch::JobWatcher;
 use super::stage::{ExecResult, Outcome, StageJob, StageResult};
-use crate::engine::{StageStop, cancel_requested};
+use crate::engine::cancel_requested;
 use crate::pipeline::shell_quote;
 use anyhow::{Context, Result, anyhow};
 use saepipe_cache::{Cache, Key};
 use saepipe_slurm::{JobId, JobSpec, JobState, RetryPolicy, Slurm, SlurmSettings};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a run uses Slurm.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SlurmOptions {
     /// Resources and placement for every stage job (the pipeline's `slurm:`).
     pub settings: SlurmSettings,
-    /// How often the driver asks Slurm about the jobs it waits on.
-    pub poll: Duration,
+    /// The run's one Slurm client (its submission throttle is shared).
+    pub client: Arc<Slurm>,
+    /// The run's one view of its jobs' states (one query per poll for all).
+    pub watcher: Arc<JobWatcher>,
 }
+
+impl std::fmt::Debug for SlurmOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlurmOptions").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl SlurmOptions {
+    /// A run's Slurm options: submissions at most `SUBMITS_PER_SECOND`, job
+    /// states asked for every `poll`.
+    pub fn new(settings: SlurmSettings, poll: Duration) -> SlurmOptions {
+        let client = Arc::new(Slurm::new(RetryPolicy::default(), SUBMITS_PER_SECOND));
+        let watcher = Arc::new(JobWatcher::new(client.clone(), poll));
+        SlurmOptions { settings, client, watcher }
+    }
+
+    /// The same client and watcher with `settings` (one stage's).
+    pub fn with_settings(&self, settings: SlurmSettings) -> SlurmOptions {
+        SlurmOptions { settings, client: self.client.clone(), watcher: self.watcher.clone() }
+    }
+}
+
+/// Submissions per second a driver allows itself (a busy controller's
+/// `sbatch` latency is the other brake).
+const SUBMITS_PER_SECOND: f64 = 10.0;
 
 /// What the driver records about a submitted job (`jobs/<key>.slurm.json`).
 #[derive(Serialize, Deserialize)]
@@ -92,12 +121,12 @@ pub fn run_slurm(cache: &Cache, job: &StageJob, log_path: &Path, opts: &SlurmOpt
     let root = std::path::absolute(cache.root()).context("locating the cache")?;
     std::fs::create_dir_all(root.join("jobs")).context("creating the cache's jobs folder")?;
     let files = JobFiles::of(&root, &job.key);
-    let slurm = Slurm::new(RetryPolicy::default(), 10.0);
+    let slurm = &*opts.client;
     std::fs::File::create(log_path)?;
     let retries = opts.settings.retries.unwrap_or(0);
     let mut failures = Vec::new();
     for attempt in 0..=retries {
-        match attempt_once(cache, &slurm, &root, job, &files, log_path, opts, start)? {
+        match attempt_once(cache, slurm, &root, job, &files, log_path, opts, start)? {
             Ok(result) => return Ok(result),
             Err(failure) => {
                 append_log(log_path, &format!("attempt {} of {}: {failure}\n", attempt + 1, retries + 1))?;
@@ -145,7 +174,7 @@ fn attempt_once(
     };
     let verb = if attached { "attached to" } else { "submitted" };
     append_log(log_path, &format!("{verb} Slurm job {id}; its output: {}\n", files.log.display()))?;
-    let end = wait(slurm, id, opts.poll)?;
+    let end = opts.watcher.wait_until_ended(id)?;
     // The job's own output, appended to the run's stage log.
     if let Ok(text) = std::fs::read_to_string(&files.log) {
         append_log(log_path, &text)?;
@@ -253,21 +282,4 @@ pub(super) fn submit(
     };
     write_atomically(&files.record, &serde_json::to_vec_pretty(&record)?)?;
     Ok(id)
-}
-
-/// Waits until Slurm no longer runs (or will rerun) the job. Ctrl-C stops the
-/// wait, not the job: the next run attaches to it.
-fn wait(slurm: &Slurm, id: JobId, poll: Duration) -> Result<saepipe_slurm::JobInfo> {
-    loop {
-        if cancel_requested() {
-            return Err(anyhow::Error::new(StageStop::Interrupted).context(format!(
-                "stopped waiting for Slurm job {id}; it keeps running and the next run attaches to it"
-            )));
-        }
-        let info = slurm.query(&[id])?.remove(&id).unwrap_or_else(saepipe_slurm::JobInfo::gone);
-        if !info.state.is_active() {
-            return Ok(info);
-        }
-        std::thread::sleep(poll);
-    }
 }
