@@ -344,6 +344,50 @@ fn many_jobs_are_in_flight_at_once() {
     assert!(most >= 8, "at most {most} jobs were queued or running at once");
 }
 
+/// Two drivers started at once on one pipeline and cache: every stage is
+/// submitted once; the second driver follows the first one's jobs.
+#[test]
+fn two_drivers_at_once_submit_each_stage_once() {
+    let _turn = serial();
+    if !cluster() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("p.yaml"), CHAIN).unwrap();
+    let args = ["run", "p.yaml", "--executor", "slurm", "--set", "delay=200", "--set", "shards=6"];
+    let spawn = || {
+        bin()
+            .args(args)
+            .current_dir(t.path())
+            .env("SAEPIPE_SLURM_POLL_MS", "300")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (d1, d2) = (spawn(), spawn());
+    let (o1, o2) = (d1.wait_with_output().unwrap(), d2.wait_with_output().unwrap());
+    assert!(
+        o1.status.success() && o2.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o1.stderr),
+        String::from_utf8_lossy(&o2.stderr)
+    );
+    let cache = t.path().join("cache");
+    let jobs = job_records(&cache);
+    assert_eq!(jobs.len(), 2, "one job per stage: {jobs:?}");
+    // Each stage's job was submitted by one driver; any other driver attached or took a hit.
+    let logs: Vec<String> = std::fs::read_dir(cache.join("runs"))
+        .unwrap()
+        .flat_map(|r| std::fs::read_dir(r.unwrap().path().join("logs")).unwrap())
+        .map(|l| std::fs::read_to_string(l.unwrap().path()).unwrap())
+        .collect();
+    let submitted = logs.iter().map(|l| l.matches("submitted Slurm job").count()).sum::<usize>();
+    assert_eq!(submitted, 2, "{logs:?}");
+    run_ok(&["run", "p.yaml", "--cache-dir", "local", "--set", "delay=200", "--set", "shards=6"], t.path());
+    assert_eq!(payloads(&cache), payloads(&t.path().join("local")));
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
