@@ -388,6 +388,46 @@ fn two_drivers_at_once_submit_each_stage_once() {
     assert_eq!(payloads(&cache), payloads(&t.path().join("local")));
 }
 
+/// Per-op defaults under the pipeline's and the stage's settings: a GPU for
+/// stages set to `device: cuda`, plots in the driver; what a pipeline or a
+/// stage writes wins.
+#[test]
+fn ops_bring_sensible_slurm_defaults() {
+    let t = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(repo().join("pipelines/toy_sae.yaml")).unwrap();
+    std::fs::write(t.path().join("p.yaml"), &yaml).unwrap();
+    let ops = saepipe::ops::registry();
+    let load = |file: &str, sets: &[&str]| {
+        let opts =
+            saepipe::pipeline::LoadOptions { sets: sets.iter().map(|s| s.to_string()).collect(), params_file: None };
+        saepipe::pipeline::load(&ops, &t.path().join(file), &opts).unwrap()
+    };
+    let settings = |p: &saepipe::pipeline::Pipeline, stage: &str| {
+        let inst = p.instances.iter().find(|i| i.stage == stage).unwrap();
+        saepipe::exec::slurm::settings_for(p, inst, &p.slurm)
+    };
+    let p = load("p.yaml", &[]);
+    assert_eq!(settings(&p, "report").local, Some(true), "plots run in the driver");
+    assert_eq!(settings(&p, "sae").gpus, None, "device auto asks for no GPU");
+    assert_eq!(settings(&p, "tokens").local, None);
+
+    // device: cuda brings a GPU; the pipeline's and the stage's settings go over the defaults.
+    let cuda = yaml.replace("    op: train_sae\n", "    op: train_sae\n    device: cuda\n    slurm: {time: 60}\n");
+    let cuda = format!("{cuda}slurm:\n  partition: gpu\n");
+    std::fs::write(
+        t.path().join("cuda.yaml"),
+        cuda.replace("    op: plot\n", "    op: plot\n    slurm: {local: false}\n"),
+    )
+    .unwrap();
+    let p = load("cuda.yaml", &[]);
+    let sae = settings(&p, "sae");
+    assert_eq!(
+        (sae.gpus.as_deref(), sae.time.as_deref(), sae.partition.as_deref()),
+        (Some("1"), Some("60"), Some("gpu"))
+    );
+    assert_eq!(settings(&p, "report").local, Some(false), "a stage may send its plot to Slurm");
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

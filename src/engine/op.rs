@@ -50,6 +50,12 @@ pub trait Op: Send + Sync {
     fn resource(&self, _params: &Params) -> Resource {
         Resource::Cpu
     }
+    /// What a Slurm job of this stage asks for unless the pipeline's or the
+    /// stage's `slurm:` says otherwise (a GPU for stages set to `device: cuda`,
+    /// `local: true` for seconds of work).
+    fn slurm_defaults(&self, _params: &Params) -> saepipe_slurm::SlurmSettings {
+        saepipe_slurm::SlurmSettings::default()
+    }
     /// Files of this op's artifacts (patterns with one `*`) that the readers of
     /// consuming ops verify themselves as they read them (against hashes the
     /// artifact carries), so the engine need not re-hash them up front.

@@ -14,7 +14,7 @@
 
 use super::plan::{Action, Plan};
 use super::scheduler::job_for;
-use super::slurm::{JobFiles, SlurmOptions, attachable, record, submit, submit_lock_key};
+use super::slurm::{JobFiles, SlurmOptions, attachable, record, settings_for, submit, submit_lock_key};
 use crate::pipeline::Pipeline;
 use anyhow::{Context, Result, anyhow};
 use saepipe_cache::Cache;
@@ -52,15 +52,11 @@ pub fn detach(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &SlurmOptions) -> 
         } else if let Some(d) = deps.iter().find(|d| left.contains_key(d)) {
             row.state = format!("left for `saepipe run` (needs {})", p.instances[plan.items[*d].idx].id);
             left.insert(pos, row.state.clone());
-        } else if p.stages.iter().find(|s| s.name == inst.stage).and_then(|s| s.slurm.over(&opts.settings).local)
-            == Some(true)
-        {
+        } else if settings_for(p, inst, &opts.settings).local == Some(true) {
             row.state = "left for `saepipe run` (local: true)".into();
             left.insert(pos, row.state.clone());
         } else {
-            let stage = p.stages.iter().find(|s| s.name == inst.stage);
-            let settings = stage.map_or_else(|| opts.settings.clone(), |s| s.slurm.over(&opts.settings));
-            let opts = opts.with_settings(settings);
+            let opts = opts.with_settings(settings_for(p, inst, &opts.settings));
             let job = job_for(p, plan, pos);
             let files = JobFiles::of(&root, &item.key);
             let _submitting = cache.lock(&submit_lock_key(&item.key), &mut |_| {})?;

@@ -200,8 +200,7 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
                 // The stage's own settings over the pipeline's; `local: true`
                 // stages (and hits) run here, in the driver.
                 let slurm = opts.slurm.as_ref().filter(|_| item.action != Action::Hit).and_then(|o| {
-                    let stage = p.stages.iter().find(|s| s.name == inst.stage);
-                    let settings = stage.map_or_else(|| o.settings.clone(), |s| s.slurm.over(&o.settings));
+                    let settings = super::slurm::settings_for(p, inst, &o.settings);
                     (settings.local != Some(true)).then(|| o.with_settings(settings))
                 });
                 // A Slurm job brings its own GPU: only stages run here share this host's.

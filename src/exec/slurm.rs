@@ -13,7 +13,7 @@
 use super::slurm_watch::JobWatcher;
 use super::stage::{ExecResult, Outcome, StageJob, StageResult};
 use crate::engine::cancel_requested;
-use crate::pipeline::shell_quote;
+use crate::pipeline::{Instance, Pipeline, shell_quote};
 use anyhow::{Context, Result, anyhow};
 use saepipe_cache::{Cache, Key};
 use saepipe_slurm::{JobId, JobSpec, JobState, RetryPolicy, Slurm, SlurmSettings};
@@ -51,6 +51,16 @@ impl SlurmOptions {
     /// The same client and watcher with `settings` (one stage's).
     pub fn with_settings(&self, settings: SlurmSettings) -> SlurmOptions {
         SlurmOptions { settings, client: self.client.clone(), watcher: self.watcher.clone() }
+    }
+}
+
+/// A stage instance's Slurm settings: its stage's `slurm:` over the
+/// pipeline's (`pipeline`, as the run has them) over its op's defaults.
+pub fn settings_for(p: &Pipeline, inst: &Instance, pipeline: &SlurmSettings) -> SlurmSettings {
+    let base = pipeline.over(&inst.op.slurm_defaults(&inst.params));
+    match p.stages.iter().find(|s| s.name == inst.stage) {
+        Some(stage) => stage.slurm.over(&base),
+        None => base,
     }
 }
 

@@ -22,6 +22,13 @@ pub fn resource(params: &Params) -> Resource {
     }
 }
 
+/// Slurm defaults of stages with a `device`: one GPU when it names CUDA
+/// (`auto` asks for none: it takes a GPU where the cluster's settings give one).
+pub fn slurm_defaults(params: &Params) -> saepipe_slurm::SlurmSettings {
+    let cuda = params.str("device").is_ok_and(|d| d == "cuda" || d.starts_with("cuda:"));
+    saepipe_slurm::SlurmSettings { gpus: cuda.then(|| "1".to_string()), ..Default::default() }
+}
+
 /// The `precision` parameter of stages with a GPU path. In the key only when
 /// given, so pipelines that never set it keep their keys.
 pub fn precision_param() -> ParamSpec {

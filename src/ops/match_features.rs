@@ -163,6 +163,9 @@ impl Op for MatchFeaturesOp {
     fn resource(&self, params: &super::Params) -> super::Resource {
         super::device::resource(params)
     }
+    fn slurm_defaults(&self, params: &super::Params) -> saepipe_slurm::SlurmSettings {
+        super::device::slurm_defaults(params)
+    }
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![

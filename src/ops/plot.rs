@@ -65,6 +65,10 @@ impl Op for PlotOp {
     fn name(&self) -> &'static str {
         "plot"
     }
+    /// Seconds of work: not worth a wait in the queue.
+    fn slurm_defaults(&self, _params: &super::Params) -> saepipe_slurm::SlurmSettings {
+        saepipe_slurm::SlurmSettings { local: Some(true), ..Default::default() }
+    }
     fn version(&self) -> u32 {
         2
     }
