@@ -392,3 +392,43 @@ fn dag_validate_ops_and_invalid_exit_code() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read pipeline file missing.yaml"));
 }
+
+/// Names that are looked up get a did-you-mean, and invalid input exits 2
+/// with an `error:` line: an unknown op, a mistyped pipeline file, a corpus
+/// that is not there.
+#[test]
+fn mistyped_names_get_suggestions_and_exit_2() {
+    let t = tempfile::tempdir().unwrap();
+    let out = run_out(&["ops", "train_sa"], t.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error: unknown op `train_sa` (did you mean `train_sae`?)"), "{err}");
+
+    write(t.path(), "toy_sae.yaml", CHAIN);
+    let out = run_out(&["run", "toy_sea.yaml"], t.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: cannot read pipeline file toy_sea.yaml") && err.contains("did you mean `toy_sae.yaml`"),
+        "{err}"
+    );
+
+    std::fs::write(t.path().join("corpus-train.jsonl"), "{\"text\": \"a b c\"}\n").unwrap();
+    write(
+        t.path(),
+        "c.yaml",
+        "version: 1\nname: c\nstages:\n  tokens:\n    op: tokenize\n    corpus: corpus-trian.jsonl\n    tokenizer: toy/toy-grammar@step0\n    context_size: 8\n",
+    );
+    for cmd in ["validate", "run"] {
+        let out = run_out(&[cmd, "c.yaml"], t.path());
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("c.yaml:6:")
+                && err.contains("corpus")
+                && err.contains("did you mean")
+                && err.contains("corpus-train.jsonl"),
+            "{cmd}: {err}"
+        );
+    }
+}

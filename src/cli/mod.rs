@@ -594,7 +594,10 @@ pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
                     }
                 }
                 Some(n) => {
-                    let op = ops.find(&n).with_context(|| format!("unknown op `{n}`"))?;
+                    let Some(op) = ops.find(&n) else {
+                        let hint = saepipe_core::suggest::hint(&n, ops.visible().map(|o| o.name()));
+                        bail!(Exit(exit::INVALID, format!("error: unknown op `{n}`{hint}; `saepipe ops` lists them")));
+                    };
                     println!("{} (version {}): {}\n", op.name(), op.version(), op.summary());
                     for s in op.params() {
                         let req = if s.required {

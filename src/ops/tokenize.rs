@@ -72,6 +72,16 @@ impl Op for TokenizeOp {
     fn external_inputs(&self, params: &Params, base_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         Ok(vec![("tokenizer".into(), tokenizer_path(params, base_dir)?)])
     }
+    fn check_params(&self, params: &Params, _base_dir: &Path) -> Vec<super::ParamProblem> {
+        // A missing corpus is bad input, found before anything runs.
+        match params.str("corpus") {
+            Ok(corpus) if !Path::new(corpus).exists() => {
+                let hint = saepipe_core::suggest::path_hint(Path::new(corpus));
+                vec![("corpus", None, format!("no such file or directory: {corpus}{hint}"))]
+            }
+            _ => Vec::new(),
+        }
+    }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
         let p = &ctx.params;
         let corpus_path = PathBuf::from(p.str("corpus")?);

@@ -42,7 +42,14 @@ pub enum LoadError {
 impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LoadError::Io(p, e) => write!(f, "cannot read pipeline file {}: {e}", p.display()),
+            LoadError::Io(p, e) => {
+                let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                    saepipe_core::suggest::path_hint(p)
+                } else {
+                    String::new()
+                };
+                write!(f, "error: cannot read pipeline file {}: {e}{hint}", p.display())
+            }
             LoadError::Invalid(d) => write!(f, "{d}"),
         }
     }
