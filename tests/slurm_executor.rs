@@ -394,7 +394,9 @@ fn two_drivers_at_once_submit_each_stage_once() {
 #[test]
 fn ops_bring_sensible_slurm_defaults() {
     let t = tempfile::tempdir().unwrap();
-    let yaml = std::fs::read_to_string(repo().join("pipelines/toy_sae.yaml")).unwrap();
+    let yaml = std::fs::read_to_string(repo().join("pipelines/toy_sae.yaml"))
+        .unwrap()
+        .replace("../models/", &format!("{}/models/", repo().display()));
     std::fs::write(t.path().join("p.yaml"), &yaml).unwrap();
     let ops = saepipe::ops::registry();
     let load = |file: &str, sets: &[&str]| {

@@ -40,10 +40,12 @@ impl std::fmt::Debug for SlurmOptions {
 }
 
 impl SlurmOptions {
-    /// A run's Slurm options: submissions at most `SUBMITS_PER_SECOND`, job
-    /// states asked for every `poll`.
+    /// A run's Slurm options (`settings`: the pipeline's): submissions at
+    /// most `submits_per_second` (default `SUBMITS_PER_SECOND`), job states
+    /// asked for every `poll`.
     pub fn new(settings: SlurmSettings, poll: Duration) -> SlurmOptions {
-        let client = Arc::new(Slurm::new(RetryPolicy::default(), SUBMITS_PER_SECOND));
+        let rate = settings.submits_per_second.map_or(SUBMITS_PER_SECOND, f64::from);
+        let client = Arc::new(Slurm::new(RetryPolicy::default(), rate));
         let watcher = Arc::new(JobWatcher::new(client.clone(), poll));
         SlurmOptions { settings, client, watcher }
     }
@@ -64,8 +66,8 @@ pub fn settings_for(p: &Pipeline, inst: &Instance, pipeline: &SlurmSettings) -> 
     }
 }
 
-/// Submissions per second a driver allows itself (a busy controller's
-/// `sbatch` latency is the other brake).
+/// Submissions per second a driver allows itself by default (a busy
+/// controller's `sbatch` latency is the other brake).
 const SUBMITS_PER_SECOND: f64 = 10.0;
 
 /// What the driver records about a submitted job (`jobs/<key>.slurm.json`).

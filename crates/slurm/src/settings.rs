@@ -50,6 +50,9 @@ pub struct SlurmSettings {
     /// save its progress and requeue itself; [`DEFAULT_WARN_BEFORE_SECS`]
     /// when `time` is set, 0 turns the warning off.
     pub warn_before: Option<u32>,
+    /// Submissions per second the driver allows itself (run-wide: read from
+    /// the pipeline's mapping; default 10).
+    pub submits_per_second: Option<u32>,
 }
 
 /// The default of [`SlurmSettings::warn_before`]: enough for a checkpoint of
@@ -122,6 +125,12 @@ impl SlurmSettings {
                     Some(n) if n <= 100 => s.retries = Some(n as u32),
                     _ => err(name, format!("`retries` must be an integer from 0 to 100, found {}", kind(v))),
                 },
+                "submits_per_second" => match v.as_u64() {
+                    Some(n) if (1..=1000).contains(&n) => s.submits_per_second = Some(n as u32),
+                    _ => {
+                        err(name, format!("`submits_per_second` must be an integer from 1 to 1000, found {}", kind(v)))
+                    }
+                },
                 "warn_before" => match v.as_u64() {
                     Some(n) if n <= 86_400 => s.warn_before = Some(n as u32),
                     _ => err(name, format!("`warn_before` must be seconds from 0 to 86400, found {}", kind(v))),
@@ -162,6 +171,7 @@ impl SlurmSettings {
             local: self.local.or(base.local),
             retries: self.retries.or(base.retries),
             warn_before: self.warn_before.or(base.warn_before),
+            submits_per_second: self.submits_per_second.or(base.submits_per_second),
         }
     }
 
@@ -287,6 +297,8 @@ mod tests {
         let stage = read(json!({"warn_before": 600})).unwrap();
         assert_eq!(stage.over(&read(json!({"time": 90})).unwrap()).warning_secs(), Some(600));
         assert_eq!(read(json!({"time": 90, "warn_before": 0})).unwrap().warning_secs(), None);
+        assert_eq!(read(json!({"submits_per_second": 2})).unwrap().submits_per_second, Some(2));
+        assert!(read(json!({"submits_per_second": 0})).is_err());
         let errs = read(json!({"warn_before": "soon"})).unwrap_err();
         assert!(errs[0].message.contains("`warn_before` must be seconds"), "{errs:?}");
         assert!(!read(json!({"time": 90})).unwrap().sbatch_args().iter().any(|a| a.contains("USR1")));
