@@ -432,3 +432,25 @@ fn mistyped_names_get_suggestions_and_exit_2() {
         );
     }
 }
+
+/// `saepipe path` gives scripts an artifact's directory or one of its files.
+#[test]
+fn path_prints_where_an_artifact_is() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "p.yaml", CHAIN);
+    let out = run_out(&["path", "p.yaml", "b"], t.path());
+    assert_eq!(out.status.code(), Some(3), "not cached yet");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("b is not in the cache yet"));
+    run_ok(&["run", "p.yaml"], t.path());
+    let dir = run_ok(&["path", "p.yaml", "b"], t.path());
+    let dir = Path::new(dir.trim());
+    assert!(dir.join("data.bin").is_file(), "{}", dir.display());
+    let file = run_ok(&["path", "p.yaml", "b.data.bin"], t.path());
+    assert_eq!(Path::new(file.trim()), dir.join("data.bin"));
+    let out = run_out(&["path", "p.yaml", "b.data.bni"], t.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_out(&["path", "p.yaml", "bb"], t.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a stage instance"));
+}

@@ -134,6 +134,16 @@ pub(crate) enum Command {
         #[command(flatten)]
         select: SelectArgs,
     },
+    /// Print the directory (or, with `.OUTPUT`, the file) of a stage
+    /// instance's artifact, for scripts and notebooks; exit 3 if it is not
+    /// cached yet.
+    Path {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// A stage instance (`sae`, `train[step1]`), optionally with a file or
+        /// folder of its artifact (`sae.losses.parquet`, `sae.sae`).
+        target: String,
+    },
     /// Download every model, tokenizer and coder the pipeline needs into the
     /// local caches (on a login node), so the run itself needs no network
     /// (`HF_HUB_OFFLINE=1` on compute nodes).
@@ -519,6 +529,62 @@ pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
                 let log = r.log.as_ref().map(|l| l.display().to_string()).unwrap_or_default();
                 println!("{:<w$}  {:<28}  {job:>8}  {elapsed:>9}  {log}", r.instance, r.state);
             }
+            Ok(exit::OK)
+        }
+        Command::Path { pipeline, target } => {
+            forbid_downloads();
+            let p = load(ops, &pipeline)?;
+            let cache = open_cache(&cache_root(pipeline.cache_dir.as_deref(), Some(&p)))?;
+            // The longest instance id the target starts with; the rest names an output.
+            let found = p
+                .instances
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| target == i.id || target.starts_with(&format!("{}.", i.id)))
+                .max_by_key(|(_, i)| i.id.len());
+            let Some((idx, inst)) = found else {
+                let names: Vec<&str> = p.instances.iter().map(|i| i.id.as_str()).collect();
+                let stem = target.split('.').next().unwrap_or(&target);
+                let hint = saepipe_core::suggest::hint(stem, names.iter().copied());
+                bail!(Exit(
+                    exit::INVALID,
+                    format!("error: `{target}` is not a stage instance of {}{hint}", p.file.display())
+                ));
+            };
+            if p.instances.iter().filter(|i| i.stage == inst.stage).count() > 1 && inst.id == inst.stage {
+                bail!(Exit(exit::INVALID, format!("error: stage `{}` has several instances; name one", inst.stage)));
+            }
+            let output = target[inst.id.len()..].strip_prefix('.');
+            let plan = plan::make_plan(
+                &p,
+                &cache,
+                &Selection { targets: vec![inst.id.clone()], force: vec![] },
+                VerifyPolicy::Quick,
+            )?;
+            let item = plan.items.iter().find(|it| it.idx == idx).context("the instance is not in its own plan")?;
+            let team = match &p.team_cache {
+                Some(dir) => crate::exec::team::open(dir, &cache)?,
+                None => None,
+            };
+            let dir = if cache.lookup(&item.key)?.is_some() {
+                cache.artifact_dir(&item.key)
+            } else if let Some(t) = team.as_ref().filter(|t| t.lookup(&item.key).ok().flatten().is_some()) {
+                t.artifact_dir(&item.key)
+            } else {
+                bail!(Exit(
+                    exit::CACHE,
+                    format!("{} is not in the cache yet ({}); run the pipeline first", inst.id, item.why.join("; "))
+                ));
+            };
+            let path = match output {
+                Some(o) => dir.join(o),
+                None => dir,
+            };
+            if !path.exists() {
+                let hint = saepipe_core::suggest::path_hint(&path);
+                bail!(Exit(exit::INVALID, format!("error: {} has no `{}`{hint}", inst.id, output.unwrap_or(""))));
+            }
+            println!("{}", path.display());
             Ok(exit::OK)
         }
         Command::Fetch { pipeline } => {
