@@ -464,3 +464,19 @@ fn hook_names_are_checked_against_the_model_config_at_validate_time() {
     let p = load_str(&registry(), &base, &remote, &LoadOptions::default(), None);
     assert!(p.is_ok(), "{:?}", p.err().map(|e| e.to_string()));
 }
+
+/// A wrong value given with `--set` is reported once per stage (not once per
+/// `foreach` instance), saying that it came from the `--set`.
+#[test]
+fn a_bad_set_value_is_reported_once_per_stage_naming_the_set() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("p.yaml");
+    let yaml = "version: 1\nvars:\n  k: 8\nstages:\n  a:\n    op: debug_shards\n    foreach: [1, 2, 3, 4]\n    seed: ${item}\n    shards: ${k}\n  b:\n    op: debug_shards\n    shards: ${k}\n";
+    let opts = LoadOptions { sets: vec!["k=eight".into()], params_file: None };
+    let err = load_str(&registry(), &base, yaml, &opts, None).err().expect("a string for an integer").to_string();
+    assert!(
+        err.contains("p.yaml:9:13: error: stage `a` (4 instances), parameter `shards`: expected an integer, found the string `eight` (the value of `${k}`, given by `--set k=eight`)"),
+        "{err}"
+    );
+    assert!(err.contains("p.yaml:12:13: error: stage `b`, parameter `shards`"), "{err}");
+    assert!(err.ends_with("2 errors in ") || err.contains("2 errors in"), "{err}");
+}

@@ -22,6 +22,8 @@ pub struct Diagnostic {
     pub message: String,
     /// A suggestion: a did-you-mean, or the values expected.
     pub help: Option<String>,
+    /// How many instances of `stage` share this problem (see [`Diagnostics::sort`]).
+    pub instances: usize,
 }
 
 impl fmt::Display for Diagnostic {
@@ -29,6 +31,9 @@ impl fmt::Display for Diagnostic {
         write!(f, "{}:{}:{}: error:", self.file, self.pos.line, self.pos.col)?;
         if let Some(stage) = &self.stage {
             write!(f, " stage `{stage}`")?;
+            if self.instances > 1 {
+                write!(f, " ({} instances)", self.instances)?;
+            }
             if let Some(param) = &self.param {
                 write!(f, ", parameter `{param}`")?;
             }
@@ -78,6 +83,7 @@ impl Diagnostics {
             param: param.map(str::to_string),
             message: message.into(),
             help: None,
+            instances: 1,
         });
         self.items.last_mut().unwrap()
     }
@@ -99,10 +105,47 @@ impl Diagnostics {
             });
         self.error(pos, stage, param, format!("unknown {what} `{name}`")).help = help;
     }
-    /// Orders the diagnostics by position and drops exact duplicates.
+    /// A problem written at a `${var}` whose value came from `--set` or a
+    /// params file says so (`overridden`: variable → where its value came
+    /// from): the line shown is where the value is used, not where the wrong
+    /// value was given. `text` is the file's text.
+    pub fn name_overrides(&mut self, text: &str, overridden: &std::collections::BTreeMap<String, String>) {
+        let lines: Vec<&str> = text.lines().collect();
+        let file = self.file.clone();
+        for item in self.items.iter_mut().filter(|i| i.file == file) {
+            let Some(line) = lines.get(item.pos.line.saturating_sub(1)) else { continue };
+            let Some(rest) = line.get(item.pos.col.saturating_sub(1)..) else { continue };
+            let Some(name) = rest.strip_prefix("${").and_then(|r| r.split('}').next()) else { continue };
+            if let Some(origin) = overridden.get(name) {
+                item.message.push_str(&format!(" (the value of `${{{name}}}`, given by {origin})"));
+            }
+        }
+    }
+    /// Orders the diagnostics by position, drops exact duplicates, and
+    /// reports a problem that every instance of a `foreach`/`matrix` stage
+    /// shares (one written line, one value) once, for the stage.
     pub fn sort(&mut self) {
         self.items.sort_by_key(|a| a.pos);
         self.items.dedup();
+        let stage_of = |d: &Diagnostic| d.stage.as_deref().map(|s| s.split('[').next().unwrap_or(s).to_string());
+        let mut merged: Vec<Diagnostic> = Vec::with_capacity(self.items.len());
+        for d in self.items.drain(..) {
+            if let Some(last) = merged.last_mut()
+                && d.stage.as_deref().is_some_and(|s| s.contains('['))
+                && (last.instances > 1 || last.stage.as_deref().is_some_and(|s| s.contains('[')))
+                && (&last.file, last.pos, &last.param, &last.message, &last.help)
+                    == (&d.file, d.pos, &d.param, &d.message, &d.help)
+                && stage_of(last) == stage_of(&d)
+            {
+                last.instances += 1;
+                if last.instances == 2 {
+                    last.stage = stage_of(last);
+                }
+                continue;
+            }
+            merged.push(d);
+        }
+        self.items = merged;
     }
 }
 

@@ -143,7 +143,7 @@ pub fn load_str(
 
     let (remote, team_cache) = super::run_settings::load_cache_section(&root, &base_dir, &mut d);
     let (executor_slurm, slurm) = super::run_settings::load_executor(&root, &mut d);
-    let vars = load_vars(&root, opts, params_file, &mut d);
+    let (vars, overridden) = load_vars(&root, opts, params_file, &mut d);
     let defaults = load_defaults(ops, &root, &mut d);
 
     let mut p = Pipeline {
@@ -194,17 +194,21 @@ pub fn load_str(
         Ok(p)
     } else {
         d.sort();
+        d.name_overrides(text, &overridden);
         Err(LoadError::Invalid(d))
     }
 }
 
+/// The pipeline's variables with the command line's and params file's
+/// overrides applied, and for each overridden variable where its value came from.
 fn load_vars(
     root: &Node,
     opts: &LoadOptions,
     params_file: Option<(&Path, &str)>,
     d: &mut Diagnostics,
-) -> BTreeMap<String, Node> {
+) -> (BTreeMap<String, Node>, BTreeMap<String, String>) {
     let mut vars = BTreeMap::new();
+    let mut overridden = BTreeMap::new();
     if let Some(e) = root.get("vars") {
         match e.value.as_map() {
             Some(m) => {
@@ -223,9 +227,10 @@ fn load_vars(
         }
     }
     let known: Vec<String> = vars.keys().cloned().collect();
-    let mut set_var = |d: &mut Diagnostics, file: &str, pos: Pos, name: &str, value: Node| {
+    let mut set_var = |d: &mut Diagnostics, file: &str, pos: Pos, name: &str, value: Node, origin: String| {
         if known.iter().any(|k| k == name) {
             vars.insert(name.to_string(), value);
+            overridden.insert(name.to_string(), origin);
         } else {
             let mut sub = Diagnostics::new(file);
             sub.unknown(pos, None, None, "variable", name, known.iter().map(String::as_str));
@@ -240,7 +245,8 @@ fn load_vars(
             Ok(n) => match n.as_map() {
                 Some(m) => {
                     for e in m {
-                        set_var(d, &pf_name, e.key_pos, &e.key, e.value.clone());
+                        let origin = format!("{pf_name}:{}", e.key_pos.line);
+                        set_var(d, &pf_name, e.key_pos, &e.key, e.value.clone(), origin);
                     }
                 }
                 None => d.items.push(diag_in(
@@ -257,13 +263,16 @@ fn load_vars(
         let pos = Pos { line: 1, col: 1 };
         match s.split_once('=') {
             Some((name, value)) => match yaml::parse(value) {
-                Ok(n) => set_var(d, &origin, pos, name.trim(), Node::new(n.value, pos)),
-                Err(_) => set_var(d, &origin, pos, name.trim(), Node::new(Yaml::Str(value.to_string()), pos)),
+                Ok(n) => set_var(d, &origin, pos, name.trim(), Node::new(n.value, pos), format!("`--set {s}`")),
+                Err(_) => {
+                    let node = Node::new(Yaml::Str(value.to_string()), pos);
+                    set_var(d, &origin, pos, name.trim(), node, format!("`--set {s}`"))
+                }
             },
             None => d.items.push(diag_in(&origin, pos, &format!("`{s}` is not of the form NAME=VALUE"))),
         }
     }
-    vars
+    (vars, overridden)
 }
 
 fn diag_in(file: &str, pos: Pos, message: &str) -> super::diag::Diagnostic {
@@ -274,6 +283,7 @@ fn diag_in(file: &str, pos: Pos, message: &str) -> super::diag::Diagnostic {
         param: None,
         message: message.to_string(),
         help: None,
+        instances: 1,
     }
 }
 
