@@ -454,3 +454,37 @@ fn path_prints_where_an_artifact_is() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a stage instance"));
 }
+
+/// A path given with `--set` that exists relative to the shell's directory
+/// means that one; paths written in the pipeline resolve against its folder.
+#[test]
+fn set_paths_resolve_against_the_current_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    std::fs::create_dir_all(t.path().join("pipes")).unwrap();
+    std::fs::create_dir_all(t.path().join("data")).unwrap();
+    std::fs::write(t.path().join("data/c.jsonl"), "{\"text\": \"a b c\"}\n").unwrap();
+    write(
+        t.path(),
+        "pipes/p.yaml",
+        "version: 1\nname: c\nvars:\n  corpus: ../data/c.jsonl\nstages:\n  tokens:\n    op: tokenize\n    corpus: ${corpus}\n    tokenizer: toy/toy-grammar@step0\n    context_size: 8\n",
+    );
+    let validate = |set: Option<&str>| {
+        let mut c = bin();
+        c.args(["validate", "pipes/p.yaml"]).current_dir(t.path()).env("SAEPIPE_MODELS", &models);
+        if let Some(s) = set {
+            c.args(["--set", s]);
+        }
+        c.output().unwrap()
+    };
+    // The default, written in the pipeline, is relative to the pipeline's folder.
+    assert!(validate(None).status.success());
+    // Typed in the shell (the working directory holds data/), relative to it.
+    let out = validate(Some("corpus=data/c.jsonl"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A path that exists nowhere is reported, at the pipeline's folder, with the --set named.
+    let out = validate(Some("corpus=data/nothere.jsonl"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no such file or directory") && err.contains("--set corpus=data/nothere.jsonl"), "{err}");
+}

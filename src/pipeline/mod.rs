@@ -11,6 +11,7 @@ mod refs;
 mod run_settings;
 pub mod spec;
 pub mod types;
+mod vars;
 pub mod yaml;
 
 pub use interp::shell_quote;

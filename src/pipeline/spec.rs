@@ -143,7 +143,7 @@ pub fn load_str(
 
     let (remote, team_cache) = super::run_settings::load_cache_section(&root, &base_dir, &mut d);
     let (executor_slurm, slurm) = super::run_settings::load_executor(&root, &mut d);
-    let (vars, overridden) = load_vars(&root, opts, params_file, &mut d);
+    let (vars, overridden) = super::vars::load_vars(&root, opts, params_file, &mut d);
     let defaults = load_defaults(ops, &root, &mut d);
 
     let mut p = Pipeline {
@@ -196,94 +196,6 @@ pub fn load_str(
         d.sort();
         d.name_overrides(text, &overridden);
         Err(LoadError::Invalid(d))
-    }
-}
-
-/// The pipeline's variables with the command line's and params file's
-/// overrides applied, and for each overridden variable where its value came from.
-fn load_vars(
-    root: &Node,
-    opts: &LoadOptions,
-    params_file: Option<(&Path, &str)>,
-    d: &mut Diagnostics,
-) -> (BTreeMap<String, Node>, BTreeMap<String, String>) {
-    let mut vars = BTreeMap::new();
-    let mut overridden = BTreeMap::new();
-    if let Some(e) = root.get("vars") {
-        match e.value.as_map() {
-            Some(m) => {
-                for v in m {
-                    vars.insert(v.key.clone(), v.value.clone());
-                }
-            }
-            None => {
-                d.error(
-                    e.value.pos,
-                    None,
-                    Some("vars"),
-                    format!("expected a mapping of variable names to values, found {}", e.value.kind()),
-                );
-            }
-        }
-    }
-    let known: Vec<String> = vars.keys().cloned().collect();
-    let mut set_var = |d: &mut Diagnostics, file: &str, pos: Pos, name: &str, value: Node, origin: String| {
-        if known.iter().any(|k| k == name) {
-            vars.insert(name.to_string(), value);
-            overridden.insert(name.to_string(), origin);
-        } else {
-            let mut sub = Diagnostics::new(file);
-            sub.unknown(pos, None, None, "variable", name, known.iter().map(String::as_str));
-            let mut item = sub.items.pop().unwrap();
-            item.message.push_str(" (overrides may only set variables declared under `vars:`)");
-            d.items.push(item);
-        }
-    };
-    if let Some((pf, text)) = params_file {
-        let pf_name = pf.display().to_string();
-        match yaml::parse(text) {
-            Ok(n) => match n.as_map() {
-                Some(m) => {
-                    for e in m {
-                        let origin = format!("{pf_name}:{}", e.key_pos.line);
-                        set_var(d, &pf_name, e.key_pos, &e.key, e.value.clone(), origin);
-                    }
-                }
-                None => d.items.push(diag_in(
-                    &pf_name,
-                    n.pos,
-                    "a params file must be a mapping of variable names to values",
-                )),
-            },
-            Err(e) => d.items.push(diag_in(&pf_name, e.pos, &e.message)),
-        }
-    }
-    for (i, s) in opts.sets.iter().enumerate() {
-        let origin = format!("--set #{}", i + 1);
-        let pos = Pos { line: 1, col: 1 };
-        match s.split_once('=') {
-            Some((name, value)) => match yaml::parse(value) {
-                Ok(n) => set_var(d, &origin, pos, name.trim(), Node::new(n.value, pos), format!("`--set {s}`")),
-                Err(_) => {
-                    let node = Node::new(Yaml::Str(value.to_string()), pos);
-                    set_var(d, &origin, pos, name.trim(), node, format!("`--set {s}`"))
-                }
-            },
-            None => d.items.push(diag_in(&origin, pos, &format!("`{s}` is not of the form NAME=VALUE"))),
-        }
-    }
-    (vars, overridden)
-}
-
-fn diag_in(file: &str, pos: Pos, message: &str) -> super::diag::Diagnostic {
-    super::diag::Diagnostic {
-        file: file.to_string(),
-        pos,
-        stage: None,
-        param: None,
-        message: message.to_string(),
-        help: None,
-        instances: 1,
     }
 }
 
