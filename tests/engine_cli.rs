@@ -488,3 +488,23 @@ fn set_paths_resolve_against_the_current_directory() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no such file or directory") && err.contains("--set corpus=data/nothere.jsonl"), "{err}");
 }
+
+/// `cache show` is readable (where, what made it, inputs, files); `--json`
+/// gives the manifest.
+#[test]
+fn cache_show_summarizes_an_artifact() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "p.yaml", CHAIN);
+    run_ok(&["run", "p.yaml"], t.path());
+    let b = run_ok(&["path", "p.yaml", "b"], t.path());
+    let key = Path::new(b.trim()).file_name().unwrap().to_string_lossy()[..12].to_string();
+    let out = run_ok(&["cache", "show", &key], t.path());
+    assert!(out.contains("(op debug_shards v") && out.contains("stage `b`"), "{out}");
+    assert!(
+        out.contains("inputs:") && out.contains("files:") && out.contains(&format!("{}/data.bin", b.trim())),
+        "{out}"
+    );
+    assert!(out.contains(" UTC") || out.contains('Z'), "a creation date: {out}");
+    let json: serde_json::Value = serde_json::from_str(&run_ok(&["cache", "show", &key, "--json"], t.path())).unwrap();
+    assert_eq!(json["stage"], "b");
+}

@@ -39,11 +39,14 @@ pub(super) fn cache_command(ops: &OpRegistry, cache: &Cache, command: CacheComma
             println!("{} artifacts, {}", list.len(), plan::human_bytes(total));
             Ok(exit::OK)
         }
-        CacheCommand::Show { key } => {
+        CacheCommand::Show { key, json } => {
             let key = cache.resolve_prefix(&key)?;
             let m = cache.lookup(&key)?.with_context(|| format!("artifact {key} is not in the cache"))?;
-            println!("{}", serde_json::to_string_pretty(&m)?);
-            println!("path: {}", cache.artifact_dir(&key).display());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                print!("{}", describe(&m, &cache.artifact_dir(&key)));
+            }
             Ok(exit::OK)
         }
         CacheCommand::Verify { key, remote: None } => {
@@ -123,4 +126,54 @@ pub(super) fn cache_command(ops: &OpRegistry, cache: &Cache, command: CacheComma
             Ok(exit::OK)
         }
     }
+}
+
+/// `cache show` for people: where the artifact is and what it holds.
+fn describe(m: &saepipe_cache::Manifest, dir: &std::path::Path) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let when = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(m.created_unix.max(0.0)),
+    );
+    let _ = writeln!(
+        out,
+        "{}  {} (op {} v{}, stage `{}`)",
+        &m.key.to_string()[..16],
+        dir.display(),
+        m.op,
+        m.op_version,
+        m.stage
+    );
+    let _ = writeln!(
+        out,
+        "made {when} by saepipe {} in {:.1}s{}; {} in {} file(s)",
+        m.saepipe_version,
+        m.seconds,
+        if m.resumed { " (resumed)" } else { "" },
+        plan::human_bytes(m.total_bytes),
+        m.files.len()
+    );
+    if !m.inputs.is_empty() {
+        let _ = writeln!(out, "inputs:");
+        for (label, k) in &m.inputs {
+            let _ = writeln!(out, "  {label:<16} {}", &k.to_string()[..16]);
+        }
+    }
+    if let Some(params) = m.params.as_object().filter(|p| !p.is_empty()) {
+        let _ = writeln!(out, "parameters:");
+        for (k, v) in params {
+            let _ = writeln!(out, "  {k:<16} {v}");
+        }
+    }
+    if let Some(metrics) = m.metrics.as_object().filter(|p| !p.is_empty()) {
+        let _ = writeln!(out, "metrics:");
+        for (k, v) in metrics {
+            let _ = writeln!(out, "  {k:<16} {v}");
+        }
+    }
+    let _ = writeln!(out, "files:");
+    for f in &m.files {
+        let _ = writeln!(out, "  {:>10}  {}", plan::human_bytes(f.size), dir.join(&f.path).display());
+    }
+    out
 }

@@ -221,8 +221,14 @@ pub(crate) enum CacheCommand {
         #[arg(long, value_name = "URL")]
         remote: Option<String>,
     },
-    /// Show an artifact's manifest (KEY may be a unique prefix).
-    Show { key: String },
+    /// Show an artifact (KEY may be a unique prefix): where it is, what made
+    /// it, its inputs, metrics and files.
+    Show {
+        key: String,
+        /// Print the raw manifest (JSON) instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-hash artifacts and report corruption (all artifacts if no KEY); with
     /// `--remote`, download and check the remote's.
     Verify {
