@@ -185,10 +185,15 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
             // drivers on one cache split the ready stages between them
             // instead of waiting on each other (the key locks still make
             // each stage run once).
-            ready.sort_unstable_by_key(|&pos| {
-                let item = &plan.items[pos];
-                (item.action != Action::Hit && cache.lock_is_held(&item.key), pos)
-            });
+            // (Only worth a look at the locks when not every ready stage can start.)
+            if ready.len() > jobs.saturating_sub(running) {
+                ready.sort_unstable_by_key(|&pos| {
+                    let item = &plan.items[pos];
+                    (item.action != Action::Hit && cache.lock_is_held(&item.key), pos)
+                });
+            } else {
+                ready.sort_unstable();
+            }
             let mut i = 0;
             if cancel_requested() {
                 stop = true;

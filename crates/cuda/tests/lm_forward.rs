@@ -8,12 +8,14 @@
 //! that a failure).
 
 use saepipe_core::compute::{Activation, DeviceOps, Heads, Result};
-use saepipe_cuda::{Gpu, GpuOps};
+use saepipe_cuda::GpuOps;
 use saepipe_model::cpu::CpuOps;
 use saepipe_model::{
     DeviceModel, HookFn, LnHook, LoadOptions, Model, Processing, RunOutput, RunRequest, Runner, hook_names,
 };
-use std::sync::Arc;
+
+mod support;
+use support::max_rel;
 
 fn gpt2() -> serde_json::Value {
     serde_json::json!({
@@ -40,12 +42,6 @@ fn load(config: serde_json::Value, processing: Processing, ln_hook: LnHook) -> (
 
 fn tokens(n: usize, vocab: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + 13) % vocab) as u32).collect()
-}
-
-fn max_rel(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().filter(|x| x.is_finite()).fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-    a.iter().zip(b).fold(0f32, |m, (x, y)| if x.is_infinite() && x == y { m } else { m.max((x - y).abs()) }) / scale
 }
 
 fn assert_same(what: &str, got: &RunOutput, want: &RunOutput, tol: f32) {
@@ -296,23 +292,9 @@ fn forward_over_device_shaped_cpu_ops_matches_the_cpu_model() {
     check_backend("cpu copy", &make, 2e-5);
 }
 
-fn gpu() -> Option<Arc<Gpu>> {
-    match saepipe_cuda::gpu_count() {
-        Ok(n) if n > 0 => Some(Arc::new(Gpu::new(0, None).expect("GPU present but kernels failed to load"))),
-        other => {
-            let why = other.map_or_else(|e| e, |_| "no CUDA device".to_string());
-            if std::env::var_os("SAEPIPE_REQUIRE_GPU").is_some() {
-                panic!("SAEPIPE_REQUIRE_GPU is set but {why}");
-            }
-            eprintln!("SKIPPED gpu_forward_matches_the_cpu_model (no GPU: {why})");
-            None
-        }
-    }
-}
-
 #[test]
 fn gpu_forward_matches_the_cpu_model() {
-    let Some(g) = gpu() else { return };
+    let Some(g) = support::gpu("gpu_forward_matches_the_cpu_model") else { return };
     let make = |m: &Model| DeviceModel::new(GpuOps::new(g.clone()), m).unwrap();
     check_backend("cuda", &make, 1e-4);
     check_loss_blocks("cuda", &make, 1e-4);

@@ -5,25 +5,12 @@
 
 #[path = "../../model/tests/support/golden.rs"]
 mod golden;
+mod support;
 
 use golden::{check_post_affine, check_runner, fixture};
 use saepipe_cuda::{Gpu, GpuOps};
 use saepipe_model::{DeviceModel, LnHook, LoadOptions, Model, Processing};
 use std::sync::Arc;
-
-fn gpu(test: &str) -> Option<Arc<Gpu>> {
-    match saepipe_cuda::gpu_count() {
-        Ok(n) if n > 0 => Some(Arc::new(Gpu::new(0, None).expect("GPU present but kernels failed to load"))),
-        other => {
-            let why = other.map_or_else(|e| e, |_| "no CUDA device".to_string());
-            if std::env::var_os("SAEPIPE_REQUIRE_GPU").is_some() {
-                panic!("SAEPIPE_REQUIRE_GPU is set but {why}");
-            }
-            eprintln!("SKIPPED {test} (no GPU: {why})");
-            None
-        }
-    }
-}
 
 fn on_gpu(g: &Arc<Gpu>, dir: &std::path::Path, processing: Processing, ln_hook: LnHook) -> DeviceModel<GpuOps> {
     let model = Model::load(dir, &LoadOptions { processing: Some(processing), ln_hook }).unwrap();
@@ -32,7 +19,7 @@ fn on_gpu(g: &Arc<Gpu>, dir: &std::path::Path, processing: Processing, ln_hook: 
 
 #[test]
 fn every_hook_matches_transformer_lens_on_the_gpu() {
-    let Some(g) = gpu("every_hook_matches_transformer_lens_on_the_gpu") else { return };
+    let Some(g) = support::gpu("every_hook_matches_transformer_lens_on_the_gpu") else { return };
     for arch in ["gpt2", "neox"] {
         for mode in [
             "none",
@@ -52,7 +39,7 @@ fn every_hook_matches_transformer_lens_on_the_gpu() {
 
 #[test]
 fn post_affine_ln_hooks_match_transformer_lens_2_on_the_gpu() {
-    let Some(g) = gpu("post_affine_ln_hooks_match_transformer_lens_2_on_the_gpu") else { return };
+    let Some(g) = support::gpu("post_affine_ln_hooks_match_transformer_lens_2_on_the_gpu") else { return };
     for arch in ["gpt2", "neox"] {
         check_post_affine(&on_gpu(&g, &fixture(arch), Processing::NONE, LnHook::PostAffine), arch, 1e-4);
     }
