@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Python dataset readers that tests/plain_datasets.rs opens
-# activation stores with (pandas, pyarrow, polars, DuckDB; pinned) into a
-# virtualenv, once, and prints the path of its python. Hugging Face `datasets`
-# is left out: it pulls in far more than the check needs, and it reads a
-# directory of Parquet files through pyarrow, which the test covers.
+# activation stores with (pandas, pyarrow, polars, DuckDB, Hugging Face
+# datasets; pinned) into a virtualenv, once, and prints the path of its python.
 #
 #   export SAEPIPE_READERS_PYTHON=$(scripts/py_readers_venv.sh target/readers-venv)
 set -euo pipefail
 
 dir=${1:?usage: py_readers_venv.sh DIR}
-pins=(pandas==3.1.1 pyarrow==26.0.1 polars==2.1.0 duckdb==2.0.0)
+pins=(pandas==3.1.1 pyarrow==26.0.1 polars==2.1.0 duckdb==2.0.0 datasets==5.2.0)
 stamp="$dir/.saepipe-pins"
 
 # Reinstalled when the pins change, so an old venv never passes for a new one.

@@ -65,6 +65,7 @@ fn collect(root: &Path, hooks: &[String]) -> PathBuf {
         instance: "acts".into(),
         params: Params(params),
         inputs: BTreeMap::from([("tokens".to_string(), vec![tokens])]),
+        streamed: Default::default(),
         out_dir: out.clone(),
         partial_dir: partial,
         base_dir: root.to_path_buf(),

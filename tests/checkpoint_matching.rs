@@ -147,7 +147,7 @@ fn checkpoint_matching_pipeline_end_to_end() {
         .lines()
         .skip_while(|l| !l.starts_with("stage "))
         .skip(1)
-        .take_while(|l| !l.starts_with("run record"))
+        .take_while(|l| !l.starts_with("finished in"))
         .collect();
     assert!(!rows.is_empty() && rows.iter().all(|l| l.split_whitespace().nth(1) == Some("hit")), "{out}");
 }

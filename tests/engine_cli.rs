@@ -116,6 +116,28 @@ fn plan_says_why_and_rerun_is_all_hits() {
     // The summary table reports hits on a rerun.
     let out = run_ok(&["run", "p.yaml"], t.path());
     assert!(out.lines().filter(|l| l.starts_with("a ") || l.starts_with("b ")).all(|l| l.contains("hit")), "{out}");
+    assert!(out.contains("finished in ") && out.contains(": 0 ran, 2 from the cache"), "{out}");
+}
+
+/// Without a terminal: each finished stage says how far the run is (of the
+/// stages to run, hits not counted) with an ETA, and the run ends with a headline.
+#[test]
+fn plain_progress_counts_stages_to_run_and_ends_with_a_headline() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "p.yaml", CHAIN);
+    let out = run_out(&["run", "p.yaml", "--set", "delay=50"], t.path());
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let done: Vec<&str> = stderr.lines().filter(|l| l.starts_with("done ")).collect();
+    assert_eq!(done.len(), 2, "{stderr}");
+    assert!(done[0].starts_with("done a in ") && done[0].contains("(ran) [1/2, ETA "), "{stderr}");
+    assert!(done[1].ends_with("(ran) [2/2]"), "{stderr}");
+    assert!(stdout.contains("finished in ") && stdout.contains(": 2 ran, 0 from the cache"), "{stdout}");
+    // With hits in the run, only the stage that does work is counted.
+    let out = run_out(&["run", "p.yaml", "--set", "delay=50", "--force", "b"], t.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let done: Vec<&str> = stderr.lines().filter(|l| l.starts_with("done ")).collect();
+    assert!(done.len() == 1 && done[0].starts_with("done b ") && done[0].ends_with("[1/1]"), "{stderr}");
 }
 
 fn shards_done(cache: &Path) -> usize {

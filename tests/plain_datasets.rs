@@ -1,7 +1,7 @@
 //! Artifacts as plain datasets: a published activation store and an exported
-//! one open with pandas, pyarrow, polars and DuckDB as they are, with the rows
-//! and values saepipe's own reader gives; `saepipe export` describes what it
-//! writes and refuses what it must; artifacts published under the old file
+//! one open with pandas, pyarrow, polars, DuckDB and Hugging Face `datasets`
+//! as they are, with the rows and values saepipe's own reader gives; `saepipe
+//! export` describes what it writes and refuses what it must; artifacts published under the old file
 //! names (`manifest.json`, `store.json`) are still read, reused and exported.
 //!
 //! The Python readers come from the virtualenv scripts/py_readers_venv.sh
@@ -124,7 +124,12 @@ n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{files}')").fetchall()[0][0]
 assert n == rows, f"duckdb: {n} rows"
 v = duckdb.sql(f"SELECT \"{hook}\" FROM read_parquet('{files}') ORDER BY seq, pos LIMIT 1").fetchall()[0][0]
 same(v, "duckdb")
-print(f"{path}: {rows} rows; pandas, pyarrow.dataset, polars and duckdb agree with saepipe")
+
+from datasets import load_dataset
+hf = load_dataset("parquet", data_files=files, split="train")
+assert hf.num_rows == rows, f"datasets.load_dataset: {hf.num_rows} rows"
+same(hf[0][hook], "datasets.load_dataset")
+print(f"{path}: {rows} rows; pandas, pyarrow.dataset, polars, duckdb and datasets agree with saepipe")
 "#;
 
 /// The Python with the dataset readers, or `None` (skip) outside CI.
@@ -144,9 +149,17 @@ fn readers_python() -> Option<PathBuf> {
     }
 }
 
+/// The readers' Python, with Hugging Face `datasets` kept offline and its
+/// cache in `hf_home` (a test directory, not the user's).
+fn offline_python(python: &Path, hf_home: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(python);
+    c.env("HF_HOME", hf_home).env("HF_HUB_OFFLINE", "1").env("HF_DATASETS_OFFLINE", "1");
+    c
+}
+
 fn check_with_python(python: &Path, script: &Path, store: &Path) {
     let (rows, first) = saepipe_view(store);
-    let out = std::process::Command::new(python)
+    let out = offline_python(python, &script.parent().unwrap().join("hf"))
         .arg(script)
         .args([store.to_str().unwrap(), HOOK, &rows.to_string(), &serde_json::to_string(&first).unwrap()])
         .output()
@@ -173,13 +186,16 @@ fn published_and_exported_stores_open_with_python_dataset_readers() {
     check_with_python(&python, &script, &store);
     check_with_python(&python, &script, &exported);
 
-    // The README's own snippet runs as written (but for `datasets`, which is not installed).
+    // The README's own snippet runs as written.
     let readme = std::fs::read_to_string(exported.join("_README.md")).unwrap();
     let snippet = readme.split("```python\n").nth(1).unwrap().split("```").next().unwrap();
-    let snippet = snippet.split("# Hugging Face datasets").next().unwrap();
-    std::fs::write(t.path().join("readme_snippet.py"), format!("{snippet}\nassert acts.shape == (2048, 64)\n"))
-        .unwrap();
-    let out = std::process::Command::new(&python).arg("readme_snippet.py").current_dir(t.path()).output().unwrap();
+    std::fs::write(
+        t.path().join("readme_snippet.py"),
+        format!("{snippet}\nassert acts.shape == (2048, 64) and data.num_rows == 2048\n"),
+    )
+    .unwrap();
+    let out =
+        offline_python(&python, &t.path().join("hf")).arg("readme_snippet.py").current_dir(t.path()).output().unwrap();
     assert!(out.status.success(), "the README's snippet fails:\n{snippet}\n{}", text(&out));
 }
 

@@ -489,6 +489,7 @@ pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
             let report = scheduler::run(&p, &cache, &plan, &RunOptions { jobs, keep_going, quiet, isolate, slurm })?;
             if !quiet {
                 print!("{}", report.table());
+                println!("{}", report.headline());
                 println!("run record: {}", report.record_dir.join("run.json").display());
             }
             // Reports are what a user opens next: always say where they are.

@@ -4,8 +4,10 @@ use super::control::{StageStop, cancel_requested};
 use super::params::Params;
 use super::progress::ProgressSink;
 use anyhow::{Context, Result, anyhow};
+use saepipe_data::{LocalStore, StoreSource};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Everything an op may touch while it runs.
 ///
@@ -19,6 +21,10 @@ pub struct StageCtx<'a> {
     pub params: Params,
     /// Resolved input artifacts by parameter label (`tokens`, `saes`, `inputs.data`), in order.
     pub inputs: BTreeMap<String, Vec<PathBuf>>,
+    /// Input activation stores read in place from the run's remote (`stream:
+    /// true`), by the location that stands for them in `inputs` (a remote URL,
+    /// not a local path); see [`store_source`](Self::store_source).
+    pub streamed: StreamedInputs,
     /// Where the op writes its output; published atomically when `run` returns Ok.
     pub out_dir: PathBuf,
     /// Survives crashes: shards or checkpoints written here let a rerun resume.
@@ -50,6 +56,11 @@ impl StageCtx<'_> {
     pub fn input_list(&self, label: &str) -> &[PathBuf] {
         self.inputs.get(label).map(Vec::as_slice).unwrap_or(&[])
     }
+    /// Where to read the activation store of input directory `dir` (an entry
+    /// of `inputs`) from: the remote for a streamed input, else the directory.
+    pub fn store_source(&self, dir: &Path) -> Arc<dyn StoreSource> {
+        self.streamed.source(dir)
+    }
     /// Writes one line to the stage log (write errors are ignored).
     pub fn logln(&mut self, msg: impl AsRef<str>) {
         let _ = writeln!(self.log, "{}", msg.as_ref());
@@ -80,6 +91,22 @@ impl StageCtx<'_> {
             std::fs::create_dir_all(parent)?;
         }
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// The input activation stores a stage reads in place from the remote, by
+/// the location that stands for each in [`StageCtx::inputs`].
+#[derive(Clone, Default)]
+pub struct StreamedInputs(pub BTreeMap<PathBuf, Arc<dyn StoreSource>>);
+
+impl StreamedInputs {
+    /// Where to read the store of input directory `dir` from: the remote for
+    /// a streamed input, else the directory.
+    pub fn source(&self, dir: &Path) -> Arc<dyn StoreSource> {
+        match self.0.get(dir) {
+            Some(s) => s.clone(),
+            None => Arc::new(LocalStore::new(dir)),
+        }
     }
 }
 

@@ -18,10 +18,10 @@ pub mod remote;
 pub mod schema;
 
 pub use control::{NotDownloaded, StageStop, cancel_requested, downloads_allowed, forbid_downloads, request_cancel};
-pub use ctx::{StageCtx, artifact_key};
+pub use ctx::{StageCtx, StreamedInputs, artifact_key};
 pub use op::{Op, ParamProblem, Resource};
 pub use params::Params;
 pub use progress::{NoProgress, ProgressSink};
 pub use registry::{OpRegistry, UnknownOp};
-pub use remote::RemoteSettings;
+pub use remote::{RemoteSettings, stream_param};
 pub use schema::{ParamSpec, ParamType};

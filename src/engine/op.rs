@@ -62,6 +62,12 @@ pub trait Op: Send + Sync {
     fn verified_on_read(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Input labels (activation stores) that a stage of this op reads in place
+    /// from the run's remote, shard by shard, when it sets `stream: true` and
+    /// the store is not in the local cache (see [`stream_param`](super::stream_param)).
+    fn streamable_inputs(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Whether this op reads its inputs only through saepipe's verifying
     /// readers; ops that hand inputs to foreign code (a user's command) get
     /// every input file re-hashed before they start.

@@ -8,8 +8,11 @@ pub trait ProgressSink: Send + Sync {
     fn set_total(&self, total: u64, unit: &str);
     /// How many of the total units are done so far.
     fn set_position(&self, pos: u64);
-    /// A short status line (the current phase, a loss value).
+    /// A short status line (the current phase).
     fn message(&self, msg: &str);
+    /// A few words shown with the position, replacing the previous ones (the
+    /// current loss and L0 of a training run); not a line of its own.
+    fn set_status(&self, _status: &str) {}
 }
 
 /// A sink that shows nothing (for embedding the engine, and for tests).

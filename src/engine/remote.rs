@@ -15,3 +15,16 @@ pub struct RemoteSettings {
     /// Upload each artifact the run computes.
     pub push: bool,
 }
+
+/// The `stream` parameter of ops with
+/// [`streamable_inputs`](super::Op::streamable_inputs). Not part of the cache
+/// key: a streamed store gives the same batches as its local copy.
+pub fn stream_param() -> super::ParamSpec {
+    super::ParamSpec::optional(
+        "stream",
+        super::ParamType::Bool,
+        serde_json::json!(false),
+        "read the input activation store in place from the run's remote, shard by shard, when it is not in the local cache (same results as a local copy)",
+    )
+    .not_in_key()
+}

@@ -12,4 +12,5 @@ pub mod scheduler;
 pub mod slurm;
 mod slurm_watch;
 pub mod stage;
+pub mod stream;
 pub mod team;

@@ -54,10 +54,76 @@ impl Reporter {
             state: Mutex::new(PlainState {
                 total: 0,
                 unit: String::new(),
+                status: String::new(),
                 last_print: Instant::now(),
                 started: Instant::now(),
             }),
         }
+    }
+
+    /// The whole run's progress over the `to_run` stages that do work (hits
+    /// take no time and are not counted): a bar above the stages' bars on a
+    /// terminal, a `[done/total, ETA]` tag on the plain `done` lines.
+    pub fn overall(&self, to_run: usize) -> Overall {
+        let bar = match self {
+            Reporter::Bars(m) if to_run > 0 => {
+                let pb = m.insert(0, ProgressBar::new(to_run as u64));
+                let t = if colour() {
+                    "{prefix:.bold} [{bar:30.green/blue}] {pos}/{len} stages to run, {elapsed} so far, ETA {eta}"
+                } else {
+                    "{prefix} [{bar:30}] {pos}/{len} stages to run, {elapsed} so far, ETA {eta}"
+                };
+                pb.set_style(ProgressStyle::with_template(t).unwrap().progress_chars("=> "));
+                pb.set_prefix("run");
+                pb.enable_steady_tick(Duration::from_millis(500));
+                Some(pb)
+            }
+            _ => None,
+        };
+        Overall { bar, to_run, done: std::sync::atomic::AtomicUsize::new(0), started: Instant::now() }
+    }
+}
+
+/// Progress of the whole run; see [`Reporter::overall`].
+pub struct Overall {
+    bar: Option<ProgressBar>,
+    to_run: usize,
+    done: std::sync::atomic::AtomicUsize,
+    started: Instant,
+}
+
+impl Overall {
+    /// Counts one finished stage that did work; returns the tag for its line:
+    /// `[3/12, ETA 4m10s]` (the ETA from the average time per stage so far).
+    pub fn finished_one(&self) -> String {
+        let done = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if let Some(b) = &self.bar {
+            b.set_position(done as u64);
+        }
+        let left = self.to_run.saturating_sub(done);
+        if left == 0 {
+            return format!("[{done}/{}]", self.to_run.max(done));
+        }
+        let eta = self.started.elapsed().as_secs_f64() / done as f64 * left as f64;
+        format!("[{done}/{}, ETA {}]", self.to_run, human_duration(eta))
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// A duration for people: `4.2s`, `3m12s`, `1h04m`.
+pub fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0);
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
     }
 }
 
@@ -81,6 +147,8 @@ fn bar_style() -> ProgressStyle {
 struct PlainState {
     total: u64,
     unit: String,
+    /// See [`ProgressSink::set_status`].
+    status: String,
     last_print: Instant,
     started: Instant,
 }
@@ -123,8 +191,21 @@ impl ProgressSink for StageProgress {
             if s.last_print.elapsed() >= Duration::from_secs(10) || (s.total > 0 && pos >= s.total) {
                 s.last_print = Instant::now();
                 let rate = pos as f64 / s.started.elapsed().as_secs_f64().max(1e-9);
-                eprintln!("[{}] {pos}/{} {} ({rate:.1} {}/s)", self.id, s.total, s.unit, s.unit);
+                let eta = match s.total.checked_sub(pos) {
+                    Some(left) if left > 0 && rate > 0.0 => format!(", ETA {}", human_duration(left as f64 / rate)),
+                    _ => String::new(),
+                };
+                let status = if s.status.is_empty() { String::new() } else { format!(" {}", s.status) };
+                eprintln!("[{}] {pos}/{} {} ({rate:.1} {}/s{eta}){status}", self.id, s.total, s.unit, s.unit);
             }
+        }
+    }
+
+    fn set_status(&self, status: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.status = status.to_string();
+        if let Some(b) = &self.bar {
+            b.set_message(format!("{} {status}", s.unit));
         }
     }
 

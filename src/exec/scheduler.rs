@@ -82,6 +82,28 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// One line saying how the run went: `finished in 3m12s: 4 ran, 8 from the cache`.
+    pub fn headline(&self) -> String {
+        let count = |pred: &dyn Fn(&str) -> bool| self.stages.iter().filter(|s| pred(&s.status)).count();
+        let ran = count(&|s| s == "ran" || s == "resumed");
+        let cached = count(&|s| s.starts_with("hit"));
+        let mut parts = vec![format!("{ran} ran"), format!("{cached} from the cache")];
+        for (status, words) in [
+            ("pulled", "pulled from the remote"),
+            ("on remote", "left on the remote (streamed)"),
+            ("failed", "failed"),
+            ("skipped", "skipped"),
+            ("interrupted", "interrupted"),
+        ] {
+            let n = count(&|s| s == status);
+            if n > 0 {
+                parts.push(format!("{n} {words}"));
+            }
+        }
+        let verb = if self.failed > 0 || self.interrupted { "stopped" } else { "finished" };
+        format!("{verb} in {}: {}", super::progress::human_duration(self.seconds), parts.join(", "))
+    }
+
     /// The stage / status / time / output-size table printed at the end of a run.
     pub fn table(&self) -> String {
         let w = self.stages.iter().map(|s| s.instance.len()).max().unwrap_or(5).max(5);
@@ -125,7 +147,34 @@ pub fn job_for(p: &Pipeline, plan: &Plan, pos: usize) -> StageJob {
         remote: p.remote.clone(),
         team: p.team_cache.clone(),
         skip_team: item.skip_team,
+        stream_only: only_streamed(p, plan, pos),
     }
+}
+
+/// Whether item `pos` has consumers in the plan and every one of them reads
+/// it in place from the run's remote (`stream: true` on an input its op can
+/// stream, the whole artifact): then the run need not download it.
+fn only_streamed(p: &Pipeline, plan: &Plan, pos: usize) -> bool {
+    if !p.remote.as_ref().is_some_and(|r| r.pull) {
+        return false;
+    }
+    let me = plan.items[pos].idx;
+    let mut consumers = 0;
+    for it in &plan.items {
+        let inst = &p.instances[it.idx];
+        if inst.needs.contains(&me) {
+            return false;
+        }
+        let streams = inst.params.get("stream").and_then(serde_json::Value::as_bool) == Some(true);
+        for r in inst.inputs.iter().filter(|r| r.targets.iter().any(|t| t.instance == me)) {
+            consumers += 1;
+            let whole = r.targets.iter().filter(|t| t.instance == me).all(|t| t.output.is_none());
+            if !(streams && whole && inst.op.streamable_inputs().contains(&r.label.as_str())) {
+                return false;
+            }
+        }
+    }
+    consumers > 0
 }
 
 fn rayon_threads() -> usize {
@@ -155,6 +204,7 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
 
     let n = plan.items.len();
+    let overall = reporter.overall(plan.items.iter().filter(|it| it.action != Action::Hit).count());
     let pos_of: HashMap<usize, usize> = plan.items.iter().enumerate().map(|(pos, it)| (it.idx, pos)).collect();
     // Dependencies within the plan, by plan position.
     let deps: Vec<Vec<usize>> = plan
@@ -265,7 +315,13 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
             match result {
                 Ok(r) => {
                     if r.outcome != Outcome::Hit {
-                        reporter.println(&format!("done {} in {:.1}s ({})", inst.id, r.seconds, r.outcome.label()));
+                        let tag = if item.action != Action::Hit { overall.finished_one() } else { String::new() };
+                        reporter.println(&format!(
+                            "done {} in {} ({}) {tag}",
+                            inst.id,
+                            super::progress::human_duration(r.seconds),
+                            r.outcome.label()
+                        ));
                     }
                     if let Some(w) = &r.warning {
                         reporter.println(&format!("warning: {}: {w}", inst.id));
@@ -346,6 +402,7 @@ pub fn run(p: &Pipeline, cache: &Cache, plan: &Plan, opts: &RunOptions) -> Resul
             })
         })
         .collect();
+    overall.finish();
     let failed = stages.iter().filter(|s| s.status == "failed").count();
     let interrupted = cancel_requested();
     let report = RunReport {

@@ -13,7 +13,7 @@
 //!   waits for the new holder and takes its result.
 
 use super::keys::KeyMaterial;
-use crate::engine::{Op, OpRegistry, Params, ProgressSink, RemoteSettings, StageCtx, StageStop};
+use crate::engine::{Op, OpRegistry, Params, ProgressSink, RemoteSettings, StageCtx, StageStop, StreamedInputs};
 use anyhow::{Context, Result, bail};
 use saepipe_cache::{Cache, Key, Lease, LockGuard, ManifestDraft, VerifyMode};
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,10 @@ pub struct StageJob {
     /// The plan found the team's copy of this artifact damaged: compute it privately.
     #[serde(default)]
     pub skip_team: bool,
+    /// Every consumer in this run reads the artifact in place from the remote
+    /// (`stream: true`): when the remote has it, it is not downloaded.
+    #[serde(default)]
+    pub stream_only: bool,
 }
 
 /// How a stage's artifact was obtained; the `status` of a run report line.
@@ -75,6 +79,8 @@ pub enum Outcome {
     Pulled,
     /// Found in the team cache and used from there.
     TeamHit,
+    /// On the run's remote, where its consumers read it in place (not downloaded).
+    OnRemote,
 }
 
 impl Outcome {
@@ -87,6 +93,7 @@ impl Outcome {
             Outcome::Resumed => "resumed",
             Outcome::Pulled => "pulled",
             Outcome::TeamHit => "hit (team)",
+            Outcome::OnRemote => "on remote",
         }
     }
 }
@@ -139,6 +146,24 @@ pub fn execute(
         && let Some(m) = team.as_ref().map(|t| t.lookup(&job.key)).transpose()?.flatten()
     {
         return hit(Outcome::TeamHit, m.total_bytes);
+    }
+    // Only streamed by its consumers: where the remote has it, it stays there
+    // (and is not recorded in the local index, which names local artifacts).
+    if !job.force
+        && job.stream_only
+        && let Some(remote) = job.remote.as_ref().filter(|r| r.pull)
+    {
+        match super::stream::on_remote(remote, &job.key) {
+            Ok(Some(bytes)) => {
+                let _ = writeln!(log, "on the remote {}: its consumers stream it from there", remote.url);
+                let seconds = start.elapsed().as_secs_f64();
+                return Ok(StageResult { outcome: Outcome::OnRemote, bytes, seconds, warning: None });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = writeln!(log, "warning: could not look the artifact up on the remote ({e})");
+            }
+        }
     }
     if cache.read_only() {
         bail!(
@@ -233,16 +258,31 @@ fn run_locked(
     let mut leases = Vec::new();
     let mut inputs = BTreeMap::new();
     let mut input_keys = BTreeMap::new();
+    let mut streamed = StreamedInputs::default();
+    let streams = job.params.get("stream").and_then(serde_json::Value::as_bool) == Some(true);
     for (label, targets) in &job.inputs {
         let mut paths = Vec::new();
+        let stream_remote =
+            job.remote.as_ref().filter(|r| r.pull && streams && op.streamable_inputs().contains(&label.as_str()));
         for (i, (key, output)) in targets.iter().enumerate() {
+            let name = if targets.len() == 1 { label.clone() } else { format!("{label}[{i}]") };
+            input_keys.insert(name, *key);
+            if let Some(remote) = stream_remote.filter(|_| output.is_none())
+                && !available(cache, team, key)?
+            {
+                let store = super::stream::open(remote, cache, key).with_context(|| {
+                    format!("input `{label}` (artifact {}) is not in the local cache; streaming it", key.short())
+                })?;
+                let _ = writeln!(log, "input `{label}`: streaming {} from the remote", store.location().display());
+                paths.push(store.location());
+                streamed.0.insert(store.location(), store);
+                continue;
+            }
             let lease = lease_verified(ops, cache, team, label, key, op)?;
             paths.push(match output {
                 Some(o) => lease.dir().join(o),
                 None => lease.dir().to_path_buf(),
             });
-            let name = if targets.len() == 1 { label.clone() } else { format!("{label}[{i}]") };
-            input_keys.insert(name, *key);
             leases.push(lease);
         }
         inputs.insert(label.clone(), paths);
@@ -260,6 +300,7 @@ fn run_locked(
         instance: job.instance.clone(),
         params: job.params.clone(),
         inputs,
+        streamed,
         out_dir: staging.dir().to_path_buf(),
         partial_dir,
         base_dir: job.base_dir.clone(),
@@ -305,6 +346,11 @@ fn run_locked(
         seconds,
         warning: None,
     }))
+}
+
+/// Whether `key` is in the local cache or the team cache.
+fn available(cache: &Cache, team: Option<&Cache>, key: &Key) -> Result<bool> {
+    Ok(cache.lookup(key)?.is_some() || team.map(|t| t.lookup(key)).transpose()?.flatten().is_some())
 }
 
 /// Leases an input artifact and re-hashes every file of it that its reader does

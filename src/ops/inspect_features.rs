@@ -190,6 +190,9 @@ impl Op for InspectFeaturesOp {
     fn outputs(&self) -> &'static [&'static str] {
         &["features.parquet", "examples.parquet", "histograms.parquet", "logits.parquet", "report.html"]
     }
+    fn streamable_inputs(&self) -> &'static [&'static str] {
+        &["activations"]
+    }
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![
@@ -226,6 +229,7 @@ impl Op for InspectFeaturesOp {
             ParamSpec::optional("context_left", Int, json!(24), "tokens shown before the activating token")
                 .range(0, 1_048_576),
             ParamSpec::optional("context_right", Int, json!(4), "tokens shown after it").range(0, 1_048_576),
+            crate::engine::stream_param(),
         ]
     }
     fn external_inputs(
@@ -243,7 +247,7 @@ impl Op for InspectFeaturesOp {
         let hook = coder.metadata.hook_name.clone().with_context(|| format!("SAE `{label}` does not name its hook"))?;
         let tokenizer = Tokenizer::from_file(&super::tokenize::tokenizer_path(&p, &ctx.base_dir)?)?;
         let store = ctx.input("activations")?.to_path_buf();
-        let reader = ActivationReader::open(&store, &[hook.as_str()])
+        let reader = ActivationReader::from_source(ctx.store_source(&store), &[hook.as_str()])
             .with_context(|| format!("SAE `{label}` reads hook `{hook}`"))?;
         if reader.widths()[0] != coder.d_in {
             bail!(

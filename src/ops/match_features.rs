@@ -16,13 +16,14 @@ use super::train_sae::{coder_label, load_trained_coder};
 use super::{Op, StageCtx};
 use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
-use saepipe_data::ActivationReader;
+use saepipe_data::{ActivationReader, StoreSource};
 use saepipe_matching::{
     CsrActivations, DEFAULT_DISTANCE_THRESHOLDS, DenseWeights, MatchConfig, SaeInputs, SimilarityKind, Strategy,
 };
 use saepipe_sae::SparseCoder;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The `match_features` op: one-to-one matching of a reference SAE's features onto other SAEs.
 pub struct MatchFeaturesOp;
@@ -48,7 +49,8 @@ pub fn revision_step(model: &str) -> f64 {
 fn warn_identical_checkpoints(ctx: &mut StageCtx, stores: &[PathBuf]) -> Result<()> {
     let mut by_fingerprint: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
     for s in stores {
-        let info = saepipe_data::StoreInfo::load(s)?;
+        let (path, text) = ctx.store_source(s).index()?;
+        let info = saepipe_data::StoreInfo::parse(&path, &text)?;
         by_fingerprint.entry(info.meta.weight_fingerprint).or_default().insert(info.meta.model);
     }
     for models in by_fingerprint.values().filter(|m| m.len() > 1) {
@@ -63,7 +65,7 @@ fn warn_identical_checkpoints(ctx: &mut StageCtx, stores: &[PathBuf]) -> Result<
 fn encode_store(
     coder: &SparseCoder,
     label: &str,
-    store: &Path,
+    store: Arc<dyn StoreSource>,
     n_tokens: usize,
     gpu: Option<&std::sync::Arc<saepipe_cuda::Gpu>>,
 ) -> Result<(CsrActivations, Vec<u32>)> {
@@ -80,13 +82,14 @@ fn encode_store(
         .hook_name
         .clone()
         .with_context(|| format!("SAE `{label}` does not name its hook (cfg.json metadata.hook_name)"))?;
-    let reader = ActivationReader::open(store, &[hook.as_str()])
-        .with_context(|| format!("SAE `{label}`: activation store {}", store.display()))?;
+    let location = store.location();
+    let reader = ActivationReader::from_source(store, &[hook.as_str()])
+        .with_context(|| format!("SAE `{label}`: activation store {}", location.display()))?;
     if reader.widths()[0] != coder.d_in {
         bail!(
             "SAE `{label}` has d_in {} but hook `{hook}` in {} has width {}",
             coder.d_in,
-            store.display(),
+            location.display(),
             reader.widths()[0]
         );
     }
@@ -166,6 +169,9 @@ impl Op for MatchFeaturesOp {
     fn slurm_defaults(&self, params: &super::Params) -> saepipe_slurm::SlurmSettings {
         super::device::slurm_defaults(params)
     }
+    fn streamable_inputs(&self) -> &'static [&'static str] {
+        &["activations", "reference_activations"]
+    }
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![
@@ -210,6 +216,7 @@ impl Op for MatchFeaturesOp {
                 "dense f32 matrix, or sparse candidates + certificate",
             ),
             ParamSpec::optional("top_m", Int, json!(32), "candidates per feature (sparse strategy)").min(1),
+            crate::engine::stream_param(),
         ]
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
@@ -236,13 +243,14 @@ impl Op for MatchFeaturesOp {
             saepipe_cuda::Device::Cuda(i) if needs_acts => Some(super::device::start_gpu(i, &p)?),
             _ => None,
         };
+        let streamed = ctx.streamed.clone();
         let load = |dir: &Path, store: Option<&Path>| -> Result<(Side, Option<Vec<u32>>)> {
             let coder = load_trained_coder(dir)?;
             let label = coder_label(&coder, dir);
-            let model = coder.metadata.model_name.clone().unwrap_or_default();
+            let model = super::train_sae::coder_model(&coder);
             let (acts, tokens) = match store {
                 Some(s) => {
-                    let (a, t) = encode_store(&coder, &label, s, n_tokens, gpu.as_ref())?;
+                    let (a, t) = encode_store(&coder, &label, streamed.source(s), n_tokens, gpu.as_ref())?;
                     (Some(a), Some(t))
                 }
                 None => (None, None),

@@ -23,11 +23,12 @@ use super::table::{Column, Table, write_parquet};
 use super::{Op, Params, StageCtx};
 use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
-use saepipe_data::ActivationReader;
+use saepipe_data::{ActivationReader, StoreSource};
 use saepipe_sae::train::{JumpReluSparsityLoss, TrainOps};
 use saepipe_sae::{BDecInit, LrDecay, StepStats, TrainArch, TrainConfig, Trainer, TrainerState};
 use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The `train_sae` op: trains a sparse autoencoder or transcoder on an activation store.
 pub struct TrainSaeOp;
@@ -37,6 +38,30 @@ pub struct TrainSaeOp;
 pub fn load_trained_coder(dir: &Path) -> Result<saepipe_sae::SparseCoder> {
     let sae_dir = if dir.join("sae").join("cfg.json").is_file() { dir.join("sae") } else { dir.to_path_buf() };
     saepipe_sae::load_coder(&sae_dir).with_context(|| format!("loading the sparse coder in {}", sae_dir.display()))
+}
+
+/// A model reference (`hf:owner/name@rev`, `toy/toy-grammar@step2000`) as
+/// SAELens's cfg holds it: the name without saepipe's `hf:` prefix, and the
+/// revision apart.
+fn split_model_reference(reference: &str) -> (String, Option<String>) {
+    let plain = reference.strip_prefix("hf:").unwrap_or(reference);
+    match plain.rsplit_once('@') {
+        Some((name, rev)) if !rev.contains('/') => (name.to_string(), Some(rev.to_string())),
+        _ => (plain.to_string(), None),
+    }
+}
+
+/// The model a coder was trained on, with its revision (`name@rev`): from the
+/// cfg's `model_name` and `model_from_pretrained_kwargs.revision` (coders of
+/// earlier saepipe versions carry the revision in `model_name` itself).
+pub fn coder_model(coder: &saepipe_sae::SparseCoder) -> String {
+    let meta = &coder.metadata;
+    let name = meta.model_name.clone().unwrap_or_default();
+    let revision = meta.model_from_pretrained_kwargs.as_ref().and_then(|k| k.get("revision")).and_then(Value::as_str);
+    match revision {
+        Some(r) if !name.contains('@') => format!("{name}@{r}"),
+        _ => name,
+    }
 }
 
 /// A coder's display name: the stage instance that trained it, else its directory name.
@@ -273,8 +298,14 @@ fn on_device(
 
 /// Rows for initialising b_dec and the normalisation scale: the first batch of
 /// the epoch-0 stream (the same rows on every run with this seed).
-fn init_sample(store: &Path, hooks: &[&str], seed: u64, buffer: usize, rows: usize) -> Result<Vec<Vec<f32>>> {
-    let r = ActivationReader::open(store, hooks)?.shuffled(seed, buffer);
+fn init_sample(
+    store: &Arc<dyn StoreSource>,
+    hooks: &[&str],
+    seed: u64,
+    buffer: usize,
+    rows: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let r = ActivationReader::from_source(store.clone(), hooks)?.shuffled(seed, buffer);
     match r.batches(rows).next() {
         Some(b) => Ok(b?.hooks),
         None => bail!("the activation store is empty"),
@@ -286,7 +317,8 @@ impl Op for TrainSaeOp {
         "train_sae"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: cfg metadata names the activation store's key (and the token table's).
+        2
     }
     fn summary(&self) -> &'static str {
         "train an SAE or transcoder on an activation store (SAELens output, loss curves)"
@@ -425,12 +457,16 @@ impl Op for TrainSaeOp {
                 .not_in_key(),
             ParamSpec::optional("device", Str, json!("auto"), "auto, cpu, cuda or cuda:N").not_in_key(),
             super::device::precision_param(),
+            crate::engine::stream_param(),
         ]
+    }
+    fn streamable_inputs(&self) -> &'static [&'static str] {
+        &["activations"]
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
         let p = ctx.params.clone();
         let device = saepipe_cuda::DeviceSpec::parse(p.str("device")?)?.resolve()?;
-        let store = ctx.input("activations")?.to_path_buf();
+        let store = ctx.store_source(ctx.input("activations")?);
         let hook = p.str("hook")?.to_string();
         let hook_out = p.opt_str("hook_out").map(str::to_string);
         let mut hooks = vec![hook.as_str()];
@@ -440,8 +476,9 @@ impl Op for TrainSaeOp {
             }
             hooks.push(h);
         }
-        let reader = ActivationReader::open(&store, &hooks)
-            .with_context(|| format!("parameter `hook`: opening the activation store {}", store.display()))?;
+        let reader = ActivationReader::from_source(store.clone(), &hooks).with_context(|| {
+            format!("parameter `hook`: opening the activation store {}", store.location().display())
+        })?;
         let widths = reader.widths();
         let (d_in, d_out) = (widths[0], *widths.last().unwrap());
         let n_rows = reader.total_rows() as usize;
@@ -477,8 +514,9 @@ impl Op for TrainSaeOp {
         while step < total_steps {
             let epoch = step / per_epoch;
             let skip = (step % per_epoch) as usize;
-            let epoch_reader =
-                ActivationReader::open(&store, &hooks)?.shuffled(seed.wrapping_add(epoch), buffer).prefetch(4);
+            let epoch_reader = ActivationReader::from_source(store.clone(), &hooks)?
+                .shuffled(seed.wrapping_add(epoch), buffer)
+                .prefetch(4);
             for b in epoch_reader.batches(batch).skip(skip) {
                 let b = b?;
                 if b.rows < batch || step >= total_steps {
@@ -503,6 +541,9 @@ impl Op for TrainSaeOp {
                     rows.push(stats_row(&s, (step + 1) * batch as u64));
                 }
                 step += 1;
+                if step % log_every == 0 || step == total_steps {
+                    ctx.progress.set_status(&format!("loss {:.4} L0 {:.1}", s.loss, s.l0));
+                }
                 ctx.progress.set_position(step * batch as u64);
                 let cancelled = ctx.cancelled();
                 if (step % checkpoint_every == 0 || cancelled) && step < total_steps {
@@ -523,15 +564,29 @@ impl Op for TrainSaeOp {
         let mut coder = trainer.to_coder()?;
         let info = reader.info();
         let meta = &mut coder.metadata;
-        meta.model_name = Some(info.meta.model.clone());
+        // SAELens's fields: the model's name as TransformerLens loads it, its
+        // revision where from_pretrained takes it; the full reference too.
+        let (model_name, revision) = split_model_reference(&info.meta.model);
+        meta.model_name = Some(model_name);
+        meta.model_from_pretrained_kwargs = revision.map(|r| json!({ "revision": r }));
+        meta.extra.insert("saepipe_model".into(), json!(info.meta.model));
         meta.hook_name = Some(hook.clone());
         meta.hook_name_out = hook_out.clone();
         meta.context_size = Some(info.meta.context_size as u64);
         meta.prepend_bos = Some(true);
         meta.extra.insert("saepipe_instance".into(), json!(ctx.instance));
         meta.extra.insert("saepipe_training_tokens".into(), json!(total_steps * batch as u64));
-        meta.extra.insert("saepipe_activation_store".into(), json!(info.meta.token_artifact));
+        // The store's own key (a streamed store's location ends with it), and
+        // the token table the store was collected from.
+        meta.extra.insert("saepipe_activation_store".into(), json!(super::artifact_key(ctx.input("activations")?)));
+        meta.extra.insert("saepipe_token_table".into(), json!(info.meta.token_artifact));
         saepipe_sae::write_saelens(&coder, &ctx.out_dir.join("sae"))?;
+        if !coder.loads_in_saelens() {
+            ctx.logln(format!(
+                "note: sae/ is a `{}`, an architecture SAELens has no class for: saepipe loads it, SAE.load_from_disk does not (see cfg.json metadata.saepipe_saelens_note)",
+                coder.architecture_name()
+            ));
+        }
         write_parquet(&losses_table(&rows), &ctx.out_dir.join("losses.parquet"))?;
         let final_stats = last
             .map(|s| stats_row(&s, total_steps * batch as u64))

@@ -23,7 +23,7 @@ const OLDEST_CACHE_FORMAT_VERSION: u32 = 1;
 /// File at the cache root that marks a saepipe cache and records its layout version.
 pub const CACHE_MARKER_FILE: &str = "saepipe-cache.json";
 const LAYOUT: &[&str] =
-    &["artifacts", "generations", "leases", "tmp", "partial", "downloads", "locks", "fingerprints", "runs"];
+    &["artifacts", "generations", "leases", "tmp", "partial", "downloads", "streamed", "locks", "fingerprints", "runs"];
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by saepipe.\n# For information about cache directory tags see https://bford.info/cachedir/\n";
 
 /// A cache directory. Cheap to open; safe to share between threads, and between
@@ -252,6 +252,15 @@ impl Cache {
     /// [`partial_dir`](Self::partial_dir), which belongs to the op.
     pub fn download_dir(&self, key: &Key) -> Result<PathBuf> {
         let p = self.root.join("downloads").join(key.to_string());
+        std::fs::create_dir_all(&p).ctx("creating", &p)?;
+        Ok(p)
+    }
+
+    /// Where files of remote artifacts read in place (streamed activation
+    /// stores) are kept for reuse, by blake3, within a size budget (created on
+    /// demand; any file in it may be deleted at any time).
+    pub fn streamed_dir(&self) -> Result<PathBuf> {
+        let p = self.root.join("streamed");
         std::fs::create_dir_all(&p).ctx("creating", &p)?;
         Ok(p)
     }

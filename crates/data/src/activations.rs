@@ -247,8 +247,14 @@ impl StoreInfo {
     pub fn load(store_dir: &Path) -> Result<StoreInfo> {
         let path = StoreInfo::index_path(store_dir);
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        StoreInfo::parse(&path, &text)
+    }
+
+    /// Checks and reads the text of a store index; `path` names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<StoreInfo> {
+        let path = path.to_path_buf();
         let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format(&path, format!("invalid JSON: {e}")))?;
+            serde_json::from_str(text).map_err(|e| format(&path, format!("invalid JSON: {e}")))?;
         if v.get("format").and_then(|f| f.as_str()) != Some("saepipe-activations") {
             return Err(format(&path, "not a saepipe activation store (`format` is not \"saepipe-activations\")"));
         }

@@ -36,6 +36,14 @@ pub enum DataError {
         /// The library's message.
         message: String,
     },
+    /// A file of a remote store could not be fetched (after the source's retries).
+    #[error("{path}: {message}")]
+    Fetch {
+        /// The remote file.
+        path: PathBuf,
+        /// What went wrong on the way.
+        message: String,
+    },
     /// A token table or activation store does not have the layout saepipe writes.
     #[error("{path}: {message}")]
     Format {

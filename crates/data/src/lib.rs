@@ -8,6 +8,7 @@ pub mod corpus;
 mod error;
 pub mod reader;
 pub mod rng;
+pub mod source;
 pub mod table;
 pub mod tokenize;
 pub mod tokens;
@@ -19,6 +20,7 @@ pub use activations::{
 pub use corpus::{Corpus, FileFormat, FormatChoice};
 pub use error::{DataError, Result};
 pub use reader::{ActivationReader, Batch};
+pub use source::{LocalStore, StoreSource};
 pub use tokenize::{
     Mode, SaeLensOptions, Special, SpecialTokens, Tl2Pad, TlOptions, TokenizeOptions, TokenizeSummary, Tokenizer,
     for_each_context, tokenize_to_table,

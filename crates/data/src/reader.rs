@@ -11,13 +11,13 @@
 use crate::activations::{Dtype, ShardInfo, StoreInfo};
 use crate::error::{DataError, Result, format, io, pq};
 use crate::rng::SplitMix64;
+use crate::source::{LocalStore, StoreSource, size_mismatch};
 use arrow_array::{Array, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::ChunkReader;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
@@ -50,7 +50,7 @@ pub(crate) enum Order {
 /// A reader of chosen hooks of an activation store; [`batches`](Self::batches)
 /// makes one pass, as often as wanted.
 pub struct ActivationReader {
-    dir: PathBuf,
+    source: Arc<dyn StoreSource>,
     info: StoreInfo,
     hooks: Vec<(String, usize)>,
     order: Order,
@@ -67,66 +67,19 @@ fn list_width(dt: &DataType) -> Option<(usize, &DataType)> {
     }
 }
 
-fn open_shard<R: ChunkReader + 'static>(path: &Path, data: R) -> Result<ParquetRecordBatchReaderBuilder<R>> {
+/// Opens a shard's footer: format version, and the row count the index records.
+fn open_shard<R: ChunkReader + 'static>(
+    path: &Path,
+    shard: &ShardInfo,
+    data: R,
+) -> Result<ParquetRecordBatchReaderBuilder<R>> {
     let b = ParquetRecordBatchReaderBuilder::try_new(data).map_err(pq(path))?;
-    crate::tokens::check_kv(
-        path,
-        b.metadata().file_metadata(),
-        "activations",
-        crate::activations::ACTIVATIONS_FORMAT_VERSION,
-    )?;
+    let meta = b.metadata().file_metadata();
+    crate::tokens::check_kv(path, meta, "activations", crate::activations::ACTIVATIONS_FORMAT_VERSION)?;
+    if meta.num_rows() as u64 != shard.rows {
+        return Err(format(path, format!("holds {} rows, the store index says {}", meta.num_rows(), shard.rows)));
+    }
     Ok(b)
-}
-
-fn size_mismatch(path: &Path, shard: &ShardInfo, found: u64) -> DataError {
-    DataError::Damaged {
-        path: path.into(),
-        expected: format!("{} bytes", shard.bytes),
-        found: format!("{found} bytes"),
-    }
-}
-
-/// Bytes read (and hashed) per step while loading a shard.
-const LOAD_BLOCK: usize = 4 << 20;
-
-/// Reads a whole shard into `buf` (an earlier shard's buffer, reused), hashing it
-/// block by block as it arrives, and checks its size and blake3 against
-/// the store index: only checked bytes are decoded.
-fn load_shard(path: &Path, shard: &ShardInfo, mut buf: Vec<u8>) -> Result<bytes::Bytes> {
-    let mut file = std::fs::File::open(path).map_err(io(path))?;
-    let len = file.metadata().map_err(io(path))?.len();
-    if len != shard.bytes {
-        return Err(size_mismatch(path, shard, len));
-    }
-    buf.clear();
-    buf.reserve_exact(len as usize + 1);
-    let mut hasher = shard.blake3.as_ref().map(|_| blake3::Hasher::new());
-    loop {
-        let at = buf.len();
-        // One byte past the recorded size shows a file that grew meanwhile.
-        let want = (LOAD_BLOCK as u64).min(shard.bytes + 1 - at as u64);
-        let got = (&mut file).take(want).read_to_end(&mut buf).map_err(io(path))?;
-        if let Some(h) = hasher.as_mut() {
-            h.update(&buf[at..]);
-        }
-        if got == 0 || buf.len() as u64 > shard.bytes {
-            break;
-        }
-    }
-    if buf.len() as u64 != shard.bytes {
-        return Err(size_mismatch(path, shard, buf.len() as u64));
-    }
-    if let (Some(expected), Some(h)) = (&shard.blake3, hasher) {
-        let found = h.finalize().to_hex();
-        if !found.as_str().eq_ignore_ascii_case(expected) {
-            return Err(DataError::Damaged {
-                path: path.into(),
-                expected: format!("blake3 {expected}"),
-                found: format!("blake3 {found}"),
-            });
-        }
-    }
-    Ok(bytes::Bytes::from(buf))
 }
 
 fn check_hook(path: &Path, schema: &arrow_schema::Schema, hook: &str, d: usize) -> Result<()> {
@@ -157,40 +110,45 @@ impl ActivationReader {
     /// version, a shard whose size differs from the index ([`DataError::Damaged`]).
     /// Shard contents are checked against their recorded blake3 as they are read.
     pub fn open(store_dir: &Path, hooks: &[&str]) -> Result<ActivationReader> {
-        let info = StoreInfo::load(store_dir)?;
+        ActivationReader::from_source(Arc::new(LocalStore::new(store_dir)), hooks)
+    }
+
+    /// Opens the store `source` holds for the given hooks. A local store's
+    /// shard footers are checked here (as [`open`](Self::open) says); a remote
+    /// one's when each shard arrives, after its bytes are checked.
+    pub fn from_source(source: Arc<dyn StoreSource>, hooks: &[&str]) -> Result<ActivationReader> {
+        let (index_path, text) = source.index()?;
+        let info = StoreInfo::parse(&index_path, &text)?;
         let mut specs = Vec::new();
         for &h in hooks {
             let Some(spec) = info.meta.hooks.iter().find(|s| s.name == h) else {
                 let available: Vec<&str> = info.meta.hooks.iter().map(|s| s.name.as_str()).collect();
                 return Err(DataError::MissingHook {
-                    path: StoreInfo::index_path(store_dir),
+                    path: index_path,
                     hook: h.into(),
                     available: available.join(", "),
                 });
             };
             specs.push((spec.name.clone(), spec.d));
         }
-        for s in &info.shards {
-            let path = store_dir.join(&s.file);
-            // Footers only; a shard of another size than recorded is damaged.
-            let file = std::fs::File::open(&path).map_err(io(&path))?;
-            let len = file.metadata().map_err(io(&path))?.len();
-            if len != s.bytes {
-                return Err(size_mismatch(&path, s, len));
-            }
-            let b = open_shard(&path, file)?;
-            if b.metadata().file_metadata().num_rows() as u64 != s.rows {
-                return Err(format(
-                    &path,
-                    format!("holds {} rows, the store index says {}", b.metadata().file_metadata().num_rows(), s.rows),
-                ));
-            }
-            for (h, d) in &specs {
-                check_hook(&path, b.schema(), h, *d)?;
+        // Footers only, and only locally: a remote shard is checked once it is fetched.
+        if let Some(dir) = source.local_dir() {
+            for s in &info.shards {
+                let path = dir.join(&s.file);
+                // Footers only; a shard of another size than recorded is damaged.
+                let file = std::fs::File::open(&path).map_err(io(&path))?;
+                let len = file.metadata().map_err(io(&path))?.len();
+                if len != s.bytes {
+                    return Err(size_mismatch(&path, s, len));
+                }
+                let b = open_shard(&path, s, file)?;
+                for (h, d) in &specs {
+                    check_hook(&path, b.schema(), h, *d)?;
+                }
             }
         }
         Ok(ActivationReader {
-            dir: store_dir.into(),
+            source,
             info,
             hooks: specs,
             order: Order::Sequential,
@@ -237,7 +195,7 @@ impl ActivationReader {
     pub fn batches(&self, batch_size: usize) -> BatchIter {
         let (tx, rx) = sync_channel(self.prefetch);
         let job = Job {
-            dir: self.dir.clone(),
+            source: self.source.clone(),
             dtype: self.info.meta.dtype,
             shards: self.info.shards.clone(),
             hooks: self.hooks.clone(),
@@ -254,7 +212,7 @@ impl ActivationReader {
             Ok(_) => BatchIter { rx: Some(rx) },
             Err(e) => {
                 let (tx, rx) = sync_channel(1);
-                let _ = tx.send(Err(DataError::Io { path: self.dir.clone(), source: e }));
+                let _ = tx.send(Err(DataError::Io { path: self.source.location(), source: e }));
                 BatchIter { rx: Some(rx) }
             }
         }
@@ -280,7 +238,7 @@ impl Iterator for BatchIter {
 }
 
 struct Job {
-    dir: PathBuf,
+    source: Arc<dyn StoreSource>,
     dtype: Dtype,
     shards: Vec<ShardInfo>,
     hooks: Vec<(String, usize)>,
@@ -397,20 +355,25 @@ fn decode(path: &Path, batch: &RecordBatch, hooks: &[(String, usize)]) -> Result
 const READ_ROWS: usize = 4096;
 
 impl Job {
-    /// Loads and checks a shard (see [`load_shard`]), then decodes it.
+    /// Loads and checks a shard (see [`StoreSource::load`]), tells the source
+    /// which shard comes after it, then decodes it.
     fn shard_chunks(
         &self,
         shard: &ShardInfo,
+        next: Option<&ShardInfo>,
         f: impl FnMut(Chunk) -> std::result::Result<(), Gone>,
     ) -> Result<std::result::Result<(), Gone>> {
-        let path = self.dir.join(&shard.file);
+        let path = self.source.location().join(&shard.file);
         let spare = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
-        let data = load_shard(&path, shard, spare)?;
+        let data = self.source.load(shard, spare)?;
+        if let Some(n) = next {
+            self.source.prefetch(n);
+        }
         let r = match self.dtype {
-            Dtype::F32 => self.shard_chunks_typed(&path, data.clone(), f),
+            Dtype::F32 => self.shard_chunks_typed(&path, shard, data.clone(), f),
             // Float16 is a 2-byte FIXED_LEN_BYTE_ARRAY in Parquet; the typed reader
             // handles those value by value, the Arrow reader in bulk.
-            Dtype::F16 => self.shard_chunks_arrow(&path, data.clone(), f),
+            Dtype::F16 => self.shard_chunks_arrow(&path, shard, data.clone(), f),
         };
         // The decoders are done with the shard's bytes: keep the buffer.
         if let Ok(m) = data.try_into_mut() {
@@ -422,11 +385,12 @@ impl Job {
     fn shard_chunks_arrow(
         &self,
         path: &Path,
+        shard: &ShardInfo,
         data: bytes::Bytes,
         mut f: impl FnMut(Chunk) -> std::result::Result<(), Gone>,
     ) -> Result<std::result::Result<(), Gone>> {
         let path = path.to_path_buf();
-        let b = open_shard(&path, data)?;
+        let b = open_shard(&path, shard, data)?;
         let mut roots = Vec::new();
         for name in ["seq", "pos", "token"].into_iter().chain(self.hooks.iter().map(|h| h.0.as_str())) {
             let i = b.schema().index_of(name).map_err(|_| format(&path, format!("no column `{name}`")))?;
@@ -452,6 +416,7 @@ impl Job {
     fn shard_chunks_typed(
         &self,
         path: &Path,
+        shard: &ShardInfo,
         data: bytes::Bytes,
         mut f: impl FnMut(Chunk) -> std::result::Result<(), Gone>,
     ) -> Result<std::result::Result<(), Gone>> {
@@ -459,7 +424,7 @@ impl Job {
         use parquet::file::reader::{FileReader, SerializedFileReader};
         let path = path.to_path_buf();
         // Checks version, hook presence and widths through the Arrow schema.
-        let b = open_shard(&path, data.clone())?;
+        let b = open_shard(&path, shard, data.clone())?;
         for (h, d) in &self.hooks {
             check_hook(&path, b.schema(), h, *d)?;
         }
@@ -554,8 +519,8 @@ impl Job {
         out.cur = out.fresh();
         match self.order {
             Order::Sequential => {
-                for s in &self.shards {
-                    if self.shard_chunks(s, |c| out.rows(&c, 0))?.is_err() {
+                for (i, s) in self.shards.iter().enumerate() {
+                    if self.shard_chunks(s, self.shards.get(i + 1), |c| out.rows(&c, 0))?.is_err() {
                         return Ok(());
                     }
                 }
@@ -570,8 +535,9 @@ impl Job {
                     token: Vec::new(),
                     hooks: widths.iter().map(|_| Vec::new()).collect(),
                 };
-                for &i in &order {
-                    let r = self.shard_chunks(&self.shards[i], |c| {
+                for (at, &i) in order.iter().enumerate() {
+                    let next = order.get(at + 1).map(|&n| &self.shards[n]);
+                    let r = self.shard_chunks(&self.shards[i], next, |c| {
                         for r in 0..c.seq.len() {
                             let row = |k: usize, d: usize| &c.hooks[k][r * d..(r + 1) * d];
                             if slots.seq.len() < buffer_rows {

@@ -28,12 +28,14 @@ mod layout;
 mod location;
 mod pull;
 mod push;
+mod stream;
 
 pub use admin::{RemoteArtifact, RemoteGcReport, RemoteVerifyReport};
 pub use error::{RemoteError, Result};
 pub use location::Remote;
 pub use pull::PullOutcome;
 pub use push::PushOutcome;
+pub use stream::{ChunkCache, StreamedArtifact};
 
 /// Progress of a transfer: called with (bytes done, bytes in all) as data moves.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);

@@ -131,6 +131,14 @@ impl Remote {
         self.rt.block_on(f)
     }
 
+    pub(crate) fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt.spawn(f)
+    }
+
     pub(crate) fn store_err(&self, action: &'static str, object: &Path, e: &object_store::Error) -> RemoteError {
         RemoteError::Store {
             remote: self.display.clone(),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes per ranged GET.
-const RANGE: u64 = 8 << 20;
+pub(crate) const RANGE: u64 = 8 << 20;
 /// Ranged GETs of one file in flight at once.
 const RANGES_IN_FLIGHT: usize = 8;
 /// Files downloaded at once.

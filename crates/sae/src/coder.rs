@@ -242,6 +242,24 @@ impl SparseCoder {
         if fam == "standard" { tc.to_string() } else { format!("{fam}_{tc}") }
     }
 
+    /// Whether SAELens (6.54) has an inference class for
+    /// [`architecture_name`](Self::architecture_name), so that
+    /// `SAE.load_from_disk` loads the directory saepipe writes. TopK and gated
+    /// transcoders and GroupMax coders have none.
+    pub fn loads_in_saelens(&self) -> bool {
+        const REGISTERED: [&str; 8] = [
+            "standard",
+            "gated",
+            "topk",
+            "jumprelu",
+            "transcoder",
+            "skip_transcoder",
+            "jumprelu_transcoder",
+            "jumprelu_skip_transcoder",
+        ];
+        REGISTERED.contains(&self.architecture_name().as_str())
+    }
+
     /// Whether the output is another hook than the input (transcoders and
     /// skip transcoders).
     pub fn is_transcoder(&self) -> bool {

@@ -268,6 +268,16 @@ pub fn write_saelens(coder: &SparseCoder, dir: &Path) -> Result<()> {
     let reshape = meta.remove("reshape_activations").unwrap_or_else(|| json!("none"));
     meta.entry("sae_lens_version").or_insert_with(|| json!(WRITTEN_SAELENS_VERSION));
     meta.insert("saepipe_version".into(), json!(env!("CARGO_PKG_VERSION")));
+    if !coder.loads_in_saelens() {
+        // Said in the file itself, for whoever opens it without saepipe.
+        meta.insert(
+            "saepipe_saelens_note".into(),
+            json!(format!(
+                "SAELens has no `{}` architecture, so SAE.load_from_disk cannot load this directory; saepipe loads it, and the tensors follow the SAELens layout of the same encoder (W_enc, b_enc, W_dec, b_dec; d_out for the output side)",
+                coder.architecture_name()
+            )),
+        );
+    }
     let mut cfg = Map::new();
     cfg.insert("architecture".into(), json!(coder.architecture_name()));
     cfg.insert("d_in".into(), json!(coder.d_in));
