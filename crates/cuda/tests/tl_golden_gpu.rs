@@ -33,6 +33,21 @@ fn every_hook_matches_transformer_lens_on_the_gpu() {
             check_runner(&on_gpu(&g, &fixture(arch), processing, LnHook::PreAffine), arch, mode, 1e-4);
         }
     }
+    // The Llama family (grouped-query attention, llama3 rope scaling, RMSNorm,
+    // SwiGLU); the modes without their own file give the fold_ln hooks.
+    for arch in ["llama", "mistral"] {
+        for (mode, golden) in [
+            ("none", "none"),
+            ("full", "full"),
+            ("fold_ln", "fold_ln"),
+            ("fold_ln+center_writing_weights", "fold_ln"),
+            ("fold_ln+center_unembed", "fold_ln+center_unembed"),
+            ("fold_ln+fold_value_biases", "fold_ln"),
+        ] {
+            let processing = Processing::parse(mode).unwrap();
+            check_runner(&on_gpu(&g, &fixture(arch), processing, LnHook::PreAffine), arch, golden, 1e-4);
+        }
+    }
     // Same weights from a torch.save checkpoint.
     check_runner(&on_gpu(&g, &fixture("gpt2_bin"), Processing::NONE, LnHook::PreAffine), "gpt2", "none", 1e-4);
 }
