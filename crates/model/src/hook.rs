@@ -360,6 +360,24 @@ mod tests {
     }
 
     #[test]
+    fn gated_mlps_and_grouped_query_attention() {
+        let mut c = cfg(Arch::Llama, false, 4);
+        (c.gated_mlp, c.n_kv_heads, c.norm) = (true, 1, Norm::RmsNorm);
+        for n in hook_names(&c) {
+            let h = HookName::check(&c, &n).unwrap();
+            assert_eq!(h.shape(&c, 2, 3).iter().product::<usize>(), 2 * 3 * h.token_width(&c, 3), "{n}");
+        }
+        let names = hook_names(&c);
+        let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(at("blocks.0.mlp.hook_pre") < at("blocks.0.mlp.hook_pre_linear"));
+        assert!(at("blocks.0.mlp.hook_pre_linear") < at("blocks.0.mlp.hook_post"));
+        assert_eq!(HookName::check(&c, "blocks.1.attn.hook_k").unwrap().shape(&c, 2, 3), vec![2, 3, 1, 4]);
+        assert_eq!(HookName::check(&c, "blocks.1.attn.hook_rot_k").unwrap().token_width(&c, 3), 4);
+        assert_eq!(HookName::check(&c, "blocks.1.attn.hook_rot_q").unwrap().token_width(&c, 3), 8);
+        assert!(HookName::check(&cfg(Arch::Gpt2, false, 0), "blocks.0.mlp.hook_pre_linear").is_err());
+    }
+
+    #[test]
     fn architecture_decides_which_hooks_exist() {
         let neox = cfg(Arch::NeoX, true, 2);
         assert!(HookName::check(&neox, "blocks.1.hook_resid_mid").is_err());

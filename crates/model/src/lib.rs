@@ -1,6 +1,6 @@
 //! saepipe's language-model runtime: HF `config.json` + checkpoints (safetensors,
 //! sharded or not, and `pytorch_model*.bin` through a restricted unpickler) of
-//! GPT-2 and GPT-NeoX (Pythia) models, the HF cache layout, TransformerLens
+//! GPT-2, GPT-NeoX (Pythia) and Llama-family (Llama, Mistral) models, the HF cache layout, TransformerLens
 //! weight processing, and a forward pass exposing every TransformerLens hook
 //! point by name, written once over the device operations of
 //! [`saepipe_core::compute`]: [`Model`] runs it on the CPU ([`cpu::CpuOps`]),
@@ -47,7 +47,7 @@ pub struct LoadOptions {
     pub ln_hook: LnHook,
 }
 
-/// A GPT-2 or GPT-NeoX (Pythia) model held in host memory, run on the CPU.
+/// A GPT-2, GPT-NeoX (Pythia) or Llama-family model held in host memory, run on the CPU.
 /// [`DeviceModel::new`] copies one to another backend.
 pub struct Model {
     /// Architecture and sizes, from the checkpoint's `config.json`.

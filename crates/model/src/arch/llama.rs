@@ -211,3 +211,139 @@ pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     }
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Arch, ModelConfig, RopeScaling};
+    use serde_json::{Value, json};
+    use std::path::Path;
+
+    /// Llama 3.2 1B's config.json as the hub ships it.
+    fn llama_3_2_1b() -> Value {
+        json!({
+            "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+            "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "head_dim": 64,
+            "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+            "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+            "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8, "pretraining_tp": 1,
+            "rms_norm_eps": 1e-05,
+            "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                             "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+            "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+            "transformers_version": "4.45.0.dev0", "use_cache": true, "vocab_size": 128256
+        })
+    }
+
+    fn parse(v: &Value) -> crate::Result<ModelConfig> {
+        ModelConfig::from_json(v, Path::new("models/x/config.json"))
+    }
+
+    fn close(got: &[f32], want: &[f64]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(((*g as f64) - w).abs() <= 1e-6 * w.abs(), "inv_freq[{i}] = {g}, transformers: {w}");
+        }
+    }
+
+    #[test]
+    fn llama_3_2_config_and_rope_frequencies() {
+        let c = parse(&llama_3_2_1b()).unwrap();
+        assert_eq!(c.arch, Arch::Llama);
+        assert_eq!((c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.d_head), (2048, 16, 32, 8, 64));
+        assert_eq!((c.d_mlp, c.d_vocab, c.rotary_dim, c.rotary_base), (8192, 128256, 64, 500000.0));
+        assert_eq!((c.tie_word_embeddings, c.attention_bias, c.gated_mlp, c.eps), (true, false, true, 1e-5));
+        assert_eq!((c.bos_token_id, c.eos_token_id), (Some(128000), Some(128001)));
+        assert_eq!(
+            c.rope_scaling,
+            Some(RopeScaling::Llama3 {
+                factor: 32.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192.0
+            })
+        );
+        // transformers 5.23's `ROPE_INIT_FUNCTIONS["llama3"]` for this config
+        // (every third of the 32 frequencies, and the band edges).
+        let f = c.rope_inv_freq();
+        let picks = [0, 1, 3, 14, 15, 16, 17, 18, 31];
+        let want = [
+            1.0,
+            0.663601279258728,
+            0.2922278344631195,
+            0.0032114461064338684,
+            0.0012905480107292533,
+            0.000429556705057621,
+            9.708286233944818e-05,
+            1.9461638657958247e-05,
+            9.418306490260875e-08,
+        ];
+        close(&picks.map(|i| f[i]), &want);
+    }
+
+    /// The same settings in transformers ≥ 5's spelling (`rope_parameters`
+    /// holding the theta and the scaling), and the pre-4.45 `type` key.
+    #[test]
+    fn rope_dialects_agree() {
+        let hub = parse(&llama_3_2_1b()).unwrap();
+        let mut v5 = llama_3_2_1b();
+        let o = v5.as_object_mut().unwrap();
+        let mut rope = o.remove("rope_scaling").unwrap();
+        rope["rope_theta"] = o.remove("rope_theta").unwrap();
+        o.insert("rope_parameters".into(), rope);
+        assert_eq!(parse(&v5).unwrap(), hub);
+        let mut old = llama_3_2_1b();
+        let s = old["rope_scaling"].as_object_mut().unwrap();
+        s.remove("rope_type");
+        s.insert("type".into(), "llama3".into());
+        assert_eq!(parse(&old).unwrap(), hub);
+        // The fixture's rope (transformers' values for its config).
+        let mut small = llama_3_2_1b();
+        small["hidden_size"] = 32.into();
+        small["num_attention_heads"] = 4.into();
+        small["num_key_value_heads"] = 2.into();
+        small["head_dim"] = 8.into();
+        small["rope_theta"] = 10000.0.into();
+        small["rope_scaling"]["factor"] = 8.0.into();
+        small["rope_scaling"]["original_max_position_embeddings"] = 64.into();
+        close(
+            &parse(&small).unwrap().rope_inv_freq(),
+            &[1.0, 0.013042256236076355, 0.0012499999720603228, 0.0001250000059371814],
+        );
+    }
+
+    #[test]
+    fn unsupported_settings_are_named() {
+        let err = |f: &dyn Fn(&mut Value)| {
+            let mut v = llama_3_2_1b();
+            f(&mut v);
+            parse(&v).unwrap_err().to_string()
+        };
+        let e = err(&|v| v["rope_scaling"]["rope_type"] = "yarn".into());
+        assert!(e.contains("config.json") && e.contains("rope scaling type `yarn` is not supported"), "{e}");
+        let e = err(&|v| v["mlp_bias"] = true.into());
+        assert!(e.contains("mlp_bias: true is not supported"), "{e}");
+        let e = err(&|v| v["num_key_value_heads"] = 5.into());
+        assert!(e.contains("32 attention heads are not a multiple of 5 key/value heads"), "{e}");
+        let e = err(&|v| v["hidden_act"] = "swiglu2".into());
+        assert!(e.contains("unsupported activation `swiglu2`"), "{e}");
+        let e = err(&|v| {
+            v.as_object_mut().unwrap().remove("head_dim");
+            v["hidden_size"] = 2050.into();
+        });
+        assert!(e.contains("hidden size 2050 is not divisible by 32 attention heads"), "{e}");
+        let e = err(&|v| v["rope_scaling"]["high_freq_factor"] = 0.5.into());
+        assert!(e.contains("low_freq_factor < high_freq_factor"), "{e}");
+        let e = err(&|v| {
+            v.as_object_mut().unwrap().remove("architectures");
+            v["model_type"] = "gemma2".into();
+        });
+        assert!(e.contains("unsupported architecture `gemma2` (its `model_type`"), "{e}");
+        // Without `architectures`, the model_type decides; Mistral defaults.
+        let mut v = llama_3_2_1b();
+        v.as_object_mut().unwrap().remove("architectures");
+        v["model_type"] = "mistral".into();
+        v["sliding_window"] = 4096.into();
+        let c = parse(&v).unwrap();
+        assert_eq!((c.arch, c.sliding_window), (Arch::Llama, Some(4096)));
+    }
+}
