@@ -56,6 +56,16 @@ fn mistral() -> serde_json::Value {
     })
 }
 
+/// Query/key/value biases without an output bias.
+fn qwen2() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 40, "vocab_size": 61,
+        "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "hidden_act": "silu", "rope_theta": 1000000.0,
+        "use_sliding_window": false, "sliding_window": 4, "tie_word_embeddings": true
+    })
+}
+
 fn load(config: serde_json::Value, processing: Processing, ln_hook: LnHook) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     saepipe_model::synth::write_random_hf_model(dir.path(), &config, 7).unwrap();
@@ -102,7 +112,9 @@ fn zero_hook<'a>() -> HookFn<'a> {
 
 /// Every comparison, for one backend against the CPU model.
 fn check_backend<O: DeviceOps>(label: &str, make: &dyn Fn(&Model) -> DeviceModel<O>, tol: f32) {
-    for (arch, config) in [("gpt2", gpt2()), ("neox", neox()), ("llama", llama()), ("mistral", mistral())] {
+    for (arch, config) in
+        [("gpt2", gpt2()), ("neox", neox()), ("llama", llama()), ("mistral", mistral()), ("qwen2", qwen2())]
+    {
         for (processing, ln_hook) in [
             (Processing::NONE, LnHook::PreAffine),
             (Processing::NONE, LnHook::PostAffine),

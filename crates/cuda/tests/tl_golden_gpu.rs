@@ -34,16 +34,20 @@ fn every_hook_matches_transformer_lens_on_the_gpu() {
         }
     }
     // The Llama family (grouped-query attention, llama3 rope scaling, RMSNorm,
-    // SwiGLU); the modes without their own file give the fold_ln hooks.
-    for arch in ["llama", "mistral"] {
-        for (mode, golden) in [
-            ("none", "none"),
-            ("full", "full"),
-            ("fold_ln", "fold_ln"),
-            ("fold_ln+center_writing_weights", "fold_ln"),
-            ("fold_ln+center_unembed", "fold_ln+center_unembed"),
-            ("fold_ln+fold_value_biases", "fold_ln"),
+    // SwiGLU, Qwen2's biases); a mode whose hooks equal another's has its
+    // golden under that mode (meta.json's `same_as`).
+    for arch in ["llama", "mistral", "qwen2"] {
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(arch).join("meta.json")).unwrap()).unwrap();
+        for mode in [
+            "none",
+            "full",
+            "fold_ln",
+            "fold_ln+center_writing_weights",
+            "fold_ln+center_unembed",
+            "fold_ln+fold_value_biases",
         ] {
+            let golden = meta["same_as"][mode].as_str().unwrap_or(mode);
             let processing = Processing::parse(mode).unwrap();
             check_runner(&on_gpu(&g, &fixture(arch), processing, LnHook::PreAffine), arch, golden, 1e-4);
         }

@@ -12,10 +12,11 @@ pub enum Arch {
     /// GPT-NeoX and Pythia (`gpt_neox`, HF `GPTNeoXForCausalLM`): rotary
     /// positions, usually a parallel residual.
     NeoX,
-    /// Llama 2/3/3.1/3.2 and Mistral (`llama` / `mistral`, HF
-    /// `LlamaForCausalLM` / `MistralForCausalLM`): RMSNorm, a gated (SwiGLU)
-    /// MLP, grouped-query attention and rotary positions on every dimension
-    /// (with Llama 3's `rope_scaling` when the config has it).
+    /// Llama 2/3/3.1/3.2, Mistral and Qwen2/2.5 (`llama` / `mistral` /
+    /// `qwen2`, HF `LlamaForCausalLM` / `MistralForCausalLM` /
+    /// `Qwen2ForCausalLM`): RMSNorm, a gated (SwiGLU) MLP, grouped-query
+    /// attention and rotary positions on every dimension (with Llama 3's
+    /// `rope_scaling` when the config has it); Qwen2 adds q/k/v biases.
     Llama,
 }
 
@@ -25,6 +26,7 @@ pub const SUPPORTED_ARCHITECTURES: &[(&str, Arch)] = &[
     ("GPTNeoXForCausalLM", Arch::NeoX),
     ("LlamaForCausalLM", Arch::Llama),
     ("MistralForCausalLM", Arch::Llama),
+    ("Qwen2ForCausalLM", Arch::Llama),
 ];
 
 /// The normalization before attention, MLP and unembedding.
@@ -115,8 +117,11 @@ pub struct ModelConfig {
     /// attention scores by `l + 1`.
     pub scale_attn_by_inverse_layer_idx: bool,
     /// GPT-NeoX `attention_bias` (transformers >= 5), Llama `attention_bias`
-    /// (default false): QKV and output biases exist.
+    /// (default false): query, key and value biases exist (Qwen2: always).
     pub attention_bias: bool,
+    /// The attention output projection has a bias: with `attention_bias`,
+    /// except for Qwen2 (biased q/k/v, unbiased output).
+    pub attn_out_bias: bool,
     /// HF `tie_word_embeddings`: the unembedding is the transposed token
     /// embedding. GPT-2 (default true) reads `lm_head.weight` only when it is
     /// false; GPT-NeoX always reads its own unembedding.
@@ -260,6 +265,7 @@ impl ModelConfig {
                     scale_attn_weights: bool_or(v, "scale_attn_weights", true),
                     scale_attn_by_inverse_layer_idx: bool_or(v, "scale_attn_by_inverse_layer_idx", false),
                     attention_bias: true,
+                    attn_out_bias: true,
                     tie_word_embeddings: bool_or(v, "tie_word_embeddings", true),
                     bos_token_id: tok("bos_token_id"),
                     eos_token_id: tok("eos_token_id"),
@@ -326,6 +332,7 @@ impl ModelConfig {
                     scale_attn_weights: true,
                     scale_attn_by_inverse_layer_idx: false,
                     attention_bias: bool_or(v, "attention_bias", true),
+                    attn_out_bias: bool_or(v, "attention_bias", true),
                     tie_word_embeddings: bool_or(v, "tie_word_embeddings", false),
                     bos_token_id: tok("bos_token_id"),
                     eos_token_id: tok("eos_token_id"),
@@ -398,12 +405,12 @@ fn family(v: &Value, path: &Path) -> Result<Arch> {
     match get(v, path, "model_type")?.as_str().unwrap_or_default() {
         "gpt2" => Ok(Arch::Gpt2),
         "gpt_neox" => Ok(Arch::NeoX),
-        "llama" | "mistral" => Ok(Arch::Llama),
+        "llama" | "mistral" | "qwen2" => Ok(Arch::Llama),
         other => Err(ModelError::UnknownArchitecture {
             path: path.into(),
             name: other.to_string(),
             field: "model_type",
-            supported: "gpt2, gpt_neox, llama, mistral".into(),
+            supported: "gpt2, gpt_neox, llama, mistral, qwen2".into(),
         }),
     }
 }

@@ -323,6 +323,7 @@ mod tests {
             scale_attn_weights: true,
             scale_attn_by_inverse_layer_idx: false,
             attention_bias: true,
+            attn_out_bias: true,
             tie_word_embeddings: true,
             bos_token_id: None,
             eos_token_id: None,

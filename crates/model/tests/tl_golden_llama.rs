@@ -1,9 +1,9 @@
 //! Every hook point, the logits and the per-token loss of the Llama family
-//! (Llama 2/3/3.1/3.2, Mistral) equal TransformerLens 3.9's within 1e-4
+//! (Llama 2/3/3.1/3.2, Mistral, Qwen2) equal TransformerLens 3.9's within 1e-4
 //! relative, without and with weight processing (fixtures from
 //! scripts/fixtures/model_tl_llama.py): `llama` has grouped-query attention and
 //! llama3 rope scaling, `mistral` one key/value head, head_dim ≠ d_model /
-//! n_heads and tied embeddings.
+//! n_heads and tied embeddings, `qwen2` query/key/value biases.
 
 #[path = "support/golden.rs"]
 mod golden;
@@ -13,25 +13,26 @@ use saepipe_model::{LnHook, LoadOptions, Model, Processing, RunRequest};
 use safetensors::SafeTensors;
 use std::path::Path;
 
-const FAMILY: [&str; 2] = ["llama", "mistral"];
+const FAMILY: [&str; 3] = ["llama", "mistral", "qwen2"];
 
 fn load(dir: &Path, processing: Processing, ln_hook: LnHook) -> Model {
     Model::load(dir, &LoadOptions { processing: Some(processing), ln_hook }).unwrap()
 }
 
-/// The golden file of a mode; TransformerLens gives the fold_ln hooks for
-/// these two modes on RMSNorm models (the script checks it and records it in
-/// meta.json), so no separate file is kept.
-fn golden_mode(mode: &str) -> &str {
-    match mode {
-        "fold_ln+center_writing_weights" | "fold_ln+fold_value_biases" => "fold_ln",
-        m => m,
-    }
+fn meta(arch: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(arch).join("meta.json")).unwrap()).unwrap()
+}
+
+/// The golden file of a mode: a mode whose TransformerLens hooks equal another
+/// mode's (the script compares them) is recorded in meta.json's `same_as`
+/// rather than stored twice.
+fn golden_mode(arch: &str, mode: &str) -> String {
+    meta(arch)["same_as"][mode].as_str().unwrap_or(mode).to_string()
 }
 
 fn check(arch: &str, mode: &str) {
     let model = load(&fixture(arch), Processing::parse(mode).unwrap(), LnHook::PreAffine);
-    check_runner(&model, arch, golden_mode(mode), 1e-4);
+    check_runner(&model, arch, &golden_mode(arch, mode), 1e-4);
 }
 
 #[test]
@@ -52,16 +53,27 @@ fn mistral_with_full_processing() {
 }
 
 #[test]
+fn qwen2_without_processing() {
+    check("qwen2", "none");
+}
+#[test]
+fn qwen2_with_full_processing() {
+    check("qwen2", "full");
+}
+
+#[test]
 fn processing_steps_one_at_a_time() {
     for arch in FAMILY {
         for mode in ["fold_ln", "fold_ln+center_writing_weights", "fold_ln+center_unembed", "fold_ln+fold_value_biases"]
         {
             check(arch, mode);
         }
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(fixture(arch).join("meta.json")).unwrap()).unwrap();
+        // TransformerLens does not center an RMSNorm model's writing weights;
+        // folding value biases changes nothing where they are zero.
+        let meta = meta(arch);
         assert_eq!(meta["same_as"]["fold_ln+center_writing_weights"], "fold_ln");
-        assert_eq!(meta["same_as"]["fold_ln+fold_value_biases"], "fold_ln");
+        let zero_value_biases = arch != "qwen2";
+        assert_eq!(meta["same_as"]["fold_ln+fold_value_biases"] == "fold_ln", zero_value_biases, "{arch}");
     }
 }
 
@@ -186,7 +198,7 @@ fn bad_checkpoints_name_the_tensor_and_the_family() {
     std::fs::write(t.path().join("config.json"), cfg.to_string()).unwrap();
     let e = Model::load(t.path(), &LoadOptions::default()).err().unwrap().to_string();
     assert!(
-        e.contains("unsupported architecture `MambaForCausalLM` (its `architectures`; supported: GPT2LMHeadModel, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM)"),
+        e.contains("unsupported architecture `MambaForCausalLM` (its `architectures`; supported: GPT2LMHeadModel, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"),
         "{e}"
     );
     std::fs::copy(fixture("llama").join("config.json"), t.path().join("config.json")).unwrap();
@@ -219,4 +231,24 @@ fn bad_checkpoints_name_the_tensor_and_the_family() {
     write(&tensors);
     let e = Model::load(t.path(), &LoadOptions::default()).err().unwrap().to_string();
     assert!(e.contains("tensor `model.layers.0.mlp.gate_proj.weight` is missing"), "{e}");
+}
+
+/// Qwen2's query, key and value biases are required; its output projection
+/// has none; its sliding window is off unless `use_sliding_window` says so.
+#[test]
+fn qwen2_reads_its_biases() {
+    let model = load(&fixture("qwen2"), Processing::NONE, LnHook::PreAffine);
+    let c = &model.cfg;
+    assert_eq!((c.attention_bias, c.attn_out_bias, c.sliding_window, c.tie_word_embeddings), (true, false, None, true));
+    assert!(model.params.layers[1].b_v.iter().any(|&x| x != 0.0));
+    assert!(model.params.layers[1].b_o.iter().all(|&x| x == 0.0));
+    let t = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("qwen2").join("config.json"), t.path().join("config.json")).unwrap();
+    let bytes = std::fs::read(fixture("qwen2").join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        st.tensors().into_iter().filter(|(n, _)| n != "model.layers.0.self_attn.k_proj.bias").collect();
+    safetensors::serialize_to_file(views, None, &t.path().join("model.safetensors")).unwrap();
+    let e = Model::load(t.path(), &LoadOptions::default()).err().unwrap().to_string();
+    assert!(e.contains("tensor `model.layers.0.self_attn.k_proj.bias` is missing"), "{e}");
 }

@@ -1,5 +1,6 @@
-//! Llama 2/3/3.1/3.2 and Mistral checkpoints (HF `LlamaForCausalLM`,
-//! `MistralForCausalLM`). PyTorch Linear weights are [out, in] and are
+//! Llama 2/3/3.1/3.2, Mistral and Qwen2/2.5 checkpoints (HF `LlamaForCausalLM`,
+//! `MistralForCausalLM`, `Qwen2ForCausalLM`: the same tensor names and forward;
+//! Qwen2's query, key and value projections have biases). PyTorch Linear weights are [out, in] and are
 //! transposed into TransformerLens's x·W layout; keys and values have
 //! `num_key_value_heads` heads (grouped-query attention). RMSNorm has a weight
 //! and no bias: the bias half of the loaded norm pairs is zero.
@@ -14,7 +15,7 @@ use crate::weights::TensorFiles;
 use serde_json::Value;
 use std::path::Path;
 
-/// The configuration of a `llama` or `mistral` config.json, in either dialect
+/// The configuration of a `llama`, `mistral` or `qwen2` config.json, in either dialect
 /// of the rotary settings: `rope_theta` + `rope_scaling` (transformers < 5 and
 /// the hub's files) or `rope_parameters` (transformers >= 5).
 pub(crate) fn config(v: &Value, path: &Path) -> Result<ModelConfig> {
@@ -95,6 +96,11 @@ pub(crate) fn config(v: &Value, path: &Path) -> Result<ModelConfig> {
         ),
         None => None,
     };
+    // Qwen2 always has q/k/v biases and never an output bias; it declares its
+    // window with `use_sliding_window` (off by default).
+    let qwen2 = v.get("model_type").and_then(Value::as_str) == Some("qwen2")
+        || v.get("architectures").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "Qwen2ForCausalLM"));
+    let sliding_window = if qwen2 && !bool_or(v, "use_sliding_window", false) { None } else { sliding_window };
     let act = activation(v.get("hidden_act").and_then(Value::as_str).unwrap_or("silu"), path)?;
     let eps = f64_of(v.get("rms_norm_eps"), "rms_norm_eps")?.unwrap_or(1e-6) as f32;
     let tok = |k: &str| {
@@ -127,7 +133,8 @@ pub(crate) fn config(v: &Value, path: &Path) -> Result<ModelConfig> {
         parallel: false,
         scale_attn_weights: true,
         scale_attn_by_inverse_layer_idx: false,
-        attention_bias: bool_or(v, "attention_bias", false),
+        attention_bias: qwen2 || bool_or(v, "attention_bias", false),
+        attn_out_bias: !qwen2 && bool_or(v, "attention_bias", false),
         tie_word_embeddings: bool_or(v, "tie_word_embeddings", false),
         bos_token_id: tok("bos_token_id"),
         eos_token_id: tok("eos_token_id"),
@@ -146,6 +153,7 @@ pub(crate) fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
     let lin =
         |name: &str, out: usize, inp: usize| -> Result<Vec<f32>> { Ok(transpose(&g(name, &[out, inp])?, out, inp)) };
     let bias = |name: &str, n: usize| if cfg.attention_bias { g(name, &[n]) } else { Ok(vec![0f32; n]) };
+    let out_bias = |name: &str, n: usize| if cfg.attn_out_bias { g(name, &[n]) } else { Ok(vec![0f32; n]) };
     let norm = |name: &str| -> Result<Option<(Vec<f32>, Vec<f32>)>> { Ok(Some((g(name, &[d])?, vec![0f32; d]))) };
     let w_e = g("embed_tokens.weight", &[v, d])?;
     let mut layers = Vec::with_capacity(cfg.n_layers);
@@ -160,7 +168,7 @@ pub(crate) fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
             w_v: lin(&h("self_attn.v_proj.weight"), kv, d)?,
             b_v: bias(&h("self_attn.v_proj.bias"), kv)?,
             w_o: lin(&h("self_attn.o_proj.weight"), d, hd)?,
-            b_o: bias(&h("self_attn.o_proj.bias"), d)?,
+            b_o: out_bias(&h("self_attn.o_proj.bias"), d)?,
             ln2: norm(&h("post_attention_layernorm.weight"))?,
             w_gate: Some(lin(&h("mlp.gate_proj.weight"), f, d)?),
             w_in: lin(&h("mlp.up_proj.weight"), f, d)?,
@@ -200,8 +208,10 @@ pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
                 ("self_attn.q_proj.bias", vec![hd]),
                 ("self_attn.k_proj.bias", vec![kv]),
                 ("self_attn.v_proj.bias", vec![kv]),
-                ("self_attn.o_proj.bias", vec![d]),
             ]);
+        }
+        if cfg.attn_out_bias {
+            per.push(("self_attn.o_proj.bias", vec![d]));
         }
         t.extend(per.into_iter().map(|(n, s)| (format!("model.layers.{l}.{n}"), s)));
     }
