@@ -34,6 +34,50 @@ extern "C" __global__ void layer_norm(const float* __restrict__ X, int rows, int
     if (scale_out && threadIdx.x == 0) scale_out[r] = scale;
 }
 
+// out = x / sqrt(mean(x^2) + eps) [* w]; scale_out[r] = sqrt(mean(x^2) + eps)
+// (RMSNorm, TransformerLens's lnX.hook_scale). w may be null (folded RMSNorm).
+// One block per row.
+extern "C" __global__ void rms_norm(const float* __restrict__ X, int rows, int d, float eps,
+                                    const float* __restrict__ w, float* __restrict__ out,
+                                    float* __restrict__ scale_out) {
+    __shared__ float scratch[33];
+    int r = blockIdx.x;
+    if (r >= rows) return;
+    const float* x = X + (size_t)r * d;
+    float s = 0.0f;
+    for (int c = threadIdx.x; c < d; c += blockDim.x) s += x[c] * x[c];
+    float scale = sqrtf(block_sum(s, scratch) / d + eps);
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        float y = x[c] / scale;
+        if (w) y *= w[c];
+        out[(size_t)r * d + c] = y;
+    }
+    if (scale_out && threadIdx.x == 0) scale_out[r] = scale;
+}
+
+// The MLP non-linearities by code (0 gelu_tanh, 1 gelu_erf, 2 relu, 3 silu),
+// for the gated MLP kernel.
+__device__ __forceinline__ float lm_act(float x, int act) {
+    switch (act) {
+        case 0: return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+        case 1: return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+        case 2: return fmaxf(x, 0.0f);
+        default: return x / (1.0f + expf(-x));
+    }
+}
+
+// SiLU (x * sigmoid(x)), in place.
+extern "C" __global__ void silu_inplace(float* X, unsigned long long n) {
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) X[i] = lm_act(X[i], 3);
+}
+
+// Gated MLP hidden layer: G = act(G) * L, in place (SwiGLU with act = 3).
+extern "C" __global__ void gated_act(float* G, const float* __restrict__ L, unsigned long long n, int act) {
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) G[i] = lm_act(G[i], act) * L[i];
+}
+
 // GPT-2's gelu_new (tanh approximation), in place.
 extern "C" __global__ void gelu_tanh(float* X, unsigned long long n) {
     unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -80,6 +124,39 @@ extern "C" __global__ void rotary_neox(float* Q, int batch, int ctx, int heads, 
     float x1 = q[p], x2 = q[p + half];
     q[p] = x1 * cs - x2 * sn;
     q[p + half] = x2 * cs + x1 * sn;
+}
+
+// Rotary embedding, half-split style, on the first rot_dims of every head of
+// Q [batch, ctx, heads, d_head] in place, with the model's inverse frequencies
+// inv_freq [rot_dims / 2]: pairs (i, i + rot_dims/2) turn by pos * inv_freq[i].
+extern "C" __global__ void rotary_freqs(float* Q, int batch, int ctx, int heads, int d_head, int rot_dims,
+                                        const float* __restrict__ inv_freq) {
+    int half = rot_dims / 2;
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    unsigned long long total = (unsigned long long)batch * ctx * heads * half;
+    if (i >= total) return;
+    int p = (int)(i % half);
+    unsigned long long rest = i / half;                 // (b, t, h)
+    int t = (int)((rest / heads) % ctx);
+    float* q = Q + rest * d_head;
+    float angle = t * inv_freq[p];
+    float cs = cosf(angle), sn = sinf(angle);
+    float x1 = q[p], x2 = q[p + half];
+    q[p] = x1 * cs - x2 * sn;
+    q[p + half] = x2 * cs + x1 * sn;
+}
+
+// Grouped-query attention: OUT [rows, heads * groups, d_head] with head h a copy
+// of head h / groups of X [rows, heads, d_head].
+extern "C" __global__ void repeat_heads(const float* __restrict__ X, unsigned long long rows, int heads,
+                                        int d_head, int groups, float* __restrict__ OUT) {
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    unsigned long long per_row = (unsigned long long)heads * groups * d_head;
+    if (i >= rows * per_row) return;
+    unsigned long long r = i / per_row;
+    int rest = (int)(i % per_row);
+    int h = rest / d_head, c = rest % d_head;
+    OUT[i] = X[(r * heads + h / groups) * d_head + c];
 }
 
 // Causal softmax attention for one (query position, head, batch) per block.

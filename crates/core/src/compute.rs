@@ -36,6 +36,8 @@ pub enum Activation {
     Gelu,
     /// max(x, 0).
     Relu,
+    /// x · sigmoid(x) (SiLU / swish; Llama's and Mistral's gated MLPs).
+    Silu,
 }
 
 /// The shape of multi-head attention tensors: q, k, v and z are
@@ -159,15 +161,42 @@ pub trait DeviceOps {
         out: &mut Self::F,
         scale: &mut Self::F,
     ) -> Result<()>;
+    /// `out = x / scale [· w]` row by row with `scale [rows] = sqrt(mean(x²) + eps)`
+    /// (RMSNorm, TransformerLens's `hook_scale`); no centering, no bias.
+    #[allow(clippy::too_many_arguments)]
+    fn rms_norm(
+        &self,
+        x: &Self::F,
+        rows: usize,
+        d: usize,
+        eps: f32,
+        weight: Option<&Self::F>,
+        out: &mut Self::F,
+        scale: &mut Self::F,
+    ) -> Result<()>;
     /// `x = x · w + b` per row of `d` values.
     fn scale_shift(&self, x: &mut Self::F, rows: usize, d: usize, w: &Self::F, b: &Self::F) -> Result<()>;
     /// `act` over the first `n` values of `x`, in place.
     fn activation(&self, x: &mut Self::F, n: usize, act: Activation) -> Result<()>;
+    /// Gated linear unit over the first `n` values: `gate = act(gate) · linear`
+    /// (a gated MLP's hidden layer; SwiGLU with [`Activation::Silu`]).
+    fn gated_activation(&self, gate: &mut Self::F, linear: &Self::F, n: usize, act: Activation) -> Result<()>;
     /// `x += y` over `n` values.
     fn add(&self, x: &mut Self::F, y: &Self::F, n: usize) -> Result<()>;
     /// GPT-NeoX half-split rotary embedding of the first `rot` dimensions of
     /// each head of `x` [batch, ctx, heads, d_head], positions 0..ctx, in place.
     fn rotary(&self, x: &mut Self::F, shape: Heads, rot: usize, base: f32) -> Result<()>;
+    /// Half-split rotary embedding of the first `rot` dimensions of each head
+    /// of `x` [batch, ctx, heads, d_head], positions 0..ctx, in place, with the
+    /// given inverse frequencies `inv_freq [rot / 2]`: pair (i, i + rot/2) of
+    /// position t turns by `t · inv_freq[i]`. Frequencies come from the model
+    /// (plain base^(−2i/rot), or rescaled as Llama 3's `rope_scaling` does).
+    fn rotary_freqs(&self, x: &mut Self::F, shape: Heads, rot: usize, inv_freq: &Self::F) -> Result<()>;
+    /// Grouped-query attention's keys and values for every query head:
+    /// `out [batch, ctx, heads · groups, d_head]` where head `h` is head
+    /// `h / groups` of `x [batch, ctx, heads, d_head]` (`shape` describes `x`;
+    /// TransformerLens's `repeat_interleave`).
+    fn repeat_heads(&self, x: &Self::F, shape: Heads, groups: usize, out: &mut Self::F) -> Result<()>;
     /// Fused causal softmax attention: `z = softmax(q·kᵀ · scale, causal) · v`.
     /// The scores (−inf above the diagonal) and the pattern are written when given.
     #[allow(clippy::too_many_arguments)]

@@ -95,6 +95,24 @@ impl DeviceOps for GpuOps {
             &[g.ptr(x), rows.into(), d.into(), eps.into(), w, b, g.ptr(out), g.ptr(scale)],
         )?)
     }
+    fn rms_norm(
+        &self,
+        x: &Self::F,
+        rows: usize,
+        d: usize,
+        eps: f32,
+        weight: Option<&Self::F>,
+        out: &mut Self::F,
+        scale: &mut Self::F,
+    ) -> Result<()> {
+        let g = &self.0;
+        let w = weight.map_or(NULL, |w| g.ptr(w));
+        Ok(g.launch_lm(
+            "rms_norm",
+            per_row(rows, 256),
+            &[g.ptr(x), rows.into(), d.into(), eps.into(), w, g.ptr(out), g.ptr(scale)],
+        )?)
+    }
     fn scale_shift(&self, x: &mut Self::F, rows: usize, d: usize, w: &Self::F, b: &Self::F) -> Result<()> {
         let g = &self.0;
         Ok(g.launch_lm("scale_shift_rows", grid_1d(rows * d), &[g.ptr(x), rows.into(), d.into(), g.ptr(w), g.ptr(b)])?)
@@ -104,8 +122,20 @@ impl DeviceOps for GpuOps {
             Activation::GeluNew => "gelu_tanh",
             Activation::Gelu => "gelu_erf",
             Activation::Relu => "relu_inplace",
+            Activation::Silu => "silu_inplace",
         };
         Ok(self.0.launch_lm(name, grid_1d(n), &[self.0.ptr(x), Arg::U64(n as u64)])?)
+    }
+    fn gated_activation(&self, gate: &mut Self::F, linear: &Self::F, n: usize, act: Activation) -> Result<()> {
+        let g = &self.0;
+        // The codes of `lm_act` in kernels/lm.cu.
+        let code: i32 = match act {
+            Activation::GeluNew => 0,
+            Activation::Gelu => 1,
+            Activation::Relu => 2,
+            Activation::Silu => 3,
+        };
+        Ok(g.launch_lm("gated_act", grid_1d(n), &[g.ptr(gate), g.ptr(linear), Arg::U64(n as u64), code.into()])?)
     }
     fn add(&self, x: &mut Self::F, y: &Self::F, n: usize) -> Result<()> {
         Ok(self.0.launch_lm("add_inplace", grid_1d(n), &[self.0.ptr(x), self.0.ptr(y), Arg::U64(n as u64)])?)
@@ -117,6 +147,36 @@ impl DeviceOps for GpuOps {
             "rotary_neox",
             grid_1d(batch * ctx * heads * (rot / 2)),
             &[g.ptr(x), batch.into(), ctx.into(), heads.into(), d_head.into(), rot.into(), base.into()],
+        )?)
+    }
+    fn rotary_freqs(&self, x: &mut Self::F, shape: Heads, rot: usize, inv_freq: &Self::F) -> Result<()> {
+        let g = &self.0;
+        let Heads { batch, ctx, heads, d_head } = shape;
+        if rot > d_head || !rot.is_multiple_of(2) || inv_freq.len() < rot / 2 {
+            return Err(ComputeError::Shape(format!("rotary over {rot} of {d_head} dimensions per head")));
+        }
+        Ok(g.launch_lm(
+            "rotary_freqs",
+            grid_1d(batch * ctx * heads * (rot / 2)),
+            &[g.ptr(x), batch.into(), ctx.into(), heads.into(), d_head.into(), rot.into(), g.ptr(inv_freq)],
+        )?)
+    }
+    fn repeat_heads(&self, x: &Self::F, shape: Heads, groups: usize, out: &mut Self::F) -> Result<()> {
+        let g = &self.0;
+        let Heads { batch, ctx, heads, d_head } = shape;
+        if x.len() < shape.len() || out.len() < shape.len() * groups {
+            return Err(ComputeError::Shape(format!(
+                "repeat_heads: buffers of {} and {} values for {} and {}",
+                x.len(),
+                out.len(),
+                shape.len(),
+                shape.len() * groups
+            )));
+        }
+        Ok(g.launch_lm(
+            "repeat_heads",
+            grid_1d(shape.len() * groups),
+            &[g.ptr(x), Arg::U64((batch * ctx) as u64), heads.into(), d_head.into(), groups.into(), g.ptr(out)],
         )?)
     }
     fn attention(

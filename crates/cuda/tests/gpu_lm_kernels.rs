@@ -180,3 +180,64 @@ fn embedding_affine_relu_and_loss_kernels_match_cpu() {
     CpuOps.token_ce(&logits, rows, vocab, &target, &mut want).unwrap();
     assert_close("token_ce", &dl(g, &out), &want, 1e-5);
 }
+
+/// The operations the Llama family adds, through `GpuOps` (kernel launches
+/// included) against `CpuOps`: RMSNorm with and without its weight, SiLU, the
+/// gated activation, rotary with given frequencies, and repeated key/value heads
+/// (kernels "rms_norm", "silu_inplace", "gated_act", "rotary_freqs" and
+/// "repeat_heads", launched by `GpuOps`).
+#[test]
+fn llama_operations_match_cpu() {
+    let Some(g) = support::gpu("llama_operations_match_cpu") else { return };
+    let ops = GpuOps(g);
+    let g = &ops.0;
+    let mut r = Rng(61);
+    let (rows, d, eps) = (23, 640, 1e-6f32);
+    let x = r.vec(rows * d, 2.0);
+    let w = r.vec(d, 1.0);
+    let (xd, wd) = (g.upload(&x).unwrap(), g.upload(&w).unwrap());
+    for weighted in [true, false] {
+        let (mut out, mut scale) = (g.zeros::<f32>(rows * d).unwrap(), g.zeros::<f32>(rows).unwrap());
+        ops.rms_norm(&xd, rows, d, eps, weighted.then_some(&wd), &mut out, &mut scale).unwrap();
+        let (mut want, mut want_s) = (vec![0f32; rows * d], vec![0f32; rows]);
+        CpuOps.rms_norm(&x, rows, d, eps, weighted.then_some(&w), &mut want, &mut want_s).unwrap();
+        assert_close("rms_norm", &dl(g, &out), &want, 1e-5);
+        assert_close("rms_norm scale", &dl(g, &scale), &want_s, 1e-5);
+    }
+
+    let n = 3001;
+    let (gate, lin) = (r.vec(n, 6.0), r.vec(n, 2.0));
+    let mut gd = g.upload(&gate).unwrap();
+    ops.activation(&mut gd, n, Activation::Silu).unwrap();
+    let mut want = gate.clone();
+    CpuOps.activation(&mut want, n, Activation::Silu).unwrap();
+    assert_close("silu", &dl(g, &gd), &want, 1e-6);
+    for act in [Activation::Silu, Activation::GeluNew, Activation::Gelu, Activation::Relu] {
+        let (mut gd, ld) = (g.upload(&gate).unwrap(), g.upload(&lin).unwrap());
+        ops.gated_activation(&mut gd, &ld, n, act).unwrap();
+        let mut want = gate.clone();
+        CpuOps.gated_activation(&mut want, &lin, n, act).unwrap();
+        assert_close(&format!("gated_activation {act:?}"), &dl(g, &gd), &want, 1e-6);
+    }
+
+    let (batch, ctx, heads, d_head) = (2, 33, 3, 64);
+    let shape = Heads { batch, ctx, heads, d_head };
+    let q = r.vec(shape.len(), 1.0);
+    // Llama-3-like frequencies: base 500000, some divided by 8.
+    let freq: Vec<f32> = (0..d_head / 2)
+        .map(|i| 500000f32.powf(-((2 * i) as f32) / d_head as f32) / if i > 20 { 8.0 } else { 1.0 })
+        .collect();
+    let (mut qd, fd) = (g.upload(&q).unwrap(), g.upload(&freq).unwrap());
+    ops.rotary_freqs(&mut qd, shape, d_head, &fd).unwrap();
+    let mut want = q.clone();
+    CpuOps.rotary_freqs(&mut want, shape, d_head, &freq).unwrap();
+    assert_close("rotary_freqs", &dl(g, &qd), &want, 2e-5);
+
+    let groups = 4;
+    let kd = g.upload(&q).unwrap();
+    let mut out = g.zeros::<f32>(shape.len() * groups).unwrap();
+    ops.repeat_heads(&kd, shape, groups, &mut out).unwrap();
+    let mut want = vec![0f32; shape.len() * groups];
+    CpuOps.repeat_heads(&q, shape, groups, &mut want).unwrap();
+    assert_eq!(dl(g, &out), want, "repeat_heads");
+}

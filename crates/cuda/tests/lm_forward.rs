@@ -33,6 +33,39 @@ fn neox() -> serde_json::Value {
     })
 }
 
+/// Grouped-query attention (2 query heads per key/value head), llama3 rope
+/// scaling with all three frequency bands, RMSNorm, SwiGLU.
+fn llama() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 64, "vocab_size": 83,
+        "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "hidden_act": "silu", "rope_theta": 10000.0,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 64},
+        "tie_word_embeddings": false
+    })
+}
+
+/// One key/value head, head_dim 16 with d_model 32, tied embeddings.
+fn mistral() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16, "intermediate_size": 48,
+        "vocab_size": 71, "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "hidden_act": "silu",
+        "rope_theta": 500.0, "sliding_window": null, "tie_word_embeddings": true
+    })
+}
+
+/// Query/key/value biases without an output bias.
+fn qwen2() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 40, "vocab_size": 61,
+        "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "hidden_act": "silu", "rope_theta": 1000000.0,
+        "use_sliding_window": false, "sliding_window": 4, "tie_word_embeddings": true
+    })
+}
+
 fn load(config: serde_json::Value, processing: Processing, ln_hook: LnHook) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     saepipe_model::synth::write_random_hf_model(dir.path(), &config, 7).unwrap();
@@ -79,7 +112,9 @@ fn zero_hook<'a>() -> HookFn<'a> {
 
 /// Every comparison, for one backend against the CPU model.
 fn check_backend<O: DeviceOps>(label: &str, make: &dyn Fn(&Model) -> DeviceModel<O>, tol: f32) {
-    for (arch, config) in [("gpt2", gpt2()), ("neox", neox())] {
+    for (arch, config) in
+        [("gpt2", gpt2()), ("neox", neox()), ("llama", llama()), ("mistral", mistral()), ("qwen2", qwen2())]
+    {
         for (processing, ln_hook) in [
             (Processing::NONE, LnHook::PreAffine),
             (Processing::NONE, LnHook::PostAffine),
@@ -242,8 +277,29 @@ impl DeviceOps for FusedCpu {
     ) -> Result<()> {
         CpuOps.layer_norm(x, rows, d, eps, affine, out, scale)
     }
+    fn rms_norm(
+        &self,
+        x: &Vec<f32>,
+        rows: usize,
+        d: usize,
+        eps: f32,
+        weight: Option<&Vec<f32>>,
+        out: &mut Vec<f32>,
+        scale: &mut Vec<f32>,
+    ) -> Result<()> {
+        CpuOps.rms_norm(x, rows, d, eps, weight, out, scale)
+    }
     fn scale_shift(&self, x: &mut Vec<f32>, rows: usize, d: usize, w: &Vec<f32>, b: &Vec<f32>) -> Result<()> {
         CpuOps.scale_shift(x, rows, d, w, b)
+    }
+    fn gated_activation(&self, gate: &mut Vec<f32>, linear: &Vec<f32>, n: usize, act: Activation) -> Result<()> {
+        CpuOps.gated_activation(gate, linear, n, act)
+    }
+    fn rotary_freqs(&self, x: &mut Vec<f32>, shape: Heads, rot: usize, inv_freq: &Vec<f32>) -> Result<()> {
+        CpuOps.rotary_freqs(x, shape, rot, inv_freq)
+    }
+    fn repeat_heads(&self, x: &Vec<f32>, shape: Heads, groups: usize, out: &mut Vec<f32>) -> Result<()> {
+        CpuOps.repeat_heads(x, shape, groups, out)
     }
     fn activation(&self, x: &mut Vec<f32>, n: usize, act: Activation) -> Result<()> {
         CpuOps.activation(x, n, act)

@@ -33,6 +33,25 @@ fn every_hook_matches_transformer_lens_on_the_gpu() {
             check_runner(&on_gpu(&g, &fixture(arch), processing, LnHook::PreAffine), arch, mode, 1e-4);
         }
     }
+    // The Llama family (grouped-query attention, llama3 rope scaling, RMSNorm,
+    // SwiGLU, Qwen2's biases); a mode whose hooks equal another's has its
+    // golden under that mode (meta.json's `same_as`).
+    for arch in ["llama", "mistral", "qwen2"] {
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(arch).join("meta.json")).unwrap()).unwrap();
+        for mode in [
+            "none",
+            "full",
+            "fold_ln",
+            "fold_ln+center_writing_weights",
+            "fold_ln+center_unembed",
+            "fold_ln+fold_value_biases",
+        ] {
+            let golden = meta["same_as"][mode].as_str().unwrap_or(mode);
+            let processing = Processing::parse(mode).unwrap();
+            check_runner(&on_gpu(&g, &fixture(arch), processing, LnHook::PreAffine), arch, golden, 1e-4);
+        }
+    }
     // Same weights from a torch.save checkpoint.
     check_runner(&on_gpu(&g, &fixture("gpt2_bin"), Processing::NONE, LnHook::PreAffine), "gpt2", "none", 1e-4);
 }

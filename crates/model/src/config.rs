@@ -12,6 +12,50 @@ pub enum Arch {
     /// GPT-NeoX and Pythia (`gpt_neox`, HF `GPTNeoXForCausalLM`): rotary
     /// positions, usually a parallel residual.
     NeoX,
+    /// Llama 2/3/3.1/3.2, Mistral and Qwen2/2.5 (`llama` / `mistral` /
+    /// `qwen2`, HF `LlamaForCausalLM` / `MistralForCausalLM` /
+    /// `Qwen2ForCausalLM`): RMSNorm, a gated (SwiGLU) MLP, grouped-query
+    /// attention and rotary positions on every dimension (with Llama 3's
+    /// `rope_scaling` when the config has it); Qwen2 adds q/k/v biases.
+    Llama,
+}
+
+/// The HF `architectures` values this runtime loads, with their families.
+pub const SUPPORTED_ARCHITECTURES: &[(&str, Arch)] = &[
+    ("GPT2LMHeadModel", Arch::Gpt2),
+    ("GPTNeoXForCausalLM", Arch::NeoX),
+    ("LlamaForCausalLM", Arch::Llama),
+    ("MistralForCausalLM", Arch::Llama),
+    ("Qwen2ForCausalLM", Arch::Llama),
+];
+
+/// The normalization before attention, MLP and unembedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// LayerNorm: centered, scaled, then `· w + b` (GPT-2, GPT-NeoX).
+    LayerNorm,
+    /// RMSNorm: scaled by the root mean square, then `· w`; no centering, no
+    /// bias (Llama, Mistral).
+    RmsNorm,
+}
+
+/// Rescaled rotary frequencies (HF `rope_scaling` / `rope_parameters`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RopeScaling {
+    /// Llama 3.1's NTK-by-parts scaling (`rope_type: llama3`): wavelengths
+    /// longer than `original_max_position_embeddings / low_freq_factor` are
+    /// divided by `factor`, shorter than `… / high_freq_factor` kept, and the
+    /// ones between interpolated.
+    Llama3 {
+        /// `factor`
+        factor: f64,
+        /// `low_freq_factor`
+        low_freq_factor: f64,
+        /// `high_freq_factor`
+        high_freq_factor: f64,
+        /// `original_max_position_embeddings`
+        original_max_position_embeddings: f64,
+    },
 }
 
 /// The MLP non-linearity (a tensor-level kind shared with the compute backends).
@@ -33,7 +77,10 @@ pub struct ModelConfig {
     pub n_layers: usize,
     /// Attention heads per block (`n_head` / `num_attention_heads`).
     pub n_heads: usize,
-    /// Width of one attention head: `d_model / n_heads`.
+    /// Key and value heads per block (`num_key_value_heads`, grouped-query
+    /// attention); `n_heads` for multi-head attention. Divides `n_heads`.
+    pub n_kv_heads: usize,
+    /// Width of one attention head: `d_model / n_heads`, or the config's `head_dim`.
     pub d_head: usize,
     /// Hidden width of the MLP (`n_inner`, default 4·d_model / `intermediate_size`).
     pub d_mlp: usize,
@@ -42,15 +89,26 @@ pub struct ModelConfig {
     /// Maximum context length (`n_positions` / `max_position_embeddings`).
     /// GPT-2's positions are learned, so its runs cannot be longer.
     pub n_ctx: usize,
-    /// LayerNorm epsilon (`layer_norm_epsilon` / `layer_norm_eps`, default 1e-5).
+    /// Normalization epsilon (`layer_norm_epsilon` / `layer_norm_eps`, default
+    /// 1e-5; `rms_norm_eps`, default 1e-6).
     pub eps: f32,
+    /// LayerNorm or RMSNorm.
+    pub norm: Norm,
     /// The MLP non-linearity (`activation_function` / `hidden_act`).
     pub act: Activation,
+    /// Gated MLP: hidden = act(x·W_gate) · (x·W_in + b_in) (Llama's SwiGLU).
+    pub gated_mlp: bool,
     /// Rotary dimensions per head (GPT-NeoX); 0 for learned positions.
     pub rotary_dim: usize,
     /// Rotary frequency base θ (`rotary_emb_base` / `rope_theta`, default
     /// 10000); unused when `rotary_dim` is 0.
     pub rotary_base: f32,
+    /// Rescaled rotary frequencies (Llama 3.1's `rope_scaling`), if any.
+    pub rope_scaling: Option<RopeScaling>,
+    /// Mistral's `sliding_window`: each token attends to at most this many
+    /// (itself included). Runs are limited to contexts this long, where the
+    /// window changes nothing.
+    pub sliding_window: Option<usize>,
     /// Attention and MLP read the same residual (GPT-NeoX `use_parallel_residual`).
     pub parallel: bool,
     /// GPT-2 `scale_attn_weights`: divide attention scores by sqrt(d_head).
@@ -58,8 +116,12 @@ pub struct ModelConfig {
     /// GPT-2 `scale_attn_by_inverse_layer_idx`: also divide block `l`'s
     /// attention scores by `l + 1`.
     pub scale_attn_by_inverse_layer_idx: bool,
-    /// GPT-NeoX `attention_bias` (transformers >= 5): QKV and output biases exist.
+    /// GPT-NeoX `attention_bias` (transformers >= 5), Llama `attention_bias`
+    /// (default false): query, key and value biases exist (Qwen2: always).
     pub attention_bias: bool,
+    /// The attention output projection has a bias: with `attention_bias`,
+    /// except for Qwen2 (biased q/k/v, unbiased output).
+    pub attn_out_bias: bool,
     /// HF `tie_word_embeddings`: the unembedding is the transposed token
     /// embedding. GPT-2 (default true) reads `lm_head.weight` only when it is
     /// false; GPT-NeoX always reads its own unembedding.
@@ -70,7 +132,7 @@ pub struct ModelConfig {
     pub eos_token_id: Option<u32>,
 }
 
-fn get<'a>(v: &'a Value, path: &Path, key: &str) -> Result<&'a Value> {
+pub(crate) fn get<'a>(v: &'a Value, path: &Path, key: &str) -> Result<&'a Value> {
     v.get(key).ok_or_else(|| ModelError::Config { path: path.into(), message: format!("missing field `{key}`") })
 }
 
@@ -92,11 +154,11 @@ pub(crate) const MAX_CONTEXT: usize = 1_048_576;
 pub(crate) const MAX_INTERMEDIATE_SIZE: usize = 1_048_576;
 
 /// [`usize_of`] that also fails, naming the field, above `max`.
-fn bounded(v: &Value, path: &Path, key: &str, max: usize) -> Result<usize> {
+pub(crate) fn bounded(v: &Value, path: &Path, key: &str, max: usize) -> Result<usize> {
     check_max(usize_of(v, path, key)?, path, key, max)
 }
 
-fn check_max(x: usize, path: &Path, key: &str, max: usize) -> Result<usize> {
+pub(crate) fn check_max(x: usize, path: &Path, key: &str, max: usize) -> Result<usize> {
     if x > max {
         return Err(ModelError::Config {
             path: path.into(),
@@ -111,15 +173,16 @@ fn ln_eps(v: &Value) -> f32 {
     v.get("layer_norm_epsilon").or_else(|| v.get("layer_norm_eps")).and_then(Value::as_f64).unwrap_or(1e-5) as f32
 }
 
-fn bool_or(v: &Value, key: &str, default: bool) -> bool {
+pub(crate) fn bool_or(v: &Value, key: &str, default: bool) -> bool {
     v.get(key).and_then(Value::as_bool).unwrap_or(default)
 }
 
-fn activation(name: &str, path: &Path) -> Result<Activation> {
+pub(crate) fn activation(name: &str, path: &Path) -> Result<Activation> {
     match name {
         "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluNew),
         "gelu" => Ok(Activation::Gelu),
         "relu" => Ok(Activation::Relu),
+        "silu" | "swish" => Ok(Activation::Silu),
         other => Err(ModelError::Config { path: path.into(), message: format!("unsupported activation `{other}`") }),
     }
 }
@@ -140,8 +203,15 @@ impl ModelConfig {
     pub fn from_json(v: &Value, path: &Path) -> Result<ModelConfig> {
         let cfg = Self::parse(v, path)?;
         let bad = |message: String| Err(ModelError::Config { path: path.into(), message });
-        if cfg.n_heads == 0 || cfg.d_model % cfg.n_heads != 0 {
+        // Llama's own parser checks the division when the config gives no head_dim.
+        if cfg.n_heads == 0 || cfg.d_head == 0 || (cfg.arch != Arch::Llama && cfg.d_model % cfg.n_heads != 0) {
             return bad(format!("hidden size {} is not divisible by {} attention heads", cfg.d_model, cfg.n_heads));
+        }
+        if cfg.n_kv_heads == 0 || cfg.n_heads % cfg.n_kv_heads != 0 {
+            return bad(format!(
+                "{} attention heads are not a multiple of {} key/value heads",
+                cfg.n_heads, cfg.n_kv_heads
+            ));
         }
         if cfg.rotary_dim % 2 != 0 {
             return bad(format!("rotary dimension {} must be even", cfg.rotary_dim));
@@ -153,10 +223,16 @@ impl ModelConfig {
     }
 
     fn parse(v: &Value, path: &Path) -> Result<ModelConfig> {
-        let model_type = get(v, path, "model_type")?.as_str().unwrap_or_default();
-        let tok = |k: &str| v.get(k).and_then(Value::as_u64).map(|x| x as u32);
+        let model_type = family(v, path)?;
+        // Llama 3 lists several end-of-sequence tokens; the first is the one a
+        // tokenizer appends.
+        let tok = |k: &str| {
+            let x = v.get(k)?;
+            x.as_u64().or_else(|| x.as_array()?.first()?.as_u64()).map(|x| x as u32)
+        };
         match model_type {
-            "gpt2" => {
+            Arch::Llama => crate::arch::llama::config(v, path),
+            Arch::Gpt2 => {
                 // `reorder_and_upcast_attn` only changes where HF upcasts to f32 in
                 // half precision; this runtime computes in f32 throughout, so it is accepted.
                 let d_model = bounded(v, path, "n_embd", MAX_HIDDEN_SIZE)?;
@@ -172,24 +248,30 @@ impl ModelConfig {
                     d_model,
                     n_layers: bounded(v, path, "n_layer", MAX_LAYERS)?,
                     n_heads,
+                    n_kv_heads: n_heads,
                     d_head: d_model.checked_div(n_heads).unwrap_or(0),
                     d_mlp,
                     d_vocab: bounded(v, path, "vocab_size", MAX_VOCAB)?,
                     n_ctx: bounded(v, path, "n_positions", MAX_CONTEXT)?,
                     eps: ln_eps(v),
+                    norm: Norm::LayerNorm,
                     act: activation(v.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new"), path)?,
+                    gated_mlp: false,
                     rotary_dim: 0,
                     rotary_base: 0.0,
+                    rope_scaling: None,
+                    sliding_window: None,
                     parallel: false,
                     scale_attn_weights: bool_or(v, "scale_attn_weights", true),
                     scale_attn_by_inverse_layer_idx: bool_or(v, "scale_attn_by_inverse_layer_idx", false),
                     attention_bias: true,
+                    attn_out_bias: true,
                     tie_word_embeddings: bool_or(v, "tie_word_embeddings", true),
                     bos_token_id: tok("bos_token_id"),
                     eos_token_id: tok("eos_token_id"),
                 })
             }
-            "gpt_neox" => {
+            Arch::NeoX => {
                 let d_model = bounded(v, path, "hidden_size", MAX_HIDDEN_SIZE)?;
                 let n_heads = bounded(v, path, "num_attention_heads", MAX_HEADS)?;
                 let d_head = d_model.checked_div(n_heads).unwrap_or(0);
@@ -233,25 +315,103 @@ impl ModelConfig {
                     d_model,
                     n_layers: bounded(v, path, "num_hidden_layers", MAX_LAYERS)?,
                     n_heads,
+                    n_kv_heads: n_heads,
                     d_head,
                     d_mlp: bounded(v, path, "intermediate_size", MAX_INTERMEDIATE_SIZE)?,
                     d_vocab: bounded(v, path, "vocab_size", MAX_VOCAB)?,
                     n_ctx: bounded(v, path, "max_position_embeddings", MAX_CONTEXT)?,
                     eps: ln_eps(v),
+                    norm: Norm::LayerNorm,
                     act: activation(v.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu"), path)?,
+                    gated_mlp: false,
                     rotary_dim: (pct * d_head as f64) as usize,
                     rotary_base: base as f32,
+                    rope_scaling: None,
+                    sliding_window: None,
                     parallel: bool_or(v, "use_parallel_residual", true),
                     scale_attn_weights: true,
                     scale_attn_by_inverse_layer_idx: false,
                     attention_bias: bool_or(v, "attention_bias", true),
+                    attn_out_bias: bool_or(v, "attention_bias", true),
                     tie_word_embeddings: bool_or(v, "tie_word_embeddings", false),
                     bos_token_id: tok("bos_token_id"),
                     eos_token_id: tok("eos_token_id"),
                 })
             }
-            other => Err(ModelError::UnknownArchitecture(other.to_string())),
         }
+    }
+
+    /// Key/value width of a block: `n_kv_heads · d_head`.
+    pub fn kv_width(&self) -> usize {
+        self.n_kv_heads * self.d_head
+    }
+
+    /// The rotary inverse frequencies, `[rotary_dim / 2]`: base^(−2i/rotary_dim),
+    /// rescaled as `rope_scaling` says (computed as transformers does, in f32).
+    pub fn rope_inv_freq(&self) -> Vec<f32> {
+        let rot = self.rotary_dim;
+        let plain = (0..rot / 2).map(|i| 1.0 / (self.rotary_base.powf((2 * i) as f32 / rot as f32)));
+        match self.rope_scaling {
+            None => plain.collect(),
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => {
+                let (factor, lo, hi, old) = (
+                    factor as f32,
+                    low_freq_factor as f32,
+                    high_freq_factor as f32,
+                    original_max_position_embeddings as f32,
+                );
+                let (low_wavelen, high_wavelen) = (old / lo, old / hi);
+                plain
+                    .map(|f| {
+                        let wavelen = 2.0 * std::f32::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (old / wavelen - lo) / (hi - lo);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// The family of a config: from `architectures` when it names one (an unknown
+/// one is an error naming it and the supported list), else from `model_type`.
+fn family(v: &Value, path: &Path) -> Result<Arch> {
+    let supported = || SUPPORTED_ARCHITECTURES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    if let Some(archs) = v.get("architectures").and_then(Value::as_array) {
+        let names: Vec<&str> = archs.iter().filter_map(Value::as_str).collect();
+        if let Some(&(_, arch)) = names.iter().find_map(|n| SUPPORTED_ARCHITECTURES.iter().find(|(s, _)| s == n)) {
+            return Ok(arch);
+        }
+        if !names.is_empty() {
+            return Err(ModelError::UnknownArchitecture {
+                path: path.into(),
+                name: names.join("`, `"),
+                field: "architectures",
+                supported: supported(),
+            });
+        }
+    }
+    match get(v, path, "model_type")?.as_str().unwrap_or_default() {
+        "gpt2" => Ok(Arch::Gpt2),
+        "gpt_neox" => Ok(Arch::NeoX),
+        "llama" | "mistral" | "qwen2" => Ok(Arch::Llama),
+        other => Err(ModelError::UnknownArchitecture {
+            path: path.into(),
+            name: other.to_string(),
+            field: "model_type",
+            supported: "gpt2, gpt_neox, llama, mistral, qwen2".into(),
+        }),
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! This is also the reference the CUDA kernels are tested against.
 
-use crate::linalg::{SharedMut, fast_exp, gelu_inplace, layer_norm, log_sum_exp, matmul_bias};
+use crate::linalg::{SharedMut, fast_exp, gelu_inplace, layer_norm, log_sum_exp, matmul_bias, rms_norm, silu_inplace};
 use rayon::prelude::*;
 use saepipe_core::compute::{Activation, ComputeError, DeviceOps, Heads, Result, check_len};
 
@@ -96,6 +96,24 @@ impl DeviceOps for CpuOps {
         layer_norm(&x[..rows * d], d, eps, affine, &mut out[..rows * d], &mut scale[..rows]);
         Ok(())
     }
+    fn rms_norm(
+        &self,
+        x: &Vec<f32>,
+        rows: usize,
+        d: usize,
+        eps: f32,
+        weight: Option<&Vec<f32>>,
+        out: &mut Vec<f32>,
+        scale: &mut Vec<f32>,
+    ) -> Result<()> {
+        check_len("rms_norm", x.len().min(out.len()), rows * d)?;
+        check_len("rms_norm scale", scale.len(), rows)?;
+        if let Some(w) = weight {
+            check_len("rms_norm weight", w.len(), d)?;
+        }
+        rms_norm(&x[..rows * d], d, eps, weight.map(|w| &w[..d]), &mut out[..rows * d], &mut scale[..rows]);
+        Ok(())
+    }
     fn scale_shift(&self, x: &mut Vec<f32>, rows: usize, d: usize, w: &Vec<f32>, b: &Vec<f32>) -> Result<()> {
         check_len("scale_shift", x.len(), rows * d)?;
         check_len("scale_shift affine", w.len().min(b.len()), d)?;
@@ -112,7 +130,17 @@ impl DeviceOps for CpuOps {
             Activation::GeluNew => gelu_inplace(&mut x[..n], false),
             Activation::Gelu => gelu_inplace(&mut x[..n], true),
             Activation::Relu => x[..n].par_chunks_mut(8192).for_each(|c| c.iter_mut().for_each(|x| *x = x.max(0.0))),
+            Activation::Silu => silu_inplace(&mut x[..n]),
         }
+        Ok(())
+    }
+    fn gated_activation(&self, gate: &mut Vec<f32>, linear: &Vec<f32>, n: usize, act: Activation) -> Result<()> {
+        check_len("gated_activation", gate.len().min(linear.len()), n)?;
+        self.activation(gate, n, act)?;
+        gate[..n]
+            .par_chunks_mut(8192)
+            .zip(linear[..n].par_chunks(8192))
+            .for_each(|(g, l)| g.iter_mut().zip(l).for_each(|(g, l)| *g *= l));
         Ok(())
     }
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, n: usize) -> Result<()> {
@@ -129,6 +157,32 @@ impl DeviceOps for CpuOps {
             return Err(ComputeError::Shape(format!("rotary over {rot} of {} dimensions per head", shape.d_head)));
         }
         rotary(&mut x[..shape.len()], shape, rot, base);
+        Ok(())
+    }
+    fn rotary_freqs(&self, x: &mut Vec<f32>, shape: Heads, rot: usize, inv_freq: &Vec<f32>) -> Result<()> {
+        check_len("rotary", x.len(), shape.len())?;
+        check_len("rotary frequencies", inv_freq.len(), rot / 2)?;
+        if rot > shape.d_head || !rot.is_multiple_of(2) {
+            return Err(ComputeError::Shape(format!("rotary over {rot} of {} dimensions per head", shape.d_head)));
+        }
+        let inv: Vec<f64> = inv_freq[..rot / 2].iter().map(|&f| f as f64).collect();
+        rotary_with(&mut x[..shape.len()], shape, rot, &inv);
+        Ok(())
+    }
+    fn repeat_heads(&self, x: &Vec<f32>, shape: Heads, groups: usize, out: &mut Vec<f32>) -> Result<()> {
+        check_len("repeat_heads input", x.len(), shape.len())?;
+        check_len("repeat_heads output", out.len(), shape.len() * groups)?;
+        let (nh, dh) = (shape.heads, shape.d_head);
+        let rows = shape.batch * shape.ctx;
+        out[..rows * nh * groups * dh]
+            .par_chunks_mut(nh * groups * dh)
+            .zip(x[..rows * nh * dh].par_chunks(nh * dh))
+            .for_each(|(o, row)| {
+                for (h, dst) in o.chunks_mut(dh).enumerate() {
+                    let src = h / groups;
+                    dst.copy_from_slice(&row[src * dh..(src + 1) * dh]);
+                }
+            });
         Ok(())
     }
     fn attention(
@@ -220,9 +274,16 @@ impl DeviceOps for CpuOps {
 
 /// NeoX half-split rotary on the first `rot` dims of every head, in place.
 fn rotary(x: &mut [f32], shape: Heads, rot: usize, base: f32) {
-    let Heads { ctx, heads: nh, d_head: dh, .. } = shape;
     let half = rot / 2;
     let inv_freq: Vec<f64> = (0..half).map(|i| (base as f64).powf(-((2 * i) as f64) / rot as f64)).collect();
+    rotary_with(x, shape, rot, &inv_freq);
+}
+
+/// Half-split rotary on the first `rot` dims of every head with the given
+/// inverse frequencies, in place.
+fn rotary_with(x: &mut [f32], shape: Heads, rot: usize, inv_freq: &[f64]) {
+    let Heads { ctx, heads: nh, d_head: dh, .. } = shape;
+    let half = rot / 2;
     x.par_chunks_mut(nh * dh).enumerate().for_each(|(bt, row)| {
         let t = (bt % ctx) as f64;
         for h in 0..nh {

@@ -23,9 +23,19 @@ pub enum ModelError {
         /// What is wrong with it, naming the field.
         message: String,
     },
-    /// `config.json`'s `model_type` (held here) is neither `gpt2` nor `gpt_neox`.
-    #[error("unsupported architecture `{0}` (supported: gpt2, gpt_neox)")]
-    UnknownArchitecture(String),
+    /// `config.json` names a model family this runtime does not load (its
+    /// `architectures`, or its `model_type` when it has none).
+    #[error("{path}: unsupported architecture `{name}` (its `{field}`; supported: {supported})")]
+    UnknownArchitecture {
+        /// The config file.
+        path: PathBuf,
+        /// What the config names, e.g. `MambaForCausalLM`.
+        name: String,
+        /// The field naming it: `architectures` or `model_type`.
+        field: &'static str,
+        /// The supported values.
+        supported: String,
+    },
     /// A tensor the architecture needs is not in the checkpoint.
     #[error("{file}: tensor `{name}` is missing")]
     MissingTensor {

@@ -10,7 +10,7 @@
 //! host; a replaced one goes through the caller's function on the host (in
 //! place when the backend's buffers are host memory) and back.
 
-use crate::config::ModelConfig;
+use crate::config::{Arch, ModelConfig, Norm};
 use crate::error::{ModelError, Result};
 use crate::hook::needs;
 use crate::params::Params;
@@ -161,7 +161,9 @@ impl<O: DeviceOps> Forward<'_, O> {
         Ok(resid)
     }
 
-    /// LayerNorm of `x` into `out` with the hook semantics of `self.ln_hook`.
+    /// LayerNorm or RMSNorm of `x` into `out` with the hook semantics of
+    /// `self.ln_hook` (RMSNorm: always before its weight, as both TransformerLens
+    /// 2.x and 3.x hook it).
     #[allow(clippy::too_many_arguments)]
     fn ln(
         &self,
@@ -178,9 +180,14 @@ impl<O: DeviceOps> Forward<'_, O> {
         let name = format!("{prefix}.hook_normalized");
         // The affine is fused into the normalization unless the hook must see
         // the value before it; then it is applied after the hook.
-        let split = affine.is_some() && self.ln_hook == LnHook::PreAffine && hooks.wants(&name);
+        let pre_affine = self.ln_hook == LnHook::PreAffine || self.cfg.norm == Norm::RmsNorm;
+        let split = affine.is_some() && pre_affine && hooks.wants(&name);
         let fused = if split { None } else { affine.map(|(w, b)| (w, b)) };
-        ops.layer_norm(x, n, d, self.cfg.eps, fused, out, scale)?;
+        match self.cfg.norm {
+            Norm::LayerNorm => ops.layer_norm(x, n, d, self.cfg.eps, fused, out, scale)?,
+            // An RMSNorm's bias half is zero: only its weight is applied.
+            Norm::RmsNorm => ops.rms_norm(x, n, d, self.cfg.eps, fused.map(|(w, _)| w), out, scale)?,
+        }
         hooks.visit(ops, &format!("{prefix}.hook_scale"), scale, &[batch, ctx, 1])?;
         hooks.visit(ops, &name, out, &[batch, ctx, d])?;
         if let (true, Some((w, b))) = (split, affine) {
@@ -202,8 +209,12 @@ impl<O: DeviceOps> Forward<'_, O> {
     ) -> Result<()> {
         let (ops, cfg) = (self.ops, self.cfg);
         let (d, nh, dh, f) = (cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp);
-        let (hd, n) = (nh * dh, batch * ctx);
+        let (hd, kvd, n) = (nh * dh, cfg.kv_width(), batch * ctx);
         let heads = Heads { batch, ctx, heads: nh, d_head: dh };
+        // Grouped-query attention: keys and values have fewer heads, each
+        // shared by `groups` query heads.
+        let kv_heads = Heads { heads: cfg.n_kv_heads, ..heads };
+        let groups = nh / cfg.n_kv_heads;
         let stop = hooks.req.stop_at_layer.unwrap_or(cfg.n_layers).min(cfg.n_layers);
         let need = needs(hooks.req, stop, cfg.n_layers);
         // Without separate attention steps there is no value of the scores or
@@ -226,9 +237,16 @@ impl<O: DeviceOps> Forward<'_, O> {
         // host allocations would otherwise be fresh mmaps, page-faulted each layer).
         let (mut x, mut scale) = (ops.alloc(n * d)?, ops.alloc(n)?);
         let (mut q, mut k, mut v, mut z) =
-            (ops.alloc(n * hd)?, ops.alloc(n * hd)?, ops.alloc(n * hd)?, ops.alloc(n * hd)?);
+            (ops.alloc(n * hd)?, ops.alloc(n * kvd)?, ops.alloc(n * kvd)?, ops.alloc(n * hd)?);
+        // Keys and values repeated for every query head (grouped-query attention only).
+        let mut kv_full = if groups > 1 { Some((ops.alloc(n * hd)?, ops.alloc(n * hd)?)) } else { None };
         let (mut attn_out, mut mlp_out) = (ops.alloc(n * d)?, ops.alloc(n * d)?);
         let mut hidden: Option<O::F> = None;
+        let mut hidden_linear: Option<O::F> = None;
+        // Rotary frequencies given to the device (every family but GPT-NeoX,
+        // whose plain-base rotary has its own operation).
+        let inv_freq =
+            if cfg.rotary_dim > 0 && cfg.arch != Arch::NeoX { Some(ops.upload(&cfg.rope_inv_freq())?) } else { None };
         let mut probs: Option<O::F> = None;
         let sq_shape = [batch, nh, ctx, ctx];
         for l in start..stop {
@@ -243,18 +261,35 @@ impl<O: DeviceOps> Forward<'_, O> {
             }
             self.ln(&resid, lp.ln1.as_ref(), &pre("ln1"), hooks, &mut x, &mut scale, batch, ctx)?;
             let qkv_shape = [batch, ctx, nh, dh];
+            let kv_shape = [batch, ctx, cfg.n_kv_heads, dh];
             ops.linear(&x, &lp.w_q, Some(&lp.b_q), &mut q, n, d, hd)?;
-            ops.linear(&x, &lp.w_k, Some(&lp.b_k), &mut k, n, d, hd)?;
-            ops.linear(&x, &lp.w_v, Some(&lp.b_v), &mut v, n, d, hd)?;
+            ops.linear(&x, &lp.w_k, Some(&lp.b_k), &mut k, n, d, kvd)?;
+            ops.linear(&x, &lp.w_v, Some(&lp.b_v), &mut v, n, d, kvd)?;
             hooks.visit(ops, &pre("attn.hook_q"), &mut q, &qkv_shape)?;
-            hooks.visit(ops, &pre("attn.hook_k"), &mut k, &qkv_shape)?;
-            hooks.visit(ops, &pre("attn.hook_v"), &mut v, &qkv_shape)?;
+            hooks.visit(ops, &pre("attn.hook_k"), &mut k, &kv_shape)?;
+            hooks.visit(ops, &pre("attn.hook_v"), &mut v, &kv_shape)?;
             if cfg.rotary_dim > 0 {
-                ops.rotary(&mut q, heads, cfg.rotary_dim, cfg.rotary_base)?;
-                ops.rotary(&mut k, heads, cfg.rotary_dim, cfg.rotary_base)?;
+                match &inv_freq {
+                    Some(freq) => {
+                        ops.rotary_freqs(&mut q, heads, cfg.rotary_dim, freq)?;
+                        ops.rotary_freqs(&mut k, kv_heads, cfg.rotary_dim, freq)?;
+                    }
+                    None => {
+                        ops.rotary(&mut q, heads, cfg.rotary_dim, cfg.rotary_base)?;
+                        ops.rotary(&mut k, kv_heads, cfg.rotary_dim, cfg.rotary_base)?;
+                    }
+                }
                 hooks.visit(ops, &pre("attn.hook_rot_q"), &mut q, &qkv_shape)?;
-                hooks.visit(ops, &pre("attn.hook_rot_k"), &mut k, &qkv_shape)?;
+                hooks.visit(ops, &pre("attn.hook_rot_k"), &mut k, &kv_shape)?;
             }
+            let (k_all, v_all) = match &mut kv_full {
+                Some((kf, vf)) => {
+                    ops.repeat_heads(&k, kv_heads, groups, kf)?;
+                    ops.repeat_heads(&v, kv_heads, groups, vf)?;
+                    (&*kf, &*vf)
+                }
+                None => (&k, &v),
+            };
             let mut s = if cfg.scale_attn_weights { (dh as f32).sqrt() } else { 1.0 };
             if cfg.scale_attn_by_inverse_layer_idx {
                 s *= (l + 1) as f32;
@@ -265,16 +300,16 @@ impl<O: DeviceOps> Forward<'_, O> {
                     Some(p) => p,
                     None => probs.insert(ops.alloc(heads.scores_len())?),
                 };
-                ops.attention_scores(&q, &k, heads, 1.0 / s, p)?;
+                ops.attention_scores(&q, k_all, heads, 1.0 / s, p)?;
                 hooks.visit(ops, &scores_name, p, &sq_shape)?;
                 ops.causal_softmax(p, batch * nh * ctx, ctx)?;
                 hooks.visit(ops, &pattern_name, p, &sq_shape)?;
-                ops.attention_values(p, &v, heads, &mut z)?;
+                ops.attention_values(p, v_all, heads, &mut z)?;
             } else {
                 let sq = heads.scores_len();
                 let mut scores = if hooks.wants(&scores_name) { Some(ops.alloc(sq)?) } else { None };
                 let mut pattern = if hooks.wants(&pattern_name) { Some(ops.alloc(sq)?) } else { None };
-                ops.attention(&q, &k, &v, heads, 1.0 / s, &mut z, scores.as_mut(), pattern.as_mut())?;
+                ops.attention(&q, k_all, v_all, heads, 1.0 / s, &mut z, scores.as_mut(), pattern.as_mut())?;
                 if let Some(buf) = scores.as_mut() {
                     hooks.visit(ops, &scores_name, buf, &sq_shape)?;
                 }
@@ -296,9 +331,27 @@ impl<O: DeviceOps> Forward<'_, O> {
                 Some(h) => h,
                 None => hidden.insert(ops.alloc(n * f)?),
             };
-            ops.linear(&x, &lp.w_in, Some(&lp.b_in), hidden, n, d, f)?;
-            hooks.visit(ops, &pre("mlp.hook_pre"), hidden, &[batch, ctx, f])?;
-            ops.activation(hidden, n * f, cfg.act)?;
+            match &lp.w_gate {
+                // TransformerLens's GatedMLP: hook_pre is the gate x·W_gate,
+                // hook_pre_linear x·W_in + b_in, hook_post their product after
+                // the gate's activation.
+                Some(w_gate) => {
+                    ops.linear(&x, w_gate, None, hidden, n, d, f)?;
+                    hooks.visit(ops, &pre("mlp.hook_pre"), hidden, &[batch, ctx, f])?;
+                    let linear = match &mut hidden_linear {
+                        Some(h) => h,
+                        None => hidden_linear.insert(ops.alloc(n * f)?),
+                    };
+                    ops.linear(&x, &lp.w_in, Some(&lp.b_in), linear, n, d, f)?;
+                    hooks.visit(ops, &pre("mlp.hook_pre_linear"), linear, &[batch, ctx, f])?;
+                    ops.gated_activation(hidden, linear, n * f, cfg.act)?;
+                }
+                None => {
+                    ops.linear(&x, &lp.w_in, Some(&lp.b_in), hidden, n, d, f)?;
+                    hooks.visit(ops, &pre("mlp.hook_pre"), hidden, &[batch, ctx, f])?;
+                    ops.activation(hidden, n * f, cfg.act)?;
+                }
+            }
             hooks.visit(ops, &pre("mlp.hook_post"), hidden, &[batch, ctx, f])?;
             ops.linear(hidden, &lp.w_out, Some(&lp.b_out), &mut mlp_out, n, f, d)?;
             hooks.visit(ops, &pre("hook_mlp_out"), &mut mlp_out, &[batch, ctx, d])?;
@@ -311,7 +364,7 @@ impl<O: DeviceOps> Forward<'_, O> {
         if !need.head {
             return Ok(());
         }
-        drop((q, k, v, z, attn_out, mlp_out, hidden, probs));
+        drop((q, k, v, z, kv_full, attn_out, mlp_out, hidden, hidden_linear, probs));
         self.ln(&resid, self.p.ln_final.as_ref(), "ln_final", hooks, &mut x, &mut scale, batch, ctx)?;
         hooks.visit(ops, "unembed.hook_in", &mut x, &[batch, ctx, d])?;
         self.head(x, tokens, batch, ctx, hooks)

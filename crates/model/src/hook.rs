@@ -28,6 +28,7 @@ const BLOCK_HOOKS: &[&str] = &[
     "ln2.hook_scale",
     "ln2.hook_normalized",
     "mlp.hook_pre",
+    "mlp.hook_pre_linear",
     "mlp.hook_post",
     "hook_mlp_out",
     "hook_resid_post",
@@ -43,6 +44,8 @@ fn block_has(cfg: &ModelConfig, local: &str) -> bool {
         "attn.hook_rot_q" | "attn.hook_rot_k" => cfg.rotary_dim > 0,
         // Parallel blocks read one residual: there is no mid-block residual.
         "hook_resid_mid" => !cfg.parallel,
+        // A gated MLP's linear half (TransformerLens's GatedMLP).
+        "mlp.hook_pre_linear" => cfg.gated_mlp,
         _ => true,
     }
 }
@@ -91,6 +94,9 @@ enum Layout {
     Vocab,
     /// [batch, ctx, heads, d_head]
     Heads,
+    /// [batch, ctx, key/value heads, d_head] (keys and values: fewer heads
+    /// under grouped-query attention)
+    KvHeads,
     /// [batch, heads, query, key]: one attention map per head.
     AttnMap,
 }
@@ -98,9 +104,10 @@ enum Layout {
 fn layout_of(local: &str) -> Layout {
     match local.rsplit('.').next().unwrap_or(local) {
         "hook_scale" => Layout::Scalar,
-        "hook_q" | "hook_k" | "hook_v" | "hook_z" | "hook_rot_q" | "hook_rot_k" => Layout::Heads,
+        "hook_q" | "hook_z" | "hook_rot_q" => Layout::Heads,
+        "hook_k" | "hook_v" | "hook_rot_k" => Layout::KvHeads,
         "hook_attn_scores" | "hook_pattern" => Layout::AttnMap,
-        "hook_pre" | "hook_post" => Layout::Mlp,
+        "hook_pre" | "hook_pre_linear" | "hook_post" => Layout::Mlp,
         "hook_out" => Layout::Vocab,
         _ => Layout::Model,
     }
@@ -196,6 +203,7 @@ impl HookName {
             Layout::Mlp => vec![batch, ctx, cfg.d_mlp],
             Layout::Vocab => vec![batch, ctx, cfg.d_vocab],
             Layout::Heads => vec![batch, ctx, cfg.n_heads, cfg.d_head],
+            Layout::KvHeads => vec![batch, ctx, cfg.n_kv_heads, cfg.d_head],
             Layout::AttnMap => vec![batch, cfg.n_heads, ctx, ctx],
         }
     }
@@ -290,7 +298,7 @@ pub fn needs(req: &RunRequest, stop: usize, n_layers: usize) -> Needs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Activation;
+    use crate::config::{Activation, Norm};
 
     fn cfg(arch: Arch, parallel: bool, rotary_dim: usize) -> ModelConfig {
         ModelConfig {
@@ -298,18 +306,24 @@ mod tests {
             d_model: 8,
             n_layers: 2,
             n_heads: 2,
+            n_kv_heads: 2,
             d_head: 4,
             d_mlp: 32,
             d_vocab: 50,
             n_ctx: 16,
             eps: 1e-5,
+            norm: Norm::LayerNorm,
             act: Activation::GeluNew,
+            gated_mlp: false,
             rotary_dim,
             rotary_base: 10000.0,
+            rope_scaling: None,
+            sliding_window: None,
             parallel,
             scale_attn_weights: true,
             scale_attn_by_inverse_layer_idx: false,
             attention_bias: true,
+            attn_out_bias: true,
             tie_word_embeddings: true,
             bos_token_id: None,
             eos_token_id: None,
@@ -344,6 +358,24 @@ mod tests {
                 assert_eq!(h.shape(&c, 2, 3).iter().product::<usize>(), 2 * 3 * h.token_width(&c, 3), "{n}");
             }
         }
+    }
+
+    #[test]
+    fn gated_mlps_and_grouped_query_attention() {
+        let mut c = cfg(Arch::Llama, false, 4);
+        (c.gated_mlp, c.n_kv_heads, c.norm) = (true, 1, Norm::RmsNorm);
+        for n in hook_names(&c) {
+            let h = HookName::check(&c, &n).unwrap();
+            assert_eq!(h.shape(&c, 2, 3).iter().product::<usize>(), 2 * 3 * h.token_width(&c, 3), "{n}");
+        }
+        let names = hook_names(&c);
+        let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(at("blocks.0.mlp.hook_pre") < at("blocks.0.mlp.hook_pre_linear"));
+        assert!(at("blocks.0.mlp.hook_pre_linear") < at("blocks.0.mlp.hook_post"));
+        assert_eq!(HookName::check(&c, "blocks.1.attn.hook_k").unwrap().shape(&c, 2, 3), vec![2, 3, 1, 4]);
+        assert_eq!(HookName::check(&c, "blocks.1.attn.hook_rot_k").unwrap().token_width(&c, 3), 4);
+        assert_eq!(HookName::check(&c, "blocks.1.attn.hook_rot_q").unwrap().token_width(&c, 3), 8);
+        assert!(HookName::check(&cfg(Arch::Gpt2, false, 0), "blocks.0.mlp.hook_pre_linear").is_err());
     }
 
     #[test]

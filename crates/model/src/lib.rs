@@ -1,6 +1,6 @@
 //! saepipe's language-model runtime: HF `config.json` + checkpoints (safetensors,
 //! sharded or not, and `pytorch_model*.bin` through a restricted unpickler) of
-//! GPT-2 and GPT-NeoX (Pythia) models, the HF cache layout, TransformerLens
+//! GPT-2, GPT-NeoX (Pythia) and Llama-family (Llama, Mistral) models, the HF cache layout, TransformerLens
 //! weight processing, and a forward pass exposing every TransformerLens hook
 //! point by name, written once over the device operations of
 //! [`saepipe_core::compute`]: [`Model`] runs it on the CPU ([`cpu::CpuOps`]),
@@ -47,14 +47,15 @@ pub struct LoadOptions {
     pub ln_hook: LnHook,
 }
 
-/// A GPT-2 or GPT-NeoX (Pythia) model held in host memory, run on the CPU.
+/// A GPT-2, GPT-NeoX (Pythia) or Llama-family model held in host memory, run on the CPU.
 /// [`DeviceModel::new`] copies one to another backend.
 pub struct Model {
     /// Architecture and sizes, from the checkpoint's `config.json`.
     pub cfg: ModelConfig,
     /// The weights in TransformerLens layout, with `processing` already applied.
     pub params: Params,
-    /// The weight processing that was applied to `params` at load.
+    /// The weight processing that was applied to `params` at load: the steps
+    /// asked for that apply to this model (see [`processing::effective`]).
     pub processing: Processing,
     /// The `lnX.hook_normalized` semantics this model's runs follow.
     pub ln_hook: LnHook,
@@ -69,8 +70,9 @@ impl Model {
         let mut params = match cfg.arch {
             Arch::Gpt2 => arch::gpt2::load(&cfg, &files)?,
             Arch::NeoX => arch::neox::load(&cfg, &files)?,
+            Arch::Llama => arch::llama::load(&cfg, &files)?,
         };
-        let processing = opts.processing.unwrap_or(Processing::NONE);
+        let processing = processing::effective(&cfg, opts.processing.unwrap_or(Processing::NONE));
         processing::apply(&cfg, &mut params, processing);
         Ok(Model { cfg, params, processing, ln_hook: opts.ln_hook })
     }
@@ -125,6 +127,11 @@ pub fn check_run_inputs(cfg: &ModelConfig, tokens: &[u32], batch: usize, ctx: us
     }
     if ctx > cfg.n_ctx && cfg.arch == Arch::Gpt2 {
         return Err(ModelError::Input(format!("context {ctx} exceeds the model's {} positions", cfg.n_ctx)));
+    }
+    if let Some(w) = cfg.sliding_window.filter(|&w| ctx > w) {
+        return Err(ModelError::Input(format!(
+            "context {ctx} exceeds the model's sliding attention window of {w} tokens (sliding-window attention is not implemented; use contexts of at most {w})"
+        )));
     }
     if let Some(&t) = tokens.iter().find(|&&t| t as usize >= cfg.d_vocab) {
         return Err(ModelError::Input(format!("token id {t} is outside the vocabulary ({})", cfg.d_vocab)));

@@ -89,6 +89,26 @@ pub fn layer_norm(
     });
 }
 
+/// RMSNorm of rows of `d` values, then `· w` when `weight` is given; writes
+/// each row's scale sqrt(mean(x²) + eps) (TransformerLens's hook_scale).
+pub fn rms_norm(x: &[f32], d: usize, eps: f32, weight: Option<&[f32]>, normalized: &mut [f32], scale: &mut [f32]) {
+    normalized.par_chunks_mut(d).zip(x.par_chunks(d)).zip(scale.par_iter_mut()).for_each(|((o, row), s)| {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let sc = (ms + eps).sqrt();
+        *s = sc;
+        // Divide, as TransformerLens does (x / scale), rather than multiply by the inverse.
+        match weight {
+            Some(w) => o.iter_mut().zip(row).zip(w).for_each(|((o, v), w)| *o = v / sc * w),
+            None => o.iter_mut().zip(row).for_each(|(o, v)| *o = v / sc),
+        }
+    });
+}
+
+/// SiLU in place: x · sigmoid(x), over the rayon pool.
+pub fn silu_inplace(x: &mut [f32]) {
+    x.par_chunks_mut(8192).for_each(|c| c.iter_mut().for_each(|v| *v /= 1.0 + fast_exp(-*v)));
+}
+
 /// exp for f32 by range reduction to [-ln2/2, ln2/2] and a degree-6
 /// polynomial (relative error ≈ 2e-7 over the normal range); vectorizes,
 /// unlike libm's expf. Inputs are clamped to [−87, 88] (no infinities, no denormals).

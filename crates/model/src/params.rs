@@ -15,19 +15,21 @@ pub use saepipe_core::compute::transpose;
 #[derive(Clone, Debug)]
 pub struct LayerParams<T = Vec<f32>> {
     /// The attention's LayerNorm affine (weight, bias), each `[d_model]`
-    /// (TransformerLens `ln1`); `None` once folded into the following weights.
+    /// (TransformerLens `ln1`; an RMSNorm's bias is zero); `None` once folded
+    /// into the following weights.
     pub ln1: Option<(T, T)>,
     /// [d_model, n_heads * d_head]: q = x · W_Q + b_Q (heads contiguous).
     pub w_q: T,
     /// [n_heads * d_head]: query bias.
     pub b_q: T,
-    /// [d_model, n_heads * d_head]: key weight, laid out like `w_q`.
+    /// [d_model, n_kv_heads * d_head]: key weight, laid out like `w_q` (fewer
+    /// heads under grouped-query attention).
     pub w_k: T,
-    /// [n_heads * d_head]: key bias.
+    /// [n_kv_heads * d_head]: key bias.
     pub b_k: T,
-    /// [d_model, n_heads * d_head]: value weight, laid out like `w_q`.
+    /// [d_model, n_kv_heads * d_head]: value weight, laid out like `w_k`.
     pub w_v: T,
-    /// [n_heads * d_head]: value bias; zero once folded into `b_o`.
+    /// [n_kv_heads * d_head]: value bias; zero once folded into `b_o`.
     pub b_v: T,
     /// [n_heads * d_head, d_model]: attention output, attn_out = z · W_O + b_O.
     pub w_o: T,
@@ -36,7 +38,10 @@ pub struct LayerParams<T = Vec<f32>> {
     /// The MLP's LayerNorm affine (weight, bias), each `[d_model]` (TransformerLens
     /// `ln2`); `None` once folded into `w_in` and `b_in`.
     pub ln2: Option<(T, T)>,
-    /// [d_model, d_mlp]
+    /// [d_model, d_mlp]: a gated MLP's gate (`mlp.hook_pre` = x · W_gate);
+    /// `None` for a plain MLP.
+    pub w_gate: Option<T>,
+    /// [d_model, d_mlp] (a gated MLP's linear half: `mlp.hook_pre_linear`)
     pub w_in: T,
     /// `[d_mlp]`: MLP input bias (`mlp.hook_pre` = x · W_in + b_in).
     pub b_in: T,
@@ -67,7 +72,7 @@ pub struct Params<T = Vec<f32>> {
 impl Params {
     /// A copy on the device of `ops`, each matrix in the layout its products read.
     pub fn to_device<O: DeviceOps>(&self, cfg: &ModelConfig, ops: &O) -> Result<Params<O::F>> {
-        let (d, hd, f) = (cfg.d_model, cfg.n_heads * cfg.d_head, cfg.d_mlp);
+        let (d, hd, kv, f) = (cfg.d_model, cfg.n_heads * cfg.d_head, cfg.kv_width(), cfg.d_mlp);
         let pair = |a: &Option<(Vec<f32>, Vec<f32>)>| -> Result<Option<(O::F, O::F)>> {
             a.as_ref().map(|(w, b)| Ok((ops.upload(w)?, ops.upload(b)?))).transpose()
         };
@@ -77,13 +82,14 @@ impl Params {
                 ln1: pair(&lp.ln1)?,
                 w_q: ops.matrix(&lp.w_q, d, hd)?,
                 b_q: ops.upload(&lp.b_q)?,
-                w_k: ops.matrix(&lp.w_k, d, hd)?,
+                w_k: ops.matrix(&lp.w_k, d, kv)?,
                 b_k: ops.upload(&lp.b_k)?,
-                w_v: ops.matrix(&lp.w_v, d, hd)?,
+                w_v: ops.matrix(&lp.w_v, d, kv)?,
                 b_v: ops.upload(&lp.b_v)?,
                 w_o: ops.matrix(&lp.w_o, hd, d)?,
                 b_o: ops.upload(&lp.b_o)?,
                 ln2: pair(&lp.ln2)?,
+                w_gate: lp.w_gate.as_ref().map(|w| ops.matrix(w, d, f)).transpose()?,
                 w_in: ops.matrix(&lp.w_in, d, f)?,
                 b_in: ops.upload(&lp.b_in)?,
                 w_out: ops.matrix(&lp.w_out, f, d)?,

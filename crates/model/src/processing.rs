@@ -2,7 +2,7 @@
 //! does by default, and `from_pretrained_no_processing` skips). Each step leaves
 //! log-probabilities unchanged but changes what some hook points contain.
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Norm};
 use crate::params::Params;
 
 /// Which TransformerLens weight-processing steps a load applies, one flag per
@@ -63,22 +63,28 @@ impl Processing {
     }
 }
 
-/// b += ln_b · W;  W = diag(ln_w) · W, then each column centered over the input dim.
-fn fold_into(ln: &(Vec<f32>, Vec<f32>), w: &mut [f32], b: &mut [f32], d_in: usize, d_out: usize) {
+/// LayerNorm: b += ln_b · W;  W = diag(ln_w) · W, then each column centered
+/// over the input dim. RMSNorm (no bias, no centering of its input): only
+/// W = diag(ln_w) · W, as TransformerLens folds RMS norms.
+fn fold_into(ln: &(Vec<f32>, Vec<f32>), norm: Norm, w: &mut [f32], b: &mut [f32], d_in: usize, d_out: usize) {
     let (lw, lb) = ln;
-    for j in 0..d_out {
-        let mut acc = 0f64;
-        for i in 0..d_in {
-            acc += lb[i] as f64 * w[i * d_out + j] as f64;
+    if norm == Norm::LayerNorm {
+        for j in 0..d_out {
+            let mut acc = 0f64;
+            for i in 0..d_in {
+                acc += lb[i] as f64 * w[i * d_out + j] as f64;
+            }
+            b[j] += acc as f32;
         }
-        b[j] += acc as f32;
     }
     for i in 0..d_in {
         for j in 0..d_out {
             w[i * d_out + j] *= lw[i];
         }
     }
-    center_columns(w, d_in, d_out);
+    if norm == Norm::LayerNorm {
+        center_columns(w, d_in, d_out);
+    }
 }
 
 /// Subtracts from every column its mean over rows (the d_model input axis): a
@@ -100,23 +106,37 @@ fn center_rows(w: &mut [f32], cols: usize) {
     }
 }
 
+/// The steps a load carries out for `cfg` when `asked` is requested: as
+/// TransformerLens, it skips center_writing_weights on RMSNorm models (their
+/// normalization does not remove the mean, so centering would change them).
+pub fn effective(cfg: &ModelConfig, asked: Processing) -> Processing {
+    Processing { center_writing_weights: asked.center_writing_weights && cfg.norm == Norm::LayerNorm, ..asked }
+}
+
 /// Applies the steps of `opts` to host parameters, in TransformerLens's order:
-/// fold_ln, center_writing_weights, center_unembed, fold_value_biases.
+/// fold_ln, center_writing_weights, center_unembed, fold_value_biases (only
+/// those [`effective`] keeps for the model).
 pub(crate) fn apply(cfg: &ModelConfig, p: &mut Params, opts: Processing) {
-    let (d, hd, f, v) = (cfg.d_model, cfg.n_heads * cfg.d_head, cfg.d_mlp, cfg.d_vocab);
+    let opts = effective(cfg, opts);
+    let (d, hd, kv, f, v) = (cfg.d_model, cfg.n_heads * cfg.d_head, cfg.kv_width(), cfg.d_mlp, cfg.d_vocab);
+    let norm = cfg.norm;
     if opts.fold_ln {
         for l in &mut p.layers {
             if let Some(ln) = l.ln1.take() {
-                fold_into(&ln, &mut l.w_q, &mut l.b_q, d, hd);
-                fold_into(&ln, &mut l.w_k, &mut l.b_k, d, hd);
-                fold_into(&ln, &mut l.w_v, &mut l.b_v, d, hd);
+                fold_into(&ln, norm, &mut l.w_q, &mut l.b_q, d, hd);
+                fold_into(&ln, norm, &mut l.w_k, &mut l.b_k, d, kv);
+                fold_into(&ln, norm, &mut l.w_v, &mut l.b_v, d, kv);
             }
             if let Some(ln) = l.ln2.take() {
-                fold_into(&ln, &mut l.w_in, &mut l.b_in, d, f);
+                fold_into(&ln, norm, &mut l.w_in, &mut l.b_in, d, f);
+                if let Some(w_gate) = &mut l.w_gate {
+                    // The gate has no bias; an RMSNorm has none to fold.
+                    fold_into(&ln, norm, w_gate, &mut vec![0f32; f], d, f);
+                }
             }
         }
         if let Some(ln) = p.ln_final.take() {
-            fold_into(&ln, &mut p.w_u, &mut p.b_u, d, v);
+            fold_into(&ln, norm, &mut p.w_u, &mut p.b_u, d, v);
         }
     }
     if opts.center_writing_weights {
@@ -136,12 +156,15 @@ pub(crate) fn apply(cfg: &ModelConfig, p: &mut Params, opts: Processing) {
         center_rows(&mut p.b_u, v);
     }
     if opts.fold_value_biases {
+        // Query head h reads value head h / groups (grouped-query attention).
+        let (dh, groups) = (cfg.d_head, cfg.n_heads / cfg.n_kv_heads);
         for l in &mut p.layers {
-            // b_O += Σ_h b_V[h] · W_O[h]; b_V = 0.
+            // b_O += Σ_h b_V[h / groups] · W_O[h]; b_V = 0.
             for j in 0..d {
                 let mut acc = 0f64;
                 for i in 0..hd {
-                    acc += l.b_v[i] as f64 * l.w_o[i * d + j] as f64;
+                    let bv = l.b_v[(i / dh / groups) * dh + i % dh];
+                    acc += bv as f64 * l.w_o[i * d + j] as f64;
                 }
                 l.b_o[j] += acc as f32;
             }

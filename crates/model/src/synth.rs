@@ -12,6 +12,7 @@ pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     match cfg.arch {
         Arch::Gpt2 => crate::arch::gpt2::tensor_shapes(cfg),
         Arch::NeoX => crate::arch::neox::tensor_shapes(cfg),
+        Arch::Llama => crate::arch::llama::tensor_shapes(cfg),
     }
 }
 

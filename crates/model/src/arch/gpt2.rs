@@ -40,6 +40,7 @@ pub(crate) fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
             w_o: g(&h("attn.c_proj.weight"), &[d, d])?,
             b_o: g(&h("attn.c_proj.bias"), &[d])?,
             ln2: Some((g(&h("ln_2.weight"), &[d])?, g(&h("ln_2.bias"), &[d])?)),
+            w_gate: None,
             w_in: g(&h("mlp.c_fc.weight"), &[d, f])?,
             b_in: g(&h("mlp.c_fc.bias"), &[f])?,
             w_out: g(&h("mlp.c_proj.weight"), &[f, d])?,

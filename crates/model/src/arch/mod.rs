@@ -2,4 +2,5 @@
 //! TransformerLens-layout [`Params`](crate::params::Params).
 
 pub mod gpt2;
+pub mod llama;
 pub mod neox;

@@ -50,6 +50,7 @@ pub(crate) fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
             w_o: transpose(&g(&h("attention.dense.weight"), &[d, d])?, d, d),
             b_o: bias(&h("attention.dense.bias"), d)?,
             ln2: Some((g(&h("post_attention_layernorm.weight"), &[d])?, g(&h("post_attention_layernorm.bias"), &[d])?)),
+            w_gate: None,
             w_in: transpose(&g(&h("mlp.dense_h_to_4h.weight"), &[f, d])?, f, d),
             b_in: g(&h("mlp.dense_h_to_4h.bias"), &[f])?,
             w_out: transpose(&g(&h("mlp.dense_4h_to_h.weight"), &[d, f])?, d, f),

@@ -1,0 +1,254 @@
+//! Every hook point, the logits and the per-token loss of the Llama family
+//! (Llama 2/3/3.1/3.2, Mistral, Qwen2) equal TransformerLens 3.9's within 1e-4
+//! relative, without and with weight processing (fixtures from
+//! scripts/fixtures/model_tl_llama.py): `llama` has grouped-query attention and
+//! llama3 rope scaling, `mistral` one key/value head, head_dim ≠ d_model /
+//! n_heads and tied embeddings, `qwen2` query/key/value biases.
+
+#[path = "support/golden.rs"]
+mod golden;
+
+use golden::{check_runner, fixture, rel_err, tokens};
+use saepipe_model::{LnHook, LoadOptions, Model, Processing, RunRequest};
+use safetensors::SafeTensors;
+use std::path::Path;
+
+const FAMILY: [&str; 3] = ["llama", "mistral", "qwen2"];
+
+fn load(dir: &Path, processing: Processing, ln_hook: LnHook) -> Model {
+    Model::load(dir, &LoadOptions { processing: Some(processing), ln_hook }).unwrap()
+}
+
+fn meta(arch: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(arch).join("meta.json")).unwrap()).unwrap()
+}
+
+/// The golden file of a mode: a mode whose TransformerLens hooks equal another
+/// mode's (the script compares them) is recorded in meta.json's `same_as`
+/// rather than stored twice.
+fn golden_mode(arch: &str, mode: &str) -> String {
+    meta(arch)["same_as"][mode].as_str().unwrap_or(mode).to_string()
+}
+
+fn check(arch: &str, mode: &str) {
+    let model = load(&fixture(arch), Processing::parse(mode).unwrap(), LnHook::PreAffine);
+    check_runner(&model, arch, &golden_mode(arch, mode), 1e-4);
+}
+
+#[test]
+fn llama_without_processing() {
+    check("llama", "none");
+}
+#[test]
+fn llama_with_full_processing() {
+    check("llama", "full");
+}
+#[test]
+fn mistral_without_processing() {
+    check("mistral", "none");
+}
+#[test]
+fn mistral_with_full_processing() {
+    check("mistral", "full");
+}
+
+#[test]
+fn qwen2_without_processing() {
+    check("qwen2", "none");
+}
+#[test]
+fn qwen2_with_full_processing() {
+    check("qwen2", "full");
+}
+
+#[test]
+fn processing_steps_one_at_a_time() {
+    for arch in FAMILY {
+        for mode in ["fold_ln", "fold_ln+center_writing_weights", "fold_ln+center_unembed", "fold_ln+fold_value_biases"]
+        {
+            check(arch, mode);
+        }
+        // TransformerLens does not center an RMSNorm model's writing weights;
+        // folding value biases changes nothing where they are zero.
+        let meta = meta(arch);
+        assert_eq!(meta["same_as"]["fold_ln+center_writing_weights"], "fold_ln");
+        let zero_value_biases = arch != "qwen2";
+        assert_eq!(meta["same_as"]["fold_ln+fold_value_biases"] == "fold_ln", zero_value_biases, "{arch}");
+    }
+}
+
+/// TransformerLens skips center_writing_weights on RMSNorm models; the model
+/// records the processing it actually applied.
+#[test]
+fn rms_models_record_the_processing_they_get() {
+    let model = load(&fixture("llama"), Processing::FULL, LnHook::PreAffine);
+    assert_eq!(model.processing, Processing { center_writing_weights: false, ..Processing::FULL });
+    assert!(model.params.layers.iter().all(|l| l.ln1.is_none() && l.ln2.is_none()));
+}
+
+/// RMSNorm's `hook_normalized` is before the norm's weight in TransformerLens
+/// 2.x as in 3.x: the 2.x semantics change nothing on these models.
+#[test]
+fn post_affine_semantics_leave_rms_hooks_unchanged() {
+    for arch in FAMILY {
+        let model = load(&fixture(arch), Processing::NONE, LnHook::PostAffine);
+        check_runner(&model, arch, "none", 1e-4);
+    }
+}
+
+/// The fixtures' weights as bf16, in two shards with an index (as the hub
+/// ships Llama checkpoints), give the same run as the f32 file holding the
+/// same bf16-rounded values.
+#[test]
+fn bf16_sharded_checkpoint_matches_f32() {
+    for arch in FAMILY {
+        let bytes = std::fs::read(fixture(arch).join("model.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+        names.sort();
+        let (f32_dir, bf16_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for d in [&f32_dir, &bf16_dir] {
+            std::fs::copy(fixture(arch).join("config.json"), d.path().join("config.json")).unwrap();
+        }
+        let mut rounded = Vec::new();
+        let mut halves = Vec::new();
+        for n in &names {
+            let t = st.tensor(n).unwrap();
+            let vals = golden::to_f32(t.data());
+            let b: Vec<half::bf16> = vals.iter().map(|&x| half::bf16::from_f32(x)).collect();
+            rounded.push((n.clone(), t.shape().to_vec(), b.iter().flat_map(|x| x.to_f32().to_le_bytes()).collect()));
+            halves.push((n.clone(), t.shape().to_vec(), b.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()));
+        }
+        let write = |path: &Path, dtype: safetensors::Dtype, ts: &[(String, Vec<usize>, Vec<u8>)]| {
+            let views: Vec<(String, safetensors::tensor::TensorView)> = ts
+                .iter()
+                .map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(dtype, s.clone(), d).unwrap()))
+                .collect();
+            safetensors::serialize_to_file(views, None, path).unwrap();
+        };
+        write(&f32_dir.path().join("model.safetensors"), safetensors::Dtype::F32, &rounded);
+        let half = halves.len() / 2;
+        let mut map = serde_json::Map::new();
+        for (i, part) in [&halves[..half], &halves[half..]].into_iter().enumerate() {
+            let file = format!("model-{:05}-of-00002.safetensors", i + 1);
+            write(&bf16_dir.path().join(&file), safetensors::Dtype::BF16, part);
+            for (n, ..) in part {
+                map.insert(n.clone(), file.clone().into());
+            }
+        }
+        let index = serde_json::json!({"metadata": {}, "weight_map": map});
+        std::fs::write(bf16_dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+
+        let (flat, batch, ctx) = tokens(arch);
+        let run = |dir: &Path| {
+            let model = load(dir, Processing::FULL, LnHook::PreAffine);
+            let mut req = RunRequest {
+                capture: ["blocks.1.attn.hook_rot_k".to_string()].into(),
+                want_logits: true,
+                ..Default::default()
+            };
+            model.run(&flat, batch, ctx, &mut req).unwrap()
+        };
+        let (a, b) = (run(f32_dir.path()), run(bf16_dir.path()));
+        assert_eq!(a.logits, b.logits, "{arch}: bf16 shards differ from f32");
+        assert_eq!(a.captured, b.captured);
+        // And the rounding did change something (the test reads bf16, not the original file).
+        let golden_bytes = std::fs::read(fixture(arch).join("hooks_full.safetensors")).unwrap();
+        let golden = SafeTensors::deserialize(&golden_bytes).unwrap();
+        let e = rel_err(a.logits.as_ref().unwrap(), &golden::to_f32(golden.tensor("logits").unwrap().data()));
+        assert!(e > 0.0 && e < 0.1, "{arch}: bf16 logits {e:e} from the f32 goldens");
+    }
+}
+
+#[test]
+fn hook_shapes_follow_grouped_query_attention() {
+    let model = load(&fixture("mistral"), Processing::NONE, LnHook::PreAffine);
+    let c = &model.cfg;
+    assert_eq!((c.n_heads, c.n_kv_heads, c.d_head, c.d_model), (4, 1, 16, 32));
+    assert_eq!(model.hook_shape("blocks.0.attn.hook_q", 2, 5).unwrap(), vec![2, 5, 4, 16]);
+    assert_eq!(model.hook_shape("blocks.0.attn.hook_k", 2, 5).unwrap(), vec![2, 5, 1, 16]);
+    assert_eq!(model.hook_shape("blocks.0.attn.hook_rot_k", 2, 5).unwrap(), vec![2, 5, 1, 16]);
+    assert_eq!(model.hook_shape("blocks.0.attn.hook_v", 2, 5).unwrap(), vec![2, 5, 1, 16]);
+    assert_eq!(model.hook_shape("blocks.0.attn.hook_z", 2, 5).unwrap(), vec![2, 5, 4, 16]);
+    assert_eq!(model.hook_shape("blocks.0.mlp.hook_pre_linear", 2, 5).unwrap(), vec![2, 5, 64]);
+    assert_eq!(model.check_hook("blocks.0.attn.hook_k").unwrap().token_width(c, 5), 16);
+    let e = model.check_hook("hook_pos_embed").unwrap_err().to_string();
+    assert!(e.contains("unknown hook point `hook_pos_embed`"), "{e}");
+}
+
+/// Mistral's sliding window is not implemented: longer contexts are refused,
+/// naming the window; shorter ones (the fixtures) are exact.
+#[test]
+fn contexts_beyond_the_sliding_window_are_refused() {
+    let model = load(&fixture("mistral"), Processing::NONE, LnHook::PreAffine);
+    assert_eq!(model.cfg.sliding_window, Some(16));
+    let toks = vec![3u32; 17];
+    let e = model.run(&toks, 1, 17, &mut RunRequest { want_loss: true, ..Default::default() }).unwrap_err();
+    assert!(e.to_string().contains("sliding attention window of 16 tokens"), "{e}");
+    model.run(&toks[..16], 1, 16, &mut RunRequest { want_loss: true, ..Default::default() }).unwrap();
+}
+
+#[test]
+fn bad_checkpoints_name_the_tensor_and_the_family() {
+    let t = tempfile::tempdir().unwrap();
+    // An architecture outside the supported list.
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("llama").join("config.json")).unwrap()).unwrap();
+    cfg["architectures"] = serde_json::json!(["MambaForCausalLM"]);
+    std::fs::write(t.path().join("config.json"), cfg.to_string()).unwrap();
+    let e = Model::load(t.path(), &LoadOptions::default()).err().unwrap().to_string();
+    assert!(
+        e.contains("unsupported architecture `MambaForCausalLM` (its `architectures`; supported: GPT2LMHeadModel, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"),
+        "{e}"
+    );
+    std::fs::copy(fixture("llama").join("config.json"), t.path().join("config.json")).unwrap();
+    let bytes = std::fs::read(fixture("llama").join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
+    let write = |ts: &[(String, Vec<usize>, Vec<u8>)]| {
+        let views: Vec<(String, safetensors::tensor::TensorView)> = ts
+            .iter()
+            .map(|(n, s, d)| {
+                (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &t.path().join("model.safetensors")).unwrap();
+    };
+    // k_proj with the query heads' width instead of the key/value heads'.
+    let k = "model.layers.1.self_attn.k_proj.weight";
+    for t in tensors.iter_mut().filter(|t| t.0 == k) {
+        assert_eq!(t.1, vec![16, 32]);
+        t.1 = vec![32, 16];
+    }
+    write(&tensors);
+    let e = Model::load(t.path(), &LoadOptions::default()).err().unwrap().to_string();
+    assert!(e.contains(&format!("tensor `{k}` has shape [32, 16], expected [16, 32]")), "{e}");
+    tensors.retain(|t| t.0 != "model.layers.0.mlp.gate_proj.weight");
+    for t in tensors.iter_mut().filter(|t| t.0 == k) {
+        t.1 = vec![16, 32];
+    }
+    write(&tensors);
+    let e = Model::load(t.path(), &LoadOptions::default()).err().unwrap().to_string();
+    assert!(e.contains("tensor `model.layers.0.mlp.gate_proj.weight` is missing"), "{e}");
+}
+
+/// Qwen2's query, key and value biases are required; its output projection
+/// has none; its sliding window is off unless `use_sliding_window` says so.
+#[test]
+fn qwen2_reads_its_biases() {
+    let model = load(&fixture("qwen2"), Processing::NONE, LnHook::PreAffine);
+    let c = &model.cfg;
+    assert_eq!((c.attention_bias, c.attn_out_bias, c.sliding_window, c.tie_word_embeddings), (true, false, None, true));
+    assert!(model.params.layers[1].b_v.iter().any(|&x| x != 0.0));
+    assert!(model.params.layers[1].b_o.iter().all(|&x| x == 0.0));
+    let t = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("qwen2").join("config.json"), t.path().join("config.json")).unwrap();
+    let bytes = std::fs::read(fixture("qwen2").join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        st.tensors().into_iter().filter(|(n, _)| n != "model.layers.0.self_attn.k_proj.bias").collect();
+    safetensors::serialize_to_file(views, None, &t.path().join("model.safetensors")).unwrap();
+    let e = Model::load(t.path(), &LoadOptions::default()).err().unwrap().to_string();
+    assert!(e.contains("tensor `model.layers.0.self_attn.k_proj.bias` is missing"), "{e}");
+}
