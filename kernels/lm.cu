@@ -106,6 +106,13 @@ extern "C" __global__ void add_inplace(float* X, const float* __restrict__ Y, un
     if (i < n) X[i] += Y[i];
 }
 
+// X[i] = cap * tanh(X[i] / cap) for finite X[i] (Gemma 2's final logit
+// soft-capping); infinities stay.
+extern "C" __global__ void soft_cap_inplace(float* X, unsigned long long n, float cap) {
+    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n && isfinite(X[i])) X[i] = cap * tanhf(X[i] / cap);
+}
+
 // Rotary embedding, GPT-NeoX half-split style, on the first rot_dims of every
 // head of Q [batch, ctx, heads, d_head] in place: pairs (i, i + rot_dims/2),
 // angle = pos * base^(-2i / rot_dims).
@@ -160,25 +167,30 @@ extern "C" __global__ void repeat_heads(const float* __restrict__ X, unsigned lo
 }
 
 // Causal softmax attention for one (query position, head, batch) per block.
-// Q, K, V: [batch, ctx, heads, d_head]; Z (out): same layout. Optional outputs:
-// scores [batch, heads, ctx, ctx] (masked positions = -inf, as TransformerLens's
-// attn.hook_attn_scores) and pattern [batch, heads, ctx, ctx] (softmax, zeros above
-// the diagonal). Dynamic shared memory: ctx floats.
+// Q, K, V: [batch, ctx, heads, d_head]; Z (out): same layout. Scores are
+// q.k * scale, then soft_cap * tanh(score / soft_cap) when soft_cap > 0; the
+// query at t sees keys max(0, t - window + 1) ..= t (all keys up to t when
+// window <= 0: plain causal attention). Optional outputs: scores [batch,
+// heads, ctx, ctx] (masked positions = -inf, as TransformerLens's
+// attn.hook_attn_scores) and pattern [batch, heads, ctx, ctx] (softmax, zeros
+// where masked). Dynamic shared memory: ctx floats.
 extern "C" __global__ void causal_attention(const float* __restrict__ Q, const float* __restrict__ K,
                                             const float* __restrict__ V, int ctx, int heads, int d_head, float scale,
-                                            float* __restrict__ Z, float* __restrict__ scores_out,
-                                            float* __restrict__ pattern_out) {
+                                            float soft_cap, int window, float* __restrict__ Z,
+                                            float* __restrict__ scores_out, float* __restrict__ pattern_out) {
     extern __shared__ float p[];
     __shared__ float scratch[33];
     int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    int lo = (window > 0 && t + 1 > window) ? t + 1 - window : 0;
     size_t row_stride = (size_t)heads * d_head;
     const float* q = Q + ((size_t)b * ctx + t) * row_stride + (size_t)h * d_head;
     float local_max = -3.402823466e38f;
-    for (int s = threadIdx.x; s <= t; s += blockDim.x) {
+    for (int s = lo + threadIdx.x; s <= t; s += blockDim.x) {
         const float* k = K + ((size_t)b * ctx + s) * row_stride + (size_t)h * d_head;
         float acc = 0.0f;
         for (int i = 0; i < d_head; ++i) acc += q[i] * k[i];
         acc *= scale;
+        if (soft_cap > 0.0f) acc = soft_cap * tanhf(acc / soft_cap);
         p[s] = acc;
         local_max = fmaxf(local_max, acc);
     }
@@ -186,7 +198,7 @@ extern "C" __global__ void causal_attention(const float* __restrict__ Q, const f
     float local_sum = 0.0f;
     size_t sc_base = (((size_t)b * heads + h) * ctx + t) * ctx;
     for (int s = threadIdx.x; s < ctx; s += blockDim.x) {
-        if (s <= t) {
+        if (s >= lo && s <= t) {
             if (scores_out) scores_out[sc_base + s] = p[s];
             float e = expf(p[s] - mx);
             p[s] = e;
@@ -197,14 +209,15 @@ extern "C" __global__ void causal_attention(const float* __restrict__ Q, const f
     }
     float inv = 1.0f / block_sum(local_sum, scratch);
     for (int s = threadIdx.x; s < ctx; s += blockDim.x) {
-        if (s <= t) p[s] *= inv;
-        if (pattern_out) pattern_out[sc_base + s] = s <= t ? p[s] : 0.0f;
+        bool seen = s >= lo && s <= t;
+        if (seen) p[s] *= inv;
+        if (pattern_out) pattern_out[sc_base + s] = seen ? p[s] : 0.0f;
     }
     __syncthreads();
     float* z = Z + ((size_t)b * ctx + t) * row_stride + (size_t)h * d_head;
     for (int i = threadIdx.x; i < d_head; i += blockDim.x) {
         float acc = 0.0f;
-        for (int s = 0; s <= t; ++s) acc += p[s] * V[((size_t)b * ctx + s) * row_stride + (size_t)h * d_head + i];
+        for (int s = lo; s <= t; ++s) acc += p[s] * V[((size_t)b * ctx + s) * row_stride + (size_t)h * d_head + i];
         z[i] = acc;
     }
 }

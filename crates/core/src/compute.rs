@@ -69,6 +69,37 @@ impl Heads {
     }
 }
 
+/// How attention scores are made from queries and keys: `q·kᵀ · scale`,
+/// then soft-capped (`cap · tanh(s / cap)`, Gemma 2's
+/// `attn_logit_softcapping`) when `soft_cap` is set, then masked (−inf)
+/// above the diagonal and, with a sliding `window`, where the key is `window`
+/// or more tokens before the query (each query sees at most `window` keys,
+/// itself included).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScoreOpts {
+    /// Factor on q·kᵀ (1/√d_head usually).
+    pub scale: f32,
+    /// Soft cap applied to the scaled scores before masking.
+    pub soft_cap: Option<f32>,
+    /// Sliding attention window, in tokens (the query included).
+    pub window: Option<usize>,
+}
+
+impl ScoreOpts {
+    /// Plain causal attention scaled by `scale`.
+    pub fn scaled(scale: f32) -> ScoreOpts {
+        ScoreOpts { scale, soft_cap: None, window: None }
+    }
+    /// Whether the key at position `s` is masked for the query at `t`.
+    pub fn masked(&self, t: usize, s: usize) -> bool {
+        s > t || self.window.is_some_and(|w| t - s >= w)
+    }
+    /// The first key position the query at `t` sees.
+    pub fn first_key(&self, t: usize) -> usize {
+        self.window.map_or(0, |w| (t + 1).saturating_sub(w))
+    }
+}
+
 /// Number of values of a tensor of `shape`.
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
@@ -181,6 +212,9 @@ pub trait DeviceOps {
     /// Gated linear unit over the first `n` values: `gate = act(gate) · linear`
     /// (a gated MLP's hidden layer; SwiGLU with [`Activation::Silu`]).
     fn gated_activation(&self, gate: &mut Self::F, linear: &Self::F, n: usize, act: Activation) -> Result<()>;
+    /// `x = cap · tanh(x / cap)` over the first `n` values, in place (Gemma 2's
+    /// final logit soft-capping); infinite values stay as they are.
+    fn soft_cap(&self, x: &mut Self::F, n: usize, cap: f32) -> Result<()>;
     /// `x += y` over `n` values.
     fn add(&self, x: &mut Self::F, y: &Self::F, n: usize) -> Result<()>;
     /// GPT-NeoX half-split rotary embedding of the first `rot` dimensions of
@@ -197,8 +231,9 @@ pub trait DeviceOps {
     /// `h / groups` of `x [batch, ctx, heads, d_head]` (`shape` describes `x`;
     /// TransformerLens's `repeat_interleave`).
     fn repeat_heads(&self, x: &Self::F, shape: Heads, groups: usize, out: &mut Self::F) -> Result<()>;
-    /// Fused causal softmax attention: `z = softmax(q·kᵀ · scale, causal) · v`.
-    /// The scores (−inf above the diagonal) and the pattern are written when given.
+    /// Fused causal softmax attention: `z = softmax(scores) · v` with the
+    /// scores made as `opts` says. The scores (−inf where masked) and the
+    /// pattern are written when given.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -206,7 +241,7 @@ pub trait DeviceOps {
         k: &Self::F,
         v: &Self::F,
         shape: Heads,
-        scale: f32,
+        opts: ScoreOpts,
         z: &mut Self::F,
         scores: Option<&mut Self::F>,
         pattern: Option<&mut Self::F>,
@@ -216,13 +251,20 @@ pub trait DeviceOps {
     fn split_attention(&self) -> bool {
         false
     }
-    /// `scores [batch, heads, ctx, ctx] = q·kᵀ · scale`, −inf above the diagonal.
-    fn attention_scores(&self, q: &Self::F, k: &Self::F, shape: Heads, scale: f32, scores: &mut Self::F) -> Result<()> {
-        let _ = (q, k, shape, scale, scores);
+    /// `scores [batch, heads, ctx, ctx]` as `opts` says (−inf where masked).
+    fn attention_scores(
+        &self,
+        q: &Self::F,
+        k: &Self::F,
+        shape: Heads,
+        opts: ScoreOpts,
+        scores: &mut Self::F,
+    ) -> Result<()> {
+        let _ = (q, k, shape, opts, scores);
         Err(unsupported_split(&self.device()))
     }
     /// Softmax of each row `t` of `x` [rows, ctx] over its first t + 1 values
-    /// (row index modulo ctx); zeros after them. In place.
+    /// (row index modulo ctx; −inf among them count as 0); zeros after them. In place.
     fn causal_softmax(&self, x: &mut Self::F, rows: usize, ctx: usize) -> Result<()> {
         let _ = (x, rows, ctx);
         Err(unsupported_split(&self.device()))

@@ -10,7 +10,7 @@
 use crate::error::CudaError;
 use crate::kernels::{Arg, Gpu, NULL, grid_1d, per_row};
 use cudarc::driver::{CudaSlice, LaunchConfig};
-use saepipe_core::compute::{Activation, ComputeError, DeviceOps, Heads, Result, transpose};
+use saepipe_core::compute::{Activation, ComputeError, DeviceOps, Heads, Result, ScoreOpts, transpose};
 use std::sync::Arc;
 
 /// [`DeviceOps`] on a CUDA device: kernels/lm.cu and cuBLAS SGEMM. Weight
@@ -137,6 +137,9 @@ impl DeviceOps for GpuOps {
         };
         Ok(g.launch_lm("gated_act", grid_1d(n), &[g.ptr(gate), g.ptr(linear), Arg::U64(n as u64), code.into()])?)
     }
+    fn soft_cap(&self, x: &mut Self::F, n: usize, cap: f32) -> Result<()> {
+        Ok(self.0.launch_lm("soft_cap_inplace", grid_1d(n), &[self.0.ptr(x), Arg::U64(n as u64), cap.into()])?)
+    }
     fn add(&self, x: &mut Self::F, y: &Self::F, n: usize) -> Result<()> {
         Ok(self.0.launch_lm("add_inplace", grid_1d(n), &[self.0.ptr(x), self.0.ptr(y), Arg::U64(n as u64)])?)
     }
@@ -185,7 +188,7 @@ impl DeviceOps for GpuOps {
         k: &Self::F,
         v: &Self::F,
         shape: Heads,
-        scale: f32,
+        opts: ScoreOpts,
         z: &mut Self::F,
         scores: Option<&mut Self::F>,
         pattern: Option<&mut Self::F>,
@@ -215,7 +218,10 @@ impl DeviceOps for GpuOps {
                 ctx.into(),
                 heads.into(),
                 d_head.into(),
-                scale.into(),
+                opts.scale.into(),
+                opts.soft_cap.unwrap_or(0.0).into(),
+                // No window: 0 (a window longer than the context changes nothing).
+                (opts.window.unwrap_or(0).min(ctx) as i32).into(),
                 g.ptr(z),
                 scores,
                 pattern,

@@ -4,7 +4,7 @@
 //! SAEPIPE_REQUIRE_GPU=1 makes a missing GPU a failure.
 
 use cudarc::driver::LaunchConfig;
-use saepipe_core::compute::{Activation, DeviceOps, Heads};
+use saepipe_core::compute::{Activation, DeviceOps, Heads, ScoreOpts};
 use saepipe_cuda::GpuOps;
 use saepipe_cuda::kernels::{Arg, NULL, grid_1d, per_row};
 use saepipe_model::cpu::CpuOps;
@@ -78,65 +78,82 @@ fn rotary_matches_cpu() {
 #[test]
 fn causal_attention_matches_cpu() {
     let Some(g) = support::gpu("causal_attention_matches_cpu") else { return };
+    let ops = GpuOps(g.clone());
     let (batch, ctx, heads, d_head) = (2, 70, 3, 32);
     let scale = 1.0 / (d_head as f32).sqrt();
     let mut r = Rng(53);
     let n = batch * ctx * heads * d_head;
     let (q, k, v) = (r.vec(n, 2.0), r.vec(n, 2.0), r.vec(n, 1.0));
     let (qd, kd, vd) = (g.upload(&q).unwrap(), g.upload(&k).unwrap(), g.upload(&v).unwrap());
-    let z = g.zeros::<f32>(n).unwrap();
-    let sc = g.zeros::<f32>(batch * heads * ctx * ctx).unwrap();
-    let pat = g.zeros::<f32>(batch * heads * ctx * ctx).unwrap();
-    let cfg = LaunchConfig {
-        grid_dim: (ctx as u32, heads as u32, batch as u32),
-        block_dim: (64, 1, 1),
-        shared_mem_bytes: (ctx * 4) as u32,
-    };
-    g.launch_lm(
-        "causal_attention",
-        cfg,
-        &[
-            g.ptr(&qd),
-            g.ptr(&kd),
-            g.ptr(&vd),
-            ctx.into(),
-            heads.into(),
-            d_head.into(),
-            scale.into(),
-            g.ptr(&z),
-            g.ptr(&sc),
-            g.ptr(&pat),
-        ],
-    )
-    .unwrap();
-    let (mut wz, mut ws, mut wp) = (vec![0f32; n], vec![0f32; sc.len()], vec![0f32; sc.len()]);
     let shape = Heads { batch, ctx, heads, d_head };
-    CpuOps.attention(&q, &k, &v, shape, scale, &mut wz, Some(&mut ws), Some(&mut wp)).unwrap();
-    assert_close("attention z", &dl(&g, &z), &wz, 1e-5);
-    assert_close("attention pattern", &dl(&g, &pat), &wp, 1e-5);
-    let gs = dl(&g, &sc);
-    for (i, (a, b)) in gs.iter().zip(&ws).enumerate() {
-        assert!((a.is_infinite() && *a == *b) || (a - b).abs() <= 1e-4, "score {i}: {a} vs {b}");
+    // Plain causal attention; Gemma 2's soft-capped scores and a sliding
+    // window shorter than the context; a window longer than it.
+    for opts in [
+        ScoreOpts::scaled(scale),
+        ScoreOpts { scale, soft_cap: Some(1.5), window: Some(9) },
+        ScoreOpts { scale, soft_cap: None, window: Some(1000) },
+    ] {
+        let mut z = g.zeros::<f32>(n).unwrap();
+        let mut sc = g.zeros::<f32>(batch * heads * ctx * ctx).unwrap();
+        let mut pat = g.zeros::<f32>(batch * heads * ctx * ctx).unwrap();
+        ops.attention(&qd, &kd, &vd, shape, opts, &mut z, Some(&mut sc), Some(&mut pat)).unwrap();
+        let (mut wz, mut ws, mut wp) = (vec![0f32; n], vec![0f32; sc.len()], vec![0f32; sc.len()]);
+        CpuOps.attention(&q, &k, &v, shape, opts, &mut wz, Some(&mut ws), Some(&mut wp)).unwrap();
+        assert_close(&format!("attention z {opts:?}"), &dl(&g, &z), &wz, 1e-5);
+        assert_close(&format!("attention pattern {opts:?}"), &dl(&g, &pat), &wp, 1e-5);
+        let gs = dl(&g, &sc);
+        for (i, (a, b)) in gs.iter().zip(&ws).enumerate() {
+            assert!((a.is_infinite() && *a == *b) || (a - b).abs() <= 1e-4, "{opts:?} score {i}: {a} vs {b}");
+        }
+        // Optional outputs may be null (the kernel launched by name).
+        let z2 = g.zeros::<f32>(n).unwrap();
+        let cfg = LaunchConfig {
+            grid_dim: (ctx as u32, heads as u32, batch as u32),
+            block_dim: (64, 1, 1),
+            shared_mem_bytes: (ctx * 4) as u32,
+        };
+        let window = opts.window.unwrap_or(0).min(ctx);
+        g.launch_lm(
+            "causal_attention",
+            cfg,
+            &[
+                g.ptr(&qd),
+                g.ptr(&kd),
+                g.ptr(&vd),
+                ctx.into(),
+                heads.into(),
+                d_head.into(),
+                opts.scale.into(),
+                opts.soft_cap.unwrap_or(0.0).into(),
+                window.into(),
+                g.ptr(&z2),
+                NULL,
+                NULL,
+            ],
+        )
+        .unwrap();
+        assert_close(&format!("attention z (no optional outputs) {opts:?}"), &dl(&g, &z2), &wz, 1e-5);
     }
-    // Optional outputs may be null.
-    g.launch_lm(
-        "causal_attention",
-        cfg,
-        &[
-            g.ptr(&qd),
-            g.ptr(&kd),
-            g.ptr(&vd),
-            ctx.into(),
-            heads.into(),
-            d_head.into(),
-            scale.into(),
-            g.ptr(&z),
-            NULL,
-            NULL,
-        ],
-    )
-    .unwrap();
-    assert_close("attention z (no optional outputs)", &dl(&g, &z), &wz, 1e-5);
+}
+
+#[test]
+fn soft_cap_matches_cpu() {
+    let Some(g) = support::gpu("soft_cap_matches_cpu") else { return };
+    let ops = GpuOps(g.clone());
+    let mut x = Rng(59).vec(5000, 40.0);
+    x[7] = f32::NEG_INFINITY;
+    let mut xd = g.upload(&x).unwrap();
+    ops.soft_cap(&mut xd, x.len(), 30.0).unwrap();
+    // The kernel launched by name gives the same values.
+    let yd = g.upload(&x).unwrap();
+    g.launch_lm("soft_cap_inplace", grid_1d(x.len()), &[g.ptr(&yd), Arg::U64(x.len() as u64), 30.0f32.into()]).unwrap();
+    assert_eq!(dl(&g, &yd), dl(&g, &xd));
+    CpuOps.soft_cap(&mut x, 5000, 30.0).unwrap();
+    let got = dl(&g, &xd);
+    assert_eq!(got[7], f32::NEG_INFINITY);
+    x[7] = 0.0;
+    let got: Vec<f32> = got.iter().enumerate().map(|(i, &v)| if i == 7 { 0.0 } else { v }).collect();
+    assert_close("soft_cap", &got, &x, 1e-6);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! over `GpuOps` (each prints SKIPPED otherwise; SAEPIPE_REQUIRE_GPU=1 makes
 //! that a failure).
 
-use saepipe_core::compute::{Activation, DeviceOps, Heads, Result};
+use saepipe_core::compute::{Activation, DeviceOps, Heads, Result, ScoreOpts};
 use saepipe_cuda::GpuOps;
 use saepipe_model::cpu::CpuOps;
 use saepipe_model::{
@@ -66,6 +66,42 @@ fn qwen2() -> serde_json::Value {
     })
 }
 
+/// Gemma 2: pre- and post-norms, GeGLU, query_pre_attn_scalar, attention and
+/// final logit soft-capping, a sliding window (4) shorter than the context on
+/// alternate layers.
+fn gemma2() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 48,
+        "vocab_size": 67, "max_position_embeddings": 128, "rms_norm_eps": 1e-6,
+        "hidden_activation": "gelu_pytorch_tanh", "rope_theta": 10000.0, "query_pre_attn_scalar": 24,
+        "sliding_window": 4, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0
+    })
+}
+
+/// Gemma 3: QK-norm, local/global rotary bases, linear scaling on the global
+/// layer, local, local, global layers.
+fn gemma3() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_size": 32,
+        "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16,
+        "intermediate_size": 48, "vocab_size": 59, "max_position_embeddings": 128, "rms_norm_eps": 1e-6,
+        "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 16, "sliding_window": 5,
+        "sliding_window_pattern": 3, "rope_theta": 1000000, "rope_local_base_freq": 100,
+        "rope_scaling": {"rope_type": "linear", "factor": 4.0}
+    })
+}
+
+/// Qwen3: QK-norm, head_dim 16 with d_model 32.
+fn qwen3() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 40,
+        "vocab_size": 61, "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "hidden_act": "silu",
+        "rope_theta": 1000000.0, "use_sliding_window": false, "tie_word_embeddings": true
+    })
+}
+
 fn load(config: serde_json::Value, processing: Processing, ln_hook: LnHook) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     saepipe_model::synth::write_random_hf_model(dir.path(), &config, 7).unwrap();
@@ -112,9 +148,16 @@ fn zero_hook<'a>() -> HookFn<'a> {
 
 /// Every comparison, for one backend against the CPU model.
 fn check_backend<O: DeviceOps>(label: &str, make: &dyn Fn(&Model) -> DeviceModel<O>, tol: f32) {
-    for (arch, config) in
-        [("gpt2", gpt2()), ("neox", neox()), ("llama", llama()), ("mistral", mistral()), ("qwen2", qwen2())]
-    {
+    for (arch, config) in [
+        ("gpt2", gpt2()),
+        ("neox", neox()),
+        ("llama", llama()),
+        ("mistral", mistral()),
+        ("qwen2", qwen2()),
+        ("gemma2", gemma2()),
+        ("gemma3", gemma3()),
+        ("qwen3", qwen3()),
+    ] {
         for (processing, ln_hook) in [
             (Processing::NONE, LnHook::PreAffine),
             (Processing::NONE, LnHook::PostAffine),
@@ -307,6 +350,9 @@ impl DeviceOps for FusedCpu {
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, n: usize) -> Result<()> {
         CpuOps.add(x, y, n)
     }
+    fn soft_cap(&self, x: &mut Vec<f32>, n: usize, cap: f32) -> Result<()> {
+        CpuOps.soft_cap(x, n, cap)
+    }
     fn rotary(&self, x: &mut Vec<f32>, shape: Heads, rot: usize, base: f32) -> Result<()> {
         CpuOps.rotary(x, shape, rot, base)
     }
@@ -316,12 +362,12 @@ impl DeviceOps for FusedCpu {
         k: &Vec<f32>,
         v: &Vec<f32>,
         shape: Heads,
-        scale: f32,
+        opts: ScoreOpts,
         z: &mut Vec<f32>,
         scores: Option<&mut Vec<f32>>,
         pattern: Option<&mut Vec<f32>>,
     ) -> Result<()> {
-        CpuOps.attention(q, k, v, shape, scale, z, scores, pattern)
+        CpuOps.attention(q, k, v, shape, opts, z, scores, pattern)
     }
     fn gather_rows(&self, w: &Vec<f32>, idx: &Vec<i32>, rows: usize, d: usize, out: &mut Vec<f32>) -> Result<()> {
         CpuOps.gather_rows(w, idx, rows, d, out)

@@ -34,9 +34,10 @@ fn every_hook_matches_transformer_lens_on_the_gpu() {
         }
     }
     // The Llama family (grouped-query attention, llama3 rope scaling, RMSNorm,
-    // SwiGLU, Qwen2's biases); a mode whose hooks equal another's has its
-    // golden under that mode (meta.json's `same_as`).
-    for arch in ["llama", "mistral", "qwen2"] {
+    // SwiGLU, Qwen2's biases), Gemma 2 (soft-capping, sliding windows,
+    // post-norms), Gemma 3 and Qwen3 (QK-norm); a mode whose hooks equal
+    // another's has its golden under that mode (meta.json's `same_as`).
+    for arch in ["llama", "mistral", "qwen2", "gemma2", "gemma3", "qwen3"] {
         let meta: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(fixture(arch).join("meta.json")).unwrap()).unwrap();
         for mode in [

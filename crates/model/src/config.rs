@@ -16,8 +16,19 @@ pub enum Arch {
     /// `qwen2`, HF `LlamaForCausalLM` / `MistralForCausalLM` /
     /// `Qwen2ForCausalLM`): RMSNorm, a gated (SwiGLU) MLP, grouped-query
     /// attention and rotary positions on every dimension (with Llama 3's
-    /// `rope_scaling` when the config has it); Qwen2 adds q/k/v biases.
+    /// `rope_scaling` when the config has it); Qwen2 adds q/k/v biases,
+    /// Qwen3 (`qwen3`, `Qwen3ForCausalLM`) an RMSNorm on each query and key
+    /// head (`qk_norm`).
     Llama,
+    /// Gemma 2 (`gemma2`, HF `Gemma2ForCausalLM`): the Llama layout with
+    /// (1 + w) RMSNorms before and after attention and MLP, the embedding
+    /// scaled by √d_model, GeGLU, `query_pre_attn_scalar`, attention and final
+    /// logit soft-capping, and sliding-window attention on alternate layers.
+    Gemma2,
+    /// Gemma 3, text-only (`gemma3_text`, HF `Gemma3ForCausalLM`): Gemma 2
+    /// without soft-capping, with QK-norm, and local (sliding-window) layers
+    /// with their own rotary base, five to each global layer.
+    Gemma3,
 }
 
 /// The HF `architectures` values this runtime loads, with their families.
@@ -27,6 +38,9 @@ pub const SUPPORTED_ARCHITECTURES: &[(&str, Arch)] = &[
     ("LlamaForCausalLM", Arch::Llama),
     ("MistralForCausalLM", Arch::Llama),
     ("Qwen2ForCausalLM", Arch::Llama),
+    ("Qwen3ForCausalLM", Arch::Llama),
+    ("Gemma2ForCausalLM", Arch::Gemma2),
+    ("Gemma3ForCausalLM", Arch::Gemma3),
 ];
 
 /// The normalization before attention, MLP and unembedding.
@@ -56,6 +70,25 @@ pub enum RopeScaling {
         /// `original_max_position_embeddings`
         original_max_position_embeddings: f64,
     },
+    /// Linear position interpolation (`rope_type: linear`): every frequency
+    /// divided by `factor` (Gemma 3's global layers).
+    Linear {
+        /// `factor`
+        factor: f64,
+    },
+}
+
+/// Sliding-window ("local") attention on some layers (Gemma 2 and 3): each
+/// token of such a layer attends to at most `window` tokens, itself included.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalAttention {
+    /// `sliding_window`
+    pub window: usize,
+    /// Per layer, whether it is local (HF `layer_types`: `sliding_attention`).
+    pub layers: Vec<bool>,
+    /// The rotary base of local layers when it differs from the global one
+    /// (Gemma 3's `rope_local_base_freq`); local layers never get `rope_scaling`.
+    pub rotary_base: Option<f32>,
 }
 
 /// The MLP non-linearity (a tensor-level kind shared with the compute backends).
@@ -109,6 +142,23 @@ pub struct ModelConfig {
     /// (itself included). Runs are limited to contexts this long, where the
     /// window changes nothing.
     pub sliding_window: Option<usize>,
+    /// Gemma's sliding-window layers, if any (run at any context length).
+    pub local_attention: Option<LocalAttention>,
+    /// Attention scores are divided by √`query_pre_attn_scalar` instead of
+    /// √d_head (Gemma's `query_pre_attn_scalar`).
+    pub query_pre_attn_scalar: Option<f32>,
+    /// Attention scores soft-capped at this value before masking (Gemma 2's
+    /// `attn_logit_softcapping`).
+    pub attn_soft_cap: Option<f32>,
+    /// Logits soft-capped at this value (Gemma 2's `final_logit_softcapping`).
+    pub final_soft_cap: Option<f32>,
+    /// RMSNorms after attention and after the MLP, before their outputs join
+    /// the residual (Gemma 2/3; TransformerLens `ln1_post`, `ln2_post`).
+    pub post_norms: bool,
+    /// An RMSNorm over each query and key head, after the projections and
+    /// before the rotary embedding (Qwen3, Gemma 3; TransformerLens
+    /// `attn.q_norm`, `attn.k_norm`).
+    pub qk_norm: bool,
     /// Attention and MLP read the same residual (GPT-NeoX `use_parallel_residual`).
     pub parallel: bool,
     /// GPT-2 `scale_attn_weights`: divide attention scores by sqrt(d_head).
@@ -203,8 +253,11 @@ impl ModelConfig {
     pub fn from_json(v: &Value, path: &Path) -> Result<ModelConfig> {
         let cfg = Self::parse(v, path)?;
         let bad = |message: String| Err(ModelError::Config { path: path.into(), message });
-        // Llama's own parser checks the division when the config gives no head_dim.
-        if cfg.n_heads == 0 || cfg.d_head == 0 || (cfg.arch != Arch::Llama && cfg.d_model % cfg.n_heads != 0) {
+        // Llama's and Gemma's parsers check the division when the config gives no head_dim.
+        if cfg.n_heads == 0
+            || cfg.d_head == 0
+            || (matches!(cfg.arch, Arch::Gpt2 | Arch::NeoX) && cfg.d_model % cfg.n_heads != 0)
+        {
             return bad(format!("hidden size {} is not divisible by {} attention heads", cfg.d_model, cfg.n_heads));
         }
         if cfg.n_kv_heads == 0 || cfg.n_heads % cfg.n_kv_heads != 0 {
@@ -232,6 +285,7 @@ impl ModelConfig {
         };
         match model_type {
             Arch::Llama => crate::arch::llama::config(v, path),
+            Arch::Gemma2 | Arch::Gemma3 => crate::arch::gemma::config(v, path, model_type),
             Arch::Gpt2 => {
                 // `reorder_and_upcast_attn` only changes where HF upcasts to f32 in
                 // half precision; this runtime computes in f32 throughout, so it is accepted.
@@ -261,6 +315,12 @@ impl ModelConfig {
                     rotary_base: 0.0,
                     rope_scaling: None,
                     sliding_window: None,
+                    local_attention: None,
+                    query_pre_attn_scalar: None,
+                    attn_soft_cap: None,
+                    final_soft_cap: None,
+                    post_norms: false,
+                    qk_norm: false,
                     parallel: false,
                     scale_attn_weights: bool_or(v, "scale_attn_weights", true),
                     scale_attn_by_inverse_layer_idx: bool_or(v, "scale_attn_by_inverse_layer_idx", false),
@@ -328,6 +388,12 @@ impl ModelConfig {
                     rotary_base: base as f32,
                     rope_scaling: None,
                     sliding_window: None,
+                    local_attention: None,
+                    query_pre_attn_scalar: None,
+                    attn_soft_cap: None,
+                    final_soft_cap: None,
+                    post_norms: false,
+                    qk_norm: false,
                     parallel: bool_or(v, "use_parallel_residual", true),
                     scale_attn_weights: true,
                     scale_attn_by_inverse_layer_idx: false,
@@ -346,6 +412,19 @@ impl ModelConfig {
         self.n_kv_heads * self.d_head
     }
 
+    /// The sliding window of block `l`, if it is a local layer.
+    pub fn window(&self, l: usize) -> Option<usize> {
+        self.local_attention.as_ref().filter(|a| a.layers.get(l).copied().unwrap_or(false)).map(|a| a.window)
+    }
+
+    /// The rotary inverse frequencies of local layers (see
+    /// [`LocalAttention::rotary_base`]): plain base^(−2i/rotary_dim), never rescaled.
+    pub fn rope_inv_freq_local(&self) -> Vec<f32> {
+        let base = self.local_attention.as_ref().and_then(|a| a.rotary_base).unwrap_or(self.rotary_base);
+        let rot = self.rotary_dim;
+        (0..rot / 2).map(|i| 1.0 / (base.powf((2 * i) as f32 / rot as f32))).collect()
+    }
+
     /// The rotary inverse frequencies, `[rotary_dim / 2]`: base^(−2i/rotary_dim),
     /// rescaled as `rope_scaling` says (computed as transformers does, in f32).
     pub fn rope_inv_freq(&self) -> Vec<f32> {
@@ -353,6 +432,7 @@ impl ModelConfig {
         let plain = (0..rot / 2).map(|i| 1.0 / (self.rotary_base.powf((2 * i) as f32 / rot as f32)));
         match self.rope_scaling {
             None => plain.collect(),
+            Some(RopeScaling::Linear { factor }) => plain.map(|f| f / factor as f32).collect(),
             Some(RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
@@ -405,12 +485,14 @@ fn family(v: &Value, path: &Path) -> Result<Arch> {
     match get(v, path, "model_type")?.as_str().unwrap_or_default() {
         "gpt2" => Ok(Arch::Gpt2),
         "gpt_neox" => Ok(Arch::NeoX),
-        "llama" | "mistral" | "qwen2" => Ok(Arch::Llama),
+        "llama" | "mistral" | "qwen2" | "qwen3" => Ok(Arch::Llama),
+        "gemma2" => Ok(Arch::Gemma2),
+        "gemma3_text" => Ok(Arch::Gemma3),
         other => Err(ModelError::UnknownArchitecture {
             path: path.into(),
             name: other.to_string(),
             field: "model_type",
-            supported: "gpt2, gpt_neox, llama, mistral, qwen2".into(),
+            supported: "gpt2, gpt_neox, llama, mistral, qwen2, qwen3, gemma2, gemma3_text".into(),
         }),
     }
 }

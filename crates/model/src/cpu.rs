@@ -9,7 +9,7 @@
 
 use crate::linalg::{SharedMut, fast_exp, gelu_inplace, layer_norm, log_sum_exp, matmul_bias, rms_norm, silu_inplace};
 use rayon::prelude::*;
-use saepipe_core::compute::{Activation, ComputeError, DeviceOps, Heads, Result, check_len};
+use saepipe_core::compute::{Activation, ComputeError, DeviceOps, Heads, Result, ScoreOpts, check_len};
 
 /// [`DeviceOps`] on the CPU.
 #[derive(Clone, Copy, Debug, Default)]
@@ -143,6 +143,11 @@ impl DeviceOps for CpuOps {
             .for_each(|(g, l)| g.iter_mut().zip(l).for_each(|(g, l)| *g *= l));
         Ok(())
     }
+    fn soft_cap(&self, x: &mut Vec<f32>, n: usize, cap: f32) -> Result<()> {
+        check_len("soft_cap", x.len(), n)?;
+        x[..n].par_chunks_mut(8192).for_each(|c| c.iter_mut().for_each(|x| *x = soft_cap(*x, cap)));
+        Ok(())
+    }
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, n: usize) -> Result<()> {
         check_len("add", x.len().min(y.len()), n)?;
         x[..n]
@@ -191,14 +196,14 @@ impl DeviceOps for CpuOps {
         k: &Vec<f32>,
         v: &Vec<f32>,
         shape: Heads,
-        scale: f32,
+        opts: ScoreOpts,
         z: &mut Vec<f32>,
         scores: Option<&mut Vec<f32>>,
         pattern: Option<&mut Vec<f32>>,
     ) -> Result<()> {
         let sq = shape.scores_len();
         let mut p = vec![0f32; sq];
-        self.attention_scores(q, k, shape, scale, &mut p)?;
+        self.attention_scores(q, k, shape, opts, &mut p)?;
         if let Some(s) = scores {
             self.write(s, &p)?;
         }
@@ -211,10 +216,17 @@ impl DeviceOps for CpuOps {
     fn split_attention(&self) -> bool {
         true
     }
-    fn attention_scores(&self, q: &Vec<f32>, k: &Vec<f32>, shape: Heads, scale: f32, out: &mut Vec<f32>) -> Result<()> {
+    fn attention_scores(
+        &self,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        shape: Heads,
+        opts: ScoreOpts,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         check_len("attention queries and keys", q.len().min(k.len()), shape.len())?;
         check_len("attention scores", out.len(), shape.scores_len())?;
-        attention_scores(q, k, shape, scale, &mut out[..shape.scores_len()]);
+        attention_scores(q, k, shape, opts, &mut out[..shape.scores_len()]);
         Ok(())
     }
     fn causal_softmax(&self, x: &mut Vec<f32>, rows: usize, ctx: usize) -> Result<()> {
@@ -298,8 +310,15 @@ fn rotary_with(x: &mut [f32], shape: Heads, rot: usize, inv_freq: &[f64]) {
     });
 }
 
-/// scores[b,h,t,s] = q[b,t,h]·k[b,s,h] · scale for s ≤ t, −inf above the diagonal.
-fn attention_scores(q: &[f32], k: &[f32], shape: Heads, scale: f32, out: &mut [f32]) {
+/// `cap · tanh(x / cap)`; infinities unchanged.
+fn soft_cap(x: f32, cap: f32) -> f32 {
+    if x.is_finite() { cap * (x / cap).tanh() } else { x }
+}
+
+/// scores[b,h,t,s] = q[b,t,h]·k[b,s,h] · scale (soft-capped when asked) for
+/// the keys the query sees, −inf for the others (`opts`).
+fn attention_scores(q: &[f32], k: &[f32], shape: Heads, opts: ScoreOpts, out: &mut [f32]) {
+    let scale = opts.scale;
     let Heads { ctx, heads: nh, d_head: dh, .. } = shape;
     let row = (nh * dh) as isize;
     out.par_chunks_mut(ctx * ctx).enumerate().for_each(|(bh, sc)| {
@@ -326,9 +345,12 @@ fn attention_scores(q: &[f32], k: &[f32], shape: Heads, scale: f32, out: &mut [f
             );
         }
         for t in 0..ctx {
-            for s in t + 1..ctx {
-                sc[t * ctx + s] = f32::NEG_INFINITY;
+            let row = &mut sc[t * ctx..(t + 1) * ctx];
+            if let Some(cap) = opts.soft_cap {
+                row[..=t].iter_mut().for_each(|x| *x = soft_cap(*x, cap));
             }
+            row[..opts.first_key(t)].fill(f32::NEG_INFINITY);
+            row[t + 1..].fill(f32::NEG_INFINITY);
         }
     });
 }
@@ -339,7 +361,7 @@ fn softmax_causal(p: &mut [f32], ctx: usize) {
         let mx = row[..=t].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         let mut sum = 0f32;
         for x in &mut row[..=t] {
-            *x = fast_exp(*x - mx);
+            *x = if *x == f32::NEG_INFINITY { 0.0 } else { fast_exp(*x - mx) };
             sum += *x;
         }
         let inv = 1.0 / sum;

@@ -14,7 +14,7 @@ use crate::config::{Arch, ModelConfig, Norm};
 use crate::error::{ModelError, Result};
 use crate::hook::needs;
 use crate::params::Params;
-use saepipe_core::compute::{ComputeError, DeviceOps, Heads, numel};
+use saepipe_core::compute::{ComputeError, DeviceOps, Heads, ScoreOpts, numel};
 use std::collections::{HashMap, HashSet};
 
 /// Replaces a hook's value in place; gets the tensor and its shape.
@@ -196,6 +196,35 @@ impl<O: DeviceOps> Forward<'_, O> {
         Ok(())
     }
 
+    /// QK-norm of `buf` (query or key heads, `rows` = tokens × heads rows of
+    /// d_head) with weight `w`, through `tmp` (swapped in), with the hooks
+    /// `{prefix}.hook_scale` [rows, 1] and `{prefix}.hook_normalized` [rows,
+    /// d_head] (before the weight, as TransformerLens hooks RMSNorm).
+    #[allow(clippy::too_many_arguments)]
+    fn head_norm(
+        &self,
+        buf: &mut O::F,
+        tmp: &mut O::F,
+        scale: &mut O::F,
+        w: &O::F,
+        zeros: &O::F,
+        rows: usize,
+        prefix: &str,
+        hooks: &mut Hooks,
+    ) -> Result<()> {
+        let (ops, dh) = (self.ops, self.cfg.d_head);
+        let name = format!("{prefix}.hook_normalized");
+        let split = hooks.wants(&name);
+        ops.rms_norm(buf, rows, dh, self.cfg.eps, if split { None } else { Some(w) }, tmp, scale)?;
+        hooks.visit(ops, &format!("{prefix}.hook_scale"), scale, &[rows, 1])?;
+        hooks.visit(ops, &name, tmp, &[rows, dh])?;
+        if split {
+            ops.scale_shift(tmp, rows, dh, w, zeros)?;
+        }
+        std::mem::swap(buf, tmp);
+        Ok(())
+    }
+
     /// Runs blocks `start..` on `resid` ([batch·ctx, d_model], the value of
     /// `blocks.{start}.hook_resid_pre` before its hook), then the head.
     fn run_blocks(
@@ -247,6 +276,18 @@ impl<O: DeviceOps> Forward<'_, O> {
         // whose plain-base rotary has its own operation).
         let inv_freq =
             if cfg.rotary_dim > 0 && cfg.arch != Arch::NeoX { Some(ops.upload(&cfg.rope_inv_freq())?) } else { None };
+        // Local (sliding-window) layers' own frequencies (Gemma 3's local base;
+        // never rescaled).
+        let inv_freq_local = match &cfg.local_attention {
+            Some(_) if inv_freq.is_some() => Some(ops.upload(&cfg.rope_inv_freq_local())?),
+            _ => None,
+        };
+        // QK-norm scratch: normalized heads, per-row scales, a zero bias.
+        let mut qk = if cfg.qk_norm {
+            Some((ops.alloc(n * hd)?, ops.alloc(n * kvd)?, ops.alloc(n * nh)?, ops.alloc(dh)?))
+        } else {
+            None
+        };
         let mut probs: Option<O::F> = None;
         let sq_shape = [batch, nh, ctx, ctx];
         for l in start..stop {
@@ -268,8 +309,15 @@ impl<O: DeviceOps> Forward<'_, O> {
             hooks.visit(ops, &pre("attn.hook_q"), &mut q, &qkv_shape)?;
             hooks.visit(ops, &pre("attn.hook_k"), &mut k, &kv_shape)?;
             hooks.visit(ops, &pre("attn.hook_v"), &mut v, &kv_shape)?;
+            if let (Some((tmp_q, tmp_k, qk_scale, zeros)), Some(wq), Some(wk)) = (&mut qk, &lp.q_norm, &lp.k_norm) {
+                self.head_norm(&mut q, tmp_q, qk_scale, wq, zeros, n * nh, &pre("attn.q_norm"), hooks)?;
+                self.head_norm(&mut k, tmp_k, qk_scale, wk, zeros, n * cfg.n_kv_heads, &pre("attn.k_norm"), hooks)?;
+            }
+            let window = cfg.window(l);
             if cfg.rotary_dim > 0 {
-                match &inv_freq {
+                let freqs =
+                    if window.is_some() { inv_freq_local.as_ref().or(inv_freq.as_ref()) } else { inv_freq.as_ref() };
+                match freqs {
                     Some(freq) => {
                         ops.rotary_freqs(&mut q, heads, cfg.rotary_dim, freq)?;
                         ops.rotary_freqs(&mut k, kv_heads, cfg.rotary_dim, freq)?;
@@ -290,17 +338,22 @@ impl<O: DeviceOps> Forward<'_, O> {
                 }
                 None => (&k, &v),
             };
-            let mut s = if cfg.scale_attn_weights { (dh as f32).sqrt() } else { 1.0 };
+            let mut s = match cfg.query_pre_attn_scalar {
+                Some(x) => x.sqrt(),
+                None if cfg.scale_attn_weights => (dh as f32).sqrt(),
+                None => 1.0,
+            };
             if cfg.scale_attn_by_inverse_layer_idx {
                 s *= (l + 1) as f32;
             }
+            let score_opts = ScoreOpts { scale: 1.0 / s, soft_cap: cfg.attn_soft_cap, window };
             let (scores_name, pattern_name) = (pre("attn.hook_attn_scores"), pre("attn.hook_pattern"));
             if split {
                 let p = match &mut probs {
                     Some(p) => p,
                     None => probs.insert(ops.alloc(heads.scores_len())?),
                 };
-                ops.attention_scores(&q, k_all, heads, 1.0 / s, p)?;
+                ops.attention_scores(&q, k_all, heads, score_opts, p)?;
                 hooks.visit(ops, &scores_name, p, &sq_shape)?;
                 ops.causal_softmax(p, batch * nh * ctx, ctx)?;
                 hooks.visit(ops, &pattern_name, p, &sq_shape)?;
@@ -309,7 +362,7 @@ impl<O: DeviceOps> Forward<'_, O> {
                 let sq = heads.scores_len();
                 let mut scores = if hooks.wants(&scores_name) { Some(ops.alloc(sq)?) } else { None };
                 let mut pattern = if hooks.wants(&pattern_name) { Some(ops.alloc(sq)?) } else { None };
-                ops.attention(&q, k_all, v_all, heads, 1.0 / s, &mut z, scores.as_mut(), pattern.as_mut())?;
+                ops.attention(&q, k_all, v_all, heads, score_opts, &mut z, scores.as_mut(), pattern.as_mut())?;
                 if let Some(buf) = scores.as_mut() {
                     hooks.visit(ops, &scores_name, buf, &sq_shape)?;
                 }
@@ -319,6 +372,12 @@ impl<O: DeviceOps> Forward<'_, O> {
             }
             hooks.visit(ops, &pre("attn.hook_z"), &mut z, &qkv_shape)?;
             ops.linear(&z, &lp.w_o, Some(&lp.b_o), &mut attn_out, n, hd, d)?;
+            // Gemma: the attention output is normalized before it joins the
+            // residual (and before hook_attn_out, as TransformerLens hooks it).
+            if let Some(post) = &lp.ln1_post {
+                self.ln(&attn_out, Some(post), &pre("ln1_post"), hooks, &mut x, &mut scale, batch, ctx)?;
+                std::mem::swap(&mut attn_out, &mut x);
+            }
             hooks.visit(ops, &pre("hook_attn_out"), &mut attn_out, &[batch, ctx, d])?;
             // GPT-2: the MLP reads resid_mid = resid_pre + attn_out. GPT-NeoX
             // (parallel): it reads resid_pre, and both outputs are added after.
@@ -354,6 +413,10 @@ impl<O: DeviceOps> Forward<'_, O> {
             }
             hooks.visit(ops, &pre("mlp.hook_post"), hidden, &[batch, ctx, f])?;
             ops.linear(hidden, &lp.w_out, Some(&lp.b_out), &mut mlp_out, n, f, d)?;
+            if let Some(post) = &lp.ln2_post {
+                self.ln(&mlp_out, Some(post), &pre("ln2_post"), hooks, &mut x, &mut scale, batch, ctx)?;
+                std::mem::swap(&mut mlp_out, &mut x);
+            }
             hooks.visit(ops, &pre("hook_mlp_out"), &mut mlp_out, &[batch, ctx, d])?;
             if cfg.parallel {
                 ops.add(&mut resid, &attn_out, n * d)?;
@@ -364,7 +427,7 @@ impl<O: DeviceOps> Forward<'_, O> {
         if !need.head {
             return Ok(());
         }
-        drop((q, k, v, z, kv_full, attn_out, mlp_out, hidden, hidden_linear, probs));
+        drop((q, k, v, z, kv_full, attn_out, mlp_out, hidden, hidden_linear, probs, qk));
         self.ln(&resid, self.p.ln_final.as_ref(), "ln_final", hooks, &mut x, &mut scale, batch, ctx)?;
         hooks.visit(ops, "unembed.hook_in", &mut x, &[batch, ctx, d])?;
         self.head(x, tokens, batch, ctx, hooks)
@@ -389,6 +452,10 @@ impl<O: DeviceOps> Forward<'_, O> {
             let mut logits = ops.alloc(n * vocab)?;
             ops.linear(&xf, &p.w_u, Some(&p.b_u), &mut logits, n, d, vocab)?;
             hooks.visit(ops, "unembed.hook_out", &mut logits, &[batch, ctx, vocab])?;
+            // Gemma 2 soft-caps the logits after the unembedding (and its hook).
+            if let Some(cap) = self.cfg.final_soft_cap {
+                ops.soft_cap(&mut logits, n * vocab, cap)?;
+            }
             if want_loss {
                 let (t, mut out) = (ops.upload_i32(&targets)?, ops.alloc(n)?);
                 ops.token_ce(&logits, n, vocab, &t, &mut out)?;
@@ -406,6 +473,9 @@ impl<O: DeviceOps> Forward<'_, O> {
                 let m = rows.min(n - r0);
                 ops.copy_range(&xf, r0 * d, m * d, &mut x_blk)?;
                 ops.linear(&x_blk, &p.w_u, Some(&p.b_u), &mut logits, m, d, vocab)?;
+                if let Some(cap) = self.cfg.final_soft_cap {
+                    ops.soft_cap(&mut logits, m * vocab, cap)?;
+                }
                 let t = ops.upload_i32(&targets[r0..r0 + m])?;
                 ops.token_ce(&logits, m, vocab, &t, &mut out)?;
                 per_row.extend(ops.download(&out, m)?);

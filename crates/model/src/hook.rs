@@ -18,11 +18,17 @@ const BLOCK_HOOKS: &[&str] = &[
     "attn.hook_q",
     "attn.hook_k",
     "attn.hook_v",
+    "attn.q_norm.hook_scale",
+    "attn.q_norm.hook_normalized",
+    "attn.k_norm.hook_scale",
+    "attn.k_norm.hook_normalized",
     "attn.hook_rot_q",
     "attn.hook_rot_k",
     "attn.hook_attn_scores",
     "attn.hook_pattern",
     "attn.hook_z",
+    "ln1_post.hook_scale",
+    "ln1_post.hook_normalized",
     "hook_attn_out",
     "hook_resid_mid",
     "ln2.hook_scale",
@@ -30,6 +36,8 @@ const BLOCK_HOOKS: &[&str] = &[
     "mlp.hook_pre",
     "mlp.hook_pre_linear",
     "mlp.hook_post",
+    "ln2_post.hook_scale",
+    "ln2_post.hook_normalized",
     "hook_mlp_out",
     "hook_resid_post",
 ];
@@ -46,6 +54,15 @@ fn block_has(cfg: &ModelConfig, local: &str) -> bool {
         "hook_resid_mid" => !cfg.parallel,
         // A gated MLP's linear half (TransformerLens's GatedMLP).
         "mlp.hook_pre_linear" => cfg.gated_mlp,
+        // Gemma's norms after attention and MLP.
+        "ln1_post.hook_scale" | "ln1_post.hook_normalized" | "ln2_post.hook_scale" | "ln2_post.hook_normalized" => {
+            cfg.post_norms
+        }
+        // QK-norm (Qwen3, Gemma 3).
+        "attn.q_norm.hook_scale"
+        | "attn.q_norm.hook_normalized"
+        | "attn.k_norm.hook_scale"
+        | "attn.k_norm.hook_normalized" => cfg.qk_norm,
         _ => true,
     }
 }
@@ -99,9 +116,25 @@ enum Layout {
     KvHeads,
     /// [batch, heads, query, key]: one attention map per head.
     AttnMap,
+    /// [batch·ctx·heads, 1]: a QK-norm's scale per query head (TransformerLens
+    /// normalizes the heads as rows of one matrix).
+    QNormScale,
+    /// [batch·ctx·heads, d_head]: query heads after QK-norm, before its weight.
+    QNorm,
+    /// [batch·ctx·key/value heads, 1]
+    KNormScale,
+    /// [batch·ctx·key/value heads, d_head]
+    KNorm,
 }
 
 fn layout_of(local: &str) -> Layout {
+    match local {
+        "attn.q_norm.hook_scale" => return Layout::QNormScale,
+        "attn.q_norm.hook_normalized" => return Layout::QNorm,
+        "attn.k_norm.hook_scale" => return Layout::KNormScale,
+        "attn.k_norm.hook_normalized" => return Layout::KNorm,
+        _ => {}
+    }
     match local.rsplit('.').next().unwrap_or(local) {
         "hook_scale" => Layout::Scalar,
         "hook_q" | "hook_z" | "hook_rot_q" => Layout::Heads,
@@ -205,6 +238,10 @@ impl HookName {
             Layout::Heads => vec![batch, ctx, cfg.n_heads, cfg.d_head],
             Layout::KvHeads => vec![batch, ctx, cfg.n_kv_heads, cfg.d_head],
             Layout::AttnMap => vec![batch, cfg.n_heads, ctx, ctx],
+            Layout::QNormScale => vec![batch * ctx * cfg.n_heads, 1],
+            Layout::QNorm => vec![batch * ctx * cfg.n_heads, cfg.d_head],
+            Layout::KNormScale => vec![batch * ctx * cfg.n_kv_heads, 1],
+            Layout::KNorm => vec![batch * ctx * cfg.n_kv_heads, cfg.d_head],
         }
     }
 
@@ -215,15 +252,17 @@ impl HookName {
     pub fn token_width(&self, cfg: &ModelConfig, ctx: usize) -> usize {
         match self.layout {
             Layout::AttnMap => cfg.n_heads * ctx,
-            _ => self.shape(cfg, 1, 1)[2..].iter().product(),
+            // One token's values: [1, 1, …] or, for QK-norm hooks, [heads, …].
+            _ => self.shape(cfg, 1, 1).iter().product(),
         }
     }
 
     /// The hook's tensor (of [`HookName::shape`]) as one row per token, tokens in
     /// batch-major order, each row [`HookName::token_width`] wide. Attention maps
     /// are reordered from [batch, heads, query, key] to [batch, query, heads,
-    /// key], and the causally masked entries (keys after the query: −inf scores,
-    /// zero probabilities) are stored as 0 so that rows stay finite; every other
+    /// key], and the masked entries (keys after the query, or outside a sliding
+    /// window: −inf scores, zero probabilities) are stored as 0 so that rows
+    /// stay finite; every other
     /// hook already is row-per-token and is borrowed as is.
     pub fn token_rows<'a>(&self, cfg: &ModelConfig, values: &'a [f32], batch: usize, ctx: usize) -> Cow<'a, [f32]> {
         if self.layout != Layout::AttnMap {
@@ -237,7 +276,9 @@ impl HookName {
                 for q in 0..ctx {
                     let src = ((b * heads + h) * ctx + q) * ctx;
                     let dst = ((b * ctx + q) * heads + h) * ctx;
-                    out[dst..=dst + q].copy_from_slice(&values[src..=src + q]);
+                    for (o, &v) in out[dst..=dst + q].iter_mut().zip(&values[src..=src + q]) {
+                        *o = if v.is_finite() { v } else { 0.0 };
+                    }
                 }
             }
         }
@@ -319,6 +360,12 @@ mod tests {
             rotary_base: 10000.0,
             rope_scaling: None,
             sliding_window: None,
+            local_attention: None,
+            query_pre_attn_scalar: None,
+            attn_soft_cap: None,
+            final_soft_cap: None,
+            post_norms: false,
+            qk_norm: false,
             parallel,
             scale_attn_weights: true,
             scale_attn_by_inverse_layer_idx: false,

@@ -1,6 +1,6 @@
 //! saepipe's language-model runtime: HF `config.json` + checkpoints (safetensors,
 //! sharded or not, and `pytorch_model*.bin` through a restricted unpickler) of
-//! GPT-2, GPT-NeoX (Pythia) and Llama-family (Llama, Mistral) models, the HF cache layout, TransformerLens
+//! GPT-2, GPT-NeoX (Pythia), Llama-family (Llama, Mistral, Qwen2/3) and Gemma 2/3 models, the HF cache layout, TransformerLens
 //! weight processing, and a forward pass exposing every TransformerLens hook
 //! point by name, written once over the device operations of
 //! [`saepipe_core::compute`]: [`Model`] runs it on the CPU ([`cpu::CpuOps`]),
@@ -47,7 +47,7 @@ pub struct LoadOptions {
     pub ln_hook: LnHook,
 }
 
-/// A GPT-2, GPT-NeoX (Pythia) or Llama-family model held in host memory, run on the CPU.
+/// A GPT-2, GPT-NeoX (Pythia), Llama-family or Gemma model held in host memory, run on the CPU.
 /// [`DeviceModel::new`] copies one to another backend.
 pub struct Model {
     /// Architecture and sizes, from the checkpoint's `config.json`.
@@ -71,6 +71,7 @@ impl Model {
             Arch::Gpt2 => arch::gpt2::load(&cfg, &files)?,
             Arch::NeoX => arch::neox::load(&cfg, &files)?,
             Arch::Llama => arch::llama::load(&cfg, &files)?,
+            Arch::Gemma2 | Arch::Gemma3 => arch::gemma::load(&cfg, &files)?,
         };
         let processing = processing::effective(&cfg, opts.processing.unwrap_or(Processing::NONE));
         processing::apply(&cfg, &mut params, processing);

@@ -31,10 +31,20 @@ pub struct LayerParams<T = Vec<f32>> {
     pub w_v: T,
     /// [n_kv_heads * d_head]: value bias; zero once folded into `b_o`.
     pub b_v: T,
+    /// `[d_head]`: the RMSNorm weight applied to every query head after the
+    /// projection (QK-norm: Qwen3, Gemma 3); `None` without QK-norm. Never
+    /// folded (the rotary embedding sits between it and the scores).
+    pub q_norm: Option<T>,
+    /// `[d_head]`: the same for every key head.
+    pub k_norm: Option<T>,
     /// [n_heads * d_head, d_model]: attention output, attn_out = z · W_O + b_O.
     pub w_o: T,
     /// `[d_model]`: attention output bias.
     pub b_o: T,
+    /// The RMSNorm (weight, zero bias) of the attention output before it joins
+    /// the residual (Gemma; TransformerLens `ln1_post`, never folded); `None`
+    /// for other families.
+    pub ln1_post: Option<(T, T)>,
     /// The MLP's LayerNorm affine (weight, bias), each `[d_model]` (TransformerLens
     /// `ln2`); `None` once folded into `w_in` and `b_in`.
     pub ln2: Option<(T, T)>,
@@ -49,6 +59,9 @@ pub struct LayerParams<T = Vec<f32>> {
     pub w_out: T,
     /// `[d_model]`: MLP output bias.
     pub b_out: T,
+    /// The RMSNorm of the MLP output (Gemma; TransformerLens `ln2_post`,
+    /// never folded); `None` for other families.
+    pub ln2_post: Option<(T, T)>,
 }
 
 /// A model's parameters.
@@ -86,14 +99,18 @@ impl Params {
                 b_k: ops.upload(&lp.b_k)?,
                 w_v: ops.matrix(&lp.w_v, d, kv)?,
                 b_v: ops.upload(&lp.b_v)?,
+                q_norm: lp.q_norm.as_ref().map(|w| ops.upload(w)).transpose()?,
+                k_norm: lp.k_norm.as_ref().map(|w| ops.upload(w)).transpose()?,
                 w_o: ops.matrix(&lp.w_o, hd, d)?,
                 b_o: ops.upload(&lp.b_o)?,
+                ln1_post: pair(&lp.ln1_post)?,
                 ln2: pair(&lp.ln2)?,
                 w_gate: lp.w_gate.as_ref().map(|w| ops.matrix(w, d, f)).transpose()?,
                 w_in: ops.matrix(&lp.w_in, d, f)?,
                 b_in: ops.upload(&lp.b_in)?,
                 w_out: ops.matrix(&lp.w_out, f, d)?,
                 b_out: ops.upload(&lp.b_out)?,
+                ln2_post: pair(&lp.ln2_post)?,
             });
         }
         Ok(Params {

@@ -108,9 +108,17 @@ fn center_rows(w: &mut [f32], cols: usize) {
 
 /// The steps a load carries out for `cfg` when `asked` is requested: as
 /// TransformerLens, it skips center_writing_weights on RMSNorm models (their
-/// normalization does not remove the mean, so centering would change them).
+/// normalization does not remove the mean, so centering would change them),
+/// and center_unembed on models with final logit soft-capping (Gemma 2:
+/// soft-capping is not invariant under adding a constant to the logits;
+/// `HookedTransformer.from_pretrained`'s rule). Gemma's norms after attention
+/// and MLP (`ln1_post`, `ln2_post`) and QK-norm weights are never folded.
 pub fn effective(cfg: &ModelConfig, asked: Processing) -> Processing {
-    Processing { center_writing_weights: asked.center_writing_weights && cfg.norm == Norm::LayerNorm, ..asked }
+    Processing {
+        center_writing_weights: asked.center_writing_weights && cfg.norm == Norm::LayerNorm,
+        center_unembed: asked.center_unembed && cfg.final_soft_cap.is_none(),
+        ..asked
+    }
 }
 
 /// Applies the steps of `opts` to host parameters, in TransformerLens's order:

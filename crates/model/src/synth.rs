@@ -13,6 +13,7 @@ pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         Arch::Gpt2 => crate::arch::gpt2::tensor_shapes(cfg),
         Arch::NeoX => crate::arch::neox::tensor_shapes(cfg),
         Arch::Llama => crate::arch::llama::tensor_shapes(cfg),
+        Arch::Gemma2 | Arch::Gemma3 => crate::arch::gemma::tensor_shapes(cfg),
     }
 }
 

@@ -198,7 +198,7 @@ fn bad_checkpoints_name_the_tensor_and_the_family() {
     std::fs::write(t.path().join("config.json"), cfg.to_string()).unwrap();
     let e = Model::load(t.path(), &LoadOptions::default()).err().unwrap().to_string();
     assert!(
-        e.contains("unsupported architecture `MambaForCausalLM` (its `architectures`; supported: GPT2LMHeadModel, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"),
+        e.contains("unsupported architecture `MambaForCausalLM` (its `architectures`; supported: GPT2LMHeadModel, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM)"),
         "{e}"
     );
     std::fs::copy(fixture("llama").join("config.json"), t.path().join("config.json")).unwrap();

@@ -37,14 +37,18 @@ pub(crate) fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
             b_q: c_attn_b[..d].to_vec(),
             b_k: c_attn_b[d..2 * d].to_vec(),
             b_v: c_attn_b[2 * d..].to_vec(),
+            q_norm: None,
+            k_norm: None,
             w_o: g(&h("attn.c_proj.weight"), &[d, d])?,
             b_o: g(&h("attn.c_proj.bias"), &[d])?,
+            ln1_post: None,
             ln2: Some((g(&h("ln_2.weight"), &[d])?, g(&h("ln_2.bias"), &[d])?)),
             w_gate: None,
             w_in: g(&h("mlp.c_fc.weight"), &[d, f])?,
             b_in: g(&h("mlp.c_fc.bias"), &[f])?,
             w_out: g(&h("mlp.c_proj.weight"), &[f, d])?,
             b_out: g(&h("mlp.c_proj.bias"), &[d])?,
+            ln2_post: None,
         });
     }
     let ln_final = Some((g("ln_f.weight", &[d])?, g("ln_f.bias", &[d])?));

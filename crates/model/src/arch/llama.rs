@@ -1,6 +1,7 @@
-//! Llama 2/3/3.1/3.2, Mistral and Qwen2/2.5 checkpoints (HF `LlamaForCausalLM`,
-//! `MistralForCausalLM`, `Qwen2ForCausalLM`: the same tensor names and forward;
-//! Qwen2's query, key and value projections have biases). PyTorch Linear weights are [out, in] and are
+//! Llama 2/3/3.1/3.2, Mistral, Qwen2/2.5 and Qwen3 checkpoints (HF
+//! `LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM`,
+//! `Qwen3ForCausalLM`: the same tensor names and forward; Qwen2's query, key
+//! and value projections have biases, Qwen3 normalizes each query and key head). PyTorch Linear weights are [out, in] and are
 //! transposed into TransformerLens's x·W layout; keys and values have
 //! `num_key_value_heads` heads (grouped-query attention). RMSNorm has a weight
 //! and no bias: the bias half of the loaded norm pairs is zero.
@@ -15,7 +16,7 @@ use crate::weights::TensorFiles;
 use serde_json::Value;
 use std::path::Path;
 
-/// The configuration of a `llama`, `mistral` or `qwen2` config.json, in either dialect
+/// The configuration of a `llama`, `mistral`, `qwen2` or `qwen3` config.json, in either dialect
 /// of the rotary settings: `rope_theta` + `rope_scaling` (transformers < 5 and
 /// the hub's files) or `rope_parameters` (transformers >= 5).
 pub(crate) fn config(v: &Value, path: &Path) -> Result<ModelConfig> {
@@ -66,7 +67,9 @@ pub(crate) fn config(v: &Value, path: &Path) -> Result<ModelConfig> {
                         high_freq_factor: field("high_freq_factor")?,
                         original_max_position_embeddings: field("original_max_position_embeddings")?,
                     };
-                    let RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, .. } = scaling;
+                    let RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, .. } = scaling else {
+                        unreachable!("built as Llama3 above")
+                    };
                     if factor <= 0.0 || low_freq_factor <= 0.0 || high_freq_factor <= low_freq_factor {
                         return Err(bad(format!(
                             "rope_scaling of type llama3 needs factor > 0 and 0 < low_freq_factor < high_freq_factor (got {factor}, {low_freq_factor}, {high_freq_factor})"
@@ -98,9 +101,16 @@ pub(crate) fn config(v: &Value, path: &Path) -> Result<ModelConfig> {
     };
     // Qwen2 always has q/k/v biases and never an output bias; it declares its
     // window with `use_sliding_window` (off by default).
-    let qwen2 = v.get("model_type").and_then(Value::as_str) == Some("qwen2")
-        || v.get("architectures").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "Qwen2ForCausalLM"));
-    let sliding_window = if qwen2 && !bool_or(v, "use_sliding_window", false) { None } else { sliding_window };
+    let is = |model_type: &str, arch: &str| {
+        v.get("model_type").and_then(Value::as_str) == Some(model_type)
+            || v.get("architectures").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == arch))
+    };
+    let qwen2 = is("qwen2", "Qwen2ForCausalLM");
+    // Qwen3: an RMSNorm on every query and key head; like Qwen2, its window
+    // applies only with `use_sliding_window`.
+    let qwen3 = is("qwen3", "Qwen3ForCausalLM");
+    let sliding_window =
+        if (qwen2 || qwen3) && !bool_or(v, "use_sliding_window", false) { None } else { sliding_window };
     let act = activation(v.get("hidden_act").and_then(Value::as_str).unwrap_or("silu"), path)?;
     let eps = f64_of(v.get("rms_norm_eps"), "rms_norm_eps")?.unwrap_or(1e-6) as f32;
     let tok = |k: &str| {
@@ -130,6 +140,12 @@ pub(crate) fn config(v: &Value, path: &Path) -> Result<ModelConfig> {
         rotary_base: theta as f32,
         rope_scaling,
         sliding_window,
+        local_attention: None,
+        query_pre_attn_scalar: None,
+        attn_soft_cap: None,
+        final_soft_cap: None,
+        post_norms: false,
+        qk_norm: qwen3,
         parallel: false,
         scale_attn_weights: true,
         scale_attn_by_inverse_layer_idx: false,
@@ -155,6 +171,8 @@ pub(crate) fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
     let bias = |name: &str, n: usize| if cfg.attention_bias { g(name, &[n]) } else { Ok(vec![0f32; n]) };
     let out_bias = |name: &str, n: usize| if cfg.attn_out_bias { g(name, &[n]) } else { Ok(vec![0f32; n]) };
     let norm = |name: &str| -> Result<Option<(Vec<f32>, Vec<f32>)>> { Ok(Some((g(name, &[d])?, vec![0f32; d]))) };
+    // Qwen3's QK-norm: one RMSNorm weight over d_head, shared by every head.
+    let qk_norm = |name: &str| if cfg.qk_norm { g(name, &[cfg.d_head]).map(Some) } else { Ok(None) };
     let w_e = g("embed_tokens.weight", &[v, d])?;
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
@@ -167,14 +185,18 @@ pub(crate) fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
             b_k: bias(&h("self_attn.k_proj.bias"), kv)?,
             w_v: lin(&h("self_attn.v_proj.weight"), kv, d)?,
             b_v: bias(&h("self_attn.v_proj.bias"), kv)?,
+            q_norm: qk_norm(&h("self_attn.q_norm.weight"))?,
+            k_norm: qk_norm(&h("self_attn.k_norm.weight"))?,
             w_o: lin(&h("self_attn.o_proj.weight"), d, hd)?,
             b_o: out_bias(&h("self_attn.o_proj.bias"), d)?,
+            ln1_post: None,
             ln2: norm(&h("post_attention_layernorm.weight"))?,
             w_gate: Some(lin(&h("mlp.gate_proj.weight"), f, d)?),
             w_in: lin(&h("mlp.up_proj.weight"), f, d)?,
             b_in: vec![0f32; f],
             w_out: lin(&h("mlp.down_proj.weight"), d, f)?,
             b_out: vec![0f32; d],
+            ln2_post: None,
         });
     }
     let ln_final = norm("norm.weight")?;
@@ -212,6 +234,9 @@ pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         }
         if cfg.attn_out_bias {
             per.push(("self_attn.o_proj.bias", vec![d]));
+        }
+        if cfg.qk_norm {
+            per.extend([("self_attn.q_norm.weight", vec![cfg.d_head]), ("self_attn.k_norm.weight", vec![cfg.d_head])]);
         }
         t.extend(per.into_iter().map(|(n, s)| (format!("model.layers.{l}.{n}"), s)));
     }
@@ -345,9 +370,10 @@ mod tests {
         assert!(e.contains("low_freq_factor < high_freq_factor"), "{e}");
         let e = err(&|v| {
             v.as_object_mut().unwrap().remove("architectures");
-            v["model_type"] = "gemma2".into();
+            v["model_type"] = "mamba".into();
         });
-        assert!(e.contains("unsupported architecture `gemma2` (its `model_type`"), "{e}");
+        assert!(e.contains("unsupported architecture `mamba` (its `model_type`"), "{e}");
+        assert!(e.contains("qwen3, gemma2, gemma3_text"), "{e}");
         // Without `architectures`, the model_type decides; Mistral defaults.
         let mut v = llama_3_2_1b();
         v.as_object_mut().unwrap().remove("architectures");

@@ -47,14 +47,18 @@ pub(crate) fn load(cfg: &ModelConfig, t: &TensorFiles) -> Result<Params> {
             b_k,
             w_v,
             b_v,
+            q_norm: None,
+            k_norm: None,
             w_o: transpose(&g(&h("attention.dense.weight"), &[d, d])?, d, d),
             b_o: bias(&h("attention.dense.bias"), d)?,
+            ln1_post: None,
             ln2: Some((g(&h("post_attention_layernorm.weight"), &[d])?, g(&h("post_attention_layernorm.bias"), &[d])?)),
             w_gate: None,
             w_in: transpose(&g(&h("mlp.dense_h_to_4h.weight"), &[f, d])?, f, d),
             b_in: g(&h("mlp.dense_h_to_4h.bias"), &[f])?,
             w_out: transpose(&g(&h("mlp.dense_4h_to_h.weight"), &[d, f])?, d, f),
             b_out: g(&h("mlp.dense_4h_to_h.bias"), &[d])?,
+            ln2_post: None,
         });
     }
     let ln_final = Some((g("final_layer_norm.weight", &[d])?, g("final_layer_norm.bias", &[d])?));
