@@ -10,6 +10,8 @@
 
 #[path = "support/golden.rs"]
 mod golden;
+#[path = "support/shards.rs"]
+mod shards;
 
 use golden::{check_runner, fixture, tokens};
 use saepipe_model::{LnHook, LoadOptions, Model, Processing, RunRequest};
@@ -111,6 +113,16 @@ fn post_affine_semantics_leave_rms_hooks_unchanged() {
         let model = load(&fixture(arch), Processing::NONE, LnHook::PostAffine);
         check_runner(&model, arch, "none", 1e-4);
     }
+}
+
+/// bf16 checkpoints in shards, as the hub ships Gemma and Qwen3, read as bf16
+/// and computed in f32.
+#[test]
+fn bf16_sharded_checkpoint_matches_f32() {
+    for arch in FAMILY {
+        shards::bf16_shards_match_f32(arch, "blocks.1.attn.hook_rot_k");
+    }
+    shards::bf16_shards_match_f32("gemma3", "blocks.2.attn.q_norm.hook_normalized");
 }
 
 #[test]

@@ -7,8 +7,10 @@
 
 #[path = "support/golden.rs"]
 mod golden;
+#[path = "support/shards.rs"]
+mod shards;
 
-use golden::{check_runner, fixture, rel_err, tokens};
+use golden::{check_runner, fixture};
 use saepipe_model::{LnHook, LoadOptions, Model, Processing, RunRequest};
 use safetensors::SafeTensors;
 use std::path::Path;
@@ -102,61 +104,7 @@ fn post_affine_semantics_leave_rms_hooks_unchanged() {
 #[test]
 fn bf16_sharded_checkpoint_matches_f32() {
     for arch in FAMILY {
-        let bytes = std::fs::read(fixture(arch).join("model.safetensors")).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
-        names.sort();
-        let (f32_dir, bf16_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        for d in [&f32_dir, &bf16_dir] {
-            std::fs::copy(fixture(arch).join("config.json"), d.path().join("config.json")).unwrap();
-        }
-        let mut rounded = Vec::new();
-        let mut halves = Vec::new();
-        for n in &names {
-            let t = st.tensor(n).unwrap();
-            let vals = golden::to_f32(t.data());
-            let b: Vec<half::bf16> = vals.iter().map(|&x| half::bf16::from_f32(x)).collect();
-            rounded.push((n.clone(), t.shape().to_vec(), b.iter().flat_map(|x| x.to_f32().to_le_bytes()).collect()));
-            halves.push((n.clone(), t.shape().to_vec(), b.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()));
-        }
-        let write = |path: &Path, dtype: safetensors::Dtype, ts: &[(String, Vec<usize>, Vec<u8>)]| {
-            let views: Vec<(String, safetensors::tensor::TensorView)> = ts
-                .iter()
-                .map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(dtype, s.clone(), d).unwrap()))
-                .collect();
-            safetensors::serialize_to_file(views, None, path).unwrap();
-        };
-        write(&f32_dir.path().join("model.safetensors"), safetensors::Dtype::F32, &rounded);
-        let half = halves.len() / 2;
-        let mut map = serde_json::Map::new();
-        for (i, part) in [&halves[..half], &halves[half..]].into_iter().enumerate() {
-            let file = format!("model-{:05}-of-00002.safetensors", i + 1);
-            write(&bf16_dir.path().join(&file), safetensors::Dtype::BF16, part);
-            for (n, ..) in part {
-                map.insert(n.clone(), file.clone().into());
-            }
-        }
-        let index = serde_json::json!({"metadata": {}, "weight_map": map});
-        std::fs::write(bf16_dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
-
-        let (flat, batch, ctx) = tokens(arch);
-        let run = |dir: &Path| {
-            let model = load(dir, Processing::FULL, LnHook::PreAffine);
-            let mut req = RunRequest {
-                capture: ["blocks.1.attn.hook_rot_k".to_string()].into(),
-                want_logits: true,
-                ..Default::default()
-            };
-            model.run(&flat, batch, ctx, &mut req).unwrap()
-        };
-        let (a, b) = (run(f32_dir.path()), run(bf16_dir.path()));
-        assert_eq!(a.logits, b.logits, "{arch}: bf16 shards differ from f32");
-        assert_eq!(a.captured, b.captured);
-        // And the rounding did change something (the test reads bf16, not the original file).
-        let golden_bytes = std::fs::read(fixture(arch).join("hooks_full.safetensors")).unwrap();
-        let golden = SafeTensors::deserialize(&golden_bytes).unwrap();
-        let e = rel_err(a.logits.as_ref().unwrap(), &golden::to_f32(golden.tensor("logits").unwrap().data()));
-        assert!(e > 0.0 && e < 0.1, "{arch}: bf16 logits {e:e} from the f32 goldens");
+        shards::bf16_shards_match_f32(arch, "blocks.1.attn.hook_rot_k");
     }
 }
 
