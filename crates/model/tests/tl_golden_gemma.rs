@@ -4,8 +4,9 @@
 //! whose TransformerLens runs agree with transformers' own log-probs):
 //! `gemma2` has pre- and post-norms, GeGLU, query_pre_attn_scalar, attention
 //! and final logit soft-capping and a sliding window shorter than the
-//! context on its local layer; `gemma3` QK-norm and local/global rotary bases
-//! over a local, local, global layer pattern; `qwen3` QK-norm with head_dim ≠
+//! context on its local layer; `gemma3` QK-norm, local/global rotary bases
+//! and linear rope scaling on the global layer, over a local, local, global
+//! layer pattern; `qwen3` QK-norm with head_dim ≠
 //! d_model / n_heads and grouped key/value heads.
 
 #[path = "support/golden.rs"]
@@ -138,6 +139,9 @@ fn configs_and_hooks_of_each_family() {
     let c = &gemma3.cfg;
     assert_eq!((c.window(0), c.window(1), c.window(2)), (Some(4), Some(4), None));
     assert_eq!((c.rotary_base, c.rope_inv_freq_local()[2]), (1_000_000.0, 0.1));
+    // Linear scaling (factor 4) on the global layer only.
+    assert_eq!(c.rope_scaling, Some(saepipe_model::config::RopeScaling::Linear { factor: 4.0 }));
+    assert_eq!((c.rope_inv_freq()[0], c.rope_inv_freq_local()[0]), (0.25, 1.0));
     assert_eq!((c.attn_soft_cap, c.final_soft_cap, c.qk_norm), (None, None, true));
     // TransformerLens normalizes query and key heads as rows of one matrix.
     assert_eq!(gemma3.hook_shape("blocks.0.attn.q_norm.hook_scale", 2, 5).unwrap(), vec![40, 1]);
