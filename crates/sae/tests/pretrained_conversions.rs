@@ -83,12 +83,7 @@ fn every_conversion_matches_saelens() {
         assert_eq!(coder.apply_b_dec_to_input, exp["apply_b_dec_to_input"].as_bool().unwrap(), "{name}");
         assert_eq!(coder.normalize.as_str(), s("normalize_activations").unwrap(), "{name}");
         let arch = s("architecture").unwrap();
-        let saelens_arch = match arch.as_str() {
-            "jumprelu_skip_transcoder" => "jumprelu_skip_transcoder",
-            "jumprelu_transcoder" => "jumprelu_transcoder",
-            other => other,
-        };
-        assert_eq!(coder.architecture_name(), saelens_arch, "{name}");
+        assert_eq!(coder.architecture_name(), arch, "{name}");
         if let Some(k) = u("k") {
             assert!(matches!(coder.activation, saepipe_sae::Activation::TopK { k: kk } if kk == k), "{name}");
         }

@@ -40,7 +40,9 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, NpArray>> {
                 v
             }
             other => {
-                return Err(bad(format!("entry `{name}` uses zip compression {other:?} (stored and deflate are read)")));
+                return Err(bad(format!(
+                    "entry `{name}` uses zip compression {other:?} (stored and deflate are read)"
+                )));
             }
         };
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
