@@ -288,10 +288,8 @@ pub fn resolve_in(
             let sae = lookup(registry, spec, &release, &sae_id)?;
             let hub = hub_of(spec, &sae)?;
             let primary = sae.files().primary;
-            if let Some(snap) = cache.snapshot_dir(&hub)? {
-                if sae.complete_in(&snap) {
-                    return Ok(snap.join(&primary));
-                }
+            if let Some(snap) = cache.snapshot_dir(&hub)?.filter(|s| sae.complete_in(s)) {
+                return Ok(snap.join(&primary));
             }
             if cache.offline {
                 let files: Vec<String> = sae.files().required.iter().map(|alts| alts[0].clone()).collect();
