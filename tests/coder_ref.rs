@@ -243,3 +243,146 @@ fn evaluate_takes_hub_coders_and_keys_them_by_content() {
     let changed = evaluate_outcome(&saepipe(t.path(), &["run", "p.yaml"], &offline));
     assert!(changed.contains("ran"), "{changed}");
 }
+
+// ---- `saelens:<release>/<sae_id>`: SAELens's registry names through the hub cache ----
+
+fn conversions() -> PathBuf {
+    repo_root().join("crates/sae/tests/fixtures/saelens_conversions")
+}
+
+const GEMMA_REPO: &str = "fixture/gemma-scope-2b-pt-res";
+
+/// The fixture Gemma Scope repository (params.npz folders) on a fake hub.
+fn gemma_hub() -> FakeHub {
+    let root = conversions().join("repos").join(GEMMA_REPO);
+    let mut files = BTreeMap::new();
+    for sub in ["layer_3/width_16k/average_l0_5", "embedding/width_4k/average_l0_6"] {
+        files.insert(format!("{sub}/params.npz"), std::fs::read(root.join(sub).join("params.npz")).unwrap());
+    }
+    files.insert("README.md".into(), b"# gemma scope fixture".to_vec());
+    FakeHub::start(Repo { repo: GEMMA_REPO, sha: SHA, files, lfs: &[".npz"], fault: Fault::None })
+}
+
+#[test]
+fn registry_names_resolve_through_the_hub_cache_and_offline() {
+    use saepipe::ops::coder_ref::{load_pretrained_in, resolve_in};
+    let registry = saepipe_sae::Registry::load(&conversions().join("registry.json")).unwrap();
+    let hub = gemma_hub();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = HubCache { root: cache_dir.path().into(), offline: false };
+    let base = Path::new("/nonexistent");
+    let spec = "saelens:fixture-gemma-scope-2b-pt-res/layer_3/width_16k/average_l0_5";
+
+    // Only this SAE's params.npz is fetched, into the HF cache layout.
+    let mut lines = Vec::new();
+    let dir =
+        resolve_in(spec, base, &registry, &cache, &hub.endpoint(None), &mut |l| lines.push(l.to_string())).unwrap();
+    let snap = cache_dir.path().join("models--fixture--gemma-scope-2b-pt-res/snapshots").join(SHA);
+    assert_eq!(dir, snap.join("layer_3/width_16k/average_l0_5"));
+    let fetched: Vec<String> = hub
+        .requests()
+        .iter()
+        .filter(|r| r.host == "hub" && r.path.contains("/resolve/"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(fetched.len(), 1, "{fetched:?}");
+    assert!(fetched[0].ends_with("layer_3/width_16k/average_l0_5/params.npz"), "{fetched:?}");
+    assert!(!snap.join("embedding").exists() && !snap.join("README.md").exists());
+    assert!(lines.iter().any(|l| l.contains(spec) && l.contains("gemma_2")), "{lines:?}");
+
+    // Loaded with the gemma_2 conversion, equal to loading the repository's files directly.
+    let coder = load_pretrained_in(spec, &dir, &registry).unwrap().expect("a registry coder");
+    let direct = registry
+        .lookup("fixture-gemma-scope-2b-pt-res", "layer_3/width_16k/average_l0_5")
+        .unwrap()
+        .load(&conversions().join("repos").join(GEMMA_REPO))
+        .unwrap();
+    assert_eq!(forward(&coder), forward(&direct));
+    assert_eq!(coder.metadata.hook_name.as_deref(), Some("blocks.3.hook_resid_post"));
+    assert_eq!(coder.metadata.extra.get("neuronpedia_id").and_then(|v| v.as_str()), Some("gemma-2-2b/gemma_2"));
+    assert_eq!(label(spec, &dir), "fixture-gemma-scope-2b-pt-res/layer_3/width_16k/average_l0_5");
+    assert!(load_pretrained_in("hf:acme/coders/x", &dir, &registry).unwrap().is_none());
+
+    // Offline: the cached coder resolves without a request; an uncached one is explained.
+    let n = hub.requests().len();
+    let offline = HubCache { root: cache_dir.path().into(), offline: true };
+    assert_eq!(resolve_in(spec, base, &registry, &offline, &hub.endpoint(None), &mut |_| {}).unwrap(), dir);
+    let other = "saelens:fixture-gemma-scope-2b-pt-res/embedding/width_4k/average_l0_6";
+    let e =
+        format!("{:#}", resolve_in(other, base, &registry, &offline, &hub.endpoint(None), &mut |_| {}).unwrap_err());
+    assert!(
+        e.contains("HF_HUB_OFFLINE is set")
+            && e.contains("huggingface-cli download fixture/gemma-scope-2b-pt-res embedding/width_4k/average_l0_6/params.npz --revision main"),
+        "{e}"
+    );
+    assert_eq!(hub.requests().len(), n, "offline never touches the network");
+
+    // Names the registry does not have: did-you-mean, no request.
+    let e = format!(
+        "{:#}",
+        resolve_in("saelens:fixture-gemma-scope-2b-pt-re/x", base, &registry, &cache, &hub.endpoint(None), &mut |_| {})
+            .unwrap_err()
+    );
+    assert!(e.contains("did you mean `fixture-gemma-scope-2b-pt-res`"), "{e}");
+    let e = format!(
+        "{:#}",
+        resolve_in(
+            "saelens:fixture-gemma-scope-2b-pt-res/layer_3/width_16k/average_l0_50",
+            base,
+            &registry,
+            &cache,
+            &hub.endpoint(None),
+            &mut |_| {}
+        )
+        .unwrap_err()
+    );
+    assert!(e.contains("has no SAE") && e.contains("did you mean `layer_3/width_16k/average_l0_5`"), "{e}");
+    assert_eq!(hub.requests().len(), n);
+}
+
+#[test]
+fn evaluate_takes_registry_names() {
+    let hub = start_hub(repo_files());
+    let t = tempfile::tempdir().unwrap();
+    let hf_cache = t.path().join("hf");
+    // A registry naming the fake hub's SAELens folder, as SAELens's YAML would.
+    let registry = t.path().join("registry.json");
+    std::fs::write(
+        &registry,
+        r#"{"format": 1, "sae_lens_version": "test", "releases": {"acme-mlp": {"repo_id": "acme/coders", "model": "toy", "conversion_func": null, "config_overrides": {"dataset_path": "toy/corpus"}, "saes": [["blocks.1.hook_mlp_out", null, 8, "toy/1-mlp"]]}}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        t.path().join("p.yaml"),
+        format!(
+            "version: 1\nname: reg\nstages:\n  tokens:\n    op: tokenize\n    corpus: {}\n    tokenizer: toy/toy-grammar@step2000\n    context_size: 32\n    max_tokens: 256\n  evaluate:\n    op: evaluate\n    model: toy/toy-grammar@step2000\n    tokens: tokens\n    paths: [saelens:acme-mlp/blocks.1.hook_mlp_out]\n",
+            repo_root().join("models/toy-grammar/corpus-eval.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("HF_ENDPOINT", hub.url.as_str()),
+        ("HF_HUB_CACHE", hf_cache.to_str().unwrap()),
+        ("SAEPIPE_SAELENS_REGISTRY", registry.to_str().unwrap()),
+    ];
+    let first = evaluate_outcome(&saepipe(t.path(), &["run", "p.yaml"], &env));
+    assert!(first.contains("ran"), "{first}");
+    let dir = std::fs::read_dir(t.path().join("cache/artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|d| std::fs::read_to_string(d.join("_manifest.json")).unwrap().contains("\"evaluate\""))
+        .unwrap();
+    let m = read_parquet(&dir.join("metrics.parquet")).unwrap();
+    assert_eq!(m.strings("coder").unwrap(), ["acme-mlp/blocks.1.hook_mlp_out"]);
+    assert_eq!(m.strings("architecture").unwrap(), ["topk"]);
+
+    // Offline rerun from the caches; an unknown name fails with a suggestion.
+    let offline = [env[0], env[1], env[2], ("HF_HUB_OFFLINE", "1")];
+    let again = evaluate_outcome(&saepipe(t.path(), &["run", "p.yaml"], &offline));
+    assert!(again.contains("hit"), "{again}");
+    let text = std::fs::read_to_string(t.path().join("p.yaml")).unwrap().replace("acme-mlp/", "acme-mpl/");
+    std::fs::write(t.path().join("p.yaml"), text).unwrap();
+    let out = saepipe(t.path(), &["run", "p.yaml"], &offline);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("did you mean `acme-mlp`"), "{err}");
+}

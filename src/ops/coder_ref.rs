@@ -11,6 +11,14 @@
 //!   `hf:jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre`,
 //!   `hf:pchlenski/gpt2-transcoders@main/final_sparse_autoencoder_gpt2-small_blocks.8.ln2.hook_normalized_24576.pt`.
 //!
+//! * `saelens:<release>/<sae_id>`: a pretrained coder named as in SAELens's
+//!   registry (`SAE.from_pretrained(release, sae_id)`), e.g.
+//!   `saelens:gemma-scope-2b-pt-res-canonical/layer_20/width_16k/canonical`. The
+//!   registry (SAELens's `pretrained_saes.yaml`, kept as data in saepipe-sae;
+//!   `$SAEPIPE_SAELENS_REGISTRY` names another file in its format) gives the hub
+//!   repository, the path in it and the conversion that reads the release's
+//!   layout; only that coder's files are fetched, as for `hf:` references.
+//!
 //! Hub coders live in the local Hugging Face cache (`$HF_HUB_CACHE`,
 //! `$HF_HOME/hub`, `~/.cache/huggingface/hub`) in the layout `huggingface_hub`
 //! writes, so files fetched by Python tools are reused. Only the coder's own files
@@ -19,10 +27,15 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use saepipe_model::hub::{HubCache, HubEndpoint, HubRef, repo_path};
+use saepipe_sae::{PretrainedSae, Registry, SparseCoder};
 use std::path::{Path, PathBuf};
 
 /// Prefix of hub coder references.
 pub const HUB_PREFIX: &str = "hf:";
+/// Prefix of references to SAELens's registry of pretrained coders.
+pub const REGISTRY_PREFIX: &str = "saelens:";
+/// Names a registry file to use instead of the built-in one.
+pub const REGISTRY_ENV: &str = "SAEPIPE_SAELENS_REGISTRY";
 
 /// File extensions of single-file coders (transcoder-paper `torch.save` files).
 const FILE_CODER_EXTENSIONS: &[&str] = &[".pt", ".pth"];
@@ -46,6 +59,24 @@ pub enum CoderRef {
         /// repository; empty for the repository root.
         path: String,
     },
+    /// A pretrained coder of SAELens's registry (`saelens:<release>/<sae_id>`).
+    Registry {
+        /// Release name.
+        release: String,
+        /// SAE id inside the release (may contain `/`).
+        sae_id: String,
+    },
+}
+
+/// The registry `saelens:` references resolve through: the file
+/// `$SAEPIPE_SAELENS_REGISTRY` names, else the one built into saepipe.
+pub fn registry() -> Result<std::borrow::Cow<'static, Registry>> {
+    match std::env::var_os(REGISTRY_ENV) {
+        Some(p) if !p.is_empty() => Ok(std::borrow::Cow::Owned(
+            Registry::load(Path::new(&p)).with_context(|| format!("reading the registry that {REGISTRY_ENV} names"))?,
+        )),
+        _ => Ok(std::borrow::Cow::Borrowed(Registry::builtin())),
+    }
 }
 
 fn is_file_coder(path: &str) -> bool {
@@ -65,6 +96,16 @@ impl CoderRef {
     ///
     /// Errors: a malformed `hf:` reference, or a hub path with empty, `.` or `..` components.
     pub fn parse(spec: &str, base_dir: &Path) -> Result<CoderRef> {
+        if let Some(rest) = spec.strip_prefix(REGISTRY_PREFIX) {
+            return match rest.split_once('/') {
+                Some((release, sae_id)) if !release.is_empty() && !sae_id.is_empty() => {
+                    Ok(CoderRef::Registry { release: release.to_string(), sae_id: sae_id.to_string() })
+                }
+                _ => bail!(
+                    "coder reference `{spec}` is not of the form saelens:<release>/<sae_id> (SAELens's release and SAE id, as SAE.from_pretrained takes them)"
+                ),
+            };
+        }
         let Some(rest) = spec.strip_prefix(HUB_PREFIX) else {
             return Ok(CoderRef::Local(base_dir.join(expand_home(spec))));
         };
@@ -184,6 +225,7 @@ pub fn resolve(spec: &str, base_dir: &Path) -> Result<PathBuf> {
 
 /// Resolves `spec` to a local coder directory or file, downloading a hub
 /// coder's files into `cache` from `endpoint` when the cache lacks them.
+/// `saelens:` references go through [`registry`].
 pub fn resolve_with(
     spec: &str,
     base_dir: &Path,
@@ -191,13 +233,102 @@ pub fn resolve_with(
     endpoint: &HubEndpoint,
     log: &mut dyn FnMut(&str),
 ) -> Result<PathBuf> {
+    if spec.starts_with(REGISTRY_PREFIX) {
+        return resolve_in(spec, base_dir, registry()?.as_ref(), cache, endpoint, log);
+    }
+    resolve_in(spec, base_dir, Registry::builtin(), cache, endpoint, log)
+}
+
+/// The registry entry of a `saelens:` reference.
+fn lookup(registry: &Registry, spec: &str, release: &str, sae_id: &str) -> Result<PretrainedSae> {
+    registry.lookup(release, sae_id).with_context(|| format!("coder `{spec}`"))
+}
+
+/// A registry coder's repository and revision.
+fn hub_of(spec: &str, sae: &PretrainedSae) -> Result<HubRef> {
+    HubRef::parse(&format!("{}@{}", sae.repo_id, sae.revision))
+        .with_context(|| format!("coder `{spec}`: the registry's repository `{}`", sae.repo_id))
+}
+
+/// Where a resolved registry coder's repository snapshot is: `resolved` minus
+/// the coder's path inside the repository.
+fn snapshot_of(resolved: &Path, sae: &PretrainedSae) -> PathBuf {
+    let depth = sae.files().primary.split('/').count();
+    resolved.ancestors().nth(depth).unwrap_or(resolved).to_path_buf()
+}
+
+/// Loads the coder of a `saelens:` reference resolved to `resolved` (by
+/// [`resolve`]) with its release's conversion; `None` for other references,
+/// which load by their files' format.
+pub fn load_pretrained(spec: &str, resolved: &Path) -> Result<Option<SparseCoder>> {
+    load_pretrained_in(spec, resolved, registry()?.as_ref())
+}
+
+/// [`load_pretrained`] with an explicit registry.
+pub fn load_pretrained_in(spec: &str, resolved: &Path, registry: &Registry) -> Result<Option<SparseCoder>> {
+    let Ok(CoderRef::Registry { release, sae_id }) = CoderRef::parse(spec, Path::new("")) else { return Ok(None) };
+    let sae = lookup(registry, spec, &release, &sae_id)?;
+    let coder = sae
+        .load(&snapshot_of(resolved, &sae))
+        .with_context(|| format!("coder `{spec}` ({} layout of {})", sae.conversion.name(), sae.repo_id))?;
+    Ok(Some(coder))
+}
+
+/// [`resolve_with`] with an explicit registry for `saelens:` references.
+pub fn resolve_in(
+    spec: &str,
+    base_dir: &Path,
+    registry: &Registry,
+    cache: &HubCache,
+    endpoint: &HubEndpoint,
+    log: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
     match CoderRef::parse(spec, base_dir)? {
+        CoderRef::Registry { release, sae_id } => {
+            let sae = lookup(registry, spec, &release, &sae_id)?;
+            let hub = hub_of(spec, &sae)?;
+            let primary = sae.files().primary;
+            if let Some(snap) = cache.snapshot_dir(&hub)?.filter(|s| sae.complete_in(s)) {
+                return Ok(snap.join(&primary));
+            }
+            if cache.offline {
+                let files: Vec<String> = sae.files().required.iter().map(|alts| alts[0].clone()).collect();
+                bail!(
+                    "coder `{spec}` ({}/{}) is not in the Hugging Face cache ({}), and HF_HUB_OFFLINE is set: fetch it once with `huggingface-cli download {} {} --revision {}` or unset HF_HUB_OFFLINE",
+                    sae.repo_id,
+                    primary,
+                    cache.repo_dir(&hub).display(),
+                    hub.repo,
+                    files.join(" "),
+                    hub.revision
+                );
+            }
+            if !super::downloads_allowed() {
+                return Err(super::NotDownloaded { what: format!("coder `{spec}`") }.into());
+            }
+            log(&format!(
+                "coder `{spec}` ({}/{}, SAELens conversion {}) is not in the Hugging Face cache; downloading it from {} into {}",
+                sae.repo_id,
+                primary,
+                sae.conversion.name(),
+                endpoint.url,
+                cache.root.display()
+            ));
+            let snap =
+                cache.download_files(&hub, endpoint, &mut |files| sae.select(files), log).with_context(|| {
+                    format!("coder `{spec}` is not in the Hugging Face cache, and downloading it failed")
+                })?;
+            if !sae.complete_in(&snap) {
+                bail!("coder `{spec}`: the download finished but {} is incomplete", snap.join(&primary).display());
+            }
+            Ok(snap.join(primary))
+        }
         CoderRef::Local(p) => {
             if !p.exists() {
                 let relative = !Path::new(spec).is_absolute() && !spec.starts_with('.') && !spec.starts_with('~');
                 let hint = if relative {
                     format!(
-                        " (coders on the Hugging Face hub are written {HUB_PREFIX}<owner>/<repo>[@<revision>]/<path>)"
+                        " (coders on the Hugging Face hub are written {HUB_PREFIX}<owner>/<repo>[@<revision>]/<path>, SAELens's pretrained ones {REGISTRY_PREFIX}<release>/<sae_id>)"
                     )
                 } else {
                     String::new()
@@ -242,9 +373,11 @@ pub fn resolve_with(
 }
 
 /// A coder's display name from its reference: the last path component (the
-/// repository name for a repository root), without a `.pt`/`.pth` extension.
+/// repository name for a repository root), without a `.pt`/`.pth` extension;
+/// `<release>/<sae_id>` for registry references.
 pub fn label(spec: &str, resolved: &Path) -> String {
     let name = match CoderRef::parse(spec, Path::new("")) {
+        Ok(CoderRef::Registry { release, sae_id }) => return format!("{release}/{sae_id}"),
         Ok(CoderRef::Hub { hub, path }) if path.is_empty() => {
             hub.repo.rsplit('/').next().unwrap_or(&hub.repo).to_string()
         }
@@ -274,6 +407,20 @@ mod tests {
         assert_eq!(hub("hf:o/r@v1.0/a/b.pt"), ("o/r".into(), "v1.0".into(), "a/b.pt".into()));
         assert_eq!(hub("hf:o/r@refs/pr/3/x"), ("o/r".into(), "refs/pr/3".into(), "x".into()));
         assert_eq!(hub("hf:o/r"), ("o/r".into(), "main".into(), "".into()));
+        assert_eq!(
+            CoderRef::parse("saelens:gemma-scope-2b-pt-res-canonical/layer_20/width_16k/canonical", base).unwrap(),
+            CoderRef::Registry {
+                release: "gemma-scope-2b-pt-res-canonical".into(),
+                sae_id: "layer_20/width_16k/canonical".into()
+            }
+        );
+        assert_eq!(
+            label("saelens:gpt2-small-res-jb/blocks.8.hook_resid_pre", Path::new("/c/x")),
+            "gpt2-small-res-jb/blocks.8.hook_resid_pre"
+        );
+        for bad in ["saelens:", "saelens:r", "saelens:r/", "saelens:/x"] {
+            assert!(CoderRef::parse(bad, base).is_err(), "{bad}");
+        }
         for bad in ["hf:o", "hf:o/r/../x", "hf:o/r//x", "hf:o/r@", "hf:../r/x", "hf:o/r@a/./b"] {
             assert!(CoderRef::parse(bad, base).is_err(), "{bad}");
         }

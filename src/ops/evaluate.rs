@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use saepipe_cuda::{Gpu, GpuTopKSae};
 use saepipe_data::TokenTableReader;
 use saepipe_eval::{CoderForward, CoderReport, EvalOptions, NamedCoder, evaluate_until};
-use saepipe_sae::SparseActs;
+use saepipe_sae::{SparseActs, SparseCoder};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,20 +54,25 @@ fn n_contexts(p: &Params, available: usize, ctx: usize, batch: usize) -> Result<
 }
 
 fn load_coders(ctx: &StageCtx) -> Result<Vec<NamedCoder>> {
-    // (directory or file, label from the reference for `paths` entries)
-    let mut sources: Vec<(PathBuf, Option<String>)> =
-        ctx.input_list("saes").iter().map(|d| (d.clone(), None)).collect();
+    // (directory or file, label from the reference for `paths` entries, the
+    // SAELens-registry coder a `saelens:` reference loads as)
+    let mut sources: Vec<(PathBuf, Option<String>, Option<SparseCoder>)> =
+        ctx.input_list("saes").iter().map(|d| (d.clone(), None, None)).collect();
     for spec in ctx.params.str_list("paths")? {
         let path = super::coder_ref::resolve(&spec, &ctx.base_dir).context("parameter `paths`")?;
         let label = super::coder_ref::label(&spec, &path);
-        sources.push((path, Some(label)));
+        let pretrained = super::coder_ref::load_pretrained(&spec, &path).context("parameter `paths`")?;
+        sources.push((path, Some(label), pretrained));
     }
     if sources.is_empty() {
         bail!("nothing to evaluate: give `saes` (e.g. train[*]) and/or `paths`");
     }
     let mut coders: Vec<NamedCoder> = Vec::new();
-    for (dir, ref_label) in sources {
-        let coder = load_trained_coder(&dir)?;
+    for (dir, ref_label, pretrained) in sources {
+        let coder = match pretrained {
+            Some(c) => c,
+            None => load_trained_coder(&dir)?,
+        };
         let label = match ref_label {
             Some(l) if !coder.metadata.extra.contains_key("saepipe_instance") => l,
             _ => coder_label(&coder, &dir),
@@ -198,7 +203,7 @@ impl Op for EvaluateOp {
             ParamSpec::maybe(
                 "paths",
                 List(Box::new(Str)),
-                "coders by reference: SAELens or sparsify directories or transcoder-paper .pt files on disk, or hf:<owner>/<repo>[@<rev>]/<path> in a Hugging Face repo (downloaded into the HF cache); hashed by content",
+                "coders by reference: SAELens or sparsify directories or transcoder-paper .pt files on disk, or hf:<owner>/<repo>[@<rev>]/<path> in a Hugging Face repo (downloaded into the HF cache), or saelens:<release>/<sae_id> from SAELens's pretrained-SAE registry; hashed by content",
             ),
             ParamSpec::optional(
                 "batch_size",

@@ -12,7 +12,8 @@
 //!   active decoder rows. All entry points check shapes and return
 //!   [`SaeError`]s naming the dimension, file or tensor involved.
 //! - Formats: SAELens v6 and pre-6.0 directories (read and write), EleutherAI
-//!   sparsify directories (read).
+//!   sparsify directories (read), and the on-disk layouts of the pretrained
+//!   releases in SAELens's registry ([`registry`], [`format::pretrained`]).
 //! - Training: [`Trainer`] (ReLU+L1, TopK+AuxK, BatchTopK, JumpReLU; SAEs, transcoders,
 //!   skip transcoders), checkpointed with [`TrainerState`]; see [`train`].
 
@@ -26,12 +27,15 @@ pub mod error;
 pub mod format;
 pub mod linalg;
 pub mod meta;
+pub mod registry;
 pub mod st;
 pub mod train;
 
 pub use arch::{Activation, Normalization};
 pub use coder::{SparseActs, SparseCoder};
 pub use error::{Result, SaeError};
+pub use format::pretrained::{Conversion, FilePlan};
 pub use format::{Format, detect_format, load_coder, read_saelens, read_sparsify, write_saelens};
 pub use meta::Metadata;
+pub use registry::{PretrainedSae, Registry};
 pub use train::{BDecInit, LossParts, LrDecay, Params, StepStats, TrainArch, TrainConfig, Trainer, TrainerState};

@@ -1,5 +1,7 @@
 //! On-disk formats of sparse coders and format detection.
 
+pub mod npz;
+pub mod pretrained;
 pub mod saelens;
 pub mod sparsify;
 pub mod transcoder_pt;

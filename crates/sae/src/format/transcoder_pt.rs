@@ -33,7 +33,7 @@ use crate::meta::Metadata;
 /// The file name extensions routed to this reader by [`crate::format::detect_format`].
 pub const EXTENSIONS: &[&str] = &["pt", "pth"];
 
-fn torch_error(path: &Path, e: TorchFileError) -> SaeError {
+pub(crate) fn torch_error(path: &Path, e: TorchFileError) -> SaeError {
     match e {
         TorchFileError::Io { path, source } => SaeError::Io { path, source },
         TorchFileError::NotArchive { message, .. } => SaeError::UnsupportedFormat {
