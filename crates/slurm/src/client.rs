@@ -152,45 +152,74 @@ impl Slurm {
 
     /// The state of each job, from `squeue` for queued and running jobs, then
     /// `scontrol` for recently finished ones, then `sacct` where accounting is
-    /// enabled. A job none of them knows is [`JobState::Gone`].
+    /// enabled. A job none of them knows is [`JobState::Gone`]. A failure is
+    /// reported only if it still holds a second later (a job being requeued
+    /// can read as failed for a moment).
     pub fn query(&self, ids: &[JobId]) -> Result<HashMap<JobId, JobInfo>, SlurmError> {
         let mut found = HashMap::new();
         for chunk in ids.chunks(200) {
-            let list: Vec<String> = chunk.iter().map(|i| i.to_string()).collect();
-            let args = ["-h".to_string(), format!("--jobs={}", list.join(",")), "-o".into(), "%i|%T|%r".into()];
-            let out = self.with_retries("squeue", || {
-                let out = self.run("squeue", &args)?;
-                // squeue exits 1 when none of the ids is known any more.
-                if !out.ok && !out.stderr.contains("Invalid job id") {
-                    return Err(classify("squeue", &out));
-                }
-                Ok(Some(out.stdout))
-            })?;
-            for line in out.unwrap_or_default().lines() {
-                let mut f = line.split('|');
-                let (Some(id), Some(state), reason) = (f.next(), f.next(), f.next()) else { continue };
-                // Array tasks print as 123_4; the array's own id is what we track.
-                let Ok(id) = id.trim().split('_').next().unwrap_or_default().parse::<JobId>() else { continue };
-                found.insert(
-                    id,
-                    JobInfo {
-                        state: JobState::from_slurm(state.trim()),
-                        reason: reason.unwrap_or_default().trim().to_string(),
-                        exit_code: None,
-                        restarts: 0,
-                    },
-                );
-            }
+            found.extend(self.squeue(chunk)?);
         }
         for &id in ids {
             if found.contains_key(&id) {
                 continue;
             }
-            let info = match self.scontrol_job(id)? {
-                Some(info) => info,
-                None => self.sacct_job(id)?.unwrap_or(JobInfo::gone()),
-            };
-            found.insert(id, info);
+            found.insert(id, self.ended_job(id)?);
+        }
+        // A job being requeued (preemption, `scontrol requeue`) can read as
+        // failed for a moment while its killed run is recorded: a failure is
+        // believed only if it still holds a moment later.
+        let failed: Vec<JobId> = ids.iter().copied().filter(|id| found[id].state.is_failure()).collect();
+        if !failed.is_empty() {
+            std::thread::sleep(FAILURE_SETTLE);
+            for id in failed {
+                let again = match self.squeue(&[id])?.remove(&id) {
+                    Some(info) => info,
+                    None => self.ended_job(id)?,
+                };
+                if again.state.is_active() {
+                    found.insert(id, again);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// A job squeue no longer lists: `scontrol`, then `sacct`, else gone.
+    fn ended_job(&self, id: JobId) -> Result<JobInfo, SlurmError> {
+        Ok(match self.scontrol_job(id)? {
+            Some(info) => info,
+            None => self.sacct_job(id)?.unwrap_or(JobInfo::gone()),
+        })
+    }
+
+    /// What `squeue` says of the jobs it still lists.
+    fn squeue(&self, ids: &[JobId]) -> Result<HashMap<JobId, JobInfo>, SlurmError> {
+        let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        let args = ["-h".to_string(), format!("--jobs={}", list.join(",")), "-o".into(), "%i|%T|%r".into()];
+        let out = self.with_retries("squeue", || {
+            let out = self.run("squeue", &args)?;
+            // squeue exits 1 when none of the ids is known any more.
+            if !out.ok && !out.stderr.contains("Invalid job id") {
+                return Err(classify("squeue", &out));
+            }
+            Ok(Some(out.stdout))
+        })?;
+        let mut found = HashMap::new();
+        for line in out.unwrap_or_default().lines() {
+            let mut f = line.split('|');
+            let (Some(id), Some(state), reason) = (f.next(), f.next(), f.next()) else { continue };
+            // Array tasks print as 123_4; the array's own id is what we track.
+            let Ok(id) = id.trim().split('_').next().unwrap_or_default().parse::<JobId>() else { continue };
+            found.insert(
+                id,
+                JobInfo {
+                    state: JobState::from_slurm(state.trim()),
+                    reason: reason.unwrap_or_default().trim().to_string(),
+                    exit_code: None,
+                    restarts: 0,
+                },
+            );
         }
         Ok(found)
     }
@@ -337,6 +366,9 @@ impl Slurm {
 
 /// Messages of a controller that is down, restarting or overloaded: worth
 /// another try. Anything else is the cluster refusing the request.
+/// How long a failure must hold before [`Slurm::query`] reports it.
+const FAILURE_SETTLE: Duration = Duration::from_secs(1);
+
 const TRANSIENT_MARKERS: &[&str] = &[
     "Unable to contact slurm controller",
     "Socket timed out",
