@@ -41,20 +41,22 @@ impl ChunkCache {
         self.dir.join(blake3)
     }
 
-    /// The cached copy of `entry`, read into `buf`, if one of the right size is
-    /// there (its hash is the caller's to check). Reading marks it recently used.
-    fn get(&self, entry: &FileEntry, mut buf: Vec<u8>) -> Option<Vec<u8>> {
+    /// Reads the cached copy of `entry` into `buf` (reused) if one of the right
+    /// size is there (its hash is the caller's to check); says whether it did.
+    /// Reading marks it recently used.
+    fn get(&self, entry: &FileEntry, buf: &mut Vec<u8>) -> bool {
         use std::io::Read;
-        let path = self.path(&entry.blake3);
-        let mut file = std::fs::File::open(&path).ok()?;
-        if file.metadata().ok()?.len() != entry.size {
-            return None;
+        let Ok(mut file) = std::fs::File::open(self.path(&entry.blake3)) else { return false };
+        if !file.metadata().is_ok_and(|m| m.len() == entry.size) {
+            return false;
         }
         buf.clear();
         buf.reserve_exact(entry.size as usize);
-        file.read_to_end(&mut buf).ok()?;
+        if file.read_to_end(buf).is_err() {
+            return false;
+        }
         let _ = file.set_modified(std::time::SystemTime::now());
-        Some(buf)
+        true
     }
 
     fn has(&self, entry: &FileEntry) -> bool {
@@ -195,7 +197,7 @@ impl StreamedArtifact {
     /// manifest's blake3: from a prefetch, the chunk cache, or the remote. A
     /// damaged copy in the chunk cache is dropped and refetched; damage on the
     /// remote gets one fresh download before it is reported, and is never returned.
-    pub fn read(&self, file: &str, buf: Vec<u8>) -> Result<Vec<u8>> {
+    pub fn read(&self, file: &str, mut buf: Vec<u8>) -> Result<Vec<u8>> {
         let entry = self.entry(file)?.clone();
         let object = self.remote.layout.blob(&entry.blake3);
         let fetched = |buf: Vec<u8>| {
@@ -213,10 +215,8 @@ impl StreamedArtifact {
                 })?;
                 (r.map_err(|e| self.remote.store_err("downloading", &object, &e))?, true)
             }
-            None => match self.chunks.as_ref().and_then(|c| c.get(&entry, Vec::new())) {
-                Some(b) => (b, false),
-                None => (fetched(buf)?, true),
-            },
+            None if self.chunks.as_ref().is_some_and(|c| c.get(&entry, &mut buf)) => (buf, false),
+            None => (fetched(buf)?, true),
         };
         for attempt in 0..2 {
             let actual = blake3::hash(&bytes).to_hex().to_string();
@@ -272,7 +272,8 @@ mod tests {
         c.put(&entries[1].blake3, &files[1]);
         std::thread::sleep(std::time::Duration::from_millis(20));
         // Reading the first makes the second the least recently used.
-        assert_eq!(c.get(&entries[0], Vec::new()).as_deref(), Some(&files[0][..]));
+        let mut buf = Vec::new();
+        assert!(c.get(&entries[0], &mut buf) && buf == files[0]);
         std::thread::sleep(std::time::Duration::from_millis(20));
         c.put(&entries[2].blake3, &files[2]);
         assert!(c.has(&entries[0]) && !c.has(&entries[1]) && c.has(&entries[2]));

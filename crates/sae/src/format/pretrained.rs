@@ -18,8 +18,7 @@
 //! `SAE.from_pretrained` does. The registry's hook, normalisation, Neuronpedia
 //! id and provenance land in the coder's metadata.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
@@ -28,7 +27,9 @@ use crate::coder::SparseCoder;
 use crate::error::{Result, SaeError};
 use crate::meta::Metadata;
 use crate::registry::PretrainedSae;
-use crate::st::StFile;
+use tensors::Tensors;
+
+mod tensors;
 
 /// How a release's files are laid out (SAELens's conversion function).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -310,22 +311,8 @@ impl PretrainedSae {
         meta.insert("dataset_path".into(), json!("monology/pile-uncopyrighted"));
         meta.insert("context_size".into(), json!(1024));
         meta.insert("prepend_bos".into(), json!(true));
-        let coder = SparseCoder {
-            activation: Activation::JumpRelu { threshold },
-            d_in,
-            d_sae,
-            d_out: d_in,
-            w_enc,
-            b_enc,
-            w_dec,
-            b_dec,
-            w_skip: None,
-            apply_b_dec_to_input: false,
-            normalize: Normalization::None,
-            transcoder: false,
-            metadata: Metadata::default(),
-            log_sparsity: None,
-        };
+        let coder =
+            released_coder(Activation::JumpRelu { threshold }, [d_in, d_sae, d_in], (w_enc, b_enc), (w_dec, b_dec));
         Ok((coder, meta))
     }
 
@@ -420,20 +407,9 @@ impl PretrainedSae {
         meta.insert("context_size".into(), json!(1024));
         meta.insert("prepend_bos".into(), json!(true));
         let coder = SparseCoder {
-            activation: Activation::JumpRelu { threshold },
-            d_in,
-            d_sae,
-            d_out,
-            w_enc,
-            b_enc,
-            w_dec,
-            b_dec,
             w_skip,
-            apply_b_dec_to_input: false,
-            normalize: Normalization::None,
             transcoder,
-            metadata: Metadata::default(),
-            log_sparsity: None,
+            ..released_coder(Activation::JumpRelu { threshold }, [d_in, d_sae, d_out], (w_enc, b_enc), (w_dec, b_dec))
         };
         Ok((coder, meta))
     }
@@ -467,20 +443,13 @@ impl PretrainedSae {
         meta.insert("context_size".into(), json!(1024));
         meta.insert("prepend_bos".into(), json!(true));
         let coder = SparseCoder {
-            activation: Activation::JumpRelu { threshold: vec![thr; d_sae] },
-            d_in,
-            d_sae,
-            d_out: d_in,
-            w_enc,
-            b_enc,
-            w_dec,
-            b_dec,
-            w_skip: None,
-            apply_b_dec_to_input: false,
             normalize: Normalization::ExpectedAverageOnlyIn,
-            transcoder: false,
-            metadata: Metadata::default(),
-            log_sparsity: None,
+            ..released_coder(
+                Activation::JumpRelu { threshold: vec![thr; d_sae] },
+                [d_in, d_sae, d_in],
+                (w_enc, b_enc),
+                (w_dec, b_dec),
+            )
         };
         Ok((coder, meta))
     }
@@ -511,22 +480,7 @@ impl PretrainedSae {
         meta.insert("hf_hook_name".into(), json!(format!("model.layers.{layer}")));
         meta.insert("context_size".into(), json!(1024));
         meta.insert("prepend_bos".into(), json!(true));
-        let coder = SparseCoder {
-            activation: Activation::TopK { k },
-            d_in,
-            d_sae,
-            d_out: d_in,
-            w_enc,
-            b_enc,
-            w_dec,
-            b_dec,
-            w_skip: None,
-            apply_b_dec_to_input: false,
-            normalize: Normalization::None,
-            transcoder: false,
-            metadata: Metadata::default(),
-            log_sparsity: None,
-        };
+        let coder = released_coder(Activation::TopK { k }, [d_in, d_sae, d_in], (w_enc, b_enc), (w_dec, b_dec));
         Ok((coder, meta))
     }
 
@@ -602,20 +556,8 @@ impl PretrainedSae {
         meta.insert("prepend_bos".into(), json!(true));
         meta.insert("dictionary_learning_class".into(), json!(class));
         let coder = SparseCoder {
-            activation,
-            d_in,
-            d_sae,
-            d_out: d_in,
-            w_enc,
-            b_enc,
-            w_dec,
-            b_dec,
-            w_skip: None,
             apply_b_dec_to_input,
-            normalize: Normalization::None,
-            transcoder: false,
-            metadata: Metadata::default(),
-            log_sparsity: None,
+            ..released_coder(activation, [d_in, d_sae, d_in], (w_enc, b_enc), (w_dec, b_dec))
         };
         Ok((coder, meta))
     }
@@ -652,26 +594,41 @@ impl PretrainedSae {
         }
         meta.insert("model_from_pretrained_kwargs".into(), json!({"fold_ln": false}));
         let coder = SparseCoder {
-            activation: Activation::Relu,
-            d_in,
-            d_sae,
-            d_out,
-            w_enc,
-            b_enc,
-            w_dec,
-            b_dec,
-            w_skip: None,
-            apply_b_dec_to_input: false,
-            normalize: Normalization::None,
             transcoder: true,
-            metadata: Metadata::default(),
-            log_sparsity: None,
+            ..released_coder(Activation::Relu, [d_in, d_sae, d_out], (w_enc, b_enc), (w_dec, b_dec))
         };
         Ok((coder, meta))
     }
 }
 
 /// The decimal number right after the first `prefix` in `s` (`layer_12/…` → 12).
+/// A coder with the defaults of the released layouts (no skip connection,
+/// `b_dec` not subtracted from the input, no normalisation, an SAE); the
+/// conversions override what differs.
+fn released_coder(
+    activation: Activation,
+    [d_in, d_sae, d_out]: [usize; 3],
+    (w_enc, b_enc): (Vec<f32>, Vec<f32>),
+    (w_dec, b_dec): (Vec<f32>, Vec<f32>),
+) -> SparseCoder {
+    SparseCoder {
+        activation,
+        d_in,
+        d_sae,
+        d_out,
+        w_enc,
+        b_enc,
+        w_dec,
+        b_dec,
+        w_skip: None,
+        apply_b_dec_to_input: false,
+        normalize: Normalization::None,
+        transcoder: false,
+        metadata: Metadata::default(),
+        log_sparsity: None,
+    }
+}
+
 fn number_after(s: &str, prefix: &str) -> Option<usize> {
     s.match_indices(prefix).find_map(|(i, _)| {
         let digits: String = s[i + prefix.len()..].chars().take_while(char::is_ascii_digit).collect();
@@ -719,112 +676,6 @@ fn read_json(path: &Path) -> Result<Map<String, Value>> {
     match serde_json::from_str::<Value>(&text).map_err(|e| SaeError::Json { path: path.into(), source: e })? {
         Value::Object(m) => Ok(m),
         _ => Err(SaeError::config(path, "<root>", "expected a JSON object")),
-    }
-}
-
-/// Every tensor of one file as f32, whatever the container.
-struct Tensors {
-    file: PathBuf,
-    map: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-}
-
-impl Tensors {
-    fn safetensors(path: &Path) -> Result<Tensors> {
-        let f = StFile::open(path)?;
-        let mut map = BTreeMap::new();
-        for n in f.names() {
-            let shape = f.shape(&n)?;
-            let data = f.f32(&n, None)?;
-            map.insert(n, (shape, data));
-        }
-        Ok(Tensors { file: path.into(), map })
-    }
-
-    fn npz(path: &Path) -> Result<Tensors> {
-        let map = super::npz::read_npz(path)?.into_iter().map(|(k, a)| (k, (a.shape, a.data))).collect();
-        Ok(Tensors { file: path.into(), map })
-    }
-
-    fn torch(path: &Path) -> Result<Tensors> {
-        use saepipe_torchfile::{TorchArchive, Value as P};
-        let a = TorchArchive::open(path).map_err(|e| super::transcoder_pt::torch_error(path, e))?;
-        let P::Dict(items) = &a.root else {
-            return Err(SaeError::UnsupportedFormat {
-                path: path.into(),
-                found: "a torch.save file whose top level is not a dict of tensors".into(),
-            });
-        };
-        let mut map = BTreeMap::new();
-        for (k, v) in items.iter() {
-            if let (P::Str(name), P::Tensor(t)) = (k, v) {
-                let data = a.tensor_f32(t, name).map_err(|e| super::transcoder_pt::torch_error(path, e))?;
-                map.insert(name.clone(), (t.shape.clone(), data));
-            }
-        }
-        Ok(Tensors { file: path.into(), map })
-    }
-
-    fn name(&self) -> String {
-        self.file.display().to_string()
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.map.contains_key(name)
-    }
-
-    fn rename(&mut self, from: &str, to: &str) {
-        if let Some(v) = self.map.remove(from) {
-            self.map.insert(to.to_string(), v);
-        }
-    }
-
-    fn missing(&self, name: &str) -> SaeError {
-        SaeError::MissingTensor {
-            file: format!("{} (it holds [{}])", self.name(), self.map.keys().cloned().collect::<Vec<_>>().join(", ")),
-            name: name.into(),
-        }
-    }
-
-    fn dims2(&self, name: &str) -> Result<[usize; 2]> {
-        let (shape, _) = self.map.get(name).ok_or_else(|| self.missing(name))?;
-        match shape[..] {
-            [a, b] => Ok([a, b]),
-            _ => Err(SaeError::BadShape {
-                file: self.name(),
-                name: name.into(),
-                expected: vec![0, 0],
-                found: shape.clone(),
-            }),
-        }
-    }
-
-    fn take(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let (shape, data) = self.map.remove(name).ok_or_else(|| self.missing(name))?;
-        if shape != expected {
-            return Err(SaeError::BadShape {
-                file: self.name(),
-                name: name.into(),
-                expected: expected.to_vec(),
-                found: shape,
-            });
-        }
-        Ok(data)
-    }
-
-    fn take_any(&mut self, name: &str) -> Result<Vec<f32>> {
-        self.map.remove(name).map(|(_, d)| d).ok_or_else(|| self.missing(name))
-    }
-
-    /// The stored `[rows, cols]` tensor, transposed to `[cols, rows]`.
-    fn transposed(&mut self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
-        let d = self.take(name, &[rows, cols])?;
-        let mut out = vec![0f32; rows * cols];
-        for r in 0..rows {
-            for c in 0..cols {
-                out[c * rows + r] = d[r * cols + c];
-            }
-        }
-        Ok(out)
     }
 }
 
