@@ -54,7 +54,9 @@ fn wait_for_file(path: &Path) -> Result<()> {
 
 fn append_line(path: &Path, line: &str) {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
-    writeln!(f, "{line}").unwrap();
+    // One write per line: with O_APPEND it lands whole even when two stages
+    // trace at once (`writeln!` may split it into two writes).
+    f.write_all(format!("{line}\n").as_bytes()).unwrap();
 }
 
 impl Op for FakeOp {
