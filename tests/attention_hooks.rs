@@ -64,7 +64,9 @@ fn collect(root: &Path, hooks: &[String]) -> PathBuf {
     let mut ctx = StageCtx {
         instance: "acts".into(),
         params: Params(params),
+        table_metadata: Default::default(),
         inputs: BTreeMap::from([("tokens".to_string(), vec![tokens])]),
+        input_names: Default::default(),
         streamed: Default::default(),
         out_dir: out.clone(),
         partial_dir: partial,

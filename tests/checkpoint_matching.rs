@@ -120,7 +120,7 @@ fn checkpoint_matching_pipeline_end_to_end() {
     let pairs = saepipe::ops::table::read_parquet(&matched[0].1.join("pairs.parquet")).unwrap();
     let shown = logits.f64("feature").unwrap()[0] as i64;
     let (sae, feature, sim) =
-        (pairs.strings("sae").unwrap(), pairs.f64("reference_feature").unwrap(), pairs.f64("similarity").unwrap());
+        (pairs.strings("coder").unwrap(), pairs.f64("reference_feature").unwrap(), pairs.f64("similarity").unwrap());
     let best = (0..pairs.rows())
         .filter(|&i| sae[i] == "train[step0]" && sim[i].is_finite())
         .max_by(|&a, &b| sim[a].total_cmp(&sim[b]).then(feature[b].total_cmp(&feature[a])))

@@ -19,8 +19,16 @@ pub struct StageCtx<'a> {
     pub instance: String,
     /// The instance's validated parameters.
     pub params: Params,
+    /// Key-value metadata every Parquet table of the artifact carries (see
+    /// [`write_table`](Self::write_table)): the executor fills `saepipe.version`,
+    /// `saepipe.op`, `saepipe.stage` and `saepipe.key`; ops add what they know
+    /// of the data (`saepipe.model`, `saepipe.revision`, `saepipe.hook`).
+    pub table_metadata: BTreeMap<String, String>,
     /// Resolved input artifacts by parameter label (`tokens`, `saes`, `inputs.data`), in order.
     pub inputs: BTreeMap<String, Vec<PathBuf>>,
+    /// The instance ids of the stages behind `inputs`, parallel to it (empty
+    /// when unknown); see [`producer`](Self::producer).
+    pub input_names: BTreeMap<String, Vec<String>>,
     /// Input activation stores read in place from the run's remote (`stream:
     /// true`), by the location that stands for them in `inputs` (a remote URL,
     /// not a local path); see [`store_source`](Self::store_source).
@@ -56,6 +64,15 @@ impl StageCtx<'_> {
     pub fn input_list(&self, label: &str) -> &[PathBuf] {
         self.inputs.get(label).map(Vec::as_slice).unwrap_or(&[])
     }
+    /// The instance id of the pipeline stage that input directory `dir` (an
+    /// entry of `inputs`) came from: the name reports show for it, even when
+    /// the artifact was cached by an identically configured stage of another name.
+    pub fn producer(&self, dir: &Path) -> Option<&str> {
+        self.inputs.iter().find_map(|(label, dirs)| {
+            let i = dirs.iter().position(|d| d == dir)?;
+            self.input_names.get(label)?.get(i).map(String::as_str)
+        })
+    }
     /// Where to read the activation store of input directory `dir` (an entry
     /// of `inputs`) from: the remote for a streamed input, else the directory.
     pub fn store_source(&self, dir: &Path) -> Arc<dyn StoreSource> {
@@ -84,6 +101,26 @@ impl StageCtx<'_> {
         cancel_requested()
     }
 
+    /// Writes `table` as Parquet to `out_dir/rel` (creating parent
+    /// directories), with the stage's [`table_metadata`](Self::table_metadata).
+    pub fn write_table(&self, table: &saepipe_data::table::Table, rel: &str) -> Result<()> {
+        let path = self.out_dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let meta: Vec<(String, String)> = self.table_metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        saepipe_data::table::write_parquet_with_metadata(table, &path, &meta)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+    /// Records what a table's rows are about (model, revision, hook) in the
+    /// metadata of every table written after it; empty values are skipped.
+    pub fn describe_tables(&mut self, model: &str, revision: &str, hook: &str) {
+        for (k, v) in [("saepipe.model", model), ("saepipe.revision", revision), ("saepipe.hook", hook)] {
+            if !v.is_empty() {
+                self.table_metadata.insert(k.into(), v.into());
+            }
+        }
+    }
     /// Writes `bytes` to `out_dir/rel` (creating parent directories).
     pub fn write_output(&self, rel: &str, bytes: &[u8]) -> Result<()> {
         let path = self.out_dir.join(rel);

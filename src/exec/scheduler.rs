@@ -132,6 +132,11 @@ pub fn job_for(p: &Pipeline, plan: &Plan, pos: usize) -> StageJob {
         .iter()
         .map(|r| (r.label.clone(), r.targets.iter().map(|t| (key_of[&t.instance], t.output.clone())).collect()))
         .collect();
+    let input_names = inst
+        .inputs
+        .iter()
+        .map(|r| (r.label.clone(), r.targets.iter().map(|t| p.instances[t.instance].id.clone()).collect()))
+        .collect();
     StageJob {
         pipeline: p.name.clone(),
         instance: inst.id.clone(),
@@ -140,6 +145,7 @@ pub fn job_for(p: &Pipeline, plan: &Plan, pos: usize) -> StageJob {
         material: item.material.clone(),
         params: inst.params.clone(),
         inputs,
+        input_names,
         base_dir: p.base_dir.clone(),
         force: item.forced || item.action == Action::Rebuild,
         planned_generation: item.generation.clone(),

@@ -38,6 +38,11 @@ pub struct StageJob {
     pub params: Params,
     /// Input label → (artifact key, optional named output), in order.
     pub inputs: BTreeMap<String, Vec<(Key, Option<String>)>>,
+    /// Input label → the instance ids of the stages that asked for those
+    /// artifacts in this pipeline, parallel to `inputs` (how reports label
+    /// them: a cached artifact may have been made under another stage's name).
+    #[serde(default)]
+    pub input_names: BTreeMap<String, Vec<String>>,
     /// Directory relative paths in the parameters are resolved against (the pipeline file's directory).
     pub base_dir: PathBuf,
     /// Recompute even if the artifact exists, publishing a new generation
@@ -299,6 +304,13 @@ fn run_locked(
     let mut ctx = StageCtx {
         instance: job.instance.clone(),
         params: job.params.clone(),
+        table_metadata: BTreeMap::from([
+            ("saepipe.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+            ("saepipe.op".to_string(), job.op.clone()),
+            ("saepipe.stage".to_string(), job.instance.clone()),
+            ("saepipe.key".to_string(), job.key.to_string()),
+        ]),
+        input_names: job.input_names.clone(),
         inputs,
         streamed,
         out_dir: staging.dir().to_path_buf(),

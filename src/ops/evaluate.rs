@@ -4,7 +4,7 @@
 //! Output: `metrics.parquet` (one row per coder), `features.parquet` (one row per
 //! coder and feature) and `summary.json` (the same metrics and the options).
 
-use super::table::{Column, Table, write_parquet};
+use super::table::{Column, Table};
 use super::train_sae::{coder_label, load_trained_coder};
 use super::{Op, Params, StageCtx, model_params};
 use crate::engine::{ParamSpec, ParamType};
@@ -75,7 +75,7 @@ fn load_coders(ctx: &StageCtx) -> Result<Vec<NamedCoder>> {
         };
         let label = match ref_label {
             Some(l) if !coder.metadata.extra.contains_key("saepipe_instance") => l,
-            _ => coder_label(&coder, &dir),
+            _ => coder_label(&coder, &dir, ctx.producer(&dir)),
         };
         if coders.iter().any(|c| c.label == label) {
             bail!(
@@ -242,6 +242,8 @@ impl Op for EvaluateOp {
         let p = ctx.params.clone();
         let device = super::device::resolve(&p)?;
         let (_, model) = model_params::load(&p, &ctx.base_dir)?;
+        let (model_name, revision) = super::train_sae::split_model_reference(p.str("model")?);
+        ctx.describe_tables(&model_name, revision.as_deref().unwrap_or(""), "");
         let mut coders = load_coders(ctx)?;
         let gpu = super::device::gpu_for(device, &p)?;
         let model = super::device::runner_on(gpu.clone(), model)?;
@@ -302,8 +304,8 @@ impl Op for EvaluateOp {
 
         let excluded = exclude.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         std::fs::create_dir_all(&ctx.out_dir)?;
-        write_parquet(&metrics_table(&eval.coders, &excluded), &ctx.out_dir.join("metrics.parquet"))?;
-        write_parquet(&features_table(&eval.coders), &ctx.out_dir.join("features.parquet"))?;
+        ctx.write_table(&metrics_table(&eval.coders, &excluded), "metrics.parquet")?;
+        ctx.write_table(&features_table(&eval.coders), "features.parquet")?;
         let summary = json!({
             "model": p.str("model")?,
             "tokens": eval.n_tokens,

@@ -91,7 +91,7 @@ fn spread(count: &[u64], n: usize) -> Vec<usize> {
 /// in a `match_features` result (`pairs.parquet`), half of `n` each.
 fn from_matches(dir: &std::path::Path, sae: &str, compared: Option<&str>, n: usize) -> Result<Vec<usize>> {
     let pairs = read_parquet(&dir.join("pairs.parquet"))?;
-    let labels = pairs.strings("sae")?;
+    let labels = pairs.strings("coder")?;
     let compared = match compared {
         Some(c) => c.to_string(),
         None => labels.first().cloned().context("the match result has no pairs")?,
@@ -243,7 +243,7 @@ impl Op for InspectFeaturesOp {
         let p = ctx.params.clone();
         let sae_dir = ctx.input("sae")?.to_path_buf();
         let coder = load_trained_coder(&sae_dir)?;
-        let label = coder_label(&coder, &sae_dir);
+        let label = coder_label(&coder, &sae_dir, ctx.producer(&sae_dir));
         let hook = coder.metadata.hook_name.clone().with_context(|| format!("SAE `{label}` does not name its hook"))?;
         let tokenizer = Tokenizer::from_file(&super::tokenize::tokenizer_path(&p, &ctx.base_dir)?)?;
         let store = ctx.input("activations")?.to_path_buf();

@@ -11,7 +11,7 @@
 //! and `summary.parquet` (one row per compared SAE, with the fraction of live
 //! reference features matched within each distance threshold).
 
-use super::table::{Column, Table, write_parquet};
+use super::table::{Column, Table};
 use super::train_sae::{coder_label, load_trained_coder};
 use super::{Op, StageCtx};
 use crate::engine::{ParamSpec, ParamType};
@@ -244,9 +244,14 @@ impl Op for MatchFeaturesOp {
             _ => None,
         };
         let streamed = ctx.streamed.clone();
+        let producers: std::collections::BTreeMap<PathBuf, String> = saes
+            .iter()
+            .chain(ctx.input_list("reference"))
+            .filter_map(|d| Some((d.clone(), ctx.producer(d)?.to_string())))
+            .collect();
         let load = |dir: &Path, store: Option<&Path>| -> Result<(Side, Option<Vec<u32>>)> {
             let coder = load_trained_coder(dir)?;
-            let label = coder_label(&coder, dir);
+            let label = coder_label(&coder, dir, producers.get(dir).map(String::as_str));
             let model = super::train_sae::coder_model(&coder);
             let (acts, tokens) = match store {
                 Some(s) => {
@@ -264,6 +269,9 @@ impl Op for MatchFeaturesOp {
         }
         let ref_store = needs_acts.then(|| ctx.input("reference_activations")).transpose()?.map(Path::to_path_buf);
         let (reference, ref_tokens) = load(ctx.input("reference")?, ref_store.as_deref())?;
+        let (model_name, revision) = super::train_sae::split_model_reference(&reference.model);
+        let hook = reference.coder.metadata.hook_name.clone().unwrap_or_default();
+        ctx.describe_tables(&model_name, revision.as_deref().unwrap_or(""), &hook);
         ctx.progress.set_total(saes.len() as u64, "SAEs");
 
         let cfg = MatchConfig {
@@ -310,8 +318,8 @@ impl Op for MatchFeaturesOp {
             summary.push(&other, &s);
             ctx.progress.set_position(i as u64 + 1);
         }
-        write_parquet(&pairs.into_table(), &ctx.out_dir.join("pairs.parquet"))?;
-        write_parquet(&summary.into_table(&thresholds), &ctx.out_dir.join("summary.parquet"))?;
+        ctx.write_table(&pairs.into_table(), "pairs.parquet")?;
+        ctx.write_table(&summary.into_table(&thresholds), "summary.parquet")?;
         Ok(
             json!({ "reference": reference.label, "compared": saes.len(), "similarity": kind.name(), "n_tokens": n_tokens }),
         )
@@ -348,7 +356,7 @@ impl PairColumns {
     }
     fn into_table(self) -> Table {
         Table::default()
-            .with("sae", Column::Str(self.sae))
+            .with("coder", Column::Str(self.sae))
             .with("reference_feature", Column::I64(self.reference_feature))
             .with("matched_feature", Column::I64(self.matched_feature))
             .with("similarity", Column::F64(self.similarity))
@@ -364,7 +372,7 @@ impl PairColumns {
 struct SummaryColumns {
     sae: Vec<String>,
     model: Vec<String>,
-    step: Vec<f64>,
+    step: Vec<Option<i64>>,
     method: Vec<String>,
     n_features: Vec<i64>,
     dead_reference: Vec<i64>,
@@ -380,7 +388,7 @@ impl SummaryColumns {
     fn push(&mut self, side: &Side, s: &saepipe_matching::MatchSummary) {
         self.sae.push(side.label.clone());
         self.model.push(side.model.clone());
-        self.step.push(revision_step(&side.model));
+        self.step.push(Some(revision_step(&side.model)).filter(|s| s.is_finite()).map(|s| s as i64));
         self.method.push(s.method.clone());
         self.n_features.push(s.n_features_b as i64);
         self.dead_reference.push(s.dead_a as i64);
@@ -393,9 +401,9 @@ impl SummaryColumns {
     }
     fn into_table(self, thresholds: &[f64]) -> Table {
         let mut t = Table::default()
-            .with("sae", Column::Str(self.sae))
+            .with("coder", Column::Str(self.sae))
             .with("model", Column::Str(self.model))
-            .with("step", Column::F64(self.step))
+            .with("step", Column::OptI64(self.step))
             .with("method", Column::Str(self.method))
             .with("n_features", Column::I64(self.n_features))
             .with("dead_reference", Column::I64(self.dead_reference))

@@ -29,13 +29,13 @@ struct Trained {
     density: Option<Vec<f64>>,
 }
 
-fn read_trained(dir: &Path) -> Result<Trained> {
+fn read_trained(dir: &Path, producer: Option<&str>) -> Result<Trained> {
     let summary: Value = serde_json::from_slice(
         &std::fs::read(dir.join("summary.json"))
             .with_context(|| format!("{} is not a train_sae artifact (no summary.json)", dir.display()))?,
     )?;
     let coder = load_trained_coder(dir)?;
-    let label = coder_label(&coder, dir);
+    let label = coder_label(&coder, dir, producer);
     let step = revision_step(summary["model"].as_str().unwrap_or(""));
     let losses = read_parquet(&dir.join("losses.parquet"))?;
     let density = coder.log_sparsity.as_ref().map(|l| l.iter().map(|&x| 10f64.powf(x as f64)).collect());
@@ -103,13 +103,13 @@ impl Op for PlotOp {
         let opts = FigureOptions::default();
         let mut report = Report::new(p.str("title")?);
         let mut figures = Vec::new();
-        let trained: Vec<Trained> = training.iter().map(|d| read_trained(d)).collect::<Result<_>>()?;
+        let trained: Vec<Trained> = training.iter().map(|d| read_trained(d, ctx.producer(d))).collect::<Result<_>>()?;
         let step_of: BTreeMap<String, f64> = trained.iter().map(|t| (t.label.clone(), t.step)).collect();
 
         for dir in &matches {
             let summary = read_parquet(&dir.join("summary.parquet"))?;
             let pairs = read_parquet(&dir.join("pairs.parquet"))?;
-            let (labels, steps) = (summary.strings("sae")?, summary.f64("step")?);
+            let (labels, steps) = (summary.strings("coder")?, summary.f64("step")?);
             let threshold_cols: Vec<(f64, String)> = summary
                 .columns
                 .iter()
@@ -133,7 +133,7 @@ impl Op for PlotOp {
             save_figure(&out, &fig, &mut report)?;
             figures.push(fig.name.clone());
 
-            let (pair_sae, sims) = (pairs.strings("sae")?, pairs.f64("similarity")?);
+            let (pair_sae, sims) = (pairs.strings("coder")?, pairs.f64("similarity")?);
             let mut per_step: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
             for (label, s) in labels.iter().zip(&steps) {
                 if let Some(step) = step_u64(*s) {

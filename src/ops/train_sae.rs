@@ -19,7 +19,7 @@
 //! logged step) and `summary.json` (no timings, so reruns are byte-identical;
 //! the manifest records how long the stage took).
 
-use super::table::{Column, Table, write_parquet};
+use super::table::{Column, Table};
 use super::{Op, Params, StageCtx};
 use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
@@ -43,7 +43,7 @@ pub fn load_trained_coder(dir: &Path) -> Result<saepipe_sae::SparseCoder> {
 /// A model reference (`hf:owner/name@rev`, `toy/toy-grammar@step2000`) as
 /// SAELens's cfg holds it: the name without saepipe's `hf:` prefix, and the
 /// revision apart.
-fn split_model_reference(reference: &str) -> (String, Option<String>) {
+pub(crate) fn split_model_reference(reference: &str) -> (String, Option<String>) {
     let plain = reference.strip_prefix("hf:").unwrap_or(reference);
     match plain.rsplit_once('@') {
         Some((name, rev)) if !rev.contains('/') => (name.to_string(), Some(rev.to_string())),
@@ -64,8 +64,13 @@ pub fn coder_model(coder: &saepipe_sae::SparseCoder) -> String {
     }
 }
 
-/// A coder's display name: the stage instance that trained it, else its directory name.
-pub fn coder_label(coder: &saepipe_sae::SparseCoder, dir: &Path) -> String {
+/// A coder's display name: the stage that asked for it in this pipeline
+/// (`producer`, see `StageCtx::producer`), else the stage instance that trained
+/// it, else its directory name.
+pub fn coder_label(coder: &saepipe_sae::SparseCoder, dir: &Path, producer: Option<&str>) -> String {
+    if let Some(p) = producer {
+        return p.to_string();
+    }
     match coder.metadata.extra.get("saepipe_instance").and_then(Value::as_str) {
         Some(s) => s.to_string(),
         None => dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -563,10 +568,11 @@ impl Op for TrainSaeOp {
 
         let mut coder = trainer.to_coder()?;
         let info = reader.info();
-        let meta = &mut coder.metadata;
         // SAELens's fields: the model's name as TransformerLens loads it, its
         // revision where from_pretrained takes it; the full reference too.
         let (model_name, revision) = split_model_reference(&info.meta.model);
+        ctx.describe_tables(&model_name, revision.as_deref().unwrap_or(""), &hook);
+        let meta = &mut coder.metadata;
         meta.model_name = Some(model_name);
         meta.model_from_pretrained_kwargs = revision.map(|r| json!({ "revision": r }));
         meta.extra.insert("saepipe_model".into(), json!(info.meta.model));
@@ -587,7 +593,7 @@ impl Op for TrainSaeOp {
                 coder.architecture_name()
             ));
         }
-        write_parquet(&losses_table(&rows), &ctx.out_dir.join("losses.parquet"))?;
+        ctx.write_table(&losses_table(&rows), "losses.parquet")?;
         let final_stats = last
             .map(|s| stats_row(&s, total_steps * batch as u64))
             .or_else(|| rows.last().cloned())

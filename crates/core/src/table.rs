@@ -9,6 +9,10 @@ pub enum Column {
     F64(Vec<f64>),
     /// 64-bit integers (Parquet `int64`).
     I64(Vec<i64>),
+    /// 64-bit integers that may be missing (Parquet nullable `int64`; pandas
+    /// reads them as `Int64` with `<NA>`), e.g. the training step of a model
+    /// revision that names no step.
+    OptI64(Vec<Option<i64>>),
     /// UTF-8 strings (Parquet `string`).
     Str(Vec<String>),
     /// Booleans (Parquet `boolean`).
@@ -21,6 +25,7 @@ impl Column {
         match self {
             Column::F64(v) => v.len(),
             Column::I64(v) => v.len(),
+            Column::OptI64(v) => v.len(),
             Column::Str(v) => v.len(),
             Column::Bool(v) => v.len(),
         }
@@ -31,11 +36,13 @@ impl Column {
         self.len() == 0
     }
 
-    /// Numeric view (integers and booleans as f64); None for strings.
+    /// Numeric view (integers and booleans as f64, missing integers as NaN);
+    /// None for strings.
     pub fn as_f64(&self) -> Option<Vec<f64>> {
         match self {
             Column::F64(v) => Some(v.clone()),
             Column::I64(v) => Some(v.iter().map(|&x| x as f64).collect()),
+            Column::OptI64(v) => Some(v.iter().map(|x| x.map_or(f64::NAN, |x| x as f64)).collect()),
             Column::Bool(v) => Some(v.iter().map(|&x| x as u8 as f64).collect()),
             Column::Str(_) => None,
         }
@@ -45,7 +52,7 @@ impl Column {
     pub fn type_name(&self) -> &'static str {
         match self {
             Column::F64(_) => "double",
-            Column::I64(_) => "int64",
+            Column::I64(_) | Column::OptI64(_) => "int64",
             Column::Str(_) => "string",
             Column::Bool(_) => "boolean",
         }
@@ -127,6 +134,8 @@ mod tests {
         assert_eq!(t.f64("n").unwrap(), [1.0, 2.0]);
         assert_eq!(t.f64("dead").unwrap(), [1.0, 0.0]);
         assert_eq!(t.strings("name").unwrap(), ["a", "b"]);
+        let steps = Table::default().with("step", Column::OptI64(vec![Some(3), None]));
+        assert!(matches!(steps.f64("step").unwrap()[..], [3.0, x] if x.is_nan()));
         assert_eq!(t.f64("name").unwrap_err().to_string(), "table has no numeric column `name`");
         assert_eq!(t.strings("n").unwrap_err().to_string(), "table has no string column `n`");
         assert!(!t.with("short", Column::F64(vec![0.5])).is_rectangular());

@@ -1,11 +1,13 @@
-//! [`Table`]s as Parquet files: one row group, one non-nullable column per table
-//! column (`double`, `int64`, `string`, `boolean`), created by `saepipe`.
+//! [`Table`]s as Parquet files: one row group, one column per table column
+//! (`double`, `int64`, `string`, `boolean`; only [`Column::OptI64`] is
+//! nullable), created by `saepipe`, with optional key-value metadata.
 
 use crate::error::{DataError, Result, arrow, format, io, pq};
 use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 pub use saepipe_core::table::{Column, Table};
 use std::path::Path;
@@ -14,6 +16,12 @@ use std::sync::Arc;
 /// Writes `table` to `path` (replacing it). Every column must have the table's
 /// number of rows.
 pub fn write_parquet(table: &Table, path: &Path) -> Result<()> {
+    write_parquet_with_metadata(table, path, &[])
+}
+
+/// [`write_parquet`] with key-value metadata in the file footer (what pyarrow
+/// shows as `schema.metadata` and DuckDB as `parquet_kv_metadata`).
+pub fn write_parquet_with_metadata(table: &Table, path: &Path, metadata: &[(String, String)]) -> Result<()> {
     let n = table.rows();
     let mut fields = Vec::new();
     let mut arrays: Vec<ArrayRef> = Vec::new();
@@ -24,15 +32,20 @@ pub fn write_parquet(table: &Table, path: &Path) -> Result<()> {
         let (dt, arr): (DataType, ArrayRef) = match col {
             Column::F64(v) => (DataType::Float64, Arc::new(Float64Array::from(v.clone()))),
             Column::I64(v) => (DataType::Int64, Arc::new(Int64Array::from(v.clone()))),
+            Column::OptI64(v) => (DataType::Int64, Arc::new(Int64Array::from(v.clone()))),
             Column::Str(v) => (DataType::Utf8, Arc::new(StringArray::from(v.clone()))),
             Column::Bool(v) => (DataType::Boolean, Arc::new(BooleanArray::from(v.clone()))),
         };
-        fields.push(Field::new(name, dt, false));
+        fields.push(Field::new(name, dt, matches!(col, Column::OptI64(_))));
         arrays.push(arr);
     }
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(arrow(path))?;
     let file = std::fs::File::create(path).map_err(io(path))?;
-    let props = WriterProperties::builder().set_created_by("saepipe".into()).build();
+    let kv = metadata.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect::<Vec<_>>();
+    let props = WriterProperties::builder()
+        .set_created_by("saepipe".into())
+        .set_key_value_metadata((!kv.is_empty()).then_some(kv))
+        .build();
     let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq(path))?;
     w.write(&batch).map_err(pq(path))?;
     w.close().map_err(pq(path))?;
@@ -40,7 +53,8 @@ pub fn write_parquet(table: &Table, path: &Path) -> Result<()> {
 }
 
 /// Reads a Parquet file's `double`, `int64`, `string` and `boolean` columns
-/// (others are skipped; nulls read as 0, "" and false), all row groups.
+/// (others are skipped), all row groups. A nullable `int64` column reads as
+/// [`Column::OptI64`]; other nulls read as NaN, "" and false.
 pub fn read_parquet(path: &Path) -> Result<Table> {
     let file = std::fs::File::open(path).map_err(io(path))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq(path))?.build().map_err(pq(path))?;
@@ -50,7 +64,12 @@ pub fn read_parquet(path: &Path) -> Result<Table> {
         for (i, field) in batch.schema().fields().iter().enumerate() {
             let a = batch.column(i);
             let col = match field.data_type() {
-                DataType::Float64 => Column::F64(a.as_any().downcast_ref::<Float64Array>().unwrap().values().to_vec()),
+                DataType::Float64 => Column::F64(
+                    a.as_any().downcast_ref::<Float64Array>().unwrap().iter().map(|x| x.unwrap_or(f64::NAN)).collect(),
+                ),
+                DataType::Int64 if field.is_nullable() => {
+                    Column::OptI64(a.as_any().downcast_ref::<Int64Array>().unwrap().iter().collect())
+                }
                 DataType::Int64 => Column::I64(a.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()),
                 DataType::Utf8 => Column::Str(
                     a.as_any()
@@ -69,6 +88,7 @@ pub fn read_parquet(path: &Path) -> Result<Table> {
                 Some((_, existing)) => match (existing, col) {
                     (Column::F64(a), Column::F64(b)) => a.extend(b),
                     (Column::I64(a), Column::I64(b)) => a.extend(b),
+                    (Column::OptI64(a), Column::OptI64(b)) => a.extend(b),
                     (Column::Str(a), Column::Str(b)) => a.extend(b),
                     (Column::Bool(a), Column::Bool(b)) => a.extend(b),
                     _ => {
@@ -97,9 +117,20 @@ mod tests {
             .with("sae", Column::Str(vec!["a".into(), "b".into()]))
             .with("step", Column::I64(vec![0, 1000]))
             .with("similarity", Column::F64(vec![0.5, f64::NAN]))
-            .with("dead", Column::Bool(vec![false, true]));
-        write_parquet(&t, &path).unwrap();
+            .with("dead", Column::Bool(vec![false, true]))
+            .with("checkpoint", Column::OptI64(vec![Some(7), None]));
+        let meta = [("saepipe.stage".to_string(), "train".to_string())];
+        write_parquet_with_metadata(&t, &path, &meta).unwrap();
         let back = read_parquet(&path).unwrap();
+        assert_eq!(back.get("checkpoint"), t.get("checkpoint"));
+        let footer = parquet::file::reader::FileReader::metadata(
+            &parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap(),
+        )
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap();
+        assert!(footer.iter().any(|kv| kv.key == "saepipe.stage" && kv.value.as_deref() == Some("train")));
         assert_eq!(back.column_names(), t.column_names());
         assert_eq!(back.get("sae"), t.get("sae"));
         assert_eq!(back.get("step"), t.get("step"));
