@@ -10,6 +10,7 @@ pub mod command;
 pub mod debug_shards;
 pub mod device;
 pub mod evaluate;
+pub mod hub_dataset;
 pub mod inspect_features;
 pub mod match_features;
 pub mod model_params;

@@ -1,8 +1,8 @@
 //! `tokenize`: a text corpus → a Parquet token table of fixed-length contexts.
 
-use super::{Op, Params, StageCtx, model_ref};
+use super::{Op, Params, StageCtx, hub_dataset, model_ref};
 use crate::engine::{ParamSpec, ParamType};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use saepipe_data::corpus::FileFormat;
 use saepipe_data::{Corpus, FormatChoice, Mode, Tl2Pad, TokenizeOptions, Tokenizer, tokenize_to_table};
 use serde_json::{Value, json};
@@ -50,7 +50,7 @@ impl Op for TokenizeOp {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::required("corpus", ParamType::Path, "corpus file, or a directory of them (read in name order)"),
+            ParamSpec::required("corpus", ParamType::Path, "corpus file, or a directory of them (read in name order), or a hub dataset's split: hf-dataset:<org>/<name>[@rev][/split]"),
             ParamSpec::required("tokenizer", ParamType::Str, "a tokenizer.json path, or a model reference whose tokenizer.json to use"),
             ParamSpec::optional("format", ParamType::Enum(&["auto", "jsonl", "text_lines", "parquet"]), json!("auto"), "corpus format; auto: .jsonl/.json are JSONL, .parquet Parquet, other files one document per line"),
             ParamSpec::optional("field", ParamType::Str, json!("text"), "JSONL field or Parquet column holding the document text"),
@@ -69,12 +69,24 @@ impl Op for TokenizeOp {
             ParamSpec::optional("shuffle_buffer", ParamType::Int, json!(10000), "documents held by the shuffle buffer").range(1, 100_000_000),
         ]
     }
+    /// The tokenizer, and a hub dataset's Parquet files (a local corpus is a
+    /// path parameter, keyed by content already).
     fn external_inputs(&self, params: &Params, base_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-        Ok(vec![("tokenizer".into(), tokenizer_path(params, base_dir)?)])
+        let mut out = vec![("tokenizer".into(), tokenizer_path(params, base_dir)?)];
+        let corpus = params.str("corpus")?;
+        if hub_dataset::is_hub_dataset(corpus) {
+            let files = hub_dataset::resolve(corpus).context("parameter `corpus`")?;
+            out.extend(files.into_iter().enumerate().map(|(i, f)| (format!("corpus[{i}]"), f)));
+        }
+        Ok(out)
     }
     fn check_params(&self, params: &Params, _base_dir: &Path) -> Vec<super::ParamProblem> {
         // A missing corpus is bad input, found before anything runs.
         match params.str("corpus") {
+            Ok(corpus) if hub_dataset::is_hub_dataset(corpus) => match hub_dataset::DatasetRef::parse(corpus) {
+                Ok(_) => Vec::new(),
+                Err(e) => vec![("corpus", None, e.to_string())],
+            },
             Ok(corpus) if !Path::new(corpus).exists() => {
                 let hint = saepipe_core::suggest::path_hint(Path::new(corpus));
                 vec![("corpus", None, format!("no such file or directory: {corpus}{hint}"))]
@@ -84,8 +96,12 @@ impl Op for TokenizeOp {
     }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
         let p = &ctx.params;
-        let corpus_path = PathBuf::from(p.str("corpus")?);
-        let files = corpus_files(&corpus_path)?;
+        let corpus = p.str("corpus")?;
+        let files = if hub_dataset::is_hub_dataset(corpus) {
+            hub_dataset::resolve(corpus)?
+        } else {
+            corpus_files(Path::new(corpus))?
+        };
         let tok_path = tokenizer_path(p, &ctx.base_dir)?;
         let tok = Tokenizer::from_file(&tok_path)?;
         let context_size = p.usize("context_size")?;

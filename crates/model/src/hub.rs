@@ -19,13 +19,37 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A model reference: `org/name` at a revision (branch, tag or commit).
+/// What kind of hub repository a reference names: they live in separate
+/// namespaces, on the hub (`/api/models/…`, `/api/datasets/…`) and in the
+/// cache (`models--org--name`, `datasets--org--name`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RepoKind {
+    /// A model repository.
+    #[default]
+    Model,
+    /// A dataset repository.
+    Dataset,
+}
+
+impl RepoKind {
+    /// The plural the hub's URLs and the cache's folder names use.
+    fn plural(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        }
+    }
+}
+
+/// A model (or dataset) reference: `org/name` at a revision (branch, tag or commit).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HubRef {
     /// The repository, `org/name`.
     pub repo: String,
     /// A branch, tag or 40-hex-digit commit; `main` when the spec names none.
     pub revision: String,
+    /// A model or a dataset repository.
+    pub kind: RepoKind,
 }
 
 impl HubRef {
@@ -45,7 +69,12 @@ impl HubRef {
         {
             return Err(ModelError::Input(format!("`{spec}`: invalid revision `{revision}`")));
         }
-        Ok(HubRef { repo: repo.to_string(), revision: revision.to_string() })
+        Ok(HubRef { repo: repo.to_string(), revision: revision.to_string(), kind: RepoKind::Model })
+    }
+
+    /// The same repository and revision, as a dataset repository.
+    pub fn dataset(self) -> HubRef {
+        HubRef { kind: RepoKind::Dataset, ..self }
     }
 
     fn is_commit(&self) -> bool {
@@ -87,9 +116,9 @@ impl HubCache {
         HubCache { root, offline }
     }
 
-    /// `models--org--name` under the cache root.
+    /// `models--org--name` (`datasets--org--name`) under the cache root.
     pub fn repo_dir(&self, r: &HubRef) -> PathBuf {
-        self.root.join(format!("models--{}", r.repo.replace('/', "--")))
+        self.root.join(format!("{}--{}", r.kind.plural(), r.repo.replace('/', "--")))
     }
 
     /// The snapshot directory holding `r`'s files, if the cache has it.
@@ -451,7 +480,7 @@ impl<'h> Client<'h> {
     }
 
     fn revision_info(&self, r: &HubRef) -> std::result::Result<RevisionInfo, String> {
-        let url = format!("{}/api/models/{}/revision/{}", self.hub.url, r.repo, encode(&r.revision));
+        let url = format!("{}/api/{}/{}/revision/{}", self.hub.url, r.kind.plural(), r.repo, encode(&r.revision));
         let mut resp = self.get(&url)?;
         if resp.status() != 200 {
             return Err(refusal(&format!("GET {url}"), resp));
@@ -484,8 +513,13 @@ impl<'h> Client<'h> {
             let p = p.to_path_buf();
             move |e| FetchError::Io(p, e)
         };
+        // Model files resolve at `/<repo>/…`, dataset files at `/datasets/<repo>/…`.
+        let namespace = match r.kind {
+            RepoKind::Model => String::new(),
+            RepoKind::Dataset => "datasets/".into(),
+        };
         let mut url = format!(
-            "{}/{}/resolve/{sha}/{}",
+            "{}/{namespace}{}/resolve/{sha}/{}",
             self.hub.url,
             r.repo,
             file.split('/').map(encode).collect::<Vec<_>>().join("/")
@@ -608,7 +642,7 @@ mod tests {
     fn parses_references() {
         assert_eq!(
             HubRef::parse("EleutherAI/pythia-70m-deduped@step3000").unwrap(),
-            HubRef { repo: "EleutherAI/pythia-70m-deduped".into(), revision: "step3000".into() }
+            HubRef { repo: "EleutherAI/pythia-70m-deduped".into(), revision: "step3000".into(), kind: RepoKind::Model }
         );
         assert_eq!(HubRef::parse("openai-community/gpt2").unwrap().revision, "main");
         assert_eq!(HubRef::parse("org/m@refs/pr/1").unwrap().revision, "refs/pr/1");

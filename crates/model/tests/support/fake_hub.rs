@@ -1,6 +1,8 @@
 //! A local imitation of the Hugging Face endpoints for tests: the revision API
 //! (`/api/models/<repo>/revision/<rev>`), `/<repo>/resolve/<rev>/<file>` with
 //! its headers, and a separate LFS storage host that large files redirect to.
+//! A [`Repo`] named `datasets/<org>/<name>` is a dataset repository, served at
+//! `/api/datasets/<org>/<name>/…` and `/datasets/<org>/<name>/resolve/…`.
 //!
 //! Shared by `crates/model/tests/hub_download.rs` and the root package's
 //! `tests/coder_ref.rs`, which include it with `#[path = "…"] mod fake_hub;`.
@@ -120,11 +122,15 @@ fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[
 }
 
 fn hub_answer(repo: &Repo, path: &str, lfs_url: &str, s: &mut TcpStream) {
-    let (id, sha) = (repo.repo, repo.sha);
+    let (kind, id) = match repo.repo.strip_prefix("datasets/") {
+        Some(id) => ("datasets", id),
+        None => ("models", repo.repo),
+    };
+    let sha = repo.sha;
     let error = |s: &mut TcpStream, status: &str, code: &str| {
         respond(s, status, &[("X-Error-Code", code.into()), ("X-Error-Message", format!("{code} for {path}"))], b"{}")
     };
-    if let Some(rest) = path.strip_prefix("/api/models/") {
+    if let Some(rest) = path.strip_prefix(&format!("/api/{kind}/")) {
         let Some((asked, rev)) = rest.split_once("/revision/") else {
             return error(s, "404 Not Found", "EntryNotFound");
         };
@@ -144,7 +150,8 @@ fn hub_answer(repo: &Repo, path: &str, lfs_url: &str, s: &mut TcpStream) {
             body.as_bytes(),
         );
     }
-    let Some(rest) = path.strip_prefix(&format!("/{id}/resolve/")) else {
+    let namespace = if kind == "datasets" { "/datasets" } else { "" };
+    let Some(rest) = path.strip_prefix(&format!("{namespace}/{id}/resolve/")) else {
         return error(s, "401 Unauthorized", "RepoNotFound");
     };
     let Some((rev, file)) = rest.split_once('/') else { return error(s, "404 Not Found", "EntryNotFound") };
