@@ -386,3 +386,59 @@ fn evaluate_takes_registry_names() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("did you mean `acme-mlp`"), "{err}");
 }
+
+#[test]
+fn match_features_takes_a_published_reference_coder() {
+    let hub = start_hub(repo_files());
+    let t = tempfile::tempdir().unwrap();
+    let hf_cache = t.path().join("hf");
+    let registry = t.path().join("registry.json");
+    std::fs::write(
+        &registry,
+        r#"{"format": 1, "sae_lens_version": "test", "releases": {"acme-mlp": {"repo_id": "acme/coders", "model": "toy", "conversion_func": null, "config_overrides": null, "saes": [["blocks.1.hook_mlp_out", null, 8, null]]}}}"#,
+    )
+    .unwrap();
+    let yaml = |reference: &str| {
+        format!(
+            "version: 1\nname: m\nstages:\n  tokens:\n    op: tokenize\n    corpus: {}\n    tokenizer: toy/toy-grammar@step2000\n    context_size: 32\n    max_tokens: 8192\n  acts:\n    op: collect_activations\n    model: toy/toy-grammar@step2000\n    tokens: tokens\n    hooks: [blocks.1.hook_mlp_out]\n  train:\n    op: train_sae\n    activations: acts\n    hook: blocks.1.hook_mlp_out\n    architecture: topk\n    d_sae: 128\n    k: 8\n    total_tokens: 8192\n    batch_size: 1024\n  match:\n    op: match_features\n    {reference}\n    saes: [train]\n    reference_activations: acts\n    activations: [acts]\n    n_tokens: 4096\n",
+            repo_root().join("models/toy-grammar/corpus-train.jsonl").display()
+        )
+    };
+    let env = [
+        ("HF_ENDPOINT", hub.url.as_str()),
+        ("HF_HUB_CACHE", hf_cache.to_str().unwrap()),
+        ("SAEPIPE_SAELENS_REGISTRY", registry.to_str().unwrap()),
+    ];
+    let summary_of = |dir: &Path| {
+        let o = saepipe(dir, &["path", "p.yaml", "match"], &env);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let art = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(art.join("_manifest.json")).unwrap()).unwrap();
+        (read_parquet(&art.join("summary.parquet")).unwrap(), manifest["metrics"]["reference"].clone())
+    };
+    for (reference, label) in [
+        ("reference_coder: saelens:acme-mlp/blocks.1.hook_mlp_out", "acme-mlp/blocks.1.hook_mlp_out"),
+        ("reference_coder: hf:acme/coders/blocks.1.hook_mlp_out", "blocks.1.hook_mlp_out"),
+    ] {
+        std::fs::write(t.path().join("p.yaml"), yaml(reference)).unwrap();
+        let out = saepipe(t.path(), &["run", "p.yaml"], &env);
+        assert!(out.status.success(), "{reference}: {}", String::from_utf8_lossy(&out.stderr));
+        let (summary, reference_label) = summary_of(t.path());
+        assert_eq!(reference_label, label);
+        assert_eq!(summary.strings("coder").unwrap(), ["train"]);
+        let n_matched = summary.f64("n_matched").unwrap()[0];
+        assert!(n_matched > 0.0, "the published coder's live features match the trained SAE's: {n_matched}");
+    }
+
+    // Both a stage and a published coder, or neither: invalid input, said before anything runs.
+    for (reference, said) in
+        [("reference: train\n    reference_coder: hf:acme/coders/blocks.1.hook_mlp_out", "not both"), ("", "missing")]
+    {
+        std::fs::write(t.path().join("p.yaml"), yaml(reference)).unwrap();
+        let out = saepipe(t.path(), &["validate", "p.yaml"], &env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("p.yaml") && err.contains(said), "{err}");
+    }
+}

@@ -43,6 +43,44 @@ pub fn revision_step(model: &str) -> f64 {
     digits.parse::<f64>().unwrap_or(f64::NAN)
 }
 
+/// The reference side from a published coder (`reference_coder`), encoded on
+/// `store` when the similarity needs activations.
+fn load_published(
+    spec: &str,
+    base_dir: &Path,
+    store: Option<&Path>,
+    streamed: &crate::engine::StreamedInputs,
+    n_tokens: usize,
+    gpu: Option<&Arc<saepipe_cuda::Gpu>>,
+) -> Result<(Side, Option<Vec<u32>>)> {
+    let path = super::coder_ref::resolve(spec, base_dir).context("parameter `reference_coder`")?;
+    let coder = match super::coder_ref::load_pretrained(spec, &path).context("parameter `reference_coder`")? {
+        Some(c) => c,
+        None => load_trained_coder(&path).context("parameter `reference_coder`")?,
+    };
+    side(coder, super::coder_ref::label(spec, &path), store, streamed, n_tokens, gpu)
+}
+
+/// One side of a match, encoded on `store` (its first `n_tokens` rows) when given.
+fn side(
+    coder: SparseCoder,
+    label: String,
+    store: Option<&Path>,
+    streamed: &crate::engine::StreamedInputs,
+    n_tokens: usize,
+    gpu: Option<&Arc<saepipe_cuda::Gpu>>,
+) -> Result<(Side, Option<Vec<u32>>)> {
+    let model = super::train_sae::coder_model(&coder);
+    let (acts, tokens) = match store {
+        Some(s) => {
+            let (a, t) = encode_store(&coder, &label, streamed.source(s), n_tokens, gpu)?;
+            (Some(a), Some(t))
+        }
+        None => (None, None),
+    };
+    Ok((Side { label, model, coder, acts }, tokens))
+}
+
 /// Warns when activation stores of differently named models (e.g. two training
 /// checkpoints) come from byte-identical weights: some published checkpoint
 /// branches serve the same files, which would show up as a spurious perfect match.
@@ -175,7 +213,12 @@ impl Op for MatchFeaturesOp {
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![
-            ParamSpec::required("reference", Artifact, "the reference SAE (a train_sae stage)"),
+            ParamSpec::maybe("reference", Artifact, "the reference SAE (a train_sae stage); or give `reference_coder`"),
+            ParamSpec::maybe(
+                "reference_coder",
+                Str,
+                "a published reference coder instead of a stage: a SAELens or sparsify directory or transcoder-paper .pt file on disk, hf:<owner>/<repo>[@<rev>]/<path>, or saelens:<release>/<sae_id>; hashed by content",
+            ),
             ParamSpec::required("saes", Artifacts, "SAEs to match onto the reference, e.g. train[*]"),
             ParamSpec::maybe(
                 "reference_activations",
@@ -219,6 +262,30 @@ impl Op for MatchFeaturesOp {
             crate::engine::stream_param(),
         ]
     }
+    fn external_inputs(&self, params: &super::Params, base_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+        match params.opt_str("reference_coder") {
+            Some(spec) => Ok(vec![(
+                "reference_coder".into(),
+                super::coder_ref::resolve(spec, base_dir).context("parameter `reference_coder`")?,
+            )]),
+            None => Ok(Vec::new()),
+        }
+    }
+    fn check_params(&self, params: &super::Params, _base_dir: &Path) -> Vec<super::ParamProblem> {
+        match (params.get("reference").is_some(), params.get("reference_coder").is_some()) {
+            (true, true) => vec![(
+                "reference_coder",
+                None,
+                "give either `reference` (a train_sae stage) or `reference_coder` (a published coder), not both".into(),
+            )],
+            (false, false) => vec![(
+                "reference",
+                None,
+                "missing: the reference SAE, a train_sae stage (`reference: train[step2000]`) or a published coder (`reference_coder: saelens:<release>/<sae_id>`)".into(),
+            )],
+            _ => Vec::new(),
+        }
+    }
     fn run(&self, ctx: &mut StageCtx) -> Result<Value> {
         let p = ctx.params.clone();
         let kind = similarity_kind(p.str("similarity")?);
@@ -252,15 +319,7 @@ impl Op for MatchFeaturesOp {
         let load = |dir: &Path, store: Option<&Path>| -> Result<(Side, Option<Vec<u32>>)> {
             let coder = load_trained_coder(dir)?;
             let label = coder_label(&coder, dir, producers.get(dir).map(String::as_str));
-            let model = super::train_sae::coder_model(&coder);
-            let (acts, tokens) = match store {
-                Some(s) => {
-                    let (a, t) = encode_store(&coder, &label, streamed.source(s), n_tokens, gpu.as_ref())?;
-                    (Some(a), Some(t))
-                }
-                None => (None, None),
-            };
-            Ok((Side { label, model, coder, acts }, tokens))
+            side(coder, label, store, &streamed, n_tokens, gpu.as_ref())
         };
         if needs_acts {
             let mut all = stores.clone();
@@ -268,7 +327,10 @@ impl Op for MatchFeaturesOp {
             warn_identical_checkpoints(ctx, &all)?;
         }
         let ref_store = needs_acts.then(|| ctx.input("reference_activations")).transpose()?.map(Path::to_path_buf);
-        let (reference, ref_tokens) = load(ctx.input("reference")?, ref_store.as_deref())?;
+        let (reference, ref_tokens) = match p.opt_str("reference_coder") {
+            Some(spec) => load_published(spec, &ctx.base_dir, ref_store.as_deref(), &streamed, n_tokens, gpu.as_ref())?,
+            None => load(ctx.input("reference")?, ref_store.as_deref())?,
+        };
         let (model_name, revision) = super::train_sae::split_model_reference(&reference.model);
         let hook = reference.coder.metadata.hook_name.clone().unwrap_or_default();
         ctx.describe_tables(&model_name, revision.as_deref().unwrap_or(""), &hook);
