@@ -10,7 +10,7 @@ use super::{Op, Params, StageCtx, model_params};
 use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use saepipe_data::{Dtype, HookSpec, Rows, ShardedWriter, StoreMeta, TokenTableReader, WriterOptions};
-use saepipe_model::{HookName, RunRequest};
+use saepipe_model::{HookName, OptionalHooks, RunRequest};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -116,7 +116,10 @@ impl Op for CollectActivationsOp {
         let batch = p.usize("batch_size")?.max(1);
         let dtype = Dtype::parse(p.str("dtype")?).unwrap();
         let stop = stop_layer(&names);
-        let widths: Vec<usize> = names.iter().map(|h| h.token_width(&model.cfg, cctx)).collect();
+        // Optional hooks that add a head dimension to ln1's (as TransformerLens's flags do).
+        let opt = OptionalHooks::of(names.iter().map(HookName::as_str));
+        opt.check(&model.cfg).context("parameter `hooks`")?;
+        let widths: Vec<usize> = names.iter().map(|h| h.token_width_with(&model.cfg, cctx, opt)).collect();
         let cfg = model.cfg.clone();
         let token_key = super::artifact_key(&tokens_dir);
         let meta = StoreMeta {

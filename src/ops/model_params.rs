@@ -11,7 +11,7 @@
 use super::{ParamProblem, Params, model_ref};
 use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result};
-use saepipe_model::{HookName, LnHook, LoadOptions, Model, ModelConfig, Processing};
+use saepipe_model::{HookName, LnHook, LoadOptions, Model, ModelConfig, OptionalHooks, Processing};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -126,9 +126,14 @@ pub fn local_config(params: &Params, base_dir: &Path) -> Option<ModelConfig> {
 pub fn check_hooks(params: &Params, base_dir: &Path, param: &'static str) -> Vec<ParamProblem> {
     let Some(cfg) = local_config(params, base_dir) else { return Vec::new() };
     let hooks = params.str_list(param).unwrap_or_default();
-    hooks
+    let mut problems: Vec<ParamProblem> = hooks
         .iter()
         .enumerate()
         .filter_map(|(i, h)| HookName::check(&cfg, h).err().map(|e| (param, Some(i), e.to_string())))
-        .collect()
+        .collect();
+    // Optional hooks a model cannot have together (TransformerLens's flags).
+    if let Err(e) = OptionalHooks::of(hooks.iter().map(String::as_str)).check(&cfg) {
+        problems.push((param, None, e.to_string()));
+    }
+    problems
 }

@@ -12,7 +12,7 @@
 
 use crate::config::{Arch, ModelConfig, Norm};
 use crate::error::{ModelError, Result};
-use crate::hook::needs;
+use crate::hook::{OptionalHooks, needs};
 use crate::params::Params;
 use saepipe_core::compute::{ComputeError, DeviceOps, Heads, ScoreOpts, numel};
 use std::collections::{HashMap, HashSet};
@@ -69,14 +69,14 @@ impl From<ComputeError> for ModelError {
 }
 
 /// The request of a run and what it has produced so far.
-struct Hooks<'r, 'a> {
-    req: &'r mut RunRequest<'a>,
+pub(crate) struct Hooks<'r, 'a> {
+    pub(crate) req: &'r mut RunRequest<'a>,
     out: RunOutput,
 }
 
 impl Hooks<'_, '_> {
     /// Gives hook `name` its turn on `buf` (holding a tensor of `shape`).
-    fn visit<O: DeviceOps>(&mut self, ops: &O, name: &str, buf: &mut O::F, shape: &[usize]) -> Result<()> {
+    pub(crate) fn visit<O: DeviceOps>(&mut self, ops: &O, name: &str, buf: &mut O::F, shape: &[usize]) -> Result<()> {
         let capture = self.req.capture.contains(name);
         let replace = self.req.replace.get_mut(name);
         if !capture && replace.is_none() {
@@ -104,9 +104,27 @@ impl Hooks<'_, '_> {
         Ok(())
     }
 
-    fn wants(&self, name: &str) -> bool {
+    pub(crate) fn wants(&self, name: &str) -> bool {
         self.req.capture.contains(name) || self.req.replace.contains_key(name)
     }
+
+    pub(crate) fn replaces(&self, name: &str) -> bool {
+        self.req.replace.contains_key(name)
+    }
+}
+
+/// How a normalization's rows relate to the tokens, which decides the shape
+/// its hooks show.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LnRows {
+    /// One row per token: hooks [batch, ctx, d_model | 1].
+    Tokens,
+    /// `h` rows per token (per-head inputs): hooks [batch, ctx, h, d_model | 1].
+    PerHead(usize),
+    /// One row per token whose hooks show `h` identical copies (per-head
+    /// inputs nothing replaces: normalized once, the same values). The hooks
+    /// are only read, never replaced, in this form.
+    Repeated(usize),
 }
 
 /// One model's forward over the weights `p` on the device of `ops`.
@@ -122,6 +140,8 @@ impl<O: DeviceOps> Forward<'_, O> {
     pub fn run(&self, tokens: &[u32], batch: usize, ctx: usize, req: &mut RunRequest) -> Result<RunOutput> {
         crate::check_run_inputs(self.cfg, tokens, batch, ctx, req)?;
         let mut hooks = Hooks { req, out: RunOutput::default() };
+        let replaced = if hooks.wants("hook_tokens") { self.token_hook(tokens, batch, ctx, &mut hooks)? } else { None };
+        let tokens = replaced.as_deref().unwrap_or(tokens);
         let resid = self.embed(tokens, batch, ctx, &mut hooks)?;
         self.run_blocks(resid, 0, tokens, batch, ctx, &mut hooks)?;
         Ok(hooks.out)
@@ -176,7 +196,34 @@ impl<O: DeviceOps> Forward<'_, O> {
         batch: usize,
         ctx: usize,
     ) -> Result<()> {
-        let (ops, d, n) = (self.ops, self.cfg.d_model, batch * ctx);
+        self.ln_rows(x, affine, prefix, hooks, out, scale, batch, ctx, LnRows::Tokens)
+    }
+
+    /// [`Forward::ln`] over rows laid out as `rows` says (per-head inputs of
+    /// TransformerLens's `use_attn_in` / `use_split_qkv_input`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn ln_rows(
+        &self,
+        x: &O::F,
+        affine: Option<&(O::F, O::F)>,
+        prefix: &str,
+        hooks: &mut Hooks,
+        out: &mut O::F,
+        scale: &mut O::F,
+        batch: usize,
+        ctx: usize,
+        rows: LnRows,
+    ) -> Result<()> {
+        let (ops, d) = (self.ops, self.cfg.d_model);
+        let (n, heads) = match rows {
+            LnRows::Tokens => (batch * ctx, None),
+            LnRows::PerHead(h) => (batch * ctx * h, Some(h)),
+            LnRows::Repeated(h) => (batch * ctx, Some(h)),
+        };
+        let shape = |last: usize| match heads {
+            Some(h) => vec![batch, ctx, h, last],
+            None => vec![batch, ctx, last],
+        };
         let name = format!("{prefix}.hook_normalized");
         // The affine is fused into the normalization unless the hook must see
         // the value before it; then it is applied after the hook.
@@ -188,8 +235,16 @@ impl<O: DeviceOps> Forward<'_, O> {
             // An RMSNorm's bias half is zero: only its weight is applied.
             Norm::RmsNorm => ops.rms_norm(x, n, d, self.cfg.eps, fused.map(|(w, _)| w), out, scale)?,
         }
-        hooks.visit(ops, &format!("{prefix}.hook_scale"), scale, &[batch, ctx, 1])?;
-        hooks.visit(ops, &name, out, &[batch, ctx, d])?;
+        match rows {
+            LnRows::Repeated(h) => {
+                self.visit_repeated(&format!("{prefix}.hook_scale"), scale, 1, h, &shape(1), hooks)?;
+                self.visit_repeated(&name, out, d, h, &shape(d), hooks)?;
+            }
+            _ => {
+                hooks.visit(ops, &format!("{prefix}.hook_scale"), scale, &shape(1))?;
+                hooks.visit(ops, &name, out, &shape(d))?;
+            }
+        }
         if let (true, Some((w, b))) = (split, affine) {
             ops.scale_shift(out, n, d, w, b)?;
         }
@@ -289,6 +344,10 @@ impl<O: DeviceOps> Forward<'_, O> {
             None
         };
         let mut probs: Option<O::F> = None;
+        let mut mlp_in: Option<O::F> = None;
+        // TransformerLens's flags that the requested optional hooks turn on
+        // (for every block, as there).
+        let opt = OptionalHooks::of(hooks.req.capture.iter().chain(hooks.req.replace.keys()).map(String::as_str));
         let sq_shape = [batch, nh, ctx, ctx];
         for l in start..stop {
             if need.done_before(l) {
@@ -300,12 +359,16 @@ impl<O: DeviceOps> Forward<'_, O> {
             if need.done_after_resid_pre(l) {
                 return Ok(());
             }
-            self.ln(&resid, lp.ln1.as_ref(), &pre("ln1"), hooks, &mut x, &mut scale, batch, ctx)?;
+            if opt.ln1_heads(cfg).is_some() {
+                self.attn_inputs(l, lp, &resid, opt, [&mut q, &mut k, &mut v], &mut x, &mut scale, batch, ctx, hooks)?;
+            } else {
+                self.ln(&resid, lp.ln1.as_ref(), &pre("ln1"), hooks, &mut x, &mut scale, batch, ctx)?;
+                ops.linear(&x, &lp.w_q, Some(&lp.b_q), &mut q, n, d, hd)?;
+                ops.linear(&x, &lp.w_k, Some(&lp.b_k), &mut k, n, d, kvd)?;
+                ops.linear(&x, &lp.w_v, Some(&lp.b_v), &mut v, n, d, kvd)?;
+            }
             let qkv_shape = [batch, ctx, nh, dh];
             let kv_shape = [batch, ctx, cfg.n_kv_heads, dh];
-            ops.linear(&x, &lp.w_q, Some(&lp.b_q), &mut q, n, d, hd)?;
-            ops.linear(&x, &lp.w_k, Some(&lp.b_k), &mut k, n, d, kvd)?;
-            ops.linear(&x, &lp.w_v, Some(&lp.b_v), &mut v, n, d, kvd)?;
             hooks.visit(ops, &pre("attn.hook_q"), &mut q, &qkv_shape)?;
             hooks.visit(ops, &pre("attn.hook_k"), &mut k, &kv_shape)?;
             hooks.visit(ops, &pre("attn.hook_v"), &mut v, &kv_shape)?;
@@ -371,7 +434,11 @@ impl<O: DeviceOps> Forward<'_, O> {
                 }
             }
             hooks.visit(ops, &pre("attn.hook_z"), &mut z, &qkv_shape)?;
-            ops.linear(&z, &lp.w_o, Some(&lp.b_o), &mut attn_out, n, hd, d)?;
+            if hooks.wants(&pre("attn.hook_result")) {
+                self.head_results(l, lp, &z, &mut attn_out, batch, ctx, hooks)?;
+            } else {
+                ops.linear(&z, &lp.w_o, Some(&lp.b_o), &mut attn_out, n, hd, d)?;
+            }
             // Gemma: the attention output is normalized before it joins the
             // residual (and before hook_attn_out, as TransformerLens hooks it).
             if let Some(post) = &lp.ln1_post {
@@ -385,7 +452,20 @@ impl<O: DeviceOps> Forward<'_, O> {
                 ops.add(&mut resid, &attn_out, n * d)?;
                 hooks.visit(ops, &pre("hook_resid_mid"), &mut resid, &[batch, ctx, d])?;
             }
-            self.ln(&resid, lp.ln2.as_ref(), &pre("ln2"), hooks, &mut x, &mut scale, batch, ctx)?;
+            // TransformerLens's hook_mlp_in: a copy of the residual the MLP's
+            // norm reads (replacing it leaves the residual stream as it is).
+            let mlp_in_name = pre("hook_mlp_in");
+            if hooks.wants(&mlp_in_name) {
+                let buf = match &mut mlp_in {
+                    Some(b) => b,
+                    None => mlp_in.insert(ops.alloc(n * d)?),
+                };
+                ops.copy_range(&resid, 0, n * d, buf)?;
+                hooks.visit(ops, &mlp_in_name, buf, &[batch, ctx, d])?;
+                self.ln(buf, lp.ln2.as_ref(), &pre("ln2"), hooks, &mut x, &mut scale, batch, ctx)?;
+            } else {
+                self.ln(&resid, lp.ln2.as_ref(), &pre("ln2"), hooks, &mut x, &mut scale, batch, ctx)?;
+            }
             let hidden = match &mut hidden {
                 Some(h) => h,
                 None => hidden.insert(ops.alloc(n * f)?),
@@ -427,7 +507,7 @@ impl<O: DeviceOps> Forward<'_, O> {
         if !need.head {
             return Ok(());
         }
-        drop((q, k, v, z, kv_full, attn_out, mlp_out, hidden, hidden_linear, probs, qk));
+        drop((q, k, v, z, kv_full, attn_out, mlp_out, hidden, hidden_linear, probs, qk, mlp_in));
         self.ln(&resid, self.p.ln_final.as_ref(), "ln_final", hooks, &mut x, &mut scale, batch, ctx)?;
         hooks.visit(ops, "unembed.hook_in", &mut x, &[batch, ctx, d])?;
         self.head(x, tokens, batch, ctx, hooks)

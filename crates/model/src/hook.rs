@@ -13,6 +13,10 @@ use std::fmt;
 /// which an architecture has them.
 const BLOCK_HOOKS: &[&str] = &[
     "hook_resid_pre",
+    "hook_attn_in",
+    "hook_q_input",
+    "hook_k_input",
+    "hook_v_input",
     "ln1.hook_scale",
     "ln1.hook_normalized",
     "attn.hook_q",
@@ -27,10 +31,12 @@ const BLOCK_HOOKS: &[&str] = &[
     "attn.hook_attn_scores",
     "attn.hook_pattern",
     "attn.hook_z",
+    "attn.hook_result",
     "ln1_post.hook_scale",
     "ln1_post.hook_normalized",
     "hook_attn_out",
     "hook_resid_mid",
+    "hook_mlp_in",
     "ln2.hook_scale",
     "ln2.hook_normalized",
     "mlp.hook_pre",
@@ -43,7 +49,72 @@ const BLOCK_HOOKS: &[&str] = &[
 ];
 
 /// Hooks outside the blocks: before them, then after them.
-const EMBED_HOOKS: &[&str] = &["hook_embed", "hook_pos_embed"];
+const EMBED_HOOKS: &[&str] = &["hook_tokens", "hook_embed", "hook_pos_embed"];
+
+/// TransformerLens's optional hooks (each behind a config flag there:
+/// `use_hook_tokens`, `use_attn_in`, `use_split_qkv_input`, `use_attn_result`,
+/// `use_hook_mlp_in`); in saepipe a request that names one turns it on.
+const OPTIONAL_HOOKS: &[&str] =
+    &["hook_tokens", "hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input", "attn.hook_result", "hook_mlp_in"];
+
+/// The optional hooks that change how a block runs, as TransformerLens's
+/// flags do for every block at once: `use_attn_in` (some
+/// `blocks.L.hook_attn_in` is requested) and `use_split_qkv_input` (some
+/// `blocks.L.hook_q_input`, `hook_k_input` or `hook_v_input` is). With either,
+/// attention reads per-head copies of the residual and `ln1` normalizes each
+/// copy, so `ln1.hook_scale` and `ln1.hook_normalized` get a head dimension.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptionalHooks {
+    /// TransformerLens's `use_attn_in`.
+    pub attn_in: bool,
+    /// TransformerLens's `use_split_qkv_input`.
+    pub split_qkv_input: bool,
+}
+
+impl OptionalHooks {
+    /// The flags a set of requested hook names turns on.
+    pub fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> OptionalHooks {
+        let mut o = OptionalHooks::default();
+        for n in names {
+            let Some(local) = n.strip_prefix("blocks.").and_then(|r| r.split_once('.')).map(|(_, l)| l) else {
+                continue;
+            };
+            match local {
+                "hook_attn_in" => o.attn_in = true,
+                "hook_q_input" | "hook_k_input" | "hook_v_input" => o.split_qkv_input = true,
+                _ => {}
+            }
+        }
+        o
+    }
+
+    /// The head copies `ln1` normalizes (and its hooks show) per token, if
+    /// any: TransformerLens applies `ln1` to the query, key and value inputs
+    /// in that order and a cache keeps the last call, the value input's
+    /// (key/value heads under `use_split_qkv_input`, else every head).
+    pub fn ln1_heads(&self, cfg: &ModelConfig) -> Option<usize> {
+        if self.split_qkv_input {
+            Some(cfg.n_kv_heads)
+        } else if self.attn_in {
+            Some(cfg.n_heads)
+        } else {
+            None
+        }
+    }
+
+    /// Whether a model can run with these flags. TransformerLens cannot run
+    /// `use_attn_in` alone under grouped-query attention (the per-head input
+    /// has a copy per query head, the key and value weights fewer heads).
+    pub fn check(&self, cfg: &ModelConfig) -> Result<()> {
+        if self.attn_in && !self.split_qkv_input && cfg.n_kv_heads != cfg.n_heads {
+            return Err(ModelError::Input(format!(
+                "hook_attn_in on a model with grouped-query attention ({} heads, {} key/value heads) needs the split inputs too: also request a blocks.L.hook_q_input, hook_k_input or hook_v_input (TransformerLens cannot run use_attn_in without use_split_qkv_input there)",
+                cfg.n_heads, cfg.n_kv_heads
+            )));
+        }
+        Ok(())
+    }
+}
 const HEAD_HOOKS: &[&str] = &["ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_in", "unembed.hook_out"];
 
 /// Whether an architecture has a hook of a block (`local` is the part after `blocks.L.`).
@@ -125,6 +196,13 @@ enum Layout {
     KNormScale,
     /// [batch·ctx·key/value heads, d_head]
     KNorm,
+    /// [batch, ctx]: token ids.
+    Tokens,
+    /// [batch, ctx, heads, d_model]: per-head copies of the residual, or
+    /// each head's output in d_model.
+    HeadsModel,
+    /// [batch, ctx, key/value heads, d_model]
+    KvHeadsModel,
 }
 
 fn layout_of(local: &str) -> Layout {
@@ -133,6 +211,9 @@ fn layout_of(local: &str) -> Layout {
         "attn.q_norm.hook_normalized" => return Layout::QNorm,
         "attn.k_norm.hook_scale" => return Layout::KNormScale,
         "attn.k_norm.hook_normalized" => return Layout::KNorm,
+        "hook_tokens" => return Layout::Tokens,
+        "hook_attn_in" | "hook_q_input" | "attn.hook_result" => return Layout::HeadsModel,
+        "hook_k_input" | "hook_v_input" => return Layout::KvHeadsModel,
         _ => {}
     }
     match local.rsplit('.').next().unwrap_or(local) {
@@ -228,8 +309,34 @@ impl HookName {
         self.layout == Layout::AttnMap
     }
 
-    /// The TransformerLens shape of the hook's tensor for `batch` × `ctx` tokens.
+    /// Whether the hook is one of TransformerLens's optional hooks (off unless
+    /// a config flag turns it on there; here, on when requested).
+    pub fn is_optional(&self) -> bool {
+        OPTIONAL_HOOKS.contains(&self.local())
+    }
+
+    /// The TransformerLens shape of the hook's tensor for `batch` × `ctx`
+    /// tokens, in a run without the optional hooks that add a head dimension
+    /// to `ln1` (see [`HookName::shape_with`]).
     pub fn shape(&self, cfg: &ModelConfig, batch: usize, ctx: usize) -> Vec<usize> {
+        self.shape_with(cfg, batch, ctx, OptionalHooks::default())
+    }
+
+    /// The TransformerLens shape of the hook's tensor in a run whose requested
+    /// hooks turn on `opt`: `ln1.hook_scale` and `ln1.hook_normalized` are
+    /// [batch, ctx, heads, 1 | d_model] when attention reads per-head inputs.
+    pub fn shape_with(&self, cfg: &ModelConfig, batch: usize, ctx: usize, opt: OptionalHooks) -> Vec<usize> {
+        let mut shape = self.base_shape(cfg, batch, ctx);
+        if let Some(heads) = opt.ln1_heads(cfg)
+            && self.layer.is_some()
+            && self.local().starts_with("ln1.")
+        {
+            shape.insert(2, heads);
+        }
+        shape
+    }
+
+    fn base_shape(&self, cfg: &ModelConfig, batch: usize, ctx: usize) -> Vec<usize> {
         match self.layout {
             Layout::Model => vec![batch, ctx, cfg.d_model],
             Layout::Scalar => vec![batch, ctx, 1],
@@ -242,6 +349,9 @@ impl HookName {
             Layout::QNorm => vec![batch * ctx * cfg.n_heads, cfg.d_head],
             Layout::KNormScale => vec![batch * ctx * cfg.n_kv_heads, 1],
             Layout::KNorm => vec![batch * ctx * cfg.n_kv_heads, cfg.d_head],
+            Layout::Tokens => vec![batch, ctx],
+            Layout::HeadsModel => vec![batch, ctx, cfg.n_heads, cfg.d_model],
+            Layout::KvHeadsModel => vec![batch, ctx, cfg.n_kv_heads, cfg.d_model],
         }
     }
 
@@ -250,10 +360,16 @@ impl HookName {
     /// SAELens does), and heads × ctx for attention maps (each query token keeps
     /// every head's row of keys).
     pub fn token_width(&self, cfg: &ModelConfig, ctx: usize) -> usize {
+        self.token_width_with(cfg, ctx, OptionalHooks::default())
+    }
+
+    /// [`HookName::token_width`] in a run whose requested hooks turn on `opt`
+    /// (see [`HookName::shape_with`]).
+    pub fn token_width_with(&self, cfg: &ModelConfig, ctx: usize, opt: OptionalHooks) -> usize {
         match self.layout {
             Layout::AttnMap => cfg.n_heads * ctx,
             // One token's values: [1, 1, …] or, for QK-norm hooks, [heads, …].
-            _ => self.shape(cfg, 1, 1).iter().product(),
+            _ => self.shape_with(cfg, 1, 1, opt).iter().product(),
         }
     }
 
@@ -423,6 +539,60 @@ mod tests {
         assert_eq!(HookName::check(&c, "blocks.1.attn.hook_rot_k").unwrap().token_width(&c, 3), 4);
         assert_eq!(HookName::check(&c, "blocks.1.attn.hook_rot_q").unwrap().token_width(&c, 3), 8);
         assert!(HookName::check(&cfg(Arch::Gpt2, false, 0), "blocks.0.mlp.hook_pre_linear").is_err());
+    }
+
+    #[test]
+    fn optional_hooks_and_their_shapes() {
+        let mut c = cfg(Arch::Llama, false, 4);
+        (c.gated_mlp, c.n_kv_heads, c.norm) = (true, 1, Norm::RmsNorm);
+        let names = hook_names(&c);
+        let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(at("hook_tokens") < at("hook_embed"));
+        assert!(at("blocks.0.hook_resid_pre") < at("blocks.0.hook_attn_in"));
+        assert!(at("blocks.0.hook_v_input") < at("blocks.0.ln1.hook_scale"));
+        assert!(at("blocks.0.attn.hook_z") < at("blocks.0.attn.hook_result"));
+        assert!(at("blocks.0.hook_resid_mid") < at("blocks.0.hook_mlp_in"));
+        let shape = |n: &str, o: OptionalHooks| HookName::check(&c, n).unwrap().shape_with(&c, 2, 3, o);
+        let none = OptionalHooks::default();
+        assert_eq!(shape("hook_tokens", none), vec![2, 3]);
+        assert_eq!(shape("blocks.1.hook_attn_in", none), vec![2, 3, 2, 8]);
+        assert_eq!(shape("blocks.1.hook_q_input", none), vec![2, 3, 2, 8]);
+        assert_eq!(shape("blocks.1.hook_k_input", none), vec![2, 3, 1, 8]);
+        assert_eq!(shape("blocks.1.attn.hook_result", none), vec![2, 3, 2, 8]);
+        assert_eq!(shape("blocks.1.hook_mlp_in", none), vec![2, 3, 8]);
+        // ln1 gets a head dimension with per-head inputs: the value input's
+        // heads under split inputs, every head under use_attn_in alone.
+        let split = OptionalHooks::of(["blocks.0.hook_k_input"]);
+        let attn_in = OptionalHooks::of(["hook_embed", "blocks.1.hook_attn_in"]);
+        assert_eq!(
+            (split, attn_in.attn_in, attn_in.split_qkv_input),
+            (OptionalHooks { attn_in: false, split_qkv_input: true }, true, false)
+        );
+        assert_eq!(shape("blocks.1.ln1.hook_normalized", split), vec![2, 3, 1, 8]);
+        assert_eq!(shape("blocks.1.ln1.hook_scale", attn_in), vec![2, 3, 2, 1]);
+        assert_eq!(shape("blocks.1.ln2.hook_scale", attn_in), vec![2, 3, 1]);
+        assert_eq!(HookName::check(&c, "blocks.0.ln1.hook_normalized").unwrap().token_width_with(&c, 3, attn_in), 16);
+        assert!(HookName::parse("blocks.0.attn.hook_result").unwrap().is_optional());
+        assert!(!HookName::parse("blocks.0.attn.hook_z").unwrap().is_optional());
+        // TransformerLens cannot run use_attn_in alone under grouped-query attention.
+        let e = attn_in.check(&c).unwrap_err().to_string();
+        assert!(e.contains("hook_attn_in on a model with grouped-query attention (2 heads, 1 key/value heads)"), "{e}");
+        assert!(OptionalHooks { attn_in: true, split_qkv_input: true }.check(&c).is_ok());
+        assert!(attn_in.check(&cfg(Arch::Gpt2, false, 0)).is_ok());
+        for n in hook_names(&c) {
+            let h = HookName::check(&c, &n).unwrap();
+            for o in [none, split, attn_in] {
+                assert_eq!(
+                    h.shape_with(&c, 2, 3, o).iter().product::<usize>(),
+                    2 * 3 * h.token_width_with(&c, 3, o),
+                    "{n}"
+                );
+            }
+        }
+        let e = HookName::check(&c, "blocks.1.hook_atn_in").unwrap_err().to_string();
+        assert!(e.contains("did you mean `blocks.1.hook_attn_in`"), "{e}");
+        let e = HookName::check(&c, "blocks.0.attn.hook_results").unwrap_err().to_string();
+        assert!(e.contains("did you mean `blocks.0.attn.hook_result`"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod forward;
 pub mod hook;
 pub mod hub;
 pub mod linalg;
+mod optional;
 pub mod params;
 pub mod pickle;
 pub mod processing;
@@ -27,7 +28,7 @@ pub use config::{Activation, Arch, ModelConfig};
 pub use device::DeviceModel;
 pub use error::{ModelError, Result};
 pub use forward::{HookFn, LnHook, RunOutput, RunRequest};
-pub use hook::{HookName, Needs, check_hook, hook_names, hook_shape, needs};
+pub use hook::{HookName, Needs, OptionalHooks, check_hook, hook_names, hook_shape, needs};
 pub use processing::Processing;
 
 use forward::Forward;
@@ -140,6 +141,7 @@ pub fn check_run_inputs(cfg: &ModelConfig, tokens: &[u32], batch: usize, ctx: us
     for name in req.capture.iter().chain(req.replace.keys()) {
         check_hook(cfg, name)?;
     }
+    OptionalHooks::of(req.capture.iter().chain(req.replace.keys()).map(String::as_str)).check(cfg)?;
     if let Some(l) = req.stop_at_layer.filter(|&l| l > cfg.n_layers) {
         return Err(ModelError::Input(format!("stop_at_layer {l} exceeds the model's {} layers", cfg.n_layers)));
     }

@@ -2,7 +2,7 @@
 //! test): every hook point exists with TransformerLens's name and shape; both
 //! GPT-NeoX config dialects parse to the same configuration.
 
-use saepipe_model::{Arch, LoadOptions, Model, ModelConfig, Processing, RunRequest};
+use saepipe_model::{Arch, LoadOptions, Model, ModelConfig, OptionalHooks, Processing, RunRequest};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use std::path::Path;
@@ -107,7 +107,9 @@ fn check_all_hooks(model: &Model, per_layer: &[&str], global: &[&str], dims: &[(
     for l in 0..n_layers {
         want.extend(per_layer.iter().map(|h| format!("blocks.{l}.{h}")));
     }
-    let mut got = model.hook_names();
+    let all = model.hook_names();
+    let optional = |n: &String| model.check_hook(n).unwrap().is_optional();
+    let mut got: Vec<String> = all.iter().filter(|n| !optional(n)).cloned().collect();
     got.sort();
     want.sort();
     assert_eq!(got, want);
@@ -124,6 +126,17 @@ fn check_all_hooks(model: &Model, per_layer: &[&str], global: &[&str], dims: &[(
         assert_eq!(&model.hook_shape(name, batch, ctx).unwrap(), want_shape, "{name}");
         assert_eq!(values.len(), want_shape.iter().product::<usize>(), "{name}");
         assert!(values.iter().all(|x| x.is_finite() || leaf == "hook_attn_scores"), "{name} has non-finite values");
+    }
+    // With TransformerLens's optional hooks too: each has the shape its name
+    // gives in a run that requests them (ln1's with a head dimension).
+    let opt = OptionalHooks::of(all.iter().map(String::as_str));
+    let mut with_optional = RunRequest { capture: all.iter().cloned().collect(), ..Default::default() };
+    let captured = model.run(&tokens, batch, ctx, &mut with_optional).unwrap().captured;
+    assert!(all.iter().any(optional) && captured.len() == all.len());
+    for name in &all {
+        let (shape, values) = &captured[name];
+        assert_eq!(shape, &model.check_hook(name).unwrap().shape_with(&model.cfg, batch, ctx, opt), "{name}");
+        assert_eq!(values.len(), shape.iter().product::<usize>(), "{name}");
     }
     assert_eq!(out.logits.as_ref().unwrap().len(), ctx * model.cfg.d_vocab);
     let loss = out.loss_per_token.unwrap();

@@ -5,7 +5,7 @@
 #[path = "support/golden.rs"]
 mod golden;
 
-use golden::{check_post_affine, check_runner, fixture};
+use golden::{check_optional, check_post_affine, check_runner, fixture};
 use saepipe_model::{LnHook, LoadOptions, Model, Processing, RunRequest};
 use safetensors::SafeTensors;
 
@@ -50,6 +50,19 @@ fn processing_steps_one_at_a_time() {
     assert!(e.contains("needs fold_ln"), "{e}");
     let e = Processing::parse("fold_ln+center_unembedd").unwrap_err();
     assert!(e.contains("unknown weight-processing step `center_unembedd`"), "{e}");
+}
+
+/// TransformerLens's optional hooks, without and with weight processing.
+#[test]
+fn optional_hooks_match_transformer_lens() {
+    for arch in ["gpt2", "neox"] {
+        for (mode, processing) in [("none", Processing::NONE), ("full", Processing::FULL)] {
+            let model =
+                Model::load(&fixture(arch), &LoadOptions { processing: Some(processing), ..Default::default() })
+                    .unwrap();
+            check_optional(&model, arch, mode, mode, 1e-4);
+        }
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ mod golden;
 #[path = "support/shards.rs"]
 mod shards;
 
-use golden::{check_runner, fixture, tokens};
+use golden::{check_optional, check_runner, fixture, tokens};
 use saepipe_model::{LnHook, LoadOptions, Model, Processing, RunRequest};
 use safetensors::SafeTensors;
 use std::path::Path;
@@ -71,6 +71,17 @@ fn qwen3_without_processing() {
 #[test]
 fn qwen3_with_full_processing() {
     check("qwen3", "full");
+}
+
+/// TransformerLens's optional hooks, without and with weight processing.
+#[test]
+fn optional_hooks_match_transformer_lens() {
+    for arch in ["gemma2", "gemma3", "qwen3"] {
+        for mode in ["none", "full"] {
+            let model = load(&fixture(arch), Processing::parse(mode).unwrap(), LnHook::PreAffine);
+            check_optional(&model, arch, &golden_mode(arch, mode), mode, 1e-4);
+        }
+    }
 }
 
 #[test]

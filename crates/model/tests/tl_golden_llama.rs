@@ -10,7 +10,7 @@ mod golden;
 #[path = "support/shards.rs"]
 mod shards;
 
-use golden::{check_runner, fixture};
+use golden::{check_optional, check_runner, fixture};
 use saepipe_model::{LnHook, LoadOptions, Model, Processing, RunRequest};
 use safetensors::SafeTensors;
 use std::path::Path;
@@ -61,6 +61,17 @@ fn qwen2_without_processing() {
 #[test]
 fn qwen2_with_full_processing() {
     check("qwen2", "full");
+}
+
+/// TransformerLens's optional hooks, without and with weight processing.
+#[test]
+fn optional_hooks_match_transformer_lens() {
+    for arch in FAMILY {
+        for mode in ["none", "full"] {
+            let model = load(&fixture(arch), Processing::parse(mode).unwrap(), LnHook::PreAffine);
+            check_optional(&model, arch, &golden_mode(arch, mode), mode, 1e-4);
+        }
+    }
 }
 
 #[test]
@@ -199,4 +210,67 @@ fn qwen2_reads_its_biases() {
     safetensors::serialize_to_file(views, None, &t.path().join("model.safetensors")).unwrap();
     let e = Model::load(t.path(), &LoadOptions::default()).err().unwrap().to_string();
     assert!(e.contains("tensor `model.layers.0.self_attn.k_proj.bias` is missing"), "{e}");
+}
+
+/// Per-head inputs and results edited one head at a time, as path patching
+/// does: zeroing head 1's query input leaves its query the bias alone
+/// (zero here) and no other head's query changed; zeroing a head's result
+/// removes exactly its share of hook_attn_out; replaced token ids are what the
+/// embedding reads.
+#[test]
+fn optional_hooks_edit_one_head() {
+    let model = load(&fixture("llama"), Processing::NONE, LnHook::PreAffine);
+    let (nh, dh, d) = (4, 8, 32);
+    let (tokens, batch, ctx) = golden::tokens("llama");
+    let run = |edit: Option<&str>| {
+        let mut req = RunRequest {
+            capture: ["blocks.0.attn.hook_q", "blocks.0.attn.hook_result", "blocks.0.hook_attn_out", "hook_embed"]
+                .map(String::from)
+                .into(),
+            ..Default::default()
+        };
+        if let Some(name) = edit {
+            let width = if name.ends_with("hook_q_input") || name.ends_with("hook_result") { d } else { 1 };
+            let f: saepipe_model::HookFn = match width {
+                1 => Box::new(|t: &mut [f32], _s: &[usize]| t.iter_mut().for_each(|x| *x = 7.0)),
+                _ => Box::new(move |t: &mut [f32], _s: &[usize]| {
+                    t.chunks_mut(d).skip(1).step_by(nh).flatten().for_each(|x| *x = 0.0);
+                }),
+            };
+            req.replace.insert(name.to_string(), f);
+        }
+        model.run(&tokens, batch, ctx, &mut req).unwrap().captured
+    };
+    let clean = run(None);
+    let q_edit = run(Some("blocks.0.hook_q_input"));
+    for (i, (a, b)) in
+        q_edit["blocks.0.attn.hook_q"].1.chunks(dh).zip(clean["blocks.0.attn.hook_q"].1.chunks(dh)).enumerate()
+    {
+        if i % nh == 1 {
+            assert!(a.iter().all(|&x| x == 0.0), "head 1's query is its (zero) bias");
+        } else {
+            assert!(golden::rel_err(a, b) < 1e-5, "other heads' queries are unchanged");
+        }
+    }
+    assert_ne!(q_edit["blocks.0.hook_attn_out"].1, clean["blocks.0.hook_attn_out"].1);
+    let r_edit = run(Some("blocks.0.attn.hook_result"));
+    let result = &clean["blocks.0.attn.hook_result"].1;
+    let want: Vec<f32> = clean["blocks.0.hook_attn_out"]
+        .1
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x - result[(i / d * nh + 1) * d + i % d])
+        .collect();
+    assert!(golden::rel_err(&r_edit["blocks.0.hook_attn_out"].1, &want) < 1e-5);
+    let t_edit = run(Some("hook_tokens"));
+    let embed = &t_edit["hook_embed"].1;
+    assert!(embed.chunks(d).all(|row| row == &embed[..d]), "every position embeds token 7");
+    let mut bad = RunRequest { capture: ["hook_embed".to_string()].into(), ..Default::default() };
+    bad.replace.insert("hook_tokens".into(), Box::new(|t: &mut [f32], _s: &[usize]| t[0] = 50.0));
+    let e = model.run(&tokens, batch, ctx, &mut bad).unwrap_err().to_string();
+    assert!(e.contains("hook_tokens was replaced by 50, which is not a token id of the vocabulary (0 to 49)"), "{e}");
+    // use_attn_in alone is not a model TransformerLens can run with grouped-query attention.
+    let mut gqa = RunRequest { capture: ["blocks.0.hook_attn_in".to_string()].into(), ..Default::default() };
+    let e = model.run(&tokens, batch, ctx, &mut gqa).unwrap_err().to_string();
+    assert!(e.contains("also request a blocks.L.hook_q_input"), "{e}");
 }
