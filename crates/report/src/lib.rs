@@ -15,6 +15,7 @@
 
 mod axis;
 mod error;
+mod interactive;
 pub mod figures;
 mod render;
 pub mod report;
@@ -30,5 +31,5 @@ pub use figures::matching::{
 };
 pub use figures::training::{TrainingCurve, training_curves};
 pub use render::{Figure, FigureOptions};
-pub use report::{Cell, Report};
+pub use report::{Cell, Link, Report};
 pub use saepipe_core::table::{Column, Table};
