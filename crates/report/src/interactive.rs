@@ -40,11 +40,8 @@ pub(crate) fn panel_json(p: &LinePanel, names: &[String], x_desc: &str) -> Value
         .iter()
         .zip(names)
         .map(|(l, name)| {
-            let pts: Vec<Value> = l
-                .points
-                .iter()
-                .map(|&(x, y)| json!([finite(p.x.inv(x)), finite(p.y.inv(y))]))
-                .collect();
+            let pts: Vec<Value> =
+                l.points.iter().map(|&(x, y)| json!([finite(p.x.inv(x)), finite(p.y.inv(y))])).collect();
             json!({
                 "name": name,
                 "color": hex(l.color),

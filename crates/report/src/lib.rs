@@ -15,8 +15,8 @@
 
 mod axis;
 mod error;
-mod interactive;
 pub mod figures;
+mod interactive;
 mod render;
 pub mod report;
 mod style;
@@ -26,8 +26,8 @@ pub use error::{ReportError, Result};
 pub use figures::coders::{CoderPoint, sparsity_faithfulness};
 pub use figures::density::{FeatureDensity, feature_density};
 pub use figures::matching::{
-    CheckpointLosses, CheckpointSimilarities, DEFAULT_DISTANCE_THRESHOLDS, MatchedFraction, matched_fraction_vs_step,
-    matched_fractions, sae_losses_per_checkpoint, similarity_heatmap,
+    CheckpointCe, CheckpointLosses, CheckpointSimilarities, DEFAULT_DISTANCE_THRESHOLDS, MatchedFraction,
+    ce_per_checkpoint, matched_fraction_vs_step, matched_fractions, sae_losses_per_checkpoint, similarity_heatmap,
 };
 pub use figures::training::{TrainingCurve, training_curves};
 pub use render::{Figure, FigureOptions};

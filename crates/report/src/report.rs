@@ -62,7 +62,10 @@ impl From<i32> for Cell {
 
 #[derive(Debug, Clone)]
 enum Block {
-    Section { heading: String, text: String },
+    Section {
+        heading: String,
+        text: String,
+    },
     Figure {
         name: String,
         title: String,
@@ -71,9 +74,19 @@ enum Block {
         no_data: Option<String>,
         interactive: Option<String>,
     },
-    Table { caption: String, columns: Vec<String>, rows: Vec<Vec<Cell>> },
-    Links { heading: String, links: Vec<Link> },
-    Facts { heading: String, facts: Vec<(String, String)> },
+    Table {
+        caption: String,
+        columns: Vec<String>,
+        rows: Vec<Vec<Cell>>,
+    },
+    Links {
+        heading: String,
+        links: Vec<Link>,
+    },
+    Facts {
+        heading: String,
+        facts: Vec<(String, String)>,
+    },
 }
 
 /// A link to another file (another report), with a note shown after it.

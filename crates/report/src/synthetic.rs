@@ -214,7 +214,18 @@ pub fn study_report() -> crate::Result<crate::Report> {
         .collect();
     r.add_table(
         "Coder metrics",
-        &["coder", "step", "architecture", "d_sae", "L0", "MSE", "explained variance", "CE clean", "CE spliced", "CE loss score"],
+        &[
+            "coder",
+            "step",
+            "architecture",
+            "d_sae",
+            "L0",
+            "MSE",
+            "explained variance",
+            "CE clean",
+            "CE spliced",
+            "CE loss score",
+        ],
         rows,
     )?;
     r.add_section("Training", "Loss curves of every trained coder.");

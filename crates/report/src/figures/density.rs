@@ -127,9 +127,11 @@ impl Painter for Density<'_> {
             .hists
             .iter()
             .rev()
-            .map(|(name, _, dead, total)| {
-                if *dead > 0 { format!("{name} ({dead}/{total} dead)") } else { name.clone() }
-            })
+            .map(
+                |(name, _, dead, total)| {
+                    if *dead > 0 { format!("{name} ({dead}/{total} dead)") } else { name.clone() }
+                },
+            )
             .collect();
         let y = Axis::categorical(labels, n);
         let decades = -self.lo;

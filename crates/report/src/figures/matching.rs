@@ -7,11 +7,11 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::axis::{Axis, nice_step, trim_num};
 use crate::error::{ReportError, Result, invalid};
+use crate::interactive;
 use crate::render::{
     DrawResult, Figure, FigureOptions, LegendEntry, LineKind, LinePanel, LineSpec, Painter, build_chart, de,
     legend_strip, no_data_figure, render, resolve, title_area,
 };
-use crate::interactive;
 use crate::style::{self, Marker};
 use saepipe_core::table::{Column, Table};
 
@@ -88,12 +88,7 @@ pub fn matched_fraction_vs_step(rows: &[MatchedFraction], opts: &FigureOptions) 
         let points = sorted.iter().filter(|r| r.threshold == t).map(|r| (x.fwd(r.step as f64), r.fraction)).collect();
         let label = format!("distance ≤ {}", trim_num(t, 3));
         lines.push(LineSpec { name: label.clone(), color, marker: Marker::Circle, line: LineKind::Solid, points });
-        legend.push(LegendEntry {
-            label,
-            color,
-            line: LineKind::Solid,
-            marker: Marker::Circle,
-        });
+        legend.push(LegendEntry { label, color, line: LineKind::Solid, marker: Marker::Circle });
     }
     let panel = LinePanel {
         caption: None,
@@ -235,12 +230,9 @@ pub fn similarity_heatmap(
         return no_data_figure(name, title, opts, reason, data);
     }
     let labels: Vec<String> = cps.iter().map(|c| c.step.to_string()).collect();
-    let counts: Vec<Vec<i64>> = grid
-        .iter()
-        .enumerate()
-        .map(|(i, _)| d_count_of(&data, i * n_bins, n_bins))
-        .collect();
-    let unmatched: Vec<i64> = cps.iter().map(|c| c.similarities.iter().filter(|s| !s.is_finite()).count() as i64).collect();
+    let counts: Vec<Vec<i64>> = grid.iter().enumerate().map(|(i, _)| d_count_of(&data, i * n_bins, n_bins)).collect();
+    let unmatched: Vec<i64> =
+        cps.iter().map(|c| c.similarities.iter().filter(|s| !s.is_finite()).count() as i64).collect();
     let spec = serde_json::json!({
         "kind": "heatmap",
         "title": title,
@@ -535,7 +527,8 @@ pub fn ce_per_checkpoint(rows: &[CheckpointCe], opts: &FigureOptions) -> Result<
         ],
         y,
     };
-    let score = step_panel(&rows, &x, &x_desc, 4, "CE loss score", "1 = lossless splice", |r| r.ce_loss_score, f64::INFINITY);
+    let score =
+        step_panel(&rows, &x, &x_desc, 4, "CE loss score", "1 = lossless splice", |r| r.ce_loss_score, f64::INFINITY);
     let legend = losses
         .lines
         .iter()
