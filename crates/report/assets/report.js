@@ -312,7 +312,7 @@
     }
     [0, 0.25, 0.5, 0.75, 1].forEach(function (t) {
       var val = spec.sqrt ? t * t * spec.vmax : t * spec.vmax;
-      o.push('<text class="tick" x="' + (W - m.r + 36) + '" y="' + (m.t + ph - t * ph).toFixed(1) + '" dy="4">' + fmt(val) + "</text>");
+      o.push('<text class="tick" x="' + (W - m.r + 36) + '" y="' + (m.t + ph - t * ph).toFixed(1) + '" dy="4">' + fmt(parseFloat(val.toPrecision(2))) + "</text>");
     });
     o.push('<text class="al" x="' + (m.l + pw / 2) + '" y="' + (H - 8) + '" text-anchor="middle">' + esc(spec.x_label) + "</text>");
     o.push('<text class="al" transform="translate(13 ' + (m.t + ph / 2) + ') rotate(-90)" text-anchor="middle">' + esc(spec.y_label) + "</text>");

@@ -395,7 +395,7 @@ pub fn sae_losses_per_checkpoint(rows: &[CheckpointLosses], opts: &FigureOptions
     let x = Axis::checkpoint_steps(rows.iter().map(|r| r.step as f64));
     let x_desc = format!("LM training step{}", x.description_suffix());
     let metric = |i: usize, caption: &str, y_desc: &str, get: fn(&CheckpointLosses) -> f64, log_ratio: f64| {
-        step_panel(&rows, &x, &x_desc, i, caption, y_desc, |r| get(r), log_ratio)
+        step_panel(&rows, &x, &x_desc, i, caption, y_desc, get, log_ratio)
     };
     // TopK SAEs have L0 = k at every checkpoint: a flat panel says nothing, so it
     // is left out and the constant is named in the title instead.
