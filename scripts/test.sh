@@ -38,6 +38,9 @@ if [ -z "${SAEPIPE_READERS_PYTHON:-}" ]; then
   export SAEPIPE_READERS_PYTHON
 fi
 
+# Debian's Chromium for the report browser test (tests/report_browser.rs).
+[ -n "${SAEPIPE_CHROMIUM:-}" ] || { SAEPIPE_CHROMIUM=$(scripts/chromium.sh); export SAEPIPE_CHROMIUM; }
+
 # A one-node Slurm (slurm-wlm and munge from Debian, started as root) for the
 # cluster tests; stopped when the suite ends.
 if [ -z "${SLURM_CONF:-}" ]; then

@@ -17,9 +17,7 @@ use super::{Op, StageCtx};
 use crate::engine::{ParamSpec, ParamType};
 use anyhow::{Context, Result, bail};
 use saepipe_data::{ActivationReader, StoreSource};
-use saepipe_matching::{
-    CsrActivations, DEFAULT_DISTANCE_THRESHOLDS, DenseWeights, MatchConfig, SaeInputs, SimilarityKind, Strategy,
-};
+use saepipe_matching::{CsrActivations, DenseWeights, MatchConfig, SaeInputs, SimilarityKind, Strategy};
 use saepipe_sae::SparseCoder;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -35,6 +33,10 @@ struct Side {
     coder: SparseCoder,
     acts: Option<CsrActivations>,
 }
+
+/// Default distance thresholds of the summary: those of the checkpoint-matching
+/// study, 0.1 to 0.9 in steps of 0.1 (one `fraction_within_<d>` column each).
+const STUDY_THRESHOLDS: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 
 /// Training step encoded in a model revision (`step1000`, `toy/x@step16`); NaN if none.
 pub fn revision_step(model: &str) -> f64 {
@@ -249,8 +251,8 @@ impl Op for MatchFeaturesOp {
             ParamSpec::optional(
                 "thresholds",
                 List(Box::new(Float)),
-                json!(DEFAULT_DISTANCE_THRESHOLDS),
-                "distance (1 - similarity) thresholds for the summary",
+                json!(STUDY_THRESHOLDS),
+                "distance (1 - similarity) thresholds for the summary (default 0.1 to 0.9 in steps of 0.1)",
             ),
             ParamSpec::optional(
                 "strategy",

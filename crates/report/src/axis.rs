@@ -25,6 +25,8 @@ pub(crate) struct Axis {
     step: f64,
     /// Category names: value t lies in category floor(t).
     categories: Option<Vec<String>>,
+    /// Labels are whole numbers written out in full (training steps: `1024`, never `1.02k`).
+    pub int_labels: bool,
 }
 
 impl Axis {
@@ -62,6 +64,9 @@ impl Axis {
             return if i >= 0.0 && (i as usize) < c.len() { c[i as usize].clone() } else { String::new() };
         }
         let v = self.inv(t);
+        if self.int_labels {
+            return format!("{}", v.round() as i64);
+        }
         match self.scale {
             Scale::Linear => fmt_linear(v, self.step),
             Scale::Log10 => fmt_compact(v),
@@ -107,7 +112,7 @@ impl Axis {
             major.push(if v == 0.0 { 0.0 } else { v });
             k += 1.0;
         }
-        Axis { scale: Scale::Linear, lo, hi, major, minor: Vec::new(), step, categories: None }
+        Axis { scale: Scale::Linear, lo, hi, major, minor: Vec::new(), step, categories: None, int_labels: false }
     }
 
     /// Log10 axis covering positive values in [min, max].
@@ -140,7 +145,7 @@ impl Axis {
                 }
             }
         }
-        Axis { scale: Scale::Log10, lo, hi, major, minor, step: 1.0, categories: None }
+        Axis { scale: Scale::Log10, lo, hi, major, minor, step: 1.0, categories: None, int_labels: false }
     }
 
     /// Symlog axis for non-negative values up to `max`.
@@ -168,7 +173,7 @@ impl Axis {
                 }
             }
         }
-        Axis { scale: Scale::SymLog, lo, hi, major, minor, step: 1.0, categories: None }
+        Axis { scale: Scale::SymLog, lo, hi, major, minor, step: 1.0, categories: None, int_labels: false }
     }
 
     /// Categories 0..n drawn as unit-wide columns; at most `max_labels` are labelled
@@ -194,6 +199,7 @@ impl Axis {
             minor: Vec::new(),
             step: 1.0,
             categories: Some(names),
+            int_labels: false,
         }
     }
 
@@ -215,7 +221,14 @@ impl Axis {
             return Axis::linear(0.0, 1.0, 5);
         }
         let spread = if min_pos.is_finite() { max / min_pos } else { 1.0 };
-        if (min == 0.0 && max >= 100.0) || spread > 50.0 { Axis::symlog(max) } else { Axis::linear(min, max, 6) }
+        let mut axis =
+            if (min == 0.0 && max >= 100.0) || spread > 50.0 { Axis::symlog(max) } else { Axis::linear(min, max, 6) };
+        if axis.scale == Scale::Linear && axis.step < 1.0 {
+            // Steps are whole numbers: no ticks between them.
+            axis = Axis::linear_fixed(axis.lo, axis.hi, 1.0);
+        }
+        axis.int_labels = true;
+        axis
     }
 }
 

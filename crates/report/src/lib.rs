@@ -16,6 +16,7 @@
 mod axis;
 mod error;
 pub mod figures;
+mod interactive;
 mod render;
 pub mod report;
 mod style;
@@ -25,10 +26,10 @@ pub use error::{ReportError, Result};
 pub use figures::coders::{CoderPoint, sparsity_faithfulness};
 pub use figures::density::{FeatureDensity, feature_density};
 pub use figures::matching::{
-    CheckpointLosses, CheckpointSimilarities, DEFAULT_DISTANCE_THRESHOLDS, MatchedFraction, matched_fraction_vs_step,
-    matched_fractions, sae_losses_per_checkpoint, similarity_heatmap,
+    CheckpointCe, CheckpointLosses, CheckpointSimilarities, DEFAULT_DISTANCE_THRESHOLDS, MatchedFraction,
+    ce_per_checkpoint, matched_fraction_vs_step, matched_fractions, sae_losses_per_checkpoint, similarity_heatmap,
 };
 pub use figures::training::{TrainingCurve, training_curves};
 pub use render::{Figure, FigureOptions};
-pub use report::{Cell, Report};
+pub use report::{Cell, Link, Report};
 pub use saepipe_core::table::{Column, Table};

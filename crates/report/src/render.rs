@@ -70,6 +70,18 @@ pub struct Figure {
     /// `Some(reason)` when the input had nothing to plot and the figure is a "no data"
     /// placeholder.
     pub no_data: Option<String>,
+    /// The plotted numbers as a JSON chart description for the report's interactive
+    /// layer (hover values, zoom, series toggles); `None` for "no data" figures.
+    pub interactive: Option<String>,
+}
+
+impl Figure {
+    pub(crate) fn with_interactive(mut self, spec: String) -> Self {
+        if self.no_data.is_none() {
+            self.interactive = Some(spec);
+        }
+        self
+    }
 }
 
 pub(crate) const MIN_SIZE: (u32, u32) = (320, 240);
@@ -139,7 +151,7 @@ pub(crate) fn render(
         root.present().map_err(de).map_err(fail("PNG"))?;
     }
     let png = encode_png(&rgb, w, h).map_err(|message| ReportError::Png { figure: name.clone(), message })?;
-    Ok(Figure { name, title, width: w, height: h, svg, png, data, no_data })
+    Ok(Figure { name, title, width: w, height: h, svg, png, data, no_data, interactive: None })
 }
 
 fn encode_png(rgb: &[u8], w: u32, h: u32) -> std::result::Result<Vec<u8>, String> {
@@ -354,6 +366,8 @@ pub(crate) type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<AxisRange, Axis
 /// One line (with optional markers) in transformed coordinates; NaN breaks the line.
 #[derive(Debug, Clone)]
 pub(crate) struct LineSpec {
+    /// Series name (legend label) in the interactive chart.
+    pub name: String,
     pub color: RGBColor,
     pub marker: Marker,
     pub line: LineKind,

@@ -62,9 +62,42 @@ impl From<i32> for Cell {
 
 #[derive(Debug, Clone)]
 enum Block {
-    Section { heading: String, text: String },
-    Figure { name: String, title: String, svg: String, png: Option<Vec<u8>>, no_data: Option<String> },
-    Table { caption: String, columns: Vec<String>, rows: Vec<Vec<Cell>> },
+    Section {
+        heading: String,
+        text: String,
+    },
+    Figure {
+        name: String,
+        title: String,
+        svg: String,
+        png: Option<Vec<u8>>,
+        no_data: Option<String>,
+        interactive: Option<String>,
+    },
+    Table {
+        caption: String,
+        columns: Vec<String>,
+        rows: Vec<Vec<Cell>>,
+    },
+    Links {
+        heading: String,
+        links: Vec<Link>,
+    },
+    Facts {
+        heading: String,
+        facts: Vec<(String, String)>,
+    },
+}
+
+/// A link to another file (another report), with a note shown after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// The link text.
+    pub label: String,
+    /// A relative path (or `file:` URL); never a network address.
+    pub href: String,
+    /// Plain text after the link (e.g. which stage and key it comes from).
+    pub note: String,
 }
 
 /// An HTML report assembled block by block, in order.
@@ -103,7 +136,25 @@ impl Report {
             svg: fig.svg.clone(),
             png: self.png_links.then(|| fig.png.clone()),
             no_data: fig.no_data.clone(),
+            interactive: fig.interactive.clone(),
         });
+        self
+    }
+
+    /// A heading and a list of links to other local files (e.g. the reports of other
+    /// stages). Links to network addresses are refused: the report must open offline.
+    pub fn add_links(&mut self, heading: impl Into<String>, links: Vec<Link>) -> Result<&mut Self> {
+        let heading = heading.into();
+        if let Some(l) = links.iter().find(|l| l.href.contains("://") && !l.href.starts_with("file://")) {
+            return Err(ReportError::Table { caption: heading, reason: format!("`{}` is not a local path", l.href) });
+        }
+        self.blocks.push(Block::Links { heading, links });
+        Ok(self)
+    }
+
+    /// A heading and name–value pairs (provenance: versions, stages, keys, parameters).
+    pub fn add_facts(&mut self, heading: impl Into<String>, facts: Vec<(String, String)>) -> &mut Self {
+        self.blocks.push(Block::Facts { heading: heading.into(), facts });
         self
     }
 
@@ -147,6 +198,7 @@ impl Report {
                 Block::Section { heading, .. } => (i, heading.clone()),
                 Block::Figure { title, .. } => (i, format!("Figure: {title}")),
                 Block::Table { caption, .. } => (i, format!("Table: {caption}")),
+                Block::Links { heading, .. } | Block::Facts { heading, .. } => (i, heading.clone()),
             })
             .collect();
         if toc.len() > 1 {
@@ -167,8 +219,16 @@ impl Report {
                     }
                     h.push_str("</section>\n");
                 }
-                Block::Figure { name, title, svg, png, no_data } => {
+                Block::Figure { name, title, svg, png, no_data, interactive } => {
                     let _ = writeln!(h, "<figure id=\"{id}\">\n<div class=\"plot\">{}</div>", inline_svg(svg));
+                    if let Some(spec) = interactive {
+                        // `</` would end the script element early.
+                        let _ = writeln!(
+                            h,
+                            "<script type=\"application/json\" class=\"chart-spec\">{}</script>",
+                            spec.replace("</", "<\\/")
+                        );
+                    }
                     let _ = write!(h, "<figcaption>{}", esc(title));
                     if let Some(reason) = no_data {
                         let _ = write!(h, " <span class=\"nodata\">(no data: {})</span>", esc(reason));
@@ -210,9 +270,32 @@ impl Report {
                     }
                     h.push_str("</tbody>\n</table></div>\n");
                 }
+                Block::Links { heading, links } => {
+                    let _ = writeln!(h, "<section id=\"{id}\" class=\"links\">\n<h2>{}</h2>\n<ul>", esc(heading));
+                    for l in links {
+                        let _ = writeln!(
+                            h,
+                            "<li><a href=\"{}\">{}</a> <span class=\"note\">{}</span></li>",
+                            esc(&l.href),
+                            esc(&l.label),
+                            esc(&l.note)
+                        );
+                    }
+                    h.push_str("</ul>\n</section>\n");
+                }
+                Block::Facts { heading, facts } => {
+                    let _ = writeln!(h, "<section id=\"{id}\" class=\"facts\">\n<h2>{}</h2>\n<dl>", esc(heading));
+                    for (k, v) in facts {
+                        let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(v));
+                    }
+                    h.push_str("</dl>\n</section>\n");
+                }
             }
         }
         let _ = writeln!(h, "<footer>saepipe report · saepipe-report {}</footer>", env!("CARGO_PKG_VERSION"));
+        if self.blocks.iter().any(|b| matches!(b, Block::Figure { interactive: Some(_), .. })) {
+            let _ = writeln!(h, "<script>{}</script>", SCRIPT.replace("</", "<\\/"));
+        }
         h.push_str("</main>\n</body>\n</html>\n");
         h
     }
@@ -227,6 +310,7 @@ impl Report {
                     Block::Section { heading, .. } => slug(heading),
                     Block::Figure { name, .. } => format!("fig-{}", slug(name)),
                     Block::Table { caption, .. } => format!("table-{}", slug(caption)),
+                    Block::Links { heading, .. } | Block::Facts { heading, .. } => slug(heading),
                 };
                 let mut id = base.clone();
                 let mut k = 2;
@@ -300,6 +384,9 @@ fn fmt_cell(v: f64) -> String {
     }
 }
 
+/// The interactive layer: inline, no network, no libraries.
+const SCRIPT: &str = include_str!("../assets/report.js");
+
 const CSS: &str = r#"
 :root { color-scheme: light; }
 body { margin: 0; background: #f6f7f9; color: #1d2329;
@@ -324,4 +411,35 @@ thead th { border-bottom: 2px solid #c9ced4; background: #f3f5f7; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 footer { margin-top: 3em; font-size: 0.8em; color: #8a939c; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; font-size: 0.9em; }
+dt { font-weight: 600; color: #4a545e; }
+dd { margin: 0; font-family: ui-monospace, "DejaVu Sans Mono", monospace; word-break: break-all; }
+.links .note { color: #6a747e; font-size: 0.9em; }
+figure.live > .plot { display: none; }
+figure.live.show-static > .plot { display: block; }
+figure.live.show-static > .chart { display: none; }
+.chart { position: relative; }
+.chart-bar { display: flex; flex-wrap: wrap; gap: 4px 6px; margin-bottom: 6px; }
+.chart-bar button, .chart-static { font: inherit; font-size: 0.85em; border: 1px solid #c9ced4; background: #fff;
+  border-radius: 4px; padding: 1px 8px; cursor: pointer; }
+.chart-legend[aria-pressed=false] { opacity: 0.4; text-decoration: line-through; }
+.chart-legend .sw { display: inline-block; width: 14px; height: 4px; margin-right: 6px; vertical-align: middle; }
+.chart-reset { margin-left: auto; }
+.chart-static { margin-left: 0.8em; }
+.chart-grid { display: grid; gap: 6px; }
+.chart-note { font-size: 0.88em; color: #4a545e; margin: 2px 0 6px; }
+.chart-svg { display: block; max-width: 100%; user-select: none; font-size: 12px; }
+.chart-svg .frame { fill: none; stroke: #888; }
+.chart-svg .grid { stroke: #e3e3e3; }
+.chart-svg .base { stroke: #bbb; }
+.chart-svg .tick { fill: #333; font-size: 11.5px; }
+.chart-svg .tick.dead { fill: #a33; font-size: 10px; }
+.chart-svg .ct { font-weight: 600; font-size: 13.5px; }
+.chart-svg .al { font-size: 12.5px; fill: #222; }
+.chart-svg .series { fill: none; stroke-width: 2; }
+.chart-svg .hl { fill: none; stroke-width: 2; }
+.chart-svg .zoombox { fill: rgba(44, 93, 143, 0.12); stroke: #2c5d8f; }
+.chart-svg .ridge { fill-opacity: 0.4; stroke-width: 1.5; }
+.chart-tip { position: absolute; pointer-events: none; background: rgba(255, 255, 255, 0.96); border: 1px solid #9aa3ad;
+  border-radius: 4px; padding: 4px 8px; font-size: 0.85em; box-shadow: 0 2px 6px rgba(0, 0, 0, 0.15); white-space: nowrap; }
 "#;

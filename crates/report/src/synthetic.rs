@@ -121,3 +121,122 @@ pub fn training_runs(steps: u64, every: u64, seed: u64) -> Vec<TrainingCurve> {
     }
     runs
 }
+
+/// CE losses per checkpoint: the LM's own loss falls with training, the splice costs
+/// a little, the CE loss score rises.
+pub fn checkpoint_ce(seed: u64) -> Vec<crate::figures::matching::CheckpointCe> {
+    let mut rng = SplitMix64::new(seed);
+    pythia_steps()
+        .into_iter()
+        .map(|step| {
+            let p = progress(step);
+            let ce_clean = 10.8 - 7.4 * p + 0.02 * rng.normal();
+            let score = 0.6 + 0.35 * p + 0.01 * rng.normal();
+            crate::figures::matching::CheckpointCe {
+                step,
+                ce_clean,
+                ce_spliced: ce_clean + (1.0 - score) * 1.5,
+                ce_loss_score: score,
+            }
+        })
+        .collect()
+}
+
+/// A report shaped like the checkpoint-matching study's (every figure kind, one
+/// metrics table, provenance and links), from synthetic numbers: for demos and for
+/// the browser test.
+pub fn study_report() -> crate::Result<crate::Report> {
+    use crate::{Cell, FigureOptions, Link, Report, figures};
+    let opts = FigureOptions::default();
+    let sims = checkpoint_similarities(1024, 1);
+    let fractions: Vec<_> = sims
+        .iter()
+        .flat_map(|c| {
+            figures::matching::matched_fractions(
+                c.step,
+                &c.similarities,
+                &figures::matching::DEFAULT_DISTANCE_THRESHOLDS,
+            )
+        })
+        .collect();
+    let mut losses = checkpoint_losses(2);
+    for l in &mut losses {
+        l.l0 = 32.0; // TopK
+    }
+    let ce = checkpoint_ce(5);
+    let steps = pythia_steps();
+    let densities: Vec<FeatureDensity> = steps
+        .iter()
+        .step_by(2)
+        .enumerate()
+        .map(|(i, s)| {
+            let mut d = feature_densities(2048, 10 + i as u64)[i % 3].clone();
+            d.name = format!("train[step{s}]");
+            d
+        })
+        .collect();
+    let runs = training_runs(4000, 20, 4);
+
+    let mut r = Report::new("Feature matching across checkpoints (synthetic)");
+    r.add_links(
+        "Related reports",
+        vec![Link {
+            label: "feature report".into(),
+            href: "../features/report.html".into(),
+            note: "(stage features, key 0123abcd…)".into(),
+        }],
+    )?;
+    r.add_section("Feature matching across checkpoints", "Synthetic numbers shaped like a Pythia checkpoint study.");
+    r.add_figure(&figures::matching::matched_fraction_vs_step(&fractions, &opts)?);
+    r.add_figure(&figures::matching::similarity_heatmap(&sims, 20, &opts)?);
+    r.add_section("Evaluation", "Each coder spliced into its own LM checkpoint.");
+    r.add_figure(&figures::matching::ce_per_checkpoint(&ce, &opts)?);
+    r.add_figure(&figures::matching::sae_losses_per_checkpoint(&losses, &opts)?);
+    r.add_figure(&figures::density::feature_density(&densities, &opts.clone().with_size(900, 640))?);
+    let rows = steps
+        .iter()
+        .zip(&ce)
+        .zip(&losses)
+        .map(|((s, c), l)| {
+            vec![
+                Cell::Text(format!("train[step{s}]")),
+                Cell::Int(*s as i64),
+                Cell::Text("topk".into()),
+                Cell::Int(4096),
+                l.l0.into(),
+                l.mse.into(),
+                l.explained_variance.into(),
+                c.ce_clean.into(),
+                c.ce_spliced.into(),
+                c.ce_loss_score.into(),
+            ]
+        })
+        .collect();
+    r.add_table(
+        "Coder metrics",
+        &[
+            "coder",
+            "step",
+            "architecture",
+            "d_sae",
+            "L0",
+            "MSE",
+            "explained variance",
+            "CE clean",
+            "CE spliced",
+            "CE loss score",
+        ],
+        rows,
+    )?;
+    r.add_section("Training", "Loss curves of every trained coder.");
+    r.add_figure(&figures::training::training_curves(&runs, &opts)?);
+    r.add_facts(
+        "Provenance",
+        vec![
+            ("saepipe".into(), "0.0.0 (synthetic)".into()),
+            ("pipeline".into(), "checkpoint_matching".into()),
+            ("thresholds".into(), "0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9".into()),
+        ],
+    );
+    Ok(r)
+}

@@ -92,10 +92,20 @@ fn matched_fraction_figure() {
             "LM training step (log scale)",
             "fraction of reference features matched",
             "distance ≤ 0.1",
+            "distance ≤ 0.5",
             "distance ≤ 0.9",
-            "100k",
+            "100000",
         ],
     );
+    // All nine thresholds of the study, steps written as integers.
+    for d in ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"] {
+        assert!(fig.svg.contains(&format!("distance ≤ {d}")), "threshold {d} missing");
+    }
+    assert!(!fig.svg.contains("100k") && !fig.svg.contains("1.02k"));
+    let spec: serde_json::Value = serde_json::from_str(fig.interactive.as_deref().unwrap()).unwrap();
+    assert_eq!(spec["kind"], "lines");
+    assert_eq!(spec["panels"][0]["series"].as_array().unwrap().len(), 9);
+    assert_eq!(spec["panels"][0]["x"]["int"], true);
     assert_eq!(fig.name, "matched_fraction");
     assert_eq!(fig.data.column_names(), ["step", "threshold", "fraction"]);
     assert_eq!(fig.data.rows(), rows.len());
@@ -218,11 +228,7 @@ fn frontier_rejects_negative_l0() {
 fn density_figure_counts_dead_separately() {
     let d = synthetic::feature_densities(4096, 4);
     let fig = feature_density(&d, &opts()).unwrap();
-    check_figure(
-        &fig,
-        &opts(),
-        &["log10 firing frequency (fraction of tokens)", "features per bin (count)", "dead of 4096"],
-    );
+    check_figure(&fig, &opts(), &["log10 firing frequency (fraction of tokens)", "dead)"]);
     let Some(Column::Str(sae)) = fig.data.get("sae") else { panic!() };
     let Some(Column::I64(count)) = fig.data.get("count") else { panic!() };
     let Some(Column::I64(dead)) = fig.data.get("n_dead") else { panic!() };
@@ -232,7 +238,7 @@ fn density_figure_counts_dead_separately() {
         let n_dead = dead[rows[0]];
         assert_eq!(n_dead as usize, s.firing_fraction.iter().filter(|&&f| f == 0.0).count());
         assert_eq!(binned + n_dead, s.firing_fraction.len() as i64, "{}", s.name);
-        assert!(fig.svg.contains(&format!("({n_dead} dead of 4096)")));
+        assert!(fig.svg.contains(&format!("{} ({n_dead}/4096 dead)", s.name)));
     }
 }
 
@@ -334,4 +340,40 @@ fn rendering_is_deterministic() {
     let b = sparsity_faithfulness(&p, Some(c), &opts()).unwrap();
     assert_eq!(a.svg, b.svg);
     assert_eq!(a.png, b.png);
+}
+
+#[test]
+fn constant_topk_l0_is_not_a_flat_panel() {
+    let mut rows = synthetic::checkpoint_losses(3);
+    for r in &mut rows {
+        r.l0 = 8.0;
+    }
+    let fig = sae_losses_per_checkpoint(&rows, &opts()).unwrap();
+    assert!(fig.title.contains("L0 = 8 throughout"), "{}", fig.title);
+    assert!(!fig.svg.contains("active features per token"));
+    let spec: serde_json::Value = serde_json::from_str(fig.interactive.as_deref().unwrap()).unwrap();
+    assert_eq!(spec["panels"].as_array().unwrap().len(), 2);
+    assert!(spec["note"].as_str().unwrap().contains("TopK"));
+}
+
+#[test]
+fn ce_per_checkpoint_figure() {
+    let rows = synthetic::checkpoint_ce(2);
+    let fig = saepipe_report::ce_per_checkpoint(&rows, &opts()).unwrap();
+    check_figure(&fig, &opts(), &["LM cross-entropy loss", "CE loss score", "LM alone (ce_clean)", "ce_spliced"]);
+    assert_eq!(fig.data.column_names(), ["step", "ce_clean", "ce_spliced", "ce_loss_score"]);
+    let mut twice = rows.clone();
+    twice[1].step = twice[0].step;
+    assert!(saepipe_report::ce_per_checkpoint(&twice, &opts()).unwrap_err().to_string().contains("appears twice"));
+}
+
+#[test]
+fn heatmap_steps_are_integers_and_hover_data_is_embedded() {
+    let sims = synthetic::checkpoint_similarities(256, 1);
+    let fig = similarity_heatmap(&sims, 20, &opts()).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(fig.interactive.as_deref().unwrap()).unwrap();
+    let labels: Vec<&str> = spec["x_labels"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(labels.contains(&"1000") && labels.contains(&"143000"), "{labels:?}");
+    assert_eq!(spec["values"].as_array().unwrap().len(), sims.len());
+    assert_eq!(spec["counts"][0].as_array().unwrap().len(), 20);
 }

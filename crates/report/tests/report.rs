@@ -57,10 +57,10 @@ fn html_is_self_contained() {
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.trim_end().ends_with("</html>"));
     assert_eq!(external_refs(&html), Vec::<String>::new());
-    for forbidden in ["<script", "<link", "<img src=\"http", "@import", "url(", "<?xml"] {
+    for forbidden in ["<script src", "<link", "<img src=\"http", "@import", "<?xml", "fetch(", "XMLHttpRequest"] {
         assert!(!html.contains(forbidden), "HTML contains {forbidden:?}");
     }
-    assert_eq!(html.matches("<svg").count(), figs.len());
+    assert_eq!(html.matches("<div class=\"plot\"><svg").count(), figs.len());
     assert_eq!(html.matches("</svg>").count(), figs.len());
     for f in &figs {
         assert!(html.contains(&format!("id=\"fig-{}\"", f.name.replace('_', "-"))), "{}", f.name);
@@ -124,4 +124,28 @@ fn anchors_are_unique_and_output_deterministic() {
     assert!(html.contains("id=\"results\"") && html.contains("id=\"results-2\""));
     assert!(html.contains("id=\"fig-sparsity-faithfulness\"") && html.contains("id=\"fig-sparsity-faithfulness-2\""));
     assert_eq!(html, r.to_html());
+}
+
+#[test]
+fn study_report_has_one_metrics_table_charts_provenance_and_links() {
+    let html = synthetic::study_report().unwrap().to_html();
+    assert_eq!(html.matches("<caption>").count(), 1, "one table for all coders");
+    assert_eq!(html.matches("<script type=\"application/json\" class=\"chart-spec\">").count(), 6);
+    assert_eq!(html.matches("<script>").count(), 1, "the chart module is inlined once");
+    // Integers in the table, never `1024.0`.
+    assert!(html.contains("<td class=\"num\">143000</td>") && !html.contains("143000.0"));
+    for d in ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"] {
+        assert!(html.contains(&format!("distance ≤ {d}")), "{d}");
+    }
+    assert!(html.contains("<h2>Provenance</h2>") && html.contains("<dt>pipeline</dt>"));
+    assert!(html.contains("href=\"../features/report.html\""));
+    assert_eq!(external_refs(&html), Vec::<String>::new());
+}
+
+#[test]
+fn links_must_be_local() {
+    let mut r = Report::new("t");
+    let l = |href: &str| vec![saepipe_report::Link { label: "x".into(), href: href.into(), note: String::new() }];
+    assert!(r.add_links("Related", l("https://example.org/x.html")).is_err());
+    assert!(r.add_links("Related", l("../../artifacts/abc/report.html")).is_ok());
 }

@@ -77,6 +77,7 @@ pub fn sparsity_faithfulness(points: &[CoderPoint], clean_ce: Option<f64>, opts:
     if let Some(c) = clean_ce {
         let color = style::REFERENCE;
         lines.push(LineSpec {
+            name: "clean LM (no coder)".into(),
             color,
             marker: Marker::None,
             line: LineKind::Dashed,
@@ -95,8 +96,9 @@ pub fn sparsity_faithfulness(points: &[CoderPoint], clean_ce: Option<f64>, opts:
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (color, marker) = (style::categorical(i), style::marker_cycle(i));
         let n = pts.len();
-        lines.push(LineSpec { color, marker, line: LineKind::Solid, points: pts });
-        legend.push(LegendEntry { label: format!("{fam} ({n})"), color, line: LineKind::Solid, marker });
+        let label = format!("{fam} ({n})");
+        lines.push(LineSpec { name: label.clone(), color, marker, line: LineKind::Solid, points: pts });
+        legend.push(LegendEntry { label, color, line: LineKind::Solid, marker });
     }
     let panel = LinePanel {
         caption: None,
@@ -106,5 +108,7 @@ pub fn sparsity_faithfulness(points: &[CoderPoint], clean_ce: Option<f64>, opts:
         y_desc: "CE loss with coder spliced in (nats/token)".into(),
         lines,
     };
-    render(name, title.clone(), opts, &SinglePanel { title: &title, legend, panel }, data, None)
+    let spec = super::matching::single_panel_json(&title, &panel, "");
+    Ok(render(name, title.clone(), opts, &SinglePanel { title: &title, legend, panel }, data, None)?
+        .with_interactive(spec))
 }

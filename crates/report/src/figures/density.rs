@@ -3,13 +3,12 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::axis::{Axis, nice_step};
+use crate::axis::Axis;
 use crate::error::{Result, invalid};
 use crate::render::{
-    DrawResult, Figure, FigureOptions, LegendEntry, LineKind, Painter, build_chart, de, legend_strip, no_data_figure,
-    render, resolve, title_area,
+    DrawResult, Figure, FigureOptions, Painter, build_chart, de, no_data_figure, render, resolve, title_area,
 };
-use crate::style::{self, Marker};
+use crate::style;
 use saepipe_core::table::{Column, Table};
 
 /// Per-feature firing frequency of one SAE (fraction of tokens on which it is active).
@@ -26,9 +25,10 @@ const BINS_PER_DECADE: f64 = 10.0;
 /// Frequencies below this are put in the first bin (no real sample resolves them).
 const FLOOR_LOG10: f64 = -10.0;
 
-/// Figure 5: histogram of log10 firing frequency, one outlined series per SAE. Dead
-/// features (frequency 0) cannot be placed on a log axis; their count is in the legend
-/// and in the plot data (`n_dead`).
+/// Figure 5: histogram of log10 firing frequency as a ridgeline, one row per SAE in
+/// the given order (each row scaled to its own tallest bin). Dead features
+/// (frequency 0) cannot be placed on a log axis; their count is in the row label and
+/// in the plot data (`n_dead`).
 pub fn feature_density(saes: &[FeatureDensity], opts: &FigureOptions) -> Result<Figure> {
     let (name, title) = resolve(opts, NAME, "Feature density (firing frequency per feature)")?;
     let mut min_log = 0.0f64;
@@ -92,8 +92,19 @@ pub fn feature_density(saes: &[FeatureDensity], opts: &FigureOptions) -> Result<
         };
         return no_data_figure(name, title, opts, &reason, data);
     }
-    let painter = Density { title: &title, hists, lo, width, max_count };
-    render(name, title.clone(), opts, &painter, data, None)
+    let spec = serde_json::json!({
+        "kind": "ridgeline",
+        "title": title,
+        "x_label": "log10 firing frequency (fraction of tokens)",
+        "edges": (0..=n_bins).map(|b| lo + b as f64 * width).collect::<Vec<_>>(),
+        "rows": hists.iter().enumerate().map(|(i, (name, counts, dead, n))| serde_json::json!({
+            "name": name, "counts": counts, "dead": dead, "n": n,
+            "color": crate::interactive::hex(style::categorical(i)),
+        })).collect::<Vec<_>>(),
+    })
+    .to_string();
+    let painter = Density { title: &title, hists, lo, width };
+    Ok(render(name, title.clone(), opts, &painter, data, None)?.with_interactive(spec))
 }
 
 struct Density<'a> {
@@ -101,51 +112,47 @@ struct Density<'a> {
     hists: Vec<(String, Vec<i64>, i64, usize)>,
     lo: f64,
     width: f64,
-    max_count: i64,
 }
+
+/// Height of one ridge in rows (a little overlap keeps tall ridges readable).
+const RIDGE: f64 = 0.92;
 
 impl Painter for Density<'_> {
     fn paint<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
         let area = title_area(root, self.title)?;
-        let legend: Vec<LegendEntry> = self
+        let n = self.hists.len();
+        // One row per coder, top to bottom in the given order; each ridge is scaled
+        // to its own tallest bin (shapes compare; counts are in the data and on hover).
+        let labels: Vec<String> = self
             .hists
             .iter()
-            .enumerate()
-            .map(|(i, (name, _, dead, n))| LegendEntry {
-                label: format!("{name} ({dead} dead of {n})"),
-                color: style::categorical(i),
-                line: LineKind::Patch,
-                marker: Marker::None,
-            })
+            .rev()
+            .map(
+                |(name, _, dead, total)| {
+                    if *dead > 0 { format!("{name} ({dead}/{total} dead)") } else { name.clone() }
+                },
+            )
             .collect();
-        let area = legend_strip(&area, &legend)?;
+        let y = Axis::categorical(labels, n);
         let decades = -self.lo;
         let x = Axis::linear_fixed(self.lo, 0.0, if decades > 6.0 { 1.0 } else { 0.5 });
-        let top = self.max_count as f64 * 1.08;
-        let y = Axis::linear_fixed(0.0, top, nice_step(top / 6.0));
-        let mut chart = build_chart(
-            &area,
-            None,
-            &x,
-            &y,
-            "log10 firing frequency (fraction of tokens)",
-            "features per bin (count)",
-            24,
-        )?;
+        let mut chart = build_chart(&area, None, &x, &y, "log10 firing frequency (fraction of tokens)", "", 24)?;
         for (i, (_, counts, _, _)) in self.hists.iter().enumerate() {
+            let row = (n - 1 - i) as f64;
+            let max = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
             let color = style::categorical(i);
-            // Step outline: each bin contributes its two top corners.
             let mut pts = Vec::with_capacity(2 * counts.len() + 2);
-            pts.push((self.lo, 0.0));
+            pts.push((self.lo, row));
             for (b, &c) in counts.iter().enumerate() {
                 let x0 = self.lo + b as f64 * self.width;
-                pts.push((x0, c as f64));
-                pts.push((x0 + self.width, c as f64));
+                let h = row + RIDGE * c as f64 / max;
+                pts.push((x0, h));
+                pts.push((x0 + self.width, h));
             }
-            pts.push((0.0, 0.0));
+            pts.push((0.0, row));
             chart
                 .draw_series(
-                    AreaSeries::new(pts, 0.0, color.mix(0.18)).border_style(ShapeStyle::from(&color).stroke_width(2)),
+                    AreaSeries::new(pts, row, color.mix(0.35)).border_style(ShapeStyle::from(&color).stroke_width(2)),
                 )
                 .map_err(de)?;
         }

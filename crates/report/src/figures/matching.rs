@@ -7,6 +7,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::axis::{Axis, nice_step, trim_num};
 use crate::error::{ReportError, Result, invalid};
+use crate::interactive;
 use crate::render::{
     DrawResult, Figure, FigureOptions, LegendEntry, LineKind, LinePanel, LineSpec, Painter, build_chart, de,
     legend_strip, no_data_figure, render, resolve, title_area,
@@ -14,8 +15,9 @@ use crate::render::{
 use crate::style::{self, Marker};
 use saepipe_core::table::{Column, Table};
 
-/// Distance thresholds of the checkpoint-matching study (distance = 1 − cosine similarity).
-pub const DEFAULT_DISTANCE_THRESHOLDS: [f64; 5] = [0.1, 0.3, 0.5, 0.7, 0.9];
+/// Distance thresholds of the checkpoint-matching study (distance = 1 − cosine
+/// similarity): 0.1 … 0.9 in steps of 0.1.
+pub const DEFAULT_DISTANCE_THRESHOLDS: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 
 /// Fraction of the reference SAE's features matched at one checkpoint and threshold.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,13 +86,9 @@ pub fn matched_fraction_vs_step(rows: &[MatchedFraction], opts: &FigureOptions) 
     for (i, &t) in thresholds.iter().enumerate() {
         let color = style::sequential(i, n);
         let points = sorted.iter().filter(|r| r.threshold == t).map(|r| (x.fwd(r.step as f64), r.fraction)).collect();
-        lines.push(LineSpec { color, marker: Marker::Circle, line: LineKind::Solid, points });
-        legend.push(LegendEntry {
-            label: format!("distance ≤ {}", trim_num(t, 3)),
-            color,
-            line: LineKind::Solid,
-            marker: Marker::Circle,
-        });
+        let label = format!("distance ≤ {}", trim_num(t, 3));
+        lines.push(LineSpec { name: label.clone(), color, marker: Marker::Circle, line: LineKind::Solid, points });
+        legend.push(LegendEntry { label, color, line: LineKind::Solid, marker: Marker::Circle });
     }
     let panel = LinePanel {
         caption: None,
@@ -100,7 +98,27 @@ pub fn matched_fraction_vs_step(rows: &[MatchedFraction], opts: &FigureOptions) 
         y_desc: "fraction of reference features matched".into(),
         lines,
     };
-    render(name, title.clone(), opts, &SinglePanel { title: &title, legend, panel }, data, None)
+    let spec = single_panel_json(&title, &panel, "");
+    Ok(render(name, title.clone(), opts, &SinglePanel { title: &title, legend, panel }, data, None)?
+        .with_interactive(spec))
+}
+
+/// The interactive description of a one-panel line figure.
+pub(crate) fn single_panel_json(title: &str, panel: &LinePanel, note: &str) -> String {
+    let names: Vec<String> = panel.lines.iter().map(|l| l.name.clone()).collect();
+    interactive::lines_json(title, vec![interactive::panel_json(panel, &names, "")], 1, note)
+}
+
+/// The interactive description of a grid of line panels.
+pub(crate) fn grid_json(title: &str, panels: &[LinePanel], cols: usize, note: &str) -> String {
+    let v = panels
+        .iter()
+        .map(|p| {
+            let names: Vec<String> = p.lines.iter().map(|l| l.name.clone()).collect();
+            interactive::panel_json(p, &names, "")
+        })
+        .collect();
+    interactive::lines_json(title, v, cols, note)
 }
 
 /// Title, legend strip and one line panel.
@@ -211,9 +229,35 @@ pub fn similarity_heatmap(
             if cps.is_empty() { "no checkpoints were given" } else { "no checkpoint has a finite matched similarity" };
         return no_data_figure(name, title, opts, reason, data);
     }
-    let labels: Vec<String> = cps.iter().map(|c| crate::axis::fmt_compact(c.step as f64)).collect();
+    let labels: Vec<String> = cps.iter().map(|c| c.step.to_string()).collect();
+    let counts: Vec<Vec<i64>> = grid.iter().enumerate().map(|(i, _)| d_count_of(&data, i * n_bins, n_bins)).collect();
+    let unmatched: Vec<i64> =
+        cps.iter().map(|c| c.similarities.iter().filter(|s| !s.is_finite()).count() as i64).collect();
+    let spec = serde_json::json!({
+        "kind": "heatmap",
+        "title": title,
+        "x_label": "LM training step (checkpoint)",
+        "y_label": "matched cosine similarity",
+        "value_label": "fraction of the checkpoint's matched features",
+        "x_labels": labels.clone(),
+        "y_edges": (0..=n_bins).map(|b| lo + b as f64 * width).collect::<Vec<_>>(),
+        "values": grid.iter().map(|col| col.iter().map(|&v| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null }).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "counts": counts,
+        "unmatched": unmatched,
+        "vmax": vmax,
+        "colors": (0..=8).map(|k| interactive::hex(style::viridis(k as f64 / 8.0))).collect::<Vec<_>>(),
+        "sqrt": true,
+    })
+    .to_string();
     let painter = Heatmap { title: &title, labels, grid, lo, width, vmax };
-    render(name, title.clone(), opts, &painter, data, None)
+    Ok(render(name, title.clone(), opts, &painter, data, None)?.with_interactive(spec))
+}
+
+fn d_count_of(data: &Table, start: usize, n: usize) -> Vec<i64> {
+    match data.columns.iter().find(|(c, _)| c == "count") {
+        Some((_, Column::I64(v))) => v[start..start + n].to_vec(),
+        _ => vec![0; n],
+    }
 }
 
 struct Heatmap<'a> {
@@ -351,29 +395,149 @@ pub fn sae_losses_per_checkpoint(rows: &[CheckpointLosses], opts: &FigureOptions
     let x = Axis::checkpoint_steps(rows.iter().map(|r| r.step as f64));
     let x_desc = format!("LM training step{}", x.description_suffix());
     let metric = |i: usize, caption: &str, y_desc: &str, get: fn(&CheckpointLosses) -> f64, log_ratio: f64| {
-        let y = Axis::auto(rows.iter().map(get), log_ratio);
-        let points = rows.iter().map(|r| (x.fwd(r.step as f64), y.fwd(get(r)))).collect();
-        LinePanel {
-            caption: Some(caption.to_string()),
-            x: x.clone(),
-            x_desc: x_desc.clone(),
-            y_desc: format!("{y_desc}{}", y.description_suffix()),
-            y,
-            lines: vec![LineSpec {
-                color: style::categorical(i),
-                marker: Marker::Circle,
-                line: LineKind::Solid,
-                points,
-            }],
-        }
+        step_panel(&rows, &x, &x_desc, i, caption, y_desc, get, log_ratio)
     };
-    let panels = vec![
-        metric(0, "Reconstruction MSE", "mean squared error", |r| r.mse, 30.0),
-        metric(1, "L0", "active features per token", |r| r.l0, 30.0),
-        metric(3, "Explained variance", "fraction of variance", |r| r.explained_variance, f64::INFINITY),
-    ];
-    let painter = PanelGrid { title: &title, legend: Vec::new(), panels, cols: 3 };
-    render(name, title.clone(), opts, &painter, data, None)
+    // TopK SAEs have L0 = k at every checkpoint: a flat panel says nothing, so it
+    // is left out and the constant is named in the title instead.
+    let l0s: Vec<f64> = rows.iter().map(|r| r.l0).filter(|v| v.is_finite()).collect();
+    let constant_l0 = !l0s.is_empty() && l0s.iter().all(|&v| (v - l0s[0]).abs() <= 1e-3 * l0s[0].abs().max(1.0));
+    let mut panels = vec![metric(0, "Reconstruction MSE", "mean squared error", |r| r.mse, 30.0)];
+    let mut note = String::new();
+    if constant_l0 && rows.len() > 1 {
+        note = format!("L0 is {} at every checkpoint (TopK: L0 = k), so it is not plotted.", trim_num(l0s[0], 2));
+    } else {
+        panels.push(metric(1, "L0", "active features per token", |r| r.l0, 30.0));
+    }
+    panels.push(metric(3, "Explained variance", "fraction of variance", |r| r.explained_variance, f64::INFINITY));
+    let cols = panels.len();
+    let title = if note.is_empty() { title } else { format!("{title} (L0 = {} throughout)", trim_num(l0s[0], 2)) };
+    let spec = grid_json(&title, &panels, cols, &note);
+    let painter = PanelGrid { title: &title, legend: Vec::new(), panels, cols };
+    Ok(render(name, title.clone(), opts, &painter, data, None)?.with_interactive(spec))
+}
+
+/// A one-series panel of a per-checkpoint metric.
+#[allow(clippy::too_many_arguments)]
+fn step_panel<R>(
+    rows: &[R],
+    x: &Axis,
+    x_desc: &str,
+    i: usize,
+    caption: &str,
+    y_desc: &str,
+    get: impl Fn(&R) -> f64,
+    log_ratio: f64,
+) -> LinePanel
+where
+    R: HasStep,
+{
+    let y = Axis::auto(rows.iter().map(&get), log_ratio);
+    let points = rows.iter().map(|r| (x.fwd(r.step() as f64), y.fwd(get(r)))).collect();
+    LinePanel {
+        caption: Some(caption.to_string()),
+        x: x.clone(),
+        x_desc: x_desc.to_string(),
+        y_desc: format!("{y_desc}{}", y.description_suffix()),
+        y,
+        lines: vec![LineSpec {
+            name: caption.to_string(),
+            color: style::categorical(i),
+            marker: Marker::Circle,
+            line: LineKind::Solid,
+            points,
+        }],
+    }
+}
+
+pub(crate) trait HasStep {
+    fn step(&self) -> u64;
+}
+impl HasStep for CheckpointLosses {
+    fn step(&self) -> u64 {
+        self.step
+    }
+}
+impl HasStep for CheckpointCe {
+    fn step(&self) -> u64 {
+        self.step
+    }
+}
+
+/// The language model's loss with and without one checkpoint's coder spliced in
+/// (each coder evaluated on its own LM checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckpointCe {
+    /// Training step of the LM checkpoint.
+    pub step: u64,
+    /// The LM's own cross-entropy loss (nats/token), no coder (`ce_clean`).
+    pub ce_clean: f64,
+    /// Cross-entropy with the coder's reconstruction spliced in (`ce_spliced`).
+    pub ce_spliced: f64,
+    /// `(ce_ablated − ce_spliced) / (ce_ablated − ce_clean)`: 1 = lossless splice.
+    pub ce_loss_score: f64,
+}
+
+const CE_NAME: &str = "ce_per_checkpoint";
+
+/// Figure 4: the LM's own loss (clean) and its loss with the checkpoint's coder
+/// spliced in, and the CE loss score, per LM checkpoint. NaN values leave gaps.
+pub fn ce_per_checkpoint(rows: &[CheckpointCe], opts: &FigureOptions) -> Result<Figure> {
+    let (name, title) = resolve(opts, CE_NAME, "LM loss and coder CE loss score per checkpoint")?;
+    let mut rows = rows.to_vec();
+    rows.sort_by_key(|r| r.step);
+    if let Some(w) = rows.windows(2).find(|w| w[0].step == w[1].step) {
+        return Err(invalid(&name, "step", format!("checkpoint step {} appears twice", w[0].step)));
+    }
+    for r in &rows {
+        for (field, v) in [("ce_clean", r.ce_clean), ("ce_spliced", r.ce_spliced)] {
+            if v < 0.0 || v.is_infinite() {
+                return Err(invalid(&name, field, format!("step {}: {v} is not a CE loss", r.step)));
+            }
+        }
+        if r.ce_loss_score.is_infinite() {
+            return Err(invalid(&name, "ce_loss_score", format!("step {}: infinite", r.step)));
+        }
+    }
+    let data = Table::default()
+        .with("step", Column::I64(rows.iter().map(|r| r.step as i64).collect()))
+        .with("ce_clean", Column::F64(rows.iter().map(|r| r.ce_clean).collect()))
+        .with("ce_spliced", Column::F64(rows.iter().map(|r| r.ce_spliced).collect()))
+        .with("ce_loss_score", Column::F64(rows.iter().map(|r| r.ce_loss_score).collect()));
+    if !rows.iter().any(|r| r.ce_clean.is_finite() || r.ce_spliced.is_finite() || r.ce_loss_score.is_finite()) {
+        return no_data_figure(name, title, opts, "no checkpoint has a finite CE loss", data);
+    }
+    let x = Axis::checkpoint_steps(rows.iter().map(|r| r.step as f64));
+    let x_desc = format!("LM training step{}", x.description_suffix());
+    let y = Axis::auto(rows.iter().flat_map(|r| [r.ce_clean, r.ce_spliced]), 30.0);
+    let line = |name: &str, i: usize, kind: LineKind, marker: Marker, get: fn(&CheckpointCe) -> f64| LineSpec {
+        name: name.to_string(),
+        color: style::categorical(i),
+        marker,
+        line: kind,
+        points: rows.iter().map(|r| (x.fwd(r.step as f64), y.fwd(get(r)))).collect(),
+    };
+    let losses = LinePanel {
+        caption: Some("LM cross-entropy loss".into()),
+        x: x.clone(),
+        x_desc: x_desc.clone(),
+        y_desc: format!("nats/token{}", y.description_suffix()),
+        lines: vec![
+            line("LM alone (ce_clean)", 2, LineKind::Solid, Marker::Circle, |r| r.ce_clean),
+            line("coder spliced in (ce_spliced)", 1, LineKind::Dashed, Marker::Triangle, |r| r.ce_spliced),
+        ],
+        y,
+    };
+    let score =
+        step_panel(&rows, &x, &x_desc, 4, "CE loss score", "1 = lossless splice", |r| r.ce_loss_score, f64::INFINITY);
+    let legend = losses
+        .lines
+        .iter()
+        .map(|l| LegendEntry { label: l.name.clone(), color: l.color, line: l.line, marker: l.marker })
+        .collect();
+    let panels = vec![losses, score];
+    let spec = grid_json(&title, &panels, 2, "");
+    let painter = PanelGrid { title: &title, legend, panels, cols: 2 };
+    Ok(render(name, title.clone(), opts, &painter, data, None)?.with_interactive(spec))
 }
 
 /// Title, shared legend strip and a grid of line panels.

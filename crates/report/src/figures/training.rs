@@ -124,6 +124,7 @@ pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<F
                 let pts: Vec<(f64, f64)> =
                     r.step.iter().zip(get(r)).map(|(&s, &v)| (x.fwd(s as f64), y.fwd(v))).collect();
                 LineSpec {
+                    name: r.run.clone(),
                     color: style::categorical(i),
                     marker: Marker::None,
                     line: line_kind(i),
@@ -140,12 +141,29 @@ pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<F
             lines,
         }
     };
-    let panels = vec![
+    // TopK runs log L0 = k at every step: flat lines say nothing, so the panel is
+    // left out (and the title says why) when every run's L0 is constant.
+    let flat_l0 = runs.iter().all(|r| {
+        let v: Vec<f64> = r.l0.iter().copied().filter(|x| x.is_finite()).collect();
+        v.iter().all(|&x| (x - v[0]).abs() <= 1e-3 * v[0].abs().max(1.0))
+    }) && runs.iter().any(|r| r.l0.iter().any(|x| x.is_finite()));
+    let mut panels = vec![
         panel("Reconstruction MSE".into(), "loss", |r| &r.mse, 10.0, false),
         panel(sparsity_title, "loss", |r| &r.sparsity_loss, 10.0, false),
-        panel("L0".into(), "features/token", |r| &r.l0, 10.0, false),
-        panel("Dead features".into(), "fraction", |r| &r.dead_fraction, 0.0, true),
     ];
+    if !flat_l0 {
+        panels.push(panel("L0".into(), "features/token", |r| &r.l0, 10.0, false));
+    }
+    panels.push(panel("Dead features".into(), "fraction", |r| &r.dead_fraction, 0.0, true));
+    let (title, note) = if flat_l0 {
+        (
+            format!("{title} (L0 constant: TopK)"),
+            "Every run's L0 is constant (TopK: L0 = k), so it is not plotted; the table has it.".to_string(),
+        )
+    } else {
+        (title, String::new())
+    };
+    let cols = if panels.len() == 3 { 3 } else { 2 };
     let legend = runs
         .iter()
         .enumerate()
@@ -156,5 +174,7 @@ pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<F
             marker: Marker::None,
         })
         .collect();
-    render(name, title.clone(), opts, &PanelGrid { title: &title, legend, panels, cols: 2 }, table, None)
+    let spec = super::matching::grid_json(&title, &panels, cols, &note);
+    Ok(render(name, title.clone(), opts, &PanelGrid { title: &title, legend, panels, cols }, table, None)?
+        .with_interactive(spec))
 }
