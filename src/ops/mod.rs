@@ -10,6 +10,7 @@ pub mod command;
 pub mod debug_shards;
 pub mod device;
 pub mod evaluate;
+pub mod feature_journey;
 pub mod inspect_features;
 pub mod match_features;
 pub mod model_params;
@@ -34,6 +35,7 @@ pub fn registry() -> OpRegistry {
         &evaluate::EvaluateOp,
         &match_features::MatchFeaturesOp,
         &inspect_features::InspectFeaturesOp,
+        &feature_journey::FeatureJourneyOp,
         &plot::PlotOp,
         &command::CommandOp,
         &debug_shards::DebugShardsOp,
