@@ -32,9 +32,9 @@ pub struct Context {
 /// Examples drawn from one activation interval (sae_vis's quantile groups).
 #[derive(Clone, Debug, PartialEq)]
 pub struct IntervalSample {
-    /// Lower bound of the interval (exclusive).
+    /// Lower bound of the interval (inclusive).
     pub lo: f32,
-    /// Upper bound (inclusive).
+    /// Upper bound (exclusive, except for the top interval).
     pub hi: f32,
     /// Share of the feature's firings that fall in the interval.
     pub share: f64,
@@ -127,7 +127,7 @@ main{max-width:1200px;margin:0 auto;padding:16px 24px}h1{font-size:1.4em;margin:
 table{border-collapse:collapse;background:#fff;font-size:13px}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}\
 th{background:#f0f0f0;cursor:pointer;user-select:none}.cols{display:flex;gap:16px;flex-wrap:wrap}.cols>div{flex:1;min-width:300px}\
 .iv{color:#555;font-size:.9em;margin:10px 0 2px}input.search{font-size:14px;padding:4px 8px;width:320px;margin:6px 0}\
-.journey{display:flex;gap:10px;overflow-x:auto;padding-bottom:8px}.step{flex:0 0 270px;background:#fff;border:1px solid #ddd;border-radius:6px;padding:6px}\
+.journey{display:flex;gap:10px;overflow-x:auto;padding-bottom:8px}.step{flex:0 0 240px;background:#fff;border:1px solid #ddd;border-radius:6px;padding:6px}\
 .step h3{font-size:.95em;margin:0 0 4px;padding:3px 6px;border-radius:4px}.step .facts{gap:4px}.step .fact{padding:2px 6px;font-size:12px}\
 .note{color:#888;font-style:italic}a{color:#0645ad}";
 
@@ -345,7 +345,7 @@ pub fn feature_page(p: &FeaturePage) -> String {
     for iv in &p.intervals {
         let _ = writeln!(
             h,
-            "<div class=\"iv\">interval ({}, {}] · {:.1}% of firings · {} sample(s)</div>",
+            "<div class=\"iv\">interval [{}, {}) · {:.1}% of firings · {} sample(s)</div>",
             short(iv.lo as f64),
             short(iv.hi as f64),
             100.0 * iv.share,
@@ -398,18 +398,12 @@ pub fn journey_page(title: &str, header: &[Fact], index_href: Option<&str>, colu
         let _ = writeln!(h, "<p><a href=\"{}\">← all followed features</a></p>", escape(href));
     }
     facts(&mut h, header);
-    h.push_str("<div class=\"journey\">\n");
+    // Columns need the full width of the window.
+    h.push_str("<style>main{max-width:none}</style>\n<div class=\"journey\">\n");
     for c in columns {
         let tint = match c.tint {
-            Some(s) => {
-                let s = s.clamp(0.0, 1.0);
-                format!(
-                    " style=\"background:rgb({},{},{})\"",
-                    (255.0 - 120.0 * s) as u8,
-                    (235.0 - 20.0 * s) as u8,
-                    (235.0 - 120.0 * s) as u8
-                )
-            }
+            // Red (0) through yellow to green (1).
+            Some(s) => format!(" style=\"background:hsl({:.0},65%,82%)\"", 120.0 * s.clamp(0.0, 1.0)),
             None => " style=\"background:#eee\"".into(),
         };
         let _ = writeln!(h, "<div class=\"step\"><h3{tint}>{}</h3>", escape(&c.heading));

@@ -91,7 +91,7 @@ impl Op for InspectFeaturesOp {
         "inspect_features"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
         "top-activating token contexts of an SAE's features (Parquet + HTML)"
