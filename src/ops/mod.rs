@@ -10,6 +10,7 @@ pub mod command;
 pub mod debug_shards;
 pub mod device;
 pub mod evaluate;
+pub mod feature_journey;
 pub mod hub_dataset;
 pub mod inspect_features;
 pub mod match_features;
@@ -35,6 +36,7 @@ pub fn registry() -> OpRegistry {
         &evaluate::EvaluateOp,
         &match_features::MatchFeaturesOp,
         &inspect_features::InspectFeaturesOp,
+        &feature_journey::FeatureJourneyOp,
         &plot::PlotOp,
         &command::CommandOp,
         &debug_shards::DebugShardsOp,

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 mod axis;
+pub mod dashboard;
 mod error;
 pub mod figures;
 mod interactive;
