@@ -24,4 +24,4 @@ pub use params::Params;
 pub use progress::{NoProgress, ProgressSink};
 pub use registry::{OpRegistry, UnknownOp};
 pub use remote::{RemoteSettings, stream_param};
-pub use schema::{ParamSpec, ParamType};
+pub use schema::{HUB_DATASET_SCHEME, ParamSpec, ParamType, is_hub_dataset};

@@ -135,3 +135,14 @@ impl ParamSpec {
         })
     }
 }
+
+/// The scheme of a path parameter naming a Hugging Face hub dataset split
+/// instead of a local file (`hf-dataset:<org>/<name>[@rev][/split]`): such a
+/// value is not resolved against the pipeline's folder, and enters the key
+/// through the op's external inputs (the files it resolves to).
+pub const HUB_DATASET_SCHEME: &str = "hf-dataset:";
+
+/// Whether a path parameter's value names a hub dataset (see [`HUB_DATASET_SCHEME`]).
+pub fn is_hub_dataset(value: &str) -> bool {
+    value.starts_with(HUB_DATASET_SCHEME)
+}

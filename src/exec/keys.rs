@@ -213,7 +213,7 @@ fn replace_paths(
 ) -> Result<Value> {
     Ok(match (ty, v) {
         // A hub dataset's files enter the key through the op's external inputs.
-        (ParamType::Path, Value::String(s)) if crate::ops::hub_dataset::is_hub_dataset(s) => v.clone(),
+        (ParamType::Path, Value::String(s)) if crate::engine::is_hub_dataset(s) => v.clone(),
         (ParamType::Path, Value::String(s)) => {
             let fp = fingerprint(cache, &PathBuf::from(s)).with_context(|| format!("parameter `{label}`"))?;
             external.insert(label.to_string(), fp.clone());

@@ -16,7 +16,7 @@ use saepipe_model::hub::{HubCache, HubEndpoint, HubRef};
 use std::path::{Path, PathBuf};
 
 /// The scheme of a hub-dataset corpus.
-pub const SCHEME: &str = "hf-dataset:";
+pub const SCHEME: &str = crate::engine::HUB_DATASET_SCHEME;
 
 /// The splits the `datasets` library recognises in file and folder names,
 /// each with the words that name it (`val.jsonl` is the validation split).
@@ -42,10 +42,7 @@ pub struct DatasetRef {
     pub explicit_split: bool,
 }
 
-/// Whether a corpus parameter value names a hub dataset.
-pub fn is_hub_dataset(spec: &str) -> bool {
-    spec.starts_with(SCHEME)
-}
+pub use crate::engine::is_hub_dataset;
 
 impl DatasetRef {
     /// Parses `hf-dataset:org/name`, `…@rev`, `…/split` or `…@rev/split`. A

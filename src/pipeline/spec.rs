@@ -560,7 +560,7 @@ fn collect_refs(node: &Node, ty: &ParamType, label: &str, out: &mut Vec<(String,
 
 fn absolutize_paths(v: &mut Value, ty: &ParamType, base: &Path) {
     match (ty, v) {
-        (ParamType::Path, Value::String(s)) if !crate::ops::hub_dataset::is_hub_dataset(s) => {
+        (ParamType::Path, Value::String(s)) if !crate::engine::is_hub_dataset(s) => {
             let expanded = expand_home(s);
             let path = base.join(expanded);
             *s = std::path::absolute(&path).unwrap_or(path).display().to_string();
