@@ -130,4 +130,8 @@ fn gemma_scope_eval_pipeline_runs_on_a_tiny_twin() {
     assert!(m.strings("hook_in").unwrap().iter().all(|h| h == "blocks.3.hook_resid_post"), "the registry's hook");
     let report = std::fs::read_to_string(artifact("report").join("report.html")).unwrap();
     assert!(report.contains("Sparsity–faithfulness frontier") && report.contains("<svg"), "the L0 vs CE loss figure");
+    // The report is part of a content-addressed artifact: nothing in it may depend on where it ran.
+    for place in [t.path(), &repo_root()] {
+        assert!(!report.contains(place.to_str().unwrap()), "the report names the machine path {}", place.display());
+    }
 }

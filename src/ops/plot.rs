@@ -463,7 +463,9 @@ impl Op for PlotOp {
             save_figure(ctx, &rep::training_curves(&curves, &opts)?, &mut report, &mut figures)?;
         }
 
-        // Provenance: what made this report, and from which artifacts.
+        // Provenance: what made this report, and from which artifacts. Nothing that
+        // depends on where or when it ran (paths, clocks): the report is part of a
+        // content-addressed artifact and must be byte-identical on every rerun.
         let meta = |k: &str| ctx.table_metadata.get(k).cloned().unwrap_or_default();
         let pipeline = p.str("pipeline").unwrap_or("").to_string();
         let mut facts = vec![
@@ -472,7 +474,6 @@ impl Op for PlotOp {
                 "pipeline".to_string(),
                 if pipeline.is_empty() { "(not given: set `pipeline:` on the plot stage)".into() } else { pipeline },
             ),
-            ("pipeline directory".to_string(), ctx.base_dir.display().to_string()),
             ("plot stage".to_string(), ctx.instance.clone()),
             ("plot artifact key".to_string(), meta("saepipe.key")),
         ];
