@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs Debian's headless-capable Chromium (for tests/report_browser.rs) if it
+# Installs Debian's headless-capable Chromium (for the browser tests) if it
 # is missing, and prints the path of its binary. Idempotent; installing needs
 # root (apt-get). Usage: SAEPIPE_CHROMIUM=$(scripts/chromium.sh)
 set -euo pipefail

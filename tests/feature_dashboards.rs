@@ -3,7 +3,13 @@
 //! LM family: the pages exist for every chosen feature, colour each token by
 //! the activation the tables hold, sample the activation intervals they claim,
 //! follow the match result step by step, and reference nothing outside
-//! themselves; bad inputs fail naming the parameter.
+//! themselves; in headless Chromium (when present; required under CI=true) the
+//! indexes sort and search, every page and the plot report linking them run
+//! without console errors or network requests, and screenshots are written to
+//! look at; bad inputs fail naming the parameter.
+
+#[path = "support/browser.rs"]
+mod browser;
 
 use saepipe::ops::table::{Table, read_parquet};
 use std::collections::BTreeMap;
@@ -116,6 +122,11 @@ const JOURNEY: &str = r#"
     tokenizer: ${model}@step2000
     n_features: 3
     n_tokens: 8192
+  report:
+    op: plot
+    matches: [match]
+    training: train[*]
+    features: [features, journey]
 "#;
 
 fn pipeline(extra: &str) -> String {
@@ -256,7 +267,7 @@ fn dashboards_and_journeys_on_a_small_checkpoint_match() {
     }
     let followed: std::collections::BTreeSet<i64> = jf.iter().map(|&f| f as i64).collect();
     assert_self_contained(&journey.join("journey/index.html"));
-    for f in followed {
+    for f in &followed {
         let page = journey.join(format!("journey/feature_{f}.html"));
         assert_self_contained(&page);
         let html = std::fs::read_to_string(&page).unwrap();
@@ -266,6 +277,45 @@ fn dashboards_and_journeys_on_a_small_checkpoint_match() {
             .map(|h| html.find(&format!("{h}</h3>")).unwrap_or_else(|| panic!("{h} missing from {}", page.display())))
             .collect();
         assert!(pos.windows(2).all(|w| w[0] < w[1]), "{pos:?}");
+    }
+
+    // The plot report links the dashboards and the journeys, inside the cache.
+    let report = artifact(&cache, "report").join("report.html");
+    let html = std::fs::read_to_string(&report).unwrap();
+    for (dir, rel) in [(&feats, "dashboards/index.html"), (&journey, "journey/index.html")] {
+        let key = dir.file_name().unwrap().to_str().unwrap();
+        let href = format!("href=\"../../artifacts/{key}/{rel}\"");
+        assert!(html.contains(&href), "the report does not link {rel} ({href})");
+    }
+
+    // In Chromium: every page's script runs and passes its self-test, logs
+    // nothing, and requests nothing outside the file.
+    if let Some(bin) = browser::chromium_or_skip("feature_dashboards (browser part)") {
+        let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("feature_dashboards");
+        let _ = std::fs::remove_dir_all(&scratch);
+        let (f0, j0) = (chosen.iter().next().unwrap(), followed.iter().next().unwrap());
+        let pages = [
+            feats.join("dashboards/index.html"),
+            feats.join(format!("dashboards/feature_{f0}.html")),
+            journey.join("journey/index.html"),
+            journey.join(format!("journey/feature_{j0}.html")),
+            report.clone(),
+        ];
+        for page in &pages {
+            let run = browser::load(&bin, &format!("file://{}#selftest", page.display()), &scratch);
+            let name = page.display();
+            assert!(run.console.is_empty(), "{name} logged to the console:\n{}", run.console.join("\n"));
+            assert_eq!(run.requests, Vec::<String>::new(), "{name} made network requests");
+            assert!(run.dom.contains("data-interactive=\"ready\""), "{name}: the inline script did not run");
+            assert!(run.dom.contains("data-selftest=\"ok\""), "{name}: self-test failed: {:?}", {
+                let i = run.dom.find("data-selftest").unwrap_or(0);
+                &run.dom[i..(i + 200).min(run.dom.len())]
+            });
+        }
+        for (page, shot, h) in [(&pages[1], "dashboard.png", 1800), (&pages[3], "journey.png", 1100)] {
+            browser::screenshot(&bin, &format!("file://{}", page.display()), &scratch.join(shot), 1300, h, &scratch);
+        }
+        eprintln!("screenshots: {}", scratch.display());
     }
 
     // Bad inputs fail naming the parameter.

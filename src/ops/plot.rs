@@ -1,6 +1,7 @@
 //! `plot`: figures (SVG + PNG + the plotted numbers as Parquet) and one
 //! self-contained HTML report from the tables of `match_features`, `evaluate`
-//! and `train_sae` stages, linked to the reports of `inspect_features` stages.
+//! and `train_sae` stages, linked to the pages of `inspect_features` and
+//! `feature_journey` stages.
 //! Every input kind is optional; a figure is drawn when the inputs it needs are
 //! present.
 //!
@@ -143,7 +144,11 @@ impl Op for PlotOp {
             ParamSpec::maybe("matches", Artifacts, "match_features stages"),
             ParamSpec::maybe("evaluations", Artifacts, "evaluate stages"),
             ParamSpec::maybe("training", Artifacts, "train_sae stages (loss curves, per-checkpoint losses, densities)"),
-            ParamSpec::maybe("features", Artifacts, "inspect_features stages: their reports are linked"),
+            ParamSpec::maybe(
+                "features",
+                Artifacts,
+                "inspect_features and feature_journey stages: their reports are linked",
+            ),
             ParamSpec::optional("title", Str, json!("saepipe report"), "report title"),
             ParamSpec::optional(
                 "pipeline",
@@ -194,7 +199,12 @@ impl Op for PlotOp {
         for dir in &features {
             let (stage, _, key, _) = describe_input(ctx, dir);
             let short = &key[..key.len().min(12)];
-            for (rel, what) in [("report.html", "feature report"), ("dashboards/index.html", "feature dashboards")] {
+            let pages = [
+                ("report.html", "feature report"),
+                ("dashboards/index.html", "feature dashboards"),
+                ("journey/index.html", "feature journeys"),
+            ];
+            for (rel, what) in pages {
                 if dir.join(rel).is_file() {
                     links.push(Link {
                         label: format!("{what} ({stage})"),

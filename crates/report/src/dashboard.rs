@@ -132,7 +132,9 @@ th{background:#f0f0f0;cursor:pointer;user-select:none}.cols{display:flex;gap:16p
 .note{color:#888;font-style:italic}a{color:#0645ad}";
 
 /// Sorting (click a heading; numbers sort numerically) and filtering (the box
-/// matches the row's text) for every `table.sortable`.
+/// matches the row's text) for every `table.sortable`. With `#selftest` in the
+/// URL the page exercises both and writes the outcome to `body[data-selftest]`
+/// (`ok` or what failed), for the browser test.
 const JS: &str = "function num(s){var v=parseFloat(s);return isNaN(v)?null:v}\
 document.querySelectorAll('table.sortable').forEach(function(t){var hs=t.tHead.rows[0].cells;\
 for(let i=0;i<hs.length;i++){let asc=false;hs[i].addEventListener('click',function(){asc=!asc;\
@@ -141,7 +143,18 @@ nx=num(x),ny=num(y);var c=(nx!==null&&ny!==null)?nx-ny:x.localeCompare(y);return
 rows.forEach(function(r){t.tBodies[0].appendChild(r)})})}});\
 var q=document.getElementById('q');if(q){q.addEventListener('input',function(){var s=q.value.toLowerCase();\
 document.querySelectorAll('table.sortable tbody tr').forEach(function(r){\
-r.style.display=(r.textContent+' '+(r.dataset.search||'')).toLowerCase().indexOf(s)>=0?'':'none'})})}";
+r.style.display=(r.textContent+' '+(r.dataset.search||'')).toLowerCase().indexOf(s)>=0?'':'none'})})}\
+document.body.setAttribute('data-interactive','ready');\
+if(location.hash==='#selftest'){document.body.setAttribute('data-selftest',selftest())}\
+function selftest(){var t=document.querySelector('table.sortable');if(!t)return 'ok';\
+var rows=function(){return Array.from(t.tBodies[0].rows)},n=rows().length;if(!n)return 'empty table';\
+t.tHead.rows[0].cells[0].click();var v=rows().map(function(r){return num(r.cells[0].textContent)});\
+for(var i=1;i<v.length;i++){if(v[i]!==null&&v[i-1]!==null&&v[i]<v[i-1])return 'sort: '+v.join(',')}\
+if(q){var shown=function(){return rows().filter(function(r){return r.style.display!=='none'}).length};\
+var go=function(s){q.value=s;q.dispatchEvent(new Event('input'))};go('zqzq no such text');\
+if(shown()!==0)return 'a search for absent text left '+shown()+' of '+n+' rows';go(rows()[0].cells[0].textContent);\
+if(shown()<1)return 'search lost the first row';go('');if(shown()!==n)return 'clearing the search shows '+shown()+' of '+n}\
+return 'ok'}";
 
 /// HTML-escapes text for element content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -283,13 +296,13 @@ pub fn histogram_svg(counts: &[u64], max: f32) -> String {
     s
 }
 
+/// A table; `caption` empty when a heading above already names it.
 fn table(h: &mut String, caption: &str, columns: &[String], rows: &[Vec<String>], sortable: bool) {
-    let _ = write!(
-        h,
-        "<table{}><caption>{}</caption><thead><tr>",
-        if sortable { " class=\"sortable\"" } else { "" },
-        escape(caption)
-    );
+    let _ = write!(h, "<table{}>", if sortable { " class=\"sortable\"" } else { "" });
+    if !caption.is_empty() {
+        let _ = write!(h, "<caption>{}</caption>", escape(caption));
+    }
+    h.push_str("<thead><tr>");
     for c in columns {
         let _ = write!(h, "<th>{}</th>", escape(c));
     }
@@ -330,7 +343,7 @@ pub fn feature_page(p: &FeaturePage) -> String {
     }
     for (caption, columns, rows) in &p.tables {
         let _ = writeln!(h, "<h2>{}</h2>", escape(caption));
-        table(&mut h, caption, columns, rows, true);
+        table(&mut h, "", columns, rows, true);
     }
     h.push_str("</div></div>\n<h2>Top activations</h2>\n");
     if p.top.is_empty() {
