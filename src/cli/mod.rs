@@ -627,11 +627,12 @@ pub fn main(cli: Cli, ops: &OpRegistry) -> Result<i32> {
             let cache = open_cache(&cache_root(pipeline.cache_dir.as_deref(), Some(&p)))?;
             let plan = plan::make_plan(&p, &cache, &selection(&p, &select), policy(select.verify))?;
             let w = plan.items.iter().map(|i| p.instances[i.idx].id.len()).max().unwrap_or(5).max(5);
-            println!("{:<w$}  {:<12}  {:<16}  {:<7}  why", "stage", "op", "key", "action");
+            let o = plan.items.iter().map(|i| p.instances[i.idx].op.name().len()).max().unwrap_or(2).max(2);
+            println!("{:<w$}  {:<o$}  {:<16}  {:<7}  why", "stage", "op", "key", "action");
             for item in &plan.items {
                 let inst = &p.instances[item.idx];
                 println!(
-                    "{:<w$}  {:<12}  {:<16}  {:<7}  {}",
+                    "{:<w$}  {:<o$}  {:<16}  {:<7}  {}",
                     inst.id,
                     inst.op.name(),
                     &item.key.to_string()[..16],

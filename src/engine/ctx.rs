@@ -108,9 +108,13 @@ impl StageCtx<'_> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let meta: Vec<(String, String)> = self.table_metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        saepipe_data::table::write_parquet_with_metadata(table, &path, &meta)
+        saepipe_data::table::write_parquet_with_metadata(table, &path, &self.provenance())
             .with_context(|| format!("writing {}", path.display()))
+    }
+    /// The [`table_metadata`](Self::table_metadata) as key-value pairs, for
+    /// Parquet files an op writes itself (token tables, store shards).
+    pub fn provenance(&self) -> Vec<(String, String)> {
+        self.table_metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
     /// Records what a table's rows are about (model, revision, hook) in the
     /// metadata of every table written after it; empty values are skipped.

@@ -96,25 +96,38 @@ pub struct ParamSpec {
     /// Inclusive bounds of every integer in the value (an `Int` or a list of them),
     /// checked when the pipeline is validated.
     pub range: Option<(i64, i64)>,
+    /// For stage references: whether the referred stages' names appear in the op's
+    /// outputs (coder labels in tables and reports). They are then part of the
+    /// cache key, so renaming a coder stage reuses its artifact but reruns the
+    /// stages that label it. See [`labelled`](Self::labelled).
+    pub labelled: bool,
 }
 
 impl ParamSpec {
     /// A required parameter, part of the cache key.
     pub fn required(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
-        ParamSpec { name, ty, required: true, default: None, in_key: true, doc, range: None }
+        ParamSpec { name, ty, required: true, default: None, in_key: true, doc, range: None, labelled: false }
     }
     /// An optional parameter with a `default`, part of the cache key.
     pub fn optional(name: &'static str, ty: ParamType, default: Value, doc: &'static str) -> Self {
-        ParamSpec { name, ty, required: false, default: Some(default), in_key: true, doc, range: None }
+        ParamSpec { name, ty, required: false, default: Some(default), in_key: true, doc, range: None, labelled: false }
     }
     /// Optional with no default: absent stays absent.
     pub fn maybe(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
-        ParamSpec { name, ty, required: false, default: None, in_key: true, doc, range: None }
+        ParamSpec { name, ty, required: false, default: None, in_key: true, doc, range: None, labelled: false }
     }
     /// Leaves the parameter out of the cache key: for settings that do not change the
     /// result (device, threads, progress), so changing them reuses cached artifacts.
     pub fn not_in_key(mut self) -> Self {
         self.in_key = false;
+        self
+    }
+    /// The names of the stages this reference parameter names are written into
+    /// the op's outputs (the `coder` column, report labels), so they enter the
+    /// cache key: content alone would let an artifact labelled by another
+    /// pipeline's stage names be reused.
+    pub fn labelled(mut self) -> Self {
+        self.labelled = true;
         self
     }
     /// Integers must lie in `min..=max`.

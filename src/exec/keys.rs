@@ -27,6 +27,11 @@ pub struct KeyMaterial {
     pub inputs: BTreeMap<String, Vec<String>>,
     /// External file label → content fingerprint.
     pub external: BTreeMap<String, String>,
+    /// Input label → the names of the stages it refers to, for the inputs whose
+    /// names the op writes into its outputs ([`ParamSpec::labelled`](crate::engine::ParamSpec::labelled)).
+    /// Left out of the hashed recipe when empty, so other ops' keys are unchanged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, Vec<String>>,
 }
 
 impl KeyMaterial {
@@ -56,6 +61,7 @@ impl KeyMaterial {
             &mut out,
         );
         diff_maps("external file", &old.external, &self.external, |v| v.get(..12).unwrap_or(v).to_string(), &mut out);
+        diff_maps("input names of", &old.labels, &self.labels, |v| v.join(","), &mut out);
         out
     }
 }
@@ -181,7 +187,11 @@ fn material(p: &Pipeline, inst: &Instance, cache: &Cache, done: &[Option<(KeyMat
         },
     }
     let mut inputs = BTreeMap::new();
+    let mut labels = BTreeMap::new();
     for r in &inst.inputs {
+        if specs.iter().any(|s| s.name == r.label && s.labelled) {
+            labels.insert(r.label.clone(), r.targets.iter().map(|t| p.instances[t.instance].id.clone()).collect());
+        }
         let keys = r
             .targets
             .iter()
@@ -200,7 +210,7 @@ fn material(p: &Pipeline, inst: &Instance, cache: &Cache, done: &[Option<(KeyMat
             external.insert(PENDING.to_string(), why.to_string());
         }
     }
-    Ok(KeyMaterial { op: inst.op.name().to_string(), op_version: inst.op.version(), params, inputs, external })
+    Ok(KeyMaterial { op: inst.op.name().to_string(), op_version: inst.op.version(), params, inputs, external, labels })
 }
 
 /// Path parameters enter the key by content, not by where the file happens to be.

@@ -138,7 +138,10 @@ impl Op for CollectActivationsOp {
         let shard_rows = (p.usize("shard_tokens")? / cctx).max(1) * cctx;
         opts.rows_per_shard = shard_rows;
         opts.row_group_rows = opts.row_group_rows.min(shard_rows);
+        let (model_name, revision) = super::train_sae::split_model_reference(&meta.model);
+        ctx.describe_tables(&model_name, revision.as_deref().unwrap_or(""), &hooks.join(","));
         let mut writer = ShardedWriter::open(&ctx.partial_dir, meta, opts)?;
+        writer.set_provenance(&ctx.provenance())?;
         for d in writer.discarded().to_vec() {
             ctx.warn(format!("saved progress discarded: {d}"));
         }

@@ -152,8 +152,8 @@ fn metrics_table(reports: &[CoderReport], excluded: &str) -> Table {
         .with("kl_spliced", f64_col(reports, |r| r.downstream.kl_spliced))
         .with("kl_zero_ablation", f64_col(reports, |r| r.downstream.kl_zero_ablation))
         .with("kl_div_score", f64_col(reports, |r| r.downstream.kl_div_score))
-        .with("dead_features", f64_col(reports, |r| r.dead_features as f64))
-        .with("dense_features", f64_col(reports, |r| r.dense_features as f64))
+        .with("dead_features", Column::I64(reports.iter().map(|r| r.dead_features as i64).collect()))
+        .with("dense_features", Column::I64(reports.iter().map(|r| r.dense_features as i64).collect()))
 }
 
 fn features_table(reports: &[CoderReport]) -> Table {
@@ -199,7 +199,7 @@ impl Op for EvaluateOp {
         let mut specs = model_params::forward();
         specs.extend([
             ParamSpec::required("tokens", Artifact, "a tokenize stage (evaluation tokens)"),
-            ParamSpec::maybe("saes", Artifacts, "coders from training stages, e.g. train[*]"),
+            ParamSpec::maybe("saes", Artifacts, "coders from training stages, e.g. train[*]").labelled(),
             ParamSpec::maybe(
                 "paths",
                 List(Box::new(Str)),

@@ -62,9 +62,9 @@ impl Op for FeatureJourneyOp {
         use ParamType::*;
         vec![
             ParamSpec::required("matches", Artifact, "a match_features stage"),
-            ParamSpec::required("reference", Artifact, "the match's reference SAE"),
+            ParamSpec::required("reference", Artifact, "the match's reference SAE").labelled(),
             ParamSpec::required("reference_activations", Artifact, "the store the reference SAE encodes"),
-            ParamSpec::required("saes", Artifacts, "the compared SAEs of the match (e.g. train[*])"),
+            ParamSpec::required("saes", Artifacts, "the compared SAEs of the match (e.g. train[*])").labelled(),
             ParamSpec::required("activations", Artifacts, "one store per SAE in `saes`, same order (e.g. acts[*])"),
             ParamSpec::required(
                 "tokenizer",

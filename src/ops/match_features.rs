@@ -215,13 +215,14 @@ impl Op for MatchFeaturesOp {
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![
-            ParamSpec::maybe("reference", Artifact, "the reference SAE (a train_sae stage); or give `reference_coder`"),
+            ParamSpec::maybe("reference", Artifact, "the reference SAE (a train_sae stage); or give `reference_coder`")
+                .labelled(),
             ParamSpec::maybe(
                 "reference_coder",
                 Str,
                 "a published reference coder instead of a stage: a SAELens or sparsify directory or transcoder-paper .pt file on disk, hf:<owner>/<repo>[@<rev>]/<path>, or saelens:<release>/<sae_id>; hashed by content",
             ),
-            ParamSpec::required("saes", Artifacts, "SAEs to match onto the reference, e.g. train[*]"),
+            ParamSpec::required("saes", Artifacts, "SAEs to match onto the reference, e.g. train[*]").labelled(),
             ParamSpec::maybe(
                 "reference_activations",
                 Artifact,

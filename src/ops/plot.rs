@@ -141,14 +141,16 @@ impl Op for PlotOp {
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![
-            ParamSpec::maybe("matches", Artifacts, "match_features stages"),
-            ParamSpec::maybe("evaluations", Artifacts, "evaluate stages"),
-            ParamSpec::maybe("training", Artifacts, "train_sae stages (loss curves, per-checkpoint losses, densities)"),
+            ParamSpec::maybe("matches", Artifacts, "match_features stages").labelled(),
+            ParamSpec::maybe("evaluations", Artifacts, "evaluate stages").labelled(),
+            ParamSpec::maybe("training", Artifacts, "train_sae stages (loss curves, per-checkpoint losses, densities)")
+                .labelled(),
             ParamSpec::maybe(
                 "features",
                 Artifacts,
                 "inspect_features and feature_journey stages: their reports are linked",
-            ),
+            )
+            .labelled(),
             ParamSpec::optional("title", Str, json!("saepipe report"), "report title"),
             ParamSpec::optional(
                 "pipeline",

@@ -72,6 +72,7 @@ fn main() {
         &TokenizeOptions::new(Mode::SaeLens, 32),
         &out.join("tokens.parquet"),
         serde_json::Value::Null,
+        &[],
     )
     .expect("tokenize");
     println!("tokens.parquet: {} contexts", s.contexts);

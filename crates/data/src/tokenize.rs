@@ -653,13 +653,15 @@ pub struct TokenizeSummary {
 }
 
 /// Tokenizes `corpus` into the token table `out` (see docs/formats.md). `extra` is
-/// recorded as free-form metadata (corpus description, fingerprints).
+/// recorded as free-form metadata (corpus description, fingerprints), `provenance`
+/// as plain key-value pairs of the footer (see [`TokenTableWriter::set_provenance`]).
 pub fn tokenize_to_table(
     corpus: &Corpus,
     tok: &Tokenizer,
     opts: &TokenizeOptions,
     out: &Path,
     extra: serde_json::Value,
+    provenance: &[(String, String)],
 ) -> Result<TokenizeSummary> {
     let meta = TokenTableMeta {
         tokenizer_fingerprint: tok.fingerprint.clone(),
@@ -674,6 +676,7 @@ pub fn tokenize_to_table(
         extra: serde_json::json!({ "options": opts, "user": extra }),
     };
     let mut w = TokenTableWriter::create(out, meta)?;
+    w.set_provenance(provenance);
     for_each_context(corpus, tok, opts, |c| w.push(c))?;
     let contexts = w.finish()?;
     Ok(TokenizeSummary { contexts, tokens: contexts * opts.context_size as u64 })

@@ -129,6 +129,7 @@ pub struct TokenTableWriter {
     schema: SchemaRef,
     buf: Vec<u32>,
     contexts: u64,
+    provenance: Vec<(String, String)>,
 }
 
 impl TokenTableWriter {
@@ -150,7 +151,23 @@ impl TokenTableWriter {
             .build();
         let schema = token_schema(meta.context_size);
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(pq(path))?;
-        Ok(TokenTableWriter { path: path.into(), tmp, meta, writer, schema, buf: Vec::new(), contexts: 0 })
+        Ok(TokenTableWriter {
+            path: path.into(),
+            tmp,
+            meta,
+            writer,
+            schema,
+            buf: Vec::new(),
+            contexts: 0,
+            provenance: Vec::new(),
+        })
+    }
+
+    /// Key-value pairs that say where the table comes from (saepipe version,
+    /// stage, cache key, ...), written to the footer next to the format's own
+    /// keys, which they cannot replace.
+    pub fn set_provenance(&mut self, kv: &[(String, String)]) {
+        self.provenance = kv.to_vec();
     }
 
     /// Contexts pushed so far.
@@ -194,7 +211,11 @@ impl TokenTableWriter {
     /// Writes the footer (with the metadata) and renames the file into place.
     pub fn finish(mut self) -> Result<u64> {
         self.flush()?;
-        for kv in kv_list(&self.meta.to_kv(self.contexts)) {
+        let mut all = self.meta.to_kv(self.contexts);
+        for (k, v) in &self.provenance {
+            all.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for kv in kv_list(&all) {
             self.writer.append_key_value_metadata(kv);
         }
         let file = self.writer.into_inner().map_err(pq(&self.path))?;

@@ -150,8 +150,9 @@ fn token_table_round_trip_and_max_tokens() {
     let mut opts = TokenizeOptions::new(Mode::SaeLens, 32);
     opts.max_tokens = Some(32 * 100 + 31);
     let tok = tokenizer();
-    let s = tokenize_to_table(&corpus("corpus.jsonl"), &tok, &opts, &out, serde_json::json!({"dataset": "fixture"}))
-        .unwrap();
+    let s =
+        tokenize_to_table(&corpus("corpus.jsonl"), &tok, &opts, &out, serde_json::json!({"dataset": "fixture"}), &[])
+            .unwrap();
     assert_eq!((s.contexts, s.tokens), (100, 3200));
     let r = TokenTableReader::open(&out).unwrap();
     assert_eq!(r.num_contexts, 100);
@@ -168,7 +169,8 @@ fn token_table_round_trip_and_max_tokens() {
     assert!(!tmp.path().join("tokens.parquet.tmp").exists());
     // Same input, same bytes (no timestamps).
     let out2 = tmp.path().join("again.parquet");
-    tokenize_to_table(&corpus("corpus.jsonl"), &tok, &opts, &out2, serde_json::json!({"dataset": "fixture"})).unwrap();
+    tokenize_to_table(&corpus("corpus.jsonl"), &tok, &opts, &out2, serde_json::json!({"dataset": "fixture"}), &[])
+        .unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
 }
 
@@ -274,7 +276,7 @@ fn transformer_lens_2_table_records_mode_and_pad() {
     let out = tmp.path().join("tokens.parquet");
     let (mut opts, _) = tl2_opts("none", Some(10));
     opts.max_tokens = Some(32 * 50);
-    let s = tokenize_to_table(&corpus("corpus.jsonl"), &tokenizer(), &opts, &out, serde_json::json!({})).unwrap();
+    let s = tokenize_to_table(&corpus("corpus.jsonl"), &tokenizer(), &opts, &out, serde_json::json!({}), &[]).unwrap();
     assert_eq!(s.contexts, 50);
     let r = TokenTableReader::open(&out).unwrap();
     assert_eq!(r.meta.mode, "transformer_lens_2");

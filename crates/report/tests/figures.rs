@@ -229,7 +229,7 @@ fn density_figure_counts_dead_separately() {
     let d = synthetic::feature_densities(4096, 4);
     let fig = feature_density(&d, &opts()).unwrap();
     check_figure(&fig, &opts(), &["log10 firing frequency (fraction of tokens)", "dead)"]);
-    let Some(Column::Str(sae)) = fig.data.get("sae") else { panic!() };
+    let Some(Column::Str(sae)) = fig.data.get("coder") else { panic!() };
     let Some(Column::I64(count)) = fig.data.get("count") else { panic!() };
     let Some(Column::I64(dead)) = fig.data.get("n_dead") else { panic!() };
     for s in &d {

@@ -113,7 +113,7 @@ impl Op for InspectFeaturesOp {
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![
-            ParamSpec::required("sae", Artifact, "a train_sae stage"),
+            ParamSpec::required("sae", Artifact, "a train_sae stage").labelled(),
             ParamSpec::required("activations", Artifact, "activation store holding the SAE's input hook"),
             ParamSpec::required(
                 "tokenizer",

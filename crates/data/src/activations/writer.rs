@@ -71,7 +71,12 @@ fn schema_for(meta: &StoreMeta) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn properties(schema: &Schema, meta: &StoreMeta, opts: &WriterOptions) -> Result<WriterProperties> {
+fn properties(
+    schema: &Schema,
+    meta: &StoreMeta,
+    opts: &WriterOptions,
+    provenance: &[(String, String)],
+) -> Result<WriterProperties> {
     use parquet::basic::Compression as C;
     let codec = match opts.compression {
         Compression::None => C::UNCOMPRESSED,
@@ -86,6 +91,9 @@ fn properties(schema: &Schema, meta: &StoreMeta, opts: &WriterOptions) -> Result
     kv.insert("saepipe.store_meta".to_string(), serde_json::to_string(meta).expect("serializable"));
     kv.insert("saepipe.rows_per_shard".to_string(), opts.rows_per_shard.to_string());
     kv.insert("ARROW:schema".to_string(), encoded_arrow_schema(schema)?);
+    for (k, v) in provenance {
+        kv.entry(k.clone()).or_insert_with(|| v.clone());
+    }
     let mut b = WriterProperties::builder()
         .set_compression(codec)
         .set_dictionary_enabled(false)
@@ -239,7 +247,7 @@ impl ShardedWriter {
             later.into_iter().map(|f| format!("{f}: comes after {}, which is written again; discarded", shard_name(i))),
         );
         let schema = schema_for(&meta);
-        let props = Arc::new(properties(&schema, &meta, &opts)?);
+        let props = Arc::new(properties(&schema, &meta, &opts, &[])?);
         let descr: SchemaDescriptor = ArrowSchemaConverter::new()
             .convert(&schema)
             .map_err(|e| DataError::Config { what: "schema", message: e.to_string() })?;
@@ -281,6 +289,15 @@ impl ShardedWriter {
             discarded,
             nonfinite: 0,
         })
+    }
+
+    /// Key-value pairs that say where the store comes from (saepipe version,
+    /// stage, cache key, model, hooks), written to the footer of every shard
+    /// written after this call, next to the format's own keys, which they cannot
+    /// replace. Not part of the partial directory's identity.
+    pub fn set_provenance(&mut self, kv: &[(String, String)]) -> Result<()> {
+        self.props = Arc::new(properties(&schema_for(&self.meta), &self.meta, &self.opts, kv)?);
+        Ok(())
     }
 
     /// Shards of an earlier run that [`open`](Self::open) removed (to be written

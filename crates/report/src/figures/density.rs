@@ -76,7 +76,7 @@ pub fn feature_density(saes: &[FeatureDensity], opts: &FigureOptions) -> Result<
         hists.push((s.name.clone(), counts, dead, s.firing_fraction.len()));
     }
     let data = Table::default()
-        .with("sae", Column::Str(d_sae))
+        .with("coder", Column::Str(d_sae))
         .with("log10_freq_lo", Column::F64(d_lo))
         .with("log10_freq_hi", Column::F64(d_hi))
         .with("count", Column::I64(d_count))

@@ -75,7 +75,7 @@ pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<F
     }
     let any_finite = [&data.2, &data.3, &data.4, &data.5].iter().any(|c| c.iter().any(|v| v.is_finite()));
     let table = Table::default()
-        .with("run", Column::Str(data.0))
+        .with("coder", Column::Str(data.0))
         .with("step", Column::I64(data.1))
         .with("mse", Column::F64(data.2))
         .with("sparsity_loss", Column::F64(data.3))
