@@ -130,11 +130,15 @@ fn gemma_scope_eval_pipeline_runs_on_a_tiny_twin() {
     assert!(m.strings("hook_in").unwrap().iter().all(|h| h == "blocks.3.hook_resid_post"), "the registry's hook");
     let report = std::fs::read_to_string(artifact("report").join("report.html")).unwrap();
     assert!(report.contains("Sparsity–faithfulness frontier") && report.contains("<svg"), "the L0 vs CE loss figure");
+    assert!(report.contains("L0 vs. CE loss score"), "the L0 vs CE loss score figure");
+    let score = read_parquet(&artifact("report").join("data/ce_loss_score_frontier.parquet")).unwrap();
+    assert_eq!(score.f64("ce_loss_score").unwrap(), m.f64("ce_loss_score").unwrap(), "the plotted scores");
     // The report is part of a content-addressed artifact: nothing in it may depend
     // on where it ran (the cache, the pipeline's folder); paths the user gave as
     // parameters (the model's, in the title) are part of the key and may appear.
     for place in [t.path().join("cache"), repo_root().join("pipelines")] {
-        let at = report.find(place.to_str().unwrap()).map(|i| &report[i.saturating_sub(200)..(i + 200).min(report.len())]);
+        let at =
+            report.find(place.to_str().unwrap()).map(|i| &report[i.saturating_sub(200)..(i + 200).min(report.len())]);
         assert!(at.is_none(), "the report names the machine path {}: {at:?}", place.display());
     }
 }

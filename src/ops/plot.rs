@@ -313,6 +313,7 @@ impl Op for PlotOp {
                     label: names[i].clone(),
                     l0: l0[i],
                     ce_loss: ce[i],
+                    ce_loss_score: score[i],
                 });
                 clean_ce.push(ce_clean[i]);
                 let row = coders.entry(names[i].clone()).or_default();
@@ -386,6 +387,12 @@ impl Op for PlotOp {
         // table (CE loss score is the comparable number there).
         if !coder_points.is_empty() && clean.is_some() {
             save_figure(ctx, &rep::sparsity_faithfulness(&coder_points, clean, &opts)?, &mut report, &mut figures)?;
+        }
+        // The score is comparable across LMs; a frontier needs coders of different L0.
+        let scored: Vec<f64> =
+            coder_points.iter().filter(|c| c.l0.is_finite() && c.ce_loss_score.is_finite()).map(|c| c.l0).collect();
+        if scored.iter().any(|&l0| (l0 - scored[0]).abs() > 1e-9) {
+            save_figure(ctx, &rep::ce_loss_score_frontier(&coder_points, &opts)?, &mut report, &mut figures)?;
         }
         if densities.is_empty() {
             densities = trained

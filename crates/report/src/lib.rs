@@ -24,7 +24,7 @@ mod style;
 pub mod synthetic;
 
 pub use error::{ReportError, Result};
-pub use figures::coders::{CoderPoint, sparsity_faithfulness};
+pub use figures::coders::{CoderPoint, ce_loss_score_frontier, sparsity_faithfulness};
 pub use figures::density::{FeatureDensity, feature_density};
 pub use figures::matching::{
     CheckpointCe, CheckpointLosses, CheckpointSimilarities, DEFAULT_DISTANCE_THRESHOLDS, MatchedFraction,

@@ -65,16 +65,25 @@ pub fn checkpoint_losses(seed: u64) -> Vec<CheckpointLosses> {
         .collect()
 }
 
-/// The Pythia-410m layer-15 sweep (DESIGN.md §1), with the clean CE loss.
+/// The Pythia-410m layer-15 sweep (DESIGN.md §1), with the clean CE loss; CE
+/// loss scores against a zero-ablation CE loss of 7.5 nats.
 pub fn coder_sweep() -> (Vec<CoderPoint>, f64) {
+    let (clean, zero) = (3.3215, 7.5);
+    let point = |family: &str, label: String, l0: f64, ce: f64| CoderPoint {
+        family: family.into(),
+        label,
+        l0,
+        ce_loss: ce,
+        ce_loss_score: (zero - ce) / (zero - clean),
+    };
     let mut v = Vec::new();
     for (l0, ce) in [(505.0, 3.337), (110.0, 3.351), (55.0, 3.360), (31.0, 3.368)] {
-        v.push(CoderPoint { family: "SAE".into(), label: format!("sae_l0_{l0}"), l0, ce_loss: ce });
+        v.push(point("SAE", format!("sae_l0_{l0}"), l0, ce));
     }
     for (l0, ce) in [(204.0, 3.341), (148.0, 3.344), (83.0, 3.349), (44.0, 3.355), (27.0, 3.368)] {
-        v.push(CoderPoint { family: "transcoder".into(), label: format!("tc_l0_{l0}"), l0, ce_loss: ce });
+        v.push(point("transcoder", format!("tc_l0_{l0}"), l0, ce));
     }
-    (v, 3.3215)
+    (v, clean)
 }
 
 /// Log-normal firing frequencies with a share of dead features per SAE.

@@ -3,9 +3,9 @@
 
 use saepipe_report::{
     CheckpointLosses, CheckpointSimilarities, CoderPoint, Column, DEFAULT_DISTANCE_THRESHOLDS, FeatureDensity, Figure,
-    FigureOptions, MatchedFraction, ReportError, TrainingCurve, feature_density, matched_fraction_vs_step,
-    matched_fractions, sae_losses_per_checkpoint, similarity_heatmap, sparsity_faithfulness, synthetic,
-    training_curves,
+    FigureOptions, MatchedFraction, ReportError, TrainingCurve, ce_loss_score_frontier, feature_density,
+    matched_fraction_vs_step, matched_fractions, sae_losses_per_checkpoint, similarity_heatmap, sparsity_faithfulness,
+    synthetic, training_curves,
 };
 
 struct Decoded {
@@ -219,9 +219,39 @@ fn frontier_figure() {
 
 #[test]
 fn frontier_rejects_negative_l0() {
-    let p = [CoderPoint { family: "SAE".into(), label: "bad".into(), l0: -1.0, ce_loss: 3.0 }];
+    let p = [CoderPoint { family: "SAE".into(), label: "bad".into(), l0: -1.0, ce_loss: 3.0, ce_loss_score: 0.9 }];
     let e = sparsity_faithfulness(&p, None, &opts()).unwrap_err();
     assert!(e.to_string().contains("coder `bad`") && e.to_string().contains("l0"), "{e}");
+    let e = ce_loss_score_frontier(&p, &opts()).unwrap_err();
+    assert!(e.to_string().contains("coder `bad`") && e.to_string().contains("l0"), "{e}");
+}
+
+#[test]
+fn score_frontier_figure() {
+    let (mut points, _) = synthetic::coder_sweep();
+    let fig = ce_loss_score_frontier(&points, &opts()).unwrap();
+    check_figure(
+        &fig,
+        &opts(),
+        &[
+            "L0, active features per token (log scale)",
+            "CE loss score (1 = clean LM, 0 = zero ablation)",
+            "SAE (4)",
+            "transcoder (5)",
+            "clean LM (score 1)",
+        ],
+    );
+    let Some(Column::F64(score)) = fig.data.get("ce_loss_score") else { panic!() };
+    assert_eq!(score, &points.iter().map(|p| p.ce_loss_score).collect::<Vec<_>>());
+    // A coder without a score stays in the data but not in the plot; none at all: no data.
+    points[0].ce_loss_score = f64::NAN;
+    let fig = ce_loss_score_frontier(&points, &opts()).unwrap();
+    assert!(fig.no_data.is_none() && fig.svg.contains("SAE (3)"));
+    points.iter_mut().for_each(|p| p.ce_loss_score = f64::NAN);
+    assert!(ce_loss_score_frontier(&points, &opts()).unwrap().no_data.is_some());
+    points[1].ce_loss_score = f64::INFINITY;
+    let e = ce_loss_score_frontier(&points, &opts()).unwrap_err();
+    assert!(e.to_string().contains("ce_loss_score"), "{e}");
 }
 
 #[test]
@@ -291,6 +321,7 @@ fn empty_inputs_give_no_data_figures() {
         similarity_heatmap(&[], 20, &opts()).unwrap(),
         sae_losses_per_checkpoint(&[], &opts()).unwrap(),
         sparsity_faithfulness(&[], Some(3.3), &opts()).unwrap(),
+        ce_loss_score_frontier(&[], &opts()).unwrap(),
         feature_density(&[], &opts()).unwrap(),
         training_curves(&[], &opts()).unwrap(),
     ];
