@@ -49,6 +49,33 @@ fn tiny_gemma2(dir: &Path) {
     saepipe_model::synth::write_random_hf_model(dir, &config, 11).unwrap();
 }
 
+/// `npz` (an uncompressed NumPy archive of little-endian f32 arrays) with
+/// `threshold.npy` multiplied by `scale`.
+fn scale_thresholds(npz: &[u8], scale: f32) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(npz)).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).unwrap();
+        let name = entry.name().to_string();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        if name == "threshold.npy" {
+            // NPY v1: magic (6), version (2), header length (u16 LE), header, data.
+            let start = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+            assert!(String::from_utf8_lossy(&bytes[10..start]).contains("'<f4'"));
+            for v in bytes[start..].chunks_exact_mut(4) {
+                let x = f32::from_le_bytes(v.try_into().unwrap()) * scale;
+                v.copy_from_slice(&x.to_le_bytes());
+            }
+        }
+        out.start_file(name, stored).unwrap();
+        out.write_all(&bytes).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
 #[test]
 fn gemma_scope_eval_pipeline_runs_on_a_tiny_twin() {
     // Three SAE ids of one layer; the folder the fixture has is served under each.
@@ -58,7 +85,12 @@ fn gemma_scope_eval_pipeline_runs_on_a_tiny_twin() {
     )
     .unwrap();
     let ids = ["layer_3/width_16k/average_l0_5", "layer_3/width_16k/average_l0_9", "layer_3/width_32k/average_l0_5"];
-    let files: BTreeMap<String, Vec<u8>> = ids.iter().map(|id| (format!("{id}/params.npz"), npz.clone())).collect();
+    // Each a different sparsity (JumpReLU thresholds scaled), so the L0s differ.
+    let files: BTreeMap<String, Vec<u8>> = ids
+        .iter()
+        .zip([1.0, 0.25, 4.0])
+        .map(|(id, scale)| (format!("{id}/params.npz"), scale_thresholds(&npz, scale)))
+        .collect();
     let hub = FakeHub::start(Repo { repo: REPO, sha: SHA, files, lfs: &[".npz"], fault: Fault::None });
 
     let t = tempfile::tempdir().unwrap();
