@@ -312,7 +312,9 @@ fn dashboards_and_journeys_on_a_small_checkpoint_match() {
                 &run.dom[i..(i + 200).min(run.dom.len())]
             });
         }
-        for (page, shot, h) in [(&pages[1], "dashboard.png", 1800), (&pages[3], "journey.png", 1100)] {
+        let shots =
+            [(&pages[1], "dashboard.png", 1800), (&pages[3], "journey.png", 1100), (&pages[4], "report.png", 6000)];
+        for (page, shot, h) in shots {
             browser::screenshot(&bin, &format!("file://{}", page.display()), &scratch.join(shot), 1300, h, &scratch);
         }
         eprintln!("screenshots: {}", scratch.display());

@@ -286,9 +286,10 @@ impl Op for PlotOp {
                 cells.push(row);
             }
             let mut header: Vec<String> =
-                ["SAE", "step", "dead", "matched", "median similarity"].map(String::from).to_vec();
-            header.extend(threshold_cols.iter().map(|(d, _)| format!("within {d}")));
-            report.add_table("Matching summary", &header, cells)?;
+                ["coder", "step", "dead", "matched", "median similarity"].map(String::from).to_vec();
+            // Narrow headers keep all nine threshold columns on screen; the caption says what they are.
+            header.extend(threshold_cols.iter().map(|(d, _)| format!("≤ {d}")));
+            report.add_table("Matching summary (≤ d: fraction matched within distance d)", &header, cells)?;
         }
 
         let mut coder_points = Vec::new();

@@ -391,11 +391,12 @@ const CSS: &str = r#"
 :root { color-scheme: light; }
 body { margin: 0; background: #f6f7f9; color: #1d2329;
   font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
-main { max-width: 980px; margin: 0 auto; padding: 24px 28px 48px; background: #fff;
+main { max-width: 1080px; margin: 0 auto; padding: 24px 28px 48px; background: #fff;
   box-shadow: 0 0 0 1px #e3e6ea; min-height: 100vh; box-sizing: border-box; }
 h1 { font-size: 1.7em; margin: 0.2em 0 0.6em; }
 h2 { font-size: 1.25em; margin: 1.6em 0 0.4em; border-bottom: 1px solid #e3e6ea; padding-bottom: 0.2em; }
-nav ol { margin: 0; padding-left: 1.4em; columns: 2; }
+nav ol { margin: 0; padding-left: 1.4em; columns: 2; column-gap: 2.5em; }
+nav li { break-inside: avoid; overflow-wrap: anywhere; }
 nav h2 { font-size: 1.05em; border: 0; }
 a { color: #2c5d8f; }
 figure { margin: 1.6em 0; }
@@ -406,7 +407,8 @@ figcaption .png { margin-left: 0.6em; font-size: 0.9em; }
 .table { overflow-x: auto; margin: 1.4em 0; }
 table { border-collapse: collapse; font-size: 0.92em; }
 caption { text-align: left; font-weight: 600; padding-bottom: 0.4em; }
-th, td { padding: 4px 12px; border-bottom: 1px solid #e7e9ec; text-align: left; }
+th, td { padding: 4px 8px; border-bottom: 1px solid #e7e9ec; text-align: left; }
+th { vertical-align: bottom; }
 thead th { border-bottom: 2px solid #c9ced4; background: #f3f5f7; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }

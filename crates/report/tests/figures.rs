@@ -300,6 +300,28 @@ fn training_figure() {
 }
 
 #[test]
+fn training_terms_that_stay_zero_are_named_not_drawn() {
+    let mut runs = synthetic::training_runs(2_000, 4, 2);
+    for r in &mut runs {
+        r.sparsity_loss_name = "AuxK".into();
+        r.sparsity_loss.iter_mut().for_each(|v| *v = 0.0);
+        r.dead_fraction.iter_mut().for_each(|v| *v = 0.0);
+    }
+    let fig = training_curves(&runs, &opts()).unwrap();
+    let spec = fig.interactive.clone().unwrap_or_default();
+    assert!(spec.contains("\"title\":\"Reconstruction MSE\""), "{spec}");
+    for gone in ["AuxK loss", "Dead features"] {
+        assert!(!spec.contains(&format!("\"title\":\"{gone}\"")), "the {gone} panel is still drawn");
+    }
+    assert!(spec.contains("The AuxK loss is 0 at every logged step"), "{spec}");
+    assert!(spec.contains("No feature was dead at any logged step"), "{spec}");
+    // One dead fraction above zero brings its panel back.
+    runs[0].dead_fraction[1] = 0.01;
+    let spec = training_curves(&runs, &opts()).unwrap().interactive.unwrap_or_default();
+    assert!(spec.contains("\"title\":\"Dead features\""), "{spec}");
+}
+
+#[test]
 fn training_validation_and_missing_metrics() {
     let mut r = TrainingCurve { run: "r1".into(), step: vec![0, 1, 2], mse: vec![1.0, 0.5], ..Default::default() };
     let e = training_curves(std::slice::from_ref(&r), &opts()).unwrap_err();

@@ -147,23 +147,37 @@ pub fn training_curves(runs: &[TrainingCurve], opts: &FigureOptions) -> Result<F
         let v: Vec<f64> = r.l0.iter().copied().filter(|x| x.is_finite()).collect();
         v.iter().all(|&x| (x - v[0]).abs() <= 1e-3 * v[0].abs().max(1.0))
     }) && runs.iter().any(|r| r.l0.iter().any(|x| x.is_finite()));
-    let mut panels = vec![
-        panel("Reconstruction MSE".into(), "loss", |r| &r.mse, 10.0, false),
-        panel(sparsity_title, "loss", |r| &r.sparsity_loss, 10.0, false),
-    ];
-    if !flat_l0 {
+    // A term that is 0 at every logged step (AuxK with no dead latents, a run
+    // without dead features) draws a flat line at 0: left out, and said so.
+    let all_zero = |get: Get| {
+        runs.iter().any(|r| get(r).iter().any(|x| x.is_finite()))
+            && runs.iter().all(|r| get(r).iter().all(|&x| !x.is_finite() || x == 0.0))
+    };
+    let (zero_sparsity, zero_dead) = (all_zero(|r| &r.sparsity_loss), all_zero(|r| &r.dead_fraction));
+    let mut notes = Vec::new();
+    let mut panels = vec![panel("Reconstruction MSE".into(), "loss", |r| &r.mse, 10.0, false)];
+    if zero_sparsity {
+        notes.push(format!("The {sparsity_title} is 0 at every logged step, so it is not plotted."));
+    } else {
+        panels.push(panel(sparsity_title, "loss", |r| &r.sparsity_loss, 10.0, false));
+    }
+    if flat_l0 {
+        notes.push("Every run's L0 is constant (TopK: L0 = k), so it is not plotted; the table has it.".into());
+    } else {
         panels.push(panel("L0".into(), "features/token", |r| &r.l0, 10.0, false));
     }
-    panels.push(panel("Dead features".into(), "fraction", |r| &r.dead_fraction, 0.0, true));
-    let (title, note) = if flat_l0 {
-        (
-            format!("{title} (L0 constant: TopK)"),
-            "Every run's L0 is constant (TopK: L0 = k), so it is not plotted; the table has it.".to_string(),
-        )
+    if zero_dead {
+        notes.push("No feature was dead at any logged step, so the dead fraction is not plotted.".into());
     } else {
-        (title, String::new())
+        panels.push(panel("Dead features".into(), "fraction", |r| &r.dead_fraction, 0.0, true));
+    }
+    let title = if flat_l0 { format!("{title} (L0 constant: TopK)") } else { title };
+    let note = notes.join(" ");
+    let cols = match panels.len() {
+        1 => 1,
+        3 => 3,
+        _ => 2,
     };
-    let cols = if panels.len() == 3 { 3 } else { 2 };
     let legend = runs
         .iter()
         .enumerate()
