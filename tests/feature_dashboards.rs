@@ -2,7 +2,8 @@
 //! (`feature_journey`) on a small checkpoint-matching run of the embedded toy
 //! LM family: the pages exist for every chosen feature, colour each token by
 //! the activation the tables hold, sample the activation intervals they claim,
-//! follow the match result step by step, and reference nothing outside
+//! follow the match result step by step (linking each feature's dashboard when
+//! given the dashboards), and reference nothing outside
 //! themselves; in headless Chromium (when present; required under CI=true) the
 //! indexes sort and search, every page and the plot report linking them run
 //! without console errors or network requests, and screenshots are written to
@@ -121,6 +122,16 @@ const JOURNEY: &str = r#"
     activations: acts[*]
     tokenizer: ${model}@step2000
     n_features: 3
+    n_tokens: 8192
+  journey_dash:
+    op: feature_journey
+    matches: match
+    reference: reference
+    reference_activations: acts[step2000]
+    saes: train[*]
+    activations: acts[*]
+    tokenizer: ${model}@step2000
+    dashboards: features
     n_tokens: 8192
   report:
     op: plot
@@ -279,6 +290,25 @@ fn dashboards_and_journeys_on_a_small_checkpoint_match() {
         assert!(pos.windows(2).all(|w| w[0] < w[1]), "{pos:?}");
     }
 
+    // Journeys given the dashboards follow their features and link each one's page.
+    let journey_dash = artifact(&cache, "journey_dash");
+    let followed_dash: std::collections::BTreeSet<i64> = read_parquet(&journey_dash.join("journey.parquet"))
+        .unwrap()
+        .f64("reference_feature")
+        .unwrap()
+        .iter()
+        .map(|&f| f as i64)
+        .collect();
+    assert_eq!(followed_dash, chosen, "the journeys follow the dashboards' features");
+    let feats_key = feats.file_name().unwrap().to_str().unwrap();
+    for f in &followed_dash {
+        let page = journey_dash.join(format!("journey/feature_{f}.html"));
+        let html = std::fs::read_to_string(&page).unwrap();
+        let href = format!("../../../artifacts/{feats_key}/dashboards/feature_{f}.html");
+        assert!(html.contains(&format!("href=\"{href}\"")), "{}: no link to its dashboard", page.display());
+        assert!(page.parent().unwrap().join(&href).is_file(), "{href} does not resolve from {}", page.display());
+    }
+
     // The plot report links the dashboards and the journeys, inside the cache.
     let report = artifact(&cache, "report").join("report.html");
     let html = std::fs::read_to_string(&report).unwrap();
@@ -300,6 +330,7 @@ fn dashboards_and_journeys_on_a_small_checkpoint_match() {
             journey.join("journey/index.html"),
             journey.join(format!("journey/feature_{j0}.html")),
             report.clone(),
+            journey_dash.join(format!("journey/feature_{f0}.html")),
         ];
         for page in &pages {
             let run = browser::load(&bin, &format!("file://{}#selftest", page.display()), &scratch);
@@ -338,6 +369,13 @@ fn dashboards_and_journeys_on_a_small_checkpoint_match() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(want), "{want}: {err}");
     }
+    let dash_bad = JOURNEY.replace("dashboards: features", "dashboards: match");
+    let dir = t.path().join("baddash");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("p.yaml"), pipeline(&dash_bad)).unwrap();
+    let out = saepipe(&dir).args(["run", "p.yaml", "--cache-dir", cache.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("parameter `dashboards`"), "{err}");
     let journey_bad = JOURNEY.replace("n_features: 3", "features: [1000]");
     let dir = t.path().join("badjourney");
     std::fs::create_dir_all(&dir).unwrap();

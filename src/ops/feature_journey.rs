@@ -23,12 +23,12 @@ use super::train_sae::{coder_label, load_trained_coder};
 use super::{Op, StageCtx};
 use crate::engine::{ParamSpec, ParamType};
 use crate::ops::table::{Column, Table};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use saepipe_data::Tokenizer;
 use saepipe_report::dashboard::{self, Fact, IndexRow, JourneyColumn};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The `feature_journey` op.
 pub struct FeatureJourneyOp;
@@ -72,7 +72,13 @@ impl Op for FeatureJourneyOp {
                 "tokenizer.json, or a model reference whose tokenizer decodes the tokens",
             ),
             ParamSpec::maybe("features", List(Box::new(Int)), "reference features to follow").min(0),
-            ParamSpec::optional("n_features", Int, json!(8), "without `features`: how many to follow").min(1),
+            ParamSpec::maybe(
+                "dashboards",
+                Artifact,
+                "an inspect_features stage of the reference SAE: each journey links the feature's dashboard, and without `features` the journeys follow the features it shows",
+            ),
+            ParamSpec::optional("n_features", Int, json!(8), "without `features` or `dashboards`: how many to follow")
+                .min(1),
             ParamSpec::optional(
                 "select",
                 Enum(&["spread", "best", "worst"]),
@@ -127,8 +133,13 @@ impl Op for FeatureJourneyOp {
             );
         }
 
-        let followed = match p.get("features") {
-            Some(Value::Array(ids)) => pages::feature_list(ids, ref_coder.d_sae, "features")?,
+        let dashboards = match ctx.input_list("dashboards").first() {
+            Some(dir) => Some(dashboards_of(dir, &ref_dir, &ref_label)?),
+            None => None,
+        };
+        let followed = match (p.get("features"), &dashboards) {
+            (Some(Value::Array(ids)), _) => pages::feature_list(ids, ref_coder.d_sae, "features")?,
+            (_, Some((_, shown))) => shown.clone(),
             _ => {
                 let by = m.compared_coder(p.opt_str("by"), "by", true)?;
                 select(&m.ranked(&by), p.usize("n_features")?, p.str("select")?)
@@ -233,10 +244,18 @@ impl Op for FeatureJourneyOp {
                 Fact { label: "tokens scanned per checkpoint".into(), value: ref_stats.n.to_string() },
             ];
             let href = format!("feature_{f}.html");
+            let mut links = Vec::new();
+            if let Some((dir, _)) = &dashboards {
+                let page = format!("dashboards/feature_{f}.html");
+                if dir.join(&page).is_file() {
+                    links.push((format!("dashboard of feature {f}"), super::links::artifact_link(ctx, dir, &page, 1)));
+                }
+            }
             let html = dashboard::journey_page(
                 &format!("Journey of {ref_label} feature {f}"),
                 &header,
                 Some("index.html"),
+                &links,
                 &columns,
             );
             ctx.write_output(&format!("journey/{href}"), html.as_bytes())?;
@@ -320,6 +339,27 @@ impl JourneyTable {
             .with("max_activation", Column::F64(self.max_activation))
             .with("top_token", Column::Str(self.top_token))
     }
+}
+
+/// The artifact of the `dashboards` input and the features it shows, after
+/// checking it is an `inspect_features` result of the reference coder.
+fn dashboards_of(dir: &Path, ref_dir: &Path, ref_label: &str) -> Result<(PathBuf, Vec<usize>)> {
+    let manifest = saepipe_cache::Manifest::read_in(dir)?;
+    let shows = manifest.as_ref().and_then(|m| m.inputs.get("sae")).map(|k| k.to_string());
+    if manifest.as_ref().is_some_and(|m| m.op != "inspect_features") || !dir.join("dashboards/index.html").is_file() {
+        bail!("parameter `dashboards`: {} is not an inspect_features result with dashboards", dir.display());
+    }
+    if shows.is_some_and(|k| k != crate::engine::artifact_key(ref_dir)) {
+        bail!(
+            "parameter `dashboards`: it shows another coder than the reference `{ref_label}`; give an inspect_features stage whose `sae` is the reference"
+        );
+    }
+    let hist = super::table::read_parquet(&dir.join("histograms.parquet"))
+        .context("parameter `dashboards`: reading its histograms.parquet")?;
+    let mut shown: Vec<usize> = hist.f64("feature")?.iter().map(|&f| f as usize).collect();
+    shown.sort_unstable();
+    shown.dedup();
+    Ok((dir.to_path_buf(), shown))
 }
 
 #[cfg(test)]

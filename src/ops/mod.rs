@@ -13,6 +13,7 @@ pub mod evaluate;
 pub mod feature_journey;
 pub mod hub_dataset;
 pub mod inspect_features;
+pub mod links;
 pub mod match_features;
 pub mod model_params;
 pub mod model_ref;

@@ -90,22 +90,6 @@ struct CoderRow {
     dead_fraction: Option<f64>,
 }
 
-/// The link from this report (published as `<cache>/artifacts/<key>/report.html`)
-/// to `rel` in the input artifact `dir`: relative (`../../artifacts/<key>/…`, which
-/// resolves from both `artifacts/<key>/` and `generations/<key>.<n>/`) when the
-/// input is in the same cache, else an absolute `file://` URL.
-fn artifact_link(ctx: &StageCtx, dir: &Path, rel: &str) -> String {
-    let key = crate::engine::artifact_key(dir);
-    let root_of = |d: &Path| d.parent().and_then(Path::parent).and_then(|r| r.canonicalize().ok());
-    let in_cache = dir.parent().and_then(Path::file_name).is_some_and(|n| n == "generations" || n == "artifacts");
-    if in_cache && root_of(dir).is_some() && root_of(dir) == root_of(&ctx.out_dir) {
-        return format!("../../artifacts/{key}/{rel}");
-    }
-    let target =
-        if in_cache { dir.parent().unwrap().parent().unwrap().join("artifacts").join(&key) } else { dir.into() };
-    format!("file://{}", target.join(rel).display())
-}
-
 /// `(stage, op, key, saepipe version)` of an input artifact, from its manifest.
 fn describe_input(ctx: &StageCtx, dir: &Path) -> (String, String, String, String) {
     let m = saepipe_cache::Manifest::read_in(dir).ok().flatten();
@@ -210,7 +194,7 @@ impl Op for PlotOp {
                 if dir.join(rel).is_file() {
                     links.push(Link {
                         label: format!("{what} ({stage})"),
-                        href: artifact_link(ctx, dir, rel),
+                        href: super::links::artifact_link(ctx, dir, rel, 0),
                         note: format!("stage {stage}, artifact {short}…"),
                     });
                 }

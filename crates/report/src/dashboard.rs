@@ -403,12 +403,24 @@ pub fn index_page(title: &str, intro: &str, columns: &[String], rows: &[IndexRow
     h
 }
 
-/// One followed feature's journey: a column per checkpoint, side by side.
-pub fn journey_page(title: &str, header: &[Fact], index_href: Option<&str>, columns: &[JourneyColumn]) -> String {
+/// One followed feature's journey: a column per checkpoint, side by side, under
+/// links to the index and to `links` (label, href), e.g. the feature's dashboard.
+pub fn journey_page(
+    title: &str,
+    header: &[Fact],
+    index_href: Option<&str>,
+    links: &[(String, String)],
+    columns: &[JourneyColumn],
+) -> String {
     let mut h = String::with_capacity(32 * 1024);
     head(&mut h, title);
-    if let Some(href) = index_href {
-        let _ = writeln!(h, "<p><a href=\"{}\">← all followed features</a></p>", escape(href));
+    let mut nav: Vec<String> = index_href
+        .map(|href| format!("<a href=\"{}\">← all followed features</a>", escape(href)))
+        .into_iter()
+        .collect();
+    nav.extend(links.iter().map(|(label, href)| format!("<a href=\"{}\">{}</a>", escape(href), escape(label))));
+    if !nav.is_empty() {
+        let _ = writeln!(h, "<p>{}</p>", nav.join(" · "));
     }
     facts(&mut h, header);
     // Columns need the full width of the window.
