@@ -39,9 +39,15 @@ use std::cmp::Reverse;
 pub struct InspectFeaturesOp;
 
 /// Live features spread evenly over the density ranking, most frequent first.
-fn spread(count: &[u64], n: usize) -> Vec<usize> {
+/// Only those firing at least `min_firings` times when `n` of them do: a feature
+/// seen once or twice gives a page of one context and empty quantiles.
+fn spread(count: &[u64], n: usize, min_firings: u64) -> Vec<usize> {
     let mut live: Vec<usize> = (0..count.len()).filter(|&f| count[f] > 0).collect();
     live.sort_by_key(|&f| (Reverse(count[f]), f));
+    let frequent = live.iter().take_while(|&&f| count[f] >= min_firings).count();
+    if frequent >= n {
+        live.truncate(frequent);
+    }
     if live.len() <= n {
         return live;
     }
@@ -128,6 +134,13 @@ impl Op for InspectFeaturesOp {
                 "features shown, spread from the most to the least frequent",
             )
             .min(1),
+            ParamSpec::optional(
+                "min_firings",
+                Int,
+                json!(10),
+                "the spread of `n_features` skips features firing fewer times on the scanned tokens (unless too few fire that often)",
+            )
+            .min(1),
             ParamSpec::maybe("features", List(Box::new(Int)), "feature indices to show instead").min(0),
             ParamSpec::maybe(
                 "matches",
@@ -206,7 +219,7 @@ impl Op for InspectFeaturesOp {
         let features = match (&matches, explicit) {
             (Some((m, compared)), _) => from_matches(m, compared, p.usize("n_features")?)?,
             (None, Some(list)) => list,
-            (None, None) => spread(&stats.count, p.usize("n_features")?),
+            (None, None) => spread(&stats.count, p.usize("n_features")?, p.usize("min_firings")? as u64),
         };
         let want = Want {
             top_k: p.usize("top_k")?.max(1),
@@ -557,6 +570,17 @@ mod tests {
         let (up, down) = logit_tokens(&[1.0, 2.0], &w_u, 4, 2);
         assert_eq!(up, vec![(3, 3.0), (0, 1.0)]);
         assert_eq!(down, vec![(2, -2.0), (1, 1.0)]);
+    }
+
+    #[test]
+    fn spread_skips_rare_features_while_enough_fire_often() {
+        // Counts by feature: 0 is dead, 5 and 6 fire once.
+        let count = [0, 50, 40, 30, 20, 1, 1, 10];
+        assert_eq!(spread(&count, 3, 10), vec![1, 3, 7]);
+        assert_eq!(spread(&count, 3, 1), vec![1, 4, 6]);
+        // Too few fire 10 times for 6 pages: every live feature is a candidate.
+        assert_eq!(spread(&count, 6, 10), vec![1, 2, 3, 4, 7, 6]);
+        assert_eq!(spread(&count, 9, 10).len(), 7, "never a dead feature");
     }
 
     #[test]
