@@ -71,6 +71,14 @@ defaults:
     lr: 0.002
     batch_size: 512
     total_tokens: 65536
+  feature_journey:
+    matches: match
+    reference: reference
+    reference_activations: acts[step2000]
+    saes: train[*]
+    activations: acts[*]
+    tokenizer: ${model}@step2000
+    n_tokens: 8192
 stages:
   tokens:
     op: tokenize
@@ -115,24 +123,10 @@ EXTRA"#;
 const JOURNEY: &str = r#"
   journey:
     op: feature_journey
-    matches: match
-    reference: reference
-    reference_activations: acts[step2000]
-    saes: train[*]
-    activations: acts[*]
-    tokenizer: ${model}@step2000
     n_features: 3
-    n_tokens: 8192
   journey_dash:
     op: feature_journey
-    matches: match
-    reference: reference
-    reference_activations: acts[step2000]
-    saes: train[*]
-    activations: acts[*]
-    tokenizer: ${model}@step2000
     dashboards: features
-    n_tokens: 8192
   report:
     op: plot
     matches: [match]

@@ -13,6 +13,10 @@
 //! scripts/test.sh sets it); without it the test stops after the run, unless
 //! CI=true, where it fails.
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::readers_python;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -161,19 +165,6 @@ if problems:
 print(json.dumps(files))
 "#;
 
-fn readers_python() -> Option<PathBuf> {
-    match std::env::var_os("SAEPIPE_READERS_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("SAEPIPE_READERS_PYTHON is not set; scripts/test.sh installs the readers and sets it")
-        }
-        None => {
-            eprintln!("SKIPPED output_tables (Python part): SAEPIPE_READERS_PYTHON is not set");
-            None
-        }
-    }
-}
-
 /// Runs `saepipe ARGS` in `dir`; returns stdout, failing the test if it fails.
 fn saepipe(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_saepipe"))
@@ -215,7 +206,7 @@ fn artifacts_of(dir: &Path, op: &str) -> Vec<PathBuf> {
 fn every_output_table_reads_in_pyarrow_pandas_polars_and_duckdb_with_its_provenance() {
     let t = tempfile::tempdir().unwrap();
     run_pipeline(t.path(), "p.yaml", PIPELINE);
-    let Some(python) = readers_python() else { return };
+    let Some(python) = readers_python("output_tables (Python part)") else { return };
     let script = t.path().join("read_all.py");
     std::fs::write(&script, READ_ALL).unwrap();
     let out = Command::new(python).arg(&script).arg(t.path().join("cache")).output().unwrap();

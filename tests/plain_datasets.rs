@@ -132,23 +132,6 @@ same(hf[0][hook], "datasets.load_dataset")
 print(f"{path}: {rows} rows; pandas, pyarrow.dataset, polars, duckdb and datasets agree with saepipe")
 "#;
 
-/// The Python with the dataset readers, or `None` (skip) outside CI.
-fn readers_python() -> Option<PathBuf> {
-    match std::env::var_os("SAEPIPE_READERS_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
-            "SAEPIPE_READERS_PYTHON is not set; scripts/test.sh installs the readers (scripts/py_readers_venv.sh) and sets it"
-        ),
-        None => {
-            println!(
-                "SKIPPED: the Python dataset readers check: SAEPIPE_READERS_PYTHON is not set (run \
-                 `export SAEPIPE_READERS_PYTHON=$(scripts/py_readers_venv.sh target/readers-venv)` or scripts/test.sh)"
-            );
-            None
-        }
-    }
-}
-
 /// The readers' Python, with Hugging Face `datasets` kept offline and its
 /// cache in `hf_home` (a test directory, not the user's).
 fn offline_python(python: &Path, hf_home: &Path) -> std::process::Command {
@@ -180,7 +163,7 @@ fn published_and_exported_stores_open_with_python_dataset_readers() {
     }
     let exported = t.path().join("export");
     ok(t.path(), &["export", &key[..10], exported.to_str().unwrap()]);
-    let Some(python) = readers_python() else { return };
+    let Some(python) = readers_python("the Python dataset readers check") else { return };
     let script = t.path().join("readers_check.py");
     std::fs::write(&script, READERS_CHECK).unwrap();
     check_with_python(&python, &script, &store);
@@ -358,7 +341,7 @@ fn artifacts_published_under_the_old_names_still_read() {
     let d = json(&dir.join("_saepipe.json"));
     assert!(d["files"].as_array().unwrap().iter().any(|f| f["path"] == "_store.json"));
     assert_eq!(saepipe_view(&dir), before);
-    if let Some(python) = readers_python() {
+    if let Some(python) = readers_python("the Python dataset readers check") {
         let script = t.path().join("readers_check.py");
         std::fs::write(&script, READERS_CHECK).unwrap();
         check_with_python(&python, &script, &dir);

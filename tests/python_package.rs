@@ -104,23 +104,6 @@ stages:
     std::fs::write(dir.join("p.yaml"), yaml).unwrap();
 }
 
-/// The Python with numpy, pyarrow and pandas, or `None` (skip) outside CI.
-fn readers_python() -> Option<PathBuf> {
-    match std::env::var_os("SAEPIPE_READERS_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
-            "SAEPIPE_READERS_PYTHON is not set; scripts/test.sh installs the readers (scripts/py_readers_venv.sh) and sets it"
-        ),
-        None => {
-            println!(
-                "SKIPPED: the Python package tests: SAEPIPE_READERS_PYTHON is not set (run \
-                 `export SAEPIPE_READERS_PYTHON=$(scripts/py_readers_venv.sh target/readers-venv)` or scripts/test.sh)"
-            );
-            None
-        }
-    }
-}
-
 /// Rows of `hook`'s store, as saepipe's reader gives them: (rows, d, values, tokens).
 fn read_store(dir: &Path, hook: &str) -> (usize, usize, Vec<f32>, Vec<u32>) {
     let reader = ActivationReader::open(dir, &[hook]).unwrap();
@@ -163,7 +146,7 @@ fn coder_expectation(artifact: &Path, store: &Path) -> Value {
 
 #[test]
 fn python_package_reads_what_saepipe_wrote() {
-    let Some(python) = readers_python() else { return };
+    let Some(python) = readers_python("the Python package tests") else { return };
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
 

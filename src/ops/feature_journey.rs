@@ -133,13 +133,14 @@ impl Op for FeatureJourneyOp {
             );
         }
 
-        let dashboards = match ctx.input_list("dashboards").first() {
-            Some(dir) => Some(dashboards_of(dir, &ref_dir, &ref_label)?),
+        let dashboards = ctx.input_list("dashboards").first().cloned();
+        let shown = match &dashboards {
+            Some(dir) => Some(dashboards_shown(dir, &ref_dir, &ref_label)?),
             None => None,
         };
-        let followed = match (p.get("features"), &dashboards) {
+        let followed = match (p.get("features"), shown) {
             (Some(Value::Array(ids)), _) => pages::feature_list(ids, ref_coder.d_sae, "features")?,
-            (_, Some((_, shown))) => shown.clone(),
+            (_, Some(shown)) => shown,
             _ => {
                 let by = m.compared_coder(p.opt_str("by"), "by", true)?;
                 select(&m.ranked(&by), p.usize("n_features")?, p.str("select")?)
@@ -245,7 +246,7 @@ impl Op for FeatureJourneyOp {
             ];
             let href = format!("feature_{f}.html");
             let mut links = Vec::new();
-            if let Some((dir, _)) = &dashboards {
+            if let Some(dir) = &dashboards {
                 let page = format!("dashboards/feature_{f}.html");
                 if dir.join(&page).is_file() {
                     links.push((format!("dashboard of feature {f}"), super::links::artifact_link(ctx, dir, &page, 1)));
@@ -341,9 +342,9 @@ impl JourneyTable {
     }
 }
 
-/// The artifact of the `dashboards` input and the features it shows, after
-/// checking it is an `inspect_features` result of the reference coder.
-fn dashboards_of(dir: &Path, ref_dir: &Path, ref_label: &str) -> Result<(PathBuf, Vec<usize>)> {
+/// The features the `dashboards` input shows, after checking it is an
+/// `inspect_features` result of the reference coder.
+fn dashboards_shown(dir: &Path, ref_dir: &Path, ref_label: &str) -> Result<Vec<usize>> {
     let manifest = saepipe_cache::Manifest::read_in(dir)?;
     let shows = manifest.as_ref().and_then(|m| m.inputs.get("sae")).map(|k| k.to_string());
     if manifest.as_ref().is_some_and(|m| m.op != "inspect_features") || !dir.join("dashboards/index.html").is_file() {
@@ -359,7 +360,7 @@ fn dashboards_of(dir: &Path, ref_dir: &Path, ref_label: &str) -> Result<(PathBuf
     let mut shown: Vec<usize> = hist.f64("feature")?.iter().map(|&f| f as usize).collect();
     shown.sort_unstable();
     shown.dedup();
-    Ok((dir.to_path_buf(), shown))
+    Ok(shown)
 }
 
 #[cfg(test)]

@@ -146,14 +146,13 @@ impl Op for TokenizeOp {
         if let Some(m) = opts.max_tokens {
             ctx.progress.set_total(m / context_size as u64, "contexts");
         }
-        let provenance = ctx.provenance();
         let summary = tokenize_to_table(
             &corpus,
             &tok,
             &opts,
             &ctx.out_dir.join("tokens.parquet"),
             json!({ "corpus": inputs.iter().map(|f| Path::new(f).file_name().map(|n| n.to_string_lossy().into_owned())).collect::<Vec<_>>() }),
-            &provenance,
+            &ctx.provenance(),
         )?;
         if summary.contexts == 0 {
             bail!("the corpus {} yields no complete context of {context_size} tokens", inputs.join(", "));

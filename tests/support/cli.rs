@@ -92,3 +92,23 @@ pub fn statuses(cache: &Path) -> Vec<(String, String)> {
 pub fn both(status: &str) -> Vec<(String, String)> {
     vec![("a".into(), status.into()), ("b".into(), status.into())]
 }
+
+/// The Python of the dataset readers' virtualenv (pandas, pyarrow, polars,
+/// DuckDB, datasets) from $SAEPIPE_READERS_PYTHON. `None`, with a note that
+/// `what` is skipped, when it is not set; under CI=true (scripts/test.sh sets it)
+/// its absence fails the test.
+pub fn readers_python(what: &str) -> Option<PathBuf> {
+    match std::env::var_os("SAEPIPE_READERS_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+            "SAEPIPE_READERS_PYTHON is not set; scripts/test.sh installs the readers (scripts/py_readers_venv.sh) and sets it"
+        ),
+        None => {
+            println!(
+                "SKIPPED: {what}: SAEPIPE_READERS_PYTHON is not set (run \
+                 `export SAEPIPE_READERS_PYTHON=$(scripts/py_readers_venv.sh target/readers-venv)` or scripts/test.sh)"
+            );
+            None
+        }
+    }
+}
